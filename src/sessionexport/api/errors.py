@@ -1,0 +1,106 @@
+"""Errors as HTTP answers, translated once here, all in Dynatrace's error envelope:
+
+    {"error": {"code": 400, "message": "...", "constraintViolations": [
+        {"path": "...", "message": "...", "parameterLocation": "PAYLOAD_BODY", "location": "line 3"}]}}
+
+Error tree handled here:
+    ApiError                 raised by routes and dependencies, carries status and violations
+    RequestValidationError   FastAPI's query/path parameter errors -> 400 with QUERY/PATH violations
+    HTTPException            Starlette's (404 for unknown routes, 405 ...) -> same envelope
+    StoreError               the storage backend failed -> 503
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from sessionexport.api.rendering import OrjsonResponse
+from sessionexport.store import StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    path: str
+    message: str
+    parameter_location: str = "PAYLOAD_BODY"
+    location: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "message": self.message,
+            "parameterLocation": self.parameter_location,
+            "location": self.location,
+        }
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    message: str
+    violations: list[Violation] = field(default_factory=list)
+    headers: Mapping[str, str] | None = None
+
+
+def envelope(status: int, message: str, violations: list[Violation] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": status, "message": message}
+    if violations:
+        body["constraintViolations"] = [v.as_json() for v in violations]
+    return {"error": body}
+
+
+def error_response(error: ApiError) -> OrjsonResponse:
+    return OrjsonResponse(
+        envelope(error.status, error.message, error.violations),
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+async def _api_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, RequestValidationError)
+    violations = []
+    for err in exc.errors():
+        where, *path = err.get("loc", ("body",))
+        violations.append(
+            Violation(
+                ".".join(str(p) for p in path),
+                err.get("msg", "invalid"),
+                _PARAMETER_LOCATION.get(where, "PAYLOAD_BODY"),
+            )
+        )
+    return error_response(ApiError(400, "Invalid request parameters", violations))
+
+
+async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, HTTPException)
+    return error_response(ApiError(exc.status_code, str(exc.detail), headers=exc.headers))
+
+
+async def _store_error(_: Request, exc: Exception) -> OrjsonResponse:
+    log.error("storage failure: %s", exc)
+    return error_response(ApiError(503, "Storage is unavailable; nothing was changed. Retry later."))
+
+
+_PARAMETER_LOCATION = {"query": "QUERY", "path": "PATH", "header": "HEADER", "body": "PAYLOAD_BODY"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(StoreError, _store_error)

@@ -1,0 +1,57 @@
+"""Token authentication: ``Authorization: Api-Token <token>``, checked for one scope per route."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from sessionexport import tokens
+from sessionexport.api.errors import ApiError
+from sessionexport.store import Store
+from sessionexport.store.records import TokenRecord
+
+_header = APIKeyHeader(
+    name="Authorization",
+    auto_error=False,
+    scheme_name="ApiToken",
+    description="`Api-Token <token>`; create one with `sessionexport tokens create`.",
+)
+_CHALLENGE = {"WWW-Authenticate": "Api-Token"}
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def require(scope: tokens.Scope) -> Callable[..., Awaitable[TokenRecord]]:
+    """A dependency that admits a request only with a valid token holding ``scope``."""
+
+    async def check(request: Request, authorization: str | None = Depends(_header)) -> TokenRecord:
+        token = _token_from_header(authorization)
+        token_id = tokens.public_id(token)
+        record = await get_store(request).get_token(token_id) if token_id else None
+        if record is None or not tokens.matches(record, token):
+            raise ApiError(401, "The API token is invalid or revoked", headers=_CHALLENGE)
+        if scope.value not in record.scopes:
+            raise ApiError(403, f"The API token lacks the required scope {scope.value}")
+        return record
+
+    return check
+
+
+def _token_from_header(authorization: str | None) -> str:
+    if not authorization:
+        raise ApiError(
+            401, "Missing Authorization header: send 'Authorization: Api-Token <token>'", headers=_CHALLENGE
+        )
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "api-token" or not token.strip():
+        raise ApiError(
+            401,
+            "Unsupported Authorization scheme: send 'Authorization: Api-Token <token>'",
+            headers=_CHALLENGE,
+        )
+    return token.strip()

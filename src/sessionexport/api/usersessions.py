@@ -1,0 +1,158 @@
+"""``/api/v2/usersessions``: completed sessions in (all or nothing per request) and back out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from sessionexport.api.errors import ApiError, Violation
+from sessionexport.api.rendering import OrjsonResponse
+from sessionexport.api.security import get_store, require
+from sessionexport.clock import now_ms
+from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, parse_body
+from sessionexport.store import Store
+from sessionexport.tokens import Scope
+
+router = APIRouter(prefix="/api/v2/usersessions", tags=["User sessions"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "Invalid sessions; `constraintViolations` lists each problem with its line or index"
+    },
+    401: {"description": "Missing, invalid or revoked token"},
+    403: {"description": "The token lacks the required scope"},
+}
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class SessionPage(BaseModel):
+    userSessions: list[dict[str, object]]
+    nextPageKey: str | None
+    pageSize: int
+
+
+@router.post(
+    "",
+    summary="Ingest completed user sessions",
+    description=(
+        f"Body: `{NDJSON}` (one session per line) or `{JSON}` (an array of sessions). The request is stored"
+        " whole or not at all. A session whose identity (`tenantId`, `userSessionId`, `startTime`) is already"
+        " in the log is counted as a duplicate and not stored again."
+    ),
+    response_model=IngestResult,
+    responses={
+        **_ERRORS,
+        413: {"description": "Body larger than the server's limit"},
+        415: {"description": "Unsupported content type"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                NDJSON: {"schema": {"type": "string"}},
+                JSON: {"schema": {"type": "array", "items": {"type": "object"}}},
+            },
+        }
+    },
+    dependencies=[Depends(require(Scope.SESSIONS_INGEST))],
+)
+async def ingest_sessions(request: Request, store: Annotated[Store, Depends(get_store)]) -> OrjsonResponse:
+    content_type = request.headers.get("content-type", "")
+    body = await read_limited_body(request, request.app.state.config.max_body_bytes)
+    if not body.strip():
+        raise ApiError(
+            400,
+            "The request body is empty",
+            [Violation("", "no sessions in the request body", location="body")],
+        )
+    try:
+        records = parse_body(body, content_type)
+    except UnsupportedMediaType as exc:
+        raise ApiError(415, str(exc)) from None
+    except RejectedBody as exc:
+        violations = [Violation(p.path, p.message, location=p.location) for p in exc.problems]
+        raise ApiError(
+            400, f"{len(exc.problems)} problem(s) in the request body; nothing was stored", violations
+        ) from None
+    result = await store.append_sessions(records, now_ms())
+    return OrjsonResponse({"accepted": result.accepted, "duplicates": result.duplicates})
+
+
+@router.get(
+    "",
+    summary="Recent user sessions, newest first",
+    description="Each item is the stored session JSON, byte for byte. Page with `nextPageKey` alone.",
+    response_model=SessionPage,
+    responses=_ERRORS,
+    dependencies=[Depends(require(Scope.SESSIONS_READ))],
+)
+async def list_sessions(
+    store: Annotated[Store, Depends(get_store)],
+    userSessionId: Annotated[str | None, Query(description="Only sessions with this id")] = None,
+    pageSize: Annotated[int, Query(ge=1, le=500, description="Sessions per page")] = 100,
+    nextPageKey: Annotated[
+        str | None, Query(description="Cursor from the previous page; use it alone")
+    ] = None,
+) -> Response:
+    before: int | None = None
+    if nextPageKey:
+        userSessionId, pageSize, before = _decode_page_key(nextPageKey)
+    rows = await store.recent_sessions(user_session_id=userSessionId, before_seq=before, limit=pageSize + 1)
+    page, more = rows[:pageSize], len(rows) > pageSize
+    key = _encode_page_key(userSessionId, pageSize, page[-1].seq) if more else None
+    # Assembled from the stored bytes: no session is parsed to be listed.
+    body = b"".join(
+        (
+            b'{"userSessions":[',
+            b",".join(s.body for s in page),
+            b'],"nextPageKey":',
+            orjson.dumps(key),
+            b',"pageSize":',
+            str(len(page)).encode(),
+            b"}",
+        )
+    )
+    return Response(body, media_type="application/json")
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it exceeds ``limit`` (never read whole)."""
+    too_large = ApiError(413, f"The request body exceeds the limit of {limit} bytes; send smaller batches")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _encode_page_key(user_session_id: str | None, page_size: int, before: int) -> str:
+    raw = orjson.dumps({"u": user_session_id, "p": page_size, "b": before})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_key(key: str) -> tuple[str | None, int, int]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))
+        user_session_id, page_size, before = data["u"], int(data["p"]), int(data["b"])
+        if not (user_session_id is None or isinstance(user_session_id, str)) or not 1 <= page_size <= 500:
+            raise ValueError
+    except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ApiError(
+            400, "Invalid nextPageKey", [Violation("nextPageKey", "not a key this server issued", "QUERY")]
+        ) from None
+    return user_session_id, page_size, before

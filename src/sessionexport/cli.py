@@ -1,0 +1,297 @@
+"""The ``sessionexport`` command. Every option can also be set as ``SESSIONEXPORT_<OPTION>``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sessionexport import __version__, tokens
+from sessionexport.clock import now_ms
+from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
+from sessionexport.store import Store, StoreError, create_store
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="sessionexport",
+    help="Completed user sessions in, kept durably, streamed out in bulk (Dynatrace session export compatible).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+tokens_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+err = Console(stderr=True)
+
+
+def _env(name: str) -> str:
+    return f"SESSIONEXPORT_{name}"
+
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar=_env("DATA_DIR"),
+        help="Directory of the embedded database and keys.",
+        file_okay=False,
+    ),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar=_env("DATABASE_URL"),
+        help="Database URL; default: SQLite in the data directory.",
+    ),
+]
+DEFAULT_DATA_DIR = Path("data")
+
+
+def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
+    """Open the store, run ``work`` on it, close it; storage errors end the command with a message."""
+
+    async def main() -> T:
+        store = create_store(data_dir, database_url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"sessionexport {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = 8080,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("MAX_BODY_BYTES"), min=1024, help="Largest accepted request body; larger gets 413."
+        ),
+    ] = DEFAULT_MAX_BODY_BYTES,
+    retention_days: Annotated[
+        float, typer.Option(envvar=_env("RETENTION_DAYS"), min=0.001, help="Days a session stays in the log.")
+    ] = DEFAULT_RETENTION_DAYS,
+) -> None:
+    """Serve the API (and the exporters) on the embedded default, or on --database-url."""
+    import uvicorn
+
+    from sessionexport.api.app import create_app
+
+    config = ServerConfig(
+        data_dir=data_dir,
+        database_url=database_url,
+        max_body_bytes=max_body_bytes,
+        retention_days=retention_days,
+    )
+    try:
+        application = create_app(config)
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    where = f"http://{host}:{port}"
+    err.print(f"sessionexport {__version__} listening on {where}  (API docs: {where}/docs, data: {data_dir})")
+    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False, lifespan="on")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option(envvar=_env("NAME"), help="What the token is for.")],
+    scopes: Annotated[
+        str,
+        typer.Option(
+            envvar=_env("SCOPES"), help="Comma-separated scopes: " + ", ".join(s.value for s in tokens.Scope)
+        ),
+    ],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a token and print it, alone, on the last line (it is shown only this once)."""
+    try:
+        new = tokens.new_token(name, tokens.parse_scopes(scopes), now_ms())
+    except tokens.TokenError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _run(lambda store: store.add_token(new.record), data_dir, database_url)
+    err.print(
+        f"Created token {new.record.id} ({new.record.name}) with scopes {', '.join(sorted(new.record.scopes))}."
+    )
+    print(new.token)
+
+
+@tokens_app.command("list")
+def tokens_list(data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl = None) -> None:
+    """List tokens (never their secrets)."""
+    records = _run(lambda store: store.list_tokens(), data_dir, database_url)
+    table = Table("id", "name", "scopes", "created", "state")
+    for r in records:
+        state = "revoked " + _when(r.revoked_at) if r.revoked_at else "active"
+        table.add_row(r.id, r.name, ",".join(sorted(r.scopes)), _when(r.created_at), state)
+    Console().print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[
+        str, typer.Argument(help="The token's id (its middle part), as `tokens list` shows.")
+    ],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a token: requests carrying it get 401 from then on."""
+    public = tokens.public_id(token_id) or token_id
+    if not _run(lambda store: store.revoke_token(public, now_ms()), data_dir, database_url):
+        err.print(f"[red]error:[/red] no active token {public}")
+        raise typer.Exit(1)
+    err.print(f"Revoked token {public}.")
+
+
+@app.command()
+def ingest(
+    file: Annotated[
+        Path,
+        typer.Argument(help="NDJSON file of completed sessions ('-' for standard input).", allow_dash=True),
+    ],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(envvar=_env("BATCH_SIZE"), min=1, max=10_000, help="Sessions stored per transaction."),
+    ] = 1000,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("REJECTS"), help="Write refused lines here, unchanged, to fix and re-ingest."
+        ),
+    ] = None,
+) -> None:
+    """Validate and store an NDJSON file of sessions, streamed.
+
+    Invalid lines are reported (line, field, reason), written to --rejects if given, and never
+    stored; every valid line is. Exits 1 if any line was refused.
+    """
+    from sessionexport.ingest.files import ingest_file
+
+    summary = _run(
+        lambda store: ingest_file(store, file, batch_size=batch_size, rejects=rejects, console=err),
+        data_dir,
+        database_url,
+    )
+    err.print(
+        f"{summary.accepted} stored, {summary.duplicates} duplicate(s), {summary.refused} refused"
+        f" of {summary.lines} line(s) in {summary.seconds:.1f}s"
+    )
+    if summary.refused:
+        raise typer.Exit(1)
+
+
+@app.command()
+def generate(
+    count: Annotated[int, typer.Option(envvar=_env("COUNT"), min=1, help="How many sessions.")] = 100,
+    seed: Annotated[int, typer.Option(envvar=_env("SEED"), help="Same seed, same sessions.")] = 1,
+    kind: Annotated[
+        str, typer.Option(envvar=_env("KIND"), help="web, mobile, synthetic or mixed.")
+    ] = "mixed",
+    actions: Annotated[
+        str, typer.Option(envvar=_env("ACTIONS"), help="User actions per session, MIN-MAX.")
+    ] = "1-12",
+    end: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("END"), help="Sessions end before this UTC time (ISO 8601); default: today 00:00."
+        ),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            envvar=_env("OUTPUT"),
+            help="NDJSON file to write ('-' for standard output).",
+            allow_dash=True,
+        ),
+    ] = Path("-"),
+) -> None:
+    """Write realistic completed sessions as NDJSON, deterministic for a seed and end time."""
+    from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_lines
+
+    if kind not in KINDS:
+        err.print(f"[red]error:[/red] --kind must be one of {', '.join(KINDS)}")
+        raise typer.Exit(2)
+    try:
+        low, _, high = actions.partition("-")
+        action_range = (int(low), int(high or low))
+        if not 1 <= action_range[0] <= action_range[1] <= 200:
+            raise ValueError
+        end_ms = _parse_end(end)
+    except ValueError:
+        err.print("[red]error:[/red] --actions takes MIN-MAX within 1-200, --end an ISO 8601 time")
+        raise typer.Exit(2) from None
+    options = GeneratorOptions(kind=kind, actions=action_range, end_ms=end_ms)
+    lines = generate_lines(count, seed, options)
+    if str(output) == "-":
+        out = sys.stdout.buffer
+        for line in lines:
+            out.write(line + b"\n")
+        out.flush()
+        return
+    from rich.progress import Progress
+
+    with output.open("wb") as fh, Progress(console=err, transient=True) as progress:
+        task = progress.add_task("generating", total=count)
+        for line in lines:
+            fh.write(line + b"\n")
+            progress.advance(task)
+    err.print(f"Wrote {count} session(s) to {output}.")
+
+
+def _parse_end(text: str | None) -> int:
+    if text is None:
+        today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return int(today.timestamp() * 1000)
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _when(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,23 @@
+"""Server configuration: what ``serve`` and the app factory need, with the documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_RETENTION_DAYS = 7.0
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    data_dir: Path
+    database_url: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    retention_days: float = DEFAULT_RETENTION_DAYS
+    retention_check_seconds: float = 600.0
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention_days * DAY_MS)

@@ -1,0 +1,1 @@
+"""Synthetic data sources: realistic sessions (and later RUM event streams)."""

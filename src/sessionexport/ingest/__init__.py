@@ -1,0 +1,1 @@
+"""Sessions in: completed-session documents (and, later, RUM events) to session-log records."""

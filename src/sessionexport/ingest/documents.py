@@ -1,0 +1,115 @@
+"""Request bodies to session-log records: NDJSON lines or a JSON array, validated all at once.
+
+A body is accepted whole or refused whole; a refusal lists every problem of every document with
+its place (``line N`` of NDJSON, ``index N`` of an array) and field path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import msgspec
+
+from sessionexport.model.session import UserSession
+from sessionexport.model.validation import InvalidSession, compact, decode_session
+from sessionexport.store.records import NewSession
+
+NDJSON = "application/x-ndjson"
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentProblem:
+    location: str  # "line 3", "index 2", or "body"
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.location}, {self.path}" if self.path else self.location
+        return f"{where}: {self.message}"
+
+
+class RejectedBody(ValueError):
+    def __init__(self, problems: list[DocumentProblem]) -> None:
+        super().__init__(f"{len(problems)} problem(s), first: {problems[0]}")
+        self.problems = problems
+
+
+def ndjson_lines(body: bytes, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) for every non-blank line; ``\\r\\n`` endings tolerated."""
+    for number, line in enumerate(body.split(b"\n"), start=first_line):
+        line = line.strip()
+        if line:
+            yield number, line
+
+
+def parse_ndjson(body: bytes) -> list[NewSession]:
+    return _parse_all(((f"line {n}", line) for n, line in ndjson_lines(body)))
+
+
+def parse_json_array(body: bytes) -> list[NewSession]:
+    try:
+        items = msgspec.json.decode(body, type=list[msgspec.Raw])
+    except msgspec.ValidationError:
+        raise RejectedBody([DocumentProblem("body", "", "expected a JSON array of sessions")]) from None
+    except msgspec.DecodeError as exc:
+        raise RejectedBody([DocumentProblem("body", "", f"invalid JSON: {exc}")]) from None
+    return _parse_all((f"index {i}", bytes(item)) for i, item in enumerate(items))
+
+
+def parse_body(body: bytes, content_type: str) -> list[NewSession]:
+    """Dispatch on the media type (parameters such as ``charset`` ignored)."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == NDJSON:
+        return parse_ndjson(body)
+    if media_type == JSON:
+        return parse_json_array(body)
+    raise UnsupportedMediaType(media_type)
+
+
+class UnsupportedMediaType(ValueError):
+    def __init__(self, media_type: str) -> None:
+        super().__init__(f"unsupported content type {media_type or '(none)'!r}: use {NDJSON} or {JSON}")
+
+
+def _parse_all(documents: Iterable[tuple[str, bytes]]) -> list[NewSession]:
+    records: list[NewSession] = []
+    problems: list[DocumentProblem] = []
+    for location, raw in documents:
+        try:
+            records.append(to_record(decode_session(raw), raw))
+        except InvalidSession as exc:
+            problems.extend(DocumentProblem(location, p.path, p.message) for p in exc.problems)
+    if problems:
+        raise RejectedBody(problems)
+    if not records:
+        raise RejectedBody([DocumentProblem("body", "", "no sessions in the request body")])
+    return records
+
+
+def to_record(session: UserSession, raw: bytes) -> NewSession:
+    """The log record of a decoded session; ``raw`` is stored compacted, escapes untouched."""
+    return NewSession(
+        tenant_id=session.tenantId,
+        user_session_id=session.userSessionId,
+        start_time=session.startTime,
+        end_time=session.endTime,
+        user_id=session.userId,
+        user_type=session.userType.value if session.userType else None,
+        application_type=session.applicationType.value if session.applicationType else None,
+        country=session.country or session.geolocationCountryName,
+        applications=_applications(session),
+        body=compact(raw),
+    )
+
+
+def _applications(session: UserSession) -> tuple[str, ...]:
+    """Names and ids of the applications of the session's user actions (for management zones)."""
+    names: set[str] = set()
+    for action in session.userActions or ():
+        if action.application:
+            names.add(action.application)
+        if action.internalApplicationId:
+            names.add(action.internalApplicationId)
+    return tuple(sorted(names))

@@ -1,0 +1,394 @@
+"""The exported user session: every field, type and enum of the session JSON.
+
+One definition serves three purposes: fast typed decoding on ingest (msgspec), the exhaustive
+problem report for rejected sessions (``validation``), and the Elasticsearch mapping.
+
+Strict where it matters: the identity (``tenantId``, ``userSessionId``, ``startTime``) is
+required, types and enums are checked, and timestamps must be epoch milliseconds. Tolerant where
+real data is: every other field may be missing or ``null``, and unknown fields are kept (the
+stored bytes are the sender's own; this model only reads them).
+
+Legacy fields of the pre-2022 export format (``geolocation*Name``, ``stringTags`` ...) are part of
+the model because real senders still emit them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+
+# Epoch milliseconds, UTC. The lower bound (1973-03-03) catches the most common sender bug,
+# timestamps in seconds; the upper bound (2286-11-20) catches microseconds.
+EPOCH_MS_MIN = 100_000_000_000
+EPOCH_MS_MAX = 9_999_999_999_999
+EpochMillis = Annotated[
+    int,
+    msgspec.Meta(
+        ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX, description="epoch milliseconds, UTC", extra={"kind": "epoch_ms"}
+    ),
+]
+
+
+class UserType(StrEnum):
+    REAL_USER = "REAL_USER"
+    ROBOT = "ROBOT"
+    SYNTHETIC = "SYNTHETIC"
+
+
+class ApplicationType(StrEnum):
+    CUSTOM_APPLICATION = "CUSTOM_APPLICATION"
+    MOBILE_APPLICATION = "MOBILE_APPLICATION"
+    WEB_APPLICATION = "WEB_APPLICATION"
+    AMP_APPLICATION = "AMP_APPLICATION"
+
+
+class ScreenOrientation(StrEnum):
+    LANDSCAPE = "LANDSCAPE"
+    PORTRAIT = "PORTRAIT"
+    UNDEFINED = "UNDEFINED"
+
+
+_DISPLAY_RESOLUTIONS = (
+    "CGA",
+    "DCI2K",
+    "DCI4K",
+    "DVGA",
+    "FHD",
+    "FWVGA",
+    "FWXGA",
+    "GHDPlus",
+    "HD",
+    "HQVGA",
+    "HQVGA2",
+    "HSXGA",
+    "HUXGA",
+    "HVGA",
+    "HXGA",
+    "NTSC",
+    "PAL",
+    "QHD",
+    "QQVGA",
+    "QSXGA",
+    "QUXGA",
+    "QVGA",
+    "QWXGA",
+    "QXGA",
+    "SVGA",
+    "SXGA",
+    "SXGAMinus",
+    "SXGAPlus",
+    "UGA",
+    "UHD16K",
+    "UHD4K",
+    "UHD8K",
+    "UHDPlus",
+    "UNKNOWN",
+    "UWQHD",
+    "UXGA",
+    "VGA",
+    "WHSXGA",
+    "WHUXGA",
+    "WHXGA",
+    "WQSXGA",
+    "WQUXGA",
+    "WQVGA",
+    "WQVGA2",
+    "WQVGA3",
+    "WQXGA",
+    "WQXGA2",
+    "WSVGA",
+    "WSVGA2",
+    "WSXGA",
+    "WSXGAPlus",
+    "WUXGA",
+    "WVGA",
+    "WVGA2",
+    "WXGA",
+    "WXGA2",
+    "WXGA3",
+    "WXGAPlus",
+    "XGA",
+    "XGAPLUS",
+    "_1280x854",
+    "nHD",
+    "qHD",
+)
+DisplayResolution = StrEnum("DisplayResolution", [(name, name) for name in _DISPLAY_RESOLUTIONS])  # type: ignore[misc]
+
+
+class ReasonForNoSessionReplay(StrEnum):
+    KILLED_EMERGENCY = "KILLED_EMERGENCY"
+    KILLED_ERROR = "KILLED_ERROR"
+    KILLED_INVALID_RESPONSE = "KILLED_INVALID_RESPONSE"
+    KILLED_MIN_JS_AGENT_VERSION = "KILLED_MIN_JS_AGENT_VERSION"
+    KILLED_NO_LICENSE = "KILLED_NO_LICENSE"
+    KILLED_WRONG_CONTENT_TYPE = "KILLED_WRONG_CONTENT_TYPE"
+    MISCONFIGURED_CLUSTER = "MISCONFIGURED_CLUSTER"
+    MODULE_DISABLED = "MODULE_DISABLED"
+    NO_ACTIVITY = "NO_ACTIVITY"
+    OPTED_OUT_SESSION = "OPTED_OUT_SESSION"
+    OPT_IN_MODE = "OPT_IN_MODE"
+    ROBOT_DETECTED = "ROBOT_DETECTED"
+    SAMPLED_OUT = "SAMPLED_OUT"
+    UNABLE_TO_LOAD_WORKER = "UNABLE_TO_LOAD_WORKER"
+    UNHANDLED_EXCEPTION = "UNHANDLED_EXCEPTION"
+    UNKNOWN = "UNKNOWN"
+    UNKNOWN_DOC_LOADED = "UNKNOWN_DOC_LOADED"
+    UNSUPPORTED_BROWSER = "UNSUPPORTED_BROWSER"
+    VIEW_EXCLUDED = "VIEW_EXCLUDED"
+
+
+class ReasonForNoSessionReplayMobile(StrEnum):
+    COST_CONTROL = "COST_CONTROL"
+    CRASHES_OPTED_IN = "CRASHES_OPTED_IN"
+    DISABLED = "DISABLED"
+    FULL_STORAGE = "FULL_STORAGE"
+    INVALID_CONFIGURATION = "INVALID_CONFIGURATION"
+    NO_AGENT = "NO_AGENT"
+    OPTED_OUT = "OPTED_OUT"
+    RETENTION_TIME = "RETENTION_TIME"
+    UNKNOWN = "UNKNOWN"
+
+
+class ConnectionType(StrEnum):
+    LAN = "LAN"
+    MOBILE = "MOBILE"
+    OFFLINE = "OFFLINE"
+    UNKNOWN = "UNKNOWN"
+    WIFI = "WIFI"
+
+
+class EndReason(StrEnum):
+    DURATION_LIMIT = "DURATION_LIMIT"
+    END_EVENT = "END_EVENT"
+    EXTENDED_TIMEOUT = "EXTENDED_TIMEOUT"
+    TEST_FAILED = "TEST_FAILED"
+    TIMEOUT = "TIMEOUT"
+    USER_ACTION_LIMIT = "USER_ACTION_LIMIT"
+
+
+class UserExperienceScore(StrEnum):
+    FRUSTRATED = "FRUSTRATED"
+    SATISFIED = "SATISFIED"
+    TOLERATED = "TOLERATED"
+    UNDEFINED = "UNDEFINED"
+
+
+class UserActionType(StrEnum):
+    Custom = "Custom"
+    EndVisit = "EndVisit"
+    Error = "Error"
+    Load = "Load"
+    RageClick = "RageClick"
+    SyntheticHiddenAction = "SyntheticHiddenAction"
+    UserSessionProperties = "UserSessionProperties"
+    VisitTag = "VisitTag"
+    Xhr = "Xhr"
+
+
+class ApdexCategory(StrEnum):
+    FRUSTRATED = "FRUSTRATED"
+    SATISFIED = "SATISFIED"
+    TOLERATING = "TOLERATING"
+    UNKNOWN = "UNKNOWN"
+
+
+class EventType(StrEnum):
+    Behavioral = "Behavioral"
+    Crash = "Crash"
+    Error = "Error"
+    PageChange = "PageChange"
+    RageClick = "RageClick"
+    RageTap = "RageTap"
+    UserTag = "UserTag"
+    UserTagFromMetaData = "UserTagFromMetaData"
+    VisitTag = "VisitTag"
+
+
+class _Doc(msgspec.Struct, kw_only=True):
+    """Base of every document part: all fields optional and nullable unless stated."""
+
+
+class StringProperty(_Doc):
+    key: str | None = None
+    value: str | None = None
+
+
+class LongProperty(_Doc):
+    key: str | None = None
+    value: int | None = None
+
+
+class DoubleProperty(_Doc):
+    key: str | None = None
+    value: float | None = None
+
+
+class DateProperty(_Doc):
+    key: str | None = None
+    # ISO-8601 text or epoch milliseconds: real exports have been seen with both.
+    value: str | int | None = None
+
+
+class _WithProperties(_Doc):
+    stringProperties: list[StringProperty] | None = None
+    longProperties: list[LongProperty] | None = None
+    doubleProperties: list[DoubleProperty] | None = None
+    dateProperties: list[DateProperty] | None = None
+
+
+class UserAction(_WithProperties):
+    name: str | None = None
+    domain: str | None = None
+    targetUrl: str | None = None
+    type: UserActionType | None = None
+    startTime: EpochMillis | None = None
+    endTime: EpochMillis | None = None
+    duration: int | None = None
+    application: str | None = None
+    internalApplicationId: str | None = None
+    internalKeyUserActionId: str | None = None
+    keyUserAction: bool | None = None
+    apdexCategory: ApdexCategory | None = None
+    matchingConversionGoals: list[str] | None = None
+    speedIndex: int | None = None
+    networkTime: int | None = None
+    serverTime: int | None = None
+    frontendTime: int | None = None
+    documentInteractiveTime: int | None = None
+    domCompleteTime: int | None = None
+    domContentLoadedTime: int | None = None
+    loadEventStart: int | None = None
+    loadEventEnd: int | None = None
+    navigationStart: EpochMillis | None = None
+    requestStart: int | None = None
+    responseStart: int | None = None
+    responseEnd: int | None = None
+    visuallyCompleteTime: int | None = None
+    thirdPartyResources: int | None = None
+    thirdPartyBusyTime: int | None = None
+    cdnResources: int | None = None
+    cdnBusyTime: int | None = None
+    firstPartyResources: int | None = None
+    firstPartyBusyTime: int | None = None
+    hasCrash: bool | None = None
+    syntheticEvent: str | None = None
+    syntheticEventId: str | None = None
+    userActionPropertyCount: int | None = None
+    customErrorCount: int | None = None
+    javascriptErrorCount: int | None = None
+    requestErrorCount: int | None = None
+    largestContentfulPaint: int | None = None
+    firstInputDelay: int | None = None
+    totalBlockingTime: int | None = None
+    cumulativeLayoutShift: float | None = None
+    # legacy (deprecated since 1.217, still in old-format exports)
+    errorCount: int | None = None
+    failedImages: int | None = None
+    failedXhrRequests: int | None = None
+    httpRequestsWithErrors: int | None = None
+
+
+class SessionError(_Doc):
+    type: EventType | None = None
+    name: str | None = None
+    domain: str | None = None
+    startTime: EpochMillis | None = None
+    application: str | None = None
+    internalApplicationId: str | None = None
+
+
+class SessionEvent(SessionError):
+    metadata: str | None = None
+    page: str | None = None
+    pageGroup: str | None = None
+    pageReferrer: str | None = None
+    pageReferrerGroup: str | None = None
+
+
+class SyntheticEvent(_Doc):
+    name: str | None = None
+    syntheticEventId: str | None = None
+    sequenceNumber: int | None = None
+    timestamp: EpochMillis | None = None
+    type: str | None = None
+    errorCode: int | None = None
+    errorName: str | None = None
+
+
+class UserSession(_WithProperties, kw_only=True):
+    tenantId: Annotated[str, msgspec.Meta(min_length=1)]
+    userSessionId: Annotated[str, msgspec.Meta(min_length=1)]
+    startTime: EpochMillis
+    endTime: EpochMillis | None = None
+    duration: int | None = None
+    internalUserId: str | None = None
+    userId: str | None = None
+    userType: UserType | None = None
+    applicationType: ApplicationType | None = None
+    bounce: bool | None = None
+    newUser: bool | None = None
+    userActionCount: int | None = None
+    totalErrorCount: int | None = None
+    totalLicenseCreditCount: int | None = None
+    matchingConversionGoals: list[str] | None = None
+    matchingConversionGoalsCount: int | None = None
+    ip: str | None = None
+    continent: str | None = None
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    isp: str | None = None
+    browserType: str | None = None
+    browserFamily: str | None = None
+    browserMajorVersion: str | None = None
+    osFamily: str | None = None
+    osVersion: str | None = None
+    manufacturer: str | None = None
+    device: str | None = None
+    screenHeight: int | None = None
+    screenWidth: int | None = None
+    screenOrientation: ScreenOrientation | None = None
+    displayResolution: DisplayResolution | None = None
+    clientType: str | None = None
+    browserMonitorId: str | None = None
+    browserMonitorName: str | None = None
+    hasCrash: bool | None = None
+    hasError: bool | None = None
+    hasSessionReplay: bool | None = None
+    crashGroupId: str | None = None
+    replayStart: EpochMillis | None = None
+    replayEnd: EpochMillis | None = None
+    reasonForNoSessionReplay: ReasonForNoSessionReplay | None = None
+    reasonForNoSessionReplayMobile: ReasonForNoSessionReplayMobile | None = None
+    appVersion: str | None = None
+    carrier: str | None = None
+    networkTechnology: str | None = None
+    connectionType: ConnectionType | None = None
+    rootedOrJailbroken: bool | None = None
+    clientTimeOffset: int | None = None
+    endReason: EndReason | None = None
+    numberOfRageClicks: int | None = None
+    numberOfRageTaps: int | None = None
+    userExperienceScore: UserExperienceScore | None = None
+    partNumber: int | None = None
+    userActions: list[UserAction] | None = None
+    events: list[SessionEvent] | None = None
+    errors: list[SessionError] | None = None
+    syntheticEvents: list[SyntheticEvent] | None = None
+    # legacy (pre-2022 export format)
+    geolocationContinentName: str | None = None
+    geolocationCountryName: str | None = None
+    geolocationRegionName: str | None = None
+    geolocationCityName: str | None = None
+    osFamilyName: str | None = None
+    osVersionName: str | None = None
+    stringTags: dict[str, Any] | None = None
+    numTags: dict[str, Any] | None = None
+    dateTags: dict[str, Any] | None = None
+
+    @property
+    def identity(self) -> tuple[str, str, int]:
+        return (self.tenantId, self.userSessionId, self.startTime)

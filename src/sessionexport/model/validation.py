@@ -1,0 +1,212 @@
+"""Decoding a session document, and explaining precisely why one is rejected.
+
+``decode_session`` is the fast path: one typed msgspec decode. msgspec stops at the first
+problem, but a sender fixing its data wants all of them, so a rejected document is walked once
+more, against the same model (via ``msgspec.inspect``), to list every problem with its field
+path. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+
+from sessionexport.model.session import EPOCH_MS_MIN, UserSession
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a document was refused. ``path`` is a JSON path such as ``userActions[0].type``."""
+
+    path: str
+    message: str
+
+
+class InvalidSession(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.path or '(document)'}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+_decoder = msgspec.json.Decoder(UserSession)
+
+
+def decode_session(raw: bytes) -> UserSession:
+    """Decode one session document; raise InvalidSession listing every problem."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidSession(find_problems(raw) or [_from_msgspec(exc)]) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidSession([Problem("", _json_syntax_message(exc))]) from None
+
+
+def find_problems(raw: bytes) -> list[Problem]:
+    """Every problem of a document against the session model (empty when it is valid)."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        return [Problem("", _json_syntax_message(exc))]
+    problems: list[Problem] = []
+    _check(value, _session_type(), "", problems)
+    return problems
+
+
+def compact(raw: bytes) -> bytes:
+    """The document without insignificant whitespace; string escapes are kept byte for byte."""
+    return msgspec.json.format(raw, indent=-1)
+
+
+@functools.cache
+def _session_type() -> mi.Type:
+    return mi.type_info(UserSession)
+
+
+def _json_syntax_message(exc: msgspec.DecodeError) -> str:
+    text = str(exc)
+    return text if text.lower().startswith("json") else f"invalid JSON: {text}"
+
+
+def _from_msgspec(exc: msgspec.ValidationError) -> Problem:
+    message, _, where = str(exc).partition(" - at `$")
+    return Problem(where.rstrip("`").lstrip("."), message)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _describe(t: mi.Type) -> str:
+    if isinstance(t, mi.IntType):
+        return "integer"
+    if isinstance(t, mi.FloatType):
+        return "number"
+    if isinstance(t, mi.StrType | mi.EnumType):
+        return "string"
+    if isinstance(t, mi.BoolType):
+        return "boolean"
+    if isinstance(t, mi.ListType):
+        return "array"
+    if isinstance(t, mi.StructType | mi.DictType):
+        return "object"
+    if isinstance(t, mi.UnionType):
+        return " or ".join(_describe(u) for u in t.types)
+    if isinstance(t, mi.Metadata):
+        return _describe(t.type)
+    if isinstance(t, mi.NoneType):
+        return "null"
+    return "any value"
+
+
+def _check(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None:
+    """Append to ``out`` every way ``value`` fails type ``t``."""
+    if isinstance(t, mi.AnyType):
+        return
+    if isinstance(t, mi.Metadata):
+        _check(value, t.type, path, out)
+        return
+    if isinstance(t, mi.UnionType):
+        _check_union(value, t, path, out)
+    elif isinstance(t, mi.StructType):
+        _check_struct(value, t, path, out)
+    elif isinstance(t, mi.ListType):
+        if not isinstance(value, list):
+            out.append(_wrong_type(value, t, path))
+            return
+        for index, item in enumerate(value):
+            _check(item, t.item_type, f"{path}[{index}]", out)
+    elif isinstance(t, mi.DictType):
+        if not isinstance(value, dict):
+            out.append(_wrong_type(value, t, path))
+    elif isinstance(t, mi.EnumType):
+        allowed = [member.value for member in t.cls]
+        if not isinstance(value, str):
+            out.append(_wrong_type(value, t, path))
+        elif value not in allowed:
+            shown = ", ".join(allowed) if len(allowed) <= 12 else ", ".join(allowed[:12]) + ", ..."
+            out.append(Problem(path, f"invalid value {value!r}; expected one of {shown}"))
+    else:
+        _check_scalar(value, t, path, out)
+
+
+def _check_union(value: Any, t: mi.UnionType, path: str, out: list[Problem]) -> None:
+    if value is None and any(isinstance(u, mi.NoneType) for u in t.types):
+        return
+    candidates = [u for u in t.types if not isinstance(u, mi.NoneType)]
+    if len(candidates) == 1:
+        _check(value, candidates[0], path, out)
+        return
+    for candidate in candidates:
+        trial: list[Problem] = []
+        _check(value, candidate, path, trial)
+        if not trial:
+            return
+    out.append(_wrong_type(value, t, path))
+
+
+def _check_struct(value: Any, t: mi.StructType, path: str, out: list[Problem]) -> None:
+    if not isinstance(value, dict):
+        out.append(_wrong_type(value, t, path))
+        return
+    for field in t.fields:
+        field_path = _join(path, field.encode_name)
+        if field.encode_name not in value:
+            if field.required:
+                out.append(Problem(field_path, "required field is missing"))
+            continue
+        _check(value[field.encode_name], field.type, field_path, out)
+
+
+def _check_scalar(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None:
+    if isinstance(t, mi.NoneType):
+        if value is not None:
+            out.append(_wrong_type(value, t, path))
+        return
+    if isinstance(t, mi.BoolType):
+        ok = isinstance(value, bool)
+    elif isinstance(t, mi.IntType):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(t, mi.FloatType):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(t, mi.StrType):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        out.append(_wrong_type(value, t, path))
+        return
+    _check_bounds(value, t, path, out)
+
+
+def _check_bounds(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None:
+    if isinstance(t, mi.IntType):
+        low, high = t.ge, t.le
+        if (low is not None and value < low) or (high is not None and value > high):
+            hint = " (epoch milliseconds)" if low == EPOCH_MS_MIN else ""
+            out.append(Problem(path, f"{value} is out of range: expected {low}..{high}{hint}"))
+    elif isinstance(t, mi.StrType) and t.min_length and len(value) < t.min_length:
+        out.append(Problem(path, "must not be empty"))
+
+
+def _wrong_type(value: Any, t: mi.Type, path: str) -> Problem:
+    return Problem(path, f"expected {_describe(t)}, got {_json_kind(value)}")

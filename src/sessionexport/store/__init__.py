@@ -1,0 +1,28 @@
+"""Durable storage behind one interface (``base.Store``), one module per backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sessionexport.store.base import Store, StoreError
+
+DATABASE_FILE = "sessionexport.db"
+
+
+def create_store(data_dir: Path, database_url: str | None = None) -> Store:
+    """The store a URL names; without one, SQLite in the data directory (the embedded default)."""
+    if not database_url:
+        from sessionexport.store.sqlite import SQLiteStore
+
+        return SQLiteStore(data_dir / DATABASE_FILE)
+    if database_url.startswith("sqlite:///"):
+        from sessionexport.store.sqlite import SQLiteStore
+
+        return SQLiteStore(Path(database_url.removeprefix("sqlite:///")))
+    scheme = database_url.split(":", 1)[0]
+    raise StoreError(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH (or no URL for the default)"
+    )
+
+
+__all__ = ["DATABASE_FILE", "Store", "StoreError", "create_store"]

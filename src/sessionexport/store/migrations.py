@@ -1,0 +1,35 @@
+"""Versioned schema migrations, kept as numbered ``.sql`` files per backend in ``sql/<dialect>/``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations_for(dialect: str) -> list[Migration]:
+    """All migrations of a backend, in version order."""
+    folder = resources.files("sessionexport.store") / "sql" / dialect
+    found = []
+    for entry in folder.iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"{dialect} migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+def pending(dialect: str, applied: set[int]) -> list[Migration]:
+    return [m for m in migrations_for(dialect) if m.version not in applied]

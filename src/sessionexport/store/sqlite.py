@@ -1,0 +1,268 @@
+"""SQLite backend: the embedded default, one file in the data directory.
+
+All writes go through one writer thread (SQLite allows one writer at a time; queuing them in
+process avoids lock contention and ``database is locked`` errors), reads run on a small pool of
+reader threads, each with its own connection (WAL lets them read while the writer writes). The
+event loop only awaits futures, so it never blocks on the database.
+
+Durability: WAL with ``synchronous=FULL``, so a commit that returned survives a power cut, not
+only a crash; an ingest is acknowledged only after its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sessionexport.store.base import StoreError
+from sessionexport.store.migrations import pending
+from sessionexport.store.records import AppendResult, NewSession, StoredSession, TokenRecord
+
+T = TypeVar("T")
+_STOP = object()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class SQLiteStore:
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, *, readers: int = 3) -> None:
+        self.path = path
+        self._reader_count = readers
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(ready,), name="sqlite-writer", daemon=True
+        )
+        self._writer.start()
+        await asyncio.wrap_future(ready)
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            self._reader_count, thread_name_prefix="sqlite-reader"
+        )
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _write_loop(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = _connect(self.path)
+            _migrate(conn)
+        except BaseException as exc:
+            ready.set_exception(StoreError(f"cannot open {self.path}: {exc}"))
+            return
+        ready.set_result(None)
+        try:
+            while (item := self._queue.get()) is not _STOP:
+                fn, future = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    future.set_exception(_translate(exc))
+                else:
+                    future.set_result(result)
+        finally:
+            conn.close()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("store is not open")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, future))
+        return await asyncio.wrap_future(future)
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise StoreError("store is not open")
+
+        def run() -> T:
+            try:
+                return fn(self._reader_conn())
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+
+        return await asyncio.wrap_future(self._readers.submit(run))
+
+    # -- session log -------------------------------------------------------------------------
+    async def append_sessions(self, sessions: Sequence[NewSession], received_at: int) -> AppendResult:
+        rows = [
+            (
+                s.tenant_id,
+                s.user_session_id,
+                s.start_time,
+                s.end_time,
+                received_at,
+                s.user_id,
+                s.user_type,
+                s.application_type,
+                s.country,
+                json.dumps(s.applications),
+                len(s.body),
+                s.body,
+            )
+            for s in sessions
+        ]
+
+        def insert(conn: sqlite3.Connection) -> AppendResult:
+            cursor = conn.executemany(
+                "INSERT INTO sessions (tenant_id, user_session_id, start_time, end_time, received_at, user_id,"
+                " user_type, application_type, country, applications, size, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, user_session_id, start_time) DO NOTHING",
+                rows,
+            )
+            accepted = max(cursor.rowcount, 0)
+            return AppendResult(accepted=accepted, duplicates=len(rows) - accepted)
+
+        return await self._write(insert)
+
+    async def recent_sessions(
+        self, *, user_session_id: str | None = None, before_seq: int | None = None, limit: int = 100
+    ) -> list[StoredSession]:
+        def select(conn: sqlite3.Connection) -> list[StoredSession]:
+            rows = conn.execute(
+                "SELECT seq, tenant_id, user_session_id, start_time, end_time, received_at, body FROM sessions"
+                " WHERE (:usid IS NULL OR user_session_id = :usid) AND (:before IS NULL OR seq < :before)"
+                " ORDER BY seq DESC LIMIT :limit",
+                {"usid": user_session_id, "before": before_seq, "limit": limit},
+            ).fetchall()
+            return [StoredSession(*row) for row in rows]
+
+        return await self._read(select)
+
+    async def count_sessions(self) -> int:
+        return await self._read(lambda conn: int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0]))
+
+    async def purge_sessions(self, received_before: int) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM sessions WHERE received_at < ?", (received_before,)).rowcount
+
+        return await self._write(delete)
+
+    # -- API tokens --------------------------------------------------------------------------
+    async def add_token(self, token: TokenRecord) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_tokens (id, name, scopes, secret_hash, created_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    token.id,
+                    token.name,
+                    ",".join(sorted(token.scopes)),
+                    token.secret_hash,
+                    token.created_at,
+                    token.revoked_at,
+                ),
+            )
+
+        await self._write(insert)
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        def select(conn: sqlite3.Connection) -> TokenRecord | None:
+            row = conn.execute(
+                f"SELECT {_API_TOKEN_ROW} FROM api_tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+            return _token(row) if row else None
+
+        return await self._read(select)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        def select(conn: sqlite3.Connection) -> list[TokenRecord]:
+            rows = conn.execute(f"SELECT {_API_TOKEN_ROW} FROM api_tokens ORDER BY created_at, id").fetchall()
+            return [_token(row) for row in rows]
+
+        return await self._read(select)
+
+    async def revoke_token(self, token_id: str, revoked_at: int) -> bool:
+        def update(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (revoked_at, token_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(update)
+
+
+_API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at"  # noqa: S105 (column names)
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    token_id, name, scopes, secret_hash, created_at, revoked_at = row
+    return TokenRecord(
+        token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
+    )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    for migration in pending("sqlite", applied):
+        # executescript runs the whole file; BEGIN/COMMIT make file and version one transaction.
+        try:
+            conn.executescript(
+                f"BEGIN;\n{migration.sql}\n"
+                f"INSERT INTO schema_migrations (version, name) VALUES ({migration.version}, '{migration.name}');\n"
+                "COMMIT;"
+            )
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"sqlite: {exc}")
+    return exc

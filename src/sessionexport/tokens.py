@@ -1,0 +1,74 @@
+"""API tokens: creation, parsing and scopes. Pure functions; storage is the store's job.
+
+A token reads ``se0c01.<public id, 24 chars>.<secret, 64 chars>`` (the shape of Dynatrace API
+tokens). Only the public id and a SHA-256 of the whole token are stored: a token has 384 bits of
+randomness, so a fast hash is safe, and the public id finds the row without scanning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sessionexport.store.records import TokenRecord
+
+PREFIX = "se0c01"
+_ALPHABET = string.ascii_uppercase + string.digits
+
+
+class Scope(StrEnum):
+    SETTINGS_READ = "settings.read"
+    SETTINGS_WRITE = "settings.write"
+    SESSIONS_INGEST = "sessions.ingest"
+    SESSIONS_READ = "sessions.read"
+
+
+class TokenError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    token: str  # shown once, never stored
+    record: TokenRecord
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    """``a,b,c`` to a set of known scopes; unknown names are an error that lists the known ones."""
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    if not names:
+        raise TokenError("at least one scope is required")
+    known = {scope.value for scope in Scope}
+    unknown = sorted(names - known)
+    if unknown:
+        raise TokenError(f"unknown scope(s) {', '.join(unknown)}; known scopes: {', '.join(sorted(known))}")
+    return frozenset(names)
+
+
+def new_token(name: str, scopes: frozenset[str], now_ms: int) -> NewToken:
+    if not name.strip():
+        raise TokenError("a token needs a name")
+    public = "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    secret = "".join(secrets.choice(_ALPHABET) for _ in range(64))
+    token = f"{PREFIX}.{public}.{secret}"
+    return NewToken(token, TokenRecord(public, name.strip(), scopes, digest(token), now_ms))
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def public_id(token: str) -> str | None:
+    """The public part of a well-formed token, else None."""
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != 24 or len(parts[2]) != 64:
+        return None
+    return parts[1]
+
+
+def matches(record: TokenRecord, token: str) -> bool:
+    return record.revoked_at is None and hmac.compare_digest(record.secret_hash, digest(token))
