@@ -141,8 +141,15 @@ SYNTHETIC_STEPS = ("navigate", "keystrokes", "click", "click", "click")
 class GeneratorOptions:
     kind: Kind = "mixed"
     actions: tuple[int, int] = (1, 12)  # user actions per session, inclusive range
-    end_ms: int = 1_700_000_000_000  # sessions end at or before this time
-    span_ms: int = 6 * 60 * 60 * 1000  # ... and start after end_ms - span_ms
+    end_ms: int = 1_700_000_000_000  # every session ends at or before this time
+    span_ms: int = 6 * 60 * 60 * 1000  # ... and starts at or after end_ms - span_ms when it fits
+
+    def __post_init__(self) -> None:
+        low, high = self.actions
+        if not 1 <= low <= high:
+            raise ValueError(f"actions must be a range MIN-MAX with 1 <= MIN <= MAX, got {low}-{high}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
 
 
 def generate_sessions(
@@ -201,7 +208,25 @@ def _session(rng: random.Random, index: int, kind: str, options: GeneratorOption
         base["endReason"] = "END_EVENT"
     else:
         base["endReason"] = rng.choice(("TIMEOUT", "TIMEOUT", "TIMEOUT", "END_EVENT"))
+    if end > options.end_ms:
+        _shift_times(base, options.end_ms - end)
     return base
+
+
+_TIME_FIELDS = frozenset(("startTime", "endTime", "navigationStart", "timestamp"))
+
+
+def _shift_times(value: Any, delta: int) -> None:
+    """Move every timestamp of a session by ``delta`` ms (durations and offsets stay)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _TIME_FIELDS and isinstance(item, int):
+                value[key] = item + delta
+            else:
+                _shift_times(item, delta)
+    elif isinstance(value, list):
+        for item in value:
+            _shift_times(item, delta)
 
 
 def _base(
@@ -349,7 +374,7 @@ def _web_actions(
             "domContentLoadedTime": int(duration * 0.7) if is_load else None,
             "loadEventStart": duration - 4 if is_load else None,
             "loadEventEnd": duration - 1 if is_load else None,
-            "navigationStart": t + rng.randint(0, 80),
+            "navigationStart": t + rng.randint(0, min(80, duration)),
             "requestStart": request_start,
             "responseStart": request_start + server,
             "responseEnd": request_start + server + network,
@@ -477,7 +502,7 @@ def _synthetic_events(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "name": a["name"],
             "syntheticEventId": a["syntheticEventId"],
             "sequenceNumber": i,
-            "timestamp": a["startTime"] - 50,
+            "timestamp": a["startTime"],
             "type": SYNTHETIC_STEPS[min(i - 1, len(SYNTHETIC_STEPS) - 1)],
         }
         for i, a in enumerate(actions, start=1)

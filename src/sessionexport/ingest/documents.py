@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import msgspec
 
 from sessionexport.model.session import UserSession
-from sessionexport.model.validation import InvalidSession, compact, decode_session
+from sessionexport.model.validation import InvalidSession, decode_session, single_line
 from sessionexport.store.records import NewSession
 
 NDJSON = "application/x-ndjson"
@@ -89,7 +89,7 @@ def _parse_all(documents: Iterable[tuple[str, bytes]]) -> list[NewSession]:
 
 
 def to_record(session: UserSession, raw: bytes) -> NewSession:
-    """The log record of a decoded session; ``raw`` is stored compacted, escapes untouched."""
+    """The log record of a decoded session; ``raw`` is stored as sent, on one line."""
     return NewSession(
         tenant_id=session.tenantId,
         user_session_id=session.userSessionId,
@@ -100,7 +100,7 @@ def to_record(session: UserSession, raw: bytes) -> NewSession:
         application_type=session.applicationType.value if session.applicationType else None,
         country=session.country or session.geolocationCountryName,
         applications=_applications(session),
-        body=compact(raw),
+        body=single_line(raw),
     )
 
 

@@ -9,6 +9,7 @@ path. Nothing here does I/O.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,14 @@ def find_problems(raw: bytes) -> list[Problem]:
 def compact(raw: bytes) -> bytes:
     """The document without insignificant whitespace; string escapes are kept byte for byte."""
     return msgspec.json.format(raw, indent=-1)
+
+
+def single_line(raw: bytes) -> bytes:
+    """The document as one line: the sender's bytes when they already are (the usual case, and
+    the most faithful), else compacted. One line per session is what every export format needs."""
+    if b"\n" in raw or b"\r" in raw:
+        return compact(raw)
+    return raw
 
 
 @functools.cache
@@ -204,8 +213,17 @@ def _check_bounds(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None
         if (low is not None and value < low) or (high is not None and value > high):
             hint = " (epoch milliseconds)" if low == EPOCH_MS_MIN else ""
             out.append(Problem(path, f"{value} is out of range: expected {low}..{high}{hint}"))
+    elif isinstance(t, mi.FloatType) and not _fits_double(value):
+        out.append(Problem(path, "number out of range for a 64-bit float"))
     elif isinstance(t, mi.StrType) and t.min_length and len(value) < t.min_length:
         out.append(Problem(path, "must not be empty"))
+
+
+def _fits_double(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _wrong_type(value: Any, t: mi.Type, path: str) -> Problem:

@@ -1,0 +1,237 @@
+"""Ingest throughput through the HTTP API, beside the parse floor, measured in one run.
+
+For generated sessions of about 2 KB and about 8 KB it prints, side by side:
+- the parse floor: plain ``orjson.loads`` of the same lines in this process (sessions/s, MB/s);
+- ingest: a real ``sessionexport serve`` on loopback, fed NDJSON batches over HTTP, every session
+  validated and committed to SQLite (WAL, synchronous=FULL) before the 200;
+- bare HTTP: the same bodies POSTed by the same client to a server that only reads them
+  (uvicorn + Starlette, nothing parsed or stored): what the HTTP stack alone costs here;
+- the ratio ingest / floor (target: >= 0.5 for 8 KB sessions).
+
+Usage: python bench/ingest.py [--sessions N] [--batch N] [--clients N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+
+SIZES = {
+    "~2 KB": GeneratorOptions(kind="mobile", actions=(1, 2)),
+    "~8 KB": GeneratorOptions(kind="web", actions=(5, 6)),
+}
+
+
+def parse_floor(lines: list[bytes], rounds: int = 3) -> float:
+    """Best-of-N seconds for orjson.loads over all lines."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for line in lines:
+            orjson.loads(line)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cli = [sys.executable, "-m", "sessionexport"]
+        created = subprocess.run(
+            [
+                *cli,
+                "tokens",
+                "create",
+                "--data-dir",
+                str(data_dir),
+                "--name",
+                "bench",
+                "--scopes",
+                "sessions.ingest",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.token = created.stdout.strip().splitlines()[-1]
+        self.proc = subprocess.Popen(
+            [
+                *cli,
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                "--max-body-bytes",
+                str(64 << 20),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+BARE_APP = """
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+async def swallow(request):
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    return Response(str(size))
+
+app = Starlette(routes=[Route("/api/v2/usersessions", swallow, methods=["POST"])])
+"""
+
+
+class BareServer(Server):
+    """The same HTTP stack with an endpoint that only reads the body."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = "none"  # noqa: S105 (the bare server checks nothing)
+        (data_dir / "bare_app.py").write_text(BARE_APP)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bare_app:app",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=data_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(f"{self.url}/api/v2/usersessions", content=b"x", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise RuntimeError("bare server did not start")
+
+
+def post_all(server: Server, bodies: list[bytes], clients: int) -> float:
+    """Seconds to POST every body (``clients`` connections in parallel), each answered 200."""
+    headers = {"Authorization": f"Api-Token {server.token}", "Content-Type": "application/x-ndjson"}
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def worker() -> None:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=120) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                response = client.post("/api/v2/usersessions", content=body)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} request(s) failed, first: {failures[0]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sessions", type=int, default=20_000, help="sessions per size class")
+    parser.add_argument("--batch", type=int, default=500, help="sessions per request")
+    parser.add_argument("--clients", type=int, default=2, help="parallel HTTP connections")
+    args = parser.parse_args()
+
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+    print(
+        f"{args.sessions} sessions per size, {args.batch} per request, {args.clients} client connection(s)\n"
+    )
+    header = (
+        f"{'size':>7} {'avg B':>7} | {'floor s/s':>10} {'MB/s':>6} | {'bare HTTP s/s':>13} {'MB/s':>6} |"
+        f" {'ingest s/s':>10} {'MB/s':>6} | ingest/floor  bare/floor"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, options in SIZES.items():
+        lines = list(generate_lines(args.sessions, seed=42, options=options))
+        total_bytes = sum(len(line) for line in lines)
+        bodies = [b"\n".join(lines[i : i + args.batch]) + b"\n" for i in range(0, len(lines), args.batch)]
+        # The machine is shared and noisy: the floor is measured before and after, and averaged.
+        floor_before = parse_floor(lines)
+        with tempfile.TemporaryDirectory() as data_dir:
+            server = Server(Path(data_dir))
+            try:
+                ingest = post_all(server, bodies, args.clients)
+            finally:
+                server.stop()
+        with tempfile.TemporaryDirectory() as bare_dir:
+            bare_server = BareServer(Path(bare_dir))
+            try:
+                bare = post_all(bare_server, bodies, args.clients)
+            finally:
+                bare_server.stop()
+        floor = (floor_before + parse_floor(lines)) / 2
+        n, mb = len(lines), total_bytes / 1e6
+        print(
+            f"{label:>7} {total_bytes // n:>7} | {n / floor:>10,.0f} {mb / floor:>6,.0f} | {n / bare:>13,.0f}"
+            f" {mb / bare:>6,.0f} | {n / ingest:>10,.0f} {mb / ingest:>6,.0f} |"
+            f" {floor / ingest:>11.2f}x {floor / bare:>10.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

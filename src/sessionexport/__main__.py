@@ -1,0 +1,3 @@
+from sessionexport.cli import main
+
+main()

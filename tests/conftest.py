@@ -1,0 +1,69 @@
+"""Shared fixtures: a real SQLite store in a temporary directory, the real app in-process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sessionexport import tokens
+from sessionexport.api.app import create_app
+from sessionexport.clock import now_ms
+from sessionexport.config import ServerConfig
+from sessionexport.store import Store, create_store
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ALL_SCOPES = frozenset(s.value for s in tokens.Scope)
+
+
+def sample(name: str) -> bytes:
+    """A documentation sample session, exactly as published (one compact JSON line)."""
+    return (FIXTURES / name).read_bytes().strip()
+
+
+@dataclass
+class Api:
+    """The real app, in-process, over httpx; ``token(...)`` creates API tokens in its store."""
+
+    client: httpx.AsyncClient
+    store: Store
+    token: Callable[..., Awaitable[str]]
+
+    def auth(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Api-Token {token}"}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = create_store(tmp_path)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def make_token(store: Store, scopes: frozenset[str] = ALL_SCOPES, name: str = "test") -> str:
+    new = tokens.new_token(name, scopes, now_ms())
+    await store.add_token(new.record)
+    return new.token
+
+
+@pytest.fixture
+def server_config(tmp_path: Path) -> ServerConfig:
+    return ServerConfig(data_dir=tmp_path, max_body_bytes=256 * 1024)
+
+
+@pytest.fixture
+async def api(server_config: ServerConfig) -> AsyncIterator[Api]:
+    app = create_app(server_config)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sessionexport.test") as client:
+            store = app.state.store
+
+            async def token(*scopes: str) -> str:
+                return await make_token(store, frozenset(scopes) if scopes else ALL_SCOPES)
+
+            yield Api(client, store, token)

@@ -1,0 +1,167 @@
+"""The command line and a real server process on loopback, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import sample
+
+CLI = [sys.executable, "-m", "sessionexport"]
+
+
+def run(
+    *args: str, input: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        input=input.decode() if input else None,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(data_dir: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)],
+        env={**os.environ, "SESSIONEXPORT_DATA_DIR": str(data_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+        # uvicorn shuts down gracefully, then re-raises the signal as its exit status
+        assert proc.returncode in (0, -signal.SIGTERM), output
+        assert "listening on" in output and "Application shutdown complete" in output
+
+
+def create_token(data_dir: Path, scopes: str) -> str:
+    result = run("tokens", "create", "--data-dir", str(data_dir), "--name", "e2e", "--scopes", scopes)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_sessions_survive_a_server_restart(tmp_path: Path) -> None:
+    token = create_token(tmp_path, "sessions.ingest,sessions.read")
+    headers = {"Authorization": f"Api-Token {token}"}
+    body = sample("doc-mobile-session.json") + b"\n" + sample("doc-web-synthetic-session.json") + b"\n"
+    with server(tmp_path) as url:
+        response = httpx.post(
+            f"{url}/api/v2/usersessions",
+            content=body,
+            headers={**headers, "Content-Type": "application/x-ndjson"},
+        )
+        assert response.json() == {"accepted": 2, "duplicates": 0}
+    with server(tmp_path) as url:
+        listed = httpx.get(f"{url}/api/v2/usersessions", headers=headers).json()["userSessions"]
+        assert {s["userSessionId"] for s in listed} == {"1394_1008", "744377345"}
+        again = httpx.post(
+            f"{url}/api/v2/usersessions",
+            content=body,
+            headers={**headers, "Content-Type": "application/x-ndjson"},
+        )
+        assert again.json() == {"accepted": 0, "duplicates": 2}
+
+
+def test_token_create_prints_token_alone_on_last_line_and_revoke_works(tmp_path: Path) -> None:
+    token = create_token(tmp_path, "sessions.read")
+    assert token.startswith("se0c01.") and len(token.split(".")) == 3
+    listing = run("tokens", "list", "--data-dir", str(tmp_path))
+    assert token.split(".")[1][:10] in listing.stdout and token.split(".")[2] not in listing.stdout
+    with server(tmp_path) as url:
+        headers = {"Authorization": f"Api-Token {token}"}
+        assert httpx.get(f"{url}/api/v2/usersessions", headers=headers).status_code == 200
+        revoked = run("tokens", "revoke", token.split(".")[1], "--data-dir", str(tmp_path))
+        assert revoked.returncode == 0, revoked.stderr
+        assert httpx.get(f"{url}/api/v2/usersessions", headers=headers).status_code == 401
+
+
+def test_token_create_refuses_unknown_scope(tmp_path: Path) -> None:
+    result = run("tokens", "create", "--data-dir", str(tmp_path), "--name", "x", "--scopes", "sessions.write")
+    assert result.returncode == 2
+    assert "unknown scope(s) sessions.write" in result.stderr
+
+
+def test_generate_is_deterministic_and_ingest_reports_bad_lines(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
+    for out in (first, second):
+        result = run(
+            "generate",
+            "--count",
+            "50",
+            "--seed",
+            "7",
+            "--kind",
+            "web",
+            "--end",
+            "2026-01-01T00:00:00Z",
+            "--output",
+            str(out),
+        )
+        assert result.returncode == 0, result.stderr
+    assert first.read_bytes() == second.read_bytes()
+    good = first.read_bytes().splitlines()
+    bad = b'{"tenantId":"t","userSessionId":"x","startTime":"soon"}'
+    mixed = tmp_path / "mixed.ndjson"
+    mixed.write_bytes(b"\n".join([*good[:10], bad, b"", *good[10:]]) + b"\n")
+    rejects = tmp_path / "rejects.ndjson"
+    result = run(
+        "ingest", str(mixed), "--rejects", str(rejects), env={"SESSIONEXPORT_DATA_DIR": str(tmp_path / "d")}
+    )
+    assert result.returncode == 1
+    assert "line 11, startTime: expected integer, got string" in result.stderr
+    assert "50 stored, 0 duplicate(s), 1 refused" in result.stderr
+    assert rejects.read_bytes() == bad + b"\n"
+    again = run("ingest", str(first), "--data-dir", str(tmp_path / "d"))
+    assert again.returncode == 0 and "0 stored, 50 duplicate(s)" in again.stderr
+
+
+def test_generate_to_stdout_and_every_command_has_help() -> None:
+    out = run("generate", "--count", "3", "--seed", "1", "--kind", "mobile")
+    docs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(docs) == 3 and {d["applicationType"] for d in docs} == {"MOBILE_APPLICATION"}
+    for command in (
+        ["serve"],
+        ["ingest"],
+        ["generate"],
+        ["tokens", "create"],
+        ["tokens", "list"],
+        ["tokens", "revoke"],
+    ):
+        helped = run(*command, "--help")
+        assert helped.returncode == 0 and "Usage" in helped.stdout, command

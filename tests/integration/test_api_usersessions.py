@@ -1,0 +1,248 @@
+"""``/api/v2/usersessions`` through the real app and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+
+from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from tests.conftest import Api, sample
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+MOBILE, WEB = "doc-mobile-session.json", "doc-web-synthetic-session.json"
+
+
+def lines(count: int, seed: int = 1) -> list[bytes]:
+    return list(generate_lines(count, seed, GeneratorOptions(end_ms=1_760_000_000_000)))
+
+
+async def post(api: Api, body: bytes, token: str, content_type: str = "application/x-ndjson"):  # type: ignore[no-untyped-def]
+    return await api.client.post(
+        "/api/v2/usersessions", content=body, headers={**api.auth(token), "Content-Type": content_type}
+    )
+
+
+async def all_sessions(api: Api, token: str) -> list[dict[str, object]]:
+    response = await api.client.get("/api/v2/usersessions", params={"pageSize": 500}, headers=api.auth(token))
+    assert response.status_code == 200
+    return response.json()["userSessions"]  # type: ignore[no-any-return]
+
+
+async def test_ndjson_ingest_then_list(api: Api) -> None:
+    token = await api.token()
+    body = b"\n".join(lines(5)) + b"\n"
+    response = await post(api, body, token)
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 5, "duplicates": 0}
+    listed = await all_sessions(api, token)
+    assert [s["userSessionId"] for s in listed] == [
+        json.loads(x)["userSessionId"] for x in reversed(lines(5))
+    ]
+
+
+async def test_json_array_ingest_and_duplicates_counted(api: Api) -> None:
+    token = await api.token()
+    docs = lines(4)
+    array = b"[" + b",".join(docs) + b"]"
+    assert (await post(api, array, token, "application/json; charset=utf-8")).json() == {
+        "accepted": 4,
+        "duplicates": 0,
+    }
+    again = await post(api, b"\n".join(docs[:2] + lines(1, seed=5)), token)
+    assert again.json() == {"accepted": 1, "duplicates": 2}
+    assert len(await all_sessions(api, token)) == 5
+
+
+async def test_doc_samples_come_back_byte_identical(api: Api) -> None:
+    token = await api.token()
+    mobile, web = sample(MOBILE), sample(WEB)
+    # one pretty-printed, to show the stored form is the compact one
+    pretty_web = msgspec.json.format(web, indent=2)
+    assert (
+        await post(api, b"[" + mobile + b"," + pretty_web + b"]", token, "application/json")
+    ).status_code == 200
+    for raw in (mobile, web):
+        session_id = json.loads(raw)["userSessionId"]
+        response = await api.client.get(
+            "/api/v2/usersessions", params={"userSessionId": session_id}, headers=api.auth(token)
+        )
+        body = response.content
+        start = body.index(b"[") + 1
+        assert body[start : start + len(raw)] == raw
+        assert body[start + len(raw) : start + len(raw) + 1] == b"]"
+
+
+async def test_paging_with_next_page_key_alone(api: Api) -> None:
+    token = await api.token()
+    await post(api, b"\n".join(lines(7)), token)
+    seen: list[str] = []
+    response = await api.client.get("/api/v2/usersessions", params={"pageSize": 3}, headers=api.auth(token))
+    while True:
+        page = response.json()
+        seen += [s["userSessionId"] for s in page["userSessions"]]
+        assert page["pageSize"] == len(page["userSessions"])
+        if page["nextPageKey"] is None:
+            break
+        response = await api.client.get(
+            "/api/v2/usersessions", params={"nextPageKey": page["nextPageKey"]}, headers=api.auth(token)
+        )
+    assert len(seen) == 7 and len(set(seen)) == 7
+
+
+async def test_bad_next_page_key_is_400(api: Api) -> None:
+    token = await api.token()
+    response = await api.client.get(
+        "/api/v2/usersessions", params={"nextPageKey": "garbage!"}, headers=api.auth(token)
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["constraintViolations"][0]["path"] == "nextPageKey"
+
+
+BAD_BODIES = {
+    "broken JSON line": (
+        b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233}\n{"tenantId": "t",',
+        NDJSON,
+        2,
+        "",
+    ),
+    "wrong type": (
+        b'{"tenantId":"t","userSessionId":"1","startTime":"1622107543233"}',
+        NDJSON,
+        1,
+        "startTime",
+    ),
+    "missing identity": (b'{"tenantId":"t","startTime":1622107543233}', NDJSON, 1, "userSessionId"),
+    "bad enum": (
+        b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"userActions":[{"type":"Tap"}]}',
+        NDJSON,
+        1,
+        "userActions[0].type",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+async def test_each_kind_of_bad_session_is_400_with_place_and_nothing_stored(api: Api, case: str) -> None:
+    token = await api.token()
+    body, headers, line, path = BAD_BODIES[case]
+    good = lines(2)
+    response = await post(api, b"\n".join(good) + b"\n" + body, token, headers["Content-Type"])
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == 400 and "nothing was stored" in error["message"]
+    violation = error["constraintViolations"][0]
+    assert violation["location"] == f"line {line + 2}"
+    assert violation["path"] == path
+    assert violation["parameterLocation"] == "PAYLOAD_BODY"
+    assert await api.store.count_sessions() == 0
+
+
+async def test_every_problem_of_every_line_is_listed(api: Api) -> None:
+    token = await api.token()
+    body = (
+        b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"userType":"HUMAN","bounce":"no"}\n'
+        b"\n"
+        b'{"userSessionId":"2","startTime":1622107543}\n'
+    )
+    response = await post(api, body, token)
+    violations = {(v["location"], v["path"]) for v in response.json()["error"]["constraintViolations"]}
+    assert violations == {
+        ("line 1", "userType"),
+        ("line 1", "bounce"),
+        ("line 3", "tenantId"),
+        ("line 3", "startTime"),
+    }
+
+
+async def test_json_array_problems_are_located_by_index(api: Api) -> None:
+    token = await api.token()
+    body = b"[" + lines(1)[0] + b',{"tenantId":"t","userSessionId":"x","startTime":true}]'
+    response = await post(api, body, token, "application/json")
+    violation = response.json()["error"]["constraintViolations"][0]
+    assert (violation["location"], violation["path"]) == ("index 1", "startTime")
+
+
+@pytest.mark.parametrize("body", [b"", b"\n\n  \n", b"[]"])
+async def test_empty_body_is_400(api: Api, body: bytes) -> None:
+    token = await api.token()
+    response = await post(api, body, token, "application/json" if body == b"[]" else "application/x-ndjson")
+    assert response.status_code == 400
+    assert "no sessions" in response.text or "empty" in response.text
+
+
+async def test_wrong_content_type_is_415(api: Api) -> None:
+    token = await api.token()
+    response = await post(api, lines(1)[0], token, "text/plain")
+    assert response.status_code == 415
+    assert "application/x-ndjson" in response.json()["error"]["message"]
+    assert await api.store.count_sessions() == 0
+
+
+async def test_too_large_body_is_413_with_nothing_stored(api: Api) -> None:
+    token = await api.token()
+    body = b"\n".join(lines(200))
+    assert len(body) > 256 * 1024
+    response = await post(api, body, token)
+    assert response.status_code == 413
+    assert await api.store.count_sessions() == 0
+
+
+async def test_too_large_streamed_body_without_length_is_413(api: Api) -> None:
+    token = await api.token()
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for line in lines(400):
+            sent += 1
+            yield line + b"\n"
+
+    response = await api.client.post(
+        "/api/v2/usersessions", content=chunks(), headers={**api.auth(token), **NDJSON}
+    )
+    assert response.status_code == 413
+    assert await api.store.count_sessions() == 0
+
+
+async def test_authentication_and_scopes(api: Api) -> None:
+    body = lines(1)[0]
+    missing = await api.client.post("/api/v2/usersessions", content=body, headers=NDJSON)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Api-Token"
+    wrong = await post(api, body, "se0c01.AAAAAAAAAAAAAAAAAAAAAAAA." + "B" * 64)
+    assert wrong.status_code == 401
+    bearer = await api.client.post(
+        "/api/v2/usersessions", content=body, headers={"Authorization": "Bearer x", **NDJSON}
+    )
+    assert bearer.status_code == 401
+    reader = await api.token("sessions.read")
+    assert (await post(api, body, reader)).status_code == 403
+    ingester = await api.token("sessions.ingest")
+    listed = await api.client.get("/api/v2/usersessions", headers=api.auth(ingester))
+    assert listed.status_code == 403
+    assert listed.json()["error"]["message"].endswith("sessions.read")
+    assert await api.store.count_sessions() == 0
+
+
+async def test_revoked_token_is_refused(api: Api) -> None:
+    token = await api.token()
+    await api.store.revoke_token(token.split(".")[1], 1)
+    assert (await post(api, lines(1)[0], token)).status_code == 401
+
+
+async def test_health_and_openapi_are_served(api: Api) -> None:
+    health = await api.client.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    spec = (await api.client.get("/openapi.json")).json()
+    assert {"/api/v2/usersessions", "/health"} <= set(spec["paths"])
+    assert "ApiToken" in spec["components"]["securitySchemes"]
+    docs = await api.client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_unknown_route_uses_error_envelope(api: Api) -> None:
+    response = await api.client.get("/api/v2/nothing")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == 404

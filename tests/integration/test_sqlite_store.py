@@ -1,0 +1,103 @@
+"""The SQLite backend of the storage interface, on a real database file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.ingest.documents import parse_ndjson
+from sessionexport.store import Store, StoreError, create_store
+from sessionexport.store.migrations import migrations_for
+from sessionexport.store.records import NewSession
+from sessionexport.tokens import new_token
+
+
+def records(count: int, seed: int = 1) -> list[NewSession]:
+    return parse_ndjson(b"\n".join(generate_lines(count, seed, GeneratorOptions(end_ms=1_760_000_000_000))))
+
+
+async def test_append_counts_duplicates_and_keeps_bytes(store: Store) -> None:
+    batch = records(5)
+    first = await store.append_sessions(batch, received_at=1000)
+    again = await store.append_sessions([*batch[:2], *records(1, seed=9)], received_at=2000)
+    assert (first.accepted, first.duplicates) == (5, 0)
+    assert (again.accepted, again.duplicates) == (1, 2)
+    stored = await store.recent_sessions(limit=10)
+    assert len(stored) == 6
+    assert {s.body for s in stored} == {r.body for r in batch} | {records(1, seed=9)[0].body}
+
+
+async def test_duplicates_within_one_batch_are_stored_once(store: Store) -> None:
+    one = records(1)[0]
+    result = await store.append_sessions([one, one, one], received_at=1)
+    assert (result.accepted, result.duplicates) == (1, 2)
+    assert await store.count_sessions() == 1
+
+
+async def test_recent_sessions_newest_first_with_paging_and_filter(store: Store) -> None:
+    batch = records(7)
+    await store.append_sessions(batch, received_at=1)
+    page1 = await store.recent_sessions(limit=3)
+    page2 = await store.recent_sessions(limit=3, before_seq=page1[-1].seq)
+    seqs = [s.seq for s in page1 + page2]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 6
+    assert [s.user_session_id for s in page1] == [r.user_session_id for r in reversed(batch)][:3]
+    wanted = batch[3].user_session_id
+    only = await store.recent_sessions(user_session_id=wanted)
+    assert [s.user_session_id for s in only] == [wanted]
+
+
+async def test_purge_removes_only_expired_and_never_reuses_seq(store: Store) -> None:
+    await store.append_sessions(records(3, seed=1), received_at=1_000)
+    await store.append_sessions(records(2, seed=2), received_at=5_000)
+    newest = (await store.recent_sessions(limit=1))[0].seq
+    assert await store.purge_sessions(received_before=2_000) == 3
+    assert await store.count_sessions() == 2
+    assert await store.purge_sessions(received_before=10_000) == 2
+    await store.append_sessions(records(1, seed=3), received_at=20_000)
+    assert (await store.recent_sessions(limit=1))[0].seq > newest  # cursors can never see a seq twice
+
+
+async def test_data_survives_reopen_and_migrations_run_once(tmp_path: Path) -> None:
+    first = create_store(tmp_path)
+    await first.open()
+    await first.append_sessions(records(4), received_at=1)
+    await first.close()
+    second = create_store(tmp_path)
+    await second.open()
+    assert await second.count_sessions() == 4
+    await second.close()
+    with sqlite3.connect(tmp_path / "sessionexport.db") as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert versions == [m.version for m in migrations_for("sqlite")]
+    assert mode == "wal"
+
+
+async def test_tokens_store_hash_only_and_revoke(store: Store, tmp_path: Path) -> None:
+    new = new_token("ci", frozenset({"sessions.read"}), 123)
+    await store.add_token(new.record)
+    loaded = await store.get_token(new.record.id)
+    assert loaded == new.record
+    assert [t.id for t in await store.list_tokens()] == [new.record.id]
+    assert await store.revoke_token(new.record.id, 456) is True
+    assert await store.revoke_token(new.record.id, 789) is False
+    revoked = await store.get_token(new.record.id)
+    assert revoked is not None and revoked.revoked_at == 456
+    assert new.token.encode() not in (tmp_path / "sessionexport.db").read_bytes()
+
+
+async def test_unsupported_database_url_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unsupported database URL scheme 'mysql'"):
+        create_store(tmp_path, "mysql://localhost/db")
+
+
+async def test_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = create_store(tmp_path, f"sqlite:///{blocker}/sub/db.sqlite")
+    with pytest.raises(StoreError, match="cannot create"):
+        await store.open()

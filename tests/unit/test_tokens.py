@@ -1,0 +1,149 @@
+"""API tokens: scopes, the token format, public ids and matching."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+
+import pytest
+
+from sessionexport.tokens import (
+    PREFIX,
+    Scope,
+    TokenError,
+    digest,
+    matches,
+    new_token,
+    parse_scopes,
+    public_id,
+)
+
+TOKEN_SHAPE = re.compile(r"se0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}")
+KNOWN = ("sessions.ingest", "sessions.read", "settings.read", "settings.write")
+READ = frozenset({"sessions.read"})
+
+
+# --- scopes ----------------------------------------------------------------------------------
+
+
+def test_parse_scopes_known_names() -> None:
+    assert parse_scopes("sessions.read") == frozenset({"sessions.read"})
+    assert parse_scopes(" sessions.read , sessions.ingest,,sessions.read ") == frozenset(
+        {"sessions.read", "sessions.ingest"}
+    )
+    assert parse_scopes(",".join(KNOWN)) == frozenset(s.value for s in Scope)
+
+
+def test_parse_scopes_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(TokenError) as info:
+        parse_scopes("sessions.read,sessions.delete,admin")
+    message = str(info.value)
+    assert "admin, sessions.delete" in message  # the unknown ones, sorted
+    assert "known scopes: " + ", ".join(KNOWN) in message
+
+
+def test_parse_scopes_is_case_sensitive() -> None:
+    with pytest.raises(TokenError, match=r"SESSIONS\.READ"):
+        parse_scopes("SESSIONS.READ")
+
+
+@pytest.mark.parametrize("text", ["", " ", ",", " , ,, "])
+def test_parse_scopes_empty_is_an_error(text: str) -> None:
+    with pytest.raises(TokenError, match="at least one scope"):
+        parse_scopes(text)
+
+
+# --- new tokens ------------------------------------------------------------------------------
+
+
+def test_new_token_format_and_record() -> None:
+    new = new_token("  ci pipeline ", READ, now_ms=1_700_000_000_123)
+    assert TOKEN_SHAPE.fullmatch(new.token)
+    assert new.token.startswith(PREFIX + ".")
+    record = new.record
+    assert record.id == new.token.split(".")[1]
+    assert record.name == "ci pipeline"
+    assert record.scopes == READ
+    assert record.created_at == 1_700_000_000_123
+    assert record.revoked_at is None
+    assert record.secret_hash == hashlib.sha256(new.token.encode()).digest() == digest(new.token)
+    assert new.token not in repr(record)  # only the hash is kept
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_new_token_needs_a_name(name: str) -> None:
+    with pytest.raises(TokenError, match="name"):
+        new_token(name, READ, 0)
+
+
+def test_two_tokens_differ() -> None:
+    a = new_token("a", READ, 0)
+    b = new_token("a", READ, 0)
+    assert a.token != b.token
+    assert a.record.id != b.record.id
+    assert a.record.secret_hash != b.record.secret_hash
+    assert a.token.split(".")[2] != b.token.split(".")[2]
+
+
+# --- public id -------------------------------------------------------------------------------
+
+
+def test_public_id_round_trip() -> None:
+    new = new_token("x", READ, 0)
+    assert public_id(new.token) == new.record.id
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "se0c01",
+        "se0c01..",
+        "se0c01." + "A" * 24,
+        "se0c02." + "A" * 24 + "." + "B" * 64,
+        "SE0C01." + "A" * 24 + "." + "B" * 64,
+        "dt0c01." + "A" * 24 + "." + "B" * 64,
+        "se0c01." + "A" * 23 + "." + "B" * 64,
+        "se0c01." + "A" * 25 + "." + "B" * 64,
+        "se0c01." + "A" * 24 + "." + "B" * 63,
+        "se0c01." + "A" * 24 + "." + "B" * 65,
+        "se0c01." + "A" * 24 + "." + "B" * 64 + ".",
+        "se0c01." + "A" * 24 + "." + "B" * 32 + "." + "B" * 31,
+        " se0c01." + "A" * 24 + "." + "B" * 64,
+    ],
+)
+def test_public_id_of_a_malformed_token_is_none(token: str) -> None:
+    assert public_id(token) is None
+
+
+def test_public_id_of_a_well_formed_token() -> None:
+    assert public_id("se0c01." + "A" * 24 + "." + "B" * 64) == "A" * 24
+
+
+# --- matching --------------------------------------------------------------------------------
+
+
+def test_matches_only_its_own_token() -> None:
+    new = new_token("x", READ, 0)
+    other = new_token("y", READ, 0)
+    assert matches(new.record, new.token)
+    assert not matches(new.record, other.token)
+    assert not matches(other.record, new.token)
+
+
+def test_matches_refuses_a_token_with_the_same_public_id_but_another_secret() -> None:
+    new = new_token("x", READ, 0)
+    head, _, secret = new.token.rpartition(".")
+    forged = head + "." + ("A" if secret[0] != "A" else "B") + secret[1:]
+    assert public_id(forged) == new.record.id
+    assert not matches(new.record, forged)
+    assert not matches(new.record, new.token + "A")
+    assert not matches(new.record, "")
+
+
+def test_revoked_record_matches_nothing() -> None:
+    new = new_token("x", READ, 0)
+    revoked = dataclasses.replace(new.record, revoked_at=1)
+    assert not matches(revoked, new.token)
+    assert matches(new.record, new.token)
