@@ -173,11 +173,14 @@ async def test_empty_body_is_400(api: Api, body: bytes) -> None:
     assert "no sessions" in response.text or "empty" in response.text
 
 
-async def test_wrong_content_type_is_415(api: Api) -> None:
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", ""])
+async def test_wrong_content_type_is_400(api: Api, content_type: str) -> None:
     token = await api.token()
-    response = await post(api, lines(1)[0], token, "text/plain")
-    assert response.status_code == 415
-    assert "application/x-ndjson" in response.json()["error"]["message"]
+    response = await post(api, lines(1)[0], token, content_type)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "application/x-ndjson" in error["message"]
+    assert error["constraintViolations"][0]["parameterLocation"] == "HEADER"
     assert await api.store.count_sessions() == 0
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson
+from sessionexport.retention import purge_expired
 from sessionexport.store import Store, StoreError, create_store
 from sessionexport.store.migrations import migrations_for
 from sessionexport.store.records import NewSession
@@ -101,3 +102,12 @@ async def test_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
     store = create_store(tmp_path, f"sqlite:///{blocker}/sub/db.sqlite")
     with pytest.raises(StoreError, match="cannot create"):
         await store.open()
+
+
+async def test_retention_purges_sessions_older_than_the_window(store: Store) -> None:
+    day = 86_400_000
+    await store.append_sessions(records(2, seed=1), received_at=10 * day)
+    await store.append_sessions(records(3, seed=2), received_at=16 * day)
+    assert await purge_expired(store, retention_ms=7 * day, now=17 * day + 1) == 2
+    assert await store.count_sessions() == 3
+    assert await purge_expired(store, retention_ms=7 * day, now=17 * day + 2) == 0

@@ -53,7 +53,6 @@ class SessionPage(BaseModel):
     responses={
         **_ERRORS,
         413: {"description": "Body larger than the server's limit"},
-        415: {"description": "Unsupported content type"},
     },
     openapi_extra={
         "requestBody": {
@@ -78,7 +77,7 @@ async def ingest_sessions(request: Request, store: Annotated[Store, Depends(get_
     try:
         records = parse_body(body, content_type)
     except UnsupportedMediaType as exc:
-        raise ApiError(415, str(exc)) from None
+        raise ApiError(400, str(exc), [Violation("Content-Type", str(exc), "HEADER")]) from None
     except RejectedBody as exc:
         violations = [Violation(p.path, p.message, location=p.location) for p in exc.problems]
         raise ApiError(
