@@ -17,6 +17,7 @@ from rich.table import Table
 from sessionexport import __version__, tokens
 from sessionexport.clock import now_ms
 from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
+from sessionexport.settings.secrets import SecretKeyError, load_secret_box, new_key
 from sessionexport.store import Store, StoreError, create_store
 
 T = TypeVar("T")
@@ -30,6 +31,10 @@ app = typer.Typer(
 )
 tokens_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
+secrets_app = typer.Typer(
+    help="Keys that encrypt the stored secrets (passwords, client secrets).", no_args_is_help=True
+)
+app.add_typer(secrets_app, name="secrets")
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -53,6 +58,15 @@ DatabaseUrl = Annotated[
         "--database-url",
         envvar=_env("DATABASE_URL"),
         help="Database URL; default: SQLite in the data directory.",
+    ),
+]
+SecretKey = Annotated[
+    str | None,
+    typer.Option(
+        "--secret-key",
+        envvar=_env("SECRET_KEY"),
+        show_default=False,
+        help="Fernet key(s), comma-separated, newest first; default: secret.key in the data directory.",
     ),
 ]
 DEFAULT_DATA_DIR = Path("data")
@@ -106,6 +120,14 @@ def serve(
     retention_days: Annotated[
         float, typer.Option(envvar=_env("RETENTION_DAYS"), min=0.001, help="Days a session stays in the log.")
     ] = DEFAULT_RETENTION_DAYS,
+    secret_key: SecretKey = None,
+    allow_http_loopback: Annotated[
+        bool,
+        typer.Option(
+            envvar=_env("ALLOW_HTTP_LOOPBACK"),
+            help="Accept http:// export and token URLs on loopback (local development only).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the API (and the exporters) on the embedded default, or on --database-url."""
     import uvicorn
@@ -117,10 +139,12 @@ def serve(
         database_url=database_url,
         max_body_bytes=max_body_bytes,
         retention_days=retention_days,
+        secret_keys=secret_key,
+        allow_http_loopback=allow_http_loopback,
     )
     try:
         application = create_app(config)
-    except StoreError as exc:
+    except (StoreError, SecretKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     where = f"http://{host}:{port}"
@@ -178,6 +202,40 @@ def tokens_revoke(
         err.print(f"[red]error:[/red] no active token {public}")
         raise typer.Exit(1)
     err.print(f"Revoked token {public}.")
+
+
+@secrets_app.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new random key (for SESSIONEXPORT_SECRET_KEY)."""
+    print(new_key())
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(
+    data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl = None, secret_key: SecretKey = None
+) -> None:
+    """Re-encrypt every stored secret with the first (newest) key.
+
+    Put the new key first in SESSIONEXPORT_SECRET_KEY, followed by the old one(s); run this; then
+    drop the old keys.
+    """
+    from sessionexport.settings.objects import SettingsService
+
+    try:
+        box = load_secret_box(data_dir, secret_key)
+    except SecretKeyError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    async def rotate(store: Store) -> int:
+        return await SettingsService(store, box).rotate_secrets()
+
+    try:
+        changed = _run(rotate, data_dir, database_url)
+    except SecretKeyError as exc:
+        err.print(f"[red]error:[/red] {exc}; nothing was changed for that object")
+        raise typer.Exit(1) from None
+    err.print(f"Re-encrypted the secrets of {changed} settings object(s).")
 
 
 @app.command()

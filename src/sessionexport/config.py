@@ -17,6 +17,8 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     retention_days: float = DEFAULT_RETENTION_DAYS
     retention_check_seconds: float = 600.0
+    secret_keys: str | None = None  # comma-separated Fernet keys, newest first; default: data_dir/secret.key
+    allow_http_loopback: bool = False  # accept http:// endpoints on loopback (local development only)
 
     @property
     def retention_ms(self) -> int:

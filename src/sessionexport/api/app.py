@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from sessionexport import __version__
-from sessionexport.api import health, usersessions
-from sessionexport.api.errors import install_error_handlers
+from sessionexport.api import health, settings, usersessions
+from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
 from sessionexport.config import ServerConfig
 from sessionexport.retention import run_retention
+from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.secrets import load_secret_box
 from sessionexport.store import Store, create_store
 
 DESCRIPTION = """\
@@ -49,7 +53,31 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     )
     app.state.config = config
     app.state.store = store
+    box = load_secret_box(config.data_dir, config.secret_keys)
+    app.state.settings = SettingsService(store, box, allow_http_loopback=config.allow_http_loopback)
     install_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
     app.include_router(usersessions.router)
+    app.include_router(settings.router)
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with its 422 answers replaced by the 400s this API really gives."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for path in schema["paths"].values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {
+                        "description": "Invalid request parameters or body (Dynatrace error envelope)",
+                        "content": {"application/json": {"schema": ERROR_ENVELOPE_SCHEMA}},
+                    }
+        schema["components"]["schemas"].pop("HTTPValidationError", None)
+        schema["components"]["schemas"].pop("ValidationError", None)
+        app.openapi_schema = schema
+    return app.openapi_schema

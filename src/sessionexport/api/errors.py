@@ -8,6 +8,7 @@ Error tree handled here:
     RequestValidationError   FastAPI's query/path parameter errors -> 400 with QUERY/PATH violations
     HTTPException            Starlette's (404 for unknown routes, 405 ...) -> same envelope
     StoreError               the storage backend failed -> 503
+    SecretKeyError           stored secrets cannot be decrypted with the configured keys -> 500
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from sessionexport.api.rendering import OrjsonResponse
+from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -91,10 +93,46 @@ async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
     return error_response(ApiError(exc.status_code, str(exc.detail), headers=exc.headers))
 
 
+async def _secret_key_error(_: Request, exc: Exception) -> OrjsonResponse:
+    log.error("secrets: %s", exc)
+    return error_response(
+        ApiError(
+            500, "Stored secrets cannot be decrypted with the configured keys (SESSIONEXPORT_SECRET_KEY)"
+        )
+    )
+
+
 async def _store_error(_: Request, exc: Exception) -> OrjsonResponse:
     log.error("storage failure: %s", exc)
     return error_response(ApiError(503, "Storage is unavailable; nothing was changed. Retry later."))
 
+
+ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "integer"},
+                "message": {"type": "string"},
+                "constraintViolations": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "path": {"type": ["string", "null"]},
+                            "message": {"type": ["string", "null"]},
+                            "parameterLocation": {"type": ["string", "null"]},
+                            "location": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
 
 _PARAMETER_LOCATION = {"query": "QUERY", "path": "PATH", "header": "HEADER", "body": "PAYLOAD_BODY"}
 
@@ -104,3 +142,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(StoreError, _store_error)
+    app.add_exception_handler(SecretKeyError, _secret_key_error)

@@ -1,7 +1,8 @@
-"""JSON responses rendered with orjson, and raw JSON assembled from stored bytes."""
+"""JSON responses rendered with orjson."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -10,4 +11,9 @@ from starlette.responses import JSONResponse
 
 class OrjsonResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            # Strings decoded from a client's JSON may hold lone surrogates (valid JSON escapes,
+            # invalid UTF-8); echoing them back must not fail, so escape them as JSON does.
+            return json.dumps(content, separators=(",", ":")).encode()

@@ -9,11 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sessionexport.store.records import AppendResult, NewSession, StoredSession, TokenRecord
+from sessionexport.store.records import AppendResult, NewSession, SettingsRecord, StoredSession, TokenRecord
 
 
 class StoreError(Exception):
     """The storage backend failed (unreachable, corrupt, full...)."""
+
+
+class VersionConflict(Exception):
+    """The object changed (or vanished) since the version the caller read."""
+
+
+class TooManyObjects(Exception):
+    """The schema already holds its maximum number of objects."""
 
 
 class Store(Protocol):
@@ -46,3 +54,18 @@ class Store(Protocol):
 
     async def revoke_token(self, token_id: str, revoked_at: int) -> bool:
         """Revoke a token; False when there is no such active token."""
+
+    # -- settings objects --------------------------------------------------------------------
+    async def list_settings(self, schema_id: str | None = None) -> list[SettingsRecord]:
+        """Objects (of one schema, or all), oldest first."""
+
+    async def get_setting(self, object_id: str) -> SettingsRecord | None: ...
+
+    async def insert_setting(self, record: SettingsRecord, max_objects: int) -> None:
+        """Insert, atomically refusing with TooManyObjects when the schema is full."""
+
+    async def update_setting(self, record: SettingsRecord, expected_version: int) -> None:
+        """Replace the object if it is still at ``expected_version``, else VersionConflict."""
+
+    async def delete_setting(self, object_id: str, expected_version: int | None) -> bool:
+        """Delete (if at ``expected_version`` when given, else VersionConflict); False if absent."""

@@ -46,3 +46,20 @@ class TokenRecord:
     secret_hash: bytes
     created_at: int
     revoked_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsRecord:
+    """A settings object as stored: ``value`` is JSON with its secrets encrypted."""
+
+    object_id: str
+    schema_id: str
+    scope: str
+    external_id: str | None
+    value: str
+    schema_version: str
+    created: int
+    modified: int
+    created_by: str
+    modified_by: str
+    version: int

@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from sessionexport.store.base import StoreError
+from sessionexport.store.base import StoreError, TooManyObjects, VersionConflict
 from sessionexport.store.migrations import pending
-from sessionexport.store.records import AppendResult, NewSession, StoredSession, TokenRecord
+from sessionexport.store.records import AppendResult, NewSession, SettingsRecord, StoredSession, TokenRecord
 
 T = TypeVar("T")
 _STOP = object()
@@ -264,6 +264,99 @@ class SQLiteStore:
             return cursor.rowcount == 1
 
         return await self._write(update)
+
+    # -- settings objects --------------------------------------------------------------------
+    async def list_settings(self, schema_id: str | None = None) -> list[SettingsRecord]:
+        def select(conn: sqlite3.Connection) -> list[SettingsRecord]:
+            rows = conn.execute(
+                f"SELECT {_SETTINGS_ROW} FROM settings_objects WHERE (:schema IS NULL OR schema_id = :schema)"
+                " ORDER BY created, object_id",
+                {"schema": schema_id},
+            ).fetchall()
+            return [SettingsRecord(*row) for row in rows]
+
+        return await self._read(select)
+
+    async def get_setting(self, object_id: str) -> SettingsRecord | None:
+        def select(conn: sqlite3.Connection) -> SettingsRecord | None:
+            row = conn.execute(
+                f"SELECT {_SETTINGS_ROW} FROM settings_objects WHERE object_id = ?", (object_id,)
+            ).fetchone()
+            return SettingsRecord(*row) if row else None
+
+        return await self._read(select)
+
+    async def insert_setting(self, record: SettingsRecord, max_objects: int) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM settings_objects WHERE schema_id = ?", (record.schema_id,)
+            ).fetchone()
+            if count >= max_objects:
+                raise TooManyObjects(record.schema_id)
+            conn.execute(
+                f"INSERT INTO settings_objects ({_SETTINGS_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _settings_values(record),
+            )
+
+        await self._write(insert)
+
+    async def update_setting(self, record: SettingsRecord, expected_version: int) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "UPDATE settings_objects SET scope = ?, external_id = ?, value = ?, schema_version = ?,"
+                " modified = ?, modified_by = ?, version = ? WHERE object_id = ? AND version = ?",
+                (
+                    record.scope,
+                    record.external_id,
+                    record.value,
+                    record.schema_version,
+                    record.modified,
+                    record.modified_by,
+                    record.version,
+                    record.object_id,
+                    expected_version,
+                ),
+            )
+            if cursor.rowcount != 1:
+                raise VersionConflict(record.object_id)
+
+        await self._write(update)
+
+    async def delete_setting(self, object_id: str, expected_version: int | None) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT version FROM settings_objects WHERE object_id = ?", (object_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            if expected_version is not None and row[0] != expected_version:
+                raise VersionConflict(object_id)
+            conn.execute("DELETE FROM settings_objects WHERE object_id = ?", (object_id,))
+            return True
+
+        return await self._write(delete)
+
+
+_SETTINGS_ROW = (
+    "object_id, schema_id, scope, external_id, value, schema_version, created, modified, created_by,"
+    " modified_by, version"
+)
+
+
+def _settings_values(r: SettingsRecord) -> tuple[Any, ...]:
+    return (
+        r.object_id,
+        r.schema_id,
+        r.scope,
+        r.external_id,
+        r.value,
+        r.schema_version,
+        r.created,
+        r.modified,
+        r.created_by,
+        r.modified_by,
+        r.version,
+    )
 
 
 _ROWS_PER_INSERT = 1000  # x 12 parameters, well under SQLite's limit of 32766

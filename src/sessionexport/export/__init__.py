@@ -1,0 +1,1 @@
+"""Sessions out: batching, formats, auth, delivery (the exporter's rules and loop)."""

@@ -1,0 +1,57 @@
+"""The exporter's tuning knobs, set per export through ``exportBehavior.customConfiguration``.
+
+The configuration is JSON text, e.g. ``{"flushIntervalSeconds": 1, "retries": 5}``; absent knobs
+keep Dynatrace's behaviour (1000 sessions / 896,000 bytes / 30 s quiet, 30 s timeout, 3 retries).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+DYNATRACE_MAX_SESSIONS = 1000
+DYNATRACE_MAX_BYTES = 896_000
+
+
+class ExportTuning(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    flushMaxSessions: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = DYNATRACE_MAX_SESSIONS
+    flushMaxBytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 1024 * 1024)] = DYNATRACE_MAX_BYTES
+    flushQuietSeconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    flushIntervalSeconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 3
+    backoffSeconds: Annotated[float, msgspec.Meta(ge=0, le=600)] = 1.0
+    backoffMaxSeconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
+    timeoutSeconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+
+
+KNOBS = tuple(ExportTuning.__struct_fields__)
+
+
+class TuningError(ValueError):
+    pass
+
+
+def parse_tuning(text: str | None) -> ExportTuning:
+    """The knobs of a custom configuration (null or blank: all defaults); TuningError says what is wrong."""
+    if text is None or not text.strip():
+        return ExportTuning()
+    try:
+        return msgspec.json.decode(text, type=ExportTuning)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        where = where.rstrip("`").lstrip(".")
+        if message.startswith("Object contains unknown field"):
+            return _raise(f"{message.removeprefix('Object contains ')}; known knobs: {', '.join(KNOBS)}")
+        if message.startswith("Expected `object`"):
+            return _raise(
+                f"must be a JSON object of knobs ({', '.join(KNOBS)}), {message[0].lower()}{message[1:]}"
+            )
+        return _raise(f"{where}: {message}" if where else message)
+    except msgspec.DecodeError as exc:
+        return _raise(f"not valid JSON: {exc}")
+
+
+def _raise(message: str) -> ExportTuning:
+    raise TuningError(message)

@@ -1,0 +1,402 @@
+"""Settings objects with Dynatrace Settings 2.0 semantics: create (or validate, or upsert by
+``externalId``), read, update with optimistic locking, delete; secrets encrypted and masked.
+
+Outcomes are returned as ``ItemResult`` (the per-item ``{code, objectId | error}`` of the API),
+never raised: a POST of several objects answers each one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import secrets as random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sessionexport.settings import secrets
+from sessionexport.settings.schemas import EXPORT_SCHEMA, SCHEMAS, SCOPE_ALIASES, ZONE_SCHEMA, secret_paths
+from sessionexport.settings.validation import Context, Violation, validate_value
+from sessionexport.store import Store, TooManyObjects, VersionConflict
+from sessionexport.store.records import SettingsRecord
+
+
+@dataclass
+class ItemResult:
+    code: int
+    object_id: str | None = None
+    message: str | None = None
+    violations: list[Violation] = field(default_factory=list)
+    invalid_value: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code < 300
+
+
+@dataclass(frozen=True)
+class NewObject:
+    schema_id: Any
+    scope: Any
+    value: Any
+    external_id: str | None = None
+    schema_version: str | None = None
+
+
+class SettingsService:
+    def __init__(self, store: Store, box: secrets.SecretBox, *, allow_http_loopback: bool = False) -> None:
+        self.store = store
+        self.box = box
+        self.allow_http_loopback = allow_http_loopback
+
+    # -- reads -------------------------------------------------------------------------------
+    async def get(self, object_id: str) -> SettingsRecord | None:
+        return await self.store.get_setting(object_id)
+
+    async def all(self, schema_id: str | None = None) -> list[SettingsRecord]:
+        return await self.store.list_settings(schema_id)
+
+    def masked_value(self, record: SettingsRecord) -> dict[str, Any]:
+        """The value for any response: every secret replaced by the mask."""
+        value: dict[str, Any] = orjson.loads(record.value)
+        for path in secret_paths(SCHEMAS[record.schema_id]):
+            if _get(value, path) is not None:
+                _set(value, path, secrets.MASK)
+        return value
+
+    def plain_value(self, record: SettingsRecord) -> dict[str, Any]:
+        """The value with its secrets decrypted: for the exporter only, never for a response."""
+        value: dict[str, Any] = orjson.loads(record.value)
+        for path in secret_paths(SCHEMAS[record.schema_id]):
+            stored = _get(value, path)
+            if secrets.is_encrypted(stored):
+                _set(value, path, self.box.decrypt(stored))
+        return value
+
+    # -- writes ------------------------------------------------------------------------------
+    async def create(
+        self, item: NewObject, author: str, now: int, *, validate_only: bool = False
+    ) -> ItemResult:
+        schema = SCHEMAS.get(item.schema_id) if isinstance(item.schema_id, str) else None
+        if schema is None:
+            return ItemResult(404, message=f"Schema {item.schema_id!r} not found", invalid_value=item.value)
+        scope = SCOPE_ALIASES.get(item.scope) if isinstance(item.scope, str) else None
+        if scope is None:
+            return ItemResult(
+                404,
+                message=f"Scope {item.scope!r} not found: this schema allows 'environment' (alias 'tenant')",
+                invalid_value=self._mask_input(schema, item.value),
+            )
+        if item.external_id is not None:
+            existing = await self._by_external_id(schema["schemaId"], item.external_id)
+            if existing is not None:
+                return await self.update(
+                    existing.object_id, item.value, None, author, now, validate_only=validate_only
+                )
+        value, violations = await self._validate(schema, item.value, exclude=None)
+        violations += _secrets_entered(schema, value)
+        if violations:
+            return _invalid(violations, self._mask_input(schema, item.value))
+        if schema["schemaId"] == ZONE_SCHEMA:
+            violations = await self._unique_zone_name(value, exclude=None)
+            if violations:
+                return _invalid(violations, value)
+        object_id = _new_object_id()
+        if validate_only:
+            if len(await self.store.list_settings(schema["schemaId"])) >= schema["maxObjects"]:
+                return _too_many(schema, value)
+            return ItemResult(200, object_id=None)
+        record = SettingsRecord(
+            object_id=object_id,
+            schema_id=schema["schemaId"],
+            scope=scope,
+            external_id=item.external_id,
+            value=self._stored_json(schema, value),
+            schema_version=schema["version"],
+            created=now,
+            modified=now,
+            created_by=author,
+            modified_by=author,
+            version=1,
+        )
+        try:
+            await self.store.insert_setting(record, schema["maxObjects"])
+        except TooManyObjects:
+            return _too_many(schema, self._mask_input(schema, item.value))
+        return ItemResult(200, object_id=object_id)
+
+    async def update(
+        self,
+        object_id: str,
+        new_value: Any,
+        update_token: str | None,
+        author: str,
+        now: int,
+        *,
+        validate_only: bool = False,
+    ) -> ItemResult:
+        record = await self.store.get_setting(object_id)
+        if record is None:
+            return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
+        schema = SCHEMAS[record.schema_id]
+        expected = (
+            _version_from_token(update_token, object_id) if update_token is not None else record.version
+        )
+        if expected is None:
+            return ItemResult(
+                400, message="Invalid updateToken", violations=[Violation("updateToken", "malformed")]
+            )
+        if expected != record.version:
+            return _conflict(object_id)
+        old = self.plain_value(record)
+        merged, kept = _keep_unchanged_secrets(schema, new_value, old)
+        value, violations = await self._validate(schema, merged, exclude=object_id)
+        if not violations:
+            violations = _resubmission_needed(schema, value, old, kept)
+        if not violations and schema["schemaId"] == ZONE_SCHEMA:
+            violations = await self._unique_zone_name(value, exclude=object_id)
+        if violations:
+            return _invalid(violations, self._mask_input(schema, new_value))
+        if validate_only:
+            return ItemResult(200, object_id=object_id)
+        updated = SettingsRecord(
+            object_id=object_id,
+            schema_id=record.schema_id,
+            scope=record.scope,
+            external_id=record.external_id,
+            value=self._stored_json(schema, value),
+            schema_version=schema["version"],
+            created=record.created,
+            modified=now,
+            created_by=record.created_by,
+            modified_by=author,
+            version=record.version + 1,
+        )
+        try:
+            await self.store.update_setting(updated, expected_version=record.version)
+        except VersionConflict:
+            return _conflict(object_id)
+        return ItemResult(200, object_id=object_id)
+
+    async def delete(self, object_id: str, update_token: str | None) -> ItemResult:
+        record = await self.store.get_setting(object_id)
+        if record is None:
+            return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
+        expected = None
+        if update_token is not None:
+            expected = _version_from_token(update_token, object_id)
+            if expected is None:
+                return ItemResult(
+                    400, message="Invalid updateToken", violations=[Violation("updateToken", "malformed")]
+                )
+        if record.schema_id == ZONE_SCHEMA:
+            users = [
+                r.object_id
+                for r in await self.store.list_settings(EXPORT_SCHEMA)
+                if orjson.loads(r.value).get("exportBehavior", {}).get("managementZone") == object_id
+            ]
+            if users:
+                return ItemResult(
+                    400,
+                    message="The management zone is used by user session export(s) "
+                    f"{', '.join(users)}; change them first",
+                    violations=[Violation("", "referenced by an export configuration")],
+                )
+        try:
+            deleted = await self.store.delete_setting(object_id, expected)
+        except VersionConflict:
+            return _conflict(object_id)
+        if not deleted:
+            return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
+        return ItemResult(204, object_id=object_id)
+
+    async def rotate_secrets(self) -> int:
+        """Re-encrypt every stored secret with the newest key; return how many objects changed."""
+        changed = 0
+        for record in await self.store.list_settings():
+            schema = SCHEMAS[record.schema_id]
+            value = orjson.loads(record.value)
+            paths = [p for p in secret_paths(schema) if secrets.is_encrypted(_get(value, p))]
+            if not paths:
+                continue
+            for path in paths:
+                _set(value, path, self.box.rotate(_get(value, path)))
+            rotated = _replace_value(record, orjson.dumps(value).decode())
+            await self.store.update_setting(rotated, expected_version=record.version)
+            changed += 1
+        return changed
+
+    # -- helpers -----------------------------------------------------------------------------
+    async def _validate(
+        self, schema: dict[str, Any], value: Any, exclude: str | None
+    ) -> tuple[dict[str, Any], list[Violation]]:
+        zones = await self.store.list_settings(ZONE_SCHEMA)
+        context = Context(
+            zone_ids=frozenset(z.object_id for z in zones), allow_http_loopback=self.allow_http_loopback
+        )
+        return validate_value(schema, value, context)
+
+    async def _by_external_id(self, schema_id: str, external_id: str) -> SettingsRecord | None:
+        return next(
+            (r for r in await self.store.list_settings(schema_id) if r.external_id == external_id), None
+        )
+
+    async def _unique_zone_name(self, value: dict[str, Any], exclude: str | None) -> list[Violation]:
+        name = str(value.get("name", "")).strip().lower()
+        for zone in await self.store.list_settings(ZONE_SCHEMA):
+            if (
+                zone.object_id != exclude
+                and str(orjson.loads(zone.value).get("name", "")).strip().lower() == name
+            ):
+                return [Violation("name", f"a management zone named {value.get('name')!r} already exists")]
+        return []
+
+    def _stored_json(self, schema: dict[str, Any], value: dict[str, Any]) -> str:
+        stored = copy.deepcopy(value)
+        for path in secret_paths(schema):
+            plain = _get(stored, path)
+            if isinstance(plain, str):
+                _set(stored, path, self.box.encrypt(plain))
+        return orjson.dumps(stored).decode()
+
+    @staticmethod
+    def _mask_input(schema: dict[str, Any], value: Any) -> Any:
+        """The caller's value for an error response, its secrets masked (never echoed back)."""
+        if not isinstance(value, dict):
+            return value
+        masked = copy.deepcopy(value)
+        for path in secret_paths(schema):
+            if _get(masked, path) is not None:
+                _set(masked, path, secrets.MASK)
+        return masked
+
+
+def update_token(record: SettingsRecord) -> str:
+    return base64.urlsafe_b64encode(f"vu1;{record.object_id};{record.version}".encode()).decode()
+
+
+def summary(record: SettingsRecord, value: dict[str, Any]) -> str:
+    if record.schema_id == EXPORT_SCHEMA:
+        return str(value.get("endpointDefinition", {}).get("endpointUrl", ""))
+    return str(value.get("name", ""))
+
+
+def _version_from_token(token: str, object_id: str) -> int | None:
+    try:
+        tag, token_object, version = base64.urlsafe_b64decode(token.encode()).decode().split(";")
+        if tag != "vu1" or token_object != object_id:
+            return None
+        return int(version)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _new_object_id() -> str:
+    return base64.urlsafe_b64encode(b"se1\x00" + random.token_bytes(24)).decode().rstrip("=")
+
+
+def _replace_value(record: SettingsRecord, value: str) -> SettingsRecord:
+    fields = {name: getattr(record, name) for name in SettingsRecord.__dataclass_fields__}
+    fields.update(value=value, version=record.version + 1)
+    return SettingsRecord(**fields)
+
+
+def _invalid(violations: list[Violation], invalid_value: Any) -> ItemResult:
+    return ItemResult(
+        400,
+        message=f"{len(violations)} constraint violation(s)",
+        violations=violations,
+        invalid_value=invalid_value,
+    )
+
+
+def _conflict(object_id: str) -> ItemResult:
+    return ItemResult(
+        409,
+        object_id=object_id,
+        message="The object was changed since the given updateToken was issued; read it again and retry",
+    )
+
+
+def _too_many(schema: dict[str, Any], value: Any) -> ItemResult:
+    return _invalid(
+        [
+            Violation(
+                "",
+                f"at most {schema['maxObjects']} objects of {schema['schemaId']} are allowed; "
+                "delete one before adding another",
+            )
+        ],
+        value,
+    )
+
+
+def _secrets_entered(schema: dict[str, Any], value: dict[str, Any]) -> list[Violation]:
+    """On create, a secret must be a real secret, not the mask."""
+    return [
+        Violation(".".join(p), "enter the secret (the mask is not a secret)")
+        for p in secret_paths(schema)
+        if _get(value, p) == secrets.MASK
+    ]
+
+
+def _keep_unchanged_secrets(
+    schema: dict[str, Any], new_value: Any, old: dict[str, Any]
+) -> tuple[Any, list[tuple[str, ...]]]:
+    """Where the caller sent the mask (or nothing) for a stored secret, take the stored one."""
+    if not isinstance(new_value, dict):
+        return new_value, []
+    merged = copy.deepcopy(new_value)
+    kept = []
+    for path in secret_paths(schema):
+        sent, stored = _get(merged, path), _get(old, path)
+        if stored is not None and sent in (None, secrets.MASK) and _parent_is_object(merged, path):
+            _set(merged, path, stored)
+            kept.append(path)
+    return merged, kept
+
+
+def _resubmission_needed(
+    schema: dict[str, Any], value: dict[str, Any], old: dict[str, Any], kept: Iterable[tuple[str, ...]]
+) -> list[Violation]:
+    """A kept secret is only kept when nothing it protects changed (else it could be sent elsewhere)."""
+    kept = list(kept)
+    if not kept or _auth_fingerprint(schema, value) == _auth_fingerprint(schema, old):
+        return []
+    return [Violation(".".join(p), "the authentication settings changed: re-enter the secret") for p in kept]
+
+
+def _auth_fingerprint(schema: dict[str, Any], value: dict[str, Any]) -> Any:
+    if schema["schemaId"] != EXPORT_SCHEMA:
+        return None
+    view = {"authentication": copy.deepcopy(value.get("authentication", {}))}
+    for path in secret_paths(schema):
+        if path[0] == "authentication" and _get(view, path) is not None:
+            _set(view, path, None)
+    return view, value.get("endpointDefinition", {}).get("endpointUrl")
+
+
+def _parent_is_object(value: dict[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = value
+    for name in path[:-1]:
+        if not isinstance(node, dict):
+            return False
+        node = node.get(name)
+    return isinstance(node, dict)
+
+
+def _get(value: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value
+
+
+def _set(value: dict[str, Any], path: tuple[str, ...], new: Any) -> None:
+    for name in path[:-1]:
+        value = value[name]
+    value[path[-1]] = new

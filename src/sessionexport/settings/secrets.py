@@ -1,0 +1,80 @@
+"""Secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256) with key rotation via MultiFernet.
+
+Keys come from ``SESSIONEXPORT_SECRET_KEY`` (comma-separated, newest first) or, when that is not
+set, from ``secret.key`` in the data directory, created on first use with mode 0600.
+
+Rotation: generate a key (``sessionexport secrets new-key``), put it first in
+``SESSIONEXPORT_SECRET_KEY`` followed by the old key(s), restart, run ``sessionexport secrets
+rotate`` (re-encrypts every stored secret with the first key), then drop the old key(s).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+KEY_FILE = "secret.key"
+PREFIX = "fernet:"
+MASK = "*****"
+
+
+class SecretKeyError(Exception):
+    """A key is malformed, or a stored secret cannot be decrypted with the configured keys."""
+
+
+class SecretBox:
+    def __init__(self, keys: list[bytes]) -> None:
+        if not keys:
+            raise SecretKeyError("at least one secret key is required")
+        try:
+            self._fernet = MultiFernet([Fernet(key) for key in keys])
+        except ValueError as exc:
+            raise SecretKeyError(
+                f"invalid secret key ({exc}); create one with `sessionexport secrets new-key`"
+            ) from None
+
+    def encrypt(self, plaintext: str) -> str:
+        return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, stored: str) -> str:
+        if not is_encrypted(stored):
+            raise SecretKeyError("stored secret is not encrypted")
+        try:
+            return self._fernet.decrypt(stored.removeprefix(PREFIX).encode()).decode()
+        except InvalidToken:
+            raise SecretKeyError("a stored secret cannot be decrypted with the configured keys") from None
+
+    def rotate(self, stored: str) -> str:
+        """The same secret, encrypted with the newest key."""
+        try:
+            return PREFIX + self._fernet.rotate(stored.removeprefix(PREFIX).encode()).decode()
+        except InvalidToken:
+            raise SecretKeyError("a stored secret cannot be decrypted with the configured keys") from None
+
+
+def is_encrypted(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def new_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def load_secret_box(data_dir: Path, env_keys: str | None) -> SecretBox:
+    """Keys from the environment value when given, else from (or into) the data directory's key file."""
+    if env_keys:
+        return SecretBox([k.strip().encode() for k in env_keys.split(",") if k.strip()])
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process created it first
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(new_key() + "\n")
+    keys = [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
+    return SecretBox(keys)

@@ -1,0 +1,276 @@
+"""Checking a settings value against its schema definition (``schemas``), with precise violations.
+
+The result is the value as it will be stored: defaults filled in, enum values in their documented
+spelling (matched case-insensitively, since older tools send ``Basic`` for ``basic``), and
+properties whose precondition does not hold dropped. No I/O: what the custom validators need to
+know about the world (existing management zones, whether http to loopback is allowed) comes in
+a ``Context``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from sessionexport.export.tuning import TuningError, parse_tuning
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+
+NDJSON = "application/x-ndjson"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    path: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Context:
+    zone_ids: frozenset[str] = frozenset()
+    allow_http_loopback: bool = False
+
+
+@dataclass
+class _Walk:
+    schema: dict[str, Any]
+    context: Context
+    violations: list[Violation] = field(default_factory=list)
+
+    def add(self, path: str, message: str) -> None:
+        self.violations.append(Violation(path, message))
+
+
+def validate_value(
+    schema: dict[str, Any], value: Any, context: Context
+) -> tuple[dict[str, Any], list[Violation]]:
+    """The normalized value and every violation (an empty list means valid)."""
+    walk = _Walk(schema, context)
+    normalized = _object(walk, schema["properties"], value, "")
+    if not walk.violations:
+        for check in _SCHEMA_CHECKS.get(schema["schemaId"], ()):
+            check(walk, normalized)
+    return normalized, walk.violations
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _object(walk: _Walk, properties: dict[str, Any], value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        walk.add(path, f"expected an object, got {_kind(value)}")
+        return {}
+    for name in value:
+        if name not in properties:
+            walk.add(_join(path, name), f"unknown property; known: {', '.join(properties)}")
+    result: dict[str, Any] = {}
+    for name, prop in properties.items():
+        precondition = prop.get("precondition")
+        if precondition and not _holds(precondition, result):
+            continue  # not applicable: not validated, not stored
+        prop_path = _join(path, name)
+        given = value.get(name)
+        if given is None:
+            result[name] = _absent(walk, prop, prop_path, name in value)
+        else:
+            result[name] = _typed(walk, prop, prop["type"], given, prop_path, result)
+    return result
+
+
+def _absent(walk: _Walk, prop: dict[str, Any], path: str, explicit_null: bool) -> Any:
+    kind = prop["type"]
+    if "default" in prop:
+        return prop["default"]
+    if prop.get("nullable"):
+        return None
+    if isinstance(kind, dict) and kind["$ref"].startswith("#/types/"):
+        # An omitted object is its defaults; what it cannot default is reported inside it.
+        return _object(walk, _type_properties(walk.schema, kind), {}, path)
+    walk.add(path, "must not be null" if explicit_null else "required property is missing")
+    return None
+
+
+def _typed(
+    walk: _Walk, prop: dict[str, Any], kind: Any, given: Any, path: str, siblings: dict[str, Any]
+) -> Any:
+    if isinstance(kind, dict):
+        section, _, name = kind["$ref"].removeprefix("#/").partition("/")
+        if section == "types":
+            return _object(walk, walk.schema["types"][name]["properties"], given, path)
+        return _enum_value(walk, walk.schema["enums"][name], given, path)
+    if kind == "boolean":
+        if not isinstance(given, bool):
+            walk.add(path, f"expected a boolean, got {_kind(given)}")
+        return given
+    if kind == "integer":
+        if not isinstance(given, int) or isinstance(given, bool):
+            walk.add(path, f"expected an integer, got {_kind(given)}")
+        return given
+    if kind == "list":
+        return _list(walk, prop, given, path, siblings)
+    if kind in ("text", "secret", "setting"):
+        if not isinstance(given, str):
+            walk.add(path, f"expected a string, got {_kind(given)}")
+            return given
+        if not _is_unicode(given):
+            walk.add(path, "contains an unpaired surrogate escape (not valid Unicode text)")
+            return given
+        _constraints(walk, prop, given, path, siblings)
+        return given
+    raise AssertionError(f"schema property type {kind!r} has no validator")
+
+
+def _list(walk: _Walk, prop: dict[str, Any], given: Any, path: str, siblings: dict[str, Any]) -> list[Any]:
+    if not isinstance(given, list):
+        walk.add(path, f"expected a list, got {_kind(given)}")
+        return []
+    low, high = prop.get("minObjects", 0), prop.get("maxObjects", 1_000_000)
+    if not low <= len(given) <= high:
+        walk.add(path, f"must hold {low} to {high} item(s), got {len(given)}")
+    item_prop = prop["items"]
+    return [
+        _typed(walk, item_prop, item_prop["type"], item, f"{path}[{i}]", siblings)
+        for i, item in enumerate(given)
+    ]
+
+
+def _enum_value(walk: _Walk, enum: dict[str, Any], given: Any, path: str) -> Any:
+    allowed = [item["value"] for item in enum["items"]]
+    if isinstance(given, str):
+        for value in allowed:
+            if value.lower() == given.lower():
+                return value
+    walk.add(path, f"invalid value {given!r}; expected one of: {', '.join(allowed)}")
+    return given
+
+
+def _constraints(walk: _Walk, prop: dict[str, Any], given: str, path: str, siblings: dict[str, Any]) -> None:
+    for constraint in prop.get("constraints", ()):
+        kind = constraint["type"]
+        if kind == "NOT_BLANK" and not given.strip():
+            walk.add(path, "must not be blank")
+            return
+        if kind == "LENGTH" and not constraint.get("minLength", 0) <= len(given) <= constraint["maxLength"]:
+            walk.add(path, f"length must be {constraint.get('minLength', 0)} to {constraint['maxLength']}")
+        if kind == "CUSTOM_VALIDATOR_REF":
+            message = _CUSTOM[constraint["customValidatorId"]](walk.context, given, siblings)
+            if message:
+                walk.add(path, message)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _holds(precondition: dict[str, Any], siblings: dict[str, Any]) -> bool:
+    kind = precondition["type"]
+    if kind == "EQUALS":
+        return bool(siblings.get(precondition["property"]) == precondition["expectedValue"])
+    if kind == "AND":
+        return all(_holds(p, siblings) for p in precondition["preconditions"])
+    raise AssertionError(f"precondition type {kind!r} has no evaluator")
+
+
+def _type_properties(schema: dict[str, Any], kind: dict[str, str]) -> dict[str, Any]:
+    properties: dict[str, Any] = schema["types"][kind["$ref"].removeprefix("#/types/")]["properties"]
+    return properties
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+# -- custom validators: (context, value, siblings) -> message or None ------------------------------
+
+
+def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None) -> str | None:
+    """Only https (certificates verified); http only to loopback, and only when the server allows it."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("https", "http") or not host:
+        return "must be an absolute https:// URL"
+    if parts.scheme == "http":
+        if context.allow_http_loopback and _is_loopback(host):
+            return None
+        return "must use https: for security reasons only HTTPS endpoints are allowed"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_zone_exists(context: Context, zone_id: str, _: dict[str, Any]) -> str | None:
+    if zone_id not in context.zone_ids:
+        return f"no management zone with objectId {zone_id!r} (schema builtin:management-zones)"
+    return None
+
+
+def _check_custom_configuration(_: Context, text: str, __: dict[str, Any]) -> str | None:
+    try:
+        parse_tuning(text)
+    except TuningError as exc:
+        return str(exc)
+    return None
+
+
+def _check_zone_rule(_: Context, value: str, rule: dict[str, Any]) -> str | None:
+    if rule.get("operator") == "REGEX":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            return f"not a valid regular expression: {exc}"
+    return None
+
+
+_CUSTOM: dict[str, Callable[[Context, str, dict[str, Any]], str | None]] = {
+    "https-url": check_https_url,
+    "management-zone-exists": _check_zone_exists,
+    "custom-configuration": _check_custom_configuration,
+    "zone-rule": _check_zone_rule,
+}
+
+
+def _check_elasticsearch_direct(walk: _Walk, value: dict[str, Any]) -> None:
+    """Elasticsearch's _bulk API takes only NDJSON, by POST."""
+    if not value.get("sendDirect", {}).get("active"):
+        return
+    endpoint = value.get("endpointDefinition", {})
+    if str(endpoint.get("contentType", "")).split(";")[0].strip().lower() != NDJSON:
+        walk.add("endpointDefinition.contentType", f"must be {NDJSON} when sending directly to Elasticsearch")
+    if endpoint.get("usePost") is not True:
+        walk.add(
+            "endpointDefinition.usePost",
+            "must be true when sending directly to Elasticsearch (_bulk takes POST)",
+        )
+
+
+_SCHEMA_CHECKS: dict[str, tuple[Callable[[_Walk, dict[str, Any]], None], ...]] = {
+    EXPORT_SCHEMA: (_check_elasticsearch_direct,),
+}

@@ -1,0 +1,81 @@
+"""schemathesis against the server's own OpenAPI document: generated requests (valid and not)
+to every settings route of a real server on loopback; no 5xx, and every answer matches the
+documented status codes, content types and schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from sessionexport import tokens
+from sessionexport.api.app import create_app
+from sessionexport.clock import now_ms
+from sessionexport.config import ServerConfig
+from sessionexport.store import create_store
+from sessionexport.store.records import TokenRecord
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    data_dir: Path = tmp_path_factory.mktemp("schemathesis")
+    new = tokens.new_token("schemathesis", frozenset(s.value for s in tokens.Scope), now_ms())
+    asyncio.run(_add_token(data_dir, new.record))
+    app = create_app(ServerConfig(data_dir=data_dir))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    assert httpx.get(f"{url}/health").status_code == 200
+    yield url, new.token
+    server.should_exit = True
+    thread.join(10)
+
+
+async def _add_token(data_dir: Path, record: TokenRecord) -> None:
+    store = create_store(data_dir)
+    await store.open()
+    await store.add_token(record)
+    await store.close()
+
+
+@pytest.fixture(scope="module")
+def api_schema(live_server: tuple[str, str]) -> schemathesis.schemas.BaseSchema:
+    url, _ = live_server
+    return schemathesis.openapi.from_url(f"{url}/openapi.json").include(path_regex="^/api/v2/settings")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_settings_routes_conform_to_their_openapi(
+    case: schemathesis.Case, live_server: tuple[str, str]
+) -> None:
+    url, token = live_server
+    case.call_and_validate(base_url=url, headers={"Authorization": f"Api-Token {token}"}, checks=CHECKS)
