@@ -1,0 +1,85 @@
+"""Secrets at rest: encryption, the key file, and key rotation (service and CLI)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sessionexport.settings.objects import NewObject, SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import MASK, SecretBox, SecretKeyError, load_secret_box, new_key
+from sessionexport.store import Store
+
+PASSWORD = "correct horse battery staple"
+
+
+def export_with_password() -> NewObject:
+    return NewObject(
+        EXPORT_SCHEMA,
+        "environment",
+        {
+            "endpointDefinition": {"endpointUrl": "https://receiver.example/export/events"},
+            "authentication": {
+                "active": True,
+                "authType": "basic",
+                "basicAuth": {"username": "u", "password": PASSWORD},
+            },
+        },
+    )
+
+
+def test_key_file_is_created_once_with_mode_0600(tmp_path: Path) -> None:
+    box = load_secret_box(tmp_path, None)
+    key_file = tmp_path / "secret.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    again = load_secret_box(tmp_path, None)
+    assert again.decrypt(box.encrypt("x")) == "x"
+
+
+def test_environment_keys_win_and_bad_keys_are_refused(tmp_path: Path) -> None:
+    key = new_key()
+    box = load_secret_box(tmp_path, key)
+    assert not (tmp_path / "secret.key").exists()
+    assert SecretBox([key.encode()]).decrypt(box.encrypt("y")) == "y"
+    with pytest.raises(SecretKeyError, match="invalid secret key"):
+        load_secret_box(tmp_path, "not-a-key")
+
+
+def test_ciphertext_differs_and_other_keys_cannot_read_it() -> None:
+    box = SecretBox([new_key().encode()])
+    first, second = box.encrypt(PASSWORD), box.encrypt(PASSWORD)
+    assert first != second and PASSWORD not in first
+    with pytest.raises(SecretKeyError, match="cannot be decrypted"):
+        SecretBox([new_key().encode()]).decrypt(first)
+
+
+async def test_rotation_re_encrypts_with_the_newest_key(store: Store) -> None:
+    old, new = new_key().encode(), new_key().encode()
+    created = await SettingsService(store, SecretBox([old])).create(export_with_password(), "t", 1)
+    assert created.code == 200 and created.object_id
+    rotating = SettingsService(store, SecretBox([new, old]))
+    assert await rotating.rotate_secrets() == 1
+    record = await store.get_setting(created.object_id)
+    assert record is not None
+    only_new = SettingsService(store, SecretBox([new]))
+    assert only_new.plain_value(record)["authentication"]["basicAuth"]["password"] == PASSWORD
+    assert only_new.masked_value(record)["authentication"]["basicAuth"]["password"] == MASK
+    with pytest.raises(SecretKeyError):
+        SettingsService(store, SecretBox([old])).plain_value(record)
+
+
+def test_cli_new_key_and_rotate(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "sessionexport"]
+    key = subprocess.run(
+        [*cli, "secrets", "new-key"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    SecretBox([key.encode()])  # a valid Fernet key
+    env = {**os.environ, "SESSIONEXPORT_DATA_DIR": str(tmp_path)}
+    rotated = subprocess.run([*cli, "secrets", "rotate"], capture_output=True, text=True, env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "Re-encrypted the secrets of 0 settings object(s)" in rotated.stderr
