@@ -82,7 +82,8 @@ class SettingsService:
     ) -> ItemResult:
         schema = SCHEMAS.get(item.schema_id) if isinstance(item.schema_id, str) else None
         if schema is None:
-            return ItemResult(404, message=f"Schema {item.schema_id!r} not found", invalid_value=item.value)
+            # The value is not echoed: without its schema, its secrets cannot be told apart.
+            return ItemResult(404, message=f"Schema {item.schema_id!r} not found")
         scope = SCOPE_ALIASES.get(item.scope) if isinstance(item.scope, str) else None
         if scope is None:
             return ItemResult(
@@ -107,7 +108,7 @@ class SettingsService:
         object_id = _new_object_id()
         if validate_only:
             if len(await self.store.list_settings(schema["schemaId"])) >= schema["maxObjects"]:
-                return _too_many(schema, value)
+                return _too_many(schema, self._mask_input(schema, item.value))
             return ItemResult(200, object_id=None)
         record = SettingsRecord(
             object_id=object_id,
@@ -154,6 +155,7 @@ class SettingsService:
         old = self.plain_value(record)
         merged, kept = _keep_unchanged_secrets(schema, new_value, old)
         value, violations = await self._validate(schema, merged, exclude=object_id)
+        violations += _secrets_entered(schema, value)
         if not violations:
             violations = _resubmission_needed(schema, value, old, kept)
         if not violations and schema["schemaId"] == ZONE_SCHEMA:
@@ -335,7 +337,7 @@ def _too_many(schema: dict[str, Any], value: Any) -> ItemResult:
 
 
 def _secrets_entered(schema: dict[str, Any], value: dict[str, Any]) -> list[Violation]:
-    """On create, a secret must be a real secret, not the mask."""
+    """A secret must be a real secret, not the mask (the mask only means "keep the stored one")."""
     return [
         Violation(".".join(p), "enter the secret (the mask is not a secret)")
         for p in secret_paths(schema)
@@ -363,7 +365,7 @@ def _resubmission_needed(
     schema: dict[str, Any], value: dict[str, Any], old: dict[str, Any], kept: Iterable[tuple[str, ...]]
 ) -> list[Violation]:
     """A kept secret is only kept when nothing it protects changed (else it could be sent elsewhere)."""
-    kept = list(kept)
+    kept = [path for path in kept if _get(value, path) is not None]  # still in use after preconditions
     if not kept or _auth_fingerprint(schema, value) == _auth_fingerprint(schema, old):
         return []
     return [Violation(".".join(p), "the authentication settings changed: re-enter the secret") for p in kept]
