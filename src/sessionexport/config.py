@@ -19,6 +19,8 @@ class ServerConfig:
     retention_check_seconds: float = 600.0
     secret_keys: str | None = None  # comma-separated Fernet keys, newest first; default: data_dir/secret.key
     allow_http_loopback: bool = False  # accept http:// endpoints on loopback (local development only)
+    ca_bundle: Path | None = None  # extra CA certificates trusted for export and token endpoints
+    run_exporters: bool = True
 
     @property
     def retention_ms(self) -> int:

@@ -25,6 +25,8 @@ class Scope(StrEnum):
     SETTINGS_WRITE = "settings.write"
     SESSIONS_INGEST = "sessions.ingest"
     SESSIONS_READ = "sessions.read"
+    EXPORTS_MANAGE = "exports.manage"
+    METRICS_READ = "metrics.read"
 
 
 class TokenError(ValueError):

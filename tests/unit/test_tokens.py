@@ -20,7 +20,14 @@ from sessionexport.tokens import (
 )
 
 TOKEN_SHAPE = re.compile(r"se0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}")
-KNOWN = ("sessions.ingest", "sessions.read", "settings.read", "settings.write")
+KNOWN = (
+    "exports.manage",
+    "metrics.read",
+    "sessions.ingest",
+    "sessions.read",
+    "settings.read",
+    "settings.write",
+)
 READ = frozenset({"sessions.read"})
 
 

@@ -11,9 +11,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sessionexport import __version__
-from sessionexport.api import health, settings, usersessions
+from sessionexport.api import exports, health, settings, usersessions
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
 from sessionexport.config import ServerConfig
+from sessionexport.export.metrics import ExportMetrics
+from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.retention import run_retention
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.secrets import load_secret_box
@@ -32,15 +35,18 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
-        retention = asyncio.create_task(
-            run_retention(store, config.retention_ms, config.retention_check_seconds)
-        )
+        tasks = [
+            asyncio.create_task(run_retention(store, config.retention_ms, config.retention_check_seconds))
+        ]
+        if config.run_exporters:
+            tasks.append(asyncio.create_task(supervisor.run(), name="exports"))
         try:
             yield
         finally:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await store.close()
 
     app = FastAPI(
@@ -54,12 +60,27 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.config = config
     app.state.store = store
     box = load_secret_box(config.data_dir, config.secret_keys)
-    app.state.settings = SettingsService(store, box, allow_http_loopback=config.allow_http_loopback)
+    settings_service = SettingsService(store, box, allow_http_loopback=config.allow_http_loopback)
+    app.state.notifier = LogNotifier()
+    app.state.metrics = ExportMetrics()
+    supervisor = ExportSupervisor(
+        store,
+        settings_service,
+        app.state.notifier,
+        app.state.metrics,
+        ca_bundle=config.ca_bundle,
+        allow_http_loopback=config.allow_http_loopback,
+    )
+    settings_service.on_change = supervisor.poke
+    app.state.settings = settings_service
+    app.state.exports = supervisor
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
     app.include_router(usersessions.router)
     app.include_router(settings.router)
+    app.include_router(exports.router)
+    app.include_router(exports.metrics_router)
     return app
 
 

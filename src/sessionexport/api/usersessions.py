@@ -84,6 +84,8 @@ async def ingest_sessions(request: Request, store: Annotated[Store, Depends(get_
             400, f"{len(exc.problems)} problem(s) in the request body; nothing was stored", violations
         ) from None
     result = await store.append_sessions(records, now_ms())
+    if result.accepted:
+        request.app.state.notifier.notify()
     return OrjsonResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
 

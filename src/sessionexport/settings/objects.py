@@ -11,7 +11,7 @@ import base64
 import binascii
 import copy
 import secrets as random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +47,18 @@ class NewObject:
 
 
 class SettingsService:
-    def __init__(self, store: Store, box: secrets.SecretBox, *, allow_http_loopback: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        box: secrets.SecretBox,
+        *,
+        allow_http_loopback: bool = False,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.store = store
         self.box = box
         self.allow_http_loopback = allow_http_loopback
+        self.on_change = on_change  # told after every stored change (the exporters follow the settings)
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, object_id: str) -> SettingsRecord | None:
@@ -127,6 +135,7 @@ class SettingsService:
             await self.store.insert_setting(record, schema["maxObjects"])
         except TooManyObjects:
             return _too_many(schema, self._mask_input(schema, item.value))
+        self.on_change()
         return ItemResult(200, object_id=object_id)
 
     async def update(
@@ -181,6 +190,7 @@ class SettingsService:
             await self.store.update_setting(updated, expected_version=record.version)
         except VersionConflict:
             return _conflict(object_id)
+        self.on_change()
         return ItemResult(200, object_id=object_id)
 
     async def delete(self, object_id: str, update_token: str | None) -> ItemResult:
@@ -213,6 +223,7 @@ class SettingsService:
             return _conflict(object_id)
         if not deleted:
             return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
+        self.on_change()
         return ItemResult(204, object_id=object_id)
 
     async def rotate_secrets(self) -> int:

@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sessionexport.store.records import AppendResult, NewSession, SettingsRecord, StoredSession, TokenRecord
+from sessionexport.store.records import (
+    Alert,
+    AppendResult,
+    Cursor,
+    DeadLetter,
+    LogEntry,
+    NewDeadLetter,
+    NewSession,
+    SettingsRecord,
+    StoredSession,
+    TokenRecord,
+)
 
 
 class StoreError(Exception):
@@ -69,3 +80,60 @@ class Store(Protocol):
 
     async def delete_setting(self, object_id: str, expected_version: int | None) -> bool:
         """Delete (if at ``expected_version`` when given, else VersionConflict); False if absent."""
+
+    # -- export cursors (one consumer of the session log per export) ------------------------
+    async def log_position(self) -> int:
+        """The highest seq in the log (0 when empty): where a new export starts by default."""
+
+    async def position_before(self, received_at: int) -> int:
+        """The seq just before the first session received at or after the given time (backfill)."""
+
+    async def ensure_cursor(self, export_id: str, position: int, now: int) -> Cursor:
+        """The export's cursor, created at ``position`` when it has none yet."""
+
+    async def get_cursor(self, export_id: str) -> Cursor | None: ...
+
+    async def move_cursor(self, export_id: str, position: int, now: int) -> None:
+        """Set the cursor anywhere (backfill, replay from a point, skip ahead), creating it if needed."""
+
+    async def delete_cursor(self, export_id: str) -> None: ...
+
+    async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
+        """Up to ``limit`` sessions after ``after_seq``, in seq order."""
+
+    async def backlog(self, after_seq: int) -> tuple[int, int | None]:
+        """(sessions after ``after_seq``, received_at of the first of them or None)."""
+
+    async def record_delivery(self, export_id: str, position: int, sessions: int, now: int) -> None:
+        """A bulk was delivered: move the cursor, count the sessions, note the success."""
+
+    async def record_skip(self, export_id: str, position: int, now: int) -> None:
+        """Sessions up to ``position`` were filtered out: move the cursor only."""
+
+    async def record_dead_letter(self, letter: NewDeadLetter, position: int) -> int:
+        """Keep a failed bulk and move the cursor past it, in one transaction; return its id."""
+
+    async def record_error(self, export_id: str, message: str, now: int) -> None:
+        """Note a failed attempt (the cursor stays)."""
+
+    # -- dead letters ------------------------------------------------------------------------
+    async def list_dead_letters(
+        self, export_id: str, *, state: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[DeadLetter]: ...
+
+    async def get_dead_letter(self, letter_id: int) -> DeadLetter | None: ...
+
+    async def count_dead_letters(self, export_id: str, state: str = "pending") -> int: ...
+
+    async def finish_replay(
+        self, letter_id: int, attempts: list[dict[str, object]], delivered: bool, now: int
+    ) -> None:
+        """Append a replay's attempts; mark the letter replayed when it was delivered."""
+
+    # -- alerts ------------------------------------------------------------------------------
+    async def raise_alert(self, export_id: str, kind: str, title: str, message: str, now: int) -> None:
+        """Open an alert, or bump the open one of that export and kind."""
+
+    async def close_alerts(self, export_id: str, kind: str, now: int) -> int: ...
+
+    async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]: ...

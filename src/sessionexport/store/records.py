@@ -63,3 +63,62 @@ class SettingsRecord:
     created_by: str
     modified_by: str
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A session as the exporter reads it: its place in the log, filter attributes and bytes."""
+
+    seq: int
+    received_at: int
+    tenant_id: str
+    user_session_id: str
+    start_time: int
+    user_type: str | None
+    application_type: str | None
+    country: str | None
+    applications: tuple[str, ...]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    export_id: str
+    position: int
+    last_success_at: int | None = None
+    last_error_at: int | None = None
+    last_error: str | None = None
+    delivered: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewDeadLetter:
+    export_id: str
+    created_at: int
+    first_seq: int
+    last_seq: int
+    sessions: list[tuple[str, str, int]]
+    content_type: str
+    body: bytes
+    reason: str
+    attempts: list[dict[str, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter(NewDeadLetter):
+    id: int = 0
+    state: str = "pending"
+    replayed_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: int
+    export_id: str
+    kind: str
+    title: str
+    message: str
+    opened_at: int
+    last_seen_at: int
+    occurrences: int
+    closed_at: int | None

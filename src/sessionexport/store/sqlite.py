@@ -29,7 +29,18 @@ import orjson
 
 from sessionexport.store.base import StoreError, TooManyObjects, VersionConflict
 from sessionexport.store.migrations import pending
-from sessionexport.store.records import AppendResult, NewSession, SettingsRecord, StoredSession, TokenRecord
+from sessionexport.store.records import (
+    Alert,
+    AppendResult,
+    Cursor,
+    DeadLetter,
+    LogEntry,
+    NewDeadLetter,
+    NewSession,
+    SettingsRecord,
+    StoredSession,
+    TokenRecord,
+)
 
 T = TypeVar("T")
 _STOP = object()
@@ -335,6 +346,270 @@ class SQLiteStore:
             return True
 
         return await self._write(delete)
+
+    # -- export cursors ----------------------------------------------------------------------
+    async def log_position(self) -> int:
+        return await self._read(
+            lambda c: int(c.execute("SELECT coalesce(max(seq), 0) FROM sessions").fetchone()[0])
+        )
+
+    async def position_before(self, received_at: int) -> int:
+        def select(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT min(seq) FROM sessions WHERE received_at >= ?", (received_at,)
+            ).fetchone()
+            if row[0] is None:
+                return int(conn.execute("SELECT coalesce(max(seq), 0) FROM sessions").fetchone()[0])
+            return int(row[0]) - 1
+
+        return await self._read(select)
+
+    async def ensure_cursor(self, export_id: str, position: int, now: int) -> Cursor:
+        def upsert(conn: sqlite3.Connection) -> Cursor:
+            conn.execute(
+                "INSERT INTO export_cursors (export_id, position, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (export_id) DO NOTHING",
+                (export_id, position, now),
+            )
+            return _cursor(conn, export_id)  # type: ignore[return-value]
+
+        return await self._write(upsert)
+
+    async def get_cursor(self, export_id: str) -> Cursor | None:
+        return await self._read(lambda conn: _cursor(conn, export_id))
+
+    async def move_cursor(self, export_id: str, position: int, now: int) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO export_cursors (export_id, position, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (export_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                (export_id, position, now),
+            )
+        )
+
+    async def delete_cursor(self, export_id: str) -> None:
+        await self._write(lambda c: c.execute("DELETE FROM export_cursors WHERE export_id = ?", (export_id,)))
+
+    async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
+        def select(conn: sqlite3.Connection) -> list[LogEntry]:
+            rows = conn.execute(
+                "SELECT seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type,"
+                " country, applications, body FROM sessions WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            return [_log_entry(row) for row in rows]
+
+        return await self._read(select)
+
+    async def backlog(self, after_seq: int) -> tuple[int, int | None]:
+        def select(conn: sqlite3.Connection) -> tuple[int, int | None]:
+            (count,) = conn.execute("SELECT count(*) FROM sessions WHERE seq > ?", (after_seq,)).fetchone()
+            first = conn.execute(
+                "SELECT received_at FROM sessions WHERE seq > ? ORDER BY seq LIMIT 1", (after_seq,)
+            ).fetchone()
+            return int(count), (int(first[0]) if first else None)
+
+        return await self._read(select)
+
+    async def record_delivery(self, export_id: str, position: int, sessions: int, now: int) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE export_cursors SET position = max(position, ?), delivered = delivered + ?,"
+                " last_success_at = ?, updated_at = ? WHERE export_id = ?",
+                (position, sessions, now, now, export_id),
+            )
+        )
+
+    async def record_skip(self, export_id: str, position: int, now: int) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE export_cursors SET position = max(position, ?), updated_at = ? WHERE export_id = ?",
+                (position, now, export_id),
+            )
+        )
+
+    async def record_dead_letter(self, letter: NewDeadLetter, position: int) -> int:
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO dead_letters (export_id, created_at, first_seq, last_seq, session_count, sessions,"
+                " content_type, body, reason, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    letter.export_id,
+                    letter.created_at,
+                    letter.first_seq,
+                    letter.last_seq,
+                    len(letter.sessions),
+                    orjson.dumps(letter.sessions),
+                    letter.content_type,
+                    letter.body,
+                    letter.reason,
+                    orjson.dumps(letter.attempts),
+                ),
+            )
+            conn.execute(
+                "UPDATE export_cursors SET position = max(position, ?), last_error_at = ?, last_error = ?,"
+                " updated_at = ? WHERE export_id = ?",
+                (position, letter.created_at, letter.reason, letter.created_at, letter.export_id),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return await self._write(insert)
+
+    async def record_error(self, export_id: str, message: str, now: int) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE export_cursors SET last_error_at = ?, last_error = ?, updated_at = ? WHERE export_id = ?",
+                (now, message, now, export_id),
+            )
+        )
+
+    # -- dead letters ------------------------------------------------------------------------
+    async def list_dead_letters(
+        self, export_id: str, *, state: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[DeadLetter]:
+        def select(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                f"SELECT {_DEAD_LETTER_ROW} FROM dead_letters WHERE export_id = :export"
+                " AND (:state IS NULL OR state = :state) AND (:before IS NULL OR id < :before)"
+                " ORDER BY id DESC LIMIT :limit",
+                {"export": export_id, "state": state, "before": before_id, "limit": limit},
+            ).fetchall()
+            return [_dead_letter(row) for row in rows]
+
+        return await self._read(select)
+
+    async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
+        def select(conn: sqlite3.Connection) -> DeadLetter | None:
+            row = conn.execute(
+                f"SELECT {_DEAD_LETTER_ROW} FROM dead_letters WHERE id = ?", (letter_id,)
+            ).fetchone()
+            return _dead_letter(row) if row else None
+
+        return await self._read(select)
+
+    async def count_dead_letters(self, export_id: str, state: str = "pending") -> int:
+        return await self._read(
+            lambda c: int(
+                c.execute(
+                    "SELECT count(*) FROM dead_letters WHERE export_id = ? AND state = ?", (export_id, state)
+                ).fetchone()[0]
+            )
+        )
+
+    async def finish_replay(
+        self, letter_id: int, attempts: list[dict[str, object]], delivered: bool, now: int
+    ) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT attempts FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
+            if row is None:
+                return
+            all_attempts = [*orjson.loads(row[0]), *attempts]
+            conn.execute(
+                "UPDATE dead_letters SET attempts = ?, state = ?, replayed_at = ? WHERE id = ?",
+                (
+                    orjson.dumps(all_attempts),
+                    "replayed" if delivered else "pending",
+                    now if delivered else None,
+                    letter_id,
+                ),
+            )
+
+        await self._write(update)
+
+    # -- alerts ------------------------------------------------------------------------------
+    async def raise_alert(self, export_id: str, kind: str, title: str, message: str, now: int) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "UPDATE alerts SET title = ?, message = ?, last_seen_at = ?, occurrences = occurrences + 1"
+                " WHERE export_id = ? AND kind = ? AND closed_at IS NULL",
+                (title, message, now, export_id, kind),
+            )
+            if cursor.rowcount == 0:
+                conn.execute(
+                    "INSERT INTO alerts (export_id, kind, title, message, opened_at, last_seen_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (export_id, kind, title, message, now, now),
+                )
+
+        await self._write(upsert)
+
+    async def close_alerts(self, export_id: str, kind: str, now: int) -> int:
+        return await self._write(
+            lambda c: (
+                c.execute(
+                    "UPDATE alerts SET closed_at = ? WHERE export_id = ? AND kind = ? AND closed_at IS NULL",
+                    (now, export_id, kind),
+                ).rowcount
+            )
+        )
+
+    async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
+        def select(conn: sqlite3.Connection) -> list[Alert]:
+            rows = conn.execute(
+                "SELECT id, export_id, kind, title, message, opened_at, last_seen_at, occurrences, closed_at"
+                " FROM alerts WHERE (:open = 0 OR closed_at IS NULL) ORDER BY id DESC LIMIT :limit",
+                {"open": int(open_only), "limit": limit},
+            ).fetchall()
+            return [Alert(*row) for row in rows]
+
+        return await self._read(select)
+
+
+_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered"
+_DEAD_LETTER_ROW = (
+    "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
+    " replayed_at"
+)
+
+
+def _log_entry(row: tuple[Any, ...]) -> LogEntry:
+    (
+        seq,
+        received_at,
+        tenant_id,
+        user_session_id,
+        start_time,
+        user_type,
+        application_type,
+        country,
+        apps,
+        body,
+    ) = row
+    return LogEntry(
+        seq,
+        received_at,
+        tenant_id,
+        user_session_id,
+        start_time,
+        user_type,
+        application_type,
+        country,
+        tuple(orjson.loads(apps)),
+        body,
+    )
+
+
+def _cursor(conn: sqlite3.Connection, export_id: str) -> Cursor | None:
+    row = conn.execute(
+        f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = ?", (export_id,)
+    ).fetchone()
+    return Cursor(*row) if row else None
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+    export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, *rest = row
+    return DeadLetter(
+        export_id,
+        created_at,
+        first_seq,
+        last_seq,
+        [tuple(s) for s in orjson.loads(sessions)],
+        content_type,
+        body,
+        reason,
+        orjson.loads(attempts),
+        *rest,
+    )
 
 
 _SETTINGS_ROW = (

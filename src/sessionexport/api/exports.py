@@ -1,0 +1,275 @@
+"""Export operations: status, alerts, dead letters and their replay, cursor moves, metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from sessionexport.api.errors import ApiError
+from sessionexport.api.rendering import OrjsonResponse
+from sessionexport.api.security import require
+from sessionexport.clock import now_ms
+from sessionexport.export.config import ExportConfig, export_config
+from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.store import Store
+from sessionexport.store.records import Alert, DeadLetter
+from sessionexport.tokens import Scope
+
+router = APIRouter(prefix="/api/v2", tags=["Exports"])
+metrics_router = APIRouter(tags=["Metrics"])
+
+Reader = Depends(require(Scope.SETTINGS_READ))
+Manager = Depends(require(Scope.EXPORTS_MANAGE))
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, invalid or revoked token"},
+    403: {"description": "The token lacks the required scope"},
+    404: {"description": "No export configuration with this objectId"},
+}
+
+
+class ExportStatus(BaseModel):
+    objectId: str
+    endpointUrl: str
+    state: Literal["running", "failing", "paused", "stopped"]
+    position: int | None = Field(
+        description="Seq of the last session decided (delivered, dead-lettered, filtered)"
+    )
+    backlog: int = Field(description="Sessions in the log after the position")
+    lagSeconds: float | None = Field(description="Age of the oldest session not yet decided")
+    deliveredSessions: int
+    lastSuccess: int | None
+    lastError: str | None
+    lastErrorAt: int | None
+    deadLetters: int = Field(description="Dead letters waiting for replay")
+    openAlerts: list[dict[str, Any]]
+
+
+class ReplayRequest(BaseModel):
+    ids: list[int] | None = Field(None, description="Dead letters to replay; all pending ones when omitted")
+
+
+class MoveRequest(BaseModel):
+    start: Literal["now", "oldest"] | int = Field(
+        description="'now' (skip the backlog), 'oldest' (everything in retention), or an epoch-ms time:"
+        " sessions that joined the log at or after it are exported (again)"
+    )
+
+
+def _objects(request: Request) -> tuple[Store, SettingsService, ExportSupervisor]:
+    state = request.app.state
+    return state.store, state.settings, state.exports
+
+
+async def _config(settings: SettingsService, export_id: str) -> ExportConfig:
+    record = await settings.get(export_id)
+    if record is None or record.schema_id != EXPORT_SCHEMA:
+        raise ApiError(404, f"No user session export with objectId {export_id!r}")
+    return export_config(export_id, settings.plain_value(record))
+
+
+@router.get(
+    "/exports/{objectId}/status",
+    summary="Delivery status of an export",
+    response_model=ExportStatus,
+    responses=_ERRORS,
+    dependencies=[Reader],
+)
+async def export_status(request: Request, objectId: str) -> Response:
+    store, settings, supervisor = _objects(request)
+    config = await _config(settings, objectId)
+    cursor = await store.get_cursor(objectId)
+    now = now_ms()
+    backlog, first_at = await store.backlog(cursor.position) if cursor else (0, None)
+    alerts = [_alert(a) for a in await store.list_alerts(open_only=True) if a.export_id == objectId]
+    if not config.enabled:
+        state = "paused"
+    elif not supervisor.is_running(objectId):
+        state = "stopped"
+    else:
+        state = "failing" if alerts else "running"
+    return OrjsonResponse(
+        {
+            "objectId": objectId,
+            "endpointUrl": config.endpoint_url,
+            "state": state,
+            "position": cursor.position if cursor else None,
+            "backlog": backlog,
+            "lagSeconds": round((now - first_at) / 1000, 3) if first_at is not None else None,
+            "deliveredSessions": cursor.delivered if cursor else 0,
+            "lastSuccess": cursor.last_success_at if cursor else None,
+            "lastError": cursor.last_error if cursor else None,
+            "lastErrorAt": cursor.last_error_at if cursor else None,
+            "deadLetters": await store.count_dead_letters(objectId),
+            "openAlerts": alerts,
+        }
+    )
+
+
+@router.get("/alerts", summary="Alerts of failing exports", dependencies=[Reader], responses=_ERRORS)
+async def list_alerts(
+    request: Request,
+    state: Annotated[Literal["open", "all"], Query(description="open (default) or all")] = "open",
+) -> Response:
+    store, _, _ = _objects(request)
+    alerts = await store.list_alerts(open_only=state == "open")
+    return OrjsonResponse({"alerts": [_alert(a) for a in alerts], "totalCount": len(alerts)})
+
+
+@router.get(
+    "/exports/{objectId}/deadletters",
+    summary="Bulks that failed every attempt",
+    dependencies=[Reader],
+    responses=_ERRORS,
+)
+async def list_dead_letters(
+    request: Request,
+    objectId: str,
+    state: Annotated[Literal["pending", "replayed", "all"], Query()] = "pending",
+    pageSize: Annotated[int, Query(ge=1, le=500)] = 100,
+    beforeId: Annotated[int | None, Query(description="Page: only dead letters with a smaller id")] = None,
+) -> Response:
+    store, settings, _ = _objects(request)
+    await _config(settings, objectId)
+    letters = await store.list_dead_letters(
+        objectId, state=None if state == "all" else state, limit=pageSize, before_id=beforeId
+    )
+    return OrjsonResponse(
+        {
+            "deadLetters": [_letter(d) for d in letters],
+            "pageSize": len(letters),
+            "nextBeforeId": letters[-1].id if len(letters) == pageSize else None,
+        }
+    )
+
+
+@router.get(
+    "/exports/{objectId}/deadletters/{letterId}/body",
+    summary="The exact body of a dead letter",
+    dependencies=[Reader],
+    responses=_ERRORS,
+)
+async def dead_letter_body(request: Request, objectId: str, letterId: int) -> Response:
+    store, _, _ = _objects(request)
+    letter = await store.get_dead_letter(letterId)
+    if letter is None or letter.export_id != objectId:
+        raise ApiError(404, f"No dead letter {letterId} for export {objectId!r}")
+    return Response(
+        letter.body,
+        media_type=letter.content_type.split(";")[0],
+        headers={"Content-Disposition": f'attachment; filename="deadletter-{letterId}.ndjson"'},
+    )
+
+
+@router.post(
+    "/exports/{objectId}/deadletters/replay",
+    summary="Send dead letters again",
+    description="Delivered again through the export's endpoint with its current authentication, with"
+    " the usual retries; a delivered letter is marked replayed, a failed one stays pending.",
+    dependencies=[Manager],
+    responses=_ERRORS,
+)
+async def replay_dead_letters(request: Request, objectId: str, body: ReplayRequest | None = None) -> Response:
+    store, settings, supervisor = _objects(request)
+    config = await _config(settings, objectId)
+    if body is not None and body.ids is not None:
+        found = [await store.get_dead_letter(i) for i in body.ids]
+        letters = [d for d in found if d is not None and d.export_id == objectId and d.state == "pending"]
+        missing = sorted(set(body.ids) - {d.id for d in letters})
+        if missing:
+            raise ApiError(404, f"No pending dead letter(s) {', '.join(map(str, missing))} for this export")
+    else:
+        letters = list(reversed(await store.list_dead_letters(objectId, state="pending", limit=10_000)))
+    results = await supervisor.replay(config, letters)
+    return OrjsonResponse(
+        {
+            "replayed": sum(r.delivered for r in results),
+            "failed": sum(not r.delivered for r in results),
+            "results": [
+                {
+                    "id": r.letter_id,
+                    "delivered": r.delivered,
+                    "reason": None if r.delivered else r.outcome.alert_title,
+                    "attempts": [a.as_json() for a in r.outcome.attempts],
+                }
+                for r in results
+            ],
+        }
+    )
+
+
+@router.put(
+    "/exports/{objectId}/position",
+    summary="Move an export's cursor (backfill, replay, skip)",
+    dependencies=[Manager],
+    responses=_ERRORS,
+)
+async def move_position(request: Request, objectId: str, body: MoveRequest) -> Response:
+    store, settings, supervisor = _objects(request)
+    await _config(settings, objectId)
+    if body.start == "now":
+        position = await store.log_position()
+    elif body.start == "oldest":
+        position = await store.position_before(0)
+    else:
+        position = await store.position_before(body.start)
+    await supervisor.move(objectId, position)
+    backlog, _ = await store.backlog(position)
+    return OrjsonResponse({"objectId": objectId, "position": position, "backlog": backlog})
+
+
+@metrics_router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    dependencies=[Depends(require(Scope.METRICS_READ))],
+    response_class=Response,
+)
+async def metrics(request: Request) -> Response:
+    store, settings, _ = _objects(request)
+    gauges = request.app.state.metrics
+    now = now_ms()
+    for record in await settings.all(EXPORT_SCHEMA):
+        cursor = await store.get_cursor(record.object_id)
+        if cursor is None:
+            continue
+        backlog, first_at = await store.backlog(cursor.position)
+        gauges.backlog.labels(record.object_id).set(backlog)
+        gauges.lag.labels(record.object_id).set((now - first_at) / 1000 if first_at is not None else 0)
+        gauges.dead_letters.labels(record.object_id).set(await store.count_dead_letters(record.object_id))
+    return Response(generate_latest(gauges.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _alert(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "objectId": alert.export_id,
+        "kind": alert.kind,
+        "title": alert.title,
+        "message": alert.message,
+        "openedAt": alert.opened_at,
+        "lastSeenAt": alert.last_seen_at,
+        "occurrences": alert.occurrences,
+        "closedAt": alert.closed_at,
+        "state": "open" if alert.closed_at is None else "closed",
+    }
+
+
+def _letter(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "createdAt": letter.created_at,
+        "state": letter.state,
+        "replayedAt": letter.replayed_at,
+        "sessionCount": len(letter.sessions),
+        "firstSeq": letter.first_seq,
+        "lastSeq": letter.last_seq,
+        "bytes": len(letter.body),
+        "reason": letter.reason,
+        "attempts": letter.attempts,
+        "sessions": [list(s) for s in letter.sessions],
+    }

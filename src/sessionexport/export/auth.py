@@ -1,0 +1,116 @@
+"""Credentials for export requests: Basic, or an OAuth 2.0 client-credentials bearer token.
+
+The token is requested as the original documentation shows (form fields ``client_id``,
+``client_secret``, ``grant_type=client_credentials`` and ``scope`` when set), cached until shortly
+before ``expires_in`` runs out, and fetched again when the endpoint answers 401. The OAuth
+protocol parts (request body, client authentication, token expiry) are Authlib's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Protocol
+
+import httpx
+from authlib.oauth2.auth import ClientAuth
+from authlib.oauth2.rfc6749 import OAuth2Token
+from authlib.oauth2.rfc6749.parameters import prepare_token_request
+
+from sessionexport.export.config import BasicAuth, OAuth2
+
+EXPIRY_LEEWAY_SECONDS = 30
+
+
+class TokenError(Exception):
+    """The token endpoint did not give a usable token."""
+
+
+class Credentials(Protocol):
+    async def headers(self) -> dict[str, str]: ...
+
+    async def refresh(self) -> bool:
+        """Forget a token the endpoint refused; True when a retry can use a new one."""
+
+
+class NoCredentials:
+    async def headers(self) -> dict[str, str]:
+        return {}
+
+    async def refresh(self) -> bool:
+        return False
+
+
+class BasicCredentials:
+    def __init__(self, auth: BasicAuth) -> None:
+        pair = f"{auth.username}:{auth.password}".encode()
+        self._header = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+
+    async def headers(self) -> dict[str, str]:
+        return self._header
+
+    async def refresh(self) -> bool:
+        return False
+
+
+class OAuth2Credentials:
+    def __init__(self, auth: OAuth2, client: httpx.AsyncClient, timeout: float) -> None:
+        self._auth = auth
+        self._client = client
+        self._timeout = timeout
+        self._token: OAuth2Token | None = None
+        self._lock = asyncio.Lock()
+
+    async def headers(self) -> dict[str, str]:
+        async with self._lock:
+            if self._token is None or self._token.is_expired(leeway=EXPIRY_LEEWAY_SECONDS):
+                self._token = await self._fetch()
+            return {"Authorization": f"Bearer {self._token['access_token']}"}
+
+    async def refresh(self) -> bool:
+        self._token = None
+        return True
+
+    async def _fetch(self) -> OAuth2Token:
+        body = prepare_token_request("client_credentials", scope=self._auth.scope)
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        client_auth = ClientAuth(self._auth.client_id, self._auth.client_secret, "client_secret_post")
+        url, headers, body = client_auth.prepare("POST", self._auth.token_url, headers, body)
+        try:
+            response = await self._client.post(url, content=body, headers=headers, timeout=self._timeout)
+        except httpx.TimeoutException:
+            raise TokenError("token request timed out") from None
+        except httpx.HTTPError as exc:
+            raise TokenError(f"token request failed: {describe_transport_error(exc)}") from None
+        if response.status_code != 200:
+            raise TokenError(f"token endpoint answered HTTP {response.status_code}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise TokenError("token endpoint answered something other than JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
+            raise TokenError("token endpoint answer has no access_token")
+        if str(data.get("token_type", "Bearer")).lower() != "bearer":
+            raise TokenError(f"token type {data.get('token_type')!r} is not Bearer")
+        return OAuth2Token.from_dict(data)
+
+
+def credentials_for(
+    auth: BasicAuth | OAuth2 | None, client: httpx.AsyncClient, timeout: float
+) -> Credentials:
+    if isinstance(auth, BasicAuth):
+        return BasicCredentials(auth)
+    if isinstance(auth, OAuth2):
+        return OAuth2Credentials(auth, client, timeout)
+    return NoCredentials()
+
+
+def describe_transport_error(exc: httpx.HTTPError) -> str:
+    """A short, precise reason; certificate problems are named as such."""
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        detail = text.split("certificate verify failed:", 1)[-1].strip(" )'\"]") if ":" in text else text
+        return f"TLS certificate verification failed ({detail})"
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection failed ({text})"
+    return text

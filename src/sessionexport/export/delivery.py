@@ -1,0 +1,129 @@
+"""Sending one bulk: the request, its retries with backoff, and the outcome of every attempt.
+
+    attempt 1 ──fail──▶ wait backoff ──▶ attempt 2 ... attempt 1+retries ──fail──▶ Outcome(failed)
+        │ 2xx                                   │ 2xx
+        └──────────────▶ Outcome(delivered) ◀───┘
+
+A 401 with OAuth drops the cached token and retries at once, within the same attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from sessionexport.clock import now_ms
+from sessionexport.export.auth import Credentials, TokenError, describe_transport_error
+from sessionexport.export.config import ExportConfig
+
+TIMEOUT_TITLE = "Request timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    at: int
+    duration_ms: int
+    status: int | None = None
+    error: str | None = None
+    timed_out: bool = False
+    token_failure: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "attempt": self.number,
+            "at": self.at,
+            "durationMs": self.duration_ms,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Outcome:
+    delivered: bool
+    attempts: list[Attempt] = field(default_factory=list)
+    status: int | None = None
+
+    @property
+    def last(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def alert_title(self) -> str:
+        """Dynatrace's alert texts: "Request timeout", else "Request failed: <reason>"."""
+        if self.last.timed_out:
+            return TIMEOUT_TITLE
+        return f"Request failed: {self.last.error or f'HTTP {self.last.status}'}"
+
+
+class Sender:
+    def __init__(
+        self,
+        config: ExportConfig,
+        client: httpx.AsyncClient,
+        credentials: Credentials,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._credentials = credentials
+        self._sleep = sleep
+
+    async def send(self, body: bytes, retries: int | None = None, content_type: str | None = None) -> Outcome:
+        tuning = self.config.tuning
+        retries = tuning.retries if retries is None else retries
+        outcome = Outcome(delivered=False)
+        for number in range(1, retries + 2):
+            if number > 1:
+                await self._sleep(
+                    backoff_seconds(number - 1, tuning.backoffSeconds, tuning.backoffMaxSeconds)
+                )
+            attempt = await self._attempt(number, body, content_type or self.config.content_type)
+            outcome.attempts.append(attempt)
+            if attempt.status is not None and 200 <= attempt.status < 300:
+                outcome.delivered, outcome.status = True, attempt.status
+                break
+        return outcome
+
+    async def _attempt(self, number: int, body: bytes, content_type: str) -> Attempt:
+        started, at = time.perf_counter(), now_ms()
+
+        def done(**kwargs: object) -> Attempt:
+            return Attempt(number, at, int((time.perf_counter() - started) * 1000), **kwargs)  # type: ignore[arg-type]
+
+        refreshed = False
+        while True:
+            try:
+                headers = {"Content-Type": content_type, **await self._credentials.headers()}
+            except TokenError as exc:
+                return done(error=f"OAuth token: {exc}", token_failure=True)
+            try:
+                response = await self._client.request(
+                    self.config.method,
+                    self.config.endpoint_url,
+                    content=body,
+                    headers=headers,
+                    timeout=self.config.tuning.timeoutSeconds,
+                )
+            except httpx.TimeoutException:
+                return done(error=f"no answer within {self.config.tuning.timeoutSeconds:g} s", timed_out=True)
+            except httpx.HTTPError as exc:
+                return done(error=describe_transport_error(exc))
+            await response.aclose()
+            if response.status_code == 401 and not refreshed and await self._credentials.refresh():
+                refreshed = True
+                continue
+            error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+            return done(status=response.status_code, error=error)
+
+
+def backoff_seconds(retry: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: about base, 2*base, 4*base ... never above cap."""
+    delay = min(cap, base * 2 ** (retry - 1))
+    return float(delay * random.uniform(0.8, 1.0))

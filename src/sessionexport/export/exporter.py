@@ -1,0 +1,168 @@
+"""One export's loop: read the log from its cursor, batch, deliver, decide, move the cursor.
+
+    read_log(after position) ─▶ zone filter ─▶ Batcher ─▶ Sender ─▶ delivered: move cursor
+                                                                 └▶ failed: dead letter + move cursor + alert
+
+The cursor only moves past a session once its fate is decided, in log order, even with several
+bulks in flight; a crash at any point re-sends at most the bulks that were in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sessionexport.clock import now_ms
+from sessionexport.export.batching import Batcher, Bulk
+from sessionexport.export.config import ExportConfig
+from sessionexport.export.delivery import Outcome, Sender
+from sessionexport.export.formats import bulk_body, encoded_size
+from sessionexport.export.metrics import ExportMetrics
+from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.zones import Zone
+from sessionexport.store import Store
+from sessionexport.store.records import NewDeadLetter
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 500
+IDLE_POLL_SECONDS = 1.0  # also catches sessions appended by other processes
+
+
+@dataclass
+class _InFlight:
+    bulk: Bulk
+    body: bytes
+    position: int  # where the cursor may move once this bulk and all before it are decided
+    task: asyncio.Task[Outcome]
+
+
+class Exporter:
+    def __init__(
+        self,
+        store: Store,
+        config: ExportConfig,
+        sender: Sender,
+        notifier: LogNotifier,
+        metrics: ExportMetrics,
+        zone: Zone | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.sender = sender
+        self.notifier = notifier
+        self.metrics = metrics
+        self.zone = zone
+        self.clock = clock
+        self._window: deque[_InFlight] = deque()
+
+    @property
+    def export_id(self) -> str:
+        return self.config.export_id
+
+    async def run(self, start_position: int) -> None:
+        cursor = await self.store.ensure_cursor(self.export_id, start_position, self.clock())
+        position = decided = cursor.position
+        batcher = Batcher(self.config.tuning)
+        last_arrival = self.clock()
+        log.info("export %s: starting after seq %d", self.export_id, position)
+        try:
+            while True:
+                entries = await self.store.read_log(position, READ_BATCH)
+                for entry in entries:
+                    position, last_arrival = entry.seq, entry.received_at
+                    if self.zone is not None and not self.zone.contains(entry):
+                        continue
+                    for bulk in batcher.offer(entry, encoded_size(entry, self.config.send_direct)):
+                        await self._dispatch(bulk, _settled_before(batcher, position))
+                if len(entries) == READ_BATCH:
+                    continue  # a backlog: keep reading
+                wait = batcher.ms_until_due(self.clock(), last_arrival)
+                if wait == 0:
+                    await self._dispatch(batcher.take(), position)
+                    continue
+                while self._window:  # caught up: settle what is in flight before idling
+                    await self._decide(self._window.popleft())
+                if not batcher.pending and not self._window and position > decided:
+                    await self.store.record_skip(self.export_id, position, self.clock())  # filtered out
+                    decided = position
+                await self.notifier.wait(
+                    IDLE_POLL_SECONDS if wait is None else min(wait / 1000, IDLE_POLL_SECONDS)
+                )
+        finally:
+            for flight in self._window:
+                flight.task.cancel()  # undecided: sent again after a restart
+
+    async def _dispatch(self, bulk: Bulk, position: int) -> None:
+        body = bulk_body(bulk.entries, self.config.send_direct)
+        task = asyncio.create_task(self.sender.send(body), name=f"deliver {self.export_id} {bulk.first_seq}")
+        self._window.append(_InFlight(bulk, body, position, task))
+        while len(self._window) >= self.config.tuning.concurrency or (
+            self._window and self._window[0].task.done()
+        ):
+            await self._decide(self._window.popleft())
+
+    async def _decide(self, flight: _InFlight) -> None:
+        outcome = await flight.task
+        now = self.clock()
+        self._observe(outcome)
+        if outcome.delivered:
+            await self.store.record_delivery(self.export_id, flight.position, len(flight.bulk.entries), now)
+            await self.store.close_alerts(self.export_id, "delivery", now)
+            await self.store.close_alerts(self.export_id, "token", now)
+            self.metrics.sessions.labels(self.export_id).inc(len(flight.bulk.entries))
+            self.metrics.bytes.labels(self.export_id).inc(len(flight.body))
+            self.metrics.bulks.labels(self.export_id, "delivered").inc()
+            return
+        await self.dead_letter(flight, outcome, now)
+
+    async def dead_letter(self, flight: _InFlight, outcome: Outcome, now: int) -> None:
+        entries = flight.bulk.entries
+        letter = NewDeadLetter(
+            export_id=self.export_id,
+            created_at=now,
+            first_seq=flight.bulk.first_seq,
+            last_seq=flight.bulk.last_seq,
+            sessions=[(e.tenant_id, e.user_session_id, e.start_time) for e in entries],
+            content_type=self.config.content_type,
+            body=flight.body,
+            reason=outcome.alert_title,
+            attempts=[a.as_json() for a in outcome.attempts],
+        )
+        letter_id = await self.store.record_dead_letter(letter, flight.position)
+        self.metrics.bulks.labels(self.export_id, "dead_lettered").inc()
+        log.warning(
+            "export %s: bulk of %d session(s) (seq %d-%d) failed %d attempt(s): %s; kept as dead letter %d",
+            self.export_id,
+            len(entries),
+            letter.first_seq,
+            letter.last_seq,
+            len(outcome.attempts),
+            outcome.alert_title,
+            letter_id,
+        )
+        if not self.config.disable_notification:
+            kind = "token" if outcome.last.token_failure else "delivery"
+            await self.store.raise_alert(
+                self.export_id, kind, outcome.alert_title, _alert_message(outcome), now
+            )
+
+    def _observe(self, outcome: Outcome) -> None:
+        for attempt in outcome.attempts:
+            self.metrics.attempt_seconds.labels(self.export_id).observe(attempt.duration_ms / 1000)
+            result = "ok" if attempt.error is None else "timeout" if attempt.timed_out else "error"
+            self.metrics.attempts.labels(self.export_id, result).inc()
+
+
+def _settled_before(batcher: Batcher, position: int) -> int:
+    """Everything before the first pending session is decided once the bulks before it are."""
+    return batcher.pending[0].seq - 1 if batcher.pending else position
+
+
+def _alert_message(outcome: Outcome) -> str:
+    tries = "; ".join(f"#{a.number}: {a.error or a.status}" for a in outcome.attempts)
+    return f"The bulk was kept as a dead letter after {len(outcome.attempts)} attempt(s) ({tries})."

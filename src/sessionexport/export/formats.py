@@ -1,0 +1,40 @@
+"""Request bodies: the stored session bytes joined by newlines, never re-serialised.
+
+Plain endpoints get one session per line. Elasticsearch (``sendDirect``) gets an ``index`` action
+line before each session, ``_id`` = ``<tenantId>-<userSessionId>-<startTime>`` so that a re-sent
+session overwrites rather than duplicates, and ``_type`` only when a document type is set
+(Elasticsearch 8 rejects it). Every line, the last included, ends with ``\\n`` (``_bulk`` requires it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from sessionexport.export.config import SendDirect
+from sessionexport.store.records import LogEntry
+
+
+def document_id(entry: LogEntry) -> str:
+    return f"{entry.tenant_id}-{entry.user_session_id}-{entry.start_time}"
+
+
+def action_line(entry: LogEntry, direct: SendDirect) -> bytes:
+    meta: dict[str, str] = {"_index": direct.index}
+    if direct.doc_type:
+        meta["_type"] = direct.doc_type
+    meta["_id"] = document_id(entry)
+    return orjson.dumps({"index": meta})
+
+
+def encoded_size(entry: LogEntry, direct: SendDirect | None) -> int:
+    """The bytes this session adds to a body."""
+    size = len(entry.body) + 1
+    return size + len(action_line(entry, direct)) + 1 if direct else size
+
+
+def bulk_body(entries: Sequence[LogEntry], direct: SendDirect | None) -> bytes:
+    if direct is None:
+        return b"".join(part for e in entries for part in (e.body, b"\n"))
+    return b"".join(part for e in entries for part in (action_line(e, direct), b"\n", e.body, b"\n"))

@@ -1,0 +1,65 @@
+"""Prometheus metrics of the exporters, in a registry per app (tests build many apps)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ExportMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["export"]
+        self.sessions = Counter(
+            "sessionexport_sessions_delivered", "Sessions delivered", labels, registry=self.registry
+        )
+        self.bytes = Counter(
+            "sessionexport_bytes_delivered", "Request body bytes delivered", labels, registry=self.registry
+        )
+        self.bulks = Counter(
+            "sessionexport_bulks",
+            "Bulks by outcome (delivered, dead_lettered)",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        self.attempt_seconds = Histogram(
+            "sessionexport_attempt_duration_seconds",
+            "Duration of each delivery attempt",
+            labels,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "sessionexport_attempts",
+            "Delivery attempts by result (ok, error, timeout)",
+            [*labels, "result"],
+            registry=self.registry,
+        )
+        self.backlog = Gauge(
+            "sessionexport_backlog_sessions",
+            "Sessions in the log behind the export's cursor",
+            labels,
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "sessionexport_lag_seconds",
+            "Age of the oldest session not yet decided",
+            labels,
+            registry=self.registry,
+        )
+        self.dead_letters = Gauge(
+            "sessionexport_dead_letters", "Dead letters waiting for replay", labels, registry=self.registry
+        )
+
+    def forget(self, export_id: str) -> None:
+        for metric in (
+            self.sessions,
+            self.bytes,
+            self.attempt_seconds,
+            self.backlog,
+            self.lag,
+            self.dead_letters,
+        ):
+            with contextlib.suppress(KeyError):
+                metric.remove(export_id)
