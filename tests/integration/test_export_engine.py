@@ -19,7 +19,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from tests.conftest import make_token
-from tests.support.receiver import Receiver, Tls
+from tests.support.receiver import RESET, STALL, Receiver, Tls
 
 OBJECTS = "/api/v2/settings/objects"
 
@@ -99,8 +99,8 @@ def sessions(count: int, seed: int = 1, **options: Any) -> list[bytes]:
     return list(generate_lines(count, seed, GeneratorOptions(end_ms=1_760_000_000_000, **options)))
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], bool | Awaitable[bool]], what: str, within: float = 15) -> None:
+    deadline = time.monotonic() + within
     while True:
         result = condition()
         if await result if inspect.isawaitable(result) else result:
@@ -126,3 +126,334 @@ async def test_sessions_reach_an_https_receiver_byte_for_byte(engine: Engine, re
     await until(lambda: delivered(engine, export_id, 25), "delivery recorded")
     status = await engine.status(export_id)
     assert status["state"] == "running" and status["backlog"] == 0 and status["lastSuccess"]
+
+
+async def test_count_rule_flushes_at_max_sessions(engine: Engine, receiver: Receiver) -> None:
+    await engine.create_export(
+        export_value(receiver.url, {"flushMaxSessions": 10, "flushIntervalSeconds": 30})
+    )
+    await engine.ingest(sessions(25))
+    await until(lambda: len(receiver.requests) >= 2, "two full bulks")
+    assert [len(r.lines) for r in receiver.requests[:2]] == [10, 10]  # the last 5 wait for a time rule
+
+
+async def test_byte_rule_never_exceeds_max_bytes_and_big_session_goes_alone(
+    engine: Engine, receiver: Receiver
+) -> None:
+    limit = 20_000
+    await engine.create_export(
+        export_value(receiver.url, {"flushMaxBytes": limit, "flushIntervalSeconds": 0.3})
+    )
+    small = sessions(12, seed=3, kind="mobile", actions=(1, 1))
+    big = sessions(1, seed=4, kind="web", actions=(30, 30))
+    assert len(big[0]) > limit
+    await engine.ingest([*small[:6], *big, *small[6:]])
+    await until(lambda: len(receiver.sessions()) == 13, "13 sessions")
+    alone = [r for r in receiver.requests if big[0] in r.lines]
+    assert len(alone) == 1 and alone[0].lines == big
+    assert all(len(r.body) <= limit for r in receiver.requests if big[0] not in r.lines)
+    assert sorted(receiver.sessions()) == sorted([*small, *big])
+
+
+async def test_interval_rule_sends_a_partial_bulk(engine: Engine, receiver: Receiver) -> None:
+    await engine.create_export(
+        export_value(receiver.url, {"flushIntervalSeconds": 0.5, "flushQuietSeconds": 60})
+    )
+    started = time.monotonic()
+    await engine.ingest(sessions(3))
+    await until(lambda: len(receiver.requests) == 1, "one partial bulk")
+    waited = receiver.requests[0].at - started
+    assert 0.4 <= waited < 5 and len(receiver.requests[0].lines) == 3
+
+
+async def test_quiet_rule_fires_before_a_long_interval(engine: Engine, receiver: Receiver) -> None:
+    await engine.create_export(
+        export_value(receiver.url, {"flushIntervalSeconds": 60, "flushQuietSeconds": 0.5})
+    )
+    started = time.monotonic()
+    await engine.ingest(sessions(4))
+    await until(lambda: len(receiver.requests) == 1, "bulk after the quiet period")
+    assert receiver.requests[0].at - started < 10 and len(receiver.requests[0].lines) == 4
+
+
+@pytest.mark.parametrize(
+    ("use_post", "content_type"), [(False, "application/json"), (True, "application/x-ndjson")]
+)
+async def test_method_and_content_type_follow_the_configuration(
+    engine: Engine, receiver: Receiver, use_post: bool, content_type: str
+) -> None:
+    await engine.create_export(
+        export_value(receiver.url, endpointDefinition={"usePost": use_post, "contentType": content_type})
+    )
+    await engine.ingest(sessions(2))
+    await until(lambda: len(receiver.requests) == 1, "one request")
+    assert receiver.requests[0].method == ("POST" if use_post else "PUT")
+    assert receiver.requests[0].headers["content-type"] == content_type
+
+
+async def test_basic_authentication(engine: Engine, receiver: Receiver) -> None:
+    receiver.behaviour.basic = ("exporter", "s3cret pass")
+    auth = {
+        "active": True,
+        "authType": "basic",
+        "basicAuth": {"username": "exporter", "password": "s3cret pass"},
+    }
+    export_id = await engine.create_export(export_value(receiver.url, authentication=auth))
+    await engine.ingest(sessions(3))
+    await until(lambda: delivered(engine, export_id, 3), "delivered with basic auth")
+    assert all(getattr(r, "answered", 0) == 200 for r in receiver.requests)
+
+
+async def test_oauth2_token_is_fetched_cached_and_refreshed_on_401(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.oauth_clients = {"exporter": "client-secret"}
+    auth = {
+        "active": True,
+        "authType": "oauth2",
+        "oAuth2": {
+            "accessTokenUrl": receiver.token_url,
+            "clientId": "exporter",
+            "clientSecret": "client-secret",
+            "scope": "session-export-api",
+        },
+    }
+    export_id = await engine.create_export(export_value(receiver.url, authentication=auth))
+    await engine.ingest(sessions(2, seed=1))
+    await until(lambda: delivered(engine, export_id, 2), "first bulk")
+    await engine.ingest(sessions(2, seed=2))
+    await until(lambda: delivered(engine, export_id, 4), "second bulk with the cached token")
+    assert len(receiver.token_requests) == 1
+    assert receiver.token_requests[0] == {
+        "grant_type": "client_credentials",
+        "scope": "session-export-api",
+        "client_id": "exporter",
+        "client_secret": "client-secret",
+    }
+    receiver.expire_tokens()  # the endpoint now refuses the cached token: 401, new token, retried
+    await engine.ingest(sessions(2, seed=3))
+    await until(lambda: delivered(engine, export_id, 6), "bulk after the token was refused")
+    assert len(receiver.token_requests) == 2
+    assert [getattr(r, "answered", 0) for r in receiver.requests[-2:]] == [401, 200]
+
+
+async def test_oauth2_token_is_renewed_before_it_expires(engine: Engine, receiver: Receiver) -> None:
+    receiver.behaviour.oauth_clients = {"exporter": "client-secret"}
+    receiver.behaviour.token_ttl = 30  # within the 30 s leeway: every bulk needs a fresh token
+    auth = {
+        "active": True,
+        "authType": "oauth2",
+        "oAuth2": {
+            "accessTokenUrl": receiver.token_url,
+            "clientId": "exporter",
+            "clientSecret": "client-secret",
+        },
+    }
+    export_id = await engine.create_export(export_value(receiver.url, authentication=auth))
+    for seed in (1, 2):
+        await engine.ingest(sessions(1, seed=seed))
+        await until(lambda seed=seed: delivered(engine, export_id, seed), f"bulk {seed}")
+    assert len(receiver.token_requests) == 2
+    assert "scope" not in receiver.token_requests[0]
+
+
+async def test_token_endpoint_failure_is_its_own_alert(engine: Engine, receiver: Receiver) -> None:
+    receiver.behaviour.oauth_clients = {"exporter": "client-secret"}
+    receiver.behaviour.token_status = 503
+    auth = {
+        "active": True,
+        "authType": "oauth2",
+        "oAuth2": {
+            "accessTokenUrl": receiver.token_url,
+            "clientId": "exporter",
+            "clientSecret": "client-secret",
+        },
+    }
+    export_id = await engine.create_export(
+        export_value(receiver.url, {"retries": 1, "backoffSeconds": 0.01}, authentication=auth)
+    )
+    await engine.ingest(sessions(1))
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+    alerts = (await engine.client.get("/api/v2/alerts", headers=engine.headers)).json()["alerts"]
+    assert [(a["kind"], a["objectId"]) for a in alerts] == [("token", export_id)]
+    assert "token endpoint answered HTTP 503" in alerts[0]["title"]
+    assert not [r for r in receiver.requests]  # nothing was sent without a token
+
+
+async def dead_letters(engine: Engine, export_id: str, count: int) -> bool:
+    response = await engine.client.get(f"/api/v2/exports/{export_id}/deadletters", headers=engine.headers)
+    return len(response.json()["deadLetters"]) == count
+
+
+async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, receiver: Receiver) -> None:
+    receiver.behaviour.stall_seconds = 2
+    receiver.behaviour.script.extend([STALL] * 4)
+    tuning = {"timeoutSeconds": 0.3, "retries": 3, "backoffSeconds": 0.05}
+    export_id = await engine.create_export(export_value(receiver.url, tuning))
+    lines = sessions(3)
+    await engine.ingest(lines)
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter after 4 attempts")
+    assert len(receiver.requests) == 4  # the first attempt and 3 retries
+    letters = (
+        await engine.client.get(f"/api/v2/exports/{export_id}/deadletters", headers=engine.headers)
+    ).json()
+    letter = letters["deadLetters"][0]
+    assert letter["reason"] == "Request timeout" and letter["sessionCount"] == 3
+    assert [a["attempt"] for a in letter["attempts"]] == [1, 2, 3, 4]
+    assert all("no answer within 0.3 s" in a["error"] for a in letter["attempts"])
+    body = await engine.client.get(
+        f"/api/v2/exports/{export_id}/deadletters/{letter['id']}/body", headers=engine.headers
+    )
+    assert body.content == receiver.requests[0].body
+    status = await engine.status(export_id)
+    assert status["state"] == "failing" and status["deadLetters"] == 1 and status["backlog"] == 0
+    assert status["openAlerts"][0]["title"] == "Request timeout"
+
+    replay = await engine.client.post(
+        f"/api/v2/exports/{export_id}/deadletters/replay", headers=engine.headers
+    )
+    assert replay.status_code == 200 and replay.json()["replayed"] == 1
+    assert receiver.requests[-1].body == body.content and getattr(receiver.requests[-1], "answered", 0) == 200
+    assert (await engine.status(export_id))["deadLetters"] == 0
+    await engine.ingest(sessions(1, seed=9))  # the next success closes the alert
+    await until(lambda: state_is(engine, export_id, "running"), "alert closed")
+
+
+async def state_is(engine: Engine, export_id: str, state: str) -> bool:
+    return bool((await engine.status(export_id))["state"] == state)
+
+
+async def test_server_errors_and_resets_are_retried(engine: Engine, receiver: Receiver) -> None:
+    receiver.behaviour.script.extend([500, RESET, 503])
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 3, "backoffSeconds": 0.01}))
+    lines = sessions(5)
+    await engine.ingest(lines)
+    await until(lambda: delivered(engine, export_id, 5), "delivered on the 4th attempt")
+    assert len(receiver.requests) == 4
+    assert sorted(receiver.sessions()) == sorted(lines)
+    assert (await engine.status(export_id))["deadLetters"] == 0
+
+
+async def test_http_endpoint_is_refused(engine: Engine, receiver: Receiver) -> None:
+    body = [
+        {
+            "schemaId": EXPORT_SCHEMA,
+            "scope": "environment",
+            "value": export_value(receiver.url.replace("https://", "http://")),
+        }
+    ]
+    response = await engine.client.post(OBJECTS, json=body, headers=engine.headers)
+    assert response.status_code == 400
+    assert "https" in response.json()[0]["error"]["constraintViolations"][0]["message"]
+
+
+async def test_certificate_errors_are_reported_never_ignored(engine: Engine, tmp_path: Path) -> None:
+    other_ca = tmp_path / "other-ca"
+    other_ca.mkdir()
+    untrusted = Receiver(Tls.create(other_ca)).start()  # its CA is not the one the server trusts
+    try:
+        export_id = await engine.create_export(
+            export_value(untrusted.url, {"retries": 1, "backoffSeconds": 0.01})
+        )
+        await engine.ingest(sessions(1))
+        await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+        assert untrusted.requests == []
+        status = await engine.status(export_id)
+        assert "TLS certificate verification failed" in status["lastError"]
+        assert "TLS certificate verification failed" in status["openAlerts"][0]["title"]
+    finally:
+        untrusted.stop()
+
+
+async def test_one_endpoint_down_does_not_hold_up_another(
+    engine: Engine, receiver: Receiver, tls: Tls
+) -> None:
+    down = Receiver(tls).start()
+    down.behaviour.script.extend([STALL] * 100)
+    down.behaviour.stall_seconds = 3
+    try:
+        slow_id = await engine.create_export(export_value(down.url, {"timeoutSeconds": 1, "retries": 3}))
+        fast_id = await engine.create_export(export_value(receiver.url))
+        for seed in range(5):
+            await engine.ingest(sessions(2, seed=seed))
+            await asyncio.sleep(0.1)
+        await until(
+            lambda: delivered(engine, fast_id, 10), "the healthy export delivers everything", within=5
+        )
+        assert (await engine.status(slow_id))["deliveredSessions"] == 0
+    finally:
+        down.stop()
+
+
+async def test_pause_keeps_the_cursor_and_resume_continues(engine: Engine, receiver: Receiver) -> None:
+    value = export_value(receiver.url)
+    export_id = await engine.create_export(value)
+    await engine.ingest(sessions(2, seed=1))
+    await until(lambda: delivered(engine, export_id, 2), "before pause")
+    value["endpointDefinition"]["enableUserSessionExport"] = False
+    assert (
+        await engine.client.put(f"{OBJECTS}/{export_id}", json={"value": value}, headers=engine.headers)
+    ).is_success
+    await until(lambda: state_is(engine, export_id, "paused"), "paused")
+    await engine.ingest(sessions(3, seed=2))
+    await asyncio.sleep(0.5)
+    assert len(receiver.sessions()) == 2 and (await engine.status(export_id))["backlog"] == 3
+    value["endpointDefinition"]["enableUserSessionExport"] = True
+    assert (
+        await engine.client.put(f"{OBJECTS}/{export_id}", json={"value": value}, headers=engine.headers)
+    ).is_success
+    await until(lambda: delivered(engine, export_id, 5), "resumed from the cursor")
+    assert len(receiver.sessions()) == 5
+
+
+async def test_new_export_starts_now_and_can_backfill(engine: Engine, receiver: Receiver) -> None:
+    old = sessions(4, seed=1)
+    await engine.ingest(old)
+    export_id = await engine.create_export(export_value(receiver.url))
+    await engine.ingest(sessions(1, seed=2))
+    await until(lambda: delivered(engine, export_id, 1), "only the new session")
+    moved = await engine.client.put(
+        f"/api/v2/exports/{export_id}/position", json={"start": "oldest"}, headers=engine.headers
+    )
+    assert moved.status_code == 200 and moved.json()["backlog"] == 5
+    await until(lambda: len(receiver.sessions()) == 6, "backfilled")
+    assert set(old) <= set(receiver.sessions())
+
+
+async def test_management_zone_filters_sessions(engine: Engine, receiver: Receiver) -> None:
+    zone = {
+        "name": "shop",
+        "rules": [{"attribute": "APPLICATION_NAME", "operator": "EQUALS", "value": "Shop App"}],
+    }
+    response = await engine.client.post(
+        OBJECTS,
+        json=[{"schemaId": "builtin:management-zones", "scope": "environment", "value": zone}],
+        headers=engine.headers,
+    )
+    zone_id = response.json()[0]["objectId"]
+    export_id = await engine.create_export(
+        export_value(receiver.url, exportBehavior={"managementZone": zone_id})
+    )
+    lines = sessions(40, seed=5, kind="mobile")
+    wanted = [line for line in lines if b'"application":"Shop App"' in line]
+    assert 0 < len(wanted) < len(lines)
+    await engine.ingest(lines)
+    await until(lambda: len(receiver.sessions()) == len(wanted), "zone sessions")
+    await asyncio.sleep(0.3)
+    assert sorted(receiver.sessions()) == sorted(wanted)
+    await until(lambda: backlog_is(engine, export_id, 0), "filtered sessions decided")
+
+
+async def backlog_is(engine: Engine, export_id: str, count: int) -> bool:
+    return bool((await engine.status(export_id))["backlog"] == count)
+
+
+async def test_metrics_report_deliveries(engine: Engine, receiver: Receiver) -> None:
+    export_id = await engine.create_export(export_value(receiver.url))
+    await engine.ingest(sessions(3))
+    await until(lambda: delivered(engine, export_id, 3), "delivered")
+    text = (await engine.client.get("/metrics", headers=engine.headers)).text
+    assert f'sessionexport_sessions_delivered_total{{export="{export_id}"}} 3.0' in text
+    assert f'sessionexport_backlog_sessions{{export="{export_id}"}} 0.0' in text
+    assert "sessionexport_attempt_duration_seconds_bucket" in text
+    assert (await engine.client.get("/metrics")).status_code == 401

@@ -1,0 +1,246 @@
+"""The Batcher: Dynatrace's flush rules (count, bytes, quiet period, oldest-session age). No I/O."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sessionexport.export.batching import Batcher, Bulk
+from sessionexport.export.tuning import DYNATRACE_MAX_BYTES, DYNATRACE_MAX_SESSIONS, ExportTuning
+from sessionexport.store.records import LogEntry
+
+SMALL = ExportTuning(flushMaxSessions=3, flushMaxBytes=100, flushQuietSeconds=30, flushIntervalSeconds=5)
+
+
+def entry(seq: int, received_at: int = 0) -> LogEntry:
+    return LogEntry(
+        seq=seq,
+        received_at=received_at,
+        tenant_id="t",
+        user_session_id=f"u{seq}",
+        start_time=1_000 + seq,
+        user_type="REAL_USER",
+        application_type="WEB_APPLICATION",
+        country="Austria",
+        applications=("easyTravel",),
+        body=b'{"userSessionId":"u%d"}' % seq,
+    )
+
+
+def seqs(bulk: Bulk) -> list[int]:
+    return [e.seq for e in bulk.entries]
+
+
+def feed(batcher: Batcher, sizes: list[int]) -> list[list[int]]:
+    """Offer entries 1..n with the given sizes; the groupings of every bulk, the pending rest last."""
+    groups = [seqs(bulk) for seq, size in enumerate(sizes, 1) for bulk in batcher.offer(entry(seq), size)]
+    if batcher.pending:
+        groups.append(seqs(batcher.take()))
+    return groups
+
+
+def test_defaults_are_dynatrace_behaviour() -> None:
+    tuning = ExportTuning()
+    assert (DYNATRACE_MAX_SESSIONS, DYNATRACE_MAX_BYTES) == (1000, 896_000)
+    assert tuning.flushMaxSessions == 1000
+    assert tuning.flushMaxBytes == 896_000
+    assert tuning.flushQuietSeconds == 30
+    assert tuning.flushIntervalSeconds == 5
+    assert tuning.retries == 3
+    assert tuning.timeoutSeconds == 30
+
+
+# --- count rule ---------------------------------------------------------------------------------------
+
+
+def test_count_rule_returns_a_bulk_at_exactly_max_sessions() -> None:
+    batcher = Batcher(SMALL)
+    assert batcher.offer(entry(1), 1) == []
+    assert batcher.offer(entry(2), 1) == []
+    ready = batcher.offer(entry(3), 1)
+    assert len(ready) == 1
+    assert seqs(ready[0]) == [1, 2, 3]
+    assert ready[0].size == 3
+    assert (ready[0].first_seq, ready[0].last_seq) == (1, 3)
+    assert batcher.pending == []
+    assert batcher.size == 0
+
+
+def test_count_rule_starts_over_after_a_flush() -> None:
+    assert feed(Batcher(SMALL), [1] * 8) == [[1, 2, 3], [4, 5, 6], [7, 8]]
+
+
+def test_default_count_rule_flushes_at_1000_sessions() -> None:
+    batcher = Batcher(ExportTuning())
+    for seq in range(1, 1000):
+        assert batcher.offer(entry(seq), 10) == []
+    ready = batcher.offer(entry(1000), 10)
+    assert [len(b.entries) for b in ready] == [1000]
+    assert ready[0].size == 10_000
+
+
+# --- byte rule ----------------------------------------------------------------------------------------
+
+
+def test_byte_rule_flushes_the_pending_bulk_before_the_entry_that_would_overflow() -> None:
+    batcher = Batcher(SMALL)
+    assert batcher.offer(entry(1), 40) == []
+    assert batcher.offer(entry(2), 40) == []
+    ready = batcher.offer(entry(3), 30)  # 80 + 30 > 100
+    assert [seqs(b) for b in ready] == [[1, 2]]
+    assert ready[0].size == 80
+    # the overflowing entry starts the next bulk
+    assert [e.seq for e in batcher.pending] == [3]
+    assert batcher.size == 30
+
+
+def test_byte_rule_does_not_split_a_bulk_that_reaches_the_limit_exactly() -> None:
+    # 40 + 60 == 100 is not over the limit: both go together, the next entry starts a new bulk
+    batcher = Batcher(SMALL)
+    groups = feed(batcher, [40, 60, 5])
+    assert groups == [[1, 2], [3]]
+
+
+def test_byte_rule_one_byte_over_the_limit_splits() -> None:
+    assert feed(Batcher(SMALL), [40, 61, 5]) == [[1], [2, 3]]
+
+
+def test_entry_larger_than_the_limit_goes_alone_when_nothing_is_pending() -> None:
+    batcher = Batcher(SMALL)
+    ready = batcher.offer(entry(1), 150)
+    assert [seqs(b) for b in ready] == [[1]]
+    assert ready[0].size == 150
+    assert batcher.pending == []
+    assert batcher.size == 0
+
+
+def test_entry_larger_than_the_limit_after_pending_entries_gives_two_bulks_in_order() -> None:
+    batcher = Batcher(SMALL)
+    assert batcher.offer(entry(1), 10) == []
+    assert batcher.offer(entry(2), 20) == []
+    ready = batcher.offer(entry(3), 150)
+    assert [seqs(b) for b in ready] == [[1, 2], [3]]
+    assert [b.size for b in ready] == [30, 150]
+    assert batcher.pending == []
+    # what follows starts a fresh bulk
+    assert batcher.offer(entry(4), 5) == []
+    assert [e.seq for e in batcher.pending] == [4]
+    assert batcher.size == 5
+
+
+def test_big_entries_in_a_row_each_go_alone() -> None:
+    assert feed(Batcher(SMALL), [5, 500, 101, 5, 5]) == [[1], [2], [3], [4, 5]]
+
+
+def test_sizes_are_summed() -> None:
+    batcher = Batcher(SMALL)
+    batcher.offer(entry(1), 7)
+    batcher.offer(entry(2), 11)
+    assert batcher.size == 18
+    bulk = batcher.take()
+    assert bulk.size == 18
+    assert seqs(bulk) == [1, 2]
+
+
+def test_take_resets_and_does_not_share_the_list() -> None:
+    batcher = Batcher(SMALL)
+    batcher.offer(entry(1), 7)
+    bulk = batcher.take()
+    assert batcher.pending == []
+    assert batcher.size == 0
+    assert batcher.ms_until_due(now=0, last_arrival=0) is None
+    batcher.offer(entry(2), 3)
+    assert seqs(bulk) == [1]  # the taken bulk is not touched by later offers
+    assert batcher.size == 3
+
+
+# --- time rules ---------------------------------------------------------------------------------------
+
+
+def test_ms_until_due_is_none_when_nothing_is_pending() -> None:
+    assert Batcher(SMALL).ms_until_due(now=1_000_000, last_arrival=0) is None
+
+
+def test_age_rule_counts_from_the_oldest_pending_session() -> None:
+    batcher = Batcher(SMALL)  # interval 5 s, quiet 30 s
+    batcher.offer(entry(1, received_at=10_000), 1)
+    batcher.offer(entry(2, received_at=13_000), 1)
+    # age: 10_000 + 5_000 - 12_000; quiet: 13_000 + 30_000 - 12_000
+    assert batcher.ms_until_due(now=12_000, last_arrival=13_000) == 3_000
+
+
+def test_quiet_rule_counts_from_the_last_arrival() -> None:
+    tuning = ExportTuning(flushMaxSessions=3, flushMaxBytes=100, flushQuietSeconds=2, flushIntervalSeconds=60)
+    batcher = Batcher(tuning)
+    batcher.offer(entry(1, received_at=0), 1)
+    # age: 0 + 60_000 - 10_500; quiet: 10_000 + 2_000 - 10_500
+    assert batcher.ms_until_due(now=10_500, last_arrival=10_000) == 1_500
+
+
+@pytest.mark.parametrize(
+    ("received_at", "last_arrival", "now", "expected"),
+    [
+        (0, 0, 0, 5_000),  # age (5 s) is earlier than quiet (30 s)
+        (0, 0, 4_999, 1),
+        (0, 0, 5_000, 0),
+        (0, 0, 9_000, 0),  # overdue: never negative
+        (100_000, 0, 1_000, 29_000),  # quiet (0 + 30 s) is earlier than age (100 s + 5 s)
+        (100_000, 0, 40_000, 0),
+    ],
+)
+def test_whichever_rule_is_earlier_wins(received_at: int, last_arrival: int, now: int, expected: int) -> None:
+    batcher = Batcher(SMALL)
+    batcher.offer(entry(1, received_at=received_at), 1)
+    assert batcher.ms_until_due(now=now, last_arrival=last_arrival) == expected
+
+
+def test_fractional_seconds_are_milliseconds() -> None:
+    tuning = ExportTuning(flushQuietSeconds=0.75, flushIntervalSeconds=0.25)
+    batcher = Batcher(tuning)
+    batcher.offer(entry(1, received_at=1_000), 1)
+    assert batcher.ms_until_due(now=1_000, last_arrival=1_000) == 250
+    assert batcher.ms_until_due(now=1_000, last_arrival=0) == 0  # quiet: 750 - 1_000 < 0
+
+
+# --- property -----------------------------------------------------------------------------------------
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=300), max_size=60),
+    max_sessions=st.integers(min_value=1, max_value=6),
+    max_bytes=st.integers(min_value=1, max_value=200),
+)
+def test_bulks_partition_the_entries_in_order_within_limits(
+    sizes: list[int], max_sessions: int, max_bytes: int
+) -> None:
+    batcher = Batcher(ExportTuning(flushMaxSessions=max_sessions, flushMaxBytes=max_bytes))
+    offered = [entry(seq) for seq in range(1, len(sizes) + 1)]
+    size_of = dict(zip(range(1, len(sizes) + 1), sizes, strict=True))
+    bulks: list[Bulk] = []
+    for e, size in zip(offered, sizes, strict=True):
+        ready = batcher.offer(e, size)
+        assert len(ready) <= 2
+        bulks.extend(ready)
+    flushed = len(bulks)
+    final = batcher.take()
+    assert batcher.pending == []
+    assert batcher.size == 0
+    if final.entries:
+        bulks.append(final)
+
+    assert [e for b in bulks for e in b.entries] == offered
+    for index, bulk in enumerate(bulks):
+        assert bulk.entries, "no empty bulk"
+        assert bulk.size == sum(size_of[e.seq] for e in bulk.entries)
+        assert len(bulk.entries) <= max_sessions
+        if len(bulk.entries) >= 2:
+            assert bulk.size <= max_bytes
+        if index < flushed:
+            # nothing flushed early: full by count, by bytes, or the next entry would not fit
+            next_size = size_of.get(bulk.last_seq + 1, 0)
+            assert (
+                len(bulk.entries) == max_sessions
+                or bulk.size >= max_bytes
+                or bulk.size + next_size > max_bytes
+            )
