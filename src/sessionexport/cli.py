@@ -69,6 +69,24 @@ SecretKey = Annotated[
         help="Fernet key(s), comma-separated, newest first; default: secret.key in the data directory.",
     ),
 ]
+CaBundle = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-bundle",
+        envvar=_env("CA_BUNDLE"),
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+        help="Extra CA certificates (PEM) trusted for export and token endpoints.",
+    ),
+]
+AllowHttpLoopback = Annotated[
+    bool,
+    typer.Option(
+        envvar=_env("ALLOW_HTTP_LOOPBACK"),
+        help="Accept http:// export and token URLs on loopback (local development only).",
+    ),
+]
 DEFAULT_DATA_DIR = Path("data")
 
 
@@ -121,13 +139,11 @@ def serve(
         float, typer.Option(envvar=_env("RETENTION_DAYS"), min=0.001, help="Days a session stays in the log.")
     ] = DEFAULT_RETENTION_DAYS,
     secret_key: SecretKey = None,
-    allow_http_loopback: Annotated[
-        bool,
-        typer.Option(
-            envvar=_env("ALLOW_HTTP_LOOPBACK"),
-            help="Accept http:// export and token URLs on loopback (local development only).",
-        ),
-    ] = False,
+    allow_http_loopback: AllowHttpLoopback = False,
+    ca_bundle: CaBundle = None,
+    exporters: Annotated[
+        bool, typer.Option(envvar=_env("EXPORTERS"), help="Run the exporters in this process (see `worker`).")
+    ] = True,
 ) -> None:
     """Serve the API (and the exporters) on the embedded default, or on --database-url."""
     import uvicorn
@@ -141,6 +157,8 @@ def serve(
         retention_days=retention_days,
         secret_keys=secret_key,
         allow_http_loopback=allow_http_loopback,
+        ca_bundle=ca_bundle,
+        run_exporters=exporters,
     )
     try:
         application = create_app(config)
@@ -150,6 +168,37 @@ def serve(
     where = f"http://{host}:{port}"
     err.print(f"sessionexport {__version__} listening on {where}  (API docs: {where}/docs, data: {data_dir})")
     uvicorn.run(application, host=host, port=port, log_level="info", access_log=False, lifespan="on")
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    secret_key: SecretKey = None,
+    allow_http_loopback: AllowHttpLoopback = False,
+    ca_bundle: CaBundle = None,
+) -> None:
+    """Run the exporters only (no HTTP API), until interrupted.
+
+    For a process that serves the API with `serve --no-exporters`. Run one exporter process per
+    database (several need the PostgreSQL backend's leases).
+    """
+    from sessionexport.worker import run_worker
+
+    config = ServerConfig(
+        data_dir=data_dir,
+        database_url=database_url,
+        secret_keys=secret_key,
+        allow_http_loopback=allow_http_loopback,
+        ca_bundle=ca_bundle,
+    )
+    try:
+        asyncio.run(run_worker(config))
+    except (StoreError, SecretKeyError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("worker stopped")
 
 
 @tokens_app.command("create")

@@ -49,6 +49,7 @@ class Behaviour:
     token_ttl: int = 300
     stall_seconds: float = 5.0
     token_status: int = 200
+    delay_seconds: float = 0.0  # before every answer
 
 
 class Receiver:
@@ -124,6 +125,8 @@ class Receiver:
             self.requests.append(received)
             return Response(status_code=401)
         received.answered = action if isinstance(action, int) else 0  # type: ignore[attr-defined]
+        if self.behaviour.delay_seconds:
+            await asyncio.sleep(self.behaviour.delay_seconds)
         self.requests.append(received)
         if action == STALL:
             await asyncio.sleep(self.behaviour.stall_seconds)

@@ -97,9 +97,17 @@ def test_byte_rule_flushes_the_pending_bulk_before_the_entry_that_would_overflow
 
 def test_byte_rule_does_not_split_a_bulk_that_reaches_the_limit_exactly() -> None:
     # 40 + 60 == 100 is not over the limit: both go together, the next entry starts a new bulk
+    assert feed(Batcher(SMALL), [40, 60, 5]) == [[1, 2], [3]]
+
+
+def test_a_bulk_that_reaches_the_byte_limit_exactly_is_complete_at_once() -> None:
+    # nothing more can fit, so it does not wait for the next session or a timer
     batcher = Batcher(SMALL)
-    groups = feed(batcher, [40, 60, 5])
-    assert groups == [[1, 2], [3]]
+    assert batcher.offer(entry(1), 40) == []
+    ready = batcher.offer(entry(2), 60)
+    assert [seqs(b) for b in ready] == [[1, 2]]
+    assert ready[0].size == 100
+    assert batcher.pending == []
 
 
 def test_byte_rule_one_byte_over_the_limit_splits() -> None:
@@ -222,6 +230,9 @@ def test_bulks_partition_the_entries_in_order_within_limits(
         ready = batcher.offer(e, size)
         assert len(ready) <= 2
         bulks.extend(ready)
+        # what stays pending could still take more: a full bulk is never left waiting
+        assert len(batcher.pending) < max_sessions
+        assert batcher.size < max_bytes
     flushed = len(bulks)
     final = batcher.take()
     assert batcher.pending == []
