@@ -4,7 +4,8 @@
                                                                  └▶ failed: dead letter + move cursor + alert
 
 The cursor only moves past a session once its fate is decided, in log order, even with several
-bulks in flight; a crash at any point re-sends at most the bulks that were in flight.
+bulks in flight; a crash at any point re-sends at most the bulks that were in flight. Reading the
+log, sending and recording decisions overlap (three tasks), each bounded, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sessionexport.clock import now_ms
@@ -24,12 +25,20 @@ from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.zones import Zone
 from sessionexport.store import Store
-from sessionexport.store.records import NewDeadLetter
+from sessionexport.store.records import LogEntry, NewDeadLetter
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 500
+READ_AHEAD = 2  # chunks read ahead of the batcher: memory stays bounded however large the backlog
 IDLE_POLL_SECONDS = 1.0  # also catches sessions appended by other processes
+
+
+@dataclass
+class _Chunk:
+    entries: list[LogEntry]
+    caught_up: bool  # the log had nothing more when this was read
+    failure: Exception | None = None
 
 
 @dataclass
@@ -58,7 +67,10 @@ class Exporter:
         self.metrics = metrics
         self.zone = zone
         self.clock = clock
-        self._window: deque[_InFlight] = deque()
+        self._sending: deque[_InFlight] = deque()  # bulks whose request is under way, oldest first
+        self._deciding: asyncio.Queue[_InFlight] = asyncio.Queue(maxsize=max(1, config.tuning.concurrency))
+        self._decider: asyncio.Task[None] | None = None
+        self._alerting = True  # until known otherwise: the first success closes any open alert
 
     @property
     def export_id(self) -> str:
@@ -69,42 +81,93 @@ class Exporter:
         position = decided = cursor.position
         batcher = Batcher(self.config.tuning)
         last_arrival = self.clock()
+        chunks: asyncio.Queue[_Chunk] = asyncio.Queue(maxsize=READ_AHEAD)
+        reader = asyncio.create_task(self._read_ahead(position, chunks), name=f"read {self.export_id}")
+        self._decider = asyncio.create_task(self._decide_in_order(), name=f"decide {self.export_id}")
         log.info("export %s: starting after seq %d", self.export_id, position)
         try:
             while True:
-                entries = await self.store.read_log(position, READ_BATCH)
-                for entry in entries:
+                due = batcher.ms_until_due(self.clock(), last_arrival)
+                if due == 0:
+                    await self._dispatch(batcher.take(), position)
+                    continue
+                try:
+                    async with asyncio.timeout(None if due is None else due / 1000):
+                        chunk = await chunks.get()
+                except TimeoutError:
+                    continue  # a flush rule came due
+                if chunk.failure is not None:
+                    raise chunk.failure
+                for entry in chunk.entries:
                     position, last_arrival = entry.seq, entry.received_at
                     if self.zone is not None and not self.zone.contains(entry):
                         continue
                     for bulk in batcher.offer(entry, encoded_size(entry, self.config.send_direct)):
                         await self._dispatch(bulk, _settled_before(batcher, position))
-                if len(entries) == READ_BATCH:
-                    continue  # a backlog: keep reading
-                wait = batcher.ms_until_due(self.clock(), last_arrival)
-                if wait == 0:
-                    await self._dispatch(batcher.take(), position)
+                if not chunk.caught_up:
                     continue
-                while self._window:  # caught up: settle what is in flight before idling
-                    await self._decide(self._window.popleft())
-                if not batcher.pending and not self._window and position > decided:
+                await self._settle()  # caught up: decide what is in flight before idling
+                if not batcher.pending and position > decided:
                     await self.store.record_skip(self.export_id, position, self.clock())  # filtered out
                     decided = position
-                await self.notifier.wait(
-                    IDLE_POLL_SECONDS if wait is None else min(wait / 1000, IDLE_POLL_SECONDS)
-                )
         finally:
-            for flight in self._window:
+            reader.cancel()
+            self._decider.cancel()
+            for flight in self._sending:
                 flight.task.cancel()  # undecided: sent again after a restart
 
+    async def _read_ahead(self, position: int, chunks: asyncio.Queue[_Chunk]) -> None:
+        """Read the log into a small queue, so that reading overlaps sending."""
+        try:
+            while True:
+                entries = await self.store.read_log(position, READ_BATCH)
+                if entries:
+                    position = entries[-1].seq
+                caught_up = len(entries) < READ_BATCH
+                await chunks.put(_Chunk(entries, caught_up))
+                if caught_up:
+                    await self.notifier.wait(IDLE_POLL_SECONDS)
+        except Exception as exc:  # handed to the loop, which fails (and is restarted) with it
+            await chunks.put(_Chunk([], True, exc))
+
     async def _dispatch(self, bulk: Bulk, position: int) -> None:
+        """Start sending a bulk; return once fewer than ``concurrency`` requests are under way.
+
+        Decisions (cursor, dead letters, alerts) are recorded in log order by ``_decide_in_order``
+        while the next bulk is already being sent: the store stays off the sending path.
+        """
         body = bulk_body(bulk.entries, self.config.send_direct)
         task = asyncio.create_task(self.sender.send(body), name=f"deliver {self.export_id} {bulk.first_seq}")
-        self._window.append(_InFlight(bulk, body, position, task))
-        while len(self._window) >= self.config.tuning.concurrency or (
-            self._window and self._window[0].task.done()
+        flight = _InFlight(bulk, body, position, task)
+        self._sending.append(flight)
+        await self._until_decider(self._deciding.put(flight))  # bounded: waits when deciding lags
+        while self._sending and (
+            len(self._sending) >= self.config.tuning.concurrency or self._sending[0].task.done()
         ):
-            await self._decide(self._window.popleft())
+            await asyncio.wait([self._sending[0].task])
+            self._sending.popleft()
+
+    async def _settle(self) -> None:
+        """Wait until every bulk sent so far is decided."""
+        await self._until_decider(self._deciding.join())
+        self._sending.clear()
+
+    async def _until_decider(self, work: Awaitable[None]) -> None:
+        """Await ``work``, unless the decider fails first (then fail with its error)."""
+        assert self._decider is not None
+        waiter = asyncio.ensure_future(work)
+        await asyncio.wait([waiter, self._decider], return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            raise self._decider.exception() or RuntimeError("the decider stopped")
+
+    async def _decide_in_order(self) -> None:
+        while True:
+            flight = await self._deciding.get()
+            try:
+                await self._decide(flight)
+            finally:
+                self._deciding.task_done()
 
     async def _decide(self, flight: _InFlight) -> None:
         outcome = await flight.task
@@ -112,8 +175,10 @@ class Exporter:
         self._observe(outcome)
         if outcome.delivered:
             await self.store.record_delivery(self.export_id, flight.position, len(flight.bulk.entries), now)
-            await self.store.close_alerts(self.export_id, "delivery", now)
-            await self.store.close_alerts(self.export_id, "token", now)
+            if self._alerting:
+                await self.store.close_alerts(self.export_id, "delivery", now)
+                await self.store.close_alerts(self.export_id, "token", now)
+                self._alerting = False
             self.metrics.sessions.labels(self.export_id).inc(len(flight.bulk.entries))
             self.metrics.bytes.labels(self.export_id).inc(len(flight.body))
             self.metrics.bulks.labels(self.export_id, "delivered").inc()
@@ -146,6 +211,7 @@ class Exporter:
             letter_id,
         )
         if not self.config.disable_notification:
+            self._alerting = True
             kind = "token" if outcome.last.token_failure else "delivery"
             await self.store.raise_alert(
                 self.export_id, kind, outcome.alert_title, _alert_message(outcome), now

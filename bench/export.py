@@ -1,0 +1,400 @@
+"""Export benchmarks: throughput beside a bare sender, end-to-end latency, memory while draining.
+
+- throughput: N stored sessions (~8 KB) exported to an HTTPS receiver on loopback (its own
+  process), beside a bare sender that PUTs the same pre-built bodies to the same receiver over
+  the same TLS, in the same run (target: exporter >= 0.9 x bare);
+- latency: a real server fed at a steady rate through the ingest API, flush interval 1 s;
+  ingest acknowledged -> receiver got it, p50 and p99 (target: p99 <= 1.5 s);
+- memory: peak RSS of a real server process draining a backlog (target: flat, <= 200 MB).
+
+Usage: python bench/export.py [--part throughput|latency|memory|all] [--sessions N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import trustme
+
+from sessionexport.clock import now_ms
+from sessionexport.export.batching import Batcher
+from sessionexport.export.config import ExportConfig
+from sessionexport.export.delivery import Sender
+from sessionexport.export.exporter import Exporter
+from sessionexport.export.formats import bulk_body, encoded_size
+from sessionexport.export.metrics import ExportMetrics
+from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.supervisor import ssl_context
+from sessionexport.export.tuning import ExportTuning
+from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.ingest.documents import parse_ndjson
+from sessionexport.store import Store, create_store
+
+HERE = Path(__file__).parent
+EIGHT_KB = GeneratorOptions(kind="web", actions=(5, 6))
+CLI = [sys.executable, "-m", "sessionexport"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def https_receiver(folder: Path, arrivals_log: Path | None = None) -> Iterator[tuple[str, Path]]:
+    """The bench receiver in its own process; yields (endpoint URL, CA file)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    if arrivals_log:
+        env["BENCH_RECEIVER_LOG"] = str(arrivals_log)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "_receiver:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--ssl-certfile",
+            str(cert_file),
+            "--ssl-keyfile",
+            str(key_file),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"https://127.0.0.1:{port}"
+    wait_until(lambda: _answers(f"{base}/count", ca_file), "receiver")
+    try:
+        yield f"{base}/export/events", ca_file
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def _answers(url: str, ca_file: Path) -> bool:
+    try:
+        return httpx.get(url, verify=ssl_context(ca_file), timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_until(condition: object, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+async def fill(store: Store, count: int, options: GeneratorOptions) -> int:
+    """Store ``count`` generated sessions, finished a minute ago (a backlog); return their bytes."""
+    total = 0
+    for start in range(0, count, 1000):
+        lines = list(generate_lines(min(1000, count - start), seed=start + 1, options=options))
+        total += sum(len(line) for line in lines)
+        await store.append_sessions(parse_ndjson(b"\n".join(lines)), now_ms() - 60_000)
+    return total
+
+
+def plain_config(url: str) -> ExportConfig:
+    return ExportConfig("bench", url, True, "application/json", False, None, None, None, True, ExportTuning())
+
+
+# -- throughput ----------------------------------------------------------------------------------
+
+
+async def bulks_of(store: Store, tuning: ExportTuning) -> list[bytes]:
+    """The bodies the exporter will send, pre-built (for the bare sender)."""
+    batcher, bodies, position = Batcher(tuning), [], 0
+    while entries := await store.read_log(position, 1000):
+        for entry in entries:
+            position = entry.seq
+            bodies += [bulk_body(b.entries, None) for b in batcher.offer(entry, encoded_size(entry, None))]
+    if batcher.pending:
+        bodies.append(bulk_body(batcher.take().entries, None))
+    return bodies
+
+
+async def bare_send(url: str, ca_file: Path, bodies: list[bytes]) -> float:
+    async with httpx.AsyncClient(verify=ssl_context(ca_file)) as client:
+        started = time.perf_counter()
+        for body in bodies:
+            response = await client.put(url, content=body, headers={"Content-Type": "application/json"})
+            response.raise_for_status()
+        return time.perf_counter() - started
+
+
+async def export_all(store: Store, url: str, ca_file: Path, last_seq: int) -> float:
+    config = plain_config(url)
+    async with httpx.AsyncClient(verify=ssl_context(ca_file)) as client:
+        exporter = Exporter(store, config, Sender(config, client, _NoAuth()), LogNotifier(), ExportMetrics())
+        started = time.perf_counter()
+        task = asyncio.create_task(exporter.run(0))
+        while True:
+            cursor = await store.get_cursor("bench")
+            if cursor is not None and cursor.position >= last_seq:
+                break
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return elapsed
+
+
+class _NoAuth:
+    async def headers(self) -> dict[str, str]:
+        return {}
+
+    async def refresh(self) -> bool:
+        return False
+
+
+async def throughput(count: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = create_store(Path(folder))
+        await store.open()
+        print(f"storing {count} sessions of ~8 KB ...", flush=True)
+        total = await fill(store, count, EIGHT_KB)
+        bodies = await bulks_of(store, ExportTuning())
+        last = await store.log_position()
+        with https_receiver(Path(folder)) as (url, ca_file):
+            bare = await bare_send(url, ca_file, bodies)
+            exported = await export_all(store, url, ca_file, last)
+            bare_again = await bare_send(url, ca_file, bodies)
+        await store.close()
+    bare = (bare + bare_again) / 2  # before and after: the machine is shared and noisy
+    mb = total / 1e6
+    print(
+        f"\nthroughput: {count} sessions, {mb:,.0f} MB, {len(bodies)} bulks (avg {total / len(bodies) / 1e3:,.0f} KB)"
+    )
+    print(f"  bare sender : {count / bare:>9,.0f} sessions/s {mb / bare:>7,.1f} MB/s")
+    print(f"  exporter    : {count / exported:>9,.0f} sessions/s {mb / exported:>7,.1f} MB/s")
+    print(f"  exporter / bare = {bare / exported:.2f}x  (target >= 0.9)")
+
+
+# -- latency and memory: a real server process -----------------------------------------------------
+
+
+class Server:
+    def __init__(self, data_dir: Path, ca_file: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        created = subprocess.run(
+            [
+                *CLI,
+                "tokens",
+                "create",
+                "--data-dir",
+                str(data_dir),
+                "--name",
+                "bench",
+                "--scopes",
+                "sessions.ingest,settings.read,settings.write,exports.manage",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.headers = {"Authorization": f"Api-Token {created.stdout.strip().splitlines()[-1]}"}
+        self.proc = subprocess.Popen(
+            [
+                *CLI,
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                "--ca-bundle",
+                str(ca_file),
+                "--max-body-bytes",
+                str(64 << 20),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._healthy, "server")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def create_export(self, endpoint: str, tuning: dict[str, object]) -> str:
+        value = {
+            "endpointDefinition": {"endpointUrl": endpoint},
+            "exportBehavior": {"customConfiguration": json.dumps(tuning)},
+        }
+        response = httpx.post(
+            f"{self.url}/api/v2/settings/objects",
+            headers=self.headers,
+            json=[
+                {
+                    "schemaId": "builtin:elasticsearch.user-session-export-settings-v2",
+                    "scope": "environment",
+                    "value": value,
+                }
+            ],
+        )
+        response.raise_for_status()
+        export_id: str = response.json()[0]["objectId"]
+        wait_until(lambda: self.status(export_id)["state"] == "running", "exporter")
+        return export_id
+
+    def status(self, export_id: str) -> dict[str, object]:
+        return dict(httpx.get(f"{self.url}/api/v2/exports/{export_id}/status", headers=self.headers).json())
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+def latency(rate: int, seconds: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        arrivals = Path(folder) / "arrivals.txt"
+        with https_receiver(Path(folder), arrivals) as (endpoint, ca_file):
+            server = Server(Path(folder) / "data", ca_file)
+            try:
+                server.create_export(endpoint, {"flushIntervalSeconds": 1})
+                acked = feed(server, rate, seconds)
+                time.sleep(3)
+            finally:
+                server.stop()
+        received = {}
+        for line in arrivals.read_text().splitlines():
+            sid, at = line.split()
+            received.setdefault(sid, float(at))
+    delays = sorted(received[sid] - at for sid, at in acked.items() if sid in received)
+    missing = len(acked) - len(delays)
+    p50, p99 = statistics.median(delays), delays[int(len(delays) * 0.99) - 1]
+    print(
+        f"\nlatency: {len(acked)} sessions at {rate}/s for {seconds} s, flush interval 1 s ({missing} missing)"
+    )
+    print(
+        f"  ingest acknowledged -> receiver acknowledged: p50 {p50:.3f} s, p99 {p99:.3f} s (target p99 <= 1.5)"
+    )
+
+
+def feed(server: Server, rate: int, seconds: int) -> dict[str, float]:
+    """Post ``rate`` sessions per second in 10 batches a second; when each was acknowledged."""
+    per_tick = rate // 10
+    lines = list(generate_lines(rate * seconds, seed=5, options=GeneratorOptions(kind="mixed")))
+    acked: dict[str, float] = {}
+    headers = {**server.headers, "Content-Type": "application/x-ndjson"}
+    with httpx.Client(base_url=server.url, headers=headers) as client:
+        start = time.monotonic()
+        for tick in range(seconds * 10):
+            batch = lines[tick * per_tick : (tick + 1) * per_tick]
+            client.post("/api/v2/usersessions", content=b"\n".join(batch)).raise_for_status()
+            now = time.time()
+            acked.update((json.loads(line)["userSessionId"], now) for line in batch)
+            time.sleep(max(0.0, start + (tick + 1) / 10 - time.monotonic()))
+    return acked
+
+
+def memory(count: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = Path(folder) / "data"
+
+        async def prefill() -> int:
+            store = create_store(data_dir)
+            await store.open()
+            total = await fill(store, count, EIGHT_KB)
+            await store.close()
+            return total
+
+        print(f"\nstoring {count} sessions of ~8 KB for the memory test ...", flush=True)
+        total = asyncio.run(prefill())
+        with https_receiver(Path(folder)) as (endpoint, ca_file):
+            server = Server(data_dir, ca_file)
+            try:
+                idle = server.rss_mb()
+                export_id = server.create_export(endpoint, {})
+                httpx.put(
+                    f"{server.url}/api/v2/exports/{export_id}/position",
+                    headers=server.headers,
+                    json={"start": "oldest"},
+                ).raise_for_status()
+                samples = []
+                started = time.monotonic()
+
+                def drained() -> bool:
+                    samples.append(server.rss_mb())
+                    return server.status(export_id)["backlog"] == 0
+
+                wait_until(drained, "backlog drained", timeout=1800)
+                elapsed = time.monotonic() - started
+                peak = server.peak_rss_mb()
+            finally:
+                server.stop()
+    print(
+        f"memory: drained {count} sessions ({total / 1e6:,.0f} MB) in {elapsed:.0f} s"
+        f" ({count / elapsed:,.0f} sessions/s)"
+    )
+    print(
+        f"  server RSS: idle {idle:.0f} MB, during drain median {statistics.median(samples):.0f} MB,"
+        f" peak {peak:.0f} MB (target <= 200 MB)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=["throughput", "latency", "memory", "all"], default="all")
+    parser.add_argument("--sessions", type=int, default=100_000, help="sessions for the throughput test")
+    parser.add_argument("--backlog", type=int, default=200_000, help="sessions for the memory test")
+    parser.add_argument("--rate", type=int, default=500, help="sessions/s for the latency test")
+    parser.add_argument("--seconds", type=int, default=20, help="duration of the latency test")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}")
+    if args.part in ("throughput", "all"):
+        asyncio.run(throughput(args.sessions))
+    if args.part in ("latency", "all"):
+        latency(args.rate, args.seconds)
+    if args.part in ("memory", "all"):
+        memory(args.backlog)
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    main()
