@@ -89,8 +89,8 @@ async def export_status(request: Request, objectId: str) -> Response:
     alerts = [_alert(a) for a in await store.list_alerts(open_only=True) if a.export_id == objectId]
     if not config.enabled:
         state = "paused"
-    elif not supervisor.is_running(objectId):
-        state = "stopped"
+    elif request.app.state.config.run_exporters and not supervisor.is_running(objectId):
+        state = "stopped"  # (with `serve --no-exporters`, a worker process runs it: not known here)
     else:
         state = "failing" if alerts else "running"
     return OrjsonResponse(
