@@ -6,6 +6,7 @@ notes when each session arrived (by userSessionId), and writes that file when it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -42,7 +43,8 @@ async def count(_: Request) -> Response:
 async def lifespan(_: Starlette) -> AsyncIterator[None]:
     yield
     if _log_path:
-        Path(_log_path).write_text("".join(f"{sid.decode()} {at}\n" for sid, at in _arrivals))
+        text = "".join(f"{sid.decode()} {at}\n" for sid, at in _arrivals)
+        await asyncio.to_thread(Path(_log_path).write_text, text)
 
 
 app = Starlette(
