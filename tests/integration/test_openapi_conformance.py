@@ -39,7 +39,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     data_dir: Path = tmp_path_factory.mktemp("schemathesis")
     new = tokens.new_token("schemathesis", frozenset(s.value for s in tokens.Scope), now_ms())
     asyncio.run(_add_token(data_dir, new.record))
-    app = create_app(ServerConfig(data_dir=data_dir))
+    app = create_app(ServerConfig(data_dir=data_dir, run_exporters=False))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

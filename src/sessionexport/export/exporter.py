@@ -22,7 +22,7 @@ from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Outcome, Sender
 from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.metrics import ExportMetrics
-from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.notifier import LogNotifier, wait_for_at_most
 from sessionexport.export.zones import Zone
 from sessionexport.store import Store
 from sessionexport.store.records import LogEntry, NewDeadLetter
@@ -91,11 +91,10 @@ class Exporter:
                 if due == 0:
                     await self._dispatch(batcher.take(), position)
                     continue
-                try:
-                    async with asyncio.timeout(None if due is None else due / 1000):
-                        chunk = await chunks.get()
-                except TimeoutError:
+                getter = asyncio.ensure_future(chunks.get())
+                if not await wait_for_at_most(getter, None if due is None else due / 1000):
                     continue  # a flush rule came due
+                chunk = getter.result()
                 if chunk.failure is not None:
                     raise chunk.failure
                 for entry in chunk.entries:

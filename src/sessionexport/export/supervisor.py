@@ -25,7 +25,7 @@ from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.delivery import Outcome, Sender
 from sessionexport.export.exporter import Exporter
 from sessionexport.export.metrics import ExportMetrics
-from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.notifier import LogNotifier, wait_for_at_most
 from sessionexport.export.zones import zone_from_value
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
@@ -92,9 +92,7 @@ class ExportSupervisor:
                     await self.reconcile()
                 except Exception:
                     log.exception("exports: reconciling with the settings failed; will retry")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RECONCILE_SECONDS):
-                        await self._changed.wait()
+                await wait_for_at_most(self._changed.wait(), RECONCILE_SECONDS)
                 self._changed.clear()
         finally:
             await self.stop_all()
