@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.table import Table
 from sessionexport import __version__, tokens
 from sessionexport.clock import now_ms
 from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
+from sessionexport.logs import configure_logging
 from sessionexport.settings.secrets import SecretKeyError, load_secret_box, new_key
 from sessionexport.store import Store, StoreError, create_store
 
@@ -119,8 +119,14 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    log_format: Annotated[
+        str, typer.Option(envvar=_env("LOG_FORMAT"), help="text, or json (one object per line).")
+    ] = "text",
 ) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format not in ("text", "json"):
+        err.print("[red]error:[/red] --log-format must be text or json")
+        raise typer.Exit(2)
+    configure_logging("json" if log_format == "json" else "text")
 
 
 @app.command()
@@ -167,7 +173,7 @@ def serve(
         raise typer.Exit(2) from None
     where = f"http://{host}:{port}"
     err.print(f"sessionexport {__version__} listening on {where}  (API docs: {where}/docs, data: {data_dir})")
-    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False, lifespan="on")
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False, lifespan="on")
 
 
 @app.command()
