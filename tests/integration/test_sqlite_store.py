@@ -111,3 +111,18 @@ async def test_retention_purges_sessions_older_than_the_window(store: Store) -> 
     assert await purge_expired(store, retention_ms=7 * day, now=17 * day + 1) == 2
     assert await store.count_sessions() == 3
     assert await purge_expired(store, retention_ms=7 * day, now=17 * day + 2) == 0
+
+
+async def test_retention_never_drops_unexported_sessions_silently(store: Store) -> None:
+    day = 86_400_000
+    await store.append_sessions(records(3, seed=1), received_at=1 * day)
+    await store.append_sessions(records(2, seed=2), received_at=9 * day)
+    await store.ensure_cursor("behind", 1, now=0)  # decided seq 1 only
+    await store.ensure_cursor("ahead", 3, now=0)
+    assert await purge_expired(store, retention_ms=7 * day, now=9 * day) == 3
+    alerts = await store.list_alerts(open_only=True)
+    assert [(a.export_id, a.kind, a.title) for a in alerts] == [
+        ("behind", "retention", "2 session(s) expired before they were exported")
+    ]
+    behind = await store.get_cursor("behind")
+    assert behind is not None and behind.position == 3

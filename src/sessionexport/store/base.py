@@ -56,6 +56,12 @@ class Store(Protocol):
     async def purge_sessions(self, received_before: int) -> int:
         """Delete sessions that joined the log before the given time; return how many."""
 
+    async def last_seq_before(self, received_before: int) -> int:
+        """The highest seq of the sessions that joined the log before the given time (0: none)."""
+
+    async def count_between(self, after_seq: int, up_to_seq: int) -> int:
+        """Sessions with after_seq < seq <= up_to_seq."""
+
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None: ...
 
@@ -92,6 +98,8 @@ class Store(Protocol):
         """The export's cursor, created at ``position`` when it has none yet."""
 
     async def get_cursor(self, export_id: str) -> Cursor | None: ...
+
+    async def list_cursors(self) -> list[Cursor]: ...
 
     async def move_cursor(self, export_id: str, position: int, now: int) -> None:
         """Set the cursor anywhere (backfill, replay from a point, skip ahead), creating it if needed."""

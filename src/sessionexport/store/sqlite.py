@@ -226,6 +226,24 @@ class SQLiteStore:
     async def count_sessions(self) -> int:
         return await self._read(lambda conn: int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0]))
 
+    async def last_seq_before(self, received_before: int) -> int:
+        return await self._read(
+            lambda c: int(
+                c.execute(
+                    "SELECT coalesce(max(seq), 0) FROM sessions WHERE received_at < ?", (received_before,)
+                ).fetchone()[0]
+            )
+        )
+
+    async def count_between(self, after_seq: int, up_to_seq: int) -> int:
+        return await self._read(
+            lambda c: int(
+                c.execute(
+                    "SELECT count(*) FROM sessions WHERE seq > ? AND seq <= ?", (after_seq, up_to_seq)
+                ).fetchone()[0]
+            )
+        )
+
     async def purge_sessions(self, received_before: int) -> int:
         def delete(conn: sqlite3.Connection) -> int:
             return conn.execute("DELETE FROM sessions WHERE received_at < ?", (received_before,)).rowcount
@@ -377,6 +395,13 @@ class SQLiteStore:
 
     async def get_cursor(self, export_id: str) -> Cursor | None:
         return await self._read(lambda conn: _cursor(conn, export_id))
+
+    async def list_cursors(self) -> list[Cursor]:
+        return await self._read(
+            lambda c: [
+                Cursor(*row) for row in c.execute(f"SELECT {_CURSOR_ROW} FROM export_cursors").fetchall()
+            ]
+        )
 
     async def move_cursor(self, export_id: str, position: int, now: int) -> None:
         await self._write(
