@@ -16,9 +16,9 @@ class Migration:
     sql: str
 
 
-def migrations_for(dialect: str) -> list[Migration]:
-    """All migrations of a backend, in version order."""
-    folder = resources.files("sessionexport.store") / "sql" / dialect
+def migrations_for(dialect: str, package: str = "sessionexport.store") -> list[Migration]:
+    """All migrations of a backend, in version order (``package`` holds the ``sql/`` folder)."""
+    folder = resources.files(package) / "sql" / dialect
     found = []
     for entry in folder.iterdir():
         match = _NAME.match(entry.name)
@@ -31,5 +31,5 @@ def migrations_for(dialect: str) -> list[Migration]:
     return found
 
 
-def pending(dialect: str, applied: set[int]) -> list[Migration]:
-    return [m for m in migrations_for(dialect) if m.version not in applied]
+def pending(dialect: str, applied: set[int], package: str = "sessionexport.store") -> list[Migration]:
+    return [m for m in migrations_for(dialect, package) if m.version not in applied]

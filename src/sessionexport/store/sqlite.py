@@ -1,34 +1,20 @@
 """SQLite backend: the embedded default, one file in the data directory.
 
-All writes go through one writer thread (SQLite allows one writer at a time; queuing them in
-process avoids lock contention and ``database is locked`` errors), reads run on a small pool of
-reader threads, each with its own connection (WAL lets them read while the writer writes). The
-event loop only awaits futures, so it never blocks on the database.
-
-Durability: WAL with ``synchronous=FULL``, so a commit that returned survives a power cut, not
-only a crash; an ingest is acknowledged only after its commit.
-
-Throughput: sessions are blobs of a few KB, so pages are 64 KiB (a session rarely spills into
-overflow pages), and WAL checkpoints (copying the log into the database file, the costliest part
-of a write) run on their own thread instead of inside the writer's commits.
+Threads, durability and throughput settings are ``sqlite_engine``'s: one writer thread, a pool
+of readers, WAL with ``synchronous=FULL``; an ingest is acknowledged only after its commit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from sessionexport.store.base import StoreError, TooManyObjects, VersionConflict
-from sessionexport.store.migrations import pending
+from sessionexport.store.base import TooManyObjects, VersionConflict
 from sessionexport.store.records import (
     Alert,
     AppendResult,
@@ -41,22 +27,9 @@ from sessionexport.store.records import (
     StoredSession,
     TokenRecord,
 )
+from sessionexport.store.sqlite_engine import SQLiteEngine
 
 T = TypeVar("T")
-_STOP = object()
-
-
-PAGE_SIZE = 65536
-CHECKPOINT_EVERY_SECONDS = 0.5
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only when the file is created
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
 
 
 class SQLiteStore:
@@ -64,118 +37,19 @@ class SQLiteStore:
 
     def __init__(self, path: Path, *, readers: int = 3) -> None:
         self.path = path
-        self._reader_count = readers
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
-        self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._engine = SQLiteEngine(path, readers=readers)
 
-    # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.path.parent}: {exc}") from exc
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(ready,), name="sqlite-writer", daemon=True
-        )
-        self._writer.start()
-        await asyncio.wrap_future(ready)
-        self._stopping.clear()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
-        self._readers = concurrent.futures.ThreadPoolExecutor(
-            self._reader_count, thread_name_prefix="sqlite-reader"
-        )
+        await self._engine.open()
 
     async def close(self) -> None:
-        if self._checkpointer is not None:
-            self._stopping.set()
-            await asyncio.to_thread(self._checkpointer.join)
-            self._checkpointer = None
-        if self._writer is not None:
-            self._queue.put(_STOP)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
-        if self._readers is not None:
-            self._readers.shutdown(wait=True)
-            self._readers = None
-        with self._lock:
-            for conn in self._reader_conns:
-                conn.close()
-            self._reader_conns.clear()
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def _write_loop(self, ready: concurrent.futures.Future[None]) -> None:
-        try:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
-            _migrate(conn)
-        except BaseException as exc:
-            ready.set_exception(StoreError(f"cannot open {self.path}: {exc}"))
-            return
-        ready.set_result(None)
-        try:
-            while (item := self._queue.get()) is not _STOP:
-                fn, future = item
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    future.set_exception(_translate(exc))
-                else:
-                    future.set_result(result)
-        finally:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.close()
-
-    def _checkpoint_loop(self) -> None:
-        conn = _connect(self.path)
-        try:
-            while not self._stopping.wait(CHECKPOINT_EVERY_SECONDS):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
+        await self._engine.close()
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
-            raise StoreError("store is not open")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((fn, future))
-        return await asyncio.wrap_future(future)
-
-    def _reader_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            self._local.conn = conn
-            with self._lock:
-                self._reader_conns.append(conn)
-        return conn
+        return await self._engine.write(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._readers is None:
-            raise StoreError("store is not open")
-
-        def run() -> T:
-            try:
-                return fn(self._reader_conn())
-            except sqlite3.Error as exc:
-                raise _translate(exc) from exc
-
-        return await asyncio.wrap_future(self._readers.submit(run))
+        return await self._engine.read(fn)
 
     # -- session log -------------------------------------------------------------------------
     async def append_sessions(self, sessions: Sequence[NewSession], received_at: int) -> AppendResult:
@@ -680,29 +554,3 @@ def _token(row: tuple[Any, ...]) -> TokenRecord:
     return TokenRecord(
         token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
     )
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations"
-        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-    )
-    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    for migration in pending("sqlite", applied):
-        # executescript runs the whole file; BEGIN/COMMIT make file and version one transaction.
-        try:
-            conn.executescript(
-                f"BEGIN;\n{migration.sql}\n"
-                f"INSERT INTO schema_migrations (version, name) VALUES ({migration.version}, '{migration.name}');\n"
-                "COMMIT;"
-            )
-        except sqlite3.Error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-
-def _translate(exc: BaseException) -> BaseException:
-    if isinstance(exc, sqlite3.Error):
-        return StoreError(f"sqlite: {exc}")
-    return exc
