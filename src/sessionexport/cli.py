@@ -406,5 +406,15 @@ def _when(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _register_receiver_toolkit() -> None:
+    from sessionexport.receiver.cli import receive, received_app
+
+    app.command()(receive)
+    app.add_typer(received_app, name="received")
+
+
+_register_receiver_toolkit()
+
+
 def main() -> None:
     app()

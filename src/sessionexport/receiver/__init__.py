@@ -1,0 +1,1 @@
+"""The receiver toolkit: the other side of the wire."""

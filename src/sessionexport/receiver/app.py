@@ -1,0 +1,376 @@
+"""The receiver's HTTP app: the export endpoint, the OAuth2 token endpoint, an Elasticsearch-compatible
+``_bulk``, and a small read API over what was received.
+
+    PUT|POST /export/events        sessions, one per line; 200 only once they are durable
+    POST     /oauth2/token         client-credentials tokens (when clients are configured)
+    POST|PUT /_bulk, /<index>/_bulk   Elasticsearch bulk semantics and response shape
+    GET      /received/counts | /received/documents | /received/requests
+    GET      /health, GET /       (the latter answers like an Elasticsearch node)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sessionexport.clock import now_ms
+from sessionexport.ingest.documents import RejectedBody
+from sessionexport.receiver import bulk as es
+from sessionexport.receiver.auth import Authenticator, OAuthError, Unauthorized
+from sessionexport.receiver.documents import parse_events_body
+from sessionexport.receiver.store import ReceivedStore
+from sessionexport.receiver.store.records import (
+    DOCUMENT,
+    LEGACY,
+    Document,
+    RequestInfo,
+    RequestRecord,
+    StoredDocument,
+)
+from sessionexport.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+EVENTS_TYPES = ("application/json", "application/x-ndjson")
+ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
+
+
+@dataclass
+class ReceiverConfig:
+    store: ReceivedStore
+    auth: Authenticator = field(default_factory=Authenticator)
+    events_path: str = "/export/events"
+    es_version: int = 8
+    faults: es.FaultPlan = field(default_factory=es.FaultPlan)
+    max_body_bytes: int = 50 * 1024 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _SessionId(msgspec.Struct):
+    userSessionId: str | None = None
+
+
+_session_id = msgspec.json.Decoder(_SessionId)
+
+
+def create_receiver_app(config: ReceiverConfig) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await config.store.open()
+        try:
+            yield
+        finally:
+            await config.store.close()
+
+    routes = [
+        Route(config.events_path, _events, methods=["PUT", "POST"]),
+        Route("/oauth2/token", _token, methods=["POST"]),
+        Route("/_bulk", _bulk, methods=["PUT", "POST"]),
+        Route("/{index}/_bulk", _bulk, methods=["PUT", "POST"]),
+        Route("/received/counts", _counts, methods=["GET"]),
+        Route("/received/documents", _documents, methods=["GET"]),
+        Route("/received/requests", _requests, methods=["GET"]),
+        Route("/health", _health, methods=["GET"]),
+        Route("/", _es_info, methods=["GET", "HEAD"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.receiver = config
+    return app
+
+
+def _config(request: Request) -> ReceiverConfig:
+    config: ReceiverConfig = request.app.state.receiver
+    return config
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(value), status, headers, media_type="application/json")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    return _json({"error": {"code": status, "message": message, **extra}}, status, headers)
+
+
+async def _authenticate(request: Request) -> str | None:
+    config = _config(request)
+    return await config.auth.check(request.headers.get("authorization"))
+
+
+def _unauthorized(request: Request, exc: Unauthorized) -> Response:
+    challenge = _config(request).auth.challenge
+    return _error(401, f"unauthorized: {exc}", {"WWW-Authenticate": challenge})
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (``_TooLarge``) before it is read whole when it is over the limit."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _request_info(request: Request, body_size: int, principal: str | None) -> RequestInfo:
+    return RequestInfo(
+        received_at=now_ms(),
+        method=request.method,
+        path=request.url.path,
+        content_type=request.headers.get("content-type", ""),
+        size=body_size,
+        client=request.client.host if request.client else "",
+        principal=principal,
+    )
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+# -- /export/events -------------------------------------------------------------------------------
+
+
+async def _events(request: Request) -> Response:
+    config = _config(request)
+    try:
+        principal = await _authenticate(request)
+    except Unauthorized as exc:
+        return _unauthorized(request, exc)
+    media_type = _media_type(request)
+    if media_type not in EVENTS_TYPES:
+        message = f"unsupported content type {media_type or '(none)'!r}: use {' or '.join(EVENTS_TYPES)}"
+        await config.store.refuse(_request_info(request, 0, principal), 415, message)
+        return _error(415, message)
+    try:
+        body = await _read_body(request, config.max_body_bytes)
+    except _TooLarge:
+        message = f"request body over {config.max_body_bytes} bytes"
+        await config.store.refuse(_request_info(request, 0, principal), 413, message)
+        return _error(413, message)
+    info = _request_info(request, len(body), principal)
+    try:
+        documents = parse_events_body(body)
+    except RejectedBody as exc:
+        problems = [{"location": p.location, "path": p.path, "message": p.message} for p in exc.problems]
+        await config.store.refuse(info, 400, str(exc))
+        return _error(400, f"nothing stored: {len(problems)} problem(s)", problems=problems)
+    result = await config.store.save(info, documents, overwrite=False)
+    legacy = sum(1 for d in documents if d.kind == LEGACY)
+    return _json(
+        {
+            "stored": result.stored,
+            "duplicates": result.duplicates,
+            "legacy": legacy,
+            "requestId": result.request_id,
+        }
+    )
+
+
+# -- /oauth2/token ---------------------------------------------------------------------------------
+
+
+async def _token(request: Request) -> Response:
+    issuer = _config(request).auth.tokens
+    if issuer is None:
+        return _error(404, "this receiver issues no tokens (start it with --oauth-client ID:SECRET)")
+    if _media_type(request) != "application/x-www-form-urlencoded":
+        return _json(
+            {"error": "invalid_request", "error_description": "use application/x-www-form-urlencoded"}, 400
+        )
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        answer = issuer.issue(fields, request.headers.get("authorization"))
+    except OAuthError as exc:
+        headers = {"WWW-Authenticate": 'Basic realm="sessionexport"'} if exc.status == 401 else None
+        return _json(exc.as_json(), exc.status, headers)
+    return _json(answer, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+# -- Elasticsearch ----------------------------------------------------------------------------------
+
+
+def _es_response(request: Request, value: Any, status: int = 200) -> Response:
+    accept = request.headers.get("accept", "")
+    media_type = accept if "vnd.elasticsearch+json" in accept else "application/json"
+    headers = {"X-Elastic-Product": "Elasticsearch"}
+    return Response(orjson.dumps(value), status, headers, media_type=media_type)
+
+
+async def _bulk(request: Request) -> Response:
+    config = _config(request)
+    started = time.perf_counter()
+    try:
+        principal = await _authenticate(request)
+    except Unauthorized as exc:
+        cause = {"type": "security_exception", "reason": f"unable to authenticate: {exc}"}
+        error = {"error": {"root_cause": [cause], **cause}, "status": 401}
+        response = _es_response(request, error, 401)
+        response.headers["WWW-Authenticate"] = config.auth.challenge
+        return response
+    try:
+        body = await _read_body(request, config.max_body_bytes)
+    except _TooLarge:
+        return _es_response(
+            request, es.BulkRequestError("http_content_too_long", "request too large", 413).as_json(), 413
+        )
+    info = _request_info(request, len(body), principal)
+    try:
+        operations = es.parse_bulk(body, request.path_params.get("index"), config.es_version)
+    except es.BulkRequestError as exc:
+        await config.store.refuse(info, exc.status, exc.reason)
+        return _es_response(request, exc.as_json(), exc.status)
+    items = await _apply(config, info, operations)
+    return _es_response(request, es.bulk_response(items, int((time.perf_counter() - started) * 1000)))
+
+
+async def _apply(
+    config: ReceiverConfig, info: RequestInfo, operations: Sequence[es.Operation]
+) -> list[dict[str, Any]]:
+    """Store what can be stored (``index`` replaces, ``create`` keeps), and an item per operation, in order."""
+    items: list[dict[str, Any] | None] = [None] * len(operations)
+    batches: dict[bool, list[tuple[int, es.Operation, Document]]] = {True: [], False: []}
+    for number, op in enumerate(operations):
+        failure = _item_failure(op, config.faults)
+        if failure is not None:
+            items[number] = es.failed_item(op, failure)
+            continue
+        batches[op.action == "index"].append((number, op, _document(op)))
+    # one save per kind of write; a request whose items all failed is still recorded (with no documents)
+    for overwrite, batch in [(o, b) for o, b in batches.items() if b] or [(True, [])]:
+        result = await config.store.save(info, [d for _, _, d in batch], overwrite=overwrite)
+        for (number, op, _), created in zip(batch, result.created, strict=True):
+            if op.action == "create" and not created:
+                conflict = es.ItemFailure(
+                    409, es.ERROR_TYPES[409], f"[{op.doc_id}]: version conflict, document already exists"
+                )
+                items[number] = es.failed_item(op, conflict)
+            else:
+                items[number] = es.item_result(op, created, result.request_id, config.es_version)
+    return [item for item in items if item is not None]
+
+
+def _item_failure(op: es.Operation, faults: es.FaultPlan) -> es.ItemFailure | None:
+    if op.problem is not None:
+        return es.ItemFailure(400, es.ERROR_TYPES[400], op.problem)
+    return faults.failure(op)
+
+
+def _document(op: es.Operation) -> Document:
+    source = op.source or b""
+    try:
+        session_id = _session_id.decode(source).userSessionId
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        session_id = None
+    return Document(DOCUMENT, f"{op.index}/{op.doc_id}", source, session_id, op.index)
+
+
+async def _es_info(request: Request) -> Response:
+    number = ES_VERSION_NUMBERS[_config(request).es_version]
+    info = {
+        "name": "sessionexport-receiver",
+        "cluster_name": "sessionexport",
+        "version": {"number": number, "build_flavor": "default", "lucene_version": "9.11.1"},
+        "tagline": "You Know, for Search",
+    }
+    return _es_response(request, info)
+
+
+# -- read API ------------------------------------------------------------------------------------------
+
+
+async def _counts(request: Request) -> Response:
+    try:
+        await _authenticate(request)
+    except Unauthorized as exc:
+        return _unauthorized(request, exc)
+    return _json((await _config(request).store.counts()).as_json())
+
+
+async def _documents(request: Request) -> Response:
+    try:
+        await _authenticate(request)
+    except Unauthorized as exc:
+        return _unauthorized(request, exc)
+    query = request.query_params
+    try:
+        limit = int(query.get("limit", "20"))
+        request_id = int(query["requestId"]) if "requestId" in query else None
+    except ValueError:
+        return _error(400, "limit and requestId must be integers")
+    if not 1 <= limit <= 1000:
+        return _error(400, "limit must be between 1 and 1000")
+    found = await _config(request).store.documents(
+        user_session_id=query.get("userSessionId"), request_id=request_id, kind=query.get("kind"), limit=limit
+    )
+    return _json({"documents": [_document_json(d) for d in found]})
+
+
+def _document_json(doc: StoredDocument) -> dict[str, Any]:
+    return {
+        "seq": doc.seq,
+        "requestId": doc.request_id,
+        "receivedAt": doc.received_at,
+        "kind": doc.kind,
+        "key": doc.key,
+        "userSessionId": doc.user_session_id,
+        "index": doc.index,
+        "document": orjson.Fragment(doc.body),  # the stored bytes, not re-serialised
+    }
+
+
+async def _requests(request: Request) -> Response:
+    try:
+        await _authenticate(request)
+    except Unauthorized as exc:
+        return _unauthorized(request, exc)
+    try:
+        limit = int(request.query_params.get("limit", "20"))
+    except ValueError:
+        return _error(400, "limit must be an integer")
+    records = await _config(request).store.requests(max(1, min(limit, 1000)))
+    return _json({"requests": [_request_json(r) for r in records]})
+
+
+def _request_json(record: RequestRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "receivedAt": record.received_at,
+        "method": record.method,
+        "path": record.path,
+        "contentType": record.content_type,
+        "size": record.size,
+        "client": record.client,
+        "principal": record.principal,
+        "status": record.status,
+        "documents": record.documents,
+        "stored": record.stored,
+        "duplicates": record.duplicates,
+        "error": record.error,
+    }
+
+
+async def _health(request: Request) -> Response:
+    try:
+        await _config(request).store.counts()
+    except StoreError as exc:
+        return _json({"status": "unavailable", "error": str(exc)}, 503)
+    return _json({"status": "ok"})

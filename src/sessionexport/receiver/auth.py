@@ -1,0 +1,230 @@
+"""Who may deliver: Basic credentials, Bearer tokens from the receiver's own token endpoint, or JWTs
+from an external issuer's JWKS. With none configured, every request is accepted.
+
+Own tokens are JWTs signed (HS256) with a key kept in the data directory, so tokens issued before
+a restart stay valid until they expire, as a sender that caches them expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, OctKey
+
+log = logging.getLogger(__name__)
+
+TOKEN_KEY_FILE = "token.key"  # noqa: S105 (a file name)
+DEFAULT_SCOPE = "session-export-api"
+_ASYMMETRIC = ["RS256", "ES256", "PS256", "EdDSA"]
+
+
+class Unauthorized(Exception):
+    """401: the reason goes into the body and ``WWW-Authenticate``, never the presented secret."""
+
+
+class OAuthError(Exception):
+    """An RFC 6749 error answer of the token endpoint."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.error, self.description = status, error, description
+
+    def as_json(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+def parse_pair(text: str, what: str) -> tuple[str, str]:
+    """``USER:PASS`` or ``ID:SECRET``; the secret may contain ``:``."""
+    name, sep, secret = text.partition(":")
+    if not sep or not name or not secret:
+        raise ValueError(f"{what} must look like NAME:SECRET")
+    return name, secret
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def bearer_token(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def load_token_key(data_dir: Path) -> bytes:
+    """The signing key of issued tokens, created (mode 0600) on first use."""
+    path = data_dir / TOKEN_KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+@dataclass
+class TokenIssuer:
+    """The OAuth 2.0 client-credentials token endpoint (RFC 6749 §4.4), and the check of its tokens."""
+
+    clients: dict[str, str]
+    key: bytes
+    ttl_seconds: int = 300
+    default_scope: str = DEFAULT_SCOPE
+    clock: Callable[[], float] = time.time
+
+    def issue(self, form: Mapping[str, str], authorization: str | None) -> dict[str, object]:
+        client_id, secret = self._client(form, authorization)
+        if form.get("grant_type") != "client_credentials":
+            raise OAuthError(400, "unsupported_grant_type", "grant_type must be client_credentials")
+        if client_id not in self.clients or not _equal(secret, self.clients[client_id]):
+            raise OAuthError(401, "invalid_client", "unknown client or wrong secret")
+        scope = form.get("scope") or self.default_scope
+        now = int(self.clock())
+        claims = {"sub": client_id, "scope": scope, "iat": now, "exp": now + self.ttl_seconds}
+        token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(self.key))
+        return {"access_token": token, "token_type": "Bearer", "expires_in": self.ttl_seconds, "scope": scope}
+
+    def verify(self, token: str) -> str:
+        try:
+            claims = jwt.decode(token, OctKey.import_key(self.key), algorithms=["HS256"]).claims
+            jwt.JWTClaimsRegistry(now=int(self.clock()), exp={"essential": True}).validate(claims)
+        except (JoseError, ValueError) as exc:
+            raise Unauthorized(f"invalid or expired token: {exc}") from None
+        return str(claims.get("sub"))
+
+    @staticmethod
+    def _client(form: Mapping[str, str], authorization: str | None) -> tuple[str, str]:
+        """Client authentication by the Basic header or by form fields (both allowed by RFC 6749 §2.3.1)."""
+        if authorization and (pair := basic_credentials(authorization)):
+            return pair
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        if not client_id or not secret:
+            raise OAuthError(
+                401,
+                "invalid_client",
+                "client authentication missing (Basic header or client_id/client_secret)",
+            )
+        return client_id, secret
+
+
+@dataclass
+class JwksVerifier:
+    """Bearer JWTs signed by an external issuer whose keys are published as a JWKS (file or https URL)."""
+
+    source: str
+    issuer: str | None = None
+    audience: str | None = None
+    verify: object = True  # an ssl.SSLContext for extra CAs, passed to httpx
+    clock: Callable[[], float] = time.time
+    _keys: KeySet | None = None
+    _loaded_at: float = field(default=0.0)
+
+    async def load(self) -> None:
+        if self.source.startswith(("https://", "http://")):
+            async with httpx.AsyncClient(verify=self.verify, timeout=10) as client:  # type: ignore[arg-type]
+                response = await client.get(self.source)
+                response.raise_for_status()
+                self._keys = KeySet.import_key_set(response.json())
+        else:
+            self._keys = KeySet.import_key_set(_read_json(Path(self.source)))  # type: ignore[arg-type]
+        self._loaded_at = self.clock()
+
+    async def check(self, token: str) -> str:
+        try:
+            claims = await self._verified_claims(token, reload=self.clock() - self._loaded_at >= 60)
+        except JoseError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        options: dict[str, dict[str, object]] = {"exp": {"essential": True}}
+        if self.issuer:
+            options["iss"] = {"essential": True, "value": self.issuer}
+        if self.audience:
+            options["aud"] = {"essential": True, "value": self.audience}
+        try:
+            jwt.JWTClaimsRegistry(now=int(self.clock()), **options).validate(claims)  # type: ignore[arg-type]
+        except JoseError as exc:
+            raise Unauthorized(f"token rejected: {exc}") from None
+        return str(claims.get("sub"))
+
+    async def _verified_claims(self, token: str, reload: bool) -> dict[str, object]:
+        """Claims of a validly signed token; keys are fetched again (at most once a minute) when the
+        signature does not verify, since the issuer may have rotated them."""
+        if self._keys is None:
+            await self.load()
+        assert self._keys is not None
+        try:
+            return jwt.decode(token, self._keys, algorithms=_ASYMMETRIC).claims
+        except JoseError:
+            if not reload:
+                raise
+        await self.load()
+        return jwt.decode(token, self._keys, algorithms=_ASYMMETRIC).claims
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    import orjson
+
+    value = orjson.loads(path.read_bytes())
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is not a JWKS document")
+    return value
+
+
+@dataclass
+class Authenticator:
+    basic: tuple[str, str] | None = None
+    tokens: TokenIssuer | None = None
+    jwks: JwksVerifier | None = None
+
+    @property
+    def required(self) -> bool:
+        return bool(self.basic or self.tokens or self.jwks)
+
+    @property
+    def challenge(self) -> str:
+        schemes = (['Basic realm="sessionexport"'] if self.basic else []) + (
+            ['Bearer realm="sessionexport"'] if self.tokens or self.jwks else []
+        )
+        return ", ".join(schemes)
+
+    async def check(self, authorization: str | None) -> str | None:
+        """The principal (user, client id, subject); None when no auth is configured."""
+        if not self.required:
+            return None
+        if not authorization:
+            raise Unauthorized("credentials required")
+        if self.basic and (pair := basic_credentials(authorization)):
+            if _equal(pair[0], self.basic[0]) and _equal(pair[1], self.basic[1]):
+                return pair[0]
+            raise Unauthorized("wrong user name or password")
+        token = bearer_token(authorization)
+        if token and self.tokens:
+            try:
+                return self.tokens.verify(token)
+            except Unauthorized:
+                if not self.jwks:
+                    raise
+        if token and self.jwks:
+            return await self.jwks.check(token)
+        raise Unauthorized("unsupported authorization scheme for this receiver")

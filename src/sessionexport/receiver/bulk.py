@@ -1,0 +1,199 @@
+"""Elasticsearch's ``_bulk`` API, as far as a session export needs it. No I/O.
+
+    body ─▶ parse_bulk ─▶ [Operation ...] ─▶ (store) ─▶ item_result / failed_item ─▶ bulk_response
+
+A body is action/metadata lines, each ``index`` or ``create`` followed by its document line, the
+last line ending with ``\\n``. Whole-request problems (no final newline, a broken action line,
+``_type`` on Elasticsearch 8) raise ``BulkRequestError`` (ES answers 400 for those); a broken
+document only fails its item, as in Elasticsearch, which answers 200 with ``errors: true``.
+``FaultPlan`` makes chosen items fail on purpose, so senders can test partial failures.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import orjson
+
+ACTIONS = ("index", "create", "update", "delete")
+ERROR_TYPES = {
+    400: "document_parsing_exception",
+    404: "index_not_found_exception",
+    409: "version_conflict_engine_exception",
+    429: "es_rejected_execution_exception",
+}
+
+
+class BulkRequestError(ValueError):
+    """The whole request is refused: ES's ``{"error": {...}, "status": 400}``."""
+
+    def __init__(self, error_type: str, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.error_type, self.reason, self.status = error_type, reason, status
+
+    def as_json(self) -> dict[str, Any]:
+        cause = {"type": self.error_type, "reason": self.reason}
+        return {"error": {"root_cause": [cause], **cause}, "status": self.status}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    action: str
+    index: str
+    doc_id: str
+    doc_type: str | None
+    source: bytes | None  # the document line as sent
+    problem: str | None = None  # why this item fails on its own (a broken document line)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    status: int
+    error_type: str
+    reason: str
+
+
+def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Operation]:
+    if not body.strip():
+        raise BulkRequestError(
+            "action_request_validation_exception", "Validation Failed: 1: no requests added;"
+        )
+    if not body.endswith(b"\n"):
+        raise BulkRequestError(
+            "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]"
+        )
+    lines = body.split(b"\n")[:-1]
+    operations: list[Operation] = []
+    number = 0
+    while number < len(lines):
+        if not lines[number].strip():
+            number += 1
+            continue
+        action, meta = _action(lines[number], number + 1, es_version)
+        index = meta.get("_index") or path_index
+        if not index:
+            raise BulkRequestError(
+                "action_request_validation_exception", "Validation Failed: 1: index is missing;"
+            )
+        doc_id = str(meta.get("_id") or uuid.uuid4().hex)
+        source = None
+        if action != "delete":
+            number += 1
+            if number >= len(lines):
+                raise BulkRequestError(
+                    "illegal_argument_exception", f"The {action} action at line [{number}] has no document"
+                )
+            source = lines[number]
+        operations.append(
+            Operation(action, index, doc_id, meta.get("_type"), source, _document_problem(action, source))
+        )
+        number += 1
+    return operations
+
+
+def _action(line: bytes, number: int, es_version: int) -> tuple[str, dict[str, Any]]:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise BulkRequestError(
+            "x_content_parse_exception", f"[{number}:1] Malformed action/metadata line: {exc}"
+        ) from None
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ACTIONS:
+        raise BulkRequestError(
+            "illegal_argument_exception",
+            f"Malformed action/metadata line [{number}], expected one of {list(ACTIONS)}",
+        )
+    action, meta = next(iter(value.items()))
+    if not isinstance(meta, dict):
+        raise BulkRequestError("illegal_argument_exception", f"Malformed action/metadata line [{number}]")
+    if "_type" in meta and es_version >= 8:
+        raise BulkRequestError(
+            "illegal_argument_exception",
+            f"Action/metadata line [{number}] contains an unknown parameter [_type]",
+        )
+    return action, meta
+
+
+def _document_problem(action: str, source: bytes | None) -> str | None:
+    if action in ("update", "delete"):
+        return f"the {action} action is not supported by this receiver (session exports only index)"
+    try:
+        value = msgspec.json.decode(source or b"")
+    except msgspec.DecodeError as exc:
+        return f"failed to parse: {exc}"
+    if not isinstance(value, dict):
+        return "failed to parse: the document is not a JSON object"
+    return None
+
+
+@dataclass
+class FaultPlan:
+    """Items made to fail on purpose: ``STATUS:ID_REGEX[:TIMES]`` rules (``--bulk-fail``).
+
+    A rule fails every item whose ``_id`` matches, or only its first TIMES deliveries (a transient
+    failure that a retry gets past, like 429).
+    """
+
+    rules: list[tuple[int, re.Pattern[str], int | None]] = field(default_factory=list)
+    _seen: Counter[tuple[int, str]] = field(default_factory=Counter)
+
+    @classmethod
+    def parse(cls, specs: list[str]) -> FaultPlan:
+        return cls([_parse_rule(spec) for spec in specs])
+
+    def failure(self, op: Operation) -> ItemFailure | None:
+        for number, (status, pattern, times) in enumerate(self.rules):
+            if not pattern.search(op.doc_id):
+                continue
+            self._seen[(number, op.doc_id)] += 1
+            if times is None or self._seen[(number, op.doc_id)] <= times:
+                error_type = ERROR_TYPES.get(status, "exception" if status < 500 else "internal_server_error")
+                return ItemFailure(
+                    status, error_type, f"planted failure for [{op.doc_id}] (rule {number + 1})"
+                )
+        return None
+
+
+def _parse_rule(spec: str) -> tuple[int, re.Pattern[str], int | None]:
+    parts = spec.split(":", 2)
+    try:
+        status = int(parts[0])
+        pattern = re.compile(parts[1] if len(parts) > 1 else "")
+        times = int(parts[2]) if len(parts) > 2 else None
+    except (ValueError, re.error) as exc:
+        raise ValueError(f"bad --bulk-fail rule {spec!r} (STATUS:ID_REGEX[:TIMES]): {exc}") from None
+    if not 400 <= status <= 599:
+        raise ValueError(f"bad --bulk-fail rule {spec!r}: the status must be 4xx or 5xx")
+    return status, pattern, times
+
+
+def item_result(op: Operation, created: bool, seq_no: int, es_version: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"_index": op.index}
+    if es_version < 8:
+        result["_type"] = op.doc_type or "_doc"
+    result |= {
+        "_id": op.doc_id,
+        "_version": 1 if created else 2,
+        "result": "created" if created else "updated",
+        "_shards": {"total": 2, "successful": 1, "failed": 0},
+        "_seq_no": seq_no,
+        "_primary_term": 1,
+        "status": 201 if created else 200,
+    }
+    return {op.action: result}
+
+
+def failed_item(op: Operation, failure: ItemFailure) -> dict[str, Any]:
+    result: dict[str, Any] = {"_index": op.index, "_id": op.doc_id, "status": failure.status}
+    result["error"] = {"type": failure.error_type, "reason": failure.reason}
+    return {op.action: result}
+
+
+def bulk_response(items: list[dict[str, Any]], took_ms: int) -> dict[str, Any]:
+    errors = any("error" in next(iter(item.values())) for item in items)
+    return {"took": took_ms, "errors": errors, "items": items}

@@ -1,0 +1,267 @@
+"""``sessionexport receive`` (the receiving endpoint) and ``sessionexport received`` (what it got)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sessionexport.receiver.auth import Authenticator, JwksVerifier, TokenIssuer, load_token_key, parse_pair
+from sessionexport.receiver.bulk import FaultPlan
+from sessionexport.receiver.store import ReceivedStore, create_received_store
+from sessionexport.store.base import StoreError
+
+T = TypeVar("T")
+err = Console(stderr=True, soft_wrap=True)
+DEFAULT_RECEIVER_DIR = Path("data/receiver")
+
+
+def _env(name: str) -> str:
+    return f"SESSIONEXPORT_{name}"
+
+
+ReceiverDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir", envvar=_env("DATA_DIR"), file_okay=False, help="Where the receiver keeps its data."
+    ),
+]
+Storage = Annotated[
+    str | None,
+    typer.Option(
+        envvar=_env("STORAGE"),
+        help="files (rotating NDJSON), sqlite:///PATH or postgresql://...; default: SQLite in the data directory.",
+    ),
+]
+
+
+def receive(
+    host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = 3000,
+    data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
+    storage: Storage = None,
+    http: Annotated[
+        bool, typer.Option("--http", envvar=_env("HTTP"), help="Plain HTTP, for local testing only.")
+    ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(envvar=_env("TLS_CERT"), exists=True, dir_okay=False, help="Certificate chain (PEM)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(envvar=_env("TLS_KEY"), exists=True, dir_okay=False, help="Private key (PEM)."),
+    ] = None,
+    basic: Annotated[
+        str | None,
+        typer.Option(envvar=_env("BASIC"), show_default=False, help="Require Basic auth USER:PASS."),
+    ] = None,
+    oauth_client: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar=_env("OAUTH_CLIENT"),
+            show_default=False,
+            help="ID:SECRET of a client of the token endpoint POST /oauth2/token (repeatable); requires Bearer tokens.",
+        ),
+    ] = None,
+    token_ttl: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("TOKEN_TTL"), min=10, help="Lifetime (expires_in) of issued tokens, seconds."
+        ),
+    ] = 300,
+    jwks: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("JWKS"),
+            show_default=False,
+            help="Accept Bearer JWTs signed by keys of this JWKS (file or URL).",
+        ),
+    ] = None,
+    jwt_issuer: Annotated[
+        str | None, typer.Option(envvar=_env("JWT_ISSUER"), show_default=False, help="Required iss of JWTs.")
+    ] = None,
+    jwt_audience: Annotated[
+        str | None,
+        typer.Option(envvar=_env("JWT_AUDIENCE"), show_default=False, help="Required aud of JWTs."),
+    ] = None,
+    events_path: Annotated[
+        str, typer.Option(envvar=_env("EVENTS_PATH"), help="Path of the export endpoint.")
+    ] = ("/export/events"),
+    es_version: Annotated[
+        int,
+        typer.Option(envvar=_env("ES_VERSION"), min=7, max=8, help="_bulk behaves as Elasticsearch 7 or 8."),
+    ] = 8,
+    bulk_fail: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar=_env("BULK_FAIL"),
+            show_default=False,
+            help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable), e.g. 429:-7$:1.",
+        ),
+    ] = None,
+    max_body_mb: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("MAX_BODY_MB"), min=0.01, help="Largest accepted body (MB); larger gets 413."
+        ),
+    ] = 50,
+) -> None:
+    """Receive session exports: PUT/POST /export/events, /oauth2/token, Elasticsearch-compatible /_bulk.
+
+    Each line of a request is validated as a session; a request is stored all or nothing, and
+    answered 200 only once durable. HTTPS with a self-signed certificate made in the data
+    directory unless --tls-cert/--tls-key are given; --http for plain local testing.
+    """
+    import uvicorn
+
+    from sessionexport.receiver.app import ReceiverConfig, create_receiver_app
+
+    if (tls_cert is None) != (tls_key is None):
+        _fail("--tls-cert and --tls-key go together")
+    try:
+        auth = Authenticator(
+            basic=parse_pair(basic, "--basic") if basic else None,
+            tokens=TokenIssuer(
+                dict(parse_pair(c, "--oauth-client") for c in oauth_client),
+                load_token_key(data_dir),
+                token_ttl,
+            )
+            if oauth_client
+            else None,
+            jwks=JwksVerifier(jwks, jwt_issuer, jwt_audience) if jwks else None,
+        )
+        faults = FaultPlan.parse(bulk_fail or [])
+        store = create_received_store(data_dir, storage)
+    except (ValueError, StoreError, OSError) as exc:
+        _fail(str(exc))
+    config = ReceiverConfig(store, auth, events_path, es_version, faults, int(max_body_mb * 1024 * 1024))
+    cert_file, key_file = (None, None) if http else _tls_files(data_dir, tls_cert, tls_key)
+    where = f"{'http' if http else 'https'}://{host}:{port}"
+    err.print(f"receiving on {where}{events_path}  (_bulk: {where}/_bulk, data: {data_dir})")
+    uvicorn.run(
+        create_receiver_app(config),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=cert_file,
+        ssl_keyfile=key_file,
+    )
+
+
+def _tls_files(data_dir: Path, tls_cert: Path | None, tls_key: Path | None) -> tuple[str, str]:
+    """The operator's certificate, else the self-signed one of the data directory; says which, and its fingerprint."""
+    from sessionexport.receiver.tls import fingerprint, self_signed
+
+    if tls_cert and tls_key:
+        err.print(f"TLS certificate {tls_cert} (SHA-256 {fingerprint(tls_cert)})")
+        return str(tls_cert), str(tls_key)
+    cert = self_signed(data_dir)
+    err.print(f"self-signed TLS certificate {'generated' if cert.generated else 'reused'}: {cert.cert_path}")
+    err.print(f"  SHA-256 fingerprint {cert.fingerprint}")
+    err.print(f"  senders trust it with --ca-bundle {cert.cert_path}")
+    return str(cert.cert_path), str(cert.key_path)
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+# -- received --------------------------------------------------------------------------------------
+
+received_app = typer.Typer(help="What `receive` got: counts, sessions, requests.", no_args_is_help=True)
+
+
+def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = create_received_store(data_dir, storage)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _when(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%fZ")[:-4] + "Z"
+
+
+@received_app.command("counts")
+def received_counts(data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR, storage: Storage = None) -> None:
+    """Sessions, legacy documents, Elasticsearch documents and requests received."""
+    counts = _with_store(data_dir, storage, lambda s: s.counts())
+    print(orjson.dumps(counts.as_json(), option=orjson.OPT_INDENT_2).decode())
+
+
+@received_app.command("last")
+def received_last(
+    data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
+    storage: Storage = None,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, max=1000, help="How many.")] = 10,
+    kind: Annotated[str | None, typer.Option(help="session, legacy or document (Elasticsearch).")] = None,
+) -> None:
+    """The last documents received, newest first, one per line (NDJSON, as stored)."""
+    for doc in _with_store(data_dir, storage, lambda s: s.documents(kind=kind, limit=count)):
+        print(doc.body.decode())
+
+
+@received_app.command("show")
+def received_show(
+    user_session_id: Annotated[str, typer.Argument(help="The userSessionId to look for.")],
+    data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
+    storage: Storage = None,
+) -> None:
+    """The documents of one userSessionId, newest first (NDJSON); exit code 1 when there are none."""
+    found = _with_store(data_dir, storage, lambda s: s.documents(user_session_id=user_session_id, limit=1000))
+    for doc in found:
+        print(doc.body.decode())
+    if not found:
+        err.print(f"no document with userSessionId {user_session_id!r}")
+        raise typer.Exit(1)
+
+
+@received_app.command("requests")
+def received_requests(
+    data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
+    storage: Storage = None,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, max=1000, help="How many.")] = 20,
+    request_id: Annotated[
+        int | None, typer.Option("--id", help="Print the documents of this request instead (NDJSON).")
+    ] = None,
+) -> None:
+    """Requests received, newest first: status, documents stored and duplicates, or why refused."""
+    if request_id is not None:
+        for doc in _with_store(data_dir, storage, lambda s: s.documents(request_id=request_id, limit=1000)):
+            print(doc.body.decode())
+        return
+    records = _with_store(data_dir, storage, lambda s: s.requests(count))
+    table = Table("id", "received", "method", "path", "status", "bytes", "stored", "dups", "who", "error")
+    for r in records:
+        table.add_row(
+            str(r.id),
+            _when(r.received_at),
+            r.method,
+            r.path,
+            str(r.status),
+            f"{r.size:,}",
+            str(r.stored),
+            str(r.duplicates),
+            r.principal or "",
+            (r.error or "")[:80],
+        )
+    Console(soft_wrap=True).print(table)

@@ -1,0 +1,50 @@
+"""The receiver's storage interface; one module per backend (SQLite, PostgreSQL, NDJSON files).
+
+A request is stored all-or-nothing: its documents and its request record in one transaction (or
+one fsync'd append), and the receiver answers 200 only after ``save`` returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sessionexport.receiver.store.records import (
+    Counts,
+    Document,
+    RequestInfo,
+    RequestRecord,
+    SaveResult,
+    StoredDocument,
+)
+
+
+class ReceivedStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def save(
+        self, request: RequestInfo, documents: Sequence[Document], *, overwrite: bool
+    ) -> SaveResult:
+        """Store the documents of one request. A document whose key is already stored is kept as it
+        was (``overwrite=False``: sessions, idempotent) or replaced (``overwrite=True``:
+        Elasticsearch semantics); either way it is reported as not created."""
+
+    async def refuse(self, request: RequestInfo, status: int, error: str) -> int:
+        """Record a refused request (nothing of it stored); return its id."""
+
+    async def counts(self) -> Counts: ...
+
+    async def documents(
+        self,
+        *,
+        user_session_id: str | None = None,
+        request_id: int | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+    ) -> list[StoredDocument]:
+        """Stored documents, newest first, optionally of one session id, one request or one kind."""
+
+    async def requests(self, limit: int = 20) -> list[RequestRecord]:
+        """Requests, newest first."""

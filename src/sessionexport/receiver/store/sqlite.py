@@ -1,0 +1,145 @@
+"""The receiver's SQLite backend: ``received.db`` in the data directory (the default)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sessionexport.receiver.store.records import (
+    DOCUMENT,
+    LEGACY,
+    SESSION,
+    Counts,
+    Document,
+    RequestInfo,
+    RequestRecord,
+    SaveResult,
+    StoredDocument,
+)
+from sessionexport.store.sqlite_engine import SQLiteEngine
+
+_INSERT = (
+    "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO "
+)
+_KEEP = _INSERT + "NOTHING"
+_REPLACE = (
+    _INSERT + "UPDATE SET request_id = excluded.request_id, received_at = excluded.received_at,"
+    " user_session_id = excluded.user_session_id, body = excluded.body"
+)
+_DOCUMENT_COLUMNS = "seq, request_id, received_at, kind, key, user_session_id, index_name, body"
+_REQUEST_COLUMNS = (
+    "id, received_at, method, path, content_type, size, client, principal, status, documents, stored,"
+    " duplicates, error"
+)
+
+
+class SQLiteReceivedStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._engine = SQLiteEngine(path, "sessionexport.receiver", readers=2)
+
+    async def open(self) -> None:
+        await self._engine.open()
+
+    async def close(self) -> None:
+        await self._engine.close()
+
+    async def save(
+        self, request: RequestInfo, documents: Sequence[Document], *, overwrite: bool
+    ) -> SaveResult:
+        def write(conn: sqlite3.Connection) -> SaveResult:
+            request_id = _insert_request(conn, request, 200, None)
+            sql = _REPLACE if overwrite else _KEEP
+            created = [_save_document(conn, sql, request_id, request.received_at, d) for d in documents]
+            stored = sum(created)
+            conn.execute(
+                "UPDATE requests SET documents = ?, stored = ?, duplicates = ? WHERE id = ?",
+                (len(documents), stored, len(documents) - stored, request_id),
+            )
+            return SaveResult(request_id, created)
+
+        return await self._engine.write(write)
+
+    async def refuse(self, request: RequestInfo, status: int, error: str) -> int:
+        return await self._engine.write(lambda conn: _insert_request(conn, request, status, error))
+
+    async def counts(self) -> Counts:
+        def read(conn: sqlite3.Connection) -> Counts:
+            kinds = dict(conn.execute("SELECT kind, count(*) FROM documents GROUP BY kind").fetchall())
+            requests, refused = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE status >= 400) FROM requests"
+            ).fetchone()
+            return Counts(
+                kinds.get(SESSION, 0), kinds.get(LEGACY, 0), kinds.get(DOCUMENT, 0), requests, refused
+            )
+
+        return await self._engine.read(read)
+
+    async def documents(
+        self,
+        *,
+        user_session_id: str | None = None,
+        request_id: int | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+    ) -> list[StoredDocument]:
+        where, params = _document_filter(user_session_id, request_id, kind)
+        sql = f"SELECT {_DOCUMENT_COLUMNS} FROM documents{where} ORDER BY seq DESC LIMIT ?"
+
+        def read(conn: sqlite3.Connection) -> list[StoredDocument]:
+            return [StoredDocument(*row) for row in conn.execute(sql, (*params, limit))]
+
+        return await self._engine.read(read)
+
+    async def requests(self, limit: int = 20) -> list[RequestRecord]:
+        sql = f"SELECT {_REQUEST_COLUMNS} FROM requests ORDER BY id DESC LIMIT ?"
+
+        def read(conn: sqlite3.Connection) -> list[RequestRecord]:
+            return [RequestRecord(*row) for row in conn.execute(sql, (limit,))]
+
+        return await self._engine.read(read)
+
+
+def _insert_request(conn: sqlite3.Connection, request: RequestInfo, status: int, error: str | None) -> int:
+    cursor = conn.execute(
+        "INSERT INTO requests (received_at, method, path, content_type, size, client, principal, status, error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            request.received_at,
+            request.method,
+            request.path,
+            request.content_type,
+            request.size,
+            request.client,
+            request.principal,
+            status,
+            error,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def _save_document(conn: sqlite3.Connection, sql: str, request_id: int, at: int, doc: Document) -> bool:
+    """Insert one document; True when its key was new."""
+    row = (request_id, at, doc.kind, doc.key, doc.user_session_id, doc.index, doc.body)
+    if sql is _KEEP:
+        return conn.execute(sql, row).rowcount == 1  # 0: the conflict clause kept the stored one
+    exists = conn.execute(
+        "SELECT 1 FROM documents WHERE kind = ? AND key = ?", (doc.kind, doc.key)
+    ).fetchone()
+    conn.execute(sql, row)
+    return exists is None
+
+
+def _document_filter(
+    user_session_id: str | None, request_id: int | None, kind: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    clauses, params = [], []
+    for column, value in (("user_session_id", user_session_id), ("request_id", request_id), ("kind", kind)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

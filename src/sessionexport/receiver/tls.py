@@ -1,0 +1,94 @@
+"""The receiver's TLS certificate: the operator's own, or a self-signed one kept in the data directory.
+
+The self-signed certificate is made once and reused on later starts, so a sender that was told to
+trust it (``--ca-bundle``) keeps trusting it. It names localhost, the loopback addresses and the
+machine's host name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+CERT_FILE, KEY_FILE = "receiver-cert.pem", "receiver-key.pem"
+VALID_DAYS = 825
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    cert_path: Path
+    key_path: Path
+    fingerprint: str  # SHA-256, colon-separated hex, as browsers and openssl show it
+    generated: bool
+
+
+def self_signed(data_dir: Path, extra_names: tuple[str, ...] = ()) -> Certificate:
+    cert_path, key_path = data_dir / CERT_FILE, data_dir / KEY_FILE
+    generated = not (cert_path.exists() and key_path.exists()) or _expired(cert_path)
+    if generated:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _write_self_signed(cert_path, key_path, ("localhost", socket.gethostname(), *extra_names))
+    return Certificate(cert_path, key_path, fingerprint(cert_path), generated)
+
+
+def fingerprint(cert_path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+
+
+def _expired(cert_path: Path) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return cert.not_valid_after_utc <= dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+
+
+def _write_self_signed(cert_path: Path, key_path: Path, names: tuple[str, ...]) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sessionexport receiver")])
+    now = dt.datetime.now(dt.UTC)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names) if n]
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        # CA:TRUE so that the file itself can be given to senders as the CA to trust.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
