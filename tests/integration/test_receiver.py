@@ -1,0 +1,373 @@
+"""The receiver toolkit as it runs: `sessionexport receive` processes on loopback, HTTPS with its own
+self-signed certificate, the exporter and the official Elasticsearch client as senders."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from elasticsearch import Elasticsearch, helpers
+from typer.testing import CliRunner
+
+from sessionexport.cli import app as cli_app
+from sessionexport.model.validation import compact
+from tests.conftest import sample
+from tests.integration.test_export_engine import Engine, export_value, sessions, until
+from tests.support.receiver_process import ReceiverProcess
+
+DOC_CHECK = (
+    '{"visitorId":"14804637803609BCTKP776NMJBOIF3R8OD6R0E4NQALJO","visitId":"16229530",'
+    '"startTime":1480463779085,"endTime":1480463784889,"visitType":"SYNTHETIC"}'
+)
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
+    process = ReceiverProcess(tmp_path / "receiver").start()
+    yield process
+    process.stop()
+
+
+def counts(r: ReceiverProcess, **kwargs: Any) -> dict[str, int]:
+    response = httpx.get(f"{r.base}/received/counts", verify=r.verify, **kwargs)
+    assert response.status_code == 200, response.text
+    result: dict[str, int] = response.json()
+    return result
+
+
+def identities(r: ReceiverProcess, **kwargs: Any) -> list[tuple[str, str, int]]:
+    response = httpx.get(f"{r.base}/received/documents", params={"limit": 1000}, verify=r.verify, **kwargs)
+    docs = response.json()["documents"]
+    return [
+        (d["document"]["tenantId"], d["document"]["userSessionId"], d["document"]["startTime"]) for d in docs
+    ]
+
+
+def identity(line: bytes) -> tuple[str, str, int]:
+    value = orjson.loads(line)
+    return value["tenantId"], value["userSessionId"], value["startTime"]
+
+
+def test_the_documented_curl_check_gets_200_and_is_kept_as_legacy(tmp_path: Path) -> None:
+    r = ReceiverProcess(tmp_path / "receiver", http=True).start()
+    try:
+        command = ["curl", "-s", "-v", "-H", "Content-Type: application/json", "-X", "PUT", "-d", DOC_CHECK]
+        done = subprocess.run([*command, r.url], capture_output=True, text=True, timeout=30, check=True)
+        assert "< HTTP/1.1 200" in done.stderr
+        assert orjson.loads(done.stdout) == {"stored": 1, "duplicates": 0, "legacy": 1, "requestId": 1}
+        assert counts(r) == {"sessions": 0, "legacy": 1, "documents": 0, "requests": 1, "refusedRequests": 0}
+        [doc] = httpx.get(f"{r.base}/received/documents?kind=legacy").json()["documents"]
+        assert doc["document"] == orjson.loads(DOC_CHECK)
+    finally:
+        r.stop()
+
+
+def test_self_signed_certificate_is_printed_and_reused(tmp_path: Path) -> None:
+    first = ReceiverProcess(tmp_path / "receiver").start()
+    first.stop()
+    assert "self-signed TLS certificate generated" in first.output()
+    fingerprint = first.output().split("SHA-256 fingerprint ")[1].split()[0]
+    second = ReceiverProcess(tmp_path / "receiver").start()
+    try:
+        assert f"SHA-256 fingerprint {fingerprint}" in second.output() and "reused" in second.output()
+        assert counts(second)["sessions"] == 0  # the certificate verifies (httpx verify=its file)
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{second.base}/health")  # not trusted without it: verification stays on
+    finally:
+        second.stop()
+
+
+def test_sessions_stored_once_each_and_read_back_byte_identical(receiver: ReceiverProcess) -> None:
+    mobile, web = (
+        compact(sample("doc-mobile-session.json")),
+        compact(sample("doc-web-synthetic-session.json")),
+    )
+    body = mobile + b"\n\n" + web + b"\n"
+    first = httpx.put(receiver.url, content=body, headers=NDJSON, verify=receiver.verify)
+    assert first.json() == {"stored": 2, "duplicates": 0, "legacy": 0, "requestId": 1}
+    again = httpx.post(
+        receiver.url, content=body, headers={"Content-Type": "application/json"}, verify=receiver.verify
+    )
+    assert again.json() == {"stored": 0, "duplicates": 2, "legacy": 0, "requestId": 2}
+    session_id = orjson.loads(mobile)["userSessionId"]
+    found = httpx.get(
+        f"{receiver.base}/received/documents", params={"userSessionId": session_id}, verify=receiver.verify
+    )
+    [doc] = found.json()["documents"]
+    assert orjson.dumps(doc["document"]) == orjson.dumps(orjson.loads(mobile))
+    runner = CliRunner()
+    shown = runner.invoke(cli_app, ["received", "show", session_id, "--data-dir", str(receiver.data_dir)])
+    assert shown.exit_code == 0 and shown.stdout.strip().encode() == mobile  # the stored bytes exactly
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "expected"),
+    [
+        (b'{"tenantId":"t","userSessionId":"s","startTime":1700000000000}\n{broken', NDJSON, 400, "line 2"),
+        (b'{"tenantId":"t","userSessionId":"s","startTime":"yesterday"}', NDJSON, 400, "startTime"),
+        (b"\n\n", NDJSON, 400, "no sessions"),
+        (
+            b'{"tenantId":"t","userSessionId":"s","startTime":1700000000000}',
+            {"Content-Type": "text/plain"},
+            415,
+            "text/plain",
+        ),
+        (b"x" * (2 * 1024 * 1024), NDJSON, 413, "over"),
+    ],
+    ids=["broken-json", "wrong-type", "empty", "wrong-content-type", "too-large"],
+)
+def test_malformed_bodies_are_refused_with_nothing_stored(
+    tmp_path: Path, body: bytes, headers: dict[str, str], status: int, expected: str
+) -> None:
+    r = ReceiverProcess(tmp_path / "receiver", "--max-body-mb", "1").start()
+    try:
+        response = httpx.put(r.url, content=body, headers=headers, verify=r.verify)
+        assert response.status_code == status, response.text
+        assert expected in response.text
+        assert counts(r) == {"sessions": 0, "legacy": 0, "documents": 0, "requests": 1, "refusedRequests": 1}
+        [record] = httpx.get(f"{r.base}/received/requests", verify=r.verify).json()["requests"]
+        assert record["status"] == status and record["stored"] == 0
+    finally:
+        r.stop()
+
+
+def test_a_bad_line_among_good_ones_stores_none_of_them(receiver: ReceiverProcess) -> None:
+    good = sessions(3)
+    body = b"\n".join(
+        [
+            good[0],
+            good[1],
+            b'{"tenantId":"t","userSessionId":"s","startTime":1,"userActions":[{"type":"Bogus"}]}',
+            good[2],
+        ]
+    )
+    response = httpx.put(receiver.url, content=body, headers=NDJSON, verify=receiver.verify)
+    assert response.status_code == 400
+    problems = response.json()["error"]["problems"]
+    assert {p["location"] for p in problems} == {"line 3"}
+    assert any(p["path"] == "userActions[0].type" for p in problems)
+    assert counts(receiver)["sessions"] == 0
+
+
+# -- auth kinds, with the exporter as the sender ----------------------------------------------------
+
+
+@pytest.fixture
+async def exporter_engine(tmp_path: Path, receiver_for_engine: ReceiverProcess) -> Any:
+    from sessionexport.api.app import create_app
+    from sessionexport.config import ServerConfig
+    from tests.conftest import make_token
+
+    app = create_app(ServerConfig(data_dir=tmp_path / "data", ca_bundle=receiver_for_engine.ca_file))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://sessionexport.test", timeout=60
+        ) as client:
+            token = await make_token(app.state.store)
+            yield Engine(client, {"Authorization": f"Api-Token {token}"}, app)
+
+
+AUTH_KINDS: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "none": ([], {"active": False}),
+    "basic": (
+        ["--basic", "exporter:s3cret pass"],
+        {
+            "active": True,
+            "authType": "basic",
+            "basicAuth": {"username": "exporter", "password": "s3cret pass"},
+        },
+    ),
+    "oauth2": (
+        ["--oauth-client", "exporter:client-secret"],
+        {
+            "active": True,
+            "authType": "oauth2",
+            "oAuth2": {
+                "accessTokenUrl": "TOKEN_URL",
+                "clientId": "exporter",
+                "clientSecret": "client-secret",
+            },
+        },
+    ),
+}
+
+
+@pytest.fixture(params=sorted(AUTH_KINDS))
+def receiver_for_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReceiverProcess]:
+    process = ReceiverProcess(tmp_path / "receiver", *AUTH_KINDS[request.param][0]).start()
+    process.auth_kind = request.param  # type: ignore[attr-defined]
+    yield process
+    process.stop()
+
+
+async def test_the_exporter_delivers_into_the_receiver_with_each_auth_kind(
+    exporter_engine: Engine, receiver_for_engine: ReceiverProcess
+) -> None:
+    r = receiver_for_engine
+    auth = orjson.loads(
+        orjson.dumps(AUTH_KINDS[r.auth_kind][1]).replace(b"TOKEN_URL", f"{r.base}/oauth2/token".encode())
+    )  # type: ignore[attr-defined]
+    lines = sessions(120, seed=7)
+    await exporter_engine.create_export(export_value(r.url, authentication=auth))
+    await exporter_engine.ingest(lines)
+    credentials = await asyncio.to_thread(read_credentials, r)
+
+    def all_there() -> bool:
+        return counts(r, **credentials)["sessions"] == len(lines)
+
+    await until(lambda: asyncio.to_thread(all_there), "every session received", within=30)
+    await asyncio.to_thread(check_delivery, r, lines, credentials)
+
+
+def read_credentials(r: ReceiverProcess) -> dict[str, Any]:
+    """What the test itself presents to the read API of a receiver that demands authentication."""
+    kind = r.auth_kind  # type: ignore[attr-defined]
+    if kind == "basic":
+        return {"auth": ("exporter", "s3cret pass")}
+    if kind == "oauth2":
+        form = {"grant_type": "client_credentials", "client_id": "exporter", "client_secret": "client-secret"}
+        token = httpx.post(f"{r.base}/oauth2/token", data=form, verify=r.verify).json()["access_token"]
+        return {"headers": {"Authorization": f"Bearer {token}"}}
+    return {}
+
+
+def check_delivery(r: ReceiverProcess, lines: list[bytes], credentials: dict[str, Any]) -> None:
+    assert sorted(identities(r, **credentials)) == sorted(identity(line) for line in lines)
+    if r.auth_kind != "none":  # type: ignore[attr-defined]
+        assert httpx.put(r.url, content=lines[0], headers=NDJSON, verify=r.verify).status_code == 401
+        records = httpx.get(f"{r.base}/received/requests", verify=r.verify, **credentials).json()["requests"]
+        assert {rec["principal"] for rec in records} == {"exporter"}
+
+
+# -- Elasticsearch ------------------------------------------------------------------------------------
+
+
+def es_client(r: ReceiverProcess) -> Elasticsearch:
+    return Elasticsearch(r.base, ca_certs=str(r.ca_file), request_timeout=30)
+
+
+def test_elasticsearch_helpers_bulk_against_the_bulk_endpoint(receiver: ReceiverProcess) -> None:
+    lines = sessions(50, seed=3)
+    actions = [
+        {"_index": "sessions", "_id": "-".join(map(str, identity(line))), "_source": orjson.loads(line)}
+        for line in lines
+    ]
+    client = es_client(receiver)
+    ok, errors = helpers.bulk(client, actions, chunk_size=20)
+    assert (ok, errors) == (50, [])
+    ok, errors = helpers.bulk(client, actions[:10])  # a re-send overwrites, never duplicates
+    assert (ok, errors) == (10, [])
+    assert counts(receiver)["documents"] == 50
+    stored = httpx.get(f"{receiver.base}/received/documents?kind=document&limit=1000", verify=receiver.verify)
+    assert {d["key"] for d in stored.json()["documents"]} == {f"sessions/{a['_id']}" for a in actions}
+
+
+def test_planted_item_failures_reach_the_client(tmp_path: Path) -> None:
+    r = ReceiverProcess(
+        tmp_path / "receiver", "--bulk-fail", "400:-bad$", "--bulk-fail", "429:-busy$:1"
+    ).start()
+    try:
+        actions = [{"_index": "s", "_id": f"doc-{n}", "_source": {"n": n}} for n in range(4)]
+        actions += [
+            {"_index": "s", "_id": "doc-bad", "_source": {}},
+            {"_index": "s", "_id": "doc-busy", "_source": {}},
+        ]
+        ok, errors = helpers.bulk(es_client(r), actions, raise_on_error=False)
+        assert ok == 4
+        failed = {e["index"]["_id"]: (e["index"]["status"], e["index"]["error"]["type"]) for e in errors}  # type: ignore[union-attr,index]
+        assert failed == {
+            "doc-bad": (400, "document_parsing_exception"),
+            "doc-busy": (429, "es_rejected_execution_exception"),
+        }
+        ok, errors = helpers.bulk(es_client(r), [actions[-1]], raise_on_error=False)
+        assert (ok, errors) == (1, [])  # the 429 was transient: the retry is stored
+        assert counts(r)["documents"] == 5
+    finally:
+        r.stop()
+
+
+def test_type_in_bulk_actions_follows_the_chosen_elasticsearch_version(tmp_path: Path) -> None:
+    body = b'{"index":{"_index":"s","_type":"_doc","_id":"1"}}\n{"a":1}\n'
+    headers = {"Content-Type": "application/x-ndjson"}
+    for version, status in (("8", 400), ("7", 200)):
+        r = ReceiverProcess(tmp_path / f"receiver-{version}", "--es-version", version).start()
+        try:
+            response = httpx.post(f"{r.base}/_bulk", content=body, headers=headers, verify=r.verify)
+            assert response.status_code == status
+            assert response.headers["X-Elastic-Product"] == "Elasticsearch"
+            if version == "7":
+                assert response.json()["items"][0]["index"]["_type"] == "_doc"
+            else:
+                assert "unknown parameter [_type]" in response.json()["error"]["reason"]
+        finally:
+            r.stop()
+
+
+# -- crash safety ---------------------------------------------------------------------------------------
+
+
+def test_kill_9_during_requests_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    r = ReceiverProcess(tmp_path / "receiver").start()
+    acknowledged: list[bytes] = []
+    batches = [sessions(40, seed=seed) for seed in range(1, 400)]
+    stop = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(verify=r.verify, timeout=10) as client:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                try:
+                    response = client.put(r.url, content=b"\n".join(batch), headers=NDJSON)
+                except httpx.HTTPError:
+                    return  # the receiver died under us
+                if response.status_code == 200:
+                    acknowledged.extend(batch)
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for thread in senders:
+        thread.start()
+    deadline = random.uniform(0.8, 2.0)
+    threading.Event().wait(deadline)
+    r.kill()
+    stop.set()
+    for thread in senders:
+        thread.join(30)
+    assert acknowledged, "nothing was acknowledged before the kill; the test proves nothing"
+    restarted = ReceiverProcess(tmp_path / "receiver")
+    restarted.port = r.port
+    restarted.start()
+    try:
+        stored = set(identities_all(restarted))
+        missing = {identity(line) for line in acknowledged} - stored
+        assert not missing, f"{len(missing)} acknowledged session(s) lost"
+    finally:
+        restarted.stop()
+
+
+def identities_all(r: ReceiverProcess) -> list[tuple[str, str, int]]:
+    runner = CliRunner()
+    result = runner.invoke(cli_app, ["received", "last", "-n", "1000", "--data-dir", str(r.data_dir)])
+    assert result.exit_code == 0, result.output
+    found = [identity(line.encode()) for line in result.stdout.splitlines() if line]
+    total = counts(r)["sessions"]
+    if total > len(found):  # more than one page: ask per request instead
+        found = []
+        for record in httpx.get(f"{r.base}/received/requests?limit=1000", verify=r.verify).json()["requests"]:
+            docs = httpx.get(
+                f"{r.base}/received/documents",
+                params={"requestId": record["id"], "limit": 1000},
+                verify=r.verify,
+            ).json()["documents"]
+            found += [identity(orjson.dumps(d["document"])) for d in docs]
+    return found

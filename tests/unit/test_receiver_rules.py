@@ -1,0 +1,250 @@
+"""The receiver's rules without I/O: body parsing, the legacy decision, _bulk parsing, faults, tokens."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+from tests.conftest import sample
+
+from sessionexport.ingest.documents import RejectedBody
+from sessionexport.model.validation import compact
+from sessionexport.receiver import bulk as es
+from sessionexport.receiver.auth import (
+    Authenticator,
+    JwksVerifier,
+    OAuthError,
+    TokenIssuer,
+    Unauthorized,
+    basic_credentials,
+    parse_pair,
+)
+from sessionexport.receiver.documents import parse_events_body
+from sessionexport.receiver.store.records import LEGACY, SESSION
+
+DOC_CHECK = (
+    b'{"visitorId":"14804637803609BCTKP776NMJBOIF3R8OD6R0E4NQALJO","visitId":"16229530",'
+    b'"startTime":1480463779085,"endTime":1480463784889,"visitType":"SYNTHETIC"}'
+)
+
+
+def test_sessions_keyed_by_the_elasticsearch_id_rule_and_kept_compact() -> None:
+    mobile = sample("doc-mobile-session.json")
+    docs = parse_events_body(b"\n" + compact(mobile) + b"\r\n\n")
+    assert len(docs) == 1
+    session = orjson.loads(mobile)
+    assert docs[0].kind == SESSION
+    assert docs[0].key == f"{session['tenantId']}-{session['userSessionId']}-{session['startTime']}"
+    assert docs[0].body == compact(mobile)
+    assert docs[0].user_session_id == session["userSessionId"]
+
+
+def test_the_documented_check_document_is_kept_as_legacy() -> None:
+    [doc] = parse_events_body(DOC_CHECK)
+    assert doc.kind == LEGACY
+    assert doc.key == "legacy-14804637803609BCTKP776NMJBOIF3R8OD6R0E4NQALJO-16229530-1480463779085"
+    assert doc.body == DOC_CHECK
+
+
+def test_every_problem_of_every_line_is_reported_and_nothing_accepted() -> None:
+    good = compact(sample("doc-mobile-session.json"))
+    body = b"\n".join([good, b"{not json", b'{"tenantId":5,"userSessionId":"x","startTime":1700000000000}'])
+    with pytest.raises(RejectedBody) as raised:
+        parse_events_body(body)
+    places = {(p.location, p.path) for p in raised.value.problems}
+    assert ("line 2", "") in places
+    assert ("line 3", "tenantId") in places
+    assert all(p.location != "line 1" for p in raised.value.problems)
+
+
+def test_json_array_bodies_and_empty_bodies() -> None:
+    good = compact(sample("doc-mobile-session.json"))
+    assert len(parse_events_body(b"[" + good + b"," + DOC_CHECK + b"]")) == 2
+    with pytest.raises(RejectedBody, match="no sessions"):
+        parse_events_body(b"\n \n")
+
+
+# -- _bulk ------------------------------------------------------------------------------------------
+
+
+def bulk_body(*pairs: tuple[dict[str, object], dict[str, object] | bytes]) -> bytes:
+    lines = []
+    for action, doc in pairs:
+        lines += [orjson.dumps(action), doc if isinstance(doc, bytes) else orjson.dumps(doc)]
+    return b"\n".join(lines) + b"\n"
+
+
+def test_bulk_pairs_with_index_from_the_line_or_the_path() -> None:
+    body = bulk_body(({"index": {"_index": "a", "_id": "1"}}, {"x": 1}), ({"create": {"_id": "2"}}, {"y": 2}))
+    ops = es.parse_bulk(body, "from-path", 8)
+    assert [(o.action, o.index, o.doc_id, o.problem) for o in ops] == [
+        ("index", "a", "1", None),
+        ("create", "from-path", "2", None),
+    ]
+    assert ops[1].source == b'{"y":2}'
+
+
+@pytest.mark.parametrize(
+    ("body", "error_type"),
+    [
+        (b'{"index":{"_index":"a"}}\n{"x":1}', "illegal_argument_exception"),  # no final newline
+        (b"{broken\n{}\n", "x_content_parse_exception"),
+        (b'{"upsert":{"_index":"a"}}\n{}\n', "illegal_argument_exception"),
+        (b'{"index":{"_id":"1"}}\n{}\n', "action_request_validation_exception"),  # no index anywhere
+        (b"", "action_request_validation_exception"),
+    ],
+)
+def test_whole_request_errors(body: bytes, error_type: str) -> None:
+    with pytest.raises(es.BulkRequestError) as raised:
+        es.parse_bulk(body, None, 8)
+    assert raised.value.as_json()["error"]["type"] == error_type
+    assert raised.value.as_json()["status"] == 400
+
+
+def test_type_is_refused_by_elasticsearch_8_and_kept_by_7() -> None:
+    body = bulk_body(({"index": {"_index": "a", "_type": "_doc", "_id": "1"}}, {"x": 1}))
+    with pytest.raises(es.BulkRequestError, match=r"unknown parameter \[_type\]"):
+        es.parse_bulk(body, None, 8)
+    [op] = es.parse_bulk(body, None, 7)
+    assert es.item_result(op, True, 1, 7)["index"]["_type"] == "_doc"
+    assert "_type" not in es.item_result(op, True, 1, 8)["index"]
+
+
+def test_a_broken_document_fails_only_its_item() -> None:
+    body = bulk_body(
+        ({"index": {"_index": "a", "_id": "1"}}, b"[1,2]"), ({"index": {"_index": "a"}}, b"{oops")
+    )
+    ops = es.parse_bulk(body, None, 8)
+    assert ops[0].problem is not None and "not a JSON object" in ops[0].problem
+    assert ops[1].problem is not None and ops[1].doc_id  # an id is generated, as ES does
+
+
+def test_fault_plan_fails_matching_ids_the_given_number_of_times() -> None:
+    plan = es.FaultPlan.parse(["429:-7$:1", "400:bad"])
+    op = es.Operation("index", "i", "t-7", None, b"{}")
+    first = plan.failure(op)
+    assert first is not None and first.status == 429 and first.error_type == "es_rejected_execution_exception"
+    assert plan.failure(op) is None  # the retry gets through
+    bad = plan.failure(es.Operation("index", "i", "so-bad", None, b"{}"))
+    assert (
+        bad is not None
+        and bad.status == 400
+        and plan.failure(es.Operation("index", "i", "so-bad", None, b"{}"))
+    )
+    assert plan.failure(es.Operation("index", "i", "fine", None, b"{}")) is None
+    with pytest.raises(ValueError, match="4xx or 5xx"):
+        es.FaultPlan.parse(["200:x"])
+
+
+def test_bulk_response_reports_errors_when_any_item_failed() -> None:
+    op = es.Operation("index", "i", "1", None, b"{}")
+    ok = es.item_result(op, True, 1, 8)
+    failed = es.failed_item(op, es.ItemFailure(429, "es_rejected_execution_exception", "busy"))
+    assert es.bulk_response([ok], 3) == {"took": 3, "errors": False, "items": [ok]}
+    assert es.bulk_response([ok, failed], 3)["errors"] is True
+    assert failed["index"]["status"] == 429 and failed["index"]["error"]["reason"] == "busy"
+
+
+# -- auth --------------------------------------------------------------------------------------------
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_pairs_and_basic_headers() -> None:
+    assert parse_pair("me:se:cret", "--basic") == ("me", "se:cret")
+    with pytest.raises(ValueError, match="NAME:SECRET"):
+        parse_pair("nocolon", "--basic")
+    assert basic_credentials(basic("a", "b:c")) == ("a", "b:c")
+    assert basic_credentials("Basic !!!") is None
+    assert basic_credentials("Bearer abc") is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_endpoint_by_form_or_basic_header_and_expiry() -> None:
+    clock = Clock()
+    issuer = TokenIssuer({"exporter": "s3cret"}, b"k" * 32, ttl_seconds=60, clock=clock)
+    by_form = issuer.issue(
+        {"grant_type": "client_credentials", "client_id": "exporter", "client_secret": "s3cret"}, None
+    )
+    assert by_form["token_type"] == "Bearer" and by_form["expires_in"] == 60
+    assert by_form["scope"] == "session-export-api"
+    by_header = issuer.issue({"grant_type": "client_credentials", "scope": "x"}, basic("exporter", "s3cret"))
+    assert by_header["scope"] == "x"
+    assert issuer.verify(str(by_form["access_token"])) == "exporter"
+    clock.now += 61
+    with pytest.raises(Unauthorized, match="expired"):
+        issuer.verify(str(by_form["access_token"]))
+    with pytest.raises(Unauthorized):
+        TokenIssuer({"exporter": "s3cret"}, b"o" * 32, clock=clock).verify(str(by_header["access_token"]))
+
+
+@pytest.mark.parametrize(
+    ("form", "status", "error"),
+    [
+        (
+            {"grant_type": "client_credentials", "client_id": "exporter", "client_secret": "wrong"},
+            401,
+            "invalid_client",
+        ),
+        (
+            {"grant_type": "client_credentials", "client_id": "nobody", "client_secret": "s3cret"},
+            401,
+            "invalid_client",
+        ),
+        (
+            {"grant_type": "password", "client_id": "exporter", "client_secret": "s3cret"},
+            400,
+            "unsupported_grant_type",
+        ),
+        ({"grant_type": "client_credentials"}, 401, "invalid_client"),
+    ],
+)
+def test_token_endpoint_refusals(form: dict[str, str], status: int, error: str) -> None:
+    issuer = TokenIssuer({"exporter": "s3cret"}, b"k" * 32)
+    with pytest.raises(OAuthError) as raised:
+        issuer.issue(form, None)
+    assert (raised.value.status, raised.value.error) == (status, error)
+
+
+async def test_authenticator_basic_and_bearer() -> None:
+    issuer = TokenIssuer({"c": "s"}, b"k" * 32)
+    auth = Authenticator(basic=("u", "p"), tokens=issuer)
+    assert await auth.check(basic("u", "p")) == "u"
+    token = issuer.issue({"grant_type": "client_credentials", "client_id": "c", "client_secret": "s"}, None)
+    assert await auth.check(f"Bearer {token['access_token']}") == "c"
+    for header in (None, basic("u", "wrong"), "Bearer forged", "Digest x"):
+        with pytest.raises(Unauthorized):
+            await auth.check(header)
+    assert await Authenticator().check(None) is None  # nothing configured: open
+
+
+async def test_jwks_tokens_checked_for_signature_issuer_audience_and_expiry(tmp_path: Path) -> None:
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    other = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(KeySet([key]).as_dict(private=False)))
+    clock = Clock()
+    verifier = JwksVerifier(str(jwks), issuer="https://idp", audience="receiver", clock=clock)
+
+    def token(signer: RSAKey = key, **claims: object) -> str:
+        base = {"sub": "svc", "iss": "https://idp", "aud": "receiver", "exp": int(clock.now) + 60}
+        return jwt.encode({"alg": "RS256", "kid": "k1"}, {**base, **claims}, signer)
+
+    assert await verifier.check(token()) == "svc"
+    for bad in (token(aud="other"), token(iss="https://evil"), token(exp=int(clock.now) - 1), token(other)):
+        with pytest.raises(Unauthorized):
+            await verifier.check(bad)
