@@ -32,6 +32,7 @@ _STOP = object()
 
 PAGE_SIZE = 65536
 CHECKPOINT_EVERY_SECONDS = 0.5
+GROUP_COMMIT_MAX = 64  # writes that may share one transaction
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -126,22 +127,22 @@ class SQLiteEngine:
         ready.set_result(None)
         try:
             while (item := self._queue.get()) is not _STOP:
-                fn, future = item
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    future.set_exception(translate(exc))
-                else:
-                    future.set_result(result)
+                batch = [item]
+                while len(batch) < GROUP_COMMIT_MAX and (more := self._next_queued()) is not None:
+                    if more is _STOP:
+                        self._queue.put(_STOP)  # after this group
+                        break
+                    batch.append(more)
+                _commit_group(conn, batch)
         finally:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
+
+    def _next_queued(self) -> Any:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
 
     def _checkpoint_loop(self) -> None:
         conn = connect(self.path)
@@ -159,6 +160,41 @@ class SQLiteEngine:
             with self._lock:
                 self._reader_conns.append(conn)
         return conn
+
+
+def _commit_group(
+    conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], Any]]
+) -> None:
+    """Run queued writes in one transaction (group commit: one fsync for all of them), each in its
+    own savepoint so that one failing write is undone alone. Results are handed out only after the
+    commit, so nobody is told "done" before their write is durable."""
+    outcomes: list[tuple[Any, bool, Any]] = []  # (future, ok, result or exception)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for fn, future in batch:
+            if not future.set_running_or_notify_cancel():
+                continue
+            conn.execute("SAVEPOINT job")
+            try:
+                outcomes.append((future, True, fn(conn)))
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO job")
+                outcomes.append((future, False, translate(exc)))
+            conn.execute("RELEASE job")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        failure = translate(exc)
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(failure)
+        return
+    for future, ok, value in outcomes:
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> None:
