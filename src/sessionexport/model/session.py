@@ -207,7 +207,7 @@ class EventType(StrEnum):
     VisitTag = "VisitTag"
 
 
-class _Doc(msgspec.Struct, kw_only=True):
+class _Doc(msgspec.Struct, kw_only=True, gc=False):
     """Base of every document part: all fields optional and nullable unless stated."""
 
 
