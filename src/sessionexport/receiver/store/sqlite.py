@@ -52,8 +52,13 @@ class SQLiteReceivedStore:
     ) -> SaveResult:
         def write(conn: sqlite3.Connection) -> SaveResult:
             request_id = _insert_request(conn, request, 200, None)
-            sql = _REPLACE if overwrite else _KEEP
-            created = [_save_document(conn, sql, request_id, request.received_at, d) for d in documents]
+            created = _new_keys(conn, documents)
+            rows = [
+                (request_id, request.received_at, d.kind, d.key, d.user_session_id, d.index, d.body)
+                for d, new in zip(documents, created, strict=True)
+                if new or overwrite
+            ]
+            conn.executemany(_REPLACE if overwrite else _KEEP, rows)
             stored = sum(created)
             conn.execute(
                 "UPDATE requests SET documents = ?, stored = ?, duplicates = ? WHERE id = ?",
@@ -122,16 +127,23 @@ def _insert_request(conn: sqlite3.Connection, request: RequestInfo, status: int,
     return int(cursor.lastrowid or 0)
 
 
-def _save_document(conn: sqlite3.Connection, sql: str, request_id: int, at: int, doc: Document) -> bool:
-    """Insert one document; True when its key was new."""
-    row = (request_id, at, doc.kind, doc.key, doc.user_session_id, doc.index, doc.body)
-    if sql is _KEEP:
-        return conn.execute(sql, row).rowcount == 1  # 0: the conflict clause kept the stored one
-    exists = conn.execute(
-        "SELECT 1 FROM documents WHERE kind = ? AND key = ?", (doc.kind, doc.key)
-    ).fetchone()
-    conn.execute(sql, row)
-    return exists is None
+def _new_keys(conn: sqlite3.Connection, documents: Sequence[Document]) -> list[bool]:
+    """Per document: is its key neither stored nor earlier in the same request? One query per 500 keys."""
+    stored: set[tuple[str, str]] = set()
+    for kind in {d.kind for d in documents}:
+        keys = [d.key for d in documents if d.kind == kind]
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found = conn.execute(
+                f"SELECT key FROM documents WHERE kind = ? AND key IN ({marks})", (kind, *chunk)
+            )
+            stored.update((kind, key) for (key,) in found)
+    created = []
+    for d in documents:
+        created.append((d.kind, d.key) not in stored)
+        stored.add((d.kind, d.key))
+    return created
 
 
 def _document_filter(
