@@ -13,15 +13,15 @@ from sessionexport import tokens
 from sessionexport.api.app import create_app
 from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
+from sessionexport.model.samples import doc_sample
 from sessionexport.store import Store, create_store
 
-FIXTURES = Path(__file__).parent / "fixtures"
 ALL_SCOPES = frozenset(s.value for s in tokens.Scope)
 
 
 def sample(name: str) -> bytes:
     """A documentation sample session, exactly as published (one compact JSON line)."""
-    return (FIXTURES / name).read_bytes().strip()
+    return doc_sample(name)
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import msgspec
 import pytest
 
@@ -17,12 +15,12 @@ from sessionexport.ingest.documents import (
     parse_ndjson,
     to_record,
 )
+from sessionexport.model.samples import doc_sample
 from sessionexport.model.validation import decode_session
 from sessionexport.store.records import NewSession
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
-MOBILE = (FIXTURES / "doc-mobile-session.json").read_bytes().rstrip(b"\n")
-WEB = (FIXTURES / "doc-web-synthetic-session.json").read_bytes().rstrip(b"\n")
+MOBILE = doc_sample("doc-mobile-session.json")
+WEB = doc_sample("doc-web-synthetic-session.json")
 BAD_USER_TYPE = MOBILE.replace(b'"userType":"REAL_USER"', b'"userType":"HUMAN"')
 NO_TENANT = WEB.replace(b'"tenantId":"umsaywsjuo",', b"")
 

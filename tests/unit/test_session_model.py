@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_sessions
+from sessionexport.model import samples
 from sessionexport.model.session import (
     EPOCH_MS_MAX,
     EPOCH_MS_MIN,
@@ -21,7 +22,7 @@ from sessionexport.model.session import (
 )
 from sessionexport.model.validation import InvalidSession, Problem, compact, decode_session, find_problems
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURES = Path(samples.__file__).parent
 MOBILE = "doc-mobile-session.json"
 WEB = "doc-web-synthetic-session.json"
 IDENTITY = ("tenantId", "userSessionId", "startTime")
