@@ -407,10 +407,12 @@ def _when(ms: int) -> str:
 
 
 def _register_receiver_toolkit() -> None:
+    from sessionexport.receiver.check import check_endpoint
     from sessionexport.receiver.cli import receive, received_app
 
     app.command()(receive)
     app.add_typer(received_app, name="received")
+    app.command("check-endpoint")(check_endpoint)
 
 
 _register_receiver_toolkit()

@@ -371,3 +371,24 @@ def identities_all(r: ReceiverProcess) -> list[tuple[str, str, int]]:
             ).json()["documents"]
             found += [identity(orjson.dumps(d["document"])) for d in docs]
     return found
+
+
+# -- the conformance checker against the reference endpoint ------------------------------------------
+
+
+@pytest.mark.parametrize("auth", ["basic", "oauth2"])
+def test_check_endpoint_finds_nothing_wrong_with_the_receiver(tmp_path: Path, auth: str) -> None:
+    r = ReceiverProcess(tmp_path / "receiver", *AUTH_KINDS[auth][0]).start()
+    try:
+        arguments = [r.url, "--ca-bundle", str(r.ca_file), "--count-url", f"{r.base}/received/counts"]
+        if auth == "basic":
+            arguments += ["--basic", "exporter:s3cret pass"]
+        else:
+            arguments += ["--token-url", f"{r.base}/oauth2/token", "--client-id", "exporter"]
+            arguments += ["--client-secret", "client-secret"]
+        result = CliRunner().invoke(cli_app, ["check-endpoint", *arguments], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert "FAIL" not in result.output and "WARN" not in result.output, result.output
+        assert "re-sent bulk" in result.output and "auth: wrong credentials" in result.output
+    finally:
+        r.stop()

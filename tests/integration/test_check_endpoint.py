@@ -1,0 +1,334 @@
+"""check-endpoint against real endpoints on loopback: a well-behaved one, and the same with planted faults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sessionexport.export.config import BasicAuth, OAuth2
+from sessionexport.export.delivery import Attempt
+from sessionexport.export.tuning import DYNATRACE_MAX_BYTES
+from sessionexport.receiver.check import (
+    CheckOptions,
+    CheckResult,
+    CountError,
+    Counts,
+    Outcome,
+    check_endpoint,
+    judge_resend,
+    judge_token_response,
+    run_checks,
+)
+from tests.support.broken_endpoint import BrokenEndpoint, Faults, parse_lines
+from tests.support.receiver import Tls
+
+TIMEOUT = 2.0  # seconds; short so that the slow-endpoint tests stay fast
+USER, PASSWORD = "exporter", "s3cret:with-colon"
+CLIENT, SECRET = "dynatrace", "client-secret"
+
+SAMPLES = [f"samples {m} {t}" for m in ("PUT", "POST") for t in ("application/json", "application/x-ndjson")]
+EVERY_CHECK = [
+    "tls",
+    *SAMPLES,
+    "large bulk",
+    "re-sent bulk",
+    "auth: no credentials",
+    "auth: wrong credentials",
+    "invalid body",
+    "response time",
+]
+
+Serve = Callable[..., BrokenEndpoint]
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Tls:
+    return Tls.create(tmp_path)
+
+
+@pytest.fixture
+def serve(tls: Tls) -> Iterator[Serve]:
+    """Start endpoints (Basic auth unless told otherwise); all are stopped after the test."""
+    started: list[BrokenEndpoint] = []
+
+    def start(faults: Faults | None = None, **kwargs: Any) -> BrokenEndpoint:
+        kwargs.setdefault("tls", tls)
+        if "oauth_clients" not in kwargs:
+            kwargs.setdefault("basic", (USER, PASSWORD))
+        endpoint = BrokenEndpoint(faults=faults or Faults(), **kwargs).start()
+        started.append(endpoint)
+        return endpoint
+
+    yield start
+    for endpoint in started:
+        endpoint.stop()
+
+
+def options(endpoint: BrokenEndpoint, tls: Tls, **overrides: Any) -> CheckOptions:
+    auth: BasicAuth | OAuth2 | None = (
+        OAuth2(endpoint.token_url, CLIENT, SECRET, "session-export")
+        if endpoint.oauth_clients
+        else BasicAuth(USER, PASSWORD)
+        if endpoint.basic
+        else None
+    )
+    values: dict[str, Any] = {
+        "url": endpoint.url,
+        "timeout": TIMEOUT,
+        "ca_bundle": tls.ca_file,
+        "auth": auth,
+        "count_url": endpoint.count_url,
+    }
+    return CheckOptions(**{**values, **overrides})
+
+
+def by_check(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {r.check: r for r in results}
+
+
+def outcomes(results: list[CheckResult]) -> dict[str, Outcome]:
+    return {r.check: r.outcome for r in results}
+
+
+# -- a well-behaved endpoint passes everything ----------------------------------------------------------
+
+
+async def test_well_behaved_endpoint_with_basic_auth_passes_every_check(serve: Serve, tls: Tls) -> None:
+    endpoint = serve()
+    results = await run_checks(options(endpoint, tls))
+    assert [r.check for r in results] == EVERY_CHECK
+    assert all(r.outcome is Outcome.PASS for r in results), results
+    # What was sent is what an exporter sends: two different sessions with each method and content type,
+    # a bulk filled up to the byte limit, and a re-sent bulk (deduplicated by this endpoint).
+    assert [f"samples {method} {content_type}" for method, content_type in endpoint.requests[:4]] == SAMPLES
+    samples, garbage = parse_lines(endpoint.bodies[0])
+    assert len(samples) == 2 and garbage == 0
+    assert {s["applicationType"] for s in samples} == {"MOBILE_APPLICATION", "WEB_APPLICATION"}
+    assert endpoint.stored[:2] == [(s["tenantId"], s["userSessionId"], s["startTime"]) for s in samples]
+    large = max(endpoint.bodies, key=len)
+    assert DYNATRACE_MAX_BYTES * 0.9 < len(large) <= DYNATRACE_MAX_BYTES
+    assert large.endswith(b"\n") and b"\n\n" not in large
+    stored = len(endpoint.stored)
+    assert len(set(endpoint.stored)) == stored
+    assert f"{stored - 20} → {stored} → {stored}" in by_check(results)["re-sent bulk"].detail
+
+
+async def test_well_behaved_endpoint_with_oauth2_passes_every_check(serve: Serve, tls: Tls) -> None:
+    endpoint = serve(oauth_clients={CLIENT: SECRET})
+    results = await run_checks(options(endpoint, tls))
+    assert [r.check for r in results] == ["tls", "oauth token", *EVERY_CHECK[1:]]
+    assert all(r.outcome is Outcome.PASS for r in results), results
+    assert endpoint.token_requests[0] == {
+        "grant_type": "client_credentials",
+        "scope": "session-export",
+        "client_id": CLIENT,
+        "client_secret": SECRET,
+    }
+
+
+async def test_without_auth_or_count_url_the_auth_checks_are_left_out(serve: Serve, tls: Tls) -> None:
+    endpoint = serve(basic=None)
+    results = await run_checks(options(endpoint, tls, count_url=None))
+    assert [r.check for r in results] == [c for c in EVERY_CHECK if not c.startswith("auth")]
+    assert all(r.outcome is Outcome.PASS for r in results), results
+    assert "--count-url" in by_check(results)["re-sent bulk"].detail
+
+
+# -- each planted fault is reported on its check --------------------------------------------------------
+
+
+async def test_post_answering_500_fails_the_post_samples(serve: Serve, tls: Tls) -> None:
+    results = outcomes(await run_checks(options(serve(Faults(post_fails=True)), tls)))
+    assert {name: results[name] for name in SAMPLES} == {
+        "samples PUT application/json": Outcome.PASS,
+        "samples PUT application/x-ndjson": Outcome.PASS,
+        "samples POST application/json": Outcome.FAIL,
+        "samples POST application/x-ndjson": Outcome.FAIL,
+    }
+
+
+async def test_413_on_a_full_bulk_fails_the_large_bulk(serve: Serve, tls: Tls) -> None:
+    results = by_check(await run_checks(options(serve(Faults(max_body_bytes=500_000)), tls)))
+    assert results["large bulk"].outcome is Outcome.FAIL
+    assert "HTTP 413" in results["large bulk"].detail
+    assert all(results[name].outcome is Outcome.PASS for name in SAMPLES)
+
+
+async def test_an_answer_slower_than_half_the_timeout_warns(serve: Serve, tls: Tls) -> None:
+    endpoint = serve(Faults(slow_seconds=TIMEOUT * 0.6, slow_over_bytes=500_000))
+    results = by_check(await run_checks(options(endpoint, tls)))
+    assert results["response time"].outcome is Outcome.WARN
+    assert "large bulk" in results["response time"].detail
+    assert results["large bulk"].outcome is Outcome.PASS
+
+
+async def test_no_answer_within_the_timeout_fails(serve: Serve, tls: Tls) -> None:
+    endpoint = serve(Faults(slow_seconds=TIMEOUT + 0.5, slow_over_bytes=500_000))
+    results = by_check(await run_checks(options(endpoint, tls)))
+    assert results["response time"].outcome is Outcome.FAIL
+    assert results["large bulk"].outcome is Outcome.FAIL
+    assert "no answer within 2 s" in results["large bulk"].detail
+
+
+async def test_storing_a_resent_bulk_twice_fails(serve: Serve, tls: Tls) -> None:
+    results = by_check(await run_checks(options(serve(Faults(stores_duplicates=True)), tls)))
+    assert results["re-sent bulk"].outcome is Outcome.FAIL
+    assert "duplicates stored twice" in results["re-sent bulk"].detail
+
+
+async def test_a_count_that_cannot_be_read_warns(serve: Serve, tls: Tls) -> None:
+    endpoint = serve()
+    results = by_check(await run_checks(options(endpoint, tls, count_key="stats.total")))
+    assert results["re-sent bulk"].outcome is Outcome.WARN
+    assert "no 'stats.total'" in results["re-sent bulk"].detail
+
+
+async def test_accepting_requests_without_credentials_fails(serve: Serve, tls: Tls) -> None:
+    results = outcomes(await run_checks(options(serve(Faults(accepts_without_credentials=True)), tls)))
+    assert results["auth: no credentials"] is Outcome.FAIL
+    assert results["auth: wrong credentials"] is Outcome.PASS
+
+
+@pytest.mark.parametrize("auth", ["basic", "oauth2"])
+async def test_accepting_wrong_credentials_fails(serve: Serve, tls: Tls, auth: str) -> None:
+    faults = Faults(accepts_wrong_credentials=True)
+    endpoint = serve(faults, oauth_clients={CLIENT: SECRET}) if auth == "oauth2" else serve(faults)
+    results = outcomes(await run_checks(options(endpoint, tls)))
+    assert results["auth: wrong credentials"] is Outcome.FAIL
+    assert results["auth: no credentials"] is Outcome.PASS
+
+
+async def test_accepting_garbage_warns(serve: Serve, tls: Tls) -> None:
+    results = by_check(await run_checks(options(serve(Faults(accepts_garbage=True)), tls)))
+    assert results["invalid body"].outcome is Outcome.WARN
+    assert [r.check for r in results.values() if r.outcome is not Outcome.PASS] == ["invalid body"]
+
+
+async def test_a_token_without_expires_in_warns(serve: Serve, tls: Tls) -> None:
+    endpoint = serve(Faults(token_fields={"expires_in": None}), oauth_clients={CLIENT: SECRET})
+    results = by_check(await run_checks(options(endpoint, tls)))
+    assert results["oauth token"].outcome is Outcome.WARN
+    assert "expires_in" in results["oauth token"].detail
+    assert results["large bulk"].outcome is Outcome.PASS  # the token still works
+
+
+async def test_a_token_that_is_not_bearer_fails_and_stops(serve: Serve, tls: Tls) -> None:
+    endpoint = serve(Faults(token_fields={"token_type": "mac"}), oauth_clients={CLIENT: SECRET})
+    results = await run_checks(options(endpoint, tls))
+    assert outcomes(results) == {"tls": Outcome.PASS, "oauth token": Outcome.FAIL}
+    assert "not Bearer" in results[-1].detail
+    assert endpoint.bodies == []
+
+
+async def test_wrong_client_secret_fails_the_token_check(serve: Serve, tls: Tls) -> None:
+    endpoint = serve(oauth_clients={CLIENT: "another secret"})
+    results = await run_checks(options(endpoint, tls))
+    assert outcomes(results) == {"tls": Outcome.PASS, "oauth token": Outcome.FAIL}
+    assert "HTTP 401" in results[-1].detail
+
+
+# -- TLS ------------------------------------------------------------------------------------------------
+
+
+async def test_an_untrusted_certificate_fails_tls_and_stops(serve: Serve, tls: Tls) -> None:
+    endpoint = serve()
+    results = await run_checks(options(endpoint, tls, ca_bundle=None))
+    assert [(r.check, r.outcome) for r in results] == [("tls", Outcome.FAIL)]
+    assert "not trusted" in results[0].detail and "certificate" in results[0].detail
+    assert endpoint.bodies == []
+
+
+async def test_http_fails_tls_and_stops_unless_allowed(serve: Serve, tls: Tls) -> None:
+    endpoint = serve(tls=None)
+    refused = await run_checks(options(endpoint, tls))
+    assert [(r.check, r.outcome) for r in refused] == [("tls", Outcome.FAIL)]
+    assert "https" in refused[0].detail
+    assert endpoint.bodies == []
+
+    allowed = await run_checks(options(endpoint, tls, allow_http=True))
+    assert [r.check for r in allowed] == EVERY_CHECK
+    assert [r.check for r in allowed if r.outcome is not Outcome.PASS] == ["tls"]
+
+
+# -- pure rules -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "data", "expected"),
+    [
+        (200, {"access_token": "t", "token_type": "bearer", "expires_in": 300}, Outcome.PASS),
+        (200, {"access_token": "t", "token_type": "Bearer", "expires_in": "300"}, Outcome.WARN),
+        (200, {"access_token": "", "token_type": "Bearer", "expires_in": 300}, Outcome.FAIL),
+        (200, ["not", "an", "object"], Outcome.FAIL),
+        (400, {"error": "invalid_request"}, Outcome.FAIL),
+    ],
+)
+def test_token_response_rules(status: int, data: object, expected: Outcome) -> None:
+    assert judge_token_response(status, data).outcome is expected
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected", "words"),
+    [
+        (Counts(5, 25, 25), Outcome.PASS, "5 → 25 → 25"),
+        (Counts(5, 25, 45), Outcome.FAIL, "duplicates stored twice"),
+        (Counts(5, 5, 5), Outcome.WARN, "did not rise"),
+        (CountError("count URL answered HTTP 404"), Outcome.WARN, "HTTP 404"),
+        (None, Outcome.PASS, "--count-url"),
+    ],
+)
+def test_resend_rules(counts: Counts | CountError | None, expected: Outcome, words: str) -> None:
+    ok = Attempt(number=1, at=0, duration_ms=3, status=200)
+    verdict = judge_resend(ok, ok, counts, 20)
+    assert verdict.outcome is expected and words in verdict.detail
+
+
+def test_a_refused_resend_fails_whatever_the_counts() -> None:
+    ok, refused = Attempt(1, 0, 3, status=200), Attempt(1, 0, 3, status=503)
+    verdict = judge_resend(ok, refused, Counts(5, 25, 25), 20)
+    assert verdict.outcome is Outcome.FAIL and "HTTP 503" in verdict.detail
+
+
+# -- the command ----------------------------------------------------------------------------------------
+
+
+def run_command(args: list[str], env: dict[str, str]) -> Any:
+    app = typer.Typer()
+    app.command("check-endpoint")(check_endpoint)
+    return CliRunner().invoke(app, args, env={"COLUMNS": "200", **env})
+
+
+def test_the_command_renders_the_table_and_exits_by_the_outcomes(serve: Serve, tls: Tls) -> None:
+    good, broken = serve(), serve(Faults(post_fails=True))
+    env = {  # every option can come from the environment
+        "SESSIONEXPORT_CA_BUNDLE": str(tls.ca_file),
+        "SESSIONEXPORT_BASIC": f"{USER}:{PASSWORD}",
+        "SESSIONEXPORT_TIMEOUT": str(TIMEOUT),
+    }
+    passed = run_command([good.url, "--count-url", good.count_url], env)
+    assert passed.exit_code == 0, passed.output
+    assert "large bulk" in passed.output and "PASS" in passed.output and "FAIL" not in passed.output
+    assert f"{len(EVERY_CHECK)} passed, 0 warned, 0 failed" in passed.output
+
+    failed = run_command([broken.url], env)
+    assert failed.exit_code == 1, failed.output
+    assert "samples POST application/json" in failed.output and "FAIL" in failed.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["https://127.0.0.1:1/export/events", "--basic", "no-colon"],
+        ["https://127.0.0.1:1/export/events", "--token-url", "https://127.0.0.1:1/token"],
+        ["not a url"],
+        ["https://127.0.0.1:1/export/events", "--count-url", "http://127.0.0.1:1/count"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    result = run_command(args, {})
+    assert result.exit_code == 2, result.output
