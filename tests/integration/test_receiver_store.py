@@ -1,0 +1,490 @@
+"""The receiver's storage contract, run against every backend: SQLite, NDJSON files and PostgreSQL.
+
+PostgreSQL tests need a server: ``SESSIONEXPORT_TEST_DATABASE_URL``, or the local one that
+``scripts/postgres`` sets up (``scripts/test`` runs it). Without one they fail, never skip. Each
+test gets a schema of its own (``search_path`` in the URL), dropped afterwards, so runs and tests
+never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import orjson
+import psycopg
+import pytest
+from psycopg import sql
+
+from sessionexport.receiver.store import ReceivedStore, create_received_store
+from sessionexport.receiver.store.files import FilesReceivedStore, documents_file, index_file
+from sessionexport.receiver.store.postgresql import PostgresReceivedStore
+from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, Document, RequestInfo
+from sessionexport.store.base import StoreError
+from sessionexport.store.migrations import migrations_for
+
+DATABASE_URL_VARIABLE = "SESSIONEXPORT_TEST_DATABASE_URL"
+# What scripts/postgres prints on this machine; used when the variable is unset.
+LOCAL_DATABASE_URL = "postgresql://sessionexport_test:sessionexport_test@127.0.0.1:5432/sessionexport_test"
+BACKENDS = ["sqlite", "files", "postgresql"]
+
+
+# -- PostgreSQL: one server per run, one schema per test ------------------------------------------
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get(DATABASE_URL_VARIABLE) or LOCAL_DATABASE_URL
+    problem = _connection_problem(url)
+    if problem is not None:
+        source = DATABASE_URL_VARIABLE if os.environ.get(DATABASE_URL_VARIABLE) else "the default local URL"
+        pytest.fail(
+            f"PostgreSQL tests need a server, and {_redacted(url)} ({source}) is not reachable: {problem}\n"
+            f"Start one with scripts/postgres and export {DATABASE_URL_VARIABLE}=<the URL it prints>.",
+            pytrace=False,
+        )
+    return url
+
+
+def _connection_problem(url: str) -> str | None:
+    try:
+        with psycopg.connect(url, connect_timeout=5):
+            return None
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split())
+
+
+@contextmanager
+def fresh_schema(url: str) -> Iterator[str]:
+    """A new empty schema; yields a URL whose connections create and find their tables in it."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        separator = "&" if "?" in url else "?"
+        yield f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+# -- the backends -------------------------------------------------------------------------------
+@dataclass
+class Backend:
+    name: str
+    new: Callable[[], ReceivedStore]  # a store on the same place as every other one of this backend
+    folder: Path | None = None  # where the files backend keeps its files
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "postgresql":
+        with fresh_schema(request.getfixturevalue("postgres_url")) as url:
+            yield Backend("postgresql", lambda: create_received_store(tmp_path, url))
+    else:
+        storage = "files" if request.param == "files" else None
+        folder = tmp_path / "received" if storage else None
+        yield Backend(request.param, lambda: create_received_store(tmp_path, storage), folder)
+
+
+@asynccontextmanager
+async def opened(backend: Backend) -> AsyncIterator[ReceivedStore]:
+    store = backend.new()
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[ReceivedStore]:
+    async with opened(backend) as s:
+        yield s
+
+
+def request_at(at: int, **changes: object) -> RequestInfo:
+    fields: dict[str, object] = {
+        "received_at": at,
+        "method": "PUT",
+        "path": "/export/events",
+        "content_type": "application/x-ndjson",
+        "size": 1234,
+        "client": "127.0.0.1",
+    }
+    return RequestInfo(**(fields | changes))  # type: ignore[arg-type]
+
+
+def session(user: str, start: int = 1, note: str = "v1") -> Document:
+    # Odd spacing, an escape and UTF-8: any re-serialisation would change these bytes.
+    body = f'{{ "tenantId":"t1", "userSessionId":"{user}","startTime":{start}, "note":"caf\u00e9 \\"{note}\\"" }}'
+    return Document(SESSION, f"t1-{user}-{start}", body.encode(), user)
+
+
+def legacy(visit: str) -> Document:
+    return Document(LEGACY, f"legacy-v-{visit}-1", f'{{"visitId":"{visit}","startTime":1}}'.encode(), visit)
+
+
+def es_document(index: str, doc_id: str, body: bytes = b'{"a":1}') -> Document:
+    return Document(DOCUMENT, f"{index}/{doc_id}", body, None, index)
+
+
+async def bodies(store: ReceivedStore, **filters: object) -> list[bytes]:
+    return [d.body for d in await store.documents(limit=1000, **filters)]  # type: ignore[arg-type]
+
+
+async def keys(store: ReceivedStore, limit: int = 1000, **filters: object) -> list[str]:
+    return [d.key for d in await store.documents(limit=limit, **filters)]  # type: ignore[arg-type]
+
+
+# -- the contract -------------------------------------------------------------------------------
+async def test_saved_documents_read_back_byte_identical(store: ReceivedStore) -> None:
+    docs = [session("u1"), legacy("v1"), es_document("sessions-1", "x", b'{"b": [1, 2.50, "\\u00e9"]}')]
+    result = await store.save(request_at(1000, principal="alice"), docs, overwrite=False)
+    assert result.created == [True, True, True]
+    stored = await store.documents(limit=10)
+    assert [d.body for d in stored] == [d.body for d in reversed(docs)]
+    assert [(d.kind, d.key, d.user_session_id, d.index) for d in stored] == [
+        (d.kind, d.key, d.user_session_id, d.index) for d in reversed(docs)
+    ]
+    assert {(d.request_id, d.received_at) for d in stored} == {(result.request_id, 1000)}
+    [record] = await store.requests()
+    assert record.id == result.request_id
+    assert (record.principal, record.status, record.error) == ("alice", 200, None)
+    assert (record.documents, record.stored, record.duplicates) == (3, 3, 0)
+
+
+async def test_duplicates_are_kept_without_overwrite(store: ReceivedStore) -> None:
+    first = await store.save(request_at(1), [session("u1", note="first")], overwrite=False)
+    again = await store.save(request_at(2), [session("u1", note="second"), session("u2")], overwrite=False)
+    assert again.created == [False, True]
+    [kept] = await store.documents(user_session_id="u1")
+    assert (kept.body, kept.request_id) == (session("u1", note="first").body, first.request_id)
+    record = (await store.requests(limit=1))[0]
+    assert (record.id, record.documents, record.stored, record.duplicates) == (again.request_id, 2, 1, 1)
+    within = await store.save(
+        request_at(3), [session("u3", note="a"), session("u3", note="b")], overwrite=False
+    )
+    assert within.created == [True, False]
+    assert await bodies(store, user_session_id="u3") == [session("u3", note="a").body]
+    assert (await store.counts()).sessions == 3
+
+
+async def test_duplicates_are_replaced_with_overwrite(store: ReceivedStore) -> None:
+    await store.save(
+        request_at(1), [es_document("i", "1", b'{"v":1}'), es_document("i", "2")], overwrite=True
+    )
+    before = {d.key: d.seq for d in await store.documents()}
+    second = await store.save(
+        request_at(2), [es_document("i", "1", b'{"v":2}'), es_document("i", "3")], overwrite=True
+    )
+    assert second.created == [False, True]
+    stored = {d.key: d for d in await store.documents()}
+    replaced = stored["i/1"]
+    assert (replaced.body, replaced.request_id, replaced.received_at) == (b'{"v":2}', second.request_id, 2)
+    assert replaced.seq == before["i/1"]  # a replaced document keeps its place in "newest first"
+    assert await keys(store) == ["i/3", "i/2", "i/1"]
+    record = (await store.requests(limit=1))[0]
+    assert (record.stored, record.duplicates) == (1, 1)
+    within = await store.save(
+        request_at(3),
+        [es_document("i", "4", b'{"v":"a"}'), es_document("i", "4", b'{"v":"b"}')],
+        overwrite=True,
+    )
+    assert within.created == [True, False]
+    assert await bodies(store, request_id=within.request_id) == [b'{"v":"b"}']
+    assert (await store.counts()).documents == 4
+
+
+async def test_same_key_in_different_kinds_is_distinct(store: ReceivedStore) -> None:
+    key = "same-key"
+    docs = [Document(SESSION, key, b'{"s":1}', "u"), Document(LEGACY, key, b'{"l":1}', "u")]
+    docs.append(Document(DOCUMENT, key, b'{"d":1}', "u", "idx"))
+    result = await store.save(request_at(1), docs, overwrite=False)
+    assert result.created == [True, True, True]
+    for doc in docs:
+        assert await bodies(store, kind=doc.kind) == [doc.body]
+
+
+async def test_failed_save_leaves_nothing(
+    backend: Backend, store: ReceivedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.save(request_at(1), [session("u0")], overwrite=False)
+    good = [session("u1"), session("u2")]
+    with pytest.raises(StoreError):
+        await store.save(request_at(2), [*good, *poison(backend, monkeypatch)], overwrite=False)
+    monkeypatch.undo()
+    assert await bodies(store) == [session("u0").body]
+    assert [(r.received_at, r.status) for r in await store.requests()] == [(1, 200)]
+    assert (await store.counts()).sessions == 1
+    if backend.folder is not None:  # nor in the files that other tools read
+        assert lines_of(backend.folder) == [session("u0").body]
+    retried = await store.save(request_at(3), good, overwrite=False)
+    assert retried.created == [True, True]
+    await store.close()
+    async with opened(backend) as again:
+        assert await bodies(again) == [d.body for d in reversed([session("u0"), *good])]
+        assert [r.received_at for r in await again.requests()] == [3, 1]
+
+
+def poison(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> list[Document]:
+    """Make the next save fail after some of its documents were written; the documents to add to it."""
+    if backend.name != "files":
+        # NOT NULL on body: the request row and the good documents are already in the transaction.
+        return [Document(SESSION, "t1-poison-1", cast(bytes, None), "poison")]
+    calls = []
+    real_fsync = os.fsync
+
+    def fsync_failing_once_on_the_index(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the documents are written and synced; the index sync hits a disk error
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_failing_once_on_the_index)
+    return []
+
+
+async def test_refused_requests_are_recorded(store: ReceivedStore) -> None:
+    refused = await store.refuse(request_at(5, principal="mallory"), 401, "bad credentials")
+    [record] = await store.requests()
+    assert record.id == refused
+    assert (record.status, record.error, record.principal) == (401, "bad credentials", "mallory")
+    assert (record.documents, record.stored, record.duplicates) == (0, 0, 0)
+    assert await store.documents() == []
+
+
+async def test_counts(store: ReceivedStore) -> None:
+    assert (await store.counts()).as_json() == {
+        "sessions": 0,
+        "legacy": 0,
+        "documents": 0,
+        "requests": 0,
+        "refusedRequests": 0,
+    }
+    await store.save(request_at(1), [session("u1"), session("u2"), legacy("v1")], overwrite=False)
+    await store.save(request_at(2), [session("u1"), es_document("i", "1")], overwrite=False)
+    await store.refuse(request_at(3), 400, "not JSON")
+    await store.refuse(request_at(4), 413, "too large")
+    counts = await store.counts()
+    assert (counts.sessions, counts.legacy, counts.documents) == (2, 1, 1)
+    assert (counts.requests, counts.refused_requests) == (4, 2)
+
+
+async def test_documents_filter_order_and_limit(store: ReceivedStore) -> None:
+    first = await store.save(request_at(1), [session("u1", 1), session("u2", 1)], overwrite=False)
+    second = await store.save(request_at(2), [session("u1", 2), legacy("u1"), session("u3")], overwrite=False)
+    everything = await store.documents(limit=100)
+    assert [d.key for d in everything] == ["t1-u3-1", "legacy-v-u1-1", "t1-u1-2", "t1-u2-1", "t1-u1-1"]
+    seqs = [d.seq for d in everything]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 5
+    assert await keys(store, limit=2) == ["t1-u3-1", "legacy-v-u1-1"]
+    assert await keys(store, user_session_id="u1") == ["legacy-v-u1-1", "t1-u1-2", "t1-u1-1"]
+    assert await keys(store, user_session_id="u1", kind=SESSION) == ["t1-u1-2", "t1-u1-1"]
+    assert await keys(store, request_id=first.request_id) == ["t1-u2-1", "t1-u1-1"]
+    only = await keys(store, request_id=second.request_id, kind=LEGACY, user_session_id="u1")
+    assert only == ["legacy-v-u1-1"]
+    assert await store.documents(user_session_id="nobody") == []
+    assert await store.documents(kind=DOCUMENT) == []
+
+
+async def test_requests_newest_first(store: ReceivedStore) -> None:
+    ids = [(await store.save(request_at(1), [session("u1")], overwrite=False)).request_id]
+    ids.append(await store.refuse(request_at(2), 401, "no"))
+    ids.append((await store.save(request_at(3), [], overwrite=False)).request_id)
+    ids.append((await store.save(request_at(4), [session("u1")], overwrite=True)).request_id)
+    assert len(set(ids)) == 4
+    assert [r.id for r in await store.requests()] == ids[::-1]
+    assert [r.received_at for r in await store.requests(limit=2)] == [4, 3]
+    assert [(r.status, r.error) for r in await store.requests()][2] == (401, "no")
+
+
+async def test_reopening_keeps_everything_and_idempotence(backend: Backend, store: ReceivedStore) -> None:
+    await store.save(request_at(1), [session("u1"), legacy("v1")], overwrite=False)
+    await store.save(request_at(2), [es_document("i", "1", b'{"v":1}')], overwrite=True)
+    await store.save(request_at(3), [es_document("i", "1", b'{"v":2}')], overwrite=True)
+    await store.refuse(request_at(4), 403, "forbidden")
+    documents, requests, counts = await store.documents(), await store.requests(), await store.counts()
+    await store.close()
+    async with opened(backend) as again:
+        assert (await again.documents(), await again.requests(), await again.counts()) == (
+            documents,
+            requests,
+            counts,
+        )
+        result = await again.save(request_at(5), [session("u1", note="late"), session("u9")], overwrite=False)
+        assert result.created == [False, True]
+        newest = await again.documents(limit=1)
+        assert newest[0].key == "t1-u9-1" and newest[0].seq > max(d.seq for d in documents)
+        assert await bodies(again, kind=SESSION) == [session("u9").body, session("u1").body]
+        assert await again.refuse(request_at(6), 401, "x") > result.request_id
+
+
+def test_sqlite_and_postgresql_migrations_agree() -> None:
+    def names(dialect: str) -> list[tuple[int, str]]:
+        return [(m.version, m.name) for m in migrations_for(dialect, "sessionexport.receiver")]
+
+    assert names("sqlite") == names("postgresql") != []
+
+
+# -- files backend ------------------------------------------------------------------------------
+def lines_of(folder: Path) -> list[bytes]:
+    """Every line of the documents files, as another tool reading them in name order would see them."""
+    found: list[bytes] = []
+    for path in sorted(folder.glob("documents-*.ndjson")):
+        data = path.read_bytes()
+        assert data == b"" or data.endswith(b"\n"), f"{path.name} ends in a partial line"
+        found.extend(data.splitlines())
+    return found
+
+
+async def test_files_rotate_past_rotate_bytes_and_reads_see_all(tmp_path: Path) -> None:
+    folder = tmp_path / "received"
+    docs = [session(f"user-{n:03d}") for n in range(30)]
+    store = FilesReceivedStore(folder, rotate_bytes=600)
+    await store.open()
+    for n in range(0, 30, 3):
+        await store.save(request_at(n), docs[n : n + 3], overwrite=False)
+    files = sorted(folder.glob("documents-*.ndjson"))
+    assert len(files) >= 4
+    assert all(path.stat().st_size <= 600 for path in files)
+    assert lines_of(folder) == [d.body for d in docs]
+    assert await bodies(store) == [d.body for d in reversed(docs)]
+    await store.save(request_at(99), [session("user-000", note="new")], overwrite=True)
+    await store.close()
+    again = FilesReceivedStore(folder, rotate_bytes=600)
+    await again.open()
+    try:
+        assert await bodies(again, user_session_id="user-000") == [session("user-000", note="new").body]
+        assert len(await again.documents(limit=100)) == 30
+        assert (await again.save(request_at(100), docs[:3], overwrite=False)).created == [False] * 3
+    finally:
+        await again.close()
+
+
+@pytest.fixture
+def files_backend(tmp_path: Path) -> Backend:
+    return Backend("files", lambda: FilesReceivedStore(tmp_path / "received"), tmp_path / "received")
+
+
+async def saved_twice(backend: Backend) -> Path:
+    """Two saves, then closed: what the torn-file tests damage. Returns the folder."""
+    async with opened(backend) as store:
+        await store.save(request_at(1), [session("a1"), session("a2")], overwrite=False)
+        await store.save(request_at(2), [session("b1"), session("b2")], overwrite=False)
+    assert backend.folder is not None
+    return backend.folder
+
+
+async def test_files_torn_request_line_drops_that_save_whole(files_backend: Backend) -> None:
+    folder = await saved_twice(files_backend)
+    requests_file = folder / "requests.ndjson"
+    data = requests_file.read_bytes()
+    requests_file.write_bytes(data[: data.rindex(b"\n", 0, -1) + 20])  # the last line cut in the middle
+    async with opened(files_backend) as store:
+        assert await bodies(store) == [session("a2").body, session("a1").body]
+        assert [r.received_at for r in await store.requests()] == [1]
+        assert lines_of(folder) == [session("a1").body, session("a2").body]
+        assert (await store.save(request_at(3), [session("b1")], overwrite=False)).created == [True]
+    async with opened(files_backend) as store:
+        assert await bodies(store, user_session_id="b1") == [session("b1").body]
+        assert [r.received_at for r in await store.requests()] == [3, 1]
+
+
+async def test_files_partial_lines_after_a_crash_are_cut(files_backend: Backend) -> None:
+    folder = await saved_twice(files_backend)
+    sizes = {name: (folder / name).stat().st_size for name in (documents_file(1), index_file(1))}
+    with (folder / documents_file(1)).open("ab") as file:
+        file.write(session("c1").body + b"\n" + b'{"tenantId":"t1","userSess')
+    with (folder / index_file(1)).open("ab") as file:
+        file.write(b'{"seq":5,"request":3,"received_at":3,"ki')
+    async with opened(files_backend) as store:
+        assert len(await store.documents()) == 4
+        assert {name: (folder / name).stat().st_size for name in sizes} == sizes
+        assert (await store.save(request_at(3), [session("c1")], overwrite=False)).created == [True]
+    assert lines_of(folder)[-1] == session("c1").body
+
+
+async def test_files_document_cut_mid_line_is_dropped_not_fatal(files_backend: Backend) -> None:
+    folder = await saved_twice(files_backend)
+    path = folder / documents_file(1)
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])
+    async with opened(files_backend) as store:
+        assert await bodies(store) == [session(u).body for u in ("b1", "a2", "a1")]
+        assert (await store.save(request_at(3), [session("b2")], overwrite=False)).created == [True]
+    assert all(orjson.loads(line) for line in lines_of(folder))
+
+
+async def test_files_damage_before_committed_lines_refuses_to_open(files_backend: Backend) -> None:
+    folder = await saved_twice(files_backend)
+    path = folder / "requests.ndjson"
+    first, rest = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(b"#" + first[1:] + b"\n" + rest)
+    with pytest.raises(StoreError, match="damaged"):
+        await files_backend.new().open()
+
+
+async def test_files_refuse_multi_line_documents_and_a_second_writer(files_backend: Backend) -> None:
+    async with opened(files_backend) as store:
+        with pytest.raises(StoreError, match="one document per line"):
+            await store.save(
+                request_at(1), [session("u1"), Document(SESSION, "k", b'{\n"a":1}')], overwrite=False
+            )
+        assert await store.documents() == [] and await store.requests() == []
+        with pytest.raises(StoreError, match="in use"):
+            await files_backend.new().open()
+
+
+# -- PostgreSQL backend -------------------------------------------------------------------------
+async def test_postgresql_concurrent_opens_migrate_once(postgres_url: str) -> None:
+    expected = [m.version for m in migrations_for("postgresql", "sessionexport.receiver")]
+    for _ in range(5):  # a race that a missing lock loses only sometimes: give it several chances
+        with fresh_schema(postgres_url) as url:
+            stores = [PostgresReceivedStore(url) for _ in range(3)]
+            try:
+                await asyncio.gather(*(s.open() for s in stores))
+                with psycopg.connect(url) as conn:
+                    rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+                assert [row[0] for row in rows] == expected
+                await stores[0].save(request_at(1), [session("u1")], overwrite=False)
+                assert (await stores[2].counts()).sessions == 1
+            finally:
+                await asyncio.gather(*(s.close() for s in stores))
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_postgresql_unreachable_server_is_a_clear_store_error() -> None:
+    port = unused_port()
+    store = PostgresReceivedStore(f"postgresql://someone:hunter2-secret@127.0.0.1:{port}/db")
+    with pytest.raises(StoreError, match=f"cannot reach PostgreSQL at 127.0.0.1:{port}") as caught:
+        await store.open()
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(StoreError, match="not open"):
+        await store.counts()
+
+
+async def test_postgresql_wrong_password_never_leaks_it(postgres_url: str) -> None:
+    parts = urlsplit(postgres_url)
+    wrong = parts._replace(netloc=f"{parts.username}:not-the-password-42@{parts.hostname}:{parts.port}")
+    with pytest.raises(StoreError, match="cannot reach PostgreSQL") as caught:
+        await PostgresReceivedStore(urlunsplit(wrong)).open()
+    assert "not-the-password-42" not in str(caught.value)
