@@ -1,0 +1,134 @@
+"""Receiver throughput: sessions/s stored durably by `sessionexport receive`, beside the parse floor.
+
+For generated sessions of about 8 KB, in one run:
+- the parse floor: plain ``orjson.loads`` of the same lines in this process (sessions/s, MB/s);
+- receive: a real ``sessionexport receive`` process on loopback with its self-signed certificate,
+  fed exporter-sized bulks (up to 896,000 bytes) over HTTPS by a few concurrent senders; every
+  session is validated against the session model and durable (SQLite WAL, synchronous=FULL; or
+  fsync'd NDJSON files) before the 200;
+- the ratio receive / floor (target: >= 0.5).
+Rounds alternate floor and receiver (the machine is shared and noisy).
+
+Usage: python bench/receive.py [--sessions N] [--senders N] [--storage sqlite|files|postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.receiver_process import ReceiverProcess
+
+from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+
+EIGHT_KB = GeneratorOptions(kind="web", actions=(5, 6))
+MAX_BULK = 896_000
+
+
+def bulks(lines: list[bytes]) -> list[bytes]:
+    """Bodies as the exporter builds them: lines joined by newlines, each body at most 896,000 bytes."""
+    bodies, current, size = [], [], 0
+    for line in lines:
+        if current and size + len(line) + 1 > MAX_BULK:
+            bodies.append(b"\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        bodies.append(b"\n".join(current))
+    return bodies
+
+
+def parse_floor(lines: list[bytes]) -> float:
+    started = time.perf_counter()
+    for line in lines:
+        orjson.loads(line)
+    return time.perf_counter() - started
+
+
+def send_all(receiver: ReceiverProcess, bodies: list[bytes], senders: int) -> float:
+    context = ssl.create_default_context(cafile=str(receiver.ca_file))
+    queue = list(reversed(bodies))
+    lock, failures = threading.Lock(), []
+
+    def sender() -> None:
+        with httpx.Client(verify=context, timeout=60) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                response = client.put(
+                    receiver.url, content=body, headers={"Content-Type": "application/x-ndjson"}
+                )
+                if response.status_code != 200:
+                    failures.append(response.text[:200])
+
+    threads = [threading.Thread(target=sender) for _ in range(senders)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"receiver refused a bulk: {failures[0]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sessions", type=int, default=20_000)
+    parser.add_argument("--senders", type=int, default=2, help="concurrent HTTPS senders")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--storage", default="sqlite", help="sqlite (default), files, or a postgresql:// URL")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    lines = list(generate_lines(args.sessions, seed=11, options=EIGHT_KB))
+    total_mb = sum(len(line) for line in lines) / 1e6
+    bodies = bulks(lines)
+    print(
+        f"{args.sessions} sessions, avg {total_mb * 1e3 / args.sessions:.1f} KB, {len(bodies)} bulks, storage {args.storage}"
+    )
+    floors, receives = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for n in range(args.rounds):
+            floors.append(parse_floor(lines))
+            storage = [] if args.storage == "sqlite" else ["--storage", args.storage]
+            receiver = ReceiverProcess(Path(folder) / f"round-{n}", *storage).start()
+            try:
+                receives.append(send_all(receiver, bodies, args.senders))
+                counts = httpx.get(f"{receiver.base}/received/counts", verify=receiver.verify).json()
+                assert counts["sessions"] == args.sessions, counts
+            finally:
+                receiver.stop()
+            print(
+                f"  round {n + 1}: floor {args.sessions / floors[-1]:>9,.0f} sessions/s,"
+                f" receive {args.sessions / receives[-1]:>8,.0f} sessions/s, ratio {floors[-1] / receives[-1]:.2f}x"
+            )
+    floor, receive = min(floors), min(receives)
+    print(
+        f"parse floor: {args.sessions / floor:,.0f} sessions/s ({total_mb / floor:,.0f} MB/s)\n"
+        f"receive:     {args.sessions / receive:,.0f} sessions/s ({total_mb / receive:,.0f} MB/s),"
+        f" durable, over HTTPS\n"
+        f"receive / floor = {floor / receive:.2f}x best-to-best (target >= 0.5)"
+    )
+
+
+if __name__ == "__main__":
+    main()
