@@ -10,6 +10,7 @@ For generated sessions of about 8 KB, in one run:
 Rounds alternate floor and receiver (the machine is shared and noisy).
 
 Usage: python bench/receive.py [--sessions N] [--senders N] [--storage sqlite|files|postgresql://...]
+                              [--workers N]
 """
 
 from __future__ import annotations
@@ -88,6 +89,20 @@ def send_all(receiver: ReceiverProcess, bodies: list[bytes], senders: int) -> fl
     return elapsed
 
 
+def fresh(storage: str, round_number: int) -> str:
+    """PostgreSQL: an empty schema of its own for each round (counts start at zero)."""
+    if not storage.startswith("postgresql"):
+        return storage
+    import psycopg
+
+    schema = f"bench_receive_{os.getpid()}_{round_number}"
+    with psycopg.connect(storage, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in storage else "?"
+    return f"{storage}{separator}options=-csearch_path%3D{schema}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,21 +111,28 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=2, help="concurrent HTTPS senders")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--storage", default="sqlite", help="sqlite (default), files, or a postgresql:// URL")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="receiver processes (PostgreSQL scales with them)"
+    )
     args = parser.parse_args()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     lines = list(generate_lines(args.sessions, seed=11, options=EIGHT_KB))
     total_mb = sum(len(line) for line in lines) / 1e6
     bodies = bulks(lines)
+    shown = args.storage.rsplit("@", 1)[-1]  # never print credentials
     print(
-        f"{args.sessions} sessions, avg {total_mb * 1e3 / args.sessions:.1f} KB, {len(bodies)} bulks, storage {args.storage}"
+        f"{args.sessions} sessions, avg {total_mb * 1e3 / args.sessions:.1f} KB, {len(bodies)} bulks,"
+        f" storage {shown}, {args.workers} receiver process(es), {args.senders} senders"
     )
     floors, receives = [], []
     with tempfile.TemporaryDirectory() as folder:
         for n in range(args.rounds):
             floors.append(parse_floor(lines))
-            storage = [] if args.storage == "sqlite" else ["--storage", args.storage]
-            receiver = ReceiverProcess(Path(folder) / f"round-{n}", *storage).start()
+            storage = [] if args.storage == "sqlite" else ["--storage", fresh(args.storage, n)]
+            receiver = ReceiverProcess(
+                Path(folder) / f"round-{n}", *storage, "--workers", str(args.workers)
+            ).start()
             try:
                 receives.append(send_all(receiver, bodies, args.senders))
                 counts = httpx.get(f"{receiver.base}/received/counts", verify=receiver.verify).json()

@@ -15,6 +15,7 @@ from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.model.samples import doc_sample
 from sessionexport.store import Store, create_store
+from tests.support.postgres import reachable_postgres_url
 
 ALL_SCOPES = frozenset(s.value for s in tokens.Scope)
 
@@ -22,6 +23,12 @@ ALL_SCOPES = frozenset(s.value for s in tokens.Scope)
 def sample(name: str) -> bytes:
     """A documentation sample session, exactly as published (one compact JSON line)."""
     return doc_sample(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A reachable PostgreSQL server (the test fails with how to start one when there is none)."""
+    return reachable_postgres_url()
 
 
 @dataclass

@@ -21,6 +21,7 @@ from sessionexport.cli import app as cli_app
 from sessionexport.model.validation import compact
 from tests.conftest import sample
 from tests.integration.test_export_engine import Engine, export_value, sessions, until
+from tests.support.postgres import fresh_schema
 from tests.support.receiver_process import ReceiverProcess
 
 DOC_CHECK = (
@@ -392,3 +393,39 @@ def test_check_endpoint_finds_nothing_wrong_with_the_receiver(tmp_path: Path, au
         assert "re-sent bulk" in result.output and "auth: wrong credentials" in result.output
     finally:
         r.stop()
+
+
+# -- PostgreSQL storage, several processes -----------------------------------------------------------
+
+
+def test_several_receiver_processes_share_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    with fresh_schema(postgres_url) as url:
+        r = ReceiverProcess(tmp_path / "receiver", "--storage", url, "--workers", "2").start()
+        try:
+            batches = [sessions(30, seed=seed) for seed in range(1, 9)]
+
+            def send(batch: list[bytes]) -> int:
+                with httpx.Client(verify=r.verify) as client:
+                    first = client.put(r.url, content=b"\n".join(batch), headers=NDJSON)
+                    again = client.put(r.url, content=b"\n".join(batch), headers=NDJSON)
+                    assert first.status_code == again.status_code == 200
+                    return int(first.json()["stored"]) + int(again.json()["stored"])
+
+            threads_stored: list[int] = []
+            workers = [threading.Thread(target=lambda b=b: threads_stored.append(send(b))) for b in batches]
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                thread.join(60)
+            assert sum(threads_stored) == 240  # every session once, every re-send a duplicate
+            assert counts(r)["sessions"] == 240
+        finally:
+            r.stop()
+
+
+def test_files_storage_refuses_several_processes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli_app, ["receive", "--data-dir", str(tmp_path), "--storage", "files", "--workers", "2", "--http"]
+    )
+    assert result.exit_code == 2
+    assert "one process" in result.output

@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
 import pytest
-from psycopg import sql
 
 from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.receiver.store.files import FilesReceivedStore, documents_file, index_file
@@ -30,55 +28,9 @@ from sessionexport.receiver.store.postgresql import PostgresReceivedStore
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, Document, RequestInfo
 from sessionexport.store.base import StoreError
 from sessionexport.store.migrations import migrations_for
+from tests.support.postgres import fresh_schema
 
-DATABASE_URL_VARIABLE = "SESSIONEXPORT_TEST_DATABASE_URL"
-# What scripts/postgres prints on this machine; used when the variable is unset.
-LOCAL_DATABASE_URL = "postgresql://sessionexport_test:sessionexport_test@127.0.0.1:5432/sessionexport_test"
 BACKENDS = ["sqlite", "files", "postgresql"]
-
-
-# -- PostgreSQL: one server per run, one schema per test ------------------------------------------
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    url = os.environ.get(DATABASE_URL_VARIABLE) or LOCAL_DATABASE_URL
-    problem = _connection_problem(url)
-    if problem is not None:
-        source = DATABASE_URL_VARIABLE if os.environ.get(DATABASE_URL_VARIABLE) else "the default local URL"
-        pytest.fail(
-            f"PostgreSQL tests need a server, and {_redacted(url)} ({source}) is not reachable: {problem}\n"
-            f"Start one with scripts/postgres and export {DATABASE_URL_VARIABLE}=<the URL it prints>.",
-            pytrace=False,
-        )
-    return url
-
-
-def _connection_problem(url: str) -> str | None:
-    try:
-        with psycopg.connect(url, connect_timeout=5):
-            return None
-    except psycopg.Error as exc:
-        return " ".join(str(exc).split())
-
-
-@contextmanager
-def fresh_schema(url: str) -> Iterator[str]:
-    """A new empty schema; yields a URL whose connections create and find their tables in it."""
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        separator = "&" if "?" in url else "?"
-        yield f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 # -- the backends -------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,9 +29,17 @@ from starlette.routing import Route
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import RejectedBody
 from sessionexport.receiver import bulk as es
-from sessionexport.receiver.auth import Authenticator, OAuthError, Unauthorized
+from sessionexport.receiver.auth import (
+    Authenticator,
+    JwksVerifier,
+    OAuthError,
+    TokenIssuer,
+    Unauthorized,
+    load_token_key,
+    parse_pair,
+)
 from sessionexport.receiver.documents import parse_events_body
-from sessionexport.receiver.store import ReceivedStore
+from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.receiver.store.records import (
     DOCUMENT,
     LEGACY,
@@ -44,6 +54,52 @@ log = logging.getLogger(__name__)
 
 EVENTS_TYPES = ("application/json", "application/x-ndjson")
 ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
+
+
+@dataclass(frozen=True)
+class ReceiverOptions:
+    """Everything ``receive`` was told, in plain values: what worker processes rebuild their app from."""
+
+    data_dir: str
+    storage: str | None = None
+    basic: str | None = None
+    oauth_clients: tuple[str, ...] = ()
+    token_ttl: int = 300
+    jwks: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    events_path: str = "/export/events"
+    es_version: int = 8
+    bulk_fail: tuple[str, ...] = ()
+    max_body_bytes: int = 50 * 1024 * 1024
+
+    def build(self) -> ReceiverConfig:
+        """The app's configuration; raises ValueError, StoreError or OSError for bad options."""
+        data_dir = Path(self.data_dir)
+        tokens = None
+        if self.oauth_clients:
+            clients = dict(parse_pair(c, "--oauth-client") for c in self.oauth_clients)
+            tokens = TokenIssuer(clients, load_token_key(data_dir), self.token_ttl)
+        auth = Authenticator(
+            basic=parse_pair(self.basic, "--basic") if self.basic else None,
+            tokens=tokens,
+            jwks=JwksVerifier(self.jwks, self.jwt_issuer, self.jwt_audience) if self.jwks else None,
+        )
+        store = create_received_store(data_dir, self.storage)
+        faults = es.FaultPlan.parse(list(self.bulk_fail))
+        return ReceiverConfig(store, auth, self.events_path, self.es_version, faults, self.max_body_bytes)
+
+    def to_environment(self) -> str:
+        return msgspec.json.encode(self).decode()
+
+
+OPTIONS_VARIABLE = "SESSIONEXPORT_RECEIVER_OPTIONS"
+
+
+def app_from_environment() -> Starlette:
+    """The app of one of several worker processes (``receive --workers N``)."""
+    options = msgspec.json.decode(os.environ[OPTIONS_VARIABLE], type=ReceiverOptions)
+    return create_receiver_app(options.build())
 
 
 @dataclass

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sessionexport.receiver.auth import Authenticator, JwksVerifier, TokenIssuer, load_token_key, parse_pair
-from sessionexport.receiver.bulk import FaultPlan
 from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.store.base import StoreError
 
@@ -106,6 +105,15 @@ def receive(
             help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable), e.g. 429:-7$:1.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("WORKERS"),
+            min=1,
+            max=64,
+            help="Processes serving requests (SQLite or PostgreSQL storage); --bulk-fail counts per process.",
+        ),
+    ] = 1,
     max_body_mb: Annotated[
         float,
         typer.Option(
@@ -121,32 +129,41 @@ def receive(
     """
     import uvicorn
 
-    from sessionexport.receiver.app import ReceiverConfig, create_receiver_app
+    from sessionexport.receiver.app import OPTIONS_VARIABLE, ReceiverOptions, create_receiver_app
 
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key go together")
+    if workers > 1 and storage == "files":
+        _fail("--storage files is written by one process: use --workers 1, SQLite or PostgreSQL")
+    options = ReceiverOptions(
+        str(data_dir),
+        storage,
+        basic,
+        tuple(oauth_client or ()),
+        token_ttl,
+        jwks,
+        jwt_issuer,
+        jwt_audience,
+        events_path,
+        es_version,
+        tuple(bulk_fail or ()),
+        int(max_body_mb * 1024 * 1024),
+    )
     try:
-        auth = Authenticator(
-            basic=parse_pair(basic, "--basic") if basic else None,
-            tokens=TokenIssuer(
-                dict(parse_pair(c, "--oauth-client") for c in oauth_client),
-                load_token_key(data_dir),
-                token_ttl,
-            )
-            if oauth_client
-            else None,
-            jwks=JwksVerifier(jwks, jwt_issuer, jwt_audience) if jwks else None,
-        )
-        faults = FaultPlan.parse(bulk_fail or [])
-        store = create_received_store(data_dir, storage)
+        config = options.build()  # also checks the options before any worker starts
     except (ValueError, StoreError, OSError) as exc:
         _fail(str(exc))
-    config = ReceiverConfig(store, auth, events_path, es_version, faults, int(max_body_mb * 1024 * 1024))
     cert_file, key_file = (None, None) if http else _tls_files(data_dir, tls_cert, tls_key)
     where = f"{'http' if http else 'https'}://{host}:{port}"
     err.print(f"receiving on {where}{events_path}  (_bulk: {where}/_bulk, data: {data_dir})")
+    served: Any = create_receiver_app(config)
+    if workers > 1:
+        os.environ[OPTIONS_VARIABLE] = options.to_environment()
+        served = "sessionexport.receiver.app:app_from_environment"
     uvicorn.run(
-        create_receiver_app(config),
+        served,
+        factory=workers > 1,
+        workers=workers,
         host=host,
         port=port,
         log_config=None,
