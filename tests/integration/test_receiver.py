@@ -7,6 +7,7 @@ import asyncio
 import random
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import httpx
 import orjson
 import pytest
 from elasticsearch import Elasticsearch, helpers
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
 from typer.testing import CliRunner
 
 from sessionexport.cli import app as cli_app
@@ -429,3 +432,30 @@ def test_files_storage_refuses_several_processes(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "one process" in result.output
+
+
+def test_bearer_jwts_of_an_external_issuer(tmp_path: Path) -> None:
+    key = RSAKey.generate_key(2048, parameters={"kid": "issuer-1"})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(orjson.dumps(KeySet([key]).as_dict(private=False)).decode())
+    options = ["--jwks", str(jwks), "--jwt-issuer", "https://idp.test", "--jwt-audience", "sessions"]
+    r = ReceiverProcess(tmp_path / "receiver", *options).start()
+    try:
+        now = int(time.time())
+
+        def bearer(**claims: object) -> dict[str, str]:
+            base = {"sub": "exporter-svc", "iss": "https://idp.test", "aud": "sessions", "exp": now + 300}
+            token = jwt.encode({"alg": "RS256", "kid": "issuer-1"}, {**base, **claims}, key)
+            return {**NDJSON, "Authorization": f"Bearer {token}"}
+
+        line = sessions(1, seed=5)[0]
+        assert httpx.put(r.url, content=line, headers=bearer(), verify=r.verify).status_code == 200
+        for wrong in (bearer(aud="elsewhere"), bearer(exp=now - 10), bearer(iss="https://evil.test"), NDJSON):
+            response = httpx.put(r.url, content=line, headers=wrong, verify=r.verify)
+            assert response.status_code == 401 and "Bearer" in response.headers["WWW-Authenticate"]
+        records = httpx.get(f"{r.base}/received/requests", headers=bearer(), verify=r.verify).json()[
+            "requests"
+        ]
+        assert [rec["principal"] for rec in records] == ["exporter-svc"]
+    finally:
+        r.stop()
