@@ -43,6 +43,10 @@ class ExportStatus(BaseModel):
     backlog: int = Field(description="Sessions in the log after the position")
     lagSeconds: float | None = Field(description="Age of the oldest session not yet decided")
     deliveredSessions: int
+    failedSessions: int = Field(
+        description="Sessions kept as dead letters (failed bulks, rejected documents)"
+    )
+    retriedItems: int = Field(description="Elasticsearch items sent again after a 429 or 5xx item answer")
     lastSuccess: int | None
     lastError: str | None
     lastErrorAt: int | None
@@ -102,6 +106,8 @@ async def export_status(request: Request, objectId: str) -> Response:
             "backlog": backlog,
             "lagSeconds": round((now - first_at) / 1000, 3) if first_at is not None else None,
             "deliveredSessions": cursor.delivered if cursor else 0,
+            "failedSessions": cursor.failed if cursor else 0,
+            "retriedItems": cursor.retried if cursor else 0,
             "lastSuccess": cursor.last_success_at if cursor else None,
             "lastError": cursor.last_error if cursor else None,
             "lastErrorAt": cursor.last_error_at if cursor else None,

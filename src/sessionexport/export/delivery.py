@@ -10,6 +10,7 @@ A 401 with OAuth drops the cached token and retries at once, within the same att
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ import httpx
 from sessionexport.clock import now_ms
 from sessionexport.export.auth import Credentials, TokenError, describe_transport_error
 from sessionexport.export.config import ExportConfig
+from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
 
 TIMEOUT_TITLE = "Request timeout"
 
@@ -33,6 +35,10 @@ class Attempt:
     error: str | None = None
     timed_out: bool = False
     token_failure: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300 and self.error is None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -75,32 +81,51 @@ class Sender:
         self._credentials = credentials
         self._sleep = sleep
 
-    async def send(self, body: bytes, retries: int | None = None, content_type: str | None = None) -> Outcome:
-        tuning = self.config.tuning
-        retries = tuning.retries if retries is None else retries
+    async def send(
+        self,
+        body: bytes,
+        retries: int | None = None,
+        content_type: str | None = None,
+        items: int | None = None,
+    ) -> Outcome:
+        """Send one body until a 2xx or out of attempts (1 + ``retries``). With ``items`` (an
+        Elasticsearch bulk of that many documents), a 2xx counts only when every item succeeded."""
+        retries = self.config.tuning.retries if retries is None else retries
         outcome = Outcome(delivered=False)
         for number in range(1, retries + 2):
             if number > 1:
-                await self._sleep(
-                    backoff_seconds(number - 1, tuning.backoffSeconds, tuning.backoffMaxSeconds)
-                )
-            attempt = await self._attempt(number, body, content_type or self.config.content_type)
+                await self.backoff(number - 1)
+            attempt, answer = await self.attempt(number, body, content_type, read_answer=items is not None)
+            if attempt.ok and items is not None:
+                attempt = _every_item_ok(attempt, answer, items)
             outcome.attempts.append(attempt)
-            if attempt.status is not None and 200 <= attempt.status < 300:
+            if attempt.ok:
                 outcome.delivered, outcome.status = True, attempt.status
                 break
         return outcome
 
-    async def _attempt(self, number: int, body: bytes, content_type: str) -> Attempt:
+    async def backoff(self, retry: int) -> None:
+        tuning = self.config.tuning
+        await self._sleep(backoff_seconds(retry, tuning.backoffSeconds, tuning.backoffMaxSeconds))
+
+    async def attempt(
+        self, number: int, body: bytes, content_type: str | None = None, *, read_answer: bool = False
+    ) -> tuple[Attempt, bytes]:
+        """One request (a 401 with OAuth refreshes the token and tries once more); the answer's body
+        is read only when asked for (Elasticsearch's per-item results)."""
         started, at = time.perf_counter(), now_ms()
 
-        def done(**kwargs: object) -> Attempt:
-            return Attempt(number, at, int((time.perf_counter() - started) * 1000), **kwargs)  # type: ignore[arg-type]
+        def done(answer: bytes = b"", **kwargs: object) -> tuple[Attempt, bytes]:
+            took = int((time.perf_counter() - started) * 1000)
+            return Attempt(number, at, took, **kwargs), answer  # type: ignore[arg-type]
 
         refreshed = False
         while True:
             try:
-                headers = {"Content-Type": content_type, **await self._credentials.headers()}
+                headers = {
+                    "Content-Type": content_type or self.config.content_type,
+                    **await self._credentials.headers(),
+                }
             except TokenError as exc:
                 return done(error=f"OAuth token: {exc}", token_failure=True)
             try:
@@ -111,16 +136,29 @@ class Sender:
                     headers=headers,
                     timeout=self.config.tuning.timeoutSeconds,
                 )
+                try:
+                    answer = await response.aread() if read_answer else b""
+                finally:
+                    await response.aclose()
             except httpx.TimeoutException:
                 return done(error=f"no answer within {self.config.tuning.timeoutSeconds:g} s", timed_out=True)
             except httpx.HTTPError as exc:
                 return done(error=describe_transport_error(exc))
-            await response.aclose()
             if response.status_code == 401 and not refreshed and await self._credentials.refresh():
                 refreshed = True
                 continue
             error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-            return done(status=response.status_code, error=error)
+            return done(answer, status=response.status_code, error=error)
+
+
+def _every_item_ok(attempt: Attempt, answer: bytes, items: int) -> Attempt:
+    try:
+        failed = [item for item in item_outcomes(answer, items) if not item.ok]
+    except BulkResponseError as exc:
+        return dataclasses.replace(attempt, error=str(exc))
+    if not failed:
+        return attempt
+    return dataclasses.replace(attempt, error=f"{len(failed)} item(s) failed, first: {failed[0].describe()}")
 
 
 def backoff_seconds(retry: int, base: float, cap: float) -> float:

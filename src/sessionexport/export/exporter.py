@@ -18,14 +18,15 @@ from dataclasses import dataclass
 
 from sessionexport.clock import now_ms
 from sessionexport.export.batching import Batcher, Bulk
+from sessionexport.export.bulk_delivery import BulkResult, deliver_bulk
 from sessionexport.export.config import ExportConfig
-from sessionexport.export.delivery import Outcome, Sender
+from sessionexport.export.delivery import Attempt, Outcome, Sender
 from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier, wait_for_at_most
 from sessionexport.export.zones import Zone
 from sessionexport.store import Store
-from sessionexport.store.records import LogEntry, NewDeadLetter
+from sessionexport.store.records import BulkDecision, LogEntry, NewDeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,8 @@ class _Chunk:
 @dataclass
 class _InFlight:
     bulk: Bulk
-    body: bytes
     position: int  # where the cursor may move once this bulk and all before it are decided
-    task: asyncio.Task[Outcome]
+    task: asyncio.Task[BulkResult]
 
 
 class Exporter:
@@ -135,9 +135,9 @@ class Exporter:
         Decisions (cursor, dead letters, alerts) are recorded in log order by ``_decide_in_order``
         while the next bulk is already being sent: the store stays off the sending path.
         """
-        body = bulk_body(bulk.entries, self.config.send_direct)
-        task = asyncio.create_task(self.sender.send(body), name=f"deliver {self.export_id} {bulk.first_seq}")
-        flight = _InFlight(bulk, body, position, task)
+        delivery = deliver_bulk(self.sender, bulk.entries, self.config.send_direct)
+        task = asyncio.create_task(delivery, name=f"deliver {self.export_id} {bulk.first_seq}")
+        flight = _InFlight(bulk, position, task)
         self._sending.append(flight)
         await self._until_decider(self._deciding.put(flight))  # bounded: waits when deciding lags
         while self._sending and (
@@ -169,55 +169,85 @@ class Exporter:
                 self._deciding.task_done()
 
     async def _decide(self, flight: _InFlight) -> None:
-        outcome = await flight.task
+        result = await flight.task
         now = self.clock()
-        self._observe(outcome)
-        if outcome.delivered:
-            await self.store.record_delivery(self.export_id, flight.position, len(flight.bulk.entries), now)
+        self._observe(result.attempts)
+        letters = self._dead_letters(result, now)
+        decision = BulkDecision(len(result.delivered), result.retried, tuple(letters))
+        ids = await self.store.record_bulk(self.export_id, flight.position, decision, now)
+        self._count(result, decision)
+        if result.complete:
             if self._alerting:
                 await self.store.close_alerts(self.export_id, "delivery", now)
                 await self.store.close_alerts(self.export_id, "token", now)
                 self._alerting = False
-            self.metrics.sessions.labels(self.export_id).inc(len(flight.bulk.entries))
-            self.metrics.bytes.labels(self.export_id).inc(len(flight.body))
-            self.metrics.bulks.labels(self.export_id, "delivered").inc()
             return
-        await self.dead_letter(flight, outcome, now)
-
-    async def dead_letter(self, flight: _InFlight, outcome: Outcome, now: int) -> None:
-        entries = flight.bulk.entries
-        letter = NewDeadLetter(
-            export_id=self.export_id,
-            created_at=now,
-            first_seq=flight.bulk.first_seq,
-            last_seq=flight.bulk.last_seq,
-            sessions=[(e.tenant_id, e.user_session_id, e.start_time) for e in entries],
-            content_type=self.config.content_type,
-            body=flight.body,
-            reason=outcome.alert_title,
-            attempts=[a.as_json() for a in outcome.attempts],
-        )
-        letter_id = await self.store.record_dead_letter(letter, flight.position)
-        self.metrics.bulks.labels(self.export_id, "dead_lettered").inc()
-        log.warning(
-            "export %s: bulk of %d session(s) (seq %d-%d) failed %d attempt(s): %s; kept as dead letter %d",
-            self.export_id,
-            len(entries),
-            letter.first_seq,
-            letter.last_seq,
-            len(outcome.attempts),
-            outcome.alert_title,
-            letter_id,
-        )
+        for letter, letter_id in zip(letters, ids, strict=True):
+            log.warning(
+                "export %s: %d session(s) (seq %d-%d) kept as dead letter %d: %s",
+                self.export_id,
+                len(letter.sessions),
+                letter.first_seq,
+                letter.last_seq,
+                letter_id,
+                letter.reason,
+            )
         if not self.config.disable_notification:
             self._alerting = True
+            await self._raise_alert(result, now)
+
+    def _dead_letters(self, result: BulkResult, now: int) -> list[NewDeadLetter]:
+        """One for the sessions that failed whole, one per session Elasticsearch rejected."""
+        attempts = [a.as_json() for a in result.attempts]
+        letters = []
+        if result.unsent:
+            letters.append(self._letter(result.unsent, result.failure().alert_title, attempts, now))
+        for rejected in result.rejected:
+            reason = f"Rejected by Elasticsearch: {rejected.item.describe()}"
+            letters.append(self._letter([rejected.entry], reason, attempts, now))
+        return letters
+
+    def _letter(
+        self, entries: list[LogEntry], reason: str, attempts: list[dict[str, object]], now: int
+    ) -> NewDeadLetter:
+        return NewDeadLetter(
+            export_id=self.export_id,
+            created_at=now,
+            first_seq=entries[0].seq,
+            last_seq=entries[-1].seq,
+            sessions=[(e.tenant_id, e.user_session_id, e.start_time) for e in entries],
+            content_type=self.config.content_type,
+            body=bulk_body(entries, self.config.send_direct),
+            reason=reason,
+            attempts=attempts,
+        )
+
+    async def _raise_alert(self, result: BulkResult, now: int) -> None:
+        if result.unsent:
+            outcome = result.failure()
             kind = "token" if outcome.last.token_failure else "delivery"
             await self.store.raise_alert(
                 self.export_id, kind, outcome.alert_title, _alert_message(outcome), now
             )
+        if result.rejected:
+            first = result.rejected[0].item
+            title = f"Request failed: {len(result.rejected)} session(s) rejected by Elasticsearch ({first.error_type})"
+            message = f"Each was kept as a dead letter; the first: {first.describe()}"
+            await self.store.raise_alert(self.export_id, "delivery", title, message, now)
 
-    def _observe(self, outcome: Outcome) -> None:
-        for attempt in outcome.attempts:
+    def _count(self, result: BulkResult, decision: BulkDecision) -> None:
+        labels = self.metrics
+        labels.sessions.labels(self.export_id).inc(decision.delivered)
+        labels.bytes.labels(self.export_id).inc(result.delivered_bytes)
+        labels.failed.labels(self.export_id).inc(decision.failed)
+        labels.retried.labels(self.export_id).inc(decision.retried)
+        outcome = (
+            "delivered" if result.complete else "partly_delivered" if result.delivered else "dead_lettered"
+        )
+        labels.bulks.labels(self.export_id, outcome).inc()
+
+    def _observe(self, attempts: list[Attempt]) -> None:
+        for attempt in attempts:
             self.metrics.attempt_seconds.labels(self.export_id).observe(attempt.duration_ms / 1000)
             result = "ok" if attempt.error is None else "timeout" if attempt.timed_out else "error"
             self.metrics.attempts.labels(self.export_id, result).inc()

@@ -17,9 +17,21 @@ class ExportMetrics:
         self.bytes = Counter(
             "sessionexport_bytes_delivered", "Request body bytes delivered", labels, registry=self.registry
         )
+        self.failed = Counter(
+            "sessionexport_sessions_failed",
+            "Sessions kept as dead letters (whole bulks, or documents Elasticsearch rejected)",
+            labels,
+            registry=self.registry,
+        )
+        self.retried = Counter(
+            "sessionexport_items_retried",
+            "Elasticsearch items sent again after a 429 or 5xx item answer",
+            labels,
+            registry=self.registry,
+        )
         self.bulks = Counter(
             "sessionexport_bulks",
-            "Bulks by outcome (delivered, dead_lettered)",
+            "Bulks by outcome (delivered, partly_delivered, dead_lettered)",
             [*labels, "outcome"],
             registry=self.registry,
         )
@@ -56,6 +68,8 @@ class ExportMetrics:
         for metric in (
             self.sessions,
             self.bytes,
+            self.failed,
+            self.retried,
             self.attempt_seconds,
             self.backlog,
             self.lag,

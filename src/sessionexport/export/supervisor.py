@@ -201,7 +201,8 @@ class ExportSupervisor:
         async with self.client() as client:
             sender = self.sender(config, client)
             for letter in letters:
-                outcome = await sender.send(letter.body, content_type=letter.content_type)
+                items = len(letter.sessions) if config.send_direct else None
+                outcome = await sender.send(letter.body, content_type=letter.content_type, items=items)
                 await self.store.finish_replay(
                     letter.id, [a.as_json() for a in outcome.attempts], outcome.delivered, now_ms()
                 )

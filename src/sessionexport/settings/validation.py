@@ -269,6 +269,13 @@ def _check_elasticsearch_direct(walk: _Walk, value: dict[str, Any]) -> None:
             "endpointDefinition.usePost",
             "must be true when sending directly to Elasticsearch (_bulk takes POST)",
         )
+    url = str(endpoint.get("endpointUrl", "")).strip()
+    if url and not urlsplit(url).path.rstrip("/").endswith("/_bulk"):
+        walk.add(
+            "endpointDefinition.endpointUrl",
+            "must be the cluster's bulk API when sending directly to Elasticsearch,"
+            " e.g. https://es.example.com:9200/_bulk (or /<index>/_bulk)",
+        )
 
 
 _SCHEMA_CHECKS: dict[str, tuple[Callable[[_Walk, dict[str, Any]], None], ...]] = {

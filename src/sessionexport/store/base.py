@@ -12,10 +12,10 @@ from typing import Protocol
 from sessionexport.store.records import (
     Alert,
     AppendResult,
+    BulkDecision,
     Cursor,
     DeadLetter,
     LogEntry,
-    NewDeadLetter,
     NewSession,
     SettingsRecord,
     StoredSession,
@@ -112,14 +112,12 @@ class Store(Protocol):
     async def backlog(self, after_seq: int) -> tuple[int, int | None]:
         """(sessions after ``after_seq``, received_at of the first of them or None)."""
 
-    async def record_delivery(self, export_id: str, position: int, sessions: int, now: int) -> None:
-        """A bulk was delivered: move the cursor, count the sessions, note the success."""
+    async def record_bulk(self, export_id: str, position: int, decision: BulkDecision, now: int) -> list[int]:
+        """A bulk was decided: keep its dead letters, count its sessions, move the cursor, all in one
+        transaction; return the dead letters' ids."""
 
     async def record_skip(self, export_id: str, position: int, now: int) -> None:
         """Sessions up to ``position`` were filtered out: move the cursor only."""
-
-    async def record_dead_letter(self, letter: NewDeadLetter, position: int) -> int:
-        """Keep a failed bulk and move the cursor past it, in one transaction; return its id."""
 
     async def record_error(self, export_id: str, message: str, now: int) -> None:
         """Note a failed attempt (the cursor stays)."""

@@ -89,6 +89,8 @@ class Cursor:
     last_error_at: int | None = None
     last_error: str | None = None
     delivered: int = 0
+    failed: int = 0  # sessions dead-lettered
+    retried: int = 0  # Elasticsearch items sent again after a 429 / 5xx
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,19 @@ class NewDeadLetter:
     body: bytes
     reason: str
     attempts: list[dict[str, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkDecision:
+    """What became of one bulk: delivered sessions, retried items, and the dead letters of the rest."""
+
+    delivered: int
+    retried: int = 0
+    letters: tuple[NewDeadLetter, ...] = ()
+
+    @property
+    def failed(self) -> int:
+        return sum(len(letter.sessions) for letter in self.letters)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from sessionexport.store.base import TooManyObjects, VersionConflict
 from sessionexport.store.records import (
     Alert,
     AppendResult,
+    BulkDecision,
     Cursor,
     DeadLetter,
     LogEntry,
@@ -310,15 +311,6 @@ class SQLiteStore:
 
         return await self._read(select)
 
-    async def record_delivery(self, export_id: str, position: int, sessions: int, now: int) -> None:
-        await self._write(
-            lambda c: c.execute(
-                "UPDATE export_cursors SET position = max(position, ?), delivered = delivered + ?,"
-                " last_success_at = ?, updated_at = ? WHERE export_id = ?",
-                (position, sessions, now, now, export_id),
-            )
-        )
-
     async def record_skip(self, export_id: str, position: int, now: int) -> None:
         await self._write(
             lambda c: c.execute(
@@ -327,32 +319,32 @@ class SQLiteStore:
             )
         )
 
-    async def record_dead_letter(self, letter: NewDeadLetter, position: int) -> int:
-        def insert(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "INSERT INTO dead_letters (export_id, created_at, first_seq, last_seq, session_count, sessions,"
-                " content_type, body, reason, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    async def record_bulk(self, export_id: str, position: int, decision: BulkDecision, now: int) -> list[int]:
+        def record(conn: sqlite3.Connection) -> list[int]:
+            ids = [_insert_dead_letter(conn, letter) for letter in decision.letters]
+            conn.execute(
+                "UPDATE export_cursors SET position = max(position, ?), delivered = delivered + ?,"
+                " failed = failed + ?, retried = retried + ?, updated_at = ?,"
+                " last_success_at = CASE WHEN ? > 0 THEN ? ELSE last_success_at END WHERE export_id = ?",
                 (
-                    letter.export_id,
-                    letter.created_at,
-                    letter.first_seq,
-                    letter.last_seq,
-                    len(letter.sessions),
-                    orjson.dumps(letter.sessions),
-                    letter.content_type,
-                    letter.body,
-                    letter.reason,
-                    orjson.dumps(letter.attempts),
+                    position,
+                    decision.delivered,
+                    decision.failed,
+                    decision.retried,
+                    now,
+                    decision.delivered,
+                    now,
+                    export_id,
                 ),
             )
-            conn.execute(
-                "UPDATE export_cursors SET position = max(position, ?), last_error_at = ?, last_error = ?,"
-                " updated_at = ? WHERE export_id = ?",
-                (position, letter.created_at, letter.reason, letter.created_at, letter.export_id),
-            )
-            return int(cursor.lastrowid or 0)
+            if decision.letters:
+                conn.execute(
+                    "UPDATE export_cursors SET last_error_at = ?, last_error = ? WHERE export_id = ?",
+                    (now, decision.letters[-1].reason, export_id),
+                )
+            return ids
 
-        return await self._write(insert)
+        return await self._write(record)
 
     async def record_error(self, export_id: str, message: str, now: int) -> None:
         await self._write(
@@ -454,7 +446,7 @@ class SQLiteStore:
         return await self._read(select)
 
 
-_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered"
+_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered, failed, retried"
 _DEAD_LETTER_ROW = (
     "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
     " replayed_at"
@@ -486,6 +478,26 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
         tuple(orjson.loads(apps)),
         body,
     )
+
+
+def _insert_dead_letter(conn: sqlite3.Connection, letter: NewDeadLetter) -> int:
+    cursor = conn.execute(
+        "INSERT INTO dead_letters (export_id, created_at, first_seq, last_seq, session_count, sessions,"
+        " content_type, body, reason, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            letter.export_id,
+            letter.created_at,
+            letter.first_seq,
+            letter.last_seq,
+            len(letter.sessions),
+            orjson.dumps(letter.sessions),
+            letter.content_type,
+            letter.body,
+            letter.reason,
+            orjson.dumps(letter.attempts),
+        ),
+    )
+    return int(cursor.lastrowid or 0)
 
 
 def _cursor(conn: sqlite3.Connection, export_id: str) -> Cursor | None:

@@ -1,0 +1,111 @@
+"""Delivering one bulk of sessions: what was delivered, what was rejected item by item, what failed whole.
+
+attempt ──2xx──▶ plain endpoint: every session delivered
+   │             Elasticsearch: per item ─ ok ──────────▶ delivered
+   │                                     ├ 429 / 5xx ───▶ sent again (only those) in the next attempt
+   │                                     └ other ───────▶ rejected (a dead letter per session)
+   ├─413 (more than one session)──▶ split in halves, each delivered on its own
+   └─other failure──▶ backoff, next attempt ... out of attempts ──▶ failed whole (one dead letter)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sessionexport.export.config import SendDirect
+from sessionexport.export.delivery import Attempt, Outcome, Sender
+from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome, item_outcomes
+from sessionexport.export.formats import bulk_body
+from sessionexport.store.records import LogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    entry: LogEntry
+    item: ItemOutcome
+
+
+@dataclass
+class BulkResult:
+    delivered: list[LogEntry] = field(default_factory=list)
+    delivered_bytes: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    unsent: list[LogEntry] = field(default_factory=list)  # failed whole, every attempt
+    retried: int = 0  # items sent again after a 429 / 5xx
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.rejected and not self.unsent
+
+    def failure(self) -> Outcome:
+        """The whole-request failure of ``unsent``, as the alert and dead letter describe it."""
+        return Outcome(delivered=False, attempts=list(self.attempts))
+
+
+async def deliver_bulk(
+    sender: Sender, entries: Sequence[LogEntry], direct: SendDirect | None, retries: int | None = None
+) -> BulkResult:
+    result = BulkResult()
+    await _deliver(
+        sender, list(entries), direct, result, sender.config.tuning.retries if retries is None else retries
+    )
+    return result
+
+
+async def _deliver(
+    sender: Sender, pending: list[LogEntry], direct: SendDirect | None, result: BulkResult, retries: int
+) -> None:
+    items: list[tuple[LogEntry, ItemOutcome]] = []  # the retryable items of the last attempt
+    for number in range(1, retries + 2):
+        if number > 1:
+            await sender.backoff(number - 1)
+        body = bulk_body(pending, direct)
+        attempt, answer = await sender.attempt(number, body, read_answer=direct is not None)
+        if attempt.status == 413 and len(pending) > 1:
+            result.attempts.append(attempt)
+            half = len(pending) // 2
+            await _deliver(sender, pending[:half], direct, result, retries)
+            await _deliver(sender, pending[half:], direct, result, retries)
+            return
+        if attempt.ok and direct is not None:
+            attempt, items = _read_items(attempt, answer, pending, result)
+        result.attempts.append(attempt)
+        if not attempt.ok:
+            items = []
+            continue
+        if direct is None:
+            result.delivered += pending
+            result.delivered_bytes += len(body)
+            return
+        if not items:
+            return
+        pending = [entry for entry, _ in items]
+        if number <= retries:
+            result.retried += len(pending)
+    if items:  # still busy after the last attempt: final for these items too
+        result.rejected += [Rejected(entry, item) for entry, item in items]
+    else:
+        result.unsent += pending
+
+
+def _read_items(
+    attempt: Attempt, answer: bytes, pending: list[LogEntry], result: BulkResult
+) -> tuple[Attempt, list[tuple[LogEntry, ItemOutcome]]]:
+    """Sort a 2xx Elasticsearch answer's items: delivered and rejected into ``result``; return the retryable."""
+    try:
+        outcomes = item_outcomes(answer, len(pending))
+    except BulkResponseError as exc:
+        return dataclasses.replace(attempt, error=str(exc)), []
+    retry = []
+    for entry, item in zip(pending, outcomes, strict=True):
+        if item.ok:
+            result.delivered.append(entry)
+            result.delivered_bytes += len(entry.body)
+        elif item.retryable:
+            retry.append((entry, item))
+        else:
+            result.rejected.append(Rejected(entry, item))
+    return attempt, retry
