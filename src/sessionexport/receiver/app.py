@@ -285,11 +285,11 @@ async def _bulk(request: Request) -> Response:
     try:
         body = await _read_body(request, config.max_body_bytes)
     except _TooLarge:
-        error = es.BulkRequestError(
+        too_large = es.BulkRequestError(
             "http_content_too_long", f"request body over {config.max_body_bytes} bytes", 413
         )
-        await config.store.refuse(_request_info(request, 0, principal), 413, error.reason)
-        return _es_response(request, error.as_json(), 413)
+        await config.store.refuse(_request_info(request, 0, principal), 413, too_large.reason)
+        return _es_response(request, too_large.as_json(), 413)
     info = _request_info(request, len(body), principal)
     try:
         operations = es.parse_bulk(body, request.path_params.get("index"), config.es_version)
