@@ -14,6 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from sessionexport import __version__, tokens
+from sessionexport.cli_options import (
+    DEFAULT_DATA_DIR,
+    AllowHttpLoopback,
+    CaBundle,
+    DatabaseUrl,
+    DataDir,
+    SecretKey,
+    env,
+)
 from sessionexport.clock import now_ms
 from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
 from sessionexport.logs import configure_logging
@@ -37,57 +46,6 @@ secrets_app = typer.Typer(
 app.add_typer(secrets_app, name="secrets")
 
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _env(name: str) -> str:
-    return f"SESSIONEXPORT_{name}"
-
-
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        envvar=_env("DATA_DIR"),
-        help="Directory of the embedded database and keys.",
-        file_okay=False,
-    ),
-]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar=_env("DATABASE_URL"),
-        help="Database URL; default: SQLite in the data directory.",
-    ),
-]
-SecretKey = Annotated[
-    str | None,
-    typer.Option(
-        "--secret-key",
-        envvar=_env("SECRET_KEY"),
-        show_default=False,
-        help="Fernet key(s), comma-separated, newest first; default: secret.key in the data directory.",
-    ),
-]
-CaBundle = Annotated[
-    Path | None,
-    typer.Option(
-        "--ca-bundle",
-        envvar=_env("CA_BUNDLE"),
-        exists=True,
-        dir_okay=False,
-        show_default=False,
-        help="Extra CA certificates (PEM) trusted for export and token endpoints.",
-    ),
-]
-AllowHttpLoopback = Annotated[
-    bool,
-    typer.Option(
-        envvar=_env("ALLOW_HTTP_LOOPBACK"),
-        help="Accept http:// export and token URLs on loopback (local development only).",
-    ),
-]
-DEFAULT_DATA_DIR = Path("data")
 
 
 def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
@@ -120,7 +78,7 @@ def _main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     log_format: Annotated[
-        str, typer.Option(envvar=_env("LOG_FORMAT"), help="text, or json (one object per line).")
+        str, typer.Option(envvar=env("LOG_FORMAT"), help="text, or json (one object per line).")
     ] = "text",
 ) -> None:
     if log_format not in ("text", "json"):
@@ -131,24 +89,24 @@ def _main(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option(envvar=env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=env("PORT"), help="Port to listen on.")] = 8080,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,
     max_body_bytes: Annotated[
         int,
         typer.Option(
-            envvar=_env("MAX_BODY_BYTES"), min=1024, help="Largest accepted request body; larger gets 413."
+            envvar=env("MAX_BODY_BYTES"), min=1024, help="Largest accepted request body; larger gets 413."
         ),
     ] = DEFAULT_MAX_BODY_BYTES,
     retention_days: Annotated[
-        float, typer.Option(envvar=_env("RETENTION_DAYS"), min=0.001, help="Days a session stays in the log.")
+        float, typer.Option(envvar=env("RETENTION_DAYS"), min=0.001, help="Days a session stays in the log.")
     ] = DEFAULT_RETENTION_DAYS,
     secret_key: SecretKey = None,
     allow_http_loopback: AllowHttpLoopback = False,
     ca_bundle: CaBundle = None,
     exporters: Annotated[
-        bool, typer.Option(envvar=_env("EXPORTERS"), help="Run the exporters in this process (see `worker`).")
+        bool, typer.Option(envvar=env("EXPORTERS"), help="Run the exporters in this process (see `worker`).")
     ] = True,
 ) -> None:
     """Serve the API (and the exporters) on the embedded default, or on --database-url."""
@@ -209,11 +167,11 @@ def worker(
 
 @tokens_app.command("create")
 def tokens_create(
-    name: Annotated[str, typer.Option(envvar=_env("NAME"), help="What the token is for.")],
+    name: Annotated[str, typer.Option(envvar=env("NAME"), help="What the token is for.")],
     scopes: Annotated[
         str,
         typer.Option(
-            envvar=_env("SCOPES"), help="Comma-separated scopes: " + ", ".join(s.value for s in tokens.Scope)
+            envvar=env("SCOPES"), help="Comma-separated scopes: " + ", ".join(s.value for s in tokens.Scope)
         ),
     ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -303,12 +261,12 @@ def ingest(
     database_url: DatabaseUrl = None,
     batch_size: Annotated[
         int,
-        typer.Option(envvar=_env("BATCH_SIZE"), min=1, max=10_000, help="Sessions stored per transaction."),
+        typer.Option(envvar=env("BATCH_SIZE"), min=1, max=10_000, help="Sessions stored per transaction."),
     ] = 1000,
     rejects: Annotated[
         Path | None,
         typer.Option(
-            envvar=_env("REJECTS"), help="Write refused lines here, unchanged, to fix and re-ingest."
+            envvar=env("REJECTS"), help="Write refused lines here, unchanged, to fix and re-ingest."
         ),
     ] = None,
 ) -> None:
@@ -334,18 +292,16 @@ def ingest(
 
 @app.command()
 def generate(
-    count: Annotated[int, typer.Option(envvar=_env("COUNT"), min=1, help="How many sessions.")] = 100,
-    seed: Annotated[int, typer.Option(envvar=_env("SEED"), help="Same seed, same sessions.")] = 1,
-    kind: Annotated[
-        str, typer.Option(envvar=_env("KIND"), help="web, mobile, synthetic or mixed.")
-    ] = "mixed",
+    count: Annotated[int, typer.Option(envvar=env("COUNT"), min=1, help="How many sessions.")] = 100,
+    seed: Annotated[int, typer.Option(envvar=env("SEED"), help="Same seed, same sessions.")] = 1,
+    kind: Annotated[str, typer.Option(envvar=env("KIND"), help="web, mobile, synthetic or mixed.")] = "mixed",
     actions: Annotated[
-        str, typer.Option(envvar=_env("ACTIONS"), help="User actions per session, MIN-MAX.")
+        str, typer.Option(envvar=env("ACTIONS"), help="User actions per session, MIN-MAX.")
     ] = "1-12",
     end: Annotated[
         str | None,
         typer.Option(
-            envvar=_env("END"), help="Sessions end before this UTC time (ISO 8601); default: today 00:00."
+            envvar=env("END"), help="Sessions end before this UTC time (ISO 8601); default: today 00:00."
         ),
     ] = None,
     output: Annotated[
@@ -353,7 +309,7 @@ def generate(
         typer.Option(
             "--output",
             "-o",
-            envvar=_env("OUTPUT"),
+            envvar=env("OUTPUT"),
             help="NDJSON file to write ('-' for standard output).",
             allow_dash=True,
         ),
@@ -415,7 +371,14 @@ def _register_receiver_toolkit() -> None:
     app.command("check-endpoint")(check_endpoint)
 
 
+def _register_export_commands() -> None:
+    from sessionexport.export.cli import export_app
+
+    app.add_typer(export_app, name="export")
+
+
 _register_receiver_toolkit()
+_register_export_commands()
 
 
 def main() -> None:

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from sessionexport.api.errors import ApiError
+from sessionexport.api.errors import Violation as ApiViolation
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
+from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
 from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
-from sessionexport.store.records import Alert, DeadLetter
+from sessionexport.store.records import Alert, DeadLetter, LogEntry
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2", tags=["Exports"])
+NDJSON_MEDIA = "application/x-ndjson"
 metrics_router = APIRouter(tags=["Metrics"])
 
 Reader = Depends(require(Scope.SETTINGS_READ))
@@ -58,6 +63,24 @@ class ReplayRequest(BaseModel):
     ids: list[int] | None = Field(None, description="Dead letters to replay; all pending ones when omitted")
 
 
+class ExportValue(BaseModel):
+    value: dict[str, Any] = Field(
+        description="An export configuration value (schema builtin:elasticsearch.user-session-export-settings-v2),"
+        " saved or not"
+    )
+
+
+class TestResult(BaseModel):
+    success: bool
+    statusCode: int | None = Field(description="HTTP status of the (last) request; null when none came back")
+    responseTimeMs: int | None
+    error: str | None = Field(description="Why the test failed: HTTP status, timeout, credentials, TLS, ...")
+    sessionsSent: int
+    itemErrors: list[dict[str, Any]] = Field(
+        description="Sessions Elasticsearch rejected: userSessionId, status, type, reason"
+    )
+
+
 class MoveRequest(BaseModel):
     start: Literal["now", "oldest"] | int = Field(
         description="'now' (skip the backlog), 'oldest' (everything in retention), or an epoch-ms time:"
@@ -75,6 +98,130 @@ async def _config(settings: SettingsService, export_id: str) -> ExportConfig:
     if record is None or record.schema_id != EXPORT_SCHEMA:
         raise ApiError(404, f"No user session export with objectId {export_id!r}")
     return export_config(export_id, settings.plain_value(record))
+
+
+async def _value_config(
+    settings: SettingsService, value: dict[str, Any], *, secrets_needed: bool
+) -> ExportConfig:
+    normalized, violations = await settings.check_export_value(value, secrets_needed=secrets_needed)
+    if violations:
+        raise ApiError(
+            400,
+            f"Invalid export configuration: {len(violations)} constraint violation(s)",
+            [ApiViolation(f"value.{v.path}", v.message) for v in violations],
+        )
+    return export_config("unsaved", normalized)
+
+
+async def _sample(request: Request, config: ExportConfig, status_when_none: int = 404) -> list[LogEntry]:
+    store, settings, _ = _objects(request)
+    try:
+        return await sample_entries(store, await export_zone(settings, config), now_ms())
+    except NoSessions as exc:
+        raise ApiError(status_when_none, str(exc)) from None
+
+
+def _download(body: bytes, media_type: str, filename: str) -> Response:
+    return Response(
+        body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
+
+
+@router.post(
+    "/exports/test",
+    summary="Test an export configuration",
+    description="Sends up to 50 sessions from the last 7 days exactly as the exporter would (format, method,"
+    " authentication, timeout; one attempt) and reports the outcome. The value need not be saved; its"
+    " secrets must be entered again. 400 for an invalid value (e.g. an http:// URL) or when there are no"
+    " sessions to send.",
+    response_model=TestResult,
+    dependencies=[Manager],
+    responses={**_ERRORS, 400: {"description": "Invalid value, or no sessions in the last 7 days"}},
+)
+async def test_export(request: Request, body: ExportValue) -> Response:
+    _, settings, supervisor = _objects(request)
+    config = await _value_config(settings, body.value, secrets_needed=True)
+    entries = await _sample(request, config, status_when_none=400)
+    async with supervisor.client() as client:
+        result = await run_test_export(supervisor.sender(config, client), entries)
+    return OrjsonResponse(result.as_json())
+
+
+_SAMPLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    200: {
+        "description": "The body the export would send (JSON lines)",
+        "content": {"application/x-ndjson": {}},
+    },
+    404: {"description": "No such export, or no sessions from the last 7 days"},
+}
+
+
+@router.get(
+    "/exports/{objectId}/sample",
+    summary="Download sample export data",
+    description="Up to 50 sessions from the last 7 days in exactly the format the export sends"
+    " (with Elasticsearch action lines when sending directly).",
+    dependencies=[Reader],
+    response_class=Response,
+    responses=_SAMPLE_RESPONSES,
+)
+async def sample_of_export(request: Request, objectId: str) -> Response:
+    _, settings, _ = _objects(request)
+    config = await _config(settings, objectId)
+    body = sample_body(config, await _sample(request, config))
+    return _download(body, NDJSON_MEDIA, f"sample-{objectId}.ndjson")
+
+
+@router.post(
+    "/exports/sample",
+    summary="Download sample export data for an unsaved configuration",
+    dependencies=[Reader],
+    response_class=Response,
+    responses={**_SAMPLE_RESPONSES, 400: {"description": "Invalid value"}},
+)
+async def sample_of_value(request: Request, body: ExportValue) -> Response:
+    _, settings, _ = _objects(request)
+    config = await _value_config(settings, body.value, secrets_needed=False)
+    return _download(sample_body(config, await _sample(request, config)), NDJSON_MEDIA, "sample.ndjson")
+
+
+MappingForm = Annotated[
+    Literal["mapping", "index"],
+    Query(
+        description="mapping: the mapping download; index: the body of PUT /<indexName> that creates the index"
+    ),
+]
+
+
+def _mapping_response(config: ExportConfig, form: str, name: str) -> Response:
+    doc_type = config.send_direct.doc_type if config.send_direct else None
+    document = index_creation(doc_type) if form == "index" else mapping(doc_type)
+    return _download(orjson.dumps(document, option=orjson.OPT_INDENT_2), "application/json", f"{name}.json")
+
+
+@router.get(
+    "/exports/{objectId}/mapping",
+    summary="Download the Elasticsearch mapping",
+    description="Generated from the session model; wrapped in the document type when one is set.",
+    dependencies=[Reader],
+    responses=_ERRORS,
+)
+async def mapping_of_export(request: Request, objectId: str, form: MappingForm = "mapping") -> Response:
+    _, settings, _ = _objects(request)
+    return _mapping_response(await _config(settings, objectId), form, f"mapping-{objectId}")
+
+
+@router.post(
+    "/exports/mapping",
+    summary="Download the Elasticsearch mapping for an unsaved configuration",
+    dependencies=[Reader],
+    responses={**_ERRORS, 400: {"description": "Invalid value"}},
+)
+async def mapping_of_value(request: Request, body: ExportValue, form: MappingForm = "mapping") -> Response:
+    _, settings, _ = _objects(request)
+    config = await _value_config(settings, body.value, secrets_needed=False)
+    return _mapping_response(config, form, "mapping")
 
 
 @router.get(

@@ -242,6 +242,28 @@ class SettingsService:
             changed += 1
         return changed
 
+    async def check_export_value(
+        self, value: Any, *, secrets_needed: bool
+    ) -> tuple[dict[str, Any], list[Violation]]:
+        """An export value that is not (necessarily) saved, for the test export, sample data and
+        mapping. The test export sends, so its secrets must be entered again (as Dynatrace asks:
+        they are never sent back); sample data and mapping send nothing and need none."""
+        schema = SCHEMAS[EXPORT_SCHEMA]
+        if not secrets_needed and isinstance(value, dict):
+            value = copy.deepcopy(value)
+            for path in secret_paths(schema):
+                if _parent_is_object(value, path) and _get(value, path) in (None, "", secrets.MASK):
+                    _set(value, path, "not-needed")
+        normalized, violations = await self._validate(schema, value, exclude=None)
+        if secrets_needed:
+            violations += [
+                Violation(
+                    v.path, "enter the secret again to test the export (stored secrets are never sent back)"
+                )
+                for v in _secrets_entered(schema, normalized)
+            ]
+        return normalized, violations
+
     # -- helpers -----------------------------------------------------------------------------
     async def _validate(
         self, schema: dict[str, Any], value: Any, exclude: str | None

@@ -109,6 +109,11 @@ class Store(Protocol):
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` sessions after ``after_seq``, in seq order."""
 
+    async def recent_log(
+        self, received_since: int, limit: int, before_seq: int | None = None
+    ) -> list[LogEntry]:
+        """Up to ``limit`` sessions that joined the log at or after ``received_since``, newest first."""
+
     async def backlog(self, after_seq: int) -> tuple[int, int | None]:
         """(sessions after ``after_seq``, received_at of the first of them or None)."""
 

@@ -301,6 +301,20 @@ class SQLiteStore:
 
         return await self._read(select)
 
+    async def recent_log(
+        self, received_since: int, limit: int, before_seq: int | None = None
+    ) -> list[LogEntry]:
+        def select(conn: sqlite3.Connection) -> list[LogEntry]:
+            rows = conn.execute(
+                "SELECT seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type,"
+                " country, applications, body FROM sessions WHERE received_at >= :since"
+                " AND (:before IS NULL OR seq < :before) ORDER BY seq DESC LIMIT :limit",
+                {"since": received_since, "before": before_seq, "limit": limit},
+            ).fetchall()
+            return [_log_entry(row) for row in rows]
+
+        return await self._read(select)
+
     async def backlog(self, after_seq: int) -> tuple[int, int | None]:
         def select(conn: sqlite3.Connection) -> tuple[int, int | None]:
             (count,) = conn.execute("SELECT count(*) FROM sessions WHERE seq > ?", (after_seq,)).fetchone()

@@ -1,0 +1,59 @@
+"""Options shared by the commands (every option can also be set as ``SESSIONEXPORT_<OPTION>``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def env(name: str) -> str:
+    return f"SESSIONEXPORT_{name}"
+
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar=env("DATA_DIR"),
+        help="Directory of the embedded database and keys.",
+        file_okay=False,
+    ),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar=env("DATABASE_URL"),
+        help="Database URL; default: SQLite in the data directory.",
+    ),
+]
+SecretKey = Annotated[
+    str | None,
+    typer.Option(
+        "--secret-key",
+        envvar=env("SECRET_KEY"),
+        show_default=False,
+        help="Fernet key(s), comma-separated, newest first; default: secret.key in the data directory.",
+    ),
+]
+CaBundle = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-bundle",
+        envvar=env("CA_BUNDLE"),
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+        help="Extra CA certificates (PEM) trusted for export and token endpoints.",
+    ),
+]
+AllowHttpLoopback = Annotated[
+    bool,
+    typer.Option(
+        envvar=env("ALLOW_HTTP_LOOPBACK"),
+        help="Accept http:// export and token URLs on loopback (local development only).",
+    ),
+]
+DEFAULT_DATA_DIR = Path("data")

@@ -1,0 +1,202 @@
+"""``sessionexport export test|sample|mapping``: what an export would send, from the command line.
+
+They work on the data directory (or --database-url) directly, like ``tokens``: no server needed.
+A configuration is given as its value (a JSON file, ``-`` for stdin; the ``value`` of a settings
+object) or, for sample and mapping, as the objectId of a saved one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+
+from sessionexport.cli_options import (
+    DEFAULT_DATA_DIR,
+    AllowHttpLoopback,
+    CaBundle,
+    DatabaseUrl,
+    DataDir,
+    SecretKey,
+)
+from sessionexport.clock import now_ms
+from sessionexport.export.config import ExportConfig, export_config
+from sessionexport.export.metrics import ExportMetrics
+from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
+from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.model.mapping import index_creation, mapping
+from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import SecretKeyError, load_secret_box
+from sessionexport.store import Store, StoreError, create_store
+
+export_app = typer.Typer(
+    help="Test an export configuration, download its sample data or its Elasticsearch mapping.",
+    no_args_is_help=True,
+)
+err = Console(stderr=True, soft_wrap=True)
+
+ValueFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--value",
+        show_default=False,
+        help="JSON file with the configuration's value (- for stdin), saved or not.",
+        allow_dash=True,
+    ),
+]
+ObjectId = Annotated[
+    str | None,
+    typer.Option("--object-id", show_default=False, help="objectId of a saved export configuration."),
+]
+
+
+class _Refused(Exception):
+    pass
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _read_value(path: Path) -> Any:
+    raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Refused(f"{path}: not JSON: {exc}") from None
+
+
+async def _config(
+    settings: SettingsService, value_file: Path | None, object_id: str | None, *, secrets_needed: bool
+) -> ExportConfig:
+    if (value_file is None) == (object_id is None):
+        raise _Refused("give either --value FILE or --object-id ID")
+    if object_id is not None:
+        record = await settings.get(object_id)
+        if record is None or record.schema_id != EXPORT_SCHEMA:
+            raise _Refused(f"no user session export with objectId {object_id!r}")
+        return export_config(object_id, settings.plain_value(record))
+    assert value_file is not None
+    value = _read_value(value_file)
+    normalized, violations = await settings.check_export_value(value, secrets_needed=secrets_needed)
+    if violations:
+        raise _Refused("invalid configuration:\n" + "\n".join(f"  {v.path}: {v.message}" for v in violations))
+    return export_config("unsaved", normalized)
+
+
+def _with_services(
+    data_dir: Path,
+    database_url: str | None,
+    secret_key: str | None,
+    allow_http_loopback: bool,
+    work: Any,
+) -> Any:
+    async def main() -> Any:
+        store: Store = create_store(data_dir, database_url)
+        await store.open()
+        try:
+            box = load_secret_box(data_dir, secret_key)
+            return await work(store, SettingsService(store, box, allow_http_loopback=allow_http_loopback))
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except (_Refused, NoSessions, StoreError, SecretKeyError) as exc:
+        _fail(str(exc))
+
+
+@export_app.command("test")
+def export_test(
+    value: ValueFile = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    secret_key: SecretKey = None,
+    ca_bundle: CaBundle = None,
+    allow_http_loopback: AllowHttpLoopback = False,
+) -> None:
+    """Send up to 50 sessions of the last 7 days as the export would (one attempt) and print the outcome.
+
+    The value's secrets must be entered (stored ones are never read back for a test). Prints the
+    result as JSON: success, statusCode, responseTimeMs, error, sessionsSent, itemErrors. Exits 1
+    when the test failed, 2 when it could not run (invalid value, no sessions).
+    """
+
+    async def work(store: Store, settings: SettingsService) -> dict[str, Any]:
+        config = await _config(settings, value, None, secrets_needed=True)
+        entries = await sample_entries(store, await export_zone(settings, config), now_ms())
+        supervisor = ExportSupervisor(store, settings, LogNotifier(), ExportMetrics(), ca_bundle=ca_bundle)
+        async with supervisor.client() as client:
+            return (await run_test_export(supervisor.sender(config, client), entries)).as_json()
+
+    result = _with_services(data_dir, database_url, secret_key, allow_http_loopback, work)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if not result["success"]:
+        raise typer.Exit(1)
+
+
+@export_app.command("sample")
+def export_sample(
+    value: ValueFile = None,
+    object_id: ObjectId = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", show_default=False, help="Write here instead of stdout.")
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    secret_key: SecretKey = None,
+) -> None:
+    """Up to 50 sessions of the last 7 days exactly as the export would send them (JSON lines)."""
+
+    async def work(store: Store, settings: SettingsService) -> bytes:
+        config = await _config(settings, value, object_id, secrets_needed=False)
+        return sample_body(config, await sample_entries(store, await export_zone(settings, config), now_ms()))
+
+    body: bytes = _with_services(data_dir, database_url, secret_key, False, work)
+    if output is None:
+        sys.stdout.buffer.write(body)
+    else:
+        output.write_bytes(body)
+        lines = body.count(b"\n")
+        err.print(f"{lines} line(s) written to {output}")
+
+
+@export_app.command("mapping")
+def export_mapping(
+    value: ValueFile = None,
+    object_id: ObjectId = None,
+    doc_type: Annotated[
+        str | None,
+        typer.Option(
+            show_default=False, help="Document type to wrap the mapping in (without a configuration)."
+        ),
+    ] = None,
+    index_body: Annotated[
+        bool, typer.Option("--index-body", help="Print the body of PUT /<index> that creates the index.")
+    ] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    secret_key: SecretKey = None,
+) -> None:
+    """The Elasticsearch mapping of exported sessions, generated from the session model.
+
+    With --value or --object-id it reflects that configuration (its document type); without, the
+    plain mapping (or wrapped in --doc-type).
+    """
+    if value is not None or object_id is not None:
+
+        async def work(store: Store, settings: SettingsService) -> str | None:
+            config = await _config(settings, value, object_id, secrets_needed=False)
+            return config.send_direct.doc_type if config.send_direct else None
+
+        doc_type = _with_services(data_dir, database_url, secret_key, False, work)
+    document = index_creation(doc_type) if index_body else mapping(doc_type)
+    print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
