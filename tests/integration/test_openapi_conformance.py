@@ -77,3 +77,20 @@ def test_settings_routes_conform_to_their_openapi(
 ) -> None:
     url, token = live_server
     case.call_and_validate(base_url=url, headers={"Authorization": f"Api-Token {token}"}, checks=CHECKS)
+
+
+# Export routes that send nothing anywhere (the test export and replays reach real endpoints).
+export_schema = schemathesis.openapi.from_dict(
+    create_app(ServerConfig(data_dir=Path(tempfile.mkdtemp()))).openapi()
+).include(
+    path_regex=r"^/api/v2/(exports/(sample|mapping)|exports/\{objectId\}/(sample|mapping|status|deadletters)|alerts)$"
+)
+
+
+@export_schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_export_routes_conform_to_their_openapi(
+    case: schemathesis.Case, live_server: tuple[str, str]
+) -> None:
+    url, token = live_server
+    case.call_and_validate(base_url=url, headers={"Authorization": f"Api-Token {token}"}, checks=CHECKS)
