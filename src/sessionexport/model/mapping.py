@@ -10,6 +10,7 @@ without norms. Nothing here is a hand-kept copy: a field added to the model is m
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import msgspec.inspect as mi
@@ -39,13 +40,13 @@ def session_properties() -> dict[str, Any]:
 def mapping(doc_type: str | None = None) -> dict[str, Any]:
     """The download: ``{"mappings": ...}``, wrapped in the type name when a document type is set
     (Elasticsearch 6, or 7 with ``include_type_name=true``)."""
-    body = {"dynamic_templates": DYNAMIC_TEMPLATES, "properties": session_properties()}
+    body = {"dynamic_templates": copy.deepcopy(DYNAMIC_TEMPLATES), "properties": session_properties()}
     return {"mappings": {doc_type: body} if doc_type else body}
 
 
 def index_creation(doc_type: str | None = None) -> dict[str, Any]:
     """The body of ``PUT /<index>`` that creates the index with this mapping."""
-    return {"settings": INDEX_SETTINGS, **mapping(doc_type)}
+    return {"settings": copy.deepcopy(INDEX_SETTINGS), **mapping(doc_type)}
 
 
 def _properties(struct: mi.StructType) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def _field_mapping(kind: mi.Type) -> dict[str, Any]:
     if isinstance(kind, mi.StructType):
         return {"type": "object", "properties": _properties(kind)}
     if isinstance(kind, mi.UnionType):
-        return _DATE_TEXT_OR_MS  # text or epoch ms: the only union of the model (date properties)
+        return dict(_DATE_TEXT_OR_MS)  # text or epoch ms: the only union of the model (date properties)
     return _scalar(kind)
 
 
