@@ -965,6 +965,15 @@ INVALID_VALUES: list[tuple[str, dict[str, Any], str, str]] = [
         "true",
     ),
     (
+        "sendDirect to an endpoint that is not _bulk",
+        export_value(
+            endpoint={"contentType": "application/x-ndjson", "usePost": True},
+            send_direct={"active": True, "indexName": "sessions"},
+        ),
+        "endpointDefinition.endpointUrl",
+        "/_bulk",
+    ),
+    (
         "unknown management zone",
         export_value(behavior={"managementZone": "no-such-zone"}),
         "exportBehavior.managementZone",
