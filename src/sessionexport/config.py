@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from sessionexport.ingest.sessionizer import SessionizerSettings
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_RETENTION_DAYS = 7.0
@@ -20,7 +22,8 @@ class ServerConfig:
     secret_keys: str | None = None  # comma-separated Fernet keys, newest first; default: data_dir/secret.key
     allow_http_loopback: bool = False  # accept http:// endpoints on loopback (local development only)
     ca_bundle: Path | None = None  # extra CA certificates trusted for export and token endpoints
-    run_exporters: bool = True
+    run_exporters: bool = True  # and the sessionizer's sweeps: the process that does background work
+    sessionizer: SessionizerSettings = field(default_factory=SessionizerSettings)
 
     @property
     def retention_ms(self) -> int:

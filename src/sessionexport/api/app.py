@@ -11,12 +11,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sessionexport import __version__
-from sessionexport.api import exports, health, settings, usersessions
+from sessionexport.api import exports, health, rum, settings, usersessions
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
 from sessionexport.config import ServerConfig
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.ingest.assembly import Sessionizer
 from sessionexport.retention import run_retention
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.secrets import load_secret_box
@@ -38,8 +39,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         tasks = [
             asyncio.create_task(run_retention(store, config.retention_ms, config.retention_check_seconds))
         ]
-        if config.run_exporters:
+        if config.run_exporters:  # the process with the background work also completes sessions
             tasks.append(asyncio.create_task(supervisor.run(), name="exports"))
+            tasks.append(asyncio.create_task(app.state.sessionizer.run(), name="sessionizer"))
         try:
             yield
         finally:
@@ -73,11 +75,13 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     )
     settings_service.on_change = supervisor.poke
     app.state.settings = settings_service
+    app.state.sessionizer = Sessionizer(store, app.state.notifier, config.sessionizer)
     app.state.exports = supervisor
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
     app.include_router(usersessions.router)
+    app.include_router(rum.router)
     app.include_router(settings.router)
     app.include_router(exports.router)
     app.include_router(exports.metrics_router)

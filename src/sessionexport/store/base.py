@@ -13,10 +13,14 @@ from sessionexport.store.records import (
     Alert,
     AppendResult,
     BulkDecision,
+    CompletedPart,
     Cursor,
     DeadLetter,
+    EventsResult,
     LogEntry,
+    NewEvent,
     NewSession,
+    OpenSession,
     SettingsRecord,
     StoredSession,
     TokenRecord,
@@ -61,6 +65,20 @@ class Store(Protocol):
 
     async def count_between(self, after_seq: int, up_to_seq: int) -> int:
         """Sessions with after_seq < seq <= up_to_seq."""
+
+    # -- RUM events and open sessions --------------------------------------------------------
+    async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
+        """Keep events (all in one transaction); their sessions are looked at again at ``check_at``."""
+
+    async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
+        """Open sessions to look at now (``check_at`` passed), with their events."""
+
+    async def complete_part(self, part: CompletedPart, received_at: int) -> AppendResult:
+        """In one transaction: append the completed session to the log, drop the events it used,
+        note how far the session is completed and when to look at it again."""
+
+    async def purge_events(self, received_before: int) -> int:
+        """Drop events and open-session rows nothing arrived for since ``received_before``."""
 
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None: ...

@@ -137,3 +137,45 @@ class Alert:
     last_seen_at: int
     occurrences: int
     closed_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A validated RUM event about to be kept until its session is complete."""
+
+    tenant_id: str
+    session_id: str
+    event_id: str
+    ts: int
+    kind: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventsResult:
+    accepted: int
+    duplicates: int
+    late: int  # for a part already completed: counted, not kept
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    tenant_id: str
+    session_id: str
+    part: int  # parts completed so far
+    split: bool  # a limit already split this session into parts
+    events: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedPart:
+    """What the sessionizer decided for an open session: the session it became (None: nothing
+    yet), the events that went into it, and when to look at the session again."""
+
+    tenant_id: str
+    session_id: str
+    session: NewSession | None
+    consumed: tuple[str, ...]  # event ids
+    completed_until: int | None
+    split: bool
+    check_at: int | None

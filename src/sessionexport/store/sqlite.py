@@ -19,11 +19,15 @@ from sessionexport.store.records import (
     Alert,
     AppendResult,
     BulkDecision,
+    CompletedPart,
     Cursor,
     DeadLetter,
+    EventsResult,
     LogEntry,
     NewDeadLetter,
+    NewEvent,
     NewSession,
+    OpenSession,
     SettingsRecord,
     StoredSession,
     TokenRecord,
@@ -54,35 +58,8 @@ class SQLiteStore:
 
     # -- session log -------------------------------------------------------------------------
     async def append_sessions(self, sessions: Sequence[NewSession], received_at: int) -> AppendResult:
-        rows = [
-            (
-                s.tenant_id,
-                s.user_session_id,
-                s.start_time,
-                s.end_time,
-                received_at,
-                s.user_id,
-                s.user_type,
-                s.application_type,
-                s.country,
-                orjson.dumps(s.applications),
-                len(s.body),
-                s.body,
-            )
-            for s in sessions
-        ]
-
-        def insert(conn: sqlite3.Connection) -> AppendResult:
-            accepted = 0
-            # Many rows per statement: sqlite3 releases and re-takes the GIL around every step, so
-            # one step per row would make the writer queue behind the event loop once per row.
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start : start + _ROWS_PER_INSERT]
-                cursor = conn.execute(_insert_sessions(len(chunk)), [v for row in chunk for v in row])
-                accepted += cursor.rowcount
-            return AppendResult(accepted=accepted, duplicates=len(rows) - accepted)
-
-        return await self._write(insert)
+        rows = _session_rows(sessions, received_at)
+        return await self._write(lambda conn: _append(conn, rows))
 
     async def recent_sessions(
         self, *, user_session_id: str | None = None, before_seq: int | None = None, limit: int = 100
@@ -124,6 +101,104 @@ class SQLiteStore:
             return conn.execute("DELETE FROM sessions WHERE received_at < ?", (received_before,)).rowcount
 
         return await self._write(delete)
+
+    # -- RUM events and open sessions --------------------------------------------------------
+    async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
+        def add(conn: sqlite3.Connection) -> EventsResult:
+            accepted = duplicates = late = 0
+            for e in events:
+                row = conn.execute(
+                    "SELECT completed_until FROM open_sessions WHERE tenant_id = ? AND session_id = ?",
+                    (e.tenant_id, e.session_id),
+                ).fetchone()
+                if row and row[0] is not None and e.ts <= row[0] and e.kind != "attributes":
+                    late += 1
+                    continue
+                inserted = conn.execute(
+                    "INSERT INTO rum_events (tenant_id, session_id, event_id, ts, kind, body, received_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (e.tenant_id, e.session_id, e.event_id, e.ts, e.kind, e.body, now),
+                ).rowcount
+                if not inserted:
+                    duplicates += 1
+                    continue
+                accepted += 1
+                conn.execute(
+                    "INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (tenant_id, session_id) DO UPDATE SET last_arrival = excluded.last_arrival,"
+                    " check_at = excluded.check_at",
+                    (e.tenant_id, e.session_id, now, check_at),
+                )
+            return EventsResult(accepted, duplicates, late)
+
+        return await self._write(add)
+
+    async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
+        def select(conn: sqlite3.Connection) -> list[OpenSession]:
+            due = conn.execute(
+                "SELECT tenant_id, session_id, part, split FROM open_sessions"
+                " WHERE check_at IS NOT NULL AND check_at <= ? ORDER BY check_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [
+                OpenSession(
+                    tenant,
+                    session,
+                    part,
+                    bool(split),
+                    [
+                        body
+                        for (body,) in conn.execute(
+                            "SELECT body FROM rum_events WHERE tenant_id = ? AND session_id = ?",
+                            (tenant, session),
+                        )
+                    ],
+                )
+                for tenant, session, part, split in due
+            ]
+
+        return await self._read(select)
+
+    async def complete_part(self, part: CompletedPart, received_at: int) -> AppendResult:
+        rows = _session_rows([part.session], received_at) if part.session else []
+
+        def complete(conn: sqlite3.Connection) -> AppendResult:
+            result = _append(conn, rows) if rows else AppendResult(0, 0)
+            for start in range(0, len(part.consumed), 500):
+                chunk = part.consumed[start : start + 500]
+                conn.execute(
+                    f"DELETE FROM rum_events WHERE tenant_id = ? AND session_id = ?"
+                    f" AND event_id IN ({','.join('?' * len(chunk))})",
+                    (part.tenant_id, part.session_id, *chunk),
+                )
+            conn.execute(
+                "UPDATE open_sessions SET part = part + :parts, split = :split, check_at = :check_at,"
+                " completed_until = CASE WHEN :until IS NULL THEN completed_until"
+                " ELSE max(coalesce(completed_until, :until), :until) END"
+                " WHERE tenant_id = :tenant AND session_id = :session",
+                {
+                    "parts": 1 if rows else 0,
+                    "split": int(part.split),
+                    "check_at": part.check_at,
+                    "until": part.completed_until,
+                    "tenant": part.tenant_id,
+                    "session": part.session_id,
+                },
+            )
+            return result
+
+        return await self._write(complete)
+
+    async def purge_events(self, received_before: int) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            stale = "SELECT tenant_id, session_id FROM open_sessions WHERE last_arrival < ?"
+            dropped = conn.execute(
+                f"DELETE FROM rum_events WHERE (tenant_id, session_id) IN ({stale})", (received_before,)
+            ).rowcount
+            conn.execute("DELETE FROM open_sessions WHERE last_arrival < ?", (received_before,))
+            return int(dropped)
+
+        return await self._write(purge)
 
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None:
@@ -492,6 +567,37 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
         tuple(orjson.loads(apps)),
         body,
     )
+
+
+def _session_rows(sessions: Sequence[NewSession], received_at: int) -> list[tuple[Any, ...]]:
+    return [
+        (
+            s.tenant_id,
+            s.user_session_id,
+            s.start_time,
+            s.end_time,
+            received_at,
+            s.user_id,
+            s.user_type,
+            s.application_type,
+            s.country,
+            orjson.dumps(s.applications),
+            len(s.body),
+            s.body,
+        )
+        for s in sessions
+    ]
+
+
+def _append(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> AppendResult:
+    accepted = 0
+    # Many rows per statement: sqlite3 releases and re-takes the GIL around every step, so one
+    # step per row would make the writer queue behind the event loop once per row.
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        cursor = conn.execute(_insert_sessions(len(chunk)), [v for row in chunk for v in row])
+        accepted += cursor.rowcount
+    return AppendResult(accepted=accepted, duplicates=len(rows) - accepted)
 
 
 def _insert_dead_letter(conn: sqlite3.Connection, letter: NewDeadLetter) -> int:

@@ -1,0 +1,67 @@
+"""``POST /api/v2/rum/events``: RUM events in; the sessionizer turns them into completed sessions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from sessionexport.api.errors import ApiError, Violation
+from sessionexport.api.rendering import OrjsonResponse
+from sessionexport.api.security import require
+from sessionexport.api.usersessions import read_limited_body
+from sessionexport.ingest.documents import NDJSON, RejectedBody
+from sessionexport.ingest.events import parse_events
+from sessionexport.model.events import EVENT_TYPES
+from sessionexport.tokens import Scope
+
+router = APIRouter(prefix="/api/v2/rum", tags=["RUM events"])
+
+
+class EventsResult(BaseModel):
+    accepted: int
+    duplicates: int = Field(description="Events already received (same tenantId, sessionId, eventId)")
+    late: int = Field(description="Events for a part of the session that was already completed: not kept")
+
+
+@router.post(
+    "/events",
+    summary="Ingest RUM events",
+    description=(
+        f"Body: `{NDJSON}`, one event per line, of type {', '.join(f'`{t}`' for t in EVENT_TYPES)}; each names"
+        " its session (`tenantId`, `sessionId`), has an `eventId` unique within it and a `timestamp` (epoch"
+        " ms). Events may come in any order, late or twice. The request is kept whole or not at all; sessions"
+        " are completed by the documented rules (end event, inactivity, 6 h, 200 actions) and join the"
+        " session log like ingested ones."
+    ),
+    response_model=EventsResult,
+    responses={
+        400: {"description": "Invalid events: each problem with its line and field path; nothing kept"},
+        401: {"description": "Missing, invalid or revoked token"},
+        403: {"description": "The token lacks the required scope"},
+        413: {"description": "Body larger than the server's limit"},
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {NDJSON: {"schema": {"type": "string"}}}}},
+    dependencies=[Depends(require(Scope.SESSIONS_INGEST))],
+)
+async def ingest_events(request: Request) -> OrjsonResponse:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != NDJSON:
+        message = f"unsupported content type {media_type or '(none)'!r}: use {NDJSON}"
+        raise ApiError(400, message, [Violation("Content-Type", message, "HEADER")])
+    body = await read_limited_body(request, request.app.state.config.max_body_bytes)
+    try:
+        received = parse_events(body)
+    except RejectedBody as exc:
+        violations = [Violation(p.path, p.message, location=p.location) for p in exc.problems]
+        raise ApiError(
+            400, f"{len(exc.problems)} problem(s) in the request body; nothing was kept", violations
+        ) from None
+    result = await request.app.state.sessionizer.accept(received)
+    answer: dict[str, Any] = {
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "late": result.late,
+    }
+    return OrjsonResponse(answer)

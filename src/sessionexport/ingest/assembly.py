@@ -1,0 +1,135 @@
+"""The sessionizer at work: keeps events, looks at quiet sessions, appends the completed ones to
+the session log like any ingested session (then the exporters take them from there).
+
+    POST /api/v2/rum/events ─▶ accept ─▶ rum_events (durable) ─┐
+                                                              │ every second: sweep
+    session log ◀── complete_part ◀── assemble ◀── next_part ◀┘ (sessions quiet for settle_ms)
+
+The rules (when complete, what it contains) are ``sessionizer``'s, free of I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from sessionexport.clock import now_ms
+from sessionexport.export.notifier import LogNotifier
+from sessionexport.ingest.documents import to_record
+from sessionexport.ingest.events import ReceivedEvent
+from sessionexport.ingest.sessionizer import SessionizerSettings, assemble, due_at, next_part
+from sessionexport.model.events import AttributesEvent, RumEvent
+from sessionexport.model.validation import decode_session, single_line
+from sessionexport.store import Store
+from sessionexport.store.records import CompletedPart, EventsResult, NewEvent, OpenSession
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 1.0
+SWEEP_BATCH = 200
+RETRY_MS = 60_000
+_decoder = msgspec.json.Decoder(RumEvent)
+
+
+class Sessionizer:
+    def __init__(
+        self,
+        store: Store,
+        notifier: LogNotifier,
+        settings: SessionizerSettings | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.settings = settings or SessionizerSettings()
+        self.clock = clock
+
+    async def accept(self, received: Sequence[ReceivedEvent]) -> EventsResult:
+        now = self.clock()
+        events = [
+            NewEvent(
+                r.event.tenantId,
+                r.event.sessionId,
+                r.event.eventId,
+                r.event.timestamp,
+                _kind(r.event),
+                single_line(r.raw),
+            )
+            for r in received
+        ]
+        return await self.store.add_events(events, now, check_at=now + self.settings.settle_ms)
+
+    async def sweep(self) -> int:
+        """Complete what is complete among the sessions due now; return how many sessions were appended."""
+        completed = 0
+        while due := await self.store.due_sessions(self.clock(), SWEEP_BATCH):
+            for session in due:
+                try:
+                    completed += await self._look_at(session)
+                except Exception:  # one broken session must not stop the others: logged, looked at later
+                    log.exception(
+                        "sessionizer: session %s/%s could not be completed",
+                        session.tenant_id,
+                        session.session_id,
+                    )
+                    await self._postpone(session, self.clock() + RETRY_MS)
+            if len(due) < SWEEP_BATCH:
+                break
+        if completed:
+            self.notifier.notify()
+        return completed
+
+    async def _postpone(self, session: OpenSession, check_at: int | None) -> None:
+        part = CompletedPart(session.tenant_id, session.session_id, None, (), None, session.split, check_at)
+        await self.store.complete_part(part, self.clock())
+
+    async def run(self, interval: float = SWEEP_SECONDS) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # a bad sweep must not end sessionizing: logged, tried again
+                log.exception("sessionizer: sweep failed")
+            await asyncio.sleep(interval)
+
+    async def _look_at(self, session: OpenSession) -> int:
+        now = self.clock()
+        events = [_decoder.decode(body) for body in session.events]
+        part = next_part(events, now, self.settings)
+        if part is None:
+            wake = due_at(events, self.settings)
+            check_at = max(wake, now + self.settings.settle_ms) if wake is not None else None
+            await self.store.complete_part(
+                CompletedPart(session.tenant_id, session.session_id, None, (), None, session.split, check_at),
+                now,
+            )
+            return 0
+        split = session.split or not part.final
+        attributes = [e for e in events if isinstance(e, AttributesEvent)]
+        document = assemble(
+            session.tenant_id,
+            session.session_id,
+            part,
+            attributes,
+            session.part + 1 if split else None,
+            self.settings,
+        )
+        raw = msgspec.json.encode(document)
+        record = to_record(decode_session(raw), raw)  # checked like any ingested session
+        completed = CompletedPart(
+            session.tenant_id,
+            session.session_id,
+            record,
+            tuple(e.eventId for e in part.events),
+            part.events[-1].timestamp,
+            split,
+            None if part.final else now,  # the rest may be complete too: look again at once
+        )
+        await self.store.complete_part(completed, now)
+        return 1
+
+
+def _kind(event: RumEvent) -> str:
+    return type(event).__struct_config__.tag  # type: ignore[return-value]

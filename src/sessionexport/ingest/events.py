@@ -1,0 +1,69 @@
+"""Request bodies of ``POST /api/v2/rum/events`` to events, validated all at once. No I/O.
+
+A body is NDJSON, one event per line; it is accepted whole or refused whole, every problem
+reported with its line and field path. Attributes are checked against the session model (a
+``country`` must be text, a ``userType`` one of its values ...) and may not set what the
+sessionizer computes (``startTime``, ``userActionCount`` ...). A user action needs its start time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from sessionexport.ingest.documents import DocumentProblem, RejectedBody, ndjson_lines
+from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesEvent, RumEvent
+from sessionexport.model.validation import find_problems
+
+_decoder = msgspec.json.Decoder(RumEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvent:
+    event: RumEvent
+    raw: bytes  # the line as sent
+
+
+def parse_events(body: bytes) -> list[ReceivedEvent]:
+    received: list[ReceivedEvent] = []
+    problems: list[DocumentProblem] = []
+    for number, line in ndjson_lines(body):
+        where = f"line {number}"
+        try:
+            event = _decoder.decode(line)
+        except msgspec.ValidationError as exc:
+            message, _, path = str(exc).partition(" - at `$")
+            problems.append(DocumentProblem(where, path.rstrip("`").lstrip("."), message))
+            continue
+        except msgspec.DecodeError as exc:
+            problems.append(DocumentProblem(where, "", f"invalid JSON: {exc}"))
+            continue
+        found = _event_problems(event)
+        problems += [DocumentProblem(where, path, message) for path, message in found]
+        if not found:
+            received.append(ReceivedEvent(event, line))
+    if problems:
+        raise RejectedBody(problems)
+    if not received:
+        raise RejectedBody([DocumentProblem("body", "", "no events in the request body")])
+    return received
+
+
+def _event_problems(event: RumEvent) -> list[tuple[str, str]]:
+    if isinstance(event, ActionEvent) and event.action.startTime is None:
+        return [("action.startTime", "required: a user action needs its start time")]
+    if isinstance(event, AttributesEvent):
+        return _attribute_problems(event.attributes)
+    return []
+
+
+def _attribute_problems(attributes: dict[str, object]) -> list[tuple[str, str]]:
+    computed = sorted(COMPUTED_FIELDS & attributes.keys())
+    found = [
+        (f"attributes.{name}", "computed by the sessionizer: not accepted in events") for name in computed
+    ]
+    # Checked as a session would be: the identity is the sessionizer's, the rest is the sender's.
+    rest = {k: v for k, v in attributes.items() if k not in COMPUTED_FIELDS}
+    probe = {"tenantId": "t", "userSessionId": "s", "startTime": 1_700_000_000_000, **rest}
+    return found + [(f"attributes.{p.path}", p.message) for p in find_problems(msgspec.json.encode(probe))]

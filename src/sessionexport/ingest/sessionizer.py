@@ -1,0 +1,206 @@
+"""Completed sessions from RUM events: when a session is complete, and what it contains. No I/O.
+
+An open session is the set of its events (duplicates already dropped). Whether it is complete,
+and the session it becomes, depend only on that set and the clock, never on the order the events
+arrived in: events are sorted by (timestamp, eventId) first. A session is looked at only after no
+event arrived for ``settle_ms``, so that late and out-of-order events are in before it is closed.
+
+It is complete (``endReason``) when:
+- it holds more than 200 user actions: the first 200 become a part (USER_ACTION_LIMIT) and the
+  session continues as its next part (``partNumber``);
+- it spans more than 6 hours: what happened in the first 6 h becomes a part (DURATION_LIMIT);
+- an end event was received (END_EVENT);
+- nothing happened for the inactivity timeout: 30 min for web, 10 min for mobile and custom
+  applications (TIMEOUT).
+
+The completed session is computed, not trusted: times, duration, counts, bounce, hasError,
+hasCrash, rage clicks/taps, each action's apdex category (per application and action type
+thresholds; an action with errors is FRUSTRATED) and the user experience score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from sessionexport.model.events import (
+    ActionEvent,
+    AttributesEvent,
+    EndEvent,
+    ErrorEvent,
+    RumEvent,
+    SessionEventEvent,
+)
+from sessionexport.model.scores import ApdexThresholds, UxScoreSettings, apdex_category, user_experience_score
+from sessionexport.model.session import EndReason, EventType, UserAction
+
+MINUTE = 60_000
+
+
+@dataclass(frozen=True)
+class SessionizerSettings:
+    web_timeout_ms: int = 30 * MINUTE
+    app_timeout_ms: int = 10 * MINUTE  # mobile and custom applications
+    duration_limit_ms: int = 6 * 60 * MINUTE
+    action_limit: int = 200
+    settle_ms: int = 5_000  # quiet time before a session is looked at (late, out-of-order events)
+    apdex: dict[str, ApdexThresholds] = field(default_factory=dict)  # "<application>[|<action type>]"
+    ux: UxScoreSettings = field(default_factory=UxScoreSettings)
+
+    def timeout_ms(self, application_type: str | None) -> int:
+        if application_type in ("MOBILE_APPLICATION", "CUSTOM_APPLICATION"):
+            return self.app_timeout_ms
+        return self.web_timeout_ms
+
+    def thresholds(self, action: UserAction) -> ApdexThresholds:
+        application = action.application or action.internalApplicationId or ""
+        kind = action.type.value if action.type else ""
+        return self.apdex.get(f"{application}|{kind}") or self.apdex.get(application) or ApdexThresholds()
+
+
+@dataclass(frozen=True)
+class Part:
+    """A completed session: the events it consumed (attributes stay for the next part) and why."""
+
+    events: list[RumEvent]
+    reason: EndReason
+    final: bool  # nothing of the session remains open
+
+
+def ordered(events: Iterable[RumEvent]) -> list[RumEvent]:
+    return sorted(events, key=lambda e: (e.timestamp, e.eventId))
+
+
+def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSettings) -> Part | None:
+    """The part of an open session that is complete at ``now``, if any (events in any order)."""
+    events = ordered(events)
+    content: list[RumEvent] = [e for e in events if not isinstance(e, AttributesEvent)]
+    if not content:
+        return None
+    split = _limit_split(content, settings)
+    if split is not None:
+        index, reason = split
+        return Part(content[:index], reason, final=False)
+    if any(isinstance(e, EndEvent) for e in content):
+        return Part(content, EndReason.END_EVENT, final=True)
+    if now - content[-1].timestamp >= settings.timeout_ms(_application_type(events)):
+        return Part(content, EndReason.TIMEOUT, final=True)
+    return None
+
+
+def due_at(events: Sequence[RumEvent], settings: SessionizerSettings) -> int | None:
+    """When an open session with no complete part will time out (to look at it again then)."""
+    content = [e.timestamp for e in events if not isinstance(e, AttributesEvent)]
+    if not content:
+        return None
+    return max(content) + settings.timeout_ms(_application_type(ordered(events)))
+
+
+def _limit_split(content: list[RumEvent], settings: SessionizerSettings) -> tuple[int, EndReason] | None:
+    """Where the first part ends when the session outgrew the action or duration limit."""
+    start = content[0].timestamp
+    actions = 0
+    for index, event in enumerate(content):
+        if event.timestamp - start >= settings.duration_limit_ms:
+            return index, EndReason.DURATION_LIMIT
+        if isinstance(event, ActionEvent):
+            actions += 1
+            if actions > settings.action_limit:
+                return index, EndReason.USER_ACTION_LIMIT
+    return None
+
+
+def _application_type(events: Sequence[RumEvent]) -> str | None:
+    kind = None
+    for event in events:
+        if isinstance(event, AttributesEvent) and event.attributes.get("applicationType"):
+            kind = str(event.attributes["applicationType"])
+    return kind
+
+
+# -- the completed session ---------------------------------------------------------------------------
+
+
+def assemble(
+    tenant_id: str,
+    session_id: str,
+    part: Part,
+    attributes: Iterable[AttributesEvent],
+    part_number: int | None,
+    settings: SessionizerSettings,
+) -> dict[str, Any]:
+    """The session document of a part; ``part_number`` only for sessions that were split."""
+    actions = [_rated(e.action, settings) for e in part.events if isinstance(e, ActionEvent)]
+    actions.sort(key=lambda a: a.startTime or 0)
+    happenings = [e.event for e in part.events if isinstance(e, SessionEventEvent)]
+    errors = [e.error for e in part.events if isinstance(e, ErrorEvent)]
+    start = min((a.startTime for a in actions if a.startTime), default=part.events[0].timestamp)
+    end = max([_end_of(a) for a in actions] + [e.timestamp for e in part.events])
+    crashes = sum(1 for e in errors if e.type is EventType.Crash)
+    rage_clicks = sum(1 for e in happenings if e.type is EventType.RageClick)
+    rage_taps = sum(1 for e in happenings if e.type is EventType.RageTap)
+    session: dict[str, Any] = {
+        "tenantId": tenant_id,
+        "userSessionId": session_id,
+        "startTime": start,
+        "endTime": end,
+        "duration": end - start,
+    }
+    session |= _merged(attributes)
+    session |= {
+        "userActionCount": len(actions),
+        "totalErrorCount": len(errors),
+        "bounce": len(actions) <= 1,
+        "hasError": bool(errors) or any(_has_errors(a) for a in actions),
+        "hasCrash": crashes > 0,
+        "numberOfRageClicks": rage_clicks,
+        "numberOfRageTaps": rage_taps,
+        "userExperienceScore": user_experience_score(
+            (a.apdexCategory for a in actions if a.apdexCategory is not None),
+            errors=len(errors) - crashes,
+            rage_events=rage_clicks + rage_taps,
+            crashes=crashes,
+            settings=settings.ux,
+        ).value,
+        "endReason": part.reason.value,
+        "userActions": [_present(a) for a in actions],
+        "events": [_present(e) for e in sorted(happenings, key=lambda e: e.startTime or 0)],
+        "errors": [_present(e) for e in sorted(errors, key=lambda e: e.startTime or 0)],
+    }
+    if part_number is not None:
+        session["partNumber"] = part_number
+    return session
+
+
+def _present(part: msgspec.Struct) -> dict[str, Any]:
+    """A struct as JSON without the fields it does not have (as the sender left them out)."""
+    return {k: v for k, v in msgspec.to_builtins(part).items() if v is not None}
+
+
+def _merged(attributes: Iterable[AttributesEvent]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for event in sorted(attributes, key=lambda e: (e.timestamp, e.eventId)):
+        merged |= event.attributes
+    return merged
+
+
+def _rated(action: UserAction, settings: SessionizerSettings) -> UserAction:
+    duration = action.duration
+    if duration is None and action.startTime is not None and action.endTime is not None:
+        duration = action.endTime - action.startTime
+    category = apdex_category(duration, _has_errors(action), settings.thresholds(action))
+    return msgspec.structs.replace(action, apdexCategory=category, duration=duration)
+
+
+def _has_errors(action: UserAction) -> bool:
+    counts = (action.javascriptErrorCount, action.requestErrorCount, action.customErrorCount)
+    return any((count or 0) > 0 for count in counts)
+
+
+def _end_of(action: UserAction) -> int:
+    if action.endTime is not None:
+        return action.endTime
+    return (action.startTime or 0) + (action.duration or 0)
