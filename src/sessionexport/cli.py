@@ -314,8 +314,82 @@ def generate(
             allow_dash=True,
         ),
     ] = Path("-"),
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events",
+            envvar=env("EVENTS"),
+            help="Write the sessions' RUM events (for POST /api/v2/rum/events) instead of the sessions.",
+        ),
+    ] = False,
+    interleave: Annotated[
+        bool,
+        typer.Option(
+            envvar=env("INTERLEAVE"),
+            help="With --events: the events of concurrent sessions in time order, as beacons arrive;"
+            " --no-interleave: one session after the other.",
+        ),
+    ] = True,
+    rate: Annotated[
+        float,
+        typer.Option(
+            envvar=env("RATE"), min=0, help="With --events: events per second; 0: as fast as possible."
+        ),
+    ] = 0,
+    duplicates: Annotated[
+        float,
+        typer.Option(
+            envvar=env("DUPLICATES"),
+            min=0,
+            max=1,
+            metavar="RATIO",
+            help="With --events: share of events sent twice, a few lines apart (retried beacons).",
+        ),
+    ] = 0,
+    disorder: Annotated[
+        int,
+        typer.Option(
+            envvar=env("DISORDER"),
+            min=0,
+            metavar="N",
+            help="With --events: shuffle locally, no event more than N lines from its place.",
+        ),
+    ] = 0,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env("SERVER"),
+            metavar="URL",
+            help="With --events: POST them to this server's /api/v2/rum/events instead of writing them.",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env("TOKEN"), show_default=False, help="API token for --server (sessions.ingest scope)."
+        ),
+    ] = None,
 ) -> None:
-    """Write realistic completed sessions as NDJSON, deterministic for a seed and end time."""
+    """Write realistic completed sessions as NDJSON, deterministic for a seed and end time.
+
+    With --events, write the RUM events the same sessions are made of instead (attributes,
+    actions, events, errors and, for most, an end), or POST them to a server with --server and
+    --token, in batches of 500, printing the server's totals as JSON. --rate, --duplicates and
+    --disorder make the stream look like real beacon traffic.
+    """
+    import json
+    import logging
+
+    from rich.progress import Progress
+
+    from sessionexport.generate.events import (
+        EventOptions,
+        EventPoster,
+        EventPostError,
+        EventStream,
+        batches,
+        paced,
+    )
     from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_lines
 
     if kind not in KINDS:
@@ -330,22 +404,73 @@ def generate(
     except ValueError:
         err.print("[red]error:[/red] --actions takes MIN-MAX within 1-200, --end an ISO 8601 time")
         raise typer.Exit(2) from None
-    options = GeneratorOptions(kind=kind, actions=action_range, end_ms=end_ms)
-    lines = generate_lines(count, seed, options)
+    # Event options are refused without --events rather than ignored: a silent no-op misleads.
+    event_only = {
+        "--no-interleave": not interleave,
+        "--rate": rate > 0,
+        "--duplicates": duplicates > 0,
+        "--disorder": disorder > 0,
+        "--server": server is not None,
+        "--token": token is not None,
+    }
+    misused = [name for name, given in event_only.items() if given]
+    if misused and not events:
+        err.print(f"[red]error:[/red] {', '.join(misused)}: only with --events")
+        raise typer.Exit(2)
+    if server is not None and (not token or str(output) != "-"):
+        err.print("[red]error:[/red] --server needs --token, and takes no --output")
+        raise typer.Exit(2)
+    stream = None
+    if events:
+        stream = EventStream(
+            count,
+            seed,
+            EventOptions(
+                kind=kind,
+                actions=action_range,
+                end_ms=end_ms,
+                interleave=interleave,
+                duplicate_ratio=duplicates,
+                disorder=disorder,
+            ),
+        )
+        lines = paced(stream, rate)
+    else:
+        lines = generate_lines(count, seed, GeneratorOptions(kind=kind, actions=action_range, end_ms=end_ms))
+    if server is not None and token and stream is not None:
+        # httpx logs every request at INFO: one line per batch would bury the progress and totals.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        with Progress(console=err, transient=True) as progress, EventPoster(server, token) as poster:
+            task = progress.add_task("sessions", total=count)
+            try:
+                # A slow (paced) stream still reaches the server every second.
+                for batch in batches(lines, 500, max_wait_s=1.0 if rate > 0 else None):
+                    poster.post(batch)
+                    progress.update(task, completed=stream.sessions_done)
+            except EventPostError as exc:
+                progress.stop()
+                err.print(f"[red]error:[/red] {exc} ({poster.events} event(s) were accepted before)")
+                raise typer.Exit(1) from None
+        err.print(f"Sent {poster.events} event(s) of {count} session(s) in {poster.requests} request(s).")
+        print(json.dumps(poster.totals))
+        return
     if str(output) == "-":
         out = sys.stdout.buffer
         for line in lines:
             out.write(line + b"\n")
+            if rate > 0:  # a paced stream is watched or piped on: each event as it comes
+                out.flush()
         out.flush()
         return
-    from rich.progress import Progress
-
+    written = 0
     with output.open("wb") as fh, Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating", total=count)
         for line in lines:
             fh.write(line + b"\n")
-            progress.advance(task)
-    err.print(f"Wrote {count} session(s) to {output}.")
+            written += 1
+            progress.update(task, completed=stream.sessions_done if stream else written)
+    what = f"{written} event(s) of {count} session(s)" if stream else f"{count} session(s)"
+    err.print(f"Wrote {what} to {output}.")
 
 
 def _parse_end(text: str | None) -> int:
@@ -369,6 +494,53 @@ def _register_receiver_toolkit() -> None:
     app.command()(receive)
     app.add_typer(received_app, name="received")
     app.command("check-endpoint")(check_endpoint)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir", envvar=env("DATA_DIR"), file_okay=False, help="Where the demo keeps its data."
+        ),
+    ] = Path("demo"),
+    host: Annotated[str, typer.Option(envvar=env("HOST"), help="Interface of the server.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=env("PORT"), help="Port of the server (API).")] = 8080,
+    receiver_port: Annotated[
+        int, typer.Option(envvar=env("RECEIVER_PORT"), help="Port of the receiver.")
+    ] = 8443,
+    rate: Annotated[
+        float,
+        typer.Option(
+            envvar=env("RATE"),
+            min=0.1,
+            help="Sessions per second, sent whole and as many again as RUM events.",
+        ),
+    ] = 5.0,
+    duration: Annotated[
+        float,
+        typer.Option(envvar=env("DURATION"), min=0, help="Stop after this many seconds (0: at Ctrl-C)."),
+    ] = 0.0,
+) -> None:
+    """The one-command tour: server, HTTPS receiver, export, and a generator feeding them.
+
+    Starts `sessionexport receive` (self-signed certificate, OAuth 2.0 token endpoint), the server
+    on the embedded default (SQLite in --data-dir), an API token and an export configured to the
+    receiver, then feeds completed sessions and RUM events and prints how many arrived. Ctrl-C
+    stops everything.
+    """
+    from sessionexport.demo import DemoOptions, run_demo
+
+    options = DemoOptions(data_dir, host, port, receiver_port, rate, duration)
+    try:
+        received = asyncio.run(run_demo(options))
+    except KeyboardInterrupt:
+        err.print("demo stopped")
+        return
+    except (RuntimeError, OSError, StoreError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"demo over: the receiver stored {received} session(s)")
 
 
 def _register_export_commands() -> None:

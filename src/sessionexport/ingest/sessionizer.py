@@ -138,7 +138,9 @@ def assemble(
     happenings = [e.event for e in part.events if isinstance(e, SessionEventEvent)]
     errors = [e.error for e in part.events if isinstance(e, ErrorEvent)]
     start = min((a.startTime for a in actions if a.startTime), default=part.events[0].timestamp)
-    end = max([_end_of(a) for a in actions] + [e.timestamp for e in part.events])
+    # The end event marks when the session was closed, not something that happened in it.
+    happened = [e.timestamp for e in part.events if not isinstance(e, EndEvent)]
+    end = max([_end_of(a) for a in actions] + happened, default=start)
     crashes = sum(1 for e in errors if e.type is EventType.Crash)
     rage_clicks = sum(1 for e in happenings if e.type is EventType.RageClick)
     rage_taps = sum(1 for e in happenings if e.type is EventType.RageTap)

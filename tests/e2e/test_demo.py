@@ -1,0 +1,62 @@
+"""`sessionexport demo` as a user runs it: sessions reach its receiver within seconds; Ctrl-C stops
+the server, the receiver and the generator cleanly."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from tests.support.receiver_process import free_port
+
+STORED = re.compile(r"stored by the receiver:\s+(\d+)")
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_delivers_to_its_receiver_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port, receiver_port = free_port(), free_port()
+    output = tmp_path / "demo.log"
+    command = [sys.executable, "-m", "sessionexport", "demo", "--data-dir", str(tmp_path / "demo")]
+    command += ["--port", str(port), "--receiver-port", str(receiver_port), "--rate", "5"]
+    with output.open("w") as log:
+        demo = subprocess.Popen(command, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 90
+        while not any(int(n) > 0 for n in STORED.findall(output.read_text())):
+            assert demo.poll() is None, f"the demo ended early:\n{output.read_text()}"
+            assert time.monotonic() < deadline, f"no session reached the receiver:\n{output.read_text()}"
+            time.sleep(0.5)
+        text = output.read_text()
+        assert "token (all scopes):" in text and f"http://127.0.0.1:{port}/docs" in text
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(30) == 0, output.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert "demo stopped" in output.read_text()
+    assert refused(port) and refused(receiver_port)  # server and receiver are gone
+    counts = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sessionexport",
+            "received",
+            "counts",
+            "--data-dir",
+            str(tmp_path / "demo" / "receiver"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert orjson.loads(counts.stdout)["sessions"] > 0
