@@ -1,4 +1,5 @@
-"""``sessionexport worker``: the exporters without the HTTP API."""
+"""``sessionexport worker``: the background work without the HTTP API: exporters, the sessionizer's
+sweeps (RUM events into completed sessions) and retention."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.ingest.assembly import Sessionizer
 from sessionexport.retention import run_retention
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.secrets import load_secret_box
@@ -24,10 +26,11 @@ async def run_worker(config: ServerConfig) -> None:
     await store.open()
     settings = SettingsService(store, box, allow_http_loopback=config.allow_http_loopback)
     # No ingest in this process: exporters notice new sessions by polling the log.
+    notifier = LogNotifier()
     supervisor = ExportSupervisor(
         store,
         settings,
-        LogNotifier(),
+        notifier,
         ExportMetrics(),
         ca_bundle=config.ca_bundle,
         allow_http_loopback=config.allow_http_loopback,
@@ -38,6 +41,7 @@ async def run_worker(config: ServerConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     tasks = [
         asyncio.create_task(supervisor.run()),
+        asyncio.create_task(Sessionizer(store, notifier, config.sessionizer).run()),  # events -> sessions
         asyncio.create_task(run_retention(store, config.retention_ms, config.retention_check_seconds)),
     ]
     log.info("worker: exporting from %s", config.database_url or config.data_dir)
