@@ -106,7 +106,11 @@ def serve(
     allow_http_loopback: AllowHttpLoopback = False,
     ca_bundle: CaBundle = None,
     exporters: Annotated[
-        bool, typer.Option(envvar=env("EXPORTERS"), help="Run the exporters in this process (see `worker`).")
+        bool,
+        typer.Option(
+            envvar=env("EXPORTERS"),
+            help="Run the exporters and the sessionizer in this process (see `worker`).",
+        ),
     ] = True,
 ) -> None:
     """Serve the API (and the exporters) on the embedded default, or on --database-url."""
