@@ -398,14 +398,17 @@ async def test_purge_events_drops_idle_open_sessions(sessionizer: Sessionizer, c
     store = sessionizer.store
     idle = [attrs("x", T0, "idle", city="Linz"), act("a1", T0, 500, "idle"), err("e1", T0 + SECOND, "idle")]
     clock.set(T0 + 2 * SECOND)
-    await send(sessionizer, *idle)
+    await send(sessionizer, *idle, act("b1", T0, 500, "active"))
     clock.set(T0 + 10 * MINUTE)
-    await send(sessionizer, act("b1", T0 + 10 * MINUTE, 500, "active"))
+    await send(sessionizer, act("b2", T0 + 10 * MINUTE, 500, "active"))  # active: its last event is recent
     assert await store.purge_events(T0 + 5 * MINUTE) == 3, "the idle session's events"
     assert await store.purge_events(T0 + 5 * MINUTE) == 0
+    open_sessions = await store.due_sessions(T0 + DAY, 100)
+    assert [(s.session_id, len(s.events)) for s in open_sessions] == [("active", 2)], "idle is forgotten"
     clock.set(T0 + DAY)
     assert await drain(sessionizer) == 1
-    assert [d["userSessionId"] for d in await logged(store)] == ["active"]
+    (doc,) = await logged(store)
+    assert (doc["userSessionId"], doc["userActionCount"]) == ("active", 2)
     # forgotten: the same events are new again
     assert await send(sessionizer, *idle) == EventsResult(3, 0, 0)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgspec
 
@@ -116,6 +117,8 @@ class Sessionizer:
             session.part + 1 if split else None,
             self.settings,
         )
+        if split and session.last_start is not None and document["startTime"] <= session.last_start:
+            _start_after(document, session.last_start)
         raw = msgspec.json.encode(document)
         record = to_record(decode_session(raw), raw)  # checked like any ingested session
         completed = CompletedPart(
@@ -126,9 +129,17 @@ class Sessionizer:
             part.events[-1].timestamp,
             split,
             None if part.final else now,  # the rest may be complete too: look again at once
+            document["startTime"],
         )
-        await self.store.complete_part(completed, now)
-        return 1
+        return (await self.store.complete_part(completed, now)).accepted
+
+
+def _start_after(document: dict[str, Any], previous: int) -> None:
+    """Parts of one session may not share a startTime (the log's identity): a part whose actions
+    began in the same millisecond as the previous part's starts one millisecond later."""
+    document["startTime"] = previous + 1
+    document["endTime"] = max(document["endTime"], document["startTime"])
+    document["duration"] = document["endTime"] - document["startTime"]
 
 
 def _kind(event: RumEvent) -> str:

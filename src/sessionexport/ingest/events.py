@@ -8,6 +8,7 @@ sessionizer computes (``startTime``, ``userActionCount`` ...). A user action nee
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import msgspec
@@ -17,6 +18,7 @@ from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesE
 from sessionexport.model.validation import find_problems
 
 _decoder = msgspec.json.Decoder(RumEvent)
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +35,7 @@ def parse_events(body: bytes) -> list[ReceivedEvent]:
         try:
             event = _decoder.decode(line)
         except msgspec.ValidationError as exc:
-            message, _, path = str(exc).partition(" - at `$")
-            problems.append(DocumentProblem(where, path.rstrip("`").lstrip("."), message))
+            problems.append(DocumentProblem(where, *_path_and_message(exc)))
             continue
         except msgspec.DecodeError as exc:
             problems.append(DocumentProblem(where, "", f"invalid JSON: {exc}"))
@@ -48,6 +49,18 @@ def parse_events(body: bytes) -> list[ReceivedEvent]:
     if not received:
         raise RejectedBody([DocumentProblem("body", "", "no events in the request body")])
     return received
+
+
+def _path_and_message(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec says "Expected `int`, got `str` - at `$.timestamp`"; a missing field is named only in
+    the message ("Object missing required field `eventId`"): both become a field path."""
+    message, _, where = str(exc).partition(" - at `$")
+    path = where.rstrip("`").lstrip(".")
+    missing = _MISSING.match(message)
+    if missing:
+        path = f"{path}.{missing[1]}" if path else missing[1]
+        message = f"required field {missing[1]!r} is missing"
+    return path, message
 
 
 def _event_problems(event: RumEvent) -> list[tuple[str, str]]:

@@ -71,7 +71,9 @@ class Part:
 
 
 def ordered(events: Iterable[RumEvent]) -> list[RumEvent]:
-    return sorted(events, key=lambda e: (e.timestamp, e.eventId))
+    """By (timestamp, eventId), each event once: a re-sent event counts once, whatever the caller kept."""
+    unique = {e.eventId: e for e in sorted(events, key=lambda e: (e.timestamp, e.eventId), reverse=True)}
+    return sorted(unique.values(), key=lambda e: (e.timestamp, e.eventId))
 
 
 def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSettings) -> Part | None:
@@ -186,7 +188,7 @@ def _merged(attributes: Iterable[AttributesEvent]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for event in sorted(attributes, key=lambda e: (e.timestamp, e.eventId)):
         merged |= event.attributes
-    return merged
+    return {k: v for k, v in merged.items() if v is not None}  # as for actions: absent, not null
 
 
 def _rated(action: UserAction, settings: SessionizerSettings) -> UserAction:

@@ -165,6 +165,7 @@ class OpenSession:
     part: int  # parts completed so far
     split: bool  # a limit already split this session into parts
     events: list[bytes]
+    last_start: int | None = None  # startTime of the last completed part
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,3 +180,4 @@ class CompletedPart:
     completed_until: int | None
     split: bool
     check_at: int | None
+    start: int | None = None  # the completed session's startTime

@@ -136,7 +136,7 @@ class SQLiteStore:
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         def select(conn: sqlite3.Connection) -> list[OpenSession]:
             due = conn.execute(
-                "SELECT tenant_id, session_id, part, split FROM open_sessions"
+                "SELECT tenant_id, session_id, part, split, last_start FROM open_sessions"
                 " WHERE check_at IS NOT NULL AND check_at <= ? ORDER BY check_at LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -153,8 +153,9 @@ class SQLiteStore:
                             (tenant, session),
                         )
                     ],
+                    last_start,
                 )
-                for tenant, session, part, split in due
+                for tenant, session, part, split, last_start in due
             ]
 
         return await self._read(select)
@@ -173,6 +174,7 @@ class SQLiteStore:
                 )
             conn.execute(
                 "UPDATE open_sessions SET part = part + :parts, split = :split, check_at = :check_at,"
+                " last_start = coalesce(:start, last_start),"
                 " completed_until = CASE WHEN :until IS NULL THEN completed_until"
                 " ELSE max(coalesce(completed_until, :until), :until) END"
                 " WHERE tenant_id = :tenant AND session_id = :session",
@@ -181,6 +183,7 @@ class SQLiteStore:
                     "split": int(part.split),
                     "check_at": part.check_at,
                     "until": part.completed_until,
+                    "start": part.start,
                     "tenant": part.tenant_id,
                     "session": part.session_id,
                 },
