@@ -165,3 +165,41 @@ def test_generate_to_stdout_and_every_command_has_help() -> None:
     ):
         helped = run(*command, "--help")
         assert helped.returncode == 0 and "Usage" in helped.stdout, command
+
+
+def test_generate_events_into_a_server_become_sessions(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    token = run(
+        "tokens",
+        "create",
+        "--data-dir",
+        str(data),
+        "--name",
+        "gen",
+        "--scopes",
+        "sessions.ingest,sessions.read",
+    )
+    secret = token.stdout.strip().splitlines()[-1]
+    with server(data) as url:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        sent = run(
+            "generate", "--events", "--count", "15", "--seed", "4", "--kind", "web", "--end", now,
+            "--duplicates", "0.1", "--server", url, "--token", secret,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        totals = json.loads(sent.stdout)
+        assert totals["accepted"] > 0 and totals["duplicates"] > 0 and totals["late"] == 0
+        deadline = time.monotonic() + 30  # completed once quiet for a few seconds (end events)
+        while True:
+            page = httpx.get(
+                f"{url}/api/v2/usersessions", headers={"Authorization": f"Api-Token {secret}"}
+            ).json()
+            if len(page["userSessions"]) >= 8:
+                break
+            assert time.monotonic() < deadline, page
+            time.sleep(0.5)
+        # ended explicitly, or hours old and idle past the 30 min timeout already
+        assert {s["endReason"] for s in page["userSessions"]} <= {"END_EVENT", "TIMEOUT"}
+        assert len({s["userSessionId"] for s in page["userSessions"]}) == len(page["userSessions"])
+        refused = run("generate", "--events", "--count", "1", "--server", url, "--token", "wrong")
+        assert refused.returncode == 1 and "401" in refused.stderr
