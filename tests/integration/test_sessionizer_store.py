@@ -482,3 +482,43 @@ async def test_any_interleaving_of_several_sessions_gives_the_same_sessions(tmp_
     assert [docs[("big", n)]["endReason"] for n in (1, 2, 3)] == ["USER_ACTION_LIMIT"] * 2 + ["END_EVENT"]
     for seed in range(8):
         assert await completed_sessions(tmp_path / f"run{seed}", lines, seed) == expected, f"seed {seed}"
+
+
+@pytest.mark.parametrize(
+    ("before", "during"),
+    [
+        ([act("a1", T0)], [act("a2", T0 + 5 * SECOND)]),  # more of a session that was about to time out
+        ([attrs("s", T0)], [act("a1", T0 + SECOND), end("end", T0 + 2 * SECOND)]),  # only attributes read
+        (
+            [act("a1", T0), act("a3", T0 + 9 * SECOND), end("end", T0 + 10 * SECOND)],
+            [act("a2", T0 + 5 * SECOND)],
+        ),
+    ],
+    ids=["timeout", "attributes-only", "end"],
+)
+async def test_events_arriving_during_a_sweep_are_not_lost(
+    sessionizer: Sessionizer, clock: Clock, before: list[bytes], during: list[bytes]
+) -> None:
+    clock.set(T0 + 10 * MINUTE)
+    await send(sessionizer, *before)
+    clock.set(T0 + 10 * MINUTE + SETTLE)
+    read = sessionizer.store.due_sessions
+
+    async def read_then_more_arrive(now: int, limit: int) -> list[Any]:
+        due = await read(now, limit)
+        if due:
+            await send(sessionizer, *during)  # between the sweep's read and its write
+        return due
+
+    sessionizer.store.due_sessions = read_then_more_arrive  # type: ignore[method-assign]
+    await drain(sessionizer)
+    sessionizer.store.due_sessions = read  # type: ignore[method-assign]
+    clock.set(T0 + 10 * MINUTE + 3 * SETTLE + WEB_TIMEOUT)
+    await drain(sessionizer)
+    docs = await logged(sessionizer.store)
+    actions = sorted(a["name"] for d in docs for a in d["userActions"])
+    expected = sorted(
+        orjson.loads(line)["action"]["name"] for line in [*before, *during] if b'"action"' in line
+    )
+    assert actions == expected, "an event that came in during the sweep was lost or stranded"
+    assert len(docs) == 1

@@ -84,7 +84,17 @@ class Sessionizer:
         return completed
 
     async def _postpone(self, session: OpenSession, check_at: int | None) -> None:
-        part = CompletedPart(session.tenant_id, session.session_id, None, (), None, session.split, check_at)
+        part = CompletedPart(
+            session.tenant_id,
+            session.session_id,
+            None,
+            (),
+            None,
+            session.split,
+            check_at,
+            None,
+            session.arrivals,
+        )
         await self.store.complete_part(part, self.clock())
 
     async def run(self, interval: float = SWEEP_SECONDS) -> None:
@@ -101,11 +111,7 @@ class Sessionizer:
         part = next_part(events, now, self.settings)
         if part is None:
             wake = due_at(events, self.settings)
-            check_at = max(wake, now + self.settings.settle_ms) if wake is not None else None
-            await self.store.complete_part(
-                CompletedPart(session.tenant_id, session.session_id, None, (), None, session.split, check_at),
-                now,
-            )
+            await self._postpone(session, max(wake, now + self.settings.settle_ms) if wake is not None else None)
             return 0
         split = session.split or not part.final
         attributes = [e for e in events if isinstance(e, AttributesEvent)]
@@ -130,6 +136,7 @@ class Sessionizer:
             split,
             None if part.final else now,  # the rest may be complete too: look again at once
             document["startTime"],
+            session.arrivals,
         )
         return (await self.store.complete_part(completed, now)).accepted
 

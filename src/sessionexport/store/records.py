@@ -166,6 +166,7 @@ class OpenSession:
     split: bool  # a limit already split this session into parts
     events: list[bytes]
     last_start: int | None = None  # startTime of the last completed part
+    arrivals: int = 0  # events accepted so far (a version: see CompletedPart.seen_arrivals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +182,4 @@ class CompletedPart:
     split: bool
     check_at: int | None
     start: int | None = None  # the completed session's startTime
+    seen_arrivals: int | None = None  # written only if no event arrived since the session was read

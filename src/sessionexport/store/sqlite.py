@@ -124,9 +124,10 @@ class SQLiteStore:
                     continue
                 accepted += 1
                 conn.execute(
-                    "INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (tenant_id, session_id) DO UPDATE SET last_arrival = excluded.last_arrival,"
-                    " check_at = excluded.check_at",
+                    "INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals)"
+                    " VALUES (?, ?, ?, ?, 1) ON CONFLICT (tenant_id, session_id) DO UPDATE SET"
+                    " last_arrival = excluded.last_arrival, check_at = excluded.check_at,"
+                    " arrivals = open_sessions.arrivals + 1",
                     (e.tenant_id, e.session_id, now, check_at),
                 )
             return EventsResult(accepted, duplicates, late)
@@ -136,7 +137,7 @@ class SQLiteStore:
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         def select(conn: sqlite3.Connection) -> list[OpenSession]:
             due = conn.execute(
-                "SELECT tenant_id, session_id, part, split, last_start FROM open_sessions"
+                "SELECT tenant_id, session_id, part, split, last_start, arrivals FROM open_sessions"
                 " WHERE check_at IS NOT NULL AND check_at <= ? ORDER BY check_at LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -154,8 +155,9 @@ class SQLiteStore:
                         )
                     ],
                     last_start,
+                    arrivals,
                 )
-                for tenant, session, part, split, last_start in due
+                for tenant, session, part, split, last_start, arrivals in due
             ]
 
         return await self._read(select)
@@ -164,6 +166,8 @@ class SQLiteStore:
         rows = _session_rows([part.session], received_at) if part.session else []
 
         def complete(conn: sqlite3.Connection) -> AppendResult:
+            if part.seen_arrivals is not None and _arrivals(conn, part) != part.seen_arrivals:
+                return AppendResult(0, 0)  # events came in meanwhile: add_events set it to be looked at again
             result = _append(conn, rows) if rows else AppendResult(0, 0)
             for start in range(0, len(part.consumed), 500):
                 chunk = part.consumed[start : start + 500]
@@ -570,6 +574,14 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
         tuple(orjson.loads(apps)),
         body,
     )
+
+
+def _arrivals(conn: sqlite3.Connection, part: CompletedPart) -> int | None:
+    row = conn.execute(
+        "SELECT arrivals FROM open_sessions WHERE tenant_id = ? AND session_id = ?",
+        (part.tenant_id, part.session_id),
+    ).fetchone()
+    return int(row[0]) if row else None
 
 
 def _session_rows(sessions: Sequence[NewSession], received_at: int) -> list[tuple[Any, ...]]:
