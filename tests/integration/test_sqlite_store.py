@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,57 @@ async def test_retention_never_drops_unexported_sessions_silently(store: Store) 
     ]
     behind = await store.get_cursor("behind")
     assert behind is not None and behind.position == 3
+
+
+def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Path) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from sessionexport.store.sqlite import SQLiteStore\n"
+        "async def main():\n"
+        "    store = SQLiteStore(Path(sys.argv[1]))\n"
+        "    await store.open()\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    for attempt in range(3):
+        path = tmp_path / f"new-{attempt}.db"
+        starts = [
+            subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE)
+            for _ in range(4)
+        ]
+        errors = [p.communicate()[1].decode() for p in starts]
+        assert all(p.returncode == 0 for p in starts), errors
+        versions = (
+            sqlite3.connect(path).execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        )
+        assert [v for (v,) in versions] == list(range(1, len(versions) + 1))
+
+
+async def test_a_write_lock_held_elsewhere_fails_that_write_not_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionexport.store import sqlite_engine
+
+    real_connect = sqlite_engine.connect
+
+    def impatient(path: Path) -> sqlite3.Connection:
+        conn = real_connect(path)
+        conn.execute("PRAGMA busy_timeout = 200")
+        return conn
+
+    monkeypatch.setattr(sqlite_engine, "connect", impatient)
+    engine = sqlite_engine.SQLiteEngine(tmp_path / "x.db")
+    await engine.open()
+    try:
+        other = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreError, match="locked"):
+            await asyncio.wait_for(engine.write(lambda c: c.execute("CREATE TABLE t (x)")), 10)
+        other.execute("ROLLBACK")
+        await asyncio.wait_for(
+            engine.write(lambda c: c.execute("CREATE TABLE t (x)")), 10
+        )  # the writer lives on
+        assert await engine.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
+    finally:
+        await engine.close()

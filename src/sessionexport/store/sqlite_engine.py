@@ -98,7 +98,7 @@ class SQLiteEngine:
             self._reader_conns.clear()
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
+        if self._writer is None or not self._writer.is_alive():
             raise StoreError("store is not open")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._queue.put((fn, future))
@@ -169,8 +169,8 @@ def _commit_group(
     own savepoint so that one failing write is undone alone. Results are handed out only after the
     commit, so nobody is told "done" before their write is durable."""
     outcomes: list[tuple[Any, bool, Any]] = []  # (future, ok, result or exception)
-    conn.execute("BEGIN IMMEDIATE")
     try:
+        conn.execute("BEGIN IMMEDIATE")  # may fail too (locked by another process): answered below
         for fn, future in batch:
             if not future.set_running_or_notify_cancel():
                 continue
@@ -187,7 +187,7 @@ def _commit_group(
             conn.execute("ROLLBACK")
         failure = translate(exc)
         for _, future in batch:
-            if not future.done():
+            if not future.done():  # pending or running: each waiting writer gets the error
                 future.set_exception(failure)
         return
     for future, ok, value in outcomes:
@@ -198,23 +198,44 @@ def _commit_group(
 
 
 def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> None:
+    """Apply pending migrations, each with its version in one transaction. The write lock is taken
+    first and the applied versions read under it, so processes starting together migrate once."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations"
         " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
     )
-    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    for migration in pending("sqlite", applied, package):
-        # executescript runs the whole file; BEGIN/COMMIT make file and version one transaction.
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        todo = pending("sqlite", applied, package)
+        if not todo:
+            conn.execute("COMMIT")
+            return
+        migration = todo[0]
         try:
-            conn.executescript(
-                f"BEGIN;\n{migration.sql}\n"
-                f"INSERT INTO schema_migrations (version, name) VALUES ({migration.version}, '{migration.name}');\n"
-                "COMMIT;"
+            for statement in _statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                (migration.version, migration.name),
             )
+            conn.execute("COMMIT")
         except sqlite3.Error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration file (``execute`` takes one at a time, inside our transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip() and not current.strip().startswith("--"):
+        statements.append(current.strip())
+    return [s for s in statements if s]
 
 
 def translate(exc: BaseException) -> BaseException:
