@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from sessionexport.cli import app as cli_app
 from sessionexport.settings.schemas import EXPORT_SCHEMA
+from tests.conftest import make_token
 from tests.integration.test_export_elasticsearch import direct, engine_trusting, identity_id
 from tests.integration.test_export_engine import Engine, engine, export_value, receiver, sessions, tls
 from tests.support.receiver import STALL, Receiver
@@ -266,3 +267,28 @@ def test_cli_export_test_sample_and_mapping(tmp_path: Path, receiver: Receiver, 
     value_file.write_bytes(orjson.dumps(export_value("http://insecure.test/x")))
     refused = runner.invoke(cli_app, ["export", "test", "--value", str(value_file), "--data-dir", str(data)])
     assert refused.exit_code == 2 and "endpointDefinition.endpointUrl" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scopes"),
+    [
+        ("post", TEST, ["exports.manage"]),
+        ("post", "/api/v2/exports/sample", ["settings.read"]),
+        ("get", "/api/v2/exports/x/sample", ["settings.read"]),
+        ("get", "/api/v2/exports/x/deadletters/1/body", ["settings.read"]),
+    ],
+)
+async def test_session_content_needs_sessions_read(
+    engine: Engine, method: str, path: str, scopes: list[str]
+) -> None:
+    from sessionexport.tokens import Scope
+
+    token = await make_token(engine.app.state.store, frozenset(Scope(s).value for s in scopes), name="narrow")
+    call = getattr(engine.client, method)
+    response = await call(
+        path,
+        headers={"Authorization": f"Api-Token {token}"},
+        **({"json": {"value": {}}} if method == "post" else {}),
+    )
+    assert response.status_code == 403
+    assert "sessions.read" in response.text

@@ -31,6 +31,7 @@ metrics_router = APIRouter(tags=["Metrics"])
 
 Reader = Depends(require(Scope.SETTINGS_READ))
 Manager = Depends(require(Scope.EXPORTS_MANAGE))
+SessionsReader = Depends(require(Scope.SESSIONS_READ))  # whatever shows or sends session content
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, invalid or revoked token"},
     403: {"description": "The token lacks the required scope"},
@@ -135,7 +136,7 @@ def _download(body: bytes, media_type: str, filename: str) -> Response:
     " secrets must be entered again. 400 for an invalid value (e.g. an http:// URL) or when there are no"
     " sessions to send.",
     response_model=TestResult,
-    dependencies=[Manager],
+    dependencies=[Manager, SessionsReader],
     responses={**_ERRORS, 400: {"description": "Invalid value, or no sessions in the last 7 days"}},
 )
 async def test_export(request: Request, body: ExportValue) -> Response:
@@ -162,7 +163,7 @@ _SAMPLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     summary="Download sample export data",
     description="Up to 50 sessions from the last 7 days in exactly the format the export sends"
     " (with Elasticsearch action lines when sending directly).",
-    dependencies=[Reader],
+    dependencies=[Reader, SessionsReader],
     response_class=Response,
     responses=_SAMPLE_RESPONSES,
 )
@@ -176,7 +177,7 @@ async def sample_of_export(request: Request, objectId: str) -> Response:
 @router.post(
     "/exports/sample",
     summary="Download sample export data for an unsaved configuration",
-    dependencies=[Reader],
+    dependencies=[Reader, SessionsReader],
     response_class=Response,
     responses={**_SAMPLE_RESPONSES, 400: {"description": "Invalid value"}},
 )
@@ -304,7 +305,7 @@ async def list_dead_letters(
 @router.get(
     "/exports/{objectId}/deadletters/{letterId}/body",
     summary="The exact body of a dead letter",
-    dependencies=[Reader],
+    dependencies=[Reader, SessionsReader],
     responses=_ERRORS,
 )
 async def dead_letter_body(request: Request, objectId: str, letterId: int) -> Response:
