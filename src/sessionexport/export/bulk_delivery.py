@@ -35,14 +35,18 @@ class BulkResult:
     unsent: list[LogEntry] = field(default_factory=list)  # failed whole, every attempt
     retried: int = 0  # items sent again after a 429 / 5xx
     attempts: list[Attempt] = field(default_factory=list)
+    failed_attempts: list[Attempt] = field(
+        default_factory=list
+    )  # those of the (last) group that failed whole
 
     @property
     def complete(self) -> bool:
         return not self.rejected and not self.unsent
 
     def failure(self) -> Outcome:
-        """The whole-request failure of ``unsent``, as the alert and dead letter describe it."""
-        return Outcome(delivered=False, attempts=list(self.attempts))
+        """The whole-request failure of ``unsent``, as the alert and dead letter describe it: the
+        attempts of the sessions that failed (after a 413 split, not those of another half)."""
+        return Outcome(delivered=False, attempts=list(self.failed_attempts or self.attempts))
 
 
 async def deliver_bulk(
@@ -59,6 +63,7 @@ async def _deliver(
     sender: Sender, pending: list[LogEntry], direct: SendDirect | None, result: BulkResult, retries: int
 ) -> None:
     items: list[tuple[LogEntry, ItemOutcome]] = []  # the retryable items of the last attempt
+    mine: list[Attempt] = []  # this group's attempts
     for number in range(1, retries + 2):
         if number > 1:
             await sender.backoff(number - 1)
@@ -73,6 +78,7 @@ async def _deliver(
         if attempt.ok and direct is not None:
             attempt, items = _read_items(attempt, answer, pending, result)
         result.attempts.append(attempt)
+        mine.append(attempt)
         if not attempt.ok:
             items = []
             continue
@@ -89,6 +95,7 @@ async def _deliver(
         result.rejected += [Rejected(entry, item) for entry, item in items]
     else:
         result.unsent += pending
+        result.failed_attempts = mine
 
 
 def _read_items(

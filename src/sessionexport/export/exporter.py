@@ -201,7 +201,9 @@ class Exporter:
         attempts = [a.as_json() for a in result.attempts]
         letters = []
         if result.unsent:
-            letters.append(self._letter(result.unsent, result.failure().alert_title, attempts, now))
+            failure = result.failure()
+            tried = [a.as_json() for a in failure.attempts]
+            letters.append(self._letter(result.unsent, failure.alert_title, tried, now))
         for rejected in result.rejected:
             reason = f"Rejected by Elasticsearch: {rejected.item.describe()}"
             letters.append(self._letter([rejected.entry], reason, attempts, now))

@@ -85,7 +85,7 @@ async def run_test_export(sender: Sender, entries: list[LogEntry]) -> ExportTest
 
 
 def _report(result: BulkResult, sent: int) -> ExportTestResult:
-    last = result.attempts[-1]
+    last = result.failure().last if result.unsent else result.attempts[-1]
     report = ExportTestResult(
         success=result.complete,
         sessions_sent=sent,

@@ -1,0 +1,80 @@
+"""Delivering one bulk, with a scripted endpoint in place of the network: splits, item retries, and
+which attempt a failure is blamed on."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+from sessionexport.export.bulk_delivery import deliver_bulk
+from sessionexport.export.config import ExportConfig, SendDirect
+from sessionexport.export.delivery import Attempt
+from sessionexport.export.tuning import ExportTuning
+from sessionexport.store.records import LogEntry
+
+
+def entry(seq: int) -> LogEntry:
+    body = orjson.dumps({"tenantId": "t", "userSessionId": f"s{seq}", "startTime": 1_700_000_000_000 + seq})
+    return LogEntry(seq, 0, "t", f"s{seq}", 1_700_000_000_000 + seq, None, None, None, (), body)
+
+
+@dataclass
+class Endpoint:
+    """Answers each request by a rule on the sessions it holds; records what it was sent."""
+
+    limit: int = 1000  # more sessions than this: 413
+    failing: set[int] = field(default_factory=set)  # a request holding any of these seqs: connection error
+    items: deque[list[int]] = field(default_factory=deque)  # Elasticsearch item statuses, per request
+    sent: list[list[int]] = field(default_factory=list)
+    config: ExportConfig = field(
+        default_factory=lambda: ExportConfig(
+            "x", "https://e", True, "application/json", True, None, None, None, False, ExportTuning(retries=2)
+        )
+    )
+
+    async def backoff(self, retry: int) -> None:
+        return None
+
+    async def attempt(
+        self, number: int, body: bytes, content_type: str | None = None, *, read_answer: bool = False
+    ) -> tuple[Attempt, bytes]:
+        seqs = [
+            int(orjson.loads(line)["userSessionId"][1:])
+            for line in body.splitlines()
+            if b"userSessionId" in line
+        ]
+        self.sent.append(seqs)
+        if len(seqs) > self.limit:
+            return Attempt(number, 0, 1, status=413, error="HTTP 413"), b""
+        if self.failing & set(seqs):
+            return Attempt(number, 0, 1, error="connection reset"), b""
+        if not self.items:
+            return Attempt(number, 0, 1, status=200), b'{"errors":false,"items":[]}'
+        statuses = self.items.popleft()
+        answer = {
+            "errors": True,
+            "items": [{"index": {"status": s, "error": {"type": "t", "reason": "r"}}} for s in statuses],
+        }
+        return Attempt(number, 0, 1, status=200), orjson.dumps(answer)
+
+
+async def test_a_413_split_blames_the_failing_half_not_the_last_request() -> None:
+    endpoint = Endpoint(limit=2, failing={1})
+    result = await deliver_bulk(endpoint, [entry(n) for n in (1, 2, 3, 4)], None)  # type: ignore[arg-type]
+    assert [e.seq for e in result.delivered] == [3, 4]
+    assert [e.seq for e in result.unsent] == [1, 2]
+    assert result.failure().alert_title == "Request failed: connection reset"
+    assert len(result.failure().attempts) == 3  # the failing half's own attempts: 1 + 2 retries
+    assert endpoint.sent[0] == [1, 2, 3, 4]
+
+
+async def test_busy_items_are_sent_again_alone_and_others_rejected_at_once() -> None:
+    endpoint = Endpoint(items=deque([[201, 429, 400, 503], [201, 201]]))
+    direct = SendDirect("idx", None)
+    result = await deliver_bulk(endpoint, [entry(n) for n in (1, 2, 3, 4)], direct)  # type: ignore[arg-type]
+    assert endpoint.sent == [[1, 2, 3, 4], [2, 4]]
+    assert sorted(e.seq for e in result.delivered) == [1, 2, 4]
+    assert [(r.entry.seq, r.item.status) for r in result.rejected] == [(3, 400)]
+    assert result.retried == 2 and not result.unsent
