@@ -522,3 +522,27 @@ async def test_events_arriving_during_a_sweep_are_not_lost(
     )
     assert actions == expected, "an event that came in during the sweep was lost or stranded"
     assert len(docs) == 1
+
+
+async def test_an_end_after_the_timeout_makes_no_second_session(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    clock.set(T0 + SECOND)
+    await send(
+        sessionizer, attrs("x", T0, "mob", applicationType="MOBILE_APPLICATION"), act("a1", T0, 500, "mob")
+    )
+    clock.set(T0 + 500 + APP_TIMEOUT + SETTLE)
+    assert await drain(sessionizer) == 1
+    await send(
+        sessionizer,
+        end("end", T0 + APP_TIMEOUT + 3 * MINUTE, "mob"),
+        err("x1", T0 + APP_TIMEOUT + MINUTE, "mob"),
+    )
+    clock.set(T0 + APP_TIMEOUT + 4 * MINUTE + SETTLE)
+    assert await drain(sessionizer) == 0
+    docs = await logged(sessionizer.store)
+    assert [(d["userSessionId"], d["userActionCount"], d["endReason"]) for d in docs] == [
+        ("mob", 1, "TIMEOUT")
+    ]
+    due = await sessionizer.store.due_sessions(clock() + DAY, 10)
+    assert due == [], "the stray events are not left behind either"

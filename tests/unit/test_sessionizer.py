@@ -1021,3 +1021,14 @@ def test_duplicated_attributes_do_not_change_the_document(data: st.DataObject) -
     extra = [e for e in events if isinstance(e, AttributesEvent)]
     resent = data.draw(st.permutations([*events, *extra]))
     assert documents_of(resent, now, PROPERTY_SETTINGS) == documents_of(events, now, PROPERTY_SETTINGS)
+
+
+def test_events_far_ahead_of_the_server_clock_are_refused() -> None:
+    now = 1_800_000_000_000
+    line = b'{"type":"end","tenantId":"t","sessionId":"s","eventId":"e","timestamp":%d}'
+    assert parse_events(line % (now + 4 * 60_000), now)  # a little drift is fine
+    with pytest.raises(RejectedBody) as refused:
+        parse_events(line % (now + 3_600_000), now)
+    [problem] = refused.value.problems
+    assert (problem.location, problem.path) == ("line 1", "timestamp")
+    assert "ahead of the server's clock" in problem.message

@@ -11,6 +11,7 @@ from sessionexport.api.errors import ApiError, Violation
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
 from sessionexport.api.usersessions import read_limited_body
+from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import NDJSON, RejectedBody
 from sessionexport.ingest.events import parse_events
 from sessionexport.model.events import EVENT_TYPES
@@ -52,7 +53,7 @@ async def ingest_events(request: Request) -> OrjsonResponse:
         raise ApiError(400, message, [Violation("Content-Type", message, "HEADER")])
     body = await read_limited_body(request, request.app.state.config.max_body_bytes)
     try:
-        received = parse_events(body)
+        received = parse_events(body, now_ms())
     except RejectedBody as exc:
         violations = [Violation(p.path, p.message, location=p.location) for p in exc.problems]
         raise ApiError(

@@ -21,7 +21,7 @@ from sessionexport.clock import now_ms
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.ingest.documents import to_record
 from sessionexport.ingest.events import ReceivedEvent
-from sessionexport.ingest.sessionizer import SessionizerSettings, assemble, due_at, next_part
+from sessionexport.ingest.sessionizer import Part, SessionizerSettings, assemble, due_at, next_part
 from sessionexport.model.events import AttributesEvent, RumEvent
 from sessionexport.model.validation import decode_session, single_line
 from sessionexport.store import Store
@@ -97,6 +97,22 @@ class Sessionizer:
         )
         await self.store.complete_part(part, self.clock())
 
+    async def _drop_without_actions(self, session: OpenSession, part: Part) -> int:
+        log.warning(
+            "sessionizer: %d event(s) of session %s/%s without a user action make no session (%s); not kept",
+            len(part.events),
+            session.tenant_id,
+            session.session_id,
+            ", ".join(sorted({_kind(e) for e in part.events})),
+        )
+        ids = tuple(e.eventId for e in part.events)
+        done = CompletedPart(
+            session.tenant_id, session.session_id, None, ids, part.events[-1].timestamp, session.split,
+            None if part.final else self.clock(), None, session.arrivals,
+        )  # fmt: skip
+        await self.store.complete_part(done, self.clock())
+        return 0
+
     async def run(self, interval: float = SWEEP_SECONDS) -> None:
         while True:
             try:
@@ -111,8 +127,12 @@ class Sessionizer:
         part = next_part(events, now, self.settings)
         if part is None:
             wake = due_at(events, self.settings)
-            await self._postpone(session, max(wake, now + self.settings.settle_ms) if wake is not None else None)
+            await self._postpone(
+                session, max(wake, now + self.settings.settle_ms) if wake is not None else None
+            )
             return 0
+        if not part.has_actions:
+            return await self._drop_without_actions(session, part)
         split = session.split or not part.final
         attributes = [e for e in events if isinstance(e, AttributesEvent)]
         document = assemble(

@@ -27,7 +27,12 @@ class ReceivedEvent:
     raw: bytes  # the line as sent
 
 
-def parse_events(body: bytes) -> list[ReceivedEvent]:
+MAX_AHEAD_MS = 5 * 60_000  # clocks drift; a timestamp further ahead than this is a broken clock
+
+
+def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
+    """``now`` (server time, epoch ms): events more than 5 minutes ahead of it are refused, since a
+    session's timing (timeouts, the 6 h limit) is measured in event time."""
     received: list[ReceivedEvent] = []
     problems: list[DocumentProblem] = []
     for number, line in ndjson_lines(body):
@@ -41,6 +46,11 @@ def parse_events(body: bytes) -> list[ReceivedEvent]:
             problems.append(DocumentProblem(where, "", f"invalid JSON: {exc}"))
             continue
         found = _event_problems(event)
+        if now is not None and event.timestamp > now + MAX_AHEAD_MS:
+            ahead = (event.timestamp - now) / 1000
+            found.append(
+                ("timestamp", f"{ahead:.0f} s ahead of the server's clock (at most {MAX_AHEAD_MS // 1000} s)")
+            )
         problems += [DocumentProblem(where, path, message) for path, message in found]
         if not found:
             received.append(ReceivedEvent(event, line))

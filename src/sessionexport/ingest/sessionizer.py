@@ -69,6 +69,12 @@ class Part:
     reason: EndReason
     final: bool  # nothing of the session remains open
 
+    @property
+    def has_actions(self) -> bool:
+        """A session starts with its first user action: without one, these events make no session
+        (e.g. an end or error event that came after the session had timed out)."""
+        return any(isinstance(e, ActionEvent) for e in self.events)
+
 
 def ordered(events: Iterable[RumEvent]) -> list[RumEvent]:
     """By (timestamp, eventId), each event once: a re-sent event counts once, whatever the caller kept."""
