@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import orjson
@@ -53,6 +54,7 @@ from sessionexport.store.base import StoreError
 log = logging.getLogger(__name__)
 
 EVENTS_TYPES = ("application/json", "application/x-ndjson")
+TOKEN_FORM_LIMIT = 16 * 1024
 ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
 
 
@@ -251,8 +253,11 @@ async def _token(request: Request) -> Response:
         return _json(
             {"error": "invalid_request", "error_description": "use application/x-www-form-urlencoded"}, 400
         )
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        raw = await _read_body(request, TOKEN_FORM_LIMIT)  # unauthenticated callers: read a bounded body
+    except _TooLarge:
+        return _json({"error": "invalid_request", "error_description": "request body too large"}, 413)
+    fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     try:
         answer = issuer.issue(fields, request.headers.get("authorization"))
     except OAuthError as exc:

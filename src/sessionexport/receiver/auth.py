@@ -98,7 +98,10 @@ class TokenIssuer:
         client_id, secret = self._client(form, authorization)
         if form.get("grant_type") != "client_credentials":
             raise OAuthError(400, "unsupported_grant_type", "grant_type must be client_credentials")
-        if client_id not in self.clients or not _equal(secret, self.clients[client_id]):
+        # Both checks always run: how long the answer takes says nothing about which one failed.
+        known = client_id in self.clients
+        right = _equal(secret, self.clients.get(client_id, secret + "x"))
+        if not (known and right):
             raise OAuthError(401, "invalid_client", "unknown client or wrong secret")
         scope = form.get("scope") or self.default_scope
         now = int(self.clock())
@@ -215,7 +218,8 @@ class Authenticator:
         if not authorization:
             raise Unauthorized("credentials required")
         if self.basic and (pair := basic_credentials(authorization)):
-            if _equal(pair[0], self.basic[0]) and _equal(pair[1], self.basic[1]):
+            user_ok, password_ok = _equal(pair[0], self.basic[0]), _equal(pair[1], self.basic[1])
+            if user_ok and password_ok:  # both compared: no timing hint about which one was wrong
                 return pair[0]
             raise Unauthorized("wrong user name or password")
         token = bearer_token(authorization)

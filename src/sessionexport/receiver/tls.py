@@ -50,6 +50,17 @@ def _expired(cert_path: Path) -> bool:
     return cert.not_valid_after_utc <= dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
 
 
+def _only_these_names(sans: list[x509.GeneralName]) -> x509.NameConstraints:
+    permitted: list[x509.GeneralName] = []
+    for name in sans:
+        if isinstance(name, x509.IPAddress):
+            address = name.value
+            permitted.append(x509.IPAddress(ipaddress.ip_network(f"{address}/{address.max_prefixlen}")))
+        else:
+            permitted.append(name)
+    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
+
+
 def _write_self_signed(cert_path: Path, key_path: Path, names: tuple[str, ...]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sessionexport receiver")])
@@ -65,6 +76,8 @@ def _write_self_signed(cert_path: Path, key_path: Path, names: tuple[str, ...]) 
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        # Trusted as a CA by senders (--ca-bundle), it may only vouch for its own names.
+        .add_extension(_only_these_names(sans), critical=True)
         # CA:TRUE so that the file itself can be given to senders as the CA to trust.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
