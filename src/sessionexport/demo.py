@@ -58,7 +58,8 @@ class DemoOptions:
 async def run_demo(options: DemoOptions) -> int:
     """Run until Ctrl-C or the duration; return how many sessions the receiver got."""
     options.data_dir.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would bury the counts
+    for noisy in ("httpx", "uvicorn.error"):  # a line per request or per start-up step would bury the counts
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     secret = secrets.token_urlsafe(16)
     async with _receiver(options, secret) as receiver:
         config = ServerConfig(
