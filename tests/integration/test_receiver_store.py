@@ -410,7 +410,9 @@ async def test_postgresql_concurrent_opens_migrate_once(postgres_url: str) -> No
             try:
                 await asyncio.gather(*(s.open() for s in stores))
                 with psycopg.connect(url) as conn:
-                    rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+                    rows = conn.execute(
+                        "SELECT version FROM receiver_schema_migrations ORDER BY version"
+                    ).fetchall()
                 assert [row[0] for row in rows] == expected
                 await stores[0].save(request_at(1), [session("u1")], overwrite=False)
                 assert (await stores[2].counts()).sessions == 1

@@ -10,7 +10,8 @@ DATABASE_FILE = "sessionexport.db"
 
 
 def create_store(data_dir: Path, database_url: str | None = None) -> Store:
-    """The store a URL names; without one, SQLite in the data directory (the embedded default)."""
+    """The store a URL names (``sqlite:///PATH``, ``postgresql://...`` or ``postgres://...``); without one,
+    SQLite in the data directory (the embedded default)."""
     if not database_url:
         from sessionexport.store.sqlite import SQLiteStore
 
@@ -19,9 +20,14 @@ def create_store(data_dir: Path, database_url: str | None = None) -> Store:
         from sessionexport.store.sqlite import SQLiteStore
 
         return SQLiteStore(Path(database_url.removeprefix("sqlite:///")))
+    if database_url.startswith(("postgresql://", "postgres://")):
+        from sessionexport.store.postgresql import PostgresStore
+
+        return PostgresStore(database_url)
     scheme = database_url.split(":", 1)[0]
     raise StoreError(
-        f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH (or no URL for the default)"
+        f"unsupported database URL scheme {scheme!r}:"
+        " use postgresql://..., sqlite:///PATH (or no URL for the default)"
     )
 
 

@@ -1,7 +1,7 @@
 """The receiver's PostgreSQL backend (``postgresql://...``): psycopg 3 behind an async connection pool.
 
 Schema: the numbered files of ``receiver/sql/postgresql``, applied by ``open`` on a connection of
-its own, each file in one transaction with its row in ``schema_migrations``. The whole migration
+its own, each file in one transaction with its row in ``receiver_schema_migrations``. The whole migration
 runs under a session advisory lock, so a second process starting at the same time waits, then
 finds nothing pending (without it both would create the tables and one would fail).
 
@@ -47,6 +47,7 @@ from sessionexport.receiver.store.records import (
 )
 from sessionexport.store.base import StoreError
 from sessionexport.store.migrations import pending
+from sessionexport.store.postgresql import checkout
 
 MIGRATIONS = "sessionexport.receiver"
 # Any constant works as long as nothing else sharing the database uses it; this one spells "SXRM".
@@ -171,8 +172,13 @@ class PostgresReceivedStore:
     async def _transaction(self) -> AsyncIterator[Connection]:
         if self._pool is None:
             raise StoreError("store is not open")
-        async with self._translated(), self._pool.connection() as conn, conn.transaction():
-            yield conn
+        async with self._translated():
+            conn = await checkout(self._pool)  # (a cancellation always cancels: see checkout)
+            try:
+                async with conn.transaction():
+                    yield conn
+            finally:
+                await self._pool.putconn(conn)
 
     @asynccontextmanager
     async def _translated(self, *, connecting: bool = False) -> AsyncIterator[None]:
@@ -203,17 +209,17 @@ async def migrate(conn: Connection) -> None:
     await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
     try:
         await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            "CREATE TABLE IF NOT EXISTS receiver_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
             " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        cursor = await conn.execute("SELECT version FROM schema_migrations")
+        cursor = await conn.execute("SELECT version FROM receiver_schema_migrations")
         applied = {row[0] for row in await cursor.fetchall()}
         for migration in pending("postgresql", applied, MIGRATIONS):
             async with conn.transaction():
                 # Without parameters psycopg sends the file as one simple query: several statements are fine.
                 await conn.execute(migration.sql.encode())
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    "INSERT INTO receiver_schema_migrations (version, name) VALUES (%s, %s)",
                     (migration.version, migration.name),
                 )
     finally:

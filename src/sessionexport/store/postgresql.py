@@ -1,0 +1,871 @@
+"""PostgreSQL backend (``--database-url postgresql://...``): psycopg 3 behind an async connection pool.
+
+Same semantics as the SQLite backend, method for method; what differs is how they are kept when
+several processes write at once (SQLite has one writer thread, PostgreSQL has many connections):
+
+- Schema: the numbered files of ``sql/postgresql``, applied by ``open`` on a connection of its own,
+  each file in one transaction with its row in ``schema_migrations``, all under a session advisory
+  lock: a second process starting at the same time waits, then finds nothing pending.
+- Pool connections run in autocommit: a one-statement method is its own transaction (no BEGIN /
+  COMMIT round trips); a method of several statements opens an explicit transaction.
+- Appends are one ``INSERT ... SELECT FROM unnest(...)`` per batch: seqs follow the batch order, and
+  ``ON CONFLICT DO NOTHING`` makes a known identity a duplicate, also against a concurrent append of
+  the same session (it waits for that one to commit, then skips).
+- Rules that SQLite keeps by serialising writes are kept by the database here: the settings object
+  limit under a transaction-scoped advisory lock per schema, "one open alert per export and kind"
+  by a partial unique index (raising is one upsert), versions by ``WHERE version = expected``,
+  and events against parts being completed by locking the session's ``open_sessions`` row first.
+- Not solved yet: seqs that commit out of order under concurrent appenders (see ``read_log``).
+
+Errors are translated once, here, at the I/O boundary::
+
+    StoreError
+    ├── "cannot reach PostgreSQL at HOST:PORT: ..."   connecting failed (refused, DNS, auth, timeout),
+    │                                                 the connection broke mid-statement, or no pooled
+    │                                                 connection came free in time
+    ├── "PostgreSQL at HOST:PORT holds ..."           the schema belongs to something else
+    └── "PostgreSQL: ..."                             a statement failed (constraint, disk full...)
+
+``TooManyObjects`` and ``VersionConflict`` pass through untranslated (their transaction rolled back).
+No message carries the password: libpq leaves it out of its messages, and every translated message
+is scrubbed of it anyway (a malformed URL can be echoed back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
+
+import orjson
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from sessionexport.store.base import StoreError, TooManyObjects, VersionConflict
+from sessionexport.store.migrations import migrations_for, pending
+from sessionexport.store.records import (
+    Alert,
+    AppendResult,
+    BulkDecision,
+    CompletedPart,
+    Cursor,
+    DeadLetter,
+    EventsResult,
+    LogEntry,
+    NewDeadLetter,
+    NewEvent,
+    NewSession,
+    OpenSession,
+    SettingsRecord,
+    StoredSession,
+    TokenRecord,
+)
+
+# Advisory lock keys: any constants work as long as nothing else sharing the database uses them.
+MIGRATION_LOCK = 0x5358_534D  # "SXSM" (the receiver's store uses "SXRM")
+SETTINGS_LOCK = 0x5358_534F  # "SXSO"; the second key is the hash of the settings schema id
+CONNECT_TIMEOUT_SECONDS = 10
+MAX_CONNECTIONS = 8
+# Class 08 is "connection exception"; 57P01-57P03 are the server shutting down or not yet up.
+_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+Params = Sequence[Any] | dict[str, Any]
+
+
+# -- SQL ------------------------------------------------------------------------------------------
+_STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
+_LOG_ENTRY = (
+    "seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type, country,"
+    " applications, body"
+)
+_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered, failed, retried"
+_DEAD_LETTER_ROW = (
+    "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
+    " replayed_at"
+)
+_SETTINGS_ROW = (
+    "object_id, schema_id, scope, external_id, value, schema_version, created, modified, created_by,"
+    " modified_by, version"
+)
+_API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at"  # noqa: S105 (column names)
+_ALERT_ROW = "id, export_id, kind, title, message, opened_at, last_seen_at, occurrences, closed_at"
+
+# One statement per batch, whatever its size (no parameter limit: each column is one array).
+# Bodies go in binary (%b): as text, an array of bytea is hex-escaped, twice the bytes to send and
+# more than twice the time.
+_APPEND = """
+INSERT INTO sessions (tenant_id, user_session_id, start_time, end_time, received_at, user_id, user_type,
+                      application_type, country, applications, size, body)
+SELECT tenant_id, user_session_id, start_time, end_time, %(received_at)s, user_id, user_type,
+       application_type, country, applications, octet_length(body), body
+  FROM unnest(%(tenant_id)s::text[], %(user_session_id)s::text[], %(start_time)s::bigint[],
+              %(end_time)s::bigint[], %(user_id)s::text[], %(user_type)s::text[],
+              %(application_type)s::text[], %(country)s::text[], %(applications)s::text[],
+              %(body)b::bytea[])
+       WITH ORDINALITY AS s (tenant_id, user_session_id, start_time, end_time, user_id, user_type,
+                             application_type, country, applications, body, ord)
+ ORDER BY ord  -- seqs in batch order
+    ON CONFLICT (tenant_id, user_session_id, start_time) DO NOTHING
+"""
+# A user session id picks its rows by index, so its query is a separate statement: one query with
+# "(%s IS NULL OR user_session_id = %s)" could be planned (generically, once prepared) as a scan.
+_RECENT_SESSIONS = f"""
+SELECT {_STORED_SESSION} FROM sessions
+ WHERE (%(before)s::bigint IS NULL OR seq < %(before)s)
+ ORDER BY seq DESC LIMIT %(limit)s
+"""
+_RECENT_SESSIONS_OF_ONE = f"""
+SELECT {_STORED_SESSION} FROM sessions
+ WHERE user_session_id = %(usid)s AND (%(before)s::bigint IS NULL OR seq < %(before)s)
+ ORDER BY seq DESC LIMIT %(limit)s
+"""
+
+# A session's open_sessions row is locked before its events are looked at, by add_events and
+# complete_part alike (in that order: row, then events; sorted when there are several), so that
+# the two take turns per session as SQLite's one writer makes them: a part being completed is
+# waited for, and then its completed_until and arrivals are the ones read.
+_LOCK_OPEN_SESSIONS = """
+SELECT 1 FROM open_sessions
+ WHERE (tenant_id, session_id) IN (SELECT * FROM unnest(%(tenant_id)s::text[], %(session_id)s::text[]))
+ ORDER BY tenant_id, session_id
+   FOR UPDATE
+"""
+# Events of a part already completed (``ts <= completed_until``) are late, except attributes;
+# the others are kept once (a re-sent event id is a duplicate; within a batch the first one),
+# and every session that kept some counts them as arrivals and is looked at again at
+# ``check_at``. Rows are written in key order: two batches never wait for each other crosswise.
+_ADD_EVENTS = """
+WITH incoming AS (
+    SELECT * FROM unnest(%(tenant_id)s::text[], %(session_id)s::text[], %(event_id)s::text[],
+                         %(ts)s::bigint[], %(kind)s::text[], %(body)b::bytea[])
+           WITH ORDINALITY AS e (tenant_id, session_id, event_id, ts, kind, body, ord)
+), timely AS (
+    SELECT e.* FROM incoming e LEFT JOIN open_sessions o USING (tenant_id, session_id)
+     WHERE o.completed_until IS NULL OR e.ts > o.completed_until OR e.kind = 'attributes'
+), kept AS (
+    INSERT INTO rum_events (tenant_id, session_id, event_id, ts, kind, body, received_at)
+    SELECT tenant_id, session_id, event_id, ts, kind, body, %(now)s FROM timely
+     ORDER BY tenant_id, session_id, event_id, ord
+        ON CONFLICT DO NOTHING
+    RETURNING tenant_id, session_id
+), touched AS (
+    INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals)
+    SELECT tenant_id, session_id, %(now)s::bigint, %(check_at)s::bigint, count(*) FROM kept
+     GROUP BY tenant_id, session_id ORDER BY tenant_id, session_id
+        ON CONFLICT (tenant_id, session_id)
+        DO UPDATE SET last_arrival = excluded.last_arrival, check_at = excluded.check_at,
+                      arrivals = open_sessions.arrivals + excluded.arrivals
+)
+SELECT (SELECT count(*) FROM incoming), (SELECT count(*) FROM timely), (SELECT count(*) FROM kept)
+"""
+_ARRIVALS = "SELECT arrivals FROM open_sessions WHERE tenant_id = %s AND session_id = %s FOR UPDATE"
+_DUE_SESSIONS = """
+SELECT o.tenant_id, o.session_id, o.part, o.split, o.last_start, o.arrivals,
+       coalesce((SELECT array_agg(e.body ORDER BY e.ts, e.event_id)
+                   FROM rum_events e
+                  WHERE e.tenant_id = o.tenant_id AND e.session_id = o.session_id), '{}')
+  FROM open_sessions o
+ WHERE o.check_at IS NOT NULL AND o.check_at <= %s
+ ORDER BY o.check_at, o.tenant_id, o.session_id
+ LIMIT %s
+"""
+_DROP_CONSUMED = (
+    "DELETE FROM rum_events WHERE tenant_id = %s AND session_id = %s AND event_id = ANY(%s::text[])"
+)
+# greatest() ignores NULLs: completed_until only grows, and stays as it is when none is given.
+_NOTE_PART = """
+UPDATE open_sessions
+   SET part = part + %(parts)s, split = %(split)s, check_at = %(check_at)s::bigint,
+       last_start = coalesce(%(start)s::bigint, last_start),
+       completed_until = greatest(completed_until, %(until)s::bigint)
+ WHERE tenant_id = %(tenant)s AND session_id = %(session)s
+"""
+_PURGE_EVENTS = """
+WITH stale AS (DELETE FROM open_sessions WHERE last_arrival < %s RETURNING tenant_id, session_id)
+DELETE FROM rum_events e USING stale s WHERE e.tenant_id = s.tenant_id AND e.session_id = s.session_id
+"""
+
+_POSITION_BEFORE = """
+SELECT coalesce((SELECT min(seq) - 1 FROM sessions WHERE received_at >= %s),
+                (SELECT coalesce(max(seq), 0) FROM sessions))
+"""
+_BACKLOG = """
+SELECT count(*), (SELECT received_at FROM sessions WHERE seq > %(after)s ORDER BY seq LIMIT 1)
+  FROM sessions WHERE seq > %(after)s
+"""
+_MOVE_CURSOR = """
+INSERT INTO export_cursors (export_id, position, updated_at) VALUES (%s, %s, %s)
+    ON CONFLICT (export_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+"""
+_COUNT_BULK = """
+UPDATE export_cursors
+   SET position = greatest(position, %(position)s), delivered = delivered + %(delivered)s,
+       failed = failed + %(failed)s, retried = retried + %(retried)s, updated_at = %(now)s,
+       last_success_at = CASE WHEN %(delivered)s > 0 THEN %(now)s ELSE last_success_at END
+ WHERE export_id = %(export_id)s
+"""
+_INSERT_DEAD_LETTER = """
+INSERT INTO dead_letters (export_id, created_at, first_seq, last_seq, session_count, sessions, content_type,
+                          body, reason, attempts)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
+"""
+_LIST_DEAD_LETTERS = f"""
+SELECT {_DEAD_LETTER_ROW} FROM dead_letters
+ WHERE export_id = %(export)s AND (%(state)s::text IS NULL OR state = %(state)s)
+   AND (%(before)s::bigint IS NULL OR id < %(before)s)
+ ORDER BY id DESC LIMIT %(limit)s
+"""
+_RAISE_ALERT = """
+INSERT INTO alerts (export_id, kind, title, message, opened_at, last_seen_at) VALUES (%s, %s, %s, %s, %s, %s)
+    ON CONFLICT (export_id, kind) WHERE closed_at IS NULL
+    DO UPDATE SET title = excluded.title, message = excluded.message, last_seen_at = excluded.last_seen_at,
+                  occurrences = alerts.occurrences + 1
+"""
+_UPDATE_SETTING = """
+UPDATE settings_objects
+   SET scope = %s, external_id = %s, value = %s, schema_version = %s, modified = %s, modified_by = %s,
+       version = %s
+ WHERE object_id = %s AND version = %s
+"""
+# Text ordering is byte order ("C"), as in SQLite, whatever the database's collation.
+_LIST_SETTINGS = f"""
+SELECT {_SETTINGS_ROW} FROM settings_objects WHERE (%(schema)s::text IS NULL OR schema_id = %(schema)s)
+ ORDER BY created, object_id COLLATE "C"
+"""
+_CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+
+class PostgresStore:
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.url = url
+        self._address, self._secrets = describe(url)
+        self._max_connections = max_connections
+        self._pool: AsyncConnectionPool[Connection] | None = None
+
+    async def open(self) -> None:
+        kwargs = connect_options(self.url)
+        async with self._translated(connecting=True):
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **kwargs)
+        async with self._translated(), conn:
+            await self._migrate(conn)
+        async with self._translated(connecting=True):
+            self._pool = await self._open_pool(kwargs | {"autocommit": True})
+
+    async def _migrate(self, conn: Connection) -> None:
+        foreign = await migrate(conn)
+        if foreign:
+            raise StoreError(
+                f"PostgreSQL at {self._address} holds schema migrations that are not this store's"
+                f" ({', '.join(foreign)}): give sessionexport a database or schema of its own"
+            )
+
+    async def _open_pool(self, kwargs: dict[str, Any]) -> AsyncConnectionPool[Connection]:
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            self.url,
+            kwargs=kwargs,
+            min_size=1,
+            max_size=self._max_connections,
+            open=False,
+            check=AsyncConnectionPool.check_connection,  # a restarted server costs no failed call
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except BaseException:
+            await pool.close()  # else its workers keep trying to connect in the background
+            raise
+        return pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- session log -------------------------------------------------------------------------
+    async def append_sessions(self, sessions: Sequence[NewSession], received_at: int) -> AppendResult:
+        if not sessions:
+            return AppendResult(0, 0)
+        async with self._connection() as conn:
+            return await _append(conn, sessions, received_at)
+
+    async def recent_sessions(
+        self, *, user_session_id: str | None = None, before_seq: int | None = None, limit: int = 100
+    ) -> list[StoredSession]:
+        query = _RECENT_SESSIONS if user_session_id is None else _RECENT_SESSIONS_OF_ONE
+        rows = await self._rows(query, {"usid": user_session_id, "before": before_seq, "limit": limit})
+        return [StoredSession(*row) for row in rows]
+
+    async def count_sessions(self) -> int:
+        return int(await self._value("SELECT count(*) FROM sessions"))
+
+    async def purge_sessions(self, received_before: int) -> int:
+        return await self._execute("DELETE FROM sessions WHERE received_at < %s", (received_before,))
+
+    async def last_seq_before(self, received_before: int) -> int:
+        query = "SELECT coalesce(max(seq), 0) FROM sessions WHERE received_at < %s"
+        return int(await self._value(query, (received_before,)))
+
+    async def count_between(self, after_seq: int, up_to_seq: int) -> int:
+        query = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s"
+        return int(await self._value(query, (after_seq, up_to_seq)))
+
+    # -- RUM events and open sessions --------------------------------------------------------
+    async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
+        if not events:
+            return EventsResult(0, 0, 0)
+        sessions = {"tenant_id": [e.tenant_id for e in events], "session_id": [e.session_id for e in events]}
+        params = sessions | {
+            "event_id": [e.event_id for e in events],
+            "ts": [e.ts for e in events],
+            "kind": [e.kind for e in events],
+            "body": [e.body for e in events],
+            "now": now,
+            "check_at": check_at,
+        }
+        async with self._transaction() as conn:
+            await conn.execute(_LOCK_OPEN_SESSIONS, sessions)
+            cursor = await conn.execute(_ADD_EVENTS, params)
+            row = await cursor.fetchone()
+        assert row is not None  # aggregates: always one row
+        incoming, timely, kept = row
+        return EventsResult(accepted=kept, duplicates=timely - kept, late=incoming - timely)
+
+    async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
+        rows = await self._rows(_DUE_SESSIONS, (now, limit))
+        return [
+            OpenSession(tenant, session, part, split, list(events), last_start, arrivals)
+            for tenant, session, part, split, last_start, arrivals, events in rows
+        ]
+
+    async def complete_part(self, part: CompletedPart, received_at: int) -> AppendResult:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(_ARRIVALS, (part.tenant_id, part.session_id))
+            row = await cursor.fetchone()
+            if part.seen_arrivals is not None and (row is None or row[0] != part.seen_arrivals):
+                return AppendResult(0, 0)  # events came in meanwhile: add_events set it to be looked at again
+            if part.consumed:
+                await conn.execute(_DROP_CONSUMED, (part.tenant_id, part.session_id, list(part.consumed)))
+            await conn.execute(_NOTE_PART, _part_params(part))
+            # The append comes last so that its seq is drawn as shortly before the commit as can be
+            # (see read_log on seqs that commit out of order).
+            if part.session is None:
+                return AppendResult(0, 0)
+            return await _append(conn, [part.session], received_at)
+
+    async def purge_events(self, received_before: int) -> int:
+        return await self._execute(_PURGE_EVENTS, (received_before,))
+
+    # -- API tokens --------------------------------------------------------------------------
+    async def add_token(self, token: TokenRecord) -> None:
+        await self._execute(
+            f"INSERT INTO api_tokens ({_API_TOKEN_ROW}) VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                token.id,
+                token.name,
+                ",".join(sorted(token.scopes)),
+                token.secret_hash,
+                token.created_at,
+                token.revoked_at,
+            ),
+        )
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        rows = await self._rows(f"SELECT {_API_TOKEN_ROW} FROM api_tokens WHERE id = %s", (token_id,))
+        return _token(rows[0]) if rows else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        query = f'SELECT {_API_TOKEN_ROW} FROM api_tokens ORDER BY created_at, id COLLATE "C"'
+        return [_token(row) for row in await self._rows(query)]
+
+    async def revoke_token(self, token_id: str, revoked_at: int) -> bool:
+        query = "UPDATE api_tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL"
+        return await self._execute(query, (revoked_at, token_id)) == 1
+
+    # -- settings objects --------------------------------------------------------------------
+    async def list_settings(self, schema_id: str | None = None) -> list[SettingsRecord]:
+        return [SettingsRecord(*row) for row in await self._rows(_LIST_SETTINGS, {"schema": schema_id})]
+
+    async def get_setting(self, object_id: str) -> SettingsRecord | None:
+        query = f"SELECT {_SETTINGS_ROW} FROM settings_objects WHERE object_id = %s"
+        rows = await self._rows(query, (object_id,))
+        return SettingsRecord(*rows[0]) if rows else None
+
+    async def insert_setting(self, record: SettingsRecord, max_objects: int) -> None:
+        async with self._transaction() as conn:
+            # Counting then inserting is a race between two transactions unless inserts into one
+            # schema take turns: the lock is held until this transaction ends.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SETTINGS_LOCK, record.schema_id)
+            )
+            if await _count_settings(conn, record.schema_id) >= max_objects:
+                raise TooManyObjects(record.schema_id)
+            await conn.execute(
+                f"INSERT INTO settings_objects ({_SETTINGS_ROW}) VALUES ({', '.join(['%s'] * 11)})",
+                _settings_values(record),
+            )
+
+    async def update_setting(self, record: SettingsRecord, expected_version: int) -> None:
+        # A concurrent update of the same row makes this one wait, then see the new version: conflict.
+        changed = await self._execute(
+            _UPDATE_SETTING,
+            (
+                record.scope,
+                record.external_id,
+                record.value,
+                record.schema_version,
+                record.modified,
+                record.modified_by,
+                record.version,
+                record.object_id,
+                expected_version,
+            ),
+        )
+        if changed != 1:
+            raise VersionConflict(record.object_id)
+
+    async def delete_setting(self, object_id: str, expected_version: int | None) -> bool:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT version FROM settings_objects WHERE object_id = %s FOR UPDATE", (object_id,)
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return False
+            if expected_version is not None and row[0] != expected_version:
+                raise VersionConflict(object_id)
+            await conn.execute("DELETE FROM settings_objects WHERE object_id = %s", (object_id,))
+            return True
+
+    # -- export cursors ----------------------------------------------------------------------
+    async def log_position(self) -> int:
+        return int(await self._value("SELECT coalesce(max(seq), 0) FROM sessions"))
+
+    async def position_before(self, received_at: int) -> int:
+        return int(await self._value(_POSITION_BEFORE, (received_at,)))
+
+    async def ensure_cursor(self, export_id: str, position: int, now: int) -> Cursor:
+        # Two statements: the SELECT takes a new snapshot, so it also sees a cursor that a
+        # concurrent ensure_cursor created while this INSERT waited for it.
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO export_cursors (export_id, position, updated_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (export_id) DO NOTHING",
+                (export_id, position, now),
+            )
+            cursor = await _cursor(conn, export_id)
+        assert cursor is not None  # just made sure it exists; cursors are deleted with their export only
+        return cursor
+
+    async def get_cursor(self, export_id: str) -> Cursor | None:
+        async with self._connection() as conn:
+            return await _cursor(conn, export_id)
+
+    async def list_cursors(self) -> list[Cursor]:
+        query = f'SELECT {_CURSOR_ROW} FROM export_cursors ORDER BY export_id COLLATE "C"'
+        return [Cursor(*row) for row in await self._rows(query)]
+
+    async def move_cursor(self, export_id: str, position: int, now: int) -> None:
+        await self._execute(_MOVE_CURSOR, (export_id, position, now))
+
+    async def delete_cursor(self, export_id: str) -> None:
+        await self._execute("DELETE FROM export_cursors WHERE export_id = %s", (export_id,))
+
+    async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
+        # Known gap, to be solved separately: seqs are drawn at insert time but become visible at
+        # commit, and concurrent appenders can commit out of seq order. A reader can then see seq
+        # 12 before seq 11 commits; a cursor moved to 12 passes over 11 for good. (SQLite's single
+        # writer commits in seq order, so it has no such gap.) Appends here are kept as short as
+        # possible (one statement, or last in their transaction) to keep the window small.
+        query = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s ORDER BY seq LIMIT %s"
+        return [_log_entry(row) for row in await self._rows(query, (after_seq, limit))]
+
+    async def recent_log(
+        self, received_since: int, limit: int, before_seq: int | None = None
+    ) -> list[LogEntry]:
+        query = (
+            f"SELECT {_LOG_ENTRY} FROM sessions WHERE received_at >= %(since)s"
+            " AND (%(before)s::bigint IS NULL OR seq < %(before)s) ORDER BY seq DESC LIMIT %(limit)s"
+        )
+        rows = await self._rows(query, {"since": received_since, "before": before_seq, "limit": limit})
+        return [_log_entry(row) for row in rows]
+
+    async def backlog(self, after_seq: int) -> tuple[int, int | None]:
+        count, first = await self._row(_BACKLOG, {"after": after_seq})
+        return int(count), (int(first) if first is not None else None)
+
+    async def record_bulk(self, export_id: str, position: int, decision: BulkDecision, now: int) -> list[int]:
+        async with self._transaction() as conn:
+            ids = [await _insert_dead_letter(conn, letter) for letter in decision.letters]
+            await conn.execute(
+                _COUNT_BULK,
+                {
+                    "export_id": export_id,
+                    "position": position,
+                    "delivered": decision.delivered,
+                    "failed": decision.failed,
+                    "retried": decision.retried,
+                    "now": now,
+                },
+            )
+            if decision.letters:
+                await conn.execute(
+                    "UPDATE export_cursors SET last_error_at = %s, last_error = %s WHERE export_id = %s",
+                    (now, decision.letters[-1].reason, export_id),
+                )
+            return ids
+
+    async def record_skip(self, export_id: str, position: int, now: int) -> None:
+        await self._execute(
+            "UPDATE export_cursors SET position = greatest(position, %s), updated_at = %s"
+            " WHERE export_id = %s",
+            (position, now, export_id),
+        )
+
+    async def record_error(self, export_id: str, message: str, now: int) -> None:
+        await self._execute(
+            "UPDATE export_cursors SET last_error_at = %s, last_error = %s, updated_at = %s"
+            " WHERE export_id = %s",
+            (now, message, now, export_id),
+        )
+
+    # -- dead letters ------------------------------------------------------------------------
+    async def list_dead_letters(
+        self, export_id: str, *, state: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[DeadLetter]:
+        params = {"export": export_id, "state": state, "before": before_id, "limit": limit}
+        return [_dead_letter(row) for row in await self._rows(_LIST_DEAD_LETTERS, params)]
+
+    async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
+        rows = await self._rows(f"SELECT {_DEAD_LETTER_ROW} FROM dead_letters WHERE id = %s", (letter_id,))
+        return _dead_letter(rows[0]) if rows else None
+
+    async def count_dead_letters(self, export_id: str, state: str = "pending") -> int:
+        query = "SELECT count(*) FROM dead_letters WHERE export_id = %s AND state = %s"
+        return int(await self._value(query, (export_id, state)))
+
+    async def finish_replay(
+        self, letter_id: int, attempts: list[dict[str, object]], delivered: bool, now: int
+    ) -> None:
+        async with self._transaction() as conn:
+            # FOR UPDATE: two replays of one letter each keep the other's attempts.
+            cursor = await conn.execute(
+                "SELECT attempts FROM dead_letters WHERE id = %s FOR UPDATE", (letter_id,)
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return
+            await conn.execute(
+                "UPDATE dead_letters SET attempts = %s, state = %s, replayed_at = %s WHERE id = %s",
+                (
+                    orjson.dumps([*orjson.loads(row[0]), *attempts]).decode(),
+                    "replayed" if delivered else "pending",
+                    now if delivered else None,
+                    letter_id,
+                ),
+            )
+
+    # -- alerts ------------------------------------------------------------------------------
+    async def raise_alert(self, export_id: str, kind: str, title: str, message: str, now: int) -> None:
+        await self._execute(_RAISE_ALERT, (export_id, kind, title, message, now, now))
+
+    async def close_alerts(self, export_id: str, kind: str, now: int) -> int:
+        return await self._execute(
+            "UPDATE alerts SET closed_at = %s WHERE export_id = %s AND kind = %s AND closed_at IS NULL",
+            (now, export_id, kind),
+        )
+
+    async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
+        query = (
+            f"SELECT {_ALERT_ROW} FROM alerts WHERE (NOT %(open)s OR closed_at IS NULL)"
+            " ORDER BY id DESC LIMIT %(limit)s"
+        )
+        return [Alert(*row) for row in await self._rows(query, {"open": open_only, "limit": limit})]
+
+    # -- running statements --------------------------------------------------------------------
+    async def _rows(self, query: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
+
+    async def _row(self, query: str, params: Params = ()) -> tuple[Any, ...]:
+        """The one row of a query that always has one (an aggregate)."""
+        rows = await self._rows(query, params)
+        return rows[0]
+
+    async def _value(self, query: str, params: Params = ()) -> Any:
+        return (await self._row(query, params))[0]
+
+    async def _execute(self, statement: str, params: Params = ()) -> int:
+        """Run one statement (atomic by itself: the connection is in autocommit); rows it changed."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(statement, params)
+            return cursor.rowcount
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection in autocommit mode: each statement is a transaction of its own."""
+        pool = self._pool
+        if pool is None:
+            raise StoreError("store is not open")
+        async with self._translated():
+            conn = await checkout(pool)
+            try:
+                yield conn
+            finally:
+                await pool.putconn(conn)  # one left mid-transaction or broken is rolled back or replaced
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def _translated(self, *, connecting: bool = False) -> AsyncIterator[None]:
+        try:
+            yield
+        except PoolTimeout as exc:
+            message = f"cannot reach PostgreSQL at {self._address}: no connection within the timeout ({exc})"
+            raise StoreError(self._scrub(message)) from None
+        except psycopg.Error as exc:
+            raise StoreError(self._scrub(self._message(exc, connecting))) from None
+
+    def _message(self, exc: psycopg.Error, connecting: bool) -> str:
+        text = " ".join(str(exc).split())  # libpq's messages span lines with tab-indented hints
+        lost = isinstance(exc, psycopg.OperationalError) and (
+            exc.sqlstate is None or exc.sqlstate.startswith(_CONNECTION_STATES)
+        )
+        if connecting or lost:
+            return f"cannot reach PostgreSQL at {self._address}: {text}"
+        return f"PostgreSQL: {text}"
+
+    def _scrub(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
+
+async def checkout(pool: AsyncConnectionPool[Connection]) -> Connection:
+    """``pool.getconn()``, except that a cancellation always cancels.
+
+    The pool waits for a free connection with ``asyncio.wait_for``, which on Python 3.11 returns
+    the connection and drops the cancellation when both happen at once (a connection comes free
+    as the task is cancelled, e.g. when a shutdown cancels the tasks sharing the pool one after
+    the other); the task then carries on as if never cancelled, and whoever awaits its end waits
+    forever. Waiting on a shield instead, the cancellation is always raised here; a connection
+    the abandoned wait still obtains goes straight back to the pool.
+    """
+    getting = asyncio.ensure_future(pool.getconn())
+    try:
+        return await asyncio.shield(getting)
+    except asyncio.CancelledError:
+        getting.add_done_callback(functools.partial(_give_back, pool))
+        getting.cancel()
+        raise
+
+
+_returning: set[asyncio.Task[None]] = set()  # strong references until the connections are back
+
+
+def _give_back(pool: AsyncConnectionPool[Connection], getting: asyncio.Future[Connection]) -> None:
+    if getting.cancelled() or getting.exception() is not None:
+        return  # nothing was obtained (the exception is retrieved, so never reported as lost)
+    task = asyncio.ensure_future(pool.putconn(getting.result()))
+    _returning.add(task)
+    task.add_done_callback(_returning.discard)
+
+
+# -- migrations -------------------------------------------------------------------------------------
+async def migrate(conn: Connection, package: str = "sessionexport.store") -> list[str]:
+    """Apply the pending migrations; ``conn`` is in autocommit mode (each migration opens its own
+    transaction). Returns the applied migrations that are not this package's (then applies nothing):
+    another component's history in the same ``schema_migrations`` must not pass for this one's."""
+    await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    try:
+        await conn.execute(_CREATE_MIGRATIONS_TABLE)
+        cursor = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+        applied = {version: name for version, name in await cursor.fetchall()}
+        known = {m.version: m.name for m in migrations_for("postgresql", package)}
+        foreign = [f"{v}_{name}" for v, name in applied.items() if v in known and known[v] != name]
+        if foreign:
+            return foreign
+        for migration in pending("postgresql", set(applied), package):
+            async with conn.transaction():
+                # Without parameters psycopg sends the file as one simple query: several statements are fine.
+                await conn.execute(migration.sql.encode())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+        return []
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+# -- rows in, records out ---------------------------------------------------------------------------
+async def _append(conn: Connection, sessions: Sequence[NewSession], received_at: int) -> AppendResult:
+    cursor = await conn.execute(_APPEND, _session_columns(sessions, received_at))
+    accepted = cursor.rowcount
+    return AppendResult(accepted=accepted, duplicates=len(sessions) - accepted)
+
+
+def _session_columns(sessions: Sequence[NewSession], received_at: int) -> dict[str, Any]:
+    return {
+        "received_at": received_at,
+        "tenant_id": [s.tenant_id for s in sessions],
+        "user_session_id": [s.user_session_id for s in sessions],
+        "start_time": [s.start_time for s in sessions],
+        "end_time": [s.end_time for s in sessions],
+        "user_id": [s.user_id for s in sessions],
+        "user_type": [s.user_type for s in sessions],
+        "application_type": [s.application_type for s in sessions],
+        "country": [s.country for s in sessions],
+        "applications": [orjson.dumps(s.applications).decode() for s in sessions],
+        "body": [s.body for s in sessions],
+    }
+
+
+def _part_params(part: CompletedPart) -> dict[str, Any]:
+    return {
+        "parts": 1 if part.session is not None else 0,
+        "split": part.split,
+        "check_at": part.check_at,
+        "until": part.completed_until,
+        "start": part.start,
+        "tenant": part.tenant_id,
+        "session": part.session_id,
+    }
+
+
+async def _count_settings(conn: Connection, schema_id: str) -> int:
+    cursor = await conn.execute("SELECT count(*) FROM settings_objects WHERE schema_id = %s", (schema_id,))
+    row = await cursor.fetchone()
+    assert row is not None  # an aggregate always yields one row
+    return int(row[0])
+
+
+async def _cursor(conn: Connection, export_id: str) -> Cursor | None:
+    cursor = await conn.execute(
+        f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = %s", (export_id,)
+    )
+    row = await cursor.fetchone()
+    return Cursor(*row) if row else None
+
+
+async def _insert_dead_letter(conn: Connection, letter: NewDeadLetter) -> int:
+    cursor = await conn.execute(
+        _INSERT_DEAD_LETTER,
+        (
+            letter.export_id,
+            letter.created_at,
+            letter.first_seq,
+            letter.last_seq,
+            len(letter.sessions),
+            orjson.dumps(letter.sessions).decode(),
+            letter.content_type,
+            letter.body,
+            letter.reason,
+            orjson.dumps(letter.attempts).decode(),
+        ),
+    )
+    row = await cursor.fetchone()
+    assert row is not None  # RETURNING of a one-row INSERT
+    return int(row[0])
+
+
+def _log_entry(row: tuple[Any, ...]) -> LogEntry:
+    seq, received_at, tenant_id, user_session_id, start_time, user_type, app_type, country, apps, body = row
+    return LogEntry(
+        seq,
+        received_at,
+        tenant_id,
+        user_session_id,
+        start_time,
+        user_type,
+        app_type,
+        country,
+        tuple(orjson.loads(apps)),
+        body,
+    )
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+    export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, *rest = row
+    return DeadLetter(
+        export_id,
+        created_at,
+        first_seq,
+        last_seq,
+        [tuple(s) for s in orjson.loads(sessions)],
+        content_type,
+        body,
+        reason,
+        orjson.loads(attempts),
+        *rest,
+    )
+
+
+def _settings_values(r: SettingsRecord) -> tuple[Any, ...]:
+    return (
+        r.object_id,
+        r.schema_id,
+        r.scope,
+        r.external_id,
+        r.value,
+        r.schema_version,
+        r.created,
+        r.modified,
+        r.created_by,
+        r.modified_by,
+        r.version,
+    )
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    token_id, name, scopes, secret_hash, created_at, revoked_at = row
+    return TokenRecord(
+        token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
+    )
+
+
+# -- the URL ----------------------------------------------------------------------------------------
+def connect_options(url: str) -> dict[str, Any]:
+    """libpq waits forever for an unresponsive host unless told otherwise; the URL's own setting wins."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.Error:
+        return {}  # connecting reports the malformed URL, translated
+    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
+def describe(url: str) -> tuple[str, list[str]]:
+    """``host:port`` for messages, and the password in every form a message could echo it in."""
+    parts = urlsplit(url)
+    secrets = [parts.password, unquote(parts.password)] if parts.password else []
+    host: object = parts.hostname
+    port: object = _port(parts)
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        pass  # malformed: described as well as the URL syntax allows; connecting will say what is wrong
+    else:
+        host, port = params.get("host"), params.get("port")
+        secrets.append(str(params.get("password") or ""))
+    return f"{host or 'localhost'}:{port or 5432}", sorted({s for s in secrets if s}, key=len, reverse=True)
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:  # several hosts, or not a number
+        return None

@@ -1,0 +1,798 @@
+"""The storage contract (``store.base.Store``), run against every backend: SQLite and PostgreSQL.
+
+PostgreSQL tests need a server: ``SESSIONEXPORT_TEST_DATABASE_URL``, or the local one that
+``scripts/postgres`` sets up (``scripts/test`` runs it). Without one they fail, never skip. Each
+test gets a schema of its own (``search_path`` in the URL), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from sessionexport.store import (
+    DATABASE_FILE,
+    Store,
+    StoreError,
+    TooManyObjects,
+    VersionConflict,
+    create_store,
+)
+from sessionexport.store.migrations import migrations_for
+from sessionexport.store.postgresql import PostgresStore
+from sessionexport.store.records import (
+    AppendResult,
+    BulkDecision,
+    CompletedPart,
+    DeadLetter,
+    EventsResult,
+    NewDeadLetter,
+    NewEvent,
+    NewSession,
+    SettingsRecord,
+)
+from sessionexport.tokens import new_token
+from tests.support.postgres import fresh_schema
+
+BACKENDS = ["sqlite", "postgresql"]
+T = TypeVar("T")
+
+
+# -- the backends -------------------------------------------------------------------------------
+@dataclass
+class Backend:
+    name: str
+    new: Callable[[], Store]  # a store on the same database as every other one of this backend
+    url: str | None = None  # PostgreSQL: the URL of this test's schema
+    path: Path | None = None  # SQLite: the database file
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "postgresql":
+        with fresh_schema(request.getfixturevalue("postgres_url")) as url:
+            yield Backend("postgresql", lambda: create_store(tmp_path, url), url)
+    else:
+        yield Backend("sqlite", lambda: create_store(tmp_path), path=tmp_path / DATABASE_FILE)
+
+
+@asynccontextmanager
+async def opened(backend: Backend) -> AsyncIterator[Store]:
+    store = backend.new()
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    async with opened(backend) as s:
+        yield s
+
+
+# -- records ------------------------------------------------------------------------------------
+def session(user: str, start: int = 1, tenant: str = "t1", **changes: object) -> NewSession:
+    # Odd spacing, an escape and UTF-8: any re-serialisation would change these bytes.
+    body = (
+        f'{{ "tenantId":"{tenant}", "userSessionId":"{user}","startTime":{start}, "c":"caf\u00e9 \\"x\\"" }}'
+    )
+    fields: dict[str, object] = {
+        "tenant_id": tenant,
+        "user_session_id": user,
+        "start_time": start,
+        "end_time": start + 1000,
+        "user_id": f"user-of-{user}",
+        "user_type": "REAL_USER",
+        "application_type": "WEB_APPLICATION",
+        "country": "Austria",
+        "applications": ("APPLICATION-1", "easyTravel \u00e9"),
+        "body": body.encode(),
+    }
+    return NewSession(**(fields | changes))  # type: ignore[arg-type]
+
+
+def sessions(count: int, prefix: str = "u") -> list[NewSession]:
+    return [session(f"{prefix}{n}") for n in range(count)]
+
+
+def setting(object_id: str, schema: str = "schema-a", created: int = 1, **changes: object) -> SettingsRecord:
+    fields: dict[str, object] = {
+        "object_id": object_id,
+        "schema_id": schema,
+        "scope": "environment",
+        "external_id": None,
+        "value": '{"name": "caf\u00e9", "password": "enc:v1:abc"}',
+        "schema_version": "1.0.3",
+        "created": created,
+        "modified": created,
+        "created_by": "alice",
+        "modified_by": "alice",
+        "version": 1,
+    }
+    return SettingsRecord(**(fields | changes))  # type: ignore[arg-type]
+
+
+def letter(export_id: str = "e1", reason: str = "Request failed: 500", count: int = 2) -> NewDeadLetter:
+    return NewDeadLetter(
+        export_id=export_id,
+        created_at=100,
+        first_seq=1,
+        last_seq=count,
+        sessions=[("t1", f"u{n}", n) for n in range(count)],
+        content_type="application/x-ndjson",
+        body=b'{"a":1}\n{"b":"\xc3\xa9"}',
+        reason=reason,
+        attempts=[{"number": 1, "status": 500, "error": None, "durationMs": 12.5}],
+    )
+
+
+def event(event_id: str, ts: int, session_id: str = "s1", kind: str = "action") -> NewEvent:
+    return NewEvent("t1", session_id, event_id, ts, kind, f'{{"eventId":"{event_id}","ts":{ts}}}'.encode())
+
+
+def part(
+    session_id: str = "s1",
+    record: NewSession | None = None,
+    consumed: tuple[str, ...] = (),
+    until: int | None = None,
+    check_at: int | None = None,
+    split: bool = False,
+    start: int | None = None,
+    seen_arrivals: int | None = None,
+) -> CompletedPart:
+    return CompletedPart("t1", session_id, record, consumed, until, split, check_at, start, seen_arrivals)
+
+
+# -- session log --------------------------------------------------------------------------------
+async def test_append_counts_duplicates_within_and_across_batches(store: Store) -> None:
+    first = await store.append_sessions([*sessions(3), session("u0")], received_at=1000)
+    assert (first.accepted, first.duplicates) == (3, 1)
+    changed_body = session("u1", body=b'{"other":1}')  # same identity, other bytes: still a duplicate
+    again = await store.append_sessions(
+        [changed_body, session("u1", start=2), session("u1", tenant="t2")], 2000
+    )
+    assert (again.accepted, again.duplicates) == (2, 1)
+    assert (await store.append_sessions([], 3000)).accepted == 0
+    assert await store.count_sessions() == 5
+    stored = {(s.tenant_id, s.user_session_id, s.start_time): s for s in await store.recent_sessions()}
+    kept = stored[("t1", "u1", 1)]
+    assert (kept.body, kept.received_at, kept.end_time) == (session("u1").body, 1000, 1001)
+
+
+async def test_failed_append_keeps_nothing_of_its_batch(store: Store) -> None:
+    await store.append_sessions([session("u0")], 1)
+    poisoned = session("bad", tenant=cast(str, None))  # NOT NULL fails after the good rows went in
+    with pytest.raises(StoreError):
+        await store.append_sessions([session("u1"), session("u2"), poisoned], 2)
+    assert [s.user_session_id for s in await store.recent_sessions()] == ["u0"]
+    assert (await store.append_sessions([session("u1"), session("u2")], 3)).accepted == 2
+
+
+async def test_recent_sessions_newest_first_with_paging_and_filter(store: Store) -> None:
+    batch = sessions(7)
+    await store.append_sessions(batch, received_at=1)
+    await store.append_sessions([session("u3", start=50)], received_at=2)
+    page1 = await store.recent_sessions(limit=3)
+    page2 = await store.recent_sessions(limit=3, before_seq=page1[-1].seq)
+    assert [s.user_session_id for s in page1 + page2] == ["u3", "u6", "u5", "u4", "u3", "u2"]
+    seqs = [s.seq for s in page1 + page2]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 6
+    only = await store.recent_sessions(user_session_id="u3")
+    assert [(s.user_session_id, s.start_time) for s in only] == [("u3", 50), ("u3", 1)]
+    older = await store.recent_sessions(user_session_id="u3", before_seq=only[0].seq)
+    assert [s.start_time for s in older] == [1]
+    assert await store.recent_sessions(user_session_id="nobody") == []
+
+
+async def test_read_log_in_seq_order_with_filter_attributes(store: Store) -> None:
+    batch = [
+        *sessions(4),
+        session("anon", user_type=None, application_type=None, country=None, applications=()),
+    ]
+    await store.append_sessions(batch, received_at=7)
+    log = await store.read_log(0, limit=100)
+    assert [e.user_session_id for e in log] == [s.user_session_id for s in batch]
+    assert [e.seq for e in log] == sorted(e.seq for e in log)
+    first, anon = log[0], log[-1]
+    assert (first.received_at, first.tenant_id, first.start_time, first.body) == (7, "t1", 1, batch[0].body)
+    assert (first.user_type, first.application_type, first.country) == (
+        "REAL_USER",
+        "WEB_APPLICATION",
+        "Austria",
+    )
+    assert first.applications == ("APPLICATION-1", "easyTravel \u00e9")
+    assert (anon.user_type, anon.application_type, anon.country, anon.applications) == (None, None, None, ())
+    after = await store.read_log(log[1].seq, limit=2)
+    assert [e.seq for e in after] == [log[2].seq, log[3].seq]
+    assert await store.read_log(log[-1].seq, limit=10) == []
+
+
+async def test_recent_log_since_and_before_newest_first(store: Store) -> None:
+    await store.append_sessions(sessions(2, "old"), received_at=100)
+    await store.append_sessions(sessions(3, "new"), received_at=200)
+    recent = await store.recent_log(received_since=200, limit=10)
+    assert [e.user_session_id for e in recent] == ["new2", "new1", "new0"]
+    assert len(await store.recent_log(received_since=0, limit=10)) == 5
+    page = await store.recent_log(received_since=0, limit=2, before_seq=recent[1].seq)
+    assert [e.user_session_id for e in page] == ["new0", "old1"]
+
+
+async def test_purge_boundaries_and_seqs_never_reused(store: Store) -> None:
+    await store.append_sessions(sessions(3, "a"), received_at=1_000)
+    await store.append_sessions(sessions(2, "b"), received_at=5_000)
+    seqs = [e.seq for e in await store.read_log(0, 10)]
+    assert await store.last_seq_before(5_000) == seqs[2]
+    assert await store.last_seq_before(1_000) == 0
+    assert await store.count_between(seqs[0], seqs[3]) == 3
+    assert await store.count_between(0, seqs[-1]) == 5
+    assert await store.purge_sessions(received_before=2_000) == 3
+    assert await store.count_sessions() == 2
+    assert await store.count_between(0, seqs[-1]) == 2
+    assert await store.purge_sessions(received_before=10_000) == 2
+    await store.append_sessions([session("c")], received_at=20_000)
+    assert (await store.read_log(0, 10))[0].seq > seqs[-1]  # cursors can never see a seq twice
+
+
+async def test_log_position_position_before_and_backlog(store: Store) -> None:
+    assert (await store.log_position(), await store.position_before(0)) == (0, 0)
+    assert await store.backlog(0) == (0, None)
+    await store.append_sessions(sessions(2, "a"), received_at=100)
+    await store.append_sessions(sessions(3, "b"), received_at=200)
+    seqs = [e.seq for e in await store.read_log(0, 10)]
+    assert await store.log_position() == seqs[-1]
+    assert await store.position_before(200) == seqs[2] - 1  # just before the first one received at 200
+    assert await store.position_before(150) == seqs[2] - 1
+    assert await store.position_before(0) == seqs[0] - 1
+    assert await store.position_before(999) == seqs[-1]  # nothing that recent: the end of the log
+    assert await store.backlog(0) == (5, 100)
+    assert await store.backlog(seqs[1]) == (3, 200)
+    assert await store.backlog(seqs[-1]) == (0, None)
+
+
+# -- API tokens ---------------------------------------------------------------------------------
+async def test_tokens_add_get_list_revoke(store: Store) -> None:
+    first = new_token("ci", frozenset({"sessions.read", "settings.write"}), 123).record
+    second = new_token("none", frozenset(), 124).record
+    await store.add_token(first)
+    await store.add_token(second)
+    assert await store.get_token(first.id) == first
+    assert await store.get_token(second.id) == second  # no scopes comes back as no scopes
+    assert await store.get_token("missing") is None
+    assert [t.id for t in await store.list_tokens()] == [first.id, second.id]
+    assert await store.revoke_token(first.id, 456) is True
+    assert await store.revoke_token(first.id, 789) is False
+    assert await store.revoke_token("missing", 789) is False
+    assert await store.get_token(first.id) == replace(first, revoked_at=456)
+    with pytest.raises(StoreError):
+        await store.add_token(first)  # the id is unique
+
+
+# -- settings objects ---------------------------------------------------------------------------
+async def test_settings_insert_list_get_and_object_limit(store: Store) -> None:
+    await store.insert_setting(setting("b", created=2), max_objects=2)
+    await store.insert_setting(setting("a", created=2, external_id="ext-a"), max_objects=2)
+    await store.insert_setting(setting("z", schema="schema-b", created=1), max_objects=2)
+    with pytest.raises(TooManyObjects):
+        await store.insert_setting(setting("c", created=3), max_objects=2)
+    assert [s.object_id for s in await store.list_settings()] == ["z", "a", "b"]  # created, then id
+    assert [s.object_id for s in await store.list_settings("schema-a")] == ["a", "b"]
+    assert await store.list_settings("schema-none") == []
+    assert await store.get_setting("a") == setting("a", created=2, external_id="ext-a")
+    assert await store.get_setting("c") is None
+    await store.insert_setting(setting("d", schema="schema-b", external_id="x", created=5), max_objects=9)
+    with pytest.raises(StoreError):  # (schema, externalId) is unique
+        await store.insert_setting(setting("e", schema="schema-b", external_id="x"), max_objects=9)
+    assert [s.object_id for s in await store.list_settings("schema-b")] == ["z", "d"]
+
+
+async def test_concurrent_inserts_respect_the_object_limit(backend: Backend) -> None:
+    # Several stores on one database, as several processes would be: the count and the insert of
+    # one must not interleave with another's.
+    async with opened(backend) as a, opened(backend) as b, opened(backend) as c:
+        inserts = [
+            store.insert_setting(setting(f"o{n}-{i}", created=n), max_objects=1)
+            for n in range(4)
+            for i, store in enumerate((a, b, c))
+        ]
+        outcomes = await asyncio.gather(*inserts, return_exceptions=True)
+        assert sum(outcome is None for outcome in outcomes) == 1
+        assert all(isinstance(o, TooManyObjects) for o in outcomes if o is not None)
+        assert len(await a.list_settings("schema-a")) == 1
+
+
+async def test_settings_update_and_delete_check_the_version(store: Store) -> None:
+    await store.insert_setting(setting("a"), max_objects=3)
+    changed = setting("a", value='{"name":"new"}', modified=5, modified_by="bob", version=2, external_id="x")
+    await store.update_setting(changed, expected_version=1)
+    assert await store.get_setting("a") == changed
+    with pytest.raises(VersionConflict):
+        await store.update_setting(replace(changed, version=3), expected_version=1)  # stale
+    with pytest.raises(VersionConflict):
+        await store.update_setting(setting("missing"), expected_version=1)
+    assert await store.get_setting("a") == changed
+    with pytest.raises(VersionConflict):
+        await store.delete_setting("a", expected_version=1)
+    assert await store.get_setting("a") == changed
+    assert await store.delete_setting("a", expected_version=2) is True
+    assert await store.delete_setting("a", expected_version=2) is False
+    await store.insert_setting(setting("b"), max_objects=3)
+    assert await store.delete_setting("b", expected_version=None) is True
+    assert await store.list_settings() == []
+
+
+async def test_concurrent_updates_of_one_version_let_one_win(store: Store) -> None:
+    await store.insert_setting(setting("a"), max_objects=3)
+    updates = [
+        store.update_setting(setting("a", value=f'{{"n":{n}}}', version=2), expected_version=1)
+        for n in range(5)
+    ]
+    outcomes = await asyncio.gather(*updates, return_exceptions=True)
+    assert sum(outcome is None for outcome in outcomes) == 1
+    assert sum(isinstance(outcome, VersionConflict) for outcome in outcomes) == 4
+
+
+# -- export cursors -----------------------------------------------------------------------------
+async def test_cursors_ensure_move_get_list_delete(store: Store) -> None:
+    created = await store.ensure_cursor("e1", 5, now=10)
+    assert (created.export_id, created.position, created.delivered, created.last_success_at) == (
+        "e1",
+        5,
+        0,
+        None,
+    )
+    assert (await store.ensure_cursor("e1", 99, now=11)).position == 5  # an existing cursor stays
+    assert await store.get_cursor("e2") is None
+    await store.move_cursor("e2", 7, now=12)  # creates it
+    await store.move_cursor("e1", 2, now=13)  # back: replay from 2
+    assert [(c.export_id, c.position) for c in await store.list_cursors()] == [("e1", 2), ("e2", 7)]
+    await store.record_skip("e1", 1, now=14)  # never backwards
+    await store.record_skip("e2", 9, now=14)
+    await store.record_error("e1", "connection refused", now=15)
+    e1, e2 = await store.get_cursor("e1"), await store.get_cursor("e2")
+    assert e1 is not None and (e1.position, e1.last_error_at, e1.last_error) == (2, 15, "connection refused")
+    assert e2 is not None and e2.position == 9
+    await store.delete_cursor("e1")
+    await store.delete_cursor("nothing")
+    assert [c.export_id for c in await store.list_cursors()] == ["e2"]
+
+
+async def test_concurrent_ensures_make_one_cursor(store: Store) -> None:
+    cursors = await asyncio.gather(*(store.ensure_cursor("e1", n, now=n) for n in range(6)))
+    assert len({c.position for c in cursors}) == 1
+    assert len(await store.list_cursors()) == 1
+
+
+async def test_record_bulk_counts_letters_and_moves_the_cursor(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    assert await store.record_bulk("e1", 10, BulkDecision(delivered=10), now=2) == []
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None
+    assert (cursor.position, cursor.delivered, cursor.failed, cursor.last_success_at) == (10, 10, 0, 2)
+    letters = (letter(reason="first", count=2), letter(reason="Request timeout", count=3))
+    ids = await store.record_bulk("e1", 20, BulkDecision(delivered=0, retried=4, letters=letters), now=3)
+    assert len(ids) == 2 and ids[0] < ids[1]
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None
+    assert (cursor.position, cursor.delivered, cursor.failed, cursor.retried) == (20, 10, 5, 4)
+    assert (cursor.last_success_at, cursor.last_error_at, cursor.last_error) == (2, 3, "Request timeout")
+    await store.record_bulk("e1", 15, BulkDecision(delivered=1), now=4)  # never backwards
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None and (cursor.position, cursor.delivered, cursor.last_success_at) == (20, 11, 4)
+    assert await store.count_dead_letters("e1") == 2
+
+
+async def test_failed_record_bulk_keeps_neither_letters_nor_position(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    broken = replace(letter(), body=cast(bytes, None))
+    with pytest.raises(StoreError):
+        await store.record_bulk("e1", 10, BulkDecision(delivered=3, letters=(letter(), broken)), now=2)
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None and (cursor.position, cursor.delivered, cursor.failed) == (0, 0, 0)
+    assert await store.list_dead_letters("e1") == []
+
+
+# -- dead letters -------------------------------------------------------------------------------
+async def test_dead_letters_list_get_count_and_replay(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    sent = [letter(reason=f"r{n}") for n in range(3)]
+    ids = await store.record_bulk("e1", 9, BulkDecision(delivered=0, letters=tuple(sent)), now=2)
+    await store.record_bulk("other", 9, BulkDecision(delivered=0, letters=(letter("other"),)), now=2)
+    stored = await store.get_dead_letter(ids[0])
+    assert stored == DeadLetter(
+        **{f.name: getattr(sent[0], f.name) for f in fields(NewDeadLetter)}, id=ids[0]
+    )
+    assert await store.get_dead_letter(max(ids) + 100) is None
+    assert [d.id for d in await store.list_dead_letters("e1")] == ids[::-1]
+    assert [d.id for d in await store.list_dead_letters("e1", limit=2)] == [ids[2], ids[1]]
+    assert [d.id for d in await store.list_dead_letters("e1", before_id=ids[1])] == [ids[0]]
+    attempt: dict[str, object] = {
+        "number": 2,
+        "status": None,
+        "error": "timeout",
+        "nested": {"a": [1, "\u00e9"]},
+    }
+    await store.finish_replay(ids[1], [attempt], delivered=False, now=5)
+    still = await store.get_dead_letter(ids[1])
+    assert still is not None and (still.state, still.replayed_at) == ("pending", None)
+    assert still.attempts == [*sent[1].attempts, attempt]
+    await store.finish_replay(ids[1], [{"number": 3, "status": 200}], delivered=True, now=6)
+    done = await store.get_dead_letter(ids[1])
+    assert done is not None and (done.state, done.replayed_at, len(done.attempts)) == ("replayed", 6, 3)
+    await store.finish_replay(max(ids) + 100, [], delivered=True, now=7)  # gone: nothing to do
+    assert (await store.count_dead_letters("e1"), await store.count_dead_letters("e1", "replayed")) == (2, 1)
+    assert [d.id for d in await store.list_dead_letters("e1", state="replayed")] == [ids[1]]
+    assert [d.id for d in await store.list_dead_letters("e1", state="pending")] == [ids[2], ids[0]]
+
+
+# -- alerts -------------------------------------------------------------------------------------
+async def test_alerts_raise_bump_close_and_list(store: Store) -> None:
+    await store.raise_alert("e1", "delivery", "Request timeout", "first", now=1)
+    await store.raise_alert("e1", "delivery", "Request failed: 500", "second", now=2)
+    await store.raise_alert("e1", "token", "Token", "t", now=3)
+    await store.raise_alert("e2", "delivery", "Request timeout", "other export", now=4)
+    alerts = await store.list_alerts()
+    assert [(a.export_id, a.kind) for a in alerts] == [
+        ("e2", "delivery"),
+        ("e1", "token"),
+        ("e1", "delivery"),
+    ]
+    bumped = alerts[-1]
+    assert (bumped.title, bumped.message, bumped.opened_at, bumped.last_seen_at) == (
+        "Request failed: 500",
+        "second",
+        1,
+        2,
+    )
+    assert (bumped.occurrences, bumped.closed_at) == (2, None)
+    assert await store.close_alerts("e1", "delivery", now=5) == 1
+    assert await store.close_alerts("e1", "delivery", now=6) == 0
+    await store.raise_alert("e1", "delivery", "Request timeout", "again", now=7)  # a new alert
+    open_ones = await store.list_alerts(open_only=True)
+    assert [(a.export_id, a.kind, a.occurrences) for a in open_ones] == [
+        ("e1", "delivery", 1),
+        ("e2", "delivery", 1),
+        ("e1", "token", 1),
+    ]
+    closed = [a for a in await store.list_alerts() if a.closed_at is not None]
+    assert [(a.message, a.closed_at) for a in closed] == [("second", 5)]
+    assert len(await store.list_alerts(limit=2)) == 2
+
+
+async def test_concurrent_raises_keep_one_open_alert(store: Store) -> None:
+    await asyncio.gather(*(store.raise_alert("e1", "delivery", "t", f"m{n}", now=n) for n in range(10)))
+    [alert] = await store.list_alerts()
+    assert alert.occurrences == 10
+
+
+# -- RUM events and open sessions ---------------------------------------------------------------
+async def test_events_are_kept_once_and_their_sessions_become_due(store: Store) -> None:
+    result = await store.add_events([event("a", 1), event("b", 2), event("a", 1)], now=100, check_at=110)
+    assert (result.accepted, result.duplicates, result.late) == (2, 1, 0)
+    again = await store.add_events([event("b", 2), event("c", 3), event("x", 5, "s2")], now=105, check_at=120)
+    assert (again.accepted, again.duplicates, again.late) == (2, 1, 0)
+    assert await store.add_events([], now=106, check_at=130) == EventsResult(0, 0, 0)
+    assert await store.due_sessions(now=119, limit=10) == []  # s1 was pushed to 120 by "c"
+    due = await store.due_sessions(now=120, limit=10)
+    assert [(d.session_id, d.part, d.split, d.last_start, d.arrivals) for d in due] == [
+        ("s1", 0, False, None, 3),  # a, b, c: duplicates are no arrivals
+        ("s2", 0, False, None, 1),
+    ]
+    assert sorted(due[0].events) == sorted(event(e, ts).body for e, ts in (("a", 1), ("b", 2), ("c", 3)))
+    assert len(await store.due_sessions(now=120, limit=1)) == 1
+
+
+async def test_only_duplicate_events_leave_the_session_as_it_was(store: Store) -> None:
+    await store.add_events([event("a", 1)], now=100, check_at=110)
+    result = await store.add_events([event("a", 1)], now=200, check_at=210)
+    assert (result.accepted, result.duplicates) == (0, 1)
+    due = await store.due_sessions(now=110, limit=10)  # not pushed to 210
+    assert [(d.session_id, d.arrivals) for d in due] == [("s1", 1)]
+    assert await store.purge_events(received_before=100) == 0
+    assert await store.purge_events(received_before=101) == 1  # its last arrival is still 100
+
+
+async def test_complete_part_appends_drops_consumed_and_notes_progress(store: Store) -> None:
+    await store.add_events([event("a", 10), event("b", 20), event("c", 30)], now=100, check_at=110)
+    first = session("s1", start=10)
+    result = await store.complete_part(
+        part(record=first, consumed=("a", "b"), until=20, check_at=None, split=True, start=10),
+        received_at=120,
+    )
+    assert (result.accepted, result.duplicates) == (1, 0)
+    assert [e.body for e in await store.read_log(0, 10)] == [first.body]
+    assert await store.due_sessions(now=10**9, limit=10) == []  # nothing to look at until an event arrives
+    late = await store.add_events(
+        [event("d", 20), event("attrs", 5, kind="attributes"), event("e", 21)], now=130, check_at=140
+    )
+    assert (late.accepted, late.duplicates, late.late) == (2, 0, 1)
+    [due] = await store.due_sessions(now=140, limit=10)
+    assert (due.part, due.split, due.last_start) == (1, True, 10)
+    assert sorted(due.events) == sorted(
+        [event("c", 30).body, event("attrs", 5, kind="attributes").body, event("e", 21).body]
+    )
+    postponed = await store.complete_part(part(until=None, check_at=500, split=True), received_at=150)
+    assert (postponed.accepted, postponed.duplicates) == (0, 0)
+    [due] = await store.due_sessions(now=500, limit=10)
+    assert (due.part, due.split, due.last_start, len(due.events)) == (1, True, 10, 3)
+    # completed_until never goes back: an event at 20 is still late after a part that ended at 15
+    await store.complete_part(part(until=15, check_at=600, split=True), received_at=160)
+    assert (await store.add_events([event("f", 20)], now=170, check_at=180)).late == 1
+    again = await store.complete_part(
+        part(record=first, consumed=("c",), until=30, start=10), received_at=190
+    )
+    assert (again.accepted, again.duplicates) == (0, 1)  # the log's identity holds here too
+    assert await store.due_sessions(now=10**9, limit=10) == []  # check_at None: nothing open
+
+
+async def test_a_part_is_written_only_if_nothing_arrived_since_the_session_was_read(store: Store) -> None:
+    await store.add_events([event("a", 10), event("b", 20)], now=100, check_at=110)
+    [read] = await store.due_sessions(now=110, limit=10)
+    assert read.arrivals == 2
+    await store.add_events([event("c", 30), event("a", 10)], now=115, check_at=120)  # one new, one again
+    written = part(
+        record=session("s1", 10), consumed=("a", "b"), until=20, check_at=125, start=10, seen_arrivals=2
+    )
+    assert await store.complete_part(written, received_at=116) == AppendResult(0, 0)
+    assert await store.read_log(0, 10) == []  # nothing of the part was written
+    [again] = await store.due_sessions(now=120, limit=10)
+    assert (again.part, again.arrivals, len(again.events), again.last_start) == (0, 3, 3, None)
+    current = replace(written, seen_arrivals=3)
+    assert await store.complete_part(current, received_at=121) == AppendResult(1, 0)
+    assert (await store.add_events([event("d", 15)], now=122, check_at=130)).late == 1  # not an arrival
+    [after] = await store.due_sessions(now=130, limit=10)
+    assert (after.part, after.arrivals, after.events, after.last_start) == (1, 3, [event("c", 30).body], 10)
+    unknown = part("nobody", record=session("x"), consumed=("a",), until=1, seen_arrivals=0)
+    assert await store.complete_part(unknown, received_at=131) == AppendResult(0, 0)
+    assert len(await store.read_log(0, 10)) == 1
+
+
+async def test_purge_events_drops_idle_sessions_with_their_events(store: Store) -> None:
+    await store.add_events([event("a", 1), event("b", 2)], now=100, check_at=110)
+    await store.add_events([event("c", 1, "s2")], now=300, check_at=310)
+    assert await store.purge_events(received_before=200) == 2
+    assert [d.session_id for d in await store.due_sessions(now=10**9, limit=10)] == ["s2"]
+    again = await store.add_events([event("a", 1)], now=400, check_at=410)  # a new start, not a duplicate
+    assert again.accepted == 1
+    [due] = [d for d in await store.due_sessions(now=410, limit=10) if d.session_id == "s1"]
+    assert (due.part, due.events) == (0, [event("a", 1).body])
+
+
+# -- lifecycle ----------------------------------------------------------------------------------
+async def test_everything_survives_reopening(backend: Backend) -> None:
+    token = new_token("ci", frozenset({"settings.read"}), 1).record
+    async with opened(backend) as store:
+        await store.append_sessions(sessions(3), received_at=1)
+        await store.add_token(token)
+        await store.insert_setting(setting("a"), max_objects=3)
+        await store.ensure_cursor("e1", 2, now=1)
+        await store.record_bulk("e1", 3, BulkDecision(delivered=1, letters=(letter(),)), now=2)
+        await store.raise_alert("e1", "delivery", "t", "m", now=3)
+        await store.add_events([event("a", 1)], now=4, check_at=5)
+        before = (
+            await store.read_log(0, 10),
+            await store.list_cursors(),
+            await store.list_dead_letters("e1"),
+        )
+    async with opened(backend) as store:
+        assert (
+            await store.read_log(0, 10),
+            await store.list_cursors(),
+            await store.list_dead_letters("e1"),
+        ) == before
+        assert await store.get_token(token.id) == token
+        assert await store.get_setting("a") == setting("a")
+        assert len(await store.list_alerts(open_only=True)) == 1
+        assert [d.events for d in await store.due_sessions(5, 10)] == [[event("a", 1).body]]
+        assert (await store.append_sessions(sessions(4), received_at=9)).duplicates == 3
+
+
+async def test_store_not_open_is_a_store_error(backend: Backend) -> None:
+    store = backend.new()
+    with pytest.raises(StoreError, match="not open"):
+        await store.count_sessions()
+
+
+async def test_migrations_recorded_once_each(backend: Backend) -> None:
+    for _ in range(2):
+        async with opened(backend):
+            pass
+    expected = [(m.version, m.name) for m in migrations_for(backend.name)]
+    assert applied_migrations(backend) == expected
+
+
+def applied_migrations(backend: Backend) -> list[tuple[int, str]]:
+    query = "SELECT version, name FROM schema_migrations ORDER BY version"
+    if backend.url is not None:
+        with psycopg.connect(backend.url) as conn:
+            return [(v, n) for v, n in conn.execute(query).fetchall()]
+    assert backend.path is not None
+    with sqlite3.connect(backend.path) as conn:
+        return [(v, n) for v, n in conn.execute(query).fetchall()]
+
+
+def test_sqlite_and_postgresql_migrations_agree() -> None:
+    def names(dialect: str) -> list[tuple[int, str]]:
+        return [(m.version, m.name) for m in migrations_for(dialect)]
+
+    assert names("sqlite") == names("postgresql") != []
+
+
+async def test_sqlite_and_postgresql_schemas_have_the_same_columns(tmp_path: Path, postgres_url: str) -> None:
+    async with opened(Backend("sqlite", lambda: create_store(tmp_path))):
+        pass
+    with sqlite3.connect(tmp_path / DATABASE_FILE) as conn:
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        in_sqlite = {
+            t: [row[1] for row in conn.execute(f"PRAGMA table_info({t})")]
+            for t in tables
+            if t not in ("sqlite_sequence", "schema_migrations")
+        }
+    with fresh_schema(postgres_url) as url:
+        async with opened(Backend("postgresql", lambda: create_store(tmp_path, url))):
+            pass
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name <> 'schema_migrations'"
+                " ORDER BY table_name, ordinal_position"
+            ).fetchall()
+    in_postgresql: dict[str, list[str]] = {}
+    for table, column in rows:
+        in_postgresql.setdefault(table, []).append(column)
+    assert in_postgresql == in_sqlite
+
+
+# -- PostgreSQL only ----------------------------------------------------------------------------
+@pytest.fixture
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    with fresh_schema(postgres_url) as url:
+        yield url
+
+
+def test_factory_selects_postgresql_for_both_schemes(tmp_path: Path) -> None:
+    for url in ("postgresql://u:p@db.example/x", "postgres://u:p@db.example/x"):
+        assert isinstance(create_store(tmp_path, url), PostgresStore)
+
+
+async def test_concurrent_opens_migrate_once(tmp_path: Path, postgres_schema: str) -> None:
+    stores = [create_store(tmp_path, postgres_schema) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        results = await asyncio.gather(*(s.append_sessions(sessions(5), received_at=1) for s in stores))
+        assert sum(r.accepted for r in results) == 5  # and the rest are duplicates, across connections
+        assert await stores[0].count_sessions() == 5
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    expected = [(m.version, m.name) for m in migrations_for("postgresql")]
+    assert applied_migrations(Backend("postgresql", lambda: stores[0], postgres_schema)) == expected
+
+
+async def test_another_components_migrations_are_refused(tmp_path: Path, postgres_schema: str) -> None:
+    with psycopg.connect(postgres_schema, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        conn.execute("INSERT INTO schema_migrations VALUES (1, 'received')")
+    store = create_store(tmp_path, postgres_schema)
+    with pytest.raises(StoreError, match=r"not this store's \(1_received\)"):
+        await store.open()
+
+
+def with_password(url: str, password: str, port: int | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = f"{parts.username}:{password}@{parts.hostname}:{port or parts.port or 5432}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def test_wrong_password_is_a_store_error_without_the_password(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    store = create_store(tmp_path, with_password(postgres_url, "not-the-Secret-4711"))
+    with pytest.raises(StoreError, match="cannot reach PostgreSQL at") as raised:
+        await store.open()
+    assert "not-the-Secret-4711" not in str(raised.value)
+
+
+async def test_unreachable_server_is_a_store_error_without_the_password(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    url = with_password(postgres_url, "s3cret-in-url", port=1)  # nothing listens on port 1
+    with pytest.raises(StoreError, match=r"cannot reach PostgreSQL at 127\.0\.0\.1:1") as raised:
+        await create_store(tmp_path, url).open()
+    assert "s3cret-in-url" not in str(raised.value)
+
+
+async def test_failing_statements_are_store_errors(tmp_path: Path, postgres_schema: str) -> None:
+    store = create_store(tmp_path, postgres_schema)
+    await store.open()
+    try:
+        await store.add_token(new_token("ci", frozenset(), 1).record)
+        [token] = await store.list_tokens()
+        with pytest.raises(StoreError, match=r"^PostgreSQL: .*api_tokens_pkey"):
+            await store.add_token(token)
+        with psycopg.connect(postgres_schema, autocommit=True) as conn:
+            conn.execute("DROP TABLE alerts")
+        with pytest.raises(StoreError, match=r"^PostgreSQL: .*alerts"):
+            await store.list_alerts()
+        assert await store.count_sessions() == 0  # the pool is still fine
+    finally:
+        await store.close()
+
+
+async def test_a_cancelled_wait_for_a_connection_is_cancelled(tmp_path: Path, postgres_schema: str) -> None:
+    # A connection coming free just as the task waiting for it is cancelled: the task must end
+    # cancelled (a shutdown awaits it), whichever event-loop step the cancellation lands in.
+    store = PostgresStore(postgres_schema, max_connections=1)
+    await store.open()
+    try:
+        for steps in range(12):
+            release = asyncio.Event()
+
+            async def hold(release: asyncio.Event = release) -> None:
+                async with store._connection():  # the pool's only connection
+                    await release.wait()
+
+            holder = asyncio.create_task(hold())
+            await asyncio.sleep(0.01)
+            waiter = asyncio.create_task(store.count_sessions())
+            await asyncio.sleep(0.01)  # now waiting for the pool
+            release.set()
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            if waiter.cancel():
+                await asyncio.wait([waiter, holder], timeout=5)
+                assert waiter.cancelled(), f"cancellation lost {steps} step(s) after the release"
+            await holder
+        assert await store.count_sessions() == 0  # and no connection was lost on the way
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def postgres_store(tmp_path: Path, postgres_schema: str) -> AsyncIterator[Store]:
+    store = create_store(tmp_path, postgres_schema)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def while_locked(url: str, statement: str, during: Callable[[], Coroutine[None, None, T]]) -> T:
+    """Run ``during`` while another connection has run ``statement`` and not committed yet (as
+    another process in the middle of its transaction), then commit that and wait for ``during``."""
+    async with await psycopg.AsyncConnection.connect(url) as other:
+        await other.execute(statement)
+        task: asyncio.Task[T] = asyncio.create_task(during())
+        await asyncio.sleep(0.2)
+        assert not task.done(), "it did not wait for the other transaction"
+        await other.commit()
+    return await task
+
+
+async def test_events_wait_for_a_part_being_completed(postgres_store: Store, postgres_schema: str) -> None:
+    await postgres_store.add_events([event("a", 10)], now=100, check_at=110)
+    completing = "UPDATE open_sessions SET completed_until = 50, part = part + 1"
+    result = await while_locked(
+        postgres_schema,
+        completing,
+        lambda: postgres_store.add_events([event("b", 40)], now=120, check_at=130),
+    )
+    assert (result.accepted, result.late) == (0, 1)  # late for the part completed meanwhile
+
+
+async def test_a_part_waits_for_events_being_added(postgres_store: Store, postgres_schema: str) -> None:
+    await postgres_store.add_events([event("a", 10)], now=100, check_at=110)
+    [read] = await postgres_store.due_sessions(now=110, limit=10)
+    adding = "UPDATE open_sessions SET arrivals = arrivals + 1"
+    written = part(record=session("s1", 10), consumed=("a",), until=10, seen_arrivals=read.arrivals)
+    result = await while_locked(postgres_schema, adding, lambda: postgres_store.complete_part(written, 120))
+    assert result == AppendResult(0, 0)
+    assert await postgres_store.read_log(0, 10) == []
