@@ -500,3 +500,15 @@ def test_generated_sessions_are_valid_for_both_paths() -> None:
         raw = msgspec.json.encode(session)
         assert find_problems(raw) == []
         assert decode_session(raw).userSessionId == session["userSessionId"]
+
+
+def test_nul_in_identity_and_filter_fields_is_refused() -> None:
+    from sessionexport.model.validation import InvalidSession, decode_session
+
+    raw = b'{"tenantId":"t","userSessionId":"a\\u0000b","startTime":1700000000000,"country":"x\\u0000"}'
+    with pytest.raises(InvalidSession) as refused:
+        decode_session(raw)
+    assert {p.path for p in refused.value.problems} == {"userSessionId", "country"}
+    decode_session(
+        b'{"tenantId":"t","userSessionId":"s","startTime":1700000000000,"city":"a\\u0000b"}'
+    )  # body only: kept

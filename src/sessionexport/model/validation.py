@@ -39,11 +39,27 @@ _decoder = msgspec.json.Decoder(UserSession)
 def decode_session(raw: bytes) -> UserSession:
     """Decode one session document; raise InvalidSession listing every problem."""
     try:
-        return _decoder.decode(raw)
+        session = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise InvalidSession(find_problems(raw) or [_from_msgspec(exc)]) from None
     except msgspec.DecodeError as exc:
         raise InvalidSession([Problem("", _json_syntax_message(exc))]) from None
+    if nul := _nul_problems(session):
+        raise InvalidSession(nul)
+    return session
+
+
+# Kept as text columns beside the body (identity, filters): NUL is refused by databases such as
+# PostgreSQL, and is never a real value there.
+_INDEXED_TEXT = ("tenantId", "userSessionId", "userId", "country")
+
+
+def _nul_problems(session: UserSession) -> list[Problem]:
+    return [
+        Problem(name, "must not contain the NUL character (\\u0000)")
+        for name in _INDEXED_TEXT
+        if "\x00" in (getattr(session, name) or "")
+    ]
 
 
 def find_problems(raw: bytes) -> list[Problem]:
