@@ -20,6 +20,7 @@ import concurrent.futures
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,10 +39,24 @@ GROUP_COMMIT_MAX = 64  # writes that may share one transaction
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only when the file is created
-    conn.execute("PRAGMA journal_mode=WAL")
+    _retry_while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _retry_while_locked(statement: Callable[[], object], within: float = 30.0) -> None:
+    """Switching to WAL needs the database to itself, and SQLite answers "locked" at once rather
+    than waiting when another process is opening the same new file: try again for a while."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class SQLiteEngine:
@@ -200,12 +215,12 @@ def _commit_group(
 def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> None:
     """Apply pending migrations, each with its version in one transaction. The write lock is taken
     first and the applied versions read under it, so processes starting together migrate once."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations"
-        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-    )
     while True:
         conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+        )
         applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
         todo = pending("sqlite", applied, package)
         if not todo:
