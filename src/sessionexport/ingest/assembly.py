@@ -11,6 +11,7 @@ The rules (when complete, what it contains) are ``sessionizer``'s, free of I/O.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -97,22 +98,6 @@ class Sessionizer:
         )
         await self.store.complete_part(part, self.clock())
 
-    async def _drop_without_actions(self, session: OpenSession, part: Part) -> int:
-        log.warning(
-            "sessionizer: %d event(s) of session %s/%s without a user action make no session (%s); not kept",
-            len(part.events),
-            session.tenant_id,
-            session.session_id,
-            ", ".join(sorted({_kind(e) for e in part.events})),
-        )
-        ids = tuple(e.eventId for e in part.events)
-        done = CompletedPart(
-            session.tenant_id, session.session_id, None, ids, part.events[-1].timestamp, session.split,
-            None if part.final else self.clock(), None, session.arrivals,
-        )  # fmt: skip
-        await self.store.complete_part(done, self.clock())
-        return 0
-
     async def run(self, interval: float = SWEEP_SECONDS) -> None:
         while True:
             try:
@@ -123,42 +108,46 @@ class Sessionizer:
 
     async def _look_at(self, session: OpenSession) -> int:
         now = self.clock()
+        # Decoding and assembling are CPU work: off the event loop, so the API keeps answering.
+        decision = await asyncio.to_thread(self._decide, session, now)
+        return (await self.store.complete_part(decision, now)).accepted
+
+    def _decide(self, session: OpenSession, now: int) -> CompletedPart:
+        """What to write for an open session: a completed part, events that make no session, or
+        only when to look at it again."""
         events = [_decoder.decode(body) for body in session.events]
         part = next_part(events, now, self.settings)
+        keep = functools.partial(
+            CompletedPart, session.tenant_id, session.session_id, seen_arrivals=session.arrivals
+        )
         if part is None:
             wake = due_at(events, self.settings)
-            await self._postpone(
-                session, max(wake, now + self.settings.settle_ms) if wake is not None else None
-            )
-            return 0
+            check_at = max(wake, now + self.settings.settle_ms) if wake is not None else None
+            return keep(None, (), None, session.split, check_at)
+        ids, until = tuple(e.eventId for e in part.events), part.events[-1].timestamp
+        again = None if part.final else now  # the rest may be complete too: look again at once
         if not part.has_actions:
-            return await self._drop_without_actions(session, part)
+            _log_without_actions(session, part)
+            return keep(None, ids, until, session.split, again)
         split = session.split or not part.final
         attributes = [e for e in events if isinstance(e, AttributesEvent)]
-        document = assemble(
-            session.tenant_id,
-            session.session_id,
-            part,
-            attributes,
-            session.part + 1 if split else None,
-            self.settings,
-        )
+        number = session.part + 1 if split else None
+        document = assemble(session.tenant_id, session.session_id, part, attributes, number, self.settings)
         if split and session.last_start is not None and document["startTime"] <= session.last_start:
             _start_after(document, session.last_start)
         raw = msgspec.json.encode(document)
         record = to_record(decode_session(raw), raw)  # checked like any ingested session
-        completed = CompletedPart(
-            session.tenant_id,
-            session.session_id,
-            record,
-            tuple(e.eventId for e in part.events),
-            part.events[-1].timestamp,
-            split,
-            None if part.final else now,  # the rest may be complete too: look again at once
-            document["startTime"],
-            session.arrivals,
-        )
-        return (await self.store.complete_part(completed, now)).accepted
+        return keep(record, ids, until, split, again, document["startTime"])
+
+
+def _log_without_actions(session: OpenSession, part: Part) -> None:
+    log.warning(
+        "sessionizer: %d event(s) of session %s/%s without a user action make no session (%s); not kept",
+        len(part.events),
+        session.tenant_id,
+        session.session_id,
+        ", ".join(sorted({_kind(e) for e in part.events})),
+    )
 
 
 def _start_after(document: dict[str, Any], previous: int) -> None:
