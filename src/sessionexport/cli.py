@@ -113,7 +113,7 @@ def serve(
         ),
     ] = True,
 ) -> None:
-    """Serve the API (and the exporters) on the embedded default, or on --database-url."""
+    """Serve the API (and the exporters and sessionizer) on the embedded default, or on --database-url."""
     import uvicorn
 
     from sessionexport.api.app import create_app
@@ -146,10 +146,10 @@ def worker(
     allow_http_loopback: AllowHttpLoopback = False,
     ca_bundle: CaBundle = None,
 ) -> None:
-    """Run the exporters only (no HTTP API), until interrupted.
+    """Run the exporters, the sessionizer and retention without the HTTP API, until interrupted.
 
-    For a process that serves the API with `serve --no-exporters`. Run one exporter process per
-    database (several need the PostgreSQL backend's leases).
+    For a process that serves the API with `serve --no-exporters`. Run one such process per
+    database (several would need work distribution between them, not built yet).
     """
     from sessionexport.worker import run_worker
 
@@ -374,7 +374,7 @@ def generate(
         ),
     ] = None,
 ) -> None:
-    """Write realistic completed sessions as NDJSON, deterministic for a seed and end time.
+    """Write realistic completed sessions (or, with --events, RUM event streams) as NDJSON.
 
     With --events, write the RUM events the same sessions are made of instead (attributes,
     actions, events, errors and, for most, an end), or POST them to a server with --server and
