@@ -20,7 +20,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ async def run_demo(options: DemoOptions) -> int:
             sessionizer=SessionizerSettings(settle_ms=2_000),
         )
         token = await _token(config)
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
                 create_app(config), host=options.host, port=options.port, log_config=None, access_log=False
             )
@@ -86,6 +86,14 @@ async def run_demo(options: DemoOptions) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
     return received
+
+
+class _Server(uvicorn.Server):
+    """The server inside the demo: Ctrl-C belongs to the demo, which stops the server last."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass(frozen=True)
