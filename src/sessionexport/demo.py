@@ -124,7 +124,8 @@ async def _receiver(options: DemoOptions, secret: str) -> AsyncIterator[_Receive
 async def _stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is not None:
         return
-    process.send_signal(signal.SIGINT)
+    with contextlib.suppress(ProcessLookupError):  # a Ctrl-C in the terminal reached it already
+        process.send_signal(signal.SIGINT)
     try:
         await asyncio.wait_for(process.wait(), 10)
     except TimeoutError:
@@ -230,7 +231,11 @@ async def _feed(api: str, token: str, rate: float) -> None:
 async def _report(
     api: str, token: str, receiver: _Receiver, secret: str, duration: float, feeding: asyncio.Task[None]
 ) -> int:
-    """Print the counts every few seconds until interrupted or ``duration`` is over."""
+    """Print the counts every few seconds until Ctrl-C (or SIGTERM) or ``duration`` is over."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the demo stops in order: feed, server, receiver
+        loop.add_signal_handler(signum, stop.set)
     started, received = time.monotonic(), 0
     verify = ssl.create_default_context(cafile=str(receiver.ca_file))
     async with (
@@ -239,18 +244,29 @@ async def _report(
     ):
         try:
             while not duration or time.monotonic() - started < duration:
-                await asyncio.sleep(3)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 3)
+                if stop.is_set():
+                    break
                 if feeding.done():
                     feeding.result()
-                delivered = await _delivered(client, api)
-                received = await _received(at_receiver, receiver, secret)
+                try:
+                    delivered = await _delivered(client, api)
+                    received = await _received(at_receiver, receiver, secret)
+                except httpx.HTTPError as exc:  # e.g. a Ctrl-C in the terminal stopped the receiver first
+                    console.print(f"  (counts unavailable: {exc})")
+                    continue
                 console.print(
                     f"  delivered by the export: {delivered:>6}   stored by the receiver: {received:>6}"
                 )
         finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
             feeding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeding
+    if stop.is_set():
+        console.print("demo stopped")
     return received
 
 
