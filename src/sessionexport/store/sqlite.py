@@ -65,10 +65,14 @@ class SQLiteStore:
         self, *, user_session_id: str | None = None, before_seq: int | None = None, limit: int = 100
     ) -> list[StoredSession]:
         def select(conn: sqlite3.Connection) -> list[StoredSession]:
+            # Only the conditions that apply: an "(:x IS NULL OR column = :x)" form keeps SQLite
+            # from using the index on user_session_id.
+            where = ["user_session_id = :usid"] if user_session_id is not None else []
+            where += ["seq < :before"] if before_seq is not None else []
             rows = conn.execute(
                 "SELECT seq, tenant_id, user_session_id, start_time, end_time, received_at, body FROM sessions"
-                " WHERE (:usid IS NULL OR user_session_id = :usid) AND (:before IS NULL OR seq < :before)"
-                " ORDER BY seq DESC LIMIT :limit",
+                + (f" WHERE {' AND '.join(where)}" if where else "")
+                + " ORDER BY seq DESC LIMIT :limit",
                 {"usid": user_session_id, "before": before_seq, "limit": limit},
             ).fetchall()
             return [StoredSession(*row) for row in rows]
