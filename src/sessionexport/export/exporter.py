@@ -1,7 +1,9 @@
 """One export's loop: read the log from its cursor, batch, deliver, decide, move the cursor.
 
-    read_log(after position) ─▶ zone filter ─▶ Batcher ─▶ Sender ─▶ delivered: move cursor
-                                                                 └▶ failed: dead letter + move cursor + alert
+    read_log(after position) ─▶ zone filter ─▶ Batcher ─▶ deliver_bulk ─▶ delivered: move cursor
+                                                                       └▶ failed whole, or items rejected by
+                                                                          Elasticsearch: dead letters + move
+                                                                          cursor + alert (one transaction)
 
 The cursor only moves past a session once its fate is decided, in log order, even with several
 bulks in flight; a crash at any point re-sends at most the bulks that were in flight. Reading the
