@@ -3,11 +3,8 @@
 Same semantics as the SQLite backend, method for method; what differs is how they are kept when
 several processes write at once (SQLite has one writer thread, PostgreSQL has many connections):
 
-- Schema: the numbered files of ``sql/postgresql``, applied by ``open`` on a connection of its own,
-  each file in one transaction with its row in ``schema_migrations``, all under a session advisory
-  lock: a second process starting at the same time waits, then finds nothing pending.
-- Pool connections run in autocommit: a one-statement method is its own transaction (no BEGIN /
-  COMMIT round trips); a method of several statements opens an explicit transaction.
+- Connecting, pooling (autocommit connections), migrations under an advisory lock and the
+  translation of errors to ``StoreError`` (never with the password) are ``postgresql_database``'s.
 - Appends are one ``INSERT ... SELECT FROM unnest(...)`` per batch: seqs follow the batch order, and
   ``ON CONFLICT DO NOTHING`` makes a known identity a duplicate, also against a concurrent append of
   the same session (it waits for that one to commit, then skips).
@@ -17,36 +14,19 @@ several processes write at once (SQLite has one writer thread, PostgreSQL has ma
   and events against parts being completed by locking the session's ``open_sessions`` row first.
 - Not solved yet: seqs that commit out of order under concurrent appenders (see ``read_log``).
 
-Errors are translated once, here, at the I/O boundary::
-
-    StoreError
-    ├── "cannot reach PostgreSQL at HOST:PORT: ..."   connecting failed (refused, DNS, auth, timeout),
-    │                                                 the connection broke mid-statement, or no pooled
-    │                                                 connection came free in time
-    ├── "PostgreSQL at HOST:PORT holds ..."           the schema belongs to something else
-    └── "PostgreSQL: ..."                             a statement failed (constraint, disk full...)
-
 ``TooManyObjects`` and ``VersionConflict`` pass through untranslated (their transaction rolled back).
-No message carries the password: libpq leaves it out of its messages, and every translated message
-is scrubbed of it anyway (a malformed URL can be echoed back).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
 
 import orjson
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from sessionexport.store.base import StoreError, TooManyObjects, VersionConflict
-from sessionexport.store.migrations import migrations_for, pending
+from sessionexport.store.base import TooManyObjects, VersionConflict
+from sessionexport.store.postgresql_database import Connection, PostgresDatabase
 from sessionexport.store.records import (
     Alert,
     AppendResult,
@@ -68,12 +48,7 @@ from sessionexport.store.records import (
 # Advisory lock keys: any constants work as long as nothing else sharing the database uses them.
 MIGRATION_LOCK = 0x5358_534D  # "SXSM" (the receiver's store uses "SXRM")
 SETTINGS_LOCK = 0x5358_534F  # "SXSO"; the second key is the hash of the settings schema id
-CONNECT_TIMEOUT_SECONDS = 10
 MAX_CONNECTIONS = 8
-# Class 08 is "connection exception"; 57P01-57P03 are the server shutting down or not yet up.
-_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
-
-Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 Params = Sequence[Any] | dict[str, Any]
 
 
@@ -237,11 +212,6 @@ _LIST_SETTINGS = f"""
 SELECT {_SETTINGS_ROW} FROM settings_objects WHERE (%(schema)s::text IS NULL OR schema_id = %(schema)s)
  ORDER BY created, object_id COLLATE "C"
 """
-_CREATE_MIGRATIONS_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
 
 
 class PostgresStore:
@@ -249,48 +219,19 @@ class PostgresStore:
 
     def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS) -> None:
         self.url = url
-        self._address, self._secrets = describe(url)
-        self._max_connections = max_connections
-        self._pool: AsyncConnectionPool[Connection] | None = None
+        self._db = PostgresDatabase(
+            url,
+            migrations="sessionexport.store",
+            migrations_table="schema_migrations",
+            migration_lock=MIGRATION_LOCK,
+            max_connections=max_connections,
+        )
 
     async def open(self) -> None:
-        kwargs = connect_options(self.url)
-        async with self._translated(connecting=True):
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **kwargs)
-        async with self._translated(), conn:
-            await self._migrate(conn)
-        async with self._translated(connecting=True):
-            self._pool = await self._open_pool(kwargs | {"autocommit": True})
-
-    async def _migrate(self, conn: Connection) -> None:
-        foreign = await migrate(conn)
-        if foreign:
-            raise StoreError(
-                f"PostgreSQL at {self._address} holds schema migrations that are not this store's"
-                f" ({', '.join(foreign)}): give sessionexport a database or schema of its own"
-            )
-
-    async def _open_pool(self, kwargs: dict[str, Any]) -> AsyncConnectionPool[Connection]:
-        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-            self.url,
-            kwargs=kwargs,
-            min_size=1,
-            max_size=self._max_connections,
-            open=False,
-            check=AsyncConnectionPool.check_connection,  # a restarted server costs no failed call
-            timeout=CONNECT_TIMEOUT_SECONDS,
-        )
-        try:
-            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-        except BaseException:
-            await pool.close()  # else its workers keep trying to connect in the background
-            raise
-        return pool
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._db.close()
 
     # -- session log -------------------------------------------------------------------------
     async def append_sessions(self, sessions: Sequence[NewSession], received_at: int) -> AppendResult:
@@ -612,104 +553,11 @@ class PostgresStore:
             cursor = await conn.execute(statement, params)
             return cursor.rowcount
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection in autocommit mode: each statement is a transaction of its own."""
-        pool = self._pool
-        if pool is None:
-            raise StoreError("store is not open")
-        async with self._translated():
-            conn = await checkout(pool)
-            try:
-                yield conn
-            finally:
-                await pool.putconn(conn)  # one left mid-transaction or broken is rolled back or replaced
+    def _connection(self) -> AbstractAsyncContextManager[Connection]:
+        return self._db.connection()
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
-        async with self._connection() as conn, conn.transaction():
-            yield conn
-
-    @asynccontextmanager
-    async def _translated(self, *, connecting: bool = False) -> AsyncIterator[None]:
-        try:
-            yield
-        except PoolTimeout as exc:
-            message = f"cannot reach PostgreSQL at {self._address}: no connection within the timeout ({exc})"
-            raise StoreError(self._scrub(message)) from None
-        except psycopg.Error as exc:
-            raise StoreError(self._scrub(self._message(exc, connecting))) from None
-
-    def _message(self, exc: psycopg.Error, connecting: bool) -> str:
-        text = " ".join(str(exc).split())  # libpq's messages span lines with tab-indented hints
-        lost = isinstance(exc, psycopg.OperationalError) and (
-            exc.sqlstate is None or exc.sqlstate.startswith(_CONNECTION_STATES)
-        )
-        if connecting or lost:
-            return f"cannot reach PostgreSQL at {self._address}: {text}"
-        return f"PostgreSQL: {text}"
-
-    def _scrub(self, message: str) -> str:
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message
-
-
-async def checkout(pool: AsyncConnectionPool[Connection]) -> Connection:
-    """``pool.getconn()``, except that a cancellation always cancels.
-
-    The pool waits for a free connection with ``asyncio.wait_for``, which on Python 3.11 returns
-    the connection and drops the cancellation when both happen at once (a connection comes free
-    as the task is cancelled, e.g. when a shutdown cancels the tasks sharing the pool one after
-    the other); the task then carries on as if never cancelled, and whoever awaits its end waits
-    forever. Waiting on a shield instead, the cancellation is always raised here; a connection
-    the abandoned wait still obtains goes straight back to the pool.
-    """
-    getting = asyncio.ensure_future(pool.getconn())
-    try:
-        return await asyncio.shield(getting)
-    except asyncio.CancelledError:
-        getting.add_done_callback(functools.partial(_give_back, pool))
-        getting.cancel()
-        raise
-
-
-_returning: set[asyncio.Task[None]] = set()  # strong references until the connections are back
-
-
-def _give_back(pool: AsyncConnectionPool[Connection], getting: asyncio.Future[Connection]) -> None:
-    if getting.cancelled() or getting.exception() is not None:
-        return  # nothing was obtained (the exception is retrieved, so never reported as lost)
-    task = asyncio.ensure_future(pool.putconn(getting.result()))
-    _returning.add(task)
-    task.add_done_callback(_returning.discard)
-
-
-# -- migrations -------------------------------------------------------------------------------------
-async def migrate(conn: Connection, package: str = "sessionexport.store") -> list[str]:
-    """Apply the pending migrations; ``conn`` is in autocommit mode (each migration opens its own
-    transaction). Returns the applied migrations that are not this package's (then applies nothing):
-    another component's history in the same ``schema_migrations`` must not pass for this one's."""
-    await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-    try:
-        await conn.execute(_CREATE_MIGRATIONS_TABLE)
-        cursor = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
-        applied = {version: name for version, name in await cursor.fetchall()}
-        known = {m.version: m.name for m in migrations_for("postgresql", package)}
-        foreign = [f"{v}_{name}" for v, name in applied.items() if v in known and known[v] != name]
-        if foreign:
-            return foreign
-        for migration in pending("postgresql", set(applied), package):
-            async with conn.transaction():
-                # Without parameters psycopg sends the file as one simple query: several statements are fine.
-                await conn.execute(migration.sql.encode())
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    (migration.version, migration.name),
-                )
-        return []
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    def _transaction(self) -> AbstractAsyncContextManager[Connection]:
+        return self._db.transaction()
 
 
 # -- rows in, records out ---------------------------------------------------------------------------
@@ -836,36 +684,3 @@ def _token(row: tuple[Any, ...]) -> TokenRecord:
     return TokenRecord(
         token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
     )
-
-
-# -- the URL ----------------------------------------------------------------------------------------
-def connect_options(url: str) -> dict[str, Any]:
-    """libpq waits forever for an unresponsive host unless told otherwise; the URL's own setting wins."""
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.Error:
-        return {}  # connecting reports the malformed URL, translated
-    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-
-
-def describe(url: str) -> tuple[str, list[str]]:
-    """``host:port`` for messages, and the password in every form a message could echo it in."""
-    parts = urlsplit(url)
-    secrets = [parts.password, unquote(parts.password)] if parts.password else []
-    host: object = parts.hostname
-    port: object = _port(parts)
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error:
-        pass  # malformed: described as well as the URL syntax allows; connecting will say what is wrong
-    else:
-        host, port = params.get("host"), params.get("port")
-        secrets.append(str(params.get("password") or ""))
-    return f"{host or 'localhost'}:{port or 5432}", sorted({s for s in secrets if s}, key=len, reverse=True)
-
-
-def _port(parts: SplitResult) -> int | None:
-    try:
-        return parts.port
-    except ValueError:  # several hosts, or not a number
-        return None

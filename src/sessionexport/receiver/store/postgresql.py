@@ -1,38 +1,21 @@
-"""The receiver's PostgreSQL backend (``postgresql://...``): psycopg 3 behind an async connection pool.
-
-Schema: the numbered files of ``receiver/sql/postgresql``, applied by ``open`` on a connection of
-its own, each file in one transaction with its row in ``receiver_schema_migrations``. The whole migration
-runs under a session advisory lock, so a second process starting at the same time waits, then
-finds nothing pending (without it both would create the tables and one would fail).
+"""The receiver's PostgreSQL backend (``postgresql://...``), on ``store.postgresql_database``
+(migrations under an advisory lock in ``receiver_schema_migrations``, pooled connections, errors
+translated once to ``StoreError``, never with the password).
 
 A save is one transaction: the request row, one upsert per document (sent in one round trip by
 psycopg's pipelined ``executemany``), then the request's counts. Each upsert returns whether its
 key was new: ``ON CONFLICT DO NOTHING RETURNING`` yields no row for a kept document, and for a
 replaced one ``xmax = 0`` holds only on a freshly inserted row version. Both stay exact under
 concurrent saves of the same key, where a check-then-insert would not.
-
-Errors are translated once, here, at the I/O boundary::
-
-    StoreError
-    ├── "cannot reach PostgreSQL at HOST:PORT: ..."   connecting failed (refused, DNS, auth, timeout)
-    │                                                 or the connection broke mid-statement
-    └── "PostgreSQL: ..."                             a statement failed (constraint, disk full...)
-
-No message carries the password: libpq leaves it out of its messages, and every translated
-message is scrubbed of it anyway (a malformed URL can be echoed back).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
 
-import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sessionexport.receiver.store.records import (
     DOCUMENT,
@@ -45,16 +28,11 @@ from sessionexport.receiver.store.records import (
     SaveResult,
     StoredDocument,
 )
-from sessionexport.store.base import StoreError
-from sessionexport.store.migrations import pending
-from sessionexport.store.postgresql import checkout
+from sessionexport.store.postgresql_database import Connection, PostgresDatabase
 
 MIGRATIONS = "sessionexport.receiver"
 # Any constant works as long as nothing else sharing the database uses it; this one spells "SXRM".
 MIGRATION_LOCK = 0x5358_524D
-CONNECT_TIMEOUT_SECONDS = 10
-# Class 08 is "connection exception"; 57P01-57P03 are the server shutting down or not yet up.
-_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
 
 _INSERT = (
     "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
@@ -83,46 +61,23 @@ _REQUEST_COLUMNS = (
     " duplicates, error"
 )
 
-Connection = psycopg.AsyncConnection[tuple[Any, ...]]
-
 
 class PostgresReceivedStore:
     def __init__(self, url: str, *, max_connections: int = 4) -> None:
         self.url = url
-        self._address, self._secrets = _describe(url)
-        self._max_connections = max_connections
-        self._pool: AsyncConnectionPool[Connection] | None = None
+        self._db = PostgresDatabase(
+            url,
+            migrations=MIGRATIONS,
+            migrations_table="receiver_schema_migrations",
+            migration_lock=MIGRATION_LOCK,
+            max_connections=max_connections,
+        )
 
     async def open(self) -> None:
-        kwargs = _connect_options(self.url)
-        async with self._translated(connecting=True):
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **kwargs)
-        async with self._translated(), conn:
-            await migrate(conn)
-        async with self._translated(connecting=True):
-            self._pool = await self._open_pool(kwargs)
-
-    async def _open_pool(self, kwargs: dict[str, Any]) -> AsyncConnectionPool[Connection]:
-        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-            self.url,
-            kwargs=kwargs,
-            min_size=1,
-            max_size=self._max_connections,
-            open=False,
-            check=AsyncConnectionPool.check_connection,  # a restarted server costs no failed save
-            timeout=CONNECT_TIMEOUT_SECONDS,
-        )
-        try:
-            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-        except BaseException:
-            await pool.close()  # else its workers keep trying to connect in the background
-            raise
-        return pool
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._db.close()
 
     async def save(
         self, request: RequestInfo, documents: Sequence[Document], *, overwrite: bool
@@ -168,62 +123,8 @@ class PostgresReceivedStore:
             cursor = await conn.execute(query, (limit,))
             return [RequestRecord(*row) for row in await cursor.fetchall()]
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
-        if self._pool is None:
-            raise StoreError("store is not open")
-        async with self._translated():
-            conn = await checkout(self._pool)  # (a cancellation always cancels: see checkout)
-            try:
-                async with conn.transaction():
-                    yield conn
-            finally:
-                await self._pool.putconn(conn)
-
-    @asynccontextmanager
-    async def _translated(self, *, connecting: bool = False) -> AsyncIterator[None]:
-        try:
-            yield
-        except PoolTimeout as exc:
-            raise StoreError(self._scrub(f"cannot reach PostgreSQL at {self._address}: {exc}")) from None
-        except psycopg.Error as exc:
-            raise StoreError(self._scrub(self._message(exc, connecting))) from None
-
-    def _message(self, exc: psycopg.Error, connecting: bool) -> str:
-        text = " ".join(str(exc).split())  # libpq's messages span lines with tab-indented hints
-        lost = isinstance(exc, psycopg.OperationalError) and (
-            exc.sqlstate is None or exc.sqlstate.startswith(_CONNECTION_STATES)
-        )
-        if connecting or lost:
-            return f"cannot reach PostgreSQL at {self._address}: {text}"
-        return f"PostgreSQL: {text}"
-
-    def _scrub(self, message: str) -> str:
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message
-
-
-async def migrate(conn: Connection) -> None:
-    """Apply the pending migrations; ``conn`` is in autocommit mode (each migration opens its own transaction)."""
-    await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-    try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS receiver_schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        )
-        cursor = await conn.execute("SELECT version FROM receiver_schema_migrations")
-        applied = {row[0] for row in await cursor.fetchall()}
-        for migration in pending("postgresql", applied, MIGRATIONS):
-            async with conn.transaction():
-                # Without parameters psycopg sends the file as one simple query: several statements are fine.
-                await conn.execute(migration.sql.encode())
-                await conn.execute(
-                    "INSERT INTO receiver_schema_migrations (version, name) VALUES (%s, %s)",
-                    (migration.version, migration.name),
-                )
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    def _transaction(self) -> AbstractAsyncContextManager[Connection]:
+        return self._db.transaction()
 
 
 async def _insert_request(conn: Connection, request: RequestInfo, status: int, error: str | None) -> int:
@@ -276,35 +177,3 @@ def _document_filter(
     if not clauses:
         return sql.SQL(""), ()
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), tuple(params)
-
-
-def _connect_options(url: str) -> dict[str, Any]:
-    """libpq waits forever for an unresponsive host unless told otherwise; the URL's own setting wins."""
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.Error:
-        return {}  # connecting reports the malformed URL, translated
-    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-
-
-def _describe(url: str) -> tuple[str, list[str]]:
-    """``host:port`` for messages, and the password in every form a message could echo it in."""
-    parts = urlsplit(url)
-    secrets = [parts.password, unquote(parts.password)] if parts.password else []
-    host: object = parts.hostname
-    port: object = _port(parts)
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error:
-        pass  # malformed: described as well as the URL syntax allows; connecting will say what is wrong
-    else:
-        host, port = params.get("host"), params.get("port")
-        secrets.append(str(params.get("password") or ""))
-    return f"{host or 'localhost'}:{port or 5432}", sorted({s for s in secrets if s}, key=len, reverse=True)
-
-
-def _port(parts: SplitResult) -> int | None:
-    try:
-        return parts.port
-    except ValueError:  # several hosts, or not a number
-        return None

@@ -1,0 +1,231 @@
+"""One PostgreSQL database as a store uses it: migrated on open, a pool of autocommit connections,
+errors translated once. Both the session store and the receiver's store stand on it.
+
+- Schema: the numbered files of ``<package>/sql/postgresql``, applied by ``open`` on a connection of
+  its own, each file in one transaction with its row in the store's migrations table, all under a
+  session advisory lock: a second process starting at the same time waits, then finds nothing pending.
+- Connections run in autocommit: a one-statement call is its own transaction; ``transaction()``
+  opens an explicit one.
+
+Errors are translated once, here::
+
+    StoreError
+    ├── "cannot reach PostgreSQL at HOST:PORT: ..."   connecting failed (refused, DNS, auth, timeout),
+    │                                                 the connection broke mid-statement, or no pooled
+    │                                                 connection came free in time
+    ├── "PostgreSQL at HOST:PORT holds ..."           the migrations table belongs to something else
+    └── "PostgreSQL: ..."                             a statement failed (constraint, disk full...)
+
+No message carries the password: libpq leaves it out of its messages, and every translated message
+is scrubbed of it anyway (a malformed URL can be echoed back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from sessionexport.store.base import StoreError
+from sessionexport.store.migrations import migrations_for, pending
+
+CONNECT_TIMEOUT_SECONDS = 10
+# Class 08 is "connection exception"; 57P01-57P03 are the server shutting down or not yet up.
+_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class PostgresDatabase:
+    def __init__(
+        self, url: str, *, migrations: str, migrations_table: str, migration_lock: int, max_connections: int
+    ) -> None:
+        self.url = url
+        self._migrations = migrations
+        self._table = migrations_table
+        self._lock = migration_lock
+        self._address, self._secrets = describe(url)
+        self._max_connections = max_connections
+        self._pool: AsyncConnectionPool[Connection] | None = None
+
+    async def open(self) -> None:
+        kwargs = connect_options(self.url)
+        async with self.translated(connecting=True):
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **kwargs)
+        async with self.translated(), conn:
+            foreign = await migrate(conn, self._migrations, self._table, self._lock)
+        if foreign:
+            raise StoreError(
+                f"PostgreSQL at {self._address} holds schema migrations that are not this store's"
+                f" ({', '.join(foreign)}): give it a database or schema of its own"
+            )
+        async with self.translated(connecting=True):
+            self._pool = await self._open_pool(kwargs | {"autocommit": True})
+
+    async def _open_pool(self, kwargs: dict[str, Any]) -> AsyncConnectionPool[Connection]:
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            self.url,
+            kwargs=kwargs,
+            min_size=1,
+            max_size=self._max_connections,
+            open=False,
+            check=AsyncConnectionPool.check_connection,  # a restarted server costs no failed call
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except BaseException:
+            await pool.close()  # else its workers keep trying to connect in the background
+            raise
+        return pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection in autocommit mode: each statement is a transaction of its own."""
+        pool = self._pool
+        if pool is None:
+            raise StoreError("store is not open")
+        async with self.translated():
+            conn = await checkout(pool)
+            try:
+                yield conn
+            finally:
+                await pool.putconn(conn)  # one left mid-transaction or broken is rolled back or replaced
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def translated(self, *, connecting: bool = False) -> AsyncIterator[None]:
+        try:
+            yield
+        except PoolTimeout as exc:
+            message = f"cannot reach PostgreSQL at {self._address}: no connection within the timeout ({exc})"
+            raise StoreError(self._scrub(message)) from None
+        except psycopg.Error as exc:
+            raise StoreError(self._scrub(self._message(exc, connecting))) from None
+
+    def _message(self, exc: psycopg.Error, connecting: bool) -> str:
+        text = " ".join(str(exc).split())  # libpq's messages span lines with tab-indented hints
+        lost = isinstance(exc, psycopg.OperationalError) and (
+            exc.sqlstate is None or exc.sqlstate.startswith(_CONNECTION_STATES)
+        )
+        if connecting or lost:
+            return f"cannot reach PostgreSQL at {self._address}: {text}"
+        return f"PostgreSQL: {text}"
+
+    def _scrub(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
+
+async def checkout(pool: AsyncConnectionPool[Connection]) -> Connection:
+    """``pool.getconn()``, except that a cancellation always cancels.
+
+    The pool waits for a free connection with ``asyncio.wait_for``, which on Python 3.11 returns
+    the connection and drops the cancellation when both happen at once (a connection comes free
+    as the task is cancelled, e.g. when a shutdown cancels the tasks sharing the pool one after
+    the other); the task then carries on as if never cancelled, and whoever awaits its end waits
+    forever. Waiting on a shield instead, the cancellation is always raised here; a connection
+    the abandoned wait still obtains goes straight back to the pool.
+    """
+    getting = asyncio.ensure_future(pool.getconn())
+    try:
+        return await asyncio.shield(getting)
+    except asyncio.CancelledError:
+        getting.add_done_callback(functools.partial(_give_back, pool))
+        getting.cancel()
+        raise
+
+
+_returning: set[asyncio.Task[None]] = set()  # strong references until the connections are back
+
+
+def _give_back(pool: AsyncConnectionPool[Connection], getting: asyncio.Future[Connection]) -> None:
+    if getting.cancelled() or getting.exception() is not None:
+        return  # nothing was obtained (the exception is retrieved, so never reported as lost)
+    task = asyncio.ensure_future(pool.putconn(getting.result()))
+    _returning.add(task)
+    task.add_done_callback(_returning.discard)
+
+
+# -- migrations -------------------------------------------------------------------------------------
+async def migrate(conn: Connection, package: str, table: str, lock: int) -> list[str]:
+    """Apply the pending migrations of ``package``; ``conn`` is in autocommit mode (each migration
+    opens its own transaction). Returns the applied migrations that are not this package's (then
+    applies nothing): another component's history in the same table must not pass for this one's."""
+    name = sql.Identifier(table)
+    await conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
+    try:
+        await conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            ).format(name)
+        )
+        cursor = await conn.execute(sql.SQL("SELECT version, name FROM {} ORDER BY version").format(name))
+        applied = {version: label for version, label in await cursor.fetchall()}
+        known = {m.version: m.name for m in migrations_for("postgresql", package)}
+        foreign = [f"{v}_{label}" for v, label in applied.items() if v in known and known[v] != label]
+        if foreign:
+            return foreign
+        for migration in pending("postgresql", set(applied), package):
+            async with conn.transaction():
+                # Without parameters psycopg sends the file as one simple query: several statements are fine.
+                await conn.execute(migration.sql.encode())
+                await conn.execute(
+                    sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(name),
+                    (migration.version, migration.name),
+                )
+        return []
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+
+
+# -- the URL ----------------------------------------------------------------------------------------
+def connect_options(url: str) -> dict[str, Any]:
+    """libpq waits forever for an unresponsive host unless told otherwise; the URL's own setting wins."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.Error:
+        return {}  # connecting reports the malformed URL, translated
+    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
+def describe(url: str) -> tuple[str, list[str]]:
+    """``host:port`` for messages, and the password in every form a message could echo it in."""
+    parts = urlsplit(url)
+    secrets = [parts.password, unquote(parts.password)] if parts.password else []
+    host: object = parts.hostname
+    port: object = _port(parts)
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        pass  # malformed: described as well as the URL syntax allows; connecting will say what is wrong
+    else:
+        host, port = params.get("host"), params.get("port")
+        secrets.append(str(params.get("password") or ""))
+    return f"{host or 'localhost'}:{port or 5432}", sorted({s for s in secrets if s}, key=len, reverse=True)
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:  # several hosts, or not a number
+        return None
