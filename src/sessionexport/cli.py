@@ -22,6 +22,7 @@ from sessionexport.cli_options import (
     DataDir,
     SecretKey,
     env,
+    run_on_store,
 )
 from sessionexport.clock import now_ms
 from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
@@ -49,21 +50,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
-    """Open the store, run ``work`` on it, close it; storage errors end the command with a message."""
-
-    async def main() -> T:
-        store = create_store(data_dir, database_url)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    return run_on_store(create_store(data_dir, database_url), work)
 
 
 def _version(value: bool) -> None:

@@ -1,11 +1,45 @@
-"""Options shared by the commands (every option can also be set as ``SESSIONEXPORT_<OPTION>``)."""
+"""Options and helpers shared by the commands (every option can also be set as ``SESSIONEXPORT_<OPTION>``)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 import typer
+from rich.console import Console
+
+from sessionexport.store.base import StoreError
+
+err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+
+class _Openable(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Openable)
+
+
+def run_on_store(store: S, work: Callable[[S], Awaitable[T]]) -> T:
+    """Open the store, run ``work`` on it, close it; storage errors end the command with a message."""
+
+    async def main() -> T:
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 def env(name: str) -> str:

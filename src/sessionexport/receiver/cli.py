@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sessionexport.cli_options import env, run_on_store
 from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.store.base import StoreError
 
@@ -22,49 +22,45 @@ err = Console(stderr=True, soft_wrap=True)
 DEFAULT_RECEIVER_DIR = Path("data/receiver")
 
 
-def _env(name: str) -> str:
-    return f"SESSIONEXPORT_{name}"
-
-
 ReceiverDir = Annotated[
     Path,
     typer.Option(
-        "--data-dir", envvar=_env("DATA_DIR"), file_okay=False, help="Where the receiver keeps its data."
+        "--data-dir", envvar=env("DATA_DIR"), file_okay=False, help="Where the receiver keeps its data."
     ),
 ]
 Storage = Annotated[
     str | None,
     typer.Option(
-        envvar=_env("STORAGE"),
+        envvar=env("STORAGE"),
         help="files (rotating NDJSON), sqlite:///PATH or postgresql://...; default: SQLite in the data directory.",
     ),
 ]
 
 
 def receive(
-    host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = 3000,
+    host: Annotated[str, typer.Option(envvar=env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=env("PORT"), help="Port to listen on.")] = 3000,
     data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
     storage: Storage = None,
     http: Annotated[
-        bool, typer.Option("--http", envvar=_env("HTTP"), help="Plain HTTP, for local testing only.")
+        bool, typer.Option("--http", envvar=env("HTTP"), help="Plain HTTP, for local testing only.")
     ] = False,
     tls_cert: Annotated[
         Path | None,
-        typer.Option(envvar=_env("TLS_CERT"), exists=True, dir_okay=False, help="Certificate chain (PEM)."),
+        typer.Option(envvar=env("TLS_CERT"), exists=True, dir_okay=False, help="Certificate chain (PEM)."),
     ] = None,
     tls_key: Annotated[
         Path | None,
-        typer.Option(envvar=_env("TLS_KEY"), exists=True, dir_okay=False, help="Private key (PEM)."),
+        typer.Option(envvar=env("TLS_KEY"), exists=True, dir_okay=False, help="Private key (PEM)."),
     ] = None,
     basic: Annotated[
         str | None,
-        typer.Option(envvar=_env("BASIC"), show_default=False, help="Require Basic auth USER:PASS."),
+        typer.Option(envvar=env("BASIC"), show_default=False, help="Require Basic auth USER:PASS."),
     ] = None,
     oauth_client: Annotated[
         list[str] | None,
         typer.Option(
-            envvar=_env("OAUTH_CLIENT"),
+            envvar=env("OAUTH_CLIENT"),
             show_default=False,
             help="ID:SECRET of a client of the token endpoint POST /oauth2/token (repeatable); requires Bearer tokens.",
         ),
@@ -72,35 +68,35 @@ def receive(
     token_ttl: Annotated[
         int,
         typer.Option(
-            envvar=_env("TOKEN_TTL"), min=10, help="Lifetime (expires_in) of issued tokens, seconds."
+            envvar=env("TOKEN_TTL"), min=10, help="Lifetime (expires_in) of issued tokens, seconds."
         ),
     ] = 300,
     jwks: Annotated[
         str | None,
         typer.Option(
-            envvar=_env("JWKS"),
+            envvar=env("JWKS"),
             show_default=False,
             help="Accept Bearer JWTs signed by keys of this JWKS (file or URL).",
         ),
     ] = None,
     jwt_issuer: Annotated[
-        str | None, typer.Option(envvar=_env("JWT_ISSUER"), show_default=False, help="Required iss of JWTs.")
+        str | None, typer.Option(envvar=env("JWT_ISSUER"), show_default=False, help="Required iss of JWTs.")
     ] = None,
     jwt_audience: Annotated[
         str | None,
-        typer.Option(envvar=_env("JWT_AUDIENCE"), show_default=False, help="Required aud of JWTs."),
+        typer.Option(envvar=env("JWT_AUDIENCE"), show_default=False, help="Required aud of JWTs."),
     ] = None,
     events_path: Annotated[
-        str, typer.Option(envvar=_env("EVENTS_PATH"), help="Path of the export endpoint.")
+        str, typer.Option(envvar=env("EVENTS_PATH"), help="Path of the export endpoint.")
     ] = ("/export/events"),
     es_version: Annotated[
         int,
-        typer.Option(envvar=_env("ES_VERSION"), min=7, max=8, help="_bulk behaves as Elasticsearch 7 or 8."),
+        typer.Option(envvar=env("ES_VERSION"), min=7, max=8, help="_bulk behaves as Elasticsearch 7 or 8."),
     ] = 8,
     bulk_fail: Annotated[
         list[str] | None,
         typer.Option(
-            envvar=_env("BULK_FAIL"),
+            envvar=env("BULK_FAIL"),
             show_default=False,
             help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable), e.g. 429:-7$:1.",
         ),
@@ -108,7 +104,7 @@ def receive(
     workers: Annotated[
         int,
         typer.Option(
-            envvar=_env("WORKERS"),
+            envvar=env("WORKERS"),
             min=1,
             max=64,
             help="Processes serving requests (SQLite or PostgreSQL storage); --bulk-fail counts per process.",
@@ -117,7 +113,7 @@ def receive(
     max_body_mb: Annotated[
         float,
         typer.Option(
-            envvar=_env("MAX_BODY_MB"), min=0.01, help="Largest accepted body (MB); larger gets 413."
+            envvar=env("MAX_BODY_MB"), min=0.01, help="Largest accepted body (MB); larger gets 413."
         ),
     ] = 50,
 ) -> None:
@@ -199,19 +195,7 @@ received_app = typer.Typer(help="What `receive` got: counts, sessions, requests.
 
 
 def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        store = create_received_store(data_dir, storage)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    return run_on_store(create_received_store(data_dir, storage), work)
 
 
 def _when(ms: int) -> str:
