@@ -6,14 +6,17 @@ its place (``line N`` of NDJSON, ``index N`` of an array) and field path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 
 from sessionexport.model.session import UserSession
 from sessionexport.model.validation import InvalidSession, decode_session, single_line
 from sessionexport.store.records import NewSession
+
+T = TypeVar("T")
 
 NDJSON = "application/x-ndjson"
 JSON = "application/json"
@@ -45,17 +48,22 @@ def ndjson_lines(body: bytes, first_line: int = 1) -> Iterator[tuple[int, bytes]
 
 
 def parse_ndjson(body: bytes) -> list[NewSession]:
-    return _parse_all(((f"line {n}", line) for n, line in ndjson_lines(body)))
+    return parse_all(((f"line {n}", line) for n, line in ndjson_lines(body)), _record)
 
 
 def parse_json_array(body: bytes) -> list[NewSession]:
+    return parse_all(array_items(body), _record)
+
+
+def array_items(body: bytes) -> list[tuple[str, bytes]]:
+    """(``index N``, item) for every item of a JSON array body."""
     try:
         items = msgspec.json.decode(body, type=list[msgspec.Raw])
     except msgspec.ValidationError:
         raise RejectedBody([DocumentProblem("body", "", "expected a JSON array of sessions")]) from None
     except msgspec.DecodeError as exc:
         raise RejectedBody([DocumentProblem("body", "", f"invalid JSON: {exc}")]) from None
-    return _parse_all((f"index {i}", bytes(item)) for i, item in enumerate(items))
+    return [(f"index {i}", bytes(item)) for i, item in enumerate(items)]
 
 
 def parse_body(body: bytes, content_type: str) -> list[NewSession]:
@@ -73,19 +81,25 @@ class UnsupportedMediaType(ValueError):
         super().__init__(f"unsupported content type {media_type or '(none)'!r}: use {NDJSON} or {JSON}")
 
 
-def _parse_all(documents: Iterable[tuple[str, bytes]]) -> list[NewSession]:
-    records: list[NewSession] = []
+def parse_all(documents: Iterable[tuple[str, bytes]], parse: Callable[[bytes], T]) -> list[T]:
+    """Every document parsed, or RejectedBody with every problem of every document (``parse``
+    raises InvalidSession) and its place; an empty body is refused too."""
+    parsed: list[T] = []
     problems: list[DocumentProblem] = []
     for location, raw in documents:
         try:
-            records.append(to_record(decode_session(raw), raw))
+            parsed.append(parse(raw))
         except InvalidSession as exc:
             problems.extend(DocumentProblem(location, p.path, p.message) for p in exc.problems)
     if problems:
         raise RejectedBody(problems)
-    if not records:
+    if not parsed:
         raise RejectedBody([DocumentProblem("body", "", "no sessions in the request body")])
-    return records
+    return parsed
+
+
+def _record(raw: bytes) -> NewSession:
+    return to_record(decode_session(raw), raw)
 
 
 def to_record(session: UserSession, raw: bytes) -> NewSession:

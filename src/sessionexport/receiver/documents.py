@@ -8,11 +8,9 @@ is a JSON array is read as its items.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import msgspec
 
-from sessionexport.ingest.documents import DocumentProblem, RejectedBody, ndjson_lines
+from sessionexport.ingest.documents import array_items, ndjson_lines, parse_all
 from sessionexport.model.validation import InvalidSession, decode_session, single_line
 from sessionexport.receiver.store.records import LEGACY, SESSION, Document
 
@@ -30,8 +28,8 @@ _legacy = msgspec.json.Decoder(_LegacyIdentity)
 
 def parse_events_body(body: bytes) -> list[Document]:
     if body.lstrip()[:1] == b"[":
-        return _parse_all(_array_items(body))
-    return _parse_all((f"line {n}", line) for n, line in ndjson_lines(body))
+        return parse_all(array_items(body), parse_line)
+    return parse_all(((f"line {n}", line) for n, line in ndjson_lines(body)), parse_line)
 
 
 def session_key(tenant_id: str, user_session_id: str, start_time: int) -> str:
@@ -65,26 +63,3 @@ def legacy_document(raw: bytes) -> Document | None:
         return None
     key = f"legacy-{identity.visitorId or ''}-{identity.visitId}-{identity.startTime}"
     return Document(LEGACY, key, single_line(raw), identity.visitId)
-
-
-def _array_items(body: bytes) -> list[tuple[str, bytes]]:
-    try:
-        items = msgspec.json.decode(body, type=list[msgspec.Raw])
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RejectedBody([DocumentProblem("body", "", f"not a JSON array of sessions: {exc}")]) from None
-    return [(f"index {i}", bytes(item)) for i, item in enumerate(items)]
-
-
-def _parse_all(lines: Iterable[tuple[str, bytes]]) -> list[Document]:
-    documents: list[Document] = []
-    problems: list[DocumentProblem] = []
-    for location, raw in lines:
-        try:
-            documents.append(parse_line(raw))
-        except InvalidSession as exc:
-            problems.extend(DocumentProblem(location, p.path, p.message) for p in exc.problems)
-    if problems:
-        raise RejectedBody(problems)
-    if not documents:
-        raise RejectedBody([DocumentProblem("body", "", "no sessions in the request body")])
-    return documents
