@@ -16,6 +16,7 @@ from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, parse_body
+from sessionexport.request_bodies import BodyTooLarge, read_body
 from sessionexport.store import Store
 from sessionexport.tokens import Scope
 
@@ -128,17 +129,12 @@ async def list_sessions(
 
 async def read_limited_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it exceeds ``limit`` (never read whole)."""
-    too_large = ApiError(413, f"The request body exceeds the limit of {limit} bytes; send smaller batches")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_body(request, limit)
+    except BodyTooLarge:
+        raise ApiError(
+            413, f"The request body exceeds the limit of {limit} bytes; send smaller batches"
+        ) from None
 
 
 def _encode_page_key(user_session_id: str | None, page_size: int, before: int) -> str:

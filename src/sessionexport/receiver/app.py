@@ -49,6 +49,7 @@ from sessionexport.receiver.store.records import (
     RequestRecord,
     StoredDocument,
 )
+from sessionexport.request_bodies import BodyTooLarge, read_body
 from sessionexport.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,6 @@ class ReceiverConfig:
     max_body_bytes: int = 50 * 1024 * 1024
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class _SessionId(msgspec.Struct):
     userSessionId: str | None = None
 
@@ -173,20 +170,6 @@ def _unauthorized(request: Request, exc: Unauthorized) -> Response:
     return _error(401, f"unauthorized: {exc}", {"WWW-Authenticate": challenge})
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (``_TooLarge``) before it is read whole when it is over the limit."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _request_info(request: Request, body_size: int, principal: str | None) -> RequestInfo:
     return RequestInfo(
         received_at=now_ms(),
@@ -218,8 +201,8 @@ async def _events(request: Request) -> Response:
         await config.store.refuse(_request_info(request, 0, principal), 415, message)
         return _error(415, message)
     try:
-        body = await _read_body(request, config.max_body_bytes)
-    except _TooLarge:
+        body = await read_body(request, config.max_body_bytes)
+    except BodyTooLarge:
         message = f"request body over {config.max_body_bytes} bytes"
         await config.store.refuse(_request_info(request, 0, principal), 413, message)
         return _error(413, message)
@@ -254,8 +237,8 @@ async def _token(request: Request) -> Response:
             {"error": "invalid_request", "error_description": "use application/x-www-form-urlencoded"}, 400
         )
     try:
-        raw = await _read_body(request, TOKEN_FORM_LIMIT)  # unauthenticated callers: read a bounded body
-    except _TooLarge:
+        raw = await read_body(request, TOKEN_FORM_LIMIT)  # unauthenticated callers: read a bounded body
+    except BodyTooLarge:
         return _json({"error": "invalid_request", "error_description": "request body too large"}, 413)
     fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     try:
@@ -288,8 +271,8 @@ async def _bulk(request: Request) -> Response:
         response.headers["WWW-Authenticate"] = config.auth.challenge
         return response
     try:
-        body = await _read_body(request, config.max_body_bytes)
-    except _TooLarge:
+        body = await read_body(request, config.max_body_bytes)
+    except BodyTooLarge:
         too_large = es.BulkRequestError(
             "http_content_too_long", f"request body over {config.max_body_bytes} bytes", 413
         )
