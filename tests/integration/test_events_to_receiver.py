@@ -7,17 +7,15 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 
-from sessionexport.api.app import create_app
 from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.generate.events import EventOptions, generate_event_streams
 from sessionexport.ingest.sessionizer import SessionizerSettings
-from tests.conftest import make_token
-from tests.integration.test_export_engine import Engine, export_value, receiver, tls, until
+from tests.integration.test_export_engine import receiver, tls
+from tests.support.engine import Engine, export_value, running_engine, until
 from tests.support.receiver import Receiver, Tls
 
 __all__ = ["receiver", "tls"]
@@ -25,16 +23,10 @@ __all__ = ["receiver", "tls"]
 
 @pytest.fixture
 async def engine(tmp_path: Path, tls: Tls) -> AsyncIterator[Engine]:
-    config = ServerConfig(
-        data_dir=tmp_path / "data", ca_bundle=tls.ca_file, sessionizer=SessionizerSettings(settle_ms=200)
-    )
-    app = create_app(config)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=60) as client,
-    ):
-        token = await make_token(app.state.store)
-        yield Engine(client, {"Authorization": f"Api-Token {token}"}, app)
+    settle = SessionizerSettings(settle_ms=200)  # quick completions in tests
+    config = ServerConfig(data_dir=tmp_path / "data", ca_bundle=tls.ca_file, sessionizer=settle)
+    async with running_engine(config) as running:
+        yield running
 
 
 async def test_events_become_sessions_that_reach_the_receiver(engine: Engine, receiver: Receiver) -> None:

@@ -6,31 +6,20 @@ responses: 200 with ``errors: true`` and mixed items, the ES 8 ``_type`` rejecti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from sessionexport.api.app import create_app
 from sessionexport.config import ServerConfig
-from tests.conftest import make_token
-from tests.integration.test_export_engine import Engine, export_value, sessions, until
+from tests.support.engine import Engine, export_value, running_engine, sessions, until
 from tests.support.receiver_process import ReceiverProcess
 
 
-@asynccontextmanager
-async def engine_trusting(tmp_path: Path, ca_file: Path) -> AsyncIterator[Engine]:
-    app = create_app(ServerConfig(data_dir=tmp_path / "data", ca_bundle=ca_file))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://sessionexport.test", timeout=60
-        ) as client:
-            token = await make_token(app.state.store)
-            yield Engine(client, {"Authorization": f"Api-Token {token}"}, app)
+def engine_trusting(tmp_path: Path, ca_file: Path) -> AbstractAsyncContextManager[Engine]:
+    return running_engine(ServerConfig(data_dir=tmp_path / "data", ca_bundle=ca_file))
 
 
 def direct(r: ReceiverProcess, doc_type: str | None = None, **tuning: Any) -> dict[str, Any]:

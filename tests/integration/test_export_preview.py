@@ -14,7 +14,8 @@ from sessionexport.cli import app as cli_app
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from tests.conftest import make_token
 from tests.integration.test_export_elasticsearch import direct, engine_trusting, identity_id
-from tests.integration.test_export_engine import Engine, engine, export_value, receiver, sessions, tls
+from tests.integration.test_export_engine import engine, receiver, tls
+from tests.support.engine import Engine, export_value, sessions
 from tests.support.receiver import STALL, Receiver
 from tests.support.receiver_process import ReceiverProcess
 

@@ -8,7 +8,7 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,10 @@ from joserfc.jwk import KeySet, RSAKey
 from typer.testing import CliRunner
 
 from sessionexport.cli import app as cli_app
+from sessionexport.config import ServerConfig
 from sessionexport.model.validation import compact
 from tests.conftest import sample
-from tests.integration.test_export_engine import Engine, export_value, sessions, until
+from tests.support.engine import Engine, export_value, running_engine, sessions, until
 from tests.support.postgres import fresh_schema
 from tests.support.receiver_process import ReceiverProcess
 
@@ -166,19 +167,10 @@ def test_a_bad_line_among_good_ones_stores_none_of_them(receiver: ReceiverProces
 
 
 @pytest.fixture
-async def exporter_engine(tmp_path: Path, receiver_for_engine: ReceiverProcess) -> Any:
-    from sessionexport.api.app import create_app
-    from sessionexport.config import ServerConfig
-    from tests.conftest import make_token
-
-    app = create_app(ServerConfig(data_dir=tmp_path / "data", ca_bundle=receiver_for_engine.ca_file))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://sessionexport.test", timeout=60
-        ) as client:
-            token = await make_token(app.state.store)
-            yield Engine(client, {"Authorization": f"Api-Token {token}"}, app)
+async def exporter_engine(tmp_path: Path, receiver_for_engine: ReceiverProcess) -> AsyncIterator[Engine]:
+    config = ServerConfig(data_dir=tmp_path / "data", ca_bundle=receiver_for_engine.ca_file)
+    async with running_engine(config) as engine:
+        yield engine
 
 
 AUTH_KINDS: dict[str, tuple[list[str], dict[str, Any]]] = {
