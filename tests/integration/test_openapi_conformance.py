@@ -5,17 +5,13 @@ documented status codes, content types and schemas."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -30,6 +26,7 @@ from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.store import create_store
 from sessionexport.store.records import TokenRecord
+from tests.support.threaded_server import ThreadedServer
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -39,22 +36,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     data_dir: Path = tmp_path_factory.mktemp("schemathesis")
     new = tokens.new_token("schemathesis", frozenset(s.value for s in tokens.Scope), now_ms())
     asyncio.run(_add_token(data_dir, new.record))
-    app = create_app(ServerConfig(data_dir=data_dir, run_exporters=False))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
+    server = ThreadedServer(create_app(ServerConfig(data_dir=data_dir, run_exporters=False))).start()
+    url = f"http://127.0.0.1:{server.port}"
     assert httpx.get(f"{url}/health").status_code == 200
     yield url, new.token
-    server.should_exit = True
-    thread.join(10)
+    server.stop()
 
 
 async def _add_token(data_dir: Path, record: TokenRecord) -> None:

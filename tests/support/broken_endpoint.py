@@ -13,20 +13,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-import socket
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.receiver import Tls
+from tests.support.threaded_server import ThreadedServer
 
 SessionKey = tuple[object, object, object]
 
@@ -56,8 +53,7 @@ class BrokenEndpoint:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
     _tokens: set[str] = field(default_factory=set)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _server: ThreadedServer | None = None
 
     @property
     def origin(self) -> str:
@@ -83,34 +79,14 @@ class BrokenEndpoint:
                 Route("/count", self._count, methods=["GET"]),
             ]
         )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-            ssl_certfile=str(self.tls.cert) if self.tls else None,
-            ssl_keyfile=str(self.tls.key) if self.tls else None,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "broken endpoint did not start"
-            time.sleep(0.02)
+        cert, key = (self.tls.cert, self.tls.key) if self.tls else (None, None)
+        self._server = ThreadedServer(app, cert, key, lifespan="off").start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+            self._server.stop()
 
     async def _export(self, request: Request) -> Response:
         body = await request.body()

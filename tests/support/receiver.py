@@ -10,19 +10,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-import socket
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trustme
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support.threaded_server import ThreadedServer
 
 STALL = "stall"  # answer after the client has given up
 RESET = "reset"  # close the connection without answering
@@ -59,8 +58,7 @@ class Receiver:
         self.requests: list[Received] = []
         self.token_requests: list[dict[str, str]] = []
         self.tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         self.port = 0
 
     @property
@@ -88,33 +86,13 @@ class Receiver:
                 Route("/oauth2/token", self._token, methods=["POST"]),
             ]
         )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            ssl_certfile=str(self.tls.cert),
-            ssl_keyfile=str(self.tls.key),
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "receiver did not start"
-            time.sleep(0.02)
+        self._server = ThreadedServer(app, self.tls.cert, self.tls.key).start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+            self._server.stop()
 
     async def _export(self, request: Request) -> Response:
         body = await request.body()
