@@ -8,6 +8,7 @@ session overwrites rather than duplicates, and ``_type`` only when a document ty
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import orjson
@@ -21,11 +22,18 @@ def document_id(entry: LogEntry) -> str:
 
 
 def action_line(entry: LogEntry, direct: SendDirect) -> bytes:
-    meta: dict[str, str] = {"_index": direct.index}
-    if direct.doc_type:
-        meta["_type"] = direct.doc_type
-    meta["_id"] = document_id(entry)
-    return orjson.dumps({"index": meta})
+    return _action_prefix(direct.index, direct.doc_type) + orjson.dumps(document_id(entry)) + b"}}"
+
+
+@functools.cache
+def _action_prefix(index: str, doc_type: str | None) -> bytes:
+    """``{"index":{"_index":...,"_type":...,"_id":`` once per export, not once per session."""
+    meta: dict[str, str] = {"_index": index}
+    if doc_type:
+        meta["_type"] = doc_type
+    meta["_id"] = ""
+    whole = orjson.dumps({"index": meta})
+    return whole[: -len(b'""}}')]
 
 
 def encoded_size(entry: LogEntry, direct: SendDirect | None) -> int:
