@@ -30,6 +30,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sessionexport.cli_options import env
 from sessionexport.clock import now_ms
 from sessionexport.export.auth import (
     BasicCredentials,
@@ -692,10 +693,6 @@ def cli_options(
     )
 
 
-def _env(name: str) -> str:
-    return f"SESSIONEXPORT_{name}"
-
-
 def check_endpoint(
     url: Annotated[
         str, typer.Argument(help="Where exports go, e.g. https://host/export/events.", show_default=False)
@@ -703,7 +700,7 @@ def check_endpoint(
     timeout: Annotated[
         float,
         typer.Option(
-            envvar=_env("TIMEOUT"),
+            envvar=env("TIMEOUT"),
             min=0.1,
             max=300,
             help="The exporter's request timeout in seconds: slower than half of it warns, no answer fails.",
@@ -712,7 +709,7 @@ def check_endpoint(
     ca_bundle: Annotated[
         Path | None,
         typer.Option(
-            envvar=_env("CA_BUNDLE"),
+            envvar=env("CA_BUNDLE"),
             exists=True,
             dir_okay=False,
             show_default=False,
@@ -723,38 +720,38 @@ def check_endpoint(
         bool,
         typer.Option(
             "--allow-http",
-            envvar=_env("ALLOW_HTTP"),
+            envvar=env("ALLOW_HTTP"),
             help="Run the checks over http:// too (still reported as FAIL: exports need https).",
         ),
     ] = False,
     basic: Annotated[
         str | None,
         typer.Option(
-            envvar=_env("BASIC"), metavar="USER:PASS", show_default=False, help="Basic authentication."
+            envvar=env("BASIC"), metavar="USER:PASS", show_default=False, help="Basic authentication."
         ),
     ] = None,
     token_url: Annotated[
         str | None,
-        typer.Option(envvar=_env("TOKEN_URL"), show_default=False, help="OAuth2 access token URL."),
+        typer.Option(envvar=env("TOKEN_URL"), show_default=False, help="OAuth2 access token URL."),
     ] = None,
     client_id: Annotated[
-        str | None, typer.Option(envvar=_env("CLIENT_ID"), show_default=False, help="OAuth2 client id.")
+        str | None, typer.Option(envvar=env("CLIENT_ID"), show_default=False, help="OAuth2 client id.")
     ] = None,
     client_secret: Annotated[
         str | None,
         typer.Option(
-            envvar=_env("CLIENT_SECRET"),
+            envvar=env("CLIENT_SECRET"),
             show_default=False,
             help="OAuth2 client secret (prefer the environment variable to the command line).",
         ),
     ] = None,
     scope: Annotated[
-        str | None, typer.Option(envvar=_env("SCOPE"), show_default=False, help="OAuth2 scope, if any.")
+        str | None, typer.Option(envvar=env("SCOPE"), show_default=False, help="OAuth2 scope, if any.")
     ] = None,
     count_url: Annotated[
         str | None,
         typer.Option(
-            envvar=_env("COUNT_URL"),
+            envvar=env("COUNT_URL"),
             show_default=False,
             help="A GET returning JSON with the number of sessions stored: checks re-sends are not stored twice.",
         ),
@@ -762,7 +759,7 @@ def check_endpoint(
     count_key: Annotated[
         str,
         typer.Option(
-            envvar=_env("COUNT_KEY"), help="Where the number is in the count JSON (dots for nested keys)."
+            envvar=env("COUNT_KEY"), help="Where the number is in the count JSON (dots for nested keys)."
         ),
     ] = "sessions",
 ) -> None:
