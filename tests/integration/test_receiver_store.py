@@ -12,7 +12,6 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -29,6 +28,7 @@ from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, Docu
 from sessionexport.store.base import StoreError
 from sessionexport.store.migrations import migrations_for
 from tests.support.postgres import fresh_schema
+from tests.support.stores import opened
 
 BACKENDS = ["sqlite", "files", "postgresql"]
 
@@ -52,19 +52,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield Backend(request.param, lambda: create_received_store(tmp_path, storage), folder)
 
 
-@asynccontextmanager
-async def opened(backend: Backend) -> AsyncIterator[ReceivedStore]:
-    store = backend.new()
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 @pytest.fixture
 async def store(backend: Backend) -> AsyncIterator[ReceivedStore]:
-    async with opened(backend) as s:
+    async with opened(backend.new) as s:
         yield s
 
 
@@ -187,7 +177,7 @@ async def test_failed_save_leaves_nothing(
     retried = await store.save(request_at(3), good, overwrite=False)
     assert retried.created == [True, True]
     await store.close()
-    async with opened(backend) as again:
+    async with opened(backend.new) as again:
         assert await bodies(again) == [d.body for d in reversed([session("u0"), *good])]
         assert [r.received_at for r in await again.requests()] == [3, 1]
 
@@ -271,7 +261,7 @@ async def test_reopening_keeps_everything_and_idempotence(backend: Backend, stor
     await store.refuse(request_at(4), 403, "forbidden")
     documents, requests, counts = await store.documents(), await store.requests(), await store.counts()
     await store.close()
-    async with opened(backend) as again:
+    async with opened(backend.new) as again:
         assert (await again.documents(), await again.requests(), await again.counts()) == (
             documents,
             requests,
@@ -334,7 +324,7 @@ def files_backend(tmp_path: Path) -> Backend:
 
 async def saved_twice(backend: Backend) -> Path:
     """Two saves, then closed: what the torn-file tests damage. Returns the folder."""
-    async with opened(backend) as store:
+    async with opened(backend.new) as store:
         await store.save(request_at(1), [session("a1"), session("a2")], overwrite=False)
         await store.save(request_at(2), [session("b1"), session("b2")], overwrite=False)
     assert backend.folder is not None
@@ -346,12 +336,12 @@ async def test_files_torn_request_line_drops_that_save_whole(files_backend: Back
     requests_file = folder / "requests.ndjson"
     data = requests_file.read_bytes()
     requests_file.write_bytes(data[: data.rindex(b"\n", 0, -1) + 20])  # the last line cut in the middle
-    async with opened(files_backend) as store:
+    async with opened(files_backend.new) as store:
         assert await bodies(store) == [session("a2").body, session("a1").body]
         assert [r.received_at for r in await store.requests()] == [1]
         assert lines_of(folder) == [session("a1").body, session("a2").body]
         assert (await store.save(request_at(3), [session("b1")], overwrite=False)).created == [True]
-    async with opened(files_backend) as store:
+    async with opened(files_backend.new) as store:
         assert await bodies(store, user_session_id="b1") == [session("b1").body]
         assert [r.received_at for r in await store.requests()] == [3, 1]
 
@@ -363,7 +353,7 @@ async def test_files_partial_lines_after_a_crash_are_cut(files_backend: Backend)
         file.write(session("c1").body + b"\n" + b'{"tenantId":"t1","userSess')
     with (folder / index_file(1)).open("ab") as file:
         file.write(b'{"seq":5,"request":3,"received_at":3,"ki')
-    async with opened(files_backend) as store:
+    async with opened(files_backend.new) as store:
         assert len(await store.documents()) == 4
         assert {name: (folder / name).stat().st_size for name in sizes} == sizes
         assert (await store.save(request_at(3), [session("c1")], overwrite=False)).created == [True]
@@ -375,7 +365,7 @@ async def test_files_document_cut_mid_line_is_dropped_not_fatal(files_backend: B
     path = folder / documents_file(1)
     data = path.read_bytes()
     path.write_bytes(data[:-10])
-    async with opened(files_backend) as store:
+    async with opened(files_backend.new) as store:
         assert await bodies(store) == [session(u).body for u in ("b1", "a2", "a1")]
         assert (await store.save(request_at(3), [session("b2")], overwrite=False)).created == [True]
     assert all(orjson.loads(line) for line in lines_of(folder))
@@ -391,7 +381,7 @@ async def test_files_damage_before_committed_lines_refuses_to_open(files_backend
 
 
 async def test_files_refuse_multi_line_documents_and_a_second_writer(files_backend: Backend) -> None:
-    async with opened(files_backend) as store:
+    async with opened(files_backend.new) as store:
         with pytest.raises(StoreError, match="one document per line"):
             await store.save(
                 request_at(1), [session("u1"), Document(SESSION, "k", b'{\n"a":1}')], overwrite=False

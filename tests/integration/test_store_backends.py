@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar, cast
@@ -42,6 +41,7 @@ from sessionexport.store.records import (
 )
 from sessionexport.tokens import new_token
 from tests.support.postgres import fresh_schema
+from tests.support.stores import opened
 
 BACKENDS = ["sqlite", "postgresql"]
 T = TypeVar("T")
@@ -65,19 +65,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield Backend("sqlite", lambda: create_store(tmp_path), path=tmp_path / DATABASE_FILE)
 
 
-@asynccontextmanager
-async def opened(backend: Backend) -> AsyncIterator[Store]:
-    store = backend.new()
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 @pytest.fixture
 async def store(backend: Backend) -> AsyncIterator[Store]:
-    async with opened(backend) as s:
+    async with opened(backend.new) as s:
         yield s
 
 
@@ -299,7 +289,7 @@ async def test_settings_insert_list_get_and_object_limit(store: Store) -> None:
 async def test_concurrent_inserts_respect_the_object_limit(backend: Backend) -> None:
     # Several stores on one database, as several processes would be: the count and the insert of
     # one must not interleave with another's.
-    async with opened(backend) as a, opened(backend) as b, opened(backend) as c:
+    async with opened(backend.new) as a, opened(backend.new) as b, opened(backend.new) as c:
         inserts = [
             store.insert_setting(setting(f"o{n}-{i}", created=n), max_objects=1)
             for n in range(4)
@@ -571,7 +561,7 @@ async def test_purge_events_drops_idle_sessions_with_their_events(store: Store) 
 # -- lifecycle ----------------------------------------------------------------------------------
 async def test_everything_survives_reopening(backend: Backend) -> None:
     token = new_token("ci", frozenset({"settings.read"}), 1).record
-    async with opened(backend) as store:
+    async with opened(backend.new) as store:
         await store.append_sessions(sessions(3), received_at=1)
         await store.add_token(token)
         await store.insert_setting(setting("a"), max_objects=3)
@@ -584,7 +574,7 @@ async def test_everything_survives_reopening(backend: Backend) -> None:
             await store.list_cursors(),
             await store.list_dead_letters("e1"),
         )
-    async with opened(backend) as store:
+    async with opened(backend.new) as store:
         assert (
             await store.read_log(0, 10),
             await store.list_cursors(),
@@ -605,7 +595,7 @@ async def test_store_not_open_is_a_store_error(backend: Backend) -> None:
 
 async def test_migrations_recorded_once_each(backend: Backend) -> None:
     for _ in range(2):
-        async with opened(backend):
+        async with opened(backend.new):
             pass
     expected = [(m.version, m.name) for m in migrations_for(backend.name)]
     assert applied_migrations(backend) == expected
@@ -629,7 +619,7 @@ def test_sqlite_and_postgresql_migrations_agree() -> None:
 
 
 async def test_sqlite_and_postgresql_schemas_have_the_same_columns(tmp_path: Path, postgres_url: str) -> None:
-    async with opened(Backend("sqlite", lambda: create_store(tmp_path))):
+    async with opened(lambda: create_store(tmp_path)):
         pass
     with sqlite3.connect(tmp_path / DATABASE_FILE) as conn:
         tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
@@ -639,7 +629,7 @@ async def test_sqlite_and_postgresql_schemas_have_the_same_columns(tmp_path: Pat
             if t not in ("sqlite_sequence", "schema_migrations")
         }
     with fresh_schema(postgres_url) as url:
-        async with opened(Backend("postgresql", lambda: create_store(tmp_path, url))):
+        async with opened(lambda: create_store(tmp_path, url)):
             pass
         with psycopg.connect(url) as conn:
             rows = conn.execute(
