@@ -16,13 +16,15 @@ from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
+from sessionexport.export.deadletters import letters_to_replay
 from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
+from sessionexport.export.status import alert_json, export_health
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
-from sessionexport.store.records import Alert, DeadLetter, LogEntry
+from sessionexport.store.records import DeadLetter, LogEntry
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2", tags=["Exports"])
@@ -235,34 +237,8 @@ async def mapping_of_value(request: Request, body: ExportValue, form: MappingFor
 async def export_status(request: Request, objectId: str) -> Response:
     store, settings, supervisor = _objects(request)
     config = await _config(settings, objectId)
-    cursor = await store.get_cursor(objectId)
-    now = now_ms()
-    backlog, first_at = await store.backlog(cursor.position) if cursor else (0, None)
-    alerts = [_alert(a) for a in await store.list_alerts(open_only=True) if a.export_id == objectId]
-    if not config.enabled:
-        state = "paused"
-    elif request.app.state.config.run_exporters and not supervisor.is_running(objectId):
-        state = "stopped"  # (with `serve --no-exporters`, a worker process runs it: not known here)
-    else:
-        state = "failing" if alerts else "running"
-    return OrjsonResponse(
-        {
-            "objectId": objectId,
-            "endpointUrl": config.endpoint_url,
-            "state": state,
-            "position": cursor.position if cursor else None,
-            "backlog": backlog,
-            "lagSeconds": round((now - first_at) / 1000, 3) if first_at is not None else None,
-            "deliveredSessions": cursor.delivered if cursor else 0,
-            "failedSessions": cursor.failed if cursor else 0,
-            "retriedItems": cursor.retried if cursor else 0,
-            "lastSuccess": cursor.last_success_at if cursor else None,
-            "lastError": cursor.last_error if cursor else None,
-            "lastErrorAt": cursor.last_error_at if cursor else None,
-            "deadLetters": await store.count_dead_letters(objectId),
-            "openAlerts": alerts,
-        }
-    )
+    running = supervisor.is_running(objectId) if request.app.state.config.run_exporters else None
+    return OrjsonResponse((await export_health(store, config, running, now_ms())).as_json())
 
 
 @router.get("/alerts", summary="Alerts of failing exports", dependencies=[Reader], responses=_ERRORS)
@@ -272,7 +248,7 @@ async def list_alerts(
 ) -> Response:
     store, _, _ = _objects(request)
     alerts = await store.list_alerts(open_only=state == "open")
-    return OrjsonResponse({"alerts": [_alert(a) for a in alerts], "totalCount": len(alerts)})
+    return OrjsonResponse({"alerts": [alert_json(a) for a in alerts], "totalCount": len(alerts)})
 
 
 @router.get(
@@ -331,14 +307,9 @@ async def dead_letter_body(request: Request, objectId: str, letterId: int) -> Re
 async def replay_dead_letters(request: Request, objectId: str, body: ReplayRequest | None = None) -> Response:
     store, settings, supervisor = _objects(request)
     config = await _config(settings, objectId)
-    if body is not None and body.ids is not None:
-        found = [await store.get_dead_letter(i) for i in body.ids]
-        letters = [d for d in found if d is not None and d.export_id == objectId and d.state == "pending"]
-        missing = sorted(set(body.ids) - {d.id for d in letters})
-        if missing:
-            raise ApiError(404, f"No pending dead letter(s) {', '.join(map(str, missing))} for this export")
-    else:
-        letters = list(reversed(await store.list_dead_letters(objectId, state="pending", limit=10_000)))
+    letters, missing = await letters_to_replay(store, objectId, body.ids if body is not None else None)
+    if missing:
+        raise ApiError(404, f"No pending dead letter(s) {', '.join(map(str, missing))} for this export")
     results = await supervisor.replay(config, letters)
     return OrjsonResponse(
         {
@@ -396,21 +367,6 @@ async def metrics(request: Request) -> Response:
         gauges.lag.labels(record.object_id).set((now - first_at) / 1000 if first_at is not None else 0)
         gauges.dead_letters.labels(record.object_id).set(await store.count_dead_letters(record.object_id))
     return Response(generate_latest(gauges.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _alert(alert: Alert) -> dict[str, Any]:
-    return {
-        "id": alert.id,
-        "objectId": alert.export_id,
-        "kind": alert.kind,
-        "title": alert.title,
-        "message": alert.message,
-        "openedAt": alert.opened_at,
-        "lastSeenAt": alert.last_seen_at,
-        "occurrences": alert.occurrences,
-        "closedAt": alert.closed_at,
-        "state": "open" if alert.closed_at is None else "closed",
-    }
 
 
 def _letter(letter: DeadLetter) -> dict[str, Any]:

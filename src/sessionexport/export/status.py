@@ -1,0 +1,97 @@
+"""What the status route and the UI's health page say about one export: state, counts, backlog,
+lag, last success and error, dead letters and open alerts. Read from the store, so it is true in
+every process that shares it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sessionexport.export.config import ExportConfig
+from sessionexport.store import Store
+from sessionexport.store.records import Alert
+
+State = Literal["running", "failing", "paused", "stopped"]
+
+
+@dataclass(frozen=True)
+class ExportHealth:
+    object_id: str
+    endpoint_url: str
+    state: State
+    position: int | None
+    backlog: int
+    lag_seconds: float | None
+    delivered: int
+    failed: int
+    retried: int
+    last_success: int | None
+    last_error: str | None
+    last_error_at: int | None
+    dead_letters: int
+    open_alerts: list[Alert]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "objectId": self.object_id,
+            "endpointUrl": self.endpoint_url,
+            "state": self.state,
+            "position": self.position,
+            "backlog": self.backlog,
+            "lagSeconds": self.lag_seconds,
+            "deliveredSessions": self.delivered,
+            "failedSessions": self.failed,
+            "retriedItems": self.retried,
+            "lastSuccess": self.last_success,
+            "lastError": self.last_error,
+            "lastErrorAt": self.last_error_at,
+            "deadLetters": self.dead_letters,
+            "openAlerts": [alert_json(a) for a in self.open_alerts],
+        }
+
+
+async def export_health(store: Store, config: ExportConfig, running: bool | None, now: int) -> ExportHealth:
+    """``running``: whether this process runs the export's exporter; None when another process
+    does the background work (``serve --no-exporters``), so this one cannot tell."""
+    cursor = await store.get_cursor(config.export_id)
+    backlog, first_at = await store.backlog(cursor.position) if cursor else (0, None)
+    alerts = [a for a in await store.list_alerts(open_only=True) if a.export_id == config.export_id]
+    return ExportHealth(
+        object_id=config.export_id,
+        endpoint_url=config.endpoint_url,
+        state=_state(config.enabled, running, bool(alerts)),
+        position=cursor.position if cursor else None,
+        backlog=backlog,
+        lag_seconds=round((now - first_at) / 1000, 3) if first_at is not None else None,
+        delivered=cursor.delivered if cursor else 0,
+        failed=cursor.failed if cursor else 0,
+        retried=cursor.retried if cursor else 0,
+        last_success=cursor.last_success_at if cursor else None,
+        last_error=cursor.last_error if cursor else None,
+        last_error_at=cursor.last_error_at if cursor else None,
+        dead_letters=await store.count_dead_letters(config.export_id),
+        open_alerts=alerts,
+    )
+
+
+def _state(enabled: bool, running: bool | None, alerting: bool) -> State:
+    if not enabled:
+        return "paused"
+    if running is False:
+        return "stopped"
+    return "failing" if alerting else "running"
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "objectId": alert.export_id,
+        "kind": alert.kind,
+        "title": alert.title,
+        "message": alert.message,
+        "openedAt": alert.opened_at,
+        "lastSeenAt": alert.last_seen_at,
+        "occurrences": alert.occurrences,
+        "closedAt": alert.closed_at,
+        "state": "open" if alert.closed_at is None else "closed",
+    }
