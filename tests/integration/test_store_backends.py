@@ -25,6 +25,7 @@ from sessionexport.store import (
     TooManyObjects,
     VersionConflict,
     create_store,
+    postgresql,
 )
 from sessionexport.store.migrations import migrations_for
 from sessionexport.store.postgresql import PostgresStore
@@ -786,3 +787,57 @@ async def test_a_part_waits_for_events_being_added(postgres_store: Store, postgr
     result = await while_locked(postgres_schema, adding, lambda: postgres_store.complete_part(written, 120))
     assert result == AppendResult(0, 0)
     assert await postgres_store.read_log(0, 10) == []
+
+
+async def test_a_reader_never_passes_an_append_that_has_not_committed(
+    postgres_store: Store, postgres_schema: str
+) -> None:
+    # Two appenders: A draws its seq first but commits last (a slow transaction), B commits in
+    # between. A reader that returned B's row then would move its cursor past A's seq for good.
+    async with await psycopg.AsyncConnection.connect(postgres_schema) as slow:
+        await postgresql.append_in_transaction(
+            slow, [session("a")], received_at=1
+        )  # A: in its transaction, not committed
+        fast = asyncio.create_task(postgres_store.append_sessions([session("b")], received_at=2))
+        await asyncio.sleep(0.3)  # B has committed by now, unless it must wait for A
+        seen = await postgres_store.read_log(0, 10)
+        assert [e.user_session_id for e in seen] == [], "the reader saw B while A's seq was uncommitted"
+        await slow.commit()
+    await fast
+    position = seen[-1].seq if seen else 0  # where an exporter's cursor would have moved
+    after = await postgres_store.read_log(position, 10)
+    assert [e.user_session_id for e in after] == ["a", "b"]
+    assert after[0].seq < after[1].seq
+
+
+async def test_a_cursor_walking_the_log_during_concurrent_appends_sees_every_session_once(
+    tmp_path: Path, postgres_schema: str
+) -> None:
+    appenders = [PostgresStore(postgres_schema, max_connections=2) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in appenders))
+    appending = True
+
+    async def append(store: Store, prefix: str) -> None:
+        for batch in range(40):
+            await store.append_sessions(sessions(3, prefix=f"{prefix}-{batch}-"), received_at=1)
+
+    async def walk() -> list[int]:
+        position, seen = 0, []
+        while True:
+            last = not appending  # one more read once every append has returned
+            for entry in await appenders[0].read_log(position, 1000):
+                seen.append(entry.seq)
+                position = entry.seq
+            if last:
+                return seen
+
+    try:
+        walker = asyncio.create_task(walk())
+        await asyncio.gather(*(append(s, f"p{n}") for n, s in enumerate(appenders)))
+        appending = False
+        seen = await walker
+        everything = [e.seq for e in await appenders[0].read_log(0, 10_000)]
+    finally:
+        await asyncio.gather(*(s.close() for s in appenders))
+    assert len(everything) == 4 * 40 * 3
+    assert seen == everything  # each once, in order, none passed over

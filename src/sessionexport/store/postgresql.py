@@ -12,7 +12,9 @@ several processes write at once (SQLite has one writer thread, PostgreSQL has ma
   limit under a transaction-scoped advisory lock per schema, "one open alert per export and kind"
   by a partial unique index (raising is one upsert), versions by ``WHERE version = expected``,
   and events against parts being completed by locking the session's ``open_sessions`` row first.
-- Not solved yet: seqs that commit out of order under concurrent appenders (see ``read_log``).
+- Seqs commit in seq order, so a reader never passes one that is still to commit: every append
+  draws its seqs under a transaction-scoped advisory lock taken right before its INSERT, held
+  until its commit (see ``append_in_transaction``). Appends take turns for that last statement only.
 
 ``TooManyObjects`` and ``VersionConflict`` pass through untranslated (their transaction rolled back).
 """
@@ -48,6 +50,7 @@ from sessionexport.store.records import (
 # Advisory lock keys: any constants work as long as nothing else sharing the database uses them.
 MIGRATION_LOCK = 0x5358_534D  # "SXSM" (the receiver's store uses "SXRM")
 SETTINGS_LOCK = 0x5358_534F  # "SXSO"; the second key is the hash of the settings schema id
+APPEND_LOCK = 0x5358_5341  # "SXSA": held from drawing seqs to the commit of an append
 MAX_CONNECTIONS = 8
 Params = Sequence[Any] | dict[str, Any]
 
@@ -237,8 +240,8 @@ class PostgresStore:
     async def append_sessions(self, sessions: Sequence[NewSession], received_at: int) -> AppendResult:
         if not sessions:
             return AppendResult(0, 0)
-        async with self._connection() as conn:
-            return await _append(conn, sessions, received_at)
+        async with self._transaction() as conn:  # its lock is held until the commit
+            return await append_in_transaction(conn, sessions, received_at)
 
     async def recent_sessions(
         self, *, user_session_id: str | None = None, before_seq: int | None = None, limit: int = 100
@@ -298,11 +301,10 @@ class PostgresStore:
             if part.consumed:
                 await conn.execute(_DROP_CONSUMED, (part.tenant_id, part.session_id, list(part.consumed)))
             await conn.execute(_NOTE_PART, _part_params(part))
-            # The append comes last so that its seq is drawn as shortly before the commit as can be
-            # (see read_log on seqs that commit out of order).
+            # The append comes last: its lock (see append_in_transaction) is held as briefly as can be.
             if part.session is None:
                 return AppendResult(0, 0)
-            return await _append(conn, [part.session], received_at)
+            return await append_in_transaction(conn, [part.session], received_at)
 
     async def purge_events(self, received_before: int) -> int:
         return await self._execute(_PURGE_EVENTS, (received_before,))
@@ -423,11 +425,7 @@ class PostgresStore:
         await self._execute("DELETE FROM export_cursors WHERE export_id = %s", (export_id,))
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
-        # Known gap, to be solved separately: seqs are drawn at insert time but become visible at
-        # commit, and concurrent appenders can commit out of seq order. A reader can then see seq
-        # 12 before seq 11 commits; a cursor moved to 12 passes over 11 for good. (SQLite's single
-        # writer commits in seq order, so it has no such gap.) Appends here are kept as short as
-        # possible (one statement, or last in their transaction) to keep the window small.
+        # Safe to pass every seq seen: appends commit in seq order (see append_in_transaction).
         query = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s ORDER BY seq LIMIT %s"
         return [_log_entry(row) for row in await self._rows(query, (after_seq, limit))]
 
@@ -561,7 +559,20 @@ class PostgresStore:
 
 
 # -- rows in, records out ---------------------------------------------------------------------------
-async def _append(conn: Connection, sessions: Sequence[NewSession], received_at: int) -> AppendResult:
+async def append_in_transaction(
+    conn: Connection, sessions: Sequence[NewSession], received_at: int
+) -> AppendResult:
+    """Append inside the caller's transaction, as its last statement.
+
+    Seqs are drawn at insert time but become visible at commit, and two appenders may commit in
+    the opposite order of their seqs: a reader would then see seq 12 before seq 11 and move its
+    cursor past 11 for good. So seqs are drawn under a lock that is released only by the commit
+    (or rollback): the next appender draws higher seqs and commits after this one, and a reader
+    that sees a seq has seen every lower one that will ever commit. (PostgreSQL makes a commit
+    visible before it releases the transaction's locks.) The wait is for the INSERT and commit
+    of the appenders ahead, nothing else of their transactions.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
     cursor = await conn.execute(_APPEND, _session_columns(sessions, received_at))
     accepted = cursor.rowcount
     return AppendResult(accepted=accepted, duplicates=len(sessions) - accepted)
