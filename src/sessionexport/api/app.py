@@ -22,6 +22,7 @@ from sessionexport.retention import run_retention
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.secrets import load_secret_box
 from sessionexport.store import Store, create_store
+from sessionexport.web.app import create_ui
 
 DESCRIPTION = """\
 Completed user sessions in, kept durably, streamed out in bulk. Compatible with Dynatrace's user
@@ -85,6 +86,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.include_router(settings.router)
     app.include_router(exports.router)
     app.include_router(exports.metrics_router)
+    app.mount("/ui", create_ui(app.state))
     return app
 
 

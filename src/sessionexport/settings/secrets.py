@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_FILE = "secret.key"
 PREFIX = "fernet:"
@@ -34,6 +36,13 @@ class SecretBox:
             raise SecretKeyError(
                 f"invalid secret key ({exc}); create one with `sessionexport secrets new-key`"
             ) from None
+        self._newest = keys[0]
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for another use (signing UI cookies), derived from the newest key: every process
+        with the same keys derives the same one, and it reveals nothing about the secrets' key."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return hkdf.derive(self._newest)
 
     def encrypt(self, plaintext: str) -> str:
         return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()

@@ -1,0 +1,152 @@
+"""The web UI at ``/ui``: a Starlette app mounted into the API's app, sharing its store, settings
+service and exporters (so it runs the same domain code as the API, and no rule twice).
+
+Every page goes through ``Ui.page``: it loads the login session, sends visitors without one to the
+login page, checks the CSRF token of every POST and the API token's scope for the page, then saves
+the session cookie. Views are plain functions of (ui, request, visit) in one module per page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from sessionexport import __version__
+from sessionexport.config import ServerConfig
+from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.settings.objects import SettingsService
+from sessionexport.store import Store
+from sessionexport.store.records import TokenRecord
+from sessionexport.tokens import Scope
+from sessionexport.web import filters
+from sessionexport.web.session import SessionCookies, UiSession
+
+HERE = Path(__file__).parent
+PREFIX = "/ui"
+
+
+@dataclass
+class Visit:
+    """One request's view of the login: the session and the API token behind it."""
+
+    session: UiSession
+    token: TokenRecord | None
+    form: FormData | None = None
+
+    def can(self, scope: Scope) -> bool:
+        return self.token is not None and scope.value in self.token.scopes
+
+    @property
+    def author(self) -> str:
+        """Who changed a settings object, as the API records it: the token's name."""
+        return self.token.name if self.token is not None else "ui"
+
+    def values(self) -> dict[str, str]:
+        """The submitted form's text fields (a form of this UI has no file fields)."""
+        items = self.form.multi_items() if self.form is not None else []
+        return {name: value for name, value in items if isinstance(value, str)}
+
+    def field(self, name: str) -> str:
+        value = self.form.get(name) if self.form is not None else None
+        return value if isinstance(value, str) else ""
+
+
+View = Callable[["Ui", Request, Visit], Awaitable[Response]]
+
+
+class Ui:
+    def __init__(self, state: Any) -> None:
+        self.store: Store = state.store
+        self.settings: SettingsService = state.settings
+        self.exports: ExportSupervisor = state.exports
+        self.config: ServerConfig = state.config
+        self.notifier = state.notifier
+        self.cookies = SessionCookies(state.settings.box.derive_key("sessionexport ui session"))
+        self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.templates.env.filters.update(filters.ALL)
+        self.templates.env.globals.update(version=__version__, prefix=PREFIX, Scope=Scope)
+
+    def page(
+        self, view: View, *, scopes: tuple[Scope, ...] = (), public: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            session = self.cookies.load(request)
+            visit = Visit(session, await self._token(session))
+            response = await self._answer(request, visit, view, scopes, public)
+            self.cookies.save(request, response, session)
+            return response
+
+        return endpoint
+
+    async def _answer(
+        self, request: Request, visit: Visit, view: View, scopes: tuple[Scope, ...], public: bool
+    ) -> Response:
+        if request.method == "POST":
+            visit.form = await request.form()
+            if not visit.session.csrf_ok(visit.field("csrf") or request.headers.get("x-csrf-token")):
+                return self.render(
+                    request,
+                    visit,
+                    "error.html",
+                    status=403,
+                    title="Form expired",
+                    message="The form was not sent from this page, or it expired. Reload the page and try again.",
+                )
+        if visit.token is None and not public:
+            return RedirectResponse(f"{PREFIX}/login?next={quote(request.url.path)}", 303)
+        if missing := [s.value for s in scopes if not visit.can(s)]:
+            return self.render(
+                request,
+                visit,
+                "error.html",
+                status=403,
+                title="Not allowed",
+                message=f"Your API token lacks the scope {', '.join(missing)} needed here.",
+            )
+        return await view(self, request, visit)
+
+    async def _token(self, session: UiSession) -> TokenRecord | None:
+        if session.token_id is None:
+            return None
+        record = await self.store.get_token(session.token_id)
+        if record is None or record.revoked_at is not None:
+            session.token_id, session.changed = None, True
+            return None
+        return record
+
+    def render(
+        self, request: Request, visit: Visit, template: str, *, status: int = 200, **context: Any
+    ) -> Response:
+        context.update(visit=visit, csrf=visit.session.csrf, flash=visit.session.take_flash())
+        return self.templates.TemplateResponse(request, template, context, status_code=status)
+
+    @staticmethod
+    def redirect(path: str) -> Response:
+        return RedirectResponse(f"{PREFIX}{path}", 303)
+
+
+def create_ui(state: Any) -> Starlette:
+    from sessionexport.web import auth, exports, health, sessions, zones
+
+    ui = Ui(state)
+    routes: list[BaseRoute] = [
+        Route("/", lambda request: RedirectResponse(f"{PREFIX}/exports", 303)),
+        *auth.routes(ui),
+        *exports.routes(ui),
+        *zones.routes(ui),
+        *health.routes(ui),
+        *sessions.routes(ui),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,255 @@
+"""The user session exports page: the configurations, each in a form generated from the schema;
+add, edit, pause/resume, delete; test export, sample data and mapping downloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sessionexport.clock import now_ms
+from sessionexport.export.config import export_config
+from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
+from sessionexport.model.mapping import mapping
+from sessionexport.settings.objects import ItemResult, NewObject, update_token
+from sessionexport.settings.schemas import EXPORT_SCHEMA, EXPORT_SETTINGS, MAX_EXPORTS, SCOPE, ZONE_SCHEMA
+from sessionexport.settings.validation import Violation
+from sessionexport.store.records import SettingsRecord
+from sessionexport.tokens import Scope
+from sessionexport.web.app import Ui, Visit
+from sessionexport.web.forms import build_form, unplaced_errors, value_from_form
+
+NEW = "new"
+
+
+def routes(ui: Ui) -> list[Route]:
+    read, write = (Scope.SETTINGS_READ,), (Scope.SETTINGS_READ, Scope.SETTINGS_WRITE)
+    return [
+        Route("/exports", ui.page(list_exports, scopes=read), methods=["GET"]),
+        Route("/exports", ui.page(create_export, scopes=write), methods=["POST"]),
+        Route(
+            "/exports/test",
+            ui.page(test_export, scopes=(Scope.EXPORTS_MANAGE, Scope.SESSIONS_READ)),
+            methods=["POST"],
+        ),
+        Route(
+            "/exports/sample", ui.page(download_sample, scopes=(*read, Scope.SESSIONS_READ)), methods=["POST"]
+        ),
+        Route("/exports/mapping", ui.page(download_mapping, scopes=read), methods=["POST"]),
+        Route("/exports/{object_id}", ui.page(update_export, scopes=write), methods=["POST"]),
+        Route("/exports/{object_id}/enabled", ui.page(set_enabled, scopes=write), methods=["POST"]),
+        Route("/exports/{object_id}/delete", ui.page(delete_export, scopes=write), methods=["POST"]),
+    ]
+
+
+@dataclass
+class ExportForm:
+    """One export's form on the page (``object_id`` NEW for the form that adds one)."""
+
+    object_id: str
+    title: str
+    fields: list[Any]
+    errors: list[str] = field(default_factory=list)
+    update_token: str | None = None
+    enabled: bool = True
+    open: bool = False
+
+
+async def list_exports(ui: Ui, request: Request, visit: Visit) -> Response:
+    return await _page(ui, request, visit)
+
+
+async def create_export(ui: Ui, request: Request, visit: Visit) -> Response:
+    value = value_from_form(EXPORT_SETTINGS, visit.values())
+    result = await ui.settings.create(NewObject(EXPORT_SCHEMA, SCOPE, value), visit.author, now_ms())
+    if not result.ok:
+        return await _page(ui, request, visit, NEW, value, result)
+    visit.session.say("Export added. Its exporter starts from now; the health page shows its deliveries.")
+    return ui.redirect(f"/exports#export-{result.object_id}")
+
+
+async def update_export(ui: Ui, request: Request, visit: Visit) -> Response:
+    object_id = request.path_params["object_id"]
+    value = value_from_form(EXPORT_SETTINGS, visit.values(), keep_secrets=True)
+    token = visit.field("updateToken") or None
+    result = await ui.settings.update(object_id, value, token, visit.author, now_ms())
+    if not result.ok:
+        return await _page(ui, request, visit, object_id, value, result)
+    visit.session.say("Export saved.")
+    return ui.redirect(f"/exports#export-{object_id}")
+
+
+async def set_enabled(ui: Ui, request: Request, visit: Visit) -> Response:
+    object_id = request.path_params["object_id"]
+    record = await _export_record(ui, object_id)
+    if record is None:
+        return _gone(ui, visit)
+    value = ui.settings.masked_value(record)  # masked secrets are kept as stored
+    enabled = visit.field("enabled") == "true"
+    value["endpointDefinition"]["enableUserSessionExport"] = enabled
+    result = await ui.settings.update(object_id, value, update_token(record), visit.author, now_ms())
+    visit.session.say(
+        (
+            "Export resumed: it continues from where it paused."
+            if enabled
+            else "Export paused; its position is kept."
+        )
+        if result.ok
+        else f"Not changed: {_message(result)}"
+    )
+    return ui.redirect(f"/exports#export-{object_id}")
+
+
+async def delete_export(ui: Ui, request: Request, visit: Visit) -> Response:
+    object_id = request.path_params["object_id"]
+    result = await ui.settings.delete(object_id, visit.field("updateToken") or None)
+    visit.session.say("Export deleted." if result.ok else f"Not deleted: {_message(result)}")
+    return ui.redirect("/exports")
+
+
+async def test_export(ui: Ui, request: Request, visit: Visit) -> Response:
+    """A fragment (htmx) with the outcome of sending the form's configuration once."""
+    value = value_from_form(EXPORT_SETTINGS, visit.values())
+    normalized, violations = await ui.settings.check_export_value(value, secrets_needed=True)
+    context: dict[str, Any] = {"violations": violations, "result": None, "problem": None}
+    if not violations:
+        config = export_config("unsaved", normalized)
+        try:
+            entries = await sample_entries(ui.store, await export_zone(ui.settings, config), now_ms())
+        except NoSessions as exc:
+            context["problem"] = str(exc)
+        else:
+            async with ui.exports.client() as client:
+                context["result"] = await run_test_export(ui.exports.sender(config, client), entries)
+    return ui.render(request, visit, "_test_result.html", **context)
+
+
+async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
+    value = value_from_form(EXPORT_SETTINGS, visit.values())
+    normalized, violations = await ui.settings.check_export_value(value, secrets_needed=False)
+    if violations:
+        return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
+    config = export_config("unsaved", normalized)
+    try:
+        entries = await sample_entries(ui.store, await export_zone(ui.settings, config), now_ms())
+    except NoSessions as exc:
+        visit.session.say(str(exc))
+        return ui.redirect("/exports")
+    return _download(sample_body(config, entries), "application/x-ndjson", "sample.ndjson")
+
+
+async def download_mapping(ui: Ui, request: Request, visit: Visit) -> Response:
+    value = value_from_form(EXPORT_SETTINGS, visit.values())
+    normalized, violations = await ui.settings.check_export_value(value, secrets_needed=False)
+    if violations:
+        return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
+    config = export_config("unsaved", normalized)
+    document = mapping(config.send_direct.doc_type if config.send_direct else None)
+    return _download(orjson.dumps(document, option=orjson.OPT_INDENT_2), "application/json", "mapping.json")
+
+
+# -- the page --------------------------------------------------------------------------------------
+async def _page(
+    ui: Ui,
+    request: Request,
+    visit: Visit,
+    editing: str | None = None,
+    submitted: dict[str, Any] | None = None,
+    result: ItemResult | None = None,
+) -> Response:
+    zones = [
+        (z.object_id, str(orjson.loads(z.value).get("name", ""))) for z in await ui.settings.all(ZONE_SCHEMA)
+    ]
+    records = await ui.settings.all(EXPORT_SCHEMA)
+    forms = [
+        _saved_form(ui, r, zones, submitted if r.object_id == editing else None, result) for r in records
+    ]
+    new = None
+    if len(records) < MAX_EXPORTS:
+        new = _form(
+            NEW,
+            "Add an export",
+            submitted if editing == NEW else None,
+            zones,
+            result if editing == NEW else None,
+        )
+        new.open = editing == NEW
+    return ui.render(
+        request,
+        visit,
+        "exports.html",
+        status=result.code if result is not None and editing is not None else 200,
+        forms=forms,
+        new=new,
+        max_exports=MAX_EXPORTS,
+        zones=zones,
+    )
+
+
+def _saved_form(
+    ui: Ui,
+    record: SettingsRecord,
+    zones: list[tuple[str, str]],
+    submitted: dict[str, Any] | None,
+    result: ItemResult | None,
+) -> ExportForm:
+    stored = ui.settings.masked_value(record)
+    form = _form(
+        record.object_id,
+        stored["endpointDefinition"]["endpointUrl"],
+        submitted or stored,
+        zones,
+        result if submitted is not None else None,
+    )
+    form.update_token = update_token(record)
+    form.enabled = stored["endpointDefinition"]["enableUserSessionExport"]
+    form.open = submitted is not None
+    return form
+
+
+def _form(
+    object_id: str,
+    title: str,
+    value: dict[str, Any] | None,
+    zones: list[tuple[str, str]],
+    result: ItemResult | None,
+) -> ExportForm:
+    errors = {v.path: v.message for v in result.violations} if result is not None else {}
+    fields = build_form(EXPORT_SETTINGS, value, errors, zones)
+    messages = unplaced_errors(fields, errors)
+    if result is not None and not result.violations and result.message:
+        messages.append(result.message)  # 404, 409, too many objects
+    return ExportForm(object_id, title, fields, messages)
+
+
+def _form_id(visit: Visit) -> str:
+    return visit.field("objectId") or NEW
+
+
+def _invalid(violations: list[Violation]) -> ItemResult:
+    return ItemResult(400, message=f"{len(violations)} constraint violation(s)", violations=violations)
+
+
+async def _export_record(ui: Ui, object_id: str) -> SettingsRecord | None:
+    record = await ui.settings.get(object_id)
+    return record if record is not None and record.schema_id == EXPORT_SCHEMA else None
+
+
+def _gone(ui: Ui, visit: Visit) -> Response:
+    visit.session.say("That export no longer exists.")
+    return ui.redirect("/exports")
+
+
+def _message(result: ItemResult) -> str:
+    details = "; ".join(f"{v.path}: {v.message}" if v.path else v.message for v in result.violations)
+    return details or result.message or f"error {result.code}"
+
+
+def _download(body: bytes, media_type: str, filename: str) -> Response:
+    return Response(
+        body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

@@ -1,0 +1,58 @@
+"""Template filters: times, durations and sizes as people read them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sessionexport.clock import now_ms
+
+
+def when(epoch_ms: int | None) -> str:
+    """``2026-11-26 15:08:22 UTC``; an em dash for never."""
+    if epoch_ms is None:
+        return "—"
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(epoch_ms: int | None) -> str:
+    if epoch_ms is None:
+        return "never"
+    return f"{seconds(max(0.0, (now_ms() - epoch_ms) / 1000))} ago"
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def millis(value: int | float | None) -> str:
+    return "—" if value is None else seconds(value / 1000)
+
+
+def size(count: int) -> str:
+    if count < 1000:
+        return f"{count} bytes"
+    return f"{count / 1000:.1f} KB" if count < 1_000_000 else f"{count / 1_000_000:.1f} MB"
+
+
+def number(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+ALL: dict[str, Callable[..., Any]] = {
+    "when": when,
+    "ago": ago,
+    "seconds": seconds,
+    "millis": millis,
+    "size": size,
+    "number": number,
+}

@@ -1,0 +1,108 @@
+"""The export health page: per export its state and counts (refreshed in place every few seconds),
+a chart of the last hour, open alerts, and dead letters with replay buttons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sessionexport.clock import now_ms
+from sessionexport.export.config import ExportConfig, export_config
+from sessionexport.export.deadletters import letters_to_replay
+from sessionexport.export.status import ExportHealth, export_health
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.store.records import DeadLetter
+from sessionexport.tokens import Scope
+from sessionexport.web.app import Ui, Visit
+
+HOUR_MS = 3600 * 1000
+MINUTE_MS = 60 * 1000
+LETTERS_SHOWN = 50
+
+
+def routes(ui: Ui) -> list[Route]:
+    read = (Scope.SETTINGS_READ,)
+    return [
+        Route("/health", ui.page(health_page, scopes=read), methods=["GET"]),
+        Route("/health/stats", ui.page(health_stats, scopes=read), methods=["GET"]),
+        Route("/health/{object_id}/series", ui.page(delivery_series, scopes=read), methods=["GET"]),
+        Route(
+            "/health/{object_id}/replay",
+            ui.page(replay, scopes=(*read, Scope.EXPORTS_MANAGE)),
+            methods=["POST"],
+        ),
+    ]
+
+
+@dataclass
+class ExportView:
+    config: ExportConfig
+    health: ExportHealth
+    letters: list[DeadLetter]
+
+
+async def health_page(ui: Ui, request: Request, visit: Visit) -> Response:
+    return ui.render(request, visit, "health.html", exports=await _exports(ui, with_letters=True))
+
+
+async def health_stats(ui: Ui, request: Request, visit: Visit) -> Response:
+    """The part of the page that htmx refreshes in place."""
+    return ui.render(request, visit, "_health_stats.html", exports=await _exports(ui, with_letters=False))
+
+
+async def delivery_series(ui: Ui, request: Request, visit: Visit) -> Response:
+    """Sessions delivered and failed per minute over the last hour, for the chart (epoch seconds)."""
+    now = now_ms()
+    first = (now - HOUR_MS) // MINUTE_MS * MINUTE_MS
+    counts = {m.minute: m for m in await ui.store.delivery_history(request.path_params["object_id"], first)}
+    minutes = range(first, now + 1, MINUTE_MS)
+    return JSONResponse(
+        {
+            "t": [m // 1000 for m in minutes],
+            "delivered": [counts[m].delivered if m in counts else 0 for m in minutes],
+            "failed": [counts[m].failed if m in counts else 0 for m in minutes],
+        }
+    )
+
+
+async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
+    object_id = request.path_params["object_id"]
+    record = await ui.settings.get(object_id)
+    if record is None or record.schema_id != EXPORT_SCHEMA:
+        visit.session.say("That export no longer exists.")
+        return ui.redirect("/health")
+    letter = visit.field("letter")
+    letters, missing = await letters_to_replay(
+        ui.store, object_id, [int(letter)] if letter.isdigit() else None
+    )
+    if missing or not letters:
+        visit.session.say(
+            "Nothing to replay: the dead letter was replayed already, or there is none pending."
+        )
+        return ui.redirect(f"/health#health-{object_id}")
+    results = await ui.exports.replay(export_config(object_id, ui.settings.plain_value(record)), letters)
+    delivered = sum(r.delivered for r in results)
+    failed = [r for r in results if not r.delivered]
+    message = f"Replayed {delivered} of {len(results)} dead letter(s)."
+    if failed:
+        message += f" Still failing: {failed[0].outcome.alert_title}."
+    visit.session.say(message)
+    return ui.redirect(f"/health#health-{object_id}")
+
+
+async def _exports(ui: Ui, *, with_letters: bool) -> list[ExportView]:
+    now = now_ms()
+    views = []
+    for record in await ui.settings.all(EXPORT_SCHEMA):
+        config = export_config(record.object_id, ui.settings.masked_value(record))  # no secret needed
+        running = ui.exports.is_running(record.object_id) if ui.config.run_exporters else None
+        letters = (
+            await ui.store.list_dead_letters(record.object_id, state="pending", limit=LETTERS_SHOWN)
+            if with_letters
+            else []
+        )
+        views.append(ExportView(config, await export_health(ui.store, config, running, now), letters))
+    return views

@@ -1,0 +1,83 @@
+"""The UI's login session: a signed cookie, a CSRF token, and the API token it stands for.
+
+Logging in checks an API token once; the cookie then holds the token's public id (never the token)
+and a random CSRF token, signed with a key derived from the secret keys, so every process sharing
+those keys accepts it. Each request looks the token up again: revoking it ends its UI sessions.
+The cookie is ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` when the request came over HTTPS;
+every form carries the CSRF token and every state-changing request must send it back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+
+COOKIE = "sessionexport_ui"
+MAX_AGE_SECONDS = 8 * 3600
+
+
+@dataclass
+class UiSession:
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    token_id: str | None = None
+    flash: str | None = None
+    changed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"c": self.csrf, "t": self.token_id, "f": self.flash}
+
+    def csrf_ok(self, sent: str | None) -> bool:
+        return sent is not None and hmac.compare_digest(sent.encode(), self.csrf.encode())
+
+    def log_in(self, token_id: str) -> None:
+        # A new CSRF token at every login and logout: one known before is worth nothing after.
+        self.token_id, self.csrf, self.changed = token_id, secrets.token_urlsafe(32), True
+
+    def log_out(self) -> None:
+        self.token_id, self.csrf, self.changed = None, secrets.token_urlsafe(32), True
+
+    def say(self, message: str) -> None:
+        self.flash, self.changed = message, True
+
+    def take_flash(self) -> str | None:
+        message, self.flash = self.flash, None
+        self.changed = self.changed or message is not None
+        return message
+
+
+class SessionCookies:
+    def __init__(self, key: bytes) -> None:
+        self._serializer = URLSafeTimedSerializer(key, salt="sessionexport-ui")
+
+    def load(self, request: Request) -> UiSession:
+        raw = request.cookies.get(COOKIE)
+        if raw:
+            try:
+                data = self._serializer.loads(raw, max_age=MAX_AGE_SECONDS)
+                return UiSession(csrf=data["c"], token_id=data["t"], flash=data["f"])
+            except (BadSignature, KeyError, TypeError):
+                pass  # tampered, expired or from other keys: start afresh
+        return UiSession(changed=True)
+
+    def save(self, request: Request, response: Response, session: UiSession) -> None:
+        if not session.changed:
+            return
+        response.set_cookie(
+            COOKIE,
+            self._serializer.dumps(session.as_json()),
+            max_age=MAX_AGE_SECONDS,
+            path="/ui",
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
+
+    @staticmethod
+    def clear(response: Response) -> None:
+        response.delete_cookie(COOKIE, path="/ui")

@@ -1,0 +1,83 @@
+"""The sessions page: recent sessions newest first, search by userSessionId or userId, and one
+session's user actions and raw JSON. (Display only: sessions are parsed here to be shown, never on
+the export path.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sessionexport.store.records import StoredSession
+from sessionexport.tokens import Scope
+from sessionexport.web.app import Ui, Visit
+
+PAGE_SIZE = 50
+SEARCH_FIELDS = {"userSessionId": "User session id", "userId": "User id"}
+
+
+def routes(ui: Ui) -> list[Route]:
+    read = (Scope.SESSIONS_READ,)
+    return [
+        Route("/sessions", ui.page(list_sessions, scopes=read), methods=["GET"]),
+        Route("/sessions/{seq:int}", ui.page(show_session, scopes=read), methods=["GET"]),
+    ]
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    seq: int
+    received_at: int
+    document: dict[str, Any]
+
+    def get(self, name: str) -> Any:
+        return self.document.get(name)
+
+
+async def list_sessions(ui: Ui, request: Request, visit: Visit) -> Response:
+    query = request.query_params.get("q", "").strip()
+    field = request.query_params.get("by", "userSessionId")
+    field = field if field in SEARCH_FIELDS else "userSessionId"
+    before = request.query_params.get("before", "")
+    rows = await ui.store.recent_sessions(
+        user_session_id=query if query and field == "userSessionId" else None,
+        user_id=query if query and field == "userId" else None,
+        before_seq=int(before) if before.isdigit() else None,
+        limit=PAGE_SIZE + 1,
+    )
+    page = [_row(s) for s in rows[:PAGE_SIZE]]
+    return ui.render(
+        request,
+        visit,
+        "sessions.html",
+        rows=page,
+        query=query,
+        by=field,
+        fields=SEARCH_FIELDS,
+        next_before=page[-1].seq if len(rows) > PAGE_SIZE else None,
+    )
+
+
+async def show_session(ui: Ui, request: Request, visit: Visit) -> Response:
+    seq = request.path_params["seq"]
+    found = await ui.store.recent_sessions(before_seq=seq + 1, limit=1)
+    if not found or found[0].seq != seq:
+        return ui.render(
+            request,
+            visit,
+            "error.html",
+            status=404,
+            title="No such session",
+            message=f"No session {seq} in the log: it may have passed the retention period.",
+        )
+    row = _row(found[0])
+    raw = orjson.dumps(row.document, option=orjson.OPT_INDENT_2).decode()
+    return ui.render(request, visit, "session.html", row=row, actions=row.get("userActions") or [], raw=raw)
+
+
+def _row(session: StoredSession) -> SessionRow:
+    return SessionRow(session.seq, session.received_at, orjson.loads(session.body))
