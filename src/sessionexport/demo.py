@@ -207,7 +207,8 @@ async def _configure_export(api: str, token: str, receiver: _Receiver, secret: s
 
 def _welcome(api: str, token: str, receiver: _Receiver) -> None:
     console.print("\n[bold]sessionexport demo[/bold] is running (Ctrl-C stops it)")
-    console.print(f"  API and its documentation: {api}/docs  (the web UI will be at {api}/ui)")
+    console.print(f"  web UI:                    {api}/ui  (log in with the token below)")
+    console.print(f"  API and its documentation: {api}/docs")
     console.print(f"  token (all scopes):        {token}")
     console.print(f"  receiver:                  {receiver.url}  (OAuth 2.0 client credentials)")
     console.print(f"  try: curl -H 'Authorization: Api-Token {token}' {api}/api/v2/usersessions?pageSize=1\n")

@@ -14,7 +14,7 @@ from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.deadletters import letters_to_replay
 from sessionexport.export.status import ExportHealth, export_health
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.store.records import DeadLetter
+from sessionexport.store.records import DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
 
@@ -27,7 +27,7 @@ def routes(ui: Ui) -> list[Route]:
     read = (Scope.SETTINGS_READ,)
     return [
         Route("/health", ui.page(health_page, scopes=read), methods=["GET"]),
-        Route("/health/stats", ui.page(health_stats, scopes=read), methods=["GET"]),
+        Route("/health/{object_id}/stats", ui.page(health_stats, scopes=read), methods=["GET"]),
         Route("/health/{object_id}/series", ui.page(delivery_series, scopes=read), methods=["GET"]),
         Route(
             "/health/{object_id}/replay",
@@ -49,8 +49,12 @@ async def health_page(ui: Ui, request: Request, visit: Visit) -> Response:
 
 
 async def health_stats(ui: Ui, request: Request, visit: Visit) -> Response:
-    """The part of the page that htmx refreshes in place."""
-    return ui.render(request, visit, "_health_stats.html", exports=await _exports(ui, with_letters=False))
+    """One export's numbers: the part of the page that htmx refreshes in place."""
+    record = await ui.settings.get(request.path_params["object_id"])
+    if record is None or record.schema_id != EXPORT_SCHEMA:
+        return Response(status_code=286)  # htmx: stop polling (the export was deleted)
+    view = await _view(ui, record, with_letters=False)
+    return ui.render(request, visit, "_health_stats.html", h=view.health)
 
 
 async def delivery_series(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -94,15 +98,17 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
 
 
 async def _exports(ui: Ui, *, with_letters: bool) -> list[ExportView]:
-    now = now_ms()
-    views = []
-    for record in await ui.settings.all(EXPORT_SCHEMA):
-        config = export_config(record.object_id, ui.settings.masked_value(record))  # no secret needed
-        running = ui.exports.is_running(record.object_id) if ui.config.run_exporters else None
-        letters = (
-            await ui.store.list_dead_letters(record.object_id, state="pending", limit=LETTERS_SHOWN)
-            if with_letters
-            else []
-        )
-        views.append(ExportView(config, await export_health(ui.store, config, running, now), letters))
-    return views
+    return [
+        await _view(ui, record, with_letters=with_letters) for record in await ui.settings.all(EXPORT_SCHEMA)
+    ]
+
+
+async def _view(ui: Ui, record: SettingsRecord, *, with_letters: bool) -> ExportView:
+    config = export_config(record.object_id, ui.settings.masked_value(record))  # no secret needed
+    running = ui.exports.is_running(record.object_id) if ui.config.run_exporters else None
+    letters = (
+        await ui.store.list_dead_letters(record.object_id, state="pending", limit=LETTERS_SHOWN)
+        if with_letters
+        else []
+    )
+    return ExportView(config, await export_health(ui.store, config, running, now_ms()), letters)
