@@ -249,3 +249,22 @@ async def test_unknown_route_uses_error_envelope(api: Api) -> None:
     response = await api.client.get("/api/v2/nothing")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == 404
+
+
+async def test_filter_by_user_id_keeps_to_it_across_pages(api: Api) -> None:
+    token = await api.token()
+    docs = [json.loads(line) for line in lines(8, seed=9)]
+    for i, doc in enumerate(docs):
+        doc["userId"] = "alice@example.com" if i % 2 == 0 else f"other{i}@example.com"
+    await post(api, b"\n".join(json.dumps(d).encode() for d in docs), token)
+    alice = [d["userSessionId"] for d in reversed(docs) if d["userId"] == "alice@example.com"]
+    seen: list[str] = []
+    params: dict[str, object] = {"userId": "alice@example.com", "pageSize": 3}
+    while True:
+        page = (await api.client.get("/api/v2/usersessions", params=params, headers=api.auth(token))).json()
+        assert {s["userId"] for s in page["userSessions"]} <= {"alice@example.com"}
+        seen += [s["userSessionId"] for s in page["userSessions"]]
+        if page["nextPageKey"] is None:
+            break
+        params = {"nextPageKey": page["nextPageKey"]}
+    assert seen == alice

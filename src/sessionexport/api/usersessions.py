@@ -101,6 +101,7 @@ async def ingest_sessions(request: Request, store: Annotated[Store, Depends(get_
 async def list_sessions(
     store: Annotated[Store, Depends(get_store)],
     userSessionId: Annotated[str | None, Query(description="Only sessions with this id")] = None,
+    userId: Annotated[str | None, Query(description="Only sessions of this user (userId)")] = None,
     pageSize: Annotated[int, Query(ge=1, le=500, description="Sessions per page")] = 100,
     nextPageKey: Annotated[
         str | None, Query(description="Cursor from the previous page; use it alone")
@@ -108,10 +109,12 @@ async def list_sessions(
 ) -> Response:
     before: int | None = None
     if nextPageKey:
-        userSessionId, pageSize, before = _decode_page_key(nextPageKey)
-    rows = await store.recent_sessions(user_session_id=userSessionId, before_seq=before, limit=pageSize + 1)
+        userSessionId, userId, pageSize, before = _decode_page_key(nextPageKey)
+    rows = await store.recent_sessions(
+        user_session_id=userSessionId, user_id=userId, before_seq=before, limit=pageSize + 1
+    )
     page, more = rows[:pageSize], len(rows) > pageSize
-    key = _encode_page_key(userSessionId, pageSize, page[-1].seq) if more else None
+    key = _encode_page_key(userSessionId, userId, pageSize, page[-1].seq) if more else None
     # Assembled from the stored bytes: no session is parsed to be listed.
     body = b"".join(
         (
@@ -137,19 +140,21 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
         ) from None
 
 
-def _encode_page_key(user_session_id: str | None, page_size: int, before: int) -> str:
-    raw = orjson.dumps({"u": user_session_id, "p": page_size, "b": before})
+def _encode_page_key(user_session_id: str | None, user_id: str | None, page_size: int, before: int) -> str:
+    raw = orjson.dumps({"u": user_session_id, "i": user_id, "p": page_size, "b": before})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_page_key(key: str) -> tuple[str | None, int, int]:
+def _decode_page_key(key: str) -> tuple[str | None, str | None, int, int]:
     try:
         data = orjson.loads(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))
-        user_session_id, page_size, before = data["u"], int(data["p"]), int(data["b"])
-        if not (user_session_id is None or isinstance(user_session_id, str)) or not 1 <= page_size <= 500:
+        user_session_id, user_id = data["u"], data.get("i")
+        page_size, before = int(data["p"]), int(data["b"])
+        ids_ok = all(v is None or isinstance(v, str) for v in (user_session_id, user_id))
+        if not ids_ok or not 1 <= page_size <= 500:
             raise ValueError
     except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise ApiError(
             400, "Invalid nextPageKey", [Violation("nextPageKey", "not a key this server issued", "QUERY")]
         ) from None
-    return user_session_id, page_size, before
+    return user_session_id, user_id, page_size, before
