@@ -20,12 +20,15 @@ from sessionexport.cli_options import (
     CaBundle,
     DatabaseUrl,
     DataDir,
+    LeaseSeconds,
+    MaxInFlight,
     SecretKey,
     env,
     run_on_store,
 )
 from sessionexport.clock import now_ms
 from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
+from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.logs import configure_logging
 from sessionexport.settings.secrets import SecretKeyError, load_secret_box, new_key
 from sessionexport.store import Store, StoreError, create_store
@@ -132,11 +135,14 @@ def worker(
     secret_key: SecretKey = None,
     allow_http_loopback: AllowHttpLoopback = False,
     ca_bundle: CaBundle = None,
+    lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS,
+    max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT,
 ) -> None:
     """Run the exporters, the sessionizer and retention without the HTTP API, until interrupted.
 
-    For a process that serves the API with `serve --no-exporters`. Run one such process per
-    database (several would need work distribution between them, not built yet).
+    Beside `serve --no-exporters`, or beside other workers: on PostgreSQL, any number of `serve`
+    and `worker` processes share the exports, each shard of an export exported by one of them
+    at a time (under a lease, taken over when its holder stops).
     """
     from sessionexport.worker import run_worker
 
@@ -146,6 +152,8 @@ def worker(
         secret_keys=secret_key,
         allow_http_loopback=allow_http_loopback,
         ca_bundle=ca_bundle,
+        lease_seconds=lease_seconds,
+        max_in_flight=max_in_flight,
     )
     try:
         asyncio.run(run_worker(config))

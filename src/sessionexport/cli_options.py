@@ -90,4 +90,23 @@ AllowHttpLoopback = Annotated[
         help="Accept http:// export and token URLs on loopback (local development only).",
     ),
 ]
+LeaseSeconds = Annotated[
+    float,
+    typer.Option(
+        envvar=env("LEASE_SECONDS"),
+        min=1,
+        max=3600,
+        help="Seconds a worker holds an export shard without renewing it (renewed every third of"
+        " that); a stopped worker's shards are taken over within about that time.",
+    ),
+]
+MaxInFlight = Annotated[
+    int,
+    typer.Option(
+        envvar=env("MAX_IN_FLIGHT"),
+        min=1,
+        max=1024,
+        help="Bulks this process sends at once, over all its exports and shards.",
+    ),
+]
 DEFAULT_DATA_DIR = Path("data")

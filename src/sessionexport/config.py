@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.ingest.sessionizer import SessionizerSettings
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -23,6 +24,8 @@ class ServerConfig:
     allow_http_loopback: bool = False  # accept http:// endpoints on loopback (local development only)
     ca_bundle: Path | None = None  # extra CA certificates trusted for export and token endpoints
     run_exporters: bool = True  # and the sessionizer's sweeps: the process that does background work
+    lease_seconds: float = DEFAULT_LEASE_SECONDS  # how long a worker holds an export shard unrenewed
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # bulks this process sends at once, over all exports
     sessionizer: SessionizerSettings = field(default_factory=SessionizerSettings)
 
     @property

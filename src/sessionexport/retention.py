@@ -15,22 +15,27 @@ async def purge_expired(store: Store, retention_ms: int, now: int) -> int:
     """Delete sessions that joined the log more than ``retention_ms`` before ``now``.
 
     An export whose cursor is still before them loses them: that is never silent. Its cursor
-    moves past them and an alert says how many sessions expired unexported.
+    (every shard of it) moves past them and an alert says how many sessions expired unexported.
     """
     cutoff = now - retention_ms
     boundary = await store.last_seq_before(cutoff)
-    for cursor in await store.list_cursors():
+    lost: dict[str, int] = {}
+    behind: dict[str, int] = {}
+    for cursor in await store.list_cursors():  # one per shard
         if cursor.position < boundary:
-            lost = await store.count_between(cursor.position, boundary)
-            if lost:
-                title = f"{lost} session(s) expired before they were exported"
-                message = (
-                    f"Retention ({retention_ms / 86_400_000:g} days) removed sessions up to seq {boundary} that"
-                    f" this export had not decided yet (its cursor was at {cursor.position})."
-                )
-                await store.raise_alert(cursor.export_id, "retention", title, message, now)
-                log.warning("retention: export %s loses %d unexported session(s)", cursor.export_id, lost)
-            await store.move_cursor(cursor.export_id, boundary, now)
+            counted = await store.count_between(cursor.position, boundary, cursor.shard, cursor.shards)
+            lost[cursor.export_id] = lost.get(cursor.export_id, 0) + counted
+            behind[cursor.export_id] = min(behind.get(cursor.export_id, cursor.position), cursor.position)
+    for export_id, position in behind.items():
+        if lost[export_id]:
+            title = f"{lost[export_id]} session(s) expired before they were exported"
+            message = (
+                f"Retention ({retention_ms / 86_400_000:g} days) removed sessions up to seq {boundary} that"
+                f" this export had not decided yet (its cursor was at {position})."
+            )
+            await store.raise_alert(export_id, "retention", title, message, now)
+            log.warning("retention: export %s loses %d unexported session(s)", export_id, lost[export_id])
+        await store.advance_cursor(export_id, boundary, now)
     purged = await store.purge_sessions(cutoff)
     if purged:
         log.info("retention: purged %d session(s) older than %.1f day(s)", purged, retention_ms / 86_400_000)

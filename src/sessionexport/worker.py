@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from urllib.parse import urlsplit, urlunsplit
 
 from sessionexport.config import ServerConfig
 from sessionexport.export.metrics import ExportMetrics
@@ -34,6 +35,8 @@ async def run_worker(config: ServerConfig) -> None:
         ExportMetrics(),
         ca_bundle=config.ca_bundle,
         allow_http_loopback=config.allow_http_loopback,
+        lease_seconds=config.lease_seconds,
+        max_in_flight=config.max_in_flight,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -44,7 +47,7 @@ async def run_worker(config: ServerConfig) -> None:
         asyncio.create_task(Sessionizer(store, notifier, config.sessionizer).run()),  # events -> sessions
         asyncio.create_task(run_retention(store, config.retention_ms, config.retention_check_seconds)),
     ]
-    log.info("worker: exporting from %s", config.database_url or config.data_dir)
+    log.info("worker %s: exporting from %s", supervisor.owner, _where(config))
     try:
         await stop.wait()
     finally:
@@ -53,3 +56,11 @@ async def run_worker(config: ServerConfig) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await store.close()
         log.info("worker: stopped")
+
+
+def _where(config: ServerConfig) -> str:
+    """The database, without a password a URL may carry."""
+    if not config.database_url:
+        return str(config.data_dir)
+    parts = urlsplit(config.database_url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

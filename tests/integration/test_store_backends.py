@@ -20,6 +20,7 @@ import pytest
 
 from sessionexport.store import (
     DATABASE_FILE,
+    LeaseLost,
     Store,
     StoreError,
     TooManyObjects,
@@ -32,9 +33,11 @@ from sessionexport.store.postgresql import PostgresStore
 from sessionexport.store.records import (
     AppendResult,
     BulkDecision,
+    Claim,
     CompletedPart,
     DeadLetter,
     EventsResult,
+    LogRead,
     NewDeadLetter,
     NewEvent,
     NewSession,
@@ -130,6 +133,14 @@ def letter(export_id: str = "e1", reason: str = "Request failed: 500", count: in
 
 def event(event_id: str, ts: int, session_id: str = "s1", kind: str = "action") -> NewEvent:
     return NewEvent("t1", session_id, event_id, ts, kind, f'{{"eventId":"{event_id}","ts":{ts}}}'.encode())
+
+
+async def claimed(
+    store: Store, export_id: str = "e1", shard: int = 0, shards: int = 1, owner: str = "w1"
+) -> Claim:
+    """A claim under a lease just taken (for a minute)."""
+    assert await store.claim_lease(export_id, shard, owner, lease_ms=60_000)
+    return Claim(export_id, shard, shards, owner)
 
 
 def part(
@@ -347,8 +358,8 @@ async def test_cursors_ensure_move_get_list_delete(store: Store) -> None:
     await store.move_cursor("e2", 7, now=12)  # creates it
     await store.move_cursor("e1", 2, now=13)  # back: replay from 2
     assert [(c.export_id, c.position) for c in await store.list_cursors()] == [("e1", 2), ("e2", 7)]
-    await store.record_skip("e1", 1, now=14)  # never backwards
-    await store.record_skip("e2", 9, now=14)
+    await store.record_skip(await claimed(store, "e1"), 1, now=14)  # never backwards
+    await store.record_skip(await claimed(store, "e2"), 9, now=14)
     await store.record_error("e1", "connection refused", now=15)
     e1, e2 = await store.get_cursor("e1"), await store.get_cursor("e2")
     assert e1 is not None and (e1.position, e1.last_error_at, e1.last_error) == (2, 15, "connection refused")
@@ -366,18 +377,19 @@ async def test_concurrent_ensures_make_one_cursor(store: Store) -> None:
 
 async def test_record_bulk_counts_letters_and_moves_the_cursor(store: Store) -> None:
     await store.ensure_cursor("e1", 0, now=1)
-    assert await store.record_bulk("e1", 10, BulkDecision(delivered=10), now=2) == []
+    e1 = await claimed(store, "e1")
+    assert await store.record_bulk(e1, 10, BulkDecision(delivered=10), now=2) == []
     cursor = await store.get_cursor("e1")
     assert cursor is not None
     assert (cursor.position, cursor.delivered, cursor.failed, cursor.last_success_at) == (10, 10, 0, 2)
     letters = (letter(reason="first", count=2), letter(reason="Request timeout", count=3))
-    ids = await store.record_bulk("e1", 20, BulkDecision(delivered=0, retried=4, letters=letters), now=3)
+    ids = await store.record_bulk(e1, 20, BulkDecision(delivered=0, retried=4, letters=letters), now=3)
     assert len(ids) == 2 and ids[0] < ids[1]
     cursor = await store.get_cursor("e1")
     assert cursor is not None
     assert (cursor.position, cursor.delivered, cursor.failed, cursor.retried) == (20, 10, 5, 4)
     assert (cursor.last_success_at, cursor.last_error_at, cursor.last_error) == (2, 3, "Request timeout")
-    await store.record_bulk("e1", 15, BulkDecision(delivered=1), now=4)  # never backwards
+    await store.record_bulk(e1, 15, BulkDecision(delivered=1), now=4)  # never backwards
     cursor = await store.get_cursor("e1")
     assert cursor is not None and (cursor.position, cursor.delivered, cursor.last_success_at) == (20, 11, 4)
     assert await store.count_dead_letters("e1") == 2
@@ -387,18 +399,156 @@ async def test_failed_record_bulk_keeps_neither_letters_nor_position(store: Stor
     await store.ensure_cursor("e1", 0, now=1)
     broken = replace(letter(), body=cast(bytes, None))
     with pytest.raises(StoreError):
-        await store.record_bulk("e1", 10, BulkDecision(delivered=3, letters=(letter(), broken)), now=2)
+        await store.record_bulk(
+            await claimed(store), 10, BulkDecision(delivered=3, letters=(letter(), broken)), now=2
+        )
     cursor = await store.get_cursor("e1")
     assert cursor is not None and (cursor.position, cursor.delivered, cursor.failed) == (0, 0, 0)
     assert await store.list_dead_letters("e1") == []
 
 
+# -- work distribution: leases, shards, workers ---------------------------------------------------
+async def test_a_lease_is_one_workers_until_it_expires(store: Store) -> None:
+    assert await store.claim_lease("e1", 0, "a", lease_ms=300)
+    assert not await store.claim_lease("e1", 0, "b", lease_ms=300)
+    assert await store.claim_lease("e1", 1, "b", lease_ms=300)  # another shard: free
+    assert await store.claim_lease("e1", 0, "a", lease_ms=300)  # its own: renewed
+    assert [(le.export_id, le.shard, le.owner) for le in await store.list_leases()] == [
+        ("e1", 0, "a"),
+        ("e1", 1, "b"),
+    ]
+    await asyncio.sleep(0.4)
+    assert await store.list_leases() == []
+    assert await store.claim_lease("e1", 0, "b", lease_ms=300)  # expired: anyone's
+    assert not await store.claim_lease("e1", 0, "a", lease_ms=300)
+
+
+async def test_concurrent_claims_of_a_free_lease_give_it_to_one(store: Store) -> None:
+    won = await asyncio.gather(*(store.claim_lease("e1", 0, f"w{n}", lease_ms=60_000) for n in range(6)))
+    assert sum(won) == 1
+
+
+async def test_a_heartbeat_renews_what_is_held_and_lists_the_live_workers(store: Store) -> None:
+    assert (await store.heartbeat("b", lease_ms=60_000)).leases == ()
+    assert await store.claim_lease("e1", 0, "a", lease_ms=300)
+    assert await store.claim_lease("e2", 0, "b", lease_ms=60_000)
+    state = await store.heartbeat("a", lease_ms=60_000)
+    assert state.workers == ("a", "b")
+    assert [(le.export_id, le.owner) for le in state.leases] == [("e1", "a"), ("e2", "b")]
+    await asyncio.sleep(0.4)  # a's lease was renewed for a minute: still a's
+    assert not await store.claim_lease("e1", 0, "b", lease_ms=60_000)
+    await store.release_lease("e1", 0, "b")  # not b's: nothing happens
+    await store.retire_worker("a")
+    assert (await store.heartbeat("b", lease_ms=60_000)).workers == ("b",)
+    assert [le.export_id for le in await store.list_leases()] == ["e2"]
+    await store.release_lease("e2", 0, "b")
+    assert await store.list_leases() == []
+
+
+async def test_an_expired_lease_is_lost_not_renewed(store: Store) -> None:
+    assert await store.claim_lease("e1", 0, "a", lease_ms=100)
+    await asyncio.sleep(0.2)
+    state = await store.heartbeat("a", lease_ms=60_000)
+    assert state.leases == () and state.workers == ("a",)
+
+
+async def test_a_worker_that_lost_its_lease_moves_the_cursor_neither_back_nor_forth(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    assert await store.claim_lease("e1", 0, "stale", lease_ms=200)
+    stale = Claim("e1", 0, 1, "stale")
+    await store.record_bulk(stale, 10, BulkDecision(delivered=10), now=2)
+    await asyncio.sleep(0.3)  # "stale" paused past its lease
+    with pytest.raises(LeaseLost):  # expired, even before anyone took over
+        await store.record_skip(stale, 12, now=3)
+    taker = await claimed(store, "e1", owner="taker")
+    await store.record_bulk(taker, 20, BulkDecision(delivered=10), now=4)
+    with pytest.raises(LeaseLost):
+        await store.record_bulk(stale, 15, BulkDecision(delivered=5, letters=(letter(),)), now=5)
+    with pytest.raises(LeaseLost):
+        await store.record_skip(stale, 30, now=5)
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None and (cursor.position, cursor.delivered) == (20, 20)
+    assert await store.list_dead_letters("e1") == []  # the refused bulk's letters were not kept
+
+
+async def test_shards_read_their_own_sessions_and_cover_the_log(store: Store) -> None:
+    await store.append_sessions(sessions(10), received_at=1)
+    seqs = [e.seq for e in await store.read_log(0, 100)]
+    first = await store.read_shard(0, 2, shard=1, shards=3)
+    assert [e.seq for e in first.entries] == [s for s in seqs if s % 3 == 1][:2]
+    assert first.end == first.entries[-1].seq  # as many as asked: covers up to the last one
+    rest = await store.read_shard(first.end, 100, shard=1, shards=3)
+    assert [e.seq for e in rest.entries] == [s for s in seqs if s % 3 == 1][2:]
+    assert rest.end == seqs[-1]  # fewer: covers the whole log, other shards' sessions too
+    assert await store.read_shard(seqs[-1] + 5, 100, 0, 3) == LogRead([], seqs[-1] + 5)  # never back
+    whole = await store.read_shard(0, 100, 0, 1)
+    assert ([e.seq for e in whole.entries], whole.end) == (seqs, seqs[-1])
+    assert await store.count_between(0, seqs[-1], shard=1, shards=3) == len([s for s in seqs if s % 3 == 1])
+
+
+async def test_a_cursor_in_shards_counts_as_its_slowest_shard(store: Store) -> None:
+    shards = [await claimed(store, "e1", n, 3) for n in range(3)]
+    assert [await store.start_shard(c, 5, now=1) for c in shards] == [5, 5, 5]  # made at the position
+    await store.record_bulk(shards[0], 30, BulkDecision(delivered=4), now=2)
+    await store.record_bulk(shards[1], 20, BulkDecision(delivered=3, letters=(letter(count=2),)), now=3)
+    await store.record_skip(shards[2], 25, now=4)
+    assert await store.start_shard(shards[0], 99, now=5) == 30  # an existing cursor stays
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None
+    assert (cursor.position, cursor.delivered, cursor.failed, cursor.shards) == (20, 7, 2, 3)
+    assert (cursor.last_success_at, cursor.last_error) == (3, "Request failed: 500")
+    assert [(c.shard, c.position) for c in await store.list_cursors()] == [(0, 30), (1, 20), (2, 25)]
+
+
+async def test_splitting_anew_starts_every_shard_at_the_slowest_and_refuses_the_old_split(
+    store: Store,
+) -> None:
+    old = [await claimed(store, "e1", n, 2) for n in range(2)]
+    for claim, position in zip(old, (40, 30), strict=True):
+        await store.start_shard(claim, 0, now=1)
+        await store.record_bulk(claim, position, BulkDecision(delivered=position), now=2)
+    new = Claim("e1", 2, 3, "w1")
+    assert await store.claim_lease("e1", 2, "w1", lease_ms=60_000)
+    assert await store.start_shard(new, 0, now=3) == 30  # nothing passed over, 31..40 sent again
+    assert [(c.shard, c.shards, c.position) for c in await store.list_cursors()] == [
+        (0, 3, 30),
+        (1, 3, 30),
+        (2, 3, 30),
+    ]
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None and cursor.delivered == 70  # the totals stay
+    with pytest.raises(LeaseLost):  # an exporter still on the old split writes nothing
+        await store.record_bulk(old[0], 50, BulkDecision(delivered=1), now=4)
+    with pytest.raises(LeaseLost):
+        await store.start_shard(Claim("e1", 2, 3, "not-the-holder"), 0, now=4)
+
+
+async def test_moving_a_cursor_revokes_its_leases_and_advancing_never_goes_back(store: Store) -> None:
+    shards = [await claimed(store, "e1", n, 2) for n in range(2)]
+    for claim in shards:
+        await store.start_shard(claim, 10, now=1)
+    await store.record_skip(shards[0], 50, now=2)
+    await store.advance_cursor("e1", 30, now=3)
+    assert [c.position for c in await store.list_cursors()] == [50, 30]
+    await store.move_cursor("e1", 5, now=4)  # replay: every shard from 5, whoever exported it stops
+    assert [c.position for c in await store.list_cursors()] == [5, 5]
+    assert await store.list_leases() == []
+    with pytest.raises(LeaseLost):
+        await store.record_skip(shards[1], 60, now=5)
+    await store.delete_cursor("e1")
+    assert await store.list_cursors() == []
+
+
 # -- dead letters -------------------------------------------------------------------------------
 async def test_dead_letters_list_get_count_and_replay(store: Store) -> None:
     await store.ensure_cursor("e1", 0, now=1)
+    await store.ensure_cursor("other", 0, now=1)
     sent = [letter(reason=f"r{n}") for n in range(3)]
-    ids = await store.record_bulk("e1", 9, BulkDecision(delivered=0, letters=tuple(sent)), now=2)
-    await store.record_bulk("other", 9, BulkDecision(delivered=0, letters=(letter("other"),)), now=2)
+    ids = await store.record_bulk(
+        await claimed(store), 9, BulkDecision(delivered=0, letters=tuple(sent)), now=2
+    )
+    other = await claimed(store, "other")
+    await store.record_bulk(other, 9, BulkDecision(delivered=0, letters=(letter("other"),)), now=2)
     stored = await store.get_dead_letter(ids[0])
     assert stored == DeadLetter(
         **{f.name: getattr(sent[0], f.name) for f in fields(NewDeadLetter)}, id=ids[0]
@@ -567,7 +717,9 @@ async def test_everything_survives_reopening(backend: Backend) -> None:
         await store.add_token(token)
         await store.insert_setting(setting("a"), max_objects=3)
         await store.ensure_cursor("e1", 2, now=1)
-        await store.record_bulk("e1", 3, BulkDecision(delivered=1, letters=(letter(),)), now=2)
+        await store.record_bulk(
+            await claimed(store), 3, BulkDecision(delivered=1, letters=(letter(),)), now=2
+        )
         await store.raise_alert("e1", "delivery", "t", "m", now=3)
         await store.add_events([event("a", 1)], now=4, check_at=5)
         before = (
@@ -841,3 +993,17 @@ async def test_a_cursor_walking_the_log_during_concurrent_appends_sees_every_ses
         await asyncio.gather(*(s.close() for s in appenders))
     assert len(everything) == 4 * 40 * 3
     assert seen == everything  # each once, in order, none passed over
+
+
+async def test_a_takeover_waits_for_a_cursor_write_under_the_lease(
+    postgres_store: Store, postgres_schema: str
+) -> None:
+    # A write under a lease locks the lease row until it commits: a worker taking the expired
+    # lease over waits for it, so the write is never after the takeover.
+    assert await postgres_store.claim_lease("e1", 0, "stale", lease_ms=100)
+    await asyncio.sleep(0.2)
+    writing = "SELECT 1 FROM export_leases WHERE export_id = 'e1' FOR SHARE"
+    taken = await while_locked(
+        postgres_schema, writing, lambda: postgres_store.claim_lease("e1", 0, "taker", lease_ms=60_000)
+    )
+    assert taken

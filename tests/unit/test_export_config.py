@@ -182,7 +182,8 @@ def test_blank_tuning_is_all_defaults(text: str | None) -> None:
 def test_every_knob_can_be_set() -> None:
     tuning = parse_tuning(
         '{"flushMaxSessions": 10, "flushMaxBytes": 2048, "flushQuietSeconds": 1.5, "flushIntervalSeconds": 0.5,'
-        ' "retries": 0, "backoffSeconds": 0, "backoffMaxSeconds": 2, "timeoutSeconds": 10, "concurrency": 4}'
+        ' "retries": 0, "backoffSeconds": 0, "backoffMaxSeconds": 2, "timeoutSeconds": 10, "concurrency": 4,'
+        ' "shards": 3}'
     )
     assert tuning == ExportTuning(
         flushMaxSessions=10,
@@ -194,6 +195,7 @@ def test_every_knob_can_be_set() -> None:
         backoffMaxSeconds=2,
         timeoutSeconds=10,
         concurrency=4,
+        shards=3,
     )
 
 
@@ -213,6 +215,7 @@ def test_unknown_knob_names_it_and_lists_the_knobs() -> None:
         "backoffMaxSeconds",
         "timeoutSeconds",
         "concurrency",
+        "shards",
     )
 
 
@@ -229,6 +232,8 @@ def test_unknown_knob_names_it_and_lists_the_knobs() -> None:
         ('{"backoffSeconds": -0.5}', "backoffSeconds"),
         ('{"timeoutSeconds": 0}', "timeoutSeconds"),
         ('{"concurrency": 17}', "concurrency"),
+        ('{"shards": 0}', "shards"),
+        ('{"shards": 65}', "shards"),
         ('{"retries": "3"}', "retries"),
     ],
 )

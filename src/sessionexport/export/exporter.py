@@ -1,13 +1,19 @@
-"""One export's loop: read the log from its cursor, batch, deliver, decide, move the cursor.
+"""One export shard's loop: read the log from its cursor, batch, deliver, decide, move the cursor.
 
-    read_log(after position) ─▶ zone filter ─▶ Batcher ─▶ deliver_bulk ─▶ delivered: move cursor
-                                                                       └▶ failed whole, or items rejected by
-                                                                          Elasticsearch: dead letters + move
-                                                                          cursor + alert (one transaction)
+    read_shard(after position) ─▶ zone filter ─▶ Batcher ─▶ deliver_bulk ─▶ delivered: move cursor
+                                                                         └▶ failed whole, or items rejected by
+                                                                            Elasticsearch: dead letters + move
+                                                                            cursor + alert (one transaction)
+
+An exporter works on one shard of an export (the sessions whose seq % shards == shard; all of
+them with one shard) under its ``Claim``: every cursor write is refused once the claim's lease is
+lost (``LeaseLost`` ends ``run``), so a stale exporter never moves a cursor another has taken over.
 
 The cursor only moves past a session once its fate is decided, in log order, even with several
 bulks in flight; a crash at any point re-sends at most the bulks that were in flight. Reading the
 log, sending and recording decisions overlap (three tasks), each bounded, so memory stays flat.
+``stop_gracefully`` lets the bulks in flight be decided and sends nothing more, so that handing a
+shard to another worker sends nothing twice.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Attempt, Outcome, Sender
 from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.metrics import ExportMetrics
-from sessionexport.export.notifier import LogNotifier, wait_for_at_most
+from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.zones import Zone
 from sessionexport.store import Store
-from sessionexport.store.records import BulkDecision, LogEntry, NewDeadLetter
+from sessionexport.store.records import BulkDecision, Claim, LogEntry, NewDeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ IDLE_POLL_SECONDS = 1.0  # also catches sessions appended by other processes
 class _Chunk:
     entries: list[LogEntry]
     caught_up: bool  # the log had nothing more when this was read
+    end: int = 0  # every session of the shard up to this seq is in entries or before them
     failure: Exception | None = None
 
 
@@ -59,11 +66,15 @@ class Exporter:
         sender: Sender,
         notifier: LogNotifier,
         metrics: ExportMetrics,
+        claim: Claim,
         zone: Zone | None = None,
         clock: Callable[[], int] = now_ms,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.store = store
         self.config = config
+        self.claim = claim
+        self.slots = slots  # the process's bulks in flight, shared by all its exporters
         self.sender = sender
         self.notifier = notifier
         self.metrics = metrics
@@ -73,30 +84,33 @@ class Exporter:
         self._deciding: asyncio.Queue[_InFlight] = asyncio.Queue(maxsize=max(1, config.tuning.concurrency))
         self._decider: asyncio.Task[None] | None = None
         self._alerting = True  # until known otherwise: the first success closes any open alert
+        self._stopping = asyncio.Event()
 
     @property
     def export_id(self) -> str:
         return self.config.export_id
 
+    def stop_gracefully(self) -> None:
+        """Send nothing more; ``run`` returns once the bulks in flight are decided."""
+        self._stopping.set()
+
     async def run(self, start_position: int) -> None:
-        cursor = await self.store.ensure_cursor(self.export_id, start_position, self.clock())
-        position = decided = cursor.position
+        position = decided = await self.store.start_shard(self.claim, start_position, self.clock())
         batcher = Batcher(self.config.tuning)
         last_arrival = self.clock()
         chunks: asyncio.Queue[_Chunk] = asyncio.Queue(maxsize=READ_AHEAD)
         reader = asyncio.create_task(self._read_ahead(position, chunks), name=f"read {self.export_id}")
         self._decider = asyncio.create_task(self._decide_in_order(), name=f"decide {self.export_id}")
-        log.info("export %s: starting after seq %d", self.export_id, position)
+        log.info("export %s: %s starting after seq %d", self.export_id, _shard_name(self.claim), position)
         try:
-            while True:
+            while not self._stopping.is_set():
                 due = batcher.ms_until_due(self.clock(), last_arrival)
                 if due == 0:
                     await self._dispatch(batcher.take(), position)
                     continue
-                getter = asyncio.ensure_future(chunks.get())
-                if not await wait_for_at_most(getter, None if due is None else due / 1000):
-                    continue  # a flush rule came due
-                chunk = getter.result()
+                chunk = await self._next_chunk(chunks, None if due is None else due / 1000)
+                if chunk is None:
+                    continue  # a flush rule came due, or a stop
                 if chunk.failure is not None:
                     raise chunk.failure
                 for entry in chunk.entries:
@@ -105,12 +119,14 @@ class Exporter:
                         continue
                     for bulk in batcher.offer(entry, encoded_size(entry, self.config.send_direct)):
                         await self._dispatch(bulk, _settled_before(batcher, position))
+                position = max(position, chunk.end)  # the rest up to there is other shards'
                 if not chunk.caught_up:
                     continue
                 await self._settle()  # caught up: decide what is in flight before idling
                 if not batcher.pending and position > decided:
-                    await self.store.record_skip(self.export_id, position, self.clock())  # filtered out
+                    await self.store.record_skip(self.claim, position, self.clock())  # filtered out
                     decided = position
+            await self._settle()  # stopping: what was sent is decided, what was not stays for the next
         finally:
             reader.cancel()
             self._decider.cancel()
@@ -118,18 +134,29 @@ class Exporter:
                 flight.task.cancel()  # undecided: sent again after a restart
 
     async def _read_ahead(self, position: int, chunks: asyncio.Queue[_Chunk]) -> None:
-        """Read the log into a small queue, so that reading overlaps sending."""
+        """Read the shard's part of the log into a small queue, so that reading overlaps sending."""
+        claim = self.claim
         try:
             while True:
-                entries = await self.store.read_log(position, READ_BATCH)
-                if entries:
-                    position = entries[-1].seq
-                caught_up = len(entries) < READ_BATCH
-                await chunks.put(_Chunk(entries, caught_up))
+                read = await self.store.read_shard(position, READ_BATCH, claim.shard, claim.shards)
+                position = read.end
+                caught_up = len(read.entries) < READ_BATCH
+                await chunks.put(_Chunk(read.entries, caught_up, read.end))
                 if caught_up:
                     await self.notifier.wait(IDLE_POLL_SECONDS)
         except Exception as exc:  # handed to the loop, which fails (and is restarted) with it
-            await chunks.put(_Chunk([], True, exc))
+            await chunks.put(_Chunk([], True, failure=exc))
+
+    async def _next_chunk(self, chunks: asyncio.Queue[_Chunk], seconds: float | None) -> _Chunk | None:
+        """The next chunk read, or None when ``seconds`` pass or a stop is asked for first."""
+        getter = asyncio.ensure_future(chunks.get())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([getter, stopping], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            getter.cancel()
+            stopping.cancel()
+        return getter.result() if getter.done() and not getter.cancelled() else None
 
     async def _dispatch(self, bulk: Bulk, position: int) -> None:
         """Start sending a bulk; return once fewer than ``concurrency`` requests are under way.
@@ -137,8 +164,7 @@ class Exporter:
         Decisions (cursor, dead letters, alerts) are recorded in log order by ``_decide_in_order``
         while the next bulk is already being sent: the store stays off the sending path.
         """
-        delivery = deliver_bulk(self.sender, bulk.entries, self.config.send_direct)
-        task = asyncio.create_task(delivery, name=f"deliver {self.export_id} {bulk.first_seq}")
+        task = asyncio.create_task(self._deliver(bulk), name=f"deliver {self.export_id} {bulk.first_seq}")
         flight = _InFlight(bulk, position, task)
         self._sending.append(flight)
         await self._until_decider(self._deciding.put(flight))  # bounded: waits when deciding lags
@@ -147,6 +173,12 @@ class Exporter:
         ):
             await asyncio.wait([self._sending[0].task])
             self._sending.popleft()
+
+    async def _deliver(self, bulk: Bulk) -> BulkResult:
+        if self.slots is None:
+            return await deliver_bulk(self.sender, bulk.entries, self.config.send_direct)
+        async with self.slots:  # the process's cap on bulks in flight, over every export and shard
+            return await deliver_bulk(self.sender, bulk.entries, self.config.send_direct)
 
     async def _settle(self) -> None:
         """Wait until every bulk sent so far is decided."""
@@ -176,7 +208,7 @@ class Exporter:
         self._observe(result.attempts)
         letters = self._dead_letters(result, now)
         decision = BulkDecision(len(result.delivered), result.retried, tuple(letters))
-        ids = await self.store.record_bulk(self.export_id, flight.position, decision, now)
+        ids = await self.store.record_bulk(self.claim, flight.position, decision, now)
         self._count(result, decision)
         if result.complete:
             if self._alerting:
@@ -260,6 +292,10 @@ class Exporter:
 def _settled_before(batcher: Batcher, position: int) -> int:
     """Everything before the first pending session is decided once the bulks before it are."""
     return batcher.pending[0].seq - 1 if batcher.pending else position
+
+
+def _shard_name(claim: Claim) -> str:
+    return f"shard {claim.shard} of {claim.shards}" if claim.shards > 1 else "exporter"
 
 
 def _alert_message(outcome: Outcome) -> str:

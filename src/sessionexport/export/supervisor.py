@@ -1,9 +1,12 @@
-"""Runs one Exporter per enabled export configuration and keeps them in step with the settings.
+"""Runs one Exporter per shard of an enabled export that this process holds the lease of, and
+keeps them in step with the settings and with the other workers sharing the database.
 
-Settings writes poke the supervisor; it also re-reads them every few seconds (another process may
-have changed them). A changed configuration restarts its exporter from the durable cursor; a paused
-one (``enableUserSessionExport: false``) is stopped and keeps its cursor; a deleted one loses it.
-An exporter that crashes is restarted with backoff, never silently dropped.
+Every few seconds (and when poked by a settings write) it: beats (renews its leases and its entry
+among the live workers, see ``leases``), stops at once the exporters whose lease was lost, reads
+the settings, restarts from the durable cursor the exporters whose configuration changed, stops
+those of paused (``enableUserSessionExport: false``) or deleted exports (a deleted one loses its
+cursor), hands over the shards above its fair share and takes free ones up to it. An exporter that
+crashes is restarted with backoff, never silently dropped; one whose lease was lost is not.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +28,15 @@ from sessionexport.export.auth import credentials_for
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.delivery import Outcome, Sender
 from sessionexport.export.exporter import Exporter
+from sessionexport.export.leases import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_IN_FLIGHT,
+    Unit,
+    claim_order,
+    fair_share,
+    to_hand_over,
+    worker_name,
+)
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier, wait_for_at_most
 from sessionexport.export.zones import zone_from_value
@@ -31,12 +44,15 @@ from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.validation import Context, check_https_url
 from sessionexport.store import Store
-from sessionexport.store.records import DeadLetter, SettingsRecord
+from sessionexport.store.base import LeaseLost
+from sessionexport.store.records import Claim, DeadLetter, SettingsRecord, WorkState
 
 log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 2.0
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+HAND_OVER_SECONDS = 10.0  # for the bulks in flight to be decided before a shard changes hands
+SHUTDOWN_SECONDS = 3.0  # the same when the process stops (it is being waited for)
 
 
 @dataclass
@@ -45,6 +61,18 @@ class _Running:
     exporter: Exporter
     client: httpx.AsyncClient
     task: asyncio.Task[None]
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """An enabled export as the settings have it, and what identifies that version of it."""
+
+    config: ExportConfig
+    zone: SettingsRecord | None
+    key: tuple[object, ...]
+
+    def units(self) -> list[Unit]:
+        return [(self.config.export_id, shard) for shard in range(self.config.tuning.shards)]
 
 
 @dataclass(frozen=True)
@@ -72,17 +100,32 @@ class ExportSupervisor:
         *,
         ca_bundle: Path | None = None,
         allow_http_loopback: bool = False,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.store = store
         self.settings = settings
         self.notifier = notifier
         self.metrics = metrics
+        self.owner = worker_name()
+        self.lease_seconds = lease_seconds
         self._ssl = ssl_context(ca_bundle)
         self._allow_http_loopback = allow_http_loopback
-        self._running: dict[str, _Running] = {}
-        self._known: set[str] = set()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._running: dict[Unit, _Running] = {}
+        self._held: set[Unit] = set()  # leases this worker holds, as of the last heartbeat
+        self._handing_over: dict[Unit, asyncio.Task[None]] = {}
+        self._elsewhere: set[str] = set()  # exports another live worker holds a lease of
+        self._beat_at = time.monotonic()
+        self._known: set[str] = set()  # export ids seen in the settings (a deleted one loses its cursor)
+        self._present: set[str] = set()
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
+
+    @property
+    def period(self) -> float:
+        """Between two heartbeats (and settings reads): a third of the lease at most."""
+        return min(RECONCILE_SECONDS, self.lease_seconds / 3)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -91,8 +134,9 @@ class ExportSupervisor:
                 try:
                     await self.reconcile()
                 except Exception:
-                    log.exception("exports: reconciling with the settings failed; will retry")
-                await wait_for_at_most(self._changed.wait(), RECONCILE_SECONDS)
+                    log.exception("exports: reconciling with the settings and leases failed; will retry")
+                    await self._stop_if_leases_expired()
+                await wait_for_at_most(self._changed.wait(), self.period)
                 self._changed.clear()
         finally:
             await self.stop_all()
@@ -102,46 +146,122 @@ class ExportSupervisor:
         self._changed.set()
 
     def is_running(self, export_id: str) -> bool:
-        running = self._running.get(export_id)
-        return running is not None and not running.task.done()
+        """Whether an exporter of the export runs, here or (as of the last heartbeat) in another worker."""
+        here = any(u[0] == export_id and not r.task.done() for u, r in self._running.items())
+        return here or export_id in self._elsewhere
 
     async def reconcile(self) -> None:
         async with self._lock:
-            records = await self.settings.all(EXPORT_SCHEMA)
-            zones = {z.object_id: z for z in await self.settings.all(ZONE_SCHEMA)}
-            desired: dict[str, tuple[ExportConfig, SettingsRecord | None, tuple[object, ...]]] = {}
-            for record in records:
-                config = export_config(record.object_id, self.settings.plain_value(record))
-                if not config.enabled:
-                    continue
-                zone = zones.get(config.management_zone) if config.management_zone else None
-                desired[record.object_id] = (config, zone, (record.version, zone.version if zone else None))
-            for export_id in list(self._running):
-                if export_id not in desired or desired[export_id][2] != self._running[export_id].key:
-                    await self._stop(export_id)
-            for export_id, (config, zone, key) in desired.items():
-                if export_id not in self._running:
-                    await self._start(config, zone, key)
-            known = {r.object_id for r in records}
-            for deleted in self._known - known:
-                await self.store.delete_cursor(deleted)
-            self._known = known
+            state = await self._beat()
+            wanted = await self._wanted()
+            await self._follow_settings(wanted)
+            await self._balance(wanted, state)
+            await self._forget_deleted()
 
     async def stop_all(self) -> None:
+        """Stop every exporter (the bulks in flight decided first, for a while) and give up the leases."""
         async with self._lock:
-            for export_id in list(self._running):
-                await self._stop(export_id)
+            await asyncio.gather(*(self._hand_over(unit, SHUTDOWN_SECONDS) for unit in list(self._running)))
+            for task in list(self._handing_over.values()):
+                with contextlib.suppress(BaseException):
+                    await task
+            with contextlib.suppress(Exception):
+                await self.store.retire_worker(self.owner)  # the others take over at once
+            self._held.clear()
 
-    # -- one export --------------------------------------------------------------------------
+    # -- leases ------------------------------------------------------------------------------
+    async def _beat(self) -> WorkState:
+        """Renew the leases; stop at once the exporters of those that were lost."""
+        state = await self.store.heartbeat(self.owner, int(self.lease_seconds * 1000))
+        self._beat_at = time.monotonic()
+        mine = {(lease.export_id, lease.shard) for lease in state.leases if lease.owner == self.owner}
+        for unit in sorted(self._held - mine):
+            log.warning("export %s: shard %d: lease lost; its exporter stops", *unit)
+            await self._stop(unit)
+        self._held = mine
+        self._elsewhere = {lease.export_id for lease in state.leases if lease.owner != self.owner}
+        return state
+
+    async def _stop_if_leases_expired(self) -> None:
+        """No heartbeat got through for a whole lease: the leases are gone, another may export."""
+        if self._running and time.monotonic() - self._beat_at > self.lease_seconds:
+            log.warning("exports: no heartbeat for %.0fs; stopping every exporter", self.lease_seconds)
+            async with self._lock:
+                for unit in list(self._running):
+                    await self._stop(unit)
+                self._held.clear()
+
+    async def _balance(self, wanted: dict[str, _Wanted], state: WorkState) -> None:
+        """Give up leases of units nobody wants, hand over those above the fair share, take free
+        ones up to it, and run an exporter for every unit held."""
+        units = {unit: want for want in wanted.values() for unit in want.units()}
+        for unit in sorted(self._held - units.keys() - self._handing_over.keys()):
+            await self._release(unit)
+        target = fair_share(len(units), state.workers, self.owner)
+        for unit in to_hand_over(self._held - self._handing_over.keys(), target):
+            self._handing_over[unit] = asyncio.create_task(self._hand_over(unit), name=f"hand over {unit}")
+        taken = {(lease.export_id, lease.shard) for lease in state.leases}
+        for unit in claim_order(units.keys() - taken):
+            if len(self._held) >= target:
+                break
+            if await self.store.claim_lease(*unit, self.owner, int(self.lease_seconds * 1000)):
+                self._held.add(unit)
+        for unit in sorted(self._held & units.keys() - self._handing_over.keys()):
+            if unit not in self._running:
+                await self._start(units[unit], unit[1])
+
+    async def _hand_over(self, unit: Unit, within: float = HAND_OVER_SECONDS) -> None:
+        """Stop the unit's exporter once its bulks in flight are decided (or ``within`` seconds
+        passed: then they are sent again by the next holder), and free its lease."""
+        running = self._running.get(unit)
+        if running is not None:
+            running.exporter.stop_gracefully()
+            await asyncio.wait([running.task], timeout=within)
+            await self._stop(unit)
+        await self._release(unit)
+        self._handing_over.pop(unit, None)
+
+    async def _release(self, unit: Unit) -> None:
+        await self._stop(unit)
+        self._held.discard(unit)
+        with contextlib.suppress(Exception):  # else it expires
+            await self.store.release_lease(*unit, self.owner)
+
+    # -- settings ----------------------------------------------------------------------------
+    async def _wanted(self) -> dict[str, _Wanted]:
+        zones = {z.object_id: z for z in await self.settings.all(ZONE_SCHEMA)}
+        wanted = {}
+        records = await self.settings.all(EXPORT_SCHEMA)
+        for record in records:
+            config = export_config(record.object_id, self.settings.plain_value(record))
+            if config.enabled:
+                zone = zones.get(config.management_zone) if config.management_zone else None
+                key = (record.version, zone.version if zone else None)
+                wanted[record.object_id] = _Wanted(config, zone, key)
+        self._present = {r.object_id for r in records}
+        return wanted
+
+    async def _follow_settings(self, wanted: dict[str, _Wanted]) -> None:
+        """Stop exporters whose export changed (restarted by ``_balance``), was paused or deleted."""
+        for unit, running in list(self._running.items()):
+            want = wanted.get(unit[0])
+            if want is None or want.key != running.key or running.task.done():
+                await self._stop(unit)
+
+    async def _forget_deleted(self) -> None:
+        for deleted in self._known - self._present:
+            await self.store.delete_cursor(deleted)
+        self._known = self._present
+
+    # -- one shard of one export ---------------------------------------------------------------
     def sender(self, config: ExportConfig, client: httpx.AsyncClient) -> Sender:
         return Sender(config, client, credentials_for(config.auth, client, config.tuning.timeoutSeconds))
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(verify=self._ssl, follow_redirects=False, trust_env=False)
 
-    async def _start(
-        self, config: ExportConfig, zone: SettingsRecord | None, key: tuple[object, ...]
-    ) -> None:
+    async def _start(self, want: _Wanted, shard: int) -> None:
+        config = want.config
         refusal = self._refusal(config)
         if refusal:
             log.error("export %s: not started: %s", config.export_id, refusal)
@@ -156,11 +276,14 @@ class ExportSupervisor:
             self.sender(config, client),
             self.notifier,
             self.metrics,
-            zone=zone_from_value(self.settings.plain_value(zone)) if zone else None,
+            Claim(config.export_id, shard, config.tuning.shards, self.owner),
+            zone=zone_from_value(self.settings.plain_value(want.zone)) if want.zone else None,
+            slots=self._slots,
         )
         start = await self.store.log_position()  # a new export starts from now; an old one from its cursor
-        task = asyncio.create_task(self._keep_running(exporter, start), name=f"export {config.export_id}")
-        self._running[config.export_id] = _Running(key, exporter, client, task)
+        name = f"export {config.export_id} shard {shard}"
+        task = asyncio.create_task(self._keep_running(exporter, start), name=name)
+        self._running[(config.export_id, shard)] = _Running(want.key, exporter, client, task)
 
     async def _keep_running(self, exporter: Exporter, start: int) -> None:
         failures = 0
@@ -170,6 +293,9 @@ class ExportSupervisor:
                 return
             except asyncio.CancelledError:
                 raise
+            except LeaseLost as exc:  # another worker has it now: not restarted here
+                log.warning("export %s: %s; its exporter stops", exporter.export_id, exc)
+                return
             except Exception as exc:
                 delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
                 failures += 1
@@ -178,13 +304,16 @@ class ExportSupervisor:
                     await self.store.record_error(exporter.export_id, f"exporter failed: {exc}", now_ms())
                 await asyncio.sleep(delay)
 
-    async def _stop(self, export_id: str) -> None:
-        running = self._running.pop(export_id)
+    async def _stop(self, unit: Unit) -> None:
+        running = self._running.pop(unit, None)
+        if running is None:
+            return
         running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running.task
         await running.client.aclose()
-        self.metrics.forget(export_id)
+        if not any(u[0] == unit[0] for u in self._running):
+            self.metrics.forget(unit[0])
 
     def _refusal(self, config: ExportConfig) -> str | None:
         """Defence in depth: settings validation already refuses these URLs."""
@@ -213,9 +342,11 @@ class ExportSupervisor:
         return results
 
     async def move(self, export_id: str, position: int) -> None:
-        """Move an export's cursor (its exporter restarts from there)."""
+        """Move an export's cursor. Its leases are revoked with it: its exporters, here or in
+        another worker, stop, and start again from there once a worker has taken the leases anew."""
         async with self._lock:
-            if export_id in self._running:
-                await self._stop(export_id)
+            for unit in [u for u in self._running if u[0] == export_id]:
+                await self._stop(unit)
             await self.store.move_cursor(export_id, position, now_ms())
+            self._held = {u for u in self._held if u[0] != export_id}
         self.poke()

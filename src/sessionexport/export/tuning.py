@@ -24,6 +24,9 @@ class ExportTuning(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     backoffMaxSeconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
     timeoutSeconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    # Parts the export's log is split in (seq % shards), each exported on its own, by whichever
+    # worker holds its lease: bulks of different shards go out in parallel, in no order among them.
+    shards: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
 
 
 KNOBS = tuple(ExportTuning.__struct_fields__)

@@ -212,7 +212,8 @@ EXPORT_SETTINGS: dict[str, Any] = {
                     "text",
                     "Custom configuration properties",
                     "JSON object of exporter tuning knobs: flushMaxSessions, flushMaxBytes, flushQuietSeconds,"
-                    " flushIntervalSeconds, retries, backoffSeconds, backoffMaxSeconds, timeoutSeconds, concurrency.",
+                    " flushIntervalSeconds, retries, backoffSeconds, backoffMaxSeconds, timeoutSeconds, concurrency,"
+                    " shards.",
                     nullable=True,
                     constraints=[
                         {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "custom-configuration"}

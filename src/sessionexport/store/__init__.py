@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sessionexport.store.base import Store, StoreError, TooManyObjects, VersionConflict
+from sessionexport.store.base import LeaseLost, Store, StoreError, TooManyObjects, VersionConflict
 
 DATABASE_FILE = "sessionexport.db"
 
@@ -31,4 +31,12 @@ def create_store(data_dir: Path, database_url: str | None = None) -> Store:
     )
 
 
-__all__ = ["DATABASE_FILE", "Store", "StoreError", "TooManyObjects", "VersionConflict", "create_store"]
+__all__ = [
+    "DATABASE_FILE",
+    "LeaseLost",
+    "Store",
+    "StoreError",
+    "TooManyObjects",
+    "VersionConflict",
+    "create_store",
+]

@@ -1,7 +1,15 @@
 """The storage interface. Every backend (SQLite embedded default, PostgreSQL) implements it.
 
 Methods are coroutines so that no backend can block the event loop; each call is one
-transaction. Times are epoch milliseconds, passed in by the caller so that rules stay testable.
+transaction. Times are epoch milliseconds, passed in by the caller so that rules stay testable,
+except lease expiry: that is judged by the database's clock, the one clock every process sharing
+the database agrees on.
+
+Work distribution: an export's log is split into ``shards`` (seq % shards), each with a cursor of
+its own and a lease; a worker exports a shard only while it holds its lease, and every cursor
+write of an exporter is conditional on that lease, checked in the same transaction (``Claim``):
+a worker that lost its lease (paused past its expiry, cut off) can no longer move the cursor,
+neither back nor forth, once another has taken over.
 """
 
 from __future__ import annotations
@@ -13,17 +21,21 @@ from sessionexport.store.records import (
     Alert,
     AppendResult,
     BulkDecision,
+    Claim,
     CompletedPart,
     Cursor,
     DeadLetter,
     EventsResult,
+    Lease,
     LogEntry,
+    LogRead,
     NewEvent,
     NewSession,
     OpenSession,
     SettingsRecord,
     StoredSession,
     TokenRecord,
+    WorkState,
 )
 
 
@@ -37,6 +49,11 @@ class VersionConflict(Exception):
 
 class TooManyObjects(Exception):
     """The schema already holds its maximum number of objects."""
+
+
+class LeaseLost(Exception):
+    """The caller no longer holds the lease it wrote under (expired, taken over, revoked), or the
+    export's cursor is split into other shards now: nothing was written."""
 
 
 class Store(Protocol):
@@ -63,8 +80,8 @@ class Store(Protocol):
     async def last_seq_before(self, received_before: int) -> int:
         """The highest seq of the sessions that joined the log before the given time (0: none)."""
 
-    async def count_between(self, after_seq: int, up_to_seq: int) -> int:
-        """Sessions with after_seq < seq <= up_to_seq."""
+    async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
+        """Sessions with after_seq < seq <= up_to_seq (of one shard: seq % shards == shard)."""
 
     # -- RUM events and open sessions --------------------------------------------------------
     async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
@@ -113,19 +130,31 @@ class Store(Protocol):
         """The seq just before the first session received at or after the given time (backfill)."""
 
     async def ensure_cursor(self, export_id: str, position: int, now: int) -> Cursor:
-        """The export's cursor, created at ``position`` when it has none yet."""
+        """The export's cursor, created (one shard) at ``position`` when it has none yet."""
 
-    async def get_cursor(self, export_id: str) -> Cursor | None: ...
+    async def get_cursor(self, export_id: str) -> Cursor | None:
+        """The export's cursor: its slowest shard's position, its shards' counts summed."""
 
-    async def list_cursors(self) -> list[Cursor]: ...
+    async def list_cursors(self) -> list[Cursor]:
+        """Every shard's cursor, by export then shard."""
 
     async def move_cursor(self, export_id: str, position: int, now: int) -> None:
-        """Set the cursor anywhere (backfill, replay from a point, skip ahead), creating it if needed."""
+        """Set every shard of the cursor anywhere (backfill, replay from a point, skip ahead),
+        creating it if needed, and revoke the export's leases: whoever exports it stops, and the
+        next holder starts from there."""
 
-    async def delete_cursor(self, export_id: str) -> None: ...
+    async def advance_cursor(self, export_id: str, position: int, now: int) -> None:
+        """Move every shard of the cursor forward to ``position`` at least, never back."""
+
+    async def delete_cursor(self, export_id: str) -> None:
+        """Forget the export's cursor and leases."""
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` sessions after ``after_seq``, in seq order."""
+
+    async def read_shard(self, after_seq: int, limit: int, shard: int, shards: int) -> LogRead:
+        """Up to ``limit`` sessions of one shard after ``after_seq``, in seq order, and how far
+        they cover the log."""
 
     async def recent_log(
         self, received_since: int, limit: int, before_seq: int | None = None
@@ -135,15 +164,40 @@ class Store(Protocol):
     async def backlog(self, after_seq: int) -> tuple[int, int | None]:
         """(sessions after ``after_seq``, received_at of the first of them or None)."""
 
-    async def record_bulk(self, export_id: str, position: int, decision: BulkDecision, now: int) -> list[int]:
-        """A bulk was decided: keep its dead letters, count its sessions, move the cursor, all in one
-        transaction; return the dead letters' ids."""
+    async def start_shard(self, claim: Claim, position: int, now: int) -> int:
+        """Where the claimed shard starts: its cursor's position. The export's cursor is created
+        at ``position`` (in ``claim.shards`` shards) when it has none; when it is split in another
+        number of shards, it is split anew, every shard starting where the slowest one was (some
+        sessions are sent again, none is passed over). LeaseLost without the lease."""
 
-    async def record_skip(self, export_id: str, position: int, now: int) -> None:
-        """Sessions up to ``position`` were filtered out: move the cursor only."""
+    async def record_bulk(self, claim: Claim, position: int, decision: BulkDecision, now: int) -> list[int]:
+        """A bulk was decided: keep its dead letters, count its sessions, move the shard's cursor,
+        all in one transaction, under the claim's lease (else LeaseLost, and nothing written);
+        return the dead letters' ids."""
+
+    async def record_skip(self, claim: Claim, position: int, now: int) -> None:
+        """Sessions up to ``position`` were filtered out: move the shard's cursor only (under the lease)."""
 
     async def record_error(self, export_id: str, message: str, now: int) -> None:
         """Note a failed attempt (the cursor stays)."""
+
+    # -- work distribution: workers and leases (expiry by the database's clock) ------------------
+    async def heartbeat(self, owner: str, lease_ms: int) -> WorkState:
+        """In one transaction: note ``owner`` alive and extend every lease it still holds for
+        ``lease_ms`` (an expired lease is lost, not renewed); the live workers and leases then."""
+
+    async def claim_lease(self, export_id: str, shard: int, owner: str, lease_ms: int) -> bool:
+        """Take a shard's lease for ``lease_ms`` if nobody holds it, it expired, or ``owner`` has
+        it already (one atomic statement); False when another live worker holds it."""
+
+    async def release_lease(self, export_id: str, shard: int, owner: str) -> None:
+        """Give up a lease (only ``owner``'s): another worker may take it at once."""
+
+    async def retire_worker(self, owner: str) -> None:
+        """A worker stops: forget it and release its leases."""
+
+    async def list_leases(self) -> list[Lease]:
+        """The live leases, by export then shard."""
 
     # -- dead letters ------------------------------------------------------------------------
     async def list_dead_letters(

@@ -16,7 +16,14 @@ several processes write at once (SQLite has one writer thread, PostgreSQL has ma
   draws its seqs under a transaction-scoped advisory lock taken right before its INSERT, held
   until its commit (see ``append_in_transaction``). Appends take turns for that last statement only.
 
-``TooManyObjects`` and ``VersionConflict`` pass through untranslated (their transaction rolled back).
+- Leases: see ``base`` for the model. A cursor write locks its lease row (``FOR SHARE``) and
+  checks owner and expiry in the transaction that writes; a takeover updates that row, so the two
+  take turns: a stale worker's write either commits before the takeover or is refused after it.
+  Statements that lock several lease rows lock them in key order, and lease rows before cursor
+  rows, so that they never wait for each other crosswise.
+
+``TooManyObjects``, ``VersionConflict`` and ``LeaseLost`` pass through untranslated (their
+transaction rolled back).
 """
 
 from __future__ import annotations
@@ -27,17 +34,21 @@ from typing import Any
 
 import orjson
 
-from sessionexport.store.base import TooManyObjects, VersionConflict
+from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict
+from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.postgresql_database import Connection, PostgresDatabase
 from sessionexport.store.records import (
     Alert,
     AppendResult,
     BulkDecision,
+    Claim,
     CompletedPart,
     Cursor,
     DeadLetter,
     EventsResult,
+    Lease,
     LogEntry,
+    LogRead,
     NewDeadLetter,
     NewEvent,
     NewSession,
@@ -45,12 +56,14 @@ from sessionexport.store.records import (
     SettingsRecord,
     StoredSession,
     TokenRecord,
+    WorkState,
 )
 
 # Advisory lock keys: any constants work as long as nothing else sharing the database uses them.
 MIGRATION_LOCK = 0x5358_534D  # "SXSM" (the receiver's store uses "SXRM")
 SETTINGS_LOCK = 0x5358_534F  # "SXSO"; the second key is the hash of the settings schema id
 APPEND_LOCK = 0x5358_5341  # "SXSA": held from drawing seqs to the commit of an append
+CURSOR_LOCK = 0x5358_5343  # "SXSC"; the second key is the hash of the export id: splitting its cursor
 MAX_CONNECTIONS = 8
 Params = Sequence[Any] | dict[str, Any]
 
@@ -61,7 +74,10 @@ _LOG_ENTRY = (
     "seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type, country,"
     " applications, body"
 )
-_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered, failed, retried"
+_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered, failed, retried, shard, shards"
+_LEASE_ROW = "export_id, shard, owner, expires_at"
+# The database's clock, epoch ms: lease expiry is judged by it, so that workers on several hosts agree.
+_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 _DEAD_LETTER_ROW = (
     "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
     " replayed_at"
@@ -176,16 +192,62 @@ _BACKLOG = """
 SELECT count(*), (SELECT received_at FROM sessions WHERE seq > %(after)s ORDER BY seq LIMIT 1)
   FROM sessions WHERE seq > %(after)s
 """
+_SHARD_CURSORS = f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = %s ORDER BY shard"
+_INSERT_CURSOR = f"INSERT INTO export_cursors ({_CURSOR_ROW}, updated_at) VALUES ({', '.join(['%s'] * 11)})"
 _MOVE_CURSOR = """
-INSERT INTO export_cursors (export_id, position, updated_at) VALUES (%s, %s, %s)
-    ON CONFLICT (export_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+INSERT INTO export_cursors (export_id, position, updated_at) VALUES (%(export_id)s, %(position)s, %(now)s)
+    ON CONFLICT (export_id, shard) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+"""
+_MOVE_OTHER_SHARDS = """
+UPDATE export_cursors SET position = %(position)s, updated_at = %(now)s WHERE export_id = %(export_id)s AND shard <> 0
+"""
+# The lease row is locked (FOR SHARE) until the cursor write commits: a takeover (which updates
+# that row) waits for the write, or the write sees the new owner and is refused; never both.
+_HOLD_LEASE = f"""
+SELECT 1 FROM export_leases
+ WHERE export_id = %s AND shard = %s AND owner = %s AND expires_at > {_NOW}
+   FOR SHARE
 """
 _COUNT_BULK = """
 UPDATE export_cursors
    SET position = greatest(position, %(position)s), delivered = delivered + %(delivered)s,
        failed = failed + %(failed)s, retried = retried + %(retried)s, updated_at = %(now)s,
        last_success_at = CASE WHEN %(delivered)s > 0 THEN %(now)s ELSE last_success_at END
- WHERE export_id = %(export_id)s
+ WHERE export_id = %(export_id)s AND shard = %(shard)s AND shards = %(shards)s
+"""
+_SKIP = """
+UPDATE export_cursors SET position = greatest(position, %(position)s), updated_at = %(now)s
+ WHERE export_id = %(export_id)s AND shard = %(shard)s AND shards = %(shards)s
+"""
+_READ_LOG = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s ORDER BY seq LIMIT %s"
+_READ_SHARD = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s AND seq %% %s = %s ORDER BY seq LIMIT %s"
+
+# -- leases (see base.Store) --
+_NOTE_WORKER = f"""
+INSERT INTO export_workers (owner, expires_at) VALUES (%(owner)s, {_NOW} + %(ms)s)
+    ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at
+"""
+# Rows are locked in key order, as every statement that locks several lease rows does.
+_RENEW_LEASES = f"""
+UPDATE export_leases SET expires_at = {_NOW} + %(ms)s
+ WHERE (export_id, shard) IN (SELECT export_id, shard FROM export_leases
+                               WHERE owner = %(owner)s AND expires_at > {_NOW}
+                               ORDER BY export_id, shard FOR UPDATE)
+"""
+_LIVE_WORKERS = f'SELECT owner FROM export_workers WHERE expires_at > {_NOW} ORDER BY owner COLLATE "C"'
+_LIVE_LEASES = (
+    f'SELECT {_LEASE_ROW} FROM export_leases WHERE expires_at > {_NOW} ORDER BY export_id COLLATE "C", shard'
+)
+_CLAIM_LEASE = f"""
+INSERT INTO export_leases AS l (export_id, shard, owner, expires_at)
+VALUES (%(export_id)s, %(shard)s, %(owner)s, {_NOW} + %(ms)s)
+    ON CONFLICT (export_id, shard) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+ WHERE l.owner = excluded.owner OR l.expires_at <= {_NOW}
+"""
+_REVOKE_LEASES = """
+DELETE FROM export_leases
+ WHERE (export_id, shard) IN (SELECT export_id, shard FROM export_leases WHERE export_id = %s
+                               ORDER BY shard FOR UPDATE)
 """
 _INSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (export_id, created_at, first_seq, last_seq, session_count, sessions, content_type,
@@ -260,9 +322,9 @@ class PostgresStore:
         query = "SELECT coalesce(max(seq), 0) FROM sessions WHERE received_at < %s"
         return int(await self._value(query, (received_before,)))
 
-    async def count_between(self, after_seq: int, up_to_seq: int) -> int:
-        query = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s"
-        return int(await self._value(query, (after_seq, up_to_seq)))
+    async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
+        query = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s AND seq %% %s = %s"
+        return int(await self._value(query, (after_seq, up_to_seq, shards, shard)))
 
     # -- RUM events and open sessions --------------------------------------------------------
     async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
@@ -403,31 +465,52 @@ class PostgresStore:
         async with self._transaction() as conn:
             await conn.execute(
                 "INSERT INTO export_cursors (export_id, position, updated_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (export_id) DO NOTHING",
+                " ON CONFLICT (export_id, shard) DO NOTHING",
                 (export_id, position, now),
             )
-            cursor = await _cursor(conn, export_id)
-        assert cursor is not None  # just made sure it exists; cursors are deleted with their export only
-        return cursor
+            shards = await _shard_cursors(conn, export_id)
+        return combined(shards)
 
     async def get_cursor(self, export_id: str) -> Cursor | None:
         async with self._connection() as conn:
-            return await _cursor(conn, export_id)
+            shards = await _shard_cursors(conn, export_id)
+        return combined(shards) if shards else None
 
     async def list_cursors(self) -> list[Cursor]:
-        query = f'SELECT {_CURSOR_ROW} FROM export_cursors ORDER BY export_id COLLATE "C"'
+        query = f'SELECT {_CURSOR_ROW} FROM export_cursors ORDER BY export_id COLLATE "C", shard'
         return [Cursor(*row) for row in await self._rows(query)]
 
     async def move_cursor(self, export_id: str, position: int, now: int) -> None:
-        await self._execute(_MOVE_CURSOR, (export_id, position, now))
+        params = {"export_id": export_id, "position": position, "now": now}
+        async with self._transaction() as conn:
+            await conn.execute(_REVOKE_LEASES, (export_id,))  # leases first: the order every writer locks in
+            await conn.execute(_MOVE_CURSOR, params)
+            await conn.execute(_MOVE_OTHER_SHARDS, params)
+
+    async def advance_cursor(self, export_id: str, position: int, now: int) -> None:
+        await self._execute(
+            "UPDATE export_cursors SET position = %s, updated_at = %s WHERE export_id = %s AND position < %s",
+            (position, now, export_id, position),
+        )
 
     async def delete_cursor(self, export_id: str) -> None:
-        await self._execute("DELETE FROM export_cursors WHERE export_id = %s", (export_id,))
+        async with self._transaction() as conn:
+            await conn.execute(_REVOKE_LEASES, (export_id,))
+            await conn.execute("DELETE FROM export_cursors WHERE export_id = %s", (export_id,))
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         # Safe to pass every seq seen: appends commit in seq order (see append_in_transaction).
-        query = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s ORDER BY seq LIMIT %s"
-        return [_log_entry(row) for row in await self._rows(query, (after_seq, limit))]
+        return [_log_entry(row) for row in await self._rows(_READ_LOG, (after_seq, limit))]
+
+    async def read_shard(self, after_seq: int, limit: int, shard: int, shards: int) -> LogRead:
+        async with self._connection() as conn:
+            log_end = await _log_end(conn)  # first: see cursors.covered
+            if shards == 1:  # the plain index range
+                cursor = await conn.execute(_READ_LOG, (after_seq, limit))
+            else:
+                cursor = await conn.execute(_READ_SHARD, (after_seq, shards, shard, limit))
+            entries = [_log_entry(row) for row in await cursor.fetchall()]
+        return LogRead(entries, covered(after_seq, [e.seq for e in entries], limit, log_end))
 
     async def recent_log(
         self, received_since: int, limit: int, before_seq: int | None = None
@@ -443,33 +526,43 @@ class PostgresStore:
         count, first = await self._row(_BACKLOG, {"after": after_seq})
         return int(count), (int(first) if first is not None else None)
 
-    async def record_bulk(self, export_id: str, position: int, decision: BulkDecision, now: int) -> list[int]:
+    async def start_shard(self, claim: Claim, position: int, now: int) -> int:
         async with self._transaction() as conn:
-            ids = [await _insert_dead_letter(conn, letter) for letter in decision.letters]
+            await _hold_lease(conn, claim)
+            # Exporters of several shards may start at once: one of them splits the cursor.
             await conn.execute(
-                _COUNT_BULK,
-                {
-                    "export_id": export_id,
-                    "position": position,
-                    "delivered": decision.delivered,
-                    "failed": decision.failed,
-                    "retried": decision.retried,
-                    "now": now,
-                },
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (CURSOR_LOCK, claim.export_id)
             )
+            shards = await _shard_cursors(conn, claim.export_id)
+            if not split_as(shards, claim.shards):
+                await conn.execute("DELETE FROM export_cursors WHERE export_id = %s", (claim.export_id,))
+                shards = split(claim.export_id, shards, claim.shards, position)
+                for row in shards:
+                    await conn.execute(_INSERT_CURSOR, (*_cursor_values(row), now))
+            return shards[claim.shard].position
+
+    async def record_bulk(self, claim: Claim, position: int, decision: BulkDecision, now: int) -> list[int]:
+        async with self._transaction() as conn:
+            await _hold_lease(conn, claim)
+            ids = [await _insert_dead_letter(conn, letter) for letter in decision.letters]
+            counts = {"delivered": decision.delivered, "failed": decision.failed, "retried": decision.retried}
+            written = await conn.execute(_COUNT_BULK, _claim_params(claim, position, now) | counts)
+            if written.rowcount != 1:
+                raise LeaseLost(f"{claim.export_id}: its cursor is no longer split in {claim.shards}")
             if decision.letters:
                 await conn.execute(
-                    "UPDATE export_cursors SET last_error_at = %s, last_error = %s WHERE export_id = %s",
-                    (now, decision.letters[-1].reason, export_id),
+                    "UPDATE export_cursors SET last_error_at = %s, last_error = %s"
+                    " WHERE export_id = %s AND shard = %s",
+                    (now, decision.letters[-1].reason, claim.export_id, claim.shard),
                 )
             return ids
 
-    async def record_skip(self, export_id: str, position: int, now: int) -> None:
-        await self._execute(
-            "UPDATE export_cursors SET position = greatest(position, %s), updated_at = %s"
-            " WHERE export_id = %s",
-            (position, now, export_id),
-        )
+    async def record_skip(self, claim: Claim, position: int, now: int) -> None:
+        async with self._transaction() as conn:
+            await _hold_lease(conn, claim)
+            written = await conn.execute(_SKIP, _claim_params(claim, position, now))
+            if written.rowcount != 1:
+                raise LeaseLost(f"{claim.export_id}: its cursor is no longer split in {claim.shards}")
 
     async def record_error(self, export_id: str, message: str, now: int) -> None:
         await self._execute(
@@ -477,6 +570,39 @@ class PostgresStore:
             " WHERE export_id = %s",
             (now, message, now, export_id),
         )
+
+    # -- work distribution -------------------------------------------------------------------
+    async def heartbeat(self, owner: str, lease_ms: int) -> WorkState:
+        params = {"owner": owner, "ms": lease_ms}
+        async with self._transaction() as conn:
+            await conn.execute(_NOTE_WORKER, params)
+            await conn.execute(_RENEW_LEASES, params)
+            await conn.execute(f"DELETE FROM export_workers WHERE expires_at <= {_NOW}")
+            workers = await (await conn.execute(_LIVE_WORKERS)).fetchall()
+            leases = await (await conn.execute(_LIVE_LEASES)).fetchall()
+        return WorkState(tuple(w for (w,) in workers), tuple(Lease(*row) for row in leases))
+
+    async def claim_lease(self, export_id: str, shard: int, owner: str, lease_ms: int) -> bool:
+        params = {"export_id": export_id, "shard": shard, "owner": owner, "ms": lease_ms}
+        return await self._execute(_CLAIM_LEASE, params) == 1
+
+    async def release_lease(self, export_id: str, shard: int, owner: str) -> None:
+        await self._execute(
+            "DELETE FROM export_leases WHERE export_id = %s AND shard = %s AND owner = %s",
+            (export_id, shard, owner),
+        )
+
+    async def retire_worker(self, owner: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "DELETE FROM export_leases WHERE (export_id, shard) IN (SELECT export_id, shard"
+                " FROM export_leases WHERE owner = %s ORDER BY export_id, shard FOR UPDATE)",
+                (owner,),
+            )
+            await conn.execute("DELETE FROM export_workers WHERE owner = %s", (owner,))
+
+    async def list_leases(self) -> list[Lease]:
+        return [Lease(*row) for row in await self._rows(_LIVE_LEASES)]
 
     # -- dead letters ------------------------------------------------------------------------
     async def list_dead_letters(
@@ -613,12 +739,48 @@ async def _count_settings(conn: Connection, schema_id: str) -> int:
     return int(row[0])
 
 
-async def _cursor(conn: Connection, export_id: str) -> Cursor | None:
-    cursor = await conn.execute(
-        f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = %s", (export_id,)
+async def _shard_cursors(conn: Connection, export_id: str) -> list[Cursor]:
+    cursor = await conn.execute(_SHARD_CURSORS, (export_id,))
+    return [Cursor(*row) for row in await cursor.fetchall()]
+
+
+def _cursor_values(c: Cursor) -> tuple[Any, ...]:
+    return (
+        c.export_id,
+        c.position,
+        c.last_success_at,
+        c.last_error_at,
+        c.last_error,
+        c.delivered,
+        c.failed,
+        c.retried,
+        c.shard,
+        c.shards,
     )
+
+
+async def _hold_lease(conn: Connection, claim: Claim) -> None:
+    """Lock the claim's lease row until the transaction ends, or raise LeaseLost."""
+    cursor = await conn.execute(_HOLD_LEASE, (claim.export_id, claim.shard, claim.owner))
+    if await cursor.fetchone() is None:
+        raise LeaseLost(f"{claim.export_id} shard {claim.shard}: {claim.owner} no longer holds its lease")
+
+
+def _claim_params(claim: Claim, position: int, now: int) -> dict[str, Any]:
+    return {
+        "export_id": claim.export_id,
+        "shard": claim.shard,
+        "shards": claim.shards,
+        "position": position,
+        "now": now,
+    }
+
+
+async def _log_end(conn: Connection) -> int:
+    cursor = await conn.execute("SELECT coalesce(max(seq), 0) FROM sessions")
     row = await cursor.fetchone()
-    return Cursor(*row) if row else None
+    assert row is not None  # an aggregate always yields one row
+    return int(row[0])
 
 
 async def _insert_dead_letter(conn: Connection, letter: NewDeadLetter) -> int:

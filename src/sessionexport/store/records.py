@@ -83,6 +83,9 @@ class LogEntry:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
+    """One shard's cursor, or (``get_cursor``) an export's: its slowest shard's position, its
+    shards' counts summed, the latest success and error of any."""
+
     export_id: str
     position: int
     last_success_at: int | None = None
@@ -91,6 +94,46 @@ class Cursor:
     delivered: int = 0
     failed: int = 0  # sessions dead-lettered
     retried: int = 0  # Elasticsearch items sent again after a 429 / 5xx
+    shard: int = 0
+    shards: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What an exporter works on and in whose name: shard ``shard`` of ``shards`` of an export
+    (the sessions whose seq % shards == shard), under ``owner``'s lease."""
+
+    export_id: str
+    shard: int
+    shards: int
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who exports a shard of an export, until when (epoch ms by the database's clock)."""
+
+    export_id: str
+    shard: int
+    owner: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkState:
+    """What a heartbeat sees: the live workers (sorted) and every live lease."""
+
+    workers: tuple[str, ...]
+    leases: tuple[Lease, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRead:
+    """Sessions of one shard after a position, in seq order, and how far they cover the log:
+    every session of the shard with a seq up to ``end`` is among them (or before the position)."""
+
+    entries: list[LogEntry]
+    end: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,9 @@
 
 Threads, durability and throughput settings are ``sqlite_engine``'s: one writer thread, a pool
 of readers, WAL with ``synchronous=FULL``; an ingest is acknowledged only after its commit.
+
+Leases (see ``base``) use the same statements as on PostgreSQL; the one writer makes checking a
+lease and writing under it one step by itself, and commits seqs in seq order.
 """
 
 from __future__ import annotations
@@ -14,16 +17,20 @@ from typing import Any, TypeVar
 
 import orjson
 
-from sessionexport.store.base import TooManyObjects, VersionConflict
+from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict
+from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.records import (
     Alert,
     AppendResult,
     BulkDecision,
+    Claim,
     CompletedPart,
     Cursor,
     DeadLetter,
     EventsResult,
+    Lease,
     LogEntry,
+    LogRead,
     NewDeadLetter,
     NewEvent,
     NewSession,
@@ -31,6 +38,7 @@ from sessionexport.store.records import (
     SettingsRecord,
     StoredSession,
     TokenRecord,
+    WorkState,
 )
 from sessionexport.store.sqlite_engine import SQLiteEngine
 
@@ -91,11 +99,12 @@ class SQLiteStore:
             )
         )
 
-    async def count_between(self, after_seq: int, up_to_seq: int) -> int:
+    async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
         return await self._read(
             lambda c: int(
                 c.execute(
-                    "SELECT count(*) FROM sessions WHERE seq > ? AND seq <= ?", (after_seq, up_to_seq)
+                    "SELECT count(*) FROM sessions WHERE seq > ? AND seq <= ? AND seq % ? = ?",
+                    (after_seq, up_to_seq, shards, shard),
                 ).fetchone()[0]
             )
         )
@@ -347,43 +356,74 @@ class SQLiteStore:
         def upsert(conn: sqlite3.Connection) -> Cursor:
             conn.execute(
                 "INSERT INTO export_cursors (export_id, position, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (export_id) DO NOTHING",
+                " ON CONFLICT (export_id, shard) DO NOTHING",
                 (export_id, position, now),
             )
-            return _cursor(conn, export_id)  # type: ignore[return-value]
+            return combined(_shard_cursors(conn, export_id))
 
         return await self._write(upsert)
 
     async def get_cursor(self, export_id: str) -> Cursor | None:
-        return await self._read(lambda conn: _cursor(conn, export_id))
+        shards = await self._read(lambda conn: _shard_cursors(conn, export_id))
+        return combined(shards) if shards else None
 
     async def list_cursors(self) -> list[Cursor]:
         return await self._read(
             lambda c: [
-                Cursor(*row) for row in c.execute(f"SELECT {_CURSOR_ROW} FROM export_cursors").fetchall()
+                Cursor(*row)
+                for row in c.execute(f"SELECT {_CURSOR_ROW} FROM export_cursors ORDER BY export_id, shard")
             ]
         )
 
     async def move_cursor(self, export_id: str, position: int, now: int) -> None:
+        def move(conn: sqlite3.Connection) -> None:
+            params = {"export_id": export_id, "position": position, "now": now}
+            conn.execute("DELETE FROM export_leases WHERE export_id = ?", (export_id,))
+            conn.execute(
+                "INSERT INTO export_cursors (export_id, position, updated_at) VALUES (:export_id, :position, :now)"
+                " ON CONFLICT (export_id, shard) DO UPDATE SET position = excluded.position,"
+                " updated_at = excluded.updated_at",
+                params,
+            )
+            conn.execute(
+                "UPDATE export_cursors SET position = :position, updated_at = :now"
+                " WHERE export_id = :export_id AND shard <> 0",
+                params,
+            )
+
+        await self._write(move)
+
+    async def advance_cursor(self, export_id: str, position: int, now: int) -> None:
         await self._write(
             lambda c: c.execute(
-                "INSERT INTO export_cursors (export_id, position, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (export_id) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                (export_id, position, now),
+                "UPDATE export_cursors SET position = ?, updated_at = ? WHERE export_id = ? AND position < ?",
+                (position, now, export_id, position),
             )
         )
 
     async def delete_cursor(self, export_id: str) -> None:
-        await self._write(lambda c: c.execute("DELETE FROM export_cursors WHERE export_id = ?", (export_id,)))
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM export_leases WHERE export_id = ?", (export_id,))
+            conn.execute("DELETE FROM export_cursors WHERE export_id = ?", (export_id,))
+
+        await self._write(delete)
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         def select(conn: sqlite3.Connection) -> list[LogEntry]:
-            rows = conn.execute(
-                "SELECT seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type,"
-                " country, applications, body FROM sessions WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
+            rows = conn.execute(_READ_LOG, (after_seq, limit)).fetchall()
             return [_log_entry(row) for row in rows]
+
+        return await self._read(select)
+
+    async def read_shard(self, after_seq: int, limit: int, shard: int, shards: int) -> LogRead:
+        def select(conn: sqlite3.Connection) -> LogRead:
+            log_end = int(conn.execute("SELECT coalesce(max(seq), 0) FROM sessions").fetchone()[0])
+            if shards == 1:  # the plain index range
+                rows = conn.execute(_READ_LOG, (after_seq, limit)).fetchall()
+            else:
+                rows = conn.execute(_READ_SHARD, (after_seq, shards, shard, limit)).fetchall()
+            entries = [_log_entry(row) for row in rows]
+            return LogRead(entries, covered(after_seq, [e.seq for e in entries], limit, log_end))
 
         return await self._read(select)
 
@@ -411,36 +451,35 @@ class SQLiteStore:
 
         return await self._read(select)
 
-    async def record_skip(self, export_id: str, position: int, now: int) -> None:
-        await self._write(
-            lambda c: c.execute(
-                "UPDATE export_cursors SET position = max(position, ?), updated_at = ? WHERE export_id = ?",
-                (position, now, export_id),
-            )
-        )
+    async def start_shard(self, claim: Claim, position: int, now: int) -> int:
+        def start(conn: sqlite3.Connection) -> int:
+            _hold_lease(conn, claim)
+            shards = _shard_cursors(conn, claim.export_id)
+            if not split_as(shards, claim.shards):
+                conn.execute("DELETE FROM export_cursors WHERE export_id = ?", (claim.export_id,))
+                shards = split(claim.export_id, shards, claim.shards, position)
+                conn.executemany(_INSERT_CURSOR, [(*_cursor_values(c), now) for c in shards])
+            return shards[claim.shard].position
 
-    async def record_bulk(self, export_id: str, position: int, decision: BulkDecision, now: int) -> list[int]:
+        return await self._write(start)
+
+    async def record_skip(self, claim: Claim, position: int, now: int) -> None:
+        def skip(conn: sqlite3.Connection) -> None:
+            _hold_lease(conn, claim)
+            _write_shard(conn, _SKIP, _claim_params(claim, position, now))
+
+        await self._write(skip)
+
+    async def record_bulk(self, claim: Claim, position: int, decision: BulkDecision, now: int) -> list[int]:
         def record(conn: sqlite3.Connection) -> list[int]:
+            _hold_lease(conn, claim)
             ids = [_insert_dead_letter(conn, letter) for letter in decision.letters]
-            conn.execute(
-                "UPDATE export_cursors SET position = max(position, ?), delivered = delivered + ?,"
-                " failed = failed + ?, retried = retried + ?, updated_at = ?,"
-                " last_success_at = CASE WHEN ? > 0 THEN ? ELSE last_success_at END WHERE export_id = ?",
-                (
-                    position,
-                    decision.delivered,
-                    decision.failed,
-                    decision.retried,
-                    now,
-                    decision.delivered,
-                    now,
-                    export_id,
-                ),
-            )
+            counts = {"delivered": decision.delivered, "failed": decision.failed, "retried": decision.retried}
+            _write_shard(conn, _COUNT_BULK, _claim_params(claim, position, now) | counts)
             if decision.letters:
                 conn.execute(
-                    "UPDATE export_cursors SET last_error_at = ?, last_error = ? WHERE export_id = ?",
-                    (now, decision.letters[-1].reason, export_id),
+                    "UPDATE export_cursors SET last_error_at = ?, last_error = ? WHERE export_id = ? AND shard = ?",
+                    (now, decision.letters[-1].reason, claim.export_id, claim.shard),
                 )
             return ids
 
@@ -453,6 +492,58 @@ class SQLiteStore:
                 (now, message, now, export_id),
             )
         )
+
+    # -- work distribution (one writer here: the statements are PostgreSQL's, minus row locks) ---
+    async def heartbeat(self, owner: str, lease_ms: int) -> WorkState:
+        def beat(conn: sqlite3.Connection) -> WorkState:
+            params = {"owner": owner, "ms": lease_ms}
+            conn.execute(
+                f"INSERT INTO export_workers (owner, expires_at) VALUES (:owner, {_NOW} + :ms)"
+                " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at",
+                params,
+            )
+            conn.execute(
+                f"UPDATE export_leases SET expires_at = {_NOW} + :ms WHERE owner = :owner AND expires_at > {_NOW}",
+                params,
+            )
+            conn.execute(f"DELETE FROM export_workers WHERE expires_at <= {_NOW}")
+            workers = conn.execute(
+                f"SELECT owner FROM export_workers WHERE expires_at > {_NOW} ORDER BY owner"
+            )
+            return WorkState(tuple(w for (w,) in workers), tuple(_live_leases(conn)))
+
+        return await self._write(beat)
+
+    async def claim_lease(self, export_id: str, shard: int, owner: str, lease_ms: int) -> bool:
+        def claim(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                f"INSERT INTO export_leases AS l (export_id, shard, owner, expires_at)"
+                f" VALUES (:export_id, :shard, :owner, {_NOW} + :ms)"
+                " ON CONFLICT (export_id, shard) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at"
+                f" WHERE l.owner = excluded.owner OR l.expires_at <= {_NOW}",
+                {"export_id": export_id, "shard": shard, "owner": owner, "ms": lease_ms},
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(claim)
+
+    async def release_lease(self, export_id: str, shard: int, owner: str) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "DELETE FROM export_leases WHERE export_id = ? AND shard = ? AND owner = ?",
+                (export_id, shard, owner),
+            )
+        )
+
+    async def retire_worker(self, owner: str) -> None:
+        def retire(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM export_leases WHERE owner = ?", (owner,))
+            conn.execute("DELETE FROM export_workers WHERE owner = ?", (owner,))
+
+        await self._write(retire)
+
+    async def list_leases(self) -> list[Lease]:
+        return await self._read(_live_leases)
 
     # -- dead letters ------------------------------------------------------------------------
     async def list_dead_letters(
@@ -546,7 +637,27 @@ class SQLiteStore:
         return await self._read(select)
 
 
-_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered, failed, retried"
+_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered, failed, retried, shard, shards"
+_INSERT_CURSOR = f"INSERT INTO export_cursors ({_CURSOR_ROW}, updated_at) VALUES ({', '.join(['?'] * 11)})"
+_LOG_ENTRY = (
+    "seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type, country,"
+    " applications, body"
+)
+_READ_LOG = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > ? ORDER BY seq LIMIT ?"
+_READ_SHARD = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > ? AND seq % ? = ? ORDER BY seq LIMIT ?"
+_COUNT_BULK = (
+    "UPDATE export_cursors SET position = max(position, :position), delivered = delivered + :delivered,"
+    " failed = failed + :failed, retried = retried + :retried, updated_at = :now,"
+    " last_success_at = CASE WHEN :delivered > 0 THEN :now ELSE last_success_at END"
+    " WHERE export_id = :export_id AND shard = :shard AND shards = :shards"
+)
+_SKIP = (
+    "UPDATE export_cursors SET position = max(position, :position), updated_at = :now"
+    " WHERE export_id = :export_id AND shard = :shard AND shards = :shards"
+)
+# The database's clock, epoch ms (see base: lease expiry is judged by it).
+_NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+_LEASE_ROW = "export_id, shard, owner, expires_at"
 _DEAD_LETTER_ROW = (
     "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
     " replayed_at"
@@ -639,11 +750,57 @@ def _insert_dead_letter(conn: sqlite3.Connection, letter: NewDeadLetter) -> int:
     return int(cursor.lastrowid or 0)
 
 
-def _cursor(conn: sqlite3.Connection, export_id: str) -> Cursor | None:
-    row = conn.execute(
-        f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = ?", (export_id,)
+def _shard_cursors(conn: sqlite3.Connection, export_id: str) -> list[Cursor]:
+    rows = conn.execute(
+        f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = ? ORDER BY shard", (export_id,)
+    )
+    return [Cursor(*row) for row in rows]
+
+
+def _cursor_values(c: Cursor) -> tuple[Any, ...]:
+    return (
+        c.export_id,
+        c.position,
+        c.last_success_at,
+        c.last_error_at,
+        c.last_error,
+        c.delivered,
+        c.failed,
+        c.retried,
+        c.shard,
+        c.shards,
+    )
+
+
+def _hold_lease(conn: sqlite3.Connection, claim: Claim) -> None:
+    held = conn.execute(
+        f"SELECT 1 FROM export_leases WHERE export_id = ? AND shard = ? AND owner = ? AND expires_at > {_NOW}",
+        (claim.export_id, claim.shard, claim.owner),
     ).fetchone()
-    return Cursor(*row) if row else None
+    if held is None:
+        raise LeaseLost(f"{claim.export_id} shard {claim.shard}: {claim.owner} no longer holds its lease")
+
+
+def _write_shard(conn: sqlite3.Connection, statement: str, params: dict[str, Any]) -> None:
+    if conn.execute(statement, params).rowcount != 1:
+        raise LeaseLost(f"{params['export_id']}: its cursor is no longer split in {params['shards']}")
+
+
+def _claim_params(claim: Claim, position: int, now: int) -> dict[str, Any]:
+    return {
+        "export_id": claim.export_id,
+        "shard": claim.shard,
+        "shards": claim.shards,
+        "position": position,
+        "now": now,
+    }
+
+
+def _live_leases(conn: sqlite3.Connection) -> list[Lease]:
+    rows = conn.execute(
+        f"SELECT {_LEASE_ROW} FROM export_leases WHERE expires_at > {_NOW} ORDER BY export_id, shard"
+    )
+    return [Lease(*row) for row in rows]
 
 
 def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:

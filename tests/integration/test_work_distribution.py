@@ -1,0 +1,147 @@
+"""Several exporting workers on one PostgreSQL database (each with a store of its own, as separate
+processes have): every shard of an export is exported by one of them at a time, the shards spread
+evenly, a worker that stops hands its shards over, and one that lost a lease stops exporting at
+once and takes the shard back only once it is free again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sessionexport.clock import now_ms
+from sessionexport.export.metrics import ExportMetrics
+from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.ingest.documents import parse_ndjson
+from sessionexport.settings.objects import NewObject, SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import load_secret_box
+from sessionexport.store import Store, create_store
+from tests.support.engine import export_value, sessions, until
+from tests.support.postgres import fresh_schema
+from tests.support.receiver import Receiver, Tls
+
+LEASE_SECONDS = 1.5  # heartbeats every 0.5 s
+
+
+@dataclass
+class Worker:
+    store: Store
+    supervisor: ExportSupervisor
+    task: asyncio.Task[None]
+
+    def held(self, export_id: str) -> int:
+        return sum(1 for unit in self.supervisor._held if unit[0] == export_id)
+
+    async def stop(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+@pytest.fixture
+def url(postgres_url: str) -> Iterator[str]:
+    with fresh_schema(postgres_url) as schema_url:
+        yield schema_url
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    r = Receiver(Tls.create(tmp_path)).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as exits:
+        yield exits
+
+
+async def start_worker(stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver) -> Worker:
+    store = create_store(tmp_path, url)
+    await store.open()
+    stack.push_async_callback(store.close)
+    settings = SettingsService(store, load_secret_box(tmp_path, None))
+    supervisor = ExportSupervisor(
+        store,
+        settings,
+        LogNotifier(),
+        ExportMetrics(),
+        ca_bundle=receiver.tls.ca_file,
+        lease_seconds=LEASE_SECONDS,
+    )
+    worker = Worker(store, supervisor, asyncio.create_task(supervisor.run()))
+    stack.push_async_callback(worker.stop)  # before the store closes
+    return worker
+
+
+async def create_export(worker: Worker, tmp_path: Path, receiver: Receiver, shards: int) -> str:
+    settings = SettingsService(worker.store, load_secret_box(tmp_path, None))
+    value = export_value(receiver.url, {"shards": shards, "flushMaxSessions": 20})
+    result = await settings.create(NewObject(EXPORT_SCHEMA, "environment", value), "test", now_ms())
+    assert result.ok and result.object_id is not None, result
+    return result.object_id
+
+
+async def ingest(store: Store, count: int, seed: int) -> list[bytes]:
+    lines = sessions(count, seed=seed, kind="mobile", actions=(1, 1))
+    await store.append_sessions(parse_ndjson(b"\n".join(lines)), now_ms())
+    return lines
+
+
+async def test_shards_spread_evenly_and_every_session_arrives_once(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    first = await start_worker(stack, url, tmp_path, receiver)
+    second = await start_worker(stack, url, tmp_path, receiver)
+    export_id = await create_export(first, tmp_path, receiver, shards=4)
+    await until(lambda: first.held(export_id) == second.held(export_id) == 2, "two shards each")
+    lines = await ingest(first.store, 200, seed=1)
+    await until(lambda: len(receiver.sessions()) >= 200, "200 sessions delivered")
+    await asyncio.sleep(0.5)  # anything sent twice would have arrived by now
+    assert sorted(receiver.sessions()) == sorted(lines)
+    cursor = await first.store.get_cursor(export_id)
+    assert cursor is not None and cursor.delivered == 200 and cursor.shards == 4
+
+
+async def test_a_stopping_worker_hands_its_shards_over(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    first = await start_worker(stack, url, tmp_path, receiver)
+    second = await start_worker(stack, url, tmp_path, receiver)
+    export_id = await create_export(first, tmp_path, receiver, shards=4)
+    await until(lambda: first.held(export_id) == second.held(export_id) == 2, "two shards each")
+    await second.stop()  # gives its leases up: no need to wait for them to expire
+    await until(lambda: first.held(export_id) == 4, "all four shards", within=2 * LEASE_SECONDS / 3 + 1)
+    lines = await ingest(first.store, 100, seed=2)
+    await until(lambda: len(receiver.sessions()) >= 100, "100 sessions delivered")
+    await asyncio.sleep(0.5)
+    assert sorted(receiver.sessions()) == sorted(lines)
+
+
+async def test_a_worker_that_lost_its_lease_stops_at_once(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    worker = await start_worker(stack, url, tmp_path, receiver)
+    export_id = await create_export(worker, tmp_path, receiver, shards=1)
+    await until(lambda: worker.supervisor.is_running(export_id) and worker.held(export_id) == 1, "running")
+    with psycopg.connect(url, autocommit=True) as conn:  # another worker took it over meanwhile
+        conn.execute("UPDATE export_leases SET owner = 'other', expires_at = expires_at + 60000")
+    await until(lambda: worker.held(export_id) == 0, "lease seen lost", within=1)
+    await asyncio.sleep(0.2)
+    assert not any(unit[0] == export_id for unit in worker.supervisor._running)
+    lines = await ingest(worker.store, 30, seed=3)
+    await asyncio.sleep(1.0)
+    assert receiver.sessions() == []  # "other" has the shard: this worker sends nothing
+    with psycopg.connect(url, autocommit=True) as conn:  # "other" stopped: its lease expired
+        conn.execute("UPDATE export_leases SET expires_at = 0")
+    await until(lambda: len(receiver.sessions()) >= 30, "taken back over and delivered")
+    assert Counter(receiver.sessions()) == Counter(lines)
