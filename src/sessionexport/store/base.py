@@ -25,6 +25,7 @@ from sessionexport.store.records import (
     CompletedPart,
     Cursor,
     DeadLetter,
+    DeliveryMinute,
     EventsResult,
     Lease,
     LogEntry,
@@ -68,9 +69,14 @@ class Store(Protocol):
         """Append all sessions in one transaction; a known identity counts as a duplicate."""
 
     async def recent_sessions(
-        self, *, user_session_id: str | None = None, before_seq: int | None = None, limit: int = 100
+        self,
+        *,
+        user_session_id: str | None = None,
+        user_id: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
     ) -> list[StoredSession]:
-        """Sessions newest first, optionally one user session id only, below a seq."""
+        """Sessions newest first, optionally of one user session id or user id only, below a seq."""
 
     async def count_sessions(self) -> int: ...
 
@@ -177,6 +183,9 @@ class Store(Protocol):
 
     async def record_skip(self, claim: Claim, position: int, now: int) -> None:
         """Sessions up to ``position`` were filtered out: move the shard's cursor only (under the lease)."""
+
+    async def delivery_history(self, export_id: str, since: int) -> list[DeliveryMinute]:
+        """Sessions delivered and failed per minute from ``since`` on, oldest first."""
 
     async def record_error(self, export_id: str, message: str, now: int) -> None:
         """Note a failed attempt (the cursor stays)."""

@@ -38,6 +38,8 @@ from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict
 from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.postgresql_database import Connection, PostgresDatabase
 from sessionexport.store.records import (
+    HISTORY_MS,
+    MINUTE_MS,
     Alert,
     AppendResult,
     BulkDecision,
@@ -45,6 +47,7 @@ from sessionexport.store.records import (
     CompletedPart,
     Cursor,
     DeadLetter,
+    DeliveryMinute,
     EventsResult,
     Lease,
     LogEntry,
@@ -117,6 +120,19 @@ _RECENT_SESSIONS_OF_ONE = f"""
 SELECT {_STORED_SESSION} FROM sessions
  WHERE user_session_id = %(usid)s AND (%(before)s::bigint IS NULL OR seq < %(before)s)
  ORDER BY seq DESC LIMIT %(limit)s
+"""
+_RECENT_SESSIONS_OF_USER = f"""
+SELECT {_STORED_SESSION} FROM sessions
+ WHERE user_id = %(uid)s AND (%(before)s::bigint IS NULL OR seq < %(before)s)
+   AND (%(usid)s::text IS NULL OR user_session_id = %(usid)s)
+ ORDER BY seq DESC LIMIT %(limit)s
+"""
+_COUNT_MINUTE = """
+INSERT INTO delivery_minutes (export_id, minute, delivered, failed)
+VALUES (%(export_id)s, %(minute)s, %(delivered)s, %(failed)s)
+ON CONFLICT (export_id, minute) DO UPDATE
+   SET delivered = delivery_minutes.delivered + EXCLUDED.delivered,
+       failed = delivery_minutes.failed + EXCLUDED.failed
 """
 
 # A session's open_sessions row is locked before its events are looked at, by add_events and
@@ -306,10 +322,19 @@ class PostgresStore:
             return await append_in_transaction(conn, sessions, received_at)
 
     async def recent_sessions(
-        self, *, user_session_id: str | None = None, before_seq: int | None = None, limit: int = 100
+        self,
+        *,
+        user_session_id: str | None = None,
+        user_id: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
     ) -> list[StoredSession]:
-        query = _RECENT_SESSIONS if user_session_id is None else _RECENT_SESSIONS_OF_ONE
-        rows = await self._rows(query, {"usid": user_session_id, "before": before_seq, "limit": limit})
+        if user_id is not None:
+            query = _RECENT_SESSIONS_OF_USER
+        else:
+            query = _RECENT_SESSIONS if user_session_id is None else _RECENT_SESSIONS_OF_ONE
+        params = {"usid": user_session_id, "uid": user_id, "before": before_seq, "limit": limit}
+        rows = await self._rows(query, params)
         return [StoredSession(*row) for row in rows]
 
     async def count_sessions(self) -> int:
@@ -497,6 +522,7 @@ class PostgresStore:
         async with self._transaction() as conn:
             await conn.execute(_REVOKE_LEASES, (export_id,))
             await conn.execute("DELETE FROM export_cursors WHERE export_id = %s", (export_id,))
+            await conn.execute("DELETE FROM delivery_minutes WHERE export_id = %s", (export_id,))
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         # Safe to pass every seq seen: appends commit in seq order (see append_in_transaction).
@@ -555,7 +581,15 @@ class PostgresStore:
                     " WHERE export_id = %s AND shard = %s",
                     (now, decision.letters[-1].reason, claim.export_id, claim.shard),
                 )
+            await _count_minute(conn, claim.export_id, decision, now)
             return ids
+
+    async def delivery_history(self, export_id: str, since: int) -> list[DeliveryMinute]:
+        query = (
+            "SELECT minute, delivered, failed FROM delivery_minutes"
+            " WHERE export_id = %s AND minute >= %s ORDER BY minute"
+        )
+        return [DeliveryMinute(*row) for row in await self._rows(query, (export_id, since))]
 
     async def record_skip(self, claim: Claim, position: int, now: int) -> None:
         async with self._transaction() as conn:
@@ -856,4 +890,18 @@ def _token(row: tuple[Any, ...]) -> TokenRecord:
     token_id, name, scopes, secret_hash, created_at, revoked_at = row
     return TokenRecord(
         token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
+    )
+
+
+async def _count_minute(conn: Connection, export_id: str, decision: BulkDecision, now: int) -> None:
+    minute = now - now % MINUTE_MS
+    params = {
+        "export_id": export_id,
+        "minute": minute,
+        "delivered": decision.delivered,
+        "failed": decision.failed,
+    }
+    await conn.execute(_COUNT_MINUTE, params)
+    await conn.execute(
+        "DELETE FROM delivery_minutes WHERE export_id = %s AND minute < %s", (export_id, minute - HISTORY_MS)
     )

@@ -136,6 +136,19 @@ class LogRead:
     end: int
 
 
+MINUTE_MS = 60_000
+HISTORY_MS = 24 * 3600 * 1000  # how far back delivery counts per minute are kept
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryMinute:
+    """Sessions of one export decided within one minute (``minute``: epoch ms, floored)."""
+
+    minute: int
+    delivered: int
+    failed: int
+
+
 @dataclass(frozen=True, slots=True)
 class NewDeadLetter:
     export_id: str

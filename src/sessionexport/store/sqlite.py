@@ -20,6 +20,8 @@ import orjson
 from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict
 from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.records import (
+    HISTORY_MS,
+    MINUTE_MS,
     Alert,
     AppendResult,
     BulkDecision,
@@ -27,6 +29,7 @@ from sessionexport.store.records import (
     CompletedPart,
     Cursor,
     DeadLetter,
+    DeliveryMinute,
     EventsResult,
     Lease,
     LogEntry,
@@ -70,18 +73,24 @@ class SQLiteStore:
         return await self._write(lambda conn: _append(conn, rows))
 
     async def recent_sessions(
-        self, *, user_session_id: str | None = None, before_seq: int | None = None, limit: int = 100
+        self,
+        *,
+        user_session_id: str | None = None,
+        user_id: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
     ) -> list[StoredSession]:
         def select(conn: sqlite3.Connection) -> list[StoredSession]:
             # Only the conditions that apply: an "(:x IS NULL OR column = :x)" form keeps SQLite
             # from using the index on user_session_id.
             where = ["user_session_id = :usid"] if user_session_id is not None else []
+            where += ["user_id = :uid"] if user_id is not None else []
             where += ["seq < :before"] if before_seq is not None else []
             rows = conn.execute(
                 "SELECT seq, tenant_id, user_session_id, start_time, end_time, received_at, body FROM sessions"
                 + (f" WHERE {' AND '.join(where)}" if where else "")
                 + " ORDER BY seq DESC LIMIT :limit",
-                {"usid": user_session_id, "before": before_seq, "limit": limit},
+                {"usid": user_session_id, "uid": user_id, "before": before_seq, "limit": limit},
             ).fetchall()
             return [StoredSession(*row) for row in rows]
 
@@ -405,6 +414,7 @@ class SQLiteStore:
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM export_leases WHERE export_id = ?", (export_id,))
             conn.execute("DELETE FROM export_cursors WHERE export_id = ?", (export_id,))
+            conn.execute("DELETE FROM delivery_minutes WHERE export_id = ?", (export_id,))
 
         await self._write(delete)
 
@@ -481,9 +491,22 @@ class SQLiteStore:
                     "UPDATE export_cursors SET last_error_at = ?, last_error = ? WHERE export_id = ? AND shard = ?",
                     (now, decision.letters[-1].reason, claim.export_id, claim.shard),
                 )
+            _count_minute(conn, claim.export_id, decision, now)
             return ids
 
         return await self._write(record)
+
+    async def delivery_history(self, export_id: str, since: int) -> list[DeliveryMinute]:
+        return await self._read(
+            lambda c: [
+                DeliveryMinute(*row)
+                for row in c.execute(
+                    "SELECT minute, delivered, failed FROM delivery_minutes"
+                    " WHERE export_id = ? AND minute >= ? ORDER BY minute",
+                    (export_id, since),
+                )
+            ]
+        )
 
     async def record_error(self, export_id: str, message: str, now: int) -> None:
         await self._write(
@@ -861,4 +884,18 @@ def _token(row: tuple[Any, ...]) -> TokenRecord:
     token_id, name, scopes, secret_hash, created_at, revoked_at = row
     return TokenRecord(
         token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
+    )
+
+
+def _count_minute(conn: sqlite3.Connection, export_id: str, decision: BulkDecision, now: int) -> None:
+    minute = now - now % MINUTE_MS
+    conn.execute(
+        "INSERT INTO delivery_minutes (export_id, minute, delivered, failed) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (export_id, minute) DO UPDATE SET"
+        " delivered = delivery_minutes.delivered + excluded.delivered,"
+        " failed = delivery_minutes.failed + excluded.failed",
+        (export_id, minute, decision.delivered, decision.failed),
+    )
+    conn.execute(
+        "DELETE FROM delivery_minutes WHERE export_id = ? AND minute < ?", (export_id, minute - HISTORY_MS)
     )

@@ -1,0 +1,52 @@
+"""What the web UI reads from the store, on both backends: delivery counts per minute for the health
+chart, and sessions by user id for the search."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sessionexport.store import Store
+from sessionexport.store.records import HISTORY_MS, MINUTE_MS, BulkDecision, DeliveryMinute
+from tests.integration.test_store_backends import backend, claimed, letter, session, store  # noqa: F401
+
+M0 = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE_MS  # the start of a minute
+
+
+async def test_delivery_history_counts_per_minute_and_forgets_after_a_day(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    await store.ensure_cursor("e2", 0, now=1)
+    e1, e2 = await claimed(store, "e1"), await claimed(store, "e2")
+    await store.record_bulk(e1, 10, BulkDecision(delivered=10), now=M0 + 5_000)
+    await store.record_bulk(e1, 20, BulkDecision(delivered=5, letters=(letter(count=2),)), now=M0 + 59_999)
+    await store.record_bulk(e1, 30, BulkDecision(delivered=3), now=M0 + MINUTE_MS)
+    await store.record_bulk(e2, 5, BulkDecision(delivered=7), now=M0 + 1)  # another export's own
+
+    assert await store.delivery_history("e1", M0) == [
+        DeliveryMinute(M0, 15, 2),
+        DeliveryMinute(M0 + MINUTE_MS, 3, 0),
+    ]
+    assert await store.delivery_history("e1", M0 + 1) == [DeliveryMinute(M0 + MINUTE_MS, 3, 0)]
+    assert await store.delivery_history("e2", 0) == [DeliveryMinute(M0, 7, 0)]
+
+    # A day later, recording a bulk drops the minutes that fell out of the window.
+    later = M0 + HISTORY_MS + 2 * MINUTE_MS
+    await store.record_bulk(e1, 40, BulkDecision(delivered=1), now=later)
+    assert await store.delivery_history("e1", 0) == [DeliveryMinute(later, 1, 0)]
+
+    await store.delete_cursor("e1")  # an export deleted takes its history along
+    assert await store.delivery_history("e1", 0) == []
+    assert await store.delivery_history("e2", 0) == [DeliveryMinute(M0, 7, 0)]
+
+
+async def test_recent_sessions_of_one_user_newest_first(store: Store) -> None:
+    alice = [replace(session(f"a{n}", start=n), user_id="alice") for n in range(5)]
+    others = [replace(session(f"o{n}", start=n), user_id="bob") for n in range(3)]
+    await store.append_sessions([*alice[:2], *others, *alice[2:]], received_at=1)
+
+    found = await store.recent_sessions(user_id="alice", limit=10)
+    assert [s.user_session_id for s in found] == ["a4", "a3", "a2", "a1", "a0"]
+    page = await store.recent_sessions(user_id="alice", before_seq=found[1].seq, limit=2)
+    assert [s.user_session_id for s in page] == ["a2", "a1"]
+    assert await store.recent_sessions(user_id="nobody") == []
+    both = await store.recent_sessions(user_id="alice", user_session_id="a3")
+    assert [s.user_session_id for s in both] == ["a3"]
