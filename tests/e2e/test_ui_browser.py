@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from sessionexport.api.app import create_app
 from sessionexport.config import ServerConfig
@@ -42,8 +42,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-LAPTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
+LAPTOP = ViewportSize(width=1280, height=860)
+PHONE = ViewportSize(width=390, height=844)
 CLIENT_ID, CLIENT_SECRET = "ui-exporter", "ui-client-secret"
 
 
