@@ -1,8 +1,9 @@
-"""Shared fixtures: a real SQLite store in a temporary directory, the real app in-process."""
+"""Shared fixtures: a real store in a temporary directory (SQLite; or a fresh PostgreSQL schema
+with SESSIONEXPORT_TEST_BACKEND=postgresql, see tests/support/backend.py), the real app in-process."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.model.samples import doc_sample
 from sessionexport.store import Store, create_store
+from tests.support.backend import BACKEND_VARIABLE, backend_database
 from tests.support.postgres import reachable_postgres_url
 
 ALL_SCOPES = frozenset(s.value for s in tokens.Scope)
@@ -23,6 +25,19 @@ ALL_SCOPES = frozenset(s.value for s in tokens.Scope)
 def sample(name: str) -> bytes:
     """A documentation sample session, exactly as published (one compact JSON line)."""
     return doc_sample(name)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"store: store-backed; scripts/test runs these on PostgreSQL too ({BACKEND_VARIABLE})"
+    )
+
+
+@pytest.fixture
+def database_url() -> Iterator[str | None]:
+    """The test's database: None (SQLite in its data directory) or a fresh PostgreSQL schema's URL."""
+    with backend_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +59,8 @@ class Api:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = create_store(tmp_path)
+async def store(tmp_path: Path, database_url: str | None) -> AsyncIterator[Store]:
+    s = create_store(tmp_path, database_url)
     await s.open()
     yield s
     await s.close()
@@ -58,10 +73,12 @@ async def make_token(store: Store, scopes: frozenset[str] = ALL_SCOPES, name: st
 
 
 @pytest.fixture
-def server_config(tmp_path: Path) -> ServerConfig:
+def server_config(tmp_path: Path, database_url: str | None) -> ServerConfig:
     # No exporters: these tests configure endpoints that do not exist (their DNS lookups would
     # outlive the test); the export engine has its own tests against real receivers.
-    return ServerConfig(data_dir=tmp_path, max_body_bytes=256 * 1024, run_exporters=False)
+    return ServerConfig(
+        data_dir=tmp_path, database_url=database_url, max_body_bytes=256 * 1024, run_exporters=False
+    )
 
 
 @pytest.fixture

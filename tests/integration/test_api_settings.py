@@ -15,6 +15,9 @@ from sessionexport.config import ServerConfig
 from sessionexport.settings.secrets import MASK, load_secret_box
 from sessionexport.store import DATABASE_FILE
 from tests.conftest import Api
+from tests.support.backend import stored_text
+
+pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
 
 EXPORT = "builtin:elasticsearch.user-session-export-settings-v2"
 ZONES = "builtin:management-zones"
@@ -176,7 +179,10 @@ async def settings(api: Api) -> Settings:
 
 
 def database_bytes(config: ServerConfig) -> bytes:
-    """The SQLite database and its WAL, as they are on disk."""
+    """What the database keeps at rest: the SQLite database and its WAL, as they are on disk; on
+    PostgreSQL, every row of the settings objects."""
+    if config.database_url is not None:
+        return stored_text(config.database_url, "settings_objects")
     files = sorted(config.data_dir.glob(f"{DATABASE_FILE}*"))
     assert config.data_dir / DATABASE_FILE in files
     return b"".join(path.read_bytes() for path in files)

@@ -11,6 +11,8 @@ import pytest
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from tests.conftest import Api, sample
 
+pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
+
 NDJSON = {"Content-Type": "application/x-ndjson"}
 MOBILE, WEB = "doc-mobile-session.json", "doc-web-synthetic-session.json"
 

@@ -18,6 +18,8 @@ from tests.integration.test_export_engine import receiver, tls
 from tests.support.engine import Engine, export_value, running_engine, until
 from tests.support.receiver import Receiver, Tls
 
+pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
+
 __all__ = ["receiver", "tls"]
 
 

@@ -12,10 +12,13 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from sessionexport.config import ServerConfig
 from tests.support.engine import Engine, export_value, running_engine, sessions, until
 from tests.support.receiver_process import ReceiverProcess
+
+pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
 
 
 def engine_trusting(tmp_path: Path, ca_file: Path) -> AbstractAsyncContextManager[Engine]:

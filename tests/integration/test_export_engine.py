@@ -14,6 +14,8 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA
 from tests.support.engine import OBJECTS, Engine, export_value, running_engine, sessions, until
 from tests.support.receiver import RESET, STALL, Receiver, Tls
 
+pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
+
 
 @pytest.fixture
 def tls(tmp_path: Path) -> Tls:

@@ -19,6 +19,8 @@ from tests.support.engine import Engine, export_value, sessions
 from tests.support.receiver import STALL, Receiver
 from tests.support.receiver_process import ReceiverProcess
 
+pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
+
 __all__ = ["engine", "receiver", "tls"]  # fixtures used here
 
 TEST = "/api/v2/exports/test"

@@ -18,6 +18,9 @@ from sessionexport.ingest.sessionizer import SessionizerSettings
 from sessionexport.model.scores import ApdexThresholds
 from sessionexport.store import Store, create_store
 from sessionexport.store.records import EventsResult
+from tests.support.backend import backend_database
+
+pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
 
 T0 = 1_700_000_000_000
 SECOND = 1_000
@@ -336,8 +339,10 @@ async def test_parts_that_start_in_the_same_millisecond_are_all_kept(
 # --- durability ---------------------------------------------------------------------------------------
 
 
-async def test_an_open_session_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
-    first = create_store(tmp_path)
+async def test_an_open_session_survives_a_restart(
+    tmp_path: Path, database_url: str | None, clock: Clock
+) -> None:
+    first = create_store(tmp_path, database_url)
     await first.open()
     try:
         sessionizer = new_sessionizer(first, clock)
@@ -349,7 +354,7 @@ async def test_an_open_session_survives_a_restart(tmp_path: Path, clock: Clock) 
     finally:
         await first.close()
 
-    second = create_store(tmp_path)
+    second = create_store(tmp_path, database_url)
     await second.open()
     try:
         sessionizer = new_sessionizer(second, clock)
@@ -366,9 +371,11 @@ async def test_an_open_session_survives_a_restart(tmp_path: Path, clock: Clock) 
         await second.close()
 
 
-async def test_a_restart_between_parts_continues_the_numbering(tmp_path: Path, clock: Clock) -> None:
+async def test_a_restart_between_parts_continues_the_numbering(
+    tmp_path: Path, database_url: str | None, clock: Clock
+) -> None:
     lines = [*(act(f"a{i}", T0 + i * SECOND, 100) for i in range(5)), end("end", T0 + 9 * SECOND)]
-    first = create_store(tmp_path)
+    first = create_store(tmp_path, database_url)
     await first.open()
     try:
         sessionizer = new_sessionizer(first, clock)
@@ -378,7 +385,7 @@ async def test_a_restart_between_parts_continues_the_numbering(tmp_path: Path, c
         assert await sessionizer.sweep() == 1  # part 1 only
     finally:
         await first.close()
-    second = create_store(tmp_path)
+    second = create_store(tmp_path, database_url)
     await second.open()
     try:
         assert await drain(new_sessionizer(second, clock)) == 1
@@ -445,7 +452,18 @@ async def completed_sessions(folder: Path, lines: list[bytes], seed: int | None)
     pending = lines + resent
     if seed is not None:
         rng.shuffle(pending)
-    store = create_store(folder)
+    with backend_database() as url:
+        return await _completed_sessions(create_store(folder, url), lines, resent, pending, rng, seed)
+
+
+async def _completed_sessions(
+    store: Store,
+    lines: list[bytes],
+    resent: list[bytes],
+    pending: list[bytes],
+    rng: random.Random,
+    seed: int | None,
+) -> list[bytes]:
     await store.open()
     try:
         clock = Clock(T0 + 30 * SECOND)

@@ -15,6 +15,8 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import MASK, SecretBox, SecretKeyError, load_secret_box, new_key
 from sessionexport.store import Store
 
+pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
+
 PASSWORD = "correct horse battery staple"
 
 

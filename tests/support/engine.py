@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -18,6 +18,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from tests.conftest import make_token
+from tests.support.backend import backend_database
 
 OBJECTS = "/api/v2/settings/objects"
 
@@ -71,7 +72,20 @@ def export_value(url: str, tuning: dict[str, Any] | None = None, **sections: Any
 
 @asynccontextmanager
 async def running_engine(config: ServerConfig) -> AsyncIterator[Engine]:
-    """The real app (exporters and sessionizer running) in-process, with an all-scopes token."""
+    """The real app (exporters and sessionizer running) in-process, with an all-scopes token; on
+    the test backend (a fresh PostgreSQL schema with SESSIONEXPORT_TEST_BACKEND=postgresql) unless
+    the configuration names a database."""
+    if config.database_url is not None:
+        async with _running(config) as engine:
+            yield engine
+        return
+    with backend_database() as url:
+        async with _running(replace(config, database_url=url)) as engine:
+            yield engine
+
+
+@asynccontextmanager
+async def _running(config: ServerConfig) -> AsyncIterator[Engine]:
     app = create_app(config)
     transport = httpx.ASGITransport(app=app)
     async with (
