@@ -7,7 +7,12 @@ from dataclasses import replace
 
 from sessionexport.store import Store
 from sessionexport.store.records import HISTORY_MS, MINUTE_MS, BulkDecision, DeliveryMinute
-from tests.integration.test_store_backends import backend, claimed, letter, session, store  # noqa: F401
+from tests.integration import test_store_backends as contract
+from tests.integration.test_store_backends import claimed, letter, session
+
+# The contract tests' fixtures: each test here runs on SQLite and on PostgreSQL.
+backend = contract.backend
+store = contract.store
 
 M0 = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE_MS  # the start of a minute
 
@@ -33,8 +38,10 @@ async def test_delivery_history_counts_per_minute_and_forgets_after_a_day(store:
     await store.record_bulk(e1, 40, BulkDecision(delivered=1), now=later)
     assert await store.delivery_history("e1", 0) == [DeliveryMinute(later, 1, 0)]
 
-    await store.delete_cursor("e1")  # an export deleted takes its history along
+    assert await store.count_dead_letters("e1") == 1
+    await store.delete_cursor("e1")  # an export deleted takes its history and dead letters along
     assert await store.delivery_history("e1", 0) == []
+    assert await store.count_dead_letters("e1") == 0
     assert await store.delivery_history("e2", 0) == [DeliveryMinute(M0, 7, 0)]
 
 

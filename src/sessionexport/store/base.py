@@ -153,7 +153,8 @@ class Store(Protocol):
         """Move every shard of the cursor forward to ``position`` at least, never back."""
 
     async def delete_cursor(self, export_id: str) -> None:
-        """Forget the export's cursor and leases."""
+        """The export was deleted: forget its cursors, leases, delivery history and dead letters
+        (which hold session content that nothing could reach or replay any more)."""
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` sessions after ``after_seq``, in seq order."""

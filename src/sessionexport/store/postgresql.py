@@ -523,6 +523,7 @@ class PostgresStore:
             await conn.execute(_REVOKE_LEASES, (export_id,))
             await conn.execute("DELETE FROM export_cursors WHERE export_id = %s", (export_id,))
             await conn.execute("DELETE FROM delivery_minutes WHERE export_id = %s", (export_id,))
+            await conn.execute("DELETE FROM dead_letters WHERE export_id = %s", (export_id,))
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         # Safe to pass every seq seen: appends commit in seq order (see append_in_transaction).

@@ -415,6 +415,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM export_leases WHERE export_id = ?", (export_id,))
             conn.execute("DELETE FROM export_cursors WHERE export_id = ?", (export_id,))
             conn.execute("DELETE FROM delivery_minutes WHERE export_id = ?", (export_id,))
+            conn.execute("DELETE FROM dead_letters WHERE export_id = ?", (export_id,))
 
         await self._write(delete)
 

@@ -112,8 +112,9 @@ async def delete_export(ui: Ui, request: Request, visit: Visit) -> Response:
 
 
 async def test_export(ui: Ui, request: Request, visit: Visit) -> Response:
-    """A fragment (htmx) with the outcome of sending the form's configuration once."""
-    value = value_from_form(EXPORT_SETTINGS, visit.values())
+    """A fragment (htmx) with the outcome of sending the form's configuration once. A saved
+    export's secrets must be entered again: the service says so (they are never sent back)."""
+    value = value_from_form(EXPORT_SETTINGS, visit.values(), keep_secrets=_form_id(visit) != NEW)
     normalized, violations = await ui.settings.check_export_value(value, secrets_needed=True)
     context: dict[str, Any] = {"violations": violations, "result": None, "problem": None}
     if not violations:
