@@ -11,7 +11,15 @@ import pytest
 from sessionexport.settings.schemas import EXPORT_SETTINGS, ZONE_ATTRIBUTES, ZONE_OPERATORS, ZONE_SETTINGS
 from sessionexport.settings.secrets import MASK
 from sessionexport.settings.validation import Context, validate_value
-from sessionexport.web.forms import Field, ListField, Section, build_form, unplaced_errors, value_from_form
+from sessionexport.web.forms import (
+    REMOVE,
+    Field,
+    ListField,
+    Section,
+    build_form,
+    unplaced_errors,
+    value_from_form,
+)
 
 Item = Field | Section | ListField
 SECRET = "s3cr3t-client-value"
@@ -409,6 +417,25 @@ def test_blank_rule_rows_are_dropped_and_the_rules_renumbered() -> None:
     ]  # in row order (10 after 7, not as text)
     normalized, violations = validate_value(ZONE_SETTINGS, value_from_form(ZONE_SETTINGS, sent), Context())
     assert violations == [] and len(normalized["rules"]) == 3
+
+
+def test_a_rule_ticked_for_removal_is_dropped() -> None:
+    sent = {
+        "name": "Shrinking",
+        "rules[0].attribute": "COUNTRY",
+        "rules[0].operator": "EQUALS",
+        "rules[0].value": "Poland",
+        f"rules[0].{REMOVE}": "true",
+        "rules[1].attribute": "COUNTRY",
+        "rules[1].operator": "EQUALS",
+        "rules[1].value": "Austria",
+    }
+    assert [r["value"] for r in value_from_form(ZONE_SETTINGS, sent)["rules"]] == ["Austria"]
+    sent[f"rules[1].{REMOVE}"] = "true"  # every rule removed: the schema's minimum is reported
+    value = value_from_form(ZONE_SETTINGS, sent)
+    assert value["rules"] == []
+    _, violations = validate_value(ZONE_SETTINGS, value, Context())
+    assert [v.path for v in violations] == ["rules"]
 
 
 def test_empty_nullable_text_is_null() -> None:

@@ -30,6 +30,7 @@ from sessionexport.store import Store
 from sessionexport.store.records import TokenRecord
 from sessionexport.tokens import Scope
 from sessionexport.web import filters
+from sessionexport.web.forms import REMOVE
 from sessionexport.web.session import SessionCookies, UiSession
 
 HERE = Path(__file__).parent
@@ -75,7 +76,9 @@ class Ui:
         self.cookies = SessionCookies(state.settings.box.derive_key("sessionexport ui session"))
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.filters.update(filters.ALL)
-        self.templates.env.globals.update(version=__version__, prefix=PREFIX, Scope=Scope)
+        self.templates.env.globals.update(
+            version=__version__, prefix=PREFIX, Scope=Scope, remove_field=REMOVE
+        )
 
     def page(
         self, view: View, *, scopes: tuple[Scope, ...] = (), public: bool = False

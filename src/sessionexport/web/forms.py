@@ -20,6 +20,7 @@ Kind = Literal["text", "textarea", "secret", "boolean", "enum", "setting"]
 Condition = tuple[str, Any]  # (path of a field, the value it must have)
 
 _MULTILINE = frozenset({"customConfiguration", "description"})
+REMOVE = "_remove"  # a list item's "remove this item" checkbox
 
 
 @dataclass
@@ -230,8 +231,8 @@ def _read_list(
     items = []
     for index in indexes:
         item_path = f"{path}[{index}]"
-        if _blank_item(type_["properties"], form, item_path):
-            continue  # the empty row offered for a new item, left empty
+        if form.get(f"{item_path}.{REMOVE}") or _blank_item(type_["properties"], form, item_path):
+            continue  # ticked for removal, or the empty row offered for a new item left empty
         items.append(_read_object(schema, type_["properties"], form, item_path, keep))
     return items
 
