@@ -3,7 +3,7 @@ add, edit, pause/resume, delete; test export, sample data and mapping downloads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,9 +21,7 @@ from sessionexport.settings.validation import Violation
 from sessionexport.store.records import SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
-from sessionexport.web.forms import build_form, unplaced_errors, value_from_form
-
-NEW = "new"
+from sessionexport.web.forms import NEW, ObjectForm, object_form, value_from_form
 
 
 def routes(ui: Ui) -> list[Route]:
@@ -47,16 +45,8 @@ def routes(ui: Ui) -> list[Route]:
 
 
 @dataclass
-class ExportForm:
-    """One export's form on the page (``object_id`` NEW for the form that adds one)."""
-
-    object_id: str
-    title: str
-    fields: list[Any]
-    errors: list[str] = field(default_factory=list)
-    update_token: str | None = None
+class ExportForm(ObjectForm):
     enabled: bool = True
-    open: bool = False
 
 
 async def list_exports(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -171,14 +161,9 @@ async def _page(
     ]
     new = None
     if len(records) < MAX_EXPORTS:
-        new = _form(
-            NEW,
-            "Add an export",
-            submitted if editing == NEW else None,
-            zones,
-            result if editing == NEW else None,
-        )
-        new.open = editing == NEW
+        mine = editing == NEW
+        new = _form(NEW, "Add an export", submitted if mine else None, zones, result if mine else None)
+        new.open = mine
     return ui.render(
         request,
         visit,
@@ -219,12 +204,7 @@ def _form(
     zones: list[tuple[str, str]],
     result: ItemResult | None,
 ) -> ExportForm:
-    errors = {v.path: v.message for v in result.violations} if result is not None else {}
-    fields = build_form(EXPORT_SETTINGS, value, errors, zones)
-    messages = unplaced_errors(fields, errors)
-    if result is not None and not result.violations and result.message:
-        messages.append(result.message)  # 404, 409, too many objects
-    return ExportForm(object_id, title, fields, messages)
+    return object_form(ExportForm, EXPORT_SETTINGS, object_id, title, value, result, zones)
 
 
 def _form_id(visit: Visit) -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from sessionexport.settings.objects import ItemResult
 from sessionexport.settings.secrets import MASK
 
 Kind = Literal["text", "textarea", "secret", "boolean", "enum", "setting"]
@@ -55,6 +56,40 @@ class ListField:
     items: list[Section]
     blank: Section
     error: str | None = None
+
+
+@dataclass
+class ObjectForm:
+    """One settings object's form on a page (``object_id`` NEW for the form that adds one), with
+    the violations of its last submission on their fields and the rest in ``errors``."""
+
+    object_id: str
+    title: str
+    fields: list[Field | Section | ListField]
+    errors: list[str] = field(default_factory=list)
+    update_token: str | None = None
+    open: bool = False
+
+
+NEW = "new"
+F = TypeVar("F", bound=ObjectForm)
+
+
+def object_form(
+    kind: type[F],
+    schema: dict[str, Any],
+    object_id: str,
+    title: str,
+    value: Mapping[str, Any] | None,
+    result: ItemResult | None = None,
+    settings_options: list[tuple[str, str]] | None = None,
+) -> F:
+    errors = {v.path: v.message for v in result.violations} if result is not None else {}
+    fields = build_form(schema, value, errors, settings_options)
+    messages = unplaced_errors(fields, errors)
+    if result is not None and not result.violations and result.message:
+        messages.append(result.message)  # not found, changed meanwhile (409), too many objects
+    return kind(object_id, title, fields, messages)
 
 
 def build_form(

@@ -17,9 +17,8 @@ from sessionexport.settings.schemas import SCOPE, ZONE_SCHEMA, ZONE_SETTINGS
 from sessionexport.store import Store
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
-from sessionexport.web.forms import build_form, unplaced_errors, value_from_form
+from sessionexport.web.forms import NEW, ObjectForm, object_form, value_from_form
 
-NEW = "new"
 RECENT_MS = 24 * 3600 * 1000
 RECENT_LIMIT = 5000  # the newest sessions of the last day that the counts look at
 _PAGE = 1000
@@ -36,15 +35,9 @@ def routes(ui: Ui) -> list[Route]:
 
 
 @dataclass
-class ZoneForm:
-    object_id: str
-    title: str
-    fields: list[Any]
-    errors: list[str] = field(default_factory=list)
-    update_token: str | None = None
+class ZoneForm(ObjectForm):
     rules: list[dict[str, Any]] = field(default_factory=list)
     matches: int | None = None
-    open: bool = False
 
 
 async def list_zones(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -124,12 +117,7 @@ async def _page(
 
 
 def _form(object_id: str, title: str, value: dict[str, Any] | None, result: ItemResult | None) -> ZoneForm:
-    errors = {v.path: v.message for v in result.violations} if result is not None else {}
-    fields = build_form(ZONE_SETTINGS, value, errors)
-    messages = unplaced_errors(fields, errors)
-    if result is not None and not result.violations and result.message:
-        messages.append(result.message)
-    return ZoneForm(object_id, title, fields, messages)
+    return object_form(ZoneForm, ZONE_SETTINGS, object_id, title, value, result)
 
 
 async def count_matches(store: Store, zones: list[Zone], now: int) -> tuple[list[int], int]:
