@@ -102,6 +102,8 @@ def serve(
             help="Run the exporters and the sessionizer in this process (see `worker`).",
         ),
     ] = True,
+    lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS,
+    max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT,
 ) -> None:
     """Serve the API (and the exporters and sessionizer) on the embedded default, or on --database-url."""
     import uvicorn
@@ -117,6 +119,8 @@ def serve(
         allow_http_loopback=allow_http_loopback,
         ca_bundle=ca_bundle,
         run_exporters=exporters,
+        lease_seconds=lease_seconds,
+        max_in_flight=max_in_flight,
     )
     try:
         application = create_app(config)
