@@ -1,7 +1,9 @@
 """A minimal HTTPS receiver for the benchmarks (run by uvicorn in its own process).
 
 It reads each body, counts its lines and answers 200. With ``BENCH_RECEIVER_LOG`` set, it also
-notes when each session arrived (by userSessionId), and writes that file when it stops.
+notes when each session arrived (by userSessionId), and writes that file when it stops. With
+``BENCH_RECEIVER_DELAY`` (seconds), it answers each request that much later, as a distant or busy
+endpoint would (requests are still served concurrently).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from starlette.routing import Route
 
 _SESSION_ID = re.compile(rb'"userSessionId":"([^"]*)"')
 _log_path = os.environ.get("BENCH_RECEIVER_LOG")
+_delay = float(os.environ.get("BENCH_RECEIVER_DELAY") or 0)
 _arrivals: list[tuple[bytes, float]] = []
 _count = {"sessions": 0, "requests": 0}
 
 
 async def receive(request: Request) -> Response:
     body = await request.body()
+    if _delay:
+        await asyncio.sleep(_delay)
     _count["requests"] += 1
     _count["sessions"] += body.count(b"\n")
     if _log_path:

@@ -7,7 +7,12 @@
   ingest acknowledged -> receiver got it, p50 and p99 (target: p99 <= 1.5 s);
 - memory: peak RSS of a real server process draining a backlog (target: flat, <= 200 MB).
 
+Each part runs on every backend of ``--backends`` (default sqlite): SQLite in a temporary
+directory, and/or PostgreSQL at ``--database-url`` (default: $SESSIONEXPORT_TEST_DATABASE_URL, or
+the local server of scripts/postgres), in a fresh schema per run.
+
 Usage: python bench/export.py [--part throughput|latency|memory|all] [--sessions N]
+                              [--backends sqlite,postgresql] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from pathlib import Path
 import httpx
 import trustme
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.postgres import LOCAL_DATABASE_URL, fresh_schema
+
 from sessionexport.clock import now_ms
 from sessionexport.export.batching import Batcher
 from sessionexport.export.config import ExportConfig
@@ -45,6 +54,7 @@ from sessionexport.export.tuning import ExportTuning
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.store import Store, create_store
+from sessionexport.store.records import Claim
 
 HERE = Path(__file__).parent
 EIGHT_KB = GeneratorOptions(kind="web", actions=(5, 6))
@@ -58,8 +68,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def https_receiver(folder: Path, arrivals_log: Path | None = None) -> Iterator[tuple[str, Path]]:
-    """The bench receiver in its own process; yields (endpoint URL, CA file)."""
+def database(backend: str, folder: Path, postgres_url: str) -> Iterator[str | None]:
+    """The database URL of one run: None (SQLite in ``folder``) or a fresh PostgreSQL schema."""
+    if backend == "sqlite":
+        yield None
+        return
+    with fresh_schema(postgres_url) as url:
+        yield url
+
+
+def shown(url: str | None) -> str:
+    """A database for a heading, without credentials."""
+    return "SQLite" if url is None else "PostgreSQL at " + url.rsplit("@", 1)[-1].split("?")[0]
+
+
+@contextmanager
+def https_receiver(
+    folder: Path, arrivals_log: Path | None = None, delay: float = 0.0
+) -> Iterator[tuple[str, Path]]:
+    """The bench receiver in its own process (answering ``delay`` s late); yields (endpoint URL, CA file)."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
@@ -67,7 +94,7 @@ def https_receiver(folder: Path, arrivals_log: Path | None = None) -> Iterator[t
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    env = {**os.environ, "PYTHONPATH": str(HERE), "BENCH_RECEIVER_DELAY": str(delay)}
     if arrivals_log:
         env["BENCH_RECEIVER_LOG"] = str(arrivals_log)
     proc = subprocess.Popen(
@@ -155,8 +182,11 @@ async def bare_send(url: str, ca_file: Path, bodies: list[bytes]) -> float:
 
 async def export_all(store: Store, url: str, ca_file: Path, last_seq: int, export_id: str) -> float:
     config = plain_config(url, export_id)
+    claim = Claim(export_id, 0, 1, "bench")
+    assert await store.claim_lease(export_id, 0, claim.owner, lease_ms=3_600_000)
     async with httpx.AsyncClient(verify=ssl_context(ca_file)) as client:
-        exporter = Exporter(store, config, Sender(config, client, _NoAuth()), LogNotifier(), ExportMetrics())
+        sender = Sender(config, client, _NoAuth())
+        exporter = Exporter(store, config, sender, LogNotifier(), ExportMetrics(), claim)
         started = time.perf_counter()
         task = asyncio.create_task(exporter.run(0))
         while True:
@@ -178,9 +208,9 @@ class _NoAuth:
         return False
 
 
-async def throughput(count: int, rounds: int) -> None:
+async def throughput(count: int, rounds: int, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        store = create_store(Path(folder))
+        store = create_store(Path(folder), database_url)
         await store.open()
         print(f"storing {count} sessions of ~8 KB ...", flush=True)
         total = await fill(store, count, EIGHT_KB)
@@ -194,7 +224,7 @@ async def throughput(count: int, rounds: int) -> None:
         await store.close()
     mb = total / 1e6
     print(
-        f"\nthroughput: {count} sessions, {mb:,.0f} MB, {len(bodies)} bulks (avg {total / len(bodies) / 1e3:,.0f} KB),"
+        f"\nthroughput ({shown(database_url)}): {count} sessions, {mb:,.0f} MB, {len(bodies)} bulks (avg {total / len(bodies) / 1e3:,.0f} KB),"
         f" {rounds} alternating rounds"
     )
     for n, (b_s, e_s) in enumerate(zip(bare, exported, strict=True), start=1):
@@ -217,16 +247,16 @@ async def throughput(count: int, rounds: int) -> None:
 
 
 class Server:
-    def __init__(self, data_dir: Path, ca_file: Path) -> None:
+    def __init__(self, data_dir: Path, ca_file: Path, database_url: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        where = ["--data-dir", str(data_dir)] + (["--database-url", database_url] if database_url else [])
         created = subprocess.run(
             [
                 *CLI,
                 "tokens",
                 "create",
-                "--data-dir",
-                str(data_dir),
+                *where,
                 "--name",
                 "bench",
                 "--scopes",
@@ -243,8 +273,7 @@ class Server:
                 "serve",
                 "--port",
                 str(self.port),
-                "--data-dir",
-                str(data_dir),
+                *where,
                 "--ca-bundle",
                 str(ca_file),
                 "--max-body-bytes",
@@ -302,11 +331,11 @@ class Server:
         self.proc.wait(60)
 
 
-def latency(rate: int, seconds: int) -> None:
+def latency(rate: int, seconds: int, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         arrivals = Path(folder) / "arrivals.txt"
         with https_receiver(Path(folder), arrivals) as (endpoint, ca_file):
-            server = Server(Path(folder) / "data", ca_file)
+            server = Server(Path(folder) / "data", ca_file, database_url)
             try:
                 server.create_export(endpoint, {"flushIntervalSeconds": 1})
                 acked = feed(server, rate, seconds)
@@ -321,7 +350,7 @@ def latency(rate: int, seconds: int) -> None:
     missing = len(acked) - len(delays)
     p50, p99 = statistics.median(delays), delays[int(len(delays) * 0.99) - 1]
     print(
-        f"\nlatency: {len(acked)} sessions at {rate}/s for {seconds} s, flush interval 1 s ({missing} missing)"
+        f"\nlatency ({shown(database_url)}): {len(acked)} sessions at {rate}/s for {seconds} s, flush interval 1 s ({missing} missing)"
     )
     print(
         f"  ingest acknowledged -> receiver acknowledged: p50 {p50:.3f} s, p99 {p99:.3f} s (target p99 <= 1.5)"
@@ -345,12 +374,12 @@ def feed(server: Server, rate: int, seconds: int) -> dict[str, float]:
     return acked
 
 
-def memory(count: int) -> None:
+def memory(count: int, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder) / "data"
 
         async def prefill() -> int:
-            store = create_store(data_dir)
+            store = create_store(data_dir, database_url)
             await store.open()
             total = await fill(store, count, EIGHT_KB)
             await store.close()
@@ -359,7 +388,7 @@ def memory(count: int) -> None:
         print(f"\nstoring {count} sessions of ~8 KB for the memory test ...", flush=True)
         total = asyncio.run(prefill())
         with https_receiver(Path(folder)) as (endpoint, ca_file):
-            server = Server(data_dir, ca_file)
+            server = Server(data_dir, ca_file, database_url)
             try:
                 idle = server.rss_mb()
                 export_id = server.create_export(endpoint, {})
@@ -381,7 +410,7 @@ def memory(count: int) -> None:
             finally:
                 server.stop()
     print(
-        f"memory: drained {count} sessions ({total / 1e6:,.0f} MB) in {elapsed:.0f} s"
+        f"memory ({shown(database_url)}): drained {count} sessions ({total / 1e6:,.0f} MB) in {elapsed:.0f} s"
         f" ({count / elapsed:,.0f} sessions/s)"
     )
     print(
@@ -400,14 +429,32 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=200_000, help="sessions for the memory test")
     parser.add_argument("--rate", type=int, default=500, help="sessions/s for the latency test")
     parser.add_argument("--seconds", type=int, default=20, help="duration of the latency test")
+    parser.add_argument("--backends", default="sqlite", help="sqlite, postgresql or both (comma-separated)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("SESSIONEXPORT_TEST_DATABASE_URL") or LOCAL_DATABASE_URL,
+        help="PostgreSQL server (each run in a fresh schema of it)",
+    )
     args = parser.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends or set(backends) - {"sqlite", "postgresql"}:
+        parser.error("--backends takes sqlite, postgresql or both")
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}")
-    if args.part in ("throughput", "all"):
-        asyncio.run(throughput(args.sessions, args.rounds))
-    if args.part in ("latency", "all"):
-        latency(args.rate, args.seconds)
-    if args.part in ("memory", "all"):
-        memory(args.backlog)
+    for backend in backends:
+        run_parts(args, backend)
+
+
+def run_parts(args: argparse.Namespace, backend: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        if args.part in ("throughput", "all"):
+            with database(backend, Path(folder), args.database_url) as url:
+                asyncio.run(throughput(args.sessions, args.rounds, url))
+        if args.part in ("latency", "all"):
+            with database(backend, Path(folder), args.database_url) as url:
+                latency(args.rate, args.seconds, url)
+        if args.part in ("memory", "all"):
+            with database(backend, Path(folder), args.database_url) as url:
+                memory(args.backlog, url)
 
 
 if __name__ == "__main__":
