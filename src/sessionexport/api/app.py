@@ -73,6 +73,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         app.state.metrics,
         ca_bundle=config.ca_bundle,
         allow_http_loopback=config.allow_http_loopback,
+        lease_seconds=config.lease_seconds,
+        max_in_flight=config.max_in_flight,
     )
     settings_service.on_change = supervisor.poke
     app.state.settings = settings_service
