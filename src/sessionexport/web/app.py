@@ -72,7 +72,6 @@ class Ui:
         self.settings: SettingsService = state.settings
         self.exports: ExportSupervisor = state.exports
         self.config: ServerConfig = state.config
-        self.notifier = state.notifier
         self.cookies = SessionCookies(state.settings.box.derive_key("sessionexport ui session"))
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.filters.update(filters.ALL)
