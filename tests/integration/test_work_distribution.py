@@ -60,7 +60,8 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def stack() -> AsyncIterator[AsyncExitStack]:
+async def stack(url: str, receiver: Receiver) -> AsyncIterator[AsyncExitStack]:
+    """Workers and stores, stopped and closed before their schema is dropped and their receiver stops."""
     async with AsyncExitStack() as exits:
         yield exits
 
@@ -133,6 +134,7 @@ async def test_a_worker_that_lost_its_lease_stops_at_once(
     worker = await start_worker(stack, url, tmp_path, receiver)
     export_id = await create_export(worker, tmp_path, receiver, shards=1)
     await until(lambda: worker.supervisor.is_running(export_id) and worker.held(export_id) == 1, "running")
+    assert await worker.store.get_cursor(export_id) is not None  # placed when the export was first seen
     with psycopg.connect(url, autocommit=True) as conn:  # another worker took it over meanwhile
         conn.execute("UPDATE export_leases SET owner = 'other', expires_at = expires_at + 60000")
     await until(lambda: worker.held(export_id) == 0, "lease seen lost", within=1)

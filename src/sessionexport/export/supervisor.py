@@ -118,7 +118,7 @@ class ExportSupervisor:
         self._elsewhere: set[str] = set()  # exports another live worker holds a lease of
         self._beat_at = time.monotonic()
         self._known: set[str] = set()  # export ids seen in the settings (a deleted one loses its cursor)
-        self._present: set[str] = set()
+        self._placed: set[str] = set()  # enabled exports known to have a cursor
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -153,10 +153,12 @@ class ExportSupervisor:
     async def reconcile(self) -> None:
         async with self._lock:
             state = await self._beat()
-            wanted = await self._wanted()
+            records = await self.settings.all(EXPORT_SCHEMA)
+            wanted = await self._wanted(records)
+            await self._place_new(wanted)
             await self._follow_settings(wanted)
             await self._balance(wanted, state)
-            await self._forget_deleted()
+            await self._forget_deleted({r.object_id for r in records})
 
     async def stop_all(self) -> None:
         """Stop every exporter (the bulks in flight decided first, for a while) and give up the leases."""
@@ -228,18 +230,24 @@ class ExportSupervisor:
             await self.store.release_lease(*unit, self.owner)
 
     # -- settings ----------------------------------------------------------------------------
-    async def _wanted(self) -> dict[str, _Wanted]:
+    async def _wanted(self, records: list[SettingsRecord]) -> dict[str, _Wanted]:
+        """The enabled exports among the settings objects."""
         zones = {z.object_id: z for z in await self.settings.all(ZONE_SCHEMA)}
         wanted = {}
-        records = await self.settings.all(EXPORT_SCHEMA)
         for record in records:
             config = export_config(record.object_id, self.settings.plain_value(record))
             if config.enabled:
                 zone = zones.get(config.management_zone) if config.management_zone else None
                 key = (record.version, zone.version if zone else None)
                 wanted[record.object_id] = _Wanted(config, zone, key)
-        self._present = {r.object_id for r in records}
         return wanted
+
+    async def _place_new(self, wanted: dict[str, _Wanted]) -> None:
+        """A new export starts at the end of the log as it is when a worker first sees it, not
+        when one first holds a lease of it (that may be a lease later)."""
+        for export_id in sorted(wanted.keys() - self._placed):
+            await self.store.ensure_cursor(export_id, await self.store.log_position(), now_ms())
+            self._placed.add(export_id)
 
     async def _follow_settings(self, wanted: dict[str, _Wanted]) -> None:
         """Stop exporters whose export changed (restarted by ``_balance``), was paused or deleted."""
@@ -248,10 +256,11 @@ class ExportSupervisor:
             if want is None or want.key != running.key or running.task.done():
                 await self._stop(unit)
 
-    async def _forget_deleted(self) -> None:
-        for deleted in self._known - self._present:
+    async def _forget_deleted(self, present: set[str]) -> None:
+        for deleted in self._known - present:
             await self.store.delete_cursor(deleted)
-        self._known = self._present
+        self._known = present
+        self._placed &= present
 
     # -- one shard of one export ---------------------------------------------------------------
     def sender(self, config: ExportConfig, client: httpx.AsyncClient) -> Sender:
