@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
 from starlette.requests import Request
+
+T = TypeVar("T")
 
 
 class BodyTooLarge(Exception):
@@ -23,3 +29,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+OFF_LOOP_BYTES = 64 * 1024
+
+
+async def parse_off_loop(parse: Callable[[bytes], T], body: bytes) -> T:
+    """``parse(body)``, in a worker thread for a large body: validating megabytes of sessions takes
+    tens of milliseconds, which would otherwise stall every other request on the event loop."""
+    if len(body) < OFF_LOOP_BYTES:
+        return parse(body)
+    return await asyncio.to_thread(parse, body)

@@ -42,7 +42,8 @@ class RejectedBody(ValueError):
 def ndjson_lines(body: bytes, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
     """(line number, line) for every non-blank line; ``\\r\\n`` endings tolerated."""
     for number, line in enumerate(body.split(b"\n"), start=first_line):
-        line = line.strip()
+        if line[:1].isspace() or line[-1:].isspace():  # strip() copies: only when there is a need
+            line = line.strip()
         if line:
             yield number, line
 

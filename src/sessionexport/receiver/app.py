@@ -49,7 +49,7 @@ from sessionexport.receiver.store.records import (
     RequestRecord,
     StoredDocument,
 )
-from sessionexport.request_bodies import BodyTooLarge, read_body
+from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body
 from sessionexport.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ async def _events(request: Request) -> Response:
         return _error(413, message)
     info = _request_info(request, len(body), principal)
     try:
-        documents = parse_events_body(body)
+        documents = await parse_off_loop(parse_events_body, body)
     except RejectedBody as exc:
         problems = [{"location": p.location, "path": p.path, "message": p.message} for p in exc.problems]
         await config.store.refuse(info, 400, str(exc))
