@@ -18,7 +18,7 @@ from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.deadletters import letters_to_replay
 from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
-from sessionexport.export.status import alert_json, export_health
+from sessionexport.export.status import alert_json, export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
@@ -237,7 +237,8 @@ async def mapping_of_value(request: Request, body: ExportValue, form: MappingFor
 async def export_status(request: Request, objectId: str) -> Response:
     store, settings, supervisor = _objects(request)
     config = await _config(settings, objectId)
-    running = supervisor.is_running(objectId) if request.app.state.config.run_exporters else None
+    here = supervisor if request.app.state.config.run_exporters else None
+    running = await export_running(store, here, objectId)
     return OrjsonResponse((await export_health(store, config, running, now_ms())).as_json())
 
 

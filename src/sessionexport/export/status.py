@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sessionexport.export.config import ExportConfig
+from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.store import Store
 from sessionexport.store.records import Alert
 
@@ -50,9 +51,16 @@ class ExportHealth:
         }
 
 
-async def export_health(store: Store, config: ExportConfig, running: bool | None, now: int) -> ExportHealth:
-    """``running``: whether this process runs the export's exporter; None when another process
-    does the background work (``serve --no-exporters``), so this one cannot tell."""
+async def export_running(store: Store, supervisor: ExportSupervisor | None, export_id: str) -> bool:
+    """Whether a worker exports it: asked of this process's supervisor when it runs exporters (it
+    knows the other workers' leases too), else of the leases in the store."""
+    if supervisor is not None:
+        return supervisor.is_running(export_id)
+    return any(lease.export_id == export_id for lease in await store.list_leases())
+
+
+async def export_health(store: Store, config: ExportConfig, running: bool, now: int) -> ExportHealth:
+    """``running``: whether a worker exports it (``export_running``)."""
     cursor = await store.get_cursor(config.export_id)
     backlog, first_at = await store.backlog(cursor.position) if cursor else (0, None)
     alerts = [a for a in await store.list_alerts(open_only=True) if a.export_id == config.export_id]
@@ -74,10 +82,10 @@ async def export_health(store: Store, config: ExportConfig, running: bool | None
     )
 
 
-def _state(enabled: bool, running: bool | None, alerting: bool) -> State:
+def _state(enabled: bool, running: bool, alerting: bool) -> State:
     if not enabled:
         return "paused"
-    if running is False:
+    if not running:
         return "stopped"
     return "failing" if alerting else "running"
 

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.deadletters import letters_to_replay
-from sessionexport.export.status import ExportHealth, export_health
+from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store.records import DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
@@ -105,7 +105,9 @@ async def _exports(ui: Ui, *, with_letters: bool) -> list[ExportView]:
 
 async def _view(ui: Ui, record: SettingsRecord, *, with_letters: bool) -> ExportView:
     config = export_config(record.object_id, ui.settings.masked_value(record))  # no secret needed
-    running = ui.exports.is_running(record.object_id) if ui.config.run_exporters else None
+    running = await export_running(
+        ui.store, ui.exports if ui.config.run_exporters else None, record.object_id
+    )
     letters = (
         await ui.store.list_dead_letters(record.object_id, state="pending", limit=LETTERS_SHOWN)
         if with_letters
