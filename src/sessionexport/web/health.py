@@ -14,12 +14,11 @@ from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.deadletters import letters_to_replay
 from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.store.records import DeadLetter, SettingsRecord
+from sessionexport.store.records import MINUTE_MS, DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
 
 HOUR_MS = 3600 * 1000
-MINUTE_MS = 60 * 1000
 LETTERS_SHOWN = 50
 
 
