@@ -18,7 +18,7 @@ from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.deadletters import letters_to_replay
 from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
-from sessionexport.export.status import alert_json, export_health, export_running
+from sessionexport.export.status import alert_json, backlog_and_lag, export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
@@ -46,10 +46,14 @@ class ExportStatus(BaseModel):
     endpointUrl: str
     state: Literal["running", "failing", "paused", "stopped"]
     position: int | None = Field(
-        description="Seq of the last session decided (delivered, dead-lettered, filtered)"
+        description="Seq up to which every session is decided (delivered, dead-lettered, filtered);"
+        " for an export split in shards, its slowest shard's"
     )
-    backlog: int = Field(description="Sessions in the log after the position")
-    lagSeconds: float | None = Field(description="Age of the oldest session not yet decided")
+    backlog: int = Field(
+        description="Sessions in the log after the position (split in shards: at most this many,"
+        " as faster shards may have decided some)"
+    )
+    lagSeconds: float | None = Field(description="Age of the first session after the position")
     deliveredSessions: int
     failedSessions: int = Field(
         description="Sessions kept as dead letters (failed bulks, rejected documents)"
@@ -363,9 +367,9 @@ async def metrics(request: Request) -> Response:
         cursor = await store.get_cursor(record.object_id)
         if cursor is None:
             continue
-        backlog, first_at = await store.backlog(cursor.position)
+        backlog, lag = await backlog_and_lag(store, cursor, now)
         gauges.backlog.labels(record.object_id).set(backlog)
-        gauges.lag.labels(record.object_id).set((now - first_at) / 1000 if first_at is not None else 0)
+        gauges.lag.labels(record.object_id).set(lag or 0)
         gauges.dead_letters.labels(record.object_id).set(await store.count_dead_letters(record.object_id))
     return Response(generate_latest(gauges.registry), media_type=CONTENT_TYPE_LATEST)
 

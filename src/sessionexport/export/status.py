@@ -10,7 +10,7 @@ from typing import Any, Literal
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.store import Store
-from sessionexport.store.records import Alert
+from sessionexport.store.records import Alert, Cursor
 
 State = Literal["running", "failing", "paused", "stopped"]
 
@@ -62,7 +62,7 @@ async def export_running(store: Store, supervisor: ExportSupervisor | None, expo
 async def export_health(store: Store, config: ExportConfig, running: bool, now: int) -> ExportHealth:
     """``running``: whether a worker exports it (``export_running``)."""
     cursor = await store.get_cursor(config.export_id)
-    backlog, first_at = await store.backlog(cursor.position) if cursor else (0, None)
+    backlog, lag = await backlog_and_lag(store, cursor, now) if cursor else (0, None)
     alerts = [a for a in await store.list_alerts(open_only=True) if a.export_id == config.export_id]
     return ExportHealth(
         object_id=config.export_id,
@@ -70,7 +70,7 @@ async def export_health(store: Store, config: ExportConfig, running: bool, now: 
         state=_state(config.enabled, running, bool(alerts)),
         position=cursor.position if cursor else None,
         backlog=backlog,
-        lag_seconds=round((now - first_at) / 1000, 3) if first_at is not None else None,
+        lag_seconds=lag,
         delivered=cursor.delivered if cursor else 0,
         failed=cursor.failed if cursor else 0,
         retried=cursor.retried if cursor else 0,
@@ -80,6 +80,13 @@ async def export_health(store: Store, config: ExportConfig, running: bool, now: 
         dead_letters=await store.count_dead_letters(config.export_id),
         open_alerts=alerts,
     )
+
+
+async def backlog_and_lag(store: Store, cursor: Cursor, now: int) -> tuple[int, float | None]:
+    """Sessions after the export's position, and the age in seconds of the first of them (None:
+    caught up). Split in shards, the position is the slowest shard's: an upper bound."""
+    backlog, first_at = await store.backlog(cursor.position)
+    return backlog, round((now - first_at) / 1000, 3) if first_at is not None else None
 
 
 def _state(enabled: bool, running: bool, alerting: bool) -> State:
