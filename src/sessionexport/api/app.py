@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,14 +13,8 @@ from sessionexport import __version__
 from sessionexport.api import exports, health, rum, settings, usersessions
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
 from sessionexport.config import ServerConfig
-from sessionexport.export.metrics import ExportMetrics
-from sessionexport.export.notifier import LogNotifier
-from sessionexport.export.supervisor import ExportSupervisor
-from sessionexport.ingest.assembly import Sessionizer
-from sessionexport.retention import run_retention
-from sessionexport.settings.objects import SettingsService
-from sessionexport.settings.secrets import load_secret_box
-from sessionexport.store import Store, create_store
+from sessionexport.services import Services
+from sessionexport.store import Store
 from sessionexport.web.app import create_ui
 
 DESCRIPTION = """\
@@ -32,25 +25,12 @@ names; create tokens with `sessionexport tokens create`.
 
 
 def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
-    store = store or create_store(config.data_dir, config.database_url)
+    services = Services.create(config, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await store.open()
-        tasks = [
-            asyncio.create_task(run_retention(store, config.retention_ms, config.retention_check_seconds))
-        ]
-        if config.run_exporters:  # the process with the background work also completes sessions
-            tasks.append(asyncio.create_task(supervisor.run(), name="exports"))
-            tasks.append(asyncio.create_task(app.state.sessionizer.run(), name="sessionizer"))
-        try:
+        async with services.running():
             yield
-        finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await store.close()
 
     app = FastAPI(
         title="sessionexport",
@@ -60,26 +40,10 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
-    app.state.config = config
-    app.state.store = store
-    box = load_secret_box(config.data_dir, config.secret_keys)
-    settings_service = SettingsService(store, box, allow_http_loopback=config.allow_http_loopback)
-    app.state.notifier = LogNotifier()
-    app.state.metrics = ExportMetrics()
-    supervisor = ExportSupervisor(
-        store,
-        settings_service,
-        app.state.notifier,
-        app.state.metrics,
-        ca_bundle=config.ca_bundle,
-        allow_http_loopback=config.allow_http_loopback,
-        lease_seconds=config.lease_seconds,
-        max_in_flight=config.max_in_flight,
-    )
-    settings_service.on_change = supervisor.poke
-    app.state.settings = settings_service
-    app.state.sessionizer = Sessionizer(store, app.state.notifier, config.sessionizer)
-    app.state.exports = supervisor
+    state = app.state
+    state.config, state.store, state.settings = config, services.store, services.settings
+    state.notifier, state.metrics = services.notifier, services.metrics
+    state.exports, state.sessionizer = services.exports, services.sessionizer
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
