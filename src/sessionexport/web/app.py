@@ -23,14 +23,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from sessionexport import __version__
+from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.export.supervisor import ExportSupervisor
-from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
+from sessionexport.settings.schemas import SCOPE
 from sessionexport.store import Store
 from sessionexport.store.records import TokenRecord
 from sessionexport.tokens import Scope
 from sessionexport.web import filters
-from sessionexport.web.forms import REMOVE
+from sessionexport.web.forms import NEW, REMOVE, value_from_form
 from sessionexport.web.session import SessionCookies, UiSession
 
 HERE = Path(__file__).parent
@@ -132,6 +134,19 @@ class Ui:
     ) -> Response:
         context.update(visit=visit, csrf=visit.session.csrf, flash=visit.session.take_flash())
         return self.templates.TemplateResponse(request, template, context, status_code=status)
+
+    async def save(
+        self, visit: Visit, schema: dict[str, Any], object_id: str
+    ) -> tuple[dict[str, Any], ItemResult]:
+        """A settings object from its submitted form: created (``object_id`` NEW) or updated under
+        the form's update token, as the Settings API would; (the value sent, the outcome)."""
+        if object_id == NEW:
+            value = value_from_form(schema, visit.values())
+            new = NewObject(schema["schemaId"], SCOPE, value)
+            return value, await self.settings.create(new, visit.author, now_ms())
+        value = value_from_form(schema, visit.values(), keep_secrets=True)
+        token = visit.field("updateToken") or None
+        return value, await self.settings.update(object_id, value, token, visit.author, now_ms())
 
     @staticmethod
     def redirect(path: str) -> Response:

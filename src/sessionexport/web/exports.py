@@ -15,8 +15,8 @@ from sessionexport.clock import now_ms
 from sessionexport.export.config import export_config
 from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
 from sessionexport.model.mapping import mapping
-from sessionexport.settings.objects import ItemResult, NewObject, update_token
-from sessionexport.settings.schemas import EXPORT_SCHEMA, EXPORT_SETTINGS, MAX_EXPORTS, SCOPE, ZONE_SCHEMA
+from sessionexport.settings.objects import ItemResult, update_token
+from sessionexport.settings.schemas import EXPORT_SCHEMA, EXPORT_SETTINGS, MAX_EXPORTS, ZONE_SCHEMA
 from sessionexport.settings.validation import Violation
 from sessionexport.store.records import SettingsRecord
 from sessionexport.tokens import Scope
@@ -28,7 +28,7 @@ def routes(ui: Ui) -> list[Route]:
     read, write = (Scope.SETTINGS_READ,), (Scope.SETTINGS_READ, Scope.SETTINGS_WRITE)
     return [
         Route("/exports", ui.page(list_exports, scopes=read), methods=["GET"]),
-        Route("/exports", ui.page(create_export, scopes=write), methods=["POST"]),
+        Route("/exports", ui.page(save_export, scopes=write), methods=["POST"]),
         Route(
             "/exports/test",
             ui.page(test_export, scopes=(Scope.EXPORTS_MANAGE, Scope.SESSIONS_READ)),
@@ -38,7 +38,7 @@ def routes(ui: Ui) -> list[Route]:
             "/exports/sample", ui.page(download_sample, scopes=(*read, Scope.SESSIONS_READ)), methods=["POST"]
         ),
         Route("/exports/mapping", ui.page(download_mapping, scopes=read), methods=["POST"]),
-        Route("/exports/{object_id}", ui.page(update_export, scopes=write), methods=["POST"]),
+        Route("/exports/{object_id}", ui.page(save_export, scopes=write), methods=["POST"]),
         Route("/exports/{object_id}/enabled", ui.page(set_enabled, scopes=write), methods=["POST"]),
         Route("/exports/{object_id}/delete", ui.page(delete_export, scopes=write), methods=["POST"]),
     ]
@@ -53,24 +53,16 @@ async def list_exports(ui: Ui, request: Request, visit: Visit) -> Response:
     return await _page(ui, request, visit)
 
 
-async def create_export(ui: Ui, request: Request, visit: Visit) -> Response:
-    value = value_from_form(EXPORT_SETTINGS, visit.values())
-    result = await ui.settings.create(NewObject(EXPORT_SCHEMA, SCOPE, value), visit.author, now_ms())
-    if not result.ok:
-        return await _page(ui, request, visit, NEW, value, result)
-    visit.session.say("Export added. Its exporter starts from now; the health page shows its deliveries.")
-    return ui.redirect(f"/exports#export-{result.object_id}")
-
-
-async def update_export(ui: Ui, request: Request, visit: Visit) -> Response:
-    object_id = request.path_params["object_id"]
-    value = value_from_form(EXPORT_SETTINGS, visit.values(), keep_secrets=True)
-    token = visit.field("updateToken") or None
-    result = await ui.settings.update(object_id, value, token, visit.author, now_ms())
+async def save_export(ui: Ui, request: Request, visit: Visit) -> Response:
+    object_id = request.path_params.get("object_id", NEW)
+    value, result = await ui.save(visit, EXPORT_SETTINGS, object_id)
     if not result.ok:
         return await _page(ui, request, visit, object_id, value, result)
-    visit.session.say("Export saved.")
-    return ui.redirect(f"/exports#export-{object_id}")
+    if object_id == NEW:
+        visit.session.say("Export added. Its exporter starts from now; the health page shows its deliveries.")
+    else:
+        visit.session.say("Export saved.")
+    return ui.redirect(f"/exports#export-{result.object_id}")
 
 
 async def set_enabled(ui: Ui, request: Request, visit: Visit) -> Response:

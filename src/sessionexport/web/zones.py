@@ -12,12 +12,12 @@ from starlette.routing import Route
 
 from sessionexport.clock import now_ms
 from sessionexport.export.zones import Zone, zone_from_value
-from sessionexport.settings.objects import ItemResult, NewObject, update_token
-from sessionexport.settings.schemas import SCOPE, ZONE_SCHEMA, ZONE_SETTINGS
+from sessionexport.settings.objects import ItemResult, update_token
+from sessionexport.settings.schemas import ZONE_SCHEMA, ZONE_SETTINGS
 from sessionexport.store import Store
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
-from sessionexport.web.forms import NEW, ObjectForm, object_form, value_from_form
+from sessionexport.web.forms import NEW, ObjectForm, object_form
 
 RECENT_MS = 24 * 3600 * 1000
 RECENT_LIMIT = 5000  # the newest sessions of the last day that the counts look at
@@ -28,8 +28,8 @@ def routes(ui: Ui) -> list[Route]:
     read, write = (Scope.SETTINGS_READ,), (Scope.SETTINGS_READ, Scope.SETTINGS_WRITE)
     return [
         Route("/zones", ui.page(list_zones, scopes=read), methods=["GET"]),
-        Route("/zones", ui.page(create_zone, scopes=write), methods=["POST"]),
-        Route("/zones/{object_id}", ui.page(update_zone, scopes=write), methods=["POST"]),
+        Route("/zones", ui.page(save_zone, scopes=write), methods=["POST"]),
+        Route("/zones/{object_id}", ui.page(save_zone, scopes=write), methods=["POST"]),
         Route("/zones/{object_id}/delete", ui.page(delete_zone, scopes=write), methods=["POST"]),
     ]
 
@@ -44,25 +44,14 @@ async def list_zones(ui: Ui, request: Request, visit: Visit) -> Response:
     return await _page(ui, request, visit)
 
 
-async def create_zone(ui: Ui, request: Request, visit: Visit) -> Response:
-    value = value_from_form(ZONE_SETTINGS, visit.values())
-    result = await ui.settings.create(NewObject(ZONE_SCHEMA, SCOPE, value), visit.author, now_ms())
-    if not result.ok:
-        return await _page(ui, request, visit, NEW, value, result)
-    visit.session.say(f"Management zone “{value.get('name')}” added.")
-    return ui.redirect(f"/zones#zone-{result.object_id}")
-
-
-async def update_zone(ui: Ui, request: Request, visit: Visit) -> Response:
-    object_id = request.path_params["object_id"]
-    value = value_from_form(ZONE_SETTINGS, visit.values())
-    result = await ui.settings.update(
-        object_id, value, visit.field("updateToken") or None, visit.author, now_ms()
-    )
+async def save_zone(ui: Ui, request: Request, visit: Visit) -> Response:
+    object_id = request.path_params.get("object_id", NEW)
+    value, result = await ui.save(visit, ZONE_SETTINGS, object_id)
     if not result.ok:
         return await _page(ui, request, visit, object_id, value, result)
-    visit.session.say(f"Management zone “{value.get('name')}” saved.")
-    return ui.redirect(f"/zones#zone-{object_id}")
+    verb = "added" if object_id == NEW else "saved"
+    visit.session.say(f"Management zone “{value.get('name')}” {verb}.")
+    return ui.redirect(f"/zones#zone-{result.object_id}")
 
 
 async def delete_zone(ui: Ui, request: Request, visit: Visit) -> Response:
