@@ -17,10 +17,16 @@ from sessionexport.api.security import require
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.deadletters import letters_to_replay
-from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
+from sessionexport.export.preview import (
+    NoSessions,
+    mapping_of,
+    preview_sessions,
+    run_test_export,
+    sample_body,
+    unsaved_config,
+)
 from sessionexport.export.status import alert_json, backlog_and_lag, export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
-from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
@@ -110,20 +116,20 @@ async def _config(settings: SettingsService, export_id: str) -> ExportConfig:
 async def _value_config(
     settings: SettingsService, value: dict[str, Any], *, secrets_needed: bool
 ) -> ExportConfig:
-    normalized, violations = await settings.check_export_value(value, secrets_needed=secrets_needed)
-    if violations:
+    config, violations = await unsaved_config(settings, value, secrets_needed=secrets_needed)
+    if config is None:
         raise ApiError(
             400,
             f"Invalid export configuration: {len(violations)} constraint violation(s)",
             [ApiViolation(f"value.{v.path}", v.message) for v in violations],
         )
-    return export_config("unsaved", normalized)
+    return config
 
 
 async def _sample(request: Request, config: ExportConfig, status_when_none: int = 404) -> list[LogEntry]:
     store, settings, _ = _objects(request)
     try:
-        return await sample_entries(store, await export_zone(settings, config), now_ms())
+        return await preview_sessions(store, settings, config, now_ms())
     except NoSessions as exc:
         raise ApiError(status_when_none, str(exc)) from None
 
@@ -202,8 +208,7 @@ MappingForm = Annotated[
 
 
 def _mapping_response(config: ExportConfig, form: str, name: str) -> Response:
-    doc_type = config.send_direct.doc_type if config.send_direct else None
-    document = index_creation(doc_type) if form == "index" else mapping(doc_type)
+    document = mapping_of(config, index=form == "index")
     return _download(orjson.dumps(document, option=orjson.OPT_INDENT_2), "application/json", f"{name}.json")
 
 

@@ -28,7 +28,13 @@ from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
-from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
+from sessionexport.export.preview import (
+    NoSessions,
+    preview_sessions,
+    run_test_export,
+    sample_body,
+    unsaved_config,
+)
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
@@ -86,10 +92,10 @@ async def _config(
         return export_config(object_id, settings.plain_value(record))
     assert value_file is not None
     value = _read_value(value_file)
-    normalized, violations = await settings.check_export_value(value, secrets_needed=secrets_needed)
-    if violations:
+    config, violations = await unsaved_config(settings, value, secrets_needed=secrets_needed)
+    if config is None:
         raise _Refused("invalid configuration:\n" + "\n".join(f"  {v.path}: {v.message}" for v in violations))
-    return export_config("unsaved", normalized)
+    return config
 
 
 def _with_services(
@@ -132,7 +138,7 @@ def export_test(
 
     async def work(store: Store, settings: SettingsService) -> dict[str, Any]:
         config = await _config(settings, value, None, secrets_needed=True)
-        entries = await sample_entries(store, await export_zone(settings, config), now_ms())
+        entries = await preview_sessions(store, settings, config, now_ms())
         supervisor = ExportSupervisor(store, settings, LogNotifier(), ExportMetrics(), ca_bundle=ca_bundle)
         async with supervisor.client() as client:
             return (await run_test_export(supervisor.sender(config, client), entries)).as_json()
@@ -158,7 +164,7 @@ def export_sample(
 
     async def work(store: Store, settings: SettingsService) -> bytes:
         config = await _config(settings, value, object_id, secrets_needed=False)
-        return sample_body(config, await sample_entries(store, await export_zone(settings, config), now_ms()))
+        return sample_body(config, await preview_sessions(store, settings, config, now_ms()))
 
     body: bytes = _with_services(data_dir, database_url, secret_key, False, work)
     if output is None:

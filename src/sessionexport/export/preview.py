@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessionexport.export.bulk_delivery import BulkResult, deliver_bulk
-from sessionexport.export.config import ExportConfig
+from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.delivery import Sender
 from sessionexport.export.formats import bulk_body
 from sessionexport.export.zones import Zone, zone_from_value
+from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.validation import Violation
 from sessionexport.store import Store
 from sessionexport.store.records import LogEntry
 
@@ -36,6 +38,29 @@ async def export_zone(settings: SettingsService, config: ExportConfig) -> Zone |
         return None
     record = await settings.get(config.management_zone)
     return zone_from_value(settings.plain_value(record)) if record is not None else None
+
+
+async def preview_sessions(
+    store: Store, settings: SettingsService, config: ExportConfig, now: int
+) -> list[LogEntry]:
+    """The sessions a preview of ``config`` shows or sends: ``sample_entries`` in its zone."""
+    return await sample_entries(store, await export_zone(settings, config), now)
+
+
+async def unsaved_config(
+    settings: SettingsService, value: Any, *, secrets_needed: bool
+) -> tuple[ExportConfig | None, list[Violation]]:
+    """An export value that need not be saved, as the exporter would run it; None with the
+    violations when it is invalid (see ``SettingsService.check_export_value``)."""
+    normalized, violations = await settings.check_export_value(value, secrets_needed=secrets_needed)
+    return (None if violations else export_config("unsaved", normalized)), violations
+
+
+def mapping_of(config: ExportConfig, *, index: bool = False) -> dict[str, Any]:
+    """The Elasticsearch mapping of the export's documents (wrapped in its document type when it
+    has one), or with ``index`` the body of the ``PUT /<index>`` that creates the index."""
+    doc_type = config.send_direct.doc_type if config.send_direct else None
+    return index_creation(doc_type) if index else mapping(doc_type)
 
 
 async def sample_entries(store: Store, zone: Zone | None, now: int) -> list[LogEntry]:

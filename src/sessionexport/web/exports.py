@@ -12,9 +12,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sessionexport.clock import now_ms
-from sessionexport.export.config import export_config
-from sessionexport.export.preview import NoSessions, export_zone, run_test_export, sample_body, sample_entries
-from sessionexport.model.mapping import mapping
+from sessionexport.export.preview import (
+    NoSessions,
+    mapping_of,
+    preview_sessions,
+    run_test_export,
+    sample_body,
+    unsaved_config,
+)
 from sessionexport.settings.objects import ItemResult, update_token
 from sessionexport.settings.schemas import EXPORT_SCHEMA, EXPORT_SETTINGS, MAX_EXPORTS, ZONE_SCHEMA
 from sessionexport.settings.validation import Violation
@@ -97,12 +102,11 @@ async def test_export(ui: Ui, request: Request, visit: Visit) -> Response:
     """A fragment (htmx) with the outcome of sending the form's configuration once. A saved
     export's secrets must be entered again: the service says so (they are never sent back)."""
     value = value_from_form(EXPORT_SETTINGS, visit.values(), keep_secrets=_form_id(visit) != NEW)
-    normalized, violations = await ui.settings.check_export_value(value, secrets_needed=True)
+    config, violations = await unsaved_config(ui.settings, value, secrets_needed=True)
     context: dict[str, Any] = {"violations": violations, "result": None, "problem": None}
-    if not violations:
-        config = export_config("unsaved", normalized)
+    if config is not None:
         try:
-            entries = await sample_entries(ui.store, await export_zone(ui.settings, config), now_ms())
+            entries = await preview_sessions(ui.store, ui.settings, config, now_ms())
         except NoSessions as exc:
             context["problem"] = str(exc)
         else:
@@ -113,12 +117,11 @@ async def test_export(ui: Ui, request: Request, visit: Visit) -> Response:
 
 async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
     value = value_from_form(EXPORT_SETTINGS, visit.values())
-    normalized, violations = await ui.settings.check_export_value(value, secrets_needed=False)
-    if violations:
+    config, violations = await unsaved_config(ui.settings, value, secrets_needed=False)
+    if config is None:
         return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
-    config = export_config("unsaved", normalized)
     try:
-        entries = await sample_entries(ui.store, await export_zone(ui.settings, config), now_ms())
+        entries = await preview_sessions(ui.store, ui.settings, config, now_ms())
     except NoSessions as exc:
         visit.session.say(str(exc))
         return ui.redirect("/exports")
@@ -127,12 +130,11 @@ async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
 
 async def download_mapping(ui: Ui, request: Request, visit: Visit) -> Response:
     value = value_from_form(EXPORT_SETTINGS, visit.values())
-    normalized, violations = await ui.settings.check_export_value(value, secrets_needed=False)
-    if violations:
+    config, violations = await unsaved_config(ui.settings, value, secrets_needed=False)
+    if config is None:
         return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
-    config = export_config("unsaved", normalized)
-    document = mapping(config.send_direct.doc_type if config.send_direct else None)
-    return _download(orjson.dumps(document, option=orjson.OPT_INDENT_2), "application/json", "mapping.json")
+    body = orjson.dumps(mapping_of(config), option=orjson.OPT_INDENT_2)
+    return _download(body, "application/json", "mapping.json")
 
 
 # -- the page --------------------------------------------------------------------------------------
