@@ -107,8 +107,8 @@ def _objects(request: Request) -> tuple[Store, SettingsService, ExportSupervisor
 
 
 async def _config(settings: SettingsService, export_id: str) -> ExportConfig:
-    record = await settings.get(export_id)
-    if record is None or record.schema_id != EXPORT_SCHEMA:
+    record = await settings.get_export(export_id)
+    if record is None:
         raise ApiError(404, f"No user session export with objectId {export_id!r}")
     return export_config(export_id, settings.plain_value(record))
 

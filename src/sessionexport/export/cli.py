@@ -38,7 +38,6 @@ from sessionexport.export.preview import (
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
-from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import SecretKeyError, load_secret_box
 from sessionexport.store import Store, StoreError, create_store
 
@@ -86,8 +85,8 @@ async def _config(
     if (value_file is None) == (object_id is None):
         raise _Refused("give either --value FILE or --object-id ID")
     if object_id is not None:
-        record = await settings.get(object_id)
-        if record is None or record.schema_id != EXPORT_SCHEMA:
+        record = await settings.get_export(object_id)
+        if record is None:
             raise _Refused(f"no user session export with objectId {object_id!r}")
         return export_config(object_id, settings.plain_value(record))
     assert value_file is not None

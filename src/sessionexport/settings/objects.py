@@ -64,6 +64,11 @@ class SettingsService:
     async def get(self, object_id: str) -> SettingsRecord | None:
         return await self.store.get_setting(object_id)
 
+    async def get_export(self, object_id: str) -> SettingsRecord | None:
+        """The user session export with this id (None: no such object, or not an export)."""
+        record = await self.store.get_setting(object_id)
+        return record if record is not None and record.schema_id == EXPORT_SCHEMA else None
+
     async def all(self, schema_id: str | None = None) -> list[SettingsRecord]:
         return await self.store.list_settings(schema_id)
 

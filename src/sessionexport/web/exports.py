@@ -72,7 +72,7 @@ async def save_export(ui: Ui, request: Request, visit: Visit) -> Response:
 
 async def set_enabled(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params["object_id"]
-    record = await _export_record(ui, object_id)
+    record = await ui.settings.get_export(object_id)
     if record is None:
         return _gone(ui, visit)
     value = ui.settings.masked_value(record)  # masked secrets are kept as stored
@@ -207,11 +207,6 @@ def _form_id(visit: Visit) -> str:
 
 def _invalid(violations: list[Violation]) -> ItemResult:
     return ItemResult(400, message=f"{len(violations)} constraint violation(s)", violations=violations)
-
-
-async def _export_record(ui: Ui, object_id: str) -> SettingsRecord | None:
-    record = await ui.settings.get(object_id)
-    return record if record is not None and record.schema_id == EXPORT_SCHEMA else None
 
 
 def _gone(ui: Ui, visit: Visit) -> Response:

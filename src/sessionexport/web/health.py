@@ -49,8 +49,8 @@ async def health_page(ui: Ui, request: Request, visit: Visit) -> Response:
 
 async def health_stats(ui: Ui, request: Request, visit: Visit) -> Response:
     """One export's numbers: the part of the page that htmx refreshes in place."""
-    record = await ui.settings.get(request.path_params["object_id"])
-    if record is None or record.schema_id != EXPORT_SCHEMA:
+    record = await ui.settings.get_export(request.path_params["object_id"])
+    if record is None:
         return Response(status_code=286)  # htmx: stop polling (the export was deleted)
     view = await _view(ui, record, with_letters=False)
     return ui.render(request, visit, "_health_stats.html", h=view.health)
@@ -73,8 +73,8 @@ async def delivery_series(ui: Ui, request: Request, visit: Visit) -> Response:
 
 async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params["object_id"]
-    record = await ui.settings.get(object_id)
-    if record is None or record.schema_id != EXPORT_SCHEMA:
+    record = await ui.settings.get_export(object_id)
+    if record is None:
         visit.session.say("That export no longer exists.")
         return ui.redirect("/health")
     letter = visit.field("letter")
