@@ -57,3 +57,11 @@ async def test_recent_sessions_of_one_user_newest_first(store: Store) -> None:
     assert await store.recent_sessions(user_id="nobody") == []
     both = await store.recent_sessions(user_id="alice", user_session_id="a3")
     assert [s.user_session_id for s in both] == ["a3"]
+
+
+async def test_recent_log_without_bodies_has_the_attributes_only(store: Store) -> None:
+    await store.append_sessions([session("a", start=1), session("b", start=2)], received_at=5)
+    full = await store.recent_log(0, 10)
+    bare = await store.recent_log(0, 10, bodies=False)
+    assert [e.body for e in bare] == [b"", b""] and all(e.body for e in full)
+    assert [replace(e, body=b"") for e in full] == bare  # every attribute the same

@@ -164,9 +164,10 @@ class Store(Protocol):
         they cover the log."""
 
     async def recent_log(
-        self, received_since: int, limit: int, before_seq: int | None = None
+        self, received_since: int, limit: int, before_seq: int | None = None, *, bodies: bool = True
     ) -> list[LogEntry]:
-        """Up to ``limit`` sessions that joined the log at or after ``received_since``, newest first."""
+        """Up to ``limit`` sessions that joined the log at or after ``received_since``, newest first;
+        without ``bodies``, their attributes only (each body empty)."""
 
     async def backlog(self, after_seq: int) -> tuple[int, int | None]:
         """(sessions after ``after_seq``, received_at of the first of them or None)."""

@@ -540,10 +540,11 @@ class PostgresStore:
         return LogRead(entries, covered(after_seq, [e.seq for e in entries], limit, log_end))
 
     async def recent_log(
-        self, received_since: int, limit: int, before_seq: int | None = None
+        self, received_since: int, limit: int, before_seq: int | None = None, *, bodies: bool = True
     ) -> list[LogEntry]:
+        columns = _LOG_ENTRY if bodies else _LOG_ENTRY.replace("body", "''::bytea AS body")
         query = (
-            f"SELECT {_LOG_ENTRY} FROM sessions WHERE received_at >= %(since)s"
+            f"SELECT {columns} FROM sessions WHERE received_at >= %(since)s"
             " AND (%(before)s::bigint IS NULL OR seq < %(before)s) ORDER BY seq DESC LIMIT %(limit)s"
         )
         rows = await self._rows(query, {"since": received_since, "before": before_seq, "limit": limit})

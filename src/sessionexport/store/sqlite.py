@@ -439,12 +439,13 @@ class SQLiteStore:
         return await self._read(select)
 
     async def recent_log(
-        self, received_since: int, limit: int, before_seq: int | None = None
+        self, received_since: int, limit: int, before_seq: int | None = None, *, bodies: bool = True
     ) -> list[LogEntry]:
+        columns = _LOG_ENTRY if bodies else _LOG_ENTRY.replace("body", "X'' AS body")
+
         def select(conn: sqlite3.Connection) -> list[LogEntry]:
             rows = conn.execute(
-                "SELECT seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type,"
-                " country, applications, body FROM sessions WHERE received_at >= :since"
+                f"SELECT {columns} FROM sessions WHERE received_at >= :since"
                 " AND (:before IS NULL OR seq < :before) ORDER BY seq DESC LIMIT :limit",
                 {"since": received_since, "before": before_seq, "limit": limit},
             ).fetchall()

@@ -115,7 +115,10 @@ async def count_matches(store: Store, zones: list[Zone], now: int) -> tuple[list
     scanned = 0
     before: int | None = None
     while zones and scanned < RECENT_LIMIT:
-        page = await store.recent_log(now - RECENT_MS, min(_PAGE, RECENT_LIMIT - scanned), before)
+        # Attributes only: the rules never look at a session's body.
+        page = await store.recent_log(
+            now - RECENT_MS, min(_PAGE, RECENT_LIMIT - scanned), before, bodies=False
+        )
         for entry in page:
             for i, zone in enumerate(zones):
                 counts[i] += zone.contains(entry)
