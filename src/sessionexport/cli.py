@@ -105,7 +105,8 @@ def serve(
     lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS,
     max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT,
 ) -> None:
-    """Serve the API (and the exporters and sessionizer) on the embedded default, or on --database-url."""
+    """Serve the API, the web UI at /ui (and the exporters and sessionizer) on the embedded default,
+    or on --database-url."""
     import uvicorn
 
     from sessionexport.api.app import create_app
