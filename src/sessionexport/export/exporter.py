@@ -19,6 +19,7 @@ shard to another worker sends nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -175,9 +176,7 @@ class Exporter:
             self._sending.popleft()
 
     async def _deliver(self, bulk: Bulk) -> BulkResult:
-        if self.slots is None:
-            return await deliver_bulk(self.sender, bulk.entries, self.config.send_direct)
-        async with self.slots:  # the process's cap on bulks in flight, over every export and shard
+        async with self.slots or contextlib.nullcontext():  # the process's cap on bulks in flight
             return await deliver_bulk(self.sender, bulk.entries, self.config.send_direct)
 
     async def _settle(self) -> None:
