@@ -38,6 +38,7 @@ from sessionexport.store.records import (
     DeadLetter,
     EventsResult,
     LogRead,
+    NewAlert,
     NewDeadLetter,
     NewEvent,
     NewSession,
@@ -405,6 +406,31 @@ async def test_failed_record_bulk_keeps_neither_letters_nor_position(store: Stor
     cursor = await store.get_cursor("e1")
     assert cursor is not None and (cursor.position, cursor.delivered, cursor.failed) == (0, 0, 0)
     assert await store.list_dead_letters("e1") == []
+
+
+async def test_record_bulk_raises_and_closes_alerts_with_its_letters(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    e1 = await claimed(store, "e1")
+    timeout = NewAlert("delivery", "Request timeout", "no answer in 30 s")
+    await store.record_bulk(e1, 10, BulkDecision(0, letters=(letter(),), alerts=(timeout,)), now=2)
+    [alert] = await store.list_alerts(open_only=True)
+    assert (alert.kind, alert.title, alert.opened_at) == ("delivery", "Request timeout", 2)
+    failed = NewAlert("delivery", "Request failed: 503", "Service Unavailable")
+    await store.record_bulk(e1, 20, BulkDecision(0, letters=(letter(),), alerts=(failed,)), now=3)
+    [alert] = await store.list_alerts(open_only=True)  # the same alert, seen again
+    assert (alert.title, alert.occurrences, alert.last_seen_at) == ("Request failed: 503", 2, 3)
+    await store.record_bulk(e1, 30, BulkDecision(5, closes=("delivery", "token")), now=4)
+    assert await store.list_alerts(open_only=True) == []
+    assert [a.closed_at for a in await store.list_alerts()] == [4]
+
+
+async def test_a_refused_record_bulk_raises_no_alert(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    stale = Claim("e1", 0, 1, "nobody")  # never held the lease
+    alert = NewAlert("delivery", "Request timeout", "no answer in 30 s")
+    with pytest.raises(LeaseLost):
+        await store.record_bulk(stale, 10, BulkDecision(0, letters=(letter(),), alerts=(alert,)), now=2)
+    assert await store.list_alerts() == []
 
 
 # -- work distribution: leases, shards, workers ---------------------------------------------------

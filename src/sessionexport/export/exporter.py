@@ -35,7 +35,7 @@ from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.zones import Zone
 from sessionexport.store import Store
-from sessionexport.store.records import BulkDecision, Claim, LogEntry, NewDeadLetter
+from sessionexport.store.records import BulkDecision, Claim, LogEntry, NewAlert, NewDeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +206,15 @@ class Exporter:
         now = self.clock()
         self._observe(result.attempts)
         letters = self._dead_letters(result, now)
-        decision = BulkDecision(len(result.delivered), result.retried, tuple(letters))
+        alerts = () if self.config.disable_notification else self._alerts(result)
+        closes = ("delivery", "token") if result.complete and self._alerting else ()
+        decision = BulkDecision(len(result.delivered), result.retried, tuple(letters), alerts, closes)
         ids = await self.store.record_bulk(self.claim, flight.position, decision, now)
         self._count(result, decision)
-        if result.complete:
-            if self._alerting:
-                await self.store.close_alerts(self.export_id, "delivery", now)
-                await self.store.close_alerts(self.export_id, "token", now)
-                self._alerting = False
-            return
+        if closes:
+            self._alerting = False
+        if alerts:
+            self._alerting = True
         for letter, letter_id in zip(letters, ids, strict=True):
             log.warning(
                 "export %s: %d session(s) (seq %d-%d) kept as dead letter %d: %s",
@@ -225,9 +225,6 @@ class Exporter:
                 letter_id,
                 letter.reason,
             )
-        if not self.config.disable_notification:
-            self._alerting = True
-            await self._raise_alert(result, now)
 
     def _dead_letters(self, result: BulkResult, now: int) -> list[NewDeadLetter]:
         """One for the sessions that failed whole, one per session Elasticsearch rejected."""
@@ -257,18 +254,19 @@ class Exporter:
             attempts=attempts,
         )
 
-    async def _raise_alert(self, result: BulkResult, now: int) -> None:
+    def _alerts(self, result: BulkResult) -> tuple[NewAlert, ...]:
+        """What a bulk that was not delivered whole raises (kept with its dead letters, at once)."""
+        alerts = []
         if result.unsent:
             outcome = result.failure()
             kind = "token" if outcome.last.token_failure else "delivery"
-            await self.store.raise_alert(
-                self.export_id, kind, outcome.alert_title, _alert_message(outcome), now
-            )
+            alerts.append(NewAlert(kind, outcome.alert_title, _alert_message(outcome)))
         if result.rejected:
             first = result.rejected[0].item
             title = f"Request failed: {len(result.rejected)} session(s) rejected by Elasticsearch ({first.error_type})"
             message = f"Each was kept as a dead letter; the first: {first.describe()}"
-            await self.store.raise_alert(self.export_id, "delivery", title, message, now)
+            alerts.append(NewAlert("delivery", title, message))
+        return tuple(alerts)
 
     def _count(self, result: BulkResult, decision: BulkDecision) -> None:
         labels = self.metrics

@@ -180,7 +180,7 @@ class Store(Protocol):
 
     async def record_bulk(self, claim: Claim, position: int, decision: BulkDecision, now: int) -> list[int]:
         """A bulk was decided: keep its dead letters, count its sessions, move the shard's cursor,
-        all in one transaction, under the claim's lease (else LeaseLost, and nothing written);
+        raise and close the export's alerts it names, all in one transaction, under the claim's lease (else LeaseLost, and nothing written);
         return the dead letters' ids."""
 
     async def record_skip(self, claim: Claim, position: int, now: int) -> None:

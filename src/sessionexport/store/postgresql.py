@@ -282,6 +282,7 @@ INSERT INTO alerts (export_id, kind, title, message, opened_at, last_seen_at) VA
     DO UPDATE SET title = excluded.title, message = excluded.message, last_seen_at = excluded.last_seen_at,
                   occurrences = alerts.occurrences + 1
 """
+_CLOSE_ALERTS = "UPDATE alerts SET closed_at = %s WHERE export_id = %s AND kind = %s AND closed_at IS NULL"
 _UPDATE_SETTING = """
 UPDATE settings_objects
    SET scope = %s, external_id = %s, value = %s, schema_version = %s, modified = %s, modified_by = %s,
@@ -584,6 +585,12 @@ class PostgresStore:
                     (now, decision.letters[-1].reason, claim.export_id, claim.shard),
                 )
             await _count_minute(conn, claim.export_id, decision, now)
+            for alert in decision.alerts:
+                await conn.execute(
+                    _RAISE_ALERT, (claim.export_id, alert.kind, alert.title, alert.message, now, now)
+                )
+            for kind in decision.closes:
+                await conn.execute(_CLOSE_ALERTS, (now, claim.export_id, kind))
             return ids
 
     async def delivery_history(self, export_id: str, since: int) -> list[DeliveryMinute]:
@@ -681,10 +688,7 @@ class PostgresStore:
         await self._execute(_RAISE_ALERT, (export_id, kind, title, message, now, now))
 
     async def close_alerts(self, export_id: str, kind: str, now: int) -> int:
-        return await self._execute(
-            "UPDATE alerts SET closed_at = %s WHERE export_id = %s AND kind = %s AND closed_at IS NULL",
-            (now, export_id, kind),
-        )
+        return await self._execute(_CLOSE_ALERTS, (now, export_id, kind))
 
     async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
         query = (

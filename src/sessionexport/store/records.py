@@ -163,12 +163,24 @@ class NewDeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An alert to raise, or to bump when one of its ``kind`` is open for the export already."""
+
+    kind: str
+    title: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class BulkDecision:
-    """What became of one bulk: delivered sessions, retried items, and the dead letters of the rest."""
+    """What became of one bulk: delivered sessions, retried items, the dead letters of the rest,
+    and the alerts that opens (``alerts``) or closes (``closes``: kinds)."""
 
     delivered: int
     retried: int = 0
     letters: tuple[NewDeadLetter, ...] = ()
+    alerts: tuple[NewAlert, ...] = ()
+    closes: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:

@@ -34,6 +34,7 @@ from sessionexport.store.records import (
     Lease,
     LogEntry,
     LogRead,
+    NewAlert,
     NewDeadLetter,
     NewEvent,
     NewSession,
@@ -494,6 +495,10 @@ class SQLiteStore:
                     (now, decision.letters[-1].reason, claim.export_id, claim.shard),
                 )
             _count_minute(conn, claim.export_id, decision, now)
+            for alert in decision.alerts:
+                _raise_alert(conn, claim.export_id, alert, now)
+            for kind in decision.closes:
+                _close_alerts(conn, claim.export_id, kind, now)
             return ids
 
         return await self._write(record)
@@ -625,30 +630,10 @@ class SQLiteStore:
 
     # -- alerts ------------------------------------------------------------------------------
     async def raise_alert(self, export_id: str, kind: str, title: str, message: str, now: int) -> None:
-        def upsert(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute(
-                "UPDATE alerts SET title = ?, message = ?, last_seen_at = ?, occurrences = occurrences + 1"
-                " WHERE export_id = ? AND kind = ? AND closed_at IS NULL",
-                (title, message, now, export_id, kind),
-            )
-            if cursor.rowcount == 0:
-                conn.execute(
-                    "INSERT INTO alerts (export_id, kind, title, message, opened_at, last_seen_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (export_id, kind, title, message, now, now),
-                )
-
-        await self._write(upsert)
+        await self._write(lambda c: _raise_alert(c, export_id, NewAlert(kind, title, message), now))
 
     async def close_alerts(self, export_id: str, kind: str, now: int) -> int:
-        return await self._write(
-            lambda c: (
-                c.execute(
-                    "UPDATE alerts SET closed_at = ? WHERE export_id = ? AND kind = ? AND closed_at IS NULL",
-                    (now, export_id, kind),
-                ).rowcount
-            )
-        )
+        return await self._write(lambda c: _close_alerts(c, export_id, kind, now))
 
     async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
         def select(conn: sqlite3.Connection) -> list[Alert]:
@@ -887,6 +872,26 @@ def _token(row: tuple[Any, ...]) -> TokenRecord:
     return TokenRecord(
         token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
     )
+
+
+def _raise_alert(conn: sqlite3.Connection, export_id: str, alert: NewAlert, now: int) -> None:
+    cursor = conn.execute(
+        "UPDATE alerts SET title = ?, message = ?, last_seen_at = ?, occurrences = occurrences + 1"
+        " WHERE export_id = ? AND kind = ? AND closed_at IS NULL",
+        (alert.title, alert.message, now, export_id, alert.kind),
+    )
+    if cursor.rowcount == 0:
+        conn.execute(
+            "INSERT INTO alerts (export_id, kind, title, message, opened_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (export_id, alert.kind, alert.title, alert.message, now, now),
+        )
+
+
+def _close_alerts(conn: sqlite3.Connection, export_id: str, kind: str, now: int) -> int:
+    return conn.execute(
+        "UPDATE alerts SET closed_at = ? WHERE export_id = ? AND kind = ? AND closed_at IS NULL",
+        (now, export_id, kind),
+    ).rowcount
 
 
 def _count_minute(conn: sqlite3.Connection, export_id: str, decision: BulkDecision, now: int) -> None:
