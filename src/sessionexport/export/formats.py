@@ -44,5 +44,7 @@ def encoded_size(entry: LogEntry, direct: SendDirect | None) -> int:
 
 def bulk_body(entries: Sequence[LogEntry], direct: SendDirect | None) -> bytes:
     if direct is None:
-        return b"".join(part for e in entries for part in (e.body, b"\n"))
+        bodies = [e.body for e in entries]
+        bodies.append(b"")  # the last line ends with a newline too
+        return b"\n".join(bodies)
     return b"".join(part for e in entries for part in (action_line(e, direct), b"\n", e.body, b"\n"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 
 @dataclass(frozen=True, slots=True)
 class NewSession:
@@ -65,9 +67,11 @@ class SettingsRecord:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """A session as the exporter reads it: its place in the log, filter attributes and bytes."""
+class LogEntry(msgspec.Struct, frozen=True, gc=False):
+    """A session as the exporter reads it: its place in the log, filter attributes and bytes.
+
+    A msgspec Struct: one is built per session read, and it builds several times faster than a
+    frozen dataclass (``gc=False``: it never holds a reference cycle)."""
 
     seq: int
     received_at: int
