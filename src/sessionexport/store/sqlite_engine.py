@@ -42,6 +42,9 @@ def connect(path: Path) -> sqlite3.Connection:
     _retry_while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
+    # Statement journals (one per multi-row write inside a savepoint, i.e. per queued write) in
+    # memory: on disk, each is a temporary file created, unlinked and written once per write.
+    conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 
