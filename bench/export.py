@@ -342,7 +342,7 @@ def latency(rate: int, seconds: int, database_url: str | None) -> None:
                 time.sleep(3)
             finally:
                 server.stop()
-        received = {}
+        received: dict[str, float] = {}
         for line in arrivals.read_text().splitlines():
             sid, at = line.split()
             received.setdefault(sid, float(at))

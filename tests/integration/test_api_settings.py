@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,7 +162,7 @@ class Settings:
     async def list(self, **params: Any) -> httpx.Response:
         return await self._send("GET", OBJECTS, params=params)
 
-    async def all_ids(self, **params: Any) -> list[str]:
+    async def all_ids(self, **params: Any) -> builtins.list[str]:  # ``list`` is a method here
         response = await self.list(pageSize=500, **params)
         assert response.status_code == 200, response.text
         return [obj["objectId"] for obj in response.json()["items"]]

@@ -261,7 +261,7 @@ async def test_filter_by_user_id_keeps_to_it_across_pages(api: Api) -> None:
     await post(api, b"\n".join(json.dumps(d).encode() for d in docs), token)
     alice = [d["userSessionId"] for d in reversed(docs) if d["userId"] == "alice@example.com"]
     seen: list[str] = []
-    params: dict[str, object] = {"userId": "alice@example.com", "pageSize": 3}
+    params: dict[str, str | int] = {"userId": "alice@example.com", "pageSize": 3}
     while True:
         page = (await api.client.get("/api/v2/usersessions", params=params, headers=api.auth(token))).json()
         assert {s["userId"] for s in page["userSessions"]} <= {"alice@example.com"}

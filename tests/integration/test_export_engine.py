@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -178,7 +179,7 @@ async def test_oauth2_token_is_renewed_before_it_expires(engine: Engine, receive
     export_id = await engine.create_export(export_value(receiver.url, authentication=auth))
     for seed in (1, 2):
         await engine.ingest(sessions(1, seed=seed))
-        await until(lambda seed=seed: delivered(engine, export_id, seed), f"bulk {seed}")
+        await until(functools.partial(delivered, engine, export_id, seed), f"bulk {seed}")
     assert len(receiver.token_requests) == 2
     assert "scope" not in receiver.token_requests[0]
 

@@ -8,6 +8,7 @@ import asyncio
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,7 +60,7 @@ schema = schemathesis.openapi.from_dict(
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_settings_routes_conform_to_their_openapi(
-    case: schemathesis.Case, live_server: tuple[str, str]
+    case: schemathesis.Case[Any], live_server: tuple[str, str]
 ) -> None:
     url, token = live_server
     case.call_and_validate(base_url=url, headers={"Authorization": f"Api-Token {token}"}, checks=CHECKS)
@@ -76,7 +77,7 @@ export_schema = schemathesis.openapi.from_dict(
 @export_schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_export_routes_conform_to_their_openapi(
-    case: schemathesis.Case, live_server: tuple[str, str]
+    case: schemathesis.Case[Any], live_server: tuple[str, str]
 ) -> None:
     url, token = live_server
     case.call_and_validate(base_url=url, headers={"Authorization": f"Api-Token {token}"}, checks=CHECKS)

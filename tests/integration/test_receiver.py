@@ -199,20 +199,24 @@ AUTH_KINDS: dict[str, tuple[list[str], dict[str, Any]]] = {
 
 
 @pytest.fixture(params=sorted(AUTH_KINDS))
-def receiver_for_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReceiverProcess]:
-    process = ReceiverProcess(tmp_path / "receiver", *AUTH_KINDS[request.param][0]).start()
-    process.auth_kind = request.param  # type: ignore[attr-defined]
+def auth_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def receiver_for_engine(auth_kind: str, tmp_path: Path) -> Iterator[ReceiverProcess]:
+    process = ReceiverProcess(tmp_path / "receiver", *AUTH_KINDS[auth_kind][0]).start()
     yield process
     process.stop()
 
 
 async def test_the_exporter_delivers_into_the_receiver_with_each_auth_kind(
-    exporter_engine: Engine, receiver_for_engine: ReceiverProcess
+    exporter_engine: Engine, receiver_for_engine: ReceiverProcess, auth_kind: str
 ) -> None:
     r = receiver_for_engine
     auth = orjson.loads(
-        orjson.dumps(AUTH_KINDS[r.auth_kind][1]).replace(b"TOKEN_URL", f"{r.base}/oauth2/token".encode())
-    )  # type: ignore[attr-defined]
+        orjson.dumps(AUTH_KINDS[auth_kind][1]).replace(b"TOKEN_URL", f"{r.base}/oauth2/token".encode())
+    )
     lines = sessions(120, seed=7)
     await exporter_engine.create_export(export_value(r.url, authentication=auth))
     await exporter_engine.ingest(lines)
@@ -280,7 +284,7 @@ def test_planted_item_failures_reach_the_client(tmp_path: Path) -> None:
         ]
         ok, errors = helpers.bulk(es_client(r), actions, raise_on_error=False)
         assert ok == 4
-        failed = {e["index"]["_id"]: (e["index"]["status"], e["index"]["error"]["type"]) for e in errors}  # type: ignore[union-attr,index]
+        failed = {e["index"]["_id"]: (e["index"]["status"], e["index"]["error"]["type"]) for e in errors}  # type: ignore[union-attr]
         assert failed == {
             "doc-bad": (400, "document_parsing_exception"),
             "doc-busy": (429, "es_rejected_execution_exception"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import msgspec
+
 from sessionexport.store import Store
 from sessionexport.store.records import HISTORY_MS, MINUTE_MS, BulkDecision, DeliveryMinute
 from tests.integration import test_store_backends as contract
@@ -64,4 +66,4 @@ async def test_recent_log_without_bodies_has_the_attributes_only(store: Store) -
     full = await store.recent_log(0, 10)
     bare = await store.recent_log(0, 10, bodies=False)
     assert [e.body for e in bare] == [b"", b""] and all(e.body for e in full)
-    assert [replace(e, body=b"") for e in full] == bare  # every attribute the same
+    assert [msgspec.structs.replace(e, body=b"") for e in full] == bare  # every attribute the same

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import itertools
+import random
 from typing import Any
 
 import pytest
 
-from sessionexport.export import delivery
 from sessionexport.export.config import BasicAuth, OAuth2, SendDirect, export_config
 from sessionexport.export.delivery import TIMEOUT_TITLE, Attempt, Outcome, backoff_seconds
 from sessionexport.export.tuning import KNOBS, ExportTuning, TuningError, parse_tuning
@@ -297,10 +297,10 @@ def test_backoff_jitter_bounds_are_exact(monkeypatch: pytest.MonkeyPatch) -> Non
         calls.append((low, high))
         return low
 
-    monkeypatch.setattr(delivery.random, "uniform", fake_uniform)
+    monkeypatch.setattr(random, "uniform", fake_uniform)
     assert backoff_seconds(3, 1.0, 30.0) == pytest.approx(0.8 * 4.0)
     assert backoff_seconds(10, 1.0, 30.0) == pytest.approx(0.8 * 30.0)
-    monkeypatch.setattr(delivery.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     assert backoff_seconds(3, 1.0, 30.0) == pytest.approx(4.0)
     assert backoff_seconds(10, 1.0, 30.0) == pytest.approx(30.0)
     assert calls == [(0.8, 1.0), (0.8, 1.0)]

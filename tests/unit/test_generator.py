@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_lines, generate_sessions
+from sessionexport.generate.sessions import KINDS, GeneratorOptions, Kind, generate_lines, generate_sessions
 from sessionexport.model.scores import user_experience_score
 from sessionexport.model.session import ApdexCategory
 from sessionexport.model.validation import decode_session
@@ -173,7 +173,7 @@ def test_mobile_sessions_are_mobile_applications() -> None:
         GeneratorOptions(end_ms=1_600_000_000_000, span_ms=48 * 60 * 60 * 1000),
     ],
 )
-def test_all_times_fall_within_the_window(kind: str, options: GeneratorOptions) -> None:
+def test_all_times_fall_within_the_window(kind: Kind, options: GeneratorOptions) -> None:
     low, high = options.end_ms - options.span_ms, options.end_ms
     for s in generate_sessions(COUNT, 21, dataclasses.replace(options, kind=kind)):
         for t in all_times(s):
