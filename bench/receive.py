@@ -6,8 +6,11 @@ For generated sessions of about 8 KB, in one run:
   fed exporter-sized bulks (up to 896,000 bytes) over HTTPS by a few concurrent senders; every
   session is validated against the session model and durable (SQLite WAL, synchronous=FULL; or
   fsync'd NDJSON files) before the 200;
-- the ratio receive / floor (target: >= 0.5).
-Rounds alternate floor and receiver (the machine is shared and noisy).
+- the ratio receive / floor (target: >= 0.5);
+- what bounds it, stage by stage in this process: the receiver's own parsing and validation of the
+  same bulks (no HTTP, no storage), and its storage alone (the same documents saved bulk by bulk,
+  one writer, durable as in the receiver; no HTTP, no validation).
+Rounds alternate floor, stages and receiver (the machine is shared and noisy).
 
 Usage: python bench/receive.py [--sessions N] [--senders N] [--storage sqlite|files|postgresql://...]
                               [--workers N]
@@ -16,6 +19,7 @@ Usage: python bench/receive.py [--sessions N] [--senders N] [--storage sqlite|fi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import ssl
@@ -32,7 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.receiver_process import ReceiverProcess
 
+from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.receiver.documents import parse_events_body
+from sessionexport.receiver.store import create_received_store
+from sessionexport.receiver.store.records import Document, RequestInfo
 
 EIGHT_KB = GeneratorOptions(kind="web", actions=(5, 6))
 MAX_BULK = 896_000
@@ -40,7 +48,9 @@ MAX_BULK = 896_000
 
 def bulks(lines: list[bytes]) -> list[bytes]:
     """Bodies as the exporter builds them: lines joined by newlines, each body at most 896,000 bytes."""
-    bodies, current, size = [], [], 0
+    bodies: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
     for line in lines:
         if current and size + len(line) + 1 > MAX_BULK:
             bodies.append(b"\n".join(current))
@@ -57,6 +67,33 @@ def parse_floor(lines: list[bytes]) -> float:
     for line in lines:
         orjson.loads(line)
     return time.perf_counter() - started
+
+
+def validate_only(bodies: list[bytes]) -> float:
+    """The receiver's parsing and validation of every bulk, in this process (results dropped at
+    once, as the receiver does once they are stored)."""
+    started = time.perf_counter()
+    for body in bodies:
+        parse_events_body(body)
+    return time.perf_counter() - started
+
+
+def store_only(folder: Path, storage: str, documents: list[list[Document]]) -> float:
+    """The receiver's storage alone: each bulk's documents saved in turn, as one request each."""
+
+    async def save_all() -> float:
+        store = create_received_store(folder, None if storage == "sqlite" else storage)
+        await store.open()
+        try:
+            started = time.perf_counter()
+            for docs in documents:
+                info = RequestInfo(now_ms(), "PUT", "/export/events", "application/x-ndjson", 0, "bench")
+                await store.save(info, docs, overwrite=False)
+            return time.perf_counter() - started
+        finally:
+            await store.close()
+
+    return asyncio.run(save_all())
 
 
 def send_all(receiver: ReceiverProcess, bodies: list[bytes], senders: int) -> float:
@@ -125,10 +162,13 @@ def main() -> None:
         f"{args.sessions} sessions, avg {total_mb * 1e3 / args.sessions:.1f} KB, {len(bodies)} bulks,"
         f" storage {shown}, {args.workers} receiver process(es), {args.senders} senders"
     )
-    floors, receives = [], []
+    documents = [parse_events_body(body) for body in bodies]
+    floors, receives, validations, stores = [], [], [], []
     with tempfile.TemporaryDirectory() as folder:
         for n in range(args.rounds):
             floors.append(parse_floor(lines))
+            validations.append(validate_only(bodies))
+            stores.append(store_only(Path(folder) / f"store-{n}", fresh(args.storage, 1000 + n), documents))
             storage = [] if args.storage == "sqlite" else ["--storage", fresh(args.storage, n)]
             receiver = ReceiverProcess(
                 Path(folder) / f"round-{n}", *storage, "--workers", str(args.workers)
@@ -144,11 +184,14 @@ def main() -> None:
                 f" receive {args.sessions / receives[-1]:>8,.0f} sessions/s, ratio {floors[-1] / receives[-1]:.2f}x"
             )
     floor, receive = min(floors), min(receives)
+    validate, store = min(validations), min(stores)
     print(
         f"parse floor: {args.sessions / floor:,.0f} sessions/s ({total_mb / floor:,.0f} MB/s)\n"
         f"receive:     {args.sessions / receive:,.0f} sessions/s ({total_mb / receive:,.0f} MB/s),"
         f" durable, over HTTPS\n"
-        f"receive / floor = {floor / receive:.2f}x best-to-best (target >= 0.5)"
+        f"receive / floor = {floor / receive:.2f}x best-to-best (target >= 0.5)\n"
+        f"stages alone: validate {args.sessions / validate:,.0f} sessions/s ({floor / validate:.2f}x floor),"
+        f" store {args.sessions / store:,.0f} sessions/s ({floor / store:.2f}x floor)"
     )
 
 
