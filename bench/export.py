@@ -7,6 +7,8 @@
   ingest acknowledged -> receiver got it, p50 and p99 (target: p99 <= 1.5 s);
 - memory: peak RSS of a real server process draining a backlog (target: flat, <= 200 MB).
 
+Throughput also shows the exporter's pipeline alone (bulks answered at once, nothing sent).
+
 Each part runs on every backend of ``--backends`` (default sqlite): SQLite in a temporary
 directory, and/or PostgreSQL at ``--database-url`` (default: $SESSIONEXPORT_TEST_DATABASE_URL, or
 the local server of scripts/postgres), in a fresh schema per run.
@@ -44,7 +46,7 @@ from tests.support.postgres import LOCAL_DATABASE_URL, fresh_schema
 from sessionexport.clock import now_ms
 from sessionexport.export.batching import Batcher
 from sessionexport.export.config import ExportConfig
-from sessionexport.export.delivery import Sender
+from sessionexport.export.delivery import Attempt, Sender
 from sessionexport.export.exporter import Exporter
 from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.metrics import ExportMetrics
@@ -180,12 +182,16 @@ async def bare_send(url: str, ca_file: Path, bodies: list[bytes]) -> float:
         return time.perf_counter() - started
 
 
-async def export_all(store: Store, url: str, ca_file: Path, last_seq: int, export_id: str) -> float:
+async def export_all(
+    store: Store, url: str, ca_file: Path, last_seq: int, export_id: str, *, network: bool = True
+) -> float:
+    """Seconds for an exporter to deliver the whole log; without ``network``, to a sender that
+    answers every bulk at once (what the exporter's own pipeline costs: read, batch, decide)."""
     config = plain_config(url, export_id)
     claim = Claim(export_id, 0, 1, "bench")
     assert await store.claim_lease(export_id, 0, claim.owner, lease_ms=3_600_000)
     async with httpx.AsyncClient(verify=ssl_context(ca_file)) as client:
-        sender = Sender(config, client, _NoAuth())
+        sender = (Sender if network else _Instant)(config, client, _NoAuth())
         exporter = Exporter(store, config, sender, LogNotifier(), ExportMetrics(), claim)
         started = time.perf_counter()
         task = asyncio.create_task(exporter.run(0))
@@ -198,6 +204,15 @@ async def export_all(store: Store, url: str, ca_file: Path, last_seq: int, expor
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return elapsed
+
+
+class _Instant(Sender):
+    """Answers every bulk at once, sending nothing."""
+
+    async def attempt(
+        self, number: int, body: bytes, content_type: str | None = None, *, read_answer: bool = False
+    ) -> tuple[Attempt, bytes]:
+        return Attempt(number, now_ms(), 0, status=200), b""
 
 
 class _NoAuth:
@@ -216,11 +231,12 @@ async def throughput(count: int, rounds: int, database_url: str | None) -> None:
         total = await fill(store, count, EIGHT_KB)
         bodies = await bulks_of(store, ExportTuning())
         last = await store.log_position()
-        bare, exported = [], []
+        bare, exported, pipeline = [], [], []
         with https_receiver(Path(folder)) as (url, ca_file):
             for n in range(rounds):  # alternated: the machine is shared and noisy
                 bare.append(await bare_send(url, ca_file, bodies))
                 exported.append(await export_all(store, url, ca_file, last, f"bench-{n}"))
+                pipeline.append(await export_all(store, url, ca_file, last, f"alone-{n}", network=False))
         await store.close()
     mb = total / 1e6
     print(
@@ -240,6 +256,11 @@ async def throughput(count: int, rounds: int, database_url: str | None) -> None:
     print(
         f"  exporter / bare = {best_bare / best_export:.2f}x best-to-best,"
         f" {statistics.median(b / e for b, e in zip(bare, exported, strict=True)):.2f}x median round (target >= 0.9)"
+    )
+    alone = min(pipeline)
+    print(
+        f"  the exporter's pipeline alone (read, batch, decide; bulks answered at once, nothing sent):"
+        f" {count / alone:,.0f} sessions/s, {best_bare / alone:.2f}x the bare sender"
     )
 
 
