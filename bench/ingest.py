@@ -6,7 +6,10 @@ For generated sessions of about 2 KB and about 8 KB it prints, side by side:
   validated and committed to SQLite (WAL, synchronous=FULL) before the 200;
 - bare HTTP: the same bodies POSTed by the same client to a server that only reads them
   (uvicorn + Starlette, nothing parsed or stored): what the HTTP stack alone costs here;
-- the ratio ingest / floor (target: >= 0.5 for 8 KB sessions).
+- the ratio ingest / floor (target: >= 0.5 for 8 KB sessions);
+- the stages of ingest alone, in this process: validation of the same bodies (parsed into log
+  records, nothing stored), and the store alone (the same records appended batch by batch to a
+  fresh SQLite log, durable as in the server; nothing parsed).
 
 Usage: python bench/ingest.py [--sessions N] [--batch N] [--clients N]
 """
@@ -14,6 +17,7 @@ Usage: python bench/ingest.py [--sessions N] [--batch N] [--clients N]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import signal
@@ -28,7 +32,11 @@ from pathlib import Path
 import httpx
 import orjson
 
+from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.ingest.documents import parse_ndjson
+from sessionexport.store import create_store
+from sessionexport.store.records import NewSession
 
 SIZES = {
     "~2 KB": GeneratorOptions(kind="mobile", actions=(1, 2)),
@@ -45,6 +53,31 @@ def parse_floor(lines: list[bytes], rounds: int = 3) -> float:
             orjson.loads(line)
         best = min(best, time.perf_counter() - started)
     return best
+
+
+def validate_only(bodies: list[bytes]) -> float:
+    """Seconds to validate every body into log records, as the ingest route does."""
+    started = time.perf_counter()
+    for body in bodies:
+        parse_ndjson(body)
+    return time.perf_counter() - started
+
+
+def store_only(data_dir: Path, batches: list[list[NewSession]]) -> float:
+    """Seconds to append every batch of records to a fresh store, one request's batch at a time."""
+
+    async def append_all() -> float:
+        store = create_store(data_dir)
+        await store.open()
+        try:
+            started = time.perf_counter()
+            for batch in batches:
+                await store.append_sessions(batch, now_ms())
+            return time.perf_counter() - started
+        finally:
+            await store.close()
+
+    return asyncio.run(append_all())
 
 
 def free_port() -> int:
@@ -248,12 +281,19 @@ def main() -> None:
                 bare = post_all(bare_server, bodies, args.clients)
             finally:
                 bare_server.stop()
+        validate = validate_only(bodies)
+        with tempfile.TemporaryDirectory() as store_dir:
+            stored = store_only(Path(store_dir), [parse_ndjson(body) for body in bodies])
         floor = (floor_before + parse_floor(lines)) / 2
         n, mb = len(lines), total_bytes / 1e6
         print(
             f"{label:>7} {total_bytes // n:>7} | {n / floor:>10,.0f} {mb / floor:>6,.0f} | {n / bare:>13,.0f}"
             f" {mb / bare:>6,.0f} | {n / ingest:>10,.0f} {mb / ingest:>6,.0f} |"
             f" {floor / ingest:>11.2f}x {floor / bare:>10.2f}x"
+        )
+        print(
+            f"{'':>7} stages alone: validate {n / validate:,.0f} sessions/s ({floor / validate:.2f}x floor),"
+            f" store {n / stored:,.0f} sessions/s ({floor / stored:.2f}x floor)"
         )
 
 
