@@ -220,18 +220,17 @@ async def test_the_exporter_delivers_into_the_receiver_with_each_auth_kind(
     lines = sessions(120, seed=7)
     await exporter_engine.create_export(export_value(r.url, authentication=auth))
     await exporter_engine.ingest(lines)
-    credentials = await asyncio.to_thread(read_credentials, r)
+    credentials = await asyncio.to_thread(read_credentials, r, auth_kind)
 
     def all_there() -> bool:
         return counts(r, **credentials)["sessions"] == len(lines)
 
     await until(lambda: asyncio.to_thread(all_there), "every session received", within=30)
-    await asyncio.to_thread(check_delivery, r, lines, credentials)
+    await asyncio.to_thread(check_delivery, r, auth_kind, lines, credentials)
 
 
-def read_credentials(r: ReceiverProcess) -> dict[str, Any]:
+def read_credentials(r: ReceiverProcess, kind: str) -> dict[str, Any]:
     """What the test itself presents to the read API of a receiver that demands authentication."""
-    kind = r.auth_kind  # type: ignore[attr-defined]
     if kind == "basic":
         return {"auth": ("exporter", "s3cret pass")}
     if kind == "oauth2":
@@ -241,9 +240,9 @@ def read_credentials(r: ReceiverProcess) -> dict[str, Any]:
     return {}
 
 
-def check_delivery(r: ReceiverProcess, lines: list[bytes], credentials: dict[str, Any]) -> None:
+def check_delivery(r: ReceiverProcess, kind: str, lines: list[bytes], credentials: dict[str, Any]) -> None:
     assert sorted(identities(r, **credentials)) == sorted(identity(line) for line in lines)
-    if r.auth_kind != "none":  # type: ignore[attr-defined]
+    if kind != "none":
         assert httpx.put(r.url, content=lines[0], headers=NDJSON, verify=r.verify).status_code == 401
         records = httpx.get(f"{r.base}/received/requests", verify=r.verify, **credentials).json()["requests"]
         assert {rec["principal"] for rec in records} == {"exporter"}

@@ -128,6 +128,17 @@ async def test_a_stopping_worker_hands_its_shards_over(
     assert sorted(receiver.sessions()) == sorted(lines)
 
 
+async def execute(url: str, statement: str) -> None:
+    """Run a statement from another connection, off the event loop: the worker under test may hold
+    the row's lock in a transaction that needs the loop to finish (blocking the loop would deadlock)."""
+
+    def run() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement)
+
+    await asyncio.to_thread(run)
+
+
 async def test_a_worker_that_lost_its_lease_stops_at_once(
     stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -135,15 +146,14 @@ async def test_a_worker_that_lost_its_lease_stops_at_once(
     export_id = await create_export(worker, tmp_path, receiver, shards=1)
     await until(lambda: worker.supervisor.is_running(export_id) and worker.held(export_id) == 1, "running")
     assert await worker.store.get_cursor(export_id) is not None  # placed when the export was first seen
-    with psycopg.connect(url, autocommit=True) as conn:  # another worker took it over meanwhile
-        conn.execute("UPDATE export_leases SET owner = 'other', expires_at = expires_at + 60000")
+    # another worker took it over meanwhile
+    await execute(url, "UPDATE export_leases SET owner = 'other', expires_at = expires_at + 60000")
     await until(lambda: worker.held(export_id) == 0, "lease seen lost", within=1)
     await asyncio.sleep(0.2)
     assert not any(unit[0] == export_id for unit in worker.supervisor._running)
     lines = await ingest(worker.store, 30, seed=3)
     await asyncio.sleep(1.0)
     assert receiver.sessions() == []  # "other" has the shard: this worker sends nothing
-    with psycopg.connect(url, autocommit=True) as conn:  # "other" stopped: its lease expired
-        conn.execute("UPDATE export_leases SET expires_at = 0")
+    await execute(url, "UPDATE export_leases SET expires_at = 0")  # "other" stopped: its lease expired
     await until(lambda: len(receiver.sessions()) >= 30, "taken back over and delivered")
     assert Counter(receiver.sessions()) == Counter(lines)
