@@ -263,6 +263,19 @@ async def test_log_position_position_before_and_backlog(store: Store) -> None:
     assert await store.backlog(seqs[-1]) == (0, None)
 
 
+async def test_a_shards_backlog_counts_its_own_sessions(store: Store) -> None:
+    await store.append_sessions(sessions(3, "a"), received_at=100)
+    await store.append_sessions(sessions(3, "b"), received_at=200)
+    seqs = [e.seq for e in await store.read_log(0, 10)]
+    parts = [[seq for seq in seqs if seq % 2 == shard] for shard in (0, 1)]
+    for shard, mine in enumerate(parts):
+        first_at = 100 if mine[0] in seqs[:3] else 200
+        assert await store.backlog(0, shard, 2) == (len(mine), first_at)
+        assert await store.backlog(mine[-1], shard, 2) == (0, None)
+    later = [seq for seq in parts[1] if seq > seqs[2]]  # shard 1's sessions received at 200
+    assert await store.backlog(seqs[2], 1, 2) == (len(later), 200 if later else None)
+
+
 # -- API tokens ---------------------------------------------------------------------------------
 async def test_tokens_add_get_list_revoke(store: Store) -> None:
     first = new_token("ci", frozenset({"sessions.read", "settings.write"}), 123).record

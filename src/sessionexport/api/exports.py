@@ -56,10 +56,9 @@ class ExportStatus(BaseModel):
         " for an export split in shards, its slowest shard's"
     )
     backlog: int = Field(
-        description="Sessions in the log after the position (split in shards: at most this many,"
-        " as faster shards may have decided some)"
+        description="Sessions in the log not yet decided (split in shards: after their own shard's position)"
     )
-    lagSeconds: float | None = Field(description="Age of the first session after the position")
+    lagSeconds: float | None = Field(description="Age in seconds of the oldest session not yet decided")
     deliveredSessions: int
     failedSessions: int = Field(
         description="Sessions kept as dead letters (failed bulks, rejected documents)"
@@ -372,7 +371,7 @@ async def metrics(request: Request) -> Response:
         cursor = await store.get_cursor(record.object_id)
         if cursor is None:
             continue
-        backlog, lag = await backlog_and_lag(store, cursor, now)
+        backlog, lag = await backlog_and_lag(store, record.object_id, now)
         gauges.backlog.labels(record.object_id).set(backlog)
         gauges.lag.labels(record.object_id).set(lag or 0)
         gauges.dead_letters.labels(record.object_id).set(await store.count_dead_letters(record.object_id))

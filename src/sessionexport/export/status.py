@@ -10,7 +10,7 @@ from typing import Any, Literal
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.store import Store
-from sessionexport.store.records import Alert, Cursor
+from sessionexport.store.records import Alert
 
 State = Literal["running", "failing", "paused", "stopped"]
 
@@ -62,7 +62,7 @@ async def export_running(store: Store, supervisor: ExportSupervisor | None, expo
 async def export_health(store: Store, config: ExportConfig, running: bool, now: int) -> ExportHealth:
     """``running``: whether a worker exports it (``export_running``)."""
     cursor = await store.get_cursor(config.export_id)
-    backlog, lag = await backlog_and_lag(store, cursor, now) if cursor else (0, None)
+    backlog, lag = await backlog_and_lag(store, config.export_id, now)
     alerts = [a for a in await store.list_alerts(open_only=True) if a.export_id == config.export_id]
     return ExportHealth(
         object_id=config.export_id,
@@ -82,11 +82,14 @@ async def export_health(store: Store, config: ExportConfig, running: bool, now: 
     )
 
 
-async def backlog_and_lag(store: Store, cursor: Cursor, now: int) -> tuple[int, float | None]:
-    """Sessions after the export's position, and the age in seconds of the first of them (None:
-    caught up). Split in shards, the position is the slowest shard's: an upper bound."""
-    backlog, first_at = await store.backlog(cursor.position)
-    return backlog, round((now - first_at) / 1000, 3) if first_at is not None else None
+async def backlog_and_lag(store: Store, export_id: str, now: int) -> tuple[int, float | None]:
+    """Sessions not yet decided (after their shard's cursor), and the age in seconds of the oldest
+    of them (None: caught up)."""
+    shards = [c for c in await store.list_cursors() if c.export_id == export_id]
+    behind = [await store.backlog(c.position, c.shard, c.shards) for c in shards]
+    first = [first_at for _, first_at in behind if first_at is not None]
+    lag = round((now - min(first)) / 1000, 3) if first else None
+    return sum(count for count, _ in behind), lag
 
 
 def _state(enabled: bool, running: bool, alerting: bool) -> State:

@@ -169,8 +169,9 @@ class Store(Protocol):
         """Up to ``limit`` sessions that joined the log at or after ``received_since``, newest first;
         without ``bodies``, their attributes only (each body empty)."""
 
-    async def backlog(self, after_seq: int) -> tuple[int, int | None]:
-        """(sessions after ``after_seq``, received_at of the first of them or None)."""
+    async def backlog(self, after_seq: int, shard: int = 0, shards: int = 1) -> tuple[int, int | None]:
+        """(sessions of the shard after ``after_seq``, received_at of the first of them or None);
+        a shard holds the sessions whose seq % shards == shard (by default: all of them)."""
 
     async def start_shard(self, claim: Claim, position: int, now: int) -> int:
         """Where the claimed shard starts: its cursor's position. The export's cursor is created

@@ -204,9 +204,10 @@ _POSITION_BEFORE = """
 SELECT coalesce((SELECT min(seq) - 1 FROM sessions WHERE received_at >= %s),
                 (SELECT coalesce(max(seq), 0) FROM sessions))
 """
-_BACKLOG = """
-SELECT count(*), (SELECT received_at FROM sessions WHERE seq > %(after)s ORDER BY seq LIMIT 1)
-  FROM sessions WHERE seq > %(after)s
+_IN_SHARD = "seq > %(after)s AND (%(shards)s = 1 OR seq %% %(shards)s = %(shard)s)"
+_BACKLOG = f"""
+SELECT count(*), (SELECT received_at FROM sessions WHERE {_IN_SHARD} ORDER BY seq LIMIT 1)
+  FROM sessions WHERE {_IN_SHARD}
 """
 _SHARD_CURSORS = f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = %s ORDER BY shard"
 _INSERT_CURSOR = f"INSERT INTO export_cursors ({_CURSOR_ROW}, updated_at) VALUES ({', '.join(['%s'] * 11)})"
@@ -551,8 +552,8 @@ class PostgresStore:
         rows = await self._rows(query, {"since": received_since, "before": before_seq, "limit": limit})
         return [_log_entry(row) for row in rows]
 
-    async def backlog(self, after_seq: int) -> tuple[int, int | None]:
-        count, first = await self._row(_BACKLOG, {"after": after_seq})
+    async def backlog(self, after_seq: int, shard: int = 0, shards: int = 1) -> tuple[int, int | None]:
+        count, first = await self._row(_BACKLOG, {"after": after_seq, "shard": shard, "shards": shards})
         return int(count), (int(first) if first is not None else None)
 
     async def start_shard(self, claim: Claim, position: int, now: int) -> int:

@@ -454,13 +454,12 @@ class SQLiteStore:
 
         return await self._read(select)
 
-    async def backlog(self, after_seq: int) -> tuple[int, int | None]:
+    async def backlog(self, after_seq: int, shard: int = 0, shards: int = 1) -> tuple[int, int | None]:
+        params = {"after": after_seq, "shard": shard, "shards": shards}
+
         def select(conn: sqlite3.Connection) -> tuple[int, int | None]:
-            (count,) = conn.execute("SELECT count(*) FROM sessions WHERE seq > ?", (after_seq,)).fetchone()
-            first = conn.execute(
-                "SELECT received_at FROM sessions WHERE seq > ? ORDER BY seq LIMIT 1", (after_seq,)
-            ).fetchone()
-            return int(count), (int(first[0]) if first else None)
+            count, first = conn.execute(_BACKLOG, params).fetchone()
+            return int(count), (int(first) if first is not None else None)
 
         return await self._read(select)
 
@@ -660,6 +659,11 @@ _COUNT_BULK = (
     " failed = failed + :failed, retried = retried + :retried, updated_at = :now,"
     " last_success_at = CASE WHEN :delivered > 0 THEN :now ELSE last_success_at END"
     " WHERE export_id = :export_id AND shard = :shard AND shards = :shards"
+)
+_IN_SHARD = "seq > :after AND (:shards = 1 OR seq % :shards = :shard)"
+_BACKLOG = (
+    f"SELECT count(*), (SELECT received_at FROM sessions WHERE {_IN_SHARD} ORDER BY seq LIMIT 1)"
+    f" FROM sessions WHERE {_IN_SHARD}"
 )
 _SKIP = (
     "UPDATE export_cursors SET position = max(position, :position), updated_at = :now"
