@@ -207,7 +207,7 @@ class Exporter:
         self._observe(result.attempts)
         letters = self._dead_letters(result, now)
         alerts = () if self.config.disable_notification else self._alerts(result)
-        closes = ("delivery", "token") if result.complete and self._alerting else ()
+        closes = self._closes() if result.complete and self._alerting else ()
         decision = BulkDecision(len(result.delivered), result.retried, tuple(letters), alerts, closes)
         ids = await self.store.record_bulk(self.claim, flight.position, decision, now)
         self._count(result, decision)
@@ -259,14 +259,27 @@ class Exporter:
         alerts = []
         if result.unsent:
             outcome = result.failure()
-            kind = "token" if outcome.last.token_failure else "delivery"
-            alerts.append(NewAlert(kind, outcome.alert_title, _alert_message(outcome)))
+            kind = self._kind("token" if outcome.last.token_failure else "delivery")
+            alerts.append(NewAlert(kind, outcome.alert_title, self._where(_alert_message(outcome))))
         if result.rejected:
             first = result.rejected[0].item
             title = f"Request failed: {len(result.rejected)} session(s) rejected by Elasticsearch ({first.error_type})"
             message = f"Each was kept as a dead letter; the first: {first.describe()}"
-            alerts.append(NewAlert("delivery", title, message))
+            alerts.append(NewAlert(self._kind("delivery"), title, self._where(message)))
         return tuple(alerts)
+
+    def _kind(self, kind: str) -> str:
+        """Each shard alerts on its own: one shard's success must not close another's alert."""
+        return kind if self.claim.shards == 1 else f"{kind}:shard-{self.claim.shard}"
+
+    def _closes(self) -> tuple[str, ...]:
+        """The alerts a success closes: this shard's, and the export's own (raised before it was
+        split in shards, or by the supervisor when it refused to start it)."""
+        mine = (self._kind("delivery"), self._kind("token"))
+        return mine if self.claim.shards == 1 else (*mine, "delivery", "token")
+
+    def _where(self, message: str) -> str:
+        return message if self.claim.shards == 1 else f"{message} ({_shard_name(self.claim)})"
 
     def _count(self, result: BulkResult, decision: BulkDecision) -> None:
         labels = self.metrics

@@ -1,0 +1,128 @@
+"""Alerts of an export split in shards: each shard alerts on its own, so that one shard's successes
+never close the alert of another shard that keeps failing (real SQLite store, real HTTPS receivers)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sessionexport.export.auth import NoCredentials
+from sessionexport.export.config import ExportConfig
+from sessionexport.export.delivery import Sender
+from sessionexport.export.exporter import Exporter
+from sessionexport.export.metrics import ExportMetrics
+from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.tuning import ExportTuning
+from sessionexport.ingest.documents import parse_ndjson
+from sessionexport.store import Store, create_store
+from sessionexport.store.records import Alert, Claim
+from tests.support.engine import sessions, until
+from tests.support.receiver import Receiver, Tls
+
+EXPORT = "split-export"
+TUNING = ExportTuning(flushMaxSessions=1, retries=0, flushIntervalSeconds=0.05)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = create_store(tmp_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Tls:
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    return Tls.create(folder)
+
+
+async def run_shard(
+    stack: AsyncExitStack, store: Store, tls: Tls, receiver: Receiver, shard: int, shards: int
+) -> None:
+    """Export shard ``shard`` to ``receiver`` until the test ends (each shard its own receiver, so
+    that one can fail alone)."""
+    config = ExportConfig(
+        EXPORT, receiver.url, True, "application/json", False, None, None, None, False, TUNING
+    )
+    claim = Claim(EXPORT, shard, shards, "this-worker")
+    assert await store.claim_lease(EXPORT, shard, claim.owner, lease_ms=60_000)
+    verify = ssl.create_default_context(cafile=str(tls.ca_file))
+    client = await stack.enter_async_context(httpx.AsyncClient(verify=verify))
+    sender = Sender(config, client, NoCredentials())
+    task = asyncio.create_task(Exporter(store, config, sender, LogNotifier(), ExportMetrics(), claim).run(0))
+    stack.push_async_callback(_stop, task)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def open_alerts(store: Store) -> list[Alert]:
+    return await store.list_alerts(open_only=True)
+
+
+async def test_one_shards_success_leaves_another_shards_alert_open(store: Store, tls: Tls) -> None:
+    healthy, failing = Receiver(tls).start(), Receiver(tls).start()
+    failing.behaviour.script = deque([503] * 1000)
+    try:
+        async with AsyncExitStack() as stack:
+            await run_shard(stack, store, tls, failing, 0, 2)
+            await run_shard(stack, store, tls, healthy, 1, 2)
+            await check_alerts_per_shard(store, healthy, failing)
+    finally:
+        healthy.stop()
+        failing.stop()
+
+
+async def check_alerts_per_shard(store: Store, healthy: Receiver, failing: Receiver) -> None:
+    await store.append_sessions(parse_ndjson(b"\n".join(sessions(6, seed=1))), received_at=1)
+    await until(lambda: len(healthy.requests) >= 3 and len(failing.requests) >= 3, "both shards sent")
+    await until(lambda: _count_letters(store, 3), "shard 0's bulks dead-lettered")
+    [alert] = await open_alerts(store)
+    assert alert.kind == "delivery:shard-0"
+    assert alert.title == "Request failed: HTTP 503"
+    assert "shard 0 of 2" in alert.message
+
+    # more successes of shard 1 while shard 0 still fails: its alert stays open
+    await store.append_sessions(parse_ndjson(b"\n".join(sessions(6, seed=2))), received_at=2)
+    await until(lambda: len(healthy.requests) >= 6 and len(failing.requests) >= 6, "more sent")
+    await until(lambda: _count_letters(store, 6), "shard 0's new bulks dead-lettered")
+    [still] = await open_alerts(store)
+    assert (still.id, still.kind) == (alert.id, "delivery:shard-0") and still.occurrences >= 2
+
+    # shard 0 recovers: its own success closes its alert
+    failing.behaviour.script.clear()
+    await store.append_sessions(parse_ndjson(b"\n".join(sessions(6, seed=3))), received_at=3)
+    await until(lambda: _no_open_alerts(store), "shard 0's alert closed")
+
+
+async def test_a_shards_success_closes_the_exports_own_alert(store: Store, tls: Tls) -> None:
+    """An alert of the whole export (the supervisor's refusal, or from before the split) is closed
+    by whichever shard delivers first."""
+    healthy = Receiver(tls).start()
+    try:
+        await store.raise_alert(EXPORT, "delivery", "Request failed: HTTP 500", "before the split", now=1)
+        async with AsyncExitStack() as stack:
+            await run_shard(stack, store, tls, healthy, 1, 2)
+            await store.append_sessions(parse_ndjson(b"\n".join(sessions(4, seed=4))), received_at=1)
+            await until(lambda: _no_open_alerts(store), "the export's alert closed")
+    finally:
+        healthy.stop()
+
+
+async def _count_letters(store: Store, count: int) -> bool:
+    return await store.count_dead_letters(EXPORT) >= count
+
+
+async def _no_open_alerts(store: Store) -> bool:
+    return await open_alerts(store) == []
