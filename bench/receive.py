@@ -88,7 +88,7 @@ def store_only(folder: Path, storage: str, documents: list[list[Document]]) -> f
             started = time.perf_counter()
             for docs in documents:
                 info = RequestInfo(now_ms(), "PUT", "/export/events", "application/x-ndjson", 0, "bench")
-                await store.save(info, docs, overwrite=False)
+                await store.save(info, docs)
             return time.perf_counter() - started
         finally:
             await store.close()

@@ -4,6 +4,7 @@ self-signed certificate, the exporter and the official Elasticsearch client as s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import subprocess
 import threading
@@ -269,6 +270,83 @@ def test_elasticsearch_helpers_bulk_against_the_bulk_endpoint(receiver: Receiver
     assert counts(receiver)["documents"] == 50
     stored = httpx.get(f"{receiver.base}/received/documents?kind=document&limit=1000", verify=receiver.verify)
     assert {d["key"] for d in stored.json()["documents"]} == {f"sessions/{a['_id']}" for a in actions}
+
+
+def bulk_body(*actions: tuple[str, str, dict[str, Any]]) -> bytes:
+    lines = [
+        orjson.dumps({action: {"_index": "s", "_id": doc_id}}) + b"\n" + orjson.dumps(source) + b"\n"
+        for action, doc_id, source in actions
+    ]
+    return b"".join(lines)
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "files", "postgresql"])
+def test_bulk_operations_on_one_id_apply_in_order_as_one_request(
+    tmp_path: Path, storage: str, request: pytest.FixtureRequest
+) -> None:
+    with contextlib.ExitStack() as stack:
+        options = []
+        if storage == "files":
+            options = ["--storage", "files"]
+        elif storage == "postgresql":
+            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_url")))
+            options = ["--storage", url]
+        r = ReceiverProcess(tmp_path / "receiver", *options).start()
+        stack.callback(r.stop)
+
+        def bulk(*actions: tuple[str, str, dict[str, Any]]) -> list[dict[str, Any]]:
+            response = httpx.post(
+                f"{r.base}/_bulk", content=bulk_body(*actions), headers=NDJSON, verify=r.verify
+            )
+            assert response.status_code == 200, response.text
+            items: list[dict[str, Any]] = response.json()["items"]
+            return [item[action] for item, (action, _, _) in zip(items, actions, strict=True)]
+
+        def requests() -> list[tuple[str, int, int, int]]:
+            found = httpx.get(f"{r.base}/received/requests", verify=r.verify).json()["requests"]
+            return [(q["path"], q["documents"], q["stored"], q["duplicates"]) for q in found]
+
+        def stored(doc_id: str) -> Any:
+            found = httpx.get(f"{r.base}/received/documents?kind=document&limit=1000", verify=r.verify)
+            [doc] = [d for d in found.json()["documents"] if d["key"] == f"s/{doc_id}"]
+            return doc["document"]
+
+        # create, then index: Elasticsearch creates, then replaces (no version conflict)
+        first, second = bulk(("create", "x", {"n": 1}), ("index", "x", {"n": 2}))
+        assert (first["status"], first["result"], first["_version"]) == (201, "created", 1)
+        assert (second["status"], second["result"], second["_version"]) == (200, "updated", 2)
+        assert "error" not in first and "error" not in second
+        assert stored("x") == {"n": 2}
+        assert requests() == [("/_bulk", 2, 1, 1)]  # one HTTP request, one request record
+
+        # index, then create: created, then a version conflict for the create
+        first, second = bulk(("index", "y", {"n": 1}), ("create", "y", {"n": 2}))
+        assert (first["status"], first["result"]) == (201, "created")
+        assert second["status"] == 409
+        assert second["error"]["type"] == "version_conflict_engine_exception"
+        assert stored("y") == {"n": 1}
+
+        # index twice: created, then updated
+        first, second = bulk(("index", "z", {"n": 1}), ("index", "z", {"n": 2}))
+        assert [(i["status"], i["result"]) for i in (first, second)] == [(201, "created"), (200, "updated")]
+        assert stored("z") == {"n": 2}
+
+        assert requests() == [("/_bulk", 2, 1, 1)] * 3
+        assert counts(r)["documents"] == 3 and counts(r)["requests"] == 3
+
+
+def test_a_bulk_whose_items_all_fail_is_still_one_request(tmp_path: Path) -> None:
+    r = ReceiverProcess(tmp_path / "receiver", "--bulk-fail", "429:.").start()
+    try:
+        body = bulk_body(("create", "a", {"n": 1}), ("index", "b", {"n": 2}))
+        response = httpx.post(f"{r.base}/_bulk", content=body, headers=NDJSON, verify=r.verify)
+        assert response.status_code == 200 and response.json()["errors"] is True
+        assert [next(iter(i.values()))["status"] for i in response.json()["items"]] == [429, 429]
+        records = httpx.get(f"{r.base}/received/requests", verify=r.verify).json()["requests"]
+        assert [(q["status"], q["documents"], q["stored"]) for q in records] == [(200, 0, 0)]
+        assert counts(r)["documents"] == 0
+    finally:
+        r.stop()
 
 
 def test_planted_item_failures_reach_the_client(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ never see each other's rows.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -80,8 +81,13 @@ def legacy(visit: str) -> Document:
     return Document(LEGACY, f"legacy-v-{visit}-1", f'{{"visitId":"{visit}","startTime":1}}'.encode(), visit)
 
 
-def es_document(index: str, doc_id: str, body: bytes = b'{"a":1}') -> Document:
-    return Document(DOCUMENT, f"{index}/{doc_id}", body, None, index)
+def es_document(index: str, doc_id: str, body: bytes = b'{"a":1}', *, replaces: bool = False) -> Document:
+    return Document(DOCUMENT, f"{index}/{doc_id}", body, None, index, replaces)
+
+
+def replacing(doc: Document) -> Document:
+    """The document as one that replaces a stored one of its key (Elasticsearch's ``index``)."""
+    return dataclasses.replace(doc, replaces=True)
 
 
 async def bodies(store: ReceivedStore, **filters: object) -> list[bytes]:
@@ -95,7 +101,7 @@ async def keys(store: ReceivedStore, limit: int = 1000, **filters: object) -> li
 # -- the contract -------------------------------------------------------------------------------
 async def test_saved_documents_read_back_byte_identical(store: ReceivedStore) -> None:
     docs = [session("u1"), legacy("v1"), es_document("sessions-1", "x", b'{"b": [1, 2.50, "\\u00e9"]}')]
-    result = await store.save(request_at(1000, principal="alice"), docs, overwrite=False)
+    result = await store.save(request_at(1000, principal="alice"), docs)
     assert result.created == [True, True, True]
     stored = await store.documents(limit=10)
     assert [d.body for d in stored] == [d.body for d in reversed(docs)]
@@ -109,29 +115,29 @@ async def test_saved_documents_read_back_byte_identical(store: ReceivedStore) ->
     assert (record.documents, record.stored, record.duplicates) == (3, 3, 0)
 
 
-async def test_duplicates_are_kept_without_overwrite(store: ReceivedStore) -> None:
-    first = await store.save(request_at(1), [session("u1", note="first")], overwrite=False)
-    again = await store.save(request_at(2), [session("u1", note="second"), session("u2")], overwrite=False)
+async def test_duplicates_are_kept_by_documents_that_keep(store: ReceivedStore) -> None:
+    first = await store.save(request_at(1), [session("u1", note="first")])
+    again = await store.save(request_at(2), [session("u1", note="second"), session("u2")])
     assert again.created == [False, True]
     [kept] = await store.documents(user_session_id="u1")
     assert (kept.body, kept.request_id) == (session("u1", note="first").body, first.request_id)
     record = (await store.requests(limit=1))[0]
     assert (record.id, record.documents, record.stored, record.duplicates) == (again.request_id, 2, 1, 1)
-    within = await store.save(
-        request_at(3), [session("u3", note="a"), session("u3", note="b")], overwrite=False
-    )
+    within = await store.save(request_at(3), [session("u3", note="a"), session("u3", note="b")])
     assert within.created == [True, False]
     assert await bodies(store, user_session_id="u3") == [session("u3", note="a").body]
     assert (await store.counts()).sessions == 3
 
 
-async def test_duplicates_are_replaced_with_overwrite(store: ReceivedStore) -> None:
+async def test_duplicates_are_replaced_by_documents_that_replace(store: ReceivedStore) -> None:
     await store.save(
-        request_at(1), [es_document("i", "1", b'{"v":1}'), es_document("i", "2")], overwrite=True
+        request_at(1),
+        [es_document("i", "1", b'{"v":1}', replaces=True), es_document("i", "2", replaces=True)],
     )
     before = {d.key: d.seq for d in await store.documents()}
     second = await store.save(
-        request_at(2), [es_document("i", "1", b'{"v":2}'), es_document("i", "3")], overwrite=True
+        request_at(2),
+        [es_document("i", "1", b'{"v":2}', replaces=True), es_document("i", "3", replaces=True)],
     )
     assert second.created == [False, True]
     stored = {d.key: d for d in await store.documents()}
@@ -143,19 +149,124 @@ async def test_duplicates_are_replaced_with_overwrite(store: ReceivedStore) -> N
     assert (record.stored, record.duplicates) == (1, 1)
     within = await store.save(
         request_at(3),
-        [es_document("i", "4", b'{"v":"a"}'), es_document("i", "4", b'{"v":"b"}')],
-        overwrite=True,
+        [
+            es_document("i", "4", b'{"v":"a"}', replaces=True),
+            es_document("i", "4", b'{"v":"b"}', replaces=True),
+        ],
     )
     assert within.created == [True, False]
     assert await bodies(store, request_id=within.request_id) == [b'{"v":"b"}']
     assert (await store.counts()).documents == 4
 
 
+def create(doc_id: str, body: bytes) -> Document:
+    """An Elasticsearch ``create``: keeps a stored document of its key."""
+    return es_document("i", doc_id, body)
+
+
+def index(doc_id: str, body: bytes) -> Document:
+    """An Elasticsearch ``index``: replaces a stored document of its key."""
+    return es_document("i", doc_id, body, replaces=True)
+
+
+async def test_one_save_applies_keeping_and_replacing_documents_in_order(
+    backend: Backend, store: ReceivedStore
+) -> None:
+    before = await store.save(request_at(1), [create("old", b'{"v":0}'), session("u0")])
+    docs = [
+        create("a", b'{"a":1}'),  # new
+        index("a", b'{"a":2}'),  # replaces what the create just stored
+        index("b", b'{"b":1}'),  # new
+        create("b", b'{"b":2}'),  # kept: the index came first
+        index("c", b'{"c":1}'),  # new
+        index("c", b'{"c":2}'),  # replaces it
+        create("old", b'{"v":1}'),  # kept: stored by an earlier request
+        index("old", b'{"v":2}'),  # replaces it
+        create("old", b'{"v":3}'),  # kept again
+        session("u0", note="again"),  # sessions keep
+        session("u1"),
+        replacing(session("u1", note="replaced")),  # a session could replace too
+    ]
+    result = await store.save(request_at(2), docs)
+    assert result.created == [True, False, True, False, True, False, False, False, False, False, True, False]
+    assert (result.stored, result.duplicates) == (4, 8)
+    records = await store.requests()
+    assert [r.id for r in records] == [result.request_id, before.request_id]  # one request row each
+    assert (records[0].documents, records[0].stored, records[0].duplicates) == (12, 4, 8)
+    expected = {
+        "i/a": b'{"a":2}',
+        "i/b": b'{"b":1}',
+        "i/c": b'{"c":2}',
+        "i/old": b'{"v":2}',
+        "t1-u0-1": session("u0").body,
+        "t1-u1-1": session("u1", note="replaced").body,
+    }
+    stored = await store.documents(limit=100)
+    assert {d.key: d.body for d in stored} == expected
+    assert len(stored) == len(expected)  # each key once
+    assert {d.key for d in stored if d.request_id == result.request_id} == expected.keys() - {"t1-u0-1"}
+    counts = await store.counts()
+    assert (counts.documents, counts.sessions, counts.requests) == (4, 2, 2)
+    await store.close()
+    async with opened(backend.new) as again:  # what a reopen reads is what was answered
+        assert {d.key: d.body for d in await again.documents(limit=100)} == expected
+        assert await again.requests() == records
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "created", "kept"),
+    [
+        (create, index, [True, False], b'{"n":2}'),
+        (index, create, [True, False], b'{"n":1}'),
+        (index, index, [True, False], b'{"n":2}'),
+        (create, create, [True, False], b'{"n":1}'),
+    ],
+    ids=["create-index", "index-create", "index-index", "create-create"],
+)
+async def test_the_same_key_twice_in_one_request(
+    store: ReceivedStore,
+    first: Callable[[str, bytes], Document],
+    second: Callable[[str, bytes], Document],
+    created: list[bool],
+    kept: bytes,
+) -> None:
+    result = await store.save(request_at(1), [first("x", b'{"n":1}'), second("x", b'{"n":2}')])
+    assert result.created == created
+    assert await bodies(store) == [kept]
+    [record] = await store.requests()
+    assert (record.id, record.documents, record.stored, record.duplicates) == (result.request_id, 2, 1, 1)
+    # the same pair again, now that the key is stored: neither creates
+    again = await store.save(request_at(2), [first("x", b'{"n":3}'), second("x", b'{"n":4}')])
+    assert again.created == [False, False]
+    replaced_by = [doc.body for doc in (first("x", b'{"n":3}'), second("x", b'{"n":4}')) if doc.replaces]
+    assert await bodies(store) == (replaced_by[-1:] or [kept])
+    assert len(await store.requests()) == 2
+
+
+async def test_a_failed_mixed_save_leaves_nothing(
+    backend: Backend, store: ReceivedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.save(request_at(1), [create("x", b'{"n":0}')])
+    docs = [index("x", b'{"n":1}'), create("y", b'{"n":1}'), index("y", b'{"n":2}'), session("u1")]
+    with pytest.raises(StoreError):
+        await store.save(request_at(2), [*docs, *poison(backend, monkeypatch)])
+    monkeypatch.undo()
+    assert await bodies(store) == [b'{"n":0}']
+    assert [r.received_at for r in await store.requests()] == [1]
+    retried = await store.save(request_at(3), docs)
+    assert retried.created == [False, True, False, True]
+    assert {d.key: d.body for d in await store.documents()} == {
+        "i/x": b'{"n":1}',
+        "i/y": b'{"n":2}',
+        "t1-u1-1": session("u1").body,
+    }
+
+
 async def test_same_key_in_different_kinds_is_distinct(store: ReceivedStore) -> None:
     key = "same-key"
     docs = [Document(SESSION, key, b'{"s":1}', "u"), Document(LEGACY, key, b'{"l":1}', "u")]
     docs.append(Document(DOCUMENT, key, b'{"d":1}', "u", "idx"))
-    result = await store.save(request_at(1), docs, overwrite=False)
+    result = await store.save(request_at(1), docs)
     assert result.created == [True, True, True]
     for doc in docs:
         assert await bodies(store, kind=doc.kind) == [doc.body]
@@ -164,17 +275,17 @@ async def test_same_key_in_different_kinds_is_distinct(store: ReceivedStore) -> 
 async def test_failed_save_leaves_nothing(
     backend: Backend, store: ReceivedStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await store.save(request_at(1), [session("u0")], overwrite=False)
+    await store.save(request_at(1), [session("u0")])
     good = [session("u1"), session("u2")]
     with pytest.raises(StoreError):
-        await store.save(request_at(2), [*good, *poison(backend, monkeypatch)], overwrite=False)
+        await store.save(request_at(2), [*good, *poison(backend, monkeypatch)])
     monkeypatch.undo()
     assert await bodies(store) == [session("u0").body]
     assert [(r.received_at, r.status) for r in await store.requests()] == [(1, 200)]
     assert (await store.counts()).sessions == 1
     if backend.folder is not None:  # nor in the files that other tools read
         assert lines_of(backend.folder) == [session("u0").body]
-    retried = await store.save(request_at(3), good, overwrite=False)
+    retried = await store.save(request_at(3), good)
     assert retried.created == [True, True]
     await store.close()
     async with opened(backend.new) as again:
@@ -217,8 +328,8 @@ async def test_counts(store: ReceivedStore) -> None:
         "requests": 0,
         "refusedRequests": 0,
     }
-    await store.save(request_at(1), [session("u1"), session("u2"), legacy("v1")], overwrite=False)
-    await store.save(request_at(2), [session("u1"), es_document("i", "1")], overwrite=False)
+    await store.save(request_at(1), [session("u1"), session("u2"), legacy("v1")])
+    await store.save(request_at(2), [session("u1"), es_document("i", "1")])
     await store.refuse(request_at(3), 400, "not JSON")
     await store.refuse(request_at(4), 413, "too large")
     counts = await store.counts()
@@ -227,8 +338,8 @@ async def test_counts(store: ReceivedStore) -> None:
 
 
 async def test_documents_filter_order_and_limit(store: ReceivedStore) -> None:
-    first = await store.save(request_at(1), [session("u1", 1), session("u2", 1)], overwrite=False)
-    second = await store.save(request_at(2), [session("u1", 2), legacy("u1"), session("u3")], overwrite=False)
+    first = await store.save(request_at(1), [session("u1", 1), session("u2", 1)])
+    second = await store.save(request_at(2), [session("u1", 2), legacy("u1"), session("u3")])
     everything = await store.documents(limit=100)
     assert [d.key for d in everything] == ["t1-u3-1", "legacy-v-u1-1", "t1-u1-2", "t1-u2-1", "t1-u1-1"]
     seqs = [d.seq for d in everything]
@@ -244,10 +355,10 @@ async def test_documents_filter_order_and_limit(store: ReceivedStore) -> None:
 
 
 async def test_requests_newest_first(store: ReceivedStore) -> None:
-    ids = [(await store.save(request_at(1), [session("u1")], overwrite=False)).request_id]
+    ids = [(await store.save(request_at(1), [session("u1")])).request_id]
     ids.append(await store.refuse(request_at(2), 401, "no"))
-    ids.append((await store.save(request_at(3), [], overwrite=False)).request_id)
-    ids.append((await store.save(request_at(4), [session("u1")], overwrite=True)).request_id)
+    ids.append((await store.save(request_at(3), [])).request_id)
+    ids.append((await store.save(request_at(4), [replacing(session("u1"))])).request_id)
     assert len(set(ids)) == 4
     assert [r.id for r in await store.requests()] == ids[::-1]
     assert [r.received_at for r in await store.requests(limit=2)] == [4, 3]
@@ -255,9 +366,9 @@ async def test_requests_newest_first(store: ReceivedStore) -> None:
 
 
 async def test_reopening_keeps_everything_and_idempotence(backend: Backend, store: ReceivedStore) -> None:
-    await store.save(request_at(1), [session("u1"), legacy("v1")], overwrite=False)
-    await store.save(request_at(2), [es_document("i", "1", b'{"v":1}')], overwrite=True)
-    await store.save(request_at(3), [es_document("i", "1", b'{"v":2}')], overwrite=True)
+    await store.save(request_at(1), [session("u1"), legacy("v1")])
+    await store.save(request_at(2), [es_document("i", "1", b'{"v":1}', replaces=True)])
+    await store.save(request_at(3), [es_document("i", "1", b'{"v":2}', replaces=True)])
     await store.refuse(request_at(4), 403, "forbidden")
     documents, requests, counts = await store.documents(), await store.requests(), await store.counts()
     await store.close()
@@ -267,7 +378,7 @@ async def test_reopening_keeps_everything_and_idempotence(backend: Backend, stor
             requests,
             counts,
         )
-        result = await again.save(request_at(5), [session("u1", note="late"), session("u9")], overwrite=False)
+        result = await again.save(request_at(5), [session("u1", note="late"), session("u9")])
         assert result.created == [False, True]
         newest = await again.documents(limit=1)
         assert newest[0].key == "t1-u9-1" and newest[0].seq > max(d.seq for d in documents)
@@ -299,20 +410,20 @@ async def test_files_rotate_past_rotate_bytes_and_reads_see_all(tmp_path: Path) 
     store = FilesReceivedStore(folder, rotate_bytes=600)
     await store.open()
     for n in range(0, 30, 3):
-        await store.save(request_at(n), docs[n : n + 3], overwrite=False)
+        await store.save(request_at(n), docs[n : n + 3])
     files = sorted(folder.glob("documents-*.ndjson"))
     assert len(files) >= 4
     assert all(path.stat().st_size <= 600 for path in files)
     assert lines_of(folder) == [d.body for d in docs]
     assert await bodies(store) == [d.body for d in reversed(docs)]
-    await store.save(request_at(99), [session("user-000", note="new")], overwrite=True)
+    await store.save(request_at(99), [replacing(session("user-000", note="new"))])
     await store.close()
     again = FilesReceivedStore(folder, rotate_bytes=600)
     await again.open()
     try:
         assert await bodies(again, user_session_id="user-000") == [session("user-000", note="new").body]
         assert len(await again.documents(limit=100)) == 30
-        assert (await again.save(request_at(100), docs[:3], overwrite=False)).created == [False] * 3
+        assert (await again.save(request_at(100), docs[:3])).created == [False] * 3
     finally:
         await again.close()
 
@@ -325,8 +436,8 @@ def files_backend(tmp_path: Path) -> Backend:
 async def saved_twice(backend: Backend) -> Path:
     """Two saves, then closed: what the torn-file tests damage. Returns the folder."""
     async with opened(backend.new) as store:
-        await store.save(request_at(1), [session("a1"), session("a2")], overwrite=False)
-        await store.save(request_at(2), [session("b1"), session("b2")], overwrite=False)
+        await store.save(request_at(1), [session("a1"), session("a2")])
+        await store.save(request_at(2), [session("b1"), session("b2")])
     assert backend.folder is not None
     return backend.folder
 
@@ -340,7 +451,7 @@ async def test_files_torn_request_line_drops_that_save_whole(files_backend: Back
         assert await bodies(store) == [session("a2").body, session("a1").body]
         assert [r.received_at for r in await store.requests()] == [1]
         assert lines_of(folder) == [session("a1").body, session("a2").body]
-        assert (await store.save(request_at(3), [session("b1")], overwrite=False)).created == [True]
+        assert (await store.save(request_at(3), [session("b1")])).created == [True]
     async with opened(files_backend.new) as store:
         assert await bodies(store, user_session_id="b1") == [session("b1").body]
         assert [r.received_at for r in await store.requests()] == [3, 1]
@@ -356,7 +467,7 @@ async def test_files_partial_lines_after_a_crash_are_cut(files_backend: Backend)
     async with opened(files_backend.new) as store:
         assert len(await store.documents()) == 4
         assert {name: (folder / name).stat().st_size for name in sizes} == sizes
-        assert (await store.save(request_at(3), [session("c1")], overwrite=False)).created == [True]
+        assert (await store.save(request_at(3), [session("c1")])).created == [True]
     assert lines_of(folder)[-1] == session("c1").body
 
 
@@ -367,7 +478,7 @@ async def test_files_document_cut_mid_line_is_dropped_not_fatal(files_backend: B
     path.write_bytes(data[:-10])
     async with opened(files_backend.new) as store:
         assert await bodies(store) == [session(u).body for u in ("b1", "a2", "a1")]
-        assert (await store.save(request_at(3), [session("b2")], overwrite=False)).created == [True]
+        assert (await store.save(request_at(3), [session("b2")])).created == [True]
     assert all(orjson.loads(line) for line in lines_of(folder))
 
 
@@ -383,9 +494,7 @@ async def test_files_damage_before_committed_lines_refuses_to_open(files_backend
 async def test_files_refuse_multi_line_documents_and_a_second_writer(files_backend: Backend) -> None:
     async with opened(files_backend.new) as store:
         with pytest.raises(StoreError, match="one document per line"):
-            await store.save(
-                request_at(1), [session("u1"), Document(SESSION, "k", b'{\n"a":1}')], overwrite=False
-            )
+            await store.save(request_at(1), [session("u1"), Document(SESSION, "k", b'{\n"a":1}')])
         assert await store.documents() == [] and await store.requests() == []
         with pytest.raises(StoreError, match="in use"):
             await files_backend.new().open()
@@ -404,7 +513,7 @@ async def test_postgresql_concurrent_opens_migrate_once(postgres_url: str) -> No
                         "SELECT version FROM receiver_schema_migrations ORDER BY version"
                     ).fetchall()
                 assert [row[0] for row in rows] == expected
-                await stores[0].save(request_at(1), [session("u1")], overwrite=False)
+                await stores[0].save(request_at(1), [session("u1")])
                 assert (await stores[2].counts()).sessions == 1
             finally:
                 await asyncio.gather(*(s.close() for s in stores))

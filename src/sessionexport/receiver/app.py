@@ -213,7 +213,7 @@ async def _events(request: Request) -> Response:
         problems = [{"location": p.location, "path": p.path, "message": p.message} for p in exc.problems]
         await config.store.refuse(info, 400, str(exc))
         return _error(400, f"nothing stored: {len(problems)} problem(s)", problems=problems)
-    result = await config.store.save(info, documents, overwrite=False)
+    result = await config.store.save(info, documents)
     legacy = sum(1 for d in documents if d.kind == LEGACY)
     return _json(
         {
@@ -291,26 +291,28 @@ async def _bulk(request: Request) -> Response:
 async def _apply(
     config: ReceiverConfig, info: RequestInfo, operations: Sequence[es.Operation]
 ) -> list[dict[str, Any]]:
-    """Store what can be stored (``index`` replaces, ``create`` keeps), and an item per operation, in order."""
+    """Store what can be stored, in order (``index`` replaces, ``create`` keeps), in one save: one
+    request record, all or nothing. An item per operation, in order."""
     items: list[dict[str, Any] | None] = [None] * len(operations)
-    batches: dict[bool, list[tuple[int, es.Operation, Document]]] = {True: [], False: []}
+    stored: list[tuple[int, es.Operation]] = []
+    documents: list[Document] = []
     for number, op in enumerate(operations):
         failure = _item_failure(op, config.faults)
         if failure is not None:
             items[number] = es.failed_item(op, failure)
             continue
-        batches[op.action == "index"].append((number, op, _document(op)))
-    # one save per kind of write; a request whose items all failed is still recorded (with no documents)
-    for overwrite, batch in [(o, b) for o, b in batches.items() if b] or [(True, [])]:
-        result = await config.store.save(info, [d for _, _, d in batch], overwrite=overwrite)
-        for (number, op, _), created in zip(batch, result.created, strict=True):
-            if op.action == "create" and not created:
-                conflict = es.ItemFailure(
-                    409, es.ERROR_TYPES[409], f"[{op.doc_id}]: version conflict, document already exists"
-                )
-                items[number] = es.failed_item(op, conflict)
-            else:
-                items[number] = es.item_result(op, created, result.request_id, config.es_version)
+        stored.append((number, op))
+        documents.append(_document(op))
+    # a request whose items all failed is still recorded (with no documents)
+    result = await config.store.save(info, documents)
+    for (number, op), created in zip(stored, result.created, strict=True):
+        if op.action == "create" and not created:
+            conflict = es.ItemFailure(
+                409, es.ERROR_TYPES[409], f"[{op.doc_id}]: version conflict, document already exists"
+            )
+            items[number] = es.failed_item(op, conflict)
+        else:
+            items[number] = es.item_result(op, created, result.request_id, config.es_version)
     return [item for item in items if item is not None]
 
 
@@ -326,7 +328,8 @@ def _document(op: es.Operation) -> Document:
         session_id = _session_id.decode(source).userSessionId
     except (msgspec.ValidationError, msgspec.DecodeError):
         session_id = None
-    return Document(DOCUMENT, f"{op.index}/{op.doc_id}", source, session_id, op.index)
+    replaces = op.action == "index"  # ``create`` keeps a stored document and fails with 409
+    return Document(DOCUMENT, f"{op.index}/{op.doc_id}", source, session_id, op.index, replaces)
 
 
 async def _es_info(request: Request) -> Response:

@@ -24,12 +24,13 @@ class ReceivedStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def save(
-        self, request: RequestInfo, documents: Sequence[Document], *, overwrite: bool
-    ) -> SaveResult:
-        """Store the documents of one request. A document whose key is already stored is kept as it
-        was (``overwrite=False``: sessions, idempotent) or replaced (``overwrite=True``:
-        Elasticsearch semantics); either way it is reported as not created."""
+    async def save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
+        """Store the documents of one request, with one request record, all or nothing.
+
+        Documents are applied in order, as Elasticsearch applies a bulk's operations: a document
+        whose key is already stored, or came earlier in the request, is kept as it was
+        (``Document.replaces`` false) or replaced (true); either way it is reported as not created.
+        """
 
     async def refuse(self, request: RequestInfo, status: int, error: str) -> int:
         """Record a refused request (nothing of it stored); return its id."""

@@ -27,9 +27,10 @@ for other tools. Beyond what a crash can do: a documents file cut short (by hand
 elsewhere) loses the documents it no longer holds, with a warning, and the open goes on; whole
 committed lines after an unreadable one are damage, and the open refuses rather than truncate them.
 
-Duplicates: with ``overwrite=False`` a known key writes nothing; with ``overwrite=True`` the new
-version is appended and its index line, later in the files, is the one reads use. As in the SQL
-backends a replaced document keeps the seq of its first version (its place in "newest first").
+Duplicates, in the order of the request's documents: a document whose key is known (stored, or
+earlier in the same request) writes nothing when it keeps (``Document.replaces`` false); when it
+replaces, it is appended and its index line, later in the files, is the one reads use. As in the
+SQL backends a replaced document keeps the seq of its first version (its place in "newest first").
 
 Rotation: a save that would take the current documents file past ``rotate_bytes`` starts the next
 pair of files (unless the current one is empty: a bigger save gets a file of its own); the folder is
@@ -136,10 +137,8 @@ class FilesReceivedStore:
         await asyncio.wrap_future(executor.submit(state.close))
         executor.shutdown()
 
-    async def save(
-        self, request: RequestInfo, documents: Sequence[Document], *, overwrite: bool
-    ) -> SaveResult:
-        return await self._run(lambda state: state.save(request, documents, overwrite))
+    async def save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
+        return await self._run(lambda state: state.save(request, documents))
 
     async def refuse(self, request: RequestInfo, status: int, error: str) -> int:
         return await self._run(lambda state: state.refuse(request, status, error))
@@ -236,11 +235,11 @@ class _State:
         _truncate(_Tail(data_path, data_end, data_size))
 
     # -- writing -------------------------------------------------------------------------------
-    def save(self, request: RequestInfo, documents: Sequence[Document], overwrite: bool) -> SaveResult:
+    def save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
         self._check_writable()
         _check_one_line(documents)
         request_id = self._next_request_id()
-        created, versions = self._versions(documents, overwrite)
+        created, versions = self._versions(documents)
         number = self._file_for(sum(len(doc.body) + 1 for doc in versions.values()))
         entries = self._place(number, request_id, request.received_at, versions)
         record = _record(request, request_id, 200, None, len(documents), sum(created))
@@ -255,17 +254,16 @@ class _State:
         self._remember([], record)
         return record.id
 
-    def _versions(
-        self, documents: Sequence[Document], overwrite: bool
-    ) -> tuple[list[bool], dict[tuple[str, str], Document]]:
-        """Per document whether its key is new, and the version of each key to append (the last wins)."""
+    def _versions(self, documents: Sequence[Document]) -> tuple[list[bool], dict[tuple[str, str], Document]]:
+        """Per document whether its key is new, and the version of each key to append: its first
+        document, then the last of the later ones that replace."""
         created: list[bool] = []
         versions: dict[tuple[str, str], Document] = {}
         for doc in documents:
             key = (doc.kind, doc.key)
             known = key in self.entries or key in versions
             created.append(not known)
-            if overwrite or not known:
+            if doc.replaces or not known:
                 versions[key] = doc
         return created, versions
 

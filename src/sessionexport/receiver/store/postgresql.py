@@ -2,17 +2,19 @@
 (migrations under an advisory lock in ``receiver_schema_migrations``, pooled connections, errors
 translated once to ``StoreError``, never with the password).
 
-A save is one transaction: the request row, one upsert per document (sent in one round trip by
-psycopg's pipelined ``executemany``), then the request's counts. Each upsert returns whether its
-key was new: ``ON CONFLICT DO NOTHING RETURNING`` yields no row for a kept document, and for a
-replaced one ``xmax = 0`` holds only on a freshly inserted row version. Both stay exact under
-concurrent saves of the same key, where a check-then-insert would not.
+A save is one transaction: the request row, one upsert per document in the request's order (each
+run of documents that keep, or replace, alike sent in one round trip by psycopg's pipelined
+``executemany``), then the request's counts. Each upsert returns whether its key was new: ``ON
+CONFLICT DO NOTHING RETURNING`` yields no row for a kept document, and for a replaced one ``xmax =
+0`` holds only on a freshly inserted row version. Both stay exact under concurrent saves of the
+same key, where a check-then-insert would not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from itertools import groupby
 from typing import Any
 
 from psycopg import sql
@@ -79,13 +81,14 @@ class PostgresReceivedStore:
     async def close(self) -> None:
         await self._db.close()
 
-    async def save(
-        self, request: RequestInfo, documents: Sequence[Document], *, overwrite: bool
-    ) -> SaveResult:
-        statement = _REPLACE if overwrite else _KEEP
+    async def save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
         async with self._transaction() as conn:
             request_id = await _insert_request(conn, request, 200, None)
-            created = await _save_documents(conn, statement, request_id, request.received_at, documents)
+            created: list[bool] = []
+            # In order, one pipelined executemany per run of documents that keep (or replace) alike.
+            for replaces, run in groupby(documents, key=lambda d: d.replaces):
+                statement = _REPLACE if replaces else _KEEP
+                created += await _save_documents(conn, statement, request_id, request.received_at, list(run))
             stored = sum(created)
             await conn.execute(_COUNT_REQUEST, (len(documents), stored, len(documents) - stored, request_id))
         return SaveResult(request_id, created)

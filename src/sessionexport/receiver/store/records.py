@@ -14,6 +14,10 @@ class Document:
     Sessions: ``<tenantId>-<userSessionId>-<startTime>`` (Elasticsearch's ``_id`` rule); legacy
     documents: ``legacy-<visitorId>-<visitId>-<startTime>``; Elasticsearch documents: their ``_id``
     within ``index``.
+
+    ``replaces`` is what a save does when a document with the same key is already stored (or came
+    earlier in the same request): False keeps the stored one as it was (sessions, legacy documents
+    and Elasticsearch ``create``: idempotent), True replaces it (Elasticsearch ``index``).
     """
 
     kind: str
@@ -21,6 +25,7 @@ class Document:
     body: bytes
     user_session_id: str | None = None
     index: str | None = None
+    replaces: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +42,7 @@ class RequestInfo:
 @dataclass(frozen=True, slots=True)
 class SaveResult:
     request_id: int
-    created: list[bool]  # per document, in order: False = already there (kept or overwritten)
+    created: list[bool]  # per document, in order: False = already there (kept or replaced)
 
     @property
     def stored(self) -> int:

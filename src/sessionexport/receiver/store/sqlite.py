@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +48,21 @@ class SQLiteReceivedStore:
     async def close(self) -> None:
         await self._engine.close()
 
-    async def save(
-        self, request: RequestInfo, documents: Sequence[Document], *, overwrite: bool
-    ) -> SaveResult:
+    async def save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
         def write(conn: sqlite3.Connection) -> SaveResult:
             request_id = _insert_request(conn, request, 200, None)
             created = _new_keys(conn, documents)
-            rows = [
-                (request_id, request.received_at, d.kind, d.key, d.user_session_id, d.index, d.body)
-                for d, new in zip(documents, created, strict=True)
-                if new or overwrite
-            ]
-            conn.executemany(_REPLACE if overwrite else _KEEP, rows)
+            # In order, one executemany per run of documents that keep (or replace) alike; a known
+            # key that keeps writes nothing.
+            pairs = zip(documents, created, strict=True)
+            for replaces, run in groupby(pairs, key=lambda pair: pair[0].replaces):
+                rows = [
+                    (request_id, request.received_at, d.kind, d.key, d.user_session_id, d.index, d.body)
+                    for d, new in run
+                    if new or replaces
+                ]
+                if rows:
+                    conn.executemany(_REPLACE if replaces else _KEEP, rows)
             stored = sum(created)
             conn.execute(
                 "UPDATE requests SET documents = ?, stored = ?, duplicates = ? WHERE id = ?",
