@@ -15,14 +15,18 @@ pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
 SCHEMA = "builtin:elasticsearch.user-session-export-settings-v2"
 
 
-async def test_without_exporters_here_the_state_follows_the_workers_leases(api: Api) -> None:
-    token = await api.token()
+async def create_export(api: Api, token: str) -> str:
     created = await api.client.post(
         "/api/v2/settings/objects",
         json=[{"schemaId": SCHEMA, "scope": "environment", "value": export_value()}],
         headers=api.auth(token),
     )
-    export_id = created.json()[0]["objectId"]
+    return str(created.json()[0]["objectId"])
+
+
+async def test_without_exporters_here_the_state_follows_the_workers_leases(api: Api) -> None:
+    token = await api.token()
+    export_id = await create_export(api, token)
 
     async def state() -> str:
         status = await api.client.get(f"/api/v2/exports/{export_id}/status", headers=api.auth(token))
@@ -37,12 +41,7 @@ async def test_without_exporters_here_the_state_follows_the_workers_leases(api: 
 
 async def test_an_export_in_shards_counts_each_shards_own_backlog(api: Api) -> None:
     token = await api.token()
-    created = await api.client.post(
-        "/api/v2/settings/objects",
-        json=[{"schemaId": SCHEMA, "scope": "environment", "value": export_value()}],
-        headers=api.auth(token),
-    )
-    export_id = created.json()[0]["objectId"]
+    export_id = await create_export(api, token)
     await api.store.append_sessions(sessions(4, "old"), received_at=now_ms() - 60_000)
     await api.store.append_sessions(sessions(4, "new"), received_at=now_ms() - 1_000)
     seqs = [e.seq for e in await api.store.read_log(0, 100)]
