@@ -361,6 +361,22 @@ async def test_post_mixed_outcomes_is_207(settings: Settings) -> None:
     assert await settings.all_ids(schemaIds=EXPORT) == [ok["objectId"]]
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://user:pass@collector.example/sessions", "must not contain credentials"),
+        ("https://collector.example:99999/sessions", "is not a valid URL"),
+    ],
+)
+async def test_endpoint_urls_with_credentials_or_no_valid_port_are_refused(
+    settings: Settings, url: str, reason: str
+) -> None:
+    response = await settings.post(item(export_value(url)))
+    assert response.status_code == 400
+    assert reason in violation_at(response.json()[0], "endpointDefinition.endpointUrl")
+    assert await settings.all_ids(schemaIds=EXPORT) == []
+
+
 async def test_post_all_invalid_is_400_with_per_item_violations(settings: Settings) -> None:
     response = await settings.post(
         item(export_value("http://one.example")), item(export_value("ftp://two.example"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 
 import msgspec
+import orjson
 import pytest
 
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
@@ -94,10 +96,17 @@ async def test_paging_with_next_page_key_alone(api: Api) -> None:
     assert len(seen) == 7 and len(set(seen)) == 7
 
 
-async def test_bad_next_page_key_is_400(api: Api) -> None:
+def page_key(before: int) -> str:
+    """A key shaped like the server's, with a seq of our choosing."""
+    raw = orjson.dumps({"u": None, "i": None, "p": 10, "b": before})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("key", ["garbage!", page_key(2**63), page_key(-1)])
+async def test_bad_next_page_key_is_400(api: Api, key: str) -> None:
     token = await api.token()
     response = await api.client.get(
-        "/api/v2/usersessions", params={"nextPageKey": "garbage!"}, headers=api.auth(token)
+        "/api/v2/usersessions", params={"nextPageKey": key}, headers=api.auth(token)
     )
     assert response.status_code == 400
     assert response.json()["error"]["constraintViolations"][0]["path"] == "nextPageKey"

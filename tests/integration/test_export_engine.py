@@ -236,10 +236,13 @@ async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, recei
     assert status["state"] == "failing" and status["deadLetters"] == 1 and status["backlog"] == 0
     assert status["openAlerts"][0]["title"] == "Request timeout"
 
-    replay = await engine.client.post(
-        f"/api/v2/exports/{export_id}/deadletters/replay", headers=engine.headers
+    replay = await engine.client.post(  # the same letter named three times is sent once
+        f"/api/v2/exports/{export_id}/deadletters/replay",
+        json={"ids": [letter["id"]] * 3},
+        headers=engine.headers,
     )
     assert replay.status_code == 200 and replay.json()["replayed"] == 1
+    assert len(replay.json()["results"]) == 1 and len(receiver.requests) == 5
     assert receiver.requests[-1].body == body.content and getattr(receiver.requests[-1], "answered", 0) == 200
     assert (await engine.status(export_id))["deadLetters"] == 0
     await engine.ingest(sessions(1, seed=9))  # the next success closes the alert
@@ -384,3 +387,20 @@ async def test_metrics_report_deliveries(engine: Engine, receiver: Receiver) -> 
     assert f'sessionexport_backlog_sessions{{export="{export_id}"}} 0.0' in text
     assert "sessionexport_attempt_duration_seconds_bucket" in text
     assert (await engine.client.get("/metrics")).status_code == 401
+
+
+@pytest.mark.parametrize("number", [2**63, 10**23])
+async def test_ids_beyond_what_the_store_holds_are_refused_as_bad_requests(
+    engine: Engine, receiver: Receiver, number: int
+) -> None:
+    export_id = await engine.create_export(export_value(receiver.url))
+    base = f"/api/v2/exports/{export_id}"
+    for method, path, body in [
+        ("GET", f"{base}/deadletters/{number}/body", None),
+        ("GET", f"{base}/deadletters?beforeId={number}", None),
+        ("POST", f"{base}/deadletters/replay", {"ids": [number]}),
+        ("PUT", f"{base}/position", {"start": number}),
+    ]:
+        response = await engine.client.request(method, path, json=body, headers=engine.headers)
+        assert response.status_code == 400, (path, response.status_code, response.text)
+        assert response.json()["error"]["constraintViolations"], path

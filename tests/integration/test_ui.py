@@ -1602,3 +1602,34 @@ async def test_user_content_is_escaped(ui: Browser) -> None:
         page = await ui.page(path)
         assert attack not in page.html, path
         assert not [s for s in page.root.all("script") if "alert" in s.text], path
+
+
+async def test_a_delete_form_deletes_only_its_own_kind_of_object(ui: Browser) -> None:
+    export_id = await ui.create(export_value(ENDPOINT))
+    zone_id = await ui.create(
+        {"name": "Z", "rules": [{"attribute": "COUNTRY", "value": "Poland"}]}, ZONE_SCHEMA
+    )
+    await ui.logged_in()
+    csrf = await ui.csrf()
+    as_zone = await ui.post(f"/ui/zones/{export_id}/delete", {"csrf": csrf})
+    assert (
+        await ui.follow(as_zone)
+    ).flash == f"Not deleted: No object available for the given objectId {export_id!r}"
+    as_export = await ui.post(f"/ui/exports/{zone_id}/delete", {"csrf": csrf})
+    assert (await ui.follow(as_export)).flash is not None
+    assert [o["objectId"] for o in await ui.objects()] == [export_id]
+    assert [o["objectId"] for o in await ui.objects(ZONE_SCHEMA)] == [zone_id]
+
+
+@pytest.mark.parametrize("number", ["99999999999999999999999", "9223372036854775808", "²", "-1", "1e3"])
+async def test_ids_out_of_reach_are_not_found_rather_than_errors(ui: Browser, number: str) -> None:
+    export_id = await ui.create(export_value(ENDPOINT))
+    await ui.logged_in()
+    listed = await ui.get("/ui/sessions", before=number)
+    assert listed.status == 200
+    replay = await ui.post(f"/ui/health/{export_id}/replay", {"csrf": await ui.csrf(), "letter": number})
+    assert (await ui.follow(replay)).flash == (
+        "Nothing to replay: the dead letter was replayed already, or there is none pending."
+    )
+    if number.isascii() and number.isdigit():
+        assert (await ui.get(f"/ui/sessions/{number}")).status == 404

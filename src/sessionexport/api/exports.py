@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -30,7 +30,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
-from sessionexport.store.records import DeadLetter, LogEntry
+from sessionexport.store.records import INT_MAX, DeadLetter, LogEntry
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2", tags=["Exports"])
@@ -71,8 +71,13 @@ class ExportStatus(BaseModel):
     openAlerts: list[dict[str, Any]]
 
 
+StoredId = Annotated[int, Field(ge=1, le=INT_MAX)]
+
+
 class ReplayRequest(BaseModel):
-    ids: list[int] | None = Field(None, description="Dead letters to replay; all pending ones when omitted")
+    ids: list[StoredId] | None = Field(
+        None, description="Dead letters to replay; all pending ones when omitted"
+    )
 
 
 class ExportValue(BaseModel):
@@ -94,7 +99,7 @@ class TestResult(BaseModel):
 
 
 class MoveRequest(BaseModel):
-    start: Literal["now", "oldest"] | int = Field(
+    start: Literal["now", "oldest"] | Annotated[int, Field(ge=0, le=INT_MAX)] = Field(
         description="'now' (skip the backlog), 'oldest' (everything in retention), or an epoch-ms time:"
         " sessions that joined the log at or after it are exported (again)"
     )
@@ -271,7 +276,9 @@ async def list_dead_letters(
     objectId: str,
     state: Annotated[Literal["pending", "replayed", "all"], Query()] = "pending",
     pageSize: Annotated[int, Query(ge=1, le=500)] = 100,
-    beforeId: Annotated[int | None, Query(description="Page: only dead letters with a smaller id")] = None,
+    beforeId: Annotated[
+        int | None, Query(ge=1, le=INT_MAX, description="Page: only dead letters with a smaller id")
+    ] = None,
 ) -> Response:
     store, settings, _ = _objects(request)
     await _config(settings, objectId)
@@ -293,7 +300,9 @@ async def list_dead_letters(
     dependencies=[Reader, SessionsReader],
     responses=_ERRORS,
 )
-async def dead_letter_body(request: Request, objectId: str, letterId: int) -> Response:
+async def dead_letter_body(
+    request: Request, objectId: str, letterId: Annotated[int, Path(ge=1, le=INT_MAX)]
+) -> Response:
     store, _, _ = _objects(request)
     letter = await store.get_dead_letter(letterId)
     if letter is None or letter.export_id != objectId:

@@ -19,6 +19,7 @@ from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, parse_body
 from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body
 from sessionexport.store import Store
+from sessionexport.store.records import INT_MAX
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2/usersessions", tags=["User sessions"])
@@ -152,7 +153,7 @@ def _decode_page_key(key: str) -> tuple[str | None, str | None, int, int]:
         user_session_id, user_id = data["u"], data.get("i")
         page_size, before = int(data["p"]), int(data["b"])
         ids_ok = all(v is None or isinstance(v, str) for v in (user_session_id, user_id))
-        if not ids_ok or not 1 <= page_size <= 500:
+        if not ids_ok or not 1 <= page_size <= 500 or not 0 <= before <= INT_MAX:
             raise ValueError
     except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise ApiError(

@@ -15,6 +15,6 @@ async def letters_to_replay(
     if ids is None:
         pending = await store.list_dead_letters(export_id, state="pending", limit=REPLAY_ALL_LIMIT)
         return list(reversed(pending)), []
-    found = [await store.get_dead_letter(i) for i in ids]
+    found = [await store.get_dead_letter(i) for i in dict.fromkeys(ids)]  # each letter once
     letters = [d for d in found if d is not None and d.export_id == export_id and d.state == "pending"]
     return letters, sorted(set(ids) - {d.id for d in letters})

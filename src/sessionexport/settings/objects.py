@@ -198,9 +198,12 @@ class SettingsService:
         self.on_change()
         return ItemResult(200, object_id=object_id)
 
-    async def delete(self, object_id: str, update_token: str | None) -> ItemResult:
+    async def delete(
+        self, object_id: str, update_token: str | None, *, schema_id: str | None = None
+    ) -> ItemResult:
+        """``schema_id``: delete only an object of that schema (another one is not found)."""
         record = await self.store.get_setting(object_id)
-        if record is None:
+        if record is None or (schema_id is not None and record.schema_id != schema_id):
             return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
         expected = None
         if update_token is not None:

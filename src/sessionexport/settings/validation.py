@@ -205,11 +205,14 @@ def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None)
     """Only https (certificates verified); http only to loopback, and only when the server allows it."""
     try:
         parts = urlsplit(url.strip())
-        host = parts.hostname
+        host, _port = parts.hostname, parts.port  # port: raises ValueError when out of range
     except ValueError:
         return "is not a valid URL"
     if parts.scheme not in ("https", "http") or not host:
         return "must be an absolute https:// URL"
+    if parts.username is not None or parts.password is not None:
+        # they would be kept and shown in plain text: credentials belong in the authentication fields
+        return "must not contain credentials (user:password@): use the authentication settings"
     if parts.scheme == "http":
         if context.allow_http_loopback and _is_loopback(host):
             return None

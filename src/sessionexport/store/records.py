@@ -140,6 +140,7 @@ class LogRead:
     end: int
 
 
+INT_MAX = 2**63 - 1  # the largest integer a column holds (SQLite INTEGER, PostgreSQL bigint)
 MINUTE_MS = 60_000
 HISTORY_MS = 24 * 3600 * 1000  # how far back delivery counts per minute are kept
 

@@ -29,7 +29,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
 from sessionexport.settings.schemas import SCOPE
 from sessionexport.store import Store
-from sessionexport.store.records import TokenRecord
+from sessionexport.store.records import INT_MAX, TokenRecord
 from sessionexport.tokens import Scope
 from sessionexport.web import filters
 from sessionexport.web.forms import NEW, REMOVE, value_from_form
@@ -66,6 +66,14 @@ class Visit:
 
 
 View = Callable[["Ui", Request, Visit], Awaitable[Response]]
+
+
+def stored_id(text: str) -> int | None:
+    """A form's or query's id (a seq, a dead letter's id) as a number the store can hold, else None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= INT_MAX else None
 
 
 class Ui:

@@ -93,7 +93,7 @@ async def set_enabled(ui: Ui, request: Request, visit: Visit) -> Response:
 
 async def delete_export(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params["object_id"]
-    result = await ui.settings.delete(object_id, visit.field("updateToken") or None)
+    result = await ui.settings.delete(object_id, visit.field("updateToken") or None, schema_id=EXPORT_SCHEMA)
     visit.session.say("Export deleted." if result.ok else f"Not deleted: {_message(result)}")
     return ui.redirect("/exports")
 

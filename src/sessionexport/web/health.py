@@ -16,7 +16,7 @@ from sessionexport.export.status import ExportHealth, export_health, export_runn
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store.records import MINUTE_MS, DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
-from sessionexport.web.app import Ui, Visit
+from sessionexport.web.app import Ui, Visit, stored_id
 
 HOUR_MS = 3600 * 1000
 LETTERS_SHOWN = 50
@@ -77,10 +77,13 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     if record is None:
         visit.session.say("That export no longer exists.")
         return ui.redirect("/health")
-    letter = visit.field("letter")
-    letters, missing = await letters_to_replay(
-        ui.store, object_id, [int(letter)] if letter.isdigit() else None
-    )
+    letter = visit.field("letter").strip()  # empty: every pending one
+    letter_id = stored_id(letter)
+    letters: list[DeadLetter] = []
+    missing: list[int] = []
+    if not letter or letter_id is not None:  # not an id at all: nothing to replay
+        wanted = [letter_id] if letter_id is not None else None
+        letters, missing = await letters_to_replay(ui.store, object_id, wanted)
     if missing or not letters:
         visit.session.say(
             "Nothing to replay: the dead letter was replayed already, or there is none pending."

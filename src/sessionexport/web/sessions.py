@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sessionexport.store.records import StoredSession
+from sessionexport.store.records import INT_MAX, StoredSession
 from sessionexport.tokens import Scope
-from sessionexport.web.app import Ui, Visit
+from sessionexport.web.app import Ui, Visit, stored_id
 
 PAGE_SIZE = 50
 SEARCH_FIELDS = {"userSessionId": "User session id", "userId": "User id"}
@@ -46,7 +46,7 @@ async def list_sessions(ui: Ui, request: Request, visit: Visit) -> Response:
     rows = await ui.store.recent_sessions(
         user_session_id=query if query and field == "userSessionId" else None,
         user_id=query if query and field == "userId" else None,
-        before_seq=int(before) if before.isdigit() else None,
+        before_seq=stored_id(before),
         limit=PAGE_SIZE + 1,
     )
     page = [_row(s) for s in rows[:PAGE_SIZE]]
@@ -64,7 +64,7 @@ async def list_sessions(ui: Ui, request: Request, visit: Visit) -> Response:
 
 async def show_session(ui: Ui, request: Request, visit: Visit) -> Response:
     seq = request.path_params["seq"]
-    found = await ui.store.recent_sessions(before_seq=seq + 1, limit=1)
+    found = await ui.store.recent_sessions(before_seq=seq + 1, limit=1) if seq < INT_MAX else []
     if not found or found[0].seq != seq:
         return ui.render(
             request,
