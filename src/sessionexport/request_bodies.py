@@ -1,4 +1,9 @@
-"""Reading a request body with a size limit, for both HTTP apps (the API and the receiver)."""
+"""Request bodies within limits, for both HTTP apps (the API and the receiver).
+
+Routes that take data (sessions, events, bulks) read their bodies with ``read_body`` and their own
+configurable limit. ``BodyLimit`` bounds every other route: without it a body is read whole before
+any token or login is checked, so anyone could make the server hold any amount of memory.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
-from starlette.requests import Request
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 T = TypeVar("T")
 
@@ -29,6 +36,63 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+SMALL_BODY_BYTES = 1024 * 1024  # settings objects, forms, token requests: far less in practice
+
+
+class BodyLimit:
+    """ASGI middleware: a 413 for a body over ``limit_for(path)`` bytes, told by its Content-Length
+    before anything is read, or as soon as a body without one grows past it. ``limit_for`` gives
+    None for a route that reads its body within a limit of its own (``read_body``)."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int | None]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.limit_for(scope["path"]) if scope["type"] == "http" else None
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
+            return
+        received, refused, started = 0, False, False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit and not refused:
+                    refused = True
+                    if not started:
+                        await _too_large(send, limit)
+                    return {"type": "http.disconnect"}  # the app stops reading; its answer is dropped
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except ClientDisconnect:
+            if not refused:  # a client that really went away
+                raise
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    message = f"The request body exceeds the limit of {limit} bytes"
+    body = orjson.dumps({"error": {"code": 413, "message": message}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 OFF_LOOP_BYTES = 64 * 1024

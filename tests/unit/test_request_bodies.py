@@ -1,10 +1,18 @@
-"""Large request bodies are parsed off the event loop; small ones on it (a thread costs more)."""
+"""Request bodies: large ones are parsed off the event loop, small ones on it (a thread costs
+more); no route reads a body over its limit."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
 
-from sessionexport.request_bodies import OFF_LOOP_BYTES, parse_off_loop
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sessionexport.request_bodies import OFF_LOOP_BYTES, BodyLimit, parse_off_loop
 
 
 def where_parsed(body: bytes) -> int:
@@ -30,3 +38,61 @@ async def test_a_parse_error_reaches_the_caller_from_either_place() -> None:
             assert exc.args == (size,)
         else:
             raise AssertionError("the error was lost")
+
+
+# -- BodyLimit: no route reads a body larger than it takes ------------------------------------------
+LIMIT = 1000
+
+
+def limited_app() -> tuple[httpx.AsyncClient, list[int]]:
+    """An app whose routes echo the size of what they read, behind ``BodyLimit`` (``/data`` reads
+    within a limit of its own)."""
+    seen: list[int] = []
+
+    async def echo(request: Request) -> Response:
+        body = await request.body()
+        seen.append(len(body))
+        return JSONResponse({"size": len(body)})
+
+    app = Starlette(routes=[Route("/small", echo, methods=["POST"]), Route("/data", echo, methods=["POST"])])
+    limited = BodyLimit(app, limit_for=lambda path: None if path == "/data" else LIMIT)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=limited), base_url="http://test")
+    return client, seen
+
+
+async def chunks(count: int, size: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"x" * size
+
+
+async def test_a_body_within_the_limit_reaches_the_route() -> None:
+    client, seen = limited_app()
+    async with client:
+        response = await client.post("/small", content=b"x" * LIMIT)
+    assert response.status_code == 200 and seen == [LIMIT]
+
+
+async def test_a_declared_body_over_the_limit_is_refused_before_the_route_runs() -> None:
+    client, seen = limited_app()
+    async with client:
+        response = await client.post("/small", content=b"x" * (LIMIT + 1))
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": {"code": 413, "message": f"The request body exceeds the limit of {LIMIT} bytes"}
+    }
+    assert seen == []
+
+
+async def test_a_streamed_body_is_refused_once_it_grows_past_the_limit() -> None:
+    client, seen = limited_app()
+    async with client:
+        response = await client.post("/small", content=chunks(5, 300))  # no Content-Length
+    assert response.status_code == 413
+    assert seen == []  # the route saw the client go, and its answer was dropped
+
+
+async def test_a_route_with_a_limit_of_its_own_is_left_to_it() -> None:
+    client, seen = limited_app()
+    async with client:
+        response = await client.post("/data", content=b"x" * (LIMIT * 5))
+    assert response.status_code == 200 and seen == [LIMIT * 5]

@@ -13,6 +13,7 @@ from sessionexport import __version__
 from sessionexport.api import exports, health, rum, settings, usersessions
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
 from sessionexport.config import ServerConfig
+from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit
 from sessionexport.services import Services
 from sessionexport.store import Store
 from sessionexport.web.app import create_ui
@@ -53,6 +54,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.include_router(exports.router)
     app.include_router(exports.metrics_router)
     app.mount("/ui", create_ui(app.state))
+    # the ingest routes read their bodies within their own, configurable limit
+    data_routes = {usersessions.router.prefix, f"{rum.router.prefix}/events"}
+    app.add_middleware(BodyLimit, limit_for=lambda path: None if path in data_routes else SMALL_BODY_BYTES)
     return app
 
 

@@ -49,7 +49,7 @@ from sessionexport.receiver.store.records import (
     RequestRecord,
     StoredDocument,
 )
-from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body
+from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit, BodyTooLarge, parse_off_loop, read_body
 from sessionexport.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,14 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
         Route("/", _es_info, methods=["GET", "HEAD"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(config, path))
     app.state.receiver = config
     return app
+
+
+def _body_limit(config: ReceiverConfig, path: str) -> int | None:
+    """Exports and bulks are read within their own limit; every other route takes a small body."""
+    return None if path == config.events_path or path.endswith("/_bulk") else SMALL_BODY_BYTES
 
 
 def _config(request: Request) -> ReceiverConfig:

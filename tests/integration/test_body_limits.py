@@ -1,0 +1,77 @@
+"""No route reads a body larger than it takes, before any token or login is checked: the ingest
+routes within their configurable limit, every other route within a small one (real apps)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+
+from sessionexport.api.app import create_app
+from sessionexport.config import ServerConfig
+from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.receiver.app import ReceiverConfig, create_receiver_app
+from sessionexport.receiver.store import create_received_store
+from sessionexport.request_bodies import SMALL_BODY_BYTES
+from tests.conftest import ALL_SCOPES, Api, make_token
+
+TOO_BIG = b"x" * (SMALL_BODY_BYTES + 1)
+
+
+async def test_a_settings_body_over_the_limit_is_refused_before_the_token_is_checked(api: Api) -> None:
+    response = await api.client.post(
+        "/api/v2/settings/objects", content=TOO_BIG, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert (
+        response.json()["error"]["message"]
+        == f"The request body exceeds the limit of {SMALL_BODY_BYTES} bytes"
+    )
+
+
+async def test_a_login_form_over_the_limit_is_refused(api: Api) -> None:
+    response = await api.client.post(
+        "/ui/login",
+        content=b"token=" + TOO_BIG,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413
+
+
+async def test_ingest_takes_bodies_up_to_its_own_limit(server_config: ServerConfig) -> None:
+    app = create_app(replace(server_config, max_body_bytes=4 * 1024 * 1024))
+    lines = list(generate_lines(200, seed=3, options=GeneratorOptions(kind="web", actions=(5, 6))))
+    body = b"\n".join(lines)
+    assert len(body) > SMALL_BODY_BYTES  # more than any other route takes
+    async with app.router.lifespan_context(app):
+        token = await make_token(app.state.store, ALL_SCOPES)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+        ) as client:
+            response = await client.post(
+                "/api/v2/usersessions",
+                content=body,
+                headers={"Content-Type": "application/x-ndjson", "Authorization": f"Api-Token {token}"},
+            )
+    assert response.status_code == 200 and response.json()["accepted"] == 200
+
+
+async def test_the_receivers_token_endpoint_takes_a_small_body_only(tmp_path: Path) -> None:
+    config = ReceiverConfig(store=create_received_store(tmp_path))
+    app = create_receiver_app(config)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://receiver.test") as client:
+            token = await client.post(
+                "/oauth2/token",
+                content=b"grant_type=" + TOO_BIG,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            events = await client.put(
+                "/export/events",
+                content=b"\n".join(generate_lines(200, seed=4)),
+                headers={"Content-Type": "application/x-ndjson"},
+            )
+    assert token.status_code == 413
+    assert events.status_code == 200  # the export path reads within its own, larger limit
