@@ -4,26 +4,19 @@ never close the alert of another shard that keeps failing (real SQLite store, re
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
-from sessionexport.export.auth import NoCredentials
-from sessionexport.export.config import ExportConfig
-from sessionexport.export.delivery import Sender
-from sessionexport.export.exporter import Exporter
-from sessionexport.export.metrics import ExportMetrics
-from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.tuning import ExportTuning
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.store import Store, create_store
-from sessionexport.store.records import Alert, Claim
+from sessionexport.store.records import Alert
 from tests.support.engine import sessions, until
+from tests.support.exporter import exporter_for, plain_config, run_in_background
 from tests.support.receiver import Receiver, Tls
 
 EXPORT = "split-export"
@@ -50,21 +43,8 @@ async def run_shard(
 ) -> None:
     """Export shard ``shard`` to ``receiver`` until the test ends (each shard its own receiver, so
     that one can fail alone)."""
-    config = ExportConfig(
-        EXPORT, receiver.url, True, "application/json", False, None, None, None, False, TUNING
-    )
-    claim = Claim(EXPORT, shard, shards, "this-worker")
-    assert await store.claim_lease(EXPORT, shard, claim.owner, lease_ms=60_000)
-    verify = ssl.create_default_context(cafile=str(tls.ca_file))
-    client = await stack.enter_async_context(httpx.AsyncClient(verify=verify))
-    sender = Sender(config, client, NoCredentials())
-    task = asyncio.create_task(Exporter(store, config, sender, LogNotifier(), ExportMetrics(), claim).run(0))
-    stack.push_async_callback(_stop, task)
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, TUNING), shard, shards)
+    run_in_background(stack, asyncio.create_task(exporter.run(0)))
 
 
 async def open_alerts(store: Store) -> list[Alert]:

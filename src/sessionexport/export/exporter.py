@@ -96,6 +96,10 @@ class Exporter:
         self._stopping.set()
 
     async def run(self, start_position: int) -> None:
+        # A run after a failed one starts afresh: what that one left in flight was never decided,
+        # and is sent again from the durable cursor (deciding it now could skip a failed bulk).
+        self._sending = deque()
+        self._deciding = asyncio.Queue(maxsize=max(1, self.config.tuning.concurrency))
         position = decided = await self.store.start_shard(self.claim, start_position, self.clock())
         batcher = Batcher(self.config.tuning)
         last_arrival = self.clock()
@@ -115,11 +119,18 @@ class Exporter:
                 if chunk.failure is not None:
                     raise chunk.failure
                 for entry in chunk.entries:
+                    if self._stopping.is_set():  # a hand-over: the rest is the next holder's
+                        break
                     position, last_arrival = entry.seq, entry.received_at
                     if self.zone is not None and not self.zone.contains(entry):
                         continue
-                    for bulk in batcher.offer(entry, encoded_size(entry, self.config.send_direct)):
-                        await self._dispatch(bulk, _settled_before(batcher, position))
+                    bulks = batcher.offer(entry, encoded_size(entry, self.config.send_direct))
+                    for bulk, settled in zip(
+                        bulks, _settled_positions(bulks, batcher, position), strict=True
+                    ):
+                        await self._dispatch(bulk, settled)
+                if self._stopping.is_set():
+                    break
                 position = max(position, chunk.end)  # the rest up to there is other shards'
                 if not chunk.caught_up:
                     continue
@@ -189,7 +200,7 @@ class Exporter:
         assert self._decider is not None
         waiter = asyncio.ensure_future(work)
         await asyncio.wait([waiter, self._decider], return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
+        if self._decider.done():  # it failed (a store error): nothing more may be sent or decided
             waiter.cancel()
             raise self._decider.exception() or RuntimeError("the decider stopped")
 
@@ -302,6 +313,14 @@ class Exporter:
 def _settled_before(batcher: Batcher, position: int) -> int:
     """Everything before the first pending session is decided once the bulks before it are."""
     return batcher.pending[0].seq - 1 if batcher.pending else position
+
+
+def _settled_positions(bulks: list[Bulk], batcher: Batcher, position: int) -> list[int]:
+    """Where the cursor may move once each of the bulks of one offer is decided: a bulk that
+    another follows, up to just before that one's first session (not past it while it is sent)."""
+    if not bulks:
+        return []
+    return [following.first_seq - 1 for following in bulks[1:]] + [_settled_before(batcher, position)]
 
 
 def _shard_name(claim: Claim) -> str:

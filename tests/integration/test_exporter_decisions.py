@@ -1,0 +1,119 @@
+"""Where the cursor may move, and what a restart does: the exporter's guarantees that a session
+is passed over only once its bulk is decided (real SQLite store, real HTTPS receiver)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from sessionexport.export.exporter import Exporter
+from sessionexport.export.tuning import ExportTuning
+from sessionexport.store import Store, StoreError, create_store
+from sessionexport.store.records import BulkDecision, Claim
+from tests.integration.test_store_backends import session
+from tests.support.engine import until
+from tests.support.exporter import exporter_for, plain_config, run_in_background
+from tests.support.receiver import STALL, Receiver, Tls
+
+EXPORT = "decisions"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = create_store(tmp_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Tls:
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    return Tls.create(folder)
+
+
+@pytest.fixture
+def receiver(tls: Tls) -> Iterator[Receiver]:
+    receiver = Receiver(tls).start()
+    yield receiver
+    receiver.stop()
+
+
+async def position(store: Store) -> int:
+    cursor = await store.get_cursor(EXPORT)
+    return cursor.position if cursor is not None else -1
+
+
+async def test_a_bulk_followed_by_another_moves_the_cursor_only_up_to_it(
+    store: Store, tls: Tls, receiver: Receiver
+) -> None:
+    """A small session waits; a large one closes its bulk and goes alone: two bulks from one
+    offer. Once the first is delivered, the cursor must not pass the second while it is sent."""
+    small = session("small", body=b'{"s":"' + b"x" * 100 + b'"}')
+    large = session("large", body=b'{"s":"' + b"x" * 2000 + b'"}')
+    await store.append_sessions([small, large], received_at=1)
+    [small_seq, large_seq] = [e.seq for e in await store.read_log(0, 10)]
+    receiver.behaviour.stall_seconds = 3
+    receiver.behaviour.script = deque([200, STALL])  # the large session's bulk is answered late
+    tuning = ExportTuning(flushMaxBytes=1024, flushIntervalSeconds=60, timeoutSeconds=10, retries=0)
+    async with AsyncExitStack() as stack:
+        exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, tuning))
+        run_in_background(stack, asyncio.create_task(exporter.run(0)))
+        await until(lambda: len(receiver.requests) == 2, "both bulks sent")
+        await asyncio.sleep(0.3)  # time to record the first decision
+        assert receiver.requests[0].lines == [small.body]
+        assert await position(store) == small_seq  # not large_seq: its bulk is still in flight
+        await until(lambda: _at(store, large_seq), "the large session's bulk decided", within=10)
+
+
+async def test_a_restart_after_a_failed_decision_skips_nothing(
+    store: Store, tls: Tls, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision of a failed bulk (its dead letter) cannot be written once: the exporter fails
+    and runs again. It must not then decide what the failed run left in flight (that would move
+    the cursor past the failed bulk, with no dead letter): it starts afresh from the cursor."""
+    lines = [session(f"s{n}") for n in range(4)]
+    await store.append_sessions(lines, received_at=1)
+    seqs = [e.seq for e in await store.read_log(0, 10)]
+    receiver.behaviour.delay_seconds = 0.2  # two bulks in flight at once
+    receiver.behaviour.script = deque([503])  # the first bulk fails, every later request succeeds
+    tuning = ExportTuning(flushMaxSessions=1, concurrency=2, retries=0, flushIntervalSeconds=0.05)
+    record_bulk = store.record_bulk
+    failures: list[int] = []
+
+    async def fails_once(claim: Claim, at: int, decision: BulkDecision, now: int) -> list[int]:
+        if decision.letters and not failures:
+            failures.append(at)
+            raise StoreError("database is locked")
+        return await record_bulk(claim, at, decision, now)
+
+    monkeypatch.setattr(store, "record_bulk", fails_once)
+    async with AsyncExitStack() as stack:
+        exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, tuning))
+        run_in_background(stack, asyncio.create_task(keep_running(exporter)))
+        await until(lambda: _at(store, seqs[-1]), "every session decided")
+    assert failures == [seqs[0]]
+    delivered = {line for r in receiver.requests if getattr(r, "answered", 0) == 200 for line in r.lines}
+    letters = await store.count_dead_letters(EXPORT)
+    assert lines[0].body in delivered or letters == 1  # sent again after the restart, or kept
+    assert {s.body for s in lines[1:]} <= delivered
+
+
+async def keep_running(exporter: Exporter) -> None:
+    """As the supervisor does: the same exporter runs again after a failure."""
+    while True:
+        try:
+            await exporter.run(0)
+            return
+        except StoreError:
+            await asyncio.sleep(0.05)
+
+
+async def _at(store: Store, seq: int) -> bool:
+    return await position(store) >= seq
