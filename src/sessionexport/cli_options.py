@@ -106,7 +106,7 @@ MaxInFlight = Annotated[
         envvar=env("MAX_IN_FLIGHT"),
         min=1,
         max=1024,
-        help="Bulks this process sends at once, over all its exports and shards.",
+        help="Bulks this process sends at once to one export, over all its shards.",
     ),
 ]
 DEFAULT_DATA_DIR = Path("data")

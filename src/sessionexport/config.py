@@ -25,7 +25,7 @@ class ServerConfig:
     ca_bundle: Path | None = None  # extra CA certificates trusted for export and token endpoints
     run_exporters: bool = True  # and the sessionizer's sweeps: the process that does background work
     lease_seconds: float = DEFAULT_LEASE_SECONDS  # how long a worker holds an export shard unrenewed
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # bulks this process sends at once, over all exports
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # bulks this process sends at once to one export
     sessionizer: SessionizerSettings = field(default_factory=SessionizerSettings)
 
     @property

@@ -315,6 +315,31 @@ async def test_one_endpoint_down_does_not_hold_up_another(
         down.stop()
 
 
+async def test_an_export_that_fills_its_cap_on_bulks_in_flight_leaves_others_theirs(
+    tmp_path: Path, receiver: Receiver, tls: Tls
+) -> None:
+    """The cap on bulks in flight is per export: a slow one waiting out its timeouts with as many
+    bulks as it may send does not take the slots of another."""
+    down = Receiver(tls).start()
+    down.behaviour.script.extend([STALL] * 100)
+    down.behaviour.stall_seconds = 3
+    config = ServerConfig(data_dir=tmp_path / "capped", ca_bundle=tls.ca_file, max_in_flight=2)
+    try:
+        async with running_engine(config) as engine:
+            slow = export_value(
+                down.url, {"timeoutSeconds": 2, "retries": 3, "concurrency": 2, "flushMaxSessions": 1}
+            )
+            slow_id = await engine.create_export(slow)
+            fast_id = await engine.create_export(export_value(receiver.url, {"flushIntervalSeconds": 0.1}))
+            await engine.ingest(sessions(4, seed=1))
+            await until(lambda: len(down.requests) >= 2, "the slow export's two bulks in flight")
+            await engine.ingest(sessions(3, seed=2))
+            await until(lambda: delivered(engine, fast_id, 7), "the healthy export delivers", within=5)
+            assert (await engine.status(slow_id))["deliveredSessions"] == 0
+    finally:
+        down.stop()
+
+
 async def test_pause_keeps_the_cursor_and_resume_continues(engine: Engine, receiver: Receiver) -> None:
     value = export_value(receiver.url)
     export_id = await engine.create_export(value)

@@ -75,7 +75,7 @@ class Exporter:
         self.store = store
         self.config = config
         self.claim = claim
-        self.slots = slots  # the process's bulks in flight, shared by all its exporters
+        self.slots = slots  # the export's bulks in flight in this process, shared by its shards
         self.sender = sender
         self.notifier = notifier
         self.metrics = metrics
@@ -187,7 +187,7 @@ class Exporter:
             self._sending.popleft()
 
     async def _deliver(self, bulk: Bulk) -> BulkResult:
-        async with self.slots or contextlib.nullcontext():  # the process's cap on bulks in flight
+        async with self.slots or contextlib.nullcontext():  # the process's cap for this export
             return await deliver_bulk(self.sender, bulk.entries, self.config.send_direct)
 
     async def _settle(self) -> None:

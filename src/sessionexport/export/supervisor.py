@@ -111,7 +111,10 @@ class ExportSupervisor:
         self.lease_seconds = lease_seconds
         self._ssl = ssl_context(ca_bundle)
         self._allow_http_loopback = allow_http_loopback
-        self._slots = asyncio.Semaphore(max_in_flight)
+        # Bulks in flight, capped per export: one slow or failing endpoint, whose requests wait out
+        # their timeouts and backoffs, never takes the slots another export sends with.
+        self._max_in_flight = max_in_flight
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._running: dict[Unit, _Running] = {}
         self._held: set[Unit] = set()  # leases this worker holds, as of the last heartbeat
         self._handing_over: dict[Unit, asyncio.Task[None]] = {}
@@ -287,7 +290,7 @@ class ExportSupervisor:
             self.metrics,
             Claim(config.export_id, shard, config.tuning.shards, self.owner),
             zone=zone_from_value(self.settings.plain_value(want.zone)) if want.zone else None,
-            slots=self._slots,
+            slots=self._slots.setdefault(config.export_id, asyncio.Semaphore(self._max_in_flight)),
         )
         start = await self.store.log_position()  # a new export starts from now; an old one from its cursor
         name = f"export {config.export_id} shard {shard}"
@@ -323,6 +326,7 @@ class ExportSupervisor:
         await running.client.aclose()
         if not any(u[0] == unit[0] for u in self._running):
             self.metrics.forget(unit[0])
+            self._slots.pop(unit[0], None)
 
     def _refusal(self, config: ExportConfig) -> str | None:
         """Defence in depth: settings validation already refuses these URLs."""
