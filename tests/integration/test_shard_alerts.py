@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import sessionexport.export.exporter as exporter_module
 from sessionexport.export.tuning import ExportTuning
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.store import Store, create_store
@@ -106,3 +107,47 @@ async def _count_letters(store: Store, count: int) -> bool:
 
 async def _no_open_alerts(store: Store) -> bool:
     return await open_alerts(store) == []
+
+
+async def test_a_success_closes_the_alerts_of_shards_the_export_no_longer_has(store: Store, tls: Tls) -> None:
+    healthy = Receiver(tls).start()
+    try:
+        for kind in ("delivery:shard-3", "token:shard-2", "delivery:shard-1"):  # when it had 4 shards
+            await store.raise_alert(EXPORT, kind, "Request failed: HTTP 500", "before the re-split", now=1)
+        async with AsyncExitStack() as stack:
+            await run_shard(stack, store, tls, healthy, 1, 2)  # now 2 shards: this is shard 1
+            await store.append_sessions(parse_ndjson(b"\n".join(sessions(4, seed=5))), received_at=1)
+            await until(lambda: _count_open(store, 0), "the alerts of shards 1 (its own), 2 and 3 closed")
+        await store.raise_alert(EXPORT, "delivery:shard-0", "Request failed: HTTP 500", "shard 0's", now=2)
+        async with AsyncExitStack() as stack:
+            await run_shard(stack, store, tls, healthy, 1, 2)
+            await store.append_sessions(parse_ndjson(b"\n".join(sessions(4, seed=6))), received_at=2)
+            await until(lambda: len(healthy.requests) >= 4, "shard 1 delivered again")
+            await asyncio.sleep(0.3)
+            assert [a.kind for a in await open_alerts(store)] == [
+                "delivery:shard-0"
+            ]  # not shard 1's to close
+    finally:
+        healthy.stop()
+
+
+async def test_a_running_export_closes_an_alert_raised_elsewhere_at_its_next_success(
+    store: Store, tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention raises its alert outside the exporter, which may be succeeding all along."""
+    monkeypatch.setattr(exporter_module, "ALERT_CHECK_MS", 0)
+    healthy = Receiver(tls).start()
+    try:
+        async with AsyncExitStack() as stack:
+            await run_shard(stack, store, tls, healthy, 0, 1)
+            await store.append_sessions(parse_ndjson(b"\n".join(sessions(2, seed=7))), received_at=1)
+            await until(lambda: len(healthy.requests) >= 2, "delivering")
+            await store.raise_alert(EXPORT, "retention", "3 session(s) expired", "before export", now=3)
+            await store.append_sessions(parse_ndjson(b"\n".join(sessions(2, seed=8))), received_at=2)
+            await until(lambda: _count_open(store, 0), "the retention alert closed by the next success")
+    finally:
+        healthy.stop()
+
+
+async def _count_open(store: Store, count: int) -> bool:
+    return len(await open_alerts(store)) == count

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 READ_BATCH = 500
 READ_AHEAD = 2  # chunks read ahead of the batcher: memory stays bounded however large the backlog
 IDLE_POLL_SECONDS = 1.0  # also catches sessions appended by other processes
+ALERT_CHECK_MS = 10_000  # how often a succeeding exporter looks for alerts raised elsewhere
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Exporter:
         self._deciding: asyncio.Queue[_InFlight] = asyncio.Queue(maxsize=max(1, config.tuning.concurrency))
         self._decider: asyncio.Task[None] | None = None
         self._alerting = True  # until known otherwise: the first success closes any open alert
+        self._alerts_checked_at = 0  # when a success last looked for alerts to close (raised elsewhere)
         self._stopping = asyncio.Event()
 
     @property
@@ -218,12 +220,12 @@ class Exporter:
         self._observe(result.attempts)
         letters = self._dead_letters(result, now)
         alerts = () if self.config.disable_notification else self._alerts(result)
-        closes = self._closes() if result.complete and self._alerting else ()
+        closes = await self._closes(now) if result.complete else ()
         decision = BulkDecision(len(result.delivered), result.retried, tuple(letters), alerts, closes)
         ids = await self.store.record_bulk(self.claim, flight.position, decision, now)
         self._count(result, decision)
-        if closes:
-            self._alerting = False
+        if result.complete:
+            self._alerting = False  # what its success closes is closed
         if alerts:
             self._alerting = True
         for letter, letter_id in zip(letters, ids, strict=True):
@@ -283,11 +285,27 @@ class Exporter:
         """Each shard alerts on its own: one shard's success must not close another's alert."""
         return kind if self.claim.shards == 1 else f"{kind}:shard-{self.claim.shard}"
 
-    def _closes(self) -> tuple[str, ...]:
-        """The alerts a success closes: this shard's, and the export's own (raised before it was
-        split in shards, or by the supervisor when it refused to start it)."""
-        mine = (self._kind("delivery"), self._kind("token"))
-        return mine if self.claim.shards == 1 else (*mine, "delivery", "token")
+    async def _closes(self, now: int) -> tuple[str, ...]:
+        """The open alerts a success closes: after a failure at once, else now and then (retention
+        or another process may have raised one meanwhile)."""
+        if not self._alerting and now - self._alerts_checked_at < ALERT_CHECK_MS:
+            return ()
+        self._alerts_checked_at = now
+        open_alerts = await self.store.list_alerts(open_only=True)
+        return tuple(
+            a.kind for a in open_alerts if a.export_id == self.export_id and self._closed_by_success(a.kind)
+        )
+
+    def _closed_by_success(self, kind: str) -> bool:
+        """This shard's alerts; the export's own (raised before it was split, by the supervisor when
+        it refused to start it, or by retention); those of shards it no longer has."""
+        base, _, shard = kind.partition(":shard-")
+        if base not in ("delivery", "token", "retention"):
+            return False
+        if not shard:
+            return True
+        number = int(shard) if shard.isdigit() else -1
+        return number == self.claim.shard or number >= self.claim.shards
 
     def _where(self, message: str) -> str:
         return message if self.claim.shards == 1 else f"{message} ({_shard_name(self.claim)})"
