@@ -6,6 +6,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,24 @@ async def test_http_endpoint_is_refused(engine: Engine, receiver: Receiver) -> N
     response = await engine.client.post(OBJECTS, json=body, headers=engine.headers)
     assert response.status_code == 400
     assert "https" in response.json()[0]["error"]["constraintViolations"][0]["message"]
+
+
+async def test_a_stored_http_endpoint_is_not_started_and_said_once(tmp_path: Path, tls: Tls) -> None:
+    """Stored while this server allowed http on loopback, refused once it no longer does: one
+    alert, not one per heartbeat."""
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    allowing = ServerConfig(
+        data_dir=tmp_path / "a", database_url=db, allow_http_loopback=True, lease_seconds=0.6
+    )
+    async with running_engine(allowing) as engine:
+        export_id = await engine.create_export(export_value("http://127.0.0.1:9/events"))
+    strict = replace(allowing, allow_http_loopback=False)
+    async with running_engine(strict) as engine:
+        await asyncio.sleep(1.5)  # several balancing passes (a heartbeat every 0.2 s)
+        [alert] = (await engine.status(export_id))["openAlerts"]
+        assert alert["title"].startswith("Request failed: http:// URL refused")
+        assert alert["occurrences"] == 1
+        assert not engine.app.state.exports.is_running(export_id)
 
 
 async def test_certificate_errors_are_reported_never_ignored(engine: Engine, tmp_path: Path) -> None:

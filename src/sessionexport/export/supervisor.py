@@ -116,6 +116,9 @@ class ExportSupervisor:
         self._max_in_flight = max_in_flight
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._running: dict[Unit, _Running] = {}
+        self._refused: dict[
+            Unit, tuple[object, ...]
+        ] = {}  # units not started: the key of the configuration refused
         self._held: set[Unit] = set()  # leases this worker holds, as of the last heartbeat
         self._handing_over: dict[Unit, asyncio.Task[None]] = {}
         self._elsewhere: set[str] = set()  # exports another live worker holds a lease of
@@ -273,14 +276,18 @@ class ExportSupervisor:
         return httpx.AsyncClient(verify=self._ssl, follow_redirects=False, trust_env=False)
 
     async def _start(self, want: _Wanted, shard: int) -> None:
-        config = want.config
+        config, unit = want.config, (want.config.export_id, shard)
         refusal = self._refusal(config)
         if refusal:
-            log.error("export %s: not started: %s", config.export_id, refusal)
-            await self.store.raise_alert(
-                config.export_id, "delivery", f"Request failed: {refusal}", refusal, now_ms()
-            )
+            if self._refused.get(unit) != want.key:  # said once per configuration, not per heartbeat
+                self._refused[unit] = want.key
+                log.error("export %s: not started: %s", config.export_id, refusal)
+                await self.store.raise_alert(
+                    config.export_id, "delivery", f"Request failed: {refusal}", refusal, now_ms()
+                )
             return
+        self._refused.pop(unit, None)
+        start = await self.store.log_position()  # a new export starts from now; an old one from its cursor
         client = self.client()
         exporter = Exporter(
             self.store,
@@ -292,7 +299,6 @@ class ExportSupervisor:
             zone=zone_from_value(self.settings.plain_value(want.zone)) if want.zone else None,
             slots=self._slots.setdefault(config.export_id, asyncio.Semaphore(self._max_in_flight)),
         )
-        start = await self.store.log_position()  # a new export starts from now; an old one from its cursor
         name = f"export {config.export_id} shard {shard}"
         task = asyncio.create_task(self._keep_running(exporter, start), name=name)
         self._running[(config.export_id, shard)] = _Running(want.key, exporter, client, task)
