@@ -1149,6 +1149,17 @@ async def test_zone_regex_rule_must_compile(settings: Settings) -> None:
     await settings.create(zone_value("regex", operator="regex", value="^shop-.*$"), schema=ZONES)
 
 
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"shop(?=-eu)"])
+async def test_zone_regex_rules_need_what_re2_can_run_in_linear_time(
+    settings: Settings, pattern: str
+) -> None:
+    response = await settings.post(
+        item(zone_value("backtracking", operator="REGEX", value=pattern), schema=ZONES)
+    )
+    assert response.status_code == 400
+    assert "RE2 syntax" in violation_at(response.json()[0], "rules[0].value")
+
+
 async def test_zone_needs_at_least_one_rule(settings: Settings) -> None:
     response = await settings.post(item({"name": "empty", "rules": []}, schema=ZONES))
     assert response.status_code == 400

@@ -198,3 +198,16 @@ def test_country() -> None:
 def test_attribute_rules_do_not_look_at_applications() -> None:
     assert not zone(rule("COUNTRY", "EQUALS", "easyTravel")).contains(EASY)
     assert not zone(rule("APPLICATION_NAME", "EQUALS", "Austria")).contains(EASY)
+
+
+def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
+    """``^(a+)+$`` against 'a' * n + '!' takes 2**n steps on a backtracking engine (minutes at
+    n = 34: the server would hang with it, and so would this test). RE2 answers at once."""
+    in_zone = zone(rule("COUNTRY", "REGEX", "^(a+)+$"))
+    assert not in_zone.contains(session(country="a" * 5000 + "!"))
+    assert in_zone.contains(session(country="a" * 5000))
+
+
+def test_case_insensitive_regex_rules_fold_case() -> None:
+    assert zone(rule("COUNTRY", "REGEX", "^AUS")).contains(session(country="Austria"))
+    assert not zone(rule("COUNTRY", "REGEX", "^AUS", caseSensitive=True)).contains(session(country="Austria"))

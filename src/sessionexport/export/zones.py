@@ -3,6 +3,10 @@
 A session is in a zone when any enabled rule matches it. Application rules match the
 applications of the session's user actions (so a session is in the zone when at least one of its
 user actions belongs to a matching application); the others match session attributes.
+
+``REGEX`` rules run on RE2, whose matching takes time linear in the text: a rule such as
+``^(a+)+$`` must not let a session's attributes (sent by anyone who may ingest) hold the exporter
+or the server for minutes, as a backtracking engine would.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import re2
 
 from sessionexport.store.records import LogEntry
 
@@ -25,9 +31,8 @@ class Rule:
     case_sensitive: bool = False
 
     def matcher(self) -> Callable[[str], bool]:
-        flags = 0 if self.case_sensitive else re.IGNORECASE
         if self.operator == "REGEX":
-            pattern = re.compile(self.value, flags)
+            pattern = compile_regex(self.value, self.case_sensitive)
             return lambda text: pattern.search(text) is not None
         wanted = self.value if self.case_sensitive else self.value.casefold()
 
@@ -39,6 +44,24 @@ class Rule:
         if self.operator == "BEGINS_WITH":
             return lambda text: fold(text).startswith(wanted)
         return lambda text: fold(text) == wanted
+
+
+def compile_regex(pattern: str, case_sensitive: bool = True) -> Any:
+    """The RE2 pattern; ``re2.error`` when RE2 cannot take it (e.g. backreferences, lookarounds)."""
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.log_errors = False  # the error is raised, and said where the rule is checked
+    return re2.compile(pattern, options)
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why a rule's pattern cannot be used (None: it can)."""
+    try:
+        compile_regex(pattern)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        return f"not a valid regular expression (RE2 syntax: no backreferences or lookarounds): {reason}"
+    return None
 
 
 class Zone:

@@ -10,13 +10,13 @@ a ``Context``.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from sessionexport.export.tuning import TuningError, parse_tuning
+from sessionexport.export.zones import regex_problem
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 
 NDJSON = "application/x-ndjson"
@@ -244,12 +244,7 @@ def _check_custom_configuration(_: Context, text: str, __: dict[str, Any]) -> st
 
 
 def _check_zone_rule(_: Context, value: str, rule: dict[str, Any]) -> str | None:
-    if rule.get("operator") == "REGEX":
-        try:
-            re.compile(value)
-        except re.error as exc:
-            return f"not a valid regular expression: {exc}"
-    return None
+    return regex_problem(value) if rule.get("operator") == "REGEX" else None
 
 
 _CUSTOM: dict[str, Callable[[Context, str, dict[str, Any]], str | None]] = {
