@@ -446,6 +446,15 @@ async def test_a_refused_record_bulk_raises_no_alert(store: Store) -> None:
     assert await store.list_alerts() == []
 
 
+async def test_an_ended_ui_session_is_refused_until_its_cookie_would_expire(store: Store) -> None:
+    assert not await store.ui_session_ended("s1")
+    await store.end_ui_session("s1", expires_at=1_000, now=10)
+    await store.end_ui_session("s1", expires_at=1_000, now=20)  # ending it twice is harmless
+    assert await store.ui_session_ended("s1") and not await store.ui_session_ended("s2")
+    await store.end_ui_session("s2", expires_at=5_000, now=2_000)  # s1's cookie has expired by now
+    assert not await store.ui_session_ended("s1") and await store.ui_session_ended("s2")
+
+
 # -- work distribution: leases, shards, workers ---------------------------------------------------
 async def test_a_lease_is_one_workers_until_it_expires(store: Store) -> None:
     assert await store.claim_lease("e1", 0, "a", lease_ms=300)

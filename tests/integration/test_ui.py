@@ -25,6 +25,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.model.samples import WEB_SYNTHETIC, doc_sample
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.secrets import MASK
+from sessionexport.web.session import COOKIE
 from tests.conftest import make_token
 from tests.support.engine import export_value, sessions, until
 from tests.support.receiver import Receiver, Tls
@@ -536,6 +537,20 @@ async def test_logging_out_ends_the_session_and_its_csrf_token(ui: Browser) -> N
     stale = await ui.post("/ui/login", {"csrf": old_csrf, "token": ui.admin})
     assert stale.status_code == 403
     assert (await ui.client.get("/ui/exports")).status_code == 303
+
+
+async def test_a_copy_of_the_cookie_taken_before_logging_out_is_refused_after(ui: Browser) -> None:
+    await ui.logged_in()
+    copied = ui.client.cookies.get(COOKIE)
+    assert copied is not None and (await ui.client.get("/ui/exports")).status_code == 200
+    await ui.submit(await ui.page("/ui/exports"), "/ui/logout")
+    async with ui.other() as thief:
+        thief.client.cookies.set(COOKIE, copied, domain=ui.client.base_url.host, path="/ui")
+        response = await thief.client.get("/ui/exports")
+        assert response.status_code == 303 and response.headers["location"].startswith("/ui/login")
+    # logging in again makes a new session, which works
+    await ui.logged_in()
+    assert (await ui.client.get("/ui/exports")).status_code == 200
 
 
 @pytest.mark.parametrize(

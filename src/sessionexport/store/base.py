@@ -113,6 +113,13 @@ class Store(Protocol):
     async def revoke_token(self, token_id: str, revoked_at: int) -> bool:
         """Revoke a token; False when there is no such active token."""
 
+    # -- UI login sessions -------------------------------------------------------------------
+    async def end_ui_session(self, session_id: str, expires_at: int, now: int) -> None:
+        """A UI session was logged out: refuse it from now on (until ``expires_at``, when its
+        cookie expires anyway); forget the ended sessions already past theirs."""
+
+    async def ui_session_ended(self, session_id: str) -> bool: ...
+
     # -- settings objects --------------------------------------------------------------------
     async def list_settings(self, schema_id: str | None = None) -> list[SettingsRecord]:
         """Objects (of one schema, or all), oldest first."""

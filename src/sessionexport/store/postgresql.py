@@ -424,6 +424,18 @@ class PostgresStore:
         query = "UPDATE api_tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL"
         return await self._execute(query, (revoked_at, token_id)) == 1
 
+    # -- UI login sessions -------------------------------------------------------------------
+    async def end_ui_session(self, session_id: str, expires_at: int, now: int) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM ended_ui_sessions WHERE expires_at < %s", (now,))
+            await conn.execute(
+                "INSERT INTO ended_ui_sessions (id, expires_at) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+                (session_id, expires_at),
+            )
+
+    async def ui_session_ended(self, session_id: str) -> bool:
+        return bool(await self._rows("SELECT 1 FROM ended_ui_sessions WHERE id = %s", (session_id,)))
+
     # -- settings objects --------------------------------------------------------------------
     async def list_settings(self, schema_id: str | None = None) -> list[SettingsRecord]:
         return [SettingsRecord(*row) for row in await self._rows(_LIST_SETTINGS, {"schema": schema_id})]

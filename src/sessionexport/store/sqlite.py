@@ -274,6 +274,21 @@ class SQLiteStore:
 
         return await self._write(update)
 
+    # -- UI login sessions -------------------------------------------------------------------
+    async def end_ui_session(self, session_id: str, expires_at: int, now: int) -> None:
+        def end(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM ended_ui_sessions WHERE expires_at < ?", (now,))
+            conn.execute(
+                "INSERT INTO ended_ui_sessions (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (session_id, expires_at),
+            )
+
+        await self._write(end)
+
+    async def ui_session_ended(self, session_id: str) -> bool:
+        query = "SELECT 1 FROM ended_ui_sessions WHERE id = ?"
+        return await self._read(lambda c: c.execute(query, (session_id,)).fetchone() is not None)
+
     # -- settings objects --------------------------------------------------------------------
     async def list_settings(self, schema_id: str | None = None) -> list[SettingsRecord]:
         def select(conn: sqlite3.Connection) -> list[SettingsRecord]:

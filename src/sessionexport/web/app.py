@@ -131,9 +131,10 @@ class Ui:
     async def _token(self, session: UiSession) -> TokenRecord | None:
         if session.token_id is None:
             return None
-        record = await self.store.get_token(session.token_id)
+        ended = session.id is None or await self.store.ui_session_ended(session.id)
+        record = None if ended else await self.store.get_token(session.token_id)
         if record is None or record.revoked_at is not None:
-            session.token_id, session.changed = None, True
+            session.token_id, session.id, session.changed = None, None, True
             return None
         return record
 

@@ -7,7 +7,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sessionexport import tokens
+from sessionexport.clock import now_ms
 from sessionexport.web.app import PREFIX, Ui, Visit
+from sessionexport.web.session import MAX_AGE_SECONDS
 
 
 def routes(ui: Ui) -> list[Route]:
@@ -37,6 +39,9 @@ async def log_in(ui: Ui, request: Request, visit: Visit) -> Response:
 
 
 async def log_out(ui: Ui, request: Request, visit: Visit) -> Response:
+    if visit.session.id is not None:  # its cookie, wherever a copy of it is, is refused from now on
+        now = now_ms()
+        await ui.store.end_ui_session(visit.session.id, now + MAX_AGE_SECONDS * 1000, now)
     visit.session.log_out()
     visit.session.say("Logged out.")
     return ui.redirect("/login")

@@ -1,8 +1,10 @@
 """The UI's login session: a signed cookie, a CSRF token, and the API token it stands for.
 
-Logging in checks an API token once; the cookie then holds the token's public id (never the token)
-and a random CSRF token, signed with a key derived from the secret keys, so every process sharing
-those keys accepts it. Each request looks the token up again: revoking it ends its UI sessions.
+Logging in checks an API token once; the cookie then holds the token's public id (never the token),
+a random session id and a random CSRF token, signed with a key derived from the secret keys, so
+every process sharing those keys accepts it. Each request looks the token up again: revoking it
+ends its UI sessions. Logging out ends the session in the store too: a copy of its cookie taken
+before is refused from then on.
 The cookie is ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` when the request came over HTTPS;
 every form carries the CSRF token and every state-changing request must send it back.
 """
@@ -27,10 +29,11 @@ class UiSession:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     token_id: str | None = None
     flash: str | None = None
+    id: str | None = None  # of a logged-in session
     changed: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"c": self.csrf, "t": self.token_id, "f": self.flash}
+        return {"c": self.csrf, "t": self.token_id, "f": self.flash, "s": self.id}
 
     def csrf_ok(self, sent: str | None) -> bool:
         return sent is not None and hmac.compare_digest(sent.encode(), self.csrf.encode())
@@ -38,9 +41,10 @@ class UiSession:
     def log_in(self, token_id: str) -> None:
         # A new CSRF token at every login and logout: one known before is worth nothing after.
         self.token_id, self.csrf, self.changed = token_id, secrets.token_urlsafe(32), True
+        self.id = secrets.token_urlsafe(24)
 
     def log_out(self) -> None:
-        self.token_id, self.csrf, self.changed = None, secrets.token_urlsafe(32), True
+        self.token_id, self.id, self.csrf, self.changed = None, None, secrets.token_urlsafe(32), True
 
     def say(self, message: str) -> None:
         self.flash, self.changed = message, True
@@ -60,7 +64,7 @@ class SessionCookies:
         if raw:
             try:
                 data = self._serializer.loads(raw, max_age=MAX_AGE_SECONDS)
-                return UiSession(csrf=data["c"], token_id=data["t"], flash=data["f"])
+                return UiSession(csrf=data["c"], token_id=data["t"], flash=data["f"], id=data.get("s"))
             except (BadSignature, KeyError, TypeError):
                 pass  # tampered, expired or from other keys: start afresh
         return UiSession(changed=True)
