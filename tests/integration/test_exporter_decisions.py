@@ -117,3 +117,15 @@ async def keep_running(exporter: Exporter) -> None:
 
 async def _at(store: Store, seq: int) -> bool:
     return await position(store) >= seq
+
+
+async def test_a_backlog_goes_out_in_full_bulks(store: Store, tls: Tls, receiver: Receiver) -> None:
+    """Every session of a backlog has waited longer than the flush interval: the sessions already
+    read fill the bulk (up to 1000) before it goes, rather than one bulk per read of the log."""
+    await store.append_sessions([session(f"s{n}") for n in range(1200)], received_at=1)
+    tuning = ExportTuning(flushIntervalSeconds=0.05)
+    async with AsyncExitStack() as stack:
+        exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, tuning))
+        run_in_background(stack, asyncio.create_task(exporter.run(0)))
+        await until(lambda: sum(len(r.lines) for r in receiver.requests) == 1200, "the backlog sent")
+    assert [len(r.lines) for r in receiver.requests] == [1000, 200]

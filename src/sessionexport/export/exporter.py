@@ -104,14 +104,16 @@ class Exporter:
         self._deciding = asyncio.Queue(maxsize=max(1, self.config.tuning.concurrency))
         position = decided = await self.store.start_shard(self.claim, start_position, self.clock())
         batcher = Batcher(self.config.tuning)
-        last_arrival = self.clock()
+        last_arrival, backlog = self.clock(), False
         chunks: asyncio.Queue[_Chunk] = asyncio.Queue(maxsize=READ_AHEAD)
         reader = asyncio.create_task(self._read_ahead(position, chunks), name=f"read {self.export_id}")
         self._decider = asyncio.create_task(self._decide_in_order(), name=f"decide {self.export_id}")
         log.info("export %s: %s starting after seq %d", self.export_id, _shard_name(self.claim), position)
         try:
             while not self._stopping.is_set():
-                due = batcher.ms_until_due(self.clock(), last_arrival)
+                # In a backlog every session has waited past the flush interval: the sessions
+                # that follow fill the bulk before it goes, rather than one bulk per read.
+                due = None if backlog else batcher.ms_until_due(self.clock(), last_arrival)
                 if due == 0:
                     await self._dispatch(batcher.take(), position)
                     continue
@@ -120,6 +122,7 @@ class Exporter:
                     continue  # a flush rule came due, or a stop
                 if chunk.failure is not None:
                     raise chunk.failure
+                backlog = not chunk.caught_up
                 for entry in chunk.entries:
                     if self._stopping.is_set():  # a hand-over: the rest is the next holder's
                         break
