@@ -448,3 +448,23 @@ async def test_ids_beyond_what_the_store_holds_are_refused_as_bad_requests(
         response = await engine.client.request(method, path, json=body, headers=engine.headers)
         assert response.status_code == 400, (path, response.status_code, response.text)
         assert response.json()["error"]["constraintViolations"], path
+
+
+async def test_replay_all_sends_every_pending_letter_once_oldest_first(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """More letters than one page of the store's listing: every one is sent, each read just
+    before it goes."""
+    receiver.behaviour.script.extend([500] * 60)
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 0, "flushMaxSessions": 1}))
+    lines = sessions(60)
+    await engine.ingest(lines)
+    await until(lambda: dead_letters(engine, export_id, 60), "60 dead letters")
+    replay = await engine.client.post(
+        f"/api/v2/exports/{export_id}/deadletters/replay", headers=engine.headers
+    )
+    assert replay.status_code == 200 and replay.json()["replayed"] == 60
+    ids = [r["id"] for r in replay.json()["results"]]
+    assert ids == sorted(ids) and len(set(ids)) == 60
+    assert sorted(receiver.sessions()) == sorted(lines)
+    assert (await engine.status(export_id))["deadLetters"] == 0

@@ -1,20 +1,36 @@
-"""Choosing the dead letters a replay sends: the ones asked for, or every pending one."""
+"""Choosing the dead letters a replay sends: the ones asked for, or every pending one.
+
+Only their ids are chosen here: each letter's body (up to a whole bulk) is read just before it is
+sent, so a replay of thousands holds one body at a time.
+"""
 
 from __future__ import annotations
 
 from sessionexport.store import Store
-from sessionexport.store.records import DeadLetter
 
 REPLAY_ALL_LIMIT = 10_000
+_PAGE = 50
 
 
 async def letters_to_replay(
     store: Store, export_id: str, ids: list[int] | None
-) -> tuple[list[DeadLetter], list[int]]:
-    """(pending letters of the export to send, oldest first; ids asked for that are not among them)."""
+) -> tuple[list[int], list[int]]:
+    """(ids of the export's pending letters to send, oldest first; ids asked for that are not among them)."""
     if ids is None:
-        pending = await store.list_dead_letters(export_id, state="pending", limit=REPLAY_ALL_LIMIT)
-        return list(reversed(pending)), []
-    found = [await store.get_dead_letter(i) for i in dict.fromkeys(ids)]  # each letter once
-    letters = [d for d in found if d is not None and d.export_id == export_id and d.state == "pending"]
-    return letters, sorted(set(ids) - {d.id for d in letters})
+        return await _pending_ids(store, export_id), []
+    wanted = list(dict.fromkeys(ids))  # each letter once
+    found = [await store.get_dead_letter(i) for i in wanted]
+    pending = {d.id for d in found if d is not None and d.export_id == export_id and d.state == "pending"}
+    return [i for i in wanted if i in pending], sorted(set(wanted) - pending)
+
+
+async def _pending_ids(store: Store, export_id: str) -> list[int]:
+    ids: list[int] = []
+    before: int | None = None
+    while len(ids) < REPLAY_ALL_LIMIT:
+        page = await store.list_dead_letters(export_id, state="pending", limit=_PAGE, before_id=before)
+        ids += [letter.id for letter in page]
+        if len(page) < _PAGE:
+            break
+        before = page[-1].id
+    return sorted(ids[:REPLAY_ALL_LIMIT])

@@ -45,7 +45,7 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.validation import Context, check_https_url
 from sessionexport.store import Store
 from sessionexport.store.base import LeaseLost
-from sessionexport.store.records import Claim, DeadLetter, SettingsRecord, WorkState
+from sessionexport.store.records import Claim, SettingsRecord, WorkState
 
 log = logging.getLogger(__name__)
 
@@ -343,12 +343,16 @@ class ExportSupervisor:
         return None
 
     # -- operations --------------------------------------------------------------------------
-    async def replay(self, config: ExportConfig, letters: list[DeadLetter]) -> list[ReplayResult]:
-        """Send dead letters again, exactly as kept, with the export's current authentication."""
+    async def replay(self, config: ExportConfig, letter_ids: list[int]) -> list[ReplayResult]:
+        """Send dead letters again, exactly as kept, with the export's current authentication;
+        each read just before it is sent (one body held at a time), skipped if no longer pending."""
         results = []
         async with self.client() as client:
             sender = self.sender(config, client)
-            for letter in letters:
+            for letter_id in letter_ids:
+                letter = await self.store.get_dead_letter(letter_id)
+                if letter is None or letter.export_id != config.export_id or letter.state != "pending":
+                    continue
                 items = len(letter.sessions) if config.send_direct else None
                 outcome = await sender.send(letter.body, content_type=letter.content_type, items=items)
                 await self.store.finish_replay(

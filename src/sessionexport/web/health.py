@@ -79,7 +79,7 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
         return ui.redirect("/health")
     letter = visit.field("letter").strip()  # empty: every pending one
     letter_id = stored_id(letter)
-    letters: list[DeadLetter] = []
+    letters: list[int] = []
     missing: list[int] = []
     if not letter or letter_id is not None:  # not an id at all: nothing to replay
         wanted = [letter_id] if letter_id is not None else None
