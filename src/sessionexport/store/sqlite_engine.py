@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -202,7 +203,8 @@ def _commit_group(
         conn.execute("COMMIT")
     except BaseException as exc:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # every waiting writer still gets its answer
+                conn.execute("ROLLBACK")
         failure = translate(exc)
         for _, future in batch:
             if not future.done():  # pending or running: each waiting writer gets the error
