@@ -18,6 +18,7 @@ from sessionexport.model.samples import doc_sample
 from sessionexport.store import Store, create_store
 from tests.support.backend import BACKEND_VARIABLE, backend_database
 from tests.support.postgres import reachable_postgres_url
+from tests.support.receiver import Tls
 
 ALL_SCOPES = frozenset(s.value for s in tokens.Scope)
 
@@ -64,6 +65,14 @@ async def store(tmp_path: Path, database_url: str | None) -> AsyncIterator[Store
     await s.open()
     yield s
     await s.close()
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Tls:
+    """A test CA and a certificate for loopback signed by it (for real HTTPS receivers)."""
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    return Tls.create(folder)
 
 
 async def make_token(store: Store, scopes: frozenset[str] = ALL_SCOPES, name: str = "test") -> str:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import pytest
 
 from sessionexport.export.exporter import Exporter
 from sessionexport.export.tuning import ExportTuning
-from sessionexport.store import Store, StoreError, create_store
+from sessionexport.store import Store, StoreError
 from sessionexport.store.records import BulkDecision, Claim
 from tests.integration.test_store_backends import session
 from tests.support.engine import until
@@ -21,21 +20,6 @@ from tests.support.exporter import exporter_for, plain_config, run_in_background
 from tests.support.receiver import STALL, Receiver, Tls
 
 EXPORT = "decisions"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = create_store(tmp_path)
-    await store.open()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> Tls:
-    folder = tmp_path / "tls"
-    folder.mkdir()
-    return Tls.create(folder)
 
 
 @pytest.fixture

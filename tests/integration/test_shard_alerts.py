@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import pytest
 
 import sessionexport.export.exporter as exporter_module
 from sessionexport.export.tuning import ExportTuning
 from sessionexport.ingest.documents import parse_ndjson
-from sessionexport.store import Store, create_store
+from sessionexport.store import Store
 from sessionexport.store.records import Alert
 from tests.support.engine import sessions, until
 from tests.support.exporter import exporter_for, plain_config, run_in_background
@@ -22,21 +20,6 @@ from tests.support.receiver import Receiver, Tls
 
 EXPORT = "split-export"
 TUNING = ExportTuning(flushMaxSessions=1, retries=0, flushIntervalSeconds=0.05)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = create_store(tmp_path)
-    await store.open()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> Tls:
-    folder = tmp_path / "tls"
-    folder.mkdir()
-    return Tls.create(folder)
 
 
 async def run_shard(
