@@ -70,6 +70,13 @@ async def test_a_413_split_blames_the_failing_half_not_the_last_request() -> Non
     assert endpoint.sent[0] == [1, 2, 3, 4]
 
 
+async def test_after_a_413_split_the_failure_holds_the_attempts_of_every_failing_half() -> None:
+    endpoint = Endpoint(limit=2, failing={1, 3})
+    result = await deliver_bulk(endpoint, [entry(n) for n in (1, 2, 3, 4)], None)  # type: ignore[arg-type]
+    assert [e.seq for e in result.unsent] == [1, 2, 3, 4] and not result.delivered
+    assert len(result.failure().attempts) == 6  # both halves: 1 + 2 retries each
+
+
 async def test_busy_items_are_sent_again_alone_and_others_rejected_at_once() -> None:
     endpoint = Endpoint(items=deque([[201, 429, 400, 503], [201, 201]]))
     direct = SendDirect("idx", None)

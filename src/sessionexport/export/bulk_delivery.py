@@ -35,9 +35,7 @@ class BulkResult:
     unsent: list[LogEntry] = field(default_factory=list)  # failed whole, every attempt
     retried: int = 0  # items sent again after a 429 / 5xx
     attempts: list[Attempt] = field(default_factory=list)
-    failed_attempts: list[Attempt] = field(
-        default_factory=list
-    )  # those of the (last) group that failed whole
+    failed_attempts: list[Attempt] = field(default_factory=list)  # those of the groups that failed whole
 
     @property
     def complete(self) -> bool:
@@ -45,7 +43,8 @@ class BulkResult:
 
     def failure(self) -> Outcome:
         """The whole-request failure of ``unsent``, as the alert and dead letter describe it: the
-        attempts of the sessions that failed (after a 413 split, not those of another half)."""
+        attempts of the sessions that failed (after a 413 split, those of every half that failed,
+        not those of a half that was delivered)."""
         return Outcome(delivered=False, attempts=list(self.failed_attempts or self.attempts))
 
 
@@ -95,7 +94,7 @@ async def _deliver(
         result.rejected += [Rejected(entry, item) for entry, item in items]
     else:
         result.unsent += pending
-        result.failed_attempts = mine
+        result.failed_attempts += mine
 
 
 def _read_items(
