@@ -183,3 +183,34 @@ async def test_a_write_lock_held_elsewhere_fails_that_write_not_the_writer(
         assert await engine.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
     finally:
         await engine.close()
+
+
+async def test_sustained_writes_keep_the_wal_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes queued back to back never give a passive checkpoint the chance to finish: the WAL
+    must still be started over once past its limit instead of growing with everything written."""
+    from sessionexport.store import sqlite_engine
+
+    monkeypatch.setattr(sqlite_engine, "WAL_RESTART_BYTES", 1 << 20)
+    monkeypatch.setattr(sqlite_engine, "CHECKPOINT_EVERY_SECONDS", 0.01)
+    engine = sqlite_engine.SQLiteEngine(tmp_path / "x.db")
+    await engine.open()
+    blob = bytes(range(256)) * 256  # 64 KiB
+    try:
+        await engine.write(lambda c: c.execute("CREATE TABLE t (x BLOB)"))
+
+        def insert(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT INTO t VALUES (?)", [(blob,)] * 4)
+
+        # Up to 8 writes always waiting: 800 x 256 KiB, 200 MiB through the WAL.
+        pending: set[asyncio.Future[None]] = set()
+        for _ in range(800):
+            await asyncio.sleep(0.001)  # leaves the checkpoint thread its turns
+            if len(pending) >= 8:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            pending.add(asyncio.ensure_future(engine.write(insert)))
+        await asyncio.gather(*pending)
+        wal = tmp_path / "x.db-wal"
+        assert wal.stat().st_size < 32 << 20, f"WAL grew to {wal.stat().st_size >> 20} MiB"
+        assert await engine.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 3200
+    finally:
+        await engine.close()

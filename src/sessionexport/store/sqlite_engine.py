@@ -33,7 +33,13 @@ T = TypeVar("T")
 _STOP = object()
 
 PAGE_SIZE = 65536
-CHECKPOINT_EVERY_SECONDS = 0.5
+CHECKPOINT_EVERY_SECONDS = 0.25
+# Past this size the WAL is checkpointed whole and then written again from its start. Without it,
+# passive checkpoints never catch up with sustained writes and the WAL grows without bound; every
+# write then goes to newly allocated blocks, which costs the kernel many times more than
+# overwriting blocks the file already has.
+WAL_RESTART_BYTES = 32 << 20
+RESTART_WAIT_MS = 200
 GROUP_COMMIT_MAX = 64  # writes that may share one transaction
 
 
@@ -46,6 +52,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # Statement journals (one per multi-row write inside a savepoint, i.e. per queued write) in
     # memory: on disk, each is a temporary file created, unlinked and written once per write.
     conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_RESTART_BYTES}")  # what a restarted WAL keeps
     return conn
 
 
@@ -146,10 +153,14 @@ class SQLiteEngine:
         ready.set_result(None)
         try:
             while (item := self._queue.get()) is not _STOP:
+                if isinstance(item, _WalRestart):
+                    _restart_wal(conn)
+                    item.done.set()
+                    continue
                 batch = [item]
                 while len(batch) < GROUP_COMMIT_MAX and (more := self._next_queued()) is not None:
-                    if more is _STOP:
-                        self._queue.put(_STOP)  # after this group
+                    if more is _STOP or isinstance(more, _WalRestart):
+                        self._queue.put(more)  # after this group
                         break
                     batch.append(more)
                 _commit_group(conn, batch)
@@ -164,10 +175,20 @@ class SQLiteEngine:
             return None
 
     def _checkpoint_loop(self) -> None:
+        """Passive checkpoints, off the writer's path. When the WAL has grown past its limit
+        anyway, the writer restarts it between two transactions (from any other thread, a restart
+        would wait for a moment without writes, which sustained load never gives), and no passive
+        checkpoint runs meanwhile: two checkpoints at once make one of them fail."""
         conn = connect(self.path)
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_SECONDS):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _, wal_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if wal_frames * page_size > WAL_RESTART_BYTES:
+                    restart = _WalRestart()
+                    self._queue.put(restart)
+                    while not restart.done.wait(0.1) and not self._stopping.is_set():
+                        pass
         finally:
             conn.close()
 
@@ -179,6 +200,28 @@ class SQLiteEngine:
             with self._lock:
                 self._reader_conns.append(conn)
         return conn
+
+
+class _WalRestart:
+    """A request to the writer thread, queued among the writes: restart the WAL now."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+def _restart_wal(conn: sqlite3.Connection) -> bool:
+    """Checkpoint what the passive checkpoints left so that the next write starts the WAL over.
+    A restart waits for readers of older snapshots, here briefly: writes queue meanwhile, and a
+    restart that could not finish is simply asked for again. True when it finished."""
+    usual = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        return not busy
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={usual}")
 
 
 def _commit_group(
