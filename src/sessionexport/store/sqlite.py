@@ -9,7 +9,6 @@ lease and writing under it one step by itself, and commits seqs in seq order.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from sessionexport.store.records import (
     TokenRecord,
     WorkState,
 )
-from sessionexport.store.sqlite_engine import SQLiteEngine
+from sessionexport.store.sqlite_engine import SQLiteEngine, insert_rows
 
 T = TypeVar("T")
 
@@ -749,13 +748,7 @@ def _session_rows(sessions: Sequence[NewSession], received_at: int) -> list[tupl
 
 
 def _append(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> AppendResult:
-    accepted = 0
-    # Many rows per statement: sqlite3 releases and re-takes the GIL around every step, so one
-    # step per row would make the writer queue behind the event loop once per row.
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        cursor = conn.execute(_insert_sessions(len(chunk)), [v for row in chunk for v in row])
-        accepted += cursor.rowcount
+    accepted = insert_rows(conn, _INSERT_SESSIONS, rows, _IGNORE_DUPLICATE_SESSIONS)
     return AppendResult(accepted=accepted, duplicates=len(rows) - accepted)
 
 
@@ -870,17 +863,11 @@ def _settings_values(r: SettingsRecord) -> tuple[Any, ...]:
     )
 
 
-_ROWS_PER_INSERT = 1000  # x 12 parameters, well under SQLite's limit of 32766
-
-
-@functools.cache
-def _insert_sessions(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-    return (
-        "INSERT INTO sessions (tenant_id, user_session_id, start_time, end_time, received_at, user_id,"
-        f" user_type, application_type, country, applications, size, body) VALUES {values}"
-        " ON CONFLICT (tenant_id, user_session_id, start_time) DO NOTHING"
-    )
+_INSERT_SESSIONS = (
+    "INSERT INTO sessions (tenant_id, user_session_id, start_time, end_time, received_at, user_id,"
+    " user_type, application_type, country, applications, size, body)"
+)
+_IGNORE_DUPLICATE_SESSIONS = "ON CONFLICT (tenant_id, user_session_id, start_time) DO NOTHING"
 
 
 _API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at"  # noqa: S105 (column names)

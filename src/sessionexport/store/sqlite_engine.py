@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -258,6 +259,31 @@ def _commit_group(
             future.set_result(value)
         else:
             future.set_exception(value)
+
+
+ROWS_PER_STATEMENT = 1000
+_PARAMETER_LIMIT = 32766  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]], tail: str = "") -> int:
+    """``{head} VALUES (…), (…), … {tail}`` for every row, many rows per statement; the number of
+    rows the statements changed. Not ``executemany``: sqlite3 releases and re-takes the GIL around
+    every step, so one step per row would make the writer queue behind the event loop once per row."""
+    if not rows:
+        return 0
+    width = len(rows[0])
+    per_statement = min(ROWS_PER_STATEMENT, _PARAMETER_LIMIT // width)
+    changed = 0
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        sql = f"{head} VALUES {_placeholders(width, len(chunk))} {tail}"
+        changed += conn.execute(sql, [value for row in chunk for value in row]).rowcount
+    return changed
+
+
+@functools.cache
+def _placeholders(width: int, rows: int) -> str:
+    return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
 
 
 def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> None:

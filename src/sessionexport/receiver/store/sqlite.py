@@ -19,16 +19,13 @@ from sessionexport.receiver.store.records import (
     SaveResult,
     StoredDocument,
 )
-from sessionexport.store.sqlite_engine import SQLiteEngine
+from sessionexport.store.sqlite_engine import SQLiteEngine, insert_rows
 
-_INSERT = (
-    "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO "
-)
-_KEEP = _INSERT + "NOTHING"
+_INSERT = "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
+_KEEP = "ON CONFLICT (kind, key) DO NOTHING"
 _REPLACE = (
-    _INSERT + "UPDATE SET request_id = excluded.request_id, received_at = excluded.received_at,"
-    " user_session_id = excluded.user_session_id, body = excluded.body"
+    "ON CONFLICT (kind, key) DO UPDATE SET request_id = excluded.request_id,"
+    " received_at = excluded.received_at, user_session_id = excluded.user_session_id, body = excluded.body"
 )
 _DOCUMENT_COLUMNS = "seq, request_id, received_at, kind, key, user_session_id, index_name, body"
 _REQUEST_COLUMNS = (
@@ -52,8 +49,8 @@ class SQLiteReceivedStore:
         def write(conn: sqlite3.Connection) -> SaveResult:
             request_id = _insert_request(conn, request, 200, None)
             created = _new_keys(conn, documents)
-            # In order, one executemany per run of documents that keep (or replace) alike; a known
-            # key that keeps writes nothing.
+            # In order, one insert per run of documents that keep (or replace) alike; a known key
+            # that keeps writes nothing.
             pairs = zip(documents, created, strict=True)
             for replaces, run in groupby(pairs, key=lambda pair: pair[0].replaces):
                 rows = [
@@ -61,8 +58,7 @@ class SQLiteReceivedStore:
                     for d, new in run
                     if new or replaces
                 ]
-                if rows:
-                    conn.executemany(_REPLACE if replaces else _KEEP, rows)
+                insert_rows(conn, _INSERT, rows, _REPLACE if replaces else _KEEP)
             stored = sum(created)
             conn.execute(
                 "UPDATE requests SET documents = ?, stored = ?, duplicates = ? WHERE id = ?",
