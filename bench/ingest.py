@@ -11,7 +11,12 @@ For generated sessions of about 2 KB and about 8 KB it prints, side by side:
   records, nothing stored), and the store alone (the same records appended batch by batch to a
   fresh SQLite log, durable as in the server; nothing parsed).
 
-Usage: python bench/ingest.py [--sessions N] [--batch N] [--clients N]
+With ``--stored N`` the log (of the server and of the store alone) already holds N sessions when
+ingest starts, as a log in production does: they joined it evenly over the last 7 days, with
+random session and user ids, and small bodies (what the indexes see is realistic; it is quick
+to fill).
+
+Usage: python bench/ingest.py [--sessions N] [--batch N] [--clients N] [--stored N]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import os
 import platform
+import random
 import signal
 import socket
 import subprocess
@@ -63,8 +69,38 @@ def validate_only(bodies: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def store_only(data_dir: Path, batches: list[list[NewSession]]) -> float:
-    """Seconds to append every batch of records to a fresh store, one request's batch at a time."""
+DAY_MS = 86_400_000
+
+
+def prefill(data_dir: Path, count: int) -> None:
+    """A log already holding ``count`` sessions that joined it over the last 7 days."""
+    if not count:
+        return
+    rnd, now = random.Random(7), now_ms()
+    step = 7 * DAY_MS // count
+
+    def stored(n: int) -> NewSession:
+        session_id, user = f"{rnd.getrandbits(96):024X}", f"user-{rnd.getrandbits(40)}@example.com"
+        body = b'{"tenantId":"bench","userSessionId":"%s","startTime":%d}' % (session_id.encode(), n)
+        return NewSession("bench", session_id, n, n + 1, user, "REAL_USER", None, None, (), body)
+
+    async def fill() -> None:
+        store = create_store(data_dir)
+        await store.open()
+        try:
+            for start in range(0, count, 5000):
+                batch = [stored(n) for n in range(start, min(count, start + 5000))]
+                await store.append_sessions(batch, now - 7 * DAY_MS + start * step)
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+
+
+def store_only(data_dir: Path, batches: list[list[NewSession]], stored: int) -> float:
+    """Seconds to append every batch of records to a store (holding ``stored`` sessions already),
+    one request's batch at a time."""
+    prefill(data_dir, stored)
 
     async def append_all() -> float:
         store = create_store(data_dir)
@@ -87,8 +123,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, stored: int = 0) -> None:
         self.data_dir = data_dir
+        prefill(data_dir, stored)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cli = [sys.executable, "-m", "sessionexport"]
@@ -248,6 +285,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20_000, help="sessions per size class")
     parser.add_argument("--batch", type=int, default=500, help="sessions per request")
     parser.add_argument("--clients", type=int, default=2, help="parallel HTTP connections")
+    parser.add_argument("--stored", type=int, default=0, help="sessions already in the log at the start")
     args = parser.parse_args()
 
     print(
@@ -255,7 +293,8 @@ def main() -> None:
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
     )
     print(
-        f"{args.sessions} sessions per size, {args.batch} per request, {args.clients} client connection(s)\n"
+        f"{args.sessions} sessions per size, {args.batch} per request, {args.clients} client connection(s),"
+        f" {args.stored:,} sessions in the log at the start\n"
     )
     header = (
         f"{'size':>7} {'avg B':>7} | {'floor s/s':>10} {'MB/s':>6} | {'bare HTTP s/s':>13} {'MB/s':>6} |"
@@ -270,7 +309,7 @@ def main() -> None:
         # The machine is shared and noisy: the floor is measured before and after, and averaged.
         floor_before = parse_floor(lines)
         with tempfile.TemporaryDirectory() as data_dir:
-            server = Server(Path(data_dir))
+            server = Server(Path(data_dir), args.stored)
             try:
                 ingest = post_all(server, bodies, args.clients)
             finally:
@@ -283,7 +322,7 @@ def main() -> None:
                 bare_server.stop()
         validate = validate_only(bodies)
         with tempfile.TemporaryDirectory() as store_dir:
-            stored = store_only(Path(store_dir), [parse_ndjson(body) for body in bodies])
+            stored = store_only(Path(store_dir), [parse_ndjson(body) for body in bodies], args.stored)
         floor = (floor_before + parse_floor(lines)) / 2
         n, mb = len(lines), total_bytes / 1e6
         print(

@@ -214,3 +214,23 @@ async def test_sustained_writes_keep_the_wal_bounded(tmp_path: Path, monkeypatch
         assert await engine.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 3200
     finally:
         await engine.close()
+
+
+async def test_lookups_by_user_use_the_indexes_by_hour(tmp_path: Path) -> None:
+    """Each probe of a lookup is an index search, never a scan of the log."""
+    from sessionexport.store.sqlite import _HOUR_PROBE
+
+    store = create_store(tmp_path)
+    await store.open()
+    await store.append_sessions(records(3), received_at=1_700_000_000_000)
+    await store.close()
+    with sqlite3.connect(tmp_path / "sessionexport.db") as conn:
+        for column, index in [
+            ("user_session_id", "sessions_by_hour_and_user_session_id"),
+            ("user_id", "sessions_by_hour_and_user_id"),
+        ]:
+            plan = " ".join(
+                row[-1]
+                for row in conn.execute("EXPLAIN QUERY PLAN " + _HOUR_PROBE.format(column=column), (1, "x"))
+            )
+            assert f"INDEX {index} (<expr>=? AND {column}=?)" in plan, plan

@@ -61,6 +61,25 @@ async def test_recent_sessions_of_one_user_newest_first(store: Store) -> None:
     assert [s.user_session_id for s in both] == ["a3"]
 
 
+async def test_lookups_find_sessions_in_every_hour_of_the_log(store: Store) -> None:
+    """On SQLite the lookups probe an index by hour: sessions that joined the log hours or days
+    apart, with empty hours between them, are all found, newest first, and paged alike."""
+    hour = 3_600_000
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % hour + 59 * 60_000  # late in an hour
+    arrivals = [t0, t0 + 2 * 60_000, t0 + 5 * hour, t0 + 49 * hour]  # the next hour, 5 h, 2 days
+    for n, received_at in enumerate(arrivals):
+        mine = replace(session(f"c{n}", start=n), user_id="carol")
+        await store.append_sessions([mine, session(f"x{n}", start=n)], received_at=received_at)
+
+    found = await store.recent_sessions(user_id="carol", limit=10)
+    assert [s.user_session_id for s in found] == ["c3", "c2", "c1", "c0"]
+    page = await store.recent_sessions(user_id="carol", before_seq=found[1].seq, limit=1)
+    assert [s.user_session_id for s in page] == ["c1"]
+    for n in range(4):  # the oldest hour as the newest
+        assert [s.user_session_id for s in await store.recent_sessions(user_session_id=f"c{n}")] == [f"c{n}"]
+    assert await store.recent_sessions(user_session_id="c0", user_id="someone else") == []
+
+
 async def test_recent_log_without_bodies_has_the_attributes_only(store: Store) -> None:
     await store.append_sessions([session("a", start=1), session("b", start=2)], received_at=5)
     full = await store.recent_log(0, 10)

@@ -10,7 +10,7 @@ lease and writing under it one step by itself, and commits seqs in seq order.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,9 +81,18 @@ class SQLiteStore:
         limit: int = 100,
     ) -> list[StoredSession]:
         def select(conn: sqlite3.Connection) -> list[StoredSession]:
+            where = []
+            if user_session_id is not None:
+                seqs: list[int] | None = _seqs_where(conn, "user_session_id", user_session_id)
+            else:
+                seqs = None if user_id is None else _seqs_where(conn, "user_id", user_id)
+            if seqs is not None:
+                if not seqs:
+                    return []
+                where.append(f"seq IN ({', '.join(map(str, seqs))})")  # integers read from the log
             # Only the conditions that apply: an "(:x IS NULL OR column = :x)" form keeps SQLite
-            # from using the index on user_session_id.
-            where = ["user_session_id = :usid"] if user_session_id is not None else []
+            # from using the rowid range for ``before``.
+            where += ["user_session_id = :usid"] if user_session_id is not None else []
             where += ["user_id = :uid"] if user_id is not None else []
             where += ["seq < :before"] if before_seq is not None else []
             rows = conn.execute(
@@ -717,6 +726,28 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
         tuple(orjson.loads(apps)),
         body,
     )
+
+
+HOUR_MS = 3_600_000  # the buckets of the lookup indexes by hour (migration 0011)
+_HOUR_PROBE = f"SELECT seq FROM sessions WHERE received_at / {HOUR_MS} = ? AND {{column}} = ?"
+
+
+def _seqs_where(conn: sqlite3.Connection, column: str, value: str) -> list[int]:
+    """The seqs of the sessions whose ``column`` (``user_session_id`` or ``user_id``) is ``value``:
+    one probe of that column's index by hour for each hour present in the log."""
+    probe = _HOUR_PROBE.format(column=column)
+    return [seq for hour in _hours_present(conn) for (seq,) in conn.execute(probe, (hour, value))]
+
+
+def _hours_present(conn: sqlite3.Connection) -> Iterator[int]:
+    """Every hour that holds sessions, newest first: one step down the index on received_at each."""
+    (at,) = conn.execute("SELECT max(received_at) FROM sessions").fetchone()
+    while at is not None:
+        hour = at // HOUR_MS
+        yield hour
+        (at,) = conn.execute(
+            "SELECT max(received_at) FROM sessions WHERE received_at < ?", (hour * HOUR_MS,)
+        ).fetchone()
 
 
 def _arrivals(conn: sqlite3.Connection, part: CompletedPart) -> int | None:

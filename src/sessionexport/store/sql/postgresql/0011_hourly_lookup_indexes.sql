@@ -1,0 +1,3 @@
+-- Nothing to do here: on SQLite this version moves the lookups by userSessionId and userId to
+-- indexes by hour. PostgreSQL keeps its indexes over the whole log; the version exists on both
+-- backends so that their histories stay the same.
