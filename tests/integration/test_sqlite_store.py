@@ -234,3 +234,78 @@ async def test_lookups_by_user_use_the_indexes_by_hour(tmp_path: Path) -> None:
                 for row in conn.execute("EXPLAIN QUERY PLAN " + _HOUR_PROBE.format(column=column), (1, "x"))
             )
             assert f"INDEX {index} (<expr>=? AND {column}=?)" in plan, plan
+
+
+async def test_a_wal_restart_is_not_starved_by_many_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With hundreds of writes always waiting, the restart still runs right after the transaction
+    in progress, not behind every write queued meanwhile."""
+    from sessionexport.store import sqlite_engine
+
+    monkeypatch.setattr(sqlite_engine, "WAL_RESTART_BYTES", 1 << 20)
+    monkeypatch.setattr(sqlite_engine, "CHECKPOINT_EVERY_SECONDS", 0.01)
+    engine = sqlite_engine.SQLiteEngine(tmp_path / "x.db")
+    await engine.open()
+    wal, blob, largest = tmp_path / "x.db-wal", bytes(16384), 0
+    try:
+        await engine.write(lambda c: c.execute("CREATE TABLE t (x BLOB)"))
+        until = asyncio.get_running_loop().time() + 1.5
+
+        async def write_on() -> None:
+            nonlocal largest
+            while asyncio.get_running_loop().time() < until:
+                await engine.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (blob,)))
+                largest = max(largest, wal.stat().st_size)
+
+        await asyncio.gather(*(write_on() for _ in range(200)))
+        assert largest < 32 << 20, f"WAL grew to {largest >> 20} MiB"
+    finally:
+        await engine.close()
+
+
+async def test_a_restart_held_back_by_a_reader_is_not_asked_for_again_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader of an old snapshot makes a restart wait and give up; the writer, which waits with
+    it, is not made to wait again and again, nor while nothing is written."""
+    from sessionexport.store import sqlite_engine
+
+    restarts: list[bool] = []
+    real_restart = sqlite_engine._restart_wal
+
+    def counted(conn: sqlite3.Connection) -> bool:
+        restarts.append(real_restart(conn))
+        return restarts[-1]
+
+    monkeypatch.setattr(sqlite_engine, "_restart_wal", counted)
+    monkeypatch.setattr(sqlite_engine, "WAL_RESTART_BYTES", 1 << 20)
+    monkeypatch.setattr(sqlite_engine, "CHECKPOINT_EVERY_SECONDS", 0.01)
+    engine = sqlite_engine.SQLiteEngine(tmp_path / "x.db")
+    await engine.open()
+    try:
+        await engine.write(lambda c: c.execute("CREATE TABLE t (x BLOB)"))
+        reader = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()  # holds its snapshot
+        for _ in range(40):
+            await engine.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (bytes(65536),)))
+        until = asyncio.get_running_loop().time() + 1.5
+        while asyncio.get_running_loop().time() < until:
+            await engine.write(lambda c: c.execute("INSERT INTO t VALUES (x'00')"))
+            await asyncio.sleep(0.005)
+        assert restarts == [False]  # tried once, held back, not tried again within the retry delay
+        reader.execute("COMMIT")
+        reader.close()
+
+        monkeypatch.setattr(sqlite_engine, "RESTART_RETRY_SECONDS", 0.0)
+        await asyncio.sleep(1)  # nothing written: the WAL has not grown since it was asked for
+        assert restarts == [False]
+        # With the reader gone the passive checkpoints catch up, and the next write starts the WAL
+        # over by itself.
+        await engine.write(lambda c: c.execute("INSERT INTO t VALUES (x'00')"))
+        with sqlite3.connect(tmp_path / "x.db") as conn:
+            _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames <= 2
+    finally:
+        await engine.close()

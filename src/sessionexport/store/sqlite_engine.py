@@ -41,6 +41,7 @@ CHECKPOINT_EVERY_SECONDS = 0.25
 # overwriting blocks the file already has.
 WAL_RESTART_BYTES = 32 << 20
 RESTART_WAIT_MS = 200
+RESTART_RETRY_SECONDS = 5.0  # after a restart that readers of older snapshots held back
 GROUP_COMMIT_MAX = 64  # writes that may share one transaction
 
 
@@ -153,27 +154,33 @@ class SQLiteEngine:
             return
         ready.set_result(None)
         try:
-            while (item := self._queue.get()) is not _STOP:
-                if isinstance(item, _WalRestart):
-                    _restart_wal(conn)
-                    item.done.set()
+            control = self._queue.get()
+            while control is not _STOP:
+                if isinstance(control, _WalRestart):
+                    control.run(conn)
+                    control = self._queue.get()
                     continue
-                batch = [item]
-                while len(batch) < GROUP_COMMIT_MAX and (more := self._next_queued()) is not None:
-                    if more is _STOP or isinstance(more, _WalRestart):
-                        self._queue.put(more)  # after this group
-                        break
-                    batch.append(more)
+                batch, control = self._group_after(control)
                 _commit_group(conn, batch)
+                if control is None:
+                    control = self._queue.get()
         finally:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
 
-    def _next_queued(self) -> Any:
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            return None
+    def _group_after(self, first: Any) -> tuple[list[Any], Any]:
+        """The writes queued after ``first`` that share its transaction, and the control item
+        (stop, WAL restart) that ended the group, handled right after it, or None."""
+        batch = [first]
+        while len(batch) < GROUP_COMMIT_MAX:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP or isinstance(item, _WalRestart):
+                return batch, item
+            batch.append(item)
+        return batch, None
 
     def _checkpoint_loop(self) -> None:
         """Passive checkpoints, off the writer's path. When the WAL has grown past its limit
@@ -182,14 +189,25 @@ class SQLiteEngine:
         checkpoint runs meanwhile: two checkpoints at once make one of them fail."""
         conn = connect(self.path)
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        asked_at_frames, not_before = 0, 0.0
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_SECONDS):
                 _, wal_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if wal_frames * page_size > WAL_RESTART_BYTES:
-                    restart = _WalRestart()
-                    self._queue.put(restart)
-                    while not restart.done.wait(0.1) and not self._stopping.is_set():
-                        pass
+                # A restarted WAL keeps its frame count until the next write: ask again only once
+                # it has grown since, and not at once after a restart that readers held back.
+                if (
+                    wal_frames * page_size <= WAL_RESTART_BYTES
+                    or wal_frames == asked_at_frames
+                    or time.monotonic() < not_before
+                ):
+                    continue
+                restart = _WalRestart()
+                self._queue.put(restart)
+                while not restart.done.wait(0.1) and not self._stopping.is_set():
+                    pass
+                asked_at_frames = wal_frames
+                if not restart.finished:
+                    not_before = time.monotonic() + RESTART_RETRY_SECONDS
         finally:
             conn.close()
 
@@ -208,6 +226,13 @@ class _WalRestart:
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.finished = False
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        try:
+            self.finished = _restart_wal(conn)
+        finally:
+            self.done.set()
 
 
 def _restart_wal(conn: sqlite3.Connection) -> bool:
