@@ -217,23 +217,32 @@ async def test_sustained_writes_keep_the_wal_bounded(tmp_path: Path, monkeypatch
 
 
 async def test_lookups_by_user_use_the_indexes_by_hour(tmp_path: Path) -> None:
-    """Each probe of a lookup is an index search, never a scan of the log."""
-    from sessionexport.store.sqlite import _HOUR_PROBE
+    """Each probe of a lookup is one index search, in seq order (no sort), never a scan of the log."""
+    from sessionexport.store.sqlite import hour_probe
 
     store = create_store(tmp_path)
     await store.open()
     await store.append_sessions(records(3), received_at=1_700_000_000_000)
     await store.close()
+    params = {"hour": 1, "user_session_id": "s", "user_id": "u", "before": 9, "limit": 5}
     with sqlite3.connect(tmp_path / "sessionexport.db") as conn:
-        for column, index in [
-            ("user_session_id", "sessions_by_hour_and_user_session_id"),
-            ("user_id", "sessions_by_hour_and_user_id"),
+        for columns, before, index in [
+            (
+                ["user_session_id"],
+                False,
+                "sessions_by_hour_and_user_session_id (<expr>=? AND user_session_id=?)",
+            ),
+            (
+                ["user_session_id"],
+                True,
+                "sessions_by_hour_and_user_session_id (<expr>=? AND user_session_id=? AND rowid<?)",
+            ),
+            (["user_id"], True, "sessions_by_hour_and_user_id (<expr>=? AND user_id=? AND rowid<?)"),
         ]:
-            plan = " ".join(
-                row[-1]
-                for row in conn.execute("EXPLAIN QUERY PLAN " + _HOUR_PROBE.format(column=column), (1, "x"))
-            )
-            assert f"INDEX {index} (<expr>=? AND {column}=?)" in plan, plan
+            plan = [
+                row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + hour_probe(columns, before), params)
+            ]
+            assert plan == [f"SEARCH sessions USING INDEX {index}"], plan
 
 
 async def test_a_wal_restart_is_not_starved_by_many_writers(

@@ -78,6 +78,25 @@ async def test_lookups_find_sessions_in_every_hour_of_the_log(store: Store) -> N
     for n in range(4):  # the oldest hour as the newest
         assert [s.user_session_id for s in await store.recent_sessions(user_session_id=f"c{n}")] == [f"c{n}"]
     assert await store.recent_sessions(user_session_id="c0", user_id="someone else") == []
+    # A clock behind (another process's): the newest session joined the log in an older hour.
+    await store.append_sessions([replace(session("c4", start=4), user_id="carol")], received_at=t0)
+    newest = await store.recent_sessions(user_id="carol", limit=2)
+    assert [s.user_session_id for s in newest] == ["c4", "c3"]
+
+
+async def test_paging_through_a_users_sessions_spread_over_hours(store: Store) -> None:
+    hour = 3_600_000
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % hour
+    for n, received_at in enumerate([t0, t0, t0 + hour, t0 + 3 * hour, t0 + 3 * hour, t0 + 3 * hour]):
+        await store.append_sessions(
+            [replace(session(f"d{n}", start=n), user_id="dave")], received_at=received_at
+        )
+
+    pages, before = [], None
+    while page := await store.recent_sessions(user_id="dave", before_seq=before, limit=2):
+        pages.append([s.user_session_id for s in page])
+        before = page[-1].seq
+    assert pages == [["d5", "d4"], ["d3", "d2"], ["d1", "d0"]]
 
 
 async def test_recent_log_without_bodies_has_the_attributes_only(store: Store) -> None:

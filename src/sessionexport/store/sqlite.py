@@ -9,6 +9,7 @@ lease and writing under it one step by itself, and commits seqs in seq order.
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -80,28 +81,24 @@ class SQLiteStore:
         before_seq: int | None = None,
         limit: int = 100,
     ) -> list[StoredSession]:
+        filters = {"user_session_id": user_session_id, "user_id": user_id}
+        matching = {column: value for column, value in filters.items() if value is not None}
+
         def select(conn: sqlite3.Connection) -> list[StoredSession]:
-            where = []
-            if user_session_id is not None:
-                seqs: list[int] | None = _seqs_where(conn, "user_session_id", user_session_id)
-            else:
-                seqs = None if user_id is None else _seqs_where(conn, "user_id", user_id)
-            if seqs is not None:
-                if not seqs:
-                    return []
-                where.append(f"seq IN ({', '.join(map(str, seqs))})")  # integers read from the log
-            # Only the conditions that apply: an "(:x IS NULL OR column = :x)" form keeps SQLite
-            # from using the rowid range for ``before``.
-            where += ["user_session_id = :usid"] if user_session_id is not None else []
-            where += ["user_id = :uid"] if user_id is not None else []
-            where += ["seq < :before"] if before_seq is not None else []
-            rows = conn.execute(
-                "SELECT seq, tenant_id, user_session_id, start_time, end_time, received_at, body FROM sessions"
-                + (f" WHERE {' AND '.join(where)}" if where else "")
-                + " ORDER BY seq DESC LIMIT :limit",
-                {"usid": user_session_id, "uid": user_id, "before": before_seq, "limit": limit},
-            ).fetchall()
-            return [StoredSession(*row) for row in rows]
+            if matching:
+                seqs = _newest_matches(conn, matching, before_seq, limit)
+                rows = conn.execute(
+                    f"SELECT {_STORED_SESSION} FROM sessions WHERE seq IN ({', '.join('?' * len(seqs))})"
+                    " ORDER BY seq DESC",
+                    seqs,
+                )
+            else:  # only the condition that applies: "(:x IS NULL OR seq < :x)" would scan the log
+                before = "WHERE seq < :before" if before_seq is not None else ""
+                rows = conn.execute(
+                    f"SELECT {_STORED_SESSION} FROM sessions {before} ORDER BY seq DESC LIMIT :limit",
+                    {"before": before_seq, "limit": limit},
+                )
+            return [StoredSession(*row) for row in rows.fetchall()]
 
         return await self._read(select)
 
@@ -728,15 +725,28 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
     )
 
 
+_STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 HOUR_MS = 3_600_000  # the buckets of the lookup indexes by hour (migration 0011)
-_HOUR_PROBE = f"SELECT seq FROM sessions WHERE received_at / {HOUR_MS} = ? AND {{column}} = ?"
 
 
-def _seqs_where(conn: sqlite3.Connection, column: str, value: str) -> list[int]:
-    """The seqs of the sessions whose ``column`` (``user_session_id`` or ``user_id``) is ``value``:
-    one probe of that column's index by hour for each hour present in the log."""
-    probe = _HOUR_PROBE.format(column=column)
-    return [seq for hour in _hours_present(conn) for (seq,) in conn.execute(probe, (hour, value))]
+def _newest_matches(
+    conn: sqlite3.Connection, matching: dict[str, str], before: int | None, limit: int
+) -> list[int]:
+    """The seqs of the newest ``limit`` sessions below ``before`` whose columns have the values of
+    ``matching``: the newest ones of each hour present in the log, through an index by hour, and
+    the newest of all these."""
+    probe = hour_probe(list(matching), before is not None)
+    params = {**matching, "before": before, "limit": limit}
+    found = [seq for hour in _hours_present(conn) for (seq,) in conn.execute(probe, {**params, "hour": hour})]
+    return heapq.nlargest(limit, found)
+
+
+def hour_probe(columns: list[str], before: bool) -> str:
+    """The query for one hour's newest matches (named parameters: ``hour``, each column, ``before``
+    when asked for, ``limit``)."""
+    where = [f"received_at / {HOUR_MS} = :hour", *(f"{column} = :{column}" for column in columns)]
+    where += ["seq < :before"] if before else []
+    return f"SELECT seq FROM sessions WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT :limit"
 
 
 def _hours_present(conn: sqlite3.Connection) -> Iterator[int]:
