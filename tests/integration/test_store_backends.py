@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -1055,3 +1056,26 @@ async def test_a_takeover_waits_for_a_cursor_write_under_the_lease(
         postgres_schema, writing, lambda: postgres_store.claim_lease("e1", 0, "taker", lease_ms=60_000)
     )
     assert taken
+
+
+async def test_a_large_purge_goes_in_batches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch is a transaction of its own that deletes at most PURGE_BATCH sessions."""
+    from sessionexport.store import base
+
+    batches: list[int] = []
+
+    async def recorded(delete_up_to: Callable[[int], Coroutine[None, None, int]]) -> int:
+        async def recording(count: int) -> int:
+            batches.append(await delete_up_to(count))
+            return batches[-1]
+
+        return await base.purge_in_batches(recording)
+
+    monkeypatch.setattr(base, "PURGE_BATCH", 2)
+    monkeypatch.setattr(sys.modules[type(store).__module__], "purge_in_batches", recorded)
+    await store.append_sessions(sessions(5, "old"), received_at=1_000)
+    await store.append_sessions(sessions(2, "new"), received_at=5_000)
+    assert await store.purge_sessions(received_before=2_000) == 5
+    assert batches == [2, 2, 1]
+    assert [e.user_session_id for e in await store.read_log(0, 10)] == ["new0", "new1"]
+    assert await store.purge_sessions(received_before=2_000) == 0

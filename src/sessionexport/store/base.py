@@ -14,7 +14,7 @@ neither back nor forth, once another has taken over.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from sessionexport.store.records import (
@@ -38,6 +38,21 @@ from sessionexport.store.records import (
     TokenRecord,
     WorkState,
 )
+
+PURGE_BATCH = 5000
+
+
+async def purge_in_batches(delete_up_to: Callable[[int], Awaitable[int]]) -> int:
+    """``delete_up_to(PURGE_BATCH)`` (one transaction that deletes at most that many sessions)
+    until less than that was left; the total deleted. However much expired at once (a retention
+    shortened, a long downtime), writes queued meanwhile go in between, and no transaction grows
+    with the backlog."""
+    purged = 0
+    while True:
+        deleted = await delete_up_to(PURGE_BATCH)
+        purged += deleted
+        if deleted < PURGE_BATCH:
+            return purged
 
 
 class StoreError(Exception):
@@ -81,7 +96,8 @@ class Store(Protocol):
     async def count_sessions(self) -> int: ...
 
     async def purge_sessions(self, received_before: int) -> int:
-        """Delete sessions that joined the log before the given time; return how many."""
+        """Delete sessions that joined the log before the given time; return how many. Unlike other
+        calls, in transactions of ``PURGE_BATCH`` sessions (``purge_in_batches``)."""
 
     async def last_seq_before(self, received_before: int) -> int:
         """The highest seq of the sessions that joined the log before the given time (0: none)."""

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict
+from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict, purge_in_batches
 from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.postgresql_database import Connection, PostgresDatabase
 from sessionexport.store.records import (
@@ -343,7 +343,14 @@ class PostgresStore:
         return int(await self._value("SELECT count(*) FROM sessions"))
 
     async def purge_sessions(self, received_before: int) -> int:
-        return await self._execute("DELETE FROM sessions WHERE received_at < %s", (received_before,))
+        expired = "SELECT seq FROM sessions WHERE received_at < %s LIMIT %s"
+
+        async def delete_up_to(count: int) -> int:
+            return await self._execute(
+                f"DELETE FROM sessions WHERE seq IN ({expired})", (received_before, count)
+            )
+
+        return await purge_in_batches(delete_up_to)
 
     async def last_seq_before(self, received_before: int) -> int:
         query = "SELECT coalesce(max(seq), 0) FROM sessions WHERE received_at < %s"

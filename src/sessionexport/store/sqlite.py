@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict
+from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict, purge_in_batches
 from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.records import (
     HISTORY_MS,
@@ -125,10 +125,18 @@ class SQLiteStore:
         )
 
     async def purge_sessions(self, received_before: int) -> int:
-        def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM sessions WHERE received_at < ?", (received_before,)).rowcount
+        expired = "SELECT seq FROM sessions WHERE received_at < ? LIMIT ?"
 
-        return await self._write(delete)
+        async def delete_up_to(count: int) -> int:
+            return await self._write(
+                lambda c: (
+                    c.execute(
+                        f"DELETE FROM sessions WHERE seq IN ({expired})", (received_before, count)
+                    ).rowcount
+                )
+            )
+
+        return await purge_in_batches(delete_up_to)
 
     # -- RUM events and open sessions --------------------------------------------------------
     async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
