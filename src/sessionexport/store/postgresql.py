@@ -72,6 +72,7 @@ Params = Sequence[Any] | dict[str, Any]
 
 
 # -- SQL ------------------------------------------------------------------------------------------
+_PURGE_UP_TO = "DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE received_at < %s LIMIT %s)"
 _STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 _LOG_ENTRY = (
     "seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type, country,"
@@ -343,12 +344,8 @@ class PostgresStore:
         return int(await self._value("SELECT count(*) FROM sessions"))
 
     async def purge_sessions(self, received_before: int) -> int:
-        expired = "SELECT seq FROM sessions WHERE received_at < %s LIMIT %s"
-
         async def delete_up_to(count: int) -> int:
-            return await self._execute(
-                f"DELETE FROM sessions WHERE seq IN ({expired})", (received_before, count)
-            )
+            return await self._execute(_PURGE_UP_TO, (received_before, count))
 
         return await purge_in_batches(delete_up_to)
 

@@ -86,7 +86,8 @@ class SQLiteStore:
 
         def select(conn: sqlite3.Connection) -> list[StoredSession]:
             if matching:
-                seqs = _newest_matches(conn, matching, before_seq, limit)
+                if not (seqs := _newest_matches(conn, matching, before_seq, limit)):
+                    return []
                 rows = conn.execute(
                     f"SELECT {_STORED_SESSION} FROM sessions WHERE seq IN ({', '.join('?' * len(seqs))})"
                     " ORDER BY seq DESC",
@@ -125,16 +126,11 @@ class SQLiteStore:
         )
 
     async def purge_sessions(self, received_before: int) -> int:
-        expired = "SELECT seq FROM sessions WHERE received_at < ? LIMIT ?"
-
         async def delete_up_to(count: int) -> int:
-            return await self._write(
-                lambda c: (
-                    c.execute(
-                        f"DELETE FROM sessions WHERE seq IN ({expired})", (received_before, count)
-                    ).rowcount
-                )
-            )
+            def delete(conn: sqlite3.Connection) -> int:
+                return conn.execute(_PURGE_UP_TO, (received_before, count)).rowcount
+
+            return await self._write(delete)
 
         return await purge_in_batches(delete_up_to)
 
@@ -733,6 +729,7 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
     )
 
 
+_PURGE_UP_TO = "DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE received_at < ? LIMIT ?)"
 _STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 HOUR_MS = 3_600_000  # the buckets of the lookup indexes by hour (migration 0011)
 

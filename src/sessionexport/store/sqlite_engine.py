@@ -237,8 +237,8 @@ class _WalRestart:
 
 def _restart_wal(conn: sqlite3.Connection) -> bool:
     """Checkpoint what the passive checkpoints left so that the next write starts the WAL over.
-    A restart waits for readers of older snapshots, here briefly: writes queue meanwhile, and a
-    restart that could not finish is simply asked for again. True when it finished."""
+    A restart waits for readers of older snapshots, here briefly (writes queue meanwhile); one
+    that could not finish is asked for again later. True when it finished."""
     usual = conn.execute("PRAGMA busy_timeout").fetchone()[0]
     conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
     try:
@@ -306,7 +306,7 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, .
     return changed
 
 
-@functools.cache
+@functools.lru_cache(maxsize=32)  # a full chunk's, and the last ones': each up to ~40 KB
 def _placeholders(width: int, rows: int) -> str:
     return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
 
