@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -318,3 +319,39 @@ async def test_a_restart_held_back_by_a_reader_is_not_asked_for_again_at_once(
         assert frames <= 2
     finally:
         await engine.close()
+
+
+async def test_a_log_from_before_the_indexes_by_hour_is_found_after_the_migration(tmp_path: Path) -> None:
+    """A database at version 10, with sessions, opened by this version: migration 0011 builds the
+    indexes by hour over what is there, and lookups find it."""
+    from sessionexport.store.sqlite import _INSERT_SESSIONS, _session_rows
+    from sessionexport.store.sqlite_engine import _statements, connect, insert_rows
+
+    earlier = [m for m in migrations_for("sqlite") if m.version <= 10]
+    stored = records(3)
+    hour = 3_600_000
+    with contextlib.closing(connect(tmp_path / "sessionexport.db")) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        for migration in earlier:
+            for statement in _statements(migration.sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (migration.version, migration.name))
+        for n, session in enumerate(stored):  # hours apart
+            insert_rows(conn, _INSERT_SESSIONS, _session_rows([session], 1_700_000_000_000 + n * 5 * hour))
+
+    store = create_store(tmp_path)
+    await store.open()
+    try:
+        for session in stored:
+            found = await store.recent_sessions(user_session_id=session.user_session_id)
+            assert [s.body for s in found] == [session.body]
+        with_user = [s for s in stored if s.user_id]
+        assert with_user, "the generated sessions have user ids"
+        found = await store.recent_sessions(user_id=with_user[0].user_id)
+        assert with_user[0].body in [s.body for s in found]
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "sessionexport.db") as conn:
+        indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"sessions_by_hour_and_user_session_id", "sessions_by_hour_and_user_id"} <= indexes
+    assert not {"sessions_by_user_session_id", "sessions_user_id"} & indexes
