@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sessionexport.config import ServerConfig
 from sessionexport.settings.schemas import EXPORT_SCHEMA
+from tests.conftest import make_token
 from tests.support.engine import OBJECTS, Engine, export_value, running_engine, sessions, until
 from tests.support.receiver import RESET, STALL, Receiver, Tls
 
@@ -227,6 +229,13 @@ async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, recei
     ).json()
     letter = letters["deadLetters"][0]
     assert letter["reason"] == "Request timeout" and letter["sessionCount"] == 3
+    identities = [[s["tenantId"], s["userSessionId"], s["startTime"]] for s in map(orjson.loads, lines)]
+    assert letter["sessions"] == identities
+    settings_only = await make_token(engine.app.state.store, frozenset({"settings.read"}))
+    seen = await engine.client.get(
+        f"/api/v2/exports/{export_id}/deadletters", headers={"Authorization": f"Api-Token {settings_only}"}
+    )
+    assert seen.status_code == 200 and "sessions" not in seen.json()["deadLetters"][0]  # keys to session data
     assert [a["attempt"] for a in letter["attempts"]] == [1, 2, 3, 4]
     assert all("no answer within 0.3 s" in a["error"] for a in letter["attempts"])
     body = await engine.client.get(

@@ -30,7 +30,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
-from sessionexport.store.records import INT_MAX, DeadLetter, LogEntry
+from sessionexport.store.records import INT_MAX, DeadLetter, LogEntry, TokenRecord
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2", tags=["Exports"])
@@ -268,12 +268,14 @@ async def list_alerts(
 @router.get(
     "/exports/{objectId}/deadletters",
     summary="Bulks that failed every attempt",
-    dependencies=[Reader],
+    description="Each with its reason and attempts. The identities of its sessions (tenantId,"
+    " userSessionId, startTime) are listed only for a token that also has sessions.read.",
     responses=_ERRORS,
 )
 async def list_dead_letters(
     request: Request,
     objectId: str,
+    token: Annotated[TokenRecord, Reader],
     state: Annotated[Literal["pending", "replayed", "all"], Query()] = "pending",
     pageSize: Annotated[int, Query(ge=1, le=500)] = 100,
     beforeId: Annotated[
@@ -287,7 +289,9 @@ async def list_dead_letters(
     )
     return OrjsonResponse(
         {
-            "deadLetters": [_letter(d) for d in letters],
+            "deadLetters": [
+                _letter(d, identities=Scope.SESSIONS_READ.value in token.scopes) for d in letters
+            ],
             "pageSize": len(letters),
             "nextBeforeId": letters[-1].id if len(letters) == pageSize else None,
         }
@@ -387,8 +391,8 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(gauges.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _letter(letter: DeadLetter) -> dict[str, Any]:
-    return {
+def _letter(letter: DeadLetter, *, identities: bool) -> dict[str, Any]:
+    shown = {
         "id": letter.id,
         "createdAt": letter.created_at,
         "state": letter.state,
@@ -399,5 +403,7 @@ def _letter(letter: DeadLetter) -> dict[str, Any]:
         "bytes": len(letter.body),
         "reason": letter.reason,
         "attempts": letter.attempts,
-        "sessions": [list(s) for s in letter.sessions],
     }
+    if identities:  # keys to session data: shown where that data may be read
+        shown["sessions"] = [list(s) for s in letter.sessions]
+    return shown
