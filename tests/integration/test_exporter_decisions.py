@@ -82,11 +82,13 @@ async def test_a_restart_after_a_failed_decision_skips_nothing(
         exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, tuning))
         run_in_background(stack, asyncio.create_task(keep_running(exporter)))
         await until(lambda: _at(store, seqs[-1]), "every session decided")
-    assert failures == [seqs[0]]
+    # The 503 goes to whichever of the two bulks in flight reaches the receiver first.
+    assert len(failures) == 1 and failures[0] in seqs[:2]
+    failed = seqs.index(failures[0])
     delivered = {line for r in receiver.requests if getattr(r, "answered", 0) == 200 for line in r.lines}
     letters = await store.count_dead_letters(EXPORT)
-    assert lines[0].body in delivered or letters == 1  # sent again after the restart, or kept
-    assert {s.body for s in lines[1:]} <= delivered
+    assert lines[failed].body in delivered or letters == 1  # sent again after the restart, or kept
+    assert {s.body for n, s in enumerate(lines) if n != failed} <= delivered
 
 
 async def keep_running(exporter: Exporter) -> None:
