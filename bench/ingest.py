@@ -79,7 +79,7 @@ def prefill(data_dir: Path, count: int) -> None:
     rnd, now = random.Random(7), now_ms()
     step = 7 * DAY_MS // count
 
-    def stored(n: int) -> NewSession:
+    def earlier_session(n: int) -> NewSession:
         session_id, user = f"{rnd.getrandbits(96):024X}", f"user-{rnd.getrandbits(40)}@example.com"
         body = b'{"tenantId":"bench","userSessionId":"%s","startTime":%d}' % (session_id.encode(), n)
         return NewSession("bench", session_id, n, n + 1, user, "REAL_USER", None, None, (), body)
@@ -89,7 +89,7 @@ def prefill(data_dir: Path, count: int) -> None:
         await store.open()
         try:
             for start in range(0, count, 5000):
-                batch = [stored(n) for n in range(start, min(count, start + 5000))]
+                batch = [earlier_session(n) for n in range(start, min(count, start + 5000))]
                 await store.append_sessions(batch, now - 7 * DAY_MS + start * step)
         finally:
             await store.close()

@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ import pytest
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.retention import purge_expired
-from sessionexport.store import Store, StoreError, create_store
+from sessionexport.store import Store, StoreError, create_store, sqlite_engine
 from sessionexport.store.migrations import migrations_for
 from sessionexport.store.records import NewSession
+from sessionexport.store.sqlite_engine import SQLiteEngine
 from sessionexport.tokens import new_token
 
 
@@ -160,8 +162,6 @@ def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Pa
 async def test_a_write_lock_held_elsewhere_fails_that_write_not_the_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sessionexport.store import sqlite_engine
-
     real_connect = sqlite_engine.connect
 
     def impatient(path: Path) -> sqlite3.Connection:
@@ -186,35 +186,37 @@ async def test_a_write_lock_held_elsewhere_fails_that_write_not_the_writer(
         await engine.close()
 
 
-async def test_sustained_writes_keep_the_wal_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writes queued back to back never give a passive checkpoint the chance to finish: the WAL
-    must still be started over once past its limit instead of growing with everything written."""
-    from sessionexport.store import sqlite_engine
-
+@pytest.fixture
+async def small_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SQLiteEngine]:
+    """An engine whose WAL is restarted past 1 MiB, checkpointed every 10 ms, with a table t (x)."""
     monkeypatch.setattr(sqlite_engine, "WAL_RESTART_BYTES", 1 << 20)
     monkeypatch.setattr(sqlite_engine, "CHECKPOINT_EVERY_SECONDS", 0.01)
-    engine = sqlite_engine.SQLiteEngine(tmp_path / "x.db")
+    engine = SQLiteEngine(tmp_path / "x.db")
     await engine.open()
+    await engine.write(lambda c: c.execute("CREATE TABLE t (x BLOB)"))
+    yield engine
+    await engine.close()
+
+
+async def test_sustained_writes_keep_the_wal_bounded(small_wal: SQLiteEngine, tmp_path: Path) -> None:
+    """Writes queued back to back never give a passive checkpoint the chance to finish: the WAL
+    must still be started over once past its limit instead of growing with everything written."""
     blob = bytes(range(256)) * 256  # 64 KiB
-    try:
-        await engine.write(lambda c: c.execute("CREATE TABLE t (x BLOB)"))
 
-        def insert(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT INTO t VALUES (?)", [(blob,)] * 4)
+    def insert(c: sqlite3.Connection) -> None:
+        c.executemany("INSERT INTO t VALUES (?)", [(blob,)] * 4)
 
-        # Up to 8 writes always waiting: 800 x 256 KiB, 200 MiB through the WAL.
-        pending: set[asyncio.Future[None]] = set()
-        for _ in range(800):
-            await asyncio.sleep(0.001)  # leaves the checkpoint thread its turns
-            if len(pending) >= 8:
-                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            pending.add(asyncio.ensure_future(engine.write(insert)))
-        await asyncio.gather(*pending)
-        wal = tmp_path / "x.db-wal"
-        assert wal.stat().st_size < 32 << 20, f"WAL grew to {wal.stat().st_size >> 20} MiB"
-        assert await engine.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 3200
-    finally:
-        await engine.close()
+    # Up to 8 writes always waiting: 800 x 256 KiB, 200 MiB through the WAL.
+    pending: set[asyncio.Future[None]] = set()
+    for _ in range(800):
+        await asyncio.sleep(0.001)  # leaves the checkpoint thread its turns
+        if len(pending) >= 8:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        pending.add(asyncio.ensure_future(small_wal.write(insert)))
+    await asyncio.gather(*pending)
+    wal = tmp_path / "x.db-wal"
+    assert wal.stat().st_size < 32 << 20, f"WAL grew to {wal.stat().st_size >> 20} MiB"
+    assert await small_wal.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 3200
 
 
 async def test_lookups_by_user_use_the_indexes_by_hour(tmp_path: Path) -> None:
@@ -246,41 +248,27 @@ async def test_lookups_by_user_use_the_indexes_by_hour(tmp_path: Path) -> None:
             assert plan == [f"SEARCH sessions USING INDEX {index}"], plan
 
 
-async def test_a_wal_restart_is_not_starved_by_many_writers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_wal_restart_is_not_starved_by_many_writers(small_wal: SQLiteEngine, tmp_path: Path) -> None:
     """With hundreds of writes always waiting, the restart still runs right after the transaction
     in progress, not behind every write queued meanwhile."""
-    from sessionexport.store import sqlite_engine
-
-    monkeypatch.setattr(sqlite_engine, "WAL_RESTART_BYTES", 1 << 20)
-    monkeypatch.setattr(sqlite_engine, "CHECKPOINT_EVERY_SECONDS", 0.01)
-    engine = sqlite_engine.SQLiteEngine(tmp_path / "x.db")
-    await engine.open()
     wal, blob, largest = tmp_path / "x.db-wal", bytes(16384), 0
-    try:
-        await engine.write(lambda c: c.execute("CREATE TABLE t (x BLOB)"))
-        until = asyncio.get_running_loop().time() + 1.5
+    until = asyncio.get_running_loop().time() + 1.5
 
-        async def write_on() -> None:
-            nonlocal largest
-            while asyncio.get_running_loop().time() < until:
-                await engine.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (blob,)))
-                largest = max(largest, wal.stat().st_size)
+    async def write_on() -> None:
+        nonlocal largest
+        while asyncio.get_running_loop().time() < until:
+            await small_wal.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (blob,)))
+            largest = max(largest, wal.stat().st_size)
 
-        await asyncio.gather(*(write_on() for _ in range(200)))
-        assert largest < 32 << 20, f"WAL grew to {largest >> 20} MiB"
-    finally:
-        await engine.close()
+    await asyncio.gather(*(write_on() for _ in range(200)))
+    assert largest < 32 << 20, f"WAL grew to {largest >> 20} MiB"
 
 
 async def test_a_restart_held_back_by_a_reader_is_not_asked_for_again_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_wal: SQLiteEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader of an old snapshot makes a restart wait and give up; the writer, which waits with
     it, is not made to wait again and again, nor while nothing is written."""
-    from sessionexport.store import sqlite_engine
-
     restarts: list[bool] = []
     real_restart = sqlite_engine._restart_wal
 
@@ -289,47 +277,38 @@ async def test_a_restart_held_back_by_a_reader_is_not_asked_for_again_at_once(
         return restarts[-1]
 
     monkeypatch.setattr(sqlite_engine, "_restart_wal", counted)
-    monkeypatch.setattr(sqlite_engine, "WAL_RESTART_BYTES", 1 << 20)
-    monkeypatch.setattr(sqlite_engine, "CHECKPOINT_EVERY_SECONDS", 0.01)
-    engine = sqlite_engine.SQLiteEngine(tmp_path / "x.db")
-    await engine.open()
-    try:
-        await engine.write(lambda c: c.execute("CREATE TABLE t (x BLOB)"))
-        reader = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
-        reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM t").fetchone()  # holds its snapshot
-        for _ in range(40):
-            await engine.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (bytes(65536),)))
-        until = asyncio.get_running_loop().time() + 1.5
-        while asyncio.get_running_loop().time() < until:
-            await engine.write(lambda c: c.execute("INSERT INTO t VALUES (x'00')"))
-            await asyncio.sleep(0.005)
-        assert restarts == [False]  # tried once, held back, not tried again within the retry delay
-        reader.execute("COMMIT")
-        reader.close()
+    reader = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchone()  # holds its snapshot
+    for _ in range(40):
+        await small_wal.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (bytes(65536),)))
+    until = asyncio.get_running_loop().time() + 1.5
+    while asyncio.get_running_loop().time() < until:
+        await small_wal.write(lambda c: c.execute("INSERT INTO t VALUES (x'00')"))
+        await asyncio.sleep(0.005)
+    assert restarts == [False]  # tried once, held back, not tried again within the retry delay
+    reader.execute("COMMIT")
+    reader.close()
 
-        monkeypatch.setattr(sqlite_engine, "RESTART_RETRY_SECONDS", 0.0)
-        await asyncio.sleep(1)  # nothing written: the WAL has not grown since it was asked for
-        assert restarts == [False]
-        # With the reader gone the passive checkpoints catch up, and the next write starts the WAL
-        # over by itself.
-        await engine.write(lambda c: c.execute("INSERT INTO t VALUES (x'00')"))
-        with sqlite3.connect(tmp_path / "x.db") as conn:
-            _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        assert frames <= 2
-    finally:
-        await engine.close()
+    monkeypatch.setattr(sqlite_engine, "RESTART_RETRY_SECONDS", 0.0)
+    await asyncio.sleep(1)  # nothing written: the WAL has not grown since it was asked for
+    assert restarts == [False]
+    # With the reader gone the passive checkpoints catch up, and the next write starts the WAL
+    # over by itself.
+    await small_wal.write(lambda c: c.execute("INSERT INTO t VALUES (x'00')"))
+    with sqlite3.connect(tmp_path / "x.db") as conn:
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert frames <= 2
 
 
 async def test_a_log_from_before_the_indexes_by_hour_is_found_after_the_migration(tmp_path: Path) -> None:
     """A database at version 10, with sessions, opened by this version: migration 0011 builds the
     indexes by hour over what is there, and lookups find it."""
-    from sessionexport.store.sqlite import _INSERT_SESSIONS, _session_rows
+    from sessionexport.store.sqlite import _INSERT_SESSIONS, HOUR_MS, _session_rows
     from sessionexport.store.sqlite_engine import _statements, connect, insert_rows
 
     earlier = [m for m in migrations_for("sqlite") if m.version <= 10]
     stored = records(3)
-    hour = 3_600_000
     with contextlib.closing(connect(tmp_path / "sessionexport.db")) as conn:
         conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
         for migration in earlier:
@@ -337,7 +316,7 @@ async def test_a_log_from_before_the_indexes_by_hour_is_found_after_the_migratio
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (migration.version, migration.name))
         for n, session in enumerate(stored):  # hours apart
-            insert_rows(conn, _INSERT_SESSIONS, _session_rows([session], 1_700_000_000_000 + n * 5 * hour))
+            insert_rows(conn, _INSERT_SESSIONS, _session_rows([session], 1_700_000_000_000 + n * 5 * HOUR_MS))
 
     store = create_store(tmp_path)
     await store.open()

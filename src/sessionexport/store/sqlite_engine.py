@@ -154,16 +154,15 @@ class SQLiteEngine:
             return
         ready.set_result(None)
         try:
-            control = self._queue.get()
-            while control is not _STOP:
-                if isinstance(control, _WalRestart):
-                    control.run(conn)
-                    control = self._queue.get()
-                    continue
-                batch, control = self._group_after(control)
-                _commit_group(conn, batch)
-                if control is None:
-                    control = self._queue.get()
+            item = self._queue.get()
+            while item is not _STOP:
+                if isinstance(item, _WalRestart):
+                    item.run(conn)
+                    ended_by = None
+                else:
+                    batch, ended_by = self._group_after(item)
+                    _commit_group(conn, batch)
+                item = ended_by if ended_by is not None else self._queue.get()
         finally:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
