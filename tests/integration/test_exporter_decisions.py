@@ -115,3 +115,26 @@ async def test_a_backlog_goes_out_in_full_bulks(store: Store, tls: Tls, receiver
         run_in_background(stack, asyncio.create_task(exporter.run(0)))
         await until(lambda: sum(len(r.lines) for r in receiver.requests) == 1200, "the backlog sent")
     assert [len(r.lines) for r in receiver.requests] == [1000, 200]
+
+
+async def test_a_graceful_stop_sends_no_bulk_that_waits_for_a_free_request(
+    store: Store, tls: Tls, receiver: Receiver
+) -> None:
+    """The next bulk is batched while one is sent, and waits ready for the request to end. A stop
+    asked for meanwhile lets the bulk in flight be decided and sends nothing more: the sessions
+    of the waiting bulk stay behind the cursor, for whoever exports the shard next."""
+    await store.append_sessions([session(f"s{n}") for n in range(3)], received_at=1)
+    [first, second, _] = [e.seq for e in await store.read_log(0, 10)]
+    receiver.behaviour.delay_seconds = 1.0
+    tuning = ExportTuning(flushMaxSessions=1, concurrency=1, flushIntervalSeconds=0.05)
+    async with AsyncExitStack() as stack:
+        exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, tuning))
+        run = asyncio.create_task(exporter.run(0))
+        run_in_background(stack, run)
+        await asyncio.sleep(0.5)  # the first bulk is under way, the second waits for it
+        exporter.stop_gracefully()
+        await asyncio.wait_for(run, 10)
+        await asyncio.sleep(1.5)  # anything sent after the stop would have arrived by now
+    assert [r.lines for r in receiver.requests] == [[session("s0").body]]
+    assert await position(store) == first
+    assert first < second

@@ -11,7 +11,7 @@ lost (``LeaseLost`` ends ``run``), so a stale exporter never moves a cursor anot
 
 The cursor only moves past a session once its fate is decided, in log order, even with several
 bulks in flight; a crash at any point re-sends at most the bulks that were in flight. Reading the
-log, sending and recording decisions overlap (three tasks), each bounded, so memory stays flat.
+log, batching the next bulk, sending and recording decisions overlap, each bounded, so memory stays flat.
 ``stop_gracefully`` lets the bulks in flight be decided and sends nothing more, so that handing a
 shard to another worker sends nothing twice.
 """
@@ -176,20 +176,23 @@ class Exporter:
         return getter.result() if getter.done() and not getter.cancelled() else None
 
     async def _dispatch(self, bulk: Bulk, position: int) -> None:
-        """Start sending a bulk; return once fewer than ``concurrency`` requests are under way.
+        """Send a bulk once fewer than ``concurrency`` requests are under way, and return at once:
+        the next bulk is batched while this one is sent (one bulk waits ready, memory stays flat).
 
         Decisions (cursor, dead letters, alerts) are recorded in log order by ``_decide_in_order``
         while the next bulk is already being sent: the store stays off the sending path.
         """
-        task = asyncio.create_task(self._deliver(bulk), name=f"deliver {self.export_id} {bulk.first_seq}")
-        flight = _InFlight(bulk, position, task)
-        self._sending.append(flight)
-        await self._until_decider(self._deciding.put(flight))  # bounded: waits when deciding lags
         while self._sending and (
             len(self._sending) >= self.config.tuning.concurrency or self._sending[0].task.done()
         ):
             await asyncio.wait([self._sending[0].task])
             self._sending.popleft()
+        if self._stopping.is_set():
+            return  # asked to stop while waiting: left undecided, for whoever runs the shard next
+        task = asyncio.create_task(self._deliver(bulk), name=f"deliver {self.export_id} {bulk.first_seq}")
+        flight = _InFlight(bulk, position, task)
+        self._sending.append(flight)
+        await self._until_decider(self._deciding.put(flight))  # bounded: waits when deciding lags
 
     async def _deliver(self, bulk: Bulk) -> BulkResult:
         async with self.slots or contextlib.nullcontext():  # the process's cap for this export
