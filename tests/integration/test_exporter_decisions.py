@@ -124,7 +124,7 @@ async def test_a_graceful_stop_sends_no_bulk_that_waits_for_a_free_request(
     asked for meanwhile lets the bulk in flight be decided and sends nothing more: the sessions
     of the waiting bulk stay behind the cursor, for whoever exports the shard next."""
     await store.append_sessions([session(f"s{n}") for n in range(3)], received_at=1)
-    [first, second, _] = [e.seq for e in await store.read_log(0, 10)]
+    first = (await store.read_log(0, 10))[0].seq
     receiver.behaviour.delay_seconds = 1.0
     tuning = ExportTuning(flushMaxSessions=1, concurrency=1, flushIntervalSeconds=0.05)
     async with AsyncExitStack() as stack:
@@ -137,4 +137,3 @@ async def test_a_graceful_stop_sends_no_bulk_that_waits_for_a_free_request(
         await asyncio.sleep(1.5)  # anything sent after the stop would have arrived by now
     assert [r.lines for r in receiver.requests] == [[session("s0").body]]
     assert await position(store) == first
-    assert first < second
