@@ -305,6 +305,47 @@ async def test_a_stored_http_endpoint_is_not_started_and_said_once(tmp_path: Pat
         assert not engine.app.state.exports.is_running(export_id)
 
 
+async def test_a_stored_http_endpoint_gets_no_replay_either(tmp_path: Path, tls: Tls) -> None:
+    """A dead letter of an http:// export stored while loopback http was allowed is not sent
+    again, over plain HTTP, by a server that no longer allows it: 409, nothing sent, still pending."""
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    connections = 0
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.close()
+
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    allowing = ServerConfig(data_dir=tmp_path / "a", database_url=db, allow_http_loopback=True)
+    async with running_engine(allowing) as engine:
+        export_id = await engine.create_export(
+            export_value(f"http://127.0.0.1:{port}/events", {"retries": 0, "flushIntervalSeconds": 0.1})
+        )
+        await engine.ingest(sessions(2))
+        await until(lambda: dead_letters(engine, export_id, 1), "a dead letter")
+    listener.close()
+    await listener.wait_closed()
+    counting = await asyncio.start_server(count, "127.0.0.1", port)
+    try:
+        async with running_engine(replace(allowing, allow_http_loopback=False)) as engine:
+            replay = await engine.client.post(
+                f"/api/v2/exports/{export_id}/deadletters/replay", headers=engine.headers
+            )
+            assert replay.status_code == 409
+            assert "http:// URL refused" in replay.json()["error"]["message"]
+            assert await dead_letters(engine, export_id, 1)
+            [letter] = (
+                await engine.client.get(f"/api/v2/exports/{export_id}/deadletters", headers=engine.headers)
+            ).json()["deadLetters"]
+            assert letter["state"] == "pending"
+    finally:
+        counting.close()
+        await counting.wait_closed()
+    assert connections == 0
+
+
 async def test_certificate_errors_are_reported_never_ignored(engine: Engine, tmp_path: Path) -> None:
     other_ca = tmp_path / "other-ca"
     other_ca.mkdir()

@@ -26,7 +26,7 @@ from sessionexport.export.preview import (
     unsaved_config,
 )
 from sessionexport.export.status import alert_json, backlog_and_lag, export_health, export_running
-from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.export.supervisor import DeliveryRefused, ExportSupervisor
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
@@ -322,9 +322,10 @@ async def dead_letter_body(
     "/exports/{objectId}/deadletters/replay",
     summary="Send dead letters again",
     description="Delivered again through the export's endpoint with its current authentication, with"
-    " the usual retries; a delivered letter is marked replayed, a failed one stays pending.",
+    " the usual retries; a delivered letter is marked replayed, a failed one stays pending. 409, with"
+    " nothing sent, when this server may not send to the endpoint (an http:// URL it no longer allows).",
     dependencies=[Manager],
-    responses=_ERRORS,
+    responses={**_ERRORS, 409: {"description": "The endpoint may not be sent to from this server"}},
 )
 async def replay_dead_letters(request: Request, objectId: str, body: ReplayRequest | None = None) -> Response:
     store, settings, supervisor = _objects(request)
@@ -332,7 +333,10 @@ async def replay_dead_letters(request: Request, objectId: str, body: ReplayReque
     letters, missing = await letters_to_replay(store, objectId, body.ids if body is not None else None)
     if missing:
         raise ApiError(404, f"No pending dead letter(s) {', '.join(map(str, missing))} for this export")
-    results = await supervisor.replay(config, letters)
+    try:
+        results = await supervisor.replay(config, letters)
+    except DeliveryRefused as exc:
+        raise ApiError(409, f"Not replayed: {exc}") from None
     return OrjsonResponse(
         {
             "replayed": sum(r.delivered for r in results),

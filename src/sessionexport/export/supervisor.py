@@ -90,6 +90,11 @@ def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     return context
 
 
+class DeliveryRefused(Exception):
+    """The export's stored endpoint may not be sent to by this process (an http:// URL stored
+    while the server allowed it on loopback, read by one that does not)."""
+
+
 class ExportSupervisor:
     def __init__(
         self,
@@ -345,7 +350,10 @@ class ExportSupervisor:
     # -- operations --------------------------------------------------------------------------
     async def replay(self, config: ExportConfig, letter_ids: list[int]) -> list[ReplayResult]:
         """Send dead letters again, exactly as kept, with the export's current authentication;
-        each read just before it is sent (one body held at a time), skipped if no longer pending."""
+        each read just before it is sent (one body held at a time), skipped if no longer pending.
+        ``DeliveryRefused`` when the export may not be sent to from here (as its exporter is not)."""
+        if refusal := self._refusal(config):
+            raise DeliveryRefused(refusal)
         results = []
         async with self.client() as client:
             sender = self.sender(config, client)

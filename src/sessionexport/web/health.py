@@ -13,6 +13,7 @@ from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.deadletters import letters_to_replay
 from sessionexport.export.status import ExportHealth, export_health, export_running
+from sessionexport.export.supervisor import DeliveryRefused
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store.records import MINUTE_MS, DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
@@ -89,7 +90,11 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
             "Nothing to replay: the dead letter was replayed already, or there is none pending."
         )
         return ui.redirect(f"/health#health-{object_id}")
-    results = await ui.exports.replay(export_config(object_id, ui.settings.plain_value(record)), letters)
+    try:
+        results = await ui.exports.replay(export_config(object_id, ui.settings.plain_value(record)), letters)
+    except DeliveryRefused as exc:
+        visit.session.say(f"Not replayed: {exc}")
+        return ui.redirect(f"/health#health-{object_id}")
     delivered = sum(r.delivered for r in results)
     failed = [r for r in results if not r.delivered]
     message = f"Replayed {delivered} of {len(results)} dead letter(s)."
