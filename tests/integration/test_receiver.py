@@ -532,3 +532,38 @@ def test_bearer_jwts_of_an_external_issuer(tmp_path: Path) -> None:
         assert [rec["principal"] for rec in records] == ["exporter-svc"]
     finally:
         r.stop()
+
+
+def test_undecodable_credentials_get_401_and_unreadable_keys_503(tmp_path: Path) -> None:
+    """Neither is a server error: a Basic header that is not ASCII is no credentials (401); when
+    the issuer's keys cannot be fetched, a Bearer token can be judged neither way (503, retry)."""
+    options = ["--basic", "user:pw", "--oauth-client", "c:s", "--jwks", "https://127.0.0.1:1/jwks.json"]
+    r = ReceiverProcess(tmp_path / "receiver", *options).start()
+    try:
+        line = sessions(1, seed=5)[0]
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for method, path, body, headers in [
+            ("POST", "/export/events", line, NDJSON),
+            ("POST", "/_bulk", line, NDJSON),
+            ("GET", "/received/counts", b"", {}),
+            ("POST", "/oauth2/token", b"grant_type=client_credentials", form),
+        ]:
+            raw = {k.encode(): v.encode() for k, v in headers.items()}
+            raw[b"Authorization"] = b"Basic \xe9\xe9\xe9\xe9"
+            response = httpx.request(method, f"{r.base}{path}", content=body, headers=raw, verify=r.verify)
+            assert response.status_code == 401, (path, response.text)
+        bearer = {**NDJSON, "Authorization": "Bearer a.b.c"}
+        response = httpx.put(r.url, content=line, headers=bearer, verify=r.verify)
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert "the JWKS could not be loaded" in response.json()["error"]["message"]
+        assert counts(r, headers={"Authorization": "Basic dXNlcjpwdw=="})["sessions"] == 0
+    finally:
+        r.stop()
+
+
+def test_jwks_over_plain_http_is_refused_at_start(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli_app, ["receive", "--data-dir", str(tmp_path), "--http", "--jwks", "http://127.0.0.1:9/jwks.json"]
+    )
+    assert result.exit_code == 2
+    assert "https:// only" in result.output

@@ -18,6 +18,7 @@ from sessionexport.receiver import bulk as es
 from sessionexport.receiver.auth import (
     Authenticator,
     JwksVerifier,
+    KeysUnavailable,
     OAuthError,
     TokenIssuer,
     Unauthorized,
@@ -164,6 +165,10 @@ def test_pairs_and_basic_headers() -> None:
     assert basic_credentials(basic("a", "b:c")) == ("a", "b:c")
     assert basic_credentials("Basic !!!") is None
     assert basic_credentials("Bearer abc") is None
+    assert (
+        basic_credentials("Basic \u00e9\u00e9\u00e9\u00e9") is None
+    )  # not ASCII: no credentials, not a crash
+    assert basic_credentials("Basic " + base64.b64encode(b"\xff:\xfe").decode()) is None  # not UTF-8
 
 
 class Clock:
@@ -248,3 +253,19 @@ async def test_jwks_tokens_checked_for_signature_issuer_audience_and_expiry(tmp_
     for bad in (token(aud="other"), token(iss="https://evil"), token(exp=int(clock.now) - 1), token(other)):
         with pytest.raises(Unauthorized):
             await verifier.check(bad)
+
+
+def test_jwks_is_never_fetched_over_plain_http() -> None:
+    with pytest.raises(ValueError, match="https:// only"):
+        JwksVerifier("http://127.0.0.1:8000/jwks.json")
+    JwksVerifier("https://idp.test/jwks.json")  # fine, and a file path too
+    JwksVerifier("/etc/receiver/jwks.json")
+
+
+async def test_keys_that_cannot_be_loaded_are_unavailable_not_a_crash(tmp_path: Path) -> None:
+    """The token may be fine: the answer is 503 (KeysUnavailable), neither a 500 nor a 401."""
+    broken = tmp_path / "jwks.json"
+    broken.write_text("{not json")
+    for source in (str(tmp_path / "missing.json"), str(broken), "https://127.0.0.1:1/jwks.json"):
+        with pytest.raises(KeysUnavailable, match="could not be loaded"):
+            await JwksVerifier(source).check("a.b.c")

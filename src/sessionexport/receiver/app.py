@@ -33,6 +33,7 @@ from sessionexport.receiver import bulk as es
 from sessionexport.receiver.auth import (
     Authenticator,
     JwksVerifier,
+    KeysUnavailable,
     OAuthError,
     TokenIssuer,
     Unauthorized,
@@ -142,7 +143,7 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
         Route("/health", _health, methods=["GET"]),
         Route("/", _es_info, methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={KeysUnavailable: _keys_unavailable})
     app.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(config, path))
     app.state.receiver = config
     return app
@@ -169,6 +170,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None, **e
 async def _authenticate(request: Request) -> str | None:
     config = _config(request)
     return await config.auth.check(request.headers.get("authorization"))
+
+
+async def _keys_unavailable(request: Request, exc: Exception) -> Response:
+    """The credentials may be fine: the sender should try again, not refresh its token."""
+    return _error(503, f"cannot check Bearer tokens now: {exc}", {"Retry-After": "30"})
 
 
 def _unauthorized(request: Request, exc: Unauthorized) -> Response:

@@ -8,7 +8,6 @@ a restart stay valid until they expire, as a sender that caches them expects.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import logging
 import os
@@ -32,6 +31,10 @@ _ASYMMETRIC = ["RS256", "ES256", "PS256", "EdDSA"]
 
 class Unauthorized(Exception):
     """401: the reason goes into the body and ``WWW-Authenticate``, never the presented secret."""
+
+
+class KeysUnavailable(Exception):
+    """503: the issuer's keys cannot be read now, so no Bearer JWT can be judged either way."""
 
 
 class OAuthError(Exception):
@@ -59,7 +62,7 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     try:
         user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         return None
     return (user, password) if sep else None
 
@@ -144,14 +147,23 @@ class JwksVerifier:
     _keys: KeySet | None = None
     _loaded_at: float = field(default=0.0)
 
+    def __post_init__(self) -> None:
+        # Keys fetched over plain HTTP could be swapped on the way, and forged tokens then accepted.
+        if self.source.lower().startswith("http://"):
+            raise ValueError("--jwks: keys are fetched over https:// only (or read from a file)")
+
     async def load(self) -> None:
-        if self.source.startswith(("https://", "http://")):
-            async with httpx.AsyncClient(verify=self.verify, timeout=10) as client:  # type: ignore[arg-type]
-                response = await client.get(self.source)
-                response.raise_for_status()
-                self._keys = KeySet.import_key_set(response.json())
-        else:
-            self._keys = KeySet.import_key_set(_read_json(Path(self.source)))  # type: ignore[arg-type]
+        try:
+            if self.source.lower().startswith("https://"):
+                async with httpx.AsyncClient(verify=self.verify, timeout=10) as client:  # type: ignore[arg-type]
+                    response = await client.get(self.source)
+                    response.raise_for_status()
+                    self._keys = KeySet.import_key_set(response.json())
+            else:
+                self._keys = KeySet.import_key_set(_read_json(Path(self.source)))  # type: ignore[arg-type]
+        except (httpx.HTTPError, OSError, ValueError, JoseError) as exc:
+            log.warning("JWKS %s could not be loaded: %s", self.source, exc)
+            raise KeysUnavailable(f"the JWKS could not be loaded: {exc}") from None
         self._loaded_at = self.clock()
 
     async def check(self, token: str) -> str:

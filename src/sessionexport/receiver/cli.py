@@ -76,7 +76,7 @@ def receive(
         typer.Option(
             envvar=env("JWKS"),
             show_default=False,
-            help="Accept Bearer JWTs signed by keys of this JWKS (file or URL).",
+            help="Accept Bearer JWTs signed by keys of this JWKS (a file, or an https:// URL).",
         ),
     ] = None,
     jwt_issuer: Annotated[
