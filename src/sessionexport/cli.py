@@ -259,7 +259,13 @@ def secrets_rotate(
 def ingest(
     file: Annotated[
         Path,
-        typer.Argument(help="NDJSON file of completed sessions ('-' for standard input).", allow_dash=True),
+        typer.Argument(
+            help="NDJSON file of completed sessions ('-' for standard input).",
+            allow_dash=True,
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,

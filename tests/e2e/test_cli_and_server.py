@@ -137,16 +137,21 @@ def test_generate_is_deterministic_and_ingest_reports_bad_lines(tmp_path: Path) 
     assert first.read_bytes() == second.read_bytes()
     good = first.read_bytes().splitlines()
     bad = b'{"tenantId":"t","userSessionId":"x","startTime":"soon"}'
+    not_utf8 = b'{"tenantId":"\xff","userSessionId":"y","startTime":1622107543233}'
     mixed = tmp_path / "mixed.ndjson"
-    mixed.write_bytes(b"\n".join([*good[:10], bad, b"", *good[10:]]) + b"\n")
+    mixed.write_bytes(b"\n".join([*good[:10], bad, b"", *good[10:40], not_utf8, *good[40:]]) + b"\n")
     rejects = tmp_path / "rejects.ndjson"
     result = run(
         "ingest", str(mixed), "--rejects", str(rejects), env={"SESSIONEXPORT_DATA_DIR": str(tmp_path / "d")}
     )
     assert result.returncode == 1
     assert "line 11, startTime: expected integer, got string" in result.stderr
-    assert "50 stored, 0 duplicate(s), 1 refused" in result.stderr
-    assert rejects.read_bytes() == bad + b"\n"
+    assert "line 43: not UTF-8: byte 0xff at offset 13" in result.stderr
+    assert "50 stored, 0 duplicate(s), 2 refused" in result.stderr
+    assert rejects.read_bytes() == bad + b"\n" + not_utf8 + b"\n"
+    missing = run("ingest", str(tmp_path / "nowhere.ndjson"), "--data-dir", str(tmp_path / "d"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
     again = run("ingest", str(first), "--data-dir", str(tmp_path / "d"))
     assert again.returncode == 0 and "0 stored, 50 duplicate(s)" in again.stderr
 

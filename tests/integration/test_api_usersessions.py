@@ -132,6 +132,22 @@ BAD_BODIES = {
         1,
         "userActions[0].type",
     ),
+    "not UTF-8": (b'{"tenantId":"\xff","userSessionId":"1","startTime":1622107543233}', NDJSON, 1, ""),
+    "lone surrogate": (
+        b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"x":"\\ud800"}',
+        NDJSON,
+        1,
+        "",
+    ),
+    "nested too deeply": (
+        b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"x":'
+        + b"[" * 1100
+        + b"]" * 1100
+        + b"}",
+        NDJSON,
+        1,
+        "",
+    ),
 }
 
 
@@ -148,6 +164,26 @@ async def test_each_kind_of_bad_session_is_400_with_place_and_nothing_stored(api
     assert violation["location"] == f"line {line + 2}"
     assert violation["path"] == path
     assert violation["parameterLocation"] == "PAYLOAD_BODY"
+    assert await api.store.count_sessions() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (
+            b'[{"tenantId":"\xff","userSessionId":"1","startTime":1622107543233}]',
+            "not UTF-8: byte 0xff at offset 13",
+        ),
+        (b"[" * 1100 + b"]" * 1100, "depth limit exceeded"),
+        (b'[{"a":1,}]', "trailing comma is not allowed: line 1 column 8"),
+    ],
+    ids=["not-utf8", "too-deep", "trailing-comma"],
+)
+async def test_a_json_array_that_is_not_json_says_why_and_where(api: Api, body: bytes, says: str) -> None:
+    response = await post(api, body, await api.token(), "application/json")
+    assert response.status_code == 400
+    [violation] = response.json()["error"]["constraintViolations"]
+    assert says in violation["message"]
     assert await api.store.count_sessions() == 0
 
 

@@ -1607,6 +1607,20 @@ async def test_a_session_page_shows_its_user_actions_and_raw_json(ui: Browser) -
     assert "No such session" in missing.text
 
 
+async def test_a_deeply_nested_session_is_shown_as_stored(ui: Browser) -> None:
+    """Deeper than a re-serialisation could go (orjson stops at 255 levels): the stored bytes are
+    indented as they are, their escapes kept."""
+    deep = session_line("deep")[:-1] + b',"x":' + b"[" * 300 + b'"\\u00e9"' + b"]" * 300 + b"}"
+    await ui.ingest([deep])
+    await ui.logged_in()
+    [link] = (await ui.page("/ui/sessions", q="deep")).root.one("tbody").all("a")
+    response = await ui.client.get(link.attrs["href"])
+    assert response.status_code == 200
+    raw = (await ui.page(link.attrs["href"])).root.one("pre").text
+    assert orjson.loads(raw) == orjson.loads(deep)
+    assert '"\\u00e9"' in raw  # the escape as sent, not re-encoded
+
+
 async def test_user_content_is_escaped(ui: Browser) -> None:
     attack = '<script>alert("x")</script>'
     await ui.ingest([session_line(attack, userId=attack)])

@@ -54,13 +54,24 @@ def test_the_documented_check_document_is_kept_as_legacy() -> None:
 
 def test_every_problem_of_every_line_is_reported_and_nothing_accepted() -> None:
     good = compact(sample("doc-mobile-session.json"))
-    body = b"\n".join([good, b"{not json", b'{"tenantId":5,"userSessionId":"x","startTime":1700000000000}'])
+    body = b"\n".join(
+        [
+            good,
+            b"{not json",
+            b'{"tenantId":5,"userSessionId":"x","startTime":1700000000000}',
+            b'{"tenantId":"\xff","userSessionId":"x","startTime":1700000000000}',
+            b'{"x":' + b"[" * 1100 + b"]" * 1100 + b"}",
+        ]
+    )
     with pytest.raises(RejectedBody) as raised:
         parse_events_body(body)
     places = {(p.location, p.path) for p in raised.value.problems}
     assert ("line 2", "") in places
     assert ("line 3", "tenantId") in places
     assert all(p.location != "line 1" for p in raised.value.problems)
+    said = {p.location: p.message for p in raised.value.problems}
+    assert said["line 4"].startswith("not UTF-8: byte 0xff")
+    assert "depth limit exceeded" in said["line 5"]
 
 
 def test_json_array_bodies_and_empty_bodies() -> None:
@@ -118,11 +129,16 @@ def test_type_is_refused_by_elasticsearch_8_and_kept_by_7() -> None:
 
 def test_a_broken_document_fails_only_its_item() -> None:
     body = bulk_body(
-        ({"index": {"_index": "a", "_id": "1"}}, b"[1,2]"), ({"index": {"_index": "a"}}, b"{oops")
+        ({"index": {"_index": "a", "_id": "1"}}, b"[1,2]"),
+        ({"index": {"_index": "a"}}, b"{oops"),
+        ({"index": {"_index": "a"}}, b'{"a":"\xff"}'),
+        ({"index": {"_index": "a"}}, b"[" * 1100 + b"]" * 1100),
     )
     ops = es.parse_bulk(body, None, 8)
     assert ops[0].problem is not None and "not a JSON object" in ops[0].problem
     assert ops[1].problem is not None and ops[1].doc_id  # an id is generated, as ES does
+    assert ops[2].problem is not None and "not UTF-8" in ops[2].problem
+    assert ops[3].problem is not None and "depth limit exceeded" in ops[3].problem
 
 
 def test_fault_plan_fails_matching_ids_the_given_number_of_times() -> None:

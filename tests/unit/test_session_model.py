@@ -412,6 +412,25 @@ def test_broken_json_is_one_problem_without_a_path(raw: bytes) -> None:
     assert find_problems(raw) == [problem]
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"tenantId":"\xfft"}', "not UTF-8: byte 0xff at offset 13 (invalid start byte)"),
+        (b'{"x":"\\ud800"}', "invalid JSON: no low surrogate in string: line 1 column 7 (char 6)"),
+        (b'{"x":' + b"[" * 1100 + b"]" * 1100 + b"}", "invalid JSON: depth limit exceeded"),
+        (b'{"a":', "invalid JSON: unexpected end of data: line 1 column 6 (char 5)"),
+    ],
+    ids=["not-utf8", "lone-surrogate", "too-deep", "truncated"],
+)
+def test_bytes_that_are_not_json_say_why_and_where(raw: bytes, message: str) -> None:
+    """Refused as documents (never an exception of another kind), with the place of the fault."""
+    with pytest.raises(InvalidSession) as refused:
+        decode_session(raw)
+    [problem] = refused.value.problems
+    assert problem.path == "" and problem.message.startswith(message)
+    assert find_problems(raw) == [problem]
+
+
 def test_broken_json_message_names_the_document() -> None:
     with pytest.raises(InvalidSession, match=r"^\(document\): invalid JSON"):
         decode_session(b"{")

@@ -826,6 +826,8 @@ def _without(event: dict[str, Any], key: str) -> dict[str, Any]:
     ("bad", "path", "message"),
     [
         pytest.param(b'{"type": "action", "tenantId": ', "", "invalid JSON", id="broken-json"),
+        pytest.param(b'{"type": "end", "tenantId": "\xff"}', "", "not UTF-8: byte 0xff", id="not-utf8"),
+        pytest.param(b'{"type": "end", "x": ' + b"[" * 1100 + b"]" * 1100 + b"}", "", "depth", id="too-deep"),
         pytest.param(line("click", "c1"), "type", "'click'", id="unknown-type"),
         pytest.param(_without(line("end"), "type"), "type", "type", id="missing-type"),
         pytest.param(_without(line("end"), "eventId"), "eventId", "eventId", id="missing-eventId"),

@@ -13,7 +13,7 @@ from typing import TypeVar
 import msgspec
 
 from sessionexport.model.session import UserSession
-from sessionexport.model.validation import InvalidSession, decode_session, single_line
+from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, not_json, single_line
 from sessionexport.store.records import NewSession
 
 T = TypeVar("T")
@@ -62,8 +62,8 @@ def array_items(body: bytes) -> list[tuple[str, bytes]]:
         items = msgspec.json.decode(body, type=list[msgspec.Raw])
     except msgspec.ValidationError:
         raise RejectedBody([DocumentProblem("body", "", "expected a JSON array of sessions")]) from None
-    except msgspec.DecodeError as exc:
-        raise RejectedBody([DocumentProblem("body", "", f"invalid JSON: {exc}")]) from None
+    except NOT_JSON:
+        raise RejectedBody([DocumentProblem("body", "", not_json(body).message)]) from None
     return [(f"index {i}", bytes(item)) for i, item in enumerate(items)]
 
 

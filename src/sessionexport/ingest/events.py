@@ -15,7 +15,7 @@ import msgspec
 
 from sessionexport.ingest.documents import DocumentProblem, RejectedBody, ndjson_lines
 from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesEvent, RumEvent
-from sessionexport.model.validation import find_problems
+from sessionexport.model.validation import NOT_JSON, find_problems, not_json
 
 _decoder = msgspec.json.Decoder(RumEvent)
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
@@ -42,8 +42,8 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
         except msgspec.ValidationError as exc:
             problems.append(DocumentProblem(where, *_path_and_message(exc)))
             continue
-        except msgspec.DecodeError as exc:
-            problems.append(DocumentProblem(where, "", f"invalid JSON: {exc}"))
+        except NOT_JSON:
+            problems.append(DocumentProblem(where, "", not_json(line).message))
             continue
         found = _event_problems(event)
         if now is not None and event.timestamp > now + MAX_AHEAD_MS:

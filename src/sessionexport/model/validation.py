@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
+import orjson
 
 from sessionexport.model.session import EPOCH_MS_MIN, UserSession
 
@@ -35,6 +36,10 @@ class InvalidSession(ValueError):
 
 _decoder = msgspec.json.Decoder(UserSession)
 
+# What msgspec raises for bytes that are not JSON at all: besides DecodeError, a string that is
+# not UTF-8 and nesting deeper than the interpreter's recursion limit escape as these.
+NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
 
 def decode_session(raw: bytes) -> UserSession:
     """Decode one session document; raise InvalidSession listing every problem."""
@@ -42,8 +47,8 @@ def decode_session(raw: bytes) -> UserSession:
         session = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise InvalidSession(find_problems(raw) or [_from_msgspec(exc)]) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidSession([Problem("", _json_syntax_message(exc))]) from None
+    except NOT_JSON:
+        raise InvalidSession([not_json(raw)]) from None
     if nul := _nul_problems(session):
         raise InvalidSession(nul)
     return session
@@ -66,8 +71,8 @@ def find_problems(raw: bytes) -> list[Problem]:
     """Every problem of a document against the session model (empty when it is valid)."""
     try:
         value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        return [Problem("", _json_syntax_message(exc))]
+    except NOT_JSON:
+        return [not_json(raw)]
     problems: list[Problem] = []
     _check(value, _session_type(), "", problems)
     return problems
@@ -91,9 +96,19 @@ def _session_type() -> mi.Type:
     return mi.type_info(UserSession)
 
 
-def _json_syntax_message(exc: msgspec.DecodeError) -> str:
-    text = str(exc)
-    return text if text.lower().startswith("json") else f"invalid JSON: {text}"
+def not_json(raw: bytes) -> Problem:
+    """Why ``raw`` is not a JSON document: the first byte that is not UTF-8, or orjson's account
+    of the fault, which names its line and column (msgspec's names a byte at best, and calls a
+    lone surrogate "truncated"). Only on the error path: it reads the document again."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError as bad:
+        return Problem("", f"not UTF-8: byte 0x{raw[bad.start]:02x} at offset {bad.start} ({bad.reason})")
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Problem("", f"invalid JSON: {exc}")
+    return Problem("", "invalid JSON: nested too deeply to be read")
 
 
 def _from_msgspec(exc: msgspec.ValidationError) -> Problem:

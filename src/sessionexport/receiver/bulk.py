@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from sessionexport.model.validation import NOT_JSON, not_json
+
 ACTIONS = ("index", "create", "update", "delete")
 ERROR_TYPES = {
     400: "document_parsing_exception",
@@ -124,8 +126,8 @@ def _document_problem(action: str, source: bytes | None) -> str | None:
         return f"the {action} action is not supported by this receiver (session exports only index)"
     try:
         value = msgspec.json.decode(source or b"")
-    except msgspec.DecodeError as exc:
-        return f"failed to parse: {exc}"
+    except NOT_JSON:
+        return f"failed to parse: {not_json(source or b'').message}"
     if not isinstance(value, dict):
         return "failed to parse: the document is not a JSON object"
     return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from sessionexport.ingest.documents import array_items, ndjson_lines, parse_all
-from sessionexport.model.validation import InvalidSession, decode_session, single_line
+from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, single_line
 from sessionexport.receiver.store.records import LEGACY, SESSION, Document
 
 
@@ -59,7 +59,7 @@ def legacy_document(raw: bytes) -> Document | None:
     """
     try:
         identity = _legacy.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, *NOT_JSON):
         return None
     key = f"legacy-{identity.visitorId or ''}-{identity.visitId}-{identity.startTime}"
     return Document(LEGACY, key, single_line(raw), identity.visitId)

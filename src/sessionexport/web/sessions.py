@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -75,8 +76,17 @@ async def show_session(ui: Ui, request: Request, visit: Visit) -> Response:
             message=f"No session {seq} in the log: it may have passed the retention period.",
         )
     row = _row(found[0])
-    raw = orjson.dumps(row.document, option=orjson.OPT_INDENT_2).decode()
+    raw = _pretty(found[0].body)
     return ui.render(request, visit, "session.html", row=row, actions=row.get("userActions") or [], raw=raw)
+
+
+def _pretty(body: bytes) -> str:
+    """The stored bytes indented, not re-serialised (escapes stay as sent); as stored when they
+    nest too deeply to be indented."""
+    try:
+        return msgspec.json.format(body, indent=2).decode()
+    except (msgspec.DecodeError, RecursionError):
+        return body.decode(errors="replace")
 
 
 def _row(session: StoredSession) -> SessionRow:
