@@ -365,7 +365,10 @@ async def test_post_mixed_outcomes_is_207(settings: Settings) -> None:
     ("url", "reason"),
     [
         ("https://user:pass@collector.example/sessions", "must not contain credentials"),
-        ("https://collector.example:99999/sessions", "is not a valid URL"),
+        ("https://collector.example:99999/sessions", "is not a valid URL: Port out of range"),
+        ("https://collector.example/export/\tevents", "must not contain spaces or control characters"),
+        ("https://collector.example/a\x7fb", "must not contain spaces or control characters"),
+        ("https://xn--a.example/sessions", "is not a valid URL: Codepoint U+0080"),
     ],
 )
 async def test_endpoint_urls_with_credentials_or_no_valid_port_are_refused(
@@ -375,6 +378,21 @@ async def test_endpoint_urls_with_credentials_or_no_valid_port_are_refused(
     assert response.status_code == 400
     assert reason in violation_at(response.json()[0], "endpointDefinition.endpointUrl")
     assert await settings.all_ids(schemaIds=EXPORT) == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json\r\nX-Injected: yes", "json", "application/json; charset", "application/json extra"],
+)
+async def test_a_content_type_must_be_a_media_type(settings: Settings, content_type: str) -> None:
+    """It is sent as a header: anything else would fail every bulk, or add headers of its own."""
+    value = export_value("https://collector.example/sessions")
+    value["endpointDefinition"]["contentType"] = content_type
+    response = await settings.post(item(value))
+    assert response.status_code == 400
+    assert "must be a media type" in violation_at(response.json()[0], "endpointDefinition.contentType")
+    value["endpointDefinition"]["contentType"] = "application/x-ndjson; charset=utf-8"
+    assert (await settings.post(item(value))).status_code == 200
 
 
 async def test_post_all_invalid_is_400_with_per_item_violations(settings: Settings) -> None:

@@ -9,10 +9,17 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from sessionexport.config import ServerConfig
+from sessionexport.export import supervisor as supervisor_module
+from sessionexport.export.auth import NoCredentials
+from sessionexport.export.config import ExportConfig
+from sessionexport.export.delivery import Sender
+from sessionexport.export.exporter import Exporter
+from sessionexport.export.tuning import ExportTuning
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from tests.conftest import make_token
 from tests.support.engine import OBJECTS, Engine, export_value, running_engine, sessions, until
@@ -344,6 +351,56 @@ async def test_a_stored_http_endpoint_gets_no_replay_either(tmp_path: Path, tls:
         counting.close()
         await counting.wait_closed()
     assert connections == 0
+
+
+@pytest.mark.parametrize("url", ["https://xn--a.example/events", "https://collector.example/a\tb"])
+async def test_a_stored_url_the_client_cannot_use_fails_its_attempts_not_the_exporter(url: str) -> None:
+    """Stored before validation refused such URLs: each attempt fails with the reason (a dead
+    letter and an alert follow, as for any failure), instead of the exporter crashing in a loop."""
+    config = ExportConfig(
+        "x", url, True, "application/json", False, None, None, None, False, ExportTuning(retries=0)
+    )
+    async with httpx.AsyncClient() as client:
+        attempt, _ = await Sender(config, client, NoCredentials()).attempt(1, b"{}")
+    assert attempt.error is not None and attempt.error.startswith("the request could not be made")
+    assert not attempt.ok
+
+
+async def test_an_exporter_that_keeps_failing_says_so_until_it_delivers_again(
+    engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its status is "failing" with an alert (not "running" while nothing moves); the alert closes
+    once it delivers."""
+    monkeypatch.setattr(supervisor_module, "RESTART_BACKOFF_SECONDS", (0.1,))
+    run = Exporter.run
+    broken = True
+
+    async def failing_run(self: Exporter, start: int) -> None:
+        if broken:
+            raise RuntimeError("boom")
+        await run(self, start)
+
+    monkeypatch.setattr(Exporter, "run", failing_run)
+    export_id = await engine.create_export(export_value(receiver.url, {"flushIntervalSeconds": 0.1}))
+    await engine.ingest(sessions(3))
+
+    async def alerted() -> bool:
+        status = await engine.status(export_id)
+        return any(a["title"] == "Exporter failed: boom" for a in status["openAlerts"])
+
+    await until(alerted, "an alert")
+    status = await engine.status(export_id)
+    assert status["state"] == "failing" and "boom" in status["lastError"]
+    [alert] = status["openAlerts"]
+    assert alert["occurrences"] >= 1 and "restarted in" in alert["message"]
+    broken = False
+    await until(lambda: len(receiver.sessions()) == 3, "delivery once it works")
+
+    async def closed() -> bool:
+        return not (await engine.status(export_id))["openAlerts"]
+
+    await until(closed, "the alert closed")
+    assert (await engine.status(export_id))["state"] == "running"
 
 
 async def test_certificate_errors_are_reported_never_ignored(engine: Engine, tmp_path: Path) -> None:

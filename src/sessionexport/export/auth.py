@@ -82,6 +82,8 @@ class OAuth2Credentials:
             raise TokenError("token request timed out") from None
         except httpx.HTTPError as exc:
             raise TokenError(f"token request failed: {describe_transport_error(exc)}") from None
+        except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
+            raise TokenError(f"the token request could not be made: {exc}") from None
         if response.status_code != 200:
             raise TokenError(f"token endpoint answered HTTP {response.status_code}")
         try:

@@ -144,6 +144,8 @@ class Sender:
                 return done(error=f"no answer within {self.config.tuning.timeoutSeconds:g} s", timed_out=True)
             except httpx.HTTPError as exc:
                 return done(error=describe_transport_error(exc))
+            except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
+                return done(error=f"the request could not be made: {exc}")
             if response.status_code == 401 and not refreshed and await self._credentials.refresh():
                 refreshed = True
                 continue

@@ -102,6 +102,7 @@ class Exporter:
         # and is sent again from the durable cursor (deciding it now could skip a failed bulk).
         self._sending = deque()
         self._deciding = asyncio.Queue(maxsize=max(1, self.config.tuning.concurrency))
+        self._alerting = True  # the first success looks for alerts to close (e.g. "Exporter failed")
         position = decided = await self.store.start_shard(self.claim, start_position, self.clock())
         batcher = Batcher(self.config.tuning)
         last_arrival, backlog = self.clock(), False
@@ -278,16 +279,16 @@ class Exporter:
         alerts = []
         if result.unsent:
             outcome = result.failure()
-            kind = self._kind("token" if outcome.last.token_failure else "delivery")
+            kind = self.alert_kind("token" if outcome.last.token_failure else "delivery")
             alerts.append(NewAlert(kind, outcome.alert_title, self._where(_alert_message(outcome))))
         if result.rejected:
             first = result.rejected[0].item
             title = f"Request failed: {len(result.rejected)} session(s) rejected by Elasticsearch ({first.error_type})"
             message = f"Each was kept as a dead letter; the first: {first.describe()}"
-            alerts.append(NewAlert(self._kind("delivery"), title, self._where(message)))
+            alerts.append(NewAlert(self.alert_kind("delivery"), title, self._where(message)))
         return tuple(alerts)
 
-    def _kind(self, kind: str) -> str:
+    def alert_kind(self, kind: str) -> str:
         """Each shard alerts on its own: one shard's success must not close another's alert."""
         return kind if self.claim.shards == 1 else f"{kind}:shard-{self.claim.shard}"
 
@@ -306,7 +307,7 @@ class Exporter:
         """This shard's alerts; the export's own (raised before it was split, by the supervisor when
         it refused to start it, or by retention); those of shards it no longer has."""
         base, _, shard = kind.partition(":shard-")
-        if base not in ("delivery", "token", "retention"):
+        if base not in ("delivery", "token", "retention", "exporter"):
             return False
         if not shard:
             return True

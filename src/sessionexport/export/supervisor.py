@@ -324,8 +324,18 @@ class ExportSupervisor:
                 failures += 1
                 log.exception("export %s: exporter failed; restarting in %ss", exporter.export_id, delay)
                 with contextlib.suppress(Exception):
-                    await self.store.record_error(exporter.export_id, f"exporter failed: {exc}", now_ms())
+                    await self._report_failure(exporter, exc, failures, delay)
                 await asyncio.sleep(delay)
+
+    async def _report_failure(self, exporter: Exporter, exc: Exception, failures: int, delay: float) -> None:
+        """An exporter that keeps failing delivers nothing: its status must say so (an alert makes
+        it "failing"), not show it running. The alert closes at its next delivery."""
+        now = now_ms()
+        await self.store.record_error(exporter.export_id, f"exporter failed: {exc}", now)
+        if not exporter.config.disable_notification:
+            message = f"It failed {failures} time(s) in a row and is restarted in {delay:g} s: {exc}"
+            kind = exporter.alert_kind("exporter")
+            await self.store.raise_alert(exporter.export_id, kind, f"Exporter failed: {exc}", message, now)
 
     async def _stop(self, unit: Unit) -> None:
         running = self._running.pop(unit, None)

@@ -112,7 +112,11 @@ EXPORT_SETTINGS: dict[str, Any] = {
                     "Content type",
                     "application/json or application/x-ndjson (Elasticsearch).",
                     default="application/json",
-                    constraints=[NOT_BLANK, _length(200)],
+                    constraints=[
+                        NOT_BLANK,
+                        _length(200),
+                        {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "media-type"},
+                    ],
                 ),
                 "usePost": _prop("boolean", "Use POST method (instead of PUT)", default=False),
             },

@@ -10,10 +10,14 @@ a ``Context``.
 from __future__ import annotations
 
 import ipaddress
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from sessionexport.export.tuning import TuningError, parse_tuning
 from sessionexport.export.zones import regex_problem
@@ -203,11 +207,16 @@ def _kind(value: Any) -> str:
 
 def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None) -> str | None:
     """Only https (certificates verified); http only to loopback, and only when the server allows it."""
+    url = url.strip()
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
+        # urlsplit drops tabs and newlines silently; the HTTP client would refuse the URL later
+        return "must not contain spaces or control characters"
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         host, _port = parts.hostname, parts.port  # port: raises ValueError when out of range
-    except ValueError:
-        return "is not a valid URL"
+        _ = httpx.URL(url).host  # as the exporter's client reads it: host names must decode (IDNA)
+    except (ValueError, httpx.InvalidURL) as exc:
+        return f"is not a valid URL: {exc}"
     if parts.scheme not in ("https", "http") or not host:
         return "must be an absolute https:// URL"
     if parts.username is not None or parts.password is not None:
@@ -218,6 +227,18 @@ def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None)
             return None
         return "must use https: for security reasons only HTTPS endpoints are allowed"
     return None
+
+
+# A media type (RFC 9110 §8.3.1): type/subtype and parameters of token characters (_NAME); it is
+# sent as a header, so nothing else.
+_NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_MEDIA_TYPE = re.compile(rf'{_NAME}/{_NAME}(\s*;\s*{_NAME}=({_NAME}|"[^"\\\x00-\x1f\x7f]*"))*')
+
+
+def _check_media_type(_: Context, value: str, __: dict[str, Any]) -> str | None:
+    if _MEDIA_TYPE.fullmatch(value.strip()):
+        return None
+    return "must be a media type such as application/json or application/x-ndjson"
 
 
 def _is_loopback(host: str) -> bool:
@@ -249,6 +270,7 @@ def _check_zone_rule(_: Context, value: str, rule: dict[str, Any]) -> str | None
 
 _CUSTOM: dict[str, Callable[[Context, str, dict[str, Any]], str | None]] = {
     "https-url": check_https_url,
+    "media-type": _check_media_type,
     "management-zone-exists": _check_zone_exists,
     "custom-configuration": _check_custom_configuration,
     "zone-rule": _check_zone_rule,
