@@ -18,6 +18,7 @@ from sessionexport.store.records import TokenRecord
 
 PREFIX = "se0c01"
 _ALPHABET = string.ascii_uppercase + string.digits
+_LETTERS = frozenset(_ALPHABET)
 
 
 class Scope(StrEnum):
@@ -68,6 +69,8 @@ def public_id(token: str) -> str | None:
     """The public part of a well-formed token, else None."""
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != 24 or len(parts[2]) != 64:
+        return None
+    if not set(parts[1]) | set(parts[2]) <= _LETTERS:  # never looked up: it could be no token
         return None
     return parts[1]
 

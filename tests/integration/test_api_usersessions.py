@@ -133,6 +133,12 @@ BAD_BODIES = {
         "userActions[0].type",
     ),
     "not UTF-8": (b'{"tenantId":"\xff","userSessionId":"1","startTime":1622107543233}', NDJSON, 1, ""),
+    "NUL in a kept field": (
+        b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"geolocationCountryName":"A\\u0000"}',
+        NDJSON,
+        1,
+        "geolocationCountryName",
+    ),
     "lone surrogate": (
         b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"x":"\\ud800"}',
         NDJSON,
@@ -185,6 +191,22 @@ async def test_a_json_array_that_is_not_json_says_why_and_where(api: Api, body: 
     [violation] = response.json()["error"]["constraintViolations"]
     assert says in violation["message"]
     assert await api.store.count_sessions() == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v2/usersessions?userSessionId=%00",
+        "/api/v2/settings/objects/ab%00cd",
+        "/api/v2/exports/ab%00cd/status",
+        "/ui/sessions?q=%00",
+    ],
+)
+async def test_nul_in_a_url_is_a_bad_request(api: Api, path: str) -> None:
+    """Never a real id or filter; on PostgreSQL it would otherwise come back as a storage failure."""
+    response = await api.client.get(path, headers=api.auth(await api.token()))
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "NUL (%00) is not allowed in a URL"
 
 
 async def test_every_problem_of_every_line_is_listed(api: Api) -> None:

@@ -567,3 +567,12 @@ def test_jwks_over_plain_http_is_refused_at_start(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "https:// only" in result.output
+
+
+def test_read_api_refuses_ids_and_urls_no_document_can_have(receiver: ReceiverProcess) -> None:
+    for query in ({"requestId": str(10**23)}, {"requestId": "0"}):
+        response = httpx.get(f"{receiver.base}/received/documents", params=query, verify=receiver.verify)
+        assert response.status_code == 400 and "requestId" in response.json()["error"]["message"]
+    response = httpx.get(f"{receiver.base}/received/documents?userSessionId=%00", verify=receiver.verify)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "NUL (%00) is not allowed in a URL"

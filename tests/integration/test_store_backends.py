@@ -29,6 +29,7 @@ from sessionexport.store import (
     create_store,
     postgresql,
 )
+from sessionexport.store.base import InvalidValue
 from sessionexport.store.migrations import migrations_for
 from sessionexport.store.postgresql import PostgresStore
 from sessionexport.store.records import (
@@ -159,6 +160,15 @@ def part(
 
 
 # -- session log --------------------------------------------------------------------------------
+async def test_a_value_the_database_cannot_hold_is_the_requests_fault(store: Store) -> None:
+    """NUL in text: PostgreSQL refuses it (InvalidValue, a bad request, not "storage unavailable");
+    SQLite holds it, and nothing matches."""
+    try:
+        assert await store.recent_sessions(user_session_id="a\x00b") == []
+    except InvalidValue as exc:
+        assert "NUL" in str(exc)
+
+
 async def test_append_counts_duplicates_within_and_across_batches(store: Store) -> None:
     first = await store.append_sessions([*sessions(3), session("u0")], received_at=1000)
     assert (first.accepted, first.duplicates) == (3, 1)

@@ -141,6 +141,38 @@ def test_a_broken_document_fails_only_its_item() -> None:
     assert ops[3].problem is not None and "depth limit exceeded" in ops[3].problem
 
 
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ({"_index": ["s"]}, "[index] _index doesn't support values of type: START_ARRAY"),
+        ({"_index": "s", "_id": {"x": 1}}, "[index] _id doesn't support values of type: START_OBJECT"),
+        ({"_index": "s", "_id": True}, "[index] _id doesn't support values of type: VALUE_BOOLEAN"),
+    ],
+)
+def test_names_in_action_lines_must_be_text(meta: dict[str, object], reason: str) -> None:
+    with pytest.raises(es.BulkRequestError) as refused:
+        es.parse_bulk(bulk_body(({"index": meta}, {"x": 1})), None, 8)
+    assert refused.value.error_type == "x_content_parse_exception" and reason in refused.value.reason
+
+
+def test_a_numeric_id_is_read_as_text_and_nul_fails_its_item() -> None:
+    ops = es.parse_bulk(
+        bulk_body(
+            ({"index": {"_index": "s", "_id": 5}}, {"x": 1}),
+            ({"index": {"_index": "s", "_id": "a\x00b"}}, {"x": 2}),
+        ),
+        None,
+        8,
+    )
+    assert (ops[0].doc_id, ops[0].problem) == ("5", None)
+    assert ops[1].problem is not None and "NUL" in ops[1].problem
+
+
+def test_a_legacy_document_with_nul_in_its_identity_is_refused() -> None:
+    with pytest.raises(RejectedBody):
+        parse_events_body(DOC_CHECK.replace(b'"visitId":"', b'"visitId":"\\u0000', 1))
+
+
 def test_fault_plan_fails_matching_ids_the_given_number_of_times() -> None:
     plan = es.FaultPlan.parse(["429:-7$:1", "400:bad"])
     op = es.Operation("index", "i", "t-7", None, b"{}")

@@ -834,6 +834,14 @@ def _without(event: dict[str, Any], key: str) -> dict[str, Any]:
         pytest.param(_without(line("end"), "timestamp"), "timestamp", "timestamp", id="missing-timestamp"),
         pytest.param(line("end", ts=T0 // 1000), "timestamp", "100000000000", id="timestamp-in-seconds"),
         pytest.param(line("end", "e", tenantId=""), "tenantId", "length", id="empty-tenantId"),
+        pytest.param(line("end", "e", tenantId="t\x00"), "tenantId", "NUL", id="nul-tenantId"),
+        pytest.param(line("end", "e\x00"), "eventId", "NUL", id="nul-eventId"),
+        pytest.param(
+            line("attributes", attributes={"geolocationCountryName": "Aus\x00tria"}),
+            "attributes.geolocationCountryName",
+            "NUL",
+            id="nul-country",
+        ),
         pytest.param(
             line("action", action={"name": "x"}), "action.startTime", "start time", id="no-startTime"
         ),

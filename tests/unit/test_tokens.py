@@ -118,6 +118,9 @@ def test_public_id_round_trip() -> None:
         "se0c01." + "A" * 24 + "." + "B" * 64 + ".",
         "se0c01." + "A" * 24 + "." + "B" * 32 + "." + "B" * 31,
         " se0c01." + "A" * 24 + "." + "B" * 64,
+        "se0c01." + "\x00" * 24 + "." + "B" * 64,
+        "se0c01." + "A" * 24 + "." + "b" * 64,
+        "se0c01." + "Ä" * 24 + "." + "B" * 64,
     ],
 )
 def test_public_id_of_a_malformed_token_is_none(token: str) -> None:

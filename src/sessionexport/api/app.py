@@ -14,6 +14,7 @@ from sessionexport.api import exports, health, rum, settings, usersessions
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
 from sessionexport.config import ServerConfig
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit
+from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.services import Services
 from sessionexport.store import Store
 from sessionexport.web.app import create_ui
@@ -57,6 +58,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     # the ingest routes read their bodies within their own, configurable limit
     data_routes = {usersessions.router.prefix, f"{rum.router.prefix}/events"}
     app.add_middleware(BodyLimit, limit_for=lambda path: None if path in data_routes else SMALL_BODY_BYTES)
+    app.add_middleware(RefuseNulInUrl)
     return app
 
 

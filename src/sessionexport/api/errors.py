@@ -7,6 +7,7 @@ Error tree handled here:
     ApiError                 raised by routes and dependencies, carries status and violations
     RequestValidationError   FastAPI's query/path parameter errors -> 400 with QUERY/PATH violations
     HTTPException            Starlette's (404 for unknown routes, 405 ...) -> same envelope
+    InvalidValue             a value the database cannot hold (PostgreSQL: NUL in text) -> 400
     StoreError               the storage backend failed -> 503
     SecretKeyError           stored secrets cannot be decrypted with the configured keys -> 500
 """
@@ -25,6 +26,7 @@ from starlette.exceptions import HTTPException
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store import StoreError
+from sessionexport.store.base import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,10 @@ async def _secret_key_error(_: Request, exc: Exception) -> OrjsonResponse:
     )
 
 
+async def _invalid_value(_: Request, exc: Exception) -> OrjsonResponse:
+    return error_response(ApiError(400, f"A value in the request cannot be stored: {exc}"))
+
+
 async def _store_error(_: Request, exc: Exception) -> OrjsonResponse:
     log.error("storage failure: %s", exc)
     return error_response(ApiError(503, "Storage is unavailable; nothing was changed. Retry later."))
@@ -142,4 +148,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(StoreError, _store_error)
+    app.add_exception_handler(InvalidValue, _invalid_value)
     app.add_exception_handler(SecretKeyError, _secret_key_error)

@@ -15,7 +15,7 @@ import msgspec
 
 from sessionexport.ingest.documents import DocumentProblem, RejectedBody, ndjson_lines
 from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesEvent, RumEvent
-from sessionexport.model.validation import NOT_JSON, find_problems, not_json
+from sessionexport.model.validation import NOT_JSON, find_problems, not_json, nul_problems
 
 _decoder = msgspec.json.Decoder(RumEvent)
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
@@ -74,6 +74,9 @@ def _path_and_message(exc: msgspec.ValidationError) -> tuple[str, str]:
 
 
 def _event_problems(event: RumEvent) -> list[tuple[str, str]]:
+    identity = {"tenantId": event.tenantId, "sessionId": event.sessionId, "eventId": event.eventId}
+    if nul := nul_problems(identity, tuple(identity)):  # they are kept as text columns
+        return [(p.path, p.message) for p in nul]
     if isinstance(event, ActionEvent) and event.action.startTime is None:
         return [("action.startTime", "required: a user action needs its start time")]
     if isinstance(event, AttributesEvent):

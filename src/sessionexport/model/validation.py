@@ -54,16 +54,25 @@ def decode_session(raw: bytes) -> UserSession:
     return session
 
 
-# Kept as text columns beside the body (identity, filters): NUL is refused by databases such as
-# PostgreSQL, and is never a real value there.
-_INDEXED_TEXT = ("tenantId", "userSessionId", "userId", "country")
+# Kept as text columns beside the body (identity, filters; the country column falls back to
+# geolocationCountryName): NUL is refused by databases such as PostgreSQL, and is never a real
+# value there.
+_INDEXED_TEXT = ("tenantId", "userSessionId", "userId", "country", "geolocationCountryName")
+
+
+_NUL = "must not contain the NUL character (\\u0000)"
 
 
 def _nul_problems(session: UserSession) -> list[Problem]:
+    return [Problem(name, _NUL) for name in _INDEXED_TEXT if "\x00" in (getattr(session, name) or "")]
+
+
+def nul_problems(fields: dict[str, Any], names: tuple[str, ...] = _INDEXED_TEXT) -> list[Problem]:
+    """The ``names`` among ``fields`` whose text holds NUL."""
     return [
-        Problem(name, "must not contain the NUL character (\\u0000)")
-        for name in _INDEXED_TEXT
-        if "\x00" in (getattr(session, name) or "")
+        Problem(name, _NUL)
+        for name in names
+        if "\x00" in (v if isinstance(v := fields.get(name), str) else "")
     ]
 
 
@@ -75,6 +84,8 @@ def find_problems(raw: bytes) -> list[Problem]:
         return [not_json(raw)]
     problems: list[Problem] = []
     _check(value, _session_type(), "", problems)
+    if not problems and isinstance(value, dict):
+        problems = nul_problems(value)
     return problems
 
 

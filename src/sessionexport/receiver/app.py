@@ -51,7 +51,8 @@ from sessionexport.receiver.store.records import (
     StoredDocument,
 )
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit, BodyTooLarge, parse_off_loop, read_body
-from sessionexport.store.base import StoreError
+from sessionexport.request_urls import RefuseNulInUrl
+from sessionexport.store.base import InvalidValue, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,14 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
         Route("/health", _health, methods=["GET"]),
         Route("/", _es_info, methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={KeysUnavailable: _keys_unavailable})
+    handlers = {
+        KeysUnavailable: _keys_unavailable,
+        InvalidValue: _invalid_value,
+        StoreError: _store_unavailable,
+    }
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(config, path))
+    app.add_middleware(RefuseNulInUrl)
     app.state.receiver = config
     return app
 
@@ -170,6 +177,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None, **e
 async def _authenticate(request: Request) -> str | None:
     config = _config(request)
     return await config.auth.check(request.headers.get("authorization"))
+
+
+async def _invalid_value(request: Request, exc: Exception) -> Response:
+    return _error(400, f"a value in the request cannot be stored: {exc}")
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    log.error("storage failure: %s", exc)
+    return _error(503, "storage is unavailable; nothing was stored. Retry later.", {"Retry-After": "5"})
 
 
 async def _keys_unavailable(request: Request, exc: Exception) -> Response:
@@ -379,6 +395,8 @@ async def _documents(request: Request) -> Response:
         return _error(400, "limit and requestId must be integers")
     if not 1 <= limit <= 1000:
         return _error(400, "limit must be between 1 and 1000")
+    if request_id is not None and not 1 <= request_id < 2**63:
+        return _error(400, "requestId must be a request's id (a positive 64-bit integer)")
     found = await _config(request).store.documents(
         user_session_id=query.get("userSessionId"), request_id=request_id, kind=query.get("kind"), limit=limit
     )

@@ -77,12 +77,12 @@ def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Ope
             number += 1
             continue
         action, meta = _action(lines[number], number + 1, es_version)
-        index = meta.get("_index") or path_index
+        index = _meta_text(meta, "_index", action, number + 1) or path_index
         if not index:
             raise BulkRequestError(
                 "action_request_validation_exception", "Validation Failed: 1: index is missing;"
             )
-        doc_id = str(meta.get("_id") or uuid.uuid4().hex)
+        doc_id = _meta_text(meta, "_id", action, number + 1) or uuid.uuid4().hex
         source = None
         if action != "delete":
             number += 1
@@ -91,11 +91,36 @@ def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Ope
                     "illegal_argument_exception", f"The {action} action at line [{number}] has no document"
                 )
             source = lines[number]
-        operations.append(
-            Operation(action, index, doc_id, meta.get("_type"), source, _document_problem(action, source))
-        )
+        problem = _names_problem(index, doc_id) or _document_problem(action, source)
+        operations.append(Operation(action, index, doc_id, meta.get("_type"), source, problem))
         number += 1
     return operations
+
+
+def _meta_text(meta: dict[str, Any], key: str, action: str, number: int) -> str | None:
+    """``_index`` or ``_id`` as Elasticsearch reads them: text, a number read as text, or absent."""
+    value = meta.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    kind = (
+        "START_ARRAY"
+        if isinstance(value, list)
+        else "START_OBJECT"
+        if isinstance(value, dict)
+        else "VALUE_BOOLEAN"
+    )
+    raise BulkRequestError(
+        "x_content_parse_exception", f"[{number}:1] [{action}] {key} doesn't support values of type: {kind}"
+    )
+
+
+def _names_problem(index: str, doc_id: str) -> str | None:
+    """Names the store keeps as text: NUL has no place there (PostgreSQL refuses it)."""
+    if "\x00" in index or "\x00" in doc_id:
+        return "_index and _id must not contain the NUL character (\\u0000)"
+    return None
 
 
 def _action(line: bytes, number: int, es_version: int) -> tuple[str, dict[str, Any]]:

@@ -61,5 +61,7 @@ def legacy_document(raw: bytes) -> Document | None:
         identity = _legacy.decode(raw)
     except (msgspec.ValidationError, *NOT_JSON):
         return None
+    if "\x00" in f"{identity.visitId}{identity.visitorId or ''}":  # kept as text: never NUL
+        return None
     key = f"legacy-{identity.visitorId or ''}-{identity.visitId}-{identity.startTime}"
     return Document(LEGACY, key, single_line(raw), identity.visitId)

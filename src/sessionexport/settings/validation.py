@@ -214,10 +214,10 @@ def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None)
     try:
         parts = urlsplit(url)
         host, _port = parts.hostname, parts.port  # port: raises ValueError when out of range
-        _ = httpx.URL(url).host  # as the exporter's client reads it: host names must decode (IDNA)
+        client_host = httpx.URL(url).host  # as the exporter's client reads it (IDNA must decode)
     except (ValueError, httpx.InvalidURL) as exc:
         return f"is not a valid URL: {exc}"
-    if parts.scheme not in ("https", "http") or not host:
+    if parts.scheme not in ("https", "http") or not host or not client_host:
         return "must be an absolute https:// URL"
     if parts.username is not None or parts.password is not None:
         # they would be kept and shown in plain text: credentials belong in the authentication fields

@@ -59,6 +59,11 @@ class StoreError(Exception):
     """The storage backend failed (unreachable, corrupt, full...)."""
 
 
+class InvalidValue(StoreError):
+    """A value the database cannot hold (PostgreSQL: NUL in text): the request's fault, not the
+    store's, so it is answered as a bad request rather than "retry later"."""
+
+
 class VersionConflict(Exception):
     """The object changed (or vanished) since the version the caller read."""
 

@@ -34,7 +34,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from sessionexport.store.base import StoreError
+from sessionexport.store.base import InvalidValue, StoreError
 from sessionexport.store.migrations import migrations_for, pending
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -117,6 +117,8 @@ class PostgresDatabase:
         except PoolTimeout as exc:
             message = f"cannot reach PostgreSQL at {self._address}: no connection within the timeout ({exc})"
             raise StoreError(self._scrub(message)) from None
+        except psycopg.DataError as exc:
+            raise InvalidValue(self._scrub(f"PostgreSQL cannot hold a value: {exc}")) from None
         except psycopg.Error as exc:
             raise StoreError(self._scrub(self._message(exc, connecting))) from None
 
