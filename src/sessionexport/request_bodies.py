@@ -8,6 +8,7 @@ any token or login is checked, so anyone could make the server hold any amount o
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(Exception):
@@ -51,6 +53,12 @@ class BodyLimit:
         self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._within_limit(scope, receive, send)
+        except ClientDisconnect:  # mid-body: nothing was stored, and there is no one to answer
+            log.info("%s %s: the client went away before its body was read", scope["method"], scope["path"])
+
+    async def _within_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.limit_for(scope["path"]) if scope["type"] == "http" else None
         if limit is None:
             await self.app(scope, receive, send)
@@ -83,7 +91,7 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except ClientDisconnect:
-            if not refused:  # a client that really went away
+            if not refused:  # the client went away itself
                 raise
 
 

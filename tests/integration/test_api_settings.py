@@ -395,6 +395,30 @@ async def test_a_content_type_must_be_a_media_type(settings: Settings, content_t
     assert (await settings.post(item(value))).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type", "path", "message"),
+    [
+        (
+            b'[{"schemaId": "builtin:x", "value":',
+            "application/json",
+            "",
+            "invalid JSON at character 35: Expecting value",
+        ),
+        (b'[{"schemaId": "builtin:x"}]', "text/plain", "Content-Type", "must be application/json"),
+    ],
+    ids=["truncated", "text-plain"],
+)
+async def test_a_body_that_is_not_json_says_why(
+    settings: Settings, content: bytes, content_type: str, path: str, message: str
+) -> None:
+    response = await settings.api.client.post(
+        OBJECTS, content=content, headers={**settings.headers, "Content-Type": content_type}
+    )
+    assert response.status_code == 400
+    [violation] = response.json()["error"]["constraintViolations"]
+    assert violation["path"] == path and violation["message"].startswith(message)
+
+
 async def test_post_all_invalid_is_400_with_per_item_violations(settings: Settings) -> None:
     response = await settings.post(
         item(export_value("http://one.example")), item(export_value("ftp://two.example"))

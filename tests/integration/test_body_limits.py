@@ -3,10 +3,14 @@ routes within their configurable limit, every other route within a small one (re
 
 from __future__ import annotations
 
+import logging
+from collections.abc import MutableMapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from sessionexport.api.app import create_app
 from sessionexport.config import ServerConfig
@@ -75,3 +79,52 @@ async def test_the_receivers_token_endpoint_takes_a_small_body_only(tmp_path: Pa
             )
     assert token.status_code == 413
     assert events.status_code == 200  # the export path reads within its own, larger limit
+
+
+async def test_a_client_that_goes_away_mid_body_stores_nothing_and_is_no_server_error(
+    server_config: ServerConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real app, driven at the ASGI level: the body stops after 53 of 1,000 declared bytes."""
+    app = create_app(server_config)
+    messages: list[MutableMapping[str, Any]] = [
+        {
+            "type": "http.request",
+            "body": b'{"tenantId":"t","userSessionId":"1","startTime":16221',
+            "more_body": True,
+        },
+        {"type": "http.disconnect"},
+    ]
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v2/usersessions",
+        "raw_path": b"/api/v2/usersessions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/x-ndjson"),
+            (b"content-length", b"1000"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+    }
+    async with app.router.lifespan_context(app):
+        token = await make_token(app.state.store, ALL_SCOPES)
+        scope["headers"].append((b"authorization", f"Api-Token {token}".encode()))
+        with caplog.at_level(logging.INFO):
+            await app(scope, receive, send)  # raises nothing
+        assert await app.state.store.count_sessions() == 0
+    assert sent == []  # no one to answer
+    assert "the client went away before its body was read" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -75,19 +75,26 @@ async def _api_error(_: Request, exc: Exception) -> OrjsonResponse:
     return error_response(exc)
 
 
-async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
+async def _validation_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    json_body = not media_type or media_type == "application/json" or media_type.endswith("+json")
     violations = []
     for err in exc.errors():
         where, *path = err.get("loc", ("body",))
-        violations.append(
-            Violation(
-                ".".join(str(p) for p in path),
-                err.get("msg", "invalid"),
-                _PARAMETER_LOCATION.get(where, "PAYLOAD_BODY"),
-            )
-        )
+        if where == "body" and not json_body:  # FastAPI read the body as JSON only for these types
+            violations = [Violation("Content-Type", "must be application/json", "HEADER")]
+            break
+        violations.append(_violation(err, where, path))
     return error_response(ApiError(400, "Invalid request parameters", violations))
+
+
+def _violation(err: Mapping[str, Any], where: str, path: list[Any]) -> Violation:
+    location = _PARAMETER_LOCATION.get(where, "PAYLOAD_BODY")
+    if err.get("type") == "json_invalid":  # path: a character offset, message: "JSON decode error"
+        reason = err.get("ctx", {}).get("error", "malformed")
+        return Violation("", f"invalid JSON at character {path[0] if path else 0}: {reason}", location)
+    return Violation(".".join(str(p) for p in path), err.get("msg", "invalid"), location)
 
 
 async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
