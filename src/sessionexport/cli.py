@@ -198,10 +198,13 @@ def tokens_create(
 def tokens_list(data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl = None) -> None:
     """List tokens (never their secrets)."""
     records = _run(lambda store: store.list_tokens(), data_dir, database_url)
-    table = Table("id", "name", "scopes", "created", "state")
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=24)  # whole: `tokens revoke` takes it
+    for heading in ("name", "scopes", "created", "state"):
+        table.add_column(heading, overflow="fold")  # wrapped, never cut short
     for r in records:
         state = "revoked " + _when(r.revoked_at) if r.revoked_at else "active"
-        table.add_row(r.id, r.name, ",".join(sorted(r.scopes)), _when(r.created_at), state)
+        table.add_row(r.id, r.name, ", ".join(sorted(r.scopes)), _when(r.created_at), state)
     Console().print(table)
 
 
