@@ -514,25 +514,27 @@ def demo(
     data_dir: Annotated[
         Path,
         typer.Option(
-            "--data-dir", envvar=env("DATA_DIR"), file_okay=False, help="Where the demo keeps its data."
+            "--data-dir", envvar=env("DEMO_DATA_DIR"), file_okay=False, help="Where the demo keeps its data."
         ),
     ] = Path("demo"),
-    host: Annotated[str, typer.Option(envvar=env("HOST"), help="Interface of the server.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=env("PORT"), help="Port of the server (API).")] = 8080,
+    host: Annotated[
+        str, typer.Option(envvar=env("DEMO_HOST"), help="Interface of the server.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=env("DEMO_PORT"), help="Port of the server (API).")] = 8080,
     receiver_port: Annotated[
-        int, typer.Option(envvar=env("RECEIVER_PORT"), help="Port of the receiver.")
+        int, typer.Option(envvar=env("DEMO_RECEIVER_PORT"), help="Port of the receiver.")
     ] = 8443,
     rate: Annotated[
         float,
         typer.Option(
-            envvar=env("RATE"),
+            envvar=env("DEMO_RATE"),
             min=0.1,
             help="Sessions per second, sent whole and as many again as RUM events.",
         ),
     ] = 5.0,
     duration: Annotated[
         float,
-        typer.Option(envvar=env("DURATION"), min=0, help="Stop after this many seconds (0: at Ctrl-C)."),
+        typer.Option(envvar=env("DEMO_DURATION"), min=0, help="Stop after this many seconds (0: at Ctrl-C)."),
     ] = 0.0,
 ) -> None:
     """The one-command tour: server, HTTPS receiver, export, and a generator feeding them.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -61,6 +62,7 @@ async def run_demo(options: DemoOptions) -> int:
     for noisy in ("httpx", "uvicorn.error"):  # a line per request or per start-up step would bury the counts
         logging.getLogger(noisy).setLevel(logging.WARNING)
     secret = secrets.token_urlsafe(16)
+    listening = _listen(options.host, options.port)  # a taken port is said now, before anything starts
     async with _receiver(options, secret) as receiver:
         config = ServerConfig(
             data_dir=options.data_dir / "server",
@@ -73,7 +75,7 @@ async def run_demo(options: DemoOptions) -> int:
                 create_app(config), host=options.host, port=options.port, log_config=None, access_log=False
             )
         )
-        serving = asyncio.create_task(server.serve(), name="server")
+        serving = asyncio.create_task(server.serve(sockets=[listening]), name="server")
         api = f"http://{options.host}:{options.port}"
         try:
             await _until_up(api, serving)
@@ -164,6 +166,16 @@ async def _token(config: ServerConfig) -> str:
         return new.token
     finally:
         await store.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound here: uvicorn would report a taken port only after the demo had
+    started waiting for the server (and might find another one answering there)."""
+    try:
+        return socket.create_server((host, port))
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 async def _until_up(api: str, serving: asyncio.Task[None]) -> None:

@@ -61,3 +61,16 @@ def test_demo_delivers_to_its_receiver_and_stops_on_ctrl_c(tmp_path: Path) -> No
         check=True,
     )
     assert orjson.loads(counts.stdout)["sessions"] > 0
+
+
+def test_a_taken_api_port_is_said_at_once_and_nothing_is_started(tmp_path: Path) -> None:
+    """Even when the port's holder answers /health: the demo must not mistake it for its server."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port, receiver_port = taken.getsockname()[1], free_port()
+        command = [sys.executable, "-m", "sessionexport", "demo", "--data-dir", str(tmp_path / "demo")]
+        command += ["--port", str(port), "--receiver-port", str(receiver_port), "--duration", "5"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert refused(receiver_port)  # the receiver was never started

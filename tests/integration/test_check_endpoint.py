@@ -306,9 +306,9 @@ def run_command(args: list[str], env: dict[str, str]) -> Any:
 def test_the_command_renders_the_table_and_exits_by_the_outcomes(serve: Serve, tls: Tls) -> None:
     good, broken = serve(), serve(Faults(post_fails=True))
     env = {  # every option can come from the environment
-        "SESSIONEXPORT_CA_BUNDLE": str(tls.ca_file),
-        "SESSIONEXPORT_BASIC": f"{USER}:{PASSWORD}",
-        "SESSIONEXPORT_TIMEOUT": str(TIMEOUT),
+        "SESSIONEXPORT_CHECK_CA_BUNDLE": str(tls.ca_file),
+        "SESSIONEXPORT_CHECK_BASIC": f"{USER}:{PASSWORD}",
+        "SESSIONEXPORT_CHECK_TIMEOUT": str(TIMEOUT),
     }
     passed = run_command([good.url, "--count-url", good.count_url], env)
     assert passed.exit_code == 0, passed.output

@@ -270,6 +270,11 @@ def test_cli_export_test_sample_and_mapping(tmp_path: Path, receiver: Receiver, 
     value_file.write_bytes(orjson.dumps(export_value("http://insecure.test/x")))
     refused = runner.invoke(cli_app, ["export", "test", "--value", str(value_file), "--data-dir", str(data)])
     assert refused.exit_code == 2 and "endpointDefinition.endpointUrl" in refused.output
+    value_file.write_bytes(orjson.dumps(export_value("http://127.0.0.1:9/x")))  # loopback, if allowed
+    for command in ("sample", "mapping"):
+        args = ["export", command, "--value", str(value_file), "--data-dir", str(data)]
+        assert runner.invoke(cli_app, args).exit_code == 2
+        assert runner.invoke(cli_app, [*args, "--allow-http-loopback"]).exit_code == 0
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from sessionexport.cli_options import (
     DatabaseUrl,
     DataDir,
     SecretKey,
+    env,
 )
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
@@ -51,6 +52,7 @@ ValueFile = Annotated[
     Path | None,
     typer.Option(
         "--value",
+        envvar=env("EXPORT_VALUE"),
         show_default=False,
         help="JSON file with the configuration's value (- for stdin), saved or not.",
         allow_dash=True,
@@ -58,7 +60,12 @@ ValueFile = Annotated[
 ]
 ObjectId = Annotated[
     str | None,
-    typer.Option("--object-id", show_default=False, help="objectId of a saved export configuration."),
+    typer.Option(
+        "--object-id",
+        envvar=env("EXPORT_OBJECT_ID"),
+        show_default=False,
+        help="objectId of a saved export configuration.",
+    ),
 ]
 
 
@@ -153,11 +160,19 @@ def export_sample(
     value: ValueFile = None,
     object_id: ObjectId = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", show_default=False, help="Write here instead of stdout.")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            envvar=env("EXPORT_OUTPUT"),
+            show_default=False,
+            help="Write here instead of stdout.",
+        ),
     ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,
     secret_key: SecretKey = None,
+    allow_http_loopback: AllowHttpLoopback = False,
 ) -> None:
     """Up to 50 sessions of the last 7 days exactly as the export would send them (JSON lines)."""
 
@@ -165,7 +180,7 @@ def export_sample(
         config = await _config(settings, value, object_id, secrets_needed=False)
         return sample_body(config, await preview_sessions(store, settings, config, now_ms()))
 
-    body: bytes = _with_services(data_dir, database_url, secret_key, False, work)
+    body: bytes = _with_services(data_dir, database_url, secret_key, allow_http_loopback, work)
     if output is None:
         sys.stdout.buffer.write(body)
     else:
@@ -181,15 +196,23 @@ def export_mapping(
     doc_type: Annotated[
         str | None,
         typer.Option(
-            show_default=False, help="Document type to wrap the mapping in (without a configuration)."
+            envvar=env("EXPORT_DOC_TYPE"),
+            show_default=False,
+            help="Document type to wrap the mapping in (without a configuration).",
         ),
     ] = None,
     index_body: Annotated[
-        bool, typer.Option("--index-body", help="Print the body of PUT /<index> that creates the index.")
+        bool,
+        typer.Option(
+            "--index-body",
+            envvar=env("EXPORT_INDEX_BODY"),
+            help="Print the body of PUT /<index> that creates the index.",
+        ),
     ] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,
     secret_key: SecretKey = None,
+    allow_http_loopback: AllowHttpLoopback = False,
 ) -> None:
     """The Elasticsearch mapping of exported sessions, generated from the session model.
 
@@ -202,6 +225,6 @@ def export_mapping(
             config = await _config(settings, value, object_id, secrets_needed=False)
             return config.send_direct.doc_type if config.send_direct else None
 
-        doc_type = _with_services(data_dir, database_url, secret_key, False, work)
+        doc_type = _with_services(data_dir, database_url, secret_key, allow_http_loopback, work)
     document = index_creation(doc_type) if index_body else mapping(doc_type)
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())

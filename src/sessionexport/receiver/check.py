@@ -700,7 +700,7 @@ def check_endpoint(
     timeout: Annotated[
         float,
         typer.Option(
-            envvar=env("TIMEOUT"),
+            envvar=env("CHECK_TIMEOUT"),
             min=0.1,
             max=300,
             help="The exporter's request timeout in seconds: slower than half of it warns, no answer fails.",
@@ -709,7 +709,7 @@ def check_endpoint(
     ca_bundle: Annotated[
         Path | None,
         typer.Option(
-            envvar=env("CA_BUNDLE"),
+            envvar=env("CHECK_CA_BUNDLE"),
             exists=True,
             dir_okay=False,
             show_default=False,
@@ -720,38 +720,38 @@ def check_endpoint(
         bool,
         typer.Option(
             "--allow-http",
-            envvar=env("ALLOW_HTTP"),
+            envvar=env("CHECK_ALLOW_HTTP"),
             help="Run the checks over http:// too (still reported as FAIL: exports need https).",
         ),
     ] = False,
     basic: Annotated[
         str | None,
         typer.Option(
-            envvar=env("BASIC"), metavar="USER:PASS", show_default=False, help="Basic authentication."
+            envvar=env("CHECK_BASIC"), metavar="USER:PASS", show_default=False, help="Basic authentication."
         ),
     ] = None,
     token_url: Annotated[
         str | None,
-        typer.Option(envvar=env("TOKEN_URL"), show_default=False, help="OAuth2 access token URL."),
+        typer.Option(envvar=env("CHECK_TOKEN_URL"), show_default=False, help="OAuth2 access token URL."),
     ] = None,
     client_id: Annotated[
-        str | None, typer.Option(envvar=env("CLIENT_ID"), show_default=False, help="OAuth2 client id.")
+        str | None, typer.Option(envvar=env("CHECK_CLIENT_ID"), show_default=False, help="OAuth2 client id.")
     ] = None,
     client_secret: Annotated[
         str | None,
         typer.Option(
-            envvar=env("CLIENT_SECRET"),
+            envvar=env("CHECK_CLIENT_SECRET"),
             show_default=False,
             help="OAuth2 client secret (prefer the environment variable to the command line).",
         ),
     ] = None,
     scope: Annotated[
-        str | None, typer.Option(envvar=env("SCOPE"), show_default=False, help="OAuth2 scope, if any.")
+        str | None, typer.Option(envvar=env("CHECK_SCOPE"), show_default=False, help="OAuth2 scope, if any.")
     ] = None,
     count_url: Annotated[
         str | None,
         typer.Option(
-            envvar=env("COUNT_URL"),
+            envvar=env("CHECK_COUNT_URL"),
             show_default=False,
             help="A GET returning JSON with the number of sessions stored: checks re-sends are not stored twice.",
         ),
@@ -759,7 +759,8 @@ def check_endpoint(
     count_key: Annotated[
         str,
         typer.Option(
-            envvar=env("COUNT_KEY"), help="Where the number is in the count JSON (dots for nested keys)."
+            envvar=env("CHECK_COUNT_KEY"),
+            help="Where the number is in the count JSON (dots for nested keys).",
         ),
     ] = "sessions",
 ) -> None:

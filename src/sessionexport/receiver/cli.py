@@ -25,42 +25,49 @@ DEFAULT_RECEIVER_DIR = Path("data/receiver")
 ReceiverDir = Annotated[
     Path,
     typer.Option(
-        "--data-dir", envvar=env("DATA_DIR"), file_okay=False, help="Where the receiver keeps its data."
+        "--data-dir",
+        envvar=env("RECEIVER_DATA_DIR"),
+        file_okay=False,
+        help="Where the receiver keeps its data.",
     ),
 ]
 Storage = Annotated[
     str | None,
     typer.Option(
-        envvar=env("STORAGE"),
+        envvar=env("RECEIVER_STORAGE"),
         help="files (rotating NDJSON), sqlite:///PATH or postgresql://...; default: SQLite in the data directory.",
     ),
 ]
 
 
 def receive(
-    host: Annotated[str, typer.Option(envvar=env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=env("PORT"), help="Port to listen on.")] = 3000,
+    host: Annotated[
+        str, typer.Option(envvar=env("RECEIVER_HOST"), help="Interface to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=env("RECEIVER_PORT"), help="Port to listen on.")] = 3000,
     data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
     storage: Storage = None,
     http: Annotated[
-        bool, typer.Option("--http", envvar=env("HTTP"), help="Plain HTTP, for local testing only.")
+        bool, typer.Option("--http", envvar=env("RECEIVER_HTTP"), help="Plain HTTP, for local testing only.")
     ] = False,
     tls_cert: Annotated[
         Path | None,
-        typer.Option(envvar=env("TLS_CERT"), exists=True, dir_okay=False, help="Certificate chain (PEM)."),
+        typer.Option(
+            envvar=env("RECEIVER_TLS_CERT"), exists=True, dir_okay=False, help="Certificate chain (PEM)."
+        ),
     ] = None,
     tls_key: Annotated[
         Path | None,
-        typer.Option(envvar=env("TLS_KEY"), exists=True, dir_okay=False, help="Private key (PEM)."),
+        typer.Option(envvar=env("RECEIVER_TLS_KEY"), exists=True, dir_okay=False, help="Private key (PEM)."),
     ] = None,
     basic: Annotated[
         str | None,
-        typer.Option(envvar=env("BASIC"), show_default=False, help="Require Basic auth USER:PASS."),
+        typer.Option(envvar=env("RECEIVER_BASIC"), show_default=False, help="Require Basic auth USER:PASS."),
     ] = None,
     oauth_client: Annotated[
         list[str] | None,
         typer.Option(
-            envvar=env("OAUTH_CLIENT"),
+            envvar=env("RECEIVER_OAUTH_CLIENT"),
             show_default=False,
             help="ID:SECRET of a client of the token endpoint POST /oauth2/token (repeatable); requires Bearer tokens.",
         ),
@@ -68,35 +75,38 @@ def receive(
     token_ttl: Annotated[
         int,
         typer.Option(
-            envvar=env("TOKEN_TTL"), min=10, help="Lifetime (expires_in) of issued tokens, seconds."
+            envvar=env("RECEIVER_TOKEN_TTL"), min=10, help="Lifetime (expires_in) of issued tokens, seconds."
         ),
     ] = 300,
     jwks: Annotated[
         str | None,
         typer.Option(
-            envvar=env("JWKS"),
+            envvar=env("RECEIVER_JWKS"),
             show_default=False,
             help="Accept Bearer JWTs signed by keys of this JWKS (a file, or an https:// URL).",
         ),
     ] = None,
     jwt_issuer: Annotated[
-        str | None, typer.Option(envvar=env("JWT_ISSUER"), show_default=False, help="Required iss of JWTs.")
+        str | None,
+        typer.Option(envvar=env("RECEIVER_JWT_ISSUER"), show_default=False, help="Required iss of JWTs."),
     ] = None,
     jwt_audience: Annotated[
         str | None,
-        typer.Option(envvar=env("JWT_AUDIENCE"), show_default=False, help="Required aud of JWTs."),
+        typer.Option(envvar=env("RECEIVER_JWT_AUDIENCE"), show_default=False, help="Required aud of JWTs."),
     ] = None,
     events_path: Annotated[
-        str, typer.Option(envvar=env("EVENTS_PATH"), help="Path of the export endpoint.")
+        str, typer.Option(envvar=env("RECEIVER_EVENTS_PATH"), help="Path of the export endpoint.")
     ] = ("/export/events"),
     es_version: Annotated[
         int,
-        typer.Option(envvar=env("ES_VERSION"), min=7, max=8, help="_bulk behaves as Elasticsearch 7 or 8."),
+        typer.Option(
+            envvar=env("RECEIVER_ES_VERSION"), min=7, max=8, help="_bulk behaves as Elasticsearch 7 or 8."
+        ),
     ] = 8,
     bulk_fail: Annotated[
         list[str] | None,
         typer.Option(
-            envvar=env("BULK_FAIL"),
+            envvar=env("RECEIVER_BULK_FAIL"),
             show_default=False,
             help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable), e.g. 429:-7$:1.",
         ),
@@ -104,7 +114,7 @@ def receive(
     workers: Annotated[
         int,
         typer.Option(
-            envvar=env("WORKERS"),
+            envvar=env("RECEIVER_WORKERS"),
             min=1,
             max=64,
             help="Processes serving requests (SQLite or PostgreSQL storage); --bulk-fail counts per process.",
@@ -113,7 +123,7 @@ def receive(
     max_body_mb: Annotated[
         float,
         typer.Option(
-            envvar=env("MAX_BODY_MB"), min=0.01, help="Largest accepted body (MB); larger gets 413."
+            envvar=env("RECEIVER_MAX_BODY_MB"), min=0.01, help="Largest accepted body (MB); larger gets 413."
         ),
     ] = 50,
 ) -> None:
@@ -213,8 +223,13 @@ def received_counts(data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR, storage: Stora
 def received_last(
     data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
     storage: Storage = None,
-    count: Annotated[int, typer.Option("-n", "--count", min=1, max=1000, help="How many.")] = 10,
-    kind: Annotated[str | None, typer.Option(help="session, legacy or document (Elasticsearch).")] = None,
+    count: Annotated[
+        int, typer.Option("-n", "--count", envvar=env("RECEIVER_COUNT"), min=1, max=1000, help="How many.")
+    ] = 10,
+    kind: Annotated[
+        str | None,
+        typer.Option(envvar=env("RECEIVER_KIND"), help="session, legacy or document (Elasticsearch)."),
+    ] = None,
 ) -> None:
     """The last documents received, newest first, one per line (NDJSON, as stored)."""
     for doc in _with_store(data_dir, storage, lambda s: s.documents(kind=kind, limit=count)):
@@ -240,9 +255,14 @@ def received_show(
 def received_requests(
     data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
     storage: Storage = None,
-    count: Annotated[int, typer.Option("-n", "--count", min=1, max=1000, help="How many.")] = 20,
+    count: Annotated[
+        int, typer.Option("-n", "--count", envvar=env("RECEIVER_COUNT"), min=1, max=1000, help="How many.")
+    ] = 20,
     request_id: Annotated[
-        int | None, typer.Option("--id", help="Print the documents of this request instead (NDJSON).")
+        int | None,
+        typer.Option(
+            "--id", envvar=env("RECEIVER_ID"), help="Print the documents of this request instead (NDJSON)."
+        ),
     ] = None,
 ) -> None:
     """Requests received, newest first: status, documents stored and duplicates, or why refused."""
