@@ -81,3 +81,26 @@ def test_export_routes_conform_to_their_openapi(
 ) -> None:
     url, token = live_server
     case.call_and_validate(base_url=url, headers={"Authorization": f"Api-Token {token}"}, checks=CHECKS)
+
+
+def test_every_operation_says_what_it_does_and_which_scopes_it_needs() -> None:
+    """One security requirement holding every scope a route checks (OpenAPI reads several
+    requirements as alternatives), named in its description as well."""
+    document = create_app(ServerConfig(data_dir=Path(tempfile.mkdtemp()))).openapi()
+    operations = {
+        (method.upper(), path): op for path, ops in document["paths"].items() for method, op in ops.items()
+    }
+    assert [key for key, op in operations.items() if not op.get("description")] == []
+    unsecured = [key for key, op in operations.items() if not op.get("security")]
+    assert unsecured == [("GET", "/health")]
+    for key, op in operations.items():
+        if key in unsecured:
+            continue
+        [requirement] = op["security"]
+        for scope in requirement["ApiToken"]:
+            assert f"`{scope}`" in op["description"], key
+    assert operations[("POST", "/api/v2/exports/test")]["security"] == [
+        {"ApiToken": ["exports.manage", "sessions.read"]}
+    ]
+    assert operations[("GET", "/metrics")]["security"] == [{"ApiToken": ["metrics.read"]}]
+    assert set(operations[("GET", "/metrics")]["responses"]) == {"200", "401", "403"}

@@ -193,6 +193,7 @@ async def sample_of_export(request: Request, objectId: str) -> Response:
 @router.post(
     "/exports/sample",
     summary="Download sample export data for an unsaved configuration",
+    description="Up to 50 sessions of the last 7 days as the export would send them (JSON lines or Elasticsearch bulk lines); 404 when there are none.",
     dependencies=[Reader, SessionsReader],
     response_class=Response,
     responses={**_SAMPLE_RESPONSES, 400: {"description": "Invalid value"}},
@@ -231,6 +232,7 @@ async def mapping_of_export(request: Request, objectId: str, form: MappingForm =
 @router.post(
     "/exports/mapping",
     summary="Download the Elasticsearch mapping for an unsaved configuration",
+    description="Generated from the session model, for the configuration's document type; ?form=index gives the body of PUT /<index>.",
     dependencies=[Reader],
     responses={**_ERRORS, 400: {"description": "Invalid value"}},
 )
@@ -243,6 +245,7 @@ async def mapping_of_value(request: Request, body: ExportValue, form: MappingFor
 @router.get(
     "/exports/{objectId}/status",
     summary="Delivery status of an export",
+    description="State (running, failing: an alert is open, paused, stopped), cursor position, backlog, lag, delivered and failed counts, last success and error, dead letters, open alerts.",
     response_model=ExportStatus,
     responses=_ERRORS,
     dependencies=[Reader],
@@ -255,7 +258,13 @@ async def export_status(request: Request, objectId: str) -> Response:
     return OrjsonResponse((await export_health(store, config, running, now_ms())).as_json())
 
 
-@router.get("/alerts", summary="Alerts of failing exports", dependencies=[Reader], responses=_ERRORS)
+@router.get(
+    "/alerts",
+    summary="Alerts of failing exports",
+    description="Open ones by default (state=all: closed ones too); each closes at the export's next successful delivery.",
+    dependencies=[Reader],
+    responses=_ERRORS,
+)
 async def list_alerts(
     request: Request,
     state: Annotated[Literal["open", "all"], Query(description="open (default) or all")] = "open",
@@ -301,6 +310,7 @@ async def list_dead_letters(
 @router.get(
     "/exports/{objectId}/deadletters/{letterId}/body",
     summary="The exact body of a dead letter",
+    description="The bytes that failed, as sent, for inspection or replay elsewhere.",
     dependencies=[Reader, SessionsReader],
     responses=_ERRORS,
 )
@@ -357,6 +367,7 @@ async def replay_dead_letters(request: Request, objectId: str, body: ReplayReque
 @router.put(
     "/exports/{objectId}/position",
     summary="Move an export's cursor (backfill, replay, skip)",
+    description="start: now (skip the backlog), oldest (everything in retention) or an epoch-ms time; the export's exporters restart from there.",
     dependencies=[Manager],
     responses=_ERRORS,
 )
@@ -377,8 +388,14 @@ async def move_position(request: Request, objectId: str, body: MoveRequest) -> R
 @metrics_router.get(
     "/metrics",
     summary="Prometheus metrics",
+    description="Text exposition format: per export sessions and bytes delivered, bulks by outcome, attempt latency, backlog, lag and dead letters.",
     dependencies=[Depends(require(Scope.METRICS_READ))],
     response_class=Response,
+    responses={
+        200: {"description": "The metrics", "content": {"text/plain": {}}},
+        401: _ERRORS[401],
+        403: _ERRORS[403],
+    },
 )
 async def metrics(request: Request) -> Response:
     store, settings, _ = _objects(request)

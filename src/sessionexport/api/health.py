@@ -9,7 +9,11 @@ from sessionexport import __version__
 router = APIRouter(tags=["Health"])
 
 
-@router.get("/health", summary="Health: the server is up and its store answers")
+@router.get(
+    "/health",
+    summary="Health: the server is up and its store answers",
+    description="No token needed (for load balancers). 503 when the store does not answer.",
+)
 async def health(request: Request) -> dict[str, object]:
     await request.app.state.store.recent_sessions(limit=1)  # the store answers (an index lookup)
     return {"status": "ok", "version": __version__}

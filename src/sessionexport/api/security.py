@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import Depends, Request
+from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
 from sessionexport import tokens
@@ -29,7 +29,9 @@ def get_store(request: Request) -> Store:
 def require(scope: tokens.Scope) -> Callable[..., Awaitable[TokenRecord]]:
     """A dependency that admits a request only with a valid token holding ``scope``."""
 
-    async def check(request: Request, authorization: str | None = Depends(_header)) -> TokenRecord:
+    async def check(
+        request: Request, authorization: str | None = Security(_header, scopes=[scope.value])
+    ) -> TokenRecord:
         token = _token_from_header(authorization)
         token_id = tokens.public_id(token)
         record = await get_store(request).get_token(token_id) if token_id else None

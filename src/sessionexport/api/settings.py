@@ -166,7 +166,13 @@ Service = Annotated[SettingsService, Depends(service)]
 # -- schemas -------------------------------------------------------------------------------------
 
 
-@router.get("/schemas", summary="List settings schemas", response_model=SchemaList, responses=_AUTH_ERRORS)
+@router.get(
+    "/schemas",
+    summary="List settings schemas",
+    description="The schemas this server keeps objects of: export configurations and management zones.",
+    response_model=SchemaList,
+    responses=_AUTH_ERRORS,
+)
 async def list_schemas(
     _: Reader,
     fields: Annotated[
@@ -181,6 +187,7 @@ async def list_schemas(
 @router.get(
     "/schemas/{schemaId}",
     summary="A settings schema",
+    description="In Settings 2.0 form: properties, types, enums, defaults, preconditions, constraints, secret properties and maxObjects.",
     response_model=dict[str, Any],
     responses={**_AUTH_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such schema"}},
 )
@@ -203,6 +210,7 @@ async def get_schema(
 @router.get(
     "/objects",
     summary="List settings objects",
+    description="Filtered by schemaIds, scopes, externalIds and filter; pageSize (default 100, at most 500) objects a page, nextPageKey alone fetches the next. Secrets are never returned.",
     response_model=ObjectsList,
     responses={**_AUTH_ERRORS, 400: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope}},
 )
@@ -217,7 +225,14 @@ async def list_objects(
     nextPageKey: Annotated[
         str | None, Query(description="Cursor from the previous page; enough on its own")
     ] = None,
-    pageSize: Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE)] = None,
+    pageSize: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_PAGE_SIZE,
+            description=f"Objects per page, default {DEFAULT_PAGE_SIZE} (first page; kept in nextPageKey)",
+        ),
+    ] = None,
 ) -> Response:
     if nextPageKey:
         query = _decode_page_key(nextPageKey)
@@ -299,6 +314,7 @@ async def create_objects(
 @router.get(
     "/objects/{objectId}",
     summary="A settings object",
+    description="Its value (secrets never returned), version and updateToken.",
     response_model=SettingsObject,
     responses={**_AUTH_ERRORS, 404: {"model": ErrorEnvelope}},
 )
@@ -317,6 +333,7 @@ async def get_object(
 @router.put(
     "/objects/{objectId}",
     summary="Update a settings object",
+    description="Validated as on creation; a stale updateToken gets 409. Secrets sent as ***** keep their stored value, unless the endpoint changed.",
     response_model=SettingsObjectResponse,
     responses={
         **_AUTH_ERRORS,
@@ -342,6 +359,7 @@ async def update_object(
 @router.delete(
     "/objects/{objectId}",
     summary="Delete a settings object",
+    description="204; an export's exporter stops, a management zone used by an export cannot be deleted (400).",
     status_code=204,
     responses={
         **_AUTH_ERRORS,
