@@ -29,7 +29,7 @@ from sessionexport.cli_options import (
 from sessionexport.clock import now_ms
 from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
-from sessionexport.logs import configure_logging
+from sessionexport.logs import announce, configure_logging
 from sessionexport.settings.secrets import SecretKeyError, load_secret_box, new_key
 from sessionexport.store import Store, StoreError, create_store
 
@@ -129,7 +129,9 @@ def serve(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     where = f"http://{host}:{port}"
-    err.print(f"sessionexport {__version__} listening on {where}  (API docs: {where}/docs, data: {data_dir})")
+    announce(
+        err, f"sessionexport {__version__} listening on {where}  (API docs: {where}/docs, data: {data_dir})"
+    )
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False, lifespan="on")
 
 

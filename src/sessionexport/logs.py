@@ -11,9 +11,16 @@ import time
 from typing import Literal
 
 import orjson
+from rich.console import Console
 
 LogFormat = Literal["text", "json"]
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# uvicorn adds color_message: the message again, with terminal colour codes
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+_format: LogFormat = "text"
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,7 +37,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+def announce(console: Console, message: str) -> None:
+    """A start-up line for the operator (where it listens, which certificate): printed as is for a
+    terminal, logged when logs are JSON, so that every line a log pipeline gets is one object."""
+    if _format == "json":
+        logging.getLogger("sessionexport").info(message)
+    else:
+        console.print(message, highlight=False)
+
+
 def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
+    global _format
+    _format = fmt
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -208,3 +209,29 @@ def test_generate_events_into_a_server_become_sessions(tmp_path: Path) -> None:
         assert len({s["userSessionId"] for s in page["userSessions"]}) == len(page["userSessions"])
         refused = run("generate", "--events", "--count", "1", "--server", url, "--token", "wrong")
         assert refused.returncode == 1 and "401" in refused.stderr
+
+
+def test_json_logs_are_one_object_per_line_from_start_to_stop(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "--log-format", "json", "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=30)
+    lines = errors.splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, the start-up line included
+    assert any("listening on" in e["message"] for e in entries)
+    assert not [line for line in lines if "\x1b[" in line]  # no terminal colour codes
+    assert all("color_message" not in e for e in entries)

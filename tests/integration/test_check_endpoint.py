@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -303,14 +304,18 @@ def run_command(args: list[str], env: dict[str, str]) -> Any:
     return CliRunner().invoke(app, args, env={"COLUMNS": "200", **env})
 
 
-def test_the_command_renders_the_table_and_exits_by_the_outcomes(serve: Serve, tls: Tls) -> None:
+def test_the_command_renders_the_table_and_exits_by_the_outcomes(
+    serve: Serve, tls: Tls, caplog: pytest.LogCaptureFixture
+) -> None:
     good, broken = serve(), serve(Faults(post_fails=True))
     env = {  # every option can come from the environment
         "SESSIONEXPORT_CHECK_CA_BUNDLE": str(tls.ca_file),
         "SESSIONEXPORT_CHECK_BASIC": f"{USER}:{PASSWORD}",
         "SESSIONEXPORT_CHECK_TIMEOUT": str(TIMEOUT),
     }
-    passed = run_command([good.url, "--count-url", good.count_url], env)
+    with caplog.at_level(logging.INFO):
+        passed = run_command([good.url, "--count-url", good.count_url], env)
+    assert not [r for r in caplog.records if r.name == "httpx"]  # the table, not a line per request
     assert passed.exit_code == 0, passed.output
     assert "large bulk" in passed.output and "PASS" in passed.output and "FAIL" not in passed.output
     assert f"{len(EVERY_CHECK)} passed, 0 warned, 0 failed" in passed.output

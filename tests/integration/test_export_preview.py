@@ -101,7 +101,7 @@ async def test_timeouts_are_reported_with_the_configured_timeout(engine: Engine,
     await engine.ingest(sessions(3))
     status, result = await run_test(engine, export_value(receiver.url, {"timeoutSeconds": 0.5}))
     assert status == 200
-    assert (result["success"], result["statusCode"]) == (False, None)
+    assert (result["success"], result["statusCode"], result["sessionsSent"]) == (False, None, 0)
     assert result["error"] == "no answer within 0.5 s"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -780,6 +781,7 @@ def check_endpoint(
         count_url=count_url,
         count_key=count_key,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the table says it all; not a line per request
     results = asyncio.run(run_checks(options))
     console = Console()
     console.print(results_table(url, results))

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sessionexport.cli_options import env, run_on_store
+from sessionexport.logs import announce
 from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.store.base import StoreError
 
@@ -161,7 +162,7 @@ def receive(
         _fail(str(exc))
     cert_file, key_file = (None, None) if http else _tls_files(data_dir, tls_cert, tls_key)
     where = f"{'http' if http else 'https'}://{host}:{port}"
-    err.print(f"receiving on {where}{events_path}  (_bulk: {where}/_bulk, data: {data_dir})")
+    announce(err, f"receiving on {where}{events_path}  (_bulk: {where}/_bulk, data: {data_dir})")
     served: Any = create_receiver_app(config)
     if workers > 1:
         os.environ[OPTIONS_VARIABLE] = options.to_environment()
@@ -185,12 +186,14 @@ def _tls_files(data_dir: Path, tls_cert: Path | None, tls_key: Path | None) -> t
     from sessionexport.receiver.tls import fingerprint, self_signed
 
     if tls_cert and tls_key:
-        err.print(f"TLS certificate {tls_cert} (SHA-256 {fingerprint(tls_cert)})")
+        announce(err, f"TLS certificate {tls_cert} (SHA-256 {fingerprint(tls_cert)})")
         return str(tls_cert), str(tls_key)
     cert = self_signed(data_dir)
-    err.print(f"self-signed TLS certificate {'generated' if cert.generated else 'reused'}: {cert.cert_path}")
-    err.print(f"  SHA-256 fingerprint {cert.fingerprint}")
-    err.print(f"  senders trust it with --ca-bundle {cert.cert_path}")
+    announce(
+        err, f"self-signed TLS certificate {'generated' if cert.generated else 'reused'}: {cert.cert_path}"
+    )
+    announce(err, f"  SHA-256 fingerprint {cert.fingerprint}")
+    announce(err, f"  senders trust it with --ca-bundle {cert.cert_path}")
     return str(cert.cert_path), str(cert.key_path)
 
 
