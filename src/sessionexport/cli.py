@@ -24,6 +24,7 @@ from sessionexport.cli_options import (
     MaxInFlight,
     SecretKey,
     env,
+    require_existing,
     run_on_store,
 )
 from sessionexport.clock import now_ms
@@ -31,7 +32,7 @@ from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS,
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.logs import announce, configure_logging
 from sessionexport.settings.secrets import SecretKeyError, load_secret_box, new_key
-from sessionexport.store import Store, StoreError, create_store
+from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
 
 T = TypeVar("T")
 
@@ -54,6 +55,13 @@ err = Console(stderr=True, soft_wrap=True)
 
 def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
     return run_on_store(create_store(data_dir, database_url), work)
+
+
+def _read(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
+    """``_run`` for a command that only reads or changes what is there (never a new database)."""
+    if not database_url:
+        require_existing(data_dir / DATABASE_FILE)
+    return _run(work, data_dir, database_url)
 
 
 def _version(value: bool) -> None:
@@ -190,16 +198,16 @@ def tokens_create(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     _run(lambda store: store.add_token(new.record), data_dir, database_url)
-    err.print(
-        f"Created token {new.record.id} ({new.record.name}) with scopes {', '.join(sorted(new.record.scopes))}."
-    )
+    where = "the database of --database-url" if database_url else data_dir / DATABASE_FILE
+    scopes_text = ", ".join(sorted(new.record.scopes))
+    err.print(f"Created token {new.record.id} ({new.record.name}) with scopes {scopes_text}, in {where}.")
     print(new.token)
 
 
 @tokens_app.command("list")
 def tokens_list(data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl = None) -> None:
     """List tokens (never their secrets)."""
-    records = _run(lambda store: store.list_tokens(), data_dir, database_url)
+    records = _read(lambda store: store.list_tokens(), data_dir, database_url)
     table = Table()
     table.add_column("id", no_wrap=True, min_width=24)  # whole: `tokens revoke` takes it
     for heading in ("name", "scopes", "created", "state"):
@@ -220,7 +228,7 @@ def tokens_revoke(
 ) -> None:
     """Revoke a token: requests carrying it get 401 from then on."""
     public = tokens.public_id(token_id) or token_id
-    if not _run(lambda store: store.revoke_token(public, now_ms()), data_dir, database_url):
+    if not _read(lambda store: store.revoke_token(public, now_ms()), data_dir, database_url):
         err.print(f"[red]error:[/red] no active token {public}")
         raise typer.Exit(1)
     err.print(f"Revoked token {public}.")
@@ -253,7 +261,7 @@ def secrets_rotate(
         return await SettingsService(store, box).rotate_secrets()
 
     try:
-        changed = _run(rotate, data_dir, database_url)
+        changed = _read(rotate, data_dir, database_url)
     except SecretKeyError as exc:
         err.print(f"[red]error:[/red] {exc}; nothing was changed for that object")
         raise typer.Exit(1) from None

@@ -42,6 +42,15 @@ def run_on_store(store: S, work: Callable[[S], Awaitable[T]]) -> T:
         raise typer.Exit(2) from None
 
 
+def require_existing(path: Path, whose: str = "server", variable: str = "SESSIONEXPORT_DATA_DIR") -> None:
+    """For commands that read what a server keeps: a missing database means a wrong --data-dir,
+    not an empty store; creating one there would hide the mistake (a token nobody checks, zero
+    counts)."""
+    if not path.exists():
+        err.print(f"[red]error:[/red] no data at {path}: give the {whose}'s --data-dir (or {variable})")
+        raise typer.Exit(2)
+
+
 def env(name: str) -> str:
     return f"SESSIONEXPORT_{name}"
 

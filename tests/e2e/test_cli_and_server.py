@@ -235,3 +235,18 @@ def test_json_logs_are_one_object_per_line_from_start_to_stop(tmp_path: Path) ->
     assert any("listening on" in e["message"] for e in entries)
     assert not [line for line in lines if "\x1b[" in line]  # no terminal colour codes
     assert all("color_message" not in e for e in entries)
+
+
+def test_reading_commands_say_when_the_data_directory_is_wrong(tmp_path: Path) -> None:
+    """Instead of creating an empty database there and answering from it."""
+    elsewhere = tmp_path / "not-the-servers"
+    for command in (["tokens", "list"], ["tokens", "revoke", "X" * 24]):
+        result = run(*command, "--data-dir", str(elsewhere))
+        assert result.returncode == 2 and f"no data at {elsewhere}" in result.stderr, command
+    received = run("received", "counts", "--data-dir", str(elsewhere))
+    assert received.returncode == 2 and "give the receiver's --data-dir" in received.stderr
+    assert not elsewhere.exists()
+    created = run(
+        "tokens", "create", "--data-dir", str(elsewhere), "--name", "n", "--scopes", "sessions.read"
+    )
+    assert f"in {elsewhere / 'sessionexport.db'}" in created.stderr  # where the token went

@@ -82,6 +82,11 @@ def test_cli_new_key_and_rotate(tmp_path: Path) -> None:
     ).stdout.strip()
     SecretBox([key.encode()])  # a valid Fernet key
     env = {**os.environ, "SESSIONEXPORT_DATA_DIR": str(tmp_path)}
+    nowhere = subprocess.run([*cli, "secrets", "rotate"], capture_output=True, text=True, env=env)
+    assert nowhere.returncode == 2 and "no data at" in nowhere.stderr  # a wrong --data-dir, said so
+    assert not (tmp_path / "sessionexport.db").exists()
+    create = [*cli, "tokens", "create", "--name", "t", "--scopes", "settings.read"]
+    subprocess.run(create, capture_output=True, env=env, check=True)
     rotated = subprocess.run([*cli, "secrets", "rotate"], capture_output=True, text=True, env=env)
     assert rotated.returncode == 0, rotated.stderr
     assert "Re-encrypted the secrets of 0 settings object(s)" in rotated.stderr

@@ -24,6 +24,7 @@ from sessionexport.cli_options import (
     DataDir,
     SecretKey,
     env,
+    require_existing,
 )
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
@@ -40,7 +41,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.secrets import SecretKeyError, load_secret_box
-from sessionexport.store import Store, StoreError, create_store
+from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
 
 export_app = typer.Typer(
     help="Test an export configuration, download its sample data or its Elasticsearch mapping.",
@@ -111,6 +112,9 @@ def _with_services(
     allow_http_loopback: bool,
     work: Any,
 ) -> Any:
+    if not database_url:
+        require_existing(data_dir / DATABASE_FILE)
+
     async def main() -> Any:
         store: Store = create_store(data_dir, database_url)
         await store.open()

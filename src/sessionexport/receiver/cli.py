@@ -13,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sessionexport.cli_options import env, run_on_store
+from sessionexport.cli_options import env, require_existing, run_on_store
 from sessionexport.logs import announce
+from sessionexport.receiver.store import DATABASE_FILE as RECEIVED_DATABASE
 from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.store.base import StoreError
 
@@ -208,6 +209,9 @@ received_app = typer.Typer(help="What `receive` got: counts, sessions, requests.
 
 
 def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedStore], Awaitable[T]]) -> T:
+    if not storage or storage == "files":  # in the data directory: it must be the receiver's
+        kept = data_dir / ("received" if storage else RECEIVED_DATABASE)
+        require_existing(kept, "receiver", env("RECEIVER_DATA_DIR"))
     return run_on_store(create_received_store(data_dir, storage), work)
 
 
