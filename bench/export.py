@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.postgres import LOCAL_DATABASE_URL, fresh_schema
 
+from cpu import own_cpu_seconds, tree_cpu_seconds
 from sessionexport.clock import now_ms
 from sessionexport.export.batching import Batcher
 from sessionexport.export.config import ExportConfig
@@ -152,6 +153,13 @@ async def fill(store: Store, count: int, options: GeneratorOptions) -> int:
     return total
 
 
+def cpu_split() -> tuple[float, float]:
+    """CPU seconds so far of this process (the bare sender or the exporter, all its threads) and
+    of its children (the receiver)."""
+    own = own_cpu_seconds()
+    return own, tree_cpu_seconds(os.getpid()) - own
+
+
 def plain_config(url: str, export_id: str = "bench") -> ExportConfig:
     return ExportConfig(
         export_id, url, True, "application/json", False, None, None, None, True, ExportTuning()
@@ -232,10 +240,16 @@ async def throughput(count: int, rounds: int, database_url: str | None) -> None:
         bodies = await bulks_of(store, ExportTuning())
         last = await store.log_position()
         bare, exported, pipeline = [], [], []
+        costs: dict[str, list[tuple[float, float]]] = {"bare": [], "exporter": []}
         with https_receiver(Path(folder)) as (url, ca_file):
             for n in range(rounds):  # alternated: the machine is shared and noisy
+                before = cpu_split()
                 bare.append(await bare_send(url, ca_file, bodies))
+                middle = cpu_split()
                 exported.append(await export_all(store, url, ca_file, last, f"bench-{n}"))
+                after = cpu_split()
+                costs["bare"].append((middle[0] - before[0], middle[1] - before[1]))
+                costs["exporter"].append((after[0] - middle[0], after[1] - middle[1]))
                 pipeline.append(await export_all(store, url, ca_file, last, f"alone-{n}", network=False))
         await store.close()
     mb = total / 1e6
@@ -256,6 +270,14 @@ async def throughput(count: int, rounds: int, database_url: str | None) -> None:
     print(
         f"  exporter / bare = {best_bare / best_export:.2f}x best-to-best,"
         f" {statistics.median(b / e for b, e in zip(bare, exported, strict=True)):.2f}x median round (target >= 0.9)"
+    )
+    per_session = {
+        name: tuple(statistics.median(c[i] for c in runs) / count * 1e6 for i in (0, 1))
+        for name, runs in costs.items()
+    }
+    print(
+        "  CPU per session, median round (sending process + receiver process): "
+        + ", ".join(f"{name} {s:.0f} + {r:.0f} µs" for name, (s, r) in per_session.items())
     )
     alone = min(pipeline)
     print(

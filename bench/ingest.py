@@ -38,12 +38,14 @@ from pathlib import Path
 import httpx
 import orjson
 
+from cpu import budget, own_cpu_seconds, tree_cpu_seconds
 from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.store import create_store
 from sessionexport.store.records import NewSession
 
+TARGET = 0.5  # x the parse floor, for 8 KB sessions
 SIZES = {
     "~2 KB": GeneratorOptions(kind="mobile", actions=(1, 2)),
     "~8 KB": GeneratorOptions(kind="web", actions=(5, 6)),
@@ -311,7 +313,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as data_dir:
             server = Server(Path(data_dir), args.stored)
             try:
+                server_cpu, client_cpu = tree_cpu_seconds(server.proc.pid), own_cpu_seconds()
                 ingest = post_all(server, bodies, args.clients)
+                server_cpu = tree_cpu_seconds(server.proc.pid) - server_cpu
+                client_cpu = own_cpu_seconds() - client_cpu
             finally:
                 server.stop()
         with tempfile.TemporaryDirectory() as bare_dir:
@@ -334,6 +339,7 @@ def main() -> None:
             f"{'':>7} stages alone: validate {n / validate:,.0f} sessions/s ({floor / validate:.2f}x floor),"
             f" store {n / stored:,.0f} sessions/s ({floor / stored:.2f}x floor)"
         )
+        print(f"{'':>7} {budget(n, server_cpu, client_cpu, TARGET * n / floor)}")
 
 
 if __name__ == "__main__":

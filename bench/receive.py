@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.receiver_process import ReceiverProcess
 
+from cpu import budget, own_cpu_seconds, tree_cpu_seconds
 from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.receiver.documents import parse_events_body
@@ -43,6 +44,7 @@ from sessionexport.receiver.store import create_received_store
 from sessionexport.receiver.store.records import Document, RequestInfo
 
 EIGHT_KB = GeneratorOptions(kind="web", actions=(5, 6))
+TARGET = 0.5  # x the parse floor
 MAX_BULK = 896_000
 
 
@@ -164,6 +166,7 @@ def main() -> None:
     )
     documents = [parse_events_body(body) for body in bodies]
     floors, receives, validations, stores = [], [], [], []
+    costs: list[tuple[float, float]] = []  # CPU seconds of each round: receiver, senders
     with tempfile.TemporaryDirectory() as folder:
         for n in range(args.rounds):
             floors.append(parse_floor(lines))
@@ -174,7 +177,12 @@ def main() -> None:
                 Path(folder) / f"round-{n}", *storage, "--workers", str(args.workers)
             ).start()
             try:
+                assert receiver.process is not None
+                server_cpu, client_cpu = tree_cpu_seconds(receiver.process.pid), own_cpu_seconds()
                 receives.append(send_all(receiver, bodies, args.senders))
+                costs.append(
+                    (tree_cpu_seconds(receiver.process.pid) - server_cpu, own_cpu_seconds() - client_cpu)
+                )
                 counts = httpx.get(f"{receiver.base}/received/counts", verify=receiver.verify).json()
                 assert counts["sessions"] == args.sessions, counts
             finally:
@@ -191,7 +199,8 @@ def main() -> None:
         f" durable, over HTTPS\n"
         f"receive / floor = {floor / receive:.2f}x best-to-best (target >= 0.5)\n"
         f"stages alone: validate {args.sessions / validate:,.0f} sessions/s ({floor / validate:.2f}x floor),"
-        f" store {args.sessions / store:,.0f} sessions/s ({floor / store:.2f}x floor)"
+        f" store {args.sessions / store:,.0f} sessions/s ({floor / store:.2f}x floor)\n"
+        f"{budget(args.sessions, *min(costs), TARGET * args.sessions / floor)}"
     )
 
 

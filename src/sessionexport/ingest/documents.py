@@ -62,8 +62,8 @@ def array_items(body: bytes) -> list[tuple[str, bytes]]:
         items = msgspec.json.decode(body, type=list[msgspec.Raw])
     except msgspec.ValidationError:
         raise RejectedBody([DocumentProblem("body", "", "expected a JSON array of sessions")]) from None
-    except NOT_JSON:
-        raise RejectedBody([DocumentProblem("body", "", not_json(body).message)]) from None
+    except NOT_JSON as exc:
+        raise RejectedBody([DocumentProblem("body", "", not_json(body, exc).message)]) from None
     return [(f"index {i}", bytes(item)) for i, item in enumerate(items)]
 
 

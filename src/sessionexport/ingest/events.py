@@ -42,8 +42,8 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
         except msgspec.ValidationError as exc:
             problems.append(DocumentProblem(where, *_path_and_message(exc)))
             continue
-        except NOT_JSON:
-            problems.append(DocumentProblem(where, "", not_json(line).message))
+        except NOT_JSON as exc:
+            problems.append(DocumentProblem(where, "", not_json(line, exc).message))
             continue
         found = _event_problems(event)
         if now is not None and event.timestamp > now + MAX_AHEAD_MS:

@@ -47,8 +47,8 @@ def decode_session(raw: bytes) -> UserSession:
         session = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise InvalidSession(find_problems(raw) or [_from_msgspec(exc)]) from None
-    except NOT_JSON:
-        raise InvalidSession([not_json(raw)]) from None
+    except NOT_JSON as exc:
+        raise InvalidSession([not_json(raw, exc)]) from None
     if nul := _nul_problems(session):
         raise InvalidSession(nul)
     return session
@@ -80,8 +80,8 @@ def find_problems(raw: bytes) -> list[Problem]:
     """Every problem of a document against the session model (empty when it is valid)."""
     try:
         value = msgspec.json.decode(raw)
-    except NOT_JSON:
-        return [not_json(raw)]
+    except NOT_JSON as exc:
+        return [not_json(raw, exc)]
     problems: list[Problem] = []
     _check(value, _session_type(), "", problems)
     if not problems and isinstance(value, dict):
@@ -107,19 +107,22 @@ def _session_type() -> mi.Type:
     return mi.type_info(UserSession)
 
 
-def not_json(raw: bytes) -> Problem:
-    """Why ``raw`` is not a JSON document: the first byte that is not UTF-8, or orjson's account
-    of the fault, which names its line and column (msgspec's names a byte at best, and calls a
-    lone surrogate "truncated"). Only on the error path: it reads the document again."""
+def not_json(raw: bytes, exc: BaseException) -> Problem:
+    """Why ``raw`` is not a JSON document (``exc``: what msgspec raised): the first byte that is
+    not UTF-8, or orjson's account of the fault, which names its line and column (msgspec's names a
+    byte at best, and calls a lone surrogate "truncated"). Only on the error path: it reads the
+    document again."""
     try:
         raw.decode()
     except UnicodeDecodeError as bad:
         return Problem("", f"not UTF-8: byte 0x{raw[bad.start]:02x} at offset {bad.start} ({bad.reason})")
     try:
         orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return Problem("", f"invalid JSON: {exc}")
-    return Problem("", "invalid JSON: nested too deeply to be read")
+    except orjson.JSONDecodeError as fault:
+        return Problem("", f"invalid JSON: {fault}")
+    if isinstance(exc, RecursionError):
+        return Problem("", "invalid JSON: nested too deeply to be read")
+    return Problem("", f"invalid JSON: {exc}")
 
 
 def _from_msgspec(exc: msgspec.ValidationError) -> Problem:

@@ -104,13 +104,8 @@ def _meta_text(meta: dict[str, Any], key: str, action: str, number: int) -> str 
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    kind = (
-        "START_ARRAY"
-        if isinstance(value, list)
-        else "START_OBJECT"
-        if isinstance(value, dict)
-        else "VALUE_BOOLEAN"
-    )
+    kinds: dict[type, str] = {list: "START_ARRAY", dict: "START_OBJECT"}
+    kind = kinds.get(type(value), "VALUE_BOOLEAN")
     raise BulkRequestError(
         "x_content_parse_exception", f"[{number}:1] [{action}] {key} doesn't support values of type: {kind}"
     )
@@ -151,8 +146,8 @@ def _document_problem(action: str, source: bytes | None) -> str | None:
         return f"the {action} action is not supported by this receiver (session exports only index)"
     try:
         value = msgspec.json.decode(source or b"")
-    except NOT_JSON:
-        return f"failed to parse: {not_json(source or b'').message}"
+    except NOT_JSON as exc:
+        return f"failed to parse: {not_json(source or b'', exc).message}"
     if not isinstance(value, dict):
         return "failed to parse: the document is not a JSON object"
     return None
