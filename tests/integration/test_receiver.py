@@ -24,6 +24,8 @@ from typer.testing import CliRunner
 from sessionexport.cli import app as cli_app
 from sessionexport.config import ServerConfig
 from sessionexport.model.validation import compact
+from sessionexport.receiver.app import ReceiverConfig, create_receiver_app
+from sessionexport.receiver.store import create_received_store
 from tests.conftest import sample
 from tests.support.engine import Engine, export_value, running_engine, sessions, until
 from tests.support.postgres import fresh_schema
@@ -576,3 +578,18 @@ def test_read_api_refuses_ids_and_urls_no_document_can_have(receiver: ReceiverPr
     response = httpx.get(f"{receiver.base}/received/documents?userSessionId=%00", verify=receiver.verify)
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "NUL (%00) is not allowed in a URL"
+
+
+async def test_a_storage_failure_is_503_retry_later_with_nothing_stored(tmp_path: Path) -> None:
+    """A sender re-sends on 503: the request is not lost, and no 500 hides the cause."""
+    config = ReceiverConfig(store=create_received_store(tmp_path))
+    app = create_receiver_app(config)
+    async with app.router.lifespan_context(app):
+        await config.store.close()  # the store fails from now on: every call raises StoreError
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://receiver.test") as client:
+            response = await client.put("/export/events", content=sessions(1)[0], headers=NDJSON)
+        await config.store.open()
+        assert (await config.store.counts()).sessions == 0
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert "nothing was stored" in response.json()["error"]["message"]

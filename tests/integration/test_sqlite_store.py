@@ -7,7 +7,8 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,36 @@ async def test_a_log_from_before_the_indexes_by_hour_is_found_after_the_migratio
         indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"sessions_by_hour_and_user_session_id", "sessions_by_hour_and_user_id"} <= indexes
     assert not {"sessions_by_user_session_id", "sessions_user_id"} & indexes
+
+
+async def test_a_failing_write_is_undone_alone_whether_grouped_or_not(tmp_path: Path) -> None:
+    """Group commit: writes queued together share a transaction, and one that fails leaves the
+    others whole; a write alone (no savepoint) is undone whole. Each caller gets its own answer."""
+    engine = SQLiteEngine(tmp_path / "x.db")
+    await engine.open()
+    try:
+        await engine.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
+
+        def insert(value: int, fail: bool = False) -> Callable[[sqlite3.Connection], None]:
+            def run(conn: sqlite3.Connection) -> None:
+                conn.execute("INSERT INTO t VALUES (?)", (value,))
+                if fail:
+                    raise ValueError(f"write {value} failed after inserting")
+
+            return run
+
+        with pytest.raises(ValueError, match="write 1 failed"):
+            await engine.write(insert(1, fail=True))  # alone
+
+        def hold(conn: sqlite3.Connection) -> None:
+            time.sleep(0.3)  # the writer is busy: the writes below queue, and go as one group
+
+        held = asyncio.ensure_future(engine.write(hold))
+        await asyncio.sleep(0.05)
+        grouped = [engine.write(insert(v, fail=v == 3)) for v in (2, 3, 4)]
+        outcomes = await asyncio.gather(held, *grouped, return_exceptions=True)
+        assert [type(o).__name__ for o in outcomes] == ["NoneType", "NoneType", "ValueError", "NoneType"]
+        values = await engine.read(lambda c: [v for (v,) in c.execute("SELECT v FROM t ORDER BY v")])
+        assert values == [2, 4]
+    finally:
+        await engine.close()

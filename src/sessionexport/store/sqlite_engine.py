@@ -256,10 +256,16 @@ def _commit_group(
     own savepoint so that one failing write is undone alone. Results are handed out only after the
     commit, so nobody is told "done" before their write is durable."""
     outcomes: list[tuple[Any, bool, Any]] = []  # (future, ok, result or exception)
+    # A write alone needs no savepoint: if it fails, the whole transaction, just its own, is undone
+    # below. Two statements fewer per write, and per cursor update, the commonest write of all.
+    alone = len(batch) == 1
     try:
         conn.execute("BEGIN IMMEDIATE")  # may fail too (locked by another process): answered below
         for fn, future in batch:
             if not future.set_running_or_notify_cancel():
+                continue
+            if alone:
+                outcomes.append((future, True, fn(conn)))
                 continue
             conn.execute("SAVEPOINT job")
             try:
