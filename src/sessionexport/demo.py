@@ -172,7 +172,10 @@ def _listen(host: str, port: int) -> socket.socket:
     """The API's socket, bound here: uvicorn would report a taken port only after the demo had
     started waiting for the server (and might find another one answering there)."""
     try:
-        return socket.create_server((host, port))
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6
+        return socket.create_server((host, port), family=family)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise OSError(f"cannot listen on {host}:{port}: {reason}") from None

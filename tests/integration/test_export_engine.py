@@ -354,9 +354,9 @@ async def test_a_stored_http_endpoint_gets_no_replay_either(tmp_path: Path, tls:
 
 
 @pytest.mark.parametrize("url", ["https://xn--a.example/events", "https://collector.example/a\tb"])
-async def test_a_stored_url_the_client_cannot_use_fails_its_attempts_not_the_exporter(url: str) -> None:
-    """Stored before validation refused such URLs: each attempt fails with the reason (a dead
-    letter and an alert follow, as for any failure), instead of the exporter crashing in a loop."""
+async def test_a_url_the_client_cannot_use_fails_the_attempt_with_the_reason(url: str) -> None:
+    """Defence in depth (settings refuse such URLs, and a server refuses to start an export with
+    one stored earlier): an attempt fails with the reason instead of raising out of the exporter."""
     config = ExportConfig(
         "x", url, True, "application/json", False, None, None, None, False, ExportTuning(retries=0)
     )
@@ -366,11 +366,11 @@ async def test_a_stored_url_the_client_cannot_use_fails_its_attempts_not_the_exp
     assert not attempt.ok
 
 
-async def test_an_exporter_that_keeps_failing_says_so_until_it_delivers_again(
+async def test_an_exporter_that_keeps_failing_says_so_until_it_works_again(
     engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its status is "failing" with an alert (not "running" while nothing moves); the alert closes
-    once it delivers."""
+    """Its status is "failing" with an alert (not "running" while nothing moves). The alert closes
+    once a run reads the log to its end, with nothing to deliver too; then sessions flow."""
     monkeypatch.setattr(supervisor_module, "RESTART_BACKOFF_SECONDS", (0.1,))
     run = Exporter.run
     broken = True
@@ -382,7 +382,6 @@ async def test_an_exporter_that_keeps_failing_says_so_until_it_delivers_again(
 
     monkeypatch.setattr(Exporter, "run", failing_run)
     export_id = await engine.create_export(export_value(receiver.url, {"flushIntervalSeconds": 0.1}))
-    await engine.ingest(sessions(3))
 
     async def alerted() -> bool:
         status = await engine.status(export_id)
@@ -394,13 +393,14 @@ async def test_an_exporter_that_keeps_failing_says_so_until_it_delivers_again(
     [alert] = status["openAlerts"]
     assert alert["occurrences"] >= 1 and "restarted in" in alert["message"]
     broken = False
-    await until(lambda: len(receiver.sessions()) == 3, "delivery once it works")
 
     async def closed() -> bool:
         return not (await engine.status(export_id))["openAlerts"]
 
-    await until(closed, "the alert closed")
+    await until(closed, "the alert closed, with no session to deliver")
     assert (await engine.status(export_id))["state"] == "running"
+    await engine.ingest(sessions(3))
+    await until(lambda: len(receiver.sessions()) == 3, "delivery")
 
 
 async def test_certificate_errors_are_reported_never_ignored(engine: Engine, tmp_path: Path) -> None:

@@ -93,6 +93,7 @@ async def test_token_endpoint_failures_are_reported_as_such(engine: Engine, rece
     assert result["error"].startswith("the access token could not be obtained")
     assert "401" in result["error"]
     assert [r.path for r in receiver.requests] == []  # nothing sent without a token
+    assert result["sessionsSent"] == 0
 
 
 async def test_timeouts_are_reported_with_the_configured_timeout(engine: Engine, receiver: Receiver) -> None:
@@ -101,7 +102,7 @@ async def test_timeouts_are_reported_with_the_configured_timeout(engine: Engine,
     await engine.ingest(sessions(3))
     status, result = await run_test(engine, export_value(receiver.url, {"timeoutSeconds": 0.5}))
     assert status == 200
-    assert (result["success"], result["statusCode"], result["sessionsSent"]) == (False, None, 0)
+    assert (result["success"], result["statusCode"], result["sessionsSent"]) == (False, None, 3)  # sent
     assert result["error"] == "no answer within 0.5 s"
 
 
@@ -267,6 +268,12 @@ def test_cli_export_test_sample_and_mapping(tmp_path: Path, receiver: Receiver, 
     assert sample.exit_code == 0 and sample.stdout.encode() == b"".join(line + b"\n" for line in lines)
     mapping = runner.invoke(cli_app, ["export", "mapping", "--doc-type", "_doc"])
     assert "_doc" in orjson.loads(mapping.stdout)["mappings"]
+    nowhere = tmp_path / "no-server-here"
+    alone = runner.invoke(
+        cli_app, ["export", "mapping", "--value", str(value_file), "--data-dir", str(nowhere)]
+    )
+    assert alone.exit_code == 0 and "mappings" in orjson.loads(alone.stdout)  # a value needs no server
+    assert not nowhere.exists()
     value_file.write_bytes(orjson.dumps(export_value("http://insecure.test/x")))
     refused = runner.invoke(cli_app, ["export", "test", "--value", str(value_file), "--data-dir", str(data)])
     assert refused.exit_code == 2 and "endpointDefinition.endpointUrl" in refused.output

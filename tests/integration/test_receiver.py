@@ -336,6 +336,12 @@ def test_bulk_operations_on_one_id_apply_in_order_as_one_request(
         assert requests() == [("/_bulk", 2, 1, 1)] * 3
         assert counts(r)["documents"] == 3 and counts(r)["requests"] == 3
 
+        # a userSessionId holding NUL: the document is stored all the same (PostgreSQL had refused
+        # the whole request); only its lookup key is left out
+        [nul] = bulk(("index", "n", {"userSessionId": "a\u0000b"}))
+        assert (nul["status"], nul["result"]) == (201, "created")
+        assert stored("n") == {"userSessionId": "a\u0000b"}
+
 
 def test_a_bulk_whose_items_all_fail_is_still_one_request(tmp_path: Path) -> None:
     r = ReceiverProcess(tmp_path / "receiver", "--bulk-fail", "429:.").start()

@@ -16,6 +16,7 @@ from sessionexport.ingest.documents import RejectedBody
 from sessionexport.model.validation import compact
 from sessionexport.receiver import bulk as es
 from sessionexport.receiver.auth import (
+    KEYS_RETRY_SECONDS,
     Authenticator,
     JwksVerifier,
     KeysUnavailable,
@@ -312,8 +313,31 @@ def test_jwks_is_never_fetched_over_plain_http() -> None:
 
 async def test_keys_that_cannot_be_loaded_are_unavailable_not_a_crash(tmp_path: Path) -> None:
     """The token may be fine: the answer is 503 (KeysUnavailable), neither a 500 nor a 401."""
-    broken = tmp_path / "jwks.json"
+    broken, shapeless = tmp_path / "jwks.json", tmp_path / "empty.json"
     broken.write_text("{not json")
-    for source in (str(tmp_path / "missing.json"), str(broken), "https://127.0.0.1:1/jwks.json"):
+    shapeless.write_text("{}")  # no "keys"
+    for source in (tmp_path / "missing.json", broken, shapeless, "https://127.0.0.1:1/jwks.json"):
         with pytest.raises(KeysUnavailable, match="could not be loaded"):
-            await JwksVerifier(source).check("a.b.c")
+            await JwksVerifier(str(source)).check("a.b.c")
+
+
+async def test_keys_are_fetched_again_only_after_a_while_and_known_ones_stay(tmp_path: Path) -> None:
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    jwks = tmp_path / "jwks.json"
+    clock = Clock()
+    verifier = JwksVerifier(str(jwks), clock=clock)
+    with pytest.raises(KeysUnavailable):
+        await verifier.check("a.b.c")  # no file yet
+    jwks.write_text(json.dumps(KeySet([key]).as_dict(private=False)))
+    with pytest.raises(KeysUnavailable):  # not read again at once: every request would
+        await verifier.check("a.b.c")
+    clock.now += KEYS_RETRY_SECONDS
+    token = jwt.encode({"alg": "RS256", "kid": "k1"}, {"sub": "svc", "exp": int(clock.now) + 600}, key)
+    assert await verifier.check(token) == "svc"
+    jwks.unlink()  # the issuer is down for a while
+    clock.now += 61
+    other = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    forged = jwt.encode({"alg": "RS256", "kid": "k1"}, {"sub": "x", "exp": int(clock.now) + 60}, other)
+    with pytest.raises(Unauthorized):  # judged by the keys known so far, not "unavailable"
+        await verifier.check(forged)
+    assert await verifier.check(token) == "svc"

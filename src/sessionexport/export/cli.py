@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -111,8 +112,10 @@ def _with_services(
     secret_key: str | None,
     allow_http_loopback: bool,
     work: Any,
+    *,
+    existing: bool = True,  # the server's data: a missing database means a wrong --data-dir
 ) -> Any:
-    if not database_url:
+    if existing and not database_url:
         require_existing(data_dir / DATABASE_FILE)
 
     async def main() -> Any:
@@ -229,6 +232,12 @@ def export_mapping(
             config = await _config(settings, value, object_id, secrets_needed=False)
             return config.send_direct.doc_type if config.send_direct else None
 
-        doc_type = _with_services(data_dir, database_url, secret_key, allow_http_loopback, work)
+        if object_id is None and not database_url and not (data_dir / DATABASE_FILE).exists():
+            with tempfile.TemporaryDirectory() as scratch:  # a value alone needs nothing stored
+                doc_type = _with_services(
+                    Path(scratch), None, secret_key, allow_http_loopback, work, existing=False
+                )
+        else:
+            doc_type = _with_services(data_dir, database_url, secret_key, allow_http_loopback, work)
     document = index_creation(doc_type) if index_body else mapping(doc_type)
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())

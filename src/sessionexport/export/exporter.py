@@ -86,6 +86,7 @@ class Exporter:
         self._deciding: asyncio.Queue[_InFlight] = asyncio.Queue(maxsize=max(1, config.tuning.concurrency))
         self._decider: asyncio.Task[None] | None = None
         self._alerting = True  # until known otherwise: the first success closes any open alert
+        self._fresh_run = True  # until caught up in a run (see run)
         self._alerts_checked_at = 0  # when a success last looked for alerts to close (raised elsewhere)
         self._stopping = asyncio.Event()
 
@@ -102,7 +103,8 @@ class Exporter:
         # and is sent again from the durable cursor (deciding it now could skip a failed bulk).
         self._sending = deque()
         self._deciding = asyncio.Queue(maxsize=max(1, self.config.tuning.concurrency))
-        self._alerting = True  # the first success looks for alerts to close (e.g. "Exporter failed")
+        self._alerting = True  # the first success looks for alerts to close
+        self._fresh_run = True  # until caught up: then an "Exporter failed" alert closes, idle or not
         position = decided = await self.store.start_shard(self.claim, start_position, self.clock())
         batcher = Batcher(self.config.tuning)
         last_arrival, backlog = self.clock(), False
@@ -141,6 +143,9 @@ class Exporter:
                 if not chunk.caught_up:
                     continue
                 await self._settle()  # caught up: decide what is in flight before idling
+                if self._fresh_run:  # it read to the end: what stopped its last run is past
+                    await self.store.close_alerts(self.export_id, self.alert_kind("exporter"), self.clock())
+                    self._fresh_run = False
                 if not batcher.pending and position > decided:
                     await self.store.record_skip(self.claim, position, self.clock())  # filtered out
                     decided = position

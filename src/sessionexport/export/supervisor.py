@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 2.0
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+FAILURES_FORGOTTEN_SECONDS = 60.0  # an exporter that ran this long before failing starts over at 1 s
 HAND_OVER_SECONDS = 10.0  # for the bulks in flight to be decided before a shard changes hands
 SHUTDOWN_SECONDS = 3.0  # the same when the process stops (it is being waited for)
 
@@ -311,6 +312,7 @@ class ExportSupervisor:
     async def _keep_running(self, exporter: Exporter, start: int) -> None:
         failures = 0
         while True:
+            started = time.monotonic()
             try:
                 await exporter.run(start)
                 return
@@ -320,6 +322,8 @@ class ExportSupervisor:
                 log.warning("export %s: %s; its exporter stops", exporter.export_id, exc)
                 return
             except Exception as exc:
+                if time.monotonic() - started > FAILURES_FORGOTTEN_SECONDS:
+                    failures = 0  # a run that lasted: this failure starts a new count "in a row"
                 delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
                 failures += 1
                 log.exception("export %s: exporter failed; restarting in %ss", exporter.export_id, delay)

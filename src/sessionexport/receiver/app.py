@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import RejectedBody
+from sessionexport.model.validation import NOT_JSON
 from sessionexport.receiver import bulk as es
 from sessionexport.receiver.auth import (
     Authenticator,
@@ -354,8 +355,10 @@ def _document(op: es.Operation) -> Document:
     source = op.source or b""
     try:
         session_id = _session_id.decode(source).userSessionId
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, *NOT_JSON):
         session_id = None
+    if session_id is not None and "\x00" in session_id:
+        session_id = None  # only a lookup key, kept as text: the document is stored, unindexed
     replaces = op.action == "index"  # ``create`` keeps a stored document and fails with 409
     return Document(DOCUMENT, f"{op.index}/{op.doc_id}", source, session_id, op.index, replaces)
 

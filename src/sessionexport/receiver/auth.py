@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_KEY_FILE = "token.key"  # noqa: S105 (a file name)
 DEFAULT_SCOPE = "session-export-api"
+KEYS_RETRY_SECONDS = 10.0  # after a failed load of the JWKS
 _ASYMMETRIC = ["RS256", "ES256", "PS256", "EdDSA"]
 
 
@@ -146,6 +147,8 @@ class JwksVerifier:
     clock: Callable[[], float] = time.time
     _keys: KeySet | None = None
     _loaded_at: float = field(default=0.0)
+    _failed_at: float | None = None  # the last load that failed, and why: tried again after a while
+    _failure: str = ""
 
     def __post_init__(self) -> None:
         # Keys fetched over plain HTTP could be swapped on the way, and forged tokens then accepted.
@@ -153,6 +156,8 @@ class JwksVerifier:
             raise ValueError("--jwks: keys are fetched over https:// only (or read from a file)")
 
     async def load(self) -> None:
+        if self._failed_at is not None and self.clock() - self._failed_at < KEYS_RETRY_SECONDS:
+            raise KeysUnavailable(self._failure)  # not fetched again for every request meanwhile
         try:
             if self.source.lower().startswith("https://"):
                 async with httpx.AsyncClient(verify=self.verify, timeout=10) as client:  # type: ignore[arg-type]
@@ -161,10 +166,11 @@ class JwksVerifier:
                     self._keys = KeySet.import_key_set(response.json())
             else:
                 self._keys = KeySet.import_key_set(_read_json(Path(self.source)))  # type: ignore[arg-type]
-        except (httpx.HTTPError, OSError, ValueError, JoseError) as exc:
-            log.warning("JWKS %s could not be loaded: %s", self.source, exc)
-            raise KeysUnavailable(f"the JWKS could not be loaded: {exc}") from None
-        self._loaded_at = self.clock()
+        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError, JoseError) as exc:
+            log.warning("JWKS %s could not be loaded: %r", self.source, exc)
+            self._failed_at, self._failure = self.clock(), f"the JWKS could not be loaded: {exc!r}"
+            raise KeysUnavailable(self._failure) from None
+        self._loaded_at, self._failed_at = self.clock(), None
 
     async def check(self, token: str) -> str:
         try:
@@ -190,10 +196,13 @@ class JwksVerifier:
         assert self._keys is not None
         try:
             return jwt.decode(token, self._keys, algorithms=_ASYMMETRIC).claims
-        except JoseError:
+        except JoseError as unverified:
             if not reload:
                 raise
-        await self.load()
+            try:
+                await self.load()
+            except KeysUnavailable:  # the keys known so far stay, and they judged the token
+                raise unverified from None
         return jwt.decode(token, self._keys, algorithms=_ASYMMETRIC).claims
 
 

@@ -208,9 +208,9 @@ def _kind(value: Any) -> str:
 def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None) -> str | None:
     """Only https (certificates verified); http only to loopback, and only when the server allows it."""
     url = url.strip()
-    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
+    if any(unicodedata.category(c) == "Cc" for c in url):
         # urlsplit drops tabs and newlines silently; the HTTP client would refuse the URL later
-        return "must not contain spaces or control characters"
+        return "must not contain control characters (tab, newline, DEL...)"
     try:
         parts = urlsplit(url)
         host, _port = parts.hostname, parts.port  # port: raises ValueError when out of range
@@ -232,11 +232,12 @@ def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None)
 # A media type (RFC 9110 §8.3.1): type/subtype and parameters of token characters (_NAME); it is
 # sent as a header, so nothing else.
 _NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
-_MEDIA_TYPE = re.compile(rf'{_NAME}/{_NAME}(\s*;\s*{_NAME}=({_NAME}|"[^"\\\x00-\x1f\x7f]*"))*')
+_QUOTED = r'"[\t\x20\x21\x23-\x5b\x5d-\x7e]*"'  # printable ASCII but " and \
+_MEDIA_TYPE = re.compile(rf"{_NAME}/{_NAME}([ \t]*;[ \t]*{_NAME}=({_NAME}|{_QUOTED}))*")
 
 
 def _check_media_type(_: Context, value: str, __: dict[str, Any]) -> str | None:
-    if _MEDIA_TYPE.fullmatch(value.strip()):
+    if _MEDIA_TYPE.fullmatch(value):  # as stored and sent: no stripping
         return None
     return "must be a media type such as application/json or application/x-ndjson"
 
