@@ -3,11 +3,12 @@ without JavaScript uses it: pages are parsed, and forms are sent with the fields
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -1446,6 +1447,38 @@ async def test_delivery_series_counts_the_last_hour_by_minute(live: Browser, rec
     assert unknown.status_code in (200, 404)
     if unknown.status_code == 200:
         assert sum(unknown.json()["delivered"]) == 0
+
+
+async def test_a_replay_this_server_may_not_send_is_refused_on_the_health_page(tmp_path: Path) -> None:
+    """A dead letter of an http:// export stored while loopback http was allowed: a server that
+    no longer allows it sends nothing, and the page says why."""
+    refusing = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)  # every bulk fails
+    url = f"http://127.0.0.1:{refusing.sockets[0].getsockname()[1]}/events"
+    config = ServerConfig(data_dir=tmp_path / "data", allow_http_loopback=True)
+    try:
+        async with open_ui(config) as allowing:
+            object_id = await allowing.create(export_value(url, {"retries": 0, "flushIntervalSeconds": 0.1}))
+
+            async def started() -> bool:  # its cursor is set: it begins at "now", so ingest after
+                return (await allowing.status(object_id))["position"] is not None
+
+            await until(started, "exporter started")
+            await allowing.ingest([session_line("over-http")])
+
+            async def dead_lettered() -> bool:
+                return bool((await allowing.status(object_id))["deadLetters"] == 1)
+
+            await until(dead_lettered, "a dead letter")
+    finally:
+        refusing.close()
+        await refusing.wait_closed()
+    async with open_ui(replace(config, allow_http_loopback=False, run_exporters=False)) as strict:
+        ui = await strict.logged_in()
+        replay = f"/ui/health/{object_id}/replay"
+        [row] = (await ui.page("/ui/health")).root.one(id=f"health-{object_id}").one("tbody").all("tr")
+        page = await ui.follow(await ui.send(row.one("form", action=replay)))
+        assert page.flash is not None and page.flash.startswith("Not replayed: http:// URL refused")
+        assert (await ui.status(object_id))["deadLetters"] == 1  # still pending
 
 
 async def test_dead_letters_are_replayed_from_the_health_page(live: Browser, receiver: Receiver) -> None:
