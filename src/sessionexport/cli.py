@@ -24,7 +24,7 @@ from sessionexport.cli_options import (
     MaxInFlight,
     SecretKey,
     env,
-    require_existing,
+    require_server_data,
     run_on_store,
 )
 from sessionexport.clock import now_ms
@@ -59,8 +59,7 @@ def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: st
 
 def _read(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
     """``_run`` for a command that only reads or changes what is there (never a new database)."""
-    if not database_url:
-        require_existing(data_dir / DATABASE_FILE)
+    require_server_data(data_dir, database_url)
     return _run(work, data_dir, database_url)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Protocol, TypeVar
 import typer
 from rich.console import Console
 
+from sessionexport.store import DATABASE_FILE
 from sessionexport.store.base import StoreError
 
 err = Console(stderr=True, soft_wrap=True)
@@ -49,6 +50,12 @@ def require_existing(path: Path, whose: str = "server", variable: str = "SESSION
     if not path.exists():
         err.print(f"[red]error:[/red] no data at {path}: give the {whose}'s --data-dir (or {variable})")
         raise typer.Exit(2)
+
+
+def require_server_data(data_dir: Path, database_url: str | None) -> None:
+    """``require_existing`` for the server's database, unless a URL names it."""
+    if not database_url:
+        require_existing(data_dir / DATABASE_FILE)
 
 
 def env(name: str) -> str:

@@ -96,10 +96,14 @@ class BodyLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    message = f"The request body exceeds the limit of {limit} bytes"
-    body = orjson.dumps({"error": {"code": 413, "message": message}})
+    await send_error(send, 413, f"The request body exceeds the limit of {limit} bytes")
+
+
+async def send_error(send: Send, status: int, message: str) -> None:
+    """An error answer in the apps' envelope, from middleware (before any route runs)."""
+    body = orjson.dumps({"error": {"code": status, "message": message}})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sessionexport.request_bodies import send_error
 
 
 class RefuseNulInUrl:
@@ -16,9 +17,6 @@ class RefuseNulInUrl:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
-            body = orjson.dumps({"error": {"code": 400, "message": "NUL (%00) is not allowed in a URL"}})
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 400, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, 400, "NUL (%00) is not allowed in a URL")
             return
         await self.app(scope, receive, send)

@@ -25,7 +25,7 @@ from sessionexport.cli_options import (
     DataDir,
     SecretKey,
     env,
-    require_existing,
+    require_server_data,
 )
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
@@ -115,8 +115,8 @@ def _with_services(
     *,
     existing: bool = True,  # the server's data: a missing database means a wrong --data-dir
 ) -> Any:
-    if existing and not database_url:
-        require_existing(data_dir / DATABASE_FILE)
+    if existing:
+        require_server_data(data_dir, database_url)
 
     async def main() -> Any:
         store: Store = create_store(data_dir, database_url)

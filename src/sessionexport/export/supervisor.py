@@ -333,7 +333,8 @@ class ExportSupervisor:
 
     async def _report_failure(self, exporter: Exporter, exc: Exception, failures: int, delay: float) -> None:
         """An exporter that keeps failing delivers nothing: its status must say so (an alert makes
-        it "failing"), not show it running. The alert closes at its next delivery."""
+        it "failing"), not show it running. The exporter closes the alert once a run has read the
+        log to its end, or at its next delivery."""
         now = now_ms()
         await self.store.record_error(exporter.export_id, f"exporter failed: {exc}", now)
         if not exporter.config.disable_notification:

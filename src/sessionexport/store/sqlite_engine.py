@@ -252,12 +252,12 @@ def _restart_wal(conn: sqlite3.Connection) -> bool:
 def _commit_group(
     conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], Any]]
 ) -> None:
-    """Run queued writes in one transaction (group commit: one fsync for all of them), each in its
-    own savepoint so that one failing write is undone alone. Results are handed out only after the
-    commit, so nobody is told "done" before their write is durable."""
+    """Run queued writes in one transaction (group commit: one fsync for all of them), each of
+    several in its own savepoint so that one failing write is undone alone; a write alone needs
+    none (the whole transaction, its own, is undone: two statements fewer per cursor update, the
+    commonest write). Results are handed out only after the commit, so nobody is told "done"
+    before their write is durable."""
     outcomes: list[tuple[Any, bool, Any]] = []  # (future, ok, result or exception)
-    # A write alone needs no savepoint: if it fails, the whole transaction, just its own, is undone
-    # below. Two statements fewer per write, and per cursor update, the commonest write of all.
     alone = len(batch) == 1
     try:
         conn.execute("BEGIN IMMEDIATE")  # may fail too (locked by another process): answered below
