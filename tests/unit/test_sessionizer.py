@@ -385,15 +385,17 @@ def test_times_come_from_the_actions() -> None:
     assert doc["duration"] == 12 * SECOND
 
 
-def test_end_time_is_the_latest_event_when_it_is_after_every_action() -> None:
+def test_events_after_the_last_action_do_not_lengthen_the_session() -> None:
+    # the export format: endTime is the end of the last user action, duration runs to it
     doc = document([action("a1", T0, 500), error("e1", T0 + 8 * SECOND), happening("h1", T0 + 7 * SECOND)])
-    assert (doc["startTime"], doc["endTime"], doc["duration"]) == (T0, T0 + 8 * SECOND, 8 * SECOND)
+    assert (doc["startTime"], doc["endTime"], doc["duration"]) == (T0, T0 + 500, 500)
 
 
-def test_the_end_event_is_not_part_of_the_session_time() -> None:
-    # it marks when the session was closed, not something that happened in it
-    doc = document([action("a1", T0, 500), error("e1", T0 + 2 * SECOND), end("end", T0 + 9 * SECOND)])
+def test_a_session_without_actions_takes_its_times_from_what_happened_in_it() -> None:
+    # the end event marks when the session was closed, not something that happened in it
+    doc = document([error("e1", T0), happening("h1", T0 + 2 * SECOND), end("end", T0 + 9 * SECOND)])
     assert (doc["startTime"], doc["endTime"], doc["duration"]) == (T0, T0 + 2 * SECOND, 2 * SECOND)
+    assert doc["userActionCount"] == 0
 
 
 def test_action_end_from_its_duration_when_it_has_no_end_time() -> None:
@@ -754,7 +756,7 @@ def test_assembled_document_is_a_valid_session() -> None:
     doc = assemble(TENANT, SESSION, complete(events), attributes_of(events), 3, DEFAULTS)
     session = decode_session(msgspec.json.encode(doc))
     assert session.identity == (TENANT, SESSION, T0)
-    assert session.endTime == T0 + 7 * SECOND  # the crash; the end event is no part of the time
+    assert session.endTime == T0 + 5_200  # the end of the last action: not the crash after it
     assert session.partNumber == 3
     assert session.userActions is not None and len(session.userActions) == 2
     assert session.userExperienceScore is UserExperienceScore.FRUSTRATED
