@@ -673,6 +673,19 @@ async def test_fourth_export_is_refused_by_validate_only_too(settings: Settings)
     assert any("at most 3" in message for _, message in violations(response.json()[0]))
 
 
+async def test_validate_only_counts_what_the_earlier_items_of_its_request_would_create(
+    settings: Settings,
+) -> None:
+    for i in range(2):
+        await settings.create(export_value(f"https://e{i}.example"))
+    both = [item(export_value("https://e2.example")), item(export_value("https://e3.example"))]
+    dry = await settings.post(*both, validateOnly="true")
+    real = await settings.post(*both)
+    assert dry.status_code == real.status_code == 207
+    assert [r["code"] for r in dry.json()] == [r["code"] for r in real.json()] == [200, 400]
+    assert any("at most 3" in message for _, message in violations(dry.json()[1]))
+
+
 async def test_zones_do_not_count_towards_the_export_limit(settings: Settings) -> None:
     for i in range(4):
         await settings.create(zone_value(f"zone {i}"), schema=ZONES)
@@ -1122,12 +1135,39 @@ async def test_unknown_knob_violation_lists_every_knob(settings: Settings) -> No
 
 @pytest.mark.parametrize(
     "configuration",
-    ['{"flushMaxSessions": 10, "flushIntervalSeconds": 0.5}', "{}", "", None],
+    ['{"flushMaxSessions": 10, "flushIntervalSeconds": 0.5}', "{}", None],
 )
 async def test_valid_custom_configuration_is_accepted(settings: Settings, configuration: str | None) -> None:
     object_id = await settings.create(export_value(behavior={"customConfiguration": configuration}))
     stored = (await settings.read(object_id))["value"]["exportBehavior"]["customConfiguration"]
     assert stored == configuration
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+async def test_a_blank_optional_text_is_stored_as_not_set(settings: Settings, blank: str) -> None:
+    # Dynatrace's tools send "" for an unset docType or customConfiguration; a blank _type
+    # would make Elasticsearch refuse every bulk
+    value = export_value(
+        "https://es.example:9200/_bulk",
+        endpoint={"contentType": "application/x-ndjson", "usePost": True},
+        send_direct={"active": True, "indexName": "sessions", "docType": blank},
+        behavior={"customConfiguration": blank, "managementZone": blank},
+        authentication={
+            "active": True,
+            "authType": "oauth2",
+            "oAuth2": {
+                "accessTokenUrl": "https://idp.example/token",
+                "clientId": "c",
+                "clientSecret": "s",
+                "scope": blank,
+            },
+        },
+    )
+    stored = (await settings.read(await settings.create(value)))["value"]
+    assert stored["sendDirect"]["docType"] is None
+    assert stored["authentication"]["oAuth2"]["scope"] is None
+    assert stored["exportBehavior"]["customConfiguration"] is None
+    assert stored["exportBehavior"]["managementZone"] is None
 
 
 async def test_valid_elasticsearch_direct_configuration(settings: Settings) -> None:

@@ -142,7 +142,7 @@ def test_send_direct_with_doc_type() -> None:
     assert config.send_direct == SendDirect("sessions", "_doc")
 
 
-@pytest.mark.parametrize("doc_type", ["", None, ...])
+@pytest.mark.parametrize("doc_type", ["", "  ", None, ...])  # blanks stored before they became null
 def test_send_direct_without_doc_type(doc_type: Any) -> None:
     direct: dict[str, Any] = {"active": True, "indexName": "sessions"}
     if doc_type is not ...:

@@ -301,11 +301,8 @@ async def create_objects(
 ) -> Response:
     if not body:
         raise ApiError(400, "The request body must hold at least one settings object")
-    now = now_ms()
-    results = []
-    for item in body:
-        new = NewObject(item.schemaId, item.scope, item.value, item.externalId, item.schemaVersion)
-        results.append(await settings.create(new, token.name, now, validate_only=validateOnly))
+    items = [NewObject(i.schemaId, i.scope, i.value, i.externalId, i.schemaVersion) for i in body]
+    results = await settings.create_all(items, token.name, now_ms(), validate_only=validateOnly)
     codes = {r.code for r in results}
     status = codes.pop() if len(codes) == 1 else 207
     return OrjsonResponse([_item(r) for r in results], status_code=status)

@@ -58,7 +58,7 @@ def export_config(export_id: str, value: dict[str, Any]) -> ExportConfig:
         content_type=endpoint["contentType"],
         use_post=endpoint["usePost"],
         auth=_auth(value["authentication"]),
-        send_direct=SendDirect(direct["indexName"], direct.get("docType") or None)
+        send_direct=SendDirect(direct["indexName"], _set(direct.get("docType")))
         if direct["active"]
         else None,
         management_zone=behavior.get("managementZone"),
@@ -75,5 +75,10 @@ def _auth(auth: dict[str, Any]) -> BasicAuth | OAuth2 | None:
         return BasicAuth(basic["username"], basic["password"])
     oauth = auth["oAuth2"]
     return OAuth2(
-        oauth["accessTokenUrl"].strip(), oauth["clientId"], oauth["clientSecret"], oauth.get("scope") or None
+        oauth["accessTokenUrl"].strip(), oauth["clientId"], oauth["clientSecret"], _set(oauth.get("scope"))
     )
+
+
+def _set(text: str | None) -> str | None:
+    """An optional text, None when blank (values stored before blanks were normalized to null)."""
+    return text if text and text.strip() else None

@@ -90,9 +90,28 @@ class SettingsService:
         return value
 
     # -- writes ------------------------------------------------------------------------------
+    async def create_all(
+        self, items: Iterable[NewObject], author: str, now: int, *, validate_only: bool = False
+    ) -> list[ItemResult]:
+        """Each item created in turn; a validateOnly request counts the objects its earlier items
+        would have created, so it answers as the same request without validateOnly would."""
+        results: list[ItemResult] = []
+        planned: dict[str, int] = {}
+        for item in items:
+            schema_id = str(item.schema_id)
+            result = await self.create(
+                item, author, now, validate_only=validate_only, planned=planned.get(schema_id, 0)
+            )
+            if validate_only and result.ok and result.object_id is None:
+                planned[schema_id] = planned.get(schema_id, 0) + 1
+            results.append(result)
+        return results
+
     async def create(
-        self, item: NewObject, author: str, now: int, *, validate_only: bool = False
+        self, item: NewObject, author: str, now: int, *, validate_only: bool = False, planned: int = 0
     ) -> ItemResult:
+        """One object; ``planned``: objects of its schema that a validateOnly request would have
+        created before it."""
         schema = SCHEMAS.get(item.schema_id) if isinstance(item.schema_id, str) else None
         if schema is None:
             # The value is not echoed: without its schema, its secrets cannot be told apart.
@@ -120,7 +139,8 @@ class SettingsService:
                 return _invalid(violations, value)
         object_id = _new_object_id()
         if validate_only:
-            if len(await self.store.list_settings(schema["schemaId"])) >= schema["maxObjects"]:
+            stored = len(await self.store.list_settings(schema["schemaId"]))
+            if stored + planned >= schema["maxObjects"]:
                 return _too_many(schema, self._mask_input(schema, item.value))
             return ItemResult(200, object_id=None)
         record = SettingsRecord(

@@ -78,11 +78,17 @@ def _object(walk: _Walk, properties: dict[str, Any], value: Any, path: str) -> d
             continue  # not applicable: not validated, not stored
         prop_path = _join(path, name)
         given = value.get(name)
-        if given is None:
+        if given is None or _blank_optional_text(prop, given):
             result[name] = _absent(walk, prop, prop_path, name in value)
         else:
             result[name] = _typed(walk, prop, prop["type"], given, prop_path, result)
     return result
+
+
+def _blank_optional_text(prop: dict[str, Any], given: Any) -> bool:
+    """An empty or all-space optional text means "not set": Dynatrace's tools send ``""`` for an
+    unset ``docType`` or ``customConfiguration``, and a blank ``_type`` would break every bulk."""
+    return bool(prop.get("nullable")) and isinstance(given, str) and not given.strip()
 
 
 def _absent(walk: _Walk, prop: dict[str, Any], path: str, explicit_null: bool) -> Any:
