@@ -84,7 +84,9 @@ async def test_doc_type_is_sent_for_es7_and_refused_whole_by_es8(tmp_path: Path)
             await engine.ingest(sessions(5, seed=6))
             status = await status_when(engine, refused, lambda s: s["deadLetters"] == 1, "a dead letter")
             assert status["failedSessions"] == 5 and status["deliveredSessions"] == 0
-            assert "HTTP 400" in status["lastError"]
+            # Elasticsearch's own reason, not only the status
+            assert status["lastError"].startswith("Request failed: HTTP 400: illegal_argument_exception: ")
+            assert "unknown parameter [_type]" in status["lastError"]
             records = (await received(es8, "requests"))["requests"]
             assert len(records) == 3 and all("unknown parameter [_type]" in rec["error"] for rec in records)
     finally:

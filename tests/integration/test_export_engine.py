@@ -213,7 +213,7 @@ async def test_token_endpoint_failure_is_its_own_alert(engine: Engine, receiver:
     await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
     alerts = (await engine.client.get("/api/v2/alerts", headers=engine.headers)).json()["alerts"]
     assert [(a["kind"], a["objectId"]) for a in alerts] == [("token", export_id)]
-    assert "token endpoint answered HTTP 503" in alerts[0]["title"]
+    assert "token endpoint answered HTTP 503: server_error" in alerts[0]["title"]  # its OAuth error
     assert not [r for r in receiver.requests]  # nothing was sent without a token
 
 

@@ -17,6 +17,7 @@ from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749 import OAuth2Token
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
+from sessionexport.export.answers import http_error
 from sessionexport.export.config import BasicAuth, OAuth2
 
 EXPIRY_LEEWAY_SECONDS = 30
@@ -85,7 +86,7 @@ class OAuth2Credentials:
         except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
             raise TokenError(f"the token request could not be made: {exc}") from None
         if response.status_code != 200:
-            raise TokenError(f"token endpoint answered HTTP {response.status_code}")
+            raise TokenError(f"token endpoint answered {http_error(response.status_code, response.content)}")
         try:
             data = response.json()
         except ValueError:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from sessionexport.clock import now_ms
+from sessionexport.export.answers import http_error
 from sessionexport.export.auth import Credentials, TokenError, describe_transport_error
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
@@ -149,7 +150,8 @@ class Sender:
             if response.status_code == 401 and not refreshed and await self._credentials.refresh():
                 refreshed = True
                 continue
-            error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+            ok = 200 <= response.status_code < 300
+            error = None if ok else http_error(response.status_code, response.content)
             return done(answer, status=response.status_code, error=error)
 
 
