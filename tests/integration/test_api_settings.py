@@ -252,6 +252,34 @@ async def test_get_object_has_the_full_field_set(settings: Settings) -> None:
     assert isinstance(obj["created"], int) and obj["created"] == obj["modified"]
     assert isinstance(obj["updateToken"], str) and obj["updateToken"]
     assert obj["value"]["endpointDefinition"]["endpointUrl"] == "https://collector.example/sessions"
+    assert obj["owner"] is None  # no owner-based access control for this schema
+    assert "modificationInfo" not in obj  # deprecated: lists only, as Dynatrace's
+
+
+async def test_list_sorts_by_the_fields_asked_for(settings: Settings) -> None:
+    for host in ("b", "c", "a"):
+        await settings.create(export_value(f"https://{host}.example"))
+    url = "value.endpointDefinition.endpointUrl"
+
+    async def hosts(sort: str) -> list[str]:
+        response = await settings.list(schemaIds=EXPORT, fields="value", sort=sort, pageSize=2)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        following = await settings.list(nextPageKey=page["nextPageKey"])  # the key keeps the order
+        items = page["items"] + following.json()["items"]
+        return [item["value"]["endpointDefinition"]["endpointUrl"][8] for item in items]
+
+    assert await hosts(url) == ["a", "b", "c"]
+    assert await hosts(f"-{url}") == ["c", "b", "a"]
+    assert await hosts(f"-author,{url}") == ["a", "b", "c"]  # one author: the second field decides
+    assert await hosts(f" {url}") == ["a", "b", "c"]  # "+field" as a query string decodes it
+
+
+@pytest.mark.parametrize("sort", ["objectId", "value.", "-", "modified,,"])
+async def test_sort_by_an_unknown_field_is_400(settings: Settings, sort: str) -> None:
+    response = await settings.list(schemaIds=EXPORT, sort=sort)
+    assert response.status_code == 400
+    assert response.json()["error"]["constraintViolations"][0]["path"] == "sort"
 
 
 # -- 2. schemas ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
 from sessionexport.clock import now_ms
 from sessionexport.settings import objects as settings_objects
-from sessionexport.settings.filtering import FilterError, parse_filter
+from sessionexport.settings.filtering import FilterError, parse_filter, parse_sort
 from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
 from sessionexport.settings.schemas import SCHEMAS, SCOPE_ALIASES, schema_stub
 from sessionexport.store.records import SettingsRecord, TokenRecord
@@ -40,6 +40,7 @@ OBJECT_FIELDS = (
     "scope",
     "modificationInfo",
     "resourceContext",
+    "owner",
     "schemaId",
     "schemaVersion",
     "value",
@@ -120,6 +121,7 @@ class SettingsObject(BaseModel):
     updateToken: str | None = None
     value: dict[str, Any] | None = None
     resourceContext: dict[str, Any] | None = None
+    owner: dict[str, Any] | None = None
     modificationInfo: dict[str, Any] | None = None
 
 
@@ -222,6 +224,12 @@ async def list_objects(
     externalIds: Annotated[str | None, Query(description="Comma-separated external ids")] = None,
     fields: Annotated[str | None, Query(description="Comma-separated; default objectId,value")] = None,
     filter: Annotated[str | None, Query(description="e.g. value.endpointDefinition.usePost = true")] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            description="Comma-separated created, modified, createdBy, modifiedBy, author or value.<path>; - for descending"
+        ),
+    ] = None,
     nextPageKey: Annotated[
         str | None, Query(description="Cursor from the previous page; enough on its own")
     ] = None,
@@ -249,6 +257,7 @@ async def list_objects(
             "externalIds": _csv(externalIds),
             "fields": fields,
             "filter": filter,
+            "sort": sort,
             "pageSize": pageSize or DEFAULT_PAGE_SIZE,
             "offset": 0,
         }
@@ -263,6 +272,8 @@ async def list_objects(
     records = [r for r in await settings.all() if _selected(r, query)]
     rendered = [render(settings, r) for r in records]
     matching = [obj for obj in rendered if predicate is None or predicate(obj)]
+    if query["sort"]:
+        matching = _sorter(query["sort"])(matching)
     offset, size = query["offset"], query["pageSize"]
     page = matching[offset : offset + size]
     more = offset + size < len(matching)
@@ -324,7 +335,9 @@ async def get_object(
     record = await settings.get(objectId)
     if record is None:
         raise ApiError(404, "No object available for the given objectId")
-    return OrjsonResponse(render(settings, record))
+    # the single object has every field but the deprecated modificationInfo, as Dynatrace's
+    whole = render(settings, record)
+    return OrjsonResponse({k: v for k, v in whole.items() if k != "modificationInfo"})
 
 
 @router.put(
@@ -406,6 +419,7 @@ def render(settings: SettingsService, record: SettingsRecord) -> dict[str, Any]:
             "operations": ["read", "write", "delete"],
             "modifications": {"modifiablePaths": [], "nonModifiablePaths": []},
         },
+        "owner": None,  # this schema has no owner-based access control
         "modificationInfo": {
             "deletable": True,
             "modifiable": True,
@@ -466,6 +480,13 @@ def _filter(text: str | None) -> Any:
         raise ApiError(400, f"Invalid filter: {exc}", [Violation("filter", str(exc), "QUERY")]) from None
 
 
+def _sorter(text: str) -> Any:
+    try:
+        return parse_sort(text)
+    except FilterError as exc:
+        raise ApiError(400, f"Invalid sort: {exc}", [Violation("sort", str(exc), "QUERY")]) from None
+
+
 def _encode_page_key(query: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(query)).decode().rstrip("=")
 
@@ -473,7 +494,9 @@ def _encode_page_key(query: dict[str, Any]) -> str:
 def _decode_page_key(key: str) -> dict[str, Any]:
     try:
         query = orjson.loads(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))
-        expected = {"schemaIds", "scopes", "externalIds", "fields", "filter", "pageSize", "offset"}
+        expected = {"schemaIds", "scopes", "externalIds", "fields", "filter", "sort", "pageSize", "offset"}
+        if isinstance(query, dict):
+            query.setdefault("sort", None)  # keys issued before sort was supported
         if not isinstance(query, dict) or set(query) != expected:
             raise ValueError
         if not isinstance(query["offset"], int) or not isinstance(query["pageSize"], int):
@@ -483,7 +506,7 @@ def _decode_page_key(key: str) -> dict[str, Any]:
         for name in ("schemaIds", "scopes", "externalIds"):
             if not isinstance(query[name], list) or not all(isinstance(x, str) for x in query[name]):
                 raise ValueError
-        for name in ("fields", "filter"):
+        for name in ("fields", "filter", "sort"):
             if query[name] is not None and not isinstance(query[name], str):
                 raise ValueError
     except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):

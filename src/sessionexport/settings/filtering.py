@@ -1,9 +1,16 @@
-"""The ``filter`` of ``GET /api/v2/settings/objects``: a small expression language.
+"""The ``filter`` and ``sort`` of ``GET /api/v2/settings/objects``.
+
+A filter is a small expression language:
 
     value.endpointDefinition.usePost = true and (author = 'ci' or modified > 1700000000000)
 
 Comparisons ``= != < <= > >=`` between a field path and a literal ('text' with '' for a quote,
 numbers, true, false, null), combined with ``and``, ``or``, ``not`` and parentheses.
+
+A sort is a comma-separated list of the same fields (``created``, ``modified``, ``createdBy``,
+``modifiedBy``, ``author``, ``value.<path>``), each ascending or, with a leading ``-``,
+descending (``sort=-modified,value.endpointDefinition.endpointUrl``). Objects without the value
+come last either way.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ _TOKEN = re.compile(
 )
 
 Predicate = Callable[[dict[str, Any]], bool]
+Sorter = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+SORT_FIELDS = ("created", "modified", "createdBy", "modifiedBy", "author")
 
 
 class FilterError(ValueError):
@@ -151,3 +160,33 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     ">": _ordered(lambda a, b: a > b),
     ">=": _ordered(lambda a, b: a >= b),
 }
+
+
+def parse_sort(text: str) -> Sorter:
+    """The objects in the order ``text`` asks for (a stable sort: ties keep their order)."""
+    order: list[tuple[list[str], bool]] = []
+    for part in text.split(","):
+        # '+' in a query string arrives as a space: "+modified" is " modified"
+        field = part.strip().removeprefix("+").strip()
+        descending = field.startswith("-")
+        field = field.removeprefix("-")
+        if field not in SORT_FIELDS and not (field.startswith("value.") and len(field) > len("value.")):
+            raise FilterError(f"cannot sort by {field!r}: use {', '.join(SORT_FIELDS)} or value.<path>")
+        order.append((field.split("."), descending))
+
+    def sort(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for keys, descending in reversed(order):
+            objects = sorted(
+                objects, key=lambda obj: _sort_key(_lookup(obj, keys), descending), reverse=descending
+            )
+        return objects
+
+    return sort
+
+
+def _sort_key(value: Any, descending: bool) -> tuple[int, Any]:
+    if isinstance(value, bool | int | float):
+        return 0, value
+    if isinstance(value, str):
+        return 1, value
+    return (-1 if descending else 2), ""  # absent, null, objects and lists: last

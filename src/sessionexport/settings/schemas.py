@@ -22,7 +22,7 @@ def _enum(name: str, *items: tuple[str, str]) -> dict[str, Any]:
         "description": "",
         "displayName": name,
         "documentation": "",
-        "items": [{"value": value, "displayName": label} for value, label in items],
+        "items": [{"value": value, "displayName": label, "description": ""} for value, label in items],
         "type": "enum",
     }
 
@@ -170,7 +170,7 @@ EXPORT_SETTINGS: dict[str, Any] = {
                 ),
                 "oAuth2": _prop(
                     _ref("types", "OAuth2"),
-                    "OAuth 2.0",
+                    "OAuth 2.0 (Early Adopter)",  # Dynatrace's label
                     precondition={
                         "type": "AND",
                         "preconditions": [_when("active", True), _when("authType", "oauth2")],
@@ -238,6 +238,7 @@ EXPORT_SETTINGS: dict[str, Any] = {
         {"type": "SECRET_RESUBMISSION", "checkAllProperties": False},
         {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "elasticsearch-direct"},
     ],
+    "schemaConstraints": [],
     "deletionConstraints": [],
     "metadata": {},
     "uiCustomization": {},
@@ -311,6 +312,7 @@ ZONE_SETTINGS: dict[str, Any] = {
         ),
     },
     "constraints": [{"type": "UNIQUE", "uniqueProperties": ["name"]}],
+    "schemaConstraints": [],
     "deletionConstraints": [
         {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "zone-not-referenced"},
     ],
