@@ -358,6 +358,19 @@ def test_float_is_refused_for_integer_fields() -> None:
     assert problems_of(encode(doc)) == [Problem("duration", "expected integer, got number")]
 
 
+def test_an_integer_must_fit_in_64_bits() -> None:
+    # Elasticsearch maps integers as long: a bigger one is refused at the door, not by the receiver
+    doc = sample_dict(WEB)
+    doc["userActionCount"] = 2**63 - 1
+    doc["longProperties"] = [{"key": "k", "value": 2**63 - 1}, {"key": "m", "value": -(2**63)}]
+    decode_session(encode(doc))
+    doc["userActionCount"] = 2**63
+    doc["longProperties"] = [{"key": "k", "value": 2**63}]
+    doc["dateProperties"] = [{"key": "d", "value": -(2**63) - 1}]
+    paths = sorted(p.path for p in problems_of(encode(doc)))
+    assert paths == ["dateProperties[0].value", "longProperties[0].value", "userActionCount"]
+
+
 def test_integral_float_is_refused_for_integer_fields() -> None:
     doc = sample_dict(WEB)
     doc["userActions"][0]["duration"] = 672.0
