@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,7 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwr
 from sessionexport.api.app import create_app
 from sessionexport.config import ServerConfig
 from sessionexport.generate.sessions import generate_lines
+from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import create_store
 from tests.conftest import ALL_SCOPES, make_token
 from tests.support.receiver import Receiver, Tls
@@ -281,3 +283,37 @@ def test_every_page_fits_a_phone_and_works_from_the_keyboard(browser: Browser, s
         assert overflow <= 0, f"/ui/{name} is {overflow}px wider than a phone screen"
         shot(page, f"phone-{name}")
     page.close()
+
+
+def test_the_health_page_shows_utc_and_goes_to_the_login_once_it_ended_elsewhere(
+    browser: Browser, site: Site
+) -> None:
+    export = {"endpointDefinition": {"endpointUrl": "https://127.0.0.1:9/sessions"}}
+    created = httpx.post(
+        f"{site.base}/api/v2/settings/objects",
+        json=[{"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export}],
+        headers={"Authorization": f"Api-Token {site.token}"},
+    )
+    assert created.status_code == 200, created.text
+    # a browser in New York: every time on the page is UTC all the same, the chart's too
+    context = browser.new_context(viewport=LAPTOP, timezone_id="America/New_York")
+    page = context.new_page()
+    log_in(page, site)
+    page.goto(f"{site.base}/ui/health")
+    chart = page.locator(".chart .u-over")
+    expect(chart).to_be_visible()
+    box = chart.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] - 5, box["y"] + box["height"] / 2)  # the latest minute
+    shown = page.locator(".u-legend .u-series").first.locator(".u-value").inner_text()
+    utc = datetime.now(UTC)
+    hours = {f"{(utc - timedelta(minutes=m)).hour % 12 or 12}:" for m in (0, 2)}
+    assert any(hour in shown for hour in hours), (shown, hours)
+
+    # logged out in another tab: the page's next refresh takes it to the login, which leads back
+    other = context.new_page()
+    other.goto(f"{site.base}/ui/exports")
+    other.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/health$"), timeout=15_000)
+    expect(page.locator(".top nav")).to_have_count(0)  # a whole login page, not one inside a card
+    context.close()

@@ -448,7 +448,7 @@ async def test_every_page_sends_a_visitor_without_login_to_the_login_page(ui: Br
         assert response.status_code == 303, path
         assert response.headers["location"] == f"/ui/login?next={quote(path)}", path
     root = await ui.client.get("/ui/")
-    assert root.status_code == 303 and root.headers["location"] == "/ui/exports"
+    assert root.status_code == 303 and root.headers["location"] == "/ui/login?next=/ui/"
 
     # a form sent without a login (with the CSRF token of the login page) changes nothing either
     csrf = await ui.csrf()
@@ -459,6 +459,30 @@ async def test_every_page_sends_a_visitor_without_login_to_the_login_page(ui: Br
             assert response.status_code == 303, path
             assert response.headers["location"].startswith("/ui/login?next="), path
     assert await ui.snapshot() == []
+
+
+async def test_pages_are_never_framed_nor_kept_in_a_cache(ui: Browser) -> None:
+    await ui.logged_in()
+    for path in ("/ui/login", "/ui/exports", "/ui/sessions", "/ui/health"):
+        response = await ui.client.get(path)
+        assert response.headers["X-Frame-Options"] == "DENY", path
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'", path
+        assert response.headers["Cache-Control"] == "no-store", path
+
+
+async def test_a_token_that_may_see_no_page_is_not_logged_in(ui: Browser) -> None:
+    response = await ui.login(await ui.token("sessions.ingest", name="ingest only"))
+    assert response.status_code == 403
+    assert "needs settings.read or sessions.read" in response.text
+    assert (await ui.client.get("/ui/")).headers["location"] == "/ui/login?next=/ui/"
+
+
+async def test_a_login_starts_on_the_first_page_it_may_see(ui: Browser) -> None:
+    response = await ui.login(await ui.token("sessions.read", name="reader"))
+    start = await ui.client.get(response.headers["location"])
+    assert start.headers["location"] == "/ui/sessions"
+    page = await ui.page("/ui/sessions")
+    assert [a.text for a in page.root.one("nav").all("a")] == ["Sessions"]
 
 
 async def test_logging_in_leads_where_the_visitor_wanted_to_go(ui: Browser) -> None:
@@ -519,12 +543,23 @@ async def test_revoking_the_token_logs_the_browser_out(ui: Browser) -> None:
     assert public is not None and await ui.store.revoke_token(public, now_ms())
     response = await ui.client.get("/ui/exports")
     assert response.status_code == 303 and response.headers["location"].startswith("/ui/login")
-    # a form of the page loaded before the revocation does nothing either
+    # a form of the page loaded before the revocation does nothing either, and says so; the
+    # login leads back to the page the form was on (a form's action may be POST only)
     sent = await ui.submit(
-        page, "/ui/zones", {"name": "Z", "rules[0].attribute": "COUNTRY", "rules[0].value": "X"}
+        page,
+        "/ui/zones",
+        {"name": "Z", "rules[0].attribute": "COUNTRY", "rules[0].value": "X"},
+        headers={"Referer": "http://testserver/ui/zones?edit=1"},
     )
-    assert sent.status_code == 303 and sent.headers["location"] == "/ui/login?next=/ui/zones"
+    assert sent.status_code == 303 and sent.headers["location"] == "/ui/login?next=/ui/zones%3Fedit%3D1"
     assert await ui.snapshot() == []
+    login = await ui.follow(sent)
+    assert login.flash is not None and "nothing was changed" in login.flash
+    # a script's request (htmx) sends the whole page to the login instead of filling a part of it
+    stats = await ui.client.get(
+        "/ui/health/x/stats", headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/ui/health"}
+    )
+    assert stats.status_code == 401 and stats.headers["HX-Redirect"] == "/ui/login?next=/ui/health"
 
 
 async def test_logging_out_ends_the_session_and_its_csrf_token(ui: Browser) -> None:
@@ -570,11 +605,13 @@ async def test_a_copy_of_the_cookie_taken_before_logging_out_is_refused_after(ui
 )
 async def test_login_only_returns_to_pages_of_the_ui(ui: Browser, target: str) -> None:
     page = await ui.page("/ui/login", next=target)
-    assert page.form("/ui/login").one(name="next").attrs["value"] == "/ui/exports"
+    assert page.form("/ui/login").one(name="next").attrs["value"] == "/ui/"  # the start
     # even when the form is changed to carry it
     response = await ui.submit(page, "/ui/login", {"token": ui.admin, "next": target})
     assert response.status_code == 303
-    assert response.headers["location"] == "/ui/exports"
+    assert response.headers["location"] == "/ui/"
+    start = await ui.client.get("/ui/")
+    assert start.status_code == 303 and start.headers["location"] == "/ui/exports"
 
 
 async def test_a_login_target_cannot_add_headers(ui: Browser) -> None:
@@ -740,7 +777,7 @@ async def test_sessions_need_sessions_read(ui: Browser) -> None:
         assert "sessions.read" in response.text
         assert not response.headers.get("content-disposition")
     nav = [a.text for a in page.root.one("nav").all("a")]
-    assert "Sessions" in nav  # the page exists; its content is refused
+    assert nav == ["Exports", "Management zones", "Export health"]  # no link to a refused page
 
 
 async def test_replay_and_test_export_need_exports_manage(ui: Browser) -> None:

@@ -173,6 +173,26 @@ def test_a_cookie_expires_after_the_maximum_age(monkeypatch: pytest.MonkeyPatch)
     assert old.token_id is None and old.changed is True
 
 
+def test_a_login_ends_8_hours_after_it_began_however_often_its_cookie_is_signed_again() -> None:
+    cookies = SessionCookies(KEY)
+    session = logged_in()
+    assert session.since is not None
+    session.since -= MAX_AGE_SECONDS - 60  # logged in almost 8 hours ago
+    session.say("a message: the cookie is signed again now")
+    still = cookies.load(request(saved(cookies, session)))
+    assert still.token_id == TOKEN_ID and still.id == session.id
+    session.since -= 120  # and now over 8 hours ago, in a freshly signed cookie
+    ended = cookies.load(request(saved(cookies, session)))
+    assert ended.token_id is None and ended.id is None and ended.changed is True
+
+
+def test_a_login_cookie_without_its_start_is_refused() -> None:
+    cookies = SessionCookies(KEY)
+    session = logged_in()
+    session.since = None  # as a cookie signed before logins had a start: logged out, not forever
+    assert cookies.load(request(saved(cookies, session))).token_id is None
+
+
 def test_the_cookie_never_holds_the_api_token() -> None:
     new = tokens.new_token("ui", frozenset({"settings.read"}), 1_700_000_000_000)
     session = UiSession()

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -37,6 +37,22 @@ from sessionexport.web.session import SessionCookies, UiSession
 
 HERE = Path(__file__).parent
 PREFIX = "/ui"
+# Pages are never framed (another site on this host could make a logged-in visitor click a
+# button) nor kept in a cache (Back after logging out would show sessions again).
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+# The pages, in the order of the menu, and the scope each needs to be seen.
+PAGES = (
+    ("/exports", "Exports", Scope.SETTINGS_READ),
+    ("/zones", "Management zones", Scope.SETTINGS_READ),
+    ("/health", "Export health", Scope.SETTINGS_READ),
+    ("/sessions", "Sessions", Scope.SESSIONS_READ),
+)
 
 
 @dataclass
@@ -49,6 +65,16 @@ class Visit:
 
     def can(self, scope: Scope) -> bool:
         return self.token is not None and scope.value in self.token.scopes
+
+    def pages(self) -> list[tuple[str, str]]:
+        """(path, title) of the pages this login may see, in menu order."""
+        return [(path, title) for path, title, scope in PAGES if self.can(scope)]
+
+    @property
+    def home(self) -> str:
+        """Where this login starts: the first page it may see."""
+        pages = self.pages()
+        return pages[0][0] if pages else "/login"
 
     @property
     def author(self) -> str:
@@ -97,6 +123,7 @@ class Ui:
             visit = Visit(session, await self._token(session))
             response = await self._answer(request, visit, view, scopes, public)
             self.cookies.save(request, response, session)
+            response.headers.update(PAGE_HEADERS)
             return response
 
         return endpoint
@@ -104,6 +131,8 @@ class Ui:
     async def _answer(
         self, request: Request, visit: Visit, view: View, scopes: tuple[Scope, ...], public: bool
     ) -> Response:
+        if visit.token is None and not public:  # nothing is done, so no form needs checking
+            return self._to_login(request, visit)
         if request.method == "POST":
             visit.form = await request.form()
             if not visit.session.csrf_ok(visit.field("csrf") or request.headers.get("x-csrf-token")):
@@ -115,8 +144,6 @@ class Ui:
                     title="Form expired",
                     message="The form was not sent from this page, or it expired. Reload the page and try again.",
                 )
-        if visit.token is None and not public:
-            return RedirectResponse(f"{PREFIX}/login?next={quote(request.url.path)}", 303)
         if missing := [s.value for s in scopes if not visit.can(s)]:
             return self.render(
                 request,
@@ -127,6 +154,21 @@ class Ui:
                 message=f"Your API token lacks the scope {', '.join(missing)} needed here.",
             )
         return await view(self, request, visit)
+
+    def _to_login(self, request: Request, visit: Visit) -> Response:
+        """The login page, which leads back to the page the visitor was on. A form sent once the
+        login had ended (logged out elsewhere, token revoked, 8 hours passed) is not carried out,
+        and says so; a request of a page's script makes the whole page go to the login."""
+        if request.method == "GET" and not request.headers.get("hx-request"):
+            back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        else:
+            back = _page_path(request.headers.get("hx-current-url") or request.headers.get("referer"))
+        login = f"{PREFIX}/login?next={quote(back)}"
+        if request.method != "GET":
+            visit.session.say("Your login had ended, so nothing was changed. Log in, then try again.")
+        if request.headers.get("hx-request"):
+            return Response(status_code=401, headers={"HX-Redirect": login})
+        return RedirectResponse(login, 303)
 
     async def _token(self, session: UiSession) -> TokenRecord | None:
         if session.token_id is None:
@@ -141,6 +183,8 @@ class Ui:
     def render(
         self, request: Request, visit: Visit, template: str, *, status: int = 200, **context: Any
     ) -> Response:
+        if template == "error.html" and request.headers.get("hx-request"):
+            template = "_error.html"  # a page's script shows it in place, not a page in a page
         context.update(visit=visit, csrf=visit.session.csrf, flash=visit.session.take_flash())
         return self.templates.TemplateResponse(request, template, context, status_code=status)
 
@@ -162,12 +206,20 @@ class Ui:
         return RedirectResponse(f"{PREFIX}{path}", 303)
 
 
+def _page_path(url: str | None) -> str:
+    """The UI page a URL (a Referer) names, with its query; the UI's start when it names none."""
+    parts = urlsplit(url or "")
+    if not parts.path.startswith(f"{PREFIX}/") or parts.path.startswith(f"{PREFIX}/login"):
+        return f"{PREFIX}/"
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def create_ui(state: Any) -> Starlette:
     from sessionexport.web import auth, exports, health, sessions, zones
 
     ui = Ui(state)
     routes: list[BaseRoute] = [
-        Route("/", lambda request: RedirectResponse(f"{PREFIX}/exports", 303)),
+        Route("/", ui.page(_home)),
         *auth.routes(ui),
         *exports.routes(ui),
         *zones.routes(ui),
@@ -176,3 +228,7 @@ def create_ui(state: Any) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes)
+
+
+async def _home(ui: Ui, request: Request, visit: Visit) -> Response:
+    return ui.redirect(visit.home)

@@ -8,8 +8,11 @@ from starlette.routing import Route
 
 from sessionexport import tokens
 from sessionexport.clock import now_ms
+from sessionexport.tokens import Scope
 from sessionexport.web.app import PREFIX, Ui, Visit
 from sessionexport.web.session import MAX_AGE_SECONDS
+
+SETTINGS_READ, SESSIONS_READ = Scope.SETTINGS_READ.value, Scope.SESSIONS_READ.value
 
 
 def routes(ui: Ui) -> list[Route]:
@@ -33,9 +36,14 @@ async def log_in(ui: Ui, request: Request, visit: Visit) -> Response:
         return ui.render(
             request, visit, "login.html", status=401, next=_next(visit.field("next")), error=error
         )
+    if not Visit(visit.session, record).pages():
+        error = f"This API token may see no page here: it needs {SETTINGS_READ} or {SESSIONS_READ}."
+        return ui.render(
+            request, visit, "login.html", status=403, next=_next(visit.field("next")), error=error
+        )
     visit.session.log_in(record.id)
     visit.session.say(f"Logged in with the token “{record.name}”.")
-    return ui.redirect(_next(visit.field("next")).removeprefix(PREFIX) or "/exports")
+    return ui.redirect(_next(visit.field("next")).removeprefix(PREFIX))
 
 
 async def log_out(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -51,4 +59,4 @@ def _next(path: str | None) -> str:
     """Only a path inside the UI: a login link must not send anyone elsewhere."""
     if path and path.startswith(f"{PREFIX}/") and not path.startswith("//") and "\\" not in path:
         return path
-    return f"{PREFIX}/exports"
+    return f"{PREFIX}/"  # the first page the login may see

@@ -4,7 +4,8 @@ Logging in checks an API token once; the cookie then holds the token's public id
 a random session id and a random CSRF token, signed with a key derived from the secret keys, so
 every process sharing those keys accepts it. Each request looks the token up again: revoking it
 ends its UI sessions. Logging out ends the session in the store too: a copy of its cookie taken
-before is refused from then on.
+before is refused from then on. A login lasts 8 hours from when it began, however often its
+cookie is signed again.
 The cookie is ``HttpOnly``, ``SameSite=Lax``, and ``Secure`` when the request came over HTTPS;
 every form carries the CSRF token and every state-changing request must send it back.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +32,11 @@ class UiSession:
     token_id: str | None = None
     flash: str | None = None
     id: str | None = None  # of a logged-in session
+    since: int | None = None  # when it logged in, epoch seconds: it ends MAX_AGE_SECONDS later
     changed: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"c": self.csrf, "t": self.token_id, "f": self.flash, "s": self.id}
+        return {"c": self.csrf, "t": self.token_id, "f": self.flash, "s": self.id, "l": self.since}
 
     def csrf_ok(self, sent: str | None) -> bool:
         return sent is not None and hmac.compare_digest(sent.encode(), self.csrf.encode())
@@ -41,10 +44,11 @@ class UiSession:
     def log_in(self, token_id: str) -> None:
         # A new CSRF token at every login and logout: one known before is worth nothing after.
         self.token_id, self.csrf, self.changed = token_id, secrets.token_urlsafe(32), True
-        self.id = secrets.token_urlsafe(24)
+        self.id, self.since = secrets.token_urlsafe(24), int(time.time())
 
     def log_out(self) -> None:
-        self.token_id, self.id, self.csrf, self.changed = None, None, secrets.token_urlsafe(32), True
+        self.token_id, self.id, self.since = None, None, None
+        self.csrf, self.changed = secrets.token_urlsafe(32), True
 
     def say(self, message: str) -> None:
         self.flash, self.changed = message, True
@@ -53,6 +57,10 @@ class UiSession:
         message, self.flash = self.flash, None
         self.changed = self.changed or message is not None
         return message
+
+
+def _younger_than_max_age(since: Any) -> bool:
+    return isinstance(since, int) and time.time() - since < MAX_AGE_SECONDS
 
 
 class SessionCookies:
@@ -64,9 +72,15 @@ class SessionCookies:
         if raw:
             try:
                 data = self._serializer.loads(raw, max_age=MAX_AGE_SECONDS)
-                return UiSession(csrf=data["c"], token_id=data["t"], flash=data["f"], id=data.get("s"))
+                session = UiSession(csrf=data["c"], token_id=data["t"], flash=data["f"], id=data.get("s"))
+                session.since = data.get("l")
             except (BadSignature, KeyError, TypeError):
-                pass  # tampered, expired or from other keys: start afresh
+                return UiSession(changed=True)  # tampered, expired or from other keys: start afresh
+            # A cookie is signed again whenever the session changes (a message shown, say): the
+            # login ends 8 hours after it began all the same.
+            if session.token_id is not None and not _younger_than_max_age(session.since):
+                session.log_out()
+            return session
         return UiSession(changed=True)
 
     def save(self, request: Request, response: Response, session: UiSession) -> None:

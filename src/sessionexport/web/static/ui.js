@@ -65,7 +65,16 @@ function addItem(button) {
 const charts = new Map();
 
 async function drawChart(el) {
-  const response = await fetch(el.dataset.chart, { credentials: "same-origin" });
+  // Asked for as htmx asks: once the login has ended, the answer names the login page to go to.
+  const response = await fetch(el.dataset.chart, {
+    credentials: "same-origin",
+    headers: { "HX-Request": "true", "HX-Current-URL": window.location.href },
+  });
+  const login = response.headers.get("HX-Redirect");
+  if (login) {
+    window.location.assign(login);
+    return;
+  }
   if (!response.ok) return;
   const series = await response.json();
   const data = [series.t, series.delivered, series.failed];
@@ -84,6 +93,7 @@ async function drawChart(el) {
         { label: "delivered", stroke: "#2e7d32", fill: "rgba(46,125,50,0.12)" },
         { label: "failed", stroke: "#c62828" },
       ],
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"), // as every time on the page
       axes: [{}, { size: 60 }],
     },
     data,
@@ -95,6 +105,31 @@ async function drawChart(el) {
 function drawCharts() {
   for (const el of document.querySelectorAll("[data-chart]")) drawChart(el);
 }
+
+// A refusal (not allowed, form expired, conflict) comes as a short message: show it where the
+// answer was to go. A login that ended comes as HX-Redirect, which htmx follows by itself.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const status = event.detail.xhr.status;
+  if (status >= 400 && status < 500 && status !== 401) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});
+
+function sayInTarget(event, message) {
+  const target = event.detail.target;
+  if (!target) return;
+  const p = document.createElement("p");
+  p.className = "error";
+  p.setAttribute("role", "alert");
+  p.textContent = message;
+  target.replaceChildren(p);
+}
+
+document.addEventListener("htmx:responseError", (event) => {
+  if (event.detail.xhr.status >= 500) sayInTarget(event, `The server failed (HTTP ${event.detail.xhr.status}); try again.`);
+});
+document.addEventListener("htmx:sendError", (event) => sayInTarget(event, "The server could not be reached; try again."));
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const form of document.querySelectorAll("form")) {
