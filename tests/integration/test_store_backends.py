@@ -622,13 +622,15 @@ async def test_dead_letters_list_get_count_and_replay(store: Store) -> None:
         "error": "timeout",
         "nested": {"a": [1, "\u00e9"]},
     }
-    await store.finish_replay(ids[1], [attempt], delivered=False, now=5)
+    await store.finish_replay(ids[1], [attempt], delivered=False, now=5, reason="Request timeout")
     still = await store.get_dead_letter(ids[1])
     assert still is not None and (still.state, still.replayed_at) == ("pending", None)
     assert still.attempts == [*sent[1].attempts, attempt]
-    await store.finish_replay(ids[1], [{"number": 3, "status": 200}], delivered=True, now=6)
+    assert still.reason == "Request timeout"  # why it failed this time; the first reason is history
+    await store.finish_replay(ids[1], [{"number": 3, "status": 200}], delivered=True, now=6, reason="x")
     done = await store.get_dead_letter(ids[1])
     assert done is not None and (done.state, done.replayed_at, len(done.attempts)) == ("replayed", 6, 3)
+    assert done.reason == "Request timeout"  # a delivered letter keeps the reason it was kept for
     await store.finish_replay(max(ids) + 100, [], delivered=True, now=7)  # gone: nothing to do
     assert (await store.count_dead_letters("e1"), await store.count_dead_letters("e1", "replayed")) == (2, 1)
     assert [d.id for d in await store.list_dead_letters("e1", state="replayed")] == [ids[1]]

@@ -1542,12 +1542,17 @@ async def test_dead_letters_are_replayed_from_the_health_page(live: Browser, rec
     first = letters[-1]
 
     # the endpoint still fails: the letter stays pending, and the page says why
-    receiver.behaviour.script.append(500)
+    receiver.behaviour.script.append(503)
     failed = await ui.send(rows[-1].one("form", action=replay))
     assert failed.status_code == 303 and failed.headers["location"] == f"/ui/health#health-{object_id}"
     page = await ui.follow(failed)
     assert page.flash is not None and page.flash.startswith("Replayed 0 of 1 dead letter(s). Still failing:")
     assert health_numbers(page, object_id)["deadLetters"] == 3
+    # its reason is now why it failed this time (why it failed before is in its attempts)
+    pending = (await ui.api("GET", f"/api/v2/exports/{object_id}/deadletters")).json()["deadLetters"]
+    [letter] = [d for d in pending if str(d["id"]) == first]
+    assert letter["reason"].startswith("Request failed: HTTP 503"), letter["reason"]
+    assert next(d["reason"] for d in pending if str(d["id"]) != first).startswith("Request failed: HTTP 500")
 
     # it works now
     rows = page.root.one(id=f"health-{object_id}").one("tbody").all("tr")

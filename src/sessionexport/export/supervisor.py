@@ -379,7 +379,11 @@ class ExportSupervisor:
                 items = len(letter.sessions) if config.send_direct else None
                 outcome = await sender.send(letter.body, content_type=letter.content_type, items=items)
                 await self.store.finish_replay(
-                    letter.id, [a.as_json() for a in outcome.attempts], outcome.delivered, now_ms()
+                    letter.id,
+                    [a.as_json() for a in outcome.attempts],
+                    outcome.delivered,
+                    now_ms(),
+                    reason=None if outcome.delivered else outcome.alert_title,
                 )
                 if outcome.delivered:
                     self.metrics.sessions.labels(config.export_id).inc(len(letter.sessions))

@@ -249,9 +249,15 @@ class Store(Protocol):
     async def count_dead_letters(self, export_id: str, state: str = "pending") -> int: ...
 
     async def finish_replay(
-        self, letter_id: int, attempts: list[dict[str, object]], delivered: bool, now: int
+        self,
+        letter_id: int,
+        attempts: list[dict[str, object]],
+        delivered: bool,
+        now: int,
+        reason: str | None = None,
     ) -> None:
-        """Append a replay's attempts; mark the letter replayed when it was delivered."""
+        """Append a replay's attempts; mark the letter replayed when it was delivered, or give it
+        the ``reason`` it failed this time (the one before is in its attempts)."""
 
     # -- alerts ------------------------------------------------------------------------------
     async def raise_alert(self, export_id: str, kind: str, title: str, message: str, now: int) -> None:

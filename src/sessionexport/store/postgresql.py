@@ -680,7 +680,12 @@ class PostgresStore:
         return int(await self._value(query, (export_id, state)))
 
     async def finish_replay(
-        self, letter_id: int, attempts: list[dict[str, object]], delivered: bool, now: int
+        self,
+        letter_id: int,
+        attempts: list[dict[str, object]],
+        delivered: bool,
+        now: int,
+        reason: str | None = None,
     ) -> None:
         async with self._transaction() as conn:
             # FOR UPDATE: two replays of one letter each keep the other's attempts.
@@ -691,11 +696,13 @@ class PostgresStore:
             if row is None:
                 return
             await conn.execute(
-                "UPDATE dead_letters SET attempts = %s, state = %s, replayed_at = %s WHERE id = %s",
+                "UPDATE dead_letters SET attempts = %s, state = %s, replayed_at = %s,"
+                " reason = coalesce(%s, reason) WHERE id = %s",
                 (
                     orjson.dumps([*orjson.loads(row[0]), *attempts]).decode(),
                     "replayed" if delivered else "pending",
                     now if delivered else None,
+                    None if delivered else reason,
                     letter_id,
                 ),
             )

@@ -632,7 +632,12 @@ class SQLiteStore:
         )
 
     async def finish_replay(
-        self, letter_id: int, attempts: list[dict[str, object]], delivered: bool, now: int
+        self,
+        letter_id: int,
+        attempts: list[dict[str, object]],
+        delivered: bool,
+        now: int,
+        reason: str | None = None,
     ) -> None:
         def update(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT attempts FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
@@ -640,11 +645,13 @@ class SQLiteStore:
                 return
             all_attempts = [*orjson.loads(row[0]), *attempts]
             conn.execute(
-                "UPDATE dead_letters SET attempts = ?, state = ?, replayed_at = ? WHERE id = ?",
+                "UPDATE dead_letters SET attempts = ?, state = ?, replayed_at = ?, reason = coalesce(?, reason)"
+                " WHERE id = ?",
                 (
                     orjson.dumps(all_attempts),
                     "replayed" if delivered else "pending",
                     now if delivered else None,
+                    None if delivered else reason,
                     letter_id,
                 ),
             )
