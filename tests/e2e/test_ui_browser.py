@@ -265,6 +265,27 @@ def test_zones_and_sessions_pages(browser: Browser, site: Site) -> None:
 
 def test_every_page_fits_a_phone_and_works_from_the_keyboard(browser: Browser, site: Site) -> None:
     site.ingest(10, seed=5)
+    # long values wrap instead of widening the page: a user id, an endpoint URL
+    long_user = orjson.loads(next(generate_lines(1, seed=6))) | {"userId": "u" * 5000}
+    response = httpx.post(
+        f"{site.base}/api/v2/usersessions",
+        content=orjson.dumps(long_user),
+        headers={"Authorization": f"Api-Token {site.token}", "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 200, response.text
+    long_url = "https://collector.example/" + "segment/" * 40
+    created = httpx.post(
+        f"{site.base}/api/v2/settings/objects",
+        json=[
+            {
+                "schemaId": EXPORT_SCHEMA,
+                "scope": "environment",
+                "value": {"endpointDefinition": {"endpointUrl": long_url}},
+            }
+        ],
+        headers={"Authorization": f"Api-Token {site.token}"},
+    )
+    assert created.status_code == 200, created.text
     page = browser.new_page(viewport=PHONE)
     page.goto(f"{site.base}/ui/login")
     # Keyboard only: the token field has the focus, Enter logs in; on every page the first Tab
@@ -281,6 +302,11 @@ def test_every_page_fits_a_phone_and_works_from_the_keyboard(browser: Browser, s
         page.goto(f"{site.base}/ui/{name}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"/ui/{name} is {overflow}px wider than a phone screen"
+        # a wide table scrolls in its box; one long value must not make it many screens wide
+        widest = page.evaluate(
+            "Math.max(0, ...[...document.querySelectorAll('table')].map(t => t.offsetWidth))"
+        )
+        assert widest <= 3 * PHONE["width"], f"a table of /ui/{name} is {widest}px wide"
         shot(page, f"phone-{name}")
     page.close()
 

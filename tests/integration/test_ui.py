@@ -1518,6 +1518,45 @@ async def test_a_replay_this_server_may_not_send_is_refused_on_the_health_page(t
         assert (await ui.status(object_id))["deadLetters"] == 1  # still pending
 
 
+async def test_more_dead_letters_than_a_page_holds_are_paged(live: Browser, receiver: Receiver) -> None:
+    ui = await live.logged_in()
+    receiver.behaviour.script = deque([500] * 53)
+    object_id = await ui.create(export_value(receiver.url, {"retries": 0, "flushMaxSessions": 1}))
+    await until(lambda: ui.app.state.exports.is_running(object_id), "exporter running")
+    await ui.ingest(sessions(53, seed=29))
+
+    async def dead_lettered() -> bool:
+        return bool((await ui.status(object_id))["deadLetters"] == 53)
+
+    await until(dead_lettered, "53 dead letters")
+    card = (await ui.page("/ui/health")).root.one(id=f"health-{object_id}")
+    newest = [int(row.all("td")[0].text) for row in card.one("tbody").all("tr")]
+    assert len(newest) == 50 and newest == sorted(newest, reverse=True)
+    assert "50 of 53 pending dead letters shown" in card.one("p", **{"class": "note"}).text
+    [older] = [a.attrs["href"] for a in card.all("a") if a.text == "Older dead letters"]
+    card = (await ui.page(f"/ui/health{older.split('#')[0]}")).root.one(id=f"health-{object_id}")
+    rest = [int(row.all("td")[0].text) for row in card.one("tbody").all("tr")]
+    assert len(rest) == 3 and max(rest) < min(newest)
+
+
+async def test_exports_to_one_endpoint_are_named_apart(ui: Browser) -> None:
+    await ui.logged_in()
+    bulk = "https://es.example:9200/_bulk"
+    direct = {
+        "endpointDefinition": {"endpointUrl": bulk, "contentType": "application/x-ndjson", "usePost": True}
+    }
+    ids = [
+        await ui.create({**direct, "sendDirect": {"active": True, "indexName": index}})
+        for index in ("web", "mobile")
+    ] + [await ui.create(export_value(ENDPOINT)) for _ in range(1)]
+    page = await ui.page("/ui/exports")
+    titles = [s.text for s in page.root.all("span", **{"class": "title"})]
+    assert f"{bulk} → index web" in titles and f"{bulk} → index mobile" in titles and ENDPOINT in titles
+    health = await ui.page("/ui/health")
+    names = [health.root.one(id=f"health-{i}").one("h2").text for i in ids]
+    assert names == [f"{bulk} → index web", f"{bulk} → index mobile", ENDPOINT]
+
+
 async def test_dead_letters_are_replayed_from_the_health_page(live: Browser, receiver: Receiver) -> None:
     ui = await live.logged_in()
     receiver.behaviour.script = deque([500, 500, 500])  # three bulks fail; the endpoint is fine after

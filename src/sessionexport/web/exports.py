@@ -26,6 +26,7 @@ from sessionexport.settings.validation import Violation
 from sessionexport.store.records import SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
+from sessionexport.web.filters import export_names
 from sessionexport.web.forms import NEW, ObjectForm, object_form, value_from_form
 
 
@@ -150,8 +151,10 @@ async def _page(
         (z.object_id, str(orjson.loads(z.value).get("name", ""))) for z in await ui.settings.all(ZONE_SCHEMA)
     ]
     records = await ui.settings.all(EXPORT_SCHEMA)
+    names = export_names([(r.object_id, ui.settings.masked_value(r)) for r in records])
     forms = [
-        _saved_form(ui, r, zones, submitted if r.object_id == editing else None, result) for r in records
+        _saved_form(ui, r, names[r.object_id], zones, submitted if r.object_id == editing else None, result)
+        for r in records
     ]
     new = None
     if len(records) < MAX_EXPORTS:
@@ -173,6 +176,7 @@ async def _page(
 def _saved_form(
     ui: Ui,
     record: SettingsRecord,
+    name: str,
     zones: list[tuple[str, str]],
     submitted: dict[str, Any] | None,
     result: ItemResult | None,
@@ -180,7 +184,7 @@ def _saved_form(
     stored = ui.settings.masked_value(record)
     form = _form(
         record.object_id,
-        stored["endpointDefinition"]["endpointUrl"],
+        name,
         submitted or stored,
         zones,
         result if submitted is not None else None,

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sessionexport.clock import now_ms
+
+
+def export_names(exports: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """How the UI names each export (object id, stored value): its URL, with the Elasticsearch
+    index it writes to, and the end of its id where that still names two exports alike (one
+    cluster, several indexes, or one endpoint twice)."""
+    names = {object_id: _export_name(value) for object_id, value in exports}
+    counts = Counter(names.values())
+    return {oid: f"{name} · …{oid[-6:]}" if counts[name] > 1 else name for oid, name in names.items()}
+
+
+def _export_name(value: dict[str, Any]) -> str:
+    url = str(value.get("endpointDefinition", {}).get("endpointUrl", ""))
+    direct = value.get("sendDirect") or {}
+    return f"{url} → index {direct.get('indexName')}" if direct.get("active") else url
 
 
 def when(epoch_ms: int | None) -> str:

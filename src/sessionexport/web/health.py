@@ -18,6 +18,7 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store.records import MINUTE_MS, DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
+from sessionexport.web.filters import export_names
 
 HOUR_MS = 3600 * 1000
 LETTERS_SHOWN = 50
@@ -42,10 +43,14 @@ class ExportView:
     config: ExportConfig
     health: ExportHealth
     letters: list[DeadLetter]
+    name: str = ""
 
 
 async def health_page(ui: Ui, request: Request, visit: Visit) -> Response:
-    return ui.render(request, visit, "health.html", exports=await _exports(ui, with_letters=True))
+    # ?export=<id>&before=<letter id>: that export's older dead letters (the newest 50 come first)
+    paged = request.query_params.get("export"), stored_id(request.query_params.get("before", ""))
+    exports = await _exports(ui, with_letters=True, paged=paged)
+    return ui.render(request, visit, "health.html", exports=exports, letters_shown=LETTERS_SHOWN)
 
 
 async def health_stats(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -104,19 +109,31 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     return ui.redirect(f"/health#health-{object_id}")
 
 
-async def _exports(ui: Ui, *, with_letters: bool) -> list[ExportView]:
-    return [
-        await _view(ui, record, with_letters=with_letters) for record in await ui.settings.all(EXPORT_SCHEMA)
+async def _exports(
+    ui: Ui, *, with_letters: bool, paged: tuple[str | None, int | None] = (None, None)
+) -> list[ExportView]:
+    records = await ui.settings.all(EXPORT_SCHEMA)
+    names = export_names([(r.object_id, ui.settings.masked_value(r)) for r in records])
+    views = [
+        await _view(ui, r, with_letters=with_letters, before=paged[1] if r.object_id == paged[0] else None)
+        for r in records
     ]
+    for view in views:
+        view.name = names[view.config.export_id]
+    return views
 
 
-async def _view(ui: Ui, record: SettingsRecord, *, with_letters: bool) -> ExportView:
+async def _view(
+    ui: Ui, record: SettingsRecord, *, with_letters: bool, before: int | None = None
+) -> ExportView:
     config = export_config(record.object_id, ui.settings.masked_value(record))  # no secret needed
     running = await export_running(
         ui.store, ui.exports if ui.config.run_exporters else None, record.object_id
     )
     letters = (
-        await ui.store.list_dead_letters(record.object_id, state="pending", limit=LETTERS_SHOWN)
+        await ui.store.list_dead_letters(
+            record.object_id, state="pending", limit=LETTERS_SHOWN, before_id=before
+        )
         if with_letters
         else []
     )
