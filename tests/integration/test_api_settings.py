@@ -1212,6 +1212,40 @@ async def test_valid_elasticsearch_direct_configuration(settings: Settings) -> N
     }
 
 
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        ("BAD INDEX*", "must be lower case"),
+        ("bad index*", "must not contain ' ' '*'"),
+        ("_hidden", "must not start with -, _ or +"),
+        ("..", "must not be . or .."),
+        ("a:b", "must not contain ':'"),
+        ("é" * 128, "must be at most 255 bytes"),
+    ],
+)
+async def test_an_elasticsearch_index_name_follows_its_rules(
+    settings: Settings, index: str, message: str
+) -> None:
+    value = export_value(
+        "https://es.example:9200/_bulk",
+        endpoint={"contentType": "application/x-ndjson", "usePost": True},
+        send_direct={"active": True, "indexName": index},
+    )
+    response = await settings.post(item(value))
+    assert response.status_code == 400
+    assert violation_at(response.json()[0], "sendDirect.indexName") == message
+
+
+@pytest.mark.parametrize("index", ["sessions-2026.11", "<sessions-{now/d}>", "web.sessions_v2"])
+async def test_usual_and_date_math_index_names_are_accepted(settings: Settings, index: str) -> None:
+    value = export_value(
+        "https://es.example:9200/_bulk",
+        endpoint={"contentType": "application/x-ndjson", "usePost": True},
+        send_direct={"active": True, "indexName": index},
+    )
+    await settings.create(value)
+
+
 async def test_omitted_sections_get_their_defaults(settings: Settings) -> None:
     object_id = await settings.create({"endpointDefinition": {"endpointUrl": "https://min.example"}})
     value = (await settings.read(object_id))["value"]

@@ -186,7 +186,11 @@ EXPORT_SETTINGS: dict[str, Any] = {
                     "text",
                     "Name of the index where data is sent",
                     precondition=_when("active", True),
-                    constraints=[NOT_BLANK, _length(255)],
+                    constraints=[
+                        NOT_BLANK,
+                        _length(255),
+                        {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "elasticsearch-index-name"},
+                    ],
                 ),
                 "docType": _prop(
                     "text",

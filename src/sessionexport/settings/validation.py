@@ -257,6 +257,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
+
+
+def _check_index_name(_: Context, name: str, __: dict[str, Any]) -> str | None:
+    """Elasticsearch's rules for an index name (a date-math name, ``<logs-{now/d}>``, is left
+    to Elasticsearch)."""
+    if name.startswith("<") and name.endswith(">"):
+        return None
+    if name in (".", ".."):
+        return "must not be . or .."
+    if name[:1] in ("-", "_", "+"):
+        return "must not start with -, _ or +"
+    if name != name.lower():
+        return "must be lower case"
+    if bad := sorted(_INDEX_FORBIDDEN.intersection(name)):
+        return f"must not contain {' '.join(repr(c) for c in bad)}"
+    if len(name.encode()) > 255:
+        return "must be at most 255 bytes"
+    return None
+
+
 def _check_zone_exists(context: Context, zone_id: str, _: dict[str, Any]) -> str | None:
     if zone_id not in context.zone_ids:
         return f"no management zone with objectId {zone_id!r} (schema builtin:management-zones)"
@@ -278,6 +299,7 @@ def _check_zone_rule(_: Context, value: str, rule: dict[str, Any]) -> str | None
 _CUSTOM: dict[str, Callable[[Context, str, dict[str, Any]], str | None]] = {
     "https-url": check_https_url,
     "media-type": _check_media_type,
+    "elasticsearch-index-name": _check_index_name,
     "management-zone-exists": _check_zone_exists,
     "custom-configuration": _check_custom_configuration,
     "zone-rule": _check_zone_rule,
