@@ -1277,7 +1277,8 @@ async def test_a_referenced_zone_cannot_be_deleted(settings: Settings) -> None:
     refused = await settings.delete(zone)
     assert refused.status_code == 400
     assert refused.json()["code"] == 400
-    assert export in refused.json()["error"]["message"]
+    # the export named as people know it, and by its id
+    assert f"https://collector.example/sessions ({export})" in refused.json()["error"]["message"]
     assert (await settings.get(zone)).status_code == 200
 
     assert (await settings.put(export, export_value(behavior={"managementZone": None}))).status_code == 200

@@ -470,6 +470,21 @@ async def test_pages_are_never_framed_nor_kept_in_a_cache(ui: Browser) -> None:
         assert response.headers["Cache-Control"] == "no-store", path
 
 
+async def test_unknown_pages_and_methods_get_the_uis_own_page(ui: Browser) -> None:
+    await ui.logged_in()
+    for method, path, status in [
+        ("GET", "/ui/sessions/abc", 404),
+        ("GET", "/ui/nothing", 404),
+        ("GET", "/ui/logout", 405),
+    ]:
+        response = await ui.client.request(method, path)
+        assert response.status_code == status, path
+        page = parse(response.text)
+        assert page.one("h1").text in ("Not found", "Not here"), path
+        assert [a.text for a in page.one("nav").all("a")][0] == "Exports"  # the menu is there
+        assert response.headers["X-Frame-Options"] == "DENY"
+
+
 async def test_a_token_that_may_see_no_page_is_not_logged_in(ui: Browser) -> None:
     response = await ui.login(await ui.token("sessions.ingest", name="ingest only"))
     assert response.status_code == 403
@@ -1122,6 +1137,12 @@ async def test_a_test_export_from_the_form(ui_tls: Browser, receiver: Receiver) 
     assert "https" in fragment.text
     assert len(receiver.requests) == 1
     assert await ui.objects() == []  # a test saves nothing
+
+    receiver.behaviour.basic = ("user", "right")  # and the form sends no credentials
+    refused = await ui.submit(page, "/ui/exports", endpoint, to="/ui/exports/test")
+    text = " ".join(parse(refused.text).text.split())
+    assert "Test export failed: the endpoint refused the credentials (HTTP 401)," in text
+    assert text.count("401") == 1
 
 
 async def test_testing_a_saved_export_asks_for_its_secret_again(ui_tls: Browser, receiver: Receiver) -> None:

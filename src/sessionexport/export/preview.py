@@ -136,5 +136,5 @@ def _explain(error: str | None, status: int | None, token_failure: bool) -> str:
     if token_failure:
         return f"the access token could not be obtained: {error}"
     if status in (401, 403):
-        return f"the endpoint refused the credentials (HTTP {status})"
+        return f"the endpoint refused the credentials ({error or f'HTTP {status}'})"
     return error or f"HTTP {status}"

@@ -233,10 +233,13 @@ class SettingsService:
                     400, message="Invalid updateToken", violations=[Violation("updateToken", "malformed")]
                 )
         if record.schema_id == ZONE_SCHEMA:
+            exports = [
+                (r.object_id, orjson.loads(r.value)) for r in await self.store.list_settings(EXPORT_SCHEMA)
+            ]
             users = [
-                r.object_id
-                for r in await self.store.list_settings(EXPORT_SCHEMA)
-                if orjson.loads(r.value).get("exportBehavior", {}).get("managementZone") == object_id
+                f"{value.get('endpointDefinition', {}).get('endpointUrl')} ({oid})"
+                for oid, value in exports
+                if value.get("exportBehavior", {}).get("managementZone") == object_id
             ]
             if users:
                 return ItemResult(

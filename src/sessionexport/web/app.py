@@ -227,7 +227,23 @@ def create_ui(state: Any) -> Starlette:
         *sessions.routes(ui),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes)
+    pages = {
+        404: _error_page(ui, 404, "Not found", "There is no such page here."),
+        405: _error_page(ui, 405, "Not here", "This address takes a form, not a visit; go back and send it."),
+    }
+
+    async def error_page(request: Request, exc: Exception) -> Response:
+        return await pages[getattr(exc, "status_code", 404)](request)
+
+    # unknown paths (/ui/sessions/abc) and methods get the UI's page, with its menu, not plain text
+    return Starlette(routes=routes, exception_handlers={404: error_page, 405: error_page})
+
+
+def _error_page(ui: Ui, status: int, title: str, message: str) -> Callable[[Request], Awaitable[Response]]:
+    async def view(ui: Ui, request: Request, visit: Visit) -> Response:
+        return ui.render(request, visit, "error.html", status=status, title=title, message=message)
+
+    return ui.page(view, public=True)
 
 
 async def _home(ui: Ui, request: Request, visit: Visit) -> Response:
