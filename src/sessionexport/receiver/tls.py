@@ -63,7 +63,11 @@ def _only_these_names(sans: list[x509.GeneralName]) -> x509.NameConstraints:
 
 def _write_self_signed(cert_path: Path, key_path: Path, names: tuple[str, ...]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sessionexport receiver")])
+    key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    # A name of its own: senders look a trusted certificate up by its name, so receivers that
+    # shared one could not all be trusted from one --ca-bundle.
+    name = f"sessionexport receiver {key_id.digest[:6].hex()}"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names) if n]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
@@ -76,6 +80,8 @@ def _write_self_signed(cert_path: Path, key_path: Path, names: tuple[str, ...]) 
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(key_id, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(key_id), critical=False)
         # Trusted as a CA by senders (--ca-bundle), it may only vouch for its own names.
         .add_extension(_only_these_names(sans), critical=True)
         # CA:TRUE so that the file itself can be given to senders as the CA to trust.
