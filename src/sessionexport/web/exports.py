@@ -124,8 +124,8 @@ async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
     try:
         entries = await preview_sessions(ui.store, ui.settings, config, now_ms())
     except NoSessions as exc:
-        visit.session.say(str(exc))
-        return ui.redirect("/exports")
+        visit.session.say(str(exc))  # on the page again, the form as it was filled in
+        return await _page(ui, request, visit, _form_id(visit), value)
     return _download(sample_body(config, entries), "application/x-ndjson", "sample.ndjson")
 
 
