@@ -88,7 +88,8 @@ async def test_doc_type_is_sent_for_es7_and_refused_whole_by_es8(tmp_path: Path)
             assert status["lastError"].startswith("Request failed: HTTP 400: illegal_argument_exception: ")
             assert "unknown parameter [_type]" in status["lastError"]
             records = (await received(es8, "requests"))["requests"]
-            assert len(records) == 3 and all("unknown parameter [_type]" in rec["error"] for rec in records)
+            # a request Elasticsearch refuses whole with 400 is not tried again: it would fail the same
+            assert len(records) == 1 and "unknown parameter [_type]" in records[0]["error"]
     finally:
         es7.stop()
         es8.stop()

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
+import pytest
 
 from sessionexport.export.bulk_delivery import deliver_bulk
 from sessionexport.export.config import ExportConfig, SendDirect
@@ -27,6 +28,7 @@ class Endpoint:
     limit: int = 1000  # more sessions than this: 413
     failing: set[int] = field(default_factory=set)  # a request holding any of these seqs: connection error
     items: deque[list[int]] = field(default_factory=deque)  # Elasticsearch item statuses, per request
+    whole: int | None = None  # every request answered with this status
     sent: list[list[int]] = field(default_factory=list)
     config: ExportConfig = field(
         default_factory=lambda: ExportConfig(
@@ -48,6 +50,8 @@ class Endpoint:
         self.sent.append(seqs)
         if len(seqs) > self.limit:
             return Attempt(number, 0, 1, status=413, error="HTTP 413"), b""
+        if self.whole is not None:
+            return Attempt(number, 0, 1, status=self.whole, error=f"HTTP {self.whole}"), b"{}"
         if self.failing & set(seqs):
             return Attempt(number, 0, 1, error="connection reset"), b""
         if not self.items:
@@ -85,3 +89,19 @@ async def test_busy_items_are_sent_again_alone_and_others_rejected_at_once() -> 
     assert sorted(e.seq for e in result.delivered) == [1, 2, 4]
     assert [(r.entry.seq, r.item.status) for r in result.rejected] == [(3, 400)]
     assert result.retried == 2 and not result.unsent
+
+
+@pytest.mark.parametrize(("status", "requests"), [(400, 1), (403, 1), (413, 1), (429, 3), (503, 3)])
+async def test_elasticsearch_refusing_a_request_for_good_is_not_asked_again(
+    status: int, requests: int
+) -> None:
+    endpoint = Endpoint(whole=status)
+    result = await deliver_bulk(endpoint, [entry(1)], SendDirect("i", None))  # type: ignore[arg-type]
+    assert [e.seq for e in result.unsent] == [1]
+    assert len(endpoint.sent) == requests  # 429 and 5xx: busy for now, so 1 + 2 retries
+
+
+async def test_a_plain_endpoint_is_asked_again_whatever_it_answered() -> None:
+    endpoint = Endpoint(whole=400)
+    result = await deliver_bulk(endpoint, [entry(1)], None)  # type: ignore[arg-type]
+    assert [e.seq for e in result.unsent] == [1] and len(endpoint.sent) == 3

@@ -5,6 +5,7 @@ attempt ──2xx──▶ plain endpoint: every session delivered
    │                                     ├ 429 / 5xx ───▶ sent again (only those) in the next attempt
    │                                     └ other ───────▶ rejected (a dead letter per session)
    ├─413 (more than one session)──▶ split in halves, each delivered on its own
+   ├─Elasticsearch 400/401/403/404/413──▶ failed whole at once (refused for good; no retry)
    └─other failure──▶ backoff, next attempt ... out of attempts ──▶ failed whole (one dead letter)
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sessionexport.export.config import SendDirect
-from sessionexport.export.delivery import Attempt, Outcome, Sender
+from sessionexport.export.delivery import FINAL_ELASTICSEARCH_STATUSES, Attempt, Outcome, Sender
 from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome, item_outcomes
 from sessionexport.export.formats import bulk_body
 from sessionexport.store.records import LogEntry
@@ -80,6 +81,8 @@ async def _deliver(
         mine.append(attempt)
         if not attempt.ok:
             items = []
+            if direct is not None and attempt.status in FINAL_ELASTICSEARCH_STATUSES:
+                break  # refused for good: another attempt would be refused the same
             continue
         if direct is None:
             result.delivered += pending

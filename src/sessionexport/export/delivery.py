@@ -25,6 +25,9 @@ from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
 
 TIMEOUT_TITLE = "Request timeout"
+# What Elasticsearch answers a bulk request it will never take (a bad request, credentials or
+# rights it refuses, no such index, too large): trying it again changes nothing.
+FINAL_ELASTICSEARCH_STATUSES = frozenset({400, 401, 403, 404, 413})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,8 @@ class Sender:
         items: int | None = None,
     ) -> Outcome:
         """Send one body until a 2xx or out of attempts (1 + ``retries``). With ``items`` (an
-        Elasticsearch bulk of that many documents), a 2xx counts only when every item succeeded."""
+        Elasticsearch bulk of that many documents), a 2xx counts only when every item succeeded,
+        and a whole request refused for good (``FINAL_ELASTICSEARCH_STATUSES``) is not tried again."""
         retries = self.config.tuning.retries if retries is None else retries
         outcome = Outcome(delivered=False)
         for number in range(1, retries + 2):
@@ -102,6 +106,8 @@ class Sender:
             outcome.attempts.append(attempt)
             if attempt.ok:
                 outcome.delivered, outcome.status = True, attempt.status
+                break
+            if items is not None and attempt.status in FINAL_ELASTICSEARCH_STATUSES:
                 break
         return outcome
 
