@@ -22,6 +22,7 @@ from sessionexport.export.exporter import Exporter
 from sessionexport.export.tuning import ExportTuning
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from tests.conftest import make_token
+from tests.support.backend import backend_database
 from tests.support.engine import OBJECTS, Engine, export_value, running_engine, sessions, until
 from tests.support.receiver import RESET, STALL, Receiver, Tls
 
@@ -292,6 +293,29 @@ async def test_http_endpoint_is_refused(engine: Engine, receiver: Receiver) -> N
     response = await engine.client.post(OBJECTS, json=body, headers=engine.headers)
     assert response.status_code == 400
     assert "https" in response.json()[0]["error"]["constraintViolations"][0]["message"]
+
+
+async def test_a_new_export_takes_the_sessions_that_came_once_it_was_created(
+    tmp_path: Path, tls: Tls, receiver: Receiver
+) -> None:
+    """Also those that came before a worker first saw it: here none ran when it was created."""
+    with backend_database() as url:
+        shared = url or f"sqlite:///{tmp_path / 'shared.db'}"
+        api_only = ServerConfig(data_dir=tmp_path / "api", database_url=shared, run_exporters=False)
+        before, after = sessions(3, seed=31), sessions(4, seed=32)
+        async with running_engine(api_only) as api:
+            await api.ingest(before)
+            body = [{"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export_value(receiver.url)}]
+            created = await api.client.post("/api/v2/settings/objects", json=body, headers=api.headers)
+            assert created.status_code == 200, created.text
+            export_id = created.json()[0]["objectId"]
+            await asyncio.sleep(0.01)  # the log's clock has moved past the creation
+            await api.ingest(after)
+        worker = ServerConfig(data_dir=tmp_path / "worker", database_url=shared, ca_bundle=tls.ca_file)
+        async with running_engine(worker) as engine:
+            await until(lambda: delivered(engine, export_id, len(after)), "the later sessions delivered")
+            await asyncio.sleep(0.5)  # and nothing more
+            assert sorted(line for r in receiver.requests for line in r.lines) == sorted(after)
 
 
 async def test_a_stored_http_endpoint_is_not_started_and_said_once(tmp_path: Path, tls: Tls) -> None:

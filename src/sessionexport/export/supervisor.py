@@ -130,7 +130,7 @@ class ExportSupervisor:
         self._elsewhere: set[str] = set()  # exports another live worker holds a lease of
         self._beat_at = time.monotonic()
         self._known: set[str] = set()  # export ids seen in the settings (a deleted one loses its cursor)
-        self._placed: set[str] = set()  # enabled exports known to have a cursor
+        self._placed: set[str] = set()  # exports known to have a cursor
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -167,7 +167,7 @@ class ExportSupervisor:
             state = await self._beat()
             records = await self.settings.all(EXPORT_SCHEMA)
             wanted = await self._wanted(records)
-            await self._place_new(wanted)
+            await self._place_new(records)
             await self._follow_settings(wanted)
             await self._balance(wanted, state)
             await self._forget_deleted({r.object_id for r in records})
@@ -254,12 +254,18 @@ class ExportSupervisor:
                 wanted[record.object_id] = _Wanted(config, zone, key)
         return wanted
 
-    async def _place_new(self, wanted: dict[str, _Wanted]) -> None:
-        """A new export starts at the end of the log as it is when a worker first sees it, not
-        when one first holds a lease of it (that may be a lease later)."""
-        for export_id in sorted(wanted.keys() - self._placed):
-            await self.store.ensure_cursor(export_id, await self.store.log_position(), now_ms())
-            self._placed.add(export_id)
+    async def _place_new(self, records: list[SettingsRecord]) -> None:
+        """A new export starts with the sessions that joined the log once it was created: not at
+        the end of the log as it is when a worker first sees it, which may be a reconcile period
+        later, or much later when no worker ran. One created paused keeps that place, as a
+        paused export keeps its cursor."""
+        for record in sorted(records, key=lambda r: r.object_id):
+            if record.object_id in self._placed:
+                continue
+            if await self.store.get_cursor(record.object_id) is None:
+                position = await self.store.position_before(record.created)
+                await self.store.ensure_cursor(record.object_id, position, now_ms())
+            self._placed.add(record.object_id)
 
     async def _follow_settings(self, wanted: dict[str, _Wanted]) -> None:
         """Stop exporters whose export changed (restarted by ``_balance``), was paused or deleted."""
