@@ -267,6 +267,25 @@ async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, recei
     await until(lambda: state_is(engine, export_id, "running"), "alert closed")
 
 
+async def test_two_replays_at_once_send_a_letter_once(engine: Engine, receiver: Receiver) -> None:
+    receiver.behaviour.script.extend([500, 500])
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 0, "flushMaxSessions": 2}))
+    await engine.ingest(sessions(4, seed=41))
+    await until(lambda: dead_letters(engine, export_id, 2), "two dead letters")
+    receiver.behaviour.delay_seconds = 0.5  # each replay's request takes a while: they overlap
+    replay = f"/api/v2/exports/{export_id}/deadletters/replay"
+    answers = await asyncio.gather(
+        *(engine.client.post(replay, headers=engine.headers) for _ in range(3))  # three "replay all"
+    )
+    bodies = [a.json() for a in answers]
+    assert sum(b["replayed"] for b in bodies) == 2 and all(b["failed"] == 0 for b in bodies)
+    skipped = [i for b in bodies for i in b["skipped"]]
+    assert skipped and all(skipped.count(i) <= 2 for i in skipped)  # they overlapped; one sent each
+    assert len(receiver.requests) == 2 + 2  # the two failures, then each letter once
+    status = await engine.status(export_id)
+    assert status["deadLetters"] == 0  # both replayed
+
+
 async def state_is(engine: Engine, export_id: str, state: str) -> bool:
     return bool((await engine.status(export_id))["state"] == state)
 

@@ -637,6 +637,33 @@ async def test_dead_letters_list_get_count_and_replay(store: Store) -> None:
     assert [d.id for d in await store.list_dead_letters("e1", state="pending")] == [ids[2], ids[0]]
 
 
+async def test_a_replay_claims_a_letter_until_it_finishes_or_its_claim_runs_out(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    e1 = await claimed(store, "e1")
+    [first, second] = await store.record_bulk(
+        e1, 9, BulkDecision(delivered=0, letters=(letter(), letter())), now=2
+    )
+    assert (await store.claim_dead_letter(first, "other", now=10, until=100)) is None  # not its letter
+    claimed_letter = await store.claim_dead_letter(first, "e1", now=10, until=100)
+    assert claimed_letter is not None and claimed_letter.id == first and claimed_letter.body == letter().body
+    assert await store.claim_dead_letter(first, "e1", now=50, until=150) is None  # held by that replay
+    assert await store.claim_dead_letter(second, "e1", now=50, until=150) is not None  # another letter
+    await store.finish_replay(first, [{"number": 1, "status": 200}], delivered=True, now=60)
+    assert await store.claim_dead_letter(first, "e1", now=70, until=170) is None  # replayed: done
+    # a replay failing after another delivered it leaves it delivered
+    await store.finish_replay(first, [{"number": 1, "status": 500}], delivered=False, now=80, reason="x")
+    done = await store.get_dead_letter(first)
+    assert done is not None and (done.state, done.reason, len(done.attempts)) == (
+        "replayed",
+        letter().reason,
+        2,
+    )
+    # a claim that ran out (its replay crashed) no longer holds the letter
+    assert await store.claim_dead_letter(second, "e1", now=151, until=250) is not None
+    await store.finish_replay(second, [{"number": 1, "status": 500}], delivered=False, now=160, reason="y")
+    assert await store.claim_dead_letter(second, "e1", now=161, until=260) is not None  # finished: free
+
+
 # -- alerts -------------------------------------------------------------------------------------
 async def test_alerts_raise_bump_close_and_list(store: Store) -> None:
     await store.raise_alert("e1", "delivery", "Request timeout", "first", now=1)

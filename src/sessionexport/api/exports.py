@@ -332,8 +332,10 @@ async def dead_letter_body(
     "/exports/{objectId}/deadletters/replay",
     summary="Send dead letters again",
     description="Delivered again through the export's endpoint with its current authentication, with"
-    " the usual retries; a delivered letter is marked replayed, a failed one stays pending. 409, with"
-    " nothing sent, when this server may not send to the endpoint (an http:// URL it no longer allows).",
+    " the usual retries; a delivered letter is marked replayed, a failed one stays pending. A letter"
+    " another replay is sending at the same time (or that stopped being pending meanwhile) is not sent"
+    " again: its id is listed in skipped. 409, with nothing sent, when this server may not send to the"
+    " endpoint (an http:// URL it no longer allows).",
     dependencies=[Manager],
     responses={**_ERRORS, 409: {"description": "The endpoint may not be sent to from this server"}},
 )
@@ -347,10 +349,12 @@ async def replay_dead_letters(request: Request, objectId: str, body: ReplayReque
         results = await supervisor.replay(config, letters)
     except DeliveryRefused as exc:
         raise ApiError(409, f"Not replayed: {exc}") from None
+    sent = [r for r in results if not r.skipped]
     return OrjsonResponse(
         {
-            "replayed": sum(r.delivered for r in results),
-            "failed": sum(not r.delivered for r in results),
+            "replayed": sum(r.delivered for r in sent),
+            "failed": sum(not r.delivered for r in sent),
+            "skipped": [r.letter_id for r in results if r.skipped],
             "results": [
                 {
                     "id": r.letter_id,
@@ -358,7 +362,7 @@ async def replay_dead_letters(request: Request, objectId: str, body: ReplayReque
                     "reason": None if r.delivered else r.outcome.alert_title,
                     "attempts": [a.as_json() for a in r.outcome.attempts],
                 }
-                for r in results
+                for r in sent
             ],
         }
     )

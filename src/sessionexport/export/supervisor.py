@@ -81,6 +81,7 @@ class ReplayResult:
     letter_id: int
     delivered: bool
     outcome: Outcome
+    skipped: bool = False  # another replay was sending it, or it was no longer pending: not sent
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
@@ -371,7 +372,8 @@ class ExportSupervisor:
     # -- operations --------------------------------------------------------------------------
     async def replay(self, config: ExportConfig, letter_ids: list[int]) -> list[ReplayResult]:
         """Send dead letters again, exactly as kept, with the export's current authentication;
-        each read just before it is sent (one body held at a time), skipped if no longer pending.
+        each claimed and read just before it is sent (one body held at a time), skipped when
+        another replay holds it or it is no longer pending: two replays at once send it once.
         ``DeliveryRefused`` when the export may not be sent to from here (as its exporter is not)."""
         if refusal := self._refusal(config):
             raise DeliveryRefused(refusal)
@@ -379,8 +381,12 @@ class ExportSupervisor:
         async with self.client() as client:
             sender = self.sender(config, client)
             for letter_id in letter_ids:
-                letter = await self.store.get_dead_letter(letter_id)
-                if letter is None or letter.export_id != config.export_id or letter.state != "pending":
+                now = now_ms()
+                letter = await self.store.claim_dead_letter(
+                    letter_id, config.export_id, now, now + _replay_claim_ms(config)
+                )
+                if letter is None:
+                    results.append(ReplayResult(letter_id, False, Outcome(delivered=False), skipped=True))
                     continue
                 items = len(letter.sessions) if config.send_direct else None
                 outcome = await sender.send(letter.body, content_type=letter.content_type, items=items)
@@ -406,3 +412,10 @@ class ExportSupervisor:
             await self.store.move_cursor(export_id, position, now_ms())
             self._held = {u for u in self._held if u[0] != export_id}
         self.poke()
+
+
+def _replay_claim_ms(config: ExportConfig) -> int:
+    """Long enough for every attempt of one letter (timeouts and backoffs), with a margin: a
+    replay that crashed leaves its letters to the next once this has passed."""
+    t = config.tuning
+    return int(((t.retries + 1) * t.timeoutSeconds + t.retries * t.backoffMaxSeconds + 60) * 1000)

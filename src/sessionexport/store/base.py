@@ -248,6 +248,12 @@ class Store(Protocol):
 
     async def count_dead_letters(self, export_id: str, state: str = "pending") -> int: ...
 
+    async def claim_dead_letter(
+        self, letter_id: int, export_id: str, now: int, until: int
+    ) -> DeadLetter | None:
+        """The export's pending letter, claimed for a replay until ``until`` (epoch ms); None when
+        it is not a pending letter of that export, or another replay's claim still holds it."""
+
     async def finish_replay(
         self,
         letter_id: int,
@@ -256,8 +262,9 @@ class Store(Protocol):
         now: int,
         reason: str | None = None,
     ) -> None:
-        """Append a replay's attempts; mark the letter replayed when it was delivered, or give it
-        the ``reason`` it failed this time (the one before is in its attempts)."""
+        """End a replay's claim: append its attempts; mark the letter replayed when it was
+        delivered, or give it the ``reason`` it failed this time (the one before is in its
+        attempts). A letter no longer pending is left as it is."""
 
     # -- alerts ------------------------------------------------------------------------------
     async def raise_alert(self, export_id: str, kind: str, title: str, message: str, now: int) -> None:

@@ -679,6 +679,17 @@ class PostgresStore:
         query = "SELECT count(*) FROM dead_letters WHERE export_id = %s AND state = %s"
         return int(await self._value(query, (export_id, state)))
 
+    async def claim_dead_letter(
+        self, letter_id: int, export_id: str, now: int, until: int
+    ) -> DeadLetter | None:
+        rows = await self._rows(
+            "UPDATE dead_letters SET replaying_until = %s WHERE id = %s AND export_id = %s"
+            " AND state = 'pending' AND (replaying_until IS NULL OR replaying_until < %s)"
+            f" RETURNING {_DEAD_LETTER_ROW}",
+            (until, letter_id, export_id, now),
+        )
+        return _dead_letter(rows[0]) if rows else None
+
     async def finish_replay(
         self,
         letter_id: int,
@@ -697,7 +708,7 @@ class PostgresStore:
                 return
             await conn.execute(
                 "UPDATE dead_letters SET attempts = %s, state = %s, replayed_at = %s,"
-                " reason = coalesce(%s, reason) WHERE id = %s",
+                " reason = coalesce(%s, reason), replaying_until = NULL WHERE id = %s AND state = 'pending'",
                 (
                     orjson.dumps([*orjson.loads(row[0]), *attempts]).decode(),
                     "replayed" if delivered else "pending",

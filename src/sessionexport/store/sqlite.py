@@ -631,6 +631,18 @@ class SQLiteStore:
             )
         )
 
+    async def claim_dead_letter(
+        self, letter_id: int, export_id: str, now: int, until: int
+    ) -> DeadLetter | None:
+        def claim(conn: sqlite3.Connection) -> DeadLetter | None:
+            row = conn.execute(
+                f"UPDATE dead_letters SET replaying_until = ? WHERE {_CLAIMABLE} RETURNING {_DEAD_LETTER_ROW}",
+                (until, letter_id, export_id, now),
+            ).fetchone()
+            return _dead_letter(row) if row else None
+
+        return await self._write(claim)
+
     async def finish_replay(
         self,
         letter_id: int,
@@ -645,8 +657,8 @@ class SQLiteStore:
                 return
             all_attempts = [*orjson.loads(row[0]), *attempts]
             conn.execute(
-                "UPDATE dead_letters SET attempts = ?, state = ?, replayed_at = ?, reason = coalesce(?, reason)"
-                " WHERE id = ?",
+                "UPDATE dead_letters SET attempts = ?, state = ?, replayed_at = ?, reason = coalesce(?, reason),"
+                " replaying_until = NULL WHERE id = ? AND state = 'pending'",
                 (
                     orjson.dumps(all_attempts),
                     "replayed" if delivered else "pending",
@@ -703,6 +715,8 @@ _SKIP = (
 # The database's clock, epoch ms (see base: lease expiry is judged by it).
 _NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _LEASE_ROW = "export_id, shard, owner, expires_at"
+# A pending letter of the export that no replay holds (a claim that ran out no longer holds it).
+_CLAIMABLE = "id = ? AND export_id = ? AND state = 'pending' AND (replaying_until IS NULL OR replaying_until < ?)"
 _DEAD_LETTER_ROW = (
     "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
     " replayed_at"

@@ -100,11 +100,14 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     except DeliveryRefused as exc:
         visit.session.say(f"Not replayed: {exc}")
         return ui.redirect(f"/health#health-{object_id}")
-    delivered = sum(r.delivered for r in results)
-    failed = [r for r in results if not r.delivered]
-    message = f"Replayed {delivered} of {len(results)} dead letter(s)."
+    sent = [r for r in results if not r.skipped]
+    delivered = sum(r.delivered for r in sent)
+    failed = [r for r in sent if not r.delivered]
+    message = f"Replayed {delivered} of {len(sent)} dead letter(s)."
     if failed:
         message += f" Still failing: {failed[0].outcome.alert_title}."
+    if skipped := len(results) - len(sent):
+        message += f" {skipped} not sent: another replay was sending it, or it was no longer pending."
     visit.session.say(message)
     return ui.redirect(f"/health#health-{object_id}")
 
