@@ -318,6 +318,24 @@ async def test_session_over_the_action_limit_becomes_numbered_parts(
     assert len(await store.recent_sessions(user_session_id="s1")) == 3
 
 
+async def test_two_workers_completing_the_same_part_number_it_once(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """Workers sweep the same due sessions: the one that completes a part second, on what it read
+    before, writes nothing (its session would be a duplicate; the part counter must not move)."""
+    store = sessionizer.store
+    lines = [*(act(f"a{i}", T0 + i * SECOND, 100) for i in range(7)), end("end", T0 + 10 * SECOND)]
+    clock.set(T0 + 11 * SECOND)
+    await send(sessionizer, *lines)
+    clock.set(T0 + 11 * SECOND + SETTLE)
+    [read_by_both] = await store.due_sessions(clock(), 10)
+    other = new_sessionizer(store, clock)
+    assert await sessionizer._look_at(read_by_both) == 1  # the first part
+    assert await other._look_at(read_by_both) == 0  # the same part, already written
+    assert await drain(sessionizer) == 2
+    assert [d["partNumber"] for d in await logged(store)] == [1, 2, 3]
+
+
 async def test_parts_that_start_in_the_same_millisecond_are_all_kept(
     sessionizer: Sessionizer, clock: Clock
 ) -> None:

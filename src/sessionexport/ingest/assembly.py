@@ -118,7 +118,11 @@ class Sessionizer:
         events = [_decoder.decode(body) for body in session.events]
         part = next_part(events, now, self.settings)
         keep = functools.partial(
-            CompletedPart, session.tenant_id, session.session_id, seen_arrivals=session.arrivals
+            CompletedPart,
+            session.tenant_id,
+            session.session_id,
+            seen_arrivals=session.arrivals,
+            seen_part=session.part,
         )
         if part is None:
             wake = due_at(events, self.settings)

@@ -60,6 +60,7 @@ from sessionexport.store.records import (
     StoredSession,
     TokenRecord,
     WorkState,
+    open_session_changed,
 )
 
 # Advisory lock keys: any constants work as long as nothing else sharing the database uses them.
@@ -174,7 +175,9 @@ WITH incoming AS (
 )
 SELECT (SELECT count(*) FROM incoming), (SELECT count(*) FROM timely), (SELECT count(*) FROM kept)
 """
-_ARRIVALS = "SELECT arrivals FROM open_sessions WHERE tenant_id = %s AND session_id = %s FOR UPDATE"
+_ARRIVALS_AND_PART = (
+    "SELECT arrivals, part FROM open_sessions WHERE tenant_id = %s AND session_id = %s FOR UPDATE"
+)
 _DUE_SESSIONS = """
 SELECT o.tenant_id, o.session_id, o.part, o.split, o.last_start, o.arrivals,
        coalesce((SELECT array_agg(e.body ORDER BY e.ts, e.event_id)
@@ -387,10 +390,10 @@ class PostgresStore:
 
     async def complete_part(self, part: CompletedPart, received_at: int) -> AppendResult:
         async with self._transaction() as conn:
-            cursor = await conn.execute(_ARRIVALS, (part.tenant_id, part.session_id))
+            cursor = await conn.execute(_ARRIVALS_AND_PART, (part.tenant_id, part.session_id))
             row = await cursor.fetchone()
-            if part.seen_arrivals is not None and (row is None or row[0] != part.seen_arrivals):
-                return AppendResult(0, 0)  # events came in meanwhile: add_events set it to be looked at again
+            if open_session_changed(part, tuple(row) if row else None):
+                return AppendResult(0, 0)  # looked at again: add_events set it so, or another worker did it
             if part.consumed:
                 await conn.execute(_DROP_CONSUMED, (part.tenant_id, part.session_id, list(part.consumed)))
             await conn.execute(_NOTE_PART, _part_params(part))

@@ -43,6 +43,7 @@ from sessionexport.store.records import (
     StoredSession,
     TokenRecord,
     WorkState,
+    open_session_changed,
 )
 from sessionexport.store.sqlite_engine import SQLiteEngine, insert_rows
 
@@ -198,8 +199,8 @@ class SQLiteStore:
         rows = _session_rows([part.session], received_at) if part.session else []
 
         def complete(conn: sqlite3.Connection) -> AppendResult:
-            if part.seen_arrivals is not None and _arrivals(conn, part) != part.seen_arrivals:
-                return AppendResult(0, 0)  # events came in meanwhile: add_events set it to be looked at again
+            if _changed_since_read(conn, part):
+                return AppendResult(0, 0)  # looked at again: add_events set it so, or another worker did it
             result = _append(conn, rows) if rows else AppendResult(0, 0)
             for start in range(0, len(part.consumed), 500):
                 chunk = part.consumed[start : start + 500]
@@ -716,7 +717,9 @@ _SKIP = (
 _NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _LEASE_ROW = "export_id, shard, owner, expires_at"
 # A pending letter of the export that no replay holds (a claim that ran out no longer holds it).
-_CLAIMABLE = "id = ? AND export_id = ? AND state = 'pending' AND (replaying_until IS NULL OR replaying_until < ?)"
+_CLAIMABLE = (
+    "id = ? AND export_id = ? AND state = 'pending' AND (replaying_until IS NULL OR replaying_until < ?)"
+)
 _DEAD_LETTER_ROW = (
     "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
     " replayed_at"
@@ -786,12 +789,14 @@ def _hours_present(conn: sqlite3.Connection) -> Iterator[int]:
         ).fetchone()
 
 
-def _arrivals(conn: sqlite3.Connection, part: CompletedPart) -> int | None:
+def _changed_since_read(conn: sqlite3.Connection, part: CompletedPart) -> bool:
+    """Whether events arrived for the open session, or a part of it was completed, since the
+    sessionizer read it (``part`` was decided on what it read)."""
     row = conn.execute(
-        "SELECT arrivals FROM open_sessions WHERE tenant_id = ? AND session_id = ?",
+        "SELECT arrivals, part FROM open_sessions WHERE tenant_id = ? AND session_id = ?",
         (part.tenant_id, part.session_id),
     ).fetchone()
-    return int(row[0]) if row else None
+    return open_session_changed(part, tuple(row) if row else None)
 
 
 def _session_rows(sessions: Sequence[NewSession], received_at: int) -> list[tuple[Any, ...]]:
