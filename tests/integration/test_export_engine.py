@@ -286,6 +286,26 @@ async def test_two_replays_at_once_send_a_letter_once(engine: Engine, receiver: 
     assert status["deadLetters"] == 0  # both replayed
 
 
+async def test_an_export_is_deleted_only_once_its_dead_letters_are_replayed_or_discarded(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.script.extend([500, 500])
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 0, "flushMaxSessions": 2}))
+    await engine.ingest(sessions(4, seed=43))
+    await until(lambda: dead_letters(engine, export_id, 2), "two dead letters")
+    refused = await engine.client.delete(f"{OBJECTS}/{export_id}", headers=engine.headers)
+    assert refused.status_code == 400
+    assert "has 2 pending dead letter(s)" in refused.json()["error"]["message"]
+
+    discard = f"/api/v2/exports/{export_id}/deadletters"
+    reader = await make_token(engine.app.state.store, frozenset({"settings.read"}))
+    denied = await engine.client.delete(discard, headers={"Authorization": f"Api-Token {reader}"})
+    assert denied.status_code == 403  # exports.manage
+    discarded = await engine.client.delete(discard, headers=engine.headers)
+    assert discarded.json() == {"discardedDeadLetters": 2, "discardedSessions": 4}
+    assert (await engine.client.delete(f"{OBJECTS}/{export_id}", headers=engine.headers)).status_code == 204
+
+
 async def state_is(engine: Engine, export_id: str, state: str) -> bool:
     return bool((await engine.status(export_id))["state"] == state)
 

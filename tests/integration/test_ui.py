@@ -1644,12 +1644,13 @@ async def test_dead_letters_are_replayed_from_the_health_page(live: Browser, rec
     )
 
 
-async def test_deleting_an_export_deletes_what_its_confirmation_says(
+async def test_an_export_with_pending_dead_letters_is_deleted_only_once_they_are_discarded(
     live: Browser, receiver: Receiver
 ) -> None:
-    """The delete button asks "Its position in the log and its dead letters are deleted too": after
-    the delete, neither is left (a dead letter holds session content; once its export is gone no
-    page or API route reaches it any more)."""
+    """Nothing is discarded without being asked to: the delete is refused while dead letters are
+    pending; discarding them is its own, confirmed, action. After the delete, neither the
+    export's position nor its letters (session content nothing could reach) are left, and its
+    alerts are closed."""
     ui = await live.logged_in()
     receiver.behaviour.script = deque([500])
     object_id = await ui.create(export_value(receiver.url, {"retries": 0}))
@@ -1661,8 +1662,20 @@ async def test_deleting_an_export_deletes_what_its_confirmation_says(
 
     await until(dead_lettered, "a dead letter")
     page = await ui.page("/ui/exports")
-    delete_form = page.form(f"/ui/exports/{object_id}/delete")
-    assert "dead letters are deleted too" in delete_form.attrs["data-confirm"]
+    refused = await ui.follow(await ui.submit(page, f"/ui/exports/{object_id}/delete"))
+    assert (
+        refused.flash is not None
+        and "has 1 pending dead letter(s): replay or discard them first" in refused.flash
+    )
+    assert [o["objectId"] for o in await ui.objects()] == [object_id]
+
+    health = await ui.page("/ui/health")
+    discard = health.form(f"/ui/health/{object_id}/discard")
+    assert "for good" in discard.attrs["data-confirm"]
+    discarded = await ui.follow(await ui.send(discard))
+    assert discarded.flash == "Discarded 1 dead letter(s) holding 2 session(s)."
+
+    page = await ui.page("/ui/exports")
     assert (await ui.submit(page, f"/ui/exports/{object_id}/delete")).status_code == 303
     assert await ui.objects() == []
 
@@ -1671,6 +1684,7 @@ async def test_deleting_an_export_deletes_what_its_confirmation_says(
 
     await until(cursor_gone, "the export's position deleted")
     assert await ui.store.list_dead_letters(object_id, state=None) == []
+    assert not [a for a in await ui.store.list_alerts(open_only=True) if a.export_id == object_id]
 
 
 # -- sessions -----------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -38,6 +39,7 @@ NDJSON_MEDIA = "application/x-ndjson"
 metrics_router = APIRouter(tags=["Metrics"])
 
 Reader = Depends(require(Scope.SETTINGS_READ))
+log = logging.getLogger(__name__)
 Manager = Depends(require(Scope.EXPORTS_MANAGE))
 SessionsReader = Depends(require(Scope.SESSIONS_READ))  # whatever shows or sends session content
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -366,6 +368,29 @@ async def replay_dead_letters(request: Request, objectId: str, body: ReplayReque
             ],
         }
     )
+
+
+@router.delete(
+    "/exports/{objectId}/deadletters",
+    summary="Discard the pending dead letters",
+    description="Deletes every pending dead letter of the export (not those a replay is sending"
+    " right now), for good: their sessions are not sent. Answers how many letters and sessions"
+    " were discarded. An export can be deleted only once it has none pending.",
+    dependencies=[Manager],
+    responses=_ERRORS,
+)
+async def discard_dead_letters(request: Request, objectId: str) -> Response:
+    store, settings, _ = _objects(request)
+    await _config(settings, objectId)
+    letters, sessions = await store.discard_dead_letters(objectId, now_ms())
+    if letters:
+        log.warning(
+            "export %s: %d pending dead letter(s) (%d session(s)) discarded on request",
+            objectId,
+            letters,
+            sessions,
+        )
+    return OrjsonResponse({"discardedDeadLetters": letters, "discardedSessions": sessions})
 
 
 @router.put(

@@ -277,6 +277,12 @@ class ExportSupervisor:
 
     async def _forget_deleted(self, present: set[str]) -> None:
         for deleted in self._known - present:
+            # Deleting an export is refused while it has pending letters; one its exporter kept
+            # in the moment before it stopped goes with it, said here.
+            if pending := await self.store.count_dead_letters(deleted):
+                log.warning(
+                    "export %s deleted: %d pending dead letter(s) kept meanwhile go with it", deleted, pending
+                )
             await self.store.delete_cursor(deleted)
         self._known = present
         self._placed &= present

@@ -232,6 +232,16 @@ class SettingsService:
                 return ItemResult(
                     400, message="Invalid updateToken", violations=[Violation("updateToken", "malformed")]
                 )
+        if record.schema_id == EXPORT_SCHEMA and (pending := await self.store.count_dead_letters(object_id)):
+            # its dead letters would go with it: nothing is discarded without being asked to
+            return ItemResult(
+                400,
+                message=f"The export has {pending} pending dead letter(s): replay them, or discard them"
+                f" (DELETE /api/v2/exports/{object_id}/deadletters), first",
+                violations=[
+                    Violation("", f"has {pending} pending dead letter(s): replay or discard them first")
+                ],
+            )
         if record.schema_id == ZONE_SCHEMA:
             exports = [
                 (r.object_id, orjson.loads(r.value)) for r in await self.store.list_settings(EXPORT_SCHEMA)

@@ -243,7 +243,9 @@ EXPORT_SETTINGS: dict[str, Any] = {
         {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "elasticsearch-direct"},
     ],
     "schemaConstraints": [],
-    "deletionConstraints": [],
+    "deletionConstraints": [
+        {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "export-without-pending-dead-letters"},
+    ],
     "metadata": {},
     "uiCustomization": {},
     "tableColumns": {},

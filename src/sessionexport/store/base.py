@@ -182,7 +182,8 @@ class Store(Protocol):
 
     async def delete_cursor(self, export_id: str) -> None:
         """The export was deleted: forget its cursors, leases, delivery history and dead letters
-        (which hold session content that nothing could reach or replay any more)."""
+        (which hold session content that nothing could reach or replay any more; deleting an
+        export is refused while it has pending ones), and close its open alerts."""
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` sessions after ``after_seq``, in seq order."""
@@ -247,6 +248,9 @@ class Store(Protocol):
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None: ...
 
     async def count_dead_letters(self, export_id: str, state: str = "pending") -> int: ...
+
+    async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
+        """Delete the export's pending letters that no replay holds; (letters, sessions) deleted."""
 
     async def claim_dead_letter(
         self, letter_id: int, export_id: str, now: int, until: int

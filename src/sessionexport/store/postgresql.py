@@ -545,6 +545,10 @@ class PostgresStore:
             await conn.execute("DELETE FROM export_cursors WHERE export_id = %s", (export_id,))
             await conn.execute("DELETE FROM delivery_minutes WHERE export_id = %s", (export_id,))
             await conn.execute("DELETE FROM dead_letters WHERE export_id = %s", (export_id,))
+            await conn.execute(
+                f"UPDATE alerts SET closed_at = {_NOW} WHERE export_id = %s AND closed_at IS NULL",
+                (export_id,),
+            )
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         # Safe to pass every seq seen: appends commit in seq order (see append_in_transaction).
@@ -681,6 +685,14 @@ class PostgresStore:
     async def count_dead_letters(self, export_id: str, state: str = "pending") -> int:
         query = "SELECT count(*) FROM dead_letters WHERE export_id = %s AND state = %s"
         return int(await self._value(query, (export_id, state)))
+
+    async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
+        rows = await self._rows(
+            "DELETE FROM dead_letters WHERE export_id = %s AND state = 'pending'"
+            " AND (replaying_until IS NULL OR replaying_until < %s) RETURNING session_count",
+            (export_id, now),
+        )
+        return len(rows), sum(row[0] for row in rows)
 
     async def claim_dead_letter(
         self, letter_id: int, export_id: str, now: int, until: int

@@ -442,6 +442,10 @@ class SQLiteStore:
             conn.execute("DELETE FROM export_cursors WHERE export_id = ?", (export_id,))
             conn.execute("DELETE FROM delivery_minutes WHERE export_id = ?", (export_id,))
             conn.execute("DELETE FROM dead_letters WHERE export_id = ?", (export_id,))
+            conn.execute(
+                f"UPDATE alerts SET closed_at = {_NOW} WHERE export_id = ? AND closed_at IS NULL",
+                (export_id,),
+            )
 
         await self._write(delete)
 
@@ -631,6 +635,17 @@ class SQLiteStore:
                 ).fetchone()[0]
             )
         )
+
+    async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
+        def delete(conn: sqlite3.Connection) -> tuple[int, int]:
+            rows = conn.execute(
+                "DELETE FROM dead_letters WHERE export_id = ? AND state = 'pending'"
+                " AND (replaying_until IS NULL OR replaying_until < ?) RETURNING session_count",
+                (export_id, now),
+            ).fetchall()
+            return len(rows), sum(row[0] for row in rows)
+
+        return await self._write(delete)
 
     async def claim_dead_letter(
         self, letter_id: int, export_id: str, now: int, until: int

@@ -3,6 +3,7 @@ a chart of the last hour, open alerts, and dead letters with replay buttons."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -21,6 +22,7 @@ from sessionexport.web.app import Ui, Visit, stored_id
 from sessionexport.web.filters import export_names
 
 HOUR_MS = 3600 * 1000
+log = logging.getLogger(__name__)
 LETTERS_SHOWN = 50
 
 
@@ -33,6 +35,11 @@ def routes(ui: Ui) -> list[Route]:
         Route(
             "/health/{object_id}/replay",
             ui.page(replay, scopes=(*read, Scope.EXPORTS_MANAGE)),
+            methods=["POST"],
+        ),
+        Route(
+            "/health/{object_id}/discard",
+            ui.page(discard, scopes=(*read, Scope.EXPORTS_MANAGE)),
             methods=["POST"],
         ),
     ]
@@ -109,6 +116,23 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     if skipped := len(results) - len(sent):
         message += f" {skipped} not sent: another replay was sending it, or it was no longer pending."
     visit.session.say(message)
+    return ui.redirect(f"/health#health-{object_id}")
+
+
+async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
+    object_id = request.path_params["object_id"]
+    if await ui.settings.get_export(object_id) is None:
+        visit.session.say("That export no longer exists.")
+        return ui.redirect("/health")
+    letters, sessions = await ui.store.discard_dead_letters(object_id, now_ms())
+    if letters:
+        log.warning(
+            "export %s: %d pending dead letter(s) (%d session(s)) discarded from the UI",
+            object_id,
+            letters,
+            sessions,
+        )
+    visit.session.say(f"Discarded {letters} dead letter(s) holding {sessions} session(s).")
     return ui.redirect(f"/health#health-{object_id}")
 
 
