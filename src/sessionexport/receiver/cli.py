@@ -110,7 +110,7 @@ def receive(
         typer.Option(
             envvar=env("RECEIVER_BULK_FAIL"),
             show_default=False,
-            help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable), e.g. 429:-7$:1.",
+            help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable), e.g. 429:7$:1 (ids ending in 7, once).",
         ),
     ] = None,
     workers: Annotated[
