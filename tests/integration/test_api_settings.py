@@ -714,6 +714,16 @@ async def test_validate_only_counts_what_the_earlier_items_of_its_request_would_
     assert any("at most 3" in message for _, message in violations(dry.json()[1]))
 
 
+async def test_validate_only_takes_a_repeated_external_id_for_an_update(settings: Settings) -> None:
+    for i in range(2):
+        await settings.create(export_value(f"https://e{i}.example"))
+    same = [item(export_value(f"https://x{i}.example"), externalId="x") for i in range(2)]
+    dry = await settings.post(*same, validateOnly="true")
+    real = await settings.post(*same)
+    assert dry.status_code == real.status_code == 200
+    assert [r["code"] for r in dry.json()] == [r["code"] for r in real.json()] == [200, 200]
+
+
 async def test_zones_do_not_count_towards_the_export_limit(settings: Settings) -> None:
     for i in range(4):
         await settings.create(zone_value(f"zone {i}"), schema=ZONES)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -17,7 +16,7 @@ from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
-from sessionexport.export.deadletters import letters_to_replay
+from sessionexport.export.deadletters import discard_pending, letters_to_replay
 from sessionexport.export.preview import (
     NoSessions,
     mapping_of,
@@ -39,7 +38,6 @@ NDJSON_MEDIA = "application/x-ndjson"
 metrics_router = APIRouter(tags=["Metrics"])
 
 Reader = Depends(require(Scope.SETTINGS_READ))
-log = logging.getLogger(__name__)
 Manager = Depends(require(Scope.EXPORTS_MANAGE))
 SessionsReader = Depends(require(Scope.SESSIONS_READ))  # whatever shows or sends session content
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -376,20 +374,14 @@ async def replay_dead_letters(request: Request, objectId: str, body: ReplayReque
     description="Deletes every pending dead letter of the export (not those a replay is sending"
     " right now), for good: their sessions are not sent. Answers how many letters and sessions"
     " were discarded. An export can be deleted only once it has none pending.",
-    dependencies=[Manager],
     responses=_ERRORS,
 )
-async def discard_dead_letters(request: Request, objectId: str) -> Response:
+async def discard_dead_letters(
+    request: Request, objectId: str, token: Annotated[TokenRecord, Manager]
+) -> Response:
     store, settings, _ = _objects(request)
     await _config(settings, objectId)
-    letters, sessions = await store.discard_dead_letters(objectId, now_ms())
-    if letters:
-        log.warning(
-            "export %s: %d pending dead letter(s) (%d session(s)) discarded on request",
-            objectId,
-            letters,
-            sessions,
-        )
+    letters, sessions = await discard_pending(store, objectId, now_ms(), f"API token {token.name!r}")
     return OrjsonResponse({"discardedDeadLetters": letters, "discardedSessions": sessions})
 
 

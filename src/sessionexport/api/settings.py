@@ -369,7 +369,8 @@ async def update_object(
 @router.delete(
     "/objects/{objectId}",
     summary="Delete a settings object",
-    description="204; an export's exporter stops, a management zone used by an export cannot be deleted (400).",
+    description="204; an export's exporter stops. Refused (400): an export with pending dead letters"
+    " (replay or discard them first), a management zone used by an export.",
     status_code=204,
     responses={
         **_AUTH_ERRORS,

@@ -1,4 +1,5 @@
-"""Choosing the dead letters a replay sends: the ones asked for, or every pending one.
+"""Choosing the dead letters a replay sends (the ones asked for, or every pending one), and
+discarding them on request.
 
 Only their ids are chosen here: each letter's body (up to a whole bulk) is read just before it is
 sent, so a replay of thousands holds one body at a time.
@@ -6,7 +7,11 @@ sent, so a replay of thousands holds one body at a time.
 
 from __future__ import annotations
 
+import logging
+
 from sessionexport.store import Store
+
+log = logging.getLogger(__name__)
 
 REPLAY_ALL_LIMIT = 10_000
 _PAGE = 50
@@ -34,3 +39,18 @@ async def _pending_ids(store: Store, export_id: str) -> list[int]:
             break
         before = page[-1].id
     return sorted(ids[:REPLAY_ALL_LIMIT])
+
+
+async def discard_pending(store: Store, export_id: str, now: int, asked_by: str) -> tuple[int, int]:
+    """Discard the export's pending letters (not one a replay is sending), said in the log:
+    (letters, sessions) discarded. ``asked_by``: who asked, for that line."""
+    letters, sessions = await store.discard_dead_letters(export_id, now)
+    if letters:
+        log.warning(
+            "export %s: %d pending dead letter(s) holding %d session(s) discarded, as %s asked",
+            export_id,
+            letters,
+            sessions,
+            asked_by,
+        )
+    return letters, sessions

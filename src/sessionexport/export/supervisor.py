@@ -421,7 +421,8 @@ class ExportSupervisor:
 
 
 def _replay_claim_ms(config: ExportConfig) -> int:
-    """Long enough for every attempt of one letter (timeouts and backoffs), with a margin: a
-    replay that crashed leaves its letters to the next once this has passed."""
+    """Long enough for every attempt of one letter (each up to a token request and two sends,
+    after a 401, within its timeout; the backoffs between them), with a margin: a replay that
+    crashed leaves its letters to the next once this has passed."""
     t = config.tuning
-    return int(((t.retries + 1) * t.timeoutSeconds + t.retries * t.backoffMaxSeconds + 60) * 1000)
+    return int(((t.retries + 1) * 3 * t.timeoutSeconds + t.retries * t.backoffMaxSeconds + 60) * 1000)

@@ -97,13 +97,17 @@ class SettingsService:
         would have created, so it answers as the same request without validateOnly would."""
         results: list[ItemResult] = []
         planned: dict[str, int] = {}
+        planned_external: set[tuple[str, str]] = set()  # an item with one of these would update
         for item in items:
             schema_id = str(item.schema_id)
-            result = await self.create(
-                item, author, now, validate_only=validate_only, planned=planned.get(schema_id, 0)
-            )
-            if validate_only and result.ok and result.object_id is None:
+            external = (schema_id, item.external_id) if item.external_id is not None else None
+            updates_planned = external in planned_external
+            taken = planned.get(schema_id, 0) - updates_planned  # an update takes no new slot
+            result = await self.create(item, author, now, validate_only=validate_only, planned=taken)
+            if validate_only and result.ok and result.object_id is None and not updates_planned:
                 planned[schema_id] = planned.get(schema_id, 0) + 1
+                if external is not None:
+                    planned_external.add(external)
             results.append(result)
         return results
 
@@ -237,7 +241,8 @@ class SettingsService:
             return ItemResult(
                 400,
                 message=f"The export has {pending} pending dead letter(s): replay them, or discard them"
-                f" (DELETE /api/v2/exports/{object_id}/deadletters), first",
+                f" (DELETE /api/v2/exports/{object_id}/deadletters, scope exports.manage), first;"
+                " pause the export first if it keeps failing",
                 violations=[
                     Violation("", f"has {pending} pending dead letter(s): replay or discard them first")
                 ],

@@ -159,12 +159,13 @@ class Ui:
         """The login page, which leads back to the page the visitor was on. A form sent once the
         login had ended (logged out elsewhere, token revoked, 8 hours passed) is not carried out,
         and says so; a request of a page's script makes the whole page go to the login."""
-        if request.method == "GET" and not request.headers.get("hx-request"):
+        reading = request.method in ("GET", "HEAD")
+        if reading and not request.headers.get("hx-request"):
             back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         else:
             back = _page_path(request.headers.get("hx-current-url") or request.headers.get("referer"))
         login = f"{PREFIX}/login?next={quote(back)}"
-        if request.method != "GET":
+        if not reading:
             visit.session.say("Your login had ended, so nothing was changed. Log in, then try again.")
         if request.headers.get("hx-request"):
             return Response(status_code=401, headers={"HX-Redirect": login})

@@ -3,7 +3,6 @@ a chart of the last hour, open alerts, and dead letters with replay buttons."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -12,7 +11,7 @@ from starlette.routing import Route
 
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
-from sessionexport.export.deadletters import letters_to_replay
+from sessionexport.export.deadletters import discard_pending, letters_to_replay
 from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.export.supervisor import DeliveryRefused
 from sessionexport.settings.schemas import EXPORT_SCHEMA
@@ -22,7 +21,6 @@ from sessionexport.web.app import Ui, Visit, stored_id
 from sessionexport.web.filters import export_names
 
 HOUR_MS = 3600 * 1000
-log = logging.getLogger(__name__)
 LETTERS_SHOWN = 50
 
 
@@ -51,13 +49,14 @@ class ExportView:
     health: ExportHealth
     letters: list[DeadLetter]
     name: str = ""
+    older: bool = False  # pending letters older than those shown
 
 
 async def health_page(ui: Ui, request: Request, visit: Visit) -> Response:
     # ?export=<id>&before=<letter id>: that export's older dead letters (the newest 50 come first)
     paged = request.query_params.get("export"), stored_id(request.query_params.get("before", ""))
     exports = await _exports(ui, with_letters=True, paged=paged)
-    return ui.render(request, visit, "health.html", exports=exports, letters_shown=LETTERS_SHOWN)
+    return ui.render(request, visit, "health.html", exports=exports)
 
 
 async def health_stats(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -124,14 +123,7 @@ async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
     if await ui.settings.get_export(object_id) is None:
         visit.session.say("That export no longer exists.")
         return ui.redirect("/health")
-    letters, sessions = await ui.store.discard_dead_letters(object_id, now_ms())
-    if letters:
-        log.warning(
-            "export %s: %d pending dead letter(s) (%d session(s)) discarded from the UI",
-            object_id,
-            letters,
-            sessions,
-        )
+    letters, sessions = await discard_pending(ui.store, object_id, now_ms(), f"UI login {visit.author!r}")
     visit.session.say(f"Discarded {letters} dead letter(s) holding {sessions} session(s).")
     return ui.redirect(f"/health#health-{object_id}")
 
@@ -159,9 +151,10 @@ async def _view(
     )
     letters = (
         await ui.store.list_dead_letters(
-            record.object_id, state="pending", limit=LETTERS_SHOWN, before_id=before
+            record.object_id, state="pending", limit=LETTERS_SHOWN + 1, before_id=before
         )
         if with_letters
         else []
     )
-    return ExportView(config, await export_health(ui.store, config, running, now_ms()), letters)
+    health = await export_health(ui.store, config, running, now_ms())
+    return ExportView(config, health, letters[:LETTERS_SHOWN], older=len(letters) > LETTERS_SHOWN)
