@@ -357,6 +357,29 @@ async def test_a_new_export_takes_the_sessions_that_came_once_it_was_created(
             assert sorted(line for r in receiver.requests for line in r.lines) == sorted(after)
 
 
+async def test_an_export_deleted_while_no_worker_ran_is_forgotten_by_the_next(
+    tmp_path: Path, tls: Tls, receiver: Receiver
+) -> None:
+    with backend_database() as url:
+        shared = url or f"sqlite:///{tmp_path / 'shared.db'}"
+        worker = ServerConfig(data_dir=tmp_path / "worker", database_url=shared, ca_bundle=tls.ca_file)
+        async with running_engine(worker) as engine:
+            export_id = await engine.create_export(export_value(receiver.url))
+            await engine.app.state.store.raise_alert(export_id, "delivery", "Request failed: x", "m", now=1)
+        async with running_engine(replace(worker, run_exporters=False)) as api:
+            deleted = await api.client.delete(f"{OBJECTS}/{export_id}", headers=api.headers)
+            assert deleted.status_code == 204
+            assert await api.app.state.store.get_cursor(export_id) is not None  # no worker: still there
+        async with running_engine(worker) as engine:
+            store = engine.app.state.store
+
+            async def forgotten() -> bool:
+                return await store.get_cursor(export_id) is None
+
+            await until(forgotten, "the deleted export's cursor forgotten")
+            assert not [a for a in await store.list_alerts(open_only=True) if a.export_id == export_id]
+
+
 async def test_a_stored_http_endpoint_is_not_started_and_said_once(tmp_path: Path, tls: Tls) -> None:
     """Stored while this server allowed http on loopback, refused once it no longer does: one
     alert, not one per heartbeat."""

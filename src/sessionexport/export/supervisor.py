@@ -130,7 +130,6 @@ class ExportSupervisor:
         self._handing_over: dict[Unit, asyncio.Task[None]] = {}
         self._elsewhere: set[str] = set()  # exports another live worker holds a lease of
         self._beat_at = time.monotonic()
-        self._known: set[str] = set()  # export ids seen in the settings (a deleted one loses its cursor)
         self._placed: set[str] = set()  # exports known to have a cursor
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -276,7 +275,14 @@ class ExportSupervisor:
                 await self._stop(unit)
 
     async def _forget_deleted(self, present: set[str]) -> None:
-        for deleted in self._known - present:
+        """Forget the exports whose cursors outlived their settings object: deleted since, here or
+        while no worker ran. A cursor is placed only once its object exists, so one whose object
+        is still missing when the settings are read again, after the cursors, was deleted."""
+        self._placed &= present
+        orphans = {c.export_id for c in await self.store.list_cursors()} - present
+        if orphans:
+            orphans -= {r.object_id for r in await self.settings.all(EXPORT_SCHEMA)}
+        for deleted in sorted(orphans):
             # Deleting an export is refused while it has pending letters; one its exporter kept
             # in the moment before it stopped goes with it, said here.
             if pending := await self.store.count_dead_letters(deleted):
@@ -284,8 +290,6 @@ class ExportSupervisor:
                     "export %s deleted: %d pending dead letter(s) kept meanwhile go with it", deleted, pending
                 )
             await self.store.delete_cursor(deleted)
-        self._known = present
-        self._placed &= present
 
     # -- one shard of one export ---------------------------------------------------------------
     def sender(self, config: ExportConfig, client: httpx.AsyncClient) -> Sender:
