@@ -133,6 +133,7 @@ class ExportSupervisor:
         self._placed: set[str] = set()  # exports known to have a cursor
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._replays: set[asyncio.Task[None]] = set()  # replays started in the background
 
     @property
     def period(self) -> float:
@@ -173,7 +174,10 @@ class ExportSupervisor:
             await self._forget_deleted({r.object_id for r in records})
 
     async def stop_all(self) -> None:
-        """Stop every exporter (the bulks in flight decided first, for a while) and give up the leases."""
+        """Stop every exporter (the bulks in flight decided first, for a while) and give up the
+        leases; background replays stop too (their claims run out, their letters stay pending)."""
+        for replay in list(self._replays):
+            replay.cancel()
         async with self._lock:
             await asyncio.gather(*(self._hand_over(unit, SHUTDOWN_SECONDS) for unit in list(self._running)))
             for task in list(self._handing_over.values()):
@@ -412,6 +416,33 @@ class ExportSupervisor:
                     self.metrics.bytes.labels(config.export_id).inc(len(letter.body))
                 results.append(ReplayResult(letter.id, outcome.delivered, outcome))
         return results
+
+    def replay_in_background(self, config: ExportConfig, letter_ids: list[int]) -> None:
+        """``replay`` in a task of its own, for many letters: a page's request does not wait
+        minutes for them. ``DeliveryRefused`` at once; how it went is logged, and the letters
+        leave the pending list as they are delivered."""
+        if refusal := self._refusal(config):
+            raise DeliveryRefused(refusal)
+        task = asyncio.create_task(self._replay_logged(config, letter_ids), name=f"replay {config.export_id}")
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    async def _replay_logged(self, config: ExportConfig, letter_ids: list[int]) -> None:
+        try:
+            results = await self.replay(config, letter_ids)
+        except Exception:
+            log.exception("export %s: replay of %d dead letter(s) failed", config.export_id, len(letter_ids))
+            return
+        sent = [r for r in results if not r.skipped]
+        delivered = sum(r.delivered for r in sent)
+        log.info(
+            "export %s: replay of %d dead letter(s) done: %d delivered, %d still failing, %d skipped",
+            config.export_id,
+            len(letter_ids),
+            delivered,
+            len(sent) - delivered,
+            len(results) - len(sent),
+        )
 
     async def move(self, export_id: str, position: int) -> None:
         """Move an export's cursor. Its leases are revoked with it: its exporters, here or in

@@ -101,8 +101,16 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
             "Nothing to replay: the dead letter was replayed already, or there is none pending."
         )
         return ui.redirect(f"/health#health-{object_id}")
+    config = export_config(object_id, ui.settings.plain_value(record))
     try:
-        results = await ui.exports.replay(export_config(object_id, ui.settings.plain_value(record)), letters)
+        if len(letters) > 1:  # all of them: may take minutes, so not in this request
+            ui.exports.replay_in_background(config, letters)
+            visit.session.say(
+                f"Replaying {len(letters)} dead letters: each leaves this list once delivered;"
+                " one that fails again shows the new reason."
+            )
+            return ui.redirect(f"/health#health-{object_id}")
+        results = await ui.exports.replay(config, letters)
     except DeliveryRefused as exc:
         visit.session.say(f"Not replayed: {exc}")
         return ui.redirect(f"/health#health-{object_id}")
