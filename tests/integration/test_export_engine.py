@@ -286,6 +286,24 @@ async def test_two_replays_at_once_send_a_letter_once(engine: Engine, receiver: 
     assert status["deadLetters"] == 0  # both replayed
 
 
+async def test_a_replay_in_the_background_answers_at_once(engine: Engine, receiver: Receiver) -> None:
+    receiver.behaviour.script.extend([500, 500])
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 0, "flushMaxSessions": 2}))
+    await engine.ingest(sessions(4, seed=44))
+    await until(lambda: dead_letters(engine, export_id, 2), "two dead letters")
+    receiver.behaviour.delay_seconds = 0.5  # each letter takes a while
+    started = time.monotonic()
+    answer = await engine.client.post(
+        f"/api/v2/exports/{export_id}/deadletters/replay",
+        params={"background": "true"},
+        headers=engine.headers,
+    )
+    assert answer.status_code == 202 and answer.json() == {"replaying": 2}
+    assert time.monotonic() - started < 0.5  # it did not wait for them
+    await until(lambda: dead_letters(engine, export_id, 0), "both replayed")
+    assert len(receiver.requests) == 2 + 2
+
+
 async def test_an_export_is_deleted_only_once_its_dead_letters_are_replayed_or_discarded(
     engine: Engine, receiver: Receiver
 ) -> None:

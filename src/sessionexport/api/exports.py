@@ -335,17 +335,31 @@ async def dead_letter_body(
     " the usual retries; a delivered letter is marked replayed, a failed one stays pending. A letter"
     " another replay is sending at the same time (or that stopped being pending meanwhile) is not sent"
     " again: its id is listed in skipped. 409, with nothing sent, when this server may not send to the"
-    " endpoint (an http:// URL it no longer allows).",
+    " endpoint (an http:// URL it no longer allows). With background=true it answers 202 at once"
+    " with the number of letters it goes on to send (thousands take minutes); the server log says"
+    " how it went, and the letters leave the pending list as they are delivered.",
     dependencies=[Manager],
-    responses={**_ERRORS, 409: {"description": "The endpoint may not be sent to from this server"}},
+    responses={
+        **_ERRORS,
+        202: {"description": "Replaying in the background: {replaying: n}"},
+        409: {"description": "The endpoint may not be sent to from this server"},
+    },
 )
-async def replay_dead_letters(request: Request, objectId: str, body: ReplayRequest | None = None) -> Response:
+async def replay_dead_letters(
+    request: Request,
+    objectId: str,
+    body: ReplayRequest | None = None,
+    background: Annotated[bool, Query(description="Answer at once; send in the background")] = False,
+) -> Response:
     store, settings, supervisor = _objects(request)
     config = await _config(settings, objectId)
     letters, missing = await letters_to_replay(store, objectId, body.ids if body is not None else None)
     if missing:
         raise ApiError(404, f"No pending dead letter(s) {', '.join(map(str, missing))} for this export")
     try:
+        if background:
+            supervisor.replay_in_background(config, letters)
+            return OrjsonResponse({"replaying": len(letters)}, status_code=202)
         results = await supervisor.replay(config, letters)
     except DeliveryRefused as exc:
         raise ApiError(409, f"Not replayed: {exc}") from None
