@@ -343,3 +343,24 @@ def test_the_health_page_shows_utc_and_goes_to_the_login_once_it_ended_elsewhere
     expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/health$"), timeout=15_000)
     expect(page.locator(".top nav")).to_have_count(0)  # a whole login page, not one inside a card
     context.close()
+
+
+def test_a_refused_test_export_says_why_in_place(browser: Browser, site: Site) -> None:
+    """A page's script request refused (here its form expired: the login was renewed in another
+    tab) shows the reason where its result would have gone, not nothing (htmx leaves 4xx
+    unswapped by itself)."""
+    site.ingest(3, seed=8)
+    context = browser.new_context(viewport=LAPTOP)
+    page = context.new_page()
+    log_in(page, site)
+    form = page.locator("#export-new")
+    form.locator("summary").click()
+    form.get_by_label("Endpoint URL").fill(site.receiver.url)
+    other = context.new_page()  # logged out and in again: a new CSRF token
+    other.goto(f"{site.base}/ui/exports")
+    other.get_by_role("button", name="Log out").click()
+    log_in(other, site)
+    form.get_by_role("button", name="Test export").click()
+    expect(form.locator("[role=alert]")).to_contain_text("Form expired")
+    assert site.receiver.requests == []  # nothing was sent
+    context.close()
