@@ -11,7 +11,7 @@ import base64
 import binascii
 import copy
 import secrets as random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,33 +236,10 @@ class SettingsService:
                 return ItemResult(
                     400, message="Invalid updateToken", violations=[Violation("updateToken", "malformed")]
                 )
-        if record.schema_id == EXPORT_SCHEMA and (pending := await self.store.count_dead_letters(object_id)):
-            # its dead letters would go with it: nothing is discarded without being asked to
-            return ItemResult(
-                400,
-                message=f"The export has {pending} pending dead letter(s): replay them, or discard them"
-                f" (DELETE /api/v2/exports/{object_id}/deadletters, scope exports.manage), first;"
-                " pause the export first if it keeps failing",
-                violations=[
-                    Violation("", f"has {pending} pending dead letter(s): replay or discard them first")
-                ],
-            )
-        if record.schema_id == ZONE_SCHEMA:
-            exports = [
-                (r.object_id, orjson.loads(r.value)) for r in await self.store.list_settings(EXPORT_SCHEMA)
-            ]
-            users = [
-                f"{value.get('endpointDefinition', {}).get('endpointUrl')} ({oid})"
-                for oid, value in exports
-                if value.get("exportBehavior", {}).get("managementZone") == object_id
-            ]
-            if users:
-                return ItemResult(
-                    400,
-                    message="The management zone is used by user session export(s) "
-                    f"{', '.join(users)}; change them first",
-                    violations=[Violation("", "referenced by an export configuration")],
-                )
+        for constraint in SCHEMAS[record.schema_id]["deletionConstraints"]:
+            refusal = await self._deletion_checks[constraint["customValidatorId"]](object_id)
+            if refusal is not None:
+                return refusal
         try:
             deleted = await self.store.delete_setting(object_id, expected)
         except VersionConflict:
@@ -271,6 +248,42 @@ class SettingsService:
             return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
         self.on_change()
         return ItemResult(204, object_id=object_id)
+
+    # -- deletion constraints (the schemas' deletionConstraints, by customValidatorId) -------
+    @property
+    def _deletion_checks(self) -> dict[str, Callable[[str], Awaitable[ItemResult | None]]]:
+        return {
+            "export-without-pending-dead-letters": self._no_pending_dead_letters,
+            "zone-not-referenced": self._zone_not_referenced,
+        }
+
+    async def _no_pending_dead_letters(self, export_id: str) -> ItemResult | None:
+        """Its dead letters would go with it: nothing is discarded without being asked to."""
+        pending = await self.store.count_dead_letters(export_id)
+        if not pending:
+            return None
+        return ItemResult(
+            400,
+            message=f"The export has {pending} pending dead letter(s): replay them, or discard them"
+            f" (DELETE /api/v2/exports/{export_id}/deadletters, scope exports.manage), first;"
+            " pause the export first if it keeps failing",
+            violations=[Violation("", f"has {pending} pending dead letter(s): replay or discard them first")],
+        )
+
+    async def _zone_not_referenced(self, zone_id: str) -> ItemResult | None:
+        users = [
+            f"{value.get('endpointDefinition', {}).get('endpointUrl')} ({record.object_id})"
+            for record in await self.store.list_settings(EXPORT_SCHEMA)
+            if (value := orjson.loads(record.value)).get("exportBehavior", {}).get("managementZone")
+            == zone_id
+        ]
+        if not users:
+            return None
+        return ItemResult(
+            400,
+            message=f"The management zone is used by user session export(s) {', '.join(users)}; change them first",
+            violations=[Violation("", "referenced by an export configuration")],
+        )
 
     async def rotate_secrets(self) -> int:
         """Re-encrypt every stored secret with the newest key; return how many objects changed."""
