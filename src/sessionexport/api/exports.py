@@ -26,7 +26,7 @@ from sessionexport.export.preview import (
     unsaved_config,
 )
 from sessionexport.export.status import alert_json, backlog_and_lag, export_health, export_running
-from sessionexport.export.supervisor import DeliveryRefused, ExportSupervisor
+from sessionexport.export.supervisor import DeliveryRefused, ExportSupervisor, ReplayTally
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
@@ -363,12 +363,12 @@ async def replay_dead_letters(
         results = await supervisor.replay(config, letters)
     except DeliveryRefused as exc:
         raise ApiError(409, f"Not replayed: {exc}") from None
-    sent = [r for r in results if not r.skipped]
+    tally = ReplayTally.of(results)
     return OrjsonResponse(
         {
-            "replayed": sum(r.delivered for r in sent),
-            "failed": sum(not r.delivered for r in sent),
-            "skipped": [r.letter_id for r in results if r.skipped],
+            "replayed": tally.delivered,
+            "failed": len(tally.failed),
+            "skipped": tally.skipped,
             "results": [
                 {
                     "id": r.letter_id,
@@ -376,7 +376,7 @@ async def replay_dead_letters(
                     "reason": None if r.delivered else r.outcome.alert_title,
                     "attempts": [a.as_json() for a in r.outcome.attempts],
                 }
-                for r in sent
+                for r in tally.sent
             ],
         }
     )

@@ -84,6 +84,26 @@ class ReplayResult:
     skipped: bool = False  # another replay was sending it, or it was no longer pending: not sent
 
 
+@dataclass(frozen=True)
+class ReplayTally:
+    """A replay's results counted: the letters it sent (delivered or failed again) and skipped."""
+
+    sent: list[ReplayResult]
+    skipped: list[int]
+
+    @classmethod
+    def of(cls, results: list[ReplayResult]) -> ReplayTally:
+        return cls([r for r in results if not r.skipped], [r.letter_id for r in results if r.skipped])
+
+    @property
+    def delivered(self) -> int:
+        return sum(r.delivered for r in self.sent)
+
+    @property
+    def failed(self) -> list[ReplayResult]:
+        return [r for r in self.sent if not r.delivered]
+
+
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """Certificates are always verified: the public CAs, plus ``ca_bundle`` when given."""
     context = ssl.create_default_context(cafile=certifi.where())
@@ -433,15 +453,14 @@ class ExportSupervisor:
         except Exception:
             log.exception("export %s: replay of %d dead letter(s) failed", config.export_id, len(letter_ids))
             return
-        sent = [r for r in results if not r.skipped]
-        delivered = sum(r.delivered for r in sent)
+        tally = ReplayTally.of(results)
         log.info(
             "export %s: replay of %d dead letter(s) done: %d delivered, %d still failing, %d skipped",
             config.export_id,
             len(letter_ids),
-            delivered,
-            len(sent) - delivered,
-            len(results) - len(sent),
+            tally.delivered,
+            len(tally.failed),
+            len(tally.skipped),
         )
 
     async def move(self, export_id: str, position: int) -> None:

@@ -29,7 +29,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
 from sessionexport.settings.schemas import SCOPE
 from sessionexport.store import Store
-from sessionexport.store.records import INT_MAX, TokenRecord
+from sessionexport.store.records import INT_MAX, SettingsRecord, TokenRecord
 from sessionexport.tokens import Scope
 from sessionexport.web import filters
 from sessionexport.web.forms import NEW, REMOVE, value_from_form
@@ -201,6 +201,10 @@ class Ui:
         value = value_from_form(schema, visit.values(), keep_secrets=True)
         token = visit.field("updateToken") or None
         return value, await self.settings.update(object_id, value, token, visit.author, now_ms())
+
+    def export_names(self, records: list[SettingsRecord]) -> dict[str, str]:
+        """How the pages name each export (``filters.export_names``), by object id."""
+        return filters.export_names([(r.object_id, self.settings.masked_value(r)) for r in records])
 
     @staticmethod
     def redirect(path: str) -> Response:

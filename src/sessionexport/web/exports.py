@@ -26,7 +26,6 @@ from sessionexport.settings.validation import Violation
 from sessionexport.store.records import SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
-from sessionexport.web.filters import export_names
 from sessionexport.web.forms import NEW, ObjectForm, object_form, value_from_form
 
 
@@ -151,7 +150,7 @@ async def _page(
         (z.object_id, str(orjson.loads(z.value).get("name", ""))) for z in await ui.settings.all(ZONE_SCHEMA)
     ]
     records = await ui.settings.all(EXPORT_SCHEMA)
-    names = export_names([(r.object_id, ui.settings.masked_value(r)) for r in records])
+    names = ui.export_names(records)
     forms = [
         _saved_form(ui, r, names[r.object_id], zones, submitted if r.object_id == editing else None, result)
         for r in records

@@ -10,15 +10,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sessionexport.clock import now_ms
-from sessionexport.export.config import ExportConfig, export_config
+from sessionexport.export.config import export_config
 from sessionexport.export.deadletters import discard_pending, letters_to_replay
 from sessionexport.export.status import ExportHealth, export_health, export_running
-from sessionexport.export.supervisor import DeliveryRefused
+from sessionexport.export.supervisor import DeliveryRefused, ReplayTally
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store.records import MINUTE_MS, DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
-from sessionexport.web.filters import export_names
 
 HOUR_MS = 3600 * 1000
 LETTERS_SHOWN = 50
@@ -45,17 +44,19 @@ def routes(ui: Ui) -> list[Route]:
 
 @dataclass
 class ExportView:
-    config: ExportConfig
+    name: str
     health: ExportHealth
-    letters: list[DeadLetter]
-    name: str = ""
-    older: bool = False  # pending letters older than those shown
+    letters: list[DeadLetter]  # pending, newest first, a page of them
+    older: bool  # pending letters older than those shown
 
 
 async def health_page(ui: Ui, request: Request, visit: Visit) -> Response:
-    # ?export=<id>&before=<letter id>: that export's older dead letters (the newest 50 come first)
-    paged = request.query_params.get("export"), stored_id(request.query_params.get("before", ""))
-    exports = await _exports(ui, with_letters=True, paged=paged)
+    # ?export=<id>&before=<letter id>: that export's dead letters older than that one (the newest
+    # 50 come first)
+    before = {request.query_params.get("export"): stored_id(request.query_params.get("before", ""))}
+    records = await ui.settings.all(EXPORT_SCHEMA)
+    names = ui.export_names(records)
+    exports = [await _view(ui, r, names[r.object_id], before.get(r.object_id)) for r in records]
     return ui.render(request, visit, "health.html", exports=exports)
 
 
@@ -64,8 +65,7 @@ async def health_stats(ui: Ui, request: Request, visit: Visit) -> Response:
     record = await ui.settings.get_export(request.path_params["object_id"])
     if record is None:
         return Response(status_code=286)  # htmx: stop polling (the export was deleted)
-    view = await _view(ui, record, with_letters=False)
-    return ui.render(request, visit, "_health_stats.html", h=view.health)
+    return ui.render(request, visit, "_health_stats.html", h=await _health(ui, record))
 
 
 async def delivery_series(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -114,14 +114,14 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     except DeliveryRefused as exc:
         visit.session.say(f"Not replayed: {exc}")
         return ui.redirect(f"/health#health-{object_id}")
-    sent = [r for r in results if not r.skipped]
-    delivered = sum(r.delivered for r in sent)
-    failed = [r for r in sent if not r.delivered]
-    message = f"Replayed {delivered} of {len(sent)} dead letter(s)."
-    if failed:
-        message += f" Still failing: {failed[0].outcome.alert_title}."
-    if skipped := len(results) - len(sent):
-        message += f" {skipped} not sent: another replay was sending it, or it was no longer pending."
+    tally = ReplayTally.of(results)
+    message = f"Replayed {tally.delivered} of {len(tally.sent)} dead letter(s)."
+    if tally.failed:
+        message += f" Still failing: {tally.failed[0].outcome.alert_title}."
+    if tally.skipped:
+        message += (
+            f" {len(tally.skipped)} not sent: another replay was sending it, or it was no longer pending."
+        )
     visit.session.say(message)
     return ui.redirect(f"/health#health-{object_id}")
 
@@ -136,33 +136,17 @@ async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
     return ui.redirect(f"/health#health-{object_id}")
 
 
-async def _exports(
-    ui: Ui, *, with_letters: bool, paged: tuple[str | None, int | None] = (None, None)
-) -> list[ExportView]:
-    records = await ui.settings.all(EXPORT_SCHEMA)
-    names = export_names([(r.object_id, ui.settings.masked_value(r)) for r in records])
-    views = [
-        await _view(ui, r, with_letters=with_letters, before=paged[1] if r.object_id == paged[0] else None)
-        for r in records
-    ]
-    for view in views:
-        view.name = names[view.config.export_id]
-    return views
-
-
-async def _view(
-    ui: Ui, record: SettingsRecord, *, with_letters: bool, before: int | None = None
-) -> ExportView:
+async def _health(ui: Ui, record: SettingsRecord) -> ExportHealth:
     config = export_config(record.object_id, ui.settings.masked_value(record))  # no secret needed
     running = await export_running(
         ui.store, ui.exports if ui.config.run_exporters else None, record.object_id
     )
-    letters = (
-        await ui.store.list_dead_letters(
-            record.object_id, state="pending", limit=LETTERS_SHOWN + 1, before_id=before
-        )
-        if with_letters
-        else []
+    return await export_health(ui.store, config, running, now_ms())
+
+
+async def _view(ui: Ui, record: SettingsRecord, name: str, before: int | None) -> ExportView:
+    letters = await ui.store.list_dead_letters(
+        record.object_id, state="pending", limit=LETTERS_SHOWN + 1, before_id=before
     )
-    health = await export_health(ui.store, config, running, now_ms())
-    return ExportView(config, health, letters[:LETTERS_SHOWN], older=len(letters) > LETTERS_SHOWN)
+    health = await _health(ui, record)
+    return ExportView(name, health, letters[:LETTERS_SHOWN], older=len(letters) > LETTERS_SHOWN)
