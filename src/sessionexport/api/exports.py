@@ -261,7 +261,7 @@ async def export_status(request: Request, objectId: str) -> Response:
 @router.get(
     "/alerts",
     summary="Alerts of failing exports",
-    description="Open ones by default (state=all: closed ones too); each closes at the export's next successful delivery.",
+    description="Open ones by default (state=all: closed ones too); each closes at the export's next successful delivery, or when the export is deleted.",
     dependencies=[Reader],
     responses=_ERRORS,
 )

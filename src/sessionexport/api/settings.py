@@ -212,7 +212,7 @@ async def get_schema(
 @router.get(
     "/objects",
     summary="List settings objects",
-    description="Filtered by schemaIds, scopes, externalIds and filter; pageSize (default 100, at most 500) objects a page, nextPageKey alone fetches the next. Secrets are never returned.",
+    description="Filtered by schemaIds, scopes, externalIds and filter, ordered by sort; pageSize (default 100, at most 500) objects a page, nextPageKey alone fetches the next. Secrets are never returned.",
     response_model=ObjectsList,
     responses={**_AUTH_ERRORS, 400: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope}},
 )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sessionexport.export.config import SendDirect
-from sessionexport.export.delivery import FINAL_ELASTICSEARCH_STATUSES, Attempt, Outcome, Sender
+from sessionexport.export.delivery import Attempt, Outcome, Sender, refused_for_good
 from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome, item_outcomes
 from sessionexport.export.formats import bulk_body
 from sessionexport.store.records import LogEntry
@@ -81,8 +81,8 @@ async def _deliver(
         mine.append(attempt)
         if not attempt.ok:
             items = []
-            if direct is not None and attempt.status in FINAL_ELASTICSEARCH_STATUSES:
-                break  # refused for good: another attempt would be refused the same
+            if refused_for_good(attempt, elasticsearch=direct is not None):
+                break
             continue
         if direct is None:
             result.delivered += pending

@@ -30,6 +30,11 @@ TIMEOUT_TITLE = "Request timeout"
 FINAL_ELASTICSEARCH_STATUSES = frozenset({400, 401, 403, 404, 413})
 
 
+def refused_for_good(attempt: Attempt, elasticsearch: bool) -> bool:
+    """Whether another attempt is pointless: Elasticsearch refused the whole request for good."""
+    return elasticsearch and attempt.status in FINAL_ELASTICSEARCH_STATUSES
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     number: int
@@ -107,7 +112,7 @@ class Sender:
             if attempt.ok:
                 outcome.delivered, outcome.status = True, attempt.status
                 break
-            if items is not None and attempt.status in FINAL_ELASTICSEARCH_STATUSES:
+            if refused_for_good(attempt, elasticsearch=items is not None):
                 break
         return outcome
 

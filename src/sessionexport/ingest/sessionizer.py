@@ -146,12 +146,11 @@ def assemble(
     happenings = [e.event for e in part.events if isinstance(e, SessionEventEvent)]
     errors = [e.error for e in part.events if isinstance(e, ErrorEvent)]
     start = min((a.startTime for a in actions if a.startTime), default=part.events[0].timestamp)
-    # Times are the user actions' (the export format's rule: the end of the last action; an
-    # event or error after it does not lengthen the session). A part without actions makes no
-    # session (assembly.py); assembled all the same, it spans what happened in it (the end
-    # event marks its closing, not a happening).
-    happened = [e.timestamp for e in part.events if not isinstance(e, EndEvent)]
-    end = max(max(map(_end_of, actions)) if actions else max(happened, default=start), start)
+    if actions:  # the export format's rule: the end of the last action, whatever came after it
+        end = max(map(_end_of, actions))
+    else:  # makes no session (assembly.py); assembled all the same, it spans what happened in it
+        end = max((e.timestamp for e in part.events if not isinstance(e, EndEvent)), default=start)
+    end = max(end, start)
     crashes = sum(1 for e in errors if e.type is EventType.Crash)
     rage_clicks = sum(1 for e in happenings if e.type is EventType.RageClick)
     rage_taps = sum(1 for e in happenings if e.type is EventType.RageTap)

@@ -263,11 +263,7 @@ def open_session_changed(part: CompletedPart, stored: tuple[int, int] | None) ->
     """Whether the open session, as stored now (``(arrivals, part)``, None when gone), is no longer
     the one ``part`` was decided on: events arrived, or another worker completed a part of it
     (then its decision, made on the same events, is already written)."""
-    if part.seen_arrivals is None and part.seen_part is None:
-        return False
     if stored is None:
         return part.seen_arrivals is not None
     arrivals, parts = stored
-    return (part.seen_arrivals is not None and arrivals != part.seen_arrivals) or (
-        part.seen_part is not None and parts != part.seen_part
-    )
+    return part.seen_arrivals not in (None, arrivals) or part.seen_part not in (None, parts)
