@@ -280,7 +280,7 @@ async def test_two_replays_at_once_send_a_letter_once(engine: Engine, receiver: 
     bodies = [a.json() for a in answers]
     assert sum(b["replayed"] for b in bodies) == 2 and all(b["failed"] == 0 for b in bodies)
     skipped = [i for b in bodies for i in b["skipped"]]
-    assert skipped and all(skipped.count(i) <= 2 for i in skipped)  # they overlapped; one sent each
+    assert skipped  # they overlapped: the letters the others were sending were skipped
     assert len(receiver.requests) == 2 + 2  # the two failures, then each letter once
     status = await engine.status(export_id)
     assert status["deadLetters"] == 0  # both replayed

@@ -1571,7 +1571,7 @@ async def test_exports_to_one_endpoint_are_named_apart(ui: Browser) -> None:
     ids = [
         await ui.create({**direct, "sendDirect": {"active": True, "indexName": index}})
         for index in ("web", "mobile")
-    ] + [await ui.create(export_value(ENDPOINT)) for _ in range(1)]
+    ] + [await ui.create(export_value(ENDPOINT))]
     page = await ui.page("/ui/exports")
     titles = [s.text for s in page.root.all("span", **{"class": "title"})]
     assert f"{bulk} → index web" in titles and f"{bulk} → index mobile" in titles and ENDPOINT in titles
