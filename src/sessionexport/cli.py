@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sessionexport import __version__, tokens
@@ -42,6 +43,7 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 tokens_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
@@ -267,16 +269,22 @@ def secrets_rotate(
     err.print(f"Re-encrypted the secrets of {changed} settings object(s).")
 
 
+def _file_or_dash(path: Path) -> Path:
+    """A readable file, or '-' (click's exists=True refuses '-' once typer made it a Path)."""
+    if str(path) != "-" and not path.is_file():
+        raise typer.BadParameter(f"file {str(path)!r} does not exist.")
+    return path
+
+
 @app.command()
 def ingest(
     file: Annotated[
         Path,
         typer.Argument(
-            help="NDJSON file of completed sessions ('-' for standard input).",
+            help="NDJSON file of completed sessions, plain or gzip ('-' for standard input).",
             allow_dash=True,
-            exists=True,
             dir_okay=False,
-            readable=True,
+            callback=_file_or_dash,
         ),
     ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -292,10 +300,12 @@ def ingest(
         ),
     ] = None,
 ) -> None:
-    """Validate and store an NDJSON file of sessions, streamed.
+    """Validate and store an NDJSON file of sessions, streamed (gzip files too).
 
     Invalid lines are reported (line, field, reason), written to --rejects if given, and never
-    stored; every valid line is. Exits 1 if any line was refused.
+    stored; every valid line is. A gzip file or stream is recognised by its content, not its
+    name. Exits 1 if any line was refused, or if the file could not be read to its end (a
+    corrupt or cut gzip file: what came before is stored).
     """
     from sessionexport.ingest.files import ingest_file
 
@@ -308,7 +318,9 @@ def ingest(
         f"{summary.accepted} stored, {summary.duplicates} duplicate(s), {summary.refused} refused"
         f" of {summary.lines} line(s) in {summary.seconds:.1f}s"
     )
-    if summary.refused:
+    if summary.unreadable:
+        err.print(f"[red]error:[/red] {escape(summary.unreadable)}", highlight=False)
+    if summary.refused or summary.unreadable:
         raise typer.Exit(1)
 
 

@@ -1,13 +1,16 @@
 """Request bodies within limits, for both HTTP apps (the API and the receiver).
 
 Routes that take data (sessions, events, bulks) read their bodies with ``read_body`` and their own
-configurable limit. ``BodyLimit`` bounds every other route: without it a body is read whole before
-any token or login is checked, so anyone could make the server hold any amount of memory.
+configurable limit, which applies to the body as sent and, for a compressed one
+(``Content-Encoding: gzip`` or ``deflate``), once decoded. ``BodyLimit`` bounds every other route,
+and refuses compressed bodies there: without it a body is read whole before any token or login is
+checked, so anyone could make the server hold any amount of memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,18 +19,34 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sessionexport.content_encoding import IDENTITY, DecodedTooLarge, UnreadableBody, body_encoding, decode
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body over {limit} bytes")
+    def __init__(self, limit: int, *, decompressed: bool = False) -> None:
         self.limit = limit
+        self.what = f"{limit} bytes once decompressed" if decompressed else f"{limit} bytes"
+        super().__init__(f"request body over {self.what}")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (``BodyTooLarge``) as soon as it exceeds ``limit``: never read whole."""
+    """The body, decoded, refused (``BodyTooLarge``) as soon as it exceeds ``limit`` as sent or
+    decoded: never read or inflated whole. ``UnreadableBody`` for an encoding that is not taken
+    (before anything is read) or a corrupt compressed body."""
+    encoding = body_encoding(request.headers.get("content-encoding"))
+    raw = await _read_raw(request, limit)
+    if encoding == IDENTITY:
+        return raw
+    try:
+        return await parse_off_loop(functools.partial(decode, encoding=encoding, limit=limit), raw)
+    except DecodedTooLarge:
+        raise BodyTooLarge(limit, decompressed=True) from None
+
+
+async def _read_raw(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
@@ -63,9 +82,14 @@ class BodyLimit:
         if limit is None:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)
+            return
+        if _compressed(headers.get(b"content-encoding")):
+            message = "This route takes no compressed body: send it without Content-Encoding"
+            await send_error(send, 415, message)
             return
         received, refused, started = 0, False, False
 
@@ -93,6 +117,13 @@ class BodyLimit:
         except ClientDisconnect:
             if not refused:  # the client went away itself
                 raise
+
+
+def _compressed(header: bytes | None) -> bool:
+    try:
+        return body_encoding(header.decode("latin-1") if header else None) != IDENTITY
+    except UnreadableBody:
+        return True
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -155,6 +157,42 @@ def test_generate_is_deterministic_and_ingest_reports_bad_lines(tmp_path: Path) 
     assert "Traceback" not in missing.stderr
     again = run("ingest", str(first), "--data-dir", str(tmp_path / "d"))
     assert again.returncode == 0 and "0 stored, 50 duplicate(s)" in again.stderr
+
+
+def ingest_piped(data_dir: Path, piped: bytes) -> subprocess.CompletedProcess[bytes]:
+    command = [*CLI, "ingest", "-", "--data-dir", str(data_dir)]
+    return subprocess.run(command, input=piped, capture_output=True, timeout=120, check=False)
+
+
+def test_ingest_reads_gzip_files_and_standard_input(tmp_path: Path) -> None:
+    plain = tmp_path / "sessions.ndjson"
+    assert run("generate", "--count", "400", "--seed", "9", "--output", str(plain)).returncode == 0
+    packed = tmp_path / "sessions.data"  # gzip, whatever the name says
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    result = run("ingest", str(packed), "--data-dir", str(tmp_path / "a"))
+    assert result.returncode == 0 and "400 stored, 0 duplicate(s), 0 refused of 400 line(s)" in result.stderr
+    piped = ingest_piped(tmp_path / "b", plain.read_bytes())
+    assert piped.returncode == 0 and b"400 stored" in piped.stderr
+    piped = ingest_piped(tmp_path / "b", packed.read_bytes())
+    assert piped.returncode == 0 and b"0 stored, 400 duplicate(s)" in piped.stderr
+
+
+def test_ingest_of_a_cut_gzip_file_stores_what_came_before_and_says_where_it_stopped(tmp_path: Path) -> None:
+    plain = tmp_path / "sessions.ndjson"
+    assert run("generate", "--count", "2000", "--seed", "9", "--output", str(plain)).returncode == 0
+    packed = gzip.compress(plain.read_bytes())
+    cut = tmp_path / "cut.ndjson.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    result = run("ingest", str(cut), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 1
+    said = re.search(r"(\d+) stored, 0 duplicate\(s\), 0 refused of (\d+) line\(s\)", result.stderr)
+    assert said is not None, result.stderr
+    stored = int(said[1])
+    assert 0 < stored < 2000 and int(said[2]) == stored
+    assert f"error: cannot read {cut} after line {stored}: the gzip stream ends early" in result.stderr
+    # what was stored is what the file held up to there: the rest ingests from the whole file
+    again = run("ingest", str(plain), "--data-dir", str(tmp_path / "d"))
+    assert f"{2000 - stored} stored, {stored} duplicate(s)" in again.stderr
 
 
 def test_generate_to_stdout_and_every_command_has_help() -> None:

@@ -274,6 +274,21 @@ def test_elasticsearch_helpers_bulk_against_the_bulk_endpoint(receiver: Receiver
     assert {d["key"] for d in stored.json()["documents"]} == {f"sessions/{a['_id']}" for a in actions}
 
 
+def test_the_elasticsearch_client_with_compressed_requests(receiver: ReceiverProcess) -> None:
+    """``http_compress=True``: the official client gzips every request body."""
+    lines = sessions(30, seed=5)
+    actions = [
+        {"_index": "gz", "_id": f"doc-{n}", "_source": orjson.loads(line)} for n, line in enumerate(lines)
+    ]
+    client = Elasticsearch(
+        receiver.base, ca_certs=str(receiver.ca_file), request_timeout=30, http_compress=True
+    )
+    ok, errors = helpers.bulk(client, actions, chunk_size=10)
+    assert (ok, errors) == (30, [])
+    stored = httpx.get(f"{receiver.base}/received/documents?kind=document&limit=1000", verify=receiver.verify)
+    assert sorted(d["key"] for d in stored.json()["documents"]) == sorted(f"gz/doc-{n}" for n in range(30))
+
+
 def bulk_body(*actions: tuple[str, str, dict[str, Any]]) -> bytes:
     lines = [
         orjson.dumps({action: {"_index": "s", "_id": doc_id}}) + b"\n" + orjson.dumps(source) + b"\n"

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sessionexport.api.errors import ApiError, Violation
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
-from sessionexport.api.usersessions import read_limited_body
+from sessionexport.api.usersessions import BODY_ERRORS, COMPRESSED_BODIES, read_limited_body
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import NDJSON, RejectedBody
 from sessionexport.ingest.events import parse_events
@@ -34,14 +34,14 @@ class EventsResult(BaseModel):
         " its session (`tenantId`, `sessionId`), has an `eventId` unique within it and a `timestamp` (epoch"
         " ms). Events may come in any order, late or twice. The request is kept whole or not at all; sessions"
         " are completed by the documented rules (end event, inactivity, 6 h, 200 actions) and join the"
-        " session log like ingested ones."
+        " session log like ingested ones." + COMPRESSED_BODIES
     ),
     response_model=EventsResult,
     responses={
         400: {"description": "Invalid events: each problem with its line and field path; nothing kept"},
         401: {"description": "Missing, invalid or revoked token"},
         403: {"description": "The token lacks the required scope"},
-        413: {"description": "Body larger than the server's limit"},
+        **BODY_ERRORS,
     },
     openapi_extra={"requestBody": {"required": True, "content": {NDJSON: {"schema": {"type": "string"}}}}},
     dependencies=[Depends(require(Scope.SESSIONS_INGEST))],

@@ -16,6 +16,7 @@ from sessionexport.api.errors import ApiError, Violation
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
+from sessionexport.content_encoding import UnreadableBody
 from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, parse_body
 from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body
 from sessionexport.store import Store
@@ -30,6 +31,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     },
     401: {"description": "Missing, invalid or revoked token"},
     403: {"description": "The token lacks the required scope"},
+}
+
+# Both ingest routes (sessions, RUM events) read their bodies with read_limited_body.
+COMPRESSED_BODIES = (
+    " The body may be compressed (`Content-Encoding: gzip` or `deflate`); the size limit applies to it"
+    " as sent and decoded."
+)
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Body larger than the server's limit, as sent or decoded"},
+    415: {"description": "A `Content-Encoding` other than gzip or deflate"},
 }
 
 
@@ -50,13 +61,10 @@ class SessionPage(BaseModel):
     description=(
         f"Body: `{NDJSON}` (one session per line) or `{JSON}` (an array of sessions). The request is stored"
         " whole or not at all. A session whose identity (`tenantId`, `userSessionId`, `startTime`) is already"
-        " in the log is counted as a duplicate and not stored again."
+        " in the log is counted as a duplicate and not stored again." + COMPRESSED_BODIES
     ),
     response_model=IngestResult,
-    responses={
-        **_ERRORS,
-        413: {"description": "Body larger than the server's limit"},
-    },
+    responses={**_ERRORS, **BODY_ERRORS},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -133,12 +141,17 @@ async def list_sessions(
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it exceeds ``limit`` (never read whole)."""
+    """The body, decoded; refused with 413 as soon as it exceeds ``limit`` (never read whole), or
+    with 415/400 when its ``Content-Encoding`` is not taken or it does not decode."""
     try:
         return await read_body(request, limit)
-    except BodyTooLarge:
+    except BodyTooLarge as exc:
         raise ApiError(
-            413, f"The request body exceeds the limit of {limit} bytes; send smaller batches"
+            413, f"The request body exceeds the limit of {exc.what}; send smaller batches"
+        ) from None
+    except UnreadableBody as exc:
+        raise ApiError(
+            exc.status, exc.message, [Violation("Content-Encoding", exc.message, "HEADER")]
         ) from None
 
 

@@ -213,7 +213,7 @@ def export_mapping(
         typer.Option(
             "--index-body",
             envvar=env("EXPORT_INDEX_BODY"),
-            help="Print the body of PUT /<index> that creates the index.",
+            help="Print the body of the request that creates the index (PUT /INDEX).",
         ),
     ] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,

@@ -2,18 +2,23 @@
 
 Memory stays flat: the file is read line by line and stored a batch at a time. A file is not
 all-or-nothing (it may hold millions of sessions): each invalid line is reported and, with
-``rejects``, written out unchanged so that nothing is lost; every valid line is stored.
+``rejects``, written out unchanged so that nothing is lost; every valid line is stored. A gzip
+file (or stream) is read as such, whatever its name; one that is corrupt or cut short ends the
+ingest with what was read before it stored, and says after which line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import sys
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from rich.console import Console
 from rich.progress import (
@@ -33,6 +38,8 @@ from sessionexport.store import Store
 from sessionexport.store.records import NewSession
 
 SHOWN_PROBLEMS = 20
+PROGRESS_EVERY_LINES = 256
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -42,6 +49,7 @@ class IngestSummary:
     duplicates: int = 0
     refused: int = 0
     seconds: float = 0.0
+    unreadable: str | None = None  # why reading stopped before the end of the file
 
 
 async def ingest_file(
@@ -61,22 +69,28 @@ async def ingest_file(
         _open_rejects(rejects) as rejected,
         _progress(console, path) as (progress, task),
     ):
-        for number, raw in enumerate(source, start=1):
-            progress.update(task, advance=len(raw) + 1)
-            line = raw.strip()
-            if not line:
-                continue
-            summary.lines += 1
-            try:
-                batch.append(to_record(decode_session(line), line))
-            except InvalidSession as exc:
-                summary.refused += 1
-                _report(console, number, exc, summary.refused)
-                if rejected:
-                    rejected.write(raw.rstrip(b"\r\n") + b"\n")
-                continue
-            if len(batch) >= batch_size:
-                await _store_batch(store, batch, summary)
+        number = consumed = 0
+        try:
+            for number, raw in enumerate(_read(source), start=1):
+                consumed += len(raw)
+                if number % PROGRESS_EVERY_LINES == 0:
+                    progress.update(task, completed=source.position() or consumed)
+                line = raw.strip()
+                if not line:
+                    continue
+                summary.lines += 1
+                try:
+                    batch.append(to_record(decode_session(line), line))
+                except InvalidSession as exc:
+                    summary.refused += 1
+                    _report(console, number, exc, summary.refused)
+                    if rejected:
+                        rejected.write(raw.rstrip(b"\r\n") + b"\n")
+                    continue
+                if len(batch) >= batch_size:
+                    await _store_batch(store, batch, summary)
+        except _Unreadable as exc:
+            summary.unreadable = f"cannot read {path} after line {number}: {exc}"
         if batch:
             await _store_batch(store, batch, summary)
     if summary.refused > SHOWN_PROBLEMS:
@@ -100,13 +114,50 @@ def _report(console: Console, number: int, exc: InvalidSession, refused: int) ->
         console.print(f"[yellow]refused[/yellow] {where}: {problem.message}", highlight=False, markup=True)
 
 
+class _Source:
+    """The lines of a file or of standard input, gunzipped if they are gzip; how far reading is."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        # peek needs a buffered reader: a file or stdin is one; a test's BytesIO is wrapped in one
+        buffered = (
+            stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(cast(io.RawIOBase, stream))
+        )
+        self._stream = buffered
+        self.lines: Iterable[bytes] = (
+            gzip.GzipFile(fileobj=buffered, mode="rb") if buffered.peek(2)[:2] == GZIP_MAGIC else buffered
+        )
+
+    def position(self) -> int | None:
+        """Bytes of the file read so far (compressed, for gzip); None for a pipe."""
+        try:
+            return self._stream.tell()
+        except OSError:
+            return None
+
+
 @contextlib.contextmanager
-def _open(path: Path) -> Iterator[BinaryIO]:
+def _open(path: Path) -> Iterator[_Source]:
     if str(path) == "-":
-        yield sys.stdin.buffer
+        yield _Source(sys.stdin.buffer)
         return
     with path.open("rb") as fh:
-        yield fh
+        yield _Source(fh)
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _read(source: _Source) -> Iterator[bytes]:
+    """The source's lines; a read error (a corrupt or cut gzip stream, a failing disk) as _Unreadable."""
+    try:
+        yield from source.lines
+    except EOFError:
+        raise _Unreadable("the gzip stream ends early: the file was cut short") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise _Unreadable(f"the gzip stream is corrupt ({exc})") from None
+    except OSError as exc:
+        raise _Unreadable(exc.strerror or str(exc)) from None
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sessionexport.clock import now_ms
+from sessionexport.content_encoding import UnreadableBody
 from sessionexport.ingest.documents import RejectedBody
 from sessionexport.model.validation import NOT_JSON
 from sessionexport.receiver import bulk as es
@@ -231,10 +232,10 @@ async def _events(request: Request) -> Response:
         return _error(415, message)
     try:
         body = await read_body(request, config.max_body_bytes)
-    except BodyTooLarge:
-        message = f"request body over {config.max_body_bytes} bytes"
-        await config.store.refuse(_request_info(request, 0, principal), 413, message)
-        return _error(413, message)
+    except (BodyTooLarge, UnreadableBody) as exc:
+        status = exc.status if isinstance(exc, UnreadableBody) else 413
+        await config.store.refuse(_request_info(request, 0, principal), status, str(exc))
+        return _error(status, str(exc))
     info = _request_info(request, len(body), principal)
     try:
         documents = await parse_off_loop(parse_events_body, body)
@@ -269,6 +270,8 @@ async def _token(request: Request) -> Response:
         raw = await read_body(request, TOKEN_FORM_LIMIT)  # unauthenticated callers: read a bounded body
     except BodyTooLarge:
         return _json({"error": "invalid_request", "error_description": "request body too large"}, 413)
+    except UnreadableBody as exc:
+        return _json({"error": "invalid_request", "error_description": exc.message}, exc.status)
     fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     try:
         answer = issuer.issue(fields, request.headers.get("authorization"))
@@ -301,12 +304,10 @@ async def _bulk(request: Request) -> Response:
         return response
     try:
         body = await read_body(request, config.max_body_bytes)
-    except BodyTooLarge:
-        too_large = es.BulkRequestError(
-            "http_content_too_long", f"request body over {config.max_body_bytes} bytes", 413
-        )
-        await config.store.refuse(_request_info(request, 0, principal), 413, too_large.reason)
-        return _es_response(request, too_large.as_json(), 413)
+    except (BodyTooLarge, UnreadableBody) as exc:
+        refused = _unread_bulk(exc)
+        await config.store.refuse(_request_info(request, 0, principal), refused.status, refused.reason)
+        return _es_response(request, refused.as_json(), refused.status)
     info = _request_info(request, len(body), principal)
     try:
         operations = es.parse_bulk(body, request.path_params.get("index"), config.es_version)
@@ -315,6 +316,13 @@ async def _bulk(request: Request) -> Response:
         return _es_response(request, exc.as_json(), exc.status)
     items = await _apply(config, info, operations)
     return _es_response(request, es.bulk_response(items, int((time.perf_counter() - started) * 1000)))
+
+
+def _unread_bulk(exc: BodyTooLarge | UnreadableBody) -> es.BulkRequestError:
+    """A bulk body that was not read, as Elasticsearch names why."""
+    if isinstance(exc, BodyTooLarge):
+        return es.BulkRequestError("http_content_too_long", str(exc), 413)
+    return es.BulkRequestError("illegal_argument_exception", exc.message, exc.status)
 
 
 async def _apply(

@@ -1,0 +1,91 @@
+"""Compressed request bodies: ``Content-Encoding: gzip`` or ``deflate``, decoded within a limit. No I/O.
+
+Senders of large NDJSON batches compress them (the official Elasticsearch client does, with
+``http_compress=True``). A data route's limit applies to the decoded body: a small body that
+inflates past it (a "zip bomb") is refused as soon as it does, never inflated whole.
+
+- ``gzip`` (and its old name ``x-gzip``): one or more gzip members, as ``cat a.gz b.gz`` makes;
+- ``deflate``: the zlib format (RFC 9110), or raw deflate, which some clients send instead;
+- ``identity``, or no header: the body as it is.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+IDENTITY = "identity"
+ENCODINGS = ("gzip", "deflate")
+_ALIASES = {"x-gzip": "gzip"}
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_ZLIB_WBITS = zlib.MAX_WBITS
+_RAW_WBITS = -zlib.MAX_WBITS
+
+
+class UnreadableBody(Exception):
+    """A body that cannot be decoded: ``status`` 415 for an encoding not taken, 400 for a corrupt one."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DecodedTooLarge(Exception):
+    """The body inflates past the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body over {limit} bytes once decompressed")
+        self.limit = limit
+
+
+def body_encoding(header: str | None) -> str:
+    """The one encoding a ``Content-Encoding`` header names (``identity`` for none), or
+    UnreadableBody (415) for one that is not taken, or for several stacked."""
+    names = [_ALIASES.get(n, n) for n in (p.strip().lower() for p in (header or "").split(",")) if n]
+    names = [n for n in names if n != IDENTITY]
+    if not names:
+        return IDENTITY
+    taken = f"send it as is, or with Content-Encoding {' or '.join(ENCODINGS)}"
+    if len(names) > 1:
+        raise UnreadableBody(415, f"Content-Encoding {header!r} stacks encodings: {taken}")
+    if names[0] not in ENCODINGS:
+        raise UnreadableBody(415, f"Content-Encoding {names[0]!r} is not supported: {taken}")
+    return names[0]
+
+
+def decode(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded from ``encoding``; DecodedTooLarge as soon as it passes ``limit`` bytes,
+    UnreadableBody (400) when it is corrupt or cut short."""
+    if encoding == IDENTITY or not body:
+        return body
+    pieces: list[bytes] = []
+    size, rest = 0, body
+    while rest:  # one gzip member (or the one deflate stream) at a time
+        inflater = zlib.decompressobj(_wbits(encoding, rest))
+        try:
+            while rest and not inflater.eof:
+                piece = inflater.decompress(rest, limit - size + 1)
+                size += len(piece)
+                if size > limit:
+                    raise DecodedTooLarge(limit)
+                pieces.append(piece)
+                rest = inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise UnreadableBody(400, f"the {encoding} body is corrupt: {exc}") from None
+        if not inflater.eof:
+            raise UnreadableBody(400, f"the {encoding} body ends early: it was cut short")
+        rest = inflater.unused_data
+        if rest and encoding != "gzip":
+            raise UnreadableBody(400, f"the {encoding} body goes on after its end ({len(rest)} bytes)")
+    return b"".join(pieces)
+
+
+def _wbits(encoding: str, body: bytes) -> int:
+    if encoding == "gzip":
+        return _GZIP_WBITS
+    return _ZLIB_WBITS if _zlib_header(body) else _RAW_WBITS
+
+
+def _zlib_header(body: bytes) -> bool:
+    """Whether ``body`` starts as the zlib format does (deflate method, header checksum)."""
+    return len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
