@@ -38,6 +38,7 @@ EVERY_CHECK = [
     *SAMPLES,
     "large bulk",
     "re-sent bulk",
+    "gzip bulk",
     "auth: no credentials",
     "auth: wrong credentials",
     "invalid body",
@@ -116,7 +117,12 @@ async def test_well_behaved_endpoint_with_basic_auth_passes_every_check(serve: S
     assert large.endswith(b"\n") and b"\n\n" not in large
     stored = len(endpoint.stored)
     assert len(set(endpoint.stored)) == stored
-    assert f"{stored - 20} → {stored} → {stored}" in by_check(results)["re-sent bulk"].detail
+    assert f"{stored - 30} → {stored - 10} → {stored - 10}" in by_check(results)["re-sent bulk"].detail
+    gzipped = by_check(results)["gzip bulk"].detail
+    assert (
+        gzipped
+        == f"a gzip body (the compression knob): its 10 sessions were counted ({stored - 10} → {stored})"
+    )
 
 
 async def test_well_behaved_endpoint_with_oauth2_passes_every_check(serve: Serve, tls: Tls) -> None:
@@ -141,6 +147,25 @@ async def test_without_auth_or_count_url_the_auth_checks_are_left_out(serve: Ser
 
 
 # -- each planted fault is reported on its check --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("faults", "said"),
+    [
+        (
+            Faults(refuses_gzip=True),
+            "HTTP 415 for a gzip body (the compression knob): leave compression at none",
+        ),
+        (Faults(ignores_gzip=True), "for 10 new sessions: it may not read gzip; leave compression at none"),
+    ],
+)
+async def test_an_endpoint_that_does_not_read_gzip_warns_to_leave_compression_off(
+    serve: Serve, tls: Tls, faults: Faults, said: str
+) -> None:
+    results = await run_checks(options(serve(faults), tls))
+    assert {r.check for r in results if r.outcome is not Outcome.PASS} == {"gzip bulk"}
+    assert by_check(results)["gzip bulk"].outcome is Outcome.WARN
+    assert said in by_check(results)["gzip bulk"].detail
 
 
 async def test_post_answering_500_fails_the_post_samples(serve: Serve, tls: Tls) -> None:

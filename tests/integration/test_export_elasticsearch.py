@@ -70,6 +70,21 @@ async def test_documents_indexed_by_identity_without_type_on_es8(tmp_path: Path)
         r.stop()
 
 
+async def test_gzip_bulks_are_indexed_as_uncompressed_ones(tmp_path: Path) -> None:
+    r = ReceiverProcess(tmp_path / "es").start()
+    try:
+        async with engine_trusting(tmp_path, r.ca_file) as engine:
+            export_id = await engine.create_export(direct(r, compression="gzip"))
+            lines = sessions(30, seed=5)
+            await engine.ingest(lines)
+            await status_when(engine, export_id, lambda s: s["deliveredSessions"] == 30, "30 delivered")
+            docs = (await received(r, "documents", kind="document", limit=100))["documents"]
+            assert {d["key"] for d in docs} == {f"sessions/{identity_id(line)}" for line in lines}
+            assert sorted(orjson.dumps(d["document"]) for d in docs) == sorted(lines)
+    finally:
+        r.stop()
+
+
 async def test_doc_type_is_sent_for_es7_and_refused_whole_by_es8(tmp_path: Path) -> None:
     es7 = ReceiverProcess(tmp_path / "es7", "--es-version", "7").start()
     es8 = ReceiverProcess(tmp_path / "es8").start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gzip
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -64,6 +65,23 @@ async def test_sessions_reach_an_https_receiver_byte_for_byte(engine: Engine, re
     await until(lambda: delivered(engine, export_id, 25), "delivery recorded")
     status = await engine.status(export_id)
     assert status["state"] == "running" and status["backlog"] == 0 and status["lastSuccess"]
+
+
+async def test_gzip_compression_sends_the_same_bytes_compressed_and_counts_bytes_before_it(
+    engine: Engine, receiver: Receiver
+) -> None:
+    limit = 60_000
+    tuning = {"compression": "gzip", "flushMaxBytes": limit, "flushIntervalSeconds": 0.3}
+    export_id = await engine.create_export(export_value(receiver.url, tuning))
+    lines = sessions(40, seed=8)
+    await engine.ingest(lines)
+    await until(lambda: delivered(engine, export_id, 40), "40 delivered")
+    assert {r.headers.get("content-encoding") for r in receiver.requests} == {"gzip"}
+    bodies = [gzip.decompress(r.body) for r in receiver.requests]
+    assert sorted(line for body in bodies for line in body.split(b"\n") if line) == sorted(lines)
+    # the byte rule counts the body before compression (as the receiver will hold it)
+    assert len(bodies) > 1 and all(len(body) <= limit for body in bodies)
+    assert sum(len(r.body) for r in receiver.requests) * 3 < sum(len(body) for body in bodies)
 
 
 async def test_count_rule_flushes_at_max_sessions(engine: Engine, receiver: Receiver) -> None:

@@ -1,7 +1,8 @@
 """A session-export endpoint on loopback with faults to plant, for testing ``check-endpoint``.
 
 With no faults it behaves: ``PUT``/``POST /export/events`` takes JSON lines and stores each session
-once, by ``(tenantId, userSessionId, startTime)``; a line that is not a JSON object gets 400;
+once, by ``(tenantId, userSessionId, startTime)``, a gzip body (``Content-Encoding: gzip``) too;
+a line that is not a JSON object gets 400;
 with Basic credentials or OAuth2 clients configured it demands them (bearer tokens come from its
 own ``/oauth2/token``); ``GET /count`` answers ``{"sessions": <sessions stored>}``. Each field of
 ``Faults`` breaks one of those. It serves HTTPS with a test CA's certificate (``tls``), or plain
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,8 @@ class Faults:
     accepts_without_credentials: bool = False
     accepts_wrong_credentials: bool = False
     accepts_garbage: bool = False  # 200 for lines that are not JSON (they are dropped)
+    refuses_gzip: bool = False  # 415 for a gzip body
+    ignores_gzip: bool = False  # 200 for a gzip body, read as nothing
     token_fields: dict[str, Any] = field(default_factory=dict)  # over the token answer; None removes
 
 
@@ -90,6 +94,10 @@ class BrokenEndpoint:
 
     async def _export(self, request: Request) -> Response:
         body = await request.body()
+        if request.headers.get("content-encoding") == "gzip":
+            if self.faults.refuses_gzip:
+                return Response(status_code=415)
+            body = b"" if self.faults.ignores_gzip else gzip.decompress(body)
         self.bodies.append(body)
         self.requests.append((request.method, request.headers.get("content-type", "")))
         faults = self.faults

@@ -183,7 +183,7 @@ def test_every_knob_can_be_set() -> None:
     tuning = parse_tuning(
         '{"flushMaxSessions": 10, "flushMaxBytes": 2048, "flushQuietSeconds": 1.5, "flushIntervalSeconds": 0.5,'
         ' "retries": 0, "backoffSeconds": 0, "backoffMaxSeconds": 2, "timeoutSeconds": 10, "concurrency": 4,'
-        ' "shards": 3}'
+        ' "shards": 3, "compression": "gzip"}'
     )
     assert tuning == ExportTuning(
         flushMaxSessions=10,
@@ -196,6 +196,7 @@ def test_every_knob_can_be_set() -> None:
         timeoutSeconds=10,
         concurrency=4,
         shards=3,
+        compression="gzip",
     )
 
 
@@ -216,6 +217,7 @@ def test_unknown_knob_names_it_and_lists_the_knobs() -> None:
         "timeoutSeconds",
         "concurrency",
         "shards",
+        "compression",
     )
 
 
@@ -235,12 +237,19 @@ def test_unknown_knob_names_it_and_lists_the_knobs() -> None:
         ('{"shards": 0}', "shards"),
         ('{"shards": 65}', "shards"),
         ('{"retries": "3"}', "retries"),
+        ('{"compression": true}', "compression"),
     ],
 )
 def test_range_and_type_errors_name_the_knob(text: str, knob: str) -> None:
     with pytest.raises(TuningError) as info:
         parse_tuning(text)
     assert str(info.value).startswith(f"{knob}: ")
+
+
+def test_a_choice_out_of_its_list_names_the_choices() -> None:
+    with pytest.raises(TuningError) as info:
+        parse_tuning('{"compression": "zstd"}')
+    assert str(info.value) == "compression: Invalid enum value 'zstd'; expected one of none, gzip"
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,13 @@
 """The exporter's tuning knobs, set per export through ``exportBehavior.customConfiguration``.
 
 The configuration is JSON text, e.g. ``{"flushIntervalSeconds": 1, "retries": 5}``; absent knobs
-keep Dynatrace's behaviour (1000 sessions / 896,000 bytes / 30 s quiet, 30 s timeout, 3 retries).
+keep Dynatrace's behaviour (1000 sessions / 896,000 bytes / 30 s quiet, 30 s timeout, 3 retries,
+bodies sent uncompressed).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -27,9 +28,15 @@ class ExportTuning(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     # Parts the export's log is split in (seq % shards), each exported on its own, by whichever
     # worker holds its lease: bulks of different shards go out in parallel, in no order among them.
     shards: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # "gzip": bodies go out with Content-Encoding: gzip, for endpoints that take it (Elasticsearch
+    # does; a plain webhook may not). The flush rules still count the bytes before compression.
+    compression: Literal["none", "gzip"] = "none"
 
 
 KNOBS = tuple(ExportTuning.__struct_fields__)
+_CHOICES = {
+    name: get_args(hint) for name, hint in get_type_hints(ExportTuning).items() if get_origin(hint) is Literal
+}
 
 
 class TuningError(ValueError):
@@ -51,6 +58,8 @@ def parse_tuning(text: str | None) -> ExportTuning:
             return _raise(
                 f"must be a JSON object of knobs ({', '.join(KNOBS)}), {message[0].lower()}{message[1:]}"
             )
+        if message.startswith("Invalid enum value") and where in _CHOICES:
+            message += f"; expected one of {', '.join(_CHOICES[where])}"
         return _raise(f"{where}: {message}" if where else message)
     except msgspec.DecodeError as exc:
         return _raise(f"not valid JSON: {exc}")

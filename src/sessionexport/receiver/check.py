@@ -1,7 +1,8 @@
 """``check-endpoint``: send an endpoint what an exporter sends, and report what it does wrong.
 
     tls ─▶ oauth token ─▶ samples (PUT/POST, json/ndjson) ─▶ large bulk ─▶ re-sent bulk
-        ─▶ auth: no credentials ─▶ auth: wrong credentials ─▶ invalid body ─▶ response time
+        ─▶ gzip bulk ─▶ auth: no credentials ─▶ auth: wrong credentials ─▶ invalid body
+        ─▶ response time
 
 Requests go through the exporter's own code: its TLS context (certificates always verified), its
 ``Sender`` and credentials (Basic, or the OAuth2 client-credentials token request), its flush rule
@@ -26,6 +27,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import orjson
 import typer
 from rich.console import Console
@@ -55,6 +57,7 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 DEFAULT_TIMEOUT = 30.0  # the exporter's request timeout
 RESEND_SESSIONS = 20
+GZIP_SESSIONS = 10
 GARBAGE = b"this line is not JSON {\n"
 
 TLS = "tls"
@@ -221,6 +224,34 @@ def judge_resend(
     return Verdict(Outcome.PASS, f"{trail}: the re-send stored nothing new")
 
 
+def judge_gzip(attempt: Attempt, readings: Sequence[int | CountError], sessions: int) -> Verdict:
+    """Compression is a knob, off by default: an endpoint that does not take gzip only warns. With
+    --count-url, the count read before and after the bulk tells whether its sessions were read."""
+    what = "a gzip body (the compression knob)"
+    if attempt.status is None:
+        return Verdict(Outcome.WARN, f"{what}: {attempt.error}; leave compression at none")
+    if not is_2xx(attempt):
+        return Verdict(Outcome.WARN, f"HTTP {attempt.status} for {what}: leave compression at none")
+    if not readings:
+        return Verdict(
+            Outcome.PASS, f"HTTP {attempt.status} for {what} (give --count-url to check it was read)"
+        )
+    counted = [r for r in readings if not isinstance(r, CountError)]
+    if len(counted) < len(readings):
+        error = next(r for r in readings if isinstance(r, CountError))
+        return Verdict(
+            Outcome.WARN, f"HTTP {attempt.status} for {what}; not checked that it was read: {error}"
+        )
+    before, after = counted
+    if after - before != sessions:
+        return Verdict(
+            Outcome.WARN,
+            f"HTTP {attempt.status} for {what}, but the count went {before} → {after} for {sessions} new"
+            " sessions: it may not read gzip; leave compression at none",
+        )
+    return Verdict(Outcome.PASS, f"{what}: its {sessions} sessions were counted ({before} → {after})")
+
+
 def judge_token_response(status: int | None, data: object) -> Verdict:
     """What the exporter relies on: an access_token, token_type Bearer, and expires_in to cache it by."""
     if status != 200:
@@ -335,6 +366,7 @@ class Bodies:
     samples: bytes
     large: bytes
     resend: bytes
+    gzip: bytes  # sent compressed
 
     @classmethod
     def generate(cls, seed: int) -> Bodies:
@@ -344,6 +376,7 @@ class Bodies:
             samples=samples_body(),
             large=large_bulk_body(seed + 2, end),
             resend=bulk_body(generated_entries(RESEND_SESSIONS, seed + 3, "mixed", end), None),
+            gzip=bulk_body(generated_entries(GZIP_SESSIONS, seed + 4, "mixed", end), None),
         )
 
 
@@ -400,8 +433,11 @@ class Probe:
         method: str = "PUT",
         content_type: str = JSON,
         credentials: Credentials | None = None,
+        compressed: bool = False,
     ) -> Attempt:
         config = replace(self.config, use_post=method == "POST")
+        if compressed:
+            config = replace(config, tuning=msgspec.structs.replace(config.tuning, compression="gzip"))
         sender = Sender(config, self.client, credentials or self.credentials)
         attempt = (await sender.send(body, retries=0, content_type=content_type)).last
         self.exchanges.append(Exchange(label, attempt))
@@ -541,6 +577,15 @@ async def check_resent_bulk(probe: Probe) -> Verdict:
     return judge_resend(first, again, counts_of(readings), RESEND_SESSIONS)
 
 
+async def check_gzip_bulk(probe: Probe) -> Verdict:
+    counting = probe.options.count_url is not None
+    readings = [await probe.count()] if counting else []
+    attempt = await probe.send("gzip bulk", probe.bodies.gzip, compressed=True)
+    if counting and is_2xx(attempt):
+        readings.append(await probe.count())
+    return judge_gzip(attempt, readings, GZIP_SESSIONS)
+
+
 async def check_without_credentials(probe: Probe) -> Verdict:
     attempt = await probe.send("auth: no credentials", probe.bodies.samples, credentials=NoCredentials())
     return judge_rejected(attempt, "a request without credentials")
@@ -586,6 +631,7 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check("large bulk", always, check_large_bulk),
     Check("re-sent bulk", always, check_resent_bulk),
+    Check("gzip bulk", always, check_gzip_bulk),
     Check("auth: no credentials", with_auth, check_without_credentials),
     Check("auth: wrong credentials", with_auth, check_wrong_credentials),
     Check("invalid body", always, check_invalid_body),
@@ -768,8 +814,8 @@ def check_endpoint(
     """Check that an endpoint receives session exports properly.
 
     Sends what an exporter sends (samples with PUT and POST, JSON and NDJSON; a full 896,000-byte
-    bulk; the same bulk twice; requests without and with wrong credentials; a line that is not
-    JSON) and reports every check as PASS, WARN or FAIL. Exits 1 when any check fails.
+    bulk; the same bulk twice; a gzip bulk; requests without and with wrong credentials; a line
+    that is not JSON) and reports every check as PASS, WARN or FAIL. Exits 1 when any check fails.
     """
     options = cli_options(
         url,

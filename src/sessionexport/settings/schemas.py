@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sessionexport.export.tuning import KNOBS
+
 EXPORT_SCHEMA = "builtin:elasticsearch.user-session-export-settings-v2"
 ZONE_SCHEMA = "builtin:management-zones"
 SCOPE = "environment"
@@ -219,9 +221,7 @@ EXPORT_SETTINGS: dict[str, Any] = {
                 "customConfiguration": _prop(
                     "text",
                     "Custom configuration properties",
-                    "JSON object of exporter tuning knobs: flushMaxSessions, flushMaxBytes, flushQuietSeconds,"
-                    " flushIntervalSeconds, retries, backoffSeconds, backoffMaxSeconds, timeoutSeconds, concurrency,"
-                    " shards.",
+                    f"JSON object of exporter tuning knobs: {', '.join(KNOBS)}.",
                     nullable=True,
                     constraints=[
                         {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "custom-configuration"}
