@@ -1,6 +1,6 @@
 """A minimal HTTPS receiver for the benchmarks (run by uvicorn in its own process).
 
-It reads each body, counts its lines and answers 200. With ``BENCH_RECEIVER_LOG`` set, it also
+It reads each body (inflating a gzip one), counts its lines and answers 200. With ``BENCH_RECEIVER_LOG`` set, it also
 notes when each session arrived (by userSessionId), and writes that file when it stops. With
 ``BENCH_RECEIVER_DELAY`` (seconds), it answers each request that much later, as a distant or busy
 endpoint would (requests are still served concurrently).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import os
 import re
 import time
@@ -30,6 +31,8 @@ _count = {"sessions": 0, "requests": 0}
 
 async def receive(request: Request) -> Response:
     body = await request.body()
+    if request.headers.get("content-encoding") == "gzip":
+        body = gzip.decompress(body)
     if _delay:
         await asyncio.sleep(_delay)
     _count["requests"] += 1

@@ -7,7 +7,8 @@
   ingest acknowledged -> receiver got it, p50 and p99 (target: p99 <= 1.5 s);
 - memory: peak RSS of a real server process draining a backlog (target: flat, <= 200 MB).
 
-Throughput also shows the exporter's pipeline alone (bulks answered at once, nothing sent).
+Throughput also shows the exporter's pipeline alone (bulks answered at once, nothing sent), and
+the exporter with the ``compression: gzip`` knob (the receiver then inflates every body).
 
 Each part runs on every backend of ``--backends`` (default sqlite): SQLite in a temporary
 directory, and/or PostgreSQL at ``--database-url`` (default: $SESSIONEXPORT_TEST_DATABASE_URL, or
@@ -49,7 +50,7 @@ from sessionexport.export.batching import Batcher
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Attempt, Sender
 from sessionexport.export.exporter import Exporter
-from sessionexport.export.formats import bulk_body, encoded_size
+from sessionexport.export.formats import GZIP_LEVEL, bulk_body, encoded_size, gzipped
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.supervisor import ssl_context
@@ -160,9 +161,9 @@ def cpu_split() -> tuple[float, float]:
     return own, tree_cpu_seconds(os.getpid()) - own
 
 
-def plain_config(url: str, export_id: str = "bench") -> ExportConfig:
+def plain_config(url: str, export_id: str = "bench", tuning: ExportTuning | None = None) -> ExportConfig:
     return ExportConfig(
-        export_id, url, True, "application/json", False, None, None, None, True, ExportTuning()
+        export_id, url, True, "application/json", False, None, None, None, True, tuning or ExportTuning()
     )
 
 
@@ -191,11 +192,18 @@ async def bare_send(url: str, ca_file: Path, bodies: list[bytes]) -> float:
 
 
 async def export_all(
-    store: Store, url: str, ca_file: Path, last_seq: int, export_id: str, *, network: bool = True
+    store: Store,
+    url: str,
+    ca_file: Path,
+    last_seq: int,
+    export_id: str,
+    *,
+    network: bool = True,
+    tuning: ExportTuning | None = None,
 ) -> float:
     """Seconds for an exporter to deliver the whole log; without ``network``, to a sender that
     answers every bulk at once (what the exporter's own pipeline costs: read, batch, decide)."""
-    config = plain_config(url, export_id)
+    config = plain_config(url, export_id, tuning)
     claim = Claim(export_id, 0, 1, "bench")
     assert await store.claim_lease(export_id, 0, claim.owner, lease_ms=3_600_000)
     async with httpx.AsyncClient(verify=ssl_context(ca_file)) as client:
@@ -251,6 +259,11 @@ async def throughput(count: int, rounds: int, database_url: str | None) -> None:
                 costs["bare"].append((middle[0] - before[0], middle[1] - before[1]))
                 costs["exporter"].append((after[0] - middle[0], after[1] - middle[1]))
                 pipeline.append(await export_all(store, url, ca_file, last, f"alone-{n}", network=False))
+            before = cpu_split()
+            gzip_seconds = await export_all(
+                store, url, ca_file, last, "gzip", tuning=ExportTuning(compression="gzip")
+            )
+            after = cpu_split()
         await store.close()
     mb = total / 1e6
     print(
@@ -278,6 +291,14 @@ async def throughput(count: int, rounds: int, database_url: str | None) -> None:
     print(
         "  CPU per session, median round (sending process + receiver process): "
         + ", ".join(f"{name} {s:.0f} + {r:.0f} µs" for name, (s, r) in per_session.items())
+    )
+    sample = bodies[:: max(1, len(bodies) // 20)]
+    shrink = sum(len(b) for b in sample) / sum(len(gzipped(b)) for b in sample)
+    print(
+        f"  with compression gzip (level {GZIP_LEVEL}): {count / gzip_seconds:,.0f} sessions/s,"
+        f" {statistics.median(exported) / gzip_seconds:.2f}x the uncompressed exporter's median round;"
+        f" bodies {shrink:.1f}x smaller on the wire ({mb / shrink / gzip_seconds:,.1f} MB/s sent);"
+        f" CPU per session {(after[0] - before[0]) / count * 1e6:.0f} + {(after[1] - before[1]) / count * 1e6:.0f} µs"
     )
     alone = min(pipeline)
     print(
