@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
+import io
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -344,7 +346,7 @@ def generate(
             "--output",
             "-o",
             envvar=env("OUTPUT"),
-            help="NDJSON file to write ('-' for standard output).",
+            help="NDJSON file to write ('-' for standard output); gzip when its name ends in .gz.",
             allow_dash=True,
         ),
     ] = Path("-"),
@@ -497,7 +499,7 @@ def generate(
         out.flush()
         return
     written = 0
-    with output.open("wb") as fh, Progress(console=err, transient=True) as progress:
+    with _open_output(output) as fh, Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating", total=count)
         for line in lines:
             fh.write(line + b"\n")
@@ -505,6 +507,13 @@ def generate(
             progress.update(task, completed=stream.sessions_done if stream else written)
     what = f"{written} event(s) of {count} session(s)" if stream else f"{count} session(s)"
     err.print(f"Wrote {what} to {output}.")
+
+
+def _open_output(path: Path) -> io.BufferedIOBase:
+    """A file to write; gzip (at gzip's usual level) when its name ends in .gz."""
+    if path.suffix == ".gz":
+        return gzip.GzipFile(path, "wb", compresslevel=6)
+    return path.open("wb")
 
 
 def _parse_end(text: str | None) -> int:

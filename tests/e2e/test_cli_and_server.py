@@ -165,10 +165,11 @@ def ingest_piped(data_dir: Path, piped: bytes) -> subprocess.CompletedProcess[by
 
 
 def test_ingest_reads_gzip_files_and_standard_input(tmp_path: Path) -> None:
-    plain = tmp_path / "sessions.ndjson"
-    assert run("generate", "--count", "400", "--seed", "9", "--output", str(plain)).returncode == 0
-    packed = tmp_path / "sessions.data"  # gzip, whatever the name says
-    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    plain, packed = tmp_path / "sessions.ndjson", tmp_path / "sessions.ndjson.gz"
+    for output in (plain, packed):
+        assert run("generate", "--count", "400", "--seed", "9", "--output", str(output)).returncode == 0
+    assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()  # .gz: written gzip
+    packed = packed.rename(tmp_path / "sessions.data")  # read as gzip, whatever the name says
     result = run("ingest", str(packed), "--data-dir", str(tmp_path / "a"))
     assert result.returncode == 0 and "400 stored, 0 duplicate(s), 0 refused of 400 line(s)" in result.stderr
     piped = ingest_piped(tmp_path / "b", plain.read_bytes())
