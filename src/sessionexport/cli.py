@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import gzip
 import io
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ from sessionexport.clock import now_ms
 from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.logs import announce, configure_logging
-from sessionexport.settings.secrets import SecretKeyError, load_secret_box, new_key
+from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
 
 T = TypeVar("T")
@@ -269,6 +270,69 @@ def secrets_rotate(
         err.print(f"[red]error:[/red] {exc}; nothing was changed for that object")
         raise typer.Exit(1) from None
     err.print(f"Re-encrypted the secrets of {changed} settings object(s).")
+
+
+@app.command()
+def backup(
+    target: Annotated[
+        Path,
+        typer.Argument(help="New (or empty) folder to write the backup into.", file_okay=False),
+    ],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    secret_key: SecretKey = None,
+) -> None:
+    """Copy the embedded database and its secret key into a new folder, while the server runs.
+
+    The copy is a snapshot of one moment (ingest and exports go on meanwhile), checked before it
+    is called done; the folder it makes is a data directory: serve --data-dir TARGET runs on it.
+    On PostgreSQL, back up with pg_dump instead.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from sessionexport.backup import BackupError, BackupRefused, check_backup
+    from sessionexport.backup import backup as copy_data
+
+    if database_url and not database_url.startswith("sqlite:///"):
+        err.print(
+            "[red]error:[/red] the database is on PostgreSQL: back it up with pg_dump (e.g. pg_dump"
+            " --format=custom --file=sessionexport.dump DB), and keep the secret key with it"
+        )
+        raise typer.Exit(2)
+    database = Path(database_url.removeprefix("sqlite:///")) if database_url else data_dir / DATABASE_FILE
+    try:
+        check_backup(database, target)
+    except BackupRefused as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    columns = (TextColumn("backing up"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("backup", total=None)
+        try:
+            result = copy_data(
+                database,
+                data_dir / KEY_FILE,
+                target,
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except (BackupError, OSError, sqlite3.Error) as exc:
+            progress.stop()
+            err.print(f"[red]error:[/red] backup failed, nothing kept: {escape(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
+    err.print(
+        f"Backed up {result.sessions} session(s) and {result.exports} export configuration(s)"
+        f" ({result.bytes / 1e6:,.1f} MB) to {escape(str(result.target))} in {result.seconds:.1f}s."
+    )
+    if result.exports and not result.key_copied:
+        where = (
+            "it comes from SESSIONEXPORT_SECRET_KEY"
+            if secret_key
+            else f"there is no {KEY_FILE} in {data_dir}"
+        )
+        err.print(
+            f"The secret key is not in the backup ({where}): keep it with the backup, or the exports'"
+            " stored passwords and client secrets cannot be read back."
+        )
 
 
 def _file_or_dash(path: Path) -> Path:

@@ -1,0 +1,126 @@
+"""``sessionexport backup``: a consistent copy of the embedded store, taken while it runs.
+
+SQLite's online backup copies the database in one read transaction: a snapshot of one moment,
+taken while the server goes on ingesting and exporting (in WAL mode the writer and readers do not
+wait for each other). The copy is written beside its final name and renamed only once it is
+complete and passes SQLite's quick check, so a backup that fails or is interrupted never leaves
+something that looks like one. With the data directory's secret key beside it, the backup folder
+is a data directory: ``serve --data-dir BACKUP`` runs on it.
+
+PostgreSQL is backed up with its own tools (``pg_dump``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import KEY_FILE
+from sessionexport.store import DATABASE_FILE
+
+PROGRESS_EVERY_SECONDS = 0.2
+
+
+class BackupError(Exception):
+    """The copy failed: nothing was left that looks like a backup."""
+
+
+class BackupRefused(BackupError):
+    """Nothing was tried: no database there, or the target is taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    target: Path
+    bytes: int
+    sessions: int
+    exports: int
+    key_copied: bool
+    seconds: float
+
+
+def backup(
+    database: Path, key_file: Path, target: Path, on_progress: Callable[[int, int], None] | None = None
+) -> BackupResult:
+    """Copy the SQLite ``database`` (and ``key_file``, the secret key, when there is one) into
+    ``target``, a folder that must not exist yet or be empty. ``on_progress(bytes_written, total)``."""
+    check_backup(database, target)
+    started = time.monotonic()
+    target.mkdir(parents=True, exist_ok=True)
+    final, partial = target / DATABASE_FILE, target / (DATABASE_FILE + ".partial")
+    try:
+        _copy_database(database, partial, on_progress)
+        sessions, exports = _check(partial)
+        partial.rename(final)
+    finally:
+        partial.unlink(missing_ok=True)
+    if key_file.is_file():
+        shutil.copy2(key_file, target / KEY_FILE)  # copy2 keeps its 0600 mode
+    return BackupResult(
+        target, final.stat().st_size, sessions, exports, key_file.is_file(), time.monotonic() - started
+    )
+
+
+def check_backup(database: Path, target: Path) -> None:
+    """BackupRefused unless there is a database to copy and ``target`` is new or an empty folder."""
+    if not database.is_file():
+        raise BackupRefused(f"no database at {database}: give the server's --data-dir")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise BackupRefused(f"{target} exists and is not an empty folder: back up into a new one")
+
+
+def _copy_database(source: Path, target: Path, on_progress: Callable[[int, int], None] | None) -> None:
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src:
+        page_size, pages = (
+            src.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "page_count")
+        )
+        with (
+            contextlib.closing(sqlite3.connect(target)) as dst,
+            _watching(target, page_size * pages, on_progress),
+        ):
+            # All pages in one step, one read transaction: a snapshot, whatever is written meanwhile
+            # (in steps, every write to the source would start the copy over).
+            src.backup(dst, pages=-1)
+
+
+@contextlib.contextmanager
+def _watching(path: Path, total: int, on_progress: Callable[[int, int], None] | None) -> Iterator[None]:
+    """Report how far the copy is (its file's size) every few tenths of a second until it ends."""
+    if on_progress is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(PROGRESS_EVERY_SECONDS):
+            with contextlib.suppress(OSError):
+                on_progress(path.stat().st_size, total)
+
+    watcher = threading.Thread(target=watch, name="backup-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        on_progress(total, total)
+
+
+def _check(path: Path) -> tuple[int, int]:
+    """SQLite's quick check of the copy; the sessions and export configurations it holds."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise BackupError(f"the copy failed SQLite's quick check: {verdict}")
+        sessions = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        exports = conn.execute(
+            "SELECT count(*) FROM settings_objects WHERE schema_id = ?", (EXPORT_SCHEMA,)
+        ).fetchone()[0]
+    return int(sessions), int(exports)

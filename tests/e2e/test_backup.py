@@ -1,0 +1,106 @@
+"""``sessionexport backup`` against a real server process that keeps ingesting meanwhile."""
+
+from __future__ import annotations
+
+import re
+import stat
+import threading
+from pathlib import Path
+
+import httpx
+import orjson
+
+from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from tests.e2e.test_cli_and_server import create_token, run, server
+
+BATCH = 50
+SCOPES = "sessions.ingest,sessions.read,settings.read,settings.write"
+
+
+def paused_export_with_a_secret(url: str, headers: dict[str, str]) -> None:
+    value = {
+        "endpointDefinition": {
+            "endpointUrl": "https://collector.example/export",
+            "enableUserSessionExport": False,
+        },
+        "authentication": {
+            "active": True,
+            "authType": "basic",
+            "basicAuth": {"username": "u", "password": "pw"},
+        },
+    }
+    item = {
+        "schemaId": "builtin:elasticsearch.user-session-export-settings-v2",
+        "scope": "environment",
+        "value": value,
+    }
+    response = httpx.post(f"{url}/api/v2/settings/objects", json=[item], headers=headers)
+    assert response.status_code == 200, response.text
+
+
+def test_a_backup_taken_during_ingest_is_a_snapshot_and_a_data_directory_of_its_own(tmp_path: Path) -> None:
+    data, copy = tmp_path / "data", tmp_path / "backup"
+    headers = {"Authorization": f"Api-Token {create_token(data, SCOPES)}"}
+    sent: list[bytes] = []  # every session acknowledged, in order
+    stop = threading.Event()
+
+    def keep_ingesting(url: str) -> None:
+        with httpx.Client(headers={**headers, "Content-Type": "application/x-ndjson"}) as client:
+            seed = 1
+            while not stop.is_set():
+                batch = list(generate_lines(BATCH, seed, GeneratorOptions(end_ms=1_760_000_000_000)))
+                client.post(f"{url}/api/v2/usersessions", content=b"\n".join(batch)).raise_for_status()
+                sent.extend(batch)
+                seed += 1
+
+    with server(data) as url:
+        paused_export_with_a_secret(url, headers)
+        feeder = threading.Thread(target=keep_ingesting, args=(url,))
+        feeder.start()
+        try:
+            while len(sent) < 20 * BATCH:
+                stop.wait(0.05)
+            before = len(sent)
+            result = run("backup", str(copy), "--data-dir", str(data))
+            after = len(sent)
+        finally:
+            stop.set()
+            feeder.join()
+    assert result.returncode == 0, result.stderr
+    said = re.search(r"Backed up (\d+) session\(s\) and 1 export configuration\(s\)", result.stderr)
+    assert said is not None, result.stderr
+    kept = int(said[1])
+    # a snapshot of one moment, while requests kept coming: each all or nothing
+    assert before <= kept <= after and kept % BATCH == 0
+    assert sorted(p.name for p in copy.iterdir()) == ["secret.key", "sessionexport.db"]
+    assert stat.S_IMODE((copy / "secret.key").stat().st_mode) == 0o600
+
+    with server(copy) as url:  # the backup is a data directory: the same token, sessions, export
+        listed: list[bytes] = []
+        key: str | None = None
+        while True:
+            params = {"nextPageKey": key} if key else {"pageSize": 500}
+            page = httpx.get(f"{url}/api/v2/usersessions", params=params, headers=headers).json()
+            listed += [orjson.dumps(s) for s in page["userSessions"]]
+            if not (key := page["nextPageKey"]):
+                break
+        assert sorted(listed) == sorted(sent[:kept])
+    rotated = run("secrets", "rotate", "--data-dir", str(copy))  # the copied key reads the stored secret
+    assert rotated.returncode == 0, rotated.stderr
+    assert "Re-encrypted the secrets of 1 settings object(s)" in rotated.stderr
+
+
+def test_backup_refuses_a_taken_target_a_wrong_data_dir_and_postgresql(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "something").write_text("x")
+    data = tmp_path / "data"
+    create_token(data, "sessions.read")
+    refused = run("backup", str(taken), "--data-dir", str(data))
+    assert refused.returncode == 2 and "exists and is not an empty folder" in refused.stderr
+    assert sorted(p.name for p in taken.iterdir()) == ["something"]
+    missing = run("backup", str(tmp_path / "new"), "--data-dir", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "no database at" in missing.stderr
+    assert not (tmp_path / "new").exists()
+    postgres = run("backup", str(tmp_path / "new"), "--database-url", "postgresql://u@db/sessions")
+    assert postgres.returncode == 2 and "back it up with pg_dump" in postgres.stderr
