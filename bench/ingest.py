@@ -9,7 +9,9 @@ For generated sessions of about 2 KB and about 8 KB it prints, side by side:
 - the ratio ingest / floor (target: >= 0.5 for 8 KB sessions);
 - the stages of ingest alone, in this process: validation of the same bodies (parsed into log
   records, nothing stored), and the store alone (the same records appended batch by batch to a
-  fresh SQLite log, durable as in the server; nothing parsed).
+  fresh SQLite log, durable as in the server; nothing parsed);
+- ingest of the same bodies sent gzip (``Content-Encoding: gzip``, compressed beforehand): what
+  inflating them costs the server, beside how much smaller they are.
 
 With ``--stored N`` the log (of the server and of the store alone) already holds N sessions when
 ingest starts, as a log in production does: they joined it evenly over the last 7 days, with
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import os
 import platform
 import random
@@ -226,16 +229,18 @@ class BareServer(Server):
                 raise RuntimeError("bare server did not start")
 
 
-def post_all(server: Server, bodies: list[bytes], clients: int) -> float:
-    """Seconds to POST every body (``clients`` keep-alive connections in parallel), each answered 200.
+def post_all(server: Server, bodies: list[bytes], clients: int, encoding: str | None = None) -> float:
+    """Seconds to POST every body (``clients`` keep-alive connections in parallel), each answered
+    200; with ``encoding``, the bodies are already encoded so, and say it.
 
     The client is a bare socket writing pre-built HTTP/1.1 requests: on two shared cores, a
     full-featured client would take CPU away from the server being measured.
     """
+    encoded = f"Content-Encoding: {encoding}\r\n" if encoding else ""
     requests = [
         (
             f"POST /api/v2/usersessions HTTP/1.1\r\nHost: bench\r\nAuthorization: Api-Token {server.token}\r\n"
-            f"Content-Type: application/x-ndjson\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: application/x-ndjson\r\n{encoded}Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         + body
         for body in bodies
@@ -319,6 +324,15 @@ def main() -> None:
                 client_cpu = own_cpu_seconds() - client_cpu
             finally:
                 server.stop()
+        gzipped = [gzip.compress(body, compresslevel=6) for body in bodies]
+        with tempfile.TemporaryDirectory() as data_dir:
+            server = Server(Path(data_dir), args.stored)
+            try:
+                gzip_cpu = tree_cpu_seconds(server.proc.pid)
+                gzip_ingest = post_all(server, gzipped, args.clients, "gzip")
+                gzip_cpu = tree_cpu_seconds(server.proc.pid) - gzip_cpu
+            finally:
+                server.stop()
         with tempfile.TemporaryDirectory() as bare_dir:
             bare_server = BareServer(Path(bare_dir))
             try:
@@ -340,6 +354,12 @@ def main() -> None:
             f" store {n / stored:,.0f} sessions/s ({floor / stored:.2f}x floor)"
         )
         print(f"{'':>7} {budget(n, server_cpu, client_cpu, TARGET * n / floor)}")
+        shrink = sum(len(b) for b in bodies) / sum(len(b) for b in gzipped)
+        print(
+            f"{'':>7} gzip bodies ({shrink:.1f}x smaller): {n / gzip_ingest:,.0f} sessions/s"
+            f" ({ingest / gzip_ingest:.2f}x plain ingest), server CPU {gzip_cpu / n * 1e6:.0f} µs per session"
+            f" ({server_cpu / n * 1e6:.0f} plain)"
+        )
 
 
 if __name__ == "__main__":
