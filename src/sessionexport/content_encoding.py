@@ -19,6 +19,10 @@ _ALIASES = {"x-gzip": "gzip"}
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _ZLIB_WBITS = zlib.MAX_WBITS
 _RAW_WBITS = -zlib.MAX_WBITS
+INPUT_CHUNK = 64 * 1024
+# gzip members one after another are one body (cat a.gz b.gz); a body of thousands of empty ones
+# is an attack on the CPU, not a batch of sessions
+MAX_MEMBERS = 1000
 
 
 class UnreadableBody(Exception):
@@ -58,34 +62,42 @@ def decode(body: bytes, encoding: str, limit: int) -> bytes:
     UnreadableBody (400) when it is corrupt or cut short."""
     if encoding == IDENTITY or not body:
         return body
+    view = memoryview(body)
     pieces: list[bytes] = []
-    size, rest = 0, body
-    while rest:  # one gzip member (or the one deflate stream) at a time
-        inflater = zlib.decompressobj(_wbits(encoding, rest))
+    size = position = members = 0
+    while position < len(view):  # one gzip member (or the one deflate stream) at a time
+        members += 1
+        if members > MAX_MEMBERS:
+            raise UnreadableBody(400, f"the {encoding} body has more than {MAX_MEMBERS} members")
+        inflater = zlib.decompressobj(_wbits(encoding, view[position : position + 2]))
         try:
-            while rest and not inflater.eof:
-                piece = inflater.decompress(rest, limit - size + 1)
+            while position < len(view) and not inflater.eof:
+                # Bounded slices: what zlib copies (unconsumed_tail, unused_data) stays small.
+                chunk = view[position : position + INPUT_CHUNK]
+                piece = inflater.decompress(chunk, limit - size + 1)
                 size += len(piece)
                 if size > limit:
                     raise DecodedTooLarge(limit)
                 pieces.append(piece)
-                rest = inflater.unconsumed_tail
+                position += len(chunk) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
         except zlib.error as exc:
             raise UnreadableBody(400, f"the {encoding} body is corrupt: {exc}") from None
         if not inflater.eof:
             raise UnreadableBody(400, f"the {encoding} body ends early: it was cut short")
-        rest = inflater.unused_data
+        rest = view[position:]
         if rest and encoding != "gzip":
             raise UnreadableBody(400, f"the {encoding} body goes on after its end ({len(rest)} bytes)")
+        if rest and rest[0] == 0 and bytes(rest).count(0) == len(rest):
+            break  # zero padding after the last member, which gzip itself ignores
     return b"".join(pieces)
 
 
-def _wbits(encoding: str, body: bytes) -> int:
+def _wbits(encoding: str, head: memoryview) -> int:
     if encoding == "gzip":
         return _GZIP_WBITS
-    return _ZLIB_WBITS if _zlib_header(body) else _RAW_WBITS
+    return _ZLIB_WBITS if _zlib_header(head) else _RAW_WBITS
 
 
-def _zlib_header(body: bytes) -> bool:
-    """Whether ``body`` starts as the zlib format does (deflate method, header checksum)."""
-    return len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
+def _zlib_header(head: memoryview) -> bool:
+    """Whether ``head`` starts as the zlib format does (deflate method, header checksum)."""
+    return len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0

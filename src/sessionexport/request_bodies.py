@@ -10,7 +10,6 @@ checked, so anyone could make the server hold any amount of memory.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -36,12 +35,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, decoded, refused (``BodyTooLarge``) as soon as it exceeds ``limit`` as sent or
     decoded: never read or inflated whole. ``UnreadableBody`` for an encoding that is not taken
     (before anything is read) or a corrupt compressed body."""
-    encoding = body_encoding(request.headers.get("content-encoding"))
+    encoding = body_encoding(",".join(request.headers.getlist("content-encoding")))
     raw = await _read_raw(request, limit)
     if encoding == IDENTITY:
         return raw
-    try:
-        return await parse_off_loop(functools.partial(decode, encoding=encoding, limit=limit), raw)
+    try:  # always in a thread: a few kilobytes may inflate to the whole limit
+        return await asyncio.to_thread(decode, raw, encoding, limit)
     except DecodedTooLarge:
         raise BodyTooLarge(limit, decompressed=True) from None
 
@@ -87,7 +86,7 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)
             return
-        if _compressed(headers.get(b"content-encoding")):
+        if _has_body(headers) and _compressed(scope["headers"]):
             message = "This route takes no compressed body: send it without Content-Encoding"
             await send_error(send, 415, message)
             return
@@ -119,9 +118,15 @@ class BodyLimit:
                 raise
 
 
-def _compressed(header: bytes | None) -> bool:
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    declared = headers.get(b"content-length", b"0")
+    return b"transfer-encoding" in headers or not declared.isdigit() or int(declared) > 0
+
+
+def _compressed(headers: list[tuple[bytes, bytes]]) -> bool:
+    named = b",".join(value for name, value in headers if name == b"content-encoding")
     try:
-        return body_encoding(header.decode("latin-1") if header else None) != IDENTITY
+        return body_encoding(named.decode("latin-1")) != IDENTITY
     except UnreadableBody:
         return True
 

@@ -113,6 +113,29 @@ async def test_routes_that_take_no_data_refuse_a_compressed_body(api: Api) -> No
     )
 
 
+async def test_a_request_without_a_body_may_name_an_encoding(api: Api) -> None:
+    response = await api.client.get("/health", headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 200
+
+
+async def test_content_encoding_headers_given_twice_are_read_as_one_list(api: Api) -> None:
+    token = await api.token()
+    headers = [
+        *api.auth(token).items(),
+        ("Content-Type", "application/x-ndjson"),
+        ("Content-Encoding", "identity"),
+        ("Content-Encoding", "gzip"),
+    ]
+    body = gzip.compress(b"\n".join(lines(3)))
+    response = await api.client.post("/api/v2/usersessions", content=body, headers=headers)
+    assert response.json() == {"accepted": 3, "duplicates": 0}
+    twice = [*headers[:-2], ("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")]
+    stacked = await api.client.post("/api/v2/usersessions", content=gzip.compress(body), headers=twice)
+    assert stacked.status_code == 415
+    settings = await api.client.post("/api/v2/settings/objects", content=body, headers=headers)
+    assert settings.status_code == 415  # the middleware reads both headers too
+
+
 # -- the receiver ------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from sessionexport.content_encoding import DecodedTooLarge, UnreadableBody, body_encoding, decode
+from sessionexport.content_encoding import MAX_MEMBERS, DecodedTooLarge, UnreadableBody, body_encoding, decode
 
 BODY = b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233}\n' * 200
 LIMIT = 1 << 20
@@ -70,6 +70,25 @@ def test_a_body_decodes_to_what_was_sent(encoding: str, encoded: bytes) -> None:
 def test_gzip_members_one_after_another_are_one_body() -> None:
     first, second = BODY[:1000], BODY[1000:]
     assert decode(gzip.compress(first) + gzip.compress(second), "gzip", LIMIT) == BODY
+
+
+def test_zero_padding_after_the_last_member_is_ignored_as_gzip_does() -> None:
+    assert decode(gzip.compress(BODY) + b"\0" * 1000, "gzip", LIMIT) == BODY
+
+
+def test_many_members_cost_time_in_proportion_and_are_capped() -> None:
+    """Each member used to copy the rest of the body: quadratic in their number."""
+    members = gzip.compress(b"x\n") * MAX_MEMBERS
+    assert decode(members, "gzip", LIMIT) == b"x\n" * MAX_MEMBERS
+    with pytest.raises(UnreadableBody) as refused:
+        decode(members + gzip.compress(b""), "gzip", LIMIT)
+    assert refused.value.message == f"the gzip body has more than {MAX_MEMBERS} members"
+
+
+def test_a_large_body_decodes_in_bounded_slices() -> None:
+    big = BODY * 200  # over 2 MB, many input slices
+    assert decode(gzip.compress(big), "gzip", len(big)) == big
+    assert decode(raw_deflate(big), "deflate", len(big)) == big
 
 
 def test_an_empty_compressed_body_is_an_empty_body() -> None:

@@ -3,16 +3,19 @@ more); no route reads a body over its limit."""
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionexport.request_bodies import OFF_LOOP_BYTES, BodyLimit, parse_off_loop
+from sessionexport import request_bodies
+from sessionexport.request_bodies import OFF_LOOP_BYTES, BodyLimit, parse_off_loop, read_body
 
 
 def where_parsed(body: bytes) -> int:
@@ -96,3 +99,27 @@ async def test_a_route_with_a_limit_of_its_own_is_left_to_it() -> None:
     async with client:
         response = await client.post("/data", content=b"x" * (LIMIT * 5))
     assert response.status_code == 200 and seen == [LIMIT * 5]
+
+
+async def test_a_compressed_body_is_inflated_in_another_thread_however_small(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A few kilobytes may inflate to the whole limit: never on the event loop."""
+    where: list[int] = []
+
+    def decode(body: bytes, encoding: str, limit: int) -> bytes:
+        where.append(threading.get_ident())
+        return gzip.decompress(body)
+
+    monkeypatch.setattr(request_bodies, "decode", decode)
+
+    async def echo(request: Request) -> Response:
+        return Response(await read_body(request, LIMIT))
+
+    app = Starlette(routes=[Route("/data", echo, methods=["POST"])])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        response = await client.post(
+            "/data", content=gzip.compress(b"tiny"), headers={"Content-Encoding": "gzip"}
+        )
+    assert response.content == b"tiny"
+    assert where and where[0] != threading.get_ident()

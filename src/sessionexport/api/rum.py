@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,6 +16,7 @@ from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import NDJSON, RejectedBody
 from sessionexport.ingest.events import parse_events
 from sessionexport.model.events import EVENT_TYPES
+from sessionexport.request_bodies import parse_off_loop
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2/rum", tags=["RUM events"])
@@ -53,7 +55,7 @@ async def ingest_events(request: Request) -> OrjsonResponse:
         raise ApiError(400, message, [Violation("Content-Type", message, "HEADER")])
     body = await read_limited_body(request, request.app.state.config.max_body_bytes)
     try:
-        received = parse_events(body, now_ms())
+        received = await parse_off_loop(functools.partial(parse_events, now=now_ms()), body)
     except RejectedBody as exc:
         violations = [Violation(p.path, p.message, location=p.location) for p in exc.problems]
         raise ApiError(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -270,8 +271,6 @@ async def _token(request: Request) -> Response:
         raw = await read_body(request, TOKEN_FORM_LIMIT)  # unauthenticated callers: read a bounded body
     except BodyTooLarge:
         return _json({"error": "invalid_request", "error_description": "request body too large"}, 413)
-    except UnreadableBody as exc:
-        return _json({"error": "invalid_request", "error_description": exc.message}, exc.status)
     fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     try:
         answer = issuer.issue(fields, request.headers.get("authorization"))
@@ -310,7 +309,10 @@ async def _bulk(request: Request) -> Response:
         return _es_response(request, refused.as_json(), refused.status)
     info = _request_info(request, len(body), principal)
     try:
-        operations = es.parse_bulk(body, request.path_params.get("index"), config.es_version)
+        parse = functools.partial(
+            es.parse_bulk, path_index=request.path_params.get("index"), es_version=config.es_version
+        )
+        operations = await parse_off_loop(parse, body)
     except es.BulkRequestError as exc:
         await config.store.refuse(info, exc.status, exc.reason)
         return _es_response(request, exc.as_json(), exc.status)
