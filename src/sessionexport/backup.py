@@ -3,8 +3,8 @@
 SQLite's online backup copies the database in one read transaction: a snapshot of one moment,
 taken while the server goes on ingesting and exporting (in WAL mode the writer and readers do not
 wait for each other). The copy is written beside its final name and renamed only once it is
-complete and passes SQLite's quick check, so a backup that fails or is interrupted never leaves
-something that looks like one. With the data directory's secret key beside it, the backup folder
+complete and passes SQLite's quick check; a backup that fails or is interrupted removes what it
+wrote, and the leftovers of one that was killed (``*.partial*``) do not make its folder "taken". With the data directory's secret key beside it, the backup folder
 is a data directory: ``serve --data-dir BACKUP`` runs on it.
 
 PostgreSQL is backed up with its own tools (``pg_dump``).
@@ -13,7 +13,7 @@ PostgreSQL is backed up with its own tools (``pg_dump``).
 from __future__ import annotations
 
 import contextlib
-import shutil
+import os
 import sqlite3
 import threading
 import time
@@ -26,6 +26,7 @@ from sessionexport.settings.secrets import KEY_FILE
 from sessionexport.store import DATABASE_FILE
 
 PROGRESS_EVERY_SECONDS = 0.2
+PARTIAL = ".partial"
 
 
 class BackupError(Exception):
@@ -54,30 +55,53 @@ def backup(
     check_backup(database, target)
     started = time.monotonic()
     target.mkdir(parents=True, exist_ok=True)
-    final, partial = target / DATABASE_FILE, target / (DATABASE_FILE + ".partial")
+    _remove_partial(target)  # a killed backup's leftovers
+    final, partial = target / DATABASE_FILE, target / (DATABASE_FILE + PARTIAL)
     try:
         _copy_database(database, partial, on_progress)
         sessions, exports = _check(partial)
+        key_copied = _copy_key(key_file, target / KEY_FILE)
         partial.rename(final)
+    except BaseException:  # failed or interrupted (Ctrl-C, SIGTERM): nothing that looks like a backup
+        (target / KEY_FILE).unlink(missing_ok=True)
+        raise
     finally:
-        partial.unlink(missing_ok=True)
-    if key_file.is_file():
-        shutil.copy2(key_file, target / KEY_FILE)  # copy2 keeps its 0600 mode
+        _remove_partial(target)
     return BackupResult(
-        target, final.stat().st_size, sessions, exports, key_file.is_file(), time.monotonic() - started
+        target, final.stat().st_size, sessions, exports, key_copied, time.monotonic() - started
     )
 
 
 def check_backup(database: Path, target: Path) -> None:
-    """BackupRefused unless there is a database to copy and ``target`` is new or an empty folder."""
+    """BackupRefused unless there is a database to copy and ``target`` is new or an empty folder
+    (but for a killed backup's leftovers)."""
     if not database.is_file():
         raise BackupRefused(f"no database at {database}: give the server's --data-dir")
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if target.exists() and (
+        not target.is_dir() or any(not p.name.startswith(DATABASE_FILE + PARTIAL) for p in target.iterdir())
+    ):
         raise BackupRefused(f"{target} exists and is not an empty folder: back up into a new one")
 
 
+def _remove_partial(target: Path) -> None:
+    for leftover in target.glob(DATABASE_FILE + PARTIAL + "*"):  # the copy and its journal
+        leftover.unlink(missing_ok=True)
+
+
+def _copy_key(key_file: Path, copy: Path) -> bool:
+    """The secret key, created 0600 from the start (never readable by others, even for a moment)."""
+    if not key_file.is_file():
+        return False
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key_file.read_bytes())
+    return True
+
+
 def _copy_database(source: Path, target: Path, on_progress: Callable[[int, int], None] | None) -> None:
-    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src:
+    # A plain connection, not a read-only one: like any other, it leaves no -wal or -shm file
+    # behind when it is the last to close (a read-only one cannot remove them).
+    with contextlib.closing(sqlite3.connect(source)) as src:
         page_size, pages = (
             src.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "page_count")
         )

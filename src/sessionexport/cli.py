@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import gzip
 import io
+import signal
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -306,6 +307,8 @@ def backup(
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     columns = (TextColumn("backing up"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    # A stop (systemd, timeout) ends it as Ctrl-C does: what was written is removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("backup", total=None)
         try:
@@ -336,8 +339,9 @@ def backup(
 
 
 def _file_or_dash(path: Path) -> Path:
-    """A readable file, or '-' (click's exists=True refuses '-' once typer made it a Path)."""
-    if str(path) != "-" and not path.is_file():
+    """A file (or a pipe: <(zcat ...)), or '-' (click's exists=True refuses '-' once typer made it
+    a Path)."""
+    if str(path) != "-" and (not path.exists() or path.is_dir()):
         raise typer.BadParameter(f"file {str(path)!r} does not exist.")
     return path
 
@@ -575,7 +579,7 @@ def generate(
 
 def _open_output(path: Path) -> io.BufferedIOBase:
     """A file to write; gzip (at gzip's usual level) when its name ends in .gz."""
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":
         return gzip.GzipFile(path, "wb", compresslevel=6)
     return path.open("wb")
 

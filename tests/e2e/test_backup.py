@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+import signal
 import stat
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import orjson
 
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
-from tests.e2e.test_cli_and_server import create_token, run, server
+from tests.e2e.test_cli_and_server import CLI, create_token, run, server
 
 BATCH = 50
 SCOPES = "sessions.ingest,sessions.read,settings.read,settings.write"
@@ -104,3 +107,51 @@ def test_backup_refuses_a_taken_target_a_wrong_data_dir_and_postgresql(tmp_path:
     assert not (tmp_path / "new").exists()
     postgres = run("backup", str(tmp_path / "new"), "--database-url", "postgresql://u@db/sessions")
     assert postgres.returncode == 2 and "back it up with pg_dump" in postgres.stderr
+
+
+def test_a_stopped_backup_leaves_nothing_and_its_folder_can_be_used_again(tmp_path: Path) -> None:
+    data, copy = tmp_path / "data#1", tmp_path / "backup"  # '#' would cut a file: URI short
+    assert (
+        run(
+            "generate",
+            "--count",
+            "3000",
+            "--seed",
+            "2",
+            "--kind",
+            "web",
+            "--output",
+            str(tmp_path / "s.ndjson"),
+        ).returncode
+        == 0
+    )
+    assert run("ingest", str(tmp_path / "s.ndjson"), "--data-dir", str(data)).returncode == 0
+    for _ in range(3):  # a larger database: the copy takes a moment
+        run("ingest", str(tmp_path / "s.ndjson"), "--data-dir", str(data))
+    files_before = sorted(p.name for p in data.iterdir())
+    proc = subprocess.Popen([*CLI, "backup", str(copy), "--data-dir", str(data)], stderr=subprocess.PIPE)
+    assert _wait_for(copy / "sessionexport.db.partial")
+    proc.send_signal(signal.SIGSTOP)  # caught mid-copy: stopped as systemd or timeout would stop it
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0, stderr
+    assert sorted(p.name for p in copy.iterdir()) == []
+    # leftovers of a killed backup do not make the folder taken
+    copy.mkdir(exist_ok=True)
+    (copy / "sessionexport.db.partial").write_bytes(b"half a copy")
+    result = run("backup", str(copy), "--data-dir", str(data))
+    assert result.returncode == 0, result.stderr
+    assert "Backed up 3000 session(s)" in result.stderr
+    assert sorted(p.name for p in copy.iterdir()) == ["sessionexport.db"]  # no key: no server made one
+    # backing up a stopped server leaves its data directory as it was (no -wal or -shm left)
+    assert sorted(p.name for p in data.iterdir()) == files_before
+
+
+def _wait_for(path: Path) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.001)
+    return False

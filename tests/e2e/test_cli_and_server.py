@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,6 +177,32 @@ def test_ingest_reads_gzip_files_and_standard_input(tmp_path: Path) -> None:
     assert piped.returncode == 0 and b"400 stored" in piped.stderr
     piped = ingest_piped(tmp_path / "b", packed.read_bytes())
     assert piped.returncode == 0 and b"0 stored, 400 duplicate(s)" in piped.stderr
+
+
+def test_ingest_reads_a_pipe_that_gives_the_gzip_magic_a_byte_at_a_time_and_a_fifo(tmp_path: Path) -> None:
+    packed = tmp_path / "sessions.NDJSON.GZ"  # the suffix in any case
+    assert run("generate", "--count", "300", "--seed", "4", "--output", str(packed)).returncode == 0
+    data = packed.read_bytes()
+    assert data[:2] == b"\x1f\x8b"
+    command = [*CLI, "ingest", "-", "--data-dir", str(tmp_path / "a")]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(data[:1])
+    proc.stdin.flush()
+    time.sleep(0.3)  # the first read of the pipe gets one byte
+    proc.stdin.write(data[1:])
+    proc.stdin.close()
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+    proc.wait(120)
+    assert proc.returncode == 0 and b"300 stored, 0 duplicate(s), 0 refused" in stderr, stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    result = run("ingest", str(fifo), "--data-dir", str(tmp_path / "b"))
+    writer.join()
+    assert result.returncode == 0 and "300 stored" in result.stderr, result.stderr
 
 
 def test_ingest_of_a_cut_gzip_file_stores_what_came_before_and_says_where_it_stopped(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO
 
 from rich.console import Console
 from rich.progress import (
@@ -40,6 +40,7 @@ from sessionexport.store.records import NewSession
 SHOWN_PROBLEMS = 20
 PROGRESS_EVERY_LINES = 256
 GZIP_MAGIC = b"\x1f\x8b"
+READ_BUFFER = 1 << 20
 
 
 @dataclass
@@ -118,14 +119,10 @@ class _Source:
     """The lines of a file or of standard input, gunzipped if they are gzip; how far reading is."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        # peek needs a buffered reader: a file or stdin is one; a test's BytesIO is wrapped in one
-        buffered = (
-            stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(cast(io.RawIOBase, stream))
-        )
-        self._stream = buffered
-        self.lines: Iterable[bytes] = (
-            gzip.GzipFile(fileobj=buffered, mode="rb") if buffered.peek(2)[:2] == GZIP_MAGIC else buffered
-        )
+        self._stream = stream
+        head = stream.read(len(GZIP_MAGIC))  # a pipe may give fewer bytes at a time: read() waits
+        whole = io.BufferedReader(_Prefixed(head, stream), buffer_size=READ_BUFFER)
+        self.lines: Iterable[bytes] = gzip.GzipFile(fileobj=whole, mode="rb") if head == GZIP_MAGIC else whole
 
     def position(self) -> int | None:
         """Bytes of the file read so far (compressed, for gzip); None for a pipe."""
@@ -133,6 +130,27 @@ class _Source:
             return self._stream.tell()
         except OSError:
             return None
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` (bytes already read from ``stream``), then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size], self._head = self._head[:size], self._head[size:]
+            return size
+        read = getattr(self._stream, "read1", self._stream.read)  # what is there, without waiting for more
+        data = read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @contextlib.contextmanager
