@@ -4,8 +4,9 @@ SQLite's online backup copies the database in one read transaction: a snapshot o
 taken while the server goes on ingesting and exporting (in WAL mode the writer and readers do not
 wait for each other). The copy is written beside its final name and renamed only once it is
 complete and passes SQLite's quick check; a backup that fails or is interrupted removes what it
-wrote, and the leftovers of one that was killed (``*.partial*``) do not make its folder "taken". With the data directory's secret key beside it, the backup folder
-is a data directory: ``serve --data-dir BACKUP`` runs on it.
+wrote, and the leftovers of one that was killed (``*.partial*``) do not make its folder taken.
+With the data directory's secret key beside it, the backup folder is a data directory:
+``serve --data-dir BACKUP`` runs on it.
 
 PostgreSQL is backed up with its own tools (``pg_dump``).
 """

@@ -340,8 +340,8 @@ def backup(
 
 def _file_or_dash(path: Path) -> Path:
     """A file (or a pipe: <(zcat ...)), or '-' (click's exists=True refuses '-' once typer made it
-    a Path)."""
-    if str(path) != "-" and (not path.exists() or path.is_dir()):
+    a Path; click's dir_okay=False still refuses a directory)."""
+    if str(path) != "-" and not path.exists():
         raise typer.BadParameter(f"file {str(path)!r} does not exist.")
     return path
 
