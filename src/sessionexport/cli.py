@@ -6,8 +6,10 @@ import asyncio
 import datetime as dt
 import gzip
 import io
+import ipaddress
 import signal
 import sqlite3
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -117,12 +119,33 @@ def serve(
     ] = True,
     lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS,
     max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=env("TLS_CERT"),
+            exists=True,
+            dir_okay=False,
+            help="Serve HTTPS with this certificate chain (PEM), with --tls-key.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=env("TLS_KEY"), exists=True, dir_okay=False, help="The private key (PEM) of --tls-cert."
+        ),
+    ] = None,
 ) -> None:
     """Serve the API, the web UI at /ui (and the exporters and sessionizer) on the embedded default,
-    or on --database-url."""
+    or on --database-url.
+
+    Plain HTTP unless --tls-cert and --tls-key are given: tokens and UI logins cross the network, so
+    serve HTTPS (or put a TLS proxy in front) on any address other than loopback.
+    """
     import uvicorn
 
     from sessionexport.api.app import create_app
+
+    scheme = _serving_scheme(host, tls_cert, tls_key)
 
     config = ServerConfig(
         data_dir=data_dir,
@@ -141,11 +164,54 @@ def serve(
     except (StoreError, SecretKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    where = f"http://{host}:{port}"
+    where = f"{scheme}://{host}:{port}"
     announce(
         err, f"sessionexport {__version__} listening on {where}  (API docs: {where}/docs, data: {data_dir})"
     )
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )
+
+
+def _serving_scheme(host: str, tls_cert: Path | None, tls_key: Path | None) -> str:
+    """https with a certificate and key that load together (else exit 2 saying why); http, with a
+    warning when the address is not loopback."""
+    if (tls_cert is None) != (tls_key is None):
+        err.print("[red]error:[/red] --tls-cert and --tls-key go together")
+        raise typer.Exit(2)
+    if tls_cert is not None and tls_key is not None:
+        from sessionexport.receiver.tls import fingerprint
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert, tls_key)
+        except (ssl.SSLError, ValueError) as exc:
+            err.print(
+                f"[red]error:[/red] cannot use --tls-cert with --tls-key: {escape(str(exc))}", highlight=False
+            )
+            raise typer.Exit(2) from None
+        announce(err, f"TLS certificate {tls_cert} (SHA-256 {fingerprint(tls_cert)})")
+        return "https"
+    if not _loopback(host):
+        err.print(
+            f"[yellow]warning:[/yellow] plain HTTP on {escape(host)}: API tokens and UI logins cross the"
+            " network in clear; give --tls-cert and --tls-key, or serve behind a TLS proxy",
+            highlight=False,
+        )
+    return "http"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @app.command()
