@@ -46,11 +46,12 @@ from tests.support.postgres import LOCAL_DATABASE_URL, fresh_schema
 
 from cpu import own_cpu_seconds, tree_cpu_seconds
 from sessionexport.clock import now_ms
+from sessionexport.content_encoding import GZIP_LEVEL, gzipped
 from sessionexport.export.batching import Batcher
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Attempt, Sender
 from sessionexport.export.exporter import Exporter
-from sessionexport.export.formats import GZIP_LEVEL, bulk_body, encoded_size, gzipped
+from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.supervisor import ssl_context

@@ -1,4 +1,5 @@
-"""Compressed request bodies: ``Content-Encoding: gzip`` or ``deflate``, decoded within a limit. No I/O.
+"""Compressed bodies: requests' (``Content-Encoding: gzip`` or ``deflate``) decoded within a limit;
+answers and exported bulks gzipped. No I/O.
 
 Senders of large NDJSON batches compress them (the official Elasticsearch client does, with
 ``http_compress=True``). A data route's limit applies to the decoded body: a small body that
@@ -90,6 +91,27 @@ def decode(body: bytes, encoding: str, limit: int) -> bytes:
         if rest and rest[0] == 0 and bytes(rest).count(0) == len(rest):
             break  # zero padding after the last member, which gzip itself ignores
     return b"".join(pieces)
+
+
+GZIP_LEVEL = 1  # JSON of sessions shrinks ~8x even so; higher levels cost much more CPU for little
+
+
+def gzipped(body: bytes) -> bytes:
+    """``body`` as one gzip member (zlib releases the GIL while it compresses: run it in a thread)."""
+    return zlib.compress(body, GZIP_LEVEL, wbits=_GZIP_WBITS)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip: by name, else by ``*``, with a weight above 0."""
+    weights: dict[str, float] = {}
+    for item in (accept_encoding or "").split(","):
+        coding, *params = (part.strip().lower() for part in item.split(";"))
+        weight = next((p.removeprefix("q=") for p in params if p.startswith("q=")), "1")
+        try:
+            weights[_ALIASES.get(coding, coding)] = float(weight)
+        except ValueError:
+            continue
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
 def _wbits(encoding: str, head: memoryview) -> int:

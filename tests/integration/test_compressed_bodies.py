@@ -136,6 +136,26 @@ async def test_content_encoding_headers_given_twice_are_read_as_one_list(api: Ap
     assert settings.status_code == 415  # the middleware reads both headers too
 
 
+async def test_a_large_page_of_sessions_goes_gzipped_to_a_client_that_takes_it(api: Api) -> None:
+    token = await api.token()
+    sent = list(generate_lines(30, 4, GeneratorOptions(kind="web", actions=(5, 6), end_ms=1_760_000_000_000)))
+    assert (await ingest(api, token, gzip.compress(b"\n".join(sent)), "gzip")).status_code == 200
+
+    async def page(accept: str, size: int = 100) -> httpx.Response:
+        headers = {**api.auth(token), "Accept-Encoding": accept}
+        return await api.client.get("/api/v2/usersessions", params={"pageSize": size}, headers=headers)
+
+    gzipped = await page("gzip, deflate")
+    assert gzipped.headers["content-encoding"] == "gzip" and gzipped.headers["vary"] == "Accept-Encoding"
+    assert int(gzipped.headers["content-length"]) * 4 < len(gzipped.content)  # decoded by httpx
+    plain = await page("identity")
+    assert "content-encoding" not in plain.headers
+    assert plain.content == gzipped.content and len(plain.content) > 64 * 1024
+    assert [orjson.dumps(s) for s in reversed(plain.json()["userSessions"])] == sent
+    small = await page("gzip", size=1)
+    assert "content-encoding" not in small.headers  # not worth compressing
+
+
 # -- the receiver ------------------------------------------------------------------------------------
 
 

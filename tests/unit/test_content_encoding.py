@@ -8,7 +8,15 @@ import zlib
 
 import pytest
 
-from sessionexport.content_encoding import MAX_MEMBERS, DecodedTooLarge, UnreadableBody, body_encoding, decode
+from sessionexport.content_encoding import (
+    MAX_MEMBERS,
+    DecodedTooLarge,
+    UnreadableBody,
+    accepts_gzip,
+    body_encoding,
+    decode,
+    gzipped,
+)
 
 BODY = b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233}\n' * 200
 LIMIT = 1 << 20
@@ -136,3 +144,29 @@ def test_a_corrupt_or_cut_body_is_refused_with_400_saying_how(
         decode(encoded, encoding, LIMIT)
     assert refused.value.status == 400
     assert refused.value.message.startswith(said)
+
+
+@pytest.mark.parametrize(
+    ("header", "takes"),
+    [
+        ("gzip, deflate, br", True),  # browsers, httpx
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("deflate;q=1.0, gzip;q=0.5", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.0, *", False),  # named refusal beats the wildcard
+        ("*;q=0", False),
+        ("identity", False),
+        ("", False),
+        (None, False),
+        ("gzip;q=oops", False),
+    ],
+)
+def test_what_accept_encoding_takes(header: str | None, takes: bool) -> None:
+    assert accepts_gzip(header) is takes
+
+
+def test_gzipped_is_one_gzip_member() -> None:
+    assert gzip.decompress(gzipped(BODY)) == BODY
+    assert len(gzipped(BODY)) < len(BODY) / 5

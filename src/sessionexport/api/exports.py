@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from sessionexport.api.errors import ApiError
 from sessionexport.api.errors import Violation as ApiViolation
-from sessionexport.api.rendering import OrjsonResponse
+from sessionexport.api.rendering import OrjsonResponse, large_answer
 from sessionexport.api.security import require
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
@@ -138,10 +138,10 @@ async def _sample(request: Request, config: ExportConfig, status_when_none: int 
         raise ApiError(status_when_none, str(exc)) from None
 
 
-def _download(body: bytes, media_type: str, filename: str) -> Response:
-    return Response(
-        body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
+async def _download(request: Request, body: bytes, media_type: str, filename: str) -> Response:
+    """A download, gzipped on the way when large (``large_answer``): the file saved is the body."""
+    disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return await large_answer(request, body, media_type, disposition)
 
 
 @router.post(
@@ -187,7 +187,7 @@ async def sample_of_export(request: Request, objectId: str) -> Response:
     _, settings, _ = _objects(request)
     config = await _config(settings, objectId)
     body = sample_body(config, await _sample(request, config))
-    return _download(body, NDJSON_MEDIA, f"sample-{objectId}.ndjson")
+    return await _download(request, body, NDJSON_MEDIA, f"sample-{objectId}.ndjson")
 
 
 @router.post(
@@ -201,7 +201,8 @@ async def sample_of_export(request: Request, objectId: str) -> Response:
 async def sample_of_value(request: Request, body: ExportValue) -> Response:
     _, settings, _ = _objects(request)
     config = await _value_config(settings, body.value, secrets_needed=False)
-    return _download(sample_body(config, await _sample(request, config)), NDJSON_MEDIA, "sample.ndjson")
+    sample = sample_body(config, await _sample(request, config))
+    return await _download(request, sample, NDJSON_MEDIA, "sample.ndjson")
 
 
 MappingForm = Annotated[
@@ -213,8 +214,12 @@ MappingForm = Annotated[
 
 
 def _mapping_response(config: ExportConfig, form: str, name: str) -> Response:
-    document = mapping_of(config, index=form == "index")
-    return _download(orjson.dumps(document, option=orjson.OPT_INDENT_2), "application/json", f"{name}.json")
+    document = mapping_of(config, index=form == "index")  # a few kilobytes: sent as it is
+    return Response(
+        orjson.dumps(document, option=orjson.OPT_INDENT_2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{name}.json"'},
+    )
 
 
 @router.get(
@@ -321,11 +326,8 @@ async def dead_letter_body(
     letter = await store.get_dead_letter(letterId)
     if letter is None or letter.export_id != objectId:
         raise ApiError(404, f"No dead letter {letterId} for export {objectId!r}")
-    return Response(
-        letter.body,
-        media_type=letter.content_type.split(";")[0],
-        headers={"Content-Disposition": f'attachment; filename="deadletter-{letterId}.ndjson"'},
-    )
+    media_type = letter.content_type.split(";")[0]
+    return await _download(request, letter.body, media_type, f"deadletter-{letterId}.ndjson")
 
 
 @router.post(

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from sessionexport.api.errors import ApiError, Violation
-from sessionexport.api.rendering import OrjsonResponse
+from sessionexport.api.rendering import OrjsonResponse, large_answer
 from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
@@ -103,12 +103,16 @@ async def ingest_sessions(request: Request, store: Annotated[Store, Depends(get_
 @router.get(
     "",
     summary="Recent user sessions, newest first",
-    description="Each item is the stored session JSON, byte for byte. Page with `nextPageKey` alone.",
+    description=(
+        "Each item is the stored session JSON, byte for byte. Page with `nextPageKey` alone. A page of"
+        " 64 KiB or more is sent gzipped to a client that takes it (`Accept-Encoding: gzip`)."
+    ),
     response_model=SessionPage,
     responses=_ERRORS,
     dependencies=[Depends(require(Scope.SESSIONS_READ))],
 )
 async def list_sessions(
+    request: Request,
     store: Annotated[Store, Depends(get_store)],
     userSessionId: Annotated[str | None, Query(description="Only sessions with this id")] = None,
     userId: Annotated[str | None, Query(description="Only sessions of this user (userId)")] = None,
@@ -137,7 +141,7 @@ async def list_sessions(
             b"}",
         )
     )
-    return Response(body, media_type="application/json")
+    return await large_answer(request, body, "application/json")
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:

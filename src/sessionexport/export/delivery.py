@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from sessionexport.clock import now_ms
+from sessionexport.content_encoding import gzipped
 from sessionexport.export.answers import http_error
 from sessionexport.export.auth import Credentials, TokenError, describe_transport_error
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
-from sessionexport.export.formats import gzipped
 
 TIMEOUT_TITLE = "Request timeout"
 # What Elasticsearch answers a bulk request it will never take (a bad request, credentials or

@@ -1,4 +1,4 @@
-"""Request bodies: the stored session bytes joined by newlines, never re-serialised; gzip when asked.
+"""Request bodies: the stored session bytes joined by newlines, never re-serialised.
 
 Plain endpoints get one session per line. Elasticsearch (``sendDirect``) gets an ``index`` action
 line before each session, ``_id`` = ``<tenantId>-<userSessionId>-<startTime>`` so that a re-sent
@@ -9,7 +9,6 @@ session overwrites rather than duplicates, and ``_type`` only when a document ty
 from __future__ import annotations
 
 import functools
-import zlib
 from collections.abc import Sequence
 
 import orjson
@@ -49,11 +48,3 @@ def bulk_body(entries: Sequence[LogEntry], direct: SendDirect | None) -> bytes:
         bodies.append(b"")  # the last line ends with a newline too
         return b"\n".join(bodies)
     return b"".join(part for e in entries for part in (action_line(e, direct), b"\n", e.body, b"\n"))
-
-
-GZIP_LEVEL = 1  # JSON of sessions shrinks ~8x even so; higher levels cost much more CPU for little
-
-
-def gzipped(body: bytes) -> bytes:
-    """``body`` as one gzip member (zlib releases the GIL while it compresses: run it in a thread)."""
-    return zlib.compress(body, GZIP_LEVEL, wbits=16 + zlib.MAX_WBITS)
