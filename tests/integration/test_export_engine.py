@@ -280,7 +280,12 @@ async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, recei
     assert replay.status_code == 200 and replay.json()["replayed"] == 1
     assert len(replay.json()["results"]) == 1 and len(receiver.requests) == 5
     assert receiver.requests[-1].body == body.content and getattr(receiver.requests[-1], "answered", 0) == 200
-    assert (await engine.status(export_id))["deadLetters"] == 0
+    status = await engine.status(export_id)
+    assert (status["deadLetters"], status["failedSessions"], status["replayedSessions"]) == (0, 3, 3)
+    assert status["deliveredSessions"] == 0  # by the exporter: the replay's are counted apart
+    text = (await engine.client.get("/metrics", headers=engine.headers)).text
+    assert f'sessionexport_sessions_replayed_total{{export="{export_id}"}} 3.0' in text
+    assert f'sessionexport_sessions_failed_total{{export="{export_id}"}} 3.0' in text
     await engine.ingest(sessions(1, seed=9))  # the next success closes the alert
     await until(lambda: state_is(engine, export_id, "running"), "alert closed")
 
@@ -660,6 +665,27 @@ async def test_metrics_report_deliveries(engine: Engine, receiver: Receiver) -> 
     assert f'sessionexport_backlog_sessions{{export="{export_id}"}} 0.0' in text
     assert "sessionexport_attempt_duration_seconds_bucket" in text
     assert (await engine.client.get("/metrics")).status_code == 401
+
+
+async def test_metrics_outlive_a_pause_and_go_with_the_export(engine: Engine, receiver: Receiver) -> None:
+    value = export_value(receiver.url)
+    export_id = await engine.create_export(value)
+    await engine.ingest(sessions(3))
+    await until(lambda: delivered(engine, export_id, 3), "delivered")
+
+    async def metrics() -> str:
+        return (await engine.client.get("/metrics", headers=engine.headers)).text
+
+    value["endpointDefinition"]["enableUserSessionExport"] = False
+    paused = await engine.client.put(f"{OBJECTS}/{export_id}", json={"value": value}, headers=engine.headers)
+    assert paused.is_success
+    await until(lambda: state_is(engine, export_id, "paused"), "paused")
+    text = await metrics()
+    assert f'sessionexport_sessions_delivered_total{{export="{export_id}"}} 3.0' in text  # no reset
+    assert f'sessionexport_bulks_total{{export="{export_id}",outcome="delivered"}}' in text
+    deleted = await engine.client.delete(f"{OBJECTS}/{export_id}", headers=engine.headers)
+    assert deleted.status_code == 204
+    assert f'export="{export_id}"' not in await metrics()  # every series of it, gone
 
 
 @pytest.mark.parametrize("number", [2**63, 10**23])

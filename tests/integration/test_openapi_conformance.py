@@ -104,3 +104,7 @@ def test_every_operation_says_what_it_does_and_which_scopes_it_needs() -> None:
     ]
     assert operations[("GET", "/metrics")]["security"] == [{"ApiToken": ["metrics.read"]}]
     assert set(operations[("GET", "/metrics")]["responses"]) == {"200", "401", "403"}
+    assert set(operations[("GET", "/health")]["responses"]) == {"200", "503"}
+    for ingest in (("POST", "/api/v2/usersessions"), ("POST", "/api/v2/rum/events")):
+        assert {"413", "415"} <= set(operations[ingest]["responses"]), ingest
+        assert "Content-Encoding: gzip" in operations[ingest]["description"], ingest

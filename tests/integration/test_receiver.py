@@ -614,3 +614,11 @@ async def test_a_storage_failure_is_503_retry_later_with_nothing_stored(tmp_path
         assert (await config.store.counts()).sessions == 0
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert "nothing was stored" in response.json()["error"]["message"]
+
+
+def test_received_last_refuses_a_kind_it_does_not_know(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli_app, ["received", "last", "--kind", "sesion", "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "--kind takes session, legacy or document, not 'sesion'" in result.output

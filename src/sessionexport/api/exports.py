@@ -438,7 +438,10 @@ async def metrics(request: Request) -> Response:
     store, settings, _ = _objects(request)
     gauges = request.app.state.metrics
     now = now_ms()
-    for record in await settings.all(EXPORT_SCHEMA):
+    records = await settings.all(EXPORT_SCHEMA)
+    for gone in gauges.exports() - {r.object_id for r in records}:
+        gauges.forget(gone)  # deleted
+    for record in records:
         cursor = await store.get_cursor(record.object_id)
         if cursor is None:
             continue

@@ -13,6 +13,7 @@ router = APIRouter(tags=["Health"])
     "/health",
     summary="Health: the server is up and its store answers",
     description="No token needed (for load balancers). 503 when the store does not answer.",
+    responses={503: {"description": "The store does not answer"}},
 )
 async def health(request: Request) -> dict[str, object]:
     await request.app.state.store.recent_sessions(limit=1)  # the store answers (an index lookup)

@@ -1,10 +1,18 @@
-"""Prometheus metrics of the exporters, in a registry per app (tests build many apps)."""
+"""Prometheus metrics of the exporters, in a registry per app (tests build many apps).
+
+Counters count what this process did (Prometheus sums processes, and rate() takes restarts), kept
+while the export exists, whoever runs it: a pause or an edit is no reset. The gauges (backlog, lag,
+dead letters) are read from the store at each scrape. A deleted export's series go at the next.
+"""
 
 from __future__ import annotations
 
 import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BULK_OUTCOMES = ("delivered", "partly_delivered", "dead_lettered")
+ATTEMPT_RESULTS = ("ok", "error", "timeout")
 
 
 class ExportMetrics:
@@ -20,6 +28,12 @@ class ExportMetrics:
         self.failed = Counter(
             "sessionexport_sessions_failed",
             "Sessions kept as dead letters (whole bulks, or documents Elasticsearch rejected)",
+            labels,
+            registry=self.registry,
+        )
+        self.replayed = Counter(
+            "sessionexport_sessions_replayed",
+            "Dead-lettered sessions delivered by a replay",
             labels,
             registry=self.registry,
         )
@@ -65,10 +79,12 @@ class ExportMetrics:
         )
 
     def forget(self, export_id: str) -> None:
+        """The export was deleted: every series of it goes."""
         for metric in (
             self.sessions,
             self.bytes,
             self.failed,
+            self.replayed,
             self.retried,
             self.attempt_seconds,
             self.backlog,
@@ -77,3 +93,16 @@ class ExportMetrics:
         ):
             with contextlib.suppress(KeyError):
                 metric.remove(export_id)
+        for counter, values in ((self.bulks, BULK_OUTCOMES), (self.attempts, ATTEMPT_RESULTS)):
+            for value in values:
+                with contextlib.suppress(KeyError):
+                    counter.remove(export_id, value)
+
+    def exports(self) -> set[str]:
+        """The exports this registry has series of."""
+        return {
+            sample.labels["export"]
+            for family in self.registry.collect()
+            for sample in family.samples
+            if "export" in sample.labels
+        }

@@ -25,6 +25,7 @@ class ExportHealth:
     lag_seconds: float | None
     delivered: int
     failed: int
+    replayed: int
     retried: int
     last_success: int | None
     last_error: str | None
@@ -42,6 +43,7 @@ class ExportHealth:
             "lagSeconds": self.lag_seconds,
             "deliveredSessions": self.delivered,
             "failedSessions": self.failed,
+            "replayedSessions": self.replayed,
             "retriedItems": self.retried,
             "lastSuccess": self.last_success,
             "lastError": self.last_error,
@@ -73,6 +75,7 @@ async def export_health(store: Store, config: ExportConfig, running: bool, now: 
         lag_seconds=lag,
         delivered=cursor.delivered if cursor else 0,
         failed=cursor.failed if cursor else 0,
+        replayed=await store.replayed_sessions(config.export_id),
         retried=cursor.retried if cursor else 0,
         last_success=cursor.last_success_at if cursor else None,
         last_error=cursor.last_error if cursor else None,

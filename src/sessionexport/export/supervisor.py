@@ -392,8 +392,7 @@ class ExportSupervisor:
             await running.task
         await running.client.aclose()
         if not any(u[0] == unit[0] for u in self._running):
-            self.metrics.forget(unit[0])
-            self._slots.pop(unit[0], None)
+            self._slots.pop(unit[0], None)  # its metrics stay: a pause or an edit is no reset
 
     def _refusal(self, config: ExportConfig) -> str | None:
         """Defence in depth: settings validation already refuses these URLs."""
@@ -432,7 +431,7 @@ class ExportSupervisor:
                     reason=None if outcome.delivered else outcome.alert_title,
                 )
                 if outcome.delivered:
-                    self.metrics.sessions.labels(config.export_id).inc(len(letter.sessions))
+                    self.metrics.replayed.labels(config.export_id).inc(len(letter.sessions))
                     self.metrics.bytes.labels(config.export_id).inc(len(letter.body))
                 results.append(ReplayResult(letter.id, outcome.delivered, outcome))
         return results

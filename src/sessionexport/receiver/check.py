@@ -813,8 +813,8 @@ def check_endpoint(
 ) -> None:
     """Check that an endpoint receives session exports properly.
 
-    Sends what an exporter sends (samples with PUT and POST, JSON and NDJSON; a full 896,000-byte
-    bulk; the same bulk twice; a gzip bulk; requests without and with wrong credentials; a line
+    Sends what an exporter sends (samples with PUT and POST, JSON and NDJSON; a bulk filled to just
+    under 896,000 bytes; the same bulk twice; a gzip bulk; requests without and with wrong credentials; a line
     that is not JSON) and reports every check as PASS, WARN or FAIL. Exits 1 when any check fails.
     """
     options = cli_options(

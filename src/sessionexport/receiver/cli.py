@@ -17,6 +17,7 @@ from sessionexport.cli_options import env, require_existing, run_on_store
 from sessionexport.logs import announce
 from sessionexport.receiver.store import DATABASE_FILE as RECEIVED_DATABASE
 from sessionexport.receiver.store import ReceivedStore, create_received_store
+from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION
 from sessionexport.store.base import StoreError
 
 T = TypeVar("T")
@@ -125,7 +126,9 @@ def receive(
     max_body_mb: Annotated[
         float,
         typer.Option(
-            envvar=env("RECEIVER_MAX_BODY_MB"), min=0.01, help="Largest accepted body (MB); larger gets 413."
+            envvar=env("RECEIVER_MAX_BODY_MB"),
+            min=0.01,
+            help="Largest accepted body, in MiB (decoded, for a compressed one); larger gets 413.",
         ),
     ] = 50,
 ) -> None:
@@ -239,6 +242,8 @@ def received_last(
     ] = None,
 ) -> None:
     """The last documents received, newest first, one per line (NDJSON, as stored)."""
+    if kind is not None and kind not in (SESSION, LEGACY, DOCUMENT):
+        _fail(f"--kind takes {SESSION}, {LEGACY} or {DOCUMENT}, not {kind!r}")
     for doc in _with_store(data_dir, storage, lambda s: s.documents(kind=kind, limit=count)):
         print(doc.body.decode())
 

@@ -249,6 +249,9 @@ class Store(Protocol):
 
     async def count_dead_letters(self, export_id: str, state: str = "pending") -> int: ...
 
+    async def replayed_sessions(self, export_id: str) -> int:
+        """Sessions of the export's letters that a replay delivered."""
+
     async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
         """Delete the export's pending letters that no replay holds; (letters, sessions) deleted."""
 

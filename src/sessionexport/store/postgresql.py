@@ -686,6 +686,10 @@ class PostgresStore:
         query = "SELECT count(*) FROM dead_letters WHERE export_id = %s AND state = %s"
         return int(await self._value(query, (export_id, state)))
 
+    async def replayed_sessions(self, export_id: str) -> int:
+        query = "SELECT coalesce(sum(session_count), 0) FROM dead_letters WHERE export_id = %s AND state = 'replayed'"
+        return int(await self._value(query, (export_id,)))
+
     async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
         rows = await self._rows(
             "DELETE FROM dead_letters WHERE export_id = %s AND state = 'pending'"

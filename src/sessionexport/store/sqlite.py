@@ -636,6 +636,10 @@ class SQLiteStore:
             )
         )
 
+    async def replayed_sessions(self, export_id: str) -> int:
+        query = "SELECT coalesce(sum(session_count), 0) FROM dead_letters WHERE export_id = ? AND state = 'replayed'"
+        return await self._read(lambda c: int(c.execute(query, (export_id,)).fetchone()[0]))
+
     async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
         def delete(conn: sqlite3.Connection) -> tuple[int, int]:
             rows = conn.execute(
