@@ -286,8 +286,31 @@ async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, recei
     text = (await engine.client.get("/metrics", headers=engine.headers)).text
     assert f'sessionexport_sessions_replayed_total{{export="{export_id}"}} 3.0' in text
     assert f'sessionexport_sessions_failed_total{{export="{export_id}"}} 3.0' in text
-    await engine.ingest(sessions(1, seed=9))  # the next success closes the alert
-    await until(lambda: state_is(engine, export_id, "running"), "alert closed")
+    assert status["state"] == "running" and status["openAlerts"] == []  # the replay's success closed it
+
+
+async def test_a_replay_closes_the_alert_of_its_letters_shard_only(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.script.extend([500] * 4)
+    tuning = {"retries": 0, "flushMaxSessions": 1, "shards": 2}
+    export_id = await engine.create_export(export_value(receiver.url, tuning))
+    await engine.ingest(sessions(4, seed=43))
+    await until(lambda: dead_letters(engine, export_id, 4), "four dead letters")
+
+    async def open_kinds() -> list[str]:
+        return sorted(a["kind"] for a in (await engine.status(export_id))["openAlerts"])
+
+    assert await open_kinds() == ["delivery:shard-0", "delivery:shard-1"]
+    letters = (
+        await engine.client.get(f"/api/v2/exports/{export_id}/deadletters", headers=engine.headers)
+    ).json()
+    shard_1 = next(letter["id"] for letter in letters["deadLetters"] if letter["firstSeq"] % 2 == 1)
+    replay = await engine.client.post(
+        f"/api/v2/exports/{export_id}/deadletters/replay", json={"ids": [shard_1]}, headers=engine.headers
+    )
+    assert replay.json()["replayed"] == 1
+    assert await open_kinds() == ["delivery:shard-0"]  # shard 0's letters are still undelivered
 
 
 async def test_two_replays_at_once_send_a_letter_once(engine: Engine, receiver: Receiver) -> None:

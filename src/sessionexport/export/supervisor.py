@@ -410,7 +410,7 @@ class ExportSupervisor:
         ``DeliveryRefused`` when the export may not be sent to from here (as its exporter is not)."""
         if refusal := self._refusal(config):
             raise DeliveryRefused(refusal)
-        results = []
+        results, delivered_from = [], []  # the first seq of each letter delivered: its shard
         async with self.client() as client:
             sender = self.sender(config, client)
             for letter_id in letter_ids:
@@ -433,8 +433,21 @@ class ExportSupervisor:
                 if outcome.delivered:
                     self.metrics.replayed.labels(config.export_id).inc(len(letter.sessions))
                     self.metrics.bytes.labels(config.export_id).inc(len(letter.body))
+                    delivered_from.append(letter.first_seq)
                 results.append(ReplayResult(letter.id, outcome.delivered, outcome))
+        await self._close_delivery_alerts(config, delivered_from)
         return results
+
+    async def _close_delivery_alerts(self, config: ExportConfig, first_seqs: list[int]) -> None:
+        """A replayed letter that was delivered shows that the endpoint takes its shard's bulks
+        again: that shard's delivery and token alerts close, as after its exporter's success (a
+        shard's success never closes another shard's alert)."""
+        shards, now = config.tuning.shards, now_ms()
+        for shard in sorted({seq % shards for seq in first_seqs}):
+            for kind in ("delivery", "token"):
+                await self.store.close_alerts(
+                    config.export_id, kind if shards == 1 else f"{kind}:shard-{shard}", now
+                )
 
     def replay_in_background(self, config: ExportConfig, letter_ids: list[int]) -> None:
         """``replay`` in a task of its own, for many letters: a page's request does not wait
