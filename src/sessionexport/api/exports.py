@@ -425,7 +425,10 @@ async def move_position(request: Request, objectId: str, body: MoveRequest) -> R
 @metrics_router.get(
     "/metrics",
     summary="Prometheus metrics",
-    description="Text exposition format: per export sessions and bytes delivered, bulks by outcome, attempt latency, backlog, lag and dead letters.",
+    description=(
+        "Text exposition format: per export sessions and bytes delivered, sessions failed and replayed,"
+        " bulks by outcome, attempt latency, backlog, lag and dead letters."
+    ),
     dependencies=[Depends(require(Scope.METRICS_READ))],
     response_class=Response,
     responses={
