@@ -294,8 +294,7 @@ class Exporter:
         return tuple(alerts)
 
     def alert_kind(self, kind: str) -> str:
-        """Each shard alerts on its own: one shard's success must not close another's alert."""
-        return kind if self.claim.shards == 1 else f"{kind}:shard-{self.claim.shard}"
+        return alert_kind(kind, self.claim.shard, self.claim.shards)
 
     async def _closes(self, now: int) -> tuple[str, ...]:
         """The open alerts a success closes: after a failure at once, else now and then (retention
@@ -303,21 +302,12 @@ class Exporter:
         if not self._alerting and now - self._alerts_checked_at < ALERT_CHECK_MS:
             return ()
         self._alerts_checked_at = now
-        open_alerts = await self.store.list_alerts(open_only=True)
+        shard, shards = self.claim.shard, self.claim.shards
         return tuple(
-            a.kind for a in open_alerts if a.export_id == self.export_id and self._closed_by_success(a.kind)
+            a.kind
+            for a in await self.store.list_alerts(open_only=True)
+            if a.export_id == self.export_id and closed_by_success(a.kind, shard, shards, SUCCESS_CLOSES)
         )
-
-    def _closed_by_success(self, kind: str) -> bool:
-        """This shard's alerts; the export's own (raised before it was split, by the supervisor when
-        it refused to start it, or by retention); those of shards it no longer has."""
-        base, _, shard = kind.partition(":shard-")
-        if base not in ("delivery", "token", "retention", "exporter"):
-            return False
-        if not shard:
-            return True
-        number = int(shard) if shard.isdigit() else -1
-        return number == self.claim.shard or number >= self.claim.shards
 
     def _where(self, message: str) -> str:
         return message if self.claim.shards == 1 else f"{message} ({_shard_name(self.claim)})"
@@ -338,6 +328,30 @@ class Exporter:
             self.metrics.attempt_seconds.labels(self.export_id).observe(attempt.duration_ms / 1000)
             result = "ok" if attempt.error is None else "timeout" if attempt.timed_out else "error"
             self.metrics.attempts.labels(self.export_id, result).inc()
+
+
+# What a delivery shows to be over: the endpoint refusing bulks or tokens (ENDPOINT_ALERTS); for
+# the exporter's own success, also its runs failing, and sessions expiring unexported.
+ENDPOINT_ALERTS = ("delivery", "token")
+SUCCESS_CLOSES = (*ENDPOINT_ALERTS, "retention", "exporter")
+
+
+def alert_kind(kind: str, shard: int, shards: int) -> str:
+    """Each shard alerts on its own: one shard's success must not close another's alert."""
+    return kind if shards == 1 else f"{kind}:shard-{shard}"
+
+
+def closed_by_success(kind: str, shard: int, shards: int, bases: tuple[str, ...]) -> bool:
+    """Whether a success of ``shard`` closes an alert of ``kind`` (of one of ``bases``): its own
+    shard's; the export's own (raised before it was split, by the supervisor when it refused to
+    start it, or by retention); those of shards it no longer has."""
+    base, _, of_shard = kind.partition(":shard-")
+    if base not in bases:
+        return False
+    if not of_shard:
+        return True
+    number = int(of_shard) if of_shard.isdigit() else -1
+    return number == shard or number >= shards
 
 
 def _settled_before(batcher: Batcher, position: int) -> int:

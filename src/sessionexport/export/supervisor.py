@@ -27,7 +27,7 @@ from sessionexport.clock import now_ms
 from sessionexport.export.auth import credentials_for
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.delivery import Outcome, Sender
-from sessionexport.export.exporter import Exporter
+from sessionexport.export.exporter import ENDPOINT_ALERTS, Exporter, closed_by_success
 from sessionexport.export.leases import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_IN_FLIGHT,
@@ -440,14 +440,16 @@ class ExportSupervisor:
 
     async def _close_delivery_alerts(self, config: ExportConfig, first_seqs: list[int]) -> None:
         """A replayed letter that was delivered shows that the endpoint takes its shard's bulks
-        again: that shard's delivery and token alerts close, as after its exporter's success (a
-        shard's success never closes another shard's alert)."""
+        again: the alerts saying otherwise close by the rule of the exporter's own success."""
+        if not first_seqs:
+            return
         shards, now = config.tuning.shards, now_ms()
-        for shard in sorted({seq % shards for seq in first_seqs}):
-            for kind in ("delivery", "token"):
-                await self.store.close_alerts(
-                    config.export_id, kind if shards == 1 else f"{kind}:shard-{shard}", now
-                )
+        delivered = {seq % shards for seq in first_seqs}
+        for alert in await self.store.list_alerts(open_only=True):
+            if alert.export_id == config.export_id and any(
+                closed_by_success(alert.kind, shard, shards, ENDPOINT_ALERTS) for shard in delivered
+            ):
+                await self.store.close_alerts(config.export_id, alert.kind, now)
 
     def replay_in_background(self, config: ExportConfig, letter_ids: list[int]) -> None:
         """``replay`` in a task of its own, for many letters: a page's request does not wait
