@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import gzip
 import io
-import ipaddress
 import signal
 import sqlite3
 import ssl
@@ -39,6 +38,7 @@ from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS,
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.logs import announce, configure_logging
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
+from sessionexport.settings.validation import is_loopback
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
 
 T = TypeVar("T")
@@ -198,20 +198,13 @@ def _serving_scheme(host: str, tls_cert: Path | None, tls_key: Path | None) -> s
             raise typer.Exit(2) from None
         announce(err, f"TLS certificate {tls_cert} (SHA-256 {fingerprint(tls_cert)})")
         return "https"
-    if not _loopback(host):
+    if not is_loopback(host):
         err.print(
             f"[yellow]warning:[/yellow] plain HTTP on {escape(host)}: API tokens and UI logins cross the"
             " network in clear; give --tls-cert and --tls-key, or serve behind a TLS proxy",
             highlight=False,
         )
     return "http"
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 @app.command()

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(Exception):
+    status = 413
+
     def __init__(self, limit: int, *, decompressed: bool = False) -> None:
         self.limit = limit
         self.what = f"{limit} bytes once decompressed" if decompressed else f"{limit} bytes"

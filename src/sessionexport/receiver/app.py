@@ -234,9 +234,8 @@ async def _events(request: Request) -> Response:
     try:
         body = await read_body(request, config.max_body_bytes)
     except (BodyTooLarge, UnreadableBody) as exc:
-        status = exc.status if isinstance(exc, UnreadableBody) else 413
-        await config.store.refuse(_request_info(request, 0, principal), status, str(exc))
-        return _error(status, str(exc))
+        await config.store.refuse(_request_info(request, 0, principal), exc.status, str(exc))
+        return _error(exc.status, str(exc))
     info = _request_info(request, len(body), principal)
     try:
         documents = await parse_off_loop(parse_events_body, body)
@@ -322,9 +321,8 @@ async def _bulk(request: Request) -> Response:
 
 def _unread_bulk(exc: BodyTooLarge | UnreadableBody) -> es.BulkRequestError:
     """A bulk body that was not read, as Elasticsearch names why."""
-    if isinstance(exc, BodyTooLarge):
-        return es.BulkRequestError("http_content_too_long", str(exc), 413)
-    return es.BulkRequestError("illegal_argument_exception", exc.message, exc.status)
+    kind = "http_content_too_long" if isinstance(exc, BodyTooLarge) else "illegal_argument_exception"
+    return es.BulkRequestError(kind, str(exc), exc.status)
 
 
 async def _apply(

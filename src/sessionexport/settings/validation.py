@@ -229,7 +229,7 @@ def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None)
         # they would be kept and shown in plain text: credentials belong in the authentication fields
         return "must not contain credentials (user:password@): use the authentication settings"
     if parts.scheme == "http":
-        if context.allow_http_loopback and _is_loopback(host):
+        if context.allow_http_loopback and is_loopback(host):
             return None
         return "must use https: for security reasons only HTTPS endpoints are allowed"
     return None
@@ -248,11 +248,12 @@ def _check_media_type(_: Context, value: str, __: dict[str, Any]) -> str | None:
     return "must be a media type such as application/json or application/x-ndjson"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """localhost, or a loopback address (an IPv6 one with or without its brackets)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
