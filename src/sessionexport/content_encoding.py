@@ -93,7 +93,7 @@ def decode(body: bytes, encoding: str, limit: int) -> bytes:
     return b"".join(pieces)
 
 
-GZIP_LEVEL = 1  # JSON of sessions shrinks ~8x even so; higher levels cost much more CPU for little
+GZIP_LEVEL = 1  # 8 KB sessions shrink ~7x even so; higher levels cost much more CPU for little
 
 
 def gzipped(body: bytes) -> bytes:
