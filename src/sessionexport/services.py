@@ -10,11 +10,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from sessionexport.config import ServerConfig
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.ingest.assembly import Sessionizer
+from sessionexport.ingest.metrics import IngestMetrics
 from sessionexport.retention import run_retention
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.secrets import load_secret_box
@@ -27,7 +30,9 @@ class Services:
     store: Store
     settings: SettingsService
     notifier: LogNotifier  # told of new sessions (ingest) so that exporters need not wait for a poll
+    registry: CollectorRegistry  # every metric of the process: /metrics shows it
     metrics: ExportMetrics
+    ingest_metrics: IngestMetrics
     exports: ExportSupervisor
     sessionizer: Sessionizer
 
@@ -36,7 +41,8 @@ class Services:
         store = store or create_store(config.data_dir, config.database_url)
         box = load_secret_box(config.data_dir, config.secret_keys)
         settings = SettingsService(store, box, allow_http_loopback=config.allow_http_loopback)
-        notifier, metrics = LogNotifier(), ExportMetrics()
+        notifier, registry = LogNotifier(), CollectorRegistry()
+        metrics, ingest_metrics = ExportMetrics(registry), IngestMetrics(registry)
         exports = ExportSupervisor(
             store,
             settings,
@@ -48,8 +54,8 @@ class Services:
             max_in_flight=config.max_in_flight,
         )
         settings.on_change = exports.poke  # the exporters follow the settings at once
-        sessionizer = Sessionizer(store, notifier, config.sessionizer)
-        return cls(config, store, settings, notifier, metrics, exports, sessionizer)
+        sessionizer = Sessionizer(store, notifier, config.sessionizer, metrics=ingest_metrics)
+        return cls(config, store, settings, notifier, registry, metrics, ingest_metrics, exports, sessionizer)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:

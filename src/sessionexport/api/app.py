@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sessionexport import __version__
-from sessionexport.api import exports, health, rum, settings, usersessions
+from sessionexport.api import exports, health, metrics, rum, settings, usersessions
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
+from sessionexport.api.metrics import CountAnswers
 from sessionexport.config import ServerConfig
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit
 from sessionexport.request_urls import RefuseNulInUrl
@@ -28,37 +29,41 @@ names; create tokens with `sessionexport tokens create`.
 
 def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     services = Services.create(config, store)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with services.running():
-            yield
-
-    app = FastAPI(
-        title="sessionexport",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
-    )
-    state = app.state
-    state.config, state.store, state.settings = config, services.store, services.settings
-    state.notifier, state.metrics = services.notifier, services.metrics
-    state.exports, state.sessionizer = services.exports, services.sessionizer
-    install_error_handlers(app)
+    app = app_of(services, title="sessionexport", docs_url="/docs", openapi_url="/openapi.json")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
     app.include_router(usersessions.router)
     app.include_router(rum.router)
     app.include_router(settings.router)
     app.include_router(exports.router)
-    app.include_router(exports.metrics_router)
+    app.include_router(metrics.router)
     app.mount("/ui", create_ui(app.state))
     # the ingest routes read their bodies within their own, configurable limit
-    data_routes = {usersessions.router.prefix, f"{rum.router.prefix}/events"}
+    data_routes = frozenset({usersessions.router.prefix, f"{rum.router.prefix}/events"})
     app.add_middleware(BodyLimit, limit_for=lambda path: None if path in data_routes else SMALL_BODY_BYTES)
+    app.add_middleware(CountAnswers, metrics=services.ingest_metrics, routes=data_routes)
     app.add_middleware(RefuseNulInUrl)
+    return app
+
+
+def app_of(services: Services, on_start: Callable[[], None] | None = None, **options: Any) -> FastAPI:
+    """An app whose lifespan runs ``services`` (``on_start`` once they run), with them in its
+    state, and the error envelope; FastAPI's ``options``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with services.running():
+            if on_start:
+                on_start()
+            yield
+
+    app = FastAPI(version=__version__, description=DESCRIPTION, lifespan=lifespan, **options)
+    state = app.state
+    state.config, state.store, state.settings = services.config, services.store, services.settings
+    state.notifier, state.registry = services.notifier, services.registry
+    state.metrics, state.ingest_metrics = services.metrics, services.ingest_metrics
+    state.exports, state.sessionizer = services.exports, services.sessionizer
+    install_error_handlers(app)
     return app
 
 

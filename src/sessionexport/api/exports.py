@@ -1,4 +1,4 @@
-"""Export operations: status, alerts, dead letters and their replay, cursor moves, metrics."""
+"""Export operations: status, alerts, dead letters and their replay, cursor moves."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from sessionexport.api.errors import ApiError
@@ -25,17 +24,15 @@ from sessionexport.export.preview import (
     sample_body,
     unsaved_config,
 )
-from sessionexport.export.status import alert_json, backlog_and_lag, export_health, export_running
+from sessionexport.export.status import alert_json, export_health, export_running
 from sessionexport.export.supervisor import DeliveryRefused, ExportSupervisor, ReplayTally
 from sessionexport.settings.objects import SettingsService
-from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
 from sessionexport.store.records import INT_MAX, DeadLetter, LogEntry, TokenRecord
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2", tags=["Exports"])
 NDJSON_MEDIA = "application/x-ndjson"
-metrics_router = APIRouter(tags=["Metrics"])
 
 Reader = Depends(require(Scope.SETTINGS_READ))
 Manager = Depends(require(Scope.EXPORTS_MANAGE))
@@ -420,39 +417,6 @@ async def move_position(request: Request, objectId: str, body: MoveRequest) -> R
     await supervisor.move(objectId, position)
     backlog, _ = await store.backlog(position)
     return OrjsonResponse({"objectId": objectId, "position": position, "backlog": backlog})
-
-
-@metrics_router.get(
-    "/metrics",
-    summary="Prometheus metrics",
-    description=(
-        "Text exposition format: per export sessions and bytes delivered, sessions failed and replayed,"
-        " bulks by outcome, attempt latency, backlog, lag and dead letters."
-    ),
-    dependencies=[Depends(require(Scope.METRICS_READ))],
-    response_class=Response,
-    responses={
-        200: {"description": "The metrics", "content": {"text/plain": {}}},
-        401: _ERRORS[401],
-        403: _ERRORS[403],
-    },
-)
-async def metrics(request: Request) -> Response:
-    store, settings, _ = _objects(request)
-    gauges = request.app.state.metrics
-    now = now_ms()
-    records = await settings.all(EXPORT_SCHEMA)
-    for gone in gauges.exports() - {r.object_id for r in records}:
-        gauges.forget(gone)  # deleted
-    for record in records:
-        cursor = await store.get_cursor(record.object_id)
-        if cursor is None:
-            continue
-        backlog, lag = await backlog_and_lag(store, record.object_id, now)
-        gauges.backlog.labels(record.object_id).set(backlog)
-        gauges.lag.labels(record.object_id).set(lag or 0)
-        gauges.dead_letters.labels(record.object_id).set(await store.count_dead_letters(record.object_id))
-    return Response(generate_latest(gauges.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _letter(letter: DeadLetter, *, identities: bool) -> dict[str, Any]:

@@ -62,6 +62,7 @@ async def ingest_events(request: Request) -> OrjsonResponse:
             400, f"{len(exc.problems)} problem(s) in the request body; nothing was kept", violations
         ) from None
     result = await request.app.state.sessionizer.accept(received)
+    request.app.state.ingest_metrics.received_events(result)
     answer: dict[str, Any] = {
         "accepted": result.accepted,
         "duplicates": result.duplicates,

@@ -18,6 +18,7 @@ from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
 from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, parse_body
+from sessionexport.ingest.metrics import API
 from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body
 from sessionexport.store import Store
 from sessionexport.store.records import INT_MAX
@@ -95,6 +96,7 @@ async def ingest_sessions(request: Request, store: Annotated[Store, Depends(get_
             400, f"{len(exc.problems)} problem(s) in the request body; nothing was stored", violations
         ) from None
     result = await store.append_sessions(records, now_ms())
+    request.app.state.ingest_metrics.joined(API, result.accepted, result.duplicates)
     if result.accepted:
         request.app.state.notifier.notify()
     return OrjsonResponse({"accepted": result.accepted, "duplicates": result.duplicates})

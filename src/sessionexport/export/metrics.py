@@ -16,8 +16,8 @@ ATTEMPT_RESULTS = ("ok", "error", "timeout")
 
 
 class ExportMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
         labels = ["export"]
         self.sessions = Counter(
             "sessionexport_sessions_delivered", "Sessions delivered", labels, registry=self.registry

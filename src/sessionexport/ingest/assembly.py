@@ -22,6 +22,7 @@ from sessionexport.clock import now_ms
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.ingest.documents import to_record
 from sessionexport.ingest.events import ReceivedEvent
+from sessionexport.ingest.metrics import RUM, IngestMetrics
 from sessionexport.ingest.sessionizer import Part, SessionizerSettings, assemble, due_at, next_part
 from sessionexport.model.events import AttributesEvent, RumEvent
 from sessionexport.model.validation import decode_session, single_line
@@ -43,11 +44,13 @@ class Sessionizer:
         notifier: LogNotifier,
         settings: SessionizerSettings | None = None,
         clock: Callable[[], int] = now_ms,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.settings = settings or SessionizerSettings()
         self.clock = clock
+        self.metrics = metrics or IngestMetrics()
 
     async def accept(self, received: Sequence[ReceivedEvent]) -> EventsResult:
         now = self.clock()
@@ -110,7 +113,10 @@ class Sessionizer:
         now = self.clock()
         # Decoding and assembling are CPU work: off the event loop, so the API keeps answering.
         decision = await asyncio.to_thread(self._decide, session, now)
-        return (await self.store.complete_part(decision, now)).accepted
+        result = await self.store.complete_part(decision, now)
+        if decision.session is not None:
+            self.metrics.joined(RUM, result.accepted, result.duplicates)
+        return result.accepted
 
     def _decide(self, session: OpenSession, now: int) -> CompletedPart:
         """What to write for an open session: a completed part, events that make no session, or

@@ -1,0 +1,99 @@
+"""``GET /metrics`` (Prometheus), and the counting of what the data routes answer.
+
+Counters come from this process (exporters, ingest). The gauges are read from the store at each
+scrape, so every process that shares it tells the same: the log's head, and per export its
+backlog, lag and dead letters.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sessionexport.api.security import require
+from sessionexport.clock import now_ms
+from sessionexport.export.metrics import ExportMetrics
+from sessionexport.export.status import backlog_and_lag
+from sessionexport.ingest.metrics import IngestMetrics
+from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.store import Store
+from sessionexport.tokens import Scope as TokenScope
+
+router = APIRouter(tags=["Metrics"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description=(
+        "Text exposition format. Per export: sessions and bytes delivered, sessions failed and replayed,"
+        " bulks by outcome, attempt latency, backlog, lag and dead letters. Ingest: sessions that joined"
+        " the log by source, duplicates, RUM events, the data routes' answers by status, and the log's"
+        " head (its newest seq and when that session joined)."
+    ),
+    dependencies=[Depends(require(TokenScope.METRICS_READ))],
+    response_class=Response,
+    responses={
+        200: {"description": "The metrics", "content": {"text/plain": {}}},
+        401: {"description": "Missing, invalid or revoked token"},
+        403: {"description": "The token lacks the required scope"},
+    },
+)
+async def metrics(request: Request) -> Response:
+    state = request.app.state
+    await _read_log_head(state.store, state.ingest_metrics)
+    await _read_export_gauges(state.store, state.settings, state.metrics)
+    return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_log_head(store: Store, gauges: IngestMetrics) -> None:
+    newest = await store.recent_sessions(limit=1)
+    gauges.log_position.set(await store.log_position())
+    gauges.newest_session.set(newest[0].received_at / 1000 if newest else 0)
+
+
+async def _read_export_gauges(store: Store, settings: SettingsService, gauges: ExportMetrics) -> None:
+    now = now_ms()
+    records = await settings.all(EXPORT_SCHEMA)
+    for gone in gauges.exports() - {r.object_id for r in records}:
+        gauges.forget(gone)  # deleted
+    for record in records:
+        if await store.get_cursor(record.object_id) is None:
+            continue
+        backlog, lag = await backlog_and_lag(store, record.object_id, now)
+        gauges.backlog.labels(record.object_id).set(backlog)
+        gauges.lag.labels(record.object_id).set(lag or 0)
+        gauges.dead_letters.labels(record.object_id).set(await store.count_dead_letters(record.object_id))
+
+
+class CountAnswers:
+    """Counts what the data routes answer, by status: what senders were told, refusals included
+    (a bad token, an invalid or too large body), which the routes themselves never see."""
+
+    def __init__(self, app: ASGIApp, metrics: IngestMetrics, routes: frozenset[str]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in self.routes:
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            status = status or 500  # answered by the server's last resort
+            raise
+        finally:
+            if status is not None:  # none: the client left before an answer
+                self.metrics.requests.labels(path, str(status)).inc()
