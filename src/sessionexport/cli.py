@@ -29,6 +29,8 @@ from sessionexport.cli_options import (
     LeaseSeconds,
     MaxInFlight,
     SecretKey,
+    TlsCert,
+    TlsKey,
     env,
     require_server_data,
     run_on_store,
@@ -119,21 +121,8 @@ def serve(
     ] = True,
     lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS,
     max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT,
-    tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=env("TLS_CERT"),
-            exists=True,
-            dir_okay=False,
-            help="Serve HTTPS with this certificate chain (PEM), with --tls-key.",
-        ),
-    ] = None,
-    tls_key: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=env("TLS_KEY"), exists=True, dir_okay=False, help="The private key (PEM) of --tls-cert."
-        ),
-    ] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Serve the API, the web UI at /ui (and the exporters and sessionizer) on the embedded default,
     or on --database-url.
@@ -216,12 +205,29 @@ def worker(
     ca_bundle: CaBundle = None,
     lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS,
     max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar=env("METRICS_PORT"),
+            min=1,
+            max=65535,
+            help="Serve /health and /metrics (token with metrics.read) on this port; default: no HTTP at all.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(envvar=env("METRICS_HOST"), help="Interface of --metrics-port.")
+    ] = "127.0.0.1",
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Run the exporters, the sessionizer and retention without the HTTP API, until interrupted.
 
     Beside `serve --no-exporters`, or beside other workers: on PostgreSQL, any number of `serve`
     and `worker` processes share the exports, each shard of an export exported by one of them
     at a time (under a lease, taken over when its holder stops).
+
+    A worker's delivery counters are its own: give it --metrics-port for Prometheus to scrape
+    them (and /health for an orchestrator's probes), over HTTPS with --tls-cert and --tls-key.
     """
     from sessionexport.worker import run_worker
 
@@ -234,6 +240,12 @@ def worker(
         lease_seconds=lease_seconds,
         max_in_flight=max_in_flight,
     )
+    if metrics_port is not None:
+        _serve_worker(config, metrics_host, metrics_port, tls_cert, tls_key)
+        return
+    if tls_cert or tls_key:
+        err.print("[red]error:[/red] --tls-cert and --tls-key serve --metrics-port: give it too")
+        raise typer.Exit(2)
     try:
         asyncio.run(run_worker(config))
     except (StoreError, SecretKeyError) as exc:
@@ -241,6 +253,32 @@ def worker(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("worker stopped")
+
+
+def _serve_worker(
+    config: ServerConfig, host: str, port: int, tls_cert: Path | None, tls_key: Path | None
+) -> None:
+    import uvicorn
+
+    from sessionexport.worker import create_worker_app
+
+    scheme = _serving_scheme(host, tls_cert, tls_key)
+    try:
+        application = create_worker_app(config)
+    except (StoreError, SecretKeyError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    announce(err, f"sessionexport {__version__} worker: /health and /metrics on {scheme}://{host}:{port}")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )
 
 
 @tokens_app.command("create")

@@ -125,4 +125,19 @@ MaxInFlight = Annotated[
         help="Bulks this process sends at once to one export, over all its shards.",
     ),
 ]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        envvar=env("TLS_CERT"),
+        exists=True,
+        dir_okay=False,
+        help="Serve HTTPS with this certificate chain (PEM), with --tls-key.",
+    ),
+]
+TlsKey = Annotated[
+    Path | None,
+    typer.Option(
+        envvar=env("TLS_KEY"), exists=True, dir_okay=False, help="The private key (PEM) of --tls-cert."
+    ),
+]
 DEFAULT_DATA_DIR = Path("data")

@@ -1,5 +1,6 @@
 """``sessionexport worker``: the background work without the HTTP API: exporters, the sessionizer's
-sweeps (RUM events into completed sessions) and retention."""
+sweeps (RUM events into completed sessions) and retention; with ``/health`` and ``/metrics`` on a
+port of its own when asked (``create_worker_app``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import logging
 import signal
 from urllib.parse import urlsplit, urlunsplit
 
+from fastapi import FastAPI
+
+from sessionexport.api import health, metrics
+from sessionexport.api.app import app_of
 from sessionexport.config import ServerConfig
+from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit
+from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.services import Services
 
 log = logging.getLogger(__name__)
@@ -22,9 +29,32 @@ async def run_worker(config: ServerConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with services.running():
-        log.info("worker %s: exporting from %s", services.exports.owner, _where(config))
+        _started(services)
         await stop.wait()
     log.info("worker: stopped")
+
+
+def create_worker_app(config: ServerConfig) -> FastAPI:
+    """The worker, with only ``/health`` and ``/metrics`` to look at it: its exporters' counters
+    are nowhere else. Served by uvicorn, which stops it on SIGINT and SIGTERM."""
+    services = Services.create(config)
+    app = app_of(
+        services,
+        on_start=lambda: _started(services),
+        title="sessionexport worker",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.add_middleware(BodyLimit, limit_for=lambda path: SMALL_BODY_BYTES)
+    app.add_middleware(RefuseNulInUrl)
+    return app
+
+
+def _started(services: Services) -> None:
+    log.info("worker %s: exporting from %s", services.exports.owner, _where(services.config))
 
 
 def _where(config: ServerConfig) -> str:

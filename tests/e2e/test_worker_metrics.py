@@ -1,0 +1,132 @@
+"""``worker --metrics-port``: a worker process's own delivery counters, scraped from it, and its
+health for an orchestrator's probes. Real processes: the worker, ``ingest`` into the same SQLite
+log, and an HTTPS receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from sessionexport.clock import now_ms
+from sessionexport.export.supervisor import ssl_context
+from sessionexport.settings.objects import NewObject, SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import load_secret_box
+from sessionexport.store import create_store
+from tests.e2e.test_cli_and_server import CLI, create_token, free_port, run
+from tests.support.engine import export_value, sessions
+from tests.support.receiver_process import ReceiverProcess
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
+    process = ReceiverProcess(tmp_path / "receiver").start()
+    yield process
+    process.stop()
+
+
+def create_export(data_dir: Path, endpoint: str) -> str:
+    async def create() -> str:
+        store = create_store(data_dir)
+        await store.open()
+        try:
+            settings = SettingsService(store, load_secret_box(data_dir, None))
+            new = NewObject(EXPORT_SCHEMA, "environment", export_value(endpoint))
+            result = await settings.create(new, "test", now_ms())
+            assert result.ok and result.object_id is not None, result
+            return result.object_id
+        finally:
+            await store.close()
+
+    return asyncio.run(create())
+
+
+def start_worker(data_dir: Path, *options: str) -> subprocess.Popen[str]:
+    command = [*CLI, "worker", "--data-dir", str(data_dir), *options]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_healthy(client: httpx.Client, worker: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if client.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert worker.poll() is None, worker.communicate()[0]
+        assert time.monotonic() < deadline, "the worker's /health did not answer"
+        time.sleep(0.1)
+
+
+def stop(worker: subprocess.Popen[str]) -> str:
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=30)
+    assert worker.returncode in (0, -signal.SIGTERM), output
+    return output
+
+
+def test_a_workers_deliveries_are_on_its_own_metrics_port(tmp_path: Path, receiver: ReceiverProcess) -> None:
+    data_dir = tmp_path / "data"
+    token = create_token(data_dir, "metrics.read")
+    other = create_token(data_dir, "sessions.read")
+    export_id = create_export(data_dir, receiver.url)
+    port = free_port()
+    worker = start_worker(data_dir, "--metrics-port", str(port), "--ca-bundle", str(receiver.ca_file))
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            wait_healthy(client, worker)
+            assert client.get("/metrics").status_code == 401
+            assert client.get("/metrics", headers={"Authorization": f"Api-Token {other}"}).status_code == 403
+            assert client.get("/docs").status_code == 404  # /health and /metrics only
+            assert client.get("/api/v2/usersessions").status_code == 404
+            lines = sessions(5)
+            (tmp_path / "sessions.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+            ingested = run("ingest", str(tmp_path / "sessions.ndjson"), "--data-dir", str(data_dir))
+            assert ingested.returncode == 0, ingested.stderr
+            delivered = f'sessionexport_sessions_delivered_total{{export="{export_id}"}} 5.0'
+            deadline = time.monotonic() + 30
+            scrape = {"Authorization": f"Api-Token {token}"}
+            while delivered not in (text := client.get("/metrics", headers=scrape).text):
+                assert time.monotonic() < deadline, text
+                time.sleep(0.2)
+            assert f'sessionexport_backlog_sessions{{export="{export_id}"}} 0.0' in text
+            assert "sessionexport_log_position 5.0" in text
+    finally:
+        output = stop(worker)
+    assert f"/health and /metrics on http://127.0.0.1:{port}" in output
+    assert "exporting from" in output
+
+
+def test_worker_metrics_over_https_and_tls_options_without_a_port_refused(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    data_dir = tmp_path / "data"
+    token = create_token(data_dir, "metrics.read")
+    refused = run(
+        "worker", "--data-dir", str(data_dir), "--tls-cert", str(cert_file), "--tls-key", str(key_file)
+    )
+    assert refused.returncode == 2 and "--metrics-port" in refused.stderr
+    port = free_port()
+    tls = ("--tls-cert", str(cert_file), "--tls-key", str(key_file))
+    worker = start_worker(data_dir, "--metrics-port", str(port), *tls)
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl_context(ca_file)) as client:
+            wait_healthy(client, worker)
+            scraped = client.get("/metrics", headers={"Authorization": f"Api-Token {token}"})
+            assert scraped.status_code == 200 and "sessionexport_log_position 0.0" in scraped.text
+    finally:
+        output = stop(worker)
+    assert f"on https://127.0.0.1:{port}" in output and "SHA-256" in output
