@@ -8,6 +8,7 @@ Error tree handled here:
     RequestValidationError   FastAPI's query/path parameter errors -> 400 with QUERY/PATH violations
     HTTPException            Starlette's (404 for unknown routes, 405 ...) -> same envelope
     InvalidValue             a value the database cannot hold (PostgreSQL: NUL in text) -> 400
+    StoreFull                the disk (or quota) of the store is full -> 503, saying so
     StoreError               the storage backend failed -> 503
     SecretKeyError           stored secrets cannot be decrypted with the configured keys -> 500
 """
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store import StoreError
-from sessionexport.store.base import InvalidValue
+from sessionexport.store.base import InvalidValue, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,15 @@ async def _store_error(_: Request, exc: Exception) -> OrjsonResponse:
     return error_response(ApiError(503, "Storage is unavailable; nothing was changed. Retry later."))
 
 
+async def _store_full(_: Request, exc: Exception) -> OrjsonResponse:
+    log.error("storage full: %s", exc)
+    message = (
+        "The disk of the store is full; nothing was changed. Retry once space is freed (an operator can"
+        " shorten the retention, or give the store more space)."
+    )
+    return error_response(ApiError(503, message, headers={"Retry-After": "60"}))
+
+
 ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -155,5 +165,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(StoreError, _store_error)
+    app.add_exception_handler(StoreFull, _store_full)
     app.add_exception_handler(InvalidValue, _invalid_value)
     app.add_exception_handler(SecretKeyError, _secret_key_error)

@@ -55,7 +55,7 @@ from sessionexport.receiver.store.records import (
 )
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit, BodyTooLarge, parse_off_loop, read_body
 from sessionexport.request_urls import RefuseNulInUrl
-from sessionexport.store.base import InvalidValue, StoreError
+from sessionexport.store.base import InvalidValue, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
         KeysUnavailable: _keys_unavailable,
         InvalidValue: _invalid_value,
         StoreError: _store_unavailable,
+        StoreFull: _store_full,
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(config, path))
@@ -189,6 +190,13 @@ async def _invalid_value(request: Request, exc: Exception) -> Response:
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     log.error("storage failure: %s", exc)
     return _error(503, "storage is unavailable; nothing was stored. Retry later.", {"Retry-After": "5"})
+
+
+async def _store_full(request: Request, exc: Exception) -> Response:
+    log.error("storage full: %s", exc)
+    return _error(
+        503, "storage is full; nothing was stored. Retry once space is freed.", {"Retry-After": "60"}
+    )
 
 
 async def _keys_unavailable(request: Request, exc: Exception) -> Response:

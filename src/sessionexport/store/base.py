@@ -59,6 +59,11 @@ class StoreError(Exception):
     """The storage backend failed (unreachable, corrupt, full...)."""
 
 
+class StoreFull(StoreError):
+    """The disk (or quota) holding the database is full: writes fail until space is freed; what
+    is stored stays whole and readable."""
+
+
 class InvalidValue(StoreError):
     """A value the database cannot hold (PostgreSQL: NUL in text): the request's fault, not the
     store's, so it is answered as a bad request rather than "retry later"."""

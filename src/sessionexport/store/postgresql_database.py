@@ -30,11 +30,12 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import psycopg
+import psycopg.errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from sessionexport.store.base import InvalidValue, StoreError
+from sessionexport.store.base import InvalidValue, StoreError, StoreFull
 from sessionexport.store.migrations import migrations_for, pending
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -119,6 +120,8 @@ class PostgresDatabase:
             raise StoreError(self._scrub(message)) from None
         except psycopg.DataError as exc:
             raise InvalidValue(self._scrub(f"PostgreSQL cannot hold a value: {exc}")) from None
+        except psycopg.errors.DiskFull as exc:
+            raise StoreFull(self._scrub(f"PostgreSQL: {exc}")) from None
         except psycopg.Error as exc:
             raise StoreError(self._scrub(self._message(exc, connecting))) from None
 

@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import queue
 import sqlite3
 import threading
@@ -27,11 +28,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sessionexport.store.base import StoreError
+from sessionexport.store.base import StoreError, StoreFull
 from sessionexport.store.migrations import pending
 
 T = TypeVar("T")
 _STOP = object()
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 65536
 CHECKPOINT_EVERY_SECONDS = 0.25
@@ -164,7 +166,10 @@ class SQLiteEngine:
                     _commit_group(conn, batch)
                 item = ended_by if ended_by is not None else self._queue.get()
         finally:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:  # the WAL stays; the next start reads it
+                log.warning("sqlite: the last checkpoint failed (%s)", exc)
             conn.close()
 
     def _group_after(self, first: Any) -> tuple[list[Any], Any]:
@@ -189,9 +194,22 @@ class SQLiteEngine:
         conn = connect(self.path)
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         asked_at_frames, not_before = 0, 0.0
+        failing = False
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_SECONDS):
-                _, wal_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                try:
+                    _, wal_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    # A full disk, a quota: tried again and again (the WAL grows meanwhile), said once.
+                    if not failing:
+                        log.error(
+                            "sqlite: checkpoints fail (%s); the WAL grows until they succeed again", exc
+                        )
+                    failing = True
+                    continue
+                if failing:
+                    log.warning("sqlite: checkpoints succeed again")
+                    failing = False
                 # A restarted WAL keeps its frame count until the next write: ask again only once
                 # it has grown since, and not at once after a restart that readers held back.
                 if (
@@ -359,5 +377,6 @@ def _statements(script: str) -> list[str]:
 
 def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, sqlite3.Error):
-        return StoreError(f"sqlite: {exc}")
+        full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        return (StoreFull if full else StoreError)(f"sqlite: {exc}")
     return exc

@@ -1,0 +1,89 @@
+"""A server whose files cannot grow (a real file-size limit, ``RLIMIT_FSIZE``, as a full disk or a
+quota would do it): ingest is refused with 503 and loses nothing it acknowledged; once the files may
+grow again, writes and the WAL checkpoints both resume, with no restart."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.test_cli_and_server import CLI, create_token, free_port
+from tests.support.engine import sessions
+
+LIMIT = 6 << 20  # bytes any file of the server may hold
+
+
+def limit_file_size() -> None:
+    """In the server's process, before it starts: files stop at LIMIT (writes past it fail with
+    EFBIG instead of killing the process with SIGXFSZ); the hard limit stays, so it can be lifted."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, resource.RLIM_INFINITY))
+
+
+def test_writes_and_checkpoints_resume_when_the_files_may_grow_again(tmp_path: Path) -> None:
+    token = create_token(tmp_path, "sessions.ingest,sessions.read")
+    port = free_port()
+    command = [*CLI, "serve", "--port", str(port), "--data-dir", str(tmp_path), "--no-exporters"]
+    server = subprocess.Popen(
+        command, preexec_fn=limit_file_size, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    database = tmp_path / "sessionexport.db"
+    headers = {"Authorization": f"Api-Token {token}", "Content-Type": "application/x-ndjson"}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+            wait_healthy(client, server)
+            acknowledged, seed = 0, 0
+            while True:  # ~800 KB a request, until the files are full
+                seed += 1
+                answer = client.post("/api/v2/usersessions", content=b"\n".join(sessions(100, seed=seed)))
+                if answer.status_code != 200:
+                    break
+                acknowledged += answer.json()["accepted"]
+                assert seed < 50, "the file-size limit was never reached"
+                time.sleep(0.3)  # the checkpointer copies the WAL into the database meanwhile
+            assert answer.status_code == 503, answer.text
+            assert acknowledged >= 300 and database.stat().st_size <= LIMIT
+            resource.prlimit(
+                server.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            )
+            for more in range(seed, seed + 4):
+                answer = client.post("/api/v2/usersessions", content=b"\n".join(sessions(100, seed=more)))
+                assert answer.status_code == 200, answer.text
+                acknowledged += answer.json()["accepted"]
+            deadline = time.monotonic() + 20
+            while database.stat().st_size <= LIMIT:  # the checkpoints copy the WAL in again
+                assert time.monotonic() < deadline, "checkpoints did not resume"
+                time.sleep(0.1)
+            assert count_sessions(client) == acknowledged
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert "checkpoints fail" in output and "checkpoints succeed again" in output, output
+    assert "Traceback" not in output, output
+
+
+def wait_healthy(client: httpx.Client, server: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if client.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
+
+
+def count_sessions(client: httpx.Client) -> int:
+    count, key = 0, None
+    while True:
+        params = {"nextPageKey": key} if key else {"pageSize": 500}
+        page = client.get("/api/v2/usersessions", params=params).json()
+        count += len(page["userSessions"])
+        if not (key := page["nextPageKey"]):
+            return count
