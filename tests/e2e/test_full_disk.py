@@ -87,3 +87,49 @@ def count_sessions(client: httpx.Client) -> int:
         count += len(page["userSessions"])
         if not (key := page["nextPageKey"]):
             return count
+
+
+def test_the_files_receiver_answers_a_full_disk_with_503_and_keeps_what_it_acknowledged(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    command = [
+        *CLI,
+        "receive",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+        "--storage",
+        "files",
+        "--http",
+    ]
+    receiver = subprocess.Popen(
+        command, preexec_fn=limit_file_size, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            wait_healthy(client, receiver)
+            stored, seed = 0, 0
+            while True:
+                seed += 1
+                body = b"\n".join(sessions(100, seed=seed))
+                answer = client.put(
+                    "/export/events", content=body, headers={"Content-Type": "application/json"}
+                )
+                if answer.status_code != 200:
+                    break
+                stored += 100
+                assert seed < 50, "the file-size limit was never reached"
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "60", answer.text
+            assert "storage is full" in answer.text
+            assert client.get("/received/counts").json()["sessions"] == stored  # the refused one undone
+            resource.prlimit(
+                receiver.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            )
+            again = client.put("/export/events", content=body, headers={"Content-Type": "application/json"})
+            assert again.status_code == 200, again.text
+            assert client.get("/received/counts").json()["sessions"] == stored + 100
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        receiver.communicate(timeout=30)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import errno
 import fcntl
 import logging
 import os
@@ -65,7 +66,7 @@ from sessionexport.receiver.store.records import (
     SaveResult,
     StoredDocument,
 )
-from sessionexport.store.base import StoreError
+from sessionexport.store.base import StoreError, StoreFull
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ log = logging.getLogger(__name__)
 ROTATE_BYTES = 100 * 1024 * 1024
 REQUESTS_FILE = "requests.ndjson"
 _NUMBERED = re.compile(r"^(?:documents|index)-(\d+)\.ndjson$")
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no room: a disk, a quota, a file-size limit
 
 
 def documents_file(number: int) -> str:
@@ -169,7 +171,8 @@ class FilesReceivedStore:
             try:
                 return fn(state)
             except OSError as exc:
-                raise StoreError(f"files store {self.folder}: {exc}") from exc
+                full = exc.errno in _FULL
+                raise (StoreFull if full else StoreError)(f"files store {self.folder}: {exc}") from exc
 
         return await asyncio.wrap_future(self._executor.submit(call))
 
