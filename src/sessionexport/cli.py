@@ -472,7 +472,8 @@ def ingest(
     Invalid lines are reported (line, field, reason), written to --rejects if given, and never
     stored; every valid line is. A gzip file or stream is recognised by its content, not its
     name. Exits 1 if any line was refused, or if the file could not be read to its end (a
-    corrupt or cut gzip file: what came before is stored).
+    corrupt or cut gzip file: what came before is stored); 2 if the store failed (a full disk:
+    it says up to which line everything is stored).
     """
     from sessionexport.ingest.files import ingest_file
 
@@ -487,6 +488,9 @@ def ingest(
     )
     if summary.unreadable:
         err.print(f"[red]error:[/red] {escape(summary.unreadable)}", highlight=False)
+    if summary.store_failed:
+        err.print(f"[red]error:[/red] {escape(summary.store_failed)}", highlight=False)
+        raise typer.Exit(2)
     if summary.refused or summary.unreadable:
         raise typer.Exit(1)
 

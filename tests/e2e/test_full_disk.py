@@ -4,6 +4,7 @@ grow again, writes and the WAL checkpoints both resume, with no restart."""
 
 from __future__ import annotations
 
+import re
 import resource
 import signal
 import subprocess
@@ -133,3 +134,21 @@ def test_the_files_receiver_answers_a_full_disk_with_503_and_keeps_what_it_ackno
     finally:
         receiver.send_signal(signal.SIGTERM)
         receiver.communicate(timeout=30)
+
+
+def test_ingest_on_a_full_disk_says_up_to_which_line_all_is_stored(tmp_path: Path) -> None:
+    lines = sessions(3000, seed=7)  # ~24 MB: more than the files may hold
+    source = tmp_path / "sessions.ndjson"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    data_dir = tmp_path / "data"
+    command = [*CLI, "ingest", str(source), "--data-dir", str(data_dir), "--batch-size", "100"]
+    full = subprocess.run(command, preexec_fn=limit_file_size, capture_output=True, text=True, timeout=120)
+    assert full.returncode == 2, full.stderr
+    said = re.search(r"every valid session up to line (\d+) is stored, none after it", full.stderr)
+    assert said, full.stderr
+    stored = int(said[1])
+    assert 0 < stored < len(lines) and stored % 100 == 0
+    assert f"{stored} stored" in full.stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)  # room again
+    assert again.returncode == 0, again.stderr
+    assert f"{len(lines) - stored} stored, {stored} duplicate(s)" in again.stderr

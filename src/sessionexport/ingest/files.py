@@ -34,7 +34,7 @@ from rich.progress import (
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import to_record
 from sessionexport.model.validation import InvalidSession, decode_session
-from sessionexport.store import Store
+from sessionexport.store import Store, StoreError
 from sessionexport.store.records import NewSession
 
 SHOWN_PROBLEMS = 20
@@ -51,6 +51,7 @@ class IngestSummary:
     refused: int = 0
     seconds: float = 0.0
     unreadable: str | None = None  # why reading stopped before the end of the file
+    store_failed: str | None = None  # why storing stopped, and up to which line all is stored
 
 
 async def ingest_file(
@@ -70,30 +71,42 @@ async def ingest_file(
         _open_rejects(rejects) as rejected,
         _progress(console, path) as (progress, task),
     ):
-        number = consumed = 0
+        number = consumed = done = 0  # done: every line up to it is stored (or refused)
         try:
-            for number, raw in enumerate(_read(source), start=1):
-                consumed += len(raw)
-                if number % PROGRESS_EVERY_LINES == 0:
-                    progress.update(task, completed=source.position() or consumed)
-                line = raw.strip()
-                if not line:
-                    continue
-                summary.lines += 1
-                try:
-                    batch.append(to_record(decode_session(line), line))
-                except InvalidSession as exc:
-                    summary.refused += 1
-                    _report(console, number, exc, summary.refused)
-                    if rejected:
-                        rejected.write(raw.rstrip(b"\r\n") + b"\n")
-                    continue
-                if len(batch) >= batch_size:
-                    await _store_batch(store, batch, summary)
-        except _Unreadable as exc:
-            summary.unreadable = f"cannot read {path} after line {number}: {exc}"
-        if batch:
-            await _store_batch(store, batch, summary)
+            try:
+                for number, raw in enumerate(_read(source), start=1):
+                    consumed += len(raw)
+                    if number % PROGRESS_EVERY_LINES == 0:
+                        progress.update(task, completed=source.position() or consumed)
+                    line = raw.strip()
+                    if not line:
+                        continue
+                    summary.lines += 1
+                    try:
+                        batch.append(to_record(decode_session(line), line))
+                    except InvalidSession as exc:
+                        summary.refused += 1
+                        _report(console, number, exc, summary.refused)
+                        if rejected:
+                            rejected.write(raw.rstrip(b"\r\n") + b"\n")
+                        continue
+                    if len(batch) >= batch_size:
+                        await _store_batch(store, batch, summary)
+                        done = number
+            except _Unreadable as exc:
+                summary.unreadable = f"cannot read {path} after line {number}: {exc}"
+            if batch:
+                await _store_batch(store, batch, summary)
+        except StoreError as exc:
+            stored = (
+                f"every valid session up to line {done} is stored, none after it"
+                if done
+                else "none is stored"
+            )
+            summary.store_failed = (
+                f"the store failed ({exc}): {stored}; once the store works, ingest the file again"
+                " (sessions already stored count as duplicates)"
+            )
     if summary.refused > SHOWN_PROBLEMS:
         console.print(f"... and {summary.refused - SHOWN_PROBLEMS} more refused line(s)")
     summary.seconds = time.perf_counter() - started
