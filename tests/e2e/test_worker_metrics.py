@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,13 +34,13 @@ def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
     process.stop()
 
 
-def create_export(data_dir: Path, endpoint: str) -> str:
+def create_export(data_dir: Path, endpoint: str, value: dict[str, Any] | None = None) -> str:
     async def create() -> str:
         store = create_store(data_dir)
         await store.open()
         try:
             settings = SettingsService(store, load_secret_box(data_dir, None))
-            new = NewObject(EXPORT_SCHEMA, "environment", export_value(endpoint))
+            new = NewObject(EXPORT_SCHEMA, "environment", value or export_value(endpoint))
             result = await settings.create(new, "test", now_ms())
             assert result.ok and result.object_id is not None, result
             return result.object_id

@@ -1,4 +1,5 @@
-"""``sessionexport export test|sample|mapping``: what an export would send, from the command line.
+"""``sessionexport export status|test|sample|mapping``: how exports do, and what an export would
+send, from the command line.
 
 They work on the data directory (or --database-url) directly, like ``tokens``: no server needed.
 A configuration is given as its value (a JSON file, ``-`` for stdin; the ``value`` of a settings
@@ -16,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sessionexport.cli_options import (
     DEFAULT_DATA_DIR,
@@ -38,14 +40,16 @@ from sessionexport.export.preview import (
     sample_body,
     unsaved_config,
 )
+from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import SecretKeyError, load_secret_box
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
 
 export_app = typer.Typer(
-    help="Test an export configuration, download its sample data or its Elasticsearch mapping.",
+    help="How exports do; test an export configuration, download its sample data or its Elasticsearch mapping.",
     no_args_is_help=True,
 )
 err = Console(stderr=True, soft_wrap=True)
@@ -131,6 +135,76 @@ def _with_services(
         return asyncio.run(main())
     except (_Refused, NoSessions, StoreError, SecretKeyError) as exc:
         _fail(str(exc))
+
+
+@export_app.command("status")
+def export_status(
+    object_id: ObjectId = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            envvar=env("EXPORT_STATUS_JSON"),
+            help="Print a JSON array of what GET /api/v2/exports/{objectId}/status answers.",
+        ),
+    ] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    secret_key: SecretKey = None,
+) -> None:
+    """Each export's state, backlog, lag, deliveries, dead letters and open alerts, read from the
+    store (the server need not run).
+
+    States: running, failing (an alert is open), paused, stopped (no worker exports it). Exits 1
+    when an export is failing or stopped, for scripts and monitoring checks.
+    """
+
+    async def work(store: Store, settings: SettingsService) -> list[ExportHealth]:
+        if object_id is not None:
+            record = await settings.get_export(object_id)
+            if record is None:
+                raise _Refused(f"no user session export with objectId {object_id!r}")
+            records = [record]
+        else:
+            records = await settings.all(EXPORT_SCHEMA)
+        now, healths = now_ms(), []
+        for record in records:
+            config = export_config(record.object_id, settings.plain_value(record))
+            running = await export_running(store, None, record.object_id)
+            healths.append(await export_health(store, config, running, now))
+        return healths
+
+    healths: list[ExportHealth] = _with_services(data_dir, database_url, secret_key, False, work)
+    if as_json:
+        print(orjson.dumps([h.as_json() for h in healths], option=orjson.OPT_INDENT_2).decode())
+    elif not healths:
+        err.print("No user session export is configured.")
+    else:
+        out = Console()
+        for health in healths:
+            _print_status(out, health)
+    if any(h.state in ("failing", "stopped") for h in healths):
+        raise typer.Exit(1)
+
+
+_STATE_STYLES = {"running": "green", "failing": "red", "paused": "dim", "stopped": "yellow"}
+
+
+def _print_status(console: Console, h: ExportHealth) -> None:
+    """One export, a line per fact: readable at any terminal width, and easy to grep."""
+    lag = "caught up" if h.lag_seconds is None else f"lag {h.lag_seconds:,.1f} s"
+    console.print(f"[bold]{h.object_id}[/]  [{_STATE_STYLES[h.state]}]{h.state}[/]", highlight=False)
+    facts = [
+        ("endpoint", escape(h.endpoint_url)),
+        ("backlog", f"{h.backlog:,} session(s), {lag}"),
+        ("delivered", f"{h.delivered:,} session(s); failed {h.failed:,}, replayed {h.replayed:,}"),
+        ("dead letters", f"{h.dead_letters:,} waiting for replay"),
+    ]
+    if h.last_error:
+        facts.append(("last error", escape(h.last_error)))
+    facts += [("open alert", escape(a.title)) for a in h.open_alerts]
+    for name, fact in facts:
+        console.print(f"  {name:<13}{fact}", highlight=False)
 
 
 @export_app.command("test")

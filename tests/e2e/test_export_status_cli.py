@@ -1,0 +1,68 @@
+"""``sessionexport export status``: how each export does, read from the store by a command, while a
+worker exports (running) and once it stopped (stopped, exit 1); a paused export is no failure."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_cli_and_server import create_token, run
+from tests.e2e.test_worker_metrics import create_export, start_worker
+from tests.support.engine import export_value, sessions
+from tests.support.receiver_process import ReceiverProcess
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
+    process = ReceiverProcess(tmp_path / "receiver").start()
+    yield process
+    process.stop()
+
+
+def status(data_dir: Path, *options: str) -> tuple[int, list[dict[str, Any]]]:
+    result = run("export", "status", "--json", "--data-dir", str(data_dir), *options)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_status_follows_a_worker_and_says_when_nothing_exports(
+    tmp_path: Path, receiver: ReceiverProcess
+) -> None:
+    data_dir = tmp_path / "data"
+    create_token(data_dir, "sessions.read")  # creates the database
+    export_id = create_export(data_dir, receiver.url)
+    paused = export_value(receiver.url)
+    paused["endpointDefinition"]["enableUserSessionExport"] = False
+    paused_id = create_export(data_dir, receiver.url, paused)
+    worker = start_worker(data_dir, "--ca-bundle", str(receiver.ca_file))
+    try:
+        source = tmp_path / "sessions.ndjson"
+        source.write_bytes(b"\n".join(sessions(7)) + b"\n")
+        time.sleep(1)  # the worker placed the export's cursor: these sessions come after it
+        assert run("ingest", str(source), "--data-dir", str(data_dir)).returncode == 0
+        deadline = time.monotonic() + 30
+        while True:
+            code, shown = status(data_dir, "--object-id", export_id)
+            if shown[0]["deliveredSessions"] == 7:
+                break
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.2)
+        assert code == 0 and shown[0]["state"] == "running" and shown[0]["backlog"] == 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+    code, shown = status(data_dir)
+    states = {s["objectId"]: s["state"] for s in shown}
+    assert states == {export_id: "stopped", paused_id: "paused"}
+    assert code == 1  # nothing exports the enabled one any more
+    table = run("export", "status", "--data-dir", str(data_dir))
+    assert table.returncode == 1
+    assert export_id in table.stdout and "stopped" in table.stdout and "paused" in table.stdout
+    unknown = run("export", "status", "--data-dir", str(data_dir), "--object-id", "nope")
+    assert unknown.returncode == 2 and "no user session export with objectId 'nope'" in unknown.stderr
