@@ -41,8 +41,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     # the ingest routes read their bodies within their own, configurable limit
     data_routes = frozenset({usersessions.router.prefix, f"{rum.router.prefix}/events"})
     app.add_middleware(BodyLimit, limit_for=lambda path: None if path in data_routes else SMALL_BODY_BYTES)
-    app.add_middleware(CountAnswers, metrics=services.ingest_metrics, routes=data_routes)
     app.add_middleware(RefuseNulInUrl)
+    app.add_middleware(CountAnswers, metrics=services.ingest_metrics, routes=data_routes)  # outermost
     return app
 
 

@@ -1,8 +1,8 @@
 """``GET /metrics`` (Prometheus), and the counting of what the data routes answer.
 
 Counters come from this process (exporters, ingest). The gauges are read from the store at each
-scrape, so every process that shares it tells the same: the log's head, and per export its
-backlog, lag and dead letters.
+scrape, so every process that shares it tells the same: when the newest session joined the log,
+and per export its backlog, lag and dead letters.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ router = APIRouter(tags=["Metrics"])
     description=(
         "Text exposition format. Per export: sessions and bytes delivered, sessions failed and replayed,"
         " bulks by outcome, attempt latency, backlog, lag and dead letters. Ingest: sessions that joined"
-        " the log by source, duplicates, RUM events, the data routes' answers by status, and the log's"
-        " head (its newest seq and when that session joined)."
+        " the log by source, duplicates, RUM events, the answers to ingest requests by status, and when"
+        " the newest session joined the log."
     ),
     dependencies=[Depends(require(TokenScope.METRICS_READ))],
     response_class=Response,
@@ -44,14 +44,13 @@ router = APIRouter(tags=["Metrics"])
 )
 async def metrics(request: Request) -> Response:
     state = request.app.state
-    await _read_log_head(state.store, state.ingest_metrics)
+    await _read_newest_session(state.store, state.ingest_metrics)
     await _read_export_gauges(state.store, state.settings, state.metrics)
     return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _read_log_head(store: Store, gauges: IngestMetrics) -> None:
+async def _read_newest_session(store: Store, gauges: IngestMetrics) -> None:
     newest = await store.recent_sessions(limit=1)
-    gauges.log_position.set(await store.log_position())
     gauges.newest_session.set(newest[0].received_at / 1000 if newest else 0)
 
 
@@ -70,15 +69,16 @@ async def _read_export_gauges(store: Store, settings: SettingsService, gauges: E
 
 
 class CountAnswers:
-    """Counts what the data routes answer, by status: what senders were told, refusals included
-    (a bad token, an invalid or too large body), which the routes themselves never see."""
+    """Counts what the data routes answer to POSTs (the ingest requests), by status: what senders
+    were told, refusals included (a bad token, an invalid or too large body, a bad URL), which the
+    routes themselves never see. Outermost, so that every other middleware's answer is seen."""
 
     def __init__(self, app: ASGIApp, metrics: IngestMetrics, routes: frozenset[str]) -> None:
         self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path not in self.routes:
+        if scope["type"] != "http" or scope["method"] != "POST" or path not in self.routes:
             await self.app(scope, receive, send)
             return
         status: int | None = None

@@ -1,6 +1,7 @@
 """Prometheus metrics of what comes in: sessions joining the log (by source), RUM events, the
-answers the data routes give, and the log's head. Counters count what this process did, as the
-export metrics do (Prometheus sums the processes); the head is read from the store at a scrape."""
+answers the data routes give, and when the newest session joined. Counters count what this process
+did, as the export metrics do (Prometheus sums the processes); the newest session is read from the
+store at a scrape."""
 
 from __future__ import annotations
 
@@ -37,11 +38,6 @@ class IngestMetrics:
             "sessionexport_ingest_requests",
             "Requests to the data routes, by route and HTTP status (400: invalid, 413: too large, ...)",
             ["route", "code"],
-            registry=self.registry,
-        )
-        self.log_position = Gauge(
-            "sessionexport_log_position",
-            "Seq of the newest session in the log (it grows by one per session that joins, in every process)",
             registry=self.registry,
         )
         self.newest_session = Gauge(
