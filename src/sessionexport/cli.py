@@ -11,8 +11,9 @@ import sqlite3
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -42,6 +43,9 @@ from sessionexport.logs import announce, configure_logging
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
 from sessionexport.settings.validation import is_loopback
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 T = TypeVar("T")
 
@@ -130,12 +134,9 @@ def serve(
     Plain HTTP unless --tls-cert and --tls-key are given: tokens and UI logins cross the network, so
     serve HTTPS (or put a TLS proxy in front) on any address other than loopback.
     """
-    import uvicorn
-
     from sessionexport.api.app import create_app
 
-    scheme = _serving_scheme(host, tls_cert, tls_key)
-
+    listener = Listener(host, port, tls_cert, tls_key)
     config = ServerConfig(
         data_dir=data_dir,
         database_url=database_url,
@@ -148,49 +149,85 @@ def serve(
         lease_seconds=lease_seconds,
         max_in_flight=max_in_flight,
     )
+    _serve(
+        create_app,
+        config,
+        listener,
+        lambda where: f"listening on {where}  (API docs: {where}/docs, data: {data_dir})",
+    )
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where an HTTP server listens, and the options that named it (for messages)."""
+
+    host: str
+    port: int
+    tls_cert: Path | None
+    tls_key: Path | None
+    options: tuple[str, str] = ("--tls-cert", "--tls-key")
+    exposed: str = "API tokens and UI logins"
+
+
+def _serve(
+    create: Callable[[ServerConfig], ASGIApp],
+    config: ServerConfig,
+    listener: Listener,
+    says: Callable[[str], str],
+) -> None:
+    """Serve ``create(config)`` with uvicorn, once the store opened (a database that cannot be
+    reached or opened ends the command here, in one line, rather than in uvicorn's traceback)."""
+    import uvicorn
+
+    scheme = _serving_scheme(listener)
+    run_on_store(create_store(config.data_dir, config.database_url), _nothing)
     try:
-        application = create_app(config)
+        application = create(config)
     except (StoreError, SecretKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    where = f"{scheme}://{host}:{port}"
-    announce(
-        err, f"sessionexport {__version__} listening on {where}  (API docs: {where}/docs, data: {data_dir})"
-    )
+    announce(err, f"sessionexport {__version__} {says(f'{scheme}://{listener.host}:{listener.port}')}")
     uvicorn.run(
         application,
-        host=host,
-        port=port,
+        host=listener.host,
+        port=listener.port,
         log_config=None,
         access_log=False,
         lifespan="on",
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
+        ssl_certfile=listener.tls_cert,
+        ssl_keyfile=listener.tls_key,
     )
 
 
-def _serving_scheme(host: str, tls_cert: Path | None, tls_key: Path | None) -> str:
+async def _nothing(store: Store) -> None:
+    return None
+
+
+def _serving_scheme(listener: Listener) -> str:
     """https with a certificate and key that load together (else exit 2 saying why); http, with a
     warning when the address is not loopback."""
-    if (tls_cert is None) != (tls_key is None):
-        err.print("[red]error:[/red] --tls-cert and --tls-key go together")
+    cert, key = listener.tls_cert, listener.tls_key
+    cert_option, key_option = listener.options
+    if (cert is None) != (key is None):
+        err.print(f"[red]error:[/red] {cert_option} and {key_option} go together")
         raise typer.Exit(2)
-    if tls_cert is not None and tls_key is not None:
+    if cert is not None and key is not None:
         from sessionexport.receiver.tls import fingerprint
 
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert, tls_key)
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
         except (ssl.SSLError, ValueError) as exc:
             err.print(
-                f"[red]error:[/red] cannot use --tls-cert with --tls-key: {escape(str(exc))}", highlight=False
+                f"[red]error:[/red] cannot use {cert_option} with {key_option}: {escape(str(exc))}",
+                highlight=False,
             )
             raise typer.Exit(2) from None
-        announce(err, f"TLS certificate {tls_cert} (SHA-256 {fingerprint(tls_cert)})")
+        announce(err, f"TLS certificate {cert} (SHA-256 {fingerprint(cert)})")
         return "https"
-    if not is_loopback(host):
+    if not is_loopback(listener.host):
         err.print(
-            f"[yellow]warning:[/yellow] plain HTTP on {escape(host)}: API tokens and UI logins cross the"
-            " network in clear; give --tls-cert and --tls-key, or serve behind a TLS proxy",
+            f"[yellow]warning:[/yellow] plain HTTP on {escape(listener.host)}: {listener.exposed} cross the"
+            f" network in clear; give {cert_option} and {key_option}, or serve behind a TLS proxy",
             highlight=False,
         )
     return "http"
@@ -217,8 +254,24 @@ def worker(
     metrics_host: Annotated[
         str, typer.Option(envvar=env("METRICS_HOST"), help="Interface of --metrics-port.")
     ] = "127.0.0.1",
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    metrics_tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=env("METRICS_TLS_CERT"),
+            exists=True,
+            dir_okay=False,
+            help="Serve --metrics-port over HTTPS with this certificate chain (PEM), with --metrics-tls-key.",
+        ),
+    ] = None,
+    metrics_tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=env("METRICS_TLS_KEY"),
+            exists=True,
+            dir_okay=False,
+            help="The private key (PEM) of --metrics-tls-cert.",
+        ),
+    ] = None,
 ) -> None:
     """Run the exporters, the sessionizer and retention without the HTTP API, until interrupted.
 
@@ -227,7 +280,8 @@ def worker(
     at a time (under a lease, taken over when its holder stops).
 
     A worker's delivery counters are its own: give it --metrics-port for Prometheus to scrape
-    them (and /health for an orchestrator's probes), over HTTPS with --tls-cert and --tls-key.
+    them (and /health for an orchestrator's probes), over HTTPS with --metrics-tls-cert and
+    --metrics-tls-key.
     """
     from sessionexport.worker import run_worker
 
@@ -241,10 +295,14 @@ def worker(
         max_in_flight=max_in_flight,
     )
     if metrics_port is not None:
-        _serve_worker(config, metrics_host, metrics_port, tls_cert, tls_key)
+        options = ("--metrics-tls-cert", "--metrics-tls-key")
+        listener = Listener(
+            metrics_host, metrics_port, metrics_tls_cert, metrics_tls_key, options, "API tokens"
+        )
+        _serve_worker(config, listener)
         return
-    if tls_cert or tls_key:
-        err.print("[red]error:[/red] --tls-cert and --tls-key serve --metrics-port: give it too")
+    if metrics_tls_cert or metrics_tls_key:
+        err.print("[red]error:[/red] --metrics-tls-cert and --metrics-tls-key need --metrics-port")
         raise typer.Exit(2)
     try:
         asyncio.run(run_worker(config))
@@ -255,30 +313,10 @@ def worker(
         err.print("worker stopped")
 
 
-def _serve_worker(
-    config: ServerConfig, host: str, port: int, tls_cert: Path | None, tls_key: Path | None
-) -> None:
-    import uvicorn
-
+def _serve_worker(config: ServerConfig, listener: Listener) -> None:
     from sessionexport.worker import create_worker_app
 
-    scheme = _serving_scheme(host, tls_cert, tls_key)
-    try:
-        application = create_worker_app(config)
-    except (StoreError, SecretKeyError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    announce(err, f"sessionexport {__version__} worker: /health and /metrics on {scheme}://{host}:{port}")
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-    )
+    _serve(create_worker_app, config, listener, lambda where: f"worker: /health and /metrics on {where}")
 
 
 @tokens_app.command("create")

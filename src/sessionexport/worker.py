@@ -5,8 +5,10 @@ port of its own when asked (``create_worker_app``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI
@@ -28,10 +30,8 @@ async def run_worker(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with services.running():
-        _started(services)
+    async with working(services):
         await stop.wait()
-    log.info("worker: stopped")
 
 
 def create_worker_app(config: ServerConfig) -> FastAPI:
@@ -40,7 +40,7 @@ def create_worker_app(config: ServerConfig) -> FastAPI:
     services = Services.create(config)
     app = app_of(
         services,
-        on_start=lambda: _started(services),
+        lambda: working(services),
         title="sessionexport worker",
         docs_url=None,
         redoc_url=None,
@@ -53,8 +53,13 @@ def create_worker_app(config: ServerConfig) -> FastAPI:
     return app
 
 
-def _started(services: Services) -> None:
-    log.info("worker %s: exporting from %s", services.exports.owner, _where(services.config))
+@contextlib.asynccontextmanager
+async def working(services: Services) -> AsyncIterator[None]:
+    """The worker's services running, said when they start and when they stopped."""
+    async with services.running():
+        log.info("worker %s: exporting from %s", services.exports.owner, _where(services.config))
+        yield
+    log.info("worker: stopped")
 
 
 def _where(config: ServerConfig) -> str:

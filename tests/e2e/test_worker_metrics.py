@@ -5,6 +5,7 @@ log, and an HTTPS receiver."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import time
@@ -105,10 +106,10 @@ def test_a_workers_deliveries_are_on_its_own_metrics_port(tmp_path: Path, receiv
     finally:
         output = stop(worker)
     assert f"/health and /metrics on http://127.0.0.1:{port}" in output
-    assert "exporting from" in output
+    assert "exporting from" in output and "worker: stopped" in output
 
 
-def test_worker_metrics_over_https_and_tls_options_without_a_port_refused(tmp_path: Path) -> None:
+def test_worker_metrics_over_https_and_its_tls_options_without_a_port_refused(tmp_path: Path) -> None:
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -117,12 +118,10 @@ def test_worker_metrics_over_https_and_tls_options_without_a_port_refused(tmp_pa
     cert.private_key_pem.write_to_path(str(key_file))
     data_dir = tmp_path / "data"
     token = create_token(data_dir, "metrics.read")
-    refused = run(
-        "worker", "--data-dir", str(data_dir), "--tls-cert", str(cert_file), "--tls-key", str(key_file)
-    )
-    assert refused.returncode == 2 and "--metrics-port" in refused.stderr
+    tls = ("--metrics-tls-cert", str(cert_file), "--metrics-tls-key", str(key_file))
+    refused = run("worker", "--data-dir", str(data_dir), *tls)
+    assert refused.returncode == 2 and "need --metrics-port" in refused.stderr
     port = free_port()
-    tls = ("--tls-cert", str(cert_file), "--tls-key", str(key_file))
     worker = start_worker(data_dir, "--metrics-port", str(port), *tls)
     try:
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl_context(ca_file)) as client:
@@ -135,3 +134,33 @@ def test_worker_metrics_over_https_and_tls_options_without_a_port_refused(tmp_pa
     finally:
         output = stop(worker)
     assert f"on https://127.0.0.1:{port}" in output and "SHA-256" in output
+
+
+def test_serves_tls_variables_do_not_concern_a_worker(tmp_path: Path) -> None:
+    """One environment file for serve and worker: serve's certificate is no option of the worker's."""
+    data_dir = tmp_path / "data"
+    create_token(data_dir, "metrics.read")
+    serves = {
+        "SESSIONEXPORT_TLS_CERT": str(tmp_path / "none.pem"),
+        "SESSIONEXPORT_TLS_KEY": str(tmp_path / "none.key"),
+    }
+    command = [*CLI, "worker", "--data-dir", str(data_dir)]
+    worker = subprocess.Popen(
+        command, env={**os.environ, **serves}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    time.sleep(2)
+    assert worker.poll() is None, worker.communicate()[0]
+    output = stop(worker)
+    assert "exporting from" in output and "worker: stopped" in output
+
+
+@pytest.mark.parametrize("options", [("worker", "--metrics-port", "1"), ("serve", "--port", "1")])
+def test_a_store_that_cannot_be_reached_ends_the_command_in_one_line(
+    tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    command, *rest = options
+    unreachable = "postgresql://user:secret@127.0.0.1:1/db"
+    result = run(command, "--data-dir", str(tmp_path), "--database-url", unreachable, *rest)
+    assert result.returncode == 2, result.stderr
+    assert "cannot reach PostgreSQL at 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr

@@ -8,6 +8,7 @@ The end-to-end test of a real file-size limit is tests/e2e/test_full_disk.py.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,7 +53,7 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SQLiteSt
 
 
 async def test_ingest_on_a_full_disk_is_refused_saying_so_and_resumes_with_room(
-    api: tuple[httpx.AsyncClient, SQLiteStore],
+    api: tuple[httpx.AsyncClient, SQLiteStore], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, store = api
     first = await client.post("/api/v2/usersessions", content=b"\n".join(sessions(5)), headers=NDJSON)
@@ -64,6 +65,12 @@ async def test_ingest_on_a_full_disk_is_refused_saying_so_and_resumes_with_room(
     assert "disk of the store is full" in refused.json()["error"]["message"]
     assert refused.headers["retry-after"] == "60"
     assert await store.count_sessions() == 5  # nothing of the refused request
+    with caplog.at_level(logging.ERROR, logger="sessionexport.api.errors"):
+        for _ in range(5):  # a sender retrying at once
+            assert (
+                await client.post("/api/v2/usersessions", content=more, headers=NDJSON)
+            ).status_code == 503
+    assert len(caplog.records) <= 1  # said once a minute at most, not once per refusal
     listed = await client.get("/api/v2/usersessions")
     assert listed.status_code == 200 and len(listed.json()["userSessions"]) == 5  # reads go on
     await cap_pages(store._engine, None)  # room again

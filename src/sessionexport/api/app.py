@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import FastAPI
@@ -46,15 +47,15 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     return app
 
 
-def app_of(services: Services, on_start: Callable[[], None] | None = None, **options: Any) -> FastAPI:
-    """An app whose lifespan runs ``services`` (``on_start`` once they run), with them in its
-    state, and the error envelope; FastAPI's ``options``."""
+def app_of(
+    services: Services, running: Callable[[], AbstractAsyncContextManager[Any]] | None = None, **options: Any
+) -> FastAPI:
+    """An app whose lifespan runs ``services`` (within ``running()``; default: their own
+    ``running``), with them in its state, and the error envelope; FastAPI's ``options``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with services.running():
-            if on_start:
-                on_start()
+        async with (running or services.running)():
             yield
 
     app = FastAPI(version=__version__, description=DESCRIPTION, lifespan=lifespan, **options)

@@ -28,6 +28,7 @@ from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store import StoreError
 from sessionexport.store.base import InvalidValue, StoreFull
+from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +117,22 @@ async def _invalid_value(_: Request, exc: Exception) -> OrjsonResponse:
     return error_response(ApiError(400, f"A value in the request cannot be stored: {exc}"))
 
 
+_STORE_FAILURES = Throttle()
+
+
 async def _store_error(_: Request, exc: Exception) -> OrjsonResponse:
-    log.error("storage failure: %s", exc)
-    return error_response(ApiError(503, "Storage is unavailable; nothing was changed. Retry later."))
+    if (quiet := _STORE_FAILURES.allows()) is not None:
+        log.error("storage failure: %s%s", exc, recurring(quiet))
+    return error_response(
+        ApiError(
+            503, "Storage is unavailable; nothing was changed. Retry later.", headers={"Retry-After": "5"}
+        )
+    )
 
 
 async def _store_full(_: Request, exc: Exception) -> OrjsonResponse:
-    log.error("storage full: %s", exc)
+    if (quiet := _STORE_FAILURES.allows()) is not None:
+        log.error("storage full: %s%s", exc, recurring(quiet))
     message = (
         "The disk of the store is full; nothing was changed. Retry once space is freed (an operator can"
         " shorten the retention, or give the store more space)."

@@ -56,6 +56,7 @@ from sessionexport.receiver.store.records import (
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit, BodyTooLarge, parse_off_loop, read_body
 from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
+from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
 
@@ -187,13 +188,18 @@ async def _invalid_value(request: Request, exc: Exception) -> Response:
     return _error(400, f"a value in the request cannot be stored: {exc}")
 
 
+_STORE_FAILURES = Throttle()
+
+
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    log.error("storage failure: %s", exc)
+    if (quiet := _STORE_FAILURES.allows()) is not None:
+        log.error("storage failure: %s%s", exc, recurring(quiet))
     return _error(503, "storage is unavailable; nothing was stored. Retry later.", {"Retry-After": "5"})
 
 
 async def _store_full(request: Request, exc: Exception) -> Response:
-    log.error("storage full: %s", exc)
+    if (quiet := _STORE_FAILURES.allows()) is not None:
+        log.error("storage full: %s%s", exc, recurring(quiet))
     return _error(
         503, "storage is full; nothing was stored. Retry once space is freed.", {"Retry-After": "60"}
     )

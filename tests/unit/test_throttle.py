@@ -1,0 +1,24 @@
+"""A recurring failure is said at most once a period, with how often it recurred meanwhile."""
+
+from __future__ import annotations
+
+from sessionexport.throttle import Throttle, recurring
+
+
+def test_the_first_occurrence_is_said_then_at_most_once_a_period() -> None:
+    now = [100.0]
+    throttle = Throttle(60, clock=lambda: now[0])
+    assert throttle.allows() == 0
+    assert [throttle.allows() for _ in range(3)] == [None, None, None]
+    now[0] += 59.9
+    assert throttle.allows() is None
+    now[0] += 0.1
+    assert throttle.allows() == 4  # kept quiet four times since
+    assert throttle.allows() is None
+    now[0] += 600
+    assert throttle.allows() == 1
+
+
+def test_what_a_message_gets_added() -> None:
+    assert recurring(0) == ""
+    assert recurring(4) == " (and 4 more time(s) since it was last said)"
