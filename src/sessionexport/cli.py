@@ -43,6 +43,7 @@ from sessionexport.logs import announce, configure_logging
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
 from sessionexport.settings.validation import is_loopback
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
+from sessionexport.store.records import TokenRecord
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -328,19 +329,32 @@ def tokens_create(
             envvar=env("SCOPES"), help="Comma-separated scopes: " + ", ".join(s.value for s in tokens.Scope)
         ),
     ],
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env("EXPIRES_IN"),
+            show_default=False,
+            help="Lifetime, e.g. 30m, 12h or 90d; the token is refused (401) from then on. Default: no expiry.",
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a token and print it, alone, on the last line (it is shown only this once)."""
+    now = now_ms()
     try:
-        new = tokens.new_token(name, tokens.parse_scopes(scopes), now_ms())
+        expires_at = now + tokens.parse_lifetime(expires_in) if expires_in is not None else None
+        new = tokens.new_token(name, tokens.parse_scopes(scopes), now, expires_at)
     except tokens.TokenError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     _run(lambda store: store.add_token(new.record), data_dir, database_url)
     where = "the database of --database-url" if database_url else data_dir / DATABASE_FILE
     scopes_text = ", ".join(sorted(new.record.scopes))
-    err.print(f"Created token {new.record.id} ({new.record.name}) with scopes {scopes_text}, in {where}.")
+    expiry = f", expiring {_when(expires_at)}" if expires_at is not None else ""
+    err.print(
+        f"Created token {new.record.id} ({new.record.name}) with scopes {scopes_text}{expiry}, in {where}."
+    )
     print(new.token)
 
 
@@ -348,13 +362,13 @@ def tokens_create(
 def tokens_list(data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl = None) -> None:
     """List tokens (never their secrets)."""
     records = _read(lambda store: store.list_tokens(), data_dir, database_url)
+    now = now_ms()
     table = Table()
     table.add_column("id", no_wrap=True, min_width=24)  # whole: `tokens revoke` takes it
     for heading in ("name", "scopes", "created", "state"):
         table.add_column(heading, overflow="fold")  # wrapped, never cut short
     for r in records:
-        state = "revoked " + _when(r.revoked_at) if r.revoked_at else "active"
-        table.add_row(r.id, r.name, ", ".join(sorted(r.scopes)), _when(r.created_at), state)
+        table.add_row(r.id, r.name, ", ".join(sorted(r.scopes)), _when(r.created_at), _token_state(r, now))
     Console().print(table)
 
 
@@ -731,6 +745,16 @@ def _parse_end(text: str | None) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
+
+
+def _token_state(record: TokenRecord, now: int) -> str:
+    if record.revoked_at is not None:
+        return f"revoked {_when(record.revoked_at)}"
+    if record.expires_at is None:
+        return "active"
+    if tokens.expired(record, now):
+        return f"expired {_when(record.expires_at)}"
+    return f"active, expires {_when(record.expires_at)}"
 
 
 def _when(ms: int) -> str:

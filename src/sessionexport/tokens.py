@@ -52,13 +52,15 @@ def parse_scopes(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def new_token(name: str, scopes: frozenset[str], now_ms: int) -> NewToken:
+def new_token(name: str, scopes: frozenset[str], now_ms: int, expires_at: int | None = None) -> NewToken:
     if not name.strip():
         raise TokenError("a token needs a name")
+    if expires_at is not None and expires_at <= now_ms:
+        raise TokenError("a token must expire in the future")
     public = "".join(secrets.choice(_ALPHABET) for _ in range(24))
     secret = "".join(secrets.choice(_ALPHABET) for _ in range(64))
     token = f"{PREFIX}.{public}.{secret}"
-    return NewToken(token, TokenRecord(public, name.strip(), scopes, digest(token), now_ms))
+    return NewToken(token, TokenRecord(public, name.strip(), scopes, digest(token), now_ms, None, expires_at))
 
 
 def digest(token: str) -> bytes:
@@ -77,3 +79,22 @@ def public_id(token: str) -> str | None:
 
 def matches(record: TokenRecord, token: str) -> bool:
     return record.revoked_at is None and hmac.compare_digest(record.secret_hash, digest(token))
+
+
+def expired(record: TokenRecord, now_ms: int) -> bool:
+    return record.expires_at is not None and now_ms >= record.expires_at
+
+
+_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_MAX_LIFETIME_MS = 100 * 365 * 86_400_000
+
+
+def parse_lifetime(text: str) -> int:
+    """``30m``, ``12h``, ``90d`` to milliseconds."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in _UNITS_MS or not number.isdigit() or int(number) == 0:
+        raise TokenError(f"{text!r} is no lifetime: a whole number then m, h or d (30m, 12h, 90d)")
+    lifetime = int(number) * _UNITS_MS[unit]
+    if lifetime > _MAX_LIFETIME_MS:
+        raise TokenError(f"{text!r} is too long: at most 100 years (or no --expires-in)")
+    return lifetime

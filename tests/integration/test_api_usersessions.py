@@ -10,7 +10,9 @@ import msgspec
 import orjson
 import pytest
 
+from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.tokens import new_token
 from tests.conftest import Api, sample
 
 pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
@@ -302,6 +304,18 @@ async def test_revoked_token_is_refused(api: Api) -> None:
     token = await api.token()
     await api.store.revoke_token(token.split(".")[1], 1)
     assert (await post(api, lines(1)[0], token)).status_code == 401
+
+
+async def test_an_expired_token_is_refused_saying_so(api: Api) -> None:
+    now = now_ms()
+    expiring = new_token("ci", frozenset({"sessions.read"}), now - 60_000, expires_at=now - 1)
+    await api.store.add_token(expiring.record)
+    refused = await api.client.get("/api/v2/usersessions", headers=api.auth(expiring.token))
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "The API token has expired; create a new one"
+    valid = new_token("ci", frozenset({"sessions.read"}), now, expires_at=now + 3_600_000)
+    await api.store.add_token(valid.record)
+    assert (await api.client.get("/api/v2/usersessions", headers=api.auth(valid.token))).status_code == 200
 
 
 async def test_health_and_openapi_are_served(api: Api) -> None:

@@ -289,7 +289,7 @@ async def test_a_shards_backlog_counts_its_own_sessions(store: Store) -> None:
 
 # -- API tokens ---------------------------------------------------------------------------------
 async def test_tokens_add_get_list_revoke(store: Store) -> None:
-    first = new_token("ci", frozenset({"sessions.read", "settings.write"}), 123).record
+    first = new_token("ci", frozenset({"sessions.read", "settings.write"}), 123, expires_at=456).record
     second = new_token("none", frozenset(), 124).record
     await store.add_token(first)
     await store.add_token(second)

@@ -550,6 +550,21 @@ async def test_a_revoked_token_cannot_log_in(ui: Browser) -> None:
     assert (await ui.client.get("/ui/exports")).status_code == 303
 
 
+async def test_an_expired_token_cannot_log_in_and_expiry_logs_the_browser_out(ui: Browser) -> None:
+    now = now_ms()
+    old = tokens.new_token("old", frozenset({"settings.read"}), now - 60_000, expires_at=now - 1)
+    await ui.store.add_token(old.record)
+    response = await ui.login(old.token)
+    assert response.status_code == 401 and "has expired" in response.text
+    soon = tokens.new_token("soon", frozenset({"settings.read"}), now_ms(), expires_at=now_ms() + 1_500)
+    await ui.store.add_token(soon.record)
+    await ui.logged_in(soon.token)
+    assert (await ui.client.get("/ui/exports")).status_code == 200
+    await asyncio.sleep(1.6)
+    response = await ui.client.get("/ui/exports")
+    assert response.status_code == 303 and response.headers["location"].startswith("/ui/login")
+
+
 async def test_revoking_the_token_logs_the_browser_out(ui: Browser) -> None:
     token = await ui.token("settings.read", "settings.write", name="soon revoked")
     await ui.logged_in(token)

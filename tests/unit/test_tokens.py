@@ -13,8 +13,10 @@ from sessionexport.tokens import (
     Scope,
     TokenError,
     digest,
+    expired,
     matches,
     new_token,
+    parse_lifetime,
     parse_scopes,
     public_id,
 )
@@ -157,3 +159,30 @@ def test_revoked_record_matches_nothing() -> None:
     revoked = dataclasses.replace(new.record, revoked_at=1)
     assert not matches(revoked, new.token)
     assert matches(new.record, new.token)
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"), [("30m", 1_800_000), ("12h", 43_200_000), ("90d", 7_776_000_000), (" 1D ", 86_400_000)]
+)
+def test_lifetimes(text: str, ms: int) -> None:
+    assert parse_lifetime(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "d", "0d", "-1d", "1.5h", "10", "10s", "1w", "36501d"])
+def test_what_is_no_lifetime_is_refused(text: str) -> None:
+    with pytest.raises(TokenError):
+        parse_lifetime(text)
+
+
+def test_a_token_expires_at_its_time_and_never_without_one() -> None:
+    forever = new_token("ci", frozenset({"sessions.read"}), 1_000).record
+    assert not expired(forever, 10**15)
+    soon = new_token("ci", frozenset({"sessions.read"}), 1_000, expires_at=2_000).record
+    assert soon.expires_at == 2_000
+    assert not expired(soon, 1_999) and expired(soon, 2_000)
+
+
+@pytest.mark.parametrize("expires_at", [999, 1_000])
+def test_a_token_cannot_be_made_expired(expires_at: int) -> None:
+    with pytest.raises(TokenError, match="expire in the future"):
+        new_token("ci", frozenset({"sessions.read"}), 1_000, expires_at=expires_at)

@@ -9,6 +9,7 @@ from fastapi.security import APIKeyHeader
 
 from sessionexport import tokens
 from sessionexport.api.errors import ApiError
+from sessionexport.clock import now_ms
 from sessionexport.store import Store
 from sessionexport.store.records import TokenRecord
 
@@ -37,6 +38,8 @@ def require(scope: tokens.Scope) -> Callable[..., Awaitable[TokenRecord]]:
         record = await get_store(request).get_token(token_id) if token_id else None
         if record is None or not tokens.matches(record, token):
             raise ApiError(401, "The API token is invalid or revoked", headers=_CHALLENGE)
+        if tokens.expired(record, now_ms()):
+            raise ApiError(401, "The API token has expired; create a new one", headers=_CHALLENGE)
         if scope.value not in record.scopes:
             raise ApiError(403, f"The API token lacks the required scope {scope.value}")
         return record

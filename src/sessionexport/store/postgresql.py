@@ -91,7 +91,7 @@ _SETTINGS_ROW = (
     "object_id, schema_id, scope, external_id, value, schema_version, created, modified, created_by,"
     " modified_by, version"
 )
-_API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at"  # noqa: S105 (column names)
+_API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at, expires_at"  # noqa: S105 (column names)
 _ALERT_ROW = "id, export_id, kind, title, message, opened_at, last_seen_at, occurrences, closed_at"
 
 # One statement per batch, whatever its size (no parameter limit: each column is one array).
@@ -408,7 +408,7 @@ class PostgresStore:
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None:
         await self._execute(
-            f"INSERT INTO api_tokens ({_API_TOKEN_ROW}) VALUES (%s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO api_tokens ({_API_TOKEN_ROW}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (
                 token.id,
                 token.name,
@@ -416,6 +416,7 @@ class PostgresStore:
                 token.secret_hash,
                 token.created_at,
                 token.revoked_at,
+                token.expires_at,
             ),
         )
 
@@ -949,9 +950,15 @@ def _settings_values(r: SettingsRecord) -> tuple[Any, ...]:
 
 
 def _token(row: tuple[Any, ...]) -> TokenRecord:
-    token_id, name, scopes, secret_hash, created_at, revoked_at = row
+    token_id, name, scopes, secret_hash, created_at, revoked_at, expires_at = row
     return TokenRecord(
-        token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
+        token_id,
+        name,
+        frozenset(filter(None, scopes.split(","))),
+        secret_hash,
+        created_at,
+        revoked_at,
+        expires_at,
     )
 
 

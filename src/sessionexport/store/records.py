@@ -48,6 +48,7 @@ class TokenRecord:
     secret_hash: bytes
     created_at: int
     revoked_at: int | None = None
+    expires_at: int | None = None  # epoch ms; None: never
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,8 +244,7 @@ class SQLiteStore:
     async def add_token(self, token: TokenRecord) -> None:
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO api_tokens (id, name, scopes, secret_hash, created_at, revoked_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO api_tokens ({_API_TOKEN_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     token.id,
                     token.name,
@@ -253,6 +252,7 @@ class SQLiteStore:
                     token.secret_hash,
                     token.created_at,
                     token.revoked_at,
+                    token.expires_at,
                 ),
             )
 
@@ -961,13 +961,19 @@ _INSERT_SESSIONS = (
 _IGNORE_DUPLICATE_SESSIONS = "ON CONFLICT (tenant_id, user_session_id, start_time) DO NOTHING"
 
 
-_API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at"  # noqa: S105 (column names)
+_API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at, expires_at"  # noqa: S105 (column names)
 
 
 def _token(row: tuple[Any, ...]) -> TokenRecord:
-    token_id, name, scopes, secret_hash, created_at, revoked_at = row
+    token_id, name, scopes, secret_hash, created_at, revoked_at, expires_at = row
     return TokenRecord(
-        token_id, name, frozenset(filter(None, scopes.split(","))), secret_hash, created_at, revoked_at
+        token_id,
+        name,
+        frozenset(filter(None, scopes.split(","))),
+        secret_hash,
+        created_at,
+        revoked_at,
+        expires_at,
     )
 
 

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from sessionexport import __version__
+from sessionexport import __version__, tokens
 from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.export.supervisor import ExportSupervisor
@@ -176,7 +176,7 @@ class Ui:
             return None
         ended = session.id is None or await self.store.ui_session_ended(session.id)
         record = None if ended else await self.store.get_token(session.token_id)
-        if record is None or record.revoked_at is not None:
+        if record is None or record.revoked_at is not None or tokens.expired(record, now_ms()):
             session.token_id, session.id, session.changed = None, None, True
             return None
         return record

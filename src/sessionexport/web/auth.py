@@ -36,6 +36,11 @@ async def log_in(ui: Ui, request: Request, visit: Visit) -> Response:
         return ui.render(
             request, visit, "login.html", status=401, next=_next(visit.field("next")), error=error
         )
+    if tokens.expired(record, now_ms()):
+        error = "This API token has expired."
+        return ui.render(
+            request, visit, "login.html", status=401, next=_next(visit.field("next")), error=error
+        )
     if not Visit(visit.session, record).pages():
         error = f"This API token may see no page here: it needs {SETTINGS_READ} or {SESSIONS_READ}."
         return ui.render(
