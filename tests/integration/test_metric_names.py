@@ -1,5 +1,6 @@
 """Every metric the README and the shipped alerting rules (deploy/prometheus-alerts.yml) name is one
-that /metrics really serves: a renamed metric cannot leave them silently alerting on nothing."""
+that a /metrics really serves (the server's, or the receiver's): a renamed metric cannot leave them
+silently alerting on nothing."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from sessionexport.receiver.app import ReceiverOptions, create_receiver_app
 from tests.integration.test_export_engine import delivered, engine, receiver, tls
 from tests.support.engine import Engine, export_value, sessions, until
 from tests.support.receiver import Receiver
@@ -28,13 +31,26 @@ def rules() -> list[dict[str, Any]]:
     return [rule for group in document["groups"] for rule in group["rules"]]
 
 
-async def served_names(engine: Engine, receiver: Receiver) -> set[str]:
-    """The sample names of a server that has delivered to an export (so that every series exists)."""
+async def served_names(engine: Engine, receiver: Receiver, data_dir: Path) -> set[str]:
+    """The sample names of a server that has delivered to an export (so that every series
+    exists), and of the receiver toolkit's app."""
     export_id = await engine.create_export(export_value(receiver.url))
     await engine.ingest(sessions(3))
     await until(lambda: delivered(engine, export_id, 3), "delivered")
-    text = (await engine.client.get("/metrics", headers=engine.headers)).text
-    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    served = (await engine.client.get("/metrics", headers=engine.headers)).text
+    app = create_receiver_app(ReceiverOptions(data_dir=str(data_dir)).build())
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://r") as client,
+    ):
+        received = (await client.get("/metrics")).text
+    return {
+        sample.name
+        for text in (served, received)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_every_rule_is_complete() -> None:
@@ -51,8 +67,10 @@ def test_every_rule_is_complete() -> None:
 
 
 @pytest.mark.parametrize("where", ["README.md", "deploy/prometheus-alerts.yml"])
-async def test_every_metric_named_is_served(engine: Engine, receiver: Receiver, where: str) -> None:
+async def test_every_metric_named_is_served(
+    engine: Engine, receiver: Receiver, where: str, tmp_path: Path
+) -> None:
     named = set(METRIC.findall((ROOT / where).read_text()))
     assert named
-    missing = named - await served_names(engine, receiver)
+    missing = named - await served_names(engine, receiver, tmp_path / "received")
     assert not missing, f"{where} names metrics /metrics does not serve: {sorted(missing)}"

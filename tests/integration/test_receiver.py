@@ -19,6 +19,7 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from sessionexport.cli import app as cli_app
@@ -622,3 +623,35 @@ def test_received_last_refuses_a_kind_it_does_not_know(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--kind takes session, legacy or document, not 'sesion'" in result.output
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "files"])
+def test_metrics_count_what_is_stored_with_the_receivers_own_authentication(
+    tmp_path: Path, storage: str
+) -> None:
+    options = ["--basic", "user:pw"] + (["--storage", "files"] if storage == "files" else [])
+    r = ReceiverProcess(tmp_path / "receiver", *options).start()
+    basic = {"Authorization": "Basic dXNlcjpwdw=="}
+    try:
+        for body in (b"\n".join(sessions(4, seed=9)), DOC_CHECK.encode(), b"{not json"):
+            httpx.put(r.url, content=body, headers={**NDJSON, **basic}, verify=r.verify)
+        httpx.put(r.url, content=sessions(1)[0], headers=NDJSON, verify=r.verify)  # no credentials: 401
+        assert httpx.get(f"{r.base}/metrics", verify=r.verify).status_code == 401
+        scraped = httpx.get(f"{r.base}/metrics", headers=basic, verify=r.verify)
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        samples = {
+            (sample.name, tuple(sample.labels.values())): sample.value
+            for family in text_string_to_metric_families(scraped.text)
+            for sample in family.samples
+        }
+        assert samples[("sessionexport_received_documents_total", ("session",))] == 4
+        assert samples[("sessionexport_received_documents_total", ("legacy",))] == 1
+        assert samples[("sessionexport_received_documents_total", ("document",))] == 0
+        assert samples[("sessionexport_received_requests_total", ("stored",))] == 2
+        assert (
+            samples[("sessionexport_received_requests_total", ("refused",))]
+            == counts(r, headers=basic)["refusedRequests"]
+            >= 1
+        )
+    finally:
+        r.stop()

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,6 +45,7 @@ from sessionexport.receiver.auth import (
     parse_pair,
 )
 from sessionexport.receiver.documents import parse_events_body
+from sessionexport.receiver.metrics import exposition
 from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.receiver.store.records import (
     DOCUMENT,
@@ -145,6 +147,7 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
         Route("/received/counts", _counts, methods=["GET"]),
         Route("/received/documents", _documents, methods=["GET"]),
         Route("/received/requests", _requests, methods=["GET"]),
+        Route("/metrics", _metrics, methods=["GET"]),
         Route("/health", _health, methods=["GET"]),
         Route("/", _es_info, methods=["GET", "HEAD"]),
     ]
@@ -405,6 +408,15 @@ async def _counts(request: Request) -> Response:
     except Unauthorized as exc:
         return _unauthorized(request, exc)
     return _json((await _config(request).store.counts()).as_json())
+
+
+async def _metrics(request: Request) -> Response:
+    try:
+        await _authenticate(request)
+    except Unauthorized as exc:
+        return _unauthorized(request, exc)
+    counts = await _config(request).store.counts()
+    return Response(exposition(counts), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _documents(request: Request) -> Response:
