@@ -29,6 +29,8 @@ from sessionexport.cli_options import (
     DataDir,
     LeaseSeconds,
     MaxInFlight,
+    MetricsTlsCert,
+    MetricsTlsKey,
     SecretKey,
     TlsCert,
     TlsKey,
@@ -255,24 +257,8 @@ def worker(
     metrics_host: Annotated[
         str, typer.Option(envvar=env("METRICS_HOST"), help="Interface of --metrics-port.")
     ] = "127.0.0.1",
-    metrics_tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=env("METRICS_TLS_CERT"),
-            exists=True,
-            dir_okay=False,
-            help="Serve --metrics-port over HTTPS with this certificate chain (PEM), with --metrics-tls-key.",
-        ),
-    ] = None,
-    metrics_tls_key: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=env("METRICS_TLS_KEY"),
-            exists=True,
-            dir_okay=False,
-            help="The private key (PEM) of --metrics-tls-cert.",
-        ),
-    ] = None,
+    metrics_tls_cert: MetricsTlsCert = None,
+    metrics_tls_key: MetricsTlsKey = None,
 ) -> None:
     """Run the exporters, the sessionizer and retention without the HTTP API, until interrupted.
 

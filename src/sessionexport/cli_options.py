@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -125,19 +125,25 @@ MaxInFlight = Annotated[
         help="Bulks this process sends at once to one export, over all its shards.",
     ),
 ]
+
+
+def _pem_file(variable: str, help: str) -> Any:
+    return typer.Option(envvar=env(variable), exists=True, dir_okay=False, help=help)
+
+
 TlsCert = Annotated[
+    Path | None, _pem_file("TLS_CERT", "Serve HTTPS with this certificate chain (PEM), with --tls-key.")
+]
+TlsKey = Annotated[Path | None, _pem_file("TLS_KEY", "The private key (PEM) of --tls-cert.")]
+# The worker's own names: serve's SESSIONEXPORT_TLS_* in an environment shared with it are not its.
+MetricsTlsCert = Annotated[
     Path | None,
-    typer.Option(
-        envvar=env("TLS_CERT"),
-        exists=True,
-        dir_okay=False,
-        help="Serve HTTPS with this certificate chain (PEM), with --tls-key.",
+    _pem_file(
+        "METRICS_TLS_CERT",
+        "Serve --metrics-port over HTTPS with this certificate chain (PEM), with --metrics-tls-key.",
     ),
 ]
-TlsKey = Annotated[
-    Path | None,
-    typer.Option(
-        envvar=env("TLS_KEY"), exists=True, dir_okay=False, help="The private key (PEM) of --tls-cert."
-    ),
+MetricsTlsKey = Annotated[
+    Path | None, _pem_file("METRICS_TLS_KEY", "The private key (PEM) of --metrics-tls-cert.")
 ]
 DEFAULT_DATA_DIR = Path("data")

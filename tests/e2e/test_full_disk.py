@@ -15,6 +15,7 @@ import httpx
 
 from tests.e2e.test_cli_and_server import CLI, create_token, free_port
 from tests.support.engine import sessions
+from tests.support.processes import wait_healthy
 
 LIMIT = 6 << 20  # bytes any file of the server may hold
 
@@ -66,18 +67,6 @@ def test_writes_and_checkpoints_resume_when_the_files_may_grow_again(tmp_path: P
         output, _ = server.communicate(timeout=30)
     assert "checkpoints fail" in output and "checkpoints succeed again" in output, output
     assert "Traceback" not in output, output
-
-
-def wait_healthy(client: httpx.Client, server: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if client.get("/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
 
 
 def count_sessions(client: httpx.Client) -> int:

@@ -14,15 +14,13 @@ import trustme
 
 from sessionexport.export.supervisor import ssl_context
 from tests.e2e.test_cli_and_server import CLI, create_token, free_port, run
+from tests.support.processes import wait_healthy
+from tests.support.receiver import Tls
 
 
 def test_serve_over_https_with_the_operators_certificate(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
+    tls = Tls.create(tmp_path)
+    ca_file, cert_file, key_file = tls.ca_file, tls.cert, tls.key
     token = create_token(tmp_path, "sessions.read")
     port = free_port()
     env = {**os.environ, "SESSIONEXPORT_TLS_CERT": str(cert_file), "SESSIONEXPORT_TLS_KEY": str(key_file)}
@@ -31,14 +29,7 @@ def test_serve_over_https_with_the_operators_certificate(tmp_path: Path) -> None
     base = f"https://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, verify=ssl_context(ca_file)) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-                    time.sleep(0.1)
+            wait_healthy(client, proc)
             sessions = client.get("/api/v2/usersessions", headers={"Authorization": f"Api-Token {token}"})
             assert sessions.status_code == 200
             login = client.get("/ui/login")

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import trustme
 
 from sessionexport.clock import now_ms
 from sessionexport.export.supervisor import ssl_context
@@ -25,6 +24,8 @@ from sessionexport.settings.secrets import load_secret_box
 from sessionexport.store import create_store
 from tests.e2e.test_cli_and_server import CLI, create_token, free_port, run
 from tests.support.engine import export_value, sessions
+from tests.support.processes import wait_healthy
+from tests.support.receiver import Tls
 from tests.support.receiver_process import ReceiverProcess
 
 
@@ -54,19 +55,6 @@ def create_export(data_dir: Path, endpoint: str, value: dict[str, Any] | None = 
 def start_worker(data_dir: Path, *options: str) -> subprocess.Popen[str]:
     command = [*CLI, "worker", "--data-dir", str(data_dir), *options]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_healthy(client: httpx.Client, worker: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if client.get("/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert worker.poll() is None, worker.communicate()[0]
-        assert time.monotonic() < deadline, "the worker's /health did not answer"
-        time.sleep(0.1)
 
 
 def stop(worker: subprocess.Popen[str]) -> str:
@@ -110,21 +98,16 @@ def test_a_workers_deliveries_are_on_its_own_metrics_port(tmp_path: Path, receiv
 
 
 def test_worker_metrics_over_https_and_its_tls_options_without_a_port_refused(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
+    files = Tls.create(tmp_path)
     data_dir = tmp_path / "data"
     token = create_token(data_dir, "metrics.read")
-    tls = ("--metrics-tls-cert", str(cert_file), "--metrics-tls-key", str(key_file))
+    tls = ("--metrics-tls-cert", str(files.cert), "--metrics-tls-key", str(files.key))
     refused = run("worker", "--data-dir", str(data_dir), *tls)
     assert refused.returncode == 2 and "need --metrics-port" in refused.stderr
     port = free_port()
     worker = start_worker(data_dir, "--metrics-port", str(port), *tls)
     try:
-        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl_context(ca_file)) as client:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl_context(files.ca_file)) as client:
             wait_healthy(client, worker)
             scraped = client.get("/metrics", headers={"Authorization": f"Api-Token {token}"})
             assert (

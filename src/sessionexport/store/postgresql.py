@@ -40,6 +40,7 @@ from sessionexport.store.postgresql_database import Connection, PostgresDatabase
 from sessionexport.store.records import (
     HISTORY_MS,
     MINUTE_MS,
+    TOKEN_COLUMNS,
     Alert,
     AppendResult,
     BulkDecision,
@@ -91,7 +92,6 @@ _SETTINGS_ROW = (
     "object_id, schema_id, scope, external_id, value, schema_version, created, modified, created_by,"
     " modified_by, version"
 )
-_API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at, expires_at"  # noqa: S105 (column names)
 _ALERT_ROW = "id, export_id, kind, title, message, opened_at, last_seen_at, occurrences, closed_at"
 
 # One statement per batch, whatever its size (no parameter limit: each column is one array).
@@ -408,25 +408,17 @@ class PostgresStore:
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None:
         await self._execute(
-            f"INSERT INTO api_tokens ({_API_TOKEN_ROW}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (
-                token.id,
-                token.name,
-                ",".join(sorted(token.scopes)),
-                token.secret_hash,
-                token.created_at,
-                token.revoked_at,
-                token.expires_at,
-            ),
+            f"INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            token.row(),
         )
 
     async def get_token(self, token_id: str) -> TokenRecord | None:
-        rows = await self._rows(f"SELECT {_API_TOKEN_ROW} FROM api_tokens WHERE id = %s", (token_id,))
-        return _token(rows[0]) if rows else None
+        rows = await self._rows(f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = %s", (token_id,))
+        return TokenRecord.from_row(rows[0]) if rows else None
 
     async def list_tokens(self) -> list[TokenRecord]:
-        query = f'SELECT {_API_TOKEN_ROW} FROM api_tokens ORDER BY created_at, id COLLATE "C"'
-        return [_token(row) for row in await self._rows(query)]
+        query = f'SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id COLLATE "C"'
+        return [TokenRecord.from_row(row) for row in await self._rows(query)]
 
     async def revoke_token(self, token_id: str, revoked_at: int) -> bool:
         query = "UPDATE api_tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL"
@@ -946,19 +938,6 @@ def _settings_values(r: SettingsRecord) -> tuple[Any, ...]:
         r.created_by,
         r.modified_by,
         r.version,
-    )
-
-
-def _token(row: tuple[Any, ...]) -> TokenRecord:
-    token_id, name, scopes, secret_hash, created_at, revoked_at, expires_at = row
-    return TokenRecord(
-        token_id,
-        name,
-        frozenset(filter(None, scopes.split(","))),
-        secret_hash,
-        created_at,
-        revoked_at,
-        expires_at,
     )
 
 

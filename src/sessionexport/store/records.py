@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -49,6 +51,35 @@ class TokenRecord:
     created_at: int
     revoked_at: int | None = None
     expires_at: int | None = None  # epoch ms; None: never
+
+    def row(self) -> tuple[Any, ...]:
+        """The values of TOKEN_COLUMNS (scopes comma-separated)."""
+        scopes = ",".join(sorted(self.scopes))
+        return (
+            self.id,
+            self.name,
+            scopes,
+            self.secret_hash,
+            self.created_at,
+            self.revoked_at,
+            self.expires_at,
+        )
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> TokenRecord:
+        token_id, name, scopes, secret_hash, created_at, revoked_at, expires_at = row
+        return cls(
+            token_id,
+            name,
+            frozenset(filter(None, scopes.split(","))),
+            secret_hash,
+            created_at,
+            revoked_at,
+            expires_at,
+        )
+
+
+TOKEN_COLUMNS = "id, name, scopes, secret_hash, created_at, revoked_at, expires_at"  # noqa: S105 (column names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.records import (
     HISTORY_MS,
     MINUTE_MS,
+    TOKEN_COLUMNS,
     Alert,
     AppendResult,
     BulkDecision,
@@ -244,33 +245,23 @@ class SQLiteStore:
     async def add_token(self, token: TokenRecord) -> None:
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO api_tokens ({_API_TOKEN_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    token.id,
-                    token.name,
-                    ",".join(sorted(token.scopes)),
-                    token.secret_hash,
-                    token.created_at,
-                    token.revoked_at,
-                    token.expires_at,
-                ),
+                f"INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                token.row(),
             )
 
         await self._write(insert)
 
     async def get_token(self, token_id: str) -> TokenRecord | None:
         def select(conn: sqlite3.Connection) -> TokenRecord | None:
-            row = conn.execute(
-                f"SELECT {_API_TOKEN_ROW} FROM api_tokens WHERE id = ?", (token_id,)
-            ).fetchone()
-            return _token(row) if row else None
+            row = conn.execute(f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)).fetchone()
+            return TokenRecord.from_row(row) if row else None
 
         return await self._read(select)
 
     async def list_tokens(self) -> list[TokenRecord]:
         def select(conn: sqlite3.Connection) -> list[TokenRecord]:
-            rows = conn.execute(f"SELECT {_API_TOKEN_ROW} FROM api_tokens ORDER BY created_at, id").fetchall()
-            return [_token(row) for row in rows]
+            rows = conn.execute(f"SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id").fetchall()
+            return [TokenRecord.from_row(row) for row in rows]
 
         return await self._read(select)
 
@@ -959,22 +950,6 @@ _INSERT_SESSIONS = (
     " user_type, application_type, country, applications, size, body)"
 )
 _IGNORE_DUPLICATE_SESSIONS = "ON CONFLICT (tenant_id, user_session_id, start_time) DO NOTHING"
-
-
-_API_TOKEN_ROW = "id, name, scopes, secret_hash, created_at, revoked_at, expires_at"  # noqa: S105 (column names)
-
-
-def _token(row: tuple[Any, ...]) -> TokenRecord:
-    token_id, name, scopes, secret_hash, created_at, revoked_at, expires_at = row
-    return TokenRecord(
-        token_id,
-        name,
-        frozenset(filter(None, scopes.split(","))),
-        secret_hash,
-        created_at,
-        revoked_at,
-        expires_at,
-    )
 
 
 def _raise_alert(conn: sqlite3.Connection, export_id: str, alert: NewAlert, now: int) -> None:
