@@ -183,12 +183,12 @@ def _serve(
     import uvicorn
 
     scheme = _serving_scheme(listener)
-    run_on_store(create_store(config.data_dir, config.database_url), _nothing)
     try:
-        application = create(config)
+        application = create(config)  # a database URL of no known kind, keys that do not load
     except (StoreError, SecretKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    run_on_store(create_store(config.data_dir, config.database_url), _nothing)
     announce(err, f"sessionexport {__version__} {says(f'{scheme}://{listener.host}:{listener.port}')}")
     uvicorn.run(
         application,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -86,15 +87,16 @@ def expired(record: TokenRecord, now_ms: int) -> bool:
 
 
 _UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_LIFETIME = re.compile(r"([0-9]{1,9})([mhdMHD])", re.ASCII)
 _MAX_LIFETIME_MS = 100 * 365 * 86_400_000
 
 
 def parse_lifetime(text: str) -> int:
     """``30m``, ``12h``, ``90d`` to milliseconds."""
-    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
-    if unit not in _UNITS_MS or not number.isdigit() or int(number) == 0:
+    matched = _LIFETIME.fullmatch(text.strip())
+    if matched is None or int(matched[1]) == 0:
         raise TokenError(f"{text!r} is no lifetime: a whole number then m, h or d (30m, 12h, 90d)")
-    lifetime = int(number) * _UNITS_MS[unit]
+    lifetime = int(matched[1]) * _UNITS_MS[matched[2].lower()]
     if lifetime > _MAX_LIFETIME_MS:
         raise TokenError(f"{text!r} is too long: at most 100 years (or no --expires-in)")
     return lifetime

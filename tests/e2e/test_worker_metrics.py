@@ -138,7 +138,7 @@ def test_serves_tls_variables_do_not_concern_a_worker(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("options", [("worker", "--metrics-port", "1"), ("serve", "--port", "1")])
-def test_a_store_that_cannot_be_reached_ends_the_command_in_one_line(
+def test_a_store_that_cannot_be_reached_or_named_ends_the_command_in_one_line(
     tmp_path: Path, options: tuple[str, ...]
 ) -> None:
     command, *rest = options
@@ -147,3 +147,6 @@ def test_a_store_that_cannot_be_reached_ends_the_command_in_one_line(
     assert result.returncode == 2, result.stderr
     assert "cannot reach PostgreSQL at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr and "secret" not in result.stderr
+    of_no_kind = run(command, "--data-dir", str(tmp_path), "--database-url", "mysql://a", *rest)
+    assert of_no_kind.returncode == 2 and "unsupported database URL scheme 'mysql'" in of_no_kind.stderr
+    assert "Traceback" not in of_no_kind.stderr

@@ -699,6 +699,10 @@ async def test_metrics_outlive_a_pause_and_go_with_the_export(engine: Engine, re
     async def metrics() -> str:
         return (await engine.client.get("/metrics", headers=engine.headers)).text
 
+    def state(text: str, name: str) -> bool:
+        return f'sessionexport_export_state{{export="{export_id}",state="{name}"}} 1.0' in text
+
+    assert state(await metrics(), "running")
     value["endpointDefinition"]["enableUserSessionExport"] = False
     paused = await engine.client.put(f"{OBJECTS}/{export_id}", json={"value": value}, headers=engine.headers)
     assert paused.is_success
@@ -706,6 +710,7 @@ async def test_metrics_outlive_a_pause_and_go_with_the_export(engine: Engine, re
     text = await metrics()
     assert f'sessionexport_sessions_delivered_total{{export="{export_id}"}} 3.0' in text  # no reset
     assert f'sessionexport_bulks_total{{export="{export_id}",outcome="delivered"}}' in text
+    assert state(text, "paused") and not state(text, "running")
     deleted = await engine.client.delete(f"{OBJECTS}/{export_id}", headers=engine.headers)
     assert deleted.status_code == 204
     assert f'export="{export_id}"' not in await metrics()  # every series of it, gone

@@ -168,7 +168,9 @@ def test_lifetimes(text: str, ms: int) -> None:
     assert parse_lifetime(text) == ms
 
 
-@pytest.mark.parametrize("text", ["", "d", "0d", "-1d", "1.5h", "10", "10s", "1w", "36501d"])
+@pytest.mark.parametrize(
+    "text", ["", "d", "0d", "-1d", "1.5h", "10", "10s", "1w", "36501d", "²m", "٣d", "1" * 5000 + "d", "1 d"]
+)
 def test_what_is_no_lifetime_is_refused(text: str) -> None:
     with pytest.raises(TokenError):
         parse_lifetime(text)

@@ -38,7 +38,7 @@ Reader = Depends(require(Scope.SETTINGS_READ))
 Manager = Depends(require(Scope.EXPORTS_MANAGE))
 SessionsReader = Depends(require(Scope.SESSIONS_READ))  # whatever shows or sends session content
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, invalid or revoked token"},
+    401: {"description": "Missing, invalid, revoked or expired token"},
     403: {"description": "The token lacks the required scope"},
     404: {"description": "No export configuration with this objectId"},
 }

@@ -14,8 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionexport.api.security import require
 from sessionexport.clock import now_ms
-from sessionexport.export.metrics import ExportMetrics
-from sessionexport.export.status import backlog_and_lag
+from sessionexport.export.config import export_config
+from sessionexport.export.metrics import EXPORT_STATES, ExportMetrics
+from sessionexport.export.status import export_health, export_running
+from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.ingest.metrics import IngestMetrics
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
@@ -38,14 +40,15 @@ router = APIRouter(tags=["Metrics"])
     response_class=Response,
     responses={
         200: {"description": "The metrics", "content": {"text/plain": {}}},
-        401: {"description": "Missing, invalid or revoked token"},
+        401: {"description": "Missing, invalid, revoked or expired token"},
         403: {"description": "The token lacks the required scope"},
     },
 )
 async def metrics(request: Request) -> Response:
     state = request.app.state
     await _read_newest_session(state.store, state.ingest_metrics)
-    await _read_export_gauges(state.store, state.settings, state.metrics)
+    here = state.exports if state.config.run_exporters else None  # else the leases in the store tell
+    await _read_export_gauges(state.store, state.settings, state.metrics, here)
     return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -54,18 +57,23 @@ async def _read_newest_session(store: Store, gauges: IngestMetrics) -> None:
     gauges.newest_session.set(newest[0].received_at / 1000 if newest else 0)
 
 
-async def _read_export_gauges(store: Store, settings: SettingsService, gauges: ExportMetrics) -> None:
+async def _read_export_gauges(
+    store: Store, settings: SettingsService, gauges: ExportMetrics, here: ExportSupervisor | None
+) -> None:
+    """Each export's state, backlog, lag and dead letters, as its status route tells them."""
     now = now_ms()
     records = await settings.all(EXPORT_SCHEMA)
     for gone in gauges.exports() - {r.object_id for r in records}:
         gauges.forget(gone)  # deleted
     for record in records:
-        if await store.get_cursor(record.object_id) is None:
-            continue
-        backlog, lag = await backlog_and_lag(store, record.object_id, now)
-        gauges.backlog.labels(record.object_id).set(backlog)
-        gauges.lag.labels(record.object_id).set(lag or 0)
-        gauges.dead_letters.labels(record.object_id).set(await store.count_dead_letters(record.object_id))
+        export_id = record.object_id
+        config = export_config(export_id, settings.plain_value(record))
+        health = await export_health(store, config, await export_running(store, here, export_id), now)
+        gauges.backlog.labels(export_id).set(health.backlog)
+        gauges.lag.labels(export_id).set(health.lag_seconds or 0)
+        gauges.dead_letters.labels(export_id).set(health.dead_letters)
+        for state in EXPORT_STATES:
+            gauges.state.labels(export_id, state).set(1 if health.state == state else 0)
 
 
 class CountAnswers:

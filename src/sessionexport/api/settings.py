@@ -152,7 +152,7 @@ ItemOrEnvelope = SettingsObjectResponse | ErrorEnvelope
 ItemsOrEnvelope = list[SettingsObjectResponse] | ErrorEnvelope
 
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorEnvelope, "description": "Missing, invalid or revoked token"},
+    401: {"model": ErrorEnvelope, "description": "Missing, invalid, revoked or expired token"},
     403: {"model": ErrorEnvelope, "description": "The token lacks the required scope"},
 }
 

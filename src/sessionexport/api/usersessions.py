@@ -30,7 +30,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "description": "Invalid sessions; `constraintViolations` lists each problem with its line or index"
     },
-    401: {"description": "Missing, invalid or revoked token"},
+    401: {"description": "Missing, invalid, revoked or expired token"},
     403: {"description": "The token lacks the required scope"},
 }
 

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BULK_OUTCOMES = ("delivered", "partly_delivered", "dead_lettered")
 ATTEMPT_RESULTS = ("ok", "error", "timeout")
+EXPORT_STATES = ("running", "failing", "paused", "stopped")  # export/status.py's State
 
 
 class ExportMetrics:
@@ -77,6 +78,13 @@ class ExportMetrics:
         self.dead_letters = Gauge(
             "sessionexport_dead_letters", "Dead letters waiting for replay", labels, registry=self.registry
         )
+        self.state = Gauge(
+            "sessionexport_export_state",
+            "1 for the state the export is in, 0 for the others: running; failing (an alert is open);"
+            " paused (enableUserSessionExport is off); stopped (no worker exports it)",
+            [*labels, "state"],
+            registry=self.registry,
+        )
 
     def forget(self, export_id: str) -> None:
         """The export was deleted: every series of it goes."""
@@ -93,7 +101,11 @@ class ExportMetrics:
         ):
             with contextlib.suppress(KeyError):
                 metric.remove(export_id)
-        for counter, values in ((self.bulks, BULK_OUTCOMES), (self.attempts, ATTEMPT_RESULTS)):
+        for counter, values in (
+            (self.bulks, BULK_OUTCOMES),
+            (self.attempts, ATTEMPT_RESULTS),
+            (self.state, EXPORT_STATES),
+        ):
             for value in values:
                 with contextlib.suppress(KeyError):
                     counter.remove(export_id, value)

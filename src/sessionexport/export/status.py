@@ -12,7 +12,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.store import Store
 from sessionexport.store.records import Alert
 
-State = Literal["running", "failing", "paused", "stopped"]
+State = Literal["running", "failing", "paused", "stopped"]  # metrics.py's EXPORT_STATES
 
 
 @dataclass(frozen=True)

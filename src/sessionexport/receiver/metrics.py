@@ -28,8 +28,8 @@ class _Snapshot:
 def exposition(counts: Counts) -> bytes:
     documents = CounterMetricFamily(
         "sessionexport_received_documents",
-        "Documents stored, by kind (session; legacy: the old export format kept as sent; document:"
-        " any other _bulk document)",
+        "Documents stored, by kind (session: a session sent to the export path; legacy: the old export"
+        " format kept as sent; document: a document of a _bulk request, sessions included)",
         labels=["kind"],
     )
     documents.add_metric(["session"], counts.sessions)
