@@ -71,7 +71,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
-    return run_on_store(create_store(data_dir, database_url), work)
+    return run_on_store(lambda: create_store(data_dir, database_url), work)
 
 
 def _read(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
@@ -188,7 +188,7 @@ def _serve(
     except (StoreError, SecretKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    run_on_store(create_store(config.data_dir, config.database_url), _nothing)
+    run_on_store(lambda: create_store(config.data_dir, config.database_url), _nothing)
     announce(err, f"sessionexport {__version__} {says(f'{scheme}://{listener.host}:{listener.port}')}")
     uvicorn.run(
         application,
@@ -429,12 +429,17 @@ def backup(
     from sessionexport.backup import BackupError, BackupRefused, check_backup
     from sessionexport.backup import backup as copy_data
 
-    if database_url and not database_url.startswith("sqlite:///"):
+    if database_url and database_url.startswith(("postgresql://", "postgres://")):
         err.print(
             "[red]error:[/red] the database is on PostgreSQL: back it up with pg_dump (e.g. pg_dump"
             " --format=custom --file=sessionexport.dump DB), and keep the secret key with it"
         )
         raise typer.Exit(2)
+    try:
+        create_store(data_dir, database_url)  # a URL of no known kind is refused here
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
     database = Path(database_url.removeprefix("sqlite:///")) if database_url else data_dir / DATABASE_FILE
     try:
         check_backup(database, target)

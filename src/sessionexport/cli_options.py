@@ -26,10 +26,12 @@ class _Openable(Protocol):
 S = TypeVar("S", bound=_Openable)
 
 
-def run_on_store(store: S, work: Callable[[S], Awaitable[T]]) -> T:
-    """Open the store, run ``work`` on it, close it; storage errors end the command with a message."""
+def run_on_store(make_store: Callable[[], S], work: Callable[[S], Awaitable[T]]) -> T:
+    """Make the store, open it, run ``work`` on it, close it; storage errors (a URL of no known
+    kind among them) end the command with a message."""
 
     async def main() -> T:
+        store = make_store()
         await store.open()
         try:
             return await work(store)

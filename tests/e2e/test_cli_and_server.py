@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import sample
 
@@ -316,3 +317,24 @@ def test_reading_commands_say_when_the_data_directory_is_wrong(tmp_path: Path) -
         "tokens", "create", "--data-dir", str(elsewhere), "--name", "n", "--scopes", "sessions.read"
     )
     assert f"in {elsewhere / 'sessionexport.db'}" in created.stderr  # where the token went
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("tokens", "list"),
+        ("tokens", "create", "--name", "x", "--scopes", "sessions.read"),
+        ("export", "status"),
+        ("ingest", "-"),
+        ("backup", "copy"),
+        ("worker",),
+        ("serve", "--port", "1"),
+    ],
+)
+def test_a_database_url_of_no_known_kind_is_refused_in_one_line(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    result = run(*command, "--data-dir", str(tmp_path), "--database-url", "mysql://db/x", input=b"")
+    assert result.returncode == 2, result.stderr
+    assert "unsupported database URL scheme 'mysql'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -37,7 +37,8 @@ def test_status_follows_a_worker_and_says_when_nothing_exports(
     data_dir = tmp_path / "data"
     create_token(data_dir, "sessions.read")  # creates the database
     export_id = create_export(data_dir, receiver.url)
-    paused = export_value(receiver.url)
+    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": "s3cret"}}
+    paused = export_value(receiver.url, authentication=basic)  # a stored secret, encrypted
     paused["endpointDefinition"]["enableUserSessionExport"] = False
     paused_id = create_export(data_dir, receiver.url, paused)
     worker = start_worker(data_dir, "--ca-bundle", str(receiver.ca_file))
@@ -66,3 +67,8 @@ def test_status_follows_a_worker_and_says_when_nothing_exports(
     assert export_id in table.stdout and "stopped" in table.stdout and "paused" in table.stdout
     unknown = run("export", "status", "--data-dir", str(data_dir), "--object-id", "nope")
     assert unknown.returncode == 2 and "no user session export with objectId 'nope'" in unknown.stderr
+    # a check from a host without the secret key: nothing secret is read, no key is made
+    (data_dir / "secret.key").unlink()
+    code, shown = status(data_dir)
+    assert code == 1 and {s["objectId"] for s in shown} == {export_id, paused_id}
+    assert not (data_dir / "secret.key").exists()

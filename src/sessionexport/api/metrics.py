@@ -19,7 +19,7 @@ from sessionexport.export.metrics import EXPORT_STATES, ExportMetrics
 from sessionexport.export.status import export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.ingest.metrics import IngestMetrics
-from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.objects import SettingsService, masked_value
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
 from sessionexport.tokens import Scope as TokenScope
@@ -67,7 +67,7 @@ async def _read_export_gauges(
         gauges.forget(gone)  # deleted
     for record in records:
         export_id = record.object_id
-        config = export_config(export_id, settings.plain_value(record))
+        config = export_config(export_id, masked_value(record))  # no secret is needed here
         health = await export_health(store, config, await export_running(store, here, export_id), now)
         gauges.backlog.labels(export_id).set(health.backlog)
         gauges.lag.labels(export_id).set(health.lag_seconds or 0)

@@ -28,6 +28,7 @@ from sessionexport.cli_options import (
     SecretKey,
     env,
     require_server_data,
+    run_on_store,
 )
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
@@ -43,7 +44,7 @@ from sessionexport.export.preview import (
 from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
-from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.objects import SettingsService, masked_value
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import SecretKeyError, load_secret_box
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
@@ -150,31 +151,34 @@ def export_status(
     ] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,
-    secret_key: SecretKey = None,
 ) -> None:
     """Each export's state, backlog, lag, deliveries, dead letters and open alerts, read from the
-    store (the server need not run).
+    store (the server need not run, and no secret key is needed).
 
     States: running, failing (an alert is open), paused, stopped (no worker exports it). Exits 1
     when an export is failing or stopped, for scripts and monitoring checks.
     """
 
-    async def work(store: Store, settings: SettingsService) -> list[ExportHealth]:
+    async def work(store: Store) -> list[ExportHealth]:
         if object_id is not None:
-            record = await settings.get_export(object_id)
-            if record is None:
+            record = await store.get_setting(object_id)
+            if record is None or record.schema_id != EXPORT_SCHEMA:
                 raise _Refused(f"no user session export with objectId {object_id!r}")
             records = [record]
         else:
-            records = await settings.all(EXPORT_SCHEMA)
+            records = await store.list_settings(EXPORT_SCHEMA)
         now, healths = now_ms(), []
         for record in records:
-            config = export_config(record.object_id, settings.plain_value(record))
+            config = export_config(record.object_id, masked_value(record))  # no secret, so no key needed
             running = await export_running(store, None, record.object_id)
             healths.append(await export_health(store, config, running, now))
         return healths
 
-    healths: list[ExportHealth] = _with_services(data_dir, database_url, secret_key, False, work)
+    require_server_data(data_dir, database_url)
+    try:
+        healths = run_on_store(lambda: create_store(data_dir, database_url), work)
+    except _Refused as exc:
+        _fail(str(exc))
     if as_json:
         print(orjson.dumps([h.as_json() for h in healths], option=orjson.OPT_INDENT_2).decode())
     elif not healths:

@@ -73,12 +73,7 @@ class SettingsService:
         return await self.store.list_settings(schema_id)
 
     def masked_value(self, record: SettingsRecord) -> dict[str, Any]:
-        """The value for any response: every secret replaced by the mask."""
-        value: dict[str, Any] = orjson.loads(record.value)
-        for path in secret_paths(SCHEMAS[record.schema_id]):
-            if _get(value, path) is not None:
-                _set(value, path, secrets.MASK)
-        return value
+        return masked_value(record)
 
     def plain_value(self, record: SettingsRecord) -> dict[str, Any]:
         """The value with its secrets decrypted: for the exporter only, never for a response."""
@@ -480,6 +475,16 @@ def _parent_is_object(value: dict[str, Any], path: tuple[str, ...]) -> bool:
             return False
         node = node.get(name)
     return isinstance(node, dict)
+
+
+def masked_value(record: SettingsRecord) -> dict[str, Any]:
+    """The value for any response, and for whatever needs no secret: every secret replaced by the
+    mask (no key is needed to read it)."""
+    value: dict[str, Any] = orjson.loads(record.value)
+    for path in secret_paths(SCHEMAS[record.schema_id]):
+        if _get(value, path) is not None:
+            _set(value, path, secrets.MASK)
+    return value
 
 
 def _get(value: Any, path: tuple[str, ...]) -> Any:
