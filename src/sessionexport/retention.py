@@ -7,6 +7,7 @@ import logging
 
 from sessionexport.clock import now_ms
 from sessionexport.store import Store
+from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,14 @@ async def purge_expired(store: Store, retention_ms: int, now: int) -> int:
 
 async def run_retention(store: Store, retention_ms: int, every_seconds: float) -> None:
     """Purge now and then every ``every_seconds`` until cancelled; failures are logged, not fatal."""
+    failures = Throttle()
     while True:
         try:
             await purge_expired(store, retention_ms, now_ms())
         except Exception:
-            log.exception("retention: purge failed; will retry")
+            if (quiet := failures.allows()) is not None:
+                log.exception("retention: purge failed%s; will retry", recurring(quiet))
+        else:
+            if failures.reset():
+                log.warning("retention: purges succeed again")
         await asyncio.sleep(every_seconds)

@@ -1,5 +1,6 @@
 """Saying a recurring failure now and then, not each time: a sender that retries against a full
-disk or a database that is down would otherwise fill the log (on that very disk, perhaps)."""
+disk, or a background loop that retries every second while the database is down, would otherwise
+fill the log (on that very disk, perhaps)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ class Throttle:
             return None
         quiet, self._last, self._quiet = self._quiet, now, 0
         return quiet
+
+    def reset(self) -> bool:
+        """A success: the next failure is said at once. True when failures had been said since
+        the last success (worth saying that they stopped)."""
+        failing = self._last != -math.inf
+        self._last, self._quiet = -math.inf, 0
+        return failing
 
 
 def recurring(quiet: int) -> str:

@@ -3,6 +3,9 @@ completed sessions out (``sweep`` appends them to the session log), with an inje
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -582,3 +585,24 @@ async def test_an_end_after_the_timeout_makes_no_second_session(
     ]
     due = await sessionizer.store.due_sessions(clock() + DAY, 10)
     assert due == [], "the stray events are not left behind either"
+
+
+async def test_a_failing_sweep_is_said_once_then_that_sweeps_succeed_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store not answering (here: not open yet) fails every sweep, once a second in
+    production: said once, not each time; and said when sweeps work again."""
+    store = create_store(tmp_path)
+    sessionizer = new_sessionizer(store, Clock())
+    with caplog.at_level(logging.WARNING, logger="sessionexport.ingest.assembly"):
+        running = asyncio.create_task(sessionizer.run(interval=0.01))
+        await asyncio.sleep(0.3)  # some thirty sweeps
+        await store.open()
+        await asyncio.sleep(0.1)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await store.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "sweep failed" in m]) == 1, said
+    assert said[-1] == "sessionizer: sweeps succeed again"

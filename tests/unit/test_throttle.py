@@ -22,3 +22,13 @@ def test_the_first_occurrence_is_said_then_at_most_once_a_period() -> None:
 def test_what_a_message_gets_added() -> None:
     assert recurring(0) == ""
     assert recurring(4) == " (and 4 more time(s) since it was last said)"
+
+
+def test_a_success_ends_the_streak_so_the_next_failure_is_said_at_once() -> None:
+    now = [0.0]
+    throttle = Throttle(60, clock=lambda: now[0])
+    assert throttle.reset() is False  # nothing was failing
+    assert throttle.allows() == 0
+    assert throttle.allows() is None
+    assert throttle.reset() is True  # worth saying that it works again
+    assert throttle.allows() == 0  # a new streak is said at once

@@ -145,7 +145,7 @@ def export_status(
         bool,
         typer.Option(
             "--json",
-            envvar=env("EXPORT_STATUS_JSON"),
+            envvar=env("EXPORT_JSON"),
             help="Print a JSON array of what GET /api/v2/exports/{objectId}/status answers.",
         ),
     ] = False,

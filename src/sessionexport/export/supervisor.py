@@ -46,6 +46,7 @@ from sessionexport.settings.validation import Context, check_https_url
 from sessionexport.store import Store
 from sessionexport.store.base import LeaseLost
 from sessionexport.store.records import Claim, SettingsRecord, WorkState
+from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +163,21 @@ class ExportSupervisor:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
+        failures = Throttle()
         try:
             while True:
                 try:
                     await self.reconcile()
                 except Exception:
-                    log.exception("exports: reconciling with the settings and leases failed; will retry")
+                    if (quiet := failures.allows()) is not None:
+                        log.exception(
+                            "exports: reconciling with the settings and leases failed%s; will retry",
+                            recurring(quiet),
+                        )
                     await self._stop_if_leases_expired()
+                else:
+                    if failures.reset():
+                        log.warning("exports: reconciling succeeds again")
                 await wait_for_at_most(self._changed.wait(), self.period)
                 self._changed.clear()
         finally:

@@ -28,6 +28,7 @@ from sessionexport.model.events import AttributesEvent, RumEvent
 from sessionexport.model.validation import decode_session, single_line
 from sessionexport.store import Store
 from sessionexport.store.records import CompletedPart, EventsResult, NewEvent, OpenSession
+from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,16 @@ class Sessionizer:
         await self.store.complete_part(part, self.clock())
 
     async def run(self, interval: float = SWEEP_SECONDS) -> None:
+        failures = Throttle()
         while True:
             try:
                 await self.sweep()
             except Exception:  # a bad sweep must not end sessionizing: logged, tried again
-                log.exception("sessionizer: sweep failed")
+                if (quiet := failures.allows()) is not None:
+                    log.exception("sessionizer: sweep failed%s; will retry", recurring(quiet))
+            else:
+                if failures.reset():
+                    log.warning("sessionizer: sweeps succeed again")
             await asyncio.sleep(interval)
 
     async def _look_at(self, session: OpenSession) -> int:
