@@ -184,7 +184,7 @@ def export_status(
     elif not healths:
         err.print("No user session export is configured.")
     else:
-        out = Console()
+        out = Console(soft_wrap=True)  # a fact stays on its line, whatever the width
         for health in healths:
             _print_status(out, health)
     if any(h.state in ("failing", "stopped") for h in healths):
