@@ -2,7 +2,7 @@
 
 Counters come from this process (exporters, ingest). The gauges are read from the store at each
 scrape, so every process that shares it tells the same: when the newest session joined the log,
-and per export its backlog, lag and dead letters.
+and per export its state, backlog, lag and dead letters.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ router = APIRouter(tags=["Metrics"])
     summary="Prometheus metrics",
     description=(
         "Text exposition format. Per export: sessions and bytes delivered, sessions failed and replayed,"
-        " bulks by outcome, attempt latency, backlog, lag and dead letters. Ingest: sessions that joined"
+        " bulks by outcome, attempt latency, state, backlog, lag and dead letters. Ingest: sessions that joined"
         " the log by source, duplicates, RUM events, the answers to ingest requests by status, and when"
         " the newest session joined the log."
     ),
