@@ -39,7 +39,12 @@ from sessionexport.cli_options import (
     run_on_store,
 )
 from sessionexport.clock import now_ms
-from sessionexport.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION_DAYS, ServerConfig
+from sessionexport.config import (
+    DEFAULT_INGEST_BUFFER_BYTES,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_RETENTION_DAYS,
+    ServerConfig,
+)
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.logs import announce, configure_logging
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
@@ -113,6 +118,15 @@ def serve(
             envvar=env("MAX_BODY_BYTES"), min=1024, help="Largest accepted request body; larger gets 413."
         ),
     ] = DEFAULT_MAX_BODY_BYTES,
+    ingest_buffer_mb: Annotated[
+        int,
+        typer.Option(
+            envvar=env("INGEST_BUFFER_MB"),
+            min=1,
+            help="MiB of request bodies the ingest routes hold at once; a request beyond waits for room"
+            " (its body unread), then gets 503 with Retry-After after 10 s.",
+        ),
+    ] = DEFAULT_INGEST_BUFFER_BYTES >> 20,
     retention_days: Annotated[
         float, typer.Option(envvar=env("RETENTION_DAYS"), min=0.001, help="Days a session stays in the log.")
     ] = DEFAULT_RETENTION_DAYS,
@@ -144,6 +158,7 @@ def serve(
         data_dir=data_dir,
         database_url=database_url,
         max_body_bytes=max_body_bytes,
+        ingest_buffer_bytes=ingest_buffer_mb << 20,
         retention_days=retention_days,
         secret_keys=secret_key,
         allow_http_loopback=allow_http_loopback,

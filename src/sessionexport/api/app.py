@@ -15,6 +15,7 @@ from sessionexport.api import exports, health, metrics, rum, settings, usersessi
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
 from sessionexport.api.metrics import CountAnswers
 from sessionexport.config import ServerConfig
+from sessionexport.ingest.budget import BodyBudget
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit
 from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.services import Services
@@ -31,6 +32,7 @@ names; create tokens with `sessionexport tokens create`.
 def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     services = Services.create(config, store)
     app = app_of(services, title="sessionexport", docs_url="/docs", openapi_url="/openapi.json")
+    app.state.body_budget = BodyBudget(config.ingest_buffer_bytes, config.ingest_wait_seconds)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
     app.include_router(usersessions.router)

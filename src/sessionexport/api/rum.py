@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sessionexport.api.errors import ApiError, Violation
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
-from sessionexport.api.usersessions import BODY_ERRORS, COMPRESSED_BODIES, read_limited_body
+from sessionexport.api.usersessions import BODY_ERRORS, COMPRESSED_BODIES, read_limited_body, room_for_body
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import NDJSON, RejectedBody
 from sessionexport.ingest.events import parse_events
@@ -49,6 +49,11 @@ class EventsResult(BaseModel):
     dependencies=[Depends(require(Scope.SESSIONS_INGEST))],
 )
 async def ingest_events(request: Request) -> OrjsonResponse:
+    async with room_for_body(request):
+        return await _ingest_events(request)
+
+
+async def _ingest_events(request: Request) -> OrjsonResponse:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != NDJSON:
         message = f"unsupported content type {media_type or '(none)'!r}: use {NDJSON}"

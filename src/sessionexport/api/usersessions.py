@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
@@ -17,6 +19,7 @@ from sessionexport.api.rendering import OrjsonResponse, large_answer
 from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
+from sessionexport.ingest.budget import Busy
 from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, parse_body
 from sessionexport.ingest.metrics import API
 from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body
@@ -82,6 +85,11 @@ class SessionPage(BaseModel):
     dependencies=[Depends(require(Scope.SESSIONS_INGEST))],
 )
 async def ingest_sessions(request: Request, store: Annotated[Store, Depends(get_store)]) -> OrjsonResponse:
+    async with room_for_body(request):
+        return await _ingest(request, store)
+
+
+async def _ingest(request: Request, store: Store) -> OrjsonResponse:
     content_type = request.headers.get("content-type", "")
     body = await read_limited_body(request, request.app.state.config.max_body_bytes)
     if not body or body.isspace():  # (no copy of a large body to find out)
@@ -148,6 +156,23 @@ async def list_sessions(
         )
     )
     return await large_answer(request, body, "application/json")
+
+
+@contextlib.asynccontextmanager
+async def room_for_body(request: Request) -> AsyncIterator[None]:
+    """The request's share of the ingest body budget, held until it is answered; 503 with
+    Retry-After when the server holds too many bodies for too long (the sender should retry)."""
+    limit = request.app.state.config.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    compressed = request.headers.get("content-encoding", "").strip(" ,").lower() not in ("", "identity")
+    # a compressed body may inflate to the limit; one of unknown length may be as long
+    size = limit if compressed or not declared.isdigit() else min(int(declared), limit)
+    try:
+        async with request.app.state.body_budget.reserve(size):
+            yield
+    except Busy:
+        message = "The server is busy storing other requests; nothing was stored. Retry shortly."
+        raise ApiError(503, message, headers={"Retry-After": "1"}) from None
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:

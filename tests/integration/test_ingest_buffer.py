@@ -1,0 +1,92 @@
+"""The ingest routes hold a bounded amount of request bodies at once: a request beyond it waits,
+its body unread, for room; it gets 503 with Retry-After if none comes in time, and nothing of it
+is stored. Through the real app, with a sender whose body arrives slowly holding the room."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sessionexport.api.app import create_app
+from sessionexport.config import ServerConfig
+from tests.conftest import make_token
+from tests.support.engine import sessions
+
+LIMIT = 64 * 1024
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    config = ServerConfig(
+        data_dir=tmp_path,
+        run_exporters=False,
+        max_body_bytes=LIMIT,
+        ingest_buffer_bytes=LIMIT,  # room for one body of unknown length
+        ingest_wait_seconds=0.3,
+    )
+    app = create_app(config)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+    ):
+        c.headers["Authorization"] = f"Api-Token {await make_token(app.state.store)}"
+        yield c
+
+
+class SlowBody:
+    """A body of unknown length that sends its first line, then the rest once released."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.started, self.released = asyncio.Event(), asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.lines[0] + b"\n"
+        self.started.set()
+        await self.released.wait()
+        yield b"\n".join(self.lines[1:])
+
+
+async def test_a_request_beyond_the_buffer_waits_then_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    slow = SlowBody(sessions(3, seed=1))
+    holding = asyncio.create_task(client.post("/api/v2/usersessions", content=slow, headers=NDJSON))
+    await slow.started.wait()
+    refused = await client.post("/api/v2/usersessions", content=sessions(1, seed=2)[0], headers=NDJSON)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "busy" in refused.json()["error"]["message"]
+    slow.released.set()
+    assert (await holding).json() == {"accepted": 3, "duplicates": 0}
+    again = await client.post("/api/v2/usersessions", content=sessions(1, seed=2)[0], headers=NDJSON)
+    assert again.status_code == 200 and again.json()["accepted"] == 1  # the refused one was not kept
+    scraped = (await client.get("/metrics")).text
+    answers = {
+        sample.labels["code"]: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "sessionexport_ingest_requests_total"
+        and sample.labels["route"] == "/api/v2/usersessions"
+    }
+    assert answers == {"200": 2, "503": 1}
+
+
+async def test_a_request_that_finds_room_within_the_wait_goes_through(client: httpx.AsyncClient) -> None:
+    slow = SlowBody(sessions(3, seed=3))
+    holding = asyncio.create_task(client.post("/api/v2/usersessions", content=slow, headers=NDJSON))
+    await slow.started.wait()
+    waiting = asyncio.create_task(
+        client.post("/api/v2/rum/events", content=b'{"not": "an event"}', headers=NDJSON)
+    )
+    await asyncio.sleep(0.1)
+    assert not waiting.done()  # no room: its body is not even read yet
+    slow.released.set()
+    assert (await holding).status_code == 200
+    assert (await waiting).status_code == 400  # read, then judged, once there was room
