@@ -46,8 +46,8 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body larger than the server's limit, as sent or decoded"},
     415: {"description": "A `Content-Encoding` other than gzip or deflate"},
     503: {
-        "description": "The store failed, or its disk is full (the message says which); nothing was stored."
-        " `Retry-After` says when to try again"
+        "description": "The store failed, its disk is full, or the server holds too many request bodies"
+        " (the message says which); nothing was stored. `Retry-After` says when to try again"
     },
 }
 
