@@ -33,11 +33,27 @@ class BodyTooLarge(Exception):
         super().__init__(f"request body over {self.what}")
 
 
+def room_needed(request: Request, limit: int) -> int:
+    """The most memory the body can take once read and decoded: its declared length, or the
+    limit when the length is not declared or the body is compressed. What ``read_body`` would
+    refuse before reading anything is refused here already: ``BodyTooLarge`` for a declared
+    length over the limit, ``UnreadableBody`` for an encoding that is not taken."""
+    encoding = _encoding(request)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    return int(declared) if declared.isdigit() and encoding == IDENTITY else limit
+
+
+def _encoding(request: Request) -> str:
+    return body_encoding(",".join(request.headers.getlist("content-encoding")))  # every header line
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, decoded, refused (``BodyTooLarge``) as soon as it exceeds ``limit`` as sent or
     decoded: never read or inflated whole. ``UnreadableBody`` for an encoding that is not taken
     (before anything is read) or a corrupt compressed body."""
-    encoding = body_encoding(",".join(request.headers.getlist("content-encoding")))
+    encoding = _encoding(request)
     raw = await _read_raw(request, limit)
     if encoding == IDENTITY:
         return raw

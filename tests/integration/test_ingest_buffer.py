@@ -90,3 +90,26 @@ async def test_a_request_that_finds_room_within_the_wait_goes_through(client: ht
     slow.released.set()
     assert (await holding).status_code == 200
     assert (await waiting).status_code == 400  # read, then judged, once there was room
+
+
+async def test_what_can_never_be_taken_is_refused_at_once_not_after_waiting(
+    client: httpx.AsyncClient,
+) -> None:
+    slow = SlowBody(sessions(3, seed=4))
+    holding = asyncio.create_task(client.post("/api/v2/usersessions", content=slow, headers=NDJSON))
+    await slow.started.wait()
+    line = sessions(1, seed=5)[0]
+    too_large = await client.post(
+        "/api/v2/usersessions", content=line, headers={**NDJSON, "Content-Length": str(LIMIT + 1)}
+    )
+    assert too_large.status_code == 413
+    brotli = await client.post(
+        "/api/v2/usersessions", content=line, headers={**NDJSON, "Content-Encoding": "br"}
+    )
+    assert brotli.status_code == 415
+    for route in ("/api/v2/usersessions", "/api/v2/rum/events"):
+        typed = await client.post(route, content=line, headers={"Content-Type": "text/plain"})
+        assert typed.status_code == 400 and "content type" in typed.json()["error"]["message"]
+    assert not holding.done()  # all of them answered while the room was still taken
+    slow.released.set()
+    assert (await holding).status_code == 200

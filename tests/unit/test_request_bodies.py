@@ -15,7 +15,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sessionexport import request_bodies
-from sessionexport.request_bodies import OFF_LOOP_BYTES, BodyLimit, parse_off_loop, read_body
+from sessionexport.content_encoding import UnreadableBody
+from sessionexport.request_bodies import (
+    OFF_LOOP_BYTES,
+    BodyLimit,
+    BodyTooLarge,
+    parse_off_loop,
+    read_body,
+    room_needed,
+)
 
 
 def where_parsed(body: bytes) -> int:
@@ -123,3 +131,32 @@ async def test_a_compressed_body_is_inflated_in_another_thread_however_small(
         )
     assert response.content == b"tiny"
     assert where and where[0] != threading.get_ident()
+
+
+def _request(*headers: tuple[str, str]) -> Request:
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": raw})
+
+
+@pytest.mark.parametrize(
+    ("headers", "room"),
+    [
+        ((("Content-Length", "100"),), 100),
+        ((), 1000),  # length unknown: it may take the limit
+        ((("Content-Length", "100"), ("Content-Encoding", "gzip")), 1000),  # may inflate to the limit
+        ((("Content-Length", "100"), ("Content-Encoding", "identity")), 100),
+        # every header line counts, as when the body is read: the second one compresses it
+        ((("Content-Length", "100"), ("Content-Encoding", "identity"), ("Content-Encoding", "gzip")), 1000),
+        ((("Content-Length", "100"), ("Content-Encoding", ""), ("Content-Encoding", "deflate")), 1000),
+    ],
+)
+def test_the_room_a_body_needs(headers: tuple[tuple[str, str], ...], room: int) -> None:
+    assert room_needed(_request(*headers), 1000) == room
+
+
+def test_what_reading_would_refuse_is_refused_before_room_is_taken() -> None:
+    with pytest.raises(BodyTooLarge):
+        room_needed(_request(("Content-Length", "1001")), 1000)
+    with pytest.raises(UnreadableBody) as refused:
+        room_needed(_request(("Content-Length", "10"), ("Content-Encoding", "br")), 1000)
+    assert refused.value.status == 415

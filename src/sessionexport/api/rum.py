@@ -49,15 +49,15 @@ class EventsResult(BaseModel):
     dependencies=[Depends(require(Scope.SESSIONS_INGEST))],
 )
 async def ingest_events(request: Request) -> OrjsonResponse:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != NDJSON:  # refused at once, not after waiting for room
+        message = f"unsupported content type {media_type or '(none)'!r}: use {NDJSON}"
+        raise ApiError(400, message, [Violation("Content-Type", message, "HEADER")])
     async with room_for_body(request):
         return await _ingest_events(request)
 
 
 async def _ingest_events(request: Request) -> OrjsonResponse:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != NDJSON:
-        message = f"unsupported content type {media_type or '(none)'!r}: use {NDJSON}"
-        raise ApiError(400, message, [Violation("Content-Type", message, "HEADER")])
     body = await read_limited_body(request, request.app.state.config.max_body_bytes)
     try:
         received = await parse_off_loop(functools.partial(parse_events, now=now_ms()), body)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 import orjson
@@ -20,11 +19,11 @@ from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
 from sessionexport.ingest.budget import Busy
-from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, parse_body
+from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, body_parser
 from sessionexport.ingest.metrics import API
-from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body
+from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body, room_needed
 from sessionexport.store import Store
-from sessionexport.store.records import INT_MAX
+from sessionexport.store.records import INT_MAX, NewSession
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2/usersessions", tags=["User sessions"])
@@ -85,12 +84,17 @@ class SessionPage(BaseModel):
     dependencies=[Depends(require(Scope.SESSIONS_INGEST))],
 )
 async def ingest_sessions(request: Request, store: Annotated[Store, Depends(get_store)]) -> OrjsonResponse:
+    try:  # refused at once, not after waiting for room
+        parse = body_parser(request.headers.get("content-type", ""))
+    except UnsupportedMediaType as exc:
+        raise ApiError(400, str(exc), [Violation("Content-Type", str(exc), "HEADER")]) from None
     async with room_for_body(request):
-        return await _ingest(request, store)
+        return await _ingest(request, store, parse)
 
 
-async def _ingest(request: Request, store: Store) -> OrjsonResponse:
-    content_type = request.headers.get("content-type", "")
+async def _ingest(
+    request: Request, store: Store, parse: Callable[[bytes], list[NewSession]]
+) -> OrjsonResponse:
     body = await read_limited_body(request, request.app.state.config.max_body_bytes)
     if not body or body.isspace():  # (no copy of a large body to find out)
         raise ApiError(
@@ -99,9 +103,7 @@ async def _ingest(request: Request, store: Store) -> OrjsonResponse:
             [Violation("", "no sessions in the request body", location="body")],
         )
     try:
-        records = await parse_off_loop(functools.partial(parse_body, content_type=content_type), body)
-    except UnsupportedMediaType as exc:
-        raise ApiError(400, str(exc), [Violation("Content-Type", str(exc), "HEADER")]) from None
+        records = await parse_off_loop(parse, body)
     except RejectedBody as exc:
         violations = [Violation(p.path, p.message, location=p.location) for p in exc.problems]
         raise ApiError(
@@ -162,11 +164,8 @@ async def list_sessions(
 async def room_for_body(request: Request) -> AsyncIterator[None]:
     """The request's share of the ingest body budget, held until it is answered; 503 with
     Retry-After when the server holds too many bodies for too long (the sender should retry)."""
-    limit = request.app.state.config.max_body_bytes
-    declared = request.headers.get("content-length", "")
-    compressed = request.headers.get("content-encoding", "").strip(" ,").lower() not in ("", "identity")
-    # a compressed body may inflate to the limit; one of unknown length may be as long
-    size = limit if compressed or not declared.isdigit() else min(int(declared), limit)
+    with _refused_bodies():  # a body that can never be taken is refused at once, not made to wait
+        size = room_needed(request, request.app.state.config.max_body_bytes)
     try:
         async with request.app.state.body_budget.reserve(size):
             yield
@@ -178,8 +177,14 @@ async def room_for_body(request: Request) -> AsyncIterator[None]:
 async def read_limited_body(request: Request, limit: int) -> bytes:
     """The body, decoded; refused with 413 as soon as it exceeds ``limit`` (never read whole), or
     with 415/400 when its ``Content-Encoding`` is not taken or it does not decode."""
-    try:
+    with _refused_bodies():
         return await read_body(request, limit)
+
+
+@contextlib.contextmanager
+def _refused_bodies() -> Iterator[None]:
+    try:
+        yield
     except BodyTooLarge as exc:
         raise ApiError(
             413, f"The request body exceeds the limit of {exc.what}; send smaller batches"

@@ -68,12 +68,17 @@ def array_items(body: bytes) -> list[tuple[str, bytes]]:
 
 
 def parse_body(body: bytes, content_type: str) -> list[NewSession]:
-    """Dispatch on the media type (parameters such as ``charset`` ignored)."""
+    return body_parser(content_type)(body)
+
+
+def body_parser(content_type: str) -> Callable[[bytes], list[NewSession]]:
+    """The parser of a body of this media type (parameters such as ``charset`` ignored), or
+    UnsupportedMediaType: known before the body is read."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == NDJSON:
-        return parse_ndjson(body)
+        return parse_ndjson
     if media_type == JSON:
-        return parse_json_array(body)
+        return parse_json_array
     raise UnsupportedMediaType(media_type)
 
 
