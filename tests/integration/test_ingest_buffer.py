@@ -1,4 +1,4 @@
-"""The ingest routes hold a bounded amount of request bodies at once: a request beyond it waits,
+"""The ingest routes (and the receiver's data routes) hold a bounded amount of request bodies at once: a request beyond it waits,
 its body unread, for room; it gets 503 with Retry-After if none comes in time, and nothing of it
 is stored. Through the real app, with a sender whose body arrives slowly holding the room."""
 
@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sessionexport.api.app import create_app
 from sessionexport.config import ServerConfig
+from sessionexport.ingest.budget import BodyBudget
+from sessionexport.receiver.app import ReceiverOptions, create_receiver_app
 from tests.conftest import make_token
 from tests.support.engine import sessions
 
@@ -113,3 +115,32 @@ async def test_what_can_never_be_taken_is_refused_at_once_not_after_waiting(
     assert not holding.done()  # all of them answered while the room was still taken
     slow.released.set()
     assert (await holding).status_code == 200
+
+
+async def test_the_receiver_holds_a_bounded_amount_of_bodies_too(tmp_path: Path) -> None:
+    config = ReceiverOptions(data_dir=str(tmp_path), max_body_bytes=LIMIT, buffer_bytes=LIMIT).build()
+    config.budget = BodyBudget(LIMIT, wait_seconds=0.3)
+    app = create_receiver_app(config)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://r") as r,
+    ):
+        slow = SlowBody(sessions(3, seed=6))
+        holding = asyncio.create_task(r.put("/export/events", content=slow, headers=NDJSON))
+        await slow.started.wait()
+        line = sessions(1, seed=7)[0]
+        busy = await r.put("/export/events", content=line, headers=NDJSON)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        bulk = b'{"index":{"_index":"s","_id":"1"}}\n' + line + b"\n"
+        rejected = await r.post("/_bulk", content=bulk, headers=NDJSON)
+        assert rejected.status_code == 429  # Elasticsearch's answer when overloaded: its clients retry
+        assert rejected.json()["error"]["type"] == "es_rejected_execution_exception"
+        too_large = await r.put(
+            "/export/events", content=line, headers={**NDJSON, "Content-Length": str(LIMIT + 1)}
+        )
+        assert too_large.status_code == 413  # at once, not after waiting
+        slow.released.set()
+        assert (await holding).json()["stored"] == 3
+        assert (await r.put("/export/events", content=line, headers=NDJSON)).json()["stored"] == 1
+        assert (await r.post("/_bulk", content=bulk, headers=NDJSON)).json()["errors"] is False

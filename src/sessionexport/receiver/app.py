@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
+from sessionexport.ingest.budget import BodyBudget, Busy
 from sessionexport.ingest.documents import RejectedBody
 from sessionexport.model.validation import NOT_JSON
 from sessionexport.receiver import bulk as es
@@ -55,7 +56,14 @@ from sessionexport.receiver.store.records import (
     RequestRecord,
     StoredDocument,
 )
-from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit, BodyTooLarge, parse_off_loop, read_body
+from sessionexport.request_bodies import (
+    SMALL_BODY_BYTES,
+    BodyLimit,
+    BodyTooLarge,
+    parse_off_loop,
+    read_body,
+    room_needed,
+)
 from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
 from sessionexport.throttle import Throttle, recurring
@@ -64,6 +72,9 @@ log = logging.getLogger(__name__)
 
 EVENTS_TYPES = ("application/json", "application/x-ndjson")
 TOKEN_FORM_LIMIT = 16 * 1024
+DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024
+BUFFER_WAIT_SECONDS = 10.0
+BUSY = "the receiver is busy storing other requests; nothing was stored. Retry shortly."
 ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
 
 
@@ -83,6 +94,7 @@ class ReceiverOptions:
     es_version: int = 8
     bulk_fail: tuple[str, ...] = ()
     max_body_bytes: int = 50 * 1024 * 1024
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
 
     def build(self) -> ReceiverConfig:
         """The app's configuration; raises ValueError, StoreError or OSError for bad options."""
@@ -98,7 +110,10 @@ class ReceiverOptions:
         )
         store = create_received_store(data_dir, self.storage)
         faults = es.FaultPlan.parse(list(self.bulk_fail))
-        return ReceiverConfig(store, auth, self.events_path, self.es_version, faults, self.max_body_bytes)
+        budget = BodyBudget(self.buffer_bytes, BUFFER_WAIT_SECONDS)
+        return ReceiverConfig(
+            store, auth, self.events_path, self.es_version, faults, self.max_body_bytes, budget
+        )
 
     def to_environment(self) -> str:
         return msgspec.json.encode(self).decode()
@@ -121,6 +136,8 @@ class ReceiverConfig:
     es_version: int = 8
     faults: es.FaultPlan = field(default_factory=es.FaultPlan)
     max_body_bytes: int = 50 * 1024 * 1024
+    # request bodies held at once by the two data routes (see ingest/budget.py)
+    budget: BodyBudget = field(default_factory=lambda: BodyBudget(DEFAULT_BUFFER_BYTES, BUFFER_WAIT_SECONDS))
 
 
 class _SessionId(msgspec.Struct):
@@ -249,10 +266,20 @@ async def _events(request: Request) -> Response:
         await config.store.refuse(_request_info(request, 0, principal), 415, message)
         return _error(415, message)
     try:
-        body = await read_body(request, config.max_body_bytes)
+        room = room_needed(request, config.max_body_bytes)
+        async with config.budget.reserve(room):
+            body = await read_body(request, config.max_body_bytes)
+            return await _store_events(request, config, principal, body)
     except (BodyTooLarge, UnreadableBody) as exc:
         await config.store.refuse(_request_info(request, 0, principal), exc.status, str(exc))
         return _error(exc.status, str(exc))
+    except Busy:
+        return _error(503, BUSY, {"Retry-After": "1"})
+
+
+async def _store_events(
+    request: Request, config: ReceiverConfig, principal: str | None, body: bytes
+) -> Response:
     info = _request_info(request, len(body), principal)
     try:
         documents = await parse_off_loop(parse_events_body, body)
@@ -318,11 +345,22 @@ async def _bulk(request: Request) -> Response:
         response.headers["WWW-Authenticate"] = config.auth.challenge
         return response
     try:
-        body = await read_body(request, config.max_body_bytes)
+        room = room_needed(request, config.max_body_bytes)
+        async with config.budget.reserve(room):
+            body = await read_body(request, config.max_body_bytes)
+            return await _store_bulk(request, config, principal, body, started)
     except (BodyTooLarge, UnreadableBody) as exc:
         refused = _unread_bulk(exc)
         await config.store.refuse(_request_info(request, 0, principal), refused.status, refused.reason)
         return _es_response(request, refused.as_json(), refused.status)
+    except Busy:
+        busy = es.BulkRequestError("es_rejected_execution_exception", BUSY, 429)
+        return _es_response(request, busy.as_json(), 429)
+
+
+async def _store_bulk(
+    request: Request, config: ReceiverConfig, principal: str | None, body: bytes, started: float
+) -> Response:
     info = _request_info(request, len(body), principal)
     try:
         parse = functools.partial(

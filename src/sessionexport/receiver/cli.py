@@ -131,6 +131,15 @@ def receive(
             help="Largest accepted body, in MiB (decoded, for a compressed one); larger gets 413.",
         ),
     ] = 50,
+    buffer_mb: Annotated[
+        int,
+        typer.Option(
+            envvar=env("RECEIVER_BUFFER_MB"),
+            min=1,
+            help="MiB of request bodies the export path and _bulk hold at once, per process; a request"
+            " beyond waits for room (its body unread), then gets 503 (_bulk: 429) after 10 s.",
+        ),
+    ] = 256,
 ) -> None:
     """Receive session exports: PUT/POST /export/events, /oauth2/token, Elasticsearch-compatible /_bulk.
 
@@ -159,6 +168,7 @@ def receive(
         es_version,
         tuple(bulk_fail or ()),
         int(max_body_mb * 1024 * 1024),
+        buffer_mb << 20,
     )
     try:
         config = options.build()  # also checks the options before any worker starts
