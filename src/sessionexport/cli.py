@@ -40,13 +40,13 @@ from sessionexport.cli_options import (
 )
 from sessionexport.clock import now_ms
 from sessionexport.config import (
-    DEFAULT_INGEST_BUFFER_BYTES,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RETENTION_DAYS,
     ServerConfig,
 )
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.logs import announce, configure_logging
+from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
 from sessionexport.settings.validation import is_loopback
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
@@ -126,7 +126,7 @@ def serve(
             help="MiB of request bodies the ingest routes hold at once; a request beyond waits for room"
             " (its body unread), then gets 503 with Retry-After after 10 s.",
         ),
-    ] = DEFAULT_INGEST_BUFFER_BYTES >> 20,
+    ] = DEFAULT_BUFFER_BYTES >> 20,
     retention_days: Annotated[
         float, typer.Option(envvar=env("RETENTION_DAYS"), min=0.001, help="Days a session stays in the log.")
     ] = DEFAULT_RETENTION_DAYS,

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.ingest.sessionizer import SessionizerSettings
+from sessionexport.request_bodies import BUFFER_WAIT_SECONDS, DEFAULT_BUFFER_BYTES
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-DEFAULT_INGEST_BUFFER_BYTES = 256 * 1024 * 1024
-INGEST_WAIT_SECONDS = 10.0  # a request waits this long for room in the buffer, then gets 503
 DEFAULT_RETENTION_DAYS = 7.0
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -20,8 +19,8 @@ class ServerConfig:
     data_dir: Path
     database_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    ingest_buffer_bytes: int = DEFAULT_INGEST_BUFFER_BYTES  # request bodies the ingest routes hold at once
-    ingest_wait_seconds: float = INGEST_WAIT_SECONDS  # for room in that buffer, before a 503
+    ingest_buffer_bytes: int = DEFAULT_BUFFER_BYTES  # request bodies the ingest routes hold at once
+    ingest_wait_seconds: float = BUFFER_WAIT_SECONDS  # for room in that buffer, before a 503
     retention_days: float = DEFAULT_RETENTION_DAYS
     retention_check_seconds: float = 600.0
     secret_keys: str | None = None  # comma-separated Fernet keys, newest first; default: data_dir/secret.key

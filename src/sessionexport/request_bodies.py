@@ -5,13 +5,20 @@ configurable limit, which applies to the body as sent and, for a compressed one
 (``Content-Encoding: gzip`` or ``deflate``), once decoded. ``BodyLimit`` bounds every other route,
 and refuses compressed bodies there: without it a body is read whole before any token or login is
 checked, so anyone could make the server hold any amount of memory.
+
+``BodyBudget`` bounds how many bytes of bodies the data routes hold at once: each request takes its
+room (``room_needed``) before its body is read and gives it back once answered. A request that does
+not fit waits, its body unread, so TCP holds the sender back; one that still does not fit after the
+wait is refused (``Busy``), to be sent again. However many senders push at once, the memory for
+bodies stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import orjson
@@ -23,6 +30,9 @@ from sessionexport.content_encoding import IDENTITY, DecodedTooLarge, Unreadable
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024  # bodies the data routes of one process hold at once
+BUFFER_WAIT_SECONDS = 10.0  # a request waits this long for room, then is refused (Busy)
+
 
 class BodyTooLarge(Exception):
     status = 413
@@ -31,6 +41,42 @@ class BodyTooLarge(Exception):
         self.limit = limit
         self.what = f"{limit} bytes once decompressed" if decompressed else f"{limit} bytes"
         super().__init__(f"request body over {self.what}")
+
+
+class Busy(Exception):
+    """No room for this body within the wait."""
+
+
+class BodyBudget:
+    def __init__(self, limit_bytes: int, wait_seconds: float = BUFFER_WAIT_SECONDS) -> None:
+        self.limit = limit_bytes
+        self.wait_seconds = wait_seconds
+        self.used = 0
+        self._freed = asyncio.Condition()
+
+    def room_for(self, request: Request, body_limit: int) -> contextlib.AbstractAsyncContextManager[None]:
+        """The room ``request``'s body needs (``room_needed``: what can never be taken is refused
+        at once, not made to wait), held for the block's duration."""
+        return self.reserve(room_needed(request, body_limit))
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, size: int) -> AsyncIterator[None]:
+        """Hold ``size`` bytes (at most all of them: a larger body waits for all) for the block."""
+        size = min(size, self.limit)
+        async with self._freed:
+            try:
+                await asyncio.wait_for(
+                    self._freed.wait_for(lambda: self.used + size <= self.limit), self.wait_seconds
+                )
+            except TimeoutError:
+                raise Busy(f"{self.used} of {self.limit} bytes of request bodies in progress") from None
+            self.used += size
+        try:
+            yield
+        finally:
+            async with self._freed:
+                self.used -= size
+                self._freed.notify_all()
 
 
 def room_needed(request: Request, limit: int) -> int:

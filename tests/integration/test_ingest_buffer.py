@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sessionexport.api.app import create_app
 from sessionexport.config import ServerConfig
-from sessionexport.ingest.budget import BodyBudget
 from sessionexport.receiver.app import ReceiverOptions, create_receiver_app
+from sessionexport.request_bodies import BodyBudget
 from tests.conftest import make_token
 from tests.support.engine import sessions
 
@@ -45,6 +45,16 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 class SlowBody:
     """A body of unknown length that sends its first line, then the rest once released."""
 
+    @classmethod
+    async def holding_room(
+        cls, client: httpx.AsyncClient, method: str, url: str, seed: int
+    ) -> tuple[SlowBody, asyncio.Task[httpx.Response]]:
+        """A request of 3 sessions sent with a slow body, once it holds its room (its body is being read)."""
+        slow = cls(sessions(3, seed=seed))
+        sending = asyncio.create_task(client.request(method, url, content=slow, headers=NDJSON))
+        await slow.started.wait()
+        return slow, sending
+
     def __init__(self, lines: list[bytes]) -> None:
         self.lines = lines
         self.started, self.released = asyncio.Event(), asyncio.Event()
@@ -59,9 +69,7 @@ class SlowBody:
 async def test_a_request_beyond_the_buffer_waits_then_is_refused_and_stores_nothing(
     client: httpx.AsyncClient,
 ) -> None:
-    slow = SlowBody(sessions(3, seed=1))
-    holding = asyncio.create_task(client.post("/api/v2/usersessions", content=slow, headers=NDJSON))
-    await slow.started.wait()
+    slow, holding = await SlowBody.holding_room(client, "POST", "/api/v2/usersessions", seed=1)
     refused = await client.post("/api/v2/usersessions", content=sessions(1, seed=2)[0], headers=NDJSON)
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert "busy" in refused.json()["error"]["message"]
@@ -81,9 +89,7 @@ async def test_a_request_beyond_the_buffer_waits_then_is_refused_and_stores_noth
 
 
 async def test_a_request_that_finds_room_within_the_wait_goes_through(client: httpx.AsyncClient) -> None:
-    slow = SlowBody(sessions(3, seed=3))
-    holding = asyncio.create_task(client.post("/api/v2/usersessions", content=slow, headers=NDJSON))
-    await slow.started.wait()
+    slow, holding = await SlowBody.holding_room(client, "POST", "/api/v2/usersessions", seed=3)
     waiting = asyncio.create_task(
         client.post("/api/v2/rum/events", content=b'{"not": "an event"}', headers=NDJSON)
     )
@@ -97,9 +103,7 @@ async def test_a_request_that_finds_room_within_the_wait_goes_through(client: ht
 async def test_what_can_never_be_taken_is_refused_at_once_not_after_waiting(
     client: httpx.AsyncClient,
 ) -> None:
-    slow = SlowBody(sessions(3, seed=4))
-    holding = asyncio.create_task(client.post("/api/v2/usersessions", content=slow, headers=NDJSON))
-    await slow.started.wait()
+    slow, holding = await SlowBody.holding_room(client, "POST", "/api/v2/usersessions", seed=4)
     line = sessions(1, seed=5)[0]
     too_large = await client.post(
         "/api/v2/usersessions", content=line, headers={**NDJSON, "Content-Length": str(LIMIT + 1)}
@@ -126,9 +130,7 @@ async def test_the_receiver_holds_a_bounded_amount_of_bodies_too(tmp_path: Path)
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://r") as r,
     ):
-        slow = SlowBody(sessions(3, seed=6))
-        holding = asyncio.create_task(r.put("/export/events", content=slow, headers=NDJSON))
-        await slow.started.wait()
+        slow, holding = await SlowBody.holding_room(r, "PUT", "/export/events", seed=6)
         line = sessions(1, seed=7)[0]
         busy = await r.put("/export/events", content=line, headers=NDJSON)
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sessionexport.ingest.budget import BodyBudget, Busy
+from sessionexport.request_bodies import BodyBudget, Busy
 
 
 async def test_reservations_that_fit_go_together_and_are_given_back() -> None:

@@ -15,8 +15,7 @@ from sessionexport.api import exports, health, metrics, rum, settings, usersessi
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
 from sessionexport.api.metrics import CountAnswers
 from sessionexport.config import ServerConfig
-from sessionexport.ingest.budget import BodyBudget
-from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit
+from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyBudget, BodyLimit
 from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.services import Services
 from sessionexport.store import Store

@@ -18,10 +18,9 @@ from sessionexport.api.rendering import OrjsonResponse, large_answer
 from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
-from sessionexport.ingest.budget import Busy
 from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, body_parser
 from sessionexport.ingest.metrics import API
-from sessionexport.request_bodies import BodyTooLarge, parse_off_loop, read_body, room_needed
+from sessionexport.request_bodies import BodyTooLarge, Busy, parse_off_loop, read_body
 from sessionexport.store import Store
 from sessionexport.store.records import INT_MAX, NewSession
 from sessionexport.tokens import Scope
@@ -164,10 +163,10 @@ async def list_sessions(
 async def room_for_body(request: Request) -> AsyncIterator[None]:
     """The request's share of the ingest body budget, held until it is answered; 503 with
     Retry-After when the server holds too many bodies for too long (the sender should retry)."""
-    with _refused_bodies():  # a body that can never be taken is refused at once, not made to wait
-        size = room_needed(request, request.app.state.config.max_body_bytes)
     try:
-        async with request.app.state.body_budget.reserve(size):
+        with _refused_bodies():  # a body that can never be taken is refused at once, not made to wait
+            room = request.app.state.body_budget.room_for(request, request.app.state.config.max_body_bytes)
+        async with room:
             yield
     except Busy:
         message = "The server is busy storing other requests; nothing was stored. Retry shortly."

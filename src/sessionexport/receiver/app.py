@@ -31,7 +31,6 @@ from starlette.routing import Route
 
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
-from sessionexport.ingest.budget import BodyBudget, Busy
 from sessionexport.ingest.documents import RejectedBody
 from sessionexport.model.validation import NOT_JSON
 from sessionexport.receiver import bulk as es
@@ -57,12 +56,14 @@ from sessionexport.receiver.store.records import (
     StoredDocument,
 )
 from sessionexport.request_bodies import (
+    DEFAULT_BUFFER_BYTES,
     SMALL_BODY_BYTES,
+    BodyBudget,
     BodyLimit,
     BodyTooLarge,
+    Busy,
     parse_off_loop,
     read_body,
-    room_needed,
 )
 from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
@@ -72,8 +73,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_TYPES = ("application/json", "application/x-ndjson")
 TOKEN_FORM_LIMIT = 16 * 1024
-DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024
-BUFFER_WAIT_SECONDS = 10.0
 BUSY = "the receiver is busy storing other requests; nothing was stored. Retry shortly."
 ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
 
@@ -110,7 +109,7 @@ class ReceiverOptions:
         )
         store = create_received_store(data_dir, self.storage)
         faults = es.FaultPlan.parse(list(self.bulk_fail))
-        budget = BodyBudget(self.buffer_bytes, BUFFER_WAIT_SECONDS)
+        budget = BodyBudget(self.buffer_bytes)
         return ReceiverConfig(
             store, auth, self.events_path, self.es_version, faults, self.max_body_bytes, budget
         )
@@ -136,8 +135,7 @@ class ReceiverConfig:
     es_version: int = 8
     faults: es.FaultPlan = field(default_factory=es.FaultPlan)
     max_body_bytes: int = 50 * 1024 * 1024
-    # request bodies held at once by the two data routes (see ingest/budget.py)
-    budget: BodyBudget = field(default_factory=lambda: BodyBudget(DEFAULT_BUFFER_BYTES, BUFFER_WAIT_SECONDS))
+    budget: BodyBudget = field(default_factory=lambda: BodyBudget(DEFAULT_BUFFER_BYTES))  # of the data routes
 
 
 class _SessionId(msgspec.Struct):
@@ -266,8 +264,7 @@ async def _events(request: Request) -> Response:
         await config.store.refuse(_request_info(request, 0, principal), 415, message)
         return _error(415, message)
     try:
-        room = room_needed(request, config.max_body_bytes)
-        async with config.budget.reserve(room):
+        async with config.budget.room_for(request, config.max_body_bytes):
             body = await read_body(request, config.max_body_bytes)
             return await _store_events(request, config, principal, body)
     except (BodyTooLarge, UnreadableBody) as exc:
@@ -345,8 +342,7 @@ async def _bulk(request: Request) -> Response:
         response.headers["WWW-Authenticate"] = config.auth.challenge
         return response
     try:
-        room = room_needed(request, config.max_body_bytes)
-        async with config.budget.reserve(room):
+        async with config.budget.room_for(request, config.max_body_bytes):
             body = await read_body(request, config.max_body_bytes)
             return await _store_bulk(request, config, principal, body, started)
     except (BodyTooLarge, UnreadableBody) as exc:

@@ -18,6 +18,7 @@ from sessionexport.logs import announce
 from sessionexport.receiver.store import DATABASE_FILE as RECEIVED_DATABASE
 from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION
+from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.store.base import StoreError
 
 T = TypeVar("T")
@@ -139,7 +140,7 @@ def receive(
             help="MiB of request bodies the export path and _bulk hold at once, per process; a request"
             " beyond waits for room (its body unread), then gets 503 (_bulk: 429) after 10 s.",
         ),
-    ] = 256,
+    ] = DEFAULT_BUFFER_BYTES >> 20,
 ) -> None:
     """Receive session exports: PUT/POST /export/events, /oauth2/token, Elasticsearch-compatible /_bulk.
 
