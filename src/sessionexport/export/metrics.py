@@ -8,12 +8,14 @@ dead letters) are read from the store at each scrape. A deleted export's series 
 from __future__ import annotations
 
 import contextlib
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BULK_OUTCOMES = ("delivered", "partly_delivered", "dead_lettered")
 ATTEMPT_RESULTS = ("ok", "error", "timeout")
-EXPORT_STATES = ("running", "failing", "paused", "stopped")  # export/status.py's State
+ExportState = Literal["running", "failing", "paused", "stopped"]  # as the status route says
+EXPORT_STATES: tuple[ExportState, ...] = get_args(ExportState)
 
 
 class ExportMetrics:

@@ -5,21 +5,20 @@ every process that shares it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sessionexport.export.config import ExportConfig
+from sessionexport.export.metrics import ExportState
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.store import Store
 from sessionexport.store.records import Alert
-
-State = Literal["running", "failing", "paused", "stopped"]  # metrics.py's EXPORT_STATES
 
 
 @dataclass(frozen=True)
 class ExportHealth:
     object_id: str
     endpoint_url: str
-    state: State
+    state: ExportState
     position: int | None
     backlog: int
     lag_seconds: float | None
@@ -95,7 +94,7 @@ async def backlog_and_lag(store: Store, export_id: str, now: int) -> tuple[int, 
     return sum(count for count, _ in behind), lag
 
 
-def _state(enabled: bool, running: bool, alerting: bool) -> State:
+def _state(enabled: bool, running: bool, alerting: bool) -> ExportState:
     if not enabled:
         return "paused"
     if not running:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from sessionexport.store.base import StoreError, StoreFull
 from sessionexport.store.migrations import pending
+from sessionexport.throttle import Throttle, recurring
 
 T = TypeVar("T")
 _STOP = object()
@@ -194,22 +195,21 @@ class SQLiteEngine:
         conn = connect(self.path)
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         asked_at_frames, not_before = 0, 0.0
-        failing = False
+        failures = Throttle()  # a full disk, a quota: tried again every 0.25 s, said now and then
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_SECONDS):
                 try:
                     _, wal_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
-                    # A full disk, a quota: tried again and again (the WAL grows meanwhile), said once.
-                    if not failing:
+                    if (quiet := failures.allows()) is not None:
                         log.error(
-                            "sqlite: checkpoints fail (%s); the WAL grows until they succeed again", exc
+                            "sqlite: checkpoints fail (%s)%s; the WAL grows until they succeed again",
+                            exc,
+                            recurring(quiet),
                         )
-                    failing = True
                     continue
-                if failing:
+                if failures.reset():
                     log.warning("sqlite: checkpoints succeed again")
-                    failing = False
                 # A restarted WAL keeps its frame count until the next write: ask again only once
                 # it has grown since, and not at once after a restart that readers held back.
                 if (
