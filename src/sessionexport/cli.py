@@ -115,7 +115,9 @@ def serve(
     max_body_bytes: Annotated[
         int,
         typer.Option(
-            envvar=env("MAX_BODY_BYTES"), min=1024, help="Largest accepted request body; larger gets 413."
+            envvar=env("MAX_BODY_BYTES"),
+            min=1024,
+            help="Largest accepted request body (decoded, for a compressed one); larger gets 413.",
         ),
     ] = DEFAULT_MAX_BODY_BYTES,
     ingest_buffer_mb: Annotated[

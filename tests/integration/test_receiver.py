@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from sessionexport.cli import app as cli_app
 from sessionexport.config import ServerConfig
 from sessionexport.model.validation import compact
-from sessionexport.receiver.app import ReceiverConfig, create_receiver_app
+from sessionexport.receiver.app import ReceiverConfig, ReceiverOptions, create_receiver_app
 from sessionexport.receiver.store import create_received_store
 from tests.conftest import sample
 from tests.support.engine import Engine, export_value, running_engine, sessions, until
@@ -655,3 +655,20 @@ def test_metrics_count_what_is_stored_with_the_receivers_own_authentication(
         )
     finally:
         r.stop()
+
+
+async def test_the_token_route_answers_a_form_with_an_encoding_it_does_not_take_without_a_server_error(
+    tmp_path: Path,
+) -> None:
+    """An empty form naming an encoding passes the door (there is no body to refuse) and reaches
+    the form reader: OAuth's invalid_request, not a 500."""
+    app = create_receiver_app(ReceiverOptions(data_dir=str(tmp_path), oauth_clients=("c:s",)).build())
+    transport = httpx.ASGITransport(app=app)
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "br"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://r") as r,
+    ):
+        answer = await r.post("/oauth2/token", content=b"", headers=form)
+        assert answer.status_code == 415, answer.text
+        assert answer.json()["error"] == "invalid_request"

@@ -311,6 +311,8 @@ async def _token(request: Request) -> Response:
         raw = await read_body(request, TOKEN_FORM_LIMIT)  # unauthenticated callers: read a bounded body
     except BodyTooLarge:
         return _json({"error": "invalid_request", "error_description": "request body too large"}, 413)
+    except UnreadableBody as exc:  # an encoding not taken, or a corrupt compressed form
+        return _json({"error": "invalid_request", "error_description": exc.message}, exc.status)
     fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     try:
         answer = issuer.issue(fields, request.headers.get("authorization"))
