@@ -8,7 +8,6 @@ import gzip
 import io
 import signal
 import sqlite3
-import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -232,17 +231,17 @@ def _serving_scheme(listener: Listener) -> str:
         err.print(f"[red]error:[/red] {cert_option} and {key_option} go together")
         raise typer.Exit(2)
     if cert is not None and key is not None:
-        from sessionexport.receiver.tls import fingerprint
+        from sessionexport.receiver.tls import operator_certificate
 
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-        except (ssl.SSLError, ValueError) as exc:
+            fingerprint = operator_certificate(cert, key)
+        except ValueError as exc:
             err.print(
                 f"[red]error:[/red] cannot use {cert_option} with {key_option}: {escape(str(exc))}",
                 highlight=False,
             )
             raise typer.Exit(2) from None
-        announce(err, f"TLS certificate {cert} (SHA-256 {fingerprint(cert)})")
+        announce(err, f"TLS certificate {cert} (SHA-256 {fingerprint})")
         return "https"
     if not is_loopback(listener.host):
         err.print(

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import trustme
 
 from sessionexport.export.supervisor import ssl_context
@@ -50,18 +51,21 @@ def test_serve_over_https_with_the_operators_certificate(tmp_path: Path) -> None
     assert "TLS certificate" in output and "SHA-256" in output
 
 
-def test_tls_options_that_cannot_work_are_refused_before_serving(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["serve", "receive"])
+def test_tls_options_that_cannot_work_are_refused_before_serving(tmp_path: Path, command: str) -> None:
     ca = trustme.CA()
     first, second = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
     cert_file, other_key = tmp_path / "cert.pem", tmp_path / "other-key.pem"
     first.cert_chain_pems[0].write_to_path(str(cert_file))
     second.private_key_pem.write_to_path(str(other_key))
-    alone = run("serve", "--data-dir", str(tmp_path), "--tls-cert", str(cert_file))
+    alone = run(command, "--data-dir", str(tmp_path), "--tls-cert", str(cert_file))
     assert alone.returncode == 2 and "--tls-cert and --tls-key go together" in alone.stderr
     mismatched = run(
-        "serve", "--data-dir", str(tmp_path), "--tls-cert", str(cert_file), "--tls-key", str(other_key)
+        command, "--data-dir", str(tmp_path), "--tls-cert", str(cert_file), "--tls-key", str(other_key)
     )
-    assert mismatched.returncode == 2 and "cannot use --tls-cert with --tls-key" in mismatched.stderr
+    assert mismatched.returncode == 2, mismatched.stderr
+    assert "cannot use --tls-cert with --tls-key" in mismatched.stderr
+    assert "KEY_VALUES_MISMATCH" in mismatched.stderr  # OpenSSL's reason, shown whole
     assert "Traceback" not in mismatched.stderr
 
 

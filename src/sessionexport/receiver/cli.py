@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sessionexport.cli_options import env, require_existing, run_on_store
@@ -198,10 +199,14 @@ def receive(
 
 def _tls_files(data_dir: Path, tls_cert: Path | None, tls_key: Path | None) -> tuple[str, str]:
     """The operator's certificate, else the self-signed one of the data directory; says which, and its fingerprint."""
-    from sessionexport.receiver.tls import fingerprint, self_signed
+    from sessionexport.receiver.tls import operator_certificate, self_signed
 
     if tls_cert and tls_key:
-        announce(err, f"TLS certificate {tls_cert} (SHA-256 {fingerprint(tls_cert)})")
+        try:
+            fingerprint = operator_certificate(tls_cert, tls_key)
+        except ValueError as exc:
+            _fail(f"cannot use --tls-cert with --tls-key: {exc}")
+        announce(err, f"TLS certificate {tls_cert} (SHA-256 {fingerprint})")
         return str(tls_cert), str(tls_key)
     cert = self_signed(data_dir)
     announce(
@@ -213,7 +218,7 @@ def _tls_files(data_dir: Path, tls_cert: Path | None, tls_key: Path | None) -> t
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)  # OpenSSL's reasons hold [...]
     raise typer.Exit(2)
 
 

@@ -1,4 +1,5 @@
-"""The receiver's TLS certificate: the operator's own, or a self-signed one kept in the data directory.
+"""TLS certificates of the HTTP servers: the operator's own (checked before serving), or, for the
+receiver, a self-signed one kept in the data directory.
 
 The self-signed certificate is made once and reused on later starts, so a sender that was told to
 trust it (``--ca-bundle``) keeps trusting it. It names localhost, the loopback addresses and the
@@ -11,6 +12,7 @@ import datetime as dt
 import ipaddress
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,16 @@ def self_signed(data_dir: Path, extra_names: tuple[str, ...] = ()) -> Certificat
         data_dir.mkdir(parents=True, exist_ok=True)
         _write_self_signed(cert_path, key_path, ("localhost", socket.gethostname(), *extra_names))
     return Certificate(cert_path, key_path, fingerprint(cert_path), generated)
+
+
+def operator_certificate(cert_path: Path, key_path: Path) -> str:
+    """The fingerprint of an operator's certificate, once it is known to load with its key;
+    ValueError saying why not (a server would otherwise fail in uvicorn's traceback)."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+    return fingerprint(cert_path)
 
 
 def fingerprint(cert_path: Path) -> str:
