@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from sessionexport.api.errors import ApiError
 from sessionexport.api.errors import Violation as ApiViolation
-from sessionexport.api.rendering import OrjsonResponse, large_answer
+from sessionexport.api.rendering import OrjsonResponse, download
 from sessionexport.api.security import require
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
@@ -135,12 +135,6 @@ async def _sample(request: Request, config: ExportConfig, status_when_none: int 
         raise ApiError(status_when_none, str(exc)) from None
 
 
-async def _download(request: Request, body: bytes, media_type: str, filename: str) -> Response:
-    """A download, gzipped on the way when large (``large_answer``): the file saved is the body."""
-    disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    return await large_answer(request, body, media_type, disposition)
-
-
 @router.post(
     "/exports/test",
     summary="Test an export configuration",
@@ -184,7 +178,7 @@ async def sample_of_export(request: Request, objectId: str) -> Response:
     _, settings, _ = _objects(request)
     config = await _config(settings, objectId)
     body = sample_body(config, await _sample(request, config))
-    return await _download(request, body, NDJSON_MEDIA, f"sample-{objectId}.ndjson")
+    return await download(request, body, NDJSON_MEDIA, f"sample-{objectId}.ndjson")
 
 
 @router.post(
@@ -199,7 +193,7 @@ async def sample_of_value(request: Request, body: ExportValue) -> Response:
     _, settings, _ = _objects(request)
     config = await _value_config(settings, body.value, secrets_needed=False)
     sample = sample_body(config, await _sample(request, config))
-    return await _download(request, sample, NDJSON_MEDIA, "sample.ndjson")
+    return await download(request, sample, NDJSON_MEDIA, "sample.ndjson")
 
 
 MappingForm = Annotated[
@@ -210,12 +204,10 @@ MappingForm = Annotated[
 ]
 
 
-def _mapping_response(config: ExportConfig, form: str, name: str) -> Response:
-    document = mapping_of(config, index=form == "index")  # a few kilobytes: sent as it is
-    return Response(
-        orjson.dumps(document, option=orjson.OPT_INDENT_2),
-        media_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="{name}.json"'},
+async def _mapping_response(request: Request, config: ExportConfig, form: str, name: str) -> Response:
+    document = mapping_of(config, index=form == "index")
+    return await download(
+        request, orjson.dumps(document, option=orjson.OPT_INDENT_2), "application/json", f"{name}.json"
     )
 
 
@@ -228,7 +220,7 @@ def _mapping_response(config: ExportConfig, form: str, name: str) -> Response:
 )
 async def mapping_of_export(request: Request, objectId: str, form: MappingForm = "mapping") -> Response:
     _, settings, _ = _objects(request)
-    return _mapping_response(await _config(settings, objectId), form, f"mapping-{objectId}")
+    return await _mapping_response(request, await _config(settings, objectId), form, f"mapping-{objectId}")
 
 
 @router.post(
@@ -241,7 +233,7 @@ async def mapping_of_export(request: Request, objectId: str, form: MappingForm =
 async def mapping_of_value(request: Request, body: ExportValue, form: MappingForm = "mapping") -> Response:
     _, settings, _ = _objects(request)
     config = await _value_config(settings, body.value, secrets_needed=False)
-    return _mapping_response(config, form, "mapping")
+    return await _mapping_response(request, config, form, "mapping")
 
 
 @router.get(
@@ -324,7 +316,7 @@ async def dead_letter_body(
     if letter is None or letter.export_id != objectId:
         raise ApiError(404, f"No dead letter {letterId} for export {objectId!r}")
     media_type = letter.content_type.split(";")[0]
-    return await _download(request, letter.body, media_type, f"deadletter-{letterId}.ndjson")
+    return await download(request, letter.body, media_type, f"deadletter-{letterId}.ndjson")
 
 
 @router.post(

@@ -35,3 +35,10 @@ async def large_answer(
         body = await asyncio.to_thread(gzipped, body)
         headers["Content-Encoding"] = "gzip"
     return Response(body, media_type=media_type, headers=headers)
+
+
+async def download(request: Request, body: bytes, media_type: str, filename: str) -> Response:
+    """A file to save (``large_answer``: gzipped on the way when large; the file saved is ``body``)."""
+    return await large_answer(
+        request, body, media_type, {"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

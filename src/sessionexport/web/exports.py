@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sessionexport.api.rendering import download
 from sessionexport.clock import now_ms
 from sessionexport.export.preview import (
     NoSessions,
@@ -125,7 +126,7 @@ async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
     except NoSessions as exc:
         visit.session.say(str(exc))  # on the page again, the form as it was filled in
         return await _page(ui, request, visit, _form_id(visit), value)
-    return _download(sample_body(config, entries), "application/x-ndjson", "sample.ndjson")
+    return await download(request, sample_body(config, entries), "application/x-ndjson", "sample.ndjson")
 
 
 async def download_mapping(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -134,7 +135,7 @@ async def download_mapping(ui: Ui, request: Request, visit: Visit) -> Response:
     if config is None:
         return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
     body = orjson.dumps(mapping_of(config), option=orjson.OPT_INDENT_2)
-    return _download(body, "application/json", "mapping.json")
+    return await download(request, body, "application/json", "mapping.json")
 
 
 # -- the page --------------------------------------------------------------------------------------
@@ -220,9 +221,3 @@ def _gone(ui: Ui, visit: Visit) -> Response:
 def _message(result: ItemResult) -> str:
     details = "; ".join(f"{v.path}: {v.message}" if v.path else v.message for v in result.violations)
     return details or result.message or f"error {result.code}"
-
-
-def _download(body: bytes, media_type: str, filename: str) -> Response:
-    return Response(
-        body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
