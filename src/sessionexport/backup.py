@@ -14,7 +14,6 @@ PostgreSQL is backed up with its own tools (``pg_dump``).
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.settings.secrets import KEY_FILE
+from sessionexport.settings.secrets import KEY_FILE, create_private_file
 from sessionexport.store import DATABASE_FILE
 
 PROGRESS_EVERY_SECONDS = 0.2
@@ -93,9 +92,8 @@ def _copy_key(key_file: Path, copy: Path) -> bool:
     """The secret key, created 0600 from the start (never readable by others, even for a moment)."""
     if not key_file.is_file():
         return False
-    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_file.read_bytes())
+    if not create_private_file(copy, key_file.read_bytes()):
+        raise FileExistsError(f"{copy} exists already")
     return True
 
 

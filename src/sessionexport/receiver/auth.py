@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +20,8 @@ import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
+
+from sessionexport.settings.secrets import create_private_file
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,7 @@ def load_token_key(data_dir: Path) -> bytes:
     path = data_dir / TOKEN_KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+        create_private_file(path, secrets.token_hex(32).encode())  # False: another process made it first
     return bytes.fromhex(path.read_text().strip())
 
 

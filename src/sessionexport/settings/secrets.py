@@ -71,6 +71,18 @@ def new_key() -> str:
     return Fernet.generate_key().decode()
 
 
+def create_private_file(path: Path, data: bytes) -> bool:
+    """Write ``data`` to a new file readable by its owner only from the start (never by others,
+    even for a moment); False when the file exists already."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return True
+
+
 def load_secret_box(data_dir: Path, env_keys: str | None) -> SecretBox:
     """Keys from the environment value when given, else from (or into) the data directory's key file."""
     if env_keys:
@@ -78,12 +90,6 @@ def load_secret_box(data_dir: Path, env_keys: str | None) -> SecretBox:
     path = data_dir / KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(new_key() + "\n")
+        create_private_file(path, (new_key() + "\n").encode())  # False: another process made it first
     keys = [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
     return SecretBox(keys)
