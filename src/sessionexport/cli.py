@@ -60,14 +60,16 @@ app = typer.Typer(
     name="sessionexport",
     help="Completed user sessions in, kept durably, streamed out in bulk (Dynatrace session export compatible).",
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,  # plain help: nothing truncated at 80 columns, as rich tables were
 )
 tokens_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
 secrets_app = typer.Typer(
-    help="Keys that encrypt the stored secrets (passwords, client secrets).", no_args_is_help=True
+    short_help="Keys that encrypt the stored secrets.",
+    help="Keys that encrypt the stored secrets (passwords, client secrets).",
+    no_args_is_help=True,
 )
 app.add_typer(secrets_app, name="secrets")
 
@@ -105,7 +107,7 @@ def _main(
     configure_logging("json" if log_format == "json" else "text")
 
 
-@app.command()
+@app.command(short_help="Serve the API, the web UI and the exporters.")
 def serve(
     host: Annotated[str, typer.Option(envvar=env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar=env("PORT"), help="Port to listen on.")] = 8080,
@@ -252,7 +254,7 @@ def _serving_scheme(listener: Listener) -> str:
     return "http"
 
 
-@app.command()
+@app.command(short_help="Run the exporters, sessionizer and retention (no API).")
 def worker(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,
@@ -322,7 +324,7 @@ def _serve_worker(config: ServerConfig, listener: Listener) -> None:
     _serve(create_worker_app, config, listener, lambda where: f"worker: /health and /metrics on {where}")
 
 
-@tokens_app.command("create")
+@tokens_app.command("create", short_help="Create a token; it is printed alone, this once.")
 def tokens_create(
     name: Annotated[str, typer.Option(envvar=env("NAME"), help="What the token is for.")],
     scopes: Annotated[
@@ -424,7 +426,7 @@ def secrets_rotate(
     err.print(f"Re-encrypted the secrets of {changed} settings object(s).")
 
 
-@app.command()
+@app.command(short_help="Copy the database and its key, even while serving.")
 def backup(
     target: Annotated[
         Path,
@@ -502,7 +504,7 @@ def _file_or_dash(path: Path) -> Path:
     return path
 
 
-@app.command()
+@app.command(short_help="Validate and store an NDJSON file of sessions.")
 def ingest(
     file: Annotated[
         Path,
@@ -554,7 +556,7 @@ def ingest(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Write realistic sessions or RUM events as NDJSON.")
 def generate(
     count: Annotated[int, typer.Option(envvar=env("COUNT"), min=1, help="How many sessions.")] = 100,
     seed: Annotated[int, typer.Option(envvar=env("SEED"), help="Same seed, same sessions.")] = 1,
@@ -772,12 +774,12 @@ def _register_receiver_toolkit() -> None:
     from sessionexport.receiver.check import check_endpoint
     from sessionexport.receiver.cli import receive, received_app
 
-    app.command()(receive)
+    app.command(short_help="Receive session exports: webhook, OAuth2 tokens, _bulk.")(receive)
     app.add_typer(received_app, name="received")
     app.command("check-endpoint")(check_endpoint)
 
 
-@app.command()
+@app.command(short_help="The one-command tour: server, receiver, export, feed.")
 def demo(
     data_dir: Annotated[
         Path,

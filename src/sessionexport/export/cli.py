@@ -50,6 +50,7 @@ from sessionexport.settings.secrets import SecretKeyError, load_secret_box
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
 
 export_app = typer.Typer(
+    short_help="Export status, test, sample data and mapping.",
     help="How exports do; test an export configuration, download its sample data or its Elasticsearch mapping.",
     no_args_is_help=True,
 )
@@ -138,7 +139,7 @@ def _with_services(
         _fail(str(exc))
 
 
-@export_app.command("status")
+@export_app.command("status", short_help="Each export's state, backlog, lag and open alerts.")
 def export_status(
     object_id: ObjectId = None,
     as_json: Annotated[
@@ -211,7 +212,7 @@ def _print_status(console: Console, h: ExportHealth) -> None:
         console.print(f"  {name:<13}{fact}", highlight=False)
 
 
-@export_app.command("test")
+@export_app.command("test", short_help="Send up to 50 recent sessions as the export would.")
 def export_test(
     value: ValueFile = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -240,7 +241,7 @@ def export_test(
         raise typer.Exit(1)
 
 
-@export_app.command("sample")
+@export_app.command("sample", short_help="Up to 50 recent sessions as the export sends them.")
 def export_sample(
     value: ValueFile = None,
     object_id: ObjectId = None,
@@ -274,7 +275,7 @@ def export_sample(
         err.print(f"{lines} line(s) written to {output}")
 
 
-@export_app.command("mapping")
+@export_app.command("mapping", short_help="The Elasticsearch mapping of exported sessions.")
 def export_mapping(
     value: ValueFile = None,
     object_id: ObjectId = None,

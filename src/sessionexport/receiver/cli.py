@@ -238,14 +238,14 @@ def _when(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%fZ")[:-4] + "Z"
 
 
-@received_app.command("counts")
+@received_app.command("counts", short_help="Sessions, documents and requests received.")
 def received_counts(data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR, storage: Storage = None) -> None:
     """Sessions, legacy documents, Elasticsearch documents and requests received."""
     counts = _with_store(data_dir, storage, lambda s: s.counts())
     print(orjson.dumps(counts.as_json(), option=orjson.OPT_INDENT_2).decode())
 
 
-@received_app.command("last")
+@received_app.command("last", short_help="The last documents received (NDJSON).")
 def received_last(
     data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
     storage: Storage = None,
@@ -264,7 +264,7 @@ def received_last(
         print(doc.body.decode())
 
 
-@received_app.command("show")
+@received_app.command("show", short_help="The documents of one userSessionId (NDJSON).")
 def received_show(
     user_session_id: Annotated[str, typer.Argument(help="The userSessionId to look for.")],
     data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
@@ -279,7 +279,7 @@ def received_show(
         raise typer.Exit(1)
 
 
-@received_app.command("requests")
+@received_app.command("requests", short_help="Requests received: outcome, counts, reasons.")
 def received_requests(
     data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
     storage: Storage = None,
