@@ -90,8 +90,8 @@ async def test_token_endpoint_failures_are_reported_as_such(engine: Engine, rece
     }
     status, result = await run_test(engine, export_value(receiver.url, authentication=auth))
     assert status == 200 and result["success"] is False and result["statusCode"] is None
-    assert result["error"].startswith("the access token could not be obtained")
-    assert "401" in result["error"]
+    assert result["error"].startswith("the access token could not be obtained: token endpoint answered")
+    assert "401" in result["error"] and "OAuth token" not in result["error"]  # said once, not twice
     assert [r.path for r in receiver.requests] == []  # nothing sent without a token
     assert result["sessionsSent"] == 0
 

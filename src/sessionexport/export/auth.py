@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from typing import Protocol
 
 import httpx
@@ -108,12 +109,15 @@ def credentials_for(
     return NoCredentials()
 
 
+_OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)\W*$")  # where in CPython it failed: no help to an operator
+
+
 def describe_transport_error(exc: httpx.HTTPError) -> str:
     """A short, precise reason; certificate problems are named as such."""
     text = str(exc) or type(exc).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        detail = text.split("certificate verify failed:", 1)[-1].strip(" )'\"]") if ":" in text else text
-        return f"TLS certificate verification failed ({detail})"
+        detail = text.split("certificate verify failed:", 1)[-1] if ":" in text else text
+        return f"TLS certificate verification failed ({_OPENSSL_SOURCE.sub('', detail).strip()})"
     if isinstance(exc, httpx.ConnectError):
         return f"connection failed ({text})"
     return text
