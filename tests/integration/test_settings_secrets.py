@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from sessionexport.clock import now_ms
 from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import MASK, SecretBox, SecretKeyError, load_secret_box, new_key
 from sessionexport.store import Store
+from tests.conftest import Api
+from tests.integration.test_api_settings import export_value
+from tests.integration.test_store_backends import sessions
 
 pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
 
@@ -90,3 +94,28 @@ def test_cli_new_key_and_rotate(tmp_path: Path) -> None:
     rotated = subprocess.run([*cli, "secrets", "rotate"], capture_output=True, text=True, env=env)
     assert rotated.returncode == 0, rotated.stderr
     assert "Re-encrypted the secrets of 0 settings object(s)" in rotated.stderr
+
+
+async def test_while_the_key_is_rotated_only_sending_needs_the_secrets(api: Api, tmp_path: Path) -> None:
+    """Rotated by another process before this one restarts: status, sample, dead letters and
+    the position still answer; a replay, which sends, says why it cannot."""
+    token = await api.token()
+    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": PASSWORD}}
+    created = await api.client.post(
+        "/api/v2/settings/objects",
+        json=[
+            {"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export_value(authentication=basic)}
+        ],
+        headers=api.auth(token),
+    )
+    export_id = created.json()[0]["objectId"]
+    old = (tmp_path / "secret.key").read_text().strip().encode()
+    assert await SettingsService(api.store, SecretBox([new_key().encode(), old])).rotate_secrets() == 1
+    await api.store.append_sessions(sessions(2, "rotating"), received_at=now_ms())
+
+    for path in ("status", "sample", "deadletters", "mapping"):
+        answer = await api.client.get(f"/api/v2/exports/{export_id}/{path}", headers=api.auth(token))
+        assert answer.status_code == 200, (path, answer.text)
+    assert PASSWORD not in answer.text
+    replay = await api.client.post(f"/api/v2/exports/{export_id}/deadletters/replay", headers=api.auth(token))
+    assert replay.status_code == 500 and "cannot be decrypted" in replay.json()["error"]["message"]

@@ -20,8 +20,7 @@ def test_a_certificate_failure_keeps_openssl_s_reason_whole() -> None:
         "Hostname mismatch, certificate is not valid for 'example.org'. (_ssl.c:1006)"
     )
     assert describe_transport_error(exc) == (
-        "TLS certificate verification failed "
-        "(Hostname mismatch, certificate is not valid for 'example.org'.)"
+        "TLS certificate verification failed (Hostname mismatch, certificate is not valid for 'example.org'.)"
     )
 
 

@@ -107,11 +107,14 @@ def _objects(request: Request) -> tuple[Store, SettingsService, ExportSupervisor
     return state.store, state.settings, state.exports
 
 
-async def _config(settings: SettingsService, export_id: str) -> ExportConfig:
+async def _config(settings: SettingsService, export_id: str, *, secrets_needed: bool = False) -> ExportConfig:
+    """The saved configuration; its secrets decrypted only for what sends (so that reading status,
+    samples or dead letters works even while the secret key is being rotated)."""
     record = await settings.get_export(export_id)
     if record is None:
         raise ApiError(404, f"No user session export with objectId {export_id!r}")
-    return export_config(export_id, settings.plain_value(record))
+    value = settings.plain_value(record) if secrets_needed else settings.masked_value(record)
+    return export_config(export_id, value)
 
 
 async def _value_config(
@@ -343,7 +346,7 @@ async def replay_dead_letters(
     background: Annotated[bool, Query(description="Answer at once; send in the background")] = False,
 ) -> Response:
     store, settings, supervisor = _objects(request)
-    config = await _config(settings, objectId)
+    config = await _config(settings, objectId, secrets_needed=True)
     letters, missing = await letters_to_replay(store, objectId, body.ids if body is not None else None)
     if missing:
         raise ApiError(404, f"No pending dead letter(s) {', '.join(map(str, missing))} for this export")

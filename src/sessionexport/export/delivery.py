@@ -26,7 +26,7 @@ from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
 
 TIMEOUT_TITLE = "Request timeout"
-TOKEN_FAILURE = "OAuth token: "  # how an attempt's error says the token endpoint failed
+OAUTH_FAILURE_PREFIX = "OAuth token: "  # how an attempt's error says the token endpoint failed
 # What Elasticsearch answers a bulk request it will never take (a bad request, credentials or
 # rights it refuses, no such index, too large): trying it again changes nothing.
 FINAL_ELASTICSEARCH_STATUSES = frozenset({400, 401, 403, 404, 413})
@@ -145,7 +145,7 @@ class Sender:
                     **await self._credentials.headers(),
                 }
             except TokenError as exc:
-                return done(error=f"{TOKEN_FAILURE}{exc}", token_failure=True)
+                return done(error=f"{OAUTH_FAILURE_PREFIX}{exc}", token_failure=True)
             try:
                 response = await self._client.request(
                     self.config.method,

@@ -13,7 +13,7 @@ from typing import Any
 
 from sessionexport.export.bulk_delivery import BulkResult, deliver_bulk
 from sessionexport.export.config import ExportConfig, export_config
-from sessionexport.export.delivery import TOKEN_FAILURE, Sender
+from sessionexport.export.delivery import OAUTH_FAILURE_PREFIX, Sender
 from sessionexport.export.formats import bulk_body
 from sessionexport.export.zones import Zone, zone_from_value
 from sessionexport.model.mapping import index_creation, mapping
@@ -134,7 +134,7 @@ def _report(result: BulkResult, sent: int) -> ExportTestResult:
 
 def _explain(error: str | None, status: int | None, token_failure: bool) -> str:
     if token_failure:
-        return f"the access token could not be obtained: {(error or '').removeprefix(TOKEN_FAILURE)}"
+        return f"the access token could not be obtained: {(error or '').removeprefix(OAUTH_FAILURE_PREFIX)}"
     if status in (401, 403):
         return f"the endpoint refused the credentials ({error or f'HTTP {status}'})"
     return error or f"HTTP {status}"
