@@ -588,6 +588,17 @@ async def test_paging_follows_next_page_key_alone(settings: Settings) -> None:
     assert all(set(obj) == {"objectId", "schemaId"} for p in pages for obj in p["items"])
 
 
+async def test_a_next_page_key_with_other_parameters_is_400(settings: Settings) -> None:
+    for i in range(2):
+        await settings.create(zone_value(f"zone {i}"), schema=ZONES)
+    first = (await settings.list(scopes="environment", pageSize=1)).json()
+    response = await settings.api.client.get(
+        OBJECTS, params={"nextPageKey": first["nextPageKey"], "pageSize": 100}, headers=settings.headers
+    )
+    assert response.status_code == 400
+    assert violation_at(response.json(), "pageSize")
+
+
 def _forged_key(**query: Any) -> str:
     full = {
         "schemaIds": [],

@@ -98,6 +98,22 @@ async def test_paging_with_next_page_key_alone(api: Api) -> None:
     assert len(seen) == 7 and len(set(seen)) == 7
 
 
+async def test_a_next_page_key_with_other_parameters_is_400(api: Api) -> None:
+    """As Dynatrace: the key carries the query, so a pageSize beside it is refused, not ignored."""
+    token = await api.token()
+    await post(api, b"\n".join(lines(3)), token)
+    first = await api.client.get("/api/v2/usersessions", params={"pageSize": 1}, headers=api.auth(token))
+    params = {"nextPageKey": first.json()["nextPageKey"], "pageSize": 5, "userId": "x"}
+    response = await api.client.get("/api/v2/usersessions", params=params, headers=api.auth(token))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "nextPageKey must be given alone" in error["message"]
+    assert [(v["path"], v["parameterLocation"]) for v in error["constraintViolations"]] == [
+        ("pageSize", "QUERY"),
+        ("userId", "QUERY"),
+    ]
+
+
 def page_key(before: int) -> str:
     """A key shaped like the server's, with a seq of our choosing."""
     raw = orjson.dumps({"u": None, "i": None, "p": 10, "b": before})

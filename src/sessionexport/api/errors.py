@@ -57,6 +57,18 @@ class ApiError(Exception):
     headers: Mapping[str, str] | None = None
 
 
+def page_key_alone(request: Request) -> None:
+    """Dynatrace's paging rule: a ``nextPageKey`` carries the whole query, so nothing else may come
+    with it (a ``pageSize`` beside it would otherwise be silently ignored)."""
+    others = sorted({name for name in request.query_params if name != "nextPageKey"})
+    if others:
+        raise ApiError(
+            400,
+            "nextPageKey must be given alone: the key carries the query of the first page",
+            [Violation(name, "not allowed with nextPageKey", "QUERY") for name in others],
+        )
+
+
 def envelope(status: int, message: str, violations: list[Violation] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"code": status, "message": message}
     if violations:

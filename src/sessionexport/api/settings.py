@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from sessionexport.api.errors import ApiError, Violation
+from sessionexport.api.errors import ApiError, Violation, page_key_alone
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
 from sessionexport.clock import now_ms
@@ -217,6 +217,7 @@ async def get_schema(
     responses={**_AUTH_ERRORS, 400: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope}},
 )
 async def list_objects(
+    request: Request,
     _: Reader,
     settings: Service,
     schemaIds: Annotated[str | None, Query(description="Comma-separated schema ids (first page)")] = None,
@@ -243,6 +244,7 @@ async def list_objects(
     ] = None,
 ) -> Response:
     if nextPageKey:
+        page_key_alone(request)
         query = _decode_page_key(nextPageKey)
     else:
         if not schemaIds and not scopes:

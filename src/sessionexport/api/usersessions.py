@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from sessionexport.api.errors import ApiError, Violation
+from sessionexport.api.errors import ApiError, Violation, page_key_alone
 from sessionexport.api.rendering import OrjsonResponse, large_answer
 from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
@@ -138,6 +138,7 @@ async def list_sessions(
 ) -> Response:
     before: int | None = None
     if nextPageKey:
+        page_key_alone(request)
         userSessionId, userId, pageSize, before = _decode_page_key(nextPageKey)
     rows = await store.recent_sessions(
         user_session_id=userSessionId, user_id=userId, before_seq=before, limit=pageSize + 1
