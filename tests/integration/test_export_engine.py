@@ -733,6 +733,20 @@ async def test_ids_beyond_what_the_store_holds_are_refused_as_bad_requests(
         assert response.json()["error"]["constraintViolations"], path
 
 
+@pytest.mark.parametrize("start", ["yesterday", -1, 1.5, None])
+async def test_a_bad_start_position_gets_one_reason_at_its_path(
+    engine: Engine, receiver: Receiver, start: object
+) -> None:
+    export_id = await engine.create_export(export_value(receiver.url))
+    response = await engine.client.put(
+        f"/api/v2/exports/{export_id}/position", json={"start": start}, headers=engine.headers
+    )
+    assert response.status_code == 400
+    [violation] = response.json()["error"]["constraintViolations"]
+    assert violation["path"] == "start"
+    assert "must be 'now', 'oldest' or an epoch-millisecond time" in violation["message"]
+
+
 async def test_replay_all_sends_every_pending_letter_once_oldest_first(
     engine: Engine, receiver: Receiver
 ) -> None:

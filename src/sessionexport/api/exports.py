@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 
 from sessionexport.api.errors import ApiError
 from sessionexport.api.errors import Violation as ApiViolation
@@ -95,8 +95,19 @@ class TestResult(BaseModel):
     )
 
 
+def _one_reason(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One reason for a bad ``start``, rather than one per member of the union (whose paths would
+    name pydantic's internals, such as ``start.constrained-int``)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise ValueError(f"must be 'now', 'oldest' or an epoch-millisecond time (0 to {INT_MAX})") from None
+
+
 class MoveRequest(BaseModel):
-    start: Literal["now", "oldest"] | Annotated[int, Field(ge=0, le=INT_MAX)] = Field(
+    start: Annotated[
+        Literal["now", "oldest"] | Annotated[int, Field(ge=0, le=INT_MAX)], WrapValidator(_one_reason)
+    ] = Field(
         description="'now' (skip the backlog), 'oldest' (everything in retention), or an epoch-ms time:"
         " sessions that joined the log at or after it are exported (again)"
     )
