@@ -973,15 +973,21 @@ async def test_put_with_the_mask_keeps_the_oauth_secret(
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "what"),
     [
-        lambda v: v["authentication"]["basicAuth"].update(username="someone-else"),
-        lambda v: v["endpointDefinition"].update(endpointUrl="https://attacker.example"),
+        (
+            lambda v: v["authentication"]["basicAuth"].update(username="someone-else"),
+            "the authentication settings",
+        ),
+        (
+            lambda v: v["endpointDefinition"].update(endpointUrl="https://attacker.example"),
+            "the endpoint URL",
+        ),
     ],
     ids=["username", "endpointUrl"],
 )
 async def test_changing_what_a_secret_protects_requires_re_entering_it(
-    api: Api, settings: Settings, server_config: ServerConfig, change: Any
+    api: Api, settings: Settings, server_config: ServerConfig, change: Any, what: str
 ) -> None:
     object_id = await settings.create(export_value(authentication=basic_auth()))
     value = (await settings.read(object_id))["value"]
@@ -989,7 +995,8 @@ async def test_changing_what_a_secret_protects_requires_re_entering_it(
 
     refused = await settings.put(object_id, value)
     assert refused.status_code == 400
-    assert "re-enter" in violation_at(refused.json(), "authentication.basicAuth.password")
+    reason = violation_at(refused.json(), "authentication.basicAuth.password")
+    assert reason.startswith(f"{what} changed: re-enter the secret"), reason
     unchanged = await settings.read(object_id)
     assert unchanged["value"]["endpointDefinition"]["endpointUrl"] == "https://collector.example/sessions"
 

@@ -453,19 +453,35 @@ def _resubmission_needed(
 ) -> list[Violation]:
     """A kept secret is only kept when nothing it protects changed (else it could be sent elsewhere)."""
     kept = [path for path in kept if _get(value, path) is not None]  # still in use after preconditions
-    if not kept or _auth_fingerprint(schema, value) == _auth_fingerprint(schema, old):
+    if not kept or schema["schemaId"] != EXPORT_SCHEMA:
         return []
-    return [Violation(".".join(p), "the authentication settings changed: re-enter the secret") for p in kept]
+    changed = [
+        what
+        for what, fingerprint in (
+            ("the endpoint URL", _endpoint_url),
+            ("the authentication settings", _auth_settings),
+        )
+        if fingerprint(schema, value) != fingerprint(schema, old)
+    ]
+    if not changed:
+        return []
+    reason = (
+        f"{' and '.join(changed)} changed: re-enter the secret (a stored one is never sent to a new place)"
+    )
+    return [Violation(".".join(p), reason) for p in kept]
 
 
-def _auth_fingerprint(schema: dict[str, Any], value: dict[str, Any]) -> Any:
-    if schema["schemaId"] != EXPORT_SCHEMA:
-        return None
+def _endpoint_url(schema: dict[str, Any], value: dict[str, Any]) -> Any:
+    return value.get("endpointDefinition", {}).get("endpointUrl")
+
+
+def _auth_settings(schema: dict[str, Any], value: dict[str, Any]) -> Any:
+    """The authentication settings, their secrets left out."""
     view = {"authentication": copy.deepcopy(value.get("authentication", {}))}
     for path in secret_paths(schema):
         if path[0] == "authentication" and _get(view, path) is not None:
             _set(view, path, None)
-    return view, value.get("endpointDefinition", {}).get("endpointUrl")
+    return view
 
 
 def _parent_is_object(value: dict[str, Any], path: tuple[str, ...]) -> bool:
