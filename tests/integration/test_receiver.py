@@ -118,6 +118,25 @@ def test_sessions_stored_once_each_and_read_back_byte_identical(receiver: Receiv
     assert shown.exit_code == 0 and shown.stdout.strip().encode() == mobile  # the stored bytes exactly
 
 
+def test_the_received_commands_read_a_files_store_while_the_receiver_writes_it(tmp_path: Path) -> None:
+    receiver = ReceiverProcess(tmp_path / "receiver", "--storage", "files").start()
+    try:
+        mobile = compact(sample("doc-mobile-session.json"))
+        stored = httpx.put(receiver.url, content=mobile, headers=NDJSON, verify=receiver.verify)
+        assert stored.json()["stored"] == 1
+        where = ["--data-dir", str(receiver.data_dir), "--storage", "files"]
+        counts = CliRunner().invoke(cli_app, ["received", "counts", *where])
+        assert counts.exit_code == 0, counts.output
+        assert orjson.loads(counts.stdout)["sessions"] == 1
+        session_id = orjson.loads(mobile)["userSessionId"]
+        shown = CliRunner().invoke(cli_app, ["received", "show", session_id, *where])
+        assert shown.exit_code == 0 and shown.stdout.strip().encode() == mobile
+        again = httpx.put(receiver.url, content=mobile, headers=NDJSON, verify=receiver.verify)
+        assert again.json()["duplicates"] == 1  # the receiver still writes, its folder untouched
+    finally:
+        receiver.stop()
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "status", "expected"),
     [

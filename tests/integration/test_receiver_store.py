@@ -500,6 +500,34 @@ async def test_files_refuse_multi_line_documents_and_a_second_writer(files_backe
             await files_backend.new().open()
 
 
+async def test_files_read_only_beside_the_writer_sees_what_is_committed(files_backend: Backend) -> None:
+    """What the ``received`` commands open while ``receive`` runs: no lock, nothing changed, the
+    save under way (here: its document and index lines, not yet its request line) left alone."""
+    async with opened(files_backend.new) as writer:
+        await writer.save(request_at(1), [session("a1"), session("a2")])
+        folder = files_backend.folder
+        assert folder is not None
+        with (folder / documents_file(1)).open("ab") as file:  # a save half done, as the writer does it
+            file.write(session("b1").body + b"\n")
+        with (folder / index_file(1)).open("ab") as file:
+            file.write(b'{"seq":3,"request":2,"received_at":2,"ki')
+        sizes = {name: (folder / name).stat().st_size for name in os.listdir(folder)}
+
+        async with opened(lambda: FilesReceivedStore(folder, read_only=True)) as reader:
+            assert await bodies(reader) == [session("a2").body, session("a1").body]
+            assert (await reader.counts()).sessions == 2
+            assert [r.received_at for r in await reader.requests()] == [1]
+            with pytest.raises(StoreError, match="read-only"):
+                await reader.save(request_at(3), [session("c1")])
+        assert {name: (folder / name).stat().st_size for name in os.listdir(folder)} == sizes
+
+
+async def test_files_read_only_of_a_missing_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="nothing was received there"):
+        await FilesReceivedStore(tmp_path / "nowhere", read_only=True).open()
+    assert not (tmp_path / "nowhere").exists()
+
+
 # -- PostgreSQL backend -------------------------------------------------------------------------
 async def test_postgresql_concurrent_opens_migrate_once(postgres_url: str) -> None:
     expected = [m.version for m in migrations_for("postgresql", "sessionexport.receiver")]

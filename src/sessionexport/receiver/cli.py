@@ -231,7 +231,7 @@ def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedSto
     if not storage or storage == "files":  # in the data directory: it must be the receiver's
         kept = data_dir / ("received" if storage else RECEIVED_DATABASE)
         require_existing(kept, "receiver", env("RECEIVER_DATA_DIR"))
-    return run_on_store(lambda: create_received_store(data_dir, storage), work)
+    return run_on_store(lambda: create_received_store(data_dir, storage, reading=True), work)
 
 
 def _when(ms: int) -> str:

@@ -10,8 +10,12 @@ from sessionexport.store.base import StoreError
 DATABASE_FILE = "received.db"
 
 
-def create_received_store(data_dir: Path, storage: str | None = None) -> ReceivedStore:
-    """``storage``: none (SQLite in the data directory), ``sqlite:///PATH``, ``postgresql://...`` or ``files``."""
+def create_received_store(
+    data_dir: Path, storage: str | None = None, *, reading: bool = False
+) -> ReceivedStore:
+    """``storage``: none (SQLite in the data directory), ``sqlite:///PATH``, ``postgresql://...`` or
+    ``files``. ``reading``: for a reader beside a running receiver (files: opened read-only; the
+    databases take any number of readers as they are)."""
     if not storage or storage.startswith("sqlite:///"):
         from sessionexport.receiver.store.sqlite import SQLiteReceivedStore
 
@@ -20,7 +24,7 @@ def create_received_store(data_dir: Path, storage: str | None = None) -> Receive
     if storage == "files":
         from sessionexport.receiver.store.files import FilesReceivedStore
 
-        return FilesReceivedStore(data_dir / "received")
+        return FilesReceivedStore(data_dir / "received", read_only=reading)
     if storage.startswith(("postgresql://", "postgres://")):
         from sessionexport.receiver.store.postgresql import PostgresReceivedStore
 

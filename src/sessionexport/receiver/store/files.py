@@ -10,6 +10,10 @@ Layout of the folder::
     requests.ndjson           one line per request: the fields of ``RequestRecord``
     .lock                     held (flock) while a store has the folder open: one writer only
 
+A read-only store (``read_only=True``, what the ``received`` commands open) takes no lock and
+changes nothing, so it reads the folder while a receiver writes to it: it sees the requests
+committed when it opened, and leaves any uncommitted tail to the writer.
+
 The index is the envelope of each document, kept beside the documents so that they stay plain
 NDJSON and so that opening the store reads only the small index and request lines, never a session.
 On open, the index files are scanned into an in-memory map ``(kind, key) -> where its latest
@@ -116,9 +120,10 @@ class _Tail:
 
 
 class FilesReceivedStore:
-    def __init__(self, folder: Path, rotate_bytes: int = ROTATE_BYTES) -> None:
+    def __init__(self, folder: Path, rotate_bytes: int = ROTATE_BYTES, *, read_only: bool = False) -> None:
         self.folder = folder
         self.rotate_bytes = rotate_bytes
+        self.read_only = read_only
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._state: _State | None = None
 
@@ -178,7 +183,7 @@ class FilesReceivedStore:
 
     def _load(self) -> _State:
         try:
-            return _State.load(self.folder, self.rotate_bytes)
+            return _State.load(self.folder, self.rotate_bytes, self.read_only)
         except OSError as exc:
             raise StoreError(f"cannot open files store {self.folder}: {exc}") from exc
 
@@ -186,10 +191,10 @@ class FilesReceivedStore:
 class _State:
     """Everything the store knows, owned by the I/O thread."""
 
-    def __init__(self, folder: Path, rotate_bytes: int, lock_fd: int) -> None:
+    def __init__(self, folder: Path, rotate_bytes: int, lock_fd: int | None) -> None:
         self.folder = folder
         self.rotate_bytes = rotate_bytes
-        self.lock_fd = lock_fd
+        self.lock_fd = lock_fd  # None: read-only, the folder may have a writer
         self.entries: dict[tuple[str, str], _Entry] = {}  # insertion order is seq order
         self.kinds: Counter[str] = Counter()
         self.records: list[RequestRecord] = []
@@ -200,9 +205,12 @@ class _State:
 
     # -- opening: scan, drop the uncommitted tail ----------------------------------------------
     @classmethod
-    def load(cls, folder: Path, rotate_bytes: int) -> _State:
-        _make_folder(folder)
-        state = cls(folder, rotate_bytes, _lock(folder))
+    def load(cls, folder: Path, rotate_bytes: int, read_only: bool = False) -> _State:
+        if read_only and not folder.is_dir():
+            raise StoreError(f"{folder} does not exist: nothing was received there")
+        if not read_only:
+            _make_folder(folder)
+        state = cls(folder, rotate_bytes, None if read_only else _lock(folder))
         try:
             state._scan()
         except BaseException:
@@ -213,7 +221,7 @@ class _State:
     def _scan(self) -> None:
         lines, tail = _committed_lines(self.folder / REQUESTS_FILE, _REQUEST_FIELDS, lambda _: True)
         self.records = [RequestRecord(**line) for line in lines]
-        _truncate(tail)
+        self._drop(tail)
         committed = {record.id for record in self.records}
         numbers = _file_numbers(self.folder)
         for number in numbers:
@@ -234,8 +242,13 @@ class _State:
             entry = _Entry(file=number, **line)
             self.entries[(entry.kind, entry.key)] = entry  # a later version replaces, in place
         data_end = max((line["offset"] + line["length"] + 1 for line in lines), default=0)
-        _truncate(tail)
-        _truncate(_Tail(data_path, data_end, data_size))
+        self._drop(tail)
+        self._drop(_Tail(data_path, data_end, data_size))
+
+    def _drop(self, tail: _Tail) -> None:
+        """An uncommitted tail is truncated by the writer; a reader leaves it (it may be a save under way)."""
+        if self.lock_fd is not None:
+            _truncate(tail)
 
     # -- writing -------------------------------------------------------------------------------
     def save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
@@ -341,6 +354,8 @@ class _State:
             log.error("files store %s: cannot undo a failed save: %s", self.folder, exc)
 
     def _check_writable(self) -> None:
+        if self.lock_fd is None:
+            raise StoreError(f"files store {self.folder} is open read-only")
         if self.broken is not None:
             raise StoreError(
                 f"files store {self.folder} must be reopened after a failed write: {self.broken}"
@@ -392,6 +407,9 @@ class _State:
         fd = self.fds.get(name)
         if fd is None:
             path = self.folder / name
+            if self.lock_fd is None:
+                fd = self.fds[name] = os.open(path, os.O_RDONLY)
+                return fd
             new = not path.exists()
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             self.fds[name] = fd
@@ -406,7 +424,8 @@ class _State:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
-        os.close(self.lock_fd)  # releases the flock
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # releases the flock
 
 
 def _record(
