@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from sessionexport import __version__
 from sessionexport.api import exports, health, metrics, rum, settings, usersessions
-from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, install_error_handlers
+from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, document_errors, install_error_handlers
 from sessionexport.api.metrics import CountAnswers
 from sessionexport.config import ServerConfig
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyBudget, BodyLimit
@@ -83,7 +83,8 @@ def _name_scopes(operation: dict[str, Any]) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, with its 422 answers replaced by the 400s this API really gives."""
+    """FastAPI's document, with its 422 answers replaced by the 400s this API really gives, and
+    the errors every route can give documented on each."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -97,6 +98,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                         "description": "Invalid request parameters or body (Dynatrace error envelope)",
                         "content": {"application/json": {"schema": ERROR_ENVELOPE_SCHEMA}},
                     }
+                document_errors(operation)
         schema["components"]["schemas"].pop("HTTPValidationError", None)
         schema["components"]["schemas"].pop("ValidationError", None)
         app.openapi_schema = schema

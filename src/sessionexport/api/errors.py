@@ -190,3 +190,32 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StoreFull, _store_full)
     app.add_exception_handler(InvalidValue, _invalid_value)
     app.add_exception_handler(SecretKeyError, _secret_key_error)
+
+
+# What any route may answer besides its own answers: the error handlers and middleware above are
+# global, so their answers are documented once, here, for every operation they apply to.
+_COMMON_ERRORS: dict[str, str] = {
+    "401": "Missing, invalid, revoked or expired token",
+    "403": "The token lacks the required scope",
+    "413": "The request body is larger than this route takes (as sent, or once decoded)",
+    "415": "A body in a content type or `Content-Encoding` this route does not take",
+    "503": "The store is unavailable or its disk is full; nothing was changed. `Retry-After` says"
+    " when to try again",
+}
+
+
+def document_errors(operation: dict[str, Any]) -> None:
+    """Add to an OpenAPI operation the error answers every route of its kind can give (401 and
+    403 when it needs a token, 413 and 415 when it takes a body, 503 always), and give every error
+    answer the envelope's schema."""
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    codes = ["503"]
+    if operation.get("security"):
+        codes += ["401", "403"]
+    if "requestBody" in operation:
+        codes += ["413", "415"]
+    for code in codes:
+        responses.setdefault(code, {"description": _COMMON_ERRORS[code]})
+    for code, response in responses.items():
+        if code[0] in "45":
+            response.setdefault("content", {"application/json": {"schema": ERROR_ENVELOPE_SCHEMA}})

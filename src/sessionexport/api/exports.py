@@ -37,10 +37,90 @@ NDJSON_MEDIA = "application/x-ndjson"
 Reader = Depends(require(Scope.SETTINGS_READ))
 Manager = Depends(require(Scope.EXPORTS_MANAGE))
 SessionsReader = Depends(require(Scope.SESSIONS_READ))  # whatever shows or sends session content
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, invalid, revoked or expired token"},
-    403: {"description": "The token lacks the required scope"},
-    404: {"description": "No export configuration with this objectId"},
+# 401, 403, 413, 415 and 503: documented on every route by api.errors.document_errors.
+_NO_EXPORT: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No export configuration with this objectId"}
+}
+
+
+# -- documentation models (responses are rendered directly) -------------------------------------
+
+
+class Alert(BaseModel):
+    id: int
+    objectId: str
+    kind: str = Field(description="What failed: delivery, the token endpoint, the exporter")
+    title: str = Field(description="e.g. Request timeout, Request failed: <reason>")
+    message: str
+    openedAt: int = Field(description="Epoch ms")
+    lastSeenAt: int = Field(description="Epoch ms of the latest failure it stands for")
+    occurrences: int
+    closedAt: int | None = Field(description="Epoch ms; null while open")
+    state: Literal["open", "closed"]
+
+
+class AlertList(BaseModel):
+    alerts: list[Alert]
+    totalCount: int
+
+
+class DeadLetterSummary(BaseModel):
+    id: int
+    createdAt: int = Field(description="Epoch ms")
+    state: str = Field(description="pending, or replayed")
+    replayedAt: int | None
+    sessionCount: int
+    firstSeq: int
+    lastSeq: int
+    bytes: int = Field(description="Size of the body, as sent")
+    reason: str
+    attempts: list[dict[str, Any]] = Field(description="Each attempt: attempt, at, durationMs, status, error")
+    sessions: list[tuple[str, str, int]] | None = Field(
+        None,
+        description="tenantId, userSessionId, startTime of each session; only for a token with sessions.read",
+    )
+
+
+class DeadLetterPage(BaseModel):
+    deadLetters: list[DeadLetterSummary]
+    pageSize: int
+    nextBeforeId: int | None = Field(description="beforeId of the next page; null on the last")
+
+
+class ReplayedLetter(BaseModel):
+    id: int
+    delivered: bool
+    reason: str | None = Field(description="Why it failed again; null when delivered")
+    attempts: list[dict[str, Any]]
+
+
+class ReplayResult(BaseModel):
+    replayed: int = Field(description="Letters delivered")
+    failed: int = Field(description="Letters that failed again (still pending)")
+    skipped: list[int] = Field(description="Ids another replay was sending, or no longer pending")
+    results: list[ReplayedLetter]
+
+
+class Replaying(BaseModel):
+    replaying: int = Field(description="Letters the background replay goes on to send")
+
+
+class Discarded(BaseModel):
+    discardedDeadLetters: int
+    discardedSessions: int
+
+
+class PositionMoved(BaseModel):
+    objectId: str
+    position: int = Field(description="Seq after which the export's exporters go on")
+    backlog: int = Field(description="Sessions after it, to export")
+
+
+_MAPPING_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The mapping document (or, with form=index, the body of PUT /<indexName>)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
 }
 
 
@@ -65,7 +145,7 @@ class ExportStatus(BaseModel):
     lastError: str | None
     lastErrorAt: int | None
     deadLetters: int = Field(description="Dead letters waiting for replay")
-    openAlerts: list[dict[str, Any]]
+    openAlerts: list[Alert]
 
 
 StoredId = Annotated[int, Field(ge=1, le=INT_MAX)]
@@ -158,7 +238,7 @@ async def _sample(request: Request, config: ExportConfig, status_when_none: int 
     " sessions to send.",
     response_model=TestResult,
     dependencies=[Manager, SessionsReader],
-    responses={**_ERRORS, 400: {"description": "Invalid value, or no sessions in the last 7 days"}},
+    responses={400: {"description": "Invalid value, or no sessions in the last 7 days"}},
 )
 async def test_export(request: Request, body: ExportValue) -> Response:
     _, settings, supervisor = _objects(request)
@@ -170,10 +250,9 @@ async def test_export(request: Request, body: ExportValue) -> Response:
 
 
 _SAMPLE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
     200: {
         "description": "The body the export would send (JSON lines)",
-        "content": {"application/x-ndjson": {}},
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
     },
     404: {"description": "No such export, or no sessions from the last 7 days"},
 }
@@ -201,7 +280,11 @@ async def sample_of_export(request: Request, objectId: str) -> Response:
     description="Up to 50 sessions of the last 7 days as the export would send them (JSON lines or Elasticsearch bulk lines); 404 when there are none.",
     dependencies=[Reader, SessionsReader],
     response_class=Response,
-    responses={**_SAMPLE_RESPONSES, 400: {"description": "Invalid value"}},
+    responses={
+        **_SAMPLE_RESPONSES,
+        400: {"description": "Invalid value"},
+        404: {"description": "No sessions from the last 7 days"},
+    },
 )
 async def sample_of_value(request: Request, body: ExportValue) -> Response:
     _, settings, _ = _objects(request)
@@ -230,7 +313,7 @@ async def _mapping_response(request: Request, config: ExportConfig, form: str, n
     summary="Download the Elasticsearch mapping",
     description="Generated from the session model; wrapped in the document type when one is set.",
     dependencies=[Reader],
-    responses=_ERRORS,
+    responses={**_MAPPING_RESPONSE, **_NO_EXPORT},
 )
 async def mapping_of_export(request: Request, objectId: str, form: MappingForm = "mapping") -> Response:
     _, settings, _ = _objects(request)
@@ -242,7 +325,7 @@ async def mapping_of_export(request: Request, objectId: str, form: MappingForm =
     summary="Download the Elasticsearch mapping for an unsaved configuration",
     description="Generated from the session model, for the configuration's document type; ?form=index gives the body of PUT /<index>.",
     dependencies=[Reader],
-    responses={**_ERRORS, 400: {"description": "Invalid value"}},
+    responses={**_MAPPING_RESPONSE, 400: {"description": "Invalid value"}},
 )
 async def mapping_of_value(request: Request, body: ExportValue, form: MappingForm = "mapping") -> Response:
     _, settings, _ = _objects(request)
@@ -255,7 +338,7 @@ async def mapping_of_value(request: Request, body: ExportValue, form: MappingFor
     summary="Delivery status of an export",
     description="State (running, failing: an alert is open, paused, stopped), cursor position, backlog, lag, delivered and failed counts, last success and error, dead letters, open alerts.",
     response_model=ExportStatus,
-    responses=_ERRORS,
+    responses=_NO_EXPORT,
     dependencies=[Reader],
 )
 async def export_status(request: Request, objectId: str) -> Response:
@@ -271,7 +354,7 @@ async def export_status(request: Request, objectId: str) -> Response:
     summary="Alerts of failing exports",
     description="Open ones by default (state=all: closed ones too); each closes at the export's next successful delivery, or when the export is deleted.",
     dependencies=[Reader],
-    responses=_ERRORS,
+    response_model=AlertList,
 )
 async def list_alerts(
     request: Request,
@@ -287,7 +370,8 @@ async def list_alerts(
     summary="Bulks that failed every attempt",
     description="Each with its reason and attempts. The identities of its sessions (tenantId,"
     " userSessionId, startTime) are listed only for a token that also has sessions.read.",
-    responses=_ERRORS,
+    response_model=DeadLetterPage,
+    responses=_NO_EXPORT,
 )
 async def list_dead_letters(
     request: Request,
@@ -320,7 +404,17 @@ async def list_dead_letters(
     summary="The exact body of a dead letter",
     description="The bytes that failed, as sent, for inspection or replay elsewhere.",
     dependencies=[Reader, SessionsReader],
-    responses=_ERRORS,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The body, in the content type it was sent with",
+            "content": {
+                "application/json": {"schema": {"type": "string"}},
+                NDJSON_MEDIA: {"schema": {"type": "string"}},
+            },
+        },
+        404: {"description": "No such dead letter for this export"},
+    },
 )
 async def dead_letter_body(
     request: Request, objectId: str, letterId: Annotated[int, Path(ge=1, le=INT_MAX)]
@@ -344,9 +438,10 @@ async def dead_letter_body(
     " with the number of letters it goes on to send (thousands take minutes); the server log says"
     " how it went, and the letters leave the pending list as they are delivered.",
     dependencies=[Manager],
+    response_model=ReplayResult,
     responses={
-        **_ERRORS,
-        202: {"description": "Replaying in the background: {replaying: n}"},
+        404: {"description": "No such export, or a listed dead letter is not pending"},
+        202: {"description": "Replaying in the background", "model": Replaying},
         409: {"description": "The endpoint may not be sent to from this server"},
     },
 )
@@ -393,7 +488,8 @@ async def replay_dead_letters(
     description="Deletes every pending dead letter of the export (not those a replay is sending"
     " right now), for good: their sessions are not sent. Answers how many letters and sessions"
     " were discarded. An export can be deleted only once it has none pending.",
-    responses=_ERRORS,
+    response_model=Discarded,
+    responses=_NO_EXPORT,
 )
 async def discard_dead_letters(
     request: Request, objectId: str, token: Annotated[TokenRecord, Manager]
@@ -409,7 +505,8 @@ async def discard_dead_letters(
     summary="Move an export's cursor (backfill, replay, skip)",
     description="start: now (skip the backlog), oldest (everything in retention) or an epoch-ms time; the export's exporters restart from there.",
     dependencies=[Manager],
-    responses=_ERRORS,
+    response_model=PositionMoved,
+    responses=_NO_EXPORT,
 )
 async def move_position(request: Request, objectId: str, body: MoveRequest) -> Response:
     store, settings, supervisor = _objects(request)

@@ -41,8 +41,6 @@ class EventsResult(BaseModel):
     response_model=EventsResult,
     responses={
         400: {"description": "Invalid events: each problem with its line and field path; nothing kept"},
-        401: {"description": "Missing, invalid, revoked or expired token"},
-        403: {"description": "The token lacks the required scope"},
         **BODY_ERRORS,
     },
     openapi_extra={"requestBody": {"required": True, "content": {NDJSON: {"schema": {"type": "string"}}}}},

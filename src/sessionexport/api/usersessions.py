@@ -27,12 +27,17 @@ from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2/usersessions", tags=["User sessions"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+# 401, 403, 413, 415 and 503 are documented on every route by api.errors.document_errors.
+_INGEST_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "description": "Invalid sessions; `constraintViolations` lists each problem with its line or index"
     },
-    401: {"description": "Missing, invalid, revoked or expired token"},
-    403: {"description": "The token lacks the required scope"},
+}
+_QUERY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "Invalid query parameters (a pageSize out of range, a nextPageKey not issued here or"
+        " not alone); `constraintViolations` names each"
+    },
 }
 
 # Both ingest routes (sessions, RUM events) read their bodies with read_limited_body.
@@ -70,7 +75,7 @@ class SessionPage(BaseModel):
         " in the log is counted as a duplicate and not stored again." + COMPRESSED_BODIES
     ),
     response_model=IngestResult,
-    responses={**_ERRORS, **BODY_ERRORS},
+    responses={**_INGEST_ERRORS, **BODY_ERRORS},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -123,7 +128,7 @@ async def _ingest(
         " 64 KiB or more is sent gzipped to a client that takes it (`Accept-Encoding: gzip`)."
     ),
     response_model=SessionPage,
-    responses=_ERRORS,
+    responses=_QUERY_ERRORS,
     dependencies=[Depends(require(Scope.SESSIONS_READ))],
 )
 async def list_sessions(
