@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import io
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sessionexport import __version__, tokens
+from sessionexport import __version__, listening, tokens
 from sessionexport.cli_options import (
     DEFAULT_DATA_DIR,
     AllowHttpLoopback,
@@ -197,9 +198,7 @@ def _serve(
     says: Callable[[str], str],
 ) -> None:
     """Serve ``create(config)`` with uvicorn, once the store opened (a database that cannot be
-    reached or opened ends the command here, in one line, rather than in uvicorn's traceback)."""
-    import uvicorn
-
+    reached or opened, or a port that is taken, ends the command here in one line)."""
     scheme = _serving_scheme(listener)
     try:
         application = create(config)  # a database URL of no known kind, keys that do not load
@@ -207,17 +206,18 @@ def _serve(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     run_on_store(lambda: create_store(config.data_dir, config.database_url), _nothing)
+    sock = _listening(listener.host, listener.port)
     announce(err, f"sessionexport {__version__} {says(f'{scheme}://{listener.host}:{listener.port}')}")
-    uvicorn.run(
-        application,
-        host=listener.host,
-        port=listener.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ssl_certfile=listener.tls_cert,
-        ssl_keyfile=listener.tls_key,
-    )
+    if not listening.serve(application, sock, ssl_certfile=listener.tls_cert, ssl_keyfile=listener.tls_key):
+        raise typer.Exit(3)
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    try:
+        return listening.bind(host, port)
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 async def _nothing(store: Store) -> None:

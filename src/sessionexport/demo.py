@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -38,6 +37,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.generate.events import EventOptions, generate_event_streams
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.sessionizer import SessionizerSettings
+from sessionexport.listening import bind
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import create_store
 
@@ -62,7 +62,7 @@ async def run_demo(options: DemoOptions) -> int:
     for noisy in ("httpx", "uvicorn.error"):  # a line per request or per start-up step would bury the counts
         logging.getLogger(noisy).setLevel(logging.WARNING)
     secret = secrets.token_urlsafe(16)
-    listening = _listen(options.host, options.port)  # a taken port is said now, before anything starts
+    listening = bind(options.host, options.port)  # a taken port is said now, before anything starts
     async with _receiver(options, secret) as receiver:
         config = ServerConfig(
             data_dir=options.data_dir / "server",
@@ -166,19 +166,6 @@ async def _token(config: ServerConfig) -> str:
         return new.token
     finally:
         await store.close()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The API's socket, bound here: uvicorn would report a taken port only after the demo had
-    started waiting for the server (and might find another one answering there)."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6
-        return socket.create_server((host, port), family=family)
-    except socket.gaierror as exc:
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise OSError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 async def _until_up(api: str, serving: asyncio.Task[None]) -> None:

@@ -75,6 +75,25 @@ def server(data_dir: Path) -> Iterator[str]:
         assert "listening on" in output and "Application shutdown complete" in output
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["serve", "--port"], ["worker", "--metrics-port"], ["receive", "--http", "--port"]],
+    ids=["serve", "worker", "receive"],
+)
+def test_a_taken_port_is_one_line_and_exit_2_before_saying_where_it_listens(
+    tmp_path: Path, command: list[str]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run(*command, str(port), "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "listening on" not in result.stderr and "receiving on" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def create_token(data_dir: Path, scopes: str) -> str:
     result = run("tokens", "create", "--data-dir", str(data_dir), "--name", "e2e", "--scopes", scopes)
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ import datetime as dt
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -151,6 +151,7 @@ def receive(
     """
     import uvicorn
 
+    from sessionexport import listening
     from sessionexport.receiver.app import OPTIONS_VARIABLE, ReceiverOptions, create_receiver_app
 
     if (tls_cert is None) != (tls_key is None):
@@ -177,15 +178,23 @@ def receive(
     except (ValueError, StoreError, OSError) as exc:
         _fail(str(exc))
     cert_file, key_file = (None, None) if http else _tls_files(data_dir, tls_cert, tls_key)
+    try:
+        sock = listening.bind(host, port)
+    except OSError as exc:
+        _fail(str(exc))
     where = f"{'http' if http else 'https'}://{host}:{port}"
     announce(err, f"receiving on {where}{events_path}  (_bulk: {where}/_bulk, data: {data_dir})")
-    served: Any = create_receiver_app(config)
-    if workers > 1:
-        os.environ[OPTIONS_VARIABLE] = options.to_environment()
-        served = "sessionexport.receiver.app:app_from_environment"
+    if workers == 1:
+        if not listening.serve(
+            create_receiver_app(config), sock, ssl_certfile=cert_file, ssl_keyfile=key_file
+        ):
+            raise typer.Exit(3)
+        return
+    sock.close()  # uvicorn binds the port again, for its worker processes to share
+    os.environ[OPTIONS_VARIABLE] = options.to_environment()
     uvicorn.run(
-        served,
-        factory=workers > 1,
+        "sessionexport.receiver.app:app_from_environment",
+        factory=True,
         workers=workers,
         host=host,
         port=port,

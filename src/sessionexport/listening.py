@@ -1,0 +1,39 @@
+"""A server's socket, bound before anything says where it listens.
+
+uvicorn binds only once the application has started, so a taken port would be reported after a
+"listening on" line, in a log line of its own and with exit code 3. Binding first turns that into
+one clear error, before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (IPv4 or IPv6, as the host says); OSError saying why not."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def serve(app: Any, sock: socket.socket, **options: Any) -> bool:
+    """Serve ``app`` with uvicorn on ``sock`` until interrupted; False when it could not start
+    (the application's startup failed)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", **options))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # the signal uvicorn re-raises once it has shut down
+        pass
+    finally:
+        sock.close()
+    return server.started
