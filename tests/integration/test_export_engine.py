@@ -25,7 +25,7 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA
 from tests.conftest import make_token
 from tests.support.backend import backend_database
 from tests.support.engine import OBJECTS, Engine, export_value, running_engine, sessions, until
-from tests.support.receiver import RESET, STALL, Receiver, Tls
+from tests.support.receiver import RESET, STALL, TRICKLE, Answer, Receiver, Tls
 
 pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
 
@@ -234,6 +234,73 @@ async def test_token_endpoint_failure_is_its_own_alert(engine: Engine, receiver:
     assert [(a["kind"], a["objectId"]) for a in alerts] == [("token", export_id)]
     assert "token endpoint answered HTTP 503: server_error" in alerts[0]["title"]  # its OAuth error
     assert not [r for r in receiver.requests]  # nothing was sent without a token
+
+
+async def test_a_token_answer_whose_expiry_is_not_seconds_is_a_token_failure(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """Not an exporter that fails and restarts in a loop: the token alert names the field."""
+    receiver.behaviour.oauth_clients = {"exporter": "client-secret"}
+    receiver.behaviour.token_extra = {"expires_in": "soon"}
+    auth = {
+        "active": True,
+        "authType": "oauth2",
+        "oAuth2": {
+            "accessTokenUrl": receiver.token_url,
+            "clientId": "exporter",
+            "clientSecret": "client-secret",
+        },
+    }
+    export_id = await engine.create_export(
+        export_value(receiver.url, {"retries": 1, "backoffSeconds": 0.01}, authentication=auth)
+    )
+    await engine.ingest(sessions(1))
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+    alerts = (await engine.client.get("/api/v2/alerts", headers=engine.headers)).json()["alerts"]
+    assert [a["kind"] for a in alerts] == ["token"]
+    assert "an expires_in that is not seconds: 'soon'" in alerts[0]["title"]
+
+
+async def test_an_answer_that_trickles_in_is_cut_at_the_timeout(engine: Engine, receiver: Receiver) -> None:
+    """timeoutSeconds bounds the whole exchange, not each read: a byte every 0.2 s never trips
+    a per-read timeout, and would hold the export for 20 s."""
+    receiver.behaviour.script.append(TRICKLE)
+    tuning = {"timeoutSeconds": 1, "retries": 1, "backoffSeconds": 0.01}
+    export_id = await engine.create_export(export_value(receiver.url, tuning))
+    await engine.ingest(sessions(2))
+    await until(lambda: delivered(engine, export_id, 2), "delivered by the second attempt", within=8)
+    assert len(receiver.requests) == 2
+    assert receiver.requests[1].at - receiver.requests[0].at < 3
+
+
+async def test_an_endless_answer_is_read_only_as_far_as_its_reason(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.script.append(Answer(500, endless=True))
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 1, "backoffSeconds": 0.01}))
+    await engine.ingest(sessions(2))
+    await until(lambda: delivered(engine, export_id, 2), "delivered by the second attempt")
+    assert receiver.streamed < 32 << 20  # of a gigabyte on offer: the start, and what the network held
+
+
+async def test_retry_after_is_waited_out_before_the_next_attempt(engine: Engine, receiver: Receiver) -> None:
+    receiver.behaviour.script.append(Answer(429, {"Retry-After": "2"}))
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 1, "backoffSeconds": 0.01}))
+    await engine.ingest(sessions(2))
+    await until(lambda: delivered(engine, export_id, 2), "delivered by the second attempt")
+    assert receiver.requests[1].at - receiver.requests[0].at >= 1.9
+
+
+async def test_one_session_too_large_for_the_endpoint_is_kept_at_once(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.script.extend([413] * 10)
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 3, "backoffSeconds": 0.01}))
+    await engine.ingest(sessions(1))
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+    assert len(receiver.requests) == 1  # no retry can make it smaller
+    status = await engine.status(export_id)
+    assert status["openAlerts"][0]["title"] == "Request failed: HTTP 413"
 
 
 async def dead_letters(engine: Engine, export_id: str, count: int) -> bool:

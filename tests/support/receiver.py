@@ -12,19 +12,31 @@ import base64
 import secrets
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trustme
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.threaded_server import ThreadedServer
 
 STALL = "stall"  # answer after the client has given up
 RESET = "reset"  # close the connection without answering
+TRICKLE = "trickle"  # 200 and its headers at once, then the answer a byte every 0.2 s
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A scripted answer: a status with headers, and a body, or ``endless`` megabytes of one."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    endless: bool = False
 
 
 @dataclass
@@ -42,13 +54,14 @@ class Received:
 
 @dataclass
 class Behaviour:
-    script: deque[int | str] = field(default_factory=deque)  # consumed one per request; then 200
+    script: deque[int | str | Answer] = field(default_factory=deque)  # consumed one per request; then 200
     basic: tuple[str, str] | None = None
     oauth_clients: dict[str, str] = field(default_factory=dict)
     token_ttl: int = 300
     stall_seconds: float = 5.0
     token_status: int = 200
     delay_seconds: float = 0.0  # before every answer
+    token_extra: dict[str, object] = field(default_factory=dict)  # merged into every token answer
 
 
 class Receiver:
@@ -58,6 +71,7 @@ class Receiver:
         self.requests: list[Received] = []
         self.token_requests: list[dict[str, str]] = []
         self.tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
+        self.streamed = 0  # bytes of endless and trickling answers produced so far
         self._server: ThreadedServer | None = None
         self.port = 0
 
@@ -102,7 +116,8 @@ class Receiver:
             received.answered = 401  # type: ignore[attr-defined]
             self.requests.append(received)
             return Response(status_code=401)
-        received.answered = action if isinstance(action, int) else 0  # type: ignore[attr-defined]
+        status = action.status if isinstance(action, Answer) else action
+        received.answered = status if isinstance(status, int) else 0  # type: ignore[attr-defined]
         if self.behaviour.delay_seconds:
             await asyncio.sleep(self.behaviour.delay_seconds)
         self.requests.append(received)
@@ -113,7 +128,29 @@ class Receiver:
             # uvicorn's request cycle owns the connection; dropping it is what a crashing peer does.
             request.receive.__self__.transport.abort()  # type: ignore[attr-defined]
             return Response(status_code=500)
+        if action == TRICKLE:
+            return StreamingResponse(self._trickle(), status_code=200)
+        if isinstance(action, Answer):
+            if action.endless:
+                return StreamingResponse(
+                    self._endless(request), status_code=action.status, headers=action.headers
+                )
+            return Response(action.body, status_code=action.status, headers=action.headers)
         return Response(status_code=int(action), headers={"Server": "test receiver"})
+
+    async def _trickle(self) -> AsyncIterator[bytes]:
+        for _ in range(100):
+            self.streamed += 1
+            yield b" "
+            await asyncio.sleep(0.2)
+
+    async def _endless(self, request: Request) -> AsyncIterator[bytes]:
+        chunk = b"x" * (1 << 20)
+        for _ in range(1024):  # a gigabyte, unless the client goes away
+            if await request.is_disconnected():
+                return
+            self.streamed += len(chunk)
+            yield chunk
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -138,7 +175,12 @@ class Receiver:
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         token = secrets.token_urlsafe(16)
         self.tokens[token] = time.monotonic() + self.behaviour.token_ttl
-        body = {"access_token": token, "token_type": "Bearer", "expires_in": self.behaviour.token_ttl}
+        body: dict[str, object] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.behaviour.token_ttl,
+        }
+        body |= self.behaviour.token_extra
         if form.get("scope"):
             body["scope"] = str(form["scope"])
         return JSONResponse(body)

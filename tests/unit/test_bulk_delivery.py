@@ -11,7 +11,8 @@ import pytest
 
 from sessionexport.export.bulk_delivery import deliver_bulk
 from sessionexport.export.config import ExportConfig, SendDirect
-from sessionexport.export.delivery import Attempt
+from sessionexport.export.delivery import Attempt, Outcome
+from sessionexport.export.exporter import _alert_message
 from sessionexport.export.tuning import ExportTuning
 from sessionexport.store.records import LogEntry
 
@@ -36,7 +37,7 @@ class Endpoint:
         )
     )
 
-    async def backoff(self, retry: int) -> None:
+    async def backoff(self, retry: int, previous: Attempt | None = None) -> None:
         return None
 
     async def attempt(
@@ -105,3 +106,23 @@ async def test_a_plain_endpoint_is_asked_again_whatever_it_answered() -> None:
     endpoint = Endpoint(whole=400)
     result = await deliver_bulk(endpoint, [entry(1)], None)  # type: ignore[arg-type]
     assert [e.seq for e in result.unsent] == [1] and len(endpoint.sent) == 3
+
+
+async def test_a_single_session_the_endpoint_finds_too_large_is_not_sent_again() -> None:
+    """A 413 for one session is final: retrying the same body cannot change the answer."""
+    endpoint = Endpoint(limit=0)
+    result = await deliver_bulk(endpoint, [entry(1), entry(2)], None)  # type: ignore[arg-type]
+    assert endpoint.sent == [[1, 2], [1], [2]]  # split once, then each half once: no retries
+    assert [e.seq for e in result.unsent] == [1, 2]
+    assert result.failure().alert_title == "Request failed: HTTP 413"
+
+
+def test_an_alert_names_the_first_and_last_attempts_of_a_long_story() -> None:
+    outcome = Outcome(False, [Attempt(n % 4 + 1, 0, 1, status=413 + n) for n in range(40)])
+    message = _alert_message(outcome)
+    assert message.startswith(
+        "The bulk was kept as a dead letter after 40 attempt(s) (#1: 413; #2: 414; #3: 415;"
+    )
+    assert "; 34 more; " in message and message.endswith("#2: 450; #3: 451; #4: 452).")
+    short = _alert_message(Outcome(False, [Attempt(1, 0, 1, error="reset")]))
+    assert short == "The bulk was kept as a dead letter after 1 attempt(s) (#1: reset)."

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import itertools
 import random
 from typing import Any
 
 import pytest
 
-from sessionexport.export.config import BasicAuth, OAuth2, SendDirect, export_config
-from sessionexport.export.delivery import TIMEOUT_TITLE, Attempt, Outcome, backoff_seconds
+from sessionexport.export.answers import retry_after_seconds
+from sessionexport.export.config import BasicAuth, ExportConfig, OAuth2, SendDirect, export_config
+from sessionexport.export.delivery import (
+    RETRY_AFTER_MAX_SECONDS,
+    TIMEOUT_TITLE,
+    Attempt,
+    Outcome,
+    Sender,
+    backoff_seconds,
+)
 from sessionexport.export.tuning import KNOBS, ExportTuning, TuningError, parse_tuning
 
 PLAIN: dict[str, Any] = {
@@ -313,6 +322,55 @@ def test_backoff_jitter_bounds_are_exact(monkeypatch: pytest.MonkeyPatch) -> Non
     assert backoff_seconds(3, 1.0, 30.0) == pytest.approx(4.0)
     assert backoff_seconds(10, 1.0, 30.0) == pytest.approx(30.0)
     assert calls == [(0.8, 1.0), (0.8, 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [(None, 1.0), (0.5, 1.0), (20.0, 20.0), (10_000.0, RETRY_AFTER_MAX_SECONDS)],
+    ids=["none", "shorter-than-backoff", "longer", "beyond-the-cap"],
+)
+async def test_a_retry_after_longer_than_the_backoff_is_waited_out(
+    monkeypatch: pytest.MonkeyPatch, retry_after: float | None, expected: float
+) -> None:
+    monkeypatch.setattr(random, "uniform", lambda a, b: b)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    config = ExportConfig(
+        "x",
+        "https://e",
+        True,
+        "application/json",
+        True,
+        None,
+        None,
+        None,
+        False,
+        ExportTuning(backoffSeconds=1),
+    )
+    sender = Sender(config, None, None, sleep)  # type: ignore[arg-type]
+    await sender.backoff(1, Attempt(1, 0, 1, status=429, retry_after=retry_after))
+    assert waits == [expected]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("20", 20.0),
+        (" 0 ", 0.0),
+        ("Fri, 27 Nov 2026 12:00:30 GMT", 30.0),
+        ("Fri, 27 Nov 2026 11:00:00 GMT", 0.0),  # past: at once
+        ("soon", None),
+        ("-5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
+    now = int(dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC).timestamp() * 1000)
+    assert retry_after_seconds(header, now) == seconds
 
 
 def test_backoff_grows() -> None:

@@ -9,6 +9,7 @@ control characters: it goes into logs, alerts and the UI.
 
 from __future__ import annotations
 
+import email.utils
 import html
 import re
 from typing import Any
@@ -65,3 +66,20 @@ def _one_line(text: str) -> str | None:
     if len(text) > REASON_CHARS:
         text = text[: REASON_CHARS - 1].rstrip() + "…"
     return text or None
+
+
+def retry_after_seconds(value: str | None, now_ms: int) -> float | None:
+    """The seconds a ``Retry-After`` header asks to wait (delay-seconds or an HTTP date), or None
+    when there is none or it means nothing."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        return None
+    return max(0.0, when.timestamp() - now_ms / 1000)

@@ -14,14 +14,17 @@ import re
 from typing import Protocol
 
 import httpx
+import orjson
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749 import OAuth2Token
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
 from sessionexport.export.answers import http_error
 from sessionexport.export.config import BasicAuth, OAuth2
+from sessionexport.export.exchange import exchange
 
 EXPIRY_LEEWAY_SECONDS = 30
+TOKEN_ANSWER_BYTES = 64 * 1024  # a token answer is a few hundred bytes: more is not a token
 
 
 class TokenError(Exception):
@@ -79,23 +82,35 @@ class OAuth2Credentials:
         client_auth = ClientAuth(self._auth.client_id, self._auth.client_secret, "client_secret_post")
         url, headers, body = client_auth.prepare("POST", self._auth.token_url, headers, body)
         try:
-            response = await self._client.post(url, content=body, headers=headers, timeout=self._timeout)
-        except httpx.TimeoutException:
+            request = self._client.build_request(
+                "POST", url, content=body, headers=headers, timeout=self._timeout
+            )
+            async with asyncio.timeout(self._timeout):  # the whole exchange, however the answer trickles
+                response, answer = await exchange(self._client, request, TOKEN_ANSWER_BYTES)
+        except (TimeoutError, httpx.TimeoutException):
             raise TokenError("token request timed out") from None
         except httpx.HTTPError as exc:
             raise TokenError(f"token request failed: {describe_transport_error(exc)}") from None
         except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
             raise TokenError(f"the token request could not be made: {exc}") from None
         if response.status_code != 200:
-            raise TokenError(f"token endpoint answered {http_error(response.status_code, response.content)}")
+            raise TokenError(f"token endpoint answered {http_error(response.status_code, answer)}")
         try:
-            data = response.json()
-        except ValueError:
+            data = orjson.loads(answer)
+        except orjson.JSONDecodeError:
             raise TokenError("token endpoint answered something other than JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
             raise TokenError("token endpoint answer has no access_token")
         if str(data.get("token_type", "Bearer")).lower() != "bearer":
             raise TokenError(f"token type {data.get('token_type')!r} is not Bearer")
+        if (expires_in := data.get("expires_in")) is not None:
+            try:
+                data["expires_in"] = int(expires_in)  # some endpoints send it as a string: "3600"
+            except (TypeError, ValueError):
+                shown = repr(expires_in)[:40]
+                raise TokenError(
+                    f"token endpoint answered an expires_in that is not seconds: {shown}"
+                ) from None
         return OAuth2Token.from_dict(data)
 
 

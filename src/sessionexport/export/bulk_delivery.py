@@ -5,7 +5,7 @@ attempt ──2xx──▶ plain endpoint: every session delivered
    │                                     ├ 429 / 5xx ───▶ sent again (only those) in the next attempt
    │                                     └ other ───────▶ rejected (a dead letter per session)
    ├─413 (more than one session)──▶ split in halves, each delivered on its own
-   ├─Elasticsearch 400/401/403/404/413──▶ failed whole at once (refused for good; no retry)
+   ├─413 (one session), Elasticsearch 400/401/403/404──▶ failed whole at once (refused for good; no retry)
    └─other failure──▶ backoff, next attempt ... out of attempts ──▶ failed whole (one dead letter)
 """
 
@@ -66,7 +66,7 @@ async def _deliver(
     mine: list[Attempt] = []  # this group's attempts
     for number in range(1, retries + 2):
         if number > 1:
-            await sender.backoff(number - 1)
+            await sender.backoff(number - 1, mine[-1] if mine else None)
         body = bulk_body(pending, direct)
         attempt, answer = await sender.attempt(number, body, read_answer=direct is not None)
         if attempt.status == 413 and len(pending) > 1:

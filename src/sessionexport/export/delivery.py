@@ -5,6 +5,11 @@
         └──────────────▶ Outcome(delivered) ◀───┘
 
 A 401 with OAuth drops the cached token and retries at once, within the same attempt.
+
+An attempt ends at ``timeoutSeconds`` whatever the endpoint does (an answer that trickles in a byte
+at a time included), and reads at most what it needs of the answer: its reason, or Elasticsearch's
+items. A 429 or 503 with ``Retry-After`` is waited out (up to ``RETRY_AFTER_MAX_SECONDS``) before
+the next attempt; a 413 is final for the body that got it (the exporter splits bulks before that).
 """
 
 from __future__ import annotations
@@ -20,21 +25,26 @@ import httpx
 
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import gzipped
-from sessionexport.export.answers import http_error
+from sessionexport.export.answers import WHOLE_BYTES, http_error, retry_after_seconds
 from sessionexport.export.auth import Credentials, TokenError, describe_transport_error
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
+from sessionexport.export.exchange import exchange
 
 TIMEOUT_TITLE = "Request timeout"
 OAUTH_FAILURE_PREFIX = "OAuth token: "  # how an attempt's error says the token endpoint failed
 # What Elasticsearch answers a bulk request it will never take (a bad request, credentials or
 # rights it refuses, no such index, too large): trying it again changes nothing.
 FINAL_ELASTICSEARCH_STATUSES = frozenset({400, 401, 403, 404, 413})
+RETRY_AFTER_MAX_SECONDS = 120.0  # an endpoint asking for longer is tried again after this
+ANSWER_BYTES = WHOLE_BYTES + 1  # of an answer, what its reason is read from (and whether there is more)
+BULK_ANSWER_BYTES = 64 * 1024 * 1024  # of an Elasticsearch bulk answer: an item per document
 
 
 def refused_for_good(attempt: Attempt, elasticsearch: bool) -> bool:
-    """Whether another attempt is pointless: Elasticsearch refused the whole request for good."""
-    return elasticsearch and attempt.status in FINAL_ELASTICSEARCH_STATUSES
+    """Whether sending the same body again is pointless: it is too large for the endpoint (413), or
+    Elasticsearch refused the whole request for good."""
+    return attempt.status == 413 or (elasticsearch and attempt.status in FINAL_ELASTICSEARCH_STATUSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,7 @@ class Attempt:
     error: str | None = None
     timed_out: bool = False
     token_failure: bool = False
+    retry_after: float | None = None  # seconds the endpoint asked to wait (429, 503)
 
     @property
     def ok(self) -> bool:
@@ -106,7 +117,7 @@ class Sender:
         outcome = Outcome(delivered=False)
         for number in range(1, retries + 2):
             if number > 1:
-                await self.backoff(number - 1)
+                await self.backoff(number - 1, outcome.last)
             attempt, answer = await self.attempt(number, body, content_type, read_answer=items is not None)
             if attempt.ok and items is not None:
                 attempt = _every_item_ok(attempt, answer, items)
@@ -118,18 +129,24 @@ class Sender:
                 break
         return outcome
 
-    async def backoff(self, retry: int) -> None:
+    async def backoff(self, retry: int, previous: Attempt | None = None) -> None:
+        """Wait before retry number ``retry``: the backoff, or what the endpoint asked for in the
+        previous attempt's ``Retry-After`` when longer (within ``RETRY_AFTER_MAX_SECONDS``)."""
         tuning = self.config.tuning
-        await self._sleep(backoff_seconds(retry, tuning.backoffSeconds, tuning.backoffMaxSeconds))
+        delay = backoff_seconds(retry, tuning.backoffSeconds, tuning.backoffMaxSeconds)
+        if previous is not None and previous.retry_after is not None:
+            delay = max(delay, min(previous.retry_after, RETRY_AFTER_MAX_SECONDS))
+        await self._sleep(delay)
 
     async def attempt(
         self, number: int, body: bytes, content_type: str | None = None, *, read_answer: bool = False
     ) -> tuple[Attempt, bytes]:
-        """One request (a 401 with OAuth refreshes the token and tries once more); the answer's body
-        is read only when asked for (Elasticsearch's per-item results). With the ``compression``
+        """One request (a 401 with OAuth refreshes the token and tries once more); its answer is read
+        as far as needed: its reason, or with ``read_answer`` Elasticsearch's items. With the ``compression``
         knob, the body goes out gzipped (compressed off the event loop: a bulk takes milliseconds)."""
         compressed = self.config.tuning.compression == "gzip"
         content = await asyncio.to_thread(gzipped, body) if compressed else body
+        timeout = self.config.tuning.timeoutSeconds
         started, at = time.perf_counter(), now_ms()
 
         def done(answer: bytes = b"", **kwargs: object) -> tuple[Attempt, bytes]:
@@ -147,19 +164,19 @@ class Sender:
             except TokenError as exc:
                 return done(error=f"{OAUTH_FAILURE_PREFIX}{exc}", token_failure=True)
             try:
-                response = await self._client.request(
+                request = self._client.build_request(
                     self.config.method,
                     self.config.endpoint_url,
                     content=content,
                     headers=headers,
-                    timeout=self.config.tuning.timeoutSeconds,
+                    timeout=timeout,
                 )
-                try:
-                    answer = await response.aread() if read_answer else b""
-                finally:
-                    await response.aclose()
-            except httpx.TimeoutException:
-                return done(error=f"no answer within {self.config.tuning.timeoutSeconds:g} s", timed_out=True)
+                async with asyncio.timeout(timeout):
+                    response, answer = await exchange(
+                        self._client, request, BULK_ANSWER_BYTES if read_answer else ANSWER_BYTES
+                    )
+            except (TimeoutError, httpx.TimeoutException):
+                return done(error=f"no answer within {timeout:g} s", timed_out=True)
             except httpx.HTTPError as exc:
                 return done(error=describe_transport_error(exc))
             except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
@@ -167,9 +184,14 @@ class Sender:
             if response.status_code == 401 and not refreshed and await self._credentials.refresh():
                 refreshed = True
                 continue
-            ok = 200 <= response.status_code < 300
-            error = None if ok else http_error(response.status_code, response.content)
-            return done(answer, status=response.status_code, error=error)
+            status = response.status_code
+            error = None if 200 <= status < 300 else http_error(status, answer)
+            wait = (
+                retry_after_seconds(response.headers.get("retry-after"), now_ms())
+                if status in (429, 503)
+                else None
+            )
+            return done(answer, status=status, error=error, retry_after=wait)
 
 
 def _every_item_ok(attempt: Attempt, answer: bytes, items: int) -> Attempt:

@@ -371,6 +371,13 @@ def _shard_name(claim: Claim) -> str:
     return f"shard {claim.shard} of {claim.shards}" if claim.shards > 1 else "exporter"
 
 
+SHOWN_ATTEMPTS = 6  # of a bulk split many times over, the first and the last few attempts
+
+
 def _alert_message(outcome: Outcome) -> str:
-    tries = "; ".join(f"#{a.number}: {a.error or a.status}" for a in outcome.attempts)
-    return f"The bulk was kept as a dead letter after {len(outcome.attempts)} attempt(s) ({tries})."
+    attempts = outcome.attempts
+    tries = [f"#{a.number}: {a.error or a.status}" for a in attempts]
+    if len(tries) > SHOWN_ATTEMPTS:
+        half = SHOWN_ATTEMPTS // 2
+        tries = [*tries[:half], f"{len(tries) - 2 * half} more", *tries[-half:]]
+    return f"The bulk was kept as a dead letter after {len(attempts)} attempt(s) ({'; '.join(tries)})."

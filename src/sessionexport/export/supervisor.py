@@ -26,7 +26,7 @@ import httpx
 from sessionexport.clock import now_ms
 from sessionexport.export.auth import credentials_for
 from sessionexport.export.config import ExportConfig, export_config
-from sessionexport.export.delivery import Outcome, Sender
+from sessionexport.export.delivery import Attempt, Outcome, Sender
 from sessionexport.export.exporter import ENDPOINT_ALERTS, Exporter, closed_by_success
 from sessionexport.export.leases import (
     DEFAULT_LEASE_SECONDS,
@@ -431,7 +431,11 @@ class ExportSupervisor:
                     results.append(ReplayResult(letter_id, False, Outcome(delivered=False), skipped=True))
                     continue
                 items = len(letter.sessions) if config.send_direct else None
-                outcome = await sender.send(letter.body, content_type=letter.content_type, items=items)
+                try:
+                    outcome = await sender.send(letter.body, content_type=letter.content_type, items=items)
+                except Exception as exc:  # a fault of ours: said, and the letter left pending, unclaimed
+                    log.exception("export %s: replaying dead letter %d failed", config.export_id, letter.id)
+                    outcome = Outcome(False, [Attempt(1, now_ms(), 0, error=f"the replay failed: {exc}")])
                 await self.store.finish_replay(
                     letter.id,
                     [a.as_json() for a in outcome.attempts],
