@@ -28,3 +28,16 @@ def test_other_connection_failures_say_so() -> None:
     assert describe_transport_error(httpx.ConnectError("[Errno 111] Connection refused")) == (
         "connection failed ([Errno 111] Connection refused)"
     )
+
+
+def test_a_broken_connection_says_when_it_broke() -> None:
+    assert (
+        describe_transport_error(httpx.ReadError("")) == "the connection broke while waiting for the answer"
+    )
+    assert describe_transport_error(httpx.WriteError("[Errno 32] Broken pipe")) == (
+        "the connection broke while the body was being sent ([Errno 32] Broken pipe)"
+    )
+    closed = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    assert describe_transport_error(closed) == (
+        "the endpoint broke the HTTP exchange (Server disconnected without sending a response.)"
+    )

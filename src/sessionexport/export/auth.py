@@ -135,4 +135,15 @@ def describe_transport_error(exc: httpx.HTTPError) -> str:
         return f"TLS certificate verification failed ({_OPENSSL_SOURCE.sub('', detail).strip()})"
     if isinstance(exc, httpx.ConnectError):
         return f"connection failed ({text})"
+    for kind, what in _BROKEN:
+        if isinstance(exc, kind):
+            return f"{what} ({text})" if str(exc) else what
     return text
+
+
+# What broke, when httpx's text says little more than its type (a reset gives an empty message).
+_BROKEN: tuple[tuple[type[httpx.HTTPError], str], ...] = (
+    (httpx.WriteError, "the connection broke while the body was being sent"),
+    (httpx.ReadError, "the connection broke while waiting for the answer"),
+    (httpx.RemoteProtocolError, "the endpoint broke the HTTP exchange"),
+)
