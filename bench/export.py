@@ -239,6 +239,9 @@ class _NoAuth:
     async def refresh(self) -> bool:
         return False
 
+    def secrets(self) -> tuple[str, ...]:
+        return ()
+
 
 async def throughput(count: int, rounds: int, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as folder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import gzip
 import time
@@ -301,6 +302,32 @@ async def test_one_session_too_large_for_the_endpoint_is_kept_at_once(
     assert len(receiver.requests) == 1  # no retry can make it smaller
     status = await engine.status(export_id)
     assert status["openAlerts"][0]["title"] == "Request failed: HTTP 413"
+
+
+async def test_credentials_an_endpoint_echoes_back_are_masked_everywhere(
+    engine: Engine, receiver: Receiver
+) -> None:
+    password = "SuperSecretPw123"
+    encoded = base64.b64encode(f"u:{password}".encode()).decode()
+    echo = orjson.dumps({"message": f"refused Authorization: Basic {encoded} (user u, password {password})"})
+    receiver.behaviour.script.extend([Answer(400, {"Content-Type": "application/json"}, echo)] * 2)
+    auth = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": password}}
+    export_id = await engine.create_export(
+        export_value(receiver.url, {"retries": 1, "backoffSeconds": 0.01}, authentication=auth)
+    )
+    await engine.ingest(sessions(1))
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+    shown = [
+        (await engine.client.get(path, headers=engine.headers)).text
+        for path in (
+            f"/api/v2/exports/{export_id}/status",
+            "/api/v2/alerts",
+            f"/api/v2/exports/{export_id}/deadletters",
+        )
+    ]
+    for text in shown:
+        assert "refused Authorization: Basic *****" in text and "password *****" in text
+        assert password not in text and encoded not in text
 
 
 async def dead_letters(engine: Engine, export_id: str, count: int) -> bool:

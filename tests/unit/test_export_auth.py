@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from sessionexport.export.auth import describe_transport_error
+from sessionexport.export.auth import BasicCredentials, OAuth2Credentials, describe_transport_error, masked
+from sessionexport.export.config import BasicAuth, OAuth2
 
 
 def test_a_certificate_failure_is_named_without_the_interpreter_source_line() -> None:
@@ -41,3 +42,17 @@ def test_a_broken_connection_says_when_it_broke() -> None:
     assert describe_transport_error(closed) == (
         "the endpoint broke the HTTP exchange (Server disconnected without sending a response.)"
     )
+
+
+async def test_the_credentials_name_every_form_they_travel_in_and_those_are_masked() -> None:
+    basic = BasicCredentials(BasicAuth("user", "pa ss+word"))
+    header = (await basic.headers())["Authorization"].removeprefix("Basic ")
+    echoed = f"denied: Basic {header}; form password=pa+ss%2Bword; raw pa ss+word"
+    assert masked(echoed, basic.secrets()) == "denied: Basic *****; form password=*****; raw *****"
+    oauth = OAuth2Credentials(OAuth2("https://t.example/token", "client", "s3cr3t/value", None), None, 1)  # type: ignore[arg-type]
+    echoed = "invalid client_secret=s3cr3t%2Fvalue (s3cr3t/value)"
+    assert masked(echoed, oauth.secrets()) == "invalid client_secret=***** (*****)"
+
+
+def test_secrets_too_short_to_mask_leave_the_text_readable() -> None:
+    assert masked("a bad answer", ("a", "bad")) == "a bad answer"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import urllib.parse
 from typing import Protocol
 
 import httpx
@@ -22,6 +23,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_token_request
 from sessionexport.export.answers import http_error
 from sessionexport.export.config import BasicAuth, OAuth2
 from sessionexport.export.exchange import exchange
+from sessionexport.settings.secrets import MASK
 
 EXPIRY_LEEWAY_SECONDS = 30
 TOKEN_ANSWER_BYTES = 64 * 1024  # a token answer is a few hundred bytes: more is not a token
@@ -37,6 +39,9 @@ class Credentials(Protocol):
     async def refresh(self) -> bool:
         """Forget a token the endpoint refused; True when a retry can use a new one."""
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every form in which the credentials travel: masked wherever an endpoint echoes them."""
+
 
 class NoCredentials:
     async def headers(self) -> dict[str, str]:
@@ -45,17 +50,24 @@ class NoCredentials:
     async def refresh(self) -> bool:
         return False
 
+    def secrets(self) -> tuple[str, ...]:
+        return ()
+
 
 class BasicCredentials:
     def __init__(self, auth: BasicAuth) -> None:
-        pair = f"{auth.username}:{auth.password}".encode()
-        self._header = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        encoded = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+        self._header = {"Authorization": "Basic " + encoded}
+        self._secrets = (auth.password, urllib.parse.quote_plus(auth.password), encoded)
 
     async def headers(self) -> dict[str, str]:
         return self._header
 
     async def refresh(self) -> bool:
         return False
+
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
 
 
 class OAuth2Credentials:
@@ -71,6 +83,11 @@ class OAuth2Credentials:
             if self._token is None or self._token.is_expired(leeway=EXPIRY_LEEWAY_SECONDS):
                 self._token = await self._fetch()
             return {"Authorization": f"Bearer {self._token['access_token']}"}
+
+    def secrets(self) -> tuple[str, ...]:
+        secret = self._auth.client_secret
+        token = (self._token["access_token"],) if self._token is not None else ()
+        return (secret, urllib.parse.quote_plus(secret), *token)
 
     async def refresh(self) -> bool:
         self._token = None
@@ -147,3 +164,14 @@ _BROKEN: tuple[tuple[type[httpx.HTTPError], str], ...] = (
     (httpx.ReadError, "the connection broke while waiting for the answer"),
     (httpx.RemoteProtocolError, "the endpoint broke the HTTP exchange"),
 )
+
+
+SHORTEST_MASKED = 4  # a shorter secret would mask ordinary letters of every message
+
+
+def masked(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret in it replaced by the mask (an endpoint may echo them back)."""
+    for secret in sorted(secrets, key=len, reverse=True):  # the longer form first: it may hold another
+        if len(secret) >= SHORTEST_MASKED:
+            text = text.replace(secret, MASK)
+    return text

@@ -26,7 +26,7 @@ import httpx
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import gzipped
 from sessionexport.export.answers import WHOLE_BYTES, http_error, retry_after_seconds
-from sessionexport.export.auth import Credentials, TokenError, describe_transport_error
+from sessionexport.export.auth import Credentials, TokenError, describe_transport_error, masked
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
 from sessionexport.export.exchange import exchange
@@ -149,9 +149,11 @@ class Sender:
         timeout = self.config.tuning.timeoutSeconds
         started, at = time.perf_counter(), now_ms()
 
-        def done(answer: bytes = b"", **kwargs: object) -> tuple[Attempt, bytes]:
+        def done(answer: bytes = b"", error: str | None = None, **kwargs: object) -> tuple[Attempt, bytes]:
             took = int((time.perf_counter() - started) * 1000)
-            return Attempt(number, at, took, **kwargs), answer  # type: ignore[arg-type]
+            if error is not None:  # kept in dead letters and alerts, logged: never a secret in it
+                error = masked(error, self._credentials.secrets())
+            return Attempt(number, at, took, error=error, **kwargs), answer  # type: ignore[arg-type]
 
         refreshed = False
         while True:
