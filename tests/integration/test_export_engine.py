@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -328,6 +329,62 @@ async def test_credentials_an_endpoint_echoes_back_are_masked_everywhere(
     for text in shown:
         assert "refused Authorization: Basic *****" in text and "password *****" in text
         assert password not in text and encoded not in text
+
+
+async def replay_all(engine: Engine, export_id: str) -> dict[str, Any]:
+    replay = await engine.client.post(
+        f"/api/v2/exports/{export_id}/deadletters/replay", headers=engine.headers
+    )
+    assert replay.status_code == 200, replay.text
+    return dict(replay.json())
+
+
+async def test_a_letter_too_large_for_the_endpoint_now_is_split_on_replay(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.script.extend([500, 500])
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 1, "backoffSeconds": 0.01}))
+    lines = sessions(4)
+    await engine.ingest(lines)
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+    receiver.requests.clear()
+    receiver.behaviour.max_lines = 1  # the endpoint came back with a smaller body limit
+    result = await replay_all(engine, export_id)
+    assert (result["replayed"], result["failed"]) == (1, 0)
+    assert sorted(receiver.sessions()) == sorted(lines)
+    assert [len(r.lines) for r in receiver.requests] == [4, 2, 1, 1, 2, 1, 1]
+
+
+async def test_a_letter_kept_in_elasticsearch_mode_reaches_a_plain_endpoint_as_sessions(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.script.extend([500, 500])
+    es_mode = {"active": True, "indexName": "sessions"}
+    bulk_api = {"endpointUrl": receiver.url.replace("/export/events", "/_bulk"), "usePost": True}
+    value = export_value(
+        receiver.url,
+        {"retries": 1, "backoffSeconds": 0.01},
+        sendDirect=es_mode,
+        endpointDefinition={**bulk_api, "contentType": "application/x-ndjson"},
+    )
+    export_id = await engine.create_export(value)
+    lines = sessions(3)
+    await engine.ingest(lines)
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+    assert len(receiver.requests[0].lines) == 6  # kept with its action lines
+    value["sendDirect"] = {"active": False}
+    value["endpointDefinition"] = {
+        "endpointUrl": receiver.url,
+        "contentType": "application/json",
+        "usePost": False,
+    }
+    changed = await engine.client.put(f"{OBJECTS}/{export_id}", json={"value": value}, headers=engine.headers)
+    assert changed.status_code == 200, changed.text
+    receiver.requests.clear()
+    result = await replay_all(engine, export_id)
+    assert result["replayed"] == 1
+    [request] = receiver.requests
+    assert request.lines == lines  # the sessions alone, as the export now sends them
 
 
 async def dead_letters(engine: Engine, export_id: str, count: int) -> bool:

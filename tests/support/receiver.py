@@ -62,6 +62,7 @@ class Behaviour:
     token_status: int = 200
     delay_seconds: float = 0.0  # before every answer
     token_extra: dict[str, object] = field(default_factory=dict)  # merged into every token answer
+    max_lines: int | None = None  # a request of more lines gets 413 (before the script is read)
 
 
 class Receiver:
@@ -97,6 +98,7 @@ class Receiver:
         app = Starlette(
             routes=[
                 Route("/export/events", self._export, methods=["PUT", "POST"]),
+                Route("/_bulk", self._export, methods=["POST"]),  # answered as /export/events is
                 Route("/oauth2/token", self._token, methods=["POST"]),
             ]
         )
@@ -111,7 +113,8 @@ class Receiver:
     async def _export(self, request: Request) -> Response:
         body = await request.body()
         received = Received(request.method, request.url.path, dict(request.headers), body, time.monotonic())
-        action = self.behaviour.script.popleft() if self.behaviour.script else 200
+        too_large = self.behaviour.max_lines is not None and len(received.lines) > self.behaviour.max_lines
+        action = 413 if too_large else self.behaviour.script.popleft() if self.behaviour.script else 200
         if not self._authorized(request):
             received.answered = 401  # type: ignore[attr-defined]
             self.requests.append(received)

@@ -11,10 +11,12 @@ import pytest
 
 from sessionexport.export.bulk_delivery import deliver_bulk
 from sessionexport.export.config import ExportConfig, SendDirect
+from sessionexport.export.deadletters import letter_entries
 from sessionexport.export.delivery import Attempt, Outcome
 from sessionexport.export.exporter import _alert_message
+from sessionexport.export.formats import bulk_body
 from sessionexport.export.tuning import ExportTuning
-from sessionexport.store.records import LogEntry
+from sessionexport.store.records import DeadLetter, LogEntry
 
 
 def entry(seq: int) -> LogEntry:
@@ -126,3 +128,23 @@ def test_an_alert_names_the_first_and_last_attempts_of_a_long_story() -> None:
     assert "; 34 more; " in message and message.endswith("#2: 450; #3: 451; #4: 452).")
     short = _alert_message(Outcome(False, [Attempt(1, 0, 1, error="reset")]))
     assert short == "The bulk was kept as a dead letter after 1 attempt(s) (#1: reset)."
+
+
+def letter(body: bytes, count: int) -> DeadLetter:
+    sessions = [("t", f"s{n}", 1_700_000_000_000 + n) for n in range(1, count + 1)]
+    return DeadLetter("x", 5, 1, count, sessions, "application/json", body, "Request timeout", [])
+
+
+@pytest.mark.parametrize("direct", [None, SendDirect("sessions", None)], ids=["plain", "elasticsearch"])
+def test_a_letter_s_sessions_are_read_back_from_either_format(direct: SendDirect | None) -> None:
+    entries = [entry(n) for n in (1, 2, 3)]
+    read = letter_entries(letter(bulk_body(entries, direct), 3))
+    assert read is not None
+    assert [(e.tenant_id, e.user_session_id, e.start_time, e.body) for e in read] == [
+        (e.tenant_id, e.user_session_id, e.start_time, e.body) for e in entries
+    ]
+    assert bulk_body(read, None) == bulk_body(entries, None)  # as a plain endpoint now takes them
+
+
+def test_a_letter_whose_body_does_not_hold_its_sessions_is_not_read_back() -> None:
+    assert letter_entries(letter(b'{"a":1}\n{"b":2}\n{"c":3}\n', 2)) is None

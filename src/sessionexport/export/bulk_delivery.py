@@ -48,6 +48,21 @@ class BulkResult:
         not those of a half that was delivered)."""
         return Outcome(delivered=False, attempts=list(self.failed_attempts or self.attempts))
 
+    def outcome(self) -> Outcome:
+        """The bulk's fate as one outcome: delivered whole, or why not."""
+        if self.complete:
+            return Outcome(delivered=True, attempts=list(self.attempts))
+        if self.unsent:
+            return self.failure()
+        return Outcome(delivered=False, attempts=list(self.attempts), reason=rejection(self.rejected))
+
+
+def rejection(rejected: Sequence[Rejected]) -> str:
+    first = rejected[0].item
+    return (
+        f"{len(rejected)} session(s) rejected by Elasticsearch ({first.error_type or f'HTTP {first.status}'})"
+    )
+
 
 async def deliver_bulk(
     sender: Sender, entries: Sequence[LogEntry], direct: SendDirect | None, retries: int | None = None

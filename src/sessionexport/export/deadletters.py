@@ -1,8 +1,11 @@
-"""Choosing the dead letters a replay sends (the ones asked for, or every pending one), and
-discarding them on request.
+"""Choosing the dead letters a replay sends (the ones asked for, or every pending one), reading
+their sessions back, and discarding them on request.
 
 Only their ids are chosen here: each letter's body (up to a whole bulk) is read just before it is
-sent, so a replay of thousands holds one body at a time.
+sent, so a replay of thousands holds one body at a time. A letter is sent again as the export sends
+now: its sessions are read back from its body, whichever format that was kept in, so that a letter
+kept in Elasticsearch mode reaches a plain endpoint as sessions only (and the other way round), and
+a letter too large for the endpoint is split as a bulk would be.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from sessionexport.store import Store
+from sessionexport.store.records import DeadLetter, LogEntry
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +58,24 @@ async def discard_pending(store: Store, export_id: str, now: int, asked_by: str)
             asked_by,
         )
     return letters, sessions
+
+
+def letter_entries(letter: DeadLetter) -> list[LogEntry] | None:
+    """The letter's sessions (identities and stored bytes) read back from its body: one line each,
+    or an action line and a document line each (Elasticsearch); None when the body holds neither."""
+    lines = letter.body.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    count = len(letter.sessions)
+    if count and len(lines) == 2 * count:
+        documents = lines[1::2]
+    elif count and len(lines) == count:
+        documents = lines
+    else:
+        return None
+    return [
+        LogEntry(
+            letter.first_seq, letter.created_at, tenant, user_session, start, None, None, None, (), document
+        )
+        for (tenant, user_session, start), document in zip(letter.sessions, documents, strict=True)
+    ]

@@ -77,6 +77,7 @@ class Outcome:
     delivered: bool
     attempts: list[Attempt] = field(default_factory=list)
     status: int | None = None
+    reason: str | None = None  # why it failed, when no attempt says it (items Elasticsearch rejected)
 
     @property
     def last(self) -> Attempt:
@@ -85,6 +86,8 @@ class Outcome:
     @property
     def alert_title(self) -> str:
         """Dynatrace's alert texts: "Request timeout", else "Request failed: <reason>"."""
+        if self.reason is not None:
+            return f"Request failed: {self.reason}"
         if self.last.timed_out:
             return TIMEOUT_TITLE
         return f"Request failed: {self.last.error or f'HTTP {self.last.status}'}"

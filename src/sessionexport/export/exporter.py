@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from sessionexport.clock import now_ms
 from sessionexport.export.batching import Batcher, Bulk
-from sessionexport.export.bulk_delivery import BulkResult, deliver_bulk
+from sessionexport.export.bulk_delivery import BulkResult, deliver_bulk, rejection
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Attempt, Outcome, Sender
 from sessionexport.export.formats import bulk_body, encoded_size
@@ -288,7 +288,7 @@ class Exporter:
             alerts.append(NewAlert(kind, outcome.alert_title, self._where(_alert_message(outcome))))
         if result.rejected:
             first = result.rejected[0].item
-            title = f"Request failed: {len(result.rejected)} session(s) rejected by Elasticsearch ({first.error_type})"
+            title = f"Request failed: {rejection(result.rejected)}"
             message = f"Each was kept as a dead letter; the first: {first.describe()}"
             alerts.append(NewAlert(self.alert_kind("delivery"), title, self._where(message)))
         return tuple(alerts)

@@ -25,8 +25,10 @@ import httpx
 
 from sessionexport.clock import now_ms
 from sessionexport.export.auth import credentials_for
+from sessionexport.export.bulk_delivery import deliver_bulk
 from sessionexport.export.config import ExportConfig, export_config
-from sessionexport.export.delivery import Attempt, Outcome, Sender
+from sessionexport.export.deadletters import letter_entries
+from sessionexport.export.delivery import RETRY_AFTER_MAX_SECONDS, Attempt, Outcome, Sender
 from sessionexport.export.exporter import ENDPOINT_ALERTS, Exporter, closed_by_success
 from sessionexport.export.leases import (
     DEFAULT_LEASE_SECONDS,
@@ -45,7 +47,7 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.validation import Context, check_https_url
 from sessionexport.store import Store
 from sessionexport.store.base import LeaseLost
-from sessionexport.store.records import Claim, SettingsRecord, WorkState
+from sessionexport.store.records import Claim, DeadLetter, SettingsRecord, WorkState
 from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
@@ -430,9 +432,8 @@ class ExportSupervisor:
                 if letter is None:
                     results.append(ReplayResult(letter_id, False, Outcome(delivered=False), skipped=True))
                     continue
-                items = len(letter.sessions) if config.send_direct else None
                 try:
-                    outcome = await sender.send(letter.body, content_type=letter.content_type, items=items)
+                    outcome = await _resend(sender, config, letter)
                 except Exception as exc:  # a fault of ours: said, and the letter left pending, unclaimed
                     log.exception("export %s: replaying dead letter %d failed", config.export_id, letter.id)
                     outcome = Outcome(False, [Attempt(1, now_ms(), 0, error=f"the replay failed: {exc}")])
@@ -501,9 +502,20 @@ class ExportSupervisor:
         self.poke()
 
 
+async def _resend(sender: Sender, config: ExportConfig, letter: DeadLetter) -> Outcome:
+    """A letter sent again as the export sends now (format, splitting on 413, Elasticsearch's
+    items); one whose body does not hold its sessions line by line goes as it was kept."""
+    entries = letter_entries(letter)
+    if entries is None:
+        items = len(letter.sessions) if config.send_direct else None
+        return await sender.send(letter.body, content_type=letter.content_type, items=items)
+    return (await deliver_bulk(sender, entries, config.send_direct)).outcome()
+
+
 def _replay_claim_ms(config: ExportConfig) -> int:
     """Long enough for every attempt of one letter (each up to a token request and two sends,
-    after a 401, within its timeout; the backoffs between them), with a margin: a replay that
+    after a 401, within its timeout; the waits between them), with a margin: a replay that
     crashed leaves its letters to the next once this has passed."""
     t = config.tuning
-    return int(((t.retries + 1) * 3 * t.timeoutSeconds + t.retries * t.backoffMaxSeconds + 60) * 1000)
+    wait = max(t.backoffMaxSeconds, RETRY_AFTER_MAX_SECONDS)
+    return int(((t.retries + 1) * 3 * t.timeoutSeconds + t.retries * wait + 60) * 1000)
