@@ -3,7 +3,7 @@
 attempt ──2xx──▶ plain endpoint: every session delivered
    │             Elasticsearch: per item ─ ok ──────────▶ delivered
    │                                     ├ 429 / 5xx ───▶ sent again (only those) in the next attempt
-   │                                     └ other ───────▶ rejected (a dead letter per session)
+   │                                     └ other ───────▶ rejected (dead letters, one per kind)
    ├─413 (more than one session)──▶ split in halves, each delivered on its own
    ├─413 (one session), Elasticsearch 400/401/403/404──▶ failed whole at once (refused for good; no retry)
    └─other failure──▶ backoff, next attempt ... out of attempts ──▶ failed whole (one dead letter)

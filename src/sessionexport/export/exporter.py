@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from sessionexport.clock import now_ms
 from sessionexport.export.batching import Batcher, Bulk
-from sessionexport.export.bulk_delivery import BulkResult, deliver_bulk, rejection
+from sessionexport.export.bulk_delivery import BulkResult, Rejected, deliver_bulk, rejection
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Attempt, Outcome, Sender
 from sessionexport.export.formats import bulk_body, encoded_size
@@ -252,16 +252,21 @@ class Exporter:
             )
 
     def _dead_letters(self, result: BulkResult, now: int) -> list[NewDeadLetter]:
-        """One for the sessions that failed whole, one per session Elasticsearch rejected."""
+        """One for the sessions that failed whole, one per kind of rejection (status and error
+        type) for those Elasticsearch rejected: a cluster busy past the last attempt, or a mapping
+        every document breaks, makes one letter to replay, not one per session."""
         attempts = [a.as_json() for a in result.attempts]
         letters = []
         if result.unsent:
             failure = result.failure()
             tried = [a.as_json() for a in failure.attempts]
             letters.append(self._letter(result.unsent, failure.alert_title, tried, now))
+        kinds: dict[tuple[int, str | None], list[Rejected]] = {}
         for rejected in result.rejected:
-            reason = f"Rejected by Elasticsearch: {rejected.item.describe()}"
-            letters.append(self._letter([rejected.entry], reason, attempts, now))
+            kinds.setdefault((rejected.item.status, rejected.item.error_type), []).append(rejected)
+        for group in kinds.values():
+            reason = f"Rejected by Elasticsearch: {group[0].item.describe()}"
+            letters.append(self._letter([r.entry for r in group], reason, attempts, now))
         return letters
 
     def _letter(
@@ -289,7 +294,7 @@ class Exporter:
         if result.rejected:
             first = result.rejected[0].item
             title = f"Request failed: {rejection(result.rejected)}"
-            message = f"Each was kept as a dead letter; the first: {first.describe()}"
+            message = f"Kept as dead letters, one per kind of rejection; the first: {first.describe()}"
             alerts.append(NewAlert(self.alert_kind("delivery"), title, self._where(message)))
         return tuple(alerts)
 
