@@ -331,6 +331,20 @@ async def test_credentials_an_endpoint_echoes_back_are_masked_everywhere(
         assert password not in text and encoded not in text
 
 
+async def test_a_redirect_is_not_followed_and_says_where_it_leads(engine: Engine, receiver: Receiver) -> None:
+    """Following it would send the sessions (and credentials) somewhere the configuration does not name."""
+    receiver.behaviour.script.append(Answer(308, {"Location": "https://elsewhere.example/in"}))
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 0}))
+    await engine.ingest(sessions(1))
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+    assert len(receiver.requests) == 1
+    title = (await engine.status(export_id))["openAlerts"][0]["title"]
+    assert title == (
+        "Request failed: HTTP 308: redirects to https://elsewhere.example/in"
+        " (not followed: set endpointUrl to where it leads)"
+    )
+
+
 async def replay_all(engine: Engine, export_id: str) -> dict[str, Any]:
     replay = await engine.client.post(
         f"/api/v2/exports/{export_id}/deadletters/replay", headers=engine.headers

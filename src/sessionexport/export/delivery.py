@@ -191,6 +191,8 @@ class Sender:
                 continue
             status = response.status_code
             error = None if 200 <= status < 300 else http_error(status, answer)
+            if 300 <= status < 400 and (location := response.headers.get("location")):
+                error = f"HTTP {status}: redirects to {location[:200]} (not followed: set endpointUrl to where it leads)"
             wait = (
                 retry_after_seconds(response.headers.get("retry-after"), now_ms())
                 if status in (429, 503)
