@@ -135,6 +135,21 @@ def test_token_create_prints_token_alone_on_last_line_and_revoke_works(tmp_path:
         assert httpx.get(f"{url}/api/v2/usersessions", headers=headers).status_code == 401
 
 
+def test_the_token_list_reads_whole_in_80_columns(tmp_path: Path) -> None:
+    every = "sessions.ingest,sessions.read,settings.read,settings.write,exports.manage,metrics.read"
+    created = run(
+        "tokens", "create", "--data-dir", str(tmp_path), "--name", "pipeline", "--scopes", every,
+        "--expires-in", "90d",
+    )  # fmt: skip
+    token_id = created.stdout.strip().splitlines()[-1].split(".")[1]
+    listing = run("tokens", "list", "--data-dir", str(tmp_path), env={"COLUMNS": "80"}).stdout
+    lines = listing.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in listing
+    cells = {cell for line in lines for cell in line.split()}
+    assert {token_id, "pipeline", *every.split(","), "expires"} <= cells
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\dZ", listing)  # when it expires, to the minute
+
+
 def test_token_create_refuses_unknown_scope(tmp_path: Path) -> None:
     result = run("tokens", "create", "--data-dir", str(tmp_path), "--name", "x", "--scopes", "sessions.write")
     assert result.returncode == 2
