@@ -133,6 +133,15 @@ def test_the_received_commands_read_a_files_store_while_the_receiver_writes_it(t
         assert shown.exit_code == 0 and shown.stdout.strip().encode() == mobile
         again = httpx.put(receiver.url, content=mobile, headers=NDJSON, verify=receiver.verify)
         assert again.json()["duplicates"] == 1  # the receiver still writes, its folder untouched
+        broken = httpx.put(receiver.url, content=b"{broken", headers=NDJSON, verify=receiver.verify)
+        assert broken.status_code == 400
+        listed = CliRunner().invoke(cli_app, ["received", "requests", *where], env={"COLUMNS": "80"})
+        assert listed.exit_code == 0, listed.output
+        third, second, first = listed.stdout.splitlines()  # a line a request, newest first, never cut
+        assert first.startswith("#1  ") and "  PUT /export/events  200  " in first
+        assert first.endswith(f"{len(mobile):,} bytes  stored 1, duplicates 0")
+        assert second.endswith("stored 0, duplicates 1")
+        assert "  400  7 bytes  refused: " in third and "line 1" in third
     finally:
         receiver.stop()
 

@@ -12,13 +12,12 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from sessionexport.cli_options import env, require_existing, run_on_store
 from sessionexport.logs import announce
 from sessionexport.receiver.store import DATABASE_FILE as RECEIVED_DATABASE
 from sessionexport.receiver.store import ReceivedStore, create_received_store
-from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION
+from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, RequestRecord
 from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.store.base import StoreError
 
@@ -307,19 +306,12 @@ def received_requests(
         for doc in _with_store(data_dir, storage, lambda s: s.documents(request_id=request_id, limit=1000)):
             print(doc.body.decode())
         return
-    records = _with_store(data_dir, storage, lambda s: s.requests(count))
-    table = Table("id", "received", "method", "path", "status", "bytes", "stored", "dups", "who", "error")
-    for r in records:
-        table.add_row(
-            str(r.id),
-            _when(r.received_at),
-            r.method,
-            r.path,
-            str(r.status),
-            f"{r.size:,}",
-            str(r.stored),
-            str(r.duplicates),
-            r.principal or "",
-            (r.error or "")[:80],
-        )
-    Console(soft_wrap=True).print(table)
+    for r in _with_store(data_dir, storage, lambda s: s.requests(count)):
+        print(_request_line(r))
+
+
+def _request_line(r: RequestRecord) -> str:
+    """One line a request, readable at any width and through grep: what came, and what became of it."""
+    fate = f"stored {r.stored}, duplicates {r.duplicates}" if r.status < 400 else f"refused: {r.error or ''}"
+    who = f"  by {r.principal}" if r.principal else ""
+    return f"#{r.id}  {_when(r.received_at)}  {r.method} {r.path}  {r.status}  {r.size:,} bytes  {fate}{who}"
