@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -41,9 +42,11 @@ from sessionexport.listening import bind
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import create_store
 
-console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)  # what the demo shows: where to look, the token, the counts
+console = Console(stderr=True, soft_wrap=True)  # what went wrong
 EXTERNAL_ID = "sessionexport-demo"
 CLIENT_ID = "demo-exporter"
+API_TOKEN_NAME = "demo"  # noqa: S105 (a name, not a secret): the demo revokes its earlier ones
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,14 @@ class _Receiver:
 async def _receiver(options: DemoOptions, secret: str) -> AsyncIterator[_Receiver]:
     folder = options.data_dir / "receiver"
     command = [sys.executable, "-m", "sessionexport", "receive", "--port", str(options.receiver_port)]
-    command += ["--data-dir", str(folder), "--oauth-client", f"{CLIENT_ID}:{secret}"]
+    command += ["--data-dir", str(folder)]
+    client = {
+        "SESSIONEXPORT_RECEIVER_OAUTH_CLIENT": f"{CLIENT_ID}:{secret}"
+    }  # not in `ps`, as an argument is
     with (options.data_dir / "receiver.log").open("w") as log:
-        process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=log, stderr=log, env={**os.environ, **client}
+        )
         receiver = _Receiver(f"https://127.0.0.1:{options.receiver_port}", folder / "receiver-cert.pem")
         try:
             await _until_receiving(receiver, process)
@@ -157,11 +165,16 @@ async def _until_receiving(
 
 
 async def _token(config: ServerConfig) -> str:
-    """An API token with every scope: for the API (and the UI) while the demo runs."""
+    """An API token with every scope: for the API (and the UI) while the demo runs. Those of
+    earlier runs are revoked: the demo's data directory is its own, and its tokens see all."""
     store = create_store(config.data_dir, config.database_url)
     await store.open()
     try:
-        new = tokens.new_token("demo", frozenset(s.value for s in tokens.Scope), now_ms())
+        now = now_ms()
+        for earlier in await store.list_tokens():
+            if earlier.name == API_TOKEN_NAME and earlier.revoked_at is None:
+                await store.revoke_token(earlier.id, now)
+        new = tokens.new_token(API_TOKEN_NAME, frozenset(s.value for s in tokens.Scope), now)
         await store.add_token(new.record)
         return new.token
     finally:
@@ -208,12 +221,12 @@ async def _configure_export(api: str, token: str, receiver: _Receiver, secret: s
 
 
 def _welcome(api: str, token: str, receiver: _Receiver) -> None:
-    console.print("\n[bold]sessionexport demo[/bold] is running (Ctrl-C stops it)")
-    console.print(f"  web UI:                    {api}/ui  (log in with the token below)")
-    console.print(f"  API and its documentation: {api}/docs")
-    console.print(f"  token (all scopes):        {token}")
-    console.print(f"  receiver:                  {receiver.url}  (OAuth 2.0 client credentials)")
-    console.print(f"  try: curl -H 'Authorization: Api-Token {token}' {api}/api/v2/usersessions?pageSize=1\n")
+    out.print("\n[bold]sessionexport demo[/bold] is running (Ctrl-C stops it)")
+    out.print(f"  web UI:                    {api}/ui  (log in with the token below)")
+    out.print(f"  API and its documentation: {api}/docs")
+    out.print(f"  token (all scopes):        {token}")
+    out.print(f"  receiver:                  {receiver.url}  (OAuth 2.0 client credentials)")
+    out.print(f"  try: curl -H 'Authorization: Api-Token {token}' {api}/api/v2/usersessions?pageSize=1\n")
 
 
 async def _feed(api: str, token: str, rate: float) -> None:
@@ -259,7 +272,7 @@ async def _report(
                 except httpx.HTTPError as exc:  # e.g. a Ctrl-C in the terminal stopped the receiver first
                     console.print(f"  (counts unavailable: {exc})")
                     continue
-                console.print(
+                out.print(
                     f"  delivered by the export: {delivered:>6}   stored by the receiver: {received:>6}"
                 )
         finally:
@@ -269,7 +282,7 @@ async def _report(
             with contextlib.suppress(asyncio.CancelledError):
                 await feeding
     if stop.is_set():
-        console.print("demo stopped")
+        out.print("demo stopped")
     return received
 
 

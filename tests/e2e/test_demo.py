@@ -3,6 +3,7 @@ the server, the receiver and the generator cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -19,6 +20,26 @@ from tests.support.receiver_process import free_port
 STORED = re.compile(r"stored by the receiver:\s+(\d+)")
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionexport", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
+    return done.stdout.strip().splitlines()[-1] if args[:2] == ("tokens", "create") else done.stdout
+
+
+def command_lines() -> list[str]:
+    """The command line of every process (what `ps` shows to anyone on the machine)."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return lines
+
+
 def refused(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -26,25 +47,41 @@ def refused(port: int) -> bool:
 
 def test_demo_delivers_to_its_receiver_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port, receiver_port = free_port(), free_port()
-    output = tmp_path / "demo.log"
+    output, errors = tmp_path / "demo.out", tmp_path / "demo.err"
+    earlier = run_cli(
+        "tokens",
+        "create",
+        "--data-dir",
+        str(tmp_path / "demo" / "server"),
+        "--name",
+        "demo",
+        "--scopes",
+        "sessions.read",
+    )
     command = [sys.executable, "-m", "sessionexport", "demo", "--data-dir", str(tmp_path / "demo")]
     command += ["--port", str(port), "--receiver-port", str(receiver_port), "--rate", "5"]
-    with output.open("w") as log:
-        demo = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    with output.open("w") as out, errors.open("w") as err:
+        demo = subprocess.Popen(command, stdout=out, stderr=err, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
-        while not any(int(n) > 0 for n in STORED.findall(output.read_text())):
-            assert demo.poll() is None, f"the demo ended early:\n{output.read_text()}"
-            assert time.monotonic() < deadline, f"no session reached the receiver:\n{output.read_text()}"
+        while not any(int(n) > 0 for n in STORED.findall(output.read_text())):  # on stdout, for `> file`
+            assert demo.poll() is None, f"the demo ended early:\n{errors.read_text()}"
+            assert time.monotonic() < deadline, f"no session reached the receiver:\n{errors.read_text()}"
             time.sleep(0.5)
         text = output.read_text()
         assert "token (all scopes):" in text and f"http://127.0.0.1:{port}/docs" in text
+        assert not [line for line in command_lines() if "demo-exporter:" in line]  # the secret is not in `ps`
         os.killpg(demo.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the demo and its receiver get it
-        assert demo.wait(30) == 0, output.read_text()
+        assert demo.wait(30) == 0, errors.read_text()
     finally:
         if demo.poll() is None:
             demo.kill()
-    assert "demo stopped" in output.read_text() and "Traceback" not in output.read_text()
+    assert "demo stopped" in output.read_text() and "Traceback" not in errors.read_text()
+    listed = run_cli(
+        "tokens", "list", "--data-dir", str(tmp_path / "demo" / "server"), env={"COLUMNS": "200"}
+    )
+    assert f"{earlier.split('.')[1]} " in listed and "revoked" in listed  # an earlier run's token
+    assert listed.count("active") == 1  # this run's
     assert refused(port) and refused(receiver_port)  # server and receiver are gone
     counts = subprocess.run(
         [
