@@ -70,12 +70,13 @@ def test_demo_delivers_to_its_receiver_and_stops_on_ctrl_c(tmp_path: Path) -> No
             time.sleep(0.5)
         text = output.read_text()
         assert "token (all scopes):" in text and f"http://127.0.0.1:{port}/docs" in text
-        assert not [line for line in command_lines() if "demo-exporter:" in line]  # the secret is not in `ps`
+        ours = [line for line in command_lines() if str(tmp_path) in line]  # the demo and its receiver
+        assert len(ours) >= 2 and not [line for line in ours if "demo-exporter:" in line]  # not in `ps`
         os.killpg(demo.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the demo and its receiver get it
         assert demo.wait(30) == 0, errors.read_text()
     finally:
         if demo.poll() is None:
-            demo.kill()
+            os.killpg(demo.pid, signal.SIGKILL)  # its receiver too
     assert "demo stopped" in output.read_text() and "Traceback" not in errors.read_text()
     listed = run_cli(
         "tokens", "list", "--data-dir", str(tmp_path / "demo" / "server"), env={"COLUMNS": "200"}

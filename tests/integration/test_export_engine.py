@@ -215,9 +215,20 @@ async def test_oauth2_token_is_renewed_before_it_expires(engine: Engine, receive
     assert "scope" not in receiver.token_requests[0]
 
 
-async def test_token_endpoint_failure_is_its_own_alert(engine: Engine, receiver: Receiver) -> None:
+@pytest.mark.parametrize(
+    ("status", "extra", "said"),
+    [
+        (503, {}, "token endpoint answered HTTP 503: server_error"),  # its OAuth error
+        # not an exporter that fails and restarts in a loop: the token alert names the field
+        (200, {"expires_in": "soon"}, "token endpoint answered an expires_in that is not seconds: 'soon'"),
+    ],
+    ids=["refused", "expiry-not-seconds"],
+)
+async def test_token_endpoint_failure_is_its_own_alert(
+    engine: Engine, receiver: Receiver, status: int, extra: dict[str, object], said: str
+) -> None:
     receiver.behaviour.oauth_clients = {"exporter": "client-secret"}
-    receiver.behaviour.token_status = 503
+    receiver.behaviour.token_status, receiver.behaviour.token_extra = status, extra
     auth = {
         "active": True,
         "authType": "oauth2",
@@ -234,33 +245,8 @@ async def test_token_endpoint_failure_is_its_own_alert(engine: Engine, receiver:
     await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
     alerts = (await engine.client.get("/api/v2/alerts", headers=engine.headers)).json()["alerts"]
     assert [(a["kind"], a["objectId"]) for a in alerts] == [("token", export_id)]
-    assert "token endpoint answered HTTP 503: server_error" in alerts[0]["title"]  # its OAuth error
+    assert said in alerts[0]["title"]
     assert not [r for r in receiver.requests]  # nothing was sent without a token
-
-
-async def test_a_token_answer_whose_expiry_is_not_seconds_is_a_token_failure(
-    engine: Engine, receiver: Receiver
-) -> None:
-    """Not an exporter that fails and restarts in a loop: the token alert names the field."""
-    receiver.behaviour.oauth_clients = {"exporter": "client-secret"}
-    receiver.behaviour.token_extra = {"expires_in": "soon"}
-    auth = {
-        "active": True,
-        "authType": "oauth2",
-        "oAuth2": {
-            "accessTokenUrl": receiver.token_url,
-            "clientId": "exporter",
-            "clientSecret": "client-secret",
-        },
-    }
-    export_id = await engine.create_export(
-        export_value(receiver.url, {"retries": 1, "backoffSeconds": 0.01}, authentication=auth)
-    )
-    await engine.ingest(sessions(1))
-    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
-    alerts = (await engine.client.get("/api/v2/alerts", headers=engine.headers)).json()["alerts"]
-    assert [a["kind"] for a in alerts] == ["token"]
-    assert "an expires_in that is not seconds: 'soon'" in alerts[0]["title"]
 
 
 async def test_an_answer_that_trickles_in_is_cut_at_the_timeout(engine: Engine, receiver: Receiver) -> None:
