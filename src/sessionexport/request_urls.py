@@ -1,6 +1,9 @@
-"""Request URLs that no route could serve, refused at the door of both HTTP apps (API and receiver)."""
+"""Request URLs at the door of the HTTP apps: those no route could serve refused (API and
+receiver), and Dynatrace's environment paths taken as the API's own."""
 
 from __future__ import annotations
+
+import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,4 +22,21 @@ class RefuseNulInUrl:
         if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
             await send_error(send, 400, "NUL (%00) is not allowed in a URL")
             return
+        await self.app(scope, receive, send)
+
+
+class EnvironmentPaths:
+    """ASGI middleware: ``/e/<environment id>/api/...`` served as ``/api/...``. Dynatrace Managed
+    and ActiveGate URLs put the environment before the API, so a client configured with such a
+    URL works here unchanged (this server is one environment: any id names it)."""
+
+    _PREFIX = re.compile(r"^/e/[^/]+(?=/api/)")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (prefix := self._PREFIX.match(scope["path"])):
+            raw: bytes = scope.get("raw_path") or scope["path"].encode()
+            scope = {**scope, "path": scope["path"][prefix.end() :], "raw_path": raw[raw.index(b"/", 3) :]}
         await self.app(scope, receive, send)

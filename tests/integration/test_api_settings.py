@@ -1414,3 +1414,65 @@ async def test_session_scopes_do_not_grant_settings(settings: Settings) -> None:
     for method, url, kwargs in await _routes(settings):
         response = await settings.api.client.request(method, url, headers=sessions_only, **kwargs)
         assert response.status_code == 403, f"{method} {url}"
+
+
+# -- more of Dynatrace's rules ---------------------------------------------------------------------
+
+
+async def test_object_id_with_an_external_id_replaces_that_object(settings: Settings) -> None:
+    """Dynatrace's replace: the object named takes the value and the externalId (no new object)."""
+    first = await settings.create(export_value("https://first.example"))
+    replaced = await settings.post(
+        item(export_value("https://second.example"), externalId="ci-1", objectId=first)
+    )
+    assert replaced.status_code == 200 and replaced.json() == [{"code": 200, "objectId": first}]
+    obj = await settings.read(first)
+    assert (obj["externalId"], obj["value"]["endpointDefinition"]["endpointUrl"]) == (
+        "ci-1",
+        "https://second.example",
+    )
+    assert await settings.all_ids(schemaIds=EXPORT) == [first]
+    missing = await settings.post(item(export_value(), externalId="ci-2", objectId="nope"))
+    assert missing.status_code == 404 and "nope" in missing.json()[0]["error"]["message"]
+    assert await settings.all_ids(schemaIds=EXPORT) == [first]
+
+
+async def test_the_api_answers_under_a_managed_environment_path(settings: Settings) -> None:
+    """Dynatrace Managed and ActiveGate URLs: https://host/e/<environment id>/api/v2/..."""
+    object_id = await settings.create(export_value())
+    response = await settings.api.client.get(f"/e/abc12345{OBJECTS}/{object_id}", headers=settings.headers)
+    assert response.status_code == 200 and response.json()["objectId"] == object_id
+    schemas = await settings.api.client.get("/e/abc12345/api/v2/settings/schemas", headers=settings.headers)
+    assert schemas.status_code == 200 and schemas.json()["totalCount"] >= 2
+    elsewhere = await settings.api.client.get("/e/abc12345/ui", headers=settings.headers)
+    assert elsewhere.status_code == 404  # only the API lives under the environment
+
+
+async def test_a_malformed_update_token_on_delete_is_a_query_parameter(settings: Settings) -> None:
+    object_id = await settings.create(export_value())
+    response = await settings.delete(object_id, updateToken="zzz")
+    assert response.status_code == 400
+    [violation] = response.json()["error"]["constraintViolations"]
+    assert (violation["path"], violation["parameterLocation"]) == ("updateToken", "QUERY")
+
+
+async def test_an_external_id_filter_longer_than_500_characters_is_refused(settings: Settings) -> None:
+    response = await settings.list(schemaIds=EXPORT, externalIds="e" * 501)
+    assert response.status_code == 400 and violation_at(response.json(), "externalIds")
+
+
+async def test_an_update_needs_settings_read_as_well(api: Api, settings: Settings) -> None:
+    object_id = await settings.create(export_value())
+    value = (await settings.read(object_id))["value"]
+    write_only = api.auth(await api.token("settings.write"))
+    response = await api.client.put(f"{OBJECTS}/{object_id}", json={"value": value}, headers=write_only)
+    assert response.status_code == 403 and "settings.read" in response.text
+
+
+async def test_insert_after_and_insert_before_exclude_each_other(settings: Settings) -> None:
+    object_id = await settings.create(export_value())
+    value = (await settings.read(object_id))["value"]
+    response = await settings._send(
+        "PUT", f"{OBJECTS}/{object_id}", json={"value": value, "insertAfter": "a", "insertBefore": "b"}
+    )
+    assert response.status_code == 400 and "insertAfter and insertBefore" in response.text

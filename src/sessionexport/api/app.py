@@ -16,7 +16,7 @@ from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, document_errors, ins
 from sessionexport.api.metrics import CountAnswers
 from sessionexport.config import ServerConfig
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyBudget, BodyLimit
-from sessionexport.request_urls import RefuseNulInUrl
+from sessionexport.request_urls import EnvironmentPaths, RefuseNulInUrl
 from sessionexport.services import Services
 from sessionexport.store import Store
 from sessionexport.web.app import create_ui
@@ -44,7 +44,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     data_routes = frozenset({usersessions.router.prefix, f"{rum.router.prefix}/events"})
     app.add_middleware(BodyLimit, limit_for=lambda path: None if path in data_routes else SMALL_BODY_BYTES)
     app.add_middleware(RefuseNulInUrl)
-    app.add_middleware(CountAnswers, metrics=services.ingest_metrics, routes=data_routes)  # outermost
+    app.add_middleware(CountAnswers, metrics=services.ingest_metrics, routes=data_routes)
+    app.add_middleware(EnvironmentPaths)  # outermost: every other part sees the API's own path
     return app
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from sessionexport.api.errors import ApiError, Violation, page_key_alone
 from sessionexport.api.rendering import OrjsonResponse
@@ -56,6 +56,7 @@ SCHEMA_FIELDS = (
     "ownerBasedAccessControl",
 )
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
+MAX_EXTERNAL_ID = 500  # characters
 
 
 # -- documentation models (responses are rendered directly) -------------------------------------
@@ -83,11 +84,13 @@ class SettingsObjectCreate(BaseModel):
     scope: str = Field(description="environment (tenant is accepted as an alias)")
     value: dict[str, Any]
     externalId: str | None = Field(
-        None, max_length=500, description="Upsert key: replaces the object with it"
+        None, max_length=MAX_EXTERNAL_ID, description="Upsert key: replaces the object with it"
     )
     schemaVersion: str | None = None
     insertAfter: str | None = None
-    objectId: str | None = None
+    objectId: str | None = Field(
+        None, description="With externalId: the object to replace when none has that externalId (it takes it)"
+    )
 
 
 class SettingsObjectUpdate(BaseModel):
@@ -96,6 +99,12 @@ class SettingsObjectUpdate(BaseModel):
     schemaVersion: str | None = None
     insertAfter: str | None = None
     insertBefore: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> SettingsObjectUpdate:
+        if self.insertAfter is not None and self.insertBefore is not None:
+            raise ValueError("insertAfter and insertBefore exclude each other")
+        return self
 
 
 class SettingsObjectResponse(BaseModel):
@@ -253,10 +262,17 @@ async def list_objects(
                 "Either schemaIds or scopes is required",
                 [Violation("schemaIds", "required when scopes is not given", "QUERY")],
             )
+        external_ids = _csv(externalIds)
+        if too_long := [e for e in external_ids if len(e) > MAX_EXTERNAL_ID]:
+            raise ApiError(
+                400,
+                f"An external id has at most {MAX_EXTERNAL_ID} characters",
+                [Violation("externalIds", f"{len(too_long)} of them longer than {MAX_EXTERNAL_ID}", "QUERY")],
+            )
         query = {
             "schemaIds": _csv(schemaIds),
             "scopes": _csv(scopes),
-            "externalIds": _csv(externalIds),
+            "externalIds": external_ids,
             "fields": fields,
             "filter": filter,
             "sort": sort,
@@ -314,7 +330,7 @@ async def create_objects(
 ) -> Response:
     if not body:
         raise ApiError(400, "The request body must hold at least one settings object")
-    items = [NewObject(i.schemaId, i.scope, i.value, i.externalId, i.schemaVersion) for i in body]
+    items = [NewObject(i.schemaId, i.scope, i.value, i.externalId, i.schemaVersion, i.objectId) for i in body]
     results = await settings.create_all(items, token.name, now_ms(), validate_only=validateOnly)
     codes = {r.code for r in results}
     status = codes.pop() if len(codes) == 1 else 207
@@ -355,6 +371,7 @@ async def get_object(
     },
 )
 async def update_object(
+    _: Reader,  # as on Dynatrace: an update needs settings.read as well
     token: Writer,
     settings: Service,
     objectId: str,
@@ -393,7 +410,7 @@ async def delete_object(
     result = await settings.delete(objectId, updateToken)
     if result.code == 204:
         return Response(status_code=204)
-    return OrjsonResponse(_item(result), status_code=result.code)
+    return OrjsonResponse(_item(result, parameters="QUERY"), status_code=result.code)
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -433,13 +450,14 @@ def render(settings: SettingsService, record: SettingsRecord) -> dict[str, Any]:
     }
 
 
-def _item(result: ItemResult) -> dict[str, Any]:
+def _item(result: ItemResult, parameters: str = "PAYLOAD_BODY") -> dict[str, Any]:
+    """``parameters``: where what the violations name was sent (DELETE's updateToken: the QUERY)."""
     if result.ok:
         return {"code": result.code, "objectId": result.object_id}
     error: dict[str, Any] = {"code": result.code, "message": result.message}
     if result.violations:
         error["constraintViolations"] = [
-            {"path": v.path, "message": v.message, "parameterLocation": "PAYLOAD_BODY", "location": None}
+            {"path": v.path, "message": v.message, "parameterLocation": parameters, "location": None}
             for v in result.violations
         ]
     body: dict[str, Any] = {"code": result.code, "error": error}

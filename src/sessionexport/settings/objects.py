@@ -44,6 +44,7 @@ class NewObject:
     value: Any
     external_id: str | None = None
     schema_version: str | None = None
+    object_id: str | None = None  # with external_id: the object it replaces (when none has that external_id)
 
 
 class SettingsService:
@@ -124,9 +125,22 @@ class SettingsService:
             )
         if item.external_id is not None:
             existing = await self._by_external_id(schema["schemaId"], item.external_id)
+            if existing is None and item.object_id is not None:  # replace that object, naming it so
+                existing = await self.store.get_setting(item.object_id)
+                if existing is None or existing.schema_id != schema["schemaId"]:
+                    message = f"No object available for the given objectId {item.object_id!r}"
+                    return ItemResult(
+                        404, message=message, invalid_value=self._mask_input(schema, item.value)
+                    )
             if existing is not None:
                 return await self.update(
-                    existing.object_id, item.value, None, author, now, validate_only=validate_only
+                    existing.object_id,
+                    item.value,
+                    None,
+                    author,
+                    now,
+                    validate_only=validate_only,
+                    external_id=item.external_id,
                 )
         value, violations = await self._validate(schema, item.value, exclude=None)
         violations += _secrets_entered(schema, value)
@@ -171,7 +185,9 @@ class SettingsService:
         now: int,
         *,
         validate_only: bool = False,
+        external_id: str | None = None,
     ) -> ItemResult:
+        """``external_id``: the one the object takes (else it keeps its own)."""
         record = await self.store.get_setting(object_id)
         if record is None:
             return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
@@ -201,7 +217,7 @@ class SettingsService:
             object_id=object_id,
             schema_id=record.schema_id,
             scope=record.scope,
-            external_id=record.external_id,
+            external_id=record.external_id if external_id is None else external_id,
             value=self._stored_json(schema, value),
             schema_version=schema["version"],
             created=record.created,
