@@ -527,7 +527,8 @@ def ingest(
     rejects: Annotated[
         Path | None,
         typer.Option(
-            envvar=env("REJECTS"), help="Write refused lines here, unchanged, to fix and re-ingest."
+            envvar=env("REJECTS"),
+            help="Write refused lines here, unchanged, to fix and re-ingest (a new file: never overwritten).",
         ),
     ] = None,
 ) -> None:
@@ -541,6 +542,11 @@ def ingest(
     """
     from sessionexport.ingest.files import ingest_file
 
+    if rejects is not None and (rejects.exists() or rejects.is_symlink()):  # the input itself, say
+        err.print(
+            f"[red]error:[/red] --rejects {escape(str(rejects))} exists: give a new file", highlight=False
+        )
+        raise typer.Exit(2)
     summary = _run(
         lambda store: ingest_file(store, file, batch_size=batch_size, rejects=rejects, console=err),
         data_dir,

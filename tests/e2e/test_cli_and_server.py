@@ -188,6 +188,11 @@ def test_generate_is_deterministic_and_ingest_reports_bad_lines(tmp_path: Path) 
     assert "line 43: not UTF-8: byte 0xff at offset 13" in result.stderr
     assert "50 stored, 0 duplicate(s), 2 refused" in result.stderr
     assert rejects.read_bytes() == bad + b"\n" + not_utf8 + b"\n"
+    for kept in (rejects, mixed):  # earlier rejects, or the input itself: never overwritten
+        before = kept.read_bytes()
+        refused = run("ingest", str(mixed), "--rejects", str(kept), "--data-dir", str(tmp_path / "d"))
+        assert refused.returncode == 2 and f"--rejects {kept} exists: give a new file" in refused.stderr
+        assert kept.read_bytes() == before
     missing = run("ingest", str(tmp_path / "nowhere.ndjson"), "--data-dir", str(tmp_path / "d"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -151,6 +151,14 @@ BAD_BODIES = {
         "userActions[0].type",
     ),
     "not UTF-8": (b'{"tenantId":"\xff","userSessionId":"1","startTime":1622107543233}', NDJSON, 1, ""),
+    # kept as sent, it would make every page listing it invalid JSON
+    "not UTF-8 in an unknown field": (
+        b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233}\n'
+        b'{"tenantId":"t","userSessionId":"2","startTime":1622107543233,"zzz":"a\xffb"}',
+        NDJSON,
+        2,
+        "",
+    ),
     "NUL in a kept field": (
         b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"geolocationCountryName":"A\\u0000"}',
         NDJSON,
@@ -199,7 +207,7 @@ async def test_each_kind_of_bad_session_is_400_with_place_and_nothing_stored(api
             "not UTF-8: byte 0xff at offset 13",
         ),
         (b"[" * 1100 + b"]" * 1100, "depth limit exceeded"),
-        (b'[{"a":1,}]', "trailing comma is not allowed: line 1 column 8"),
+        (b'[{"a":1,}]', "trailing comma is not allowed at column 8"),
     ],
     ids=["not-utf8", "too-deep", "trailing-comma"],
 )

@@ -20,6 +20,7 @@ from sessionexport.generate.events import (
     paced,
 )
 from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_sessions
+from sessionexport.ingest.documents import RejectedBody
 from sessionexport.ingest.events import parse_events
 from sessionexport.model.events import (
     COMPUTED_FIELDS,
@@ -81,6 +82,14 @@ def test_every_line_is_a_compact_rum_event_the_server_accepts(kind: str) -> None
         assert msgspec.json.format(line, indent=-1) == line
     # The events API's own checks: attribute values, computed fields, action start times.
     assert len(parse_events(b"\n".join(stream))) == len(stream)
+
+
+def test_an_event_whose_unread_fields_are_not_utf8_is_refused_at_its_line() -> None:
+    first, second = lines(2)[:2]
+    with pytest.raises(RejectedBody) as refused:
+        parse_events(first + b"\n" + second[:-1] + b',"zzz":"a\xffb"}')
+    [problem] = refused.value.problems
+    assert problem.location == "line 2" and problem.message.startswith("not UTF-8: byte 0xff at offset")
 
 
 def test_attributes_never_carry_computed_fields(mixed: dict[Key, list[RumEvent]]) -> None:

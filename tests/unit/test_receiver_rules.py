@@ -25,6 +25,7 @@ from sessionexport.receiver.auth import (
     Unauthorized,
     basic_credentials,
     parse_pair,
+    token_form,
 )
 from sessionexport.receiver.documents import parse_events_body
 from sessionexport.receiver.store.records import LEGACY, SESSION
@@ -174,6 +175,17 @@ def test_a_legacy_document_with_nul_in_its_identity_is_refused() -> None:
         parse_events_body(DOC_CHECK.replace(b'"visitId":"', b'"visitId":"\\u0000', 1))
 
 
+@pytest.mark.parametrize("kind", ["session", "legacy"])
+def test_a_document_whose_unread_fields_are_not_utf8_is_refused_at_its_line(kind: str) -> None:
+    """Kept as sent, it would break every reader of what was received."""
+    good = compact(sample("doc-mobile-session.json")) if kind == "session" else DOC_CHECK
+    broken = good[:-1] + b',"zzz":"a\xffb"}'
+    with pytest.raises(RejectedBody) as refused:
+        parse_events_body(good + b"\n" + broken)
+    [problem] = refused.value.problems
+    assert problem.location == "line 2" and problem.message.startswith("not UTF-8: byte 0xff at offset")
+
+
 def test_fault_plan_fails_matching_ids_the_given_number_of_times() -> None:
     plan = es.FaultPlan.parse(["429:-7$:1", "400:bad"])
     op = es.Operation("index", "i", "t-7", None, b"{}")
@@ -272,6 +284,23 @@ def test_token_endpoint_refusals(form: dict[str, str], status: int, error: str) 
     with pytest.raises(OAuthError) as raised:
         issuer.issue(form, None)
     assert (raised.value.status, raised.value.error) == (status, error)
+
+
+def test_one_client_authentication_method_and_each_field_once() -> None:
+    """RFC 6749 §2.3 and §3.2: which credentials or which value would count is not for a server to guess."""
+    issuer = TokenIssuer({"exporter": "s3cret"}, b"k" * 32)
+    both = {"grant_type": "client_credentials", "client_id": "other", "client_secret": "other"}
+    with pytest.raises(OAuthError) as raised:
+        issuer.issue(both, basic("exporter", "s3cret"))
+    assert (raised.value.status, raised.value.error) == (400, "invalid_request")
+    with pytest.raises(OAuthError) as raised:
+        token_form([("grant_type", "client_credentials"), ("client_secret", "a"), ("client_secret", "b")])
+    assert (raised.value.status, raised.value.error) == (400, "invalid_request")
+    assert "client_secret" in raised.value.as_json()["error_description"]
+    assert token_form([("grant_type", "client_credentials"), ("scope", "")]) == {
+        "grant_type": "client_credentials",
+        "scope": "",
+    }
 
 
 async def test_authenticator_basic_and_bearer() -> None:

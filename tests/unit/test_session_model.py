@@ -425,15 +425,30 @@ def test_broken_json_is_one_problem_without_a_path(raw: bytes) -> None:
     assert find_problems(raw) == [problem]
 
 
+VALID = b'{"tenantId":"t","userSessionId":"u","startTime":1622107543233}'
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
         (b'{"tenantId":"\xfft"}', "not UTF-8: byte 0xff at offset 13 (invalid start byte)"),
-        (b'{"x":"\\ud800"}', "invalid JSON: no low surrogate in string: line 1 column 7 (char 6)"),
-        (b'{"x":' + b"[" * 1100 + b"]" * 1100 + b"}", "invalid JSON: depth limit exceeded"),
-        (b'{"a":', "invalid JSON: unexpected end of data: line 1 column 6 (char 5)"),
+        (b'{"x":"\\ud800"}', "invalid JSON: no low surrogate in string at column 7"),
+        (b'{"x":' + b"[" * 1100 + b"]" * 1100 + b"}", "invalid JSON: depth limit exceeded at column 1030"),
+        (b'{"a":', "invalid JSON: unexpected end of data at column 6"),
+        (b'{"a":\n 1,}', "invalid JSON: trailing comma is not allowed at line 2 column 3 of it"),
+        # a valid session but for the bytes of a field the model does not know (kept as sent)
+        (VALID[:-1] + b',"zzz":"a\xffb"}', f"not UTF-8: byte 0xff at offset {len(VALID) + 8}"),
+        (VALID[:-1] + b',"zzz":"\xed\xa0\x80"}', f"not UTF-8: byte 0xed at offset {len(VALID) + 7}"),
     ],
-    ids=["not-utf8", "lone-surrogate", "too-deep", "truncated"],
+    ids=[
+        "not-utf8",
+        "lone-surrogate",
+        "too-deep",
+        "truncated",
+        "spans-lines",
+        "unknown-field",
+        "raw-surrogate",
+    ],
 )
 def test_bytes_that_are_not_json_say_why_and_where(raw: bytes, message: str) -> None:
     """Refused as documents (never an exception of another kind), with the place of the fault."""

@@ -15,7 +15,7 @@ import msgspec
 
 from sessionexport.ingest.documents import DocumentProblem, RejectedBody, ndjson_lines
 from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesEvent, RumEvent
-from sessionexport.model.validation import NOT_JSON, find_problems, not_json, nul_problems
+from sessionexport.model.validation import NOT_JSON, find_problems, not_json, not_utf8, nul_problems
 
 _decoder = msgspec.json.Decoder(RumEvent)
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
@@ -46,6 +46,8 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
             problems.append(DocumentProblem(where, "", not_json(line, exc).message))
             continue
         found = _event_problems(event)
+        if bad := not_utf8(line):  # in a field the typed decode skipped
+            found.append((bad.path, bad.message))
         if now is not None and event.timestamp > now + MAX_AHEAD_MS:
             ahead = (event.timestamp - now) / 1000
             found.append(

@@ -196,7 +196,7 @@ def _open_rejects(path: Path | None) -> Iterator[BinaryIO | None]:
     if path is None:
         yield None
         return
-    with path.open("wb") as fh:
+    with path.open("xb") as fh:  # never over a file: it may be the input, or earlier rejects
         yield fh
 
 

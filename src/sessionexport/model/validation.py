@@ -51,7 +51,21 @@ def decode_session(raw: bytes) -> UserSession:
         raise InvalidSession([not_json(raw, exc)]) from None
     if nul := _nul_problems(session):
         raise InvalidSession(nul)
+    if bad := not_utf8(raw):  # the typed decode skips unknown fields unread: their bytes too
+        raise InvalidSession([bad])
     return session
+
+
+def not_utf8(raw: bytes) -> Problem | None:
+    """The first byte of ``raw`` that is not UTF-8 (stored as sent, the document would make every
+    page it is listed on, and every body it is exported in, invalid), or None."""
+    if raw.isascii():  # most documents: no decoding needed to know
+        return None
+    try:
+        raw.decode()
+    except UnicodeDecodeError as bad:
+        return Problem("", f"not UTF-8: byte 0x{raw[bad.start]:02x} at offset {bad.start} ({bad.reason})")
+    return None
 
 
 # Kept as text columns beside the body (identity, filters; the country column falls back to
@@ -112,14 +126,19 @@ def not_json(raw: bytes, exc: BaseException) -> Problem:
     not UTF-8, or orjson's account of the fault, which names its line and column (msgspec's names a
     byte at best, and calls a lone surrogate "truncated"). Only on the error path: it reads the
     document again."""
-    try:
-        raw.decode()
-    except UnicodeDecodeError as bad:
-        return Problem("", f"not UTF-8: byte 0x{raw[bad.start]:02x} at offset {bad.start} ({bad.reason})")
+    if bad := not_utf8(raw):
+        return bad
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError as fault:
-        return Problem("", f"invalid JSON: {fault}")
+        # Where in the document: its line is the body's line (or item) already, so only the column
+        # is told, unless the document itself spans lines.
+        where = (
+            f"column {fault.colno}"
+            if fault.lineno == 1
+            else f"line {fault.lineno} column {fault.colno} of it"
+        )
+        return Problem("", f"invalid JSON: {fault.msg} at {where}")
     if isinstance(exc, RecursionError):
         return Problem("", "invalid JSON: nested too deeply to be read")
     return Problem("", f"invalid JSON: {exc}")

@@ -43,6 +43,7 @@ from sessionexport.receiver.auth import (
     Unauthorized,
     load_token_key,
     parse_pair,
+    token_form,
 )
 from sessionexport.receiver.documents import parse_events_body
 from sessionexport.receiver.metrics import exposition
@@ -313,8 +314,8 @@ async def _token(request: Request) -> Response:
         return _json({"error": "invalid_request", "error_description": "request body too large"}, 413)
     except UnreadableBody as exc:  # an encoding not taken, or a corrupt compressed form
         return _json({"error": "invalid_request", "error_description": exc.message}, exc.status)
-    fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     try:
+        fields = token_form(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         answer = issuer.issue(fields, request.headers.get("authorization"))
     except OAuthError as exc:
         headers = {"WWW-Authenticate": 'Basic realm="sessionexport"'} if exc.status == 401 else None

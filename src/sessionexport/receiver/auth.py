@@ -87,6 +87,16 @@ def load_token_key(data_dir: Path) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
+def token_form(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """The fields of a token request; a field given twice is refused (RFC 6749 §3.2: which one
+    would count is not for a server to guess)."""
+    fields = dict(pairs)
+    if len(fields) < len(pairs):
+        twice = sorted({name for name, _ in pairs if sum(n == name for n, _ in pairs) > 1})
+        raise OAuthError(400, "invalid_request", f"given more than once: {', '.join(twice)}")
+    return fields
+
+
 @dataclass
 class TokenIssuer:
     """The OAuth 2.0 client-credentials token endpoint (RFC 6749 §4.4), and the check of its tokens."""
@@ -122,8 +132,13 @@ class TokenIssuer:
 
     @staticmethod
     def _client(form: Mapping[str, str], authorization: str | None) -> tuple[str, str]:
-        """Client authentication by the Basic header or by form fields (both allowed by RFC 6749 §2.3.1)."""
+        """Client authentication by the Basic header or by form fields (both allowed by RFC 6749
+        §2.3.1), never both at once (§2.3: one method per request)."""
         if authorization and (pair := basic_credentials(authorization)):
+            if "client_secret" in form:
+                raise OAuthError(
+                    400, "invalid_request", "authenticate by the Basic header or by form fields, not both"
+                )
             return pair
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if not client_id or not secret:

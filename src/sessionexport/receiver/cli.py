@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -269,7 +270,7 @@ def received_last(
     if kind is not None and kind not in (SESSION, LEGACY, DOCUMENT):
         _fail(f"--kind takes {SESSION}, {LEGACY} or {DOCUMENT}, not {kind!r}")
     for doc in _with_store(data_dir, storage, lambda s: s.documents(kind=kind, limit=count)):
-        print(doc.body.decode())
+        _print_stored(doc.body)
 
 
 @received_app.command("show", short_help="The documents of one userSessionId (NDJSON).")
@@ -281,7 +282,7 @@ def received_show(
     """The documents of one userSessionId, newest first (NDJSON); exit code 1 when there are none."""
     found = _with_store(data_dir, storage, lambda s: s.documents(user_session_id=user_session_id, limit=1000))
     for doc in found:
-        print(doc.body.decode())
+        _print_stored(doc.body)
     if not found:
         err.print(f"no document with userSessionId {user_session_id!r}")
         raise typer.Exit(1)
@@ -304,7 +305,7 @@ def received_requests(
     """Requests received, newest first: status, documents stored and duplicates, or why refused."""
     if request_id is not None:
         for doc in _with_store(data_dir, storage, lambda s: s.documents(request_id=request_id, limit=1000)):
-            print(doc.body.decode())
+            _print_stored(doc.body)
         return
     for r in _with_store(data_dir, storage, lambda s: s.requests(count)):
         print(_request_line(r))
@@ -315,3 +316,10 @@ def _request_line(r: RequestRecord) -> str:
     fate = f"stored {r.stored}, duplicates {r.duplicates}" if r.status < 400 else f"refused: {r.error or ''}"
     who = f"  by {r.principal}" if r.principal else ""
     return f"#{r.id}  {_when(r.received_at)}  {r.method} {r.path}  {r.status}  {r.size:,} bytes  {fate}{who}"
+
+
+def _print_stored(body: bytes) -> None:
+    """A document on its own line, its bytes exactly as stored (not decoded: whatever they hold)."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(body + b"\n")
+    sys.stdout.buffer.flush()

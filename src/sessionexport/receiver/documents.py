@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from sessionexport.ingest.documents import array_items, ndjson_lines, parse_all
-from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, single_line
+from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, not_utf8, single_line
 from sessionexport.receiver.store.records import LEGACY, SESSION, Document
 
 
@@ -51,7 +51,8 @@ def parse_line(raw: bytes) -> Document:
 
 
 def legacy_document(raw: bytes) -> Document | None:
-    """A document of the old export format (``visitId``, ``visitorId``, ``startTime``), kept as sent.
+    """A document of the old export format (``visitId``, ``visitorId``, ``startTime``), kept as sent
+    (InvalidSession when it is not UTF-8); None when it is not one.
 
     The original documentation verifies a configuration by PUTting such a document; answering
     400 would make a working endpoint look broken, and discarding it would lose data that
@@ -63,5 +64,7 @@ def legacy_document(raw: bytes) -> Document | None:
         return None
     if "\x00" in f"{identity.visitId}{identity.visitorId or ''}":  # kept as text: never NUL
         return None
+    if bad := not_utf8(raw):  # kept as sent: its other fields were not read
+        raise InvalidSession([bad])
     key = f"legacy-{identity.visitorId or ''}-{identity.visitId}-{identity.startTime}"
     return Document(LEGACY, key, single_line(raw), identity.visitId)
