@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import io
 import signal
 import socket
 import sqlite3
+import stat
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, BinaryIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -542,16 +544,12 @@ def ingest(
     """
     from sessionexport.ingest.files import ingest_file
 
-    if rejects is not None and (rejects.exists() or rejects.is_symlink()):  # the input itself, say
-        err.print(
-            f"[red]error:[/red] --rejects {escape(str(rejects))} exists: give a new file", highlight=False
+    with _new_rejects_file(rejects) as rejected:
+        summary = _run(
+            lambda store: ingest_file(store, file, batch_size=batch_size, rejects=rejected, console=err),
+            data_dir,
+            database_url,
         )
-        raise typer.Exit(2)
-    summary = _run(
-        lambda store: ingest_file(store, file, batch_size=batch_size, rejects=rejects, console=err),
-        data_dir,
-        database_url,
-    )
     err.print(
         f"{summary.accepted} stored, {summary.duplicates} duplicate(s), {summary.refused} refused"
         f" of {summary.lines} line(s) in {summary.seconds:.1f}s"
@@ -563,6 +561,28 @@ def ingest(
         raise typer.Exit(2)
     if summary.refused or summary.unreadable:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _new_rejects_file(path: Path | None) -> Iterator[BinaryIO | None]:
+    """``--rejects``, created new: an existing file (the input itself, earlier rejects) is never
+    written over; what is not a regular file (/dev/stderr, a pipe) is written to. One line and
+    exit 2 otherwise."""
+    if path is None:
+        yield None
+        return
+    try:
+        special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
+        rejected = path.open("ab" if special else "xb")
+    except FileExistsError:
+        err.print(f"[red]error:[/red] --rejects {escape(str(path))} exists: give a new file", highlight=False)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        err.print(f"[red]error:[/red] cannot create --rejects {escape(str(path))}: {reason}", highlight=False)
+        raise typer.Exit(2) from None
+    with rejected:
+        yield rejected
 
 
 @app.command(short_help="Write realistic sessions or RUM events as NDJSON.")

@@ -13,13 +13,19 @@ from typing import Any
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (IPv4 or IPv6, as the host says); OSError saying why not."""
+    """A socket bound to ``host:port`` as uvicorn binds one (IPv6 for an address with a colon, and
+    then both stacks where the system does so: ``::`` takes IPv4 too); OSError saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        return sock
     except socket.gaierror as exc:
+        sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     except OSError as exc:
+        sock.close()
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise OSError(f"cannot listen on {host}:{port}: {reason}") from None
 

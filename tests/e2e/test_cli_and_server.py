@@ -193,6 +193,16 @@ def test_generate_is_deterministic_and_ingest_reports_bad_lines(tmp_path: Path) 
         refused = run("ingest", str(mixed), "--rejects", str(kept), "--data-dir", str(tmp_path / "d"))
         assert refused.returncode == 2 and f"--rejects {kept} exists: give a new file" in refused.stderr
         assert kept.read_bytes() == before
+    nowhere = run(
+        "ingest", str(mixed), "--rejects", str(tmp_path / "no" / "r"), "--data-dir", str(tmp_path / "d")
+    )
+    assert (
+        nowhere.returncode == 2
+        and "cannot create --rejects" in nowhere.stderr
+        and "Traceback" not in nowhere.stderr
+    )
+    to_device = run("ingest", str(mixed), "--rejects", "/dev/null", "--data-dir", str(tmp_path / "d"))
+    assert to_device.returncode == 1, to_device.stderr  # a device, not a file: written to
     missing = run("ingest", str(tmp_path / "nowhere.ndjson"), "--data-dir", str(tmp_path / "d"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -19,6 +19,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from sessionexport.clock import now_ms
+from sessionexport.export.metrics import ExportMetrics
+from sessionexport.export.notifier import LogNotifier
+from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.secrets import SecretBox, new_key
 from sessionexport.store import (
     DATABASE_FILE,
     LeaseLost,
@@ -662,6 +668,38 @@ async def test_a_replay_claims_a_letter_until_it_finishes_or_its_claim_runs_out(
     assert await store.claim_dead_letter(second, "e1", now=151, until=250) is not None
     await store.finish_replay(second, [{"number": 1, "status": 500}], delivered=False, now=160, reason="y")
     assert await store.claim_dead_letter(second, "e1", now=161, until=260) is not None  # finished: free
+
+
+async def test_a_replay_renews_its_own_claim_and_only_its_own(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    e1 = await claimed(store, "e1")
+    [letter_id] = await store.record_bulk(e1, 9, BulkDecision(delivered=0, letters=(letter(),)), now=2)
+    assert await store.claim_dead_letter(letter_id, "e1", now=10, until=100) is not None
+    assert await store.renew_replay_claim(letter_id, held_until=100, until=190)  # still sending at 90
+    assert await store.claim_dead_letter(letter_id, "e1", now=150, until=250) is None  # held longer now
+    assert not await store.renew_replay_claim(letter_id, held_until=100, until=280)  # not the claim it holds
+    assert await store.claim_dead_letter(letter_id, "e1", now=191, until=300) is not None  # lapsed: another's
+    assert not await store.renew_replay_claim(letter_id, held_until=190, until=400)  # the first lost it
+    await store.finish_replay(letter_id, [], delivered=True, now=310)
+    assert not await store.renew_replay_claim(letter_id, held_until=300, until=500)  # replayed: nothing held
+
+
+async def test_a_replay_holds_its_claim_for_as_long_as_it_sends(store: Store) -> None:
+    """The supervisor renews the claim while a letter is sent: no other replay takes it meanwhile."""
+    await store.ensure_cursor("e1", 0, now=1)
+    e1 = await claimed(store, "e1")
+    [letter_id] = await store.record_bulk(e1, 9, BulkDecision(delivered=0, letters=(letter(),)), now=2)
+    supervisor = ExportSupervisor(
+        store, SettingsService(store, SecretBox([new_key().encode()])), LogNotifier(), ExportMetrics()
+    )
+    claim_ms = 1000  # renewed every third of it: a loaded machine has time to spare
+    now = now_ms()
+    assert await store.claim_dead_letter(letter_id, "e1", now, now + claim_ms) is not None
+    async with supervisor._claim_held(letter_id, now + claim_ms, claim_ms):
+        await asyncio.sleep(2.5)  # over two claims long
+        assert await store.claim_dead_letter(letter_id, "e1", now_ms(), now_ms() + claim_ms) is None
+    await asyncio.sleep(1.1)  # no longer renewed: it lapses
+    assert await store.claim_dead_letter(letter_id, "e1", now_ms(), now_ms() + claim_ms) is not None
 
 
 # -- alerts -------------------------------------------------------------------------------------

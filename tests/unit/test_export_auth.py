@@ -33,7 +33,8 @@ def test_other_connection_failures_say_so() -> None:
 
 def test_a_broken_connection_says_when_it_broke() -> None:
     assert (
-        describe_transport_error(httpx.ReadError("")) == "the connection broke while waiting for the answer"
+        describe_transport_error(httpx.ReadError(""))
+        == "the connection broke while the answer was awaited or read"
     )
     assert describe_transport_error(httpx.WriteError("[Errno 32] Broken pipe")) == (
         "the connection broke while the body was being sent ([Errno 32] Broken pipe)"

@@ -364,6 +364,8 @@ async def test_a_retry_after_longer_than_the_backoff_is_waited_out(
         ("Fri, 27 Nov 2026 11:00:00 GMT", 0.0),  # past: at once
         ("soon", None),
         ("-5", None),
+        ("\u00b2", None),  # a digit to str.isdigit, not to float: never a crash
+        ("\u0663", None),
         ("", None),
         (None, None),
     ],

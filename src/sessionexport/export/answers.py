@@ -74,7 +74,7 @@ def retry_after_seconds(value: str | None, now_ms: int) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²" and other scripts' digits
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

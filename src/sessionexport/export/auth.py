@@ -111,7 +111,12 @@ class OAuth2Credentials:
         except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
             raise TokenError(f"the token request could not be made: {exc}") from None
         if response.status_code != 200:
-            raise TokenError(f"token endpoint answered {http_error(response.status_code, answer)}")
+            said = http_error(response.status_code, masked_answer(answer, self.secrets()))
+            raise TokenError(f"token endpoint answered {said}")
+        if len(answer) >= TOKEN_ANSWER_BYTES:
+            raise TokenError(
+                f"token endpoint answered more than {TOKEN_ANSWER_BYTES // 1024} KiB: not a token"
+            )
         try:
             data = orjson.loads(answer)
         except orjson.JSONDecodeError:
@@ -161,7 +166,7 @@ def describe_transport_error(exc: httpx.HTTPError) -> str:
 # What broke, when httpx's text says little more than its type (a reset gives an empty message).
 _BROKEN: tuple[tuple[type[httpx.HTTPError], str], ...] = (
     (httpx.WriteError, "the connection broke while the body was being sent"),
-    (httpx.ReadError, "the connection broke while waiting for the answer"),
+    (httpx.ReadError, "the connection broke while the answer was awaited or read"),
     (httpx.RemoteProtocolError, "the endpoint broke the HTTP exchange"),
 )
 
@@ -171,7 +176,26 @@ SHORTEST_MASKED = 4  # a shorter secret would mask ordinary letters of every mes
 
 def masked(text: str, secrets: tuple[str, ...]) -> str:
     """``text`` with every secret in it replaced by the mask (an endpoint may echo them back)."""
-    for secret in sorted(secrets, key=len, reverse=True):  # the longer form first: it may hold another
-        if len(secret) >= SHORTEST_MASKED:
-            text = text.replace(secret, MASK)
+    for secret in _maskable(secrets):
+        text = text.replace(secret, MASK)
     return text
+
+
+def masked_answer(answer: bytes, secrets: tuple[str, ...]) -> bytes:
+    """An answer's bytes masked as ``masked`` does, before a reason is cut out of them (a secret
+    across the cut would otherwise keep its start)."""
+    for secret in _maskable(secrets):
+        answer = answer.replace(secret.encode(), MASK.encode())
+    return answer
+
+
+def sent_secret(headers: dict[str, str]) -> tuple[str, ...]:
+    """The credential an attempt sent in its Authorization header (the access token it used, which
+    another attempt may have replaced by now)."""
+    _, _, credential = headers.get("Authorization", "").partition(" ")
+    return (credential,) if credential else ()
+
+
+def _maskable(secrets: tuple[str, ...]) -> list[str]:
+    # The longer form first: it may hold another; a short secret would mask ordinary letters.
+    return sorted((s for s in secrets if len(s) >= SHORTEST_MASKED), key=len, reverse=True)

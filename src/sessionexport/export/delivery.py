@@ -26,7 +26,14 @@ import httpx
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import gzipped
 from sessionexport.export.answers import WHOLE_BYTES, http_error, retry_after_seconds
-from sessionexport.export.auth import Credentials, TokenError, describe_transport_error, masked
+from sessionexport.export.auth import (
+    Credentials,
+    TokenError,
+    describe_transport_error,
+    masked,
+    masked_answer,
+    sent_secret,
+)
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
 from sessionexport.export.exchange import exchange
@@ -152,10 +159,12 @@ class Sender:
         timeout = self.config.tuning.timeoutSeconds
         started, at = time.perf_counter(), now_ms()
 
+        sent: tuple[str, ...] = ()  # the credential of the request sent last
+
         def done(answer: bytes = b"", error: str | None = None, **kwargs: object) -> tuple[Attempt, bytes]:
             took = int((time.perf_counter() - started) * 1000)
             if error is not None:  # kept in dead letters and alerts, logged: never a secret in it
-                error = masked(error, self._credentials.secrets())
+                error = masked(error, (*self._credentials.secrets(), *sent))
             return Attempt(number, at, took, error=error, **kwargs), answer  # type: ignore[arg-type]
 
         refreshed = False
@@ -168,6 +177,7 @@ class Sender:
                 }
             except TokenError as exc:
                 return done(error=f"{OAUTH_FAILURE_PREFIX}{exc}", token_failure=True)
+            sent = sent_secret(headers)
             try:
                 request = self._client.build_request(
                     self.config.method,
@@ -190,9 +200,13 @@ class Sender:
                 refreshed = True
                 continue
             status = response.status_code
-            error = None if 200 <= status < 300 else http_error(status, answer)
+            secrets = (*self._credentials.secrets(), *sent)
+            error = None if 200 <= status < 300 else http_error(status, masked_answer(answer, secrets))
             if 300 <= status < 400 and (location := response.headers.get("location")):
-                error = f"HTTP {status}: redirects to {location[:200]} (not followed: set endpointUrl to where it leads)"
+                shown = masked(location, secrets)[:200]
+                error = (
+                    f"HTTP {status}: redirects to {shown} (not followed: set endpointUrl to where it leads)"
+                )
             wait = (
                 retry_after_seconds(response.headers.get("retry-after"), now_ms())
                 if status in (429, 503)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -415,7 +416,7 @@ class ExportSupervisor:
 
     # -- operations --------------------------------------------------------------------------
     async def replay(self, config: ExportConfig, letter_ids: list[int]) -> list[ReplayResult]:
-        """Send dead letters again, exactly as kept, with the export's current authentication;
+        """Send dead letters again, as the export sends now, with its current authentication;
         each claimed and read just before it is sent (one body held at a time), skipped when
         another replay holds it or it is no longer pending: two replays at once send it once.
         ``DeliveryRefused`` when the export may not be sent to from here (as its exporter is not)."""
@@ -425,15 +426,14 @@ class ExportSupervisor:
         async with self.client() as client:
             sender = self.sender(config, client)
             for letter_id in letter_ids:
-                now = now_ms()
-                letter = await self.store.claim_dead_letter(
-                    letter_id, config.export_id, now, now + _replay_claim_ms(config)
-                )
+                now, claim_ms = now_ms(), _replay_claim_ms(config)
+                letter = await self.store.claim_dead_letter(letter_id, config.export_id, now, now + claim_ms)
                 if letter is None:
                     results.append(ReplayResult(letter_id, False, Outcome(delivered=False), skipped=True))
                     continue
                 try:
-                    outcome = await _resend(sender, config, letter)
+                    async with self._claim_held(letter.id, now + claim_ms, claim_ms):
+                        outcome = await _resend(sender, config, letter)
                 except Exception as exc:  # a fault of ours: said, and the letter left pending, unclaimed
                     log.exception("export %s: replaying dead letter %d failed", config.export_id, letter.id)
                     outcome = Outcome(False, [Attempt(1, now_ms(), 0, error=f"the replay failed: {exc}")])
@@ -451,6 +451,31 @@ class ExportSupervisor:
                 results.append(ReplayResult(letter.id, outcome.delivered, outcome))
         await self._close_delivery_alerts(config, delivered_from)
         return results
+
+    @contextlib.asynccontextmanager
+    async def _claim_held(self, letter_id: int, until: int, claim_ms: int) -> AsyncIterator[None]:
+        """Renew a replay's claim on a letter while it is sent (split on 413, a letter can take
+        far longer than one bulk's attempts), so that no other replay sends it meanwhile."""
+
+        async def renew(held_until: int) -> None:
+            while True:
+                await asyncio.sleep(claim_ms / 3000)
+                later = now_ms() + claim_ms
+                if not await self.store.renew_replay_claim(letter_id, held_until, later):
+                    log.warning(
+                        "replaying dead letter %d: its claim lapsed; another replay may send it too",
+                        letter_id,
+                    )
+                    return
+                held_until = later
+
+        renewing = asyncio.create_task(renew(until), name=f"claim of dead letter {letter_id}")
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def _close_delivery_alerts(self, config: ExportConfig, first_seqs: list[int]) -> None:
         """A replayed letter that was delivered shows that the endpoint takes its shard's bulks
@@ -513,9 +538,9 @@ async def _resend(sender: Sender, config: ExportConfig, letter: DeadLetter) -> O
 
 
 def _replay_claim_ms(config: ExportConfig) -> int:
-    """Long enough for every attempt of one letter (each up to a token request and two sends,
-    after a 401, within its timeout; the waits between them), with a margin: a replay that
-    crashed leaves its letters to the next once this has passed."""
+    """Long enough for every attempt of one request (each up to a token request and two sends,
+    after a 401, within its timeout; the waits between them), with a margin: renewed while a
+    replay goes on, a claim lapses this long after a replay that crashed."""
     t = config.tuning
     wait = max(t.backoffMaxSeconds, RETRY_AFTER_MAX_SECONDS)
     return int(((t.retries + 1) * 3 * t.timeoutSeconds + t.retries * wait + 60) * 1000)

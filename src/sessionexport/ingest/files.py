@@ -59,7 +59,7 @@ async def ingest_file(
     path: Path,
     *,
     batch_size: int = 1000,
-    rejects: Path | None = None,
+    rejects: BinaryIO | None = None,
     console: Console | None = None,
 ) -> IngestSummary:
     console = console or Console(stderr=True)
@@ -68,7 +68,6 @@ async def ingest_file(
     batch: list[NewSession] = []
     with (
         _open(path) as source,
-        _open_rejects(rejects) as rejected,
         _progress(console, path) as (progress, task),
     ):
         number = consumed = done = 0  # done: every line up to it is stored (or refused)
@@ -87,8 +86,8 @@ async def ingest_file(
                     except InvalidSession as exc:
                         summary.refused += 1
                         _report(console, number, exc, summary.refused)
-                        if rejected:
-                            rejected.write(raw.rstrip(b"\r\n") + b"\n")
+                        if rejects:
+                            rejects.write(raw.rstrip(b"\r\n") + b"\n")
                         continue
                     if len(batch) >= batch_size:
                         await _store_batch(store, batch, summary)
@@ -189,15 +188,6 @@ def _read(source: _Source) -> Iterator[bytes]:
         raise _Unreadable(f"the gzip stream is corrupt ({exc})") from None
     except OSError as exc:
         raise _Unreadable(exc.strerror or str(exc)) from None
-
-
-@contextlib.contextmanager
-def _open_rejects(path: Path | None) -> Iterator[BinaryIO | None]:
-    if path is None:
-        yield None
-        return
-    with path.open("xb") as fh:  # never over a file: it may be the input, or earlier rejects
-        yield fh
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,7 @@ def token_form(pairs: list[tuple[str, str]]) -> dict[str, str]:
     would count is not for a server to guess)."""
     fields = dict(pairs)
     if len(fields) < len(pairs):
-        twice = sorted({name for name, _ in pairs if sum(n == name for n, _ in pairs) > 1})
+        twice = sorted(name for name, count in Counter(name for name, _ in pairs).items() if count > 1)
         raise OAuthError(400, "invalid_request", f"given more than once: {', '.join(twice)}")
     return fields
 

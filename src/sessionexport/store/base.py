@@ -266,6 +266,11 @@ class Store(Protocol):
         """The export's pending letter, claimed for a replay until ``until`` (epoch ms); None when
         it is not a pending letter of that export, or another replay's claim still holds it."""
 
+    async def renew_replay_claim(self, letter_id: int, held_until: int, until: int) -> bool:
+        """Hold a replay's claim on a letter longer: from ``held_until`` (the claim as this replay
+        set it) to ``until``; False when the claim is no longer that one (it lapsed and another
+        replay took the letter, or the letter is no longer pending)."""
+
     async def finish_replay(
         self,
         letter_id: int,

@@ -702,6 +702,14 @@ class PostgresStore:
         )
         return _dead_letter(rows[0]) if rows else None
 
+    async def renew_replay_claim(self, letter_id: int, held_until: int, until: int) -> bool:
+        rows = await self._rows(
+            "UPDATE dead_letters SET replaying_until = %s WHERE id = %s AND replaying_until = %s"
+            " AND state = 'pending' RETURNING id",
+            (until, letter_id, held_until),
+        )
+        return bool(rows)
+
     async def finish_replay(
         self,
         letter_id: int,

@@ -654,6 +654,16 @@ class SQLiteStore:
 
         return await self._write(claim)
 
+    async def renew_replay_claim(self, letter_id: int, held_until: int, until: int) -> bool:
+        def renew(conn: sqlite3.Connection) -> bool:
+            changed = conn.execute(
+                "UPDATE dead_letters SET replaying_until = ? WHERE id = ? AND replaying_until = ? AND state = 'pending'",
+                (until, letter_id, held_until),
+            ).rowcount
+            return bool(changed)
+
+        return await self._write(renew)
+
     async def finish_replay(
         self,
         letter_id: int,
