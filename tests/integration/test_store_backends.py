@@ -1156,3 +1156,16 @@ async def test_a_large_purge_goes_in_batches(store: Store, monkeypatch: pytest.M
     assert batches == [2, 2, 1]
     assert [e.user_session_id for e in await store.read_log(0, 10)] == ["new0", "new1"]
     assert await store.purge_sessions(received_before=2_000) == 0
+
+
+async def test_discarding_takes_the_pending_letters_up_to_the_id_given(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    e1 = await claimed(store, "e1")
+    ids = await store.record_bulk(
+        e1, 9, BulkDecision(delivered=0, letters=(letter(), letter(), letter())), now=2
+    )
+    assert await store.claim_dead_letter(ids[0], "e1", now=10, until=1_000) is not None  # a replay sends it
+    assert await store.discard_dead_letters("e1", now=20, up_to=ids[1]) == (1, 2)  # ids[1]: not the one sent
+    assert [d.id for d in await store.list_dead_letters("e1", state="pending")] == [ids[2], ids[0]]
+    assert await store.discard_dead_letters("e1", now=2_000) == (2, 4)  # every one, its claim lapsed
+    assert await store.list_dead_letters("e1", state="pending") == []

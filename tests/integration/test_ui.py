@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
@@ -1665,6 +1665,43 @@ async def test_dead_letters_are_replayed_from_the_health_page(live: Browser, rec
     assert (await ui.follow(again)).flash == (
         "Nothing to replay: the dead letter was replayed already, or there is none pending."
     )
+
+
+async def test_discard_and_replay_all_take_the_letters_the_page_counted_not_those_kept_since(
+    live: Browser, receiver: Receiver
+) -> None:
+    ui = await live.logged_in()
+    receiver.behaviour.script = deque([500, 500, 500])  # three bulks fail; the endpoint is fine after
+    object_id = await ui.create(export_value(receiver.url, {"retries": 0, "flushMaxSessions": 2}))
+    await until(lambda: ui.app.state.exports.is_running(object_id), "exporter running")
+
+    async def pending() -> list[int]:
+        letters = (await ui.api("GET", f"/api/v2/exports/{object_id}/deadletters")).json()["deadLetters"]
+        return sorted(int(d["id"]) for d in letters)
+
+    await ui.ingest(sessions(4, seed=31))
+    await until(lambda: _count(pending, 2), "two dead letters")
+    counted = await pending()
+    page = await ui.page("/ui/health")  # what the operator reads, counts and confirms
+    discard = page.form(f"/ui/health/{object_id}/discard")
+    assert "Discard the 2 pending dead letter(s)" in discard.attrs["data-confirm"]
+    replay = f"/ui/health/{object_id}/replay"
+    [replay_all] = [f for f in page.root.all("form", action=replay) if "letter" not in form_data(f)]
+    await ui.ingest(sessions(2, seed=32))
+    await until(lambda: _count(pending, 3), "a third, kept after the page was read")
+    [kept_since] = [i for i in await pending() if i not in counted]
+
+    replayed = await ui.follow(await ui.send(replay_all))
+    assert replayed.flash is not None and replayed.flash.startswith("Replaying 2 dead letters")
+    await until(lambda: _count(pending, 1), "the two counted, replayed")
+    assert await pending() == [kept_since]
+    discarded = await ui.follow(await ui.send(discard))  # the page's count is gone: nothing more goes
+    assert discarded.flash == "Discarded 0 dead letter(s) holding 0 session(s)."
+    assert await pending() == [kept_since]
+
+
+async def _count(letters: Callable[[], Awaitable[list[int]]], count: int) -> bool:
+    return len(await letters()) == count
 
 
 async def test_an_export_with_pending_dead_letters_is_deleted_only_once_they_are_discarded(

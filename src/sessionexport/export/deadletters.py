@@ -45,10 +45,12 @@ async def _pending_ids(store: Store, export_id: str) -> list[int]:
     return sorted(ids[:REPLAY_ALL_LIMIT])
 
 
-async def discard_pending(store: Store, export_id: str, now: int, asked_by: str) -> tuple[int, int]:
-    """Discard the export's pending letters (not one a replay is sending), said in the log:
-    (letters, sessions) discarded. ``asked_by``: who asked, for that line."""
-    letters, sessions = await store.discard_dead_letters(export_id, now)
+async def discard_pending(
+    store: Store, export_id: str, now: int, asked_by: str, up_to: int | None = None
+) -> tuple[int, int]:
+    """Discard the export's pending letters (not one a replay is sending; up to id ``up_to`` only
+    when given), said in the log: (letters, sessions) discarded. ``asked_by``: who asked."""
+    letters, sessions = await store.discard_dead_letters(export_id, now, up_to)
     if letters:
         log.warning(
             "export %s: %d pending dead letter(s) holding %d session(s) discarded, as %s asked",

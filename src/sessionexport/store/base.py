@@ -257,8 +257,11 @@ class Store(Protocol):
     async def replayed_sessions(self, export_id: str) -> int:
         """Sessions of the export's letters that a replay delivered."""
 
-    async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
-        """Delete the export's pending letters that no replay holds; (letters, sessions) deleted."""
+    async def discard_dead_letters(
+        self, export_id: str, now: int, up_to: int | None = None
+    ) -> tuple[int, int]:
+        """Delete the export's pending letters that no replay holds (those up to id ``up_to``
+        only, when given: what was shown); (letters, sessions) deleted."""
 
     async def claim_dead_letter(
         self, letter_id: int, export_id: str, now: int, until: int

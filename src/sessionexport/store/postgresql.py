@@ -683,11 +683,14 @@ class PostgresStore:
         query = "SELECT coalesce(sum(session_count), 0) FROM dead_letters WHERE export_id = %s AND state = 'replayed'"
         return int(await self._value(query, (export_id,)))
 
-    async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
+    async def discard_dead_letters(
+        self, export_id: str, now: int, up_to: int | None = None
+    ) -> tuple[int, int]:
         rows = await self._rows(
             "DELETE FROM dead_letters WHERE export_id = %s AND state = 'pending'"
-            " AND (replaying_until IS NULL OR replaying_until < %s) RETURNING session_count",
-            (export_id, now),
+            " AND (replaying_until IS NULL OR replaying_until < %s)"
+            " AND (%s::bigint IS NULL OR id <= %s::bigint) RETURNING session_count",
+            (export_id, now, up_to, up_to),
         )
         return len(rows), sum(row[0] for row in rows)
 

@@ -631,12 +631,15 @@ class SQLiteStore:
         query = "SELECT coalesce(sum(session_count), 0) FROM dead_letters WHERE export_id = ? AND state = 'replayed'"
         return await self._read(lambda c: int(c.execute(query, (export_id,)).fetchone()[0]))
 
-    async def discard_dead_letters(self, export_id: str, now: int) -> tuple[int, int]:
+    async def discard_dead_letters(
+        self, export_id: str, now: int, up_to: int | None = None
+    ) -> tuple[int, int]:
         def delete(conn: sqlite3.Connection) -> tuple[int, int]:
             rows = conn.execute(
                 "DELETE FROM dead_letters WHERE export_id = ? AND state = 'pending'"
-                " AND (replaying_until IS NULL OR replaying_until < ?) RETURNING session_count",
-                (export_id, now),
+                " AND (replaying_until IS NULL OR replaying_until < ?) AND (? IS NULL OR id <= ?)"
+                " RETURNING session_count",
+                (export_id, now, up_to, up_to),
             ).fetchall()
             return len(rows), sum(row[0] for row in rows)
 

@@ -48,6 +48,7 @@ class ExportView:
     health: ExportHealth
     letters: list[DeadLetter]  # pending, newest first, a page of them
     older: bool  # pending letters older than those shown
+    newest: int  # the newest pending letter's id: "all" in a button means up to it, not what came since
 
 
 async def health_page(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -96,6 +97,9 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     if not letter or letter_id is not None:  # not an id at all: nothing to replay
         wanted = [letter_id] if letter_id is not None else None
         letters, missing = await letters_to_replay(ui.store, object_id, wanted)
+        if letter_id is None:  # "all" as the page counted them, not those kept since
+            up_to = stored_id(visit.field("up_to").strip()) or 0
+            letters = [i for i in letters if i <= up_to]
     if missing or not letters:
         visit.session.say(
             "Nothing to replay: the dead letter was replayed already, or there is none pending."
@@ -131,7 +135,10 @@ async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
     if await ui.settings.get_export(object_id) is None:
         visit.session.say("That export no longer exists.")
         return ui.redirect("/health")
-    letters, sessions = await discard_pending(ui.store, object_id, now_ms(), f"UI login {visit.author!r}")
+    up_to = stored_id(visit.field("up_to").strip())  # the letters the page showed and counted
+    letters, sessions = await discard_pending(
+        ui.store, object_id, now_ms(), f"UI login {visit.author!r}", up_to if up_to is not None else 0
+    )
     visit.session.say(f"Discarded {letters} dead letter(s) holding {sessions} session(s).")
     return ui.redirect(f"/health#health-{object_id}")
 
@@ -148,5 +155,16 @@ async def _view(ui: Ui, record: SettingsRecord, name: str, before: int | None) -
     letters = await ui.store.list_dead_letters(
         record.object_id, state="pending", limit=LETTERS_SHOWN + 1, before_id=before
     )
+    newest = (
+        letters
+        if before is None
+        else await ui.store.list_dead_letters(record.object_id, state="pending", limit=1)
+    )
     health = await _health(ui, record)
-    return ExportView(name, health, letters[:LETTERS_SHOWN], older=len(letters) > LETTERS_SHOWN)
+    return ExportView(
+        name,
+        health,
+        letters[:LETTERS_SHOWN],
+        older=len(letters) > LETTERS_SHOWN,
+        newest=newest[0].id if newest else 0,
+    )
