@@ -440,6 +440,7 @@ async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, recei
     assert f'sessionexport_sessions_replayed_total{{export="{export_id}"}} 3.0' in text
     assert f'sessionexport_sessions_failed_total{{export="{export_id}"}} 3.0' in text
     assert status["state"] == "running" and status["openAlerts"] == []  # the replay's success closed it
+    assert status["lastSuccess"] is not None and status["lastSuccess"] >= letter["createdAt"]  # not "never"
 
 
 async def test_a_replay_closes_the_alert_of_its_letters_shard_only(

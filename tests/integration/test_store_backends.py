@@ -1169,3 +1169,13 @@ async def test_discarding_takes_the_pending_letters_up_to_the_id_given(store: St
     assert [d.id for d in await store.list_dead_letters("e1", state="pending")] == [ids[2], ids[0]]
     assert await store.discard_dead_letters("e1", now=2_000) == (2, 4)  # every one, its claim lapsed
     assert await store.list_dead_letters("e1", state="pending") == []
+
+
+async def test_a_replay_s_delivery_is_the_export_s_last_success(store: Store) -> None:
+    await store.ensure_cursor("e1", 0, now=1)
+    await store.note_replayed("e1", now=50)
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None and cursor.last_success_at == 50
+    await store.note_replayed("e1", now=40)  # an older replay finishing late moves nothing back
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None and cursor.last_success_at == 50

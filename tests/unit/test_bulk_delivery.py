@@ -148,3 +148,13 @@ def test_a_letter_s_sessions_are_read_back_from_either_format(direct: SendDirect
 
 def test_a_letter_whose_body_does_not_hold_its_sessions_is_not_read_back() -> None:
     assert letter_entries(letter(b'{"a":1}\n{"b":2}\n{"c":3}\n', 2)) is None
+
+
+async def test_a_bulk_elasticsearch_rejects_in_part_says_why_in_elasticsearch_s_words() -> None:
+    endpoint = Endpoint(items=deque([[200, 400]]))
+    direct = SendDirect("sessions", None)
+    outcome = (await deliver_bulk(endpoint, [entry(1), entry(2)], direct)).outcome()  # type: ignore[arg-type]
+    assert not outcome.delivered
+    assert (
+        outcome.alert_title == "Request failed: 1 session(s) rejected by Elasticsearch, the first: 400 t: r"
+    )

@@ -493,3 +493,13 @@ def test_a_multiline_custom_configuration_is_kept_as_typed() -> None:
     assert (
         valid(EXPORT_SETTINGS, value, frozenset({ZONE_ID}))["exportBehavior"]["customConfiguration"] == text
     )
+
+
+def test_a_rule_with_only_its_attribute_chosen_is_kept_to_be_completed() -> None:
+    """Not taken for the empty row: it comes back with its choice and its Value marked."""
+    sent = {"name": "Only attribute", "rules[0].enabled": "true", "rules[0].attribute": "COUNTRY"}
+    sent |= {"rules[0].operator": "EQUALS", "rules[0].value": ""}
+    rules = value_from_form(ZONE_SETTINGS, sent)["rules"]
+    assert [r["attribute"] for r in rules] == ["COUNTRY"]
+    _, violations = validate_value(ZONE_SETTINGS, value_from_form(ZONE_SETTINGS, sent), Context())
+    assert [v.path for v in violations] == ["rules[0].value"]

@@ -54,7 +54,9 @@ class BulkResult:
             return Outcome(delivered=True, attempts=list(self.attempts))
         if self.unsent:
             return self.failure()
-        return Outcome(delivered=False, attempts=list(self.attempts), reason=rejection(self.rejected))
+        first = self.rejected[0].item  # the reason a replayed letter keeps: with Elasticsearch's own words
+        reason = f"{len(self.rejected)} session(s) rejected by Elasticsearch, the first: {first.describe()}"
+        return Outcome(delivered=False, attempts=list(self.attempts), reason=reason)
 
 
 def rejection(rejected: Sequence[Rejected]) -> str:

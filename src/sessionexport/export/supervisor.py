@@ -449,6 +449,8 @@ class ExportSupervisor:
                     self.metrics.bytes.labels(config.export_id).inc(len(letter.body))
                     delivered_from.append(letter.first_seq)
                 results.append(ReplayResult(letter.id, outcome.delivered, outcome))
+        if delivered_from:
+            await self.store.note_replayed(config.export_id, now_ms())
         await self._close_delivery_alerts(config, delivered_from)
         return results
 

@@ -177,6 +177,10 @@ class Store(Protocol):
     async def list_cursors(self) -> list[Cursor]:
         """Every shard's cursor, by export then shard."""
 
+    async def note_replayed(self, export_id: str, now: int) -> None:
+        """A replay delivered to the export's endpoint at ``now``: its last success (every shard's
+        row, as the endpoint is one), so the status does not say "never" after a good replay."""
+
     async def move_cursor(self, export_id: str, position: int, now: int) -> None:
         """Set every shard of the cursor anywhere (backfill, replay from a point, skip ahead),
         creating it if needed, and revoke the export's leases: whoever exports it stops, and the

@@ -705,6 +705,13 @@ class PostgresStore:
         )
         return _dead_letter(rows[0]) if rows else None
 
+    async def note_replayed(self, export_id: str, now: int) -> None:
+        await self._execute(
+            "UPDATE export_cursors SET last_success_at = greatest(coalesce(last_success_at, 0), %s)"
+            " WHERE export_id = %s",
+            (now, export_id),
+        )
+
     async def renew_replay_claim(self, letter_id: int, held_until: int, until: int) -> bool:
         rows = await self._rows(
             "UPDATE dead_letters SET replaying_until = %s WHERE id = %s AND replaying_until = %s"

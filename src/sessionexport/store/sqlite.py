@@ -657,6 +657,14 @@ class SQLiteStore:
 
         return await self._write(claim)
 
+    async def note_replayed(self, export_id: str, now: int) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE export_cursors SET last_success_at = max(coalesce(last_success_at, 0), ?) WHERE export_id = ?",
+                (now, export_id),
+            )
+        )
+
     async def renew_replay_claim(self, letter_id: int, held_until: int, until: int) -> bool:
         def renew(conn: sqlite3.Connection) -> bool:
             changed = conn.execute(

@@ -273,8 +273,10 @@ def _read_list(
 
 
 def _blank_item(properties: dict[str, Any], form: Mapping[str, str], path: str) -> bool:
+    """Nothing typed or chosen: its texts empty and its choices without a default left unchosen
+    (a row with only an attribute chosen is a rule to complete, not the empty row)."""
     return all(
         not (form.get(_join(path, name)) or "").strip()
         for name, prop in properties.items()
-        if prop["type"] == "text"
+        if prop["type"] == "text" or (isinstance(prop["type"], dict) and "default" not in prop)
     )

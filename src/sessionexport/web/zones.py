@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from sessionexport.export.zones import Zone, zone_from_value
 from sessionexport.settings.objects import ItemResult, update_token
 from sessionexport.settings.schemas import ZONE_SCHEMA, ZONE_SETTINGS
 from sessionexport.store import Store
+from sessionexport.store.records import LogEntry
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
 from sessionexport.web.forms import NEW, ObjectForm, object_form
@@ -110,6 +112,10 @@ def _form(object_id: str, title: str, value: dict[str, Any] | None, result: Item
     return object_form(ZoneForm, ZONE_SETTINGS, object_id, title, value, result)
 
 
+def _matches(zones: list[Zone], entries: list[LogEntry]) -> list[int]:
+    return [sum(zone.contains(entry) for entry in entries) for zone in zones]
+
+
 async def count_matches(store: Store, zones: list[Zone], now: int) -> tuple[list[int], int]:
     """How many of the newest sessions of the last day each zone matches, and how many were looked at."""
     counts = [0] * len(zones)
@@ -120,9 +126,9 @@ async def count_matches(store: Store, zones: list[Zone], now: int) -> tuple[list
         page = await store.recent_log(
             now - RECENT_MS, min(_PAGE, RECENT_LIMIT - scanned), before, bodies=False
         )
-        for entry in page:
-            for i, zone in enumerate(zones):
-                counts[i] += zone.contains(entry)
+        # Matching is CPU work (zones x rules x sessions): off the event loop, so the API keeps answering.
+        for i, count in enumerate(await asyncio.to_thread(_matches, zones, page)):
+            counts[i] += count
         scanned += len(page)
         if len(page) < _PAGE:
             break
