@@ -1125,6 +1125,20 @@ async def test_a_fourth_export_is_neither_offered_nor_accepted(ui: Browser) -> N
 # -- test export, sample data, mapping ----------------------------------------------------------------------
 
 
+async def test_a_saved_export_without_sessions_to_sample_is_shown_as_saved(
+    ui_tls: Browser, receiver: Receiver
+) -> None:
+    """Nothing is wrong with it: back to it with the reason, not "not saved" and a form to re-type."""
+    ui = await ui_tls.logged_in()
+    object_id = await ui.create(export_value(receiver.url))
+    page = await ui.page("/ui/exports")
+    nothing = await ui.submit(page, f"/ui/exports/{object_id}", {}, to="/ui/exports/sample")
+    assert nothing.status_code == 303 and nothing.headers["location"] == f"/ui/exports#export-{object_id}"
+    shown = await ui.follow(nothing)
+    assert shown.flash is not None and "No sessions from the last 7 days" in shown.flash
+    assert "was not saved" not in shown.html
+
+
 async def test_a_test_export_from_the_form(ui_tls: Browser, receiver: Receiver) -> None:
     ui = await ui_tls.logged_in()
     page = await ui.page("/ui/exports")

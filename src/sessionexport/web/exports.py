@@ -124,8 +124,10 @@ async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
     try:
         entries = await preview_sessions(ui.store, ui.settings, config, now_ms())
     except NoSessions as exc:
-        visit.session.say(str(exc))  # on the page again, the form as it was filled in
-        return await _page(ui, request, visit, _form_id(visit), value)
+        visit.session.say(str(exc))
+        if (form_id := _form_id(visit)) != NEW:  # a saved export: nothing of it is wrong, back to it
+            return ui.redirect(f"/exports#export-{form_id}")
+        return await _page(ui, request, visit, form_id, value)  # the new form as it was filled in
     return await download(request, sample_body(config, entries), "application/x-ndjson", "sample.ndjson")
 
 
