@@ -1420,12 +1420,19 @@ async def test_editing_a_zone(ui: Browser) -> None:
     )
     await ui.logged_in()
     page = await ui.page("/ui/zones")
-    response = await ui.submit(
+    # a rule whose value was emptied is one to complete (its attribute is still chosen), not a removal
+    emptied = await ui.submit(
         page, f"/ui/zones/{zone_id}", {"rules[0].value": "", "rules[1].value": "Czechia"}
+    )
+    assert emptied.status_code == 400 and "must not be blank" in emptied.text
+    [zone] = await ui.objects(ZONE_SCHEMA)
+    assert [r["value"] for r in zone["value"]["rules"]] == ["Poland", "Austria"]  # nothing changed
+    response = await ui.submit(
+        page, f"/ui/zones/{zone_id}", {"rules[0]._remove": "on", "rules[1].value": "Czechia"}
     )
     assert response.status_code == 303
     [zone] = await ui.objects(ZONE_SCHEMA)
-    assert [r["value"] for r in zone["value"]["rules"]] == ["Czechia"]  # the emptied rule is removed
+    assert [r["value"] for r in zone["value"]["rules"]] == ["Czechia"]  # the rule ticked for removal is gone
 
 
 async def test_a_zone_used_by_an_export_cannot_be_deleted(ui: Browser) -> None:
