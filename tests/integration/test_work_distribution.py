@@ -22,7 +22,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.settings.secrets import load_secret_box
+from sessionexport.settings.secrets import load_secret_box, new_key
 from sessionexport.store import Store, create_store
 from tests.support.engine import export_value, sessions, until
 from tests.support.postgres import fresh_schema
@@ -66,11 +66,13 @@ async def stack(url: str, receiver: Receiver) -> AsyncIterator[AsyncExitStack]:
         yield exits
 
 
-async def start_worker(stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver) -> Worker:
+async def start_worker(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver, key: str | None = None
+) -> Worker:
     store = create_store(tmp_path, url)
     await store.open()
     stack.push_async_callback(store.close)
-    settings = SettingsService(store, load_secret_box(tmp_path, None))
+    settings = SettingsService(store, load_secret_box(tmp_path, key))
     supervisor = ExportSupervisor(
         store,
         settings,
@@ -125,6 +127,32 @@ async def test_a_stopping_worker_hands_its_shards_over(
     lines = await ingest(first.store, 100, seed=2)
     await until(lambda: len(receiver.sessions()) >= 100, "100 sessions delivered")
     await asyncio.sleep(0.5)
+    assert sorted(receiver.sessions()) == sorted(lines)
+
+
+async def test_a_worker_whose_key_cannot_read_an_export_stands_aside(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Counted as a worker, it would be handed shards it never takes: they would stall while the
+    status said running. It takes no share, says why, and the others export everything."""
+    first = await start_worker(stack, url, tmp_path, receiver)
+    settings = SettingsService(first.store, load_secret_box(tmp_path, None))
+    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": "pw"}}
+    value = export_value(receiver.url, {"shards": 4, "flushMaxSessions": 20}, authentication=basic)
+    created = await settings.create(NewObject(EXPORT_SCHEMA, "environment", value), "test", now_ms())
+    assert created.object_id is not None
+    export_id = created.object_id
+    await until(lambda: first.held(export_id) == 4, "all four shards")
+    stranger = await start_worker(stack, url, tmp_path, receiver, key=new_key())  # a stale key
+    await asyncio.sleep(3 * LEASE_SECONDS)  # reconciled several times over
+    assert (first.held(export_id), stranger.held(export_id)) == (4, 0)
+    assert stranger.supervisor.owner not in {
+        w for w in (await first.store.heartbeat(first.supervisor.owner, 5_000)).workers
+    }
+    alerts = [a for a in await first.store.list_alerts() if a.export_id == export_id]
+    assert any("cannot be decrypted" in a.title for a in alerts)
+    lines = await ingest(first.store, 40, seed=5)
+    await until(lambda: len(receiver.sessions()) >= 40, "every session delivered by the worker that can")
     assert sorted(receiver.sessions()) == sorted(lines)
 
 

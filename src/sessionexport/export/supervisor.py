@@ -45,6 +45,7 @@ from sessionexport.export.notifier import LogNotifier, wait_for_at_most
 from sessionexport.export.zones import zone_from_value
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
+from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.settings.validation import Context, check_https_url
 from sessionexport.store import Store
 from sessionexport.store.base import LeaseLost
@@ -121,6 +122,14 @@ class DeliveryRefused(Exception):
     while the server allowed it on loopback, read by one that does not)."""
 
 
+class UnreadableSecrets(Exception):
+    """The secrets of these exports cannot be decrypted with this process's keys."""
+
+    def __init__(self, export_ids: list[str]) -> None:
+        super().__init__(", ".join(export_ids))
+        self.export_ids = export_ids
+
+
 class ExportSupervisor:
     def __init__(
         self,
@@ -158,6 +167,7 @@ class ExportSupervisor:
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._replays: set[asyncio.Task[None]] = set()  # replays started in the background
+        self._unreadable = Throttle()  # exports whose secrets this process cannot decrypt, said now and then
 
     @property
     def period(self) -> float:
@@ -197,9 +207,13 @@ class ExportSupervisor:
 
     async def reconcile(self) -> None:
         async with self._lock:
-            state = await self._beat()
             records = await self.settings.all(EXPORT_SCHEMA)
-            wanted = await self._wanted(records)
+            try:
+                wanted = await self._wanted(records)
+            except UnreadableSecrets as exc:
+                await self._stand_aside(exc)
+                return
+            state = await self._beat()
             await self._place_new(records)
             await self._follow_settings(wanted)
             await self._balance(wanted, state)
@@ -211,13 +225,40 @@ class ExportSupervisor:
         for replay in list(self._replays):
             replay.cancel()
         async with self._lock:
-            await asyncio.gather(*(self._hand_over(unit, SHUTDOWN_SECONDS) for unit in list(self._running)))
-            for task in list(self._handing_over.values()):
-                with contextlib.suppress(BaseException):
-                    await task
+            await self._leave()
+
+    async def _leave(self) -> None:
+        """Hand every shard over and leave the workers: the others take over at once."""
+        await asyncio.gather(*(self._hand_over(unit, SHUTDOWN_SECONDS) for unit in list(self._running)))
+        for task in list(self._handing_over.values()):
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(Exception):
+            await self.store.retire_worker(self.owner)
+        self._held.clear()
+
+    async def _stand_aside(self, unreadable: UnreadableSecrets) -> None:
+        """This process's keys cannot decrypt the secrets of some export: it exports nothing, and
+        is not counted as a worker (it would be handed shards it could never take, which would
+        stall), until its keys are fixed. Said on the export, as an alert, and in the log."""
+        await self._leave()
+        if (quiet := self._unreadable.allows()) is None:
+            return
+        log.error(
+            "exports: this process's secret key(s) cannot decrypt the secrets of export(s) %s: it exports"
+            " nothing and leaves them to workers that can; set SESSIONEXPORT_SECRET_KEY as theirs%s",
+            ", ".join(unreadable.export_ids),
+            recurring(quiet),
+        )
+        for export_id in unreadable.export_ids:
             with contextlib.suppress(Exception):
-                await self.store.retire_worker(self.owner)  # the others take over at once
-            self._held.clear()
+                await self.store.raise_alert(
+                    export_id,
+                    "exporter",  # the export's own: a success of any shard closes it
+                    "Exporter failed: its secrets cannot be decrypted with a worker's key",
+                    f"Worker {self.owner} exports nothing until its SESSIONEXPORT_SECRET_KEY decrypts them.",
+                    now_ms(),
+                )
 
     # -- leases ------------------------------------------------------------------------------
     async def _beat(self) -> WorkState:
@@ -281,13 +322,22 @@ class ExportSupervisor:
     async def _wanted(self, records: list[SettingsRecord]) -> dict[str, _Wanted]:
         """The enabled exports among the settings objects."""
         zones = {z.object_id: z for z in await self.settings.all(ZONE_SCHEMA)}
-        wanted = {}
+        wanted, unreadable = {}, []
         for record in records:
-            config = export_config(record.object_id, self.settings.plain_value(record))
+            try:
+                value = self.settings.plain_value(record)
+            except SecretKeyError:
+                unreadable.append(record.object_id)
+                continue
+            config = export_config(record.object_id, value)
             if config.enabled:
                 zone = zones.get(config.management_zone) if config.management_zone else None
                 key = (record.version, zone.version if zone else None)
                 wanted[record.object_id] = _Wanted(config, zone, key)
+        if unreadable:
+            raise UnreadableSecrets(unreadable)
+        if self._unreadable.reset():
+            log.warning("exports: the secrets decrypt again; this process exports again")
         return wanted
 
     async def _place_new(self, records: list[SettingsRecord]) -> None:
