@@ -48,7 +48,7 @@ class BackupResult:
 
 
 def backup(
-    database: Path, key_file: Path, target: Path, on_progress: Callable[[int, int], None] | None = None
+    database: Path, key_file: Path | None, target: Path, on_progress: Callable[[int, int], None] | None = None
 ) -> BackupResult:
     """Copy the SQLite ``database`` (and ``key_file``, the secret key, when there is one) into
     ``target``, a folder that must not exist yet or be empty. ``on_progress(bytes_written, total)``."""
@@ -60,7 +60,7 @@ def backup(
     try:
         _copy_database(database, partial, on_progress)
         sessions, exports = _check(partial)
-        key_copied = _copy_key(key_file, target / KEY_FILE)
+        key_copied = key_file is not None and _copy_key(key_file, target / KEY_FILE)
         partial.rename(final)
     except BaseException:  # failed or interrupted (Ctrl-C, SIGTERM): nothing that looks like a backup
         (target / KEY_FILE).unlink(missing_ok=True)

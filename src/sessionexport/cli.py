@@ -477,7 +477,7 @@ def backup(
         try:
             result = copy_data(
                 database,
-                data_dir / KEY_FILE,
+                None if secret_key else data_dir / KEY_FILE,  # a key file beside an env key may be stale
                 target,
                 lambda done, total: progress.update(task, completed=done, total=total),
             )

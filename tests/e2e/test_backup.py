@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import stat
@@ -13,7 +14,12 @@ from pathlib import Path
 import httpx
 import orjson
 
+from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.settings.objects import NewObject, SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import SecretBox, new_key
+from sessionexport.store import create_store
 from tests.e2e.test_cli_and_server import CLI, create_token, run, server
 
 BATCH = 50
@@ -155,3 +161,33 @@ def _wait_for(path: Path) -> bool:
             return True
         time.sleep(0.001)
     return False
+
+
+def test_with_the_key_from_the_environment_the_key_file_beside_it_is_not_backed_up(tmp_path: Path) -> None:
+    """After a rotation, the data directory's secret.key is the old key: restored with the backup,
+    it would start a server that cannot read the exports' secrets."""
+    data, key = tmp_path / "data", new_key()
+    asyncio.run(_export_with_a_secret(data, key))
+    (data / "secret.key").write_text(new_key())  # stale: not the key the secrets are encrypted with
+    result = run(
+        "backup", str(tmp_path / "copy"), "--data-dir", str(data), env={"SESSIONEXPORT_SECRET_KEY": key}
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "copy" / "secret.key").exists()
+    assert "The secret key is not in the backup (it comes from SESSIONEXPORT_SECRET_KEY)" in result.stderr
+
+
+async def _export_with_a_secret(data: Path, key: str) -> None:
+    store = create_store(data)
+    await store.open()
+    try:
+        settings = SettingsService(store, SecretBox([key.encode()]))
+        basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": "pw"}}
+        value = {
+            "endpointDefinition": {"endpointUrl": "https://collector.example/export"},
+            "authentication": basic,
+        }
+        created = await settings.create(NewObject(EXPORT_SCHEMA, "environment", value), "test", now_ms())
+        assert created.ok, created
+    finally:
+        await store.close()
