@@ -26,6 +26,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.model.samples import WEB_SYNTHETIC, doc_sample
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.secrets import MASK
+from sessionexport.store import StoreError
 from sessionexport.web.session import COOKIE
 from tests.conftest import make_token
 from tests.support.engine import export_value, sessions, until
@@ -482,6 +483,25 @@ async def test_unknown_pages_and_methods_get_the_uis_own_page(ui: Browser) -> No
         page = parse(response.text)
         assert page.one("h1").text in ("Not found", "Not here"), path
         assert next(a.text for a in page.one("nav").all("a")) == "Exports"  # the menu is there
+        assert response.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_while_the_store_fails_pages_are_a_503_saying_so(
+    ui: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the API answers, and without a traceback per page (it was a 500 after the pool's wait)."""
+    await ui.logged_in()
+    store = ui.app.state.store
+
+    async def down(*args: object, **kwargs: object) -> object:
+        raise StoreError("the database does not answer")
+
+    for name in ("ui_session_ended", "get_token", "list_settings"):
+        monkeypatch.setattr(store, name, down)
+    for path in ("/ui/exports", "/ui/health", "/ui/sessions"):
+        response = await ui.client.get(path)
+        assert response.status_code == 503, (path, response.text[:300])
+        assert "Storage is unavailable" in response.text and response.headers["Retry-After"] == "5"
         assert response.headers["X-Frame-Options"] == "DENY"
 
 

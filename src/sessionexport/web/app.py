@@ -8,6 +8,7 @@ the session cookie. Views are plain functions of (ui, request, visit) in one mod
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ from sessionexport.config import ServerConfig
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
 from sessionexport.settings.schemas import SCOPE
-from sessionexport.store import Store
+from sessionexport.store import Store, StoreError
 from sessionexport.store.records import INT_MAX, SettingsRecord, TokenRecord
+from sessionexport.throttle import Throttle, recurring
 from sessionexport.tokens import Scope
 from sessionexport.web import filters
 from sessionexport.web.forms import NEW, REMOVE, value_from_form
@@ -53,6 +55,8 @@ PAGES = (
     ("/health", "Export health", Scope.SETTINGS_READ),
     ("/sessions", "Sessions", Scope.SESSIONS_READ),
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -240,8 +244,24 @@ def create_ui(state: Any) -> Starlette:
     async def error_page(request: Request, exc: Exception) -> Response:
         return await pages[getattr(exc, "status_code", 404)](request)
 
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        """The database does not answer: a 503 page (as the API answers), made without it."""
+        if (quiet := _STORE_FAILURES.allows()) is not None:
+            log.error("ui: the store failed: %s%s", exc, recurring(quiet))
+        visit = Visit(ui.cookies.load(request), None)
+        message = "The database does not answer, so nothing was shown or changed. Try again in a moment."
+        response = ui.render(
+            request, visit, "error.html", status=503, title="Storage is unavailable", message=message
+        )
+        response.headers.update({**PAGE_HEADERS, "Retry-After": "5"})
+        return response
+
     # unknown paths (/ui/sessions/abc) and methods get the UI's page, with its menu, not plain text
-    return Starlette(routes=routes, exception_handlers={404: error_page, 405: error_page})
+    handlers: dict[Any, Any] = {404: error_page, 405: error_page, StoreError: store_unavailable}
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+_STORE_FAILURES = Throttle()
 
 
 def _error_page(ui: Ui, status: int, title: str, message: str) -> Callable[[Request], Awaitable[Response]]:
