@@ -39,7 +39,7 @@ async def purge_expired(store: Store, retention_ms: int, now: int) -> int:
         await store.advance_cursor(export_id, boundary, now)
     purged = await store.purge_sessions(cutoff)
     if purged:
-        log.info("retention: purged %d session(s) older than %.1f day(s)", purged, retention_ms / 86_400_000)
+        log.info("retention: purged %d session(s) older than %g day(s)", purged, retention_ms / 86_400_000)
     dropped = await store.purge_events(cutoff)
     if dropped:  # sessions that never completed (no event for the whole retention period)
         log.warning("retention: dropped %d RUM event(s) of sessions idle for the retention period", dropped)
