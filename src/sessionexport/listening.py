@@ -11,6 +11,8 @@ import os
 import socket
 from typing import Any
 
+LISTEN_BACKLOG = 2048  # uvicorn's
+
 
 def bind(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` as uvicorn binds one (IPv6 for an address with a colon, and
@@ -20,6 +22,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)  # connections made before the app starts wait, not refused
         return sock
     except socket.gaierror as exc:
         sock.close()

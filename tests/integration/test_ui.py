@@ -1739,6 +1739,11 @@ async def test_discard_and_replay_all_take_the_letters_the_page_counted_not_thos
     discarded = await ui.follow(await ui.send(discard))  # the page's count is gone: nothing more goes
     assert discarded.flash == "Discarded 0 dead letter(s) holding 0 session(s)."
     assert await pending() == [kept_since]
+    uncounted = await ui.post(f"/ui/health/{object_id}/discard", {"csrf": await ui.csrf()})  # no count sent
+    assert (await ui.follow(uncounted)).flash == (
+        "The page was out of date: read the dead letters again, then discard them."
+    )
+    assert await pending() == [kept_since]
 
 
 async def _count(letters: Callable[[], Awaitable[list[int]]], count: int) -> bool:

@@ -22,7 +22,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.settings.secrets import load_secret_box, new_key
+from sessionexport.settings.secrets import SecretBox, load_secret_box, new_key
 from sessionexport.store import Store, create_store
 from tests.support.engine import export_value, sessions, until
 from tests.support.postgres import fresh_schema
@@ -154,6 +154,21 @@ async def test_a_worker_whose_key_cannot_read_an_export_stands_aside(
     lines = await ingest(first.store, 40, seed=5)
     await until(lambda: len(receiver.sessions()) >= 40, "every session delivered by the worker that can")
     assert sorted(receiver.sessions()) == sorted(lines)
+
+
+async def test_a_paused_export_whose_secrets_a_worker_cannot_read_holds_nothing_up(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Its secrets are not needed until it is resumed: the worker exports the others."""
+    worker = await start_worker(stack, url, tmp_path, receiver)
+    elsewhere = SettingsService(worker.store, SecretBox([new_key().encode()]))  # a key retired since
+    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": "pw"}}
+    paused = export_value(
+        receiver.url, authentication=basic, endpointDefinition={"enableUserSessionExport": False}
+    )
+    assert (await elsewhere.create(NewObject(EXPORT_SCHEMA, "environment", paused), "test", now_ms())).ok
+    export_id = await create_export(worker, tmp_path, receiver, shards=2)
+    await until(lambda: worker.held(export_id) == 2, "the readable export's two shards")
 
 
 async def execute(url: str, statement: str) -> None:

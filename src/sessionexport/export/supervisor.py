@@ -242,6 +242,8 @@ class ExportSupervisor:
         is not counted as a worker (it would be handed shards it could never take, which would
         stall), until its keys are fixed. Said on the export, as an alert, and in the log."""
         await self._leave()
+        with contextlib.suppress(Exception):  # what this process tells of who runs what: no heartbeat now
+            self._elsewhere = {lease.export_id for lease in await self.store.list_leases()}
         if (quiet := self._unreadable.allows()) is None:
             return
         log.error(
@@ -324,6 +326,8 @@ class ExportSupervisor:
         zones = {z.object_id: z for z in await self.settings.all(ZONE_SCHEMA)}
         wanted, unreadable = {}, []
         for record in records:
+            if not export_config(record.object_id, self.settings.masked_value(record)).enabled:
+                continue  # a paused export's secrets are not needed (nor read) here
             try:
                 value = self.settings.plain_value(record)
             except SecretKeyError:
@@ -513,7 +517,16 @@ class ExportSupervisor:
             while True:
                 await asyncio.sleep(claim_ms / 3000)
                 later = now_ms() + claim_ms
-                if not await self.store.renew_replay_claim(letter_id, held_until, later):
+                try:
+                    renewed = await self.store.renew_replay_claim(letter_id, held_until, later)
+                except Exception as exc:  # the store hiccupped: two thirds of the claim are left to retry
+                    log.warning(
+                        "replaying dead letter %d: renewing its claim failed (%s); trying again",
+                        letter_id,
+                        exc,
+                    )
+                    continue
+                if not renewed:
                     log.warning(
                         "replaying dead letter %d: its claim lapsed; another replay may send it too",
                         letter_id,

@@ -98,7 +98,10 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
         wanted = [letter_id] if letter_id is not None else None
         letters, missing = await letters_to_replay(ui.store, object_id, wanted)
         if letter_id is None:  # "all" as the page counted them, not those kept since
-            up_to = stored_id(visit.field("up_to").strip()) or 0
+            up_to = stored_id(visit.field("up_to").strip())
+            if up_to is None:
+                visit.session.say("The page was out of date: read the dead letters again, then replay them.")
+                return ui.redirect(f"/health#health-{object_id}")
             letters = [i for i in letters if i <= up_to]
     if missing or not letters:
         visit.session.say(
@@ -136,8 +139,11 @@ async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
         visit.session.say("That export no longer exists.")
         return ui.redirect("/health")
     up_to = stored_id(visit.field("up_to").strip())  # the letters the page showed and counted
+    if up_to is None:
+        visit.session.say("The page was out of date: read the dead letters again, then discard them.")
+        return ui.redirect(f"/health#health-{object_id}")
     letters, sessions = await discard_pending(
-        ui.store, object_id, now_ms(), f"UI login {visit.author!r}", up_to if up_to is not None else 0
+        ui.store, object_id, now_ms(), f"UI login {visit.author!r}", up_to
     )
     visit.session.say(f"Discarded {letters} dead letter(s) holding {sessions} session(s).")
     return ui.redirect(f"/health#health-{object_id}")
