@@ -22,20 +22,21 @@ _PAGE = 50
 
 
 async def letters_to_replay(
-    store: Store, export_id: str, ids: list[int] | None
+    store: Store, export_id: str, ids: list[int] | None, up_to: int | None = None
 ) -> tuple[list[int], list[int]]:
-    """(ids of the export's pending letters to send, oldest first; ids asked for that are not among them)."""
+    """(ids of the export's pending letters to send, oldest first; ids asked for that are not among
+    them). Without ``ids``: every pending one (up to id ``up_to``, when given: what a page counted)."""
     if ids is None:
-        return await _pending_ids(store, export_id), []
+        return await _pending_ids(store, export_id, up_to), []
     wanted = list(dict.fromkeys(ids))  # each letter once
     found = [await store.get_dead_letter(i) for i in wanted]
     pending = {d.id for d in found if d is not None and d.export_id == export_id and d.state == "pending"}
     return [i for i in wanted if i in pending], sorted(set(wanted) - pending)
 
 
-async def _pending_ids(store: Store, export_id: str) -> list[int]:
+async def _pending_ids(store: Store, export_id: str, up_to: int | None) -> list[int]:
     ids: list[int] = []
-    before: int | None = None
+    before = None if up_to is None else up_to + 1
     while len(ids) < REPLAY_ALL_LIMIT:
         page = await store.list_dead_letters(export_id, state="pending", limit=_PAGE, before_id=before)
         ids += [letter.id for letter in page]

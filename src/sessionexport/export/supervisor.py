@@ -334,10 +334,9 @@ class ExportSupervisor:
                 unreadable.append(record.object_id)
                 continue
             config = export_config(record.object_id, value)
-            if config.enabled:
-                zone = zones.get(config.management_zone) if config.management_zone else None
-                key = (record.version, zone.version if zone else None)
-                wanted[record.object_id] = _Wanted(config, zone, key)
+            zone = zones.get(config.management_zone) if config.management_zone else None
+            key = (record.version, zone.version if zone else None)
+            wanted[record.object_id] = _Wanted(config, zone, key)
         if unreadable:
             raise UnreadableSecrets(unreadable)
         if self._unreadable.reset():

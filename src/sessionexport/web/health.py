@@ -94,15 +94,14 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     letter_id = stored_id(letter)
     letters: list[int] = []
     missing: list[int] = []
-    if not letter or letter_id is not None:  # not an id at all: nothing to replay
-        wanted = [letter_id] if letter_id is not None else None
-        letters, missing = await letters_to_replay(ui.store, object_id, wanted)
-        if letter_id is None:  # "all" as the page counted them, not those kept since
-            up_to = stored_id(visit.field("up_to").strip())
-            if up_to is None:
-                visit.session.say("The page was out of date: read the dead letters again, then replay them.")
-                return ui.redirect(f"/health#health-{object_id}")
-            letters = [i for i in letters if i <= up_to]
+    if letter_id is not None:
+        letters, missing = await letters_to_replay(ui.store, object_id, [letter_id])
+    elif not letter:  # "all" as the page counted them, not those kept since
+        up_to = stored_id(visit.field("up_to").strip())
+        if up_to is None:
+            visit.session.say("The page was out of date: read the dead letters again, then replay them.")
+            return ui.redirect(f"/health#health-{object_id}")
+        letters, missing = await letters_to_replay(ui.store, object_id, None, up_to)
     if missing or not letters:
         visit.session.say(
             "Nothing to replay: the dead letter was replayed already, or there is none pending."
