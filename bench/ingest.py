@@ -15,8 +15,8 @@ For generated sessions of about 2 KB and about 8 KB it prints, side by side:
 
 With ``--stored N`` the log (of the server and of the store alone) already holds N sessions when
 ingest starts, as a log in production does: they joined it evenly over the last 7 days, with
-random session and user ids, and small bodies (what the indexes see is realistic; it is quick
-to fill).
+random session and user ids, the tenants and a week of start times before those of the sessions
+ingested, and small bodies (what the indexes see is realistic; it is quick to fill).
 
 Usage: python bench/ingest.py [--sessions N] [--batch N] [--clients N] [--stored N]
 """
@@ -43,7 +43,7 @@ import orjson
 
 from cpu import budget, own_cpu_seconds, tree_cpu_seconds
 from sessionexport.clock import now_ms
-from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.generate.sessions import TENANTS, GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.store import create_store
 from sessionexport.store.records import NewSession
@@ -83,11 +83,17 @@ def prefill(data_dir: Path, count: int) -> None:
         return
     rnd, now = random.Random(7), now_ms()
     step = 7 * DAY_MS // count
+    first_start = GeneratorOptions().end_ms - 7 * DAY_MS  # a week before the sessions ingested
 
     def earlier_session(n: int) -> NewSession:
+        tenant, start = TENANTS[n % len(TENANTS)], first_start + n * step
         session_id, user = f"{rnd.getrandbits(96):024X}", f"user-{rnd.getrandbits(40)}@example.com"
-        body = b'{"tenantId":"bench","userSessionId":"%s","startTime":%d}' % (session_id.encode(), n)
-        return NewSession("bench", session_id, n, n + 1, user, "REAL_USER", None, None, (), body)
+        body = b'{"tenantId":"%s","userSessionId":"%s","startTime":%d}' % (
+            tenant.encode(),
+            session_id.encode(),
+            start,
+        )
+        return NewSession(tenant, session_id, start, start + 1, user, "REAL_USER", None, None, (), body)
 
     async def fill() -> None:
         store = create_store(data_dir)

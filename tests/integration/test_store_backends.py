@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar, cast
@@ -882,12 +882,14 @@ async def test_store_not_open_is_a_store_error(backend: Backend) -> None:
         await store.count_sessions()
 
 
-async def test_migrations_recorded_once_each(backend: Backend) -> None:
+async def test_migrations_recorded_once_each(backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
     for _ in range(2):
         async with opened(backend.new):
             pass
     expected = [(m.version, m.name) for m in migrations_for(backend.name)]
     assert applied_migrations(backend) == expected
+    assert not [r for r in caplog.records if "upgrading" in r.getMessage()]  # a new database is no upgrade
 
 
 def applied_migrations(backend: Backend) -> list[tuple[int, str]]:
@@ -898,6 +900,83 @@ def applied_migrations(backend: Backend) -> list[tuple[int, str]]:
     assert backend.path is not None
     with sqlite3.connect(backend.path) as conn:
         return [(v, n) for v, n in conn.execute(query).fetchall()]
+
+
+async def test_the_identity_index_led_by_start_time_keeps_the_log_as_it_was(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Migration 14 rebuilds the identity's index (on SQLite, the whole table) on a log written by
+    an older release: the sessions, their seqs and the high-water mark of seqs stay; duplicates
+    are still found. The upgrade is said (it may take a while)."""
+    caplog.set_level("INFO")
+    as_left_by_migrations(backend, up_to=13)
+    old_rows = [("t1", f"u{n}", n, 1_000, "[]", 3, f'{{"n":{n}}}'.encode()) for n in (1, 2, 3)]
+    run_sql(
+        backend,
+        "INSERT INTO sessions (tenant_id, user_session_id, start_time, received_at, applications, size, body)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        old_rows,
+    )
+    run_sql(backend, "DELETE FROM sessions WHERE start_time > ?", [(1,)])  # the newest, purged
+    async with opened(backend.new) as store:
+        [kept] = await store.read_log(0, 10)
+        assert (kept.seq, kept.user_session_id, kept.body) == (1, "u1", b'{"n":1}')
+        result = await store.append_sessions([session("u1", start=1), session("u9")], received_at=2_000)
+        assert (result.accepted, result.duplicates) == (1, 1)
+        new = (await store.read_log(1, 10))[0]
+        assert new.user_session_id == "u9" and new.seq > 3  # no seq handed out twice
+    assert identity_index_columns(backend) == ["start_time", "tenant_id", "user_session_id"]
+    said = [r.getMessage() for r in caplog.records if "upgrading" in r.getMessage()]
+    assert said == [f"{backend.name}: upgrading the database to version 14 (identity_by_start_time)"]
+
+
+def as_left_by_migrations(backend: Backend, up_to: int) -> None:
+    """The backend's database as an older release left it: migrations 1 to ``up_to`` applied."""
+    older = [m for m in migrations_for(backend.name) if m.version <= up_to]
+    record = "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+    if backend.url is not None:
+        with psycopg.connect(backend.url, autocommit=True) as pg:
+            for m in older:
+                pg.execute(m.sql.encode())
+            pg.execute(record)
+    else:
+        assert backend.path is not None
+        with sqlite3.connect(backend.path) as conn:
+            for m in older:
+                conn.executescript(m.sql)
+            conn.execute(record)
+    run_sql(
+        backend,
+        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+        [(m.version, m.name) for m in older],
+    )
+
+
+def run_sql(backend: Backend, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """``statement`` (``?`` placeholders) once per row, committed."""
+    if backend.url is not None:
+        with psycopg.connect(backend.url) as pg:
+            pg.cursor().executemany(statement.replace("?", "%s"), rows)
+        return
+    assert backend.path is not None
+    with sqlite3.connect(backend.path) as conn:
+        conn.executemany(statement, rows)
+
+
+def identity_index_columns(backend: Backend) -> list[str]:
+    if backend.url is not None:
+        with psycopg.connect(backend.url) as pg:
+            row = pg.execute(
+                "SELECT array_agg(a.attname ORDER BY k.n) FROM pg_index i"
+                " CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+                " WHERE i.indexrelid = 'sessions_identity'::regclass"
+            ).fetchone()
+            assert row is not None
+            return list(row[0])
+    assert backend.path is not None
+    with sqlite3.connect(backend.path) as conn:
+        return [name for _, _, name in conn.execute("PRAGMA index_info(sessions_identity)")]
 
 
 def test_sqlite_and_postgresql_migrations_agree() -> None:

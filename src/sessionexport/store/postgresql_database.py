@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +38,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
 from sessionexport.store.migrations import migrations_for, pending
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
 # Class 08 is "connection exception"; 57P01-57P03 are the server shutting down or not yet up.
@@ -191,6 +194,10 @@ async def migrate(conn: Connection, package: str, table: str, lock: int) -> list
         if foreign:
             return foreign
         for migration in pending("postgresql", set(applied), package):
+            if applied:  # an upgrade, which may take long: said, so that a slow start is understood
+                log.info(
+                    "postgresql: upgrading the database to version %d (%s)", migration.version, migration.name
+                )
             async with conn.transaction():
                 # Without parameters psycopg sends the file as one simple query: several statements are fine.
                 await conn.execute(migration.sql.encode())

@@ -337,6 +337,7 @@ def _placeholders(width: int, rows: int) -> str:
 def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> None:
     """Apply pending migrations, each with its version in one transaction. The write lock is taken
     first and the applied versions read under it, so processes starting together migrate once."""
+    upgrade: bool | None = None  # whether the database had a schema already (None: not read yet)
     while True:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
@@ -349,6 +350,9 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> N
             conn.execute("COMMIT")
             return
         migration = todo[0]
+        upgrade = bool(applied) if upgrade is None else upgrade
+        if upgrade:  # which may copy much: said, so that a slow start is understood
+            log.info("sqlite: upgrading the database to version %d (%s)", migration.version, migration.name)
         try:
             for statement in _statements(migration.sql):
                 conn.execute(statement)
