@@ -354,6 +354,21 @@ async def test_documents_filter_order_and_limit(store: ReceivedStore) -> None:
     assert await store.documents(kind=DOCUMENT) == []
 
 
+async def test_session_lookup_spans_hours_in_seq_order(store: ReceivedStore) -> None:
+    """Documents of one session id received hours apart come back newest seq first, limit applied
+    across the hours; a replaced version keeps its place in seq order though received later."""
+    hour = 3_600_000
+    indexed = Document(DOCUMENT, "i/a", b'{"v":1}', "u1", "i", replaces=True)
+    await store.save(request_at(1 * hour), [indexed, session("u1", 1), session("u2", 1)])
+    await store.save(request_at(3 * hour + 5), [session("u1", 2)])
+    await store.save(request_at(8 * hour), [dataclasses.replace(indexed, body=b'{"v":2}')])
+    assert await keys(store, user_session_id="u1") == ["t1-u1-2", "t1-u1-1", "i/a"]
+    assert await keys(store, user_session_id="u1", limit=2) == ["t1-u1-2", "t1-u1-1"]
+    [replaced] = await store.documents(user_session_id="u1", kind=DOCUMENT)
+    assert (replaced.body, replaced.received_at) == (b'{"v":2}', 8 * hour)
+    assert await keys(store, user_session_id="u2") == ["t1-u2-1"]
+
+
 async def test_requests_newest_first(store: ReceivedStore) -> None:
     ids = [(await store.save(request_at(1), [session("u1")])).request_id]
     ids.append(await store.refuse(request_at(2), 401, "no"))

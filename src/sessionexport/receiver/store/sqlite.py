@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ _REPLACE = (
     "ON CONFLICT (kind, key) DO UPDATE SET request_id = excluded.request_id,"
     " received_at = excluded.received_at, user_session_id = excluded.user_session_id, body = excluded.body"
 )
+HOUR_MS = 3_600_000  # the buckets of the lookup index by session id (migration 0002)
 _DOCUMENT_COLUMNS = "seq, request_id, received_at, kind, key, user_session_id, index_name, body"
 _REQUEST_COLUMNS = (
     "id, received_at, method, path, content_type, size, client, principal, status, documents, stored,"
@@ -91,7 +93,11 @@ class SQLiteReceivedStore:
         kind: str | None = None,
         limit: int = 20,
     ) -> list[StoredDocument]:
-        where, params = _document_filter(user_session_id, request_id, kind)
+        if user_session_id is not None:
+            return await self._engine.read(
+                lambda conn: _session_documents(conn, user_session_id, request_id, kind, limit)
+            )
+        where, params = _document_filter(None, request_id, kind)
         sql = f"SELECT {_DOCUMENT_COLUMNS} FROM documents{where} ORDER BY seq DESC LIMIT ?"
 
         def read(conn: sqlite3.Connection) -> list[StoredDocument]:
@@ -155,3 +161,30 @@ def _document_filter(
             clauses.append(f"{column} = ?")
             params.append(value)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _session_documents(
+    conn: sqlite3.Connection, user_session_id: str, request_id: int | None, kind: str | None, limit: int
+) -> list[StoredDocument]:
+    """The newest ``limit`` documents of a session id: the newest of each hour present, through the
+    index by hour (a replaced document moves to the hour of its new version but keeps its seq, so
+    every hour is probed), and the newest of all these."""
+    where, params = _document_filter(user_session_id, request_id, kind)
+    probe = f"SELECT {_DOCUMENT_COLUMNS} FROM documents{where} AND received_at / {HOUR_MS} = ?"
+    probe += " ORDER BY seq DESC LIMIT ?"
+    found = [
+        StoredDocument(*row)
+        for hour in _hours_present(conn)
+        for row in conn.execute(probe, (*params, hour, limit))
+    ]
+    return heapq.nlargest(limit, found, key=lambda d: d.seq)
+
+
+def _hours_present(conn: sqlite3.Connection) -> Iterator[int]:
+    """Every hour that holds documents, newest first: one step down the index by hour each."""
+    (hour,) = conn.execute(f"SELECT max(received_at / {HOUR_MS}) FROM documents").fetchone()
+    while hour is not None:
+        yield hour
+        (hour,) = conn.execute(
+            f"SELECT max(received_at / {HOUR_MS}) FROM documents WHERE received_at / {HOUR_MS} < ?", (hour,)
+        ).fetchone()

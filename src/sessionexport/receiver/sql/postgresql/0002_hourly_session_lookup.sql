@@ -1,0 +1,3 @@
+-- Nothing to do here: on SQLite this version moves the lookup by userSessionId to an index by
+-- hour. PostgreSQL keeps its index over every document; the version exists on both backends so
+-- that their histories stay the same.
