@@ -105,8 +105,19 @@ class _Entry:
     length: int
 
     def line(self) -> bytes:
-        fields = dataclasses.asdict(self)
-        del fields["file"]  # implied by the index file's number
+        # Spelled out, not dataclasses.asdict (which deep-copies every field, once per document);
+        # "file" is implied by the index file's number.
+        fields = {
+            "seq": self.seq,
+            "request": self.request,
+            "received_at": self.received_at,
+            "kind": self.kind,
+            "key": self.key,
+            "session": self.session,
+            "index": self.index,
+            "offset": self.offset,
+            "length": self.length,
+        }
         return orjson.dumps(fields) + b"\n"
 
 
@@ -314,7 +325,7 @@ class _State:
     ) -> None:
         """Append documents, then their index, then the request line (the commit), each fsync'd; undo on failure."""
         writes = [
-            (documents_file(number), b"".join(doc.body + b"\n" for doc in docs)),
+            (documents_file(number), b"\n".join([*(doc.body for doc in docs), b""]) if docs else b""),
             (index_file(number), b"".join(entry.line() for entry in entries)),
             (REQUESTS_FILE, orjson.dumps(record) + b"\n"),
         ]
