@@ -249,6 +249,28 @@ async def test_lookups_by_user_use_the_indexes_by_hour(tmp_path: Path) -> None:
             assert plan == [f"SEARCH sessions USING INDEX {index}"], plan
 
 
+async def test_counting_sessions_reads_the_index_of_seqs_not_the_log(tmp_path: Path) -> None:
+    """An export's backlog is counted on every /metrics scrape: through an index of seqs alone, not
+    through the log's rows, which hold the bodies (gigabytes for a large backlog)."""
+    from sessionexport.store.sqlite import _BACKLOG, _COUNT_BETWEEN
+
+    store = create_store(tmp_path)
+    await store.open()
+    await store.append_sessions(records(3), received_at=1_700_000_000_000)
+    await store.close()
+    counts: list[tuple[str, dict[str, int] | tuple[int, ...]]] = [
+        (_BACKLOG, {"after": 1, "shard": 0, "shards": 2}),
+        (_COUNT_BETWEEN, (1, 9, 2, 0)),
+        ("SELECT count(*) FROM sessions", ()),
+    ]
+    with sqlite3.connect(tmp_path / "sessionexport.db") as conn:
+        for query, params in counts:
+            plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + query, params)]
+            assert plan[0].startswith("SEARCH sessions USING COVERING INDEX sessions_by_seq") or plan[0] == (
+                "SCAN sessions USING COVERING INDEX sessions_by_seq"
+            ), plan
+
+
 async def test_a_wal_restart_is_not_starved_by_many_writers(small_wal: SQLiteEngine, tmp_path: Path) -> None:
     """With hundreds of writes always waiting, the restart still runs right after the transaction
     in progress, not behind every write queued meanwhile."""

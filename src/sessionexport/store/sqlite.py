@@ -119,12 +119,7 @@ class SQLiteStore:
 
     async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
         return await self._read(
-            lambda c: int(
-                c.execute(
-                    "SELECT count(*) FROM sessions WHERE seq > ? AND seq <= ? AND seq % ? = ?",
-                    (after_seq, up_to_seq, shards, shard),
-                ).fetchone()[0]
-            )
+            lambda c: int(c.execute(_COUNT_BETWEEN, (after_seq, up_to_seq, shards, shard)).fetchone()[0])
         )
 
     async def purge_sessions(self, received_before: int) -> int:
@@ -736,6 +731,7 @@ _COUNT_BULK = (
     " WHERE export_id = :export_id AND shard = :shard AND shards = :shards"
 )
 _IN_SHARD = "seq > :after AND (:shards = 1 OR seq % :shards = :shard)"
+_COUNT_BETWEEN = "SELECT count(*) FROM sessions WHERE seq > ? AND seq <= ? AND seq % ? = ?"
 _BACKLOG = (
     f"SELECT count(*), (SELECT received_at FROM sessions WHERE {_IN_SHARD} ORDER BY seq LIMIT 1)"
     f" FROM sessions WHERE {_IN_SHARD}"

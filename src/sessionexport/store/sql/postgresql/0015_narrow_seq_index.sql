@@ -1,0 +1,4 @@
+-- Nothing to do here: on SQLite this version adds an index of seqs alone, so that counting an
+-- export's backlog does not read the sessions' bodies. PostgreSQL's primary key index is that
+-- already (bodies are stored apart, in TOAST); the version exists on both backends so that their
+-- histories stay the same.
