@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from sessionexport.store import (
     VersionConflict,
     create_store,
     postgresql,
+    postgresql_database,
 )
 from sessionexport.store.base import InvalidValue
 from sessionexport.store.migrations import migrations_for
@@ -55,6 +57,7 @@ from sessionexport.store.records import (
 from sessionexport.tokens import new_token
 from tests.support.postgres import fresh_schema
 from tests.support.stores import opened
+from tests.support.tcp_proxy import TcpProxy
 
 BACKENDS = ["sqlite", "postgresql"]
 T = TypeVar("T")
@@ -1071,6 +1074,46 @@ async def test_unreachable_server_is_a_store_error_without_the_password(
     with pytest.raises(StoreError, match=r"cannot reach PostgreSQL at 127\.0\.0\.1:1") as raised:
         await create_store(tmp_path, url).open()
     assert "s3cret-in-url" not in str(raised.value)
+
+
+async def test_while_postgresql_is_unreachable_calls_fail_fast_and_then_recover(
+    tmp_path: Path, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first call to find the server gone waits the pool's timeout; the calls after it answer
+    within the short wait (every request of an outage would hang for the timeout otherwise), and
+    the store works again as soon as the server is back."""
+    monkeypatch.setattr(postgresql_database, "CONNECT_TIMEOUT_SECONDS", 2)
+    monkeypatch.setattr(postgresql_database, "UNREACHABLE_WAIT_SECONDS", 0.2)
+    parts = urlsplit(postgres_schema)
+    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        store = PostgresStore(with_password(postgres_schema, parts.password or "", port=proxy.port))
+        await store.open()
+        try:
+            await store.append_sessions(sessions(2), received_at=1)
+            await proxy.cut()
+            took = []
+            for _ in range(3):
+                started = time.monotonic()
+                with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
+                    await store.count_sessions()
+                took.append(time.monotonic() - started)
+            assert max(took[1:]) < 1.0 <= took[0], took
+            await proxy.restore()
+            assert await eventually(store.count_sessions) == 2
+        finally:
+            await store.close()
+
+
+async def eventually(call: Callable[[], Coroutine[None, None, T]], within: float = 10) -> T:
+    """``call``'s result once it stops raising StoreError."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await call()
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def test_failing_statements_are_store_errors(tmp_path: Path, postgres_schema: str) -> None:

@@ -6,6 +6,8 @@ errors translated once. Both the session store and the receiver's store stand on
   session advisory lock: a second process starting at the same time waits, then finds nothing pending.
 - Connections run in autocommit: a one-statement call is its own transaction; ``transaction()``
   opens an explicit one.
+- A call waits up to 10 s for a pooled connection; once one has found the server unreachable, the
+  calls after it wait only 1 s, until one gets a connection again.
 
 Errors are translated once, here::
 
@@ -42,6 +44,10 @@ from sessionexport.store.migrations import migrations_for, pending
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
+# While the server is known to be unreachable, a call waits this long for a connection rather than
+# the whole timeout: in an outage every request (API, UI, health) answers at once that the store
+# is unavailable, instead of each hanging for 10 s first. A server back up is found by the next call.
+UNREACHABLE_WAIT_SECONDS = 1.0
 # Class 08 is "connection exception"; 57P01-57P03 are the server shutting down or not yet up.
 _CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
 
@@ -59,6 +65,7 @@ class PostgresDatabase:
         self._address, self._secrets = describe(url)
         self._max_connections = max_connections
         self._pool: AsyncConnectionPool[Connection] | None = None
+        self._unreachable = False  # the last call could not get or keep a connection
 
     async def open(self) -> None:
         kwargs = connect_options(self.url)
@@ -103,7 +110,8 @@ class PostgresDatabase:
         if pool is None:
             raise StoreError("store is not open")
         async with self.translated():
-            conn = await checkout(pool)
+            conn = await checkout(pool, UNREACHABLE_WAIT_SECONDS if self._unreachable else None)
+            self._unreachable = False  # a pooled connection is checked before it is handed out
             try:
                 yield conn
             finally:
@@ -119,6 +127,7 @@ class PostgresDatabase:
         try:
             yield
         except PoolTimeout as exc:
+            self._unreachable = True
             message = f"cannot reach PostgreSQL at {self._address}: no connection within the timeout ({exc})"
             raise StoreError(self._scrub(message)) from None
         except psycopg.DataError as exc:
@@ -126,16 +135,15 @@ class PostgresDatabase:
         except psycopg.errors.DiskFull as exc:
             raise StoreFull(self._scrub(f"PostgreSQL: {exc}")) from None
         except psycopg.Error as exc:
-            raise StoreError(self._scrub(self._message(exc, connecting))) from None
-
-    def _message(self, exc: psycopg.Error, connecting: bool) -> str:
-        text = " ".join(str(exc).split())  # libpq's messages span lines with tab-indented hints
-        lost = isinstance(exc, psycopg.OperationalError) and (
-            exc.sqlstate is None or exc.sqlstate.startswith(_CONNECTION_STATES)
-        )
-        if connecting or lost:
-            return f"cannot reach PostgreSQL at {self._address}: {text}"
-        return f"PostgreSQL: {text}"
+            unreachable = connecting or _connection_lost(exc)
+            self._unreachable = self._unreachable or unreachable
+            text = " ".join(str(exc).split())  # libpq's messages span lines with tab-indented hints
+            message = (
+                f"cannot reach PostgreSQL at {self._address}: {text}"
+                if unreachable
+                else f"PostgreSQL: {text}"
+            )
+            raise StoreError(self._scrub(message)) from None
 
     def _scrub(self, message: str) -> str:
         for secret in self._secrets:
@@ -143,8 +151,14 @@ class PostgresDatabase:
         return message
 
 
-async def checkout(pool: AsyncConnectionPool[Connection]) -> Connection:
-    """``pool.getconn()``, except that a cancellation always cancels.
+def _connection_lost(exc: psycopg.Error) -> bool:
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(_CONNECTION_STATES)
+    )
+
+
+async def checkout(pool: AsyncConnectionPool[Connection], wait: float | None = None) -> Connection:
+    """``pool.getconn(wait)`` (None: the pool's timeout), except that a cancellation always cancels.
 
     The pool waits for a free connection with ``asyncio.wait_for``, which on Python 3.11 returns
     the connection and drops the cancellation when both happen at once (a connection comes free
@@ -153,7 +167,7 @@ async def checkout(pool: AsyncConnectionPool[Connection]) -> Connection:
     forever. Waiting on a shield instead, the cancellation is always raised here; a connection
     the abandoned wait still obtains goes straight back to the pool.
     """
-    getting = asyncio.ensure_future(pool.getconn())
+    getting = asyncio.ensure_future(pool.getconn(wait))
     try:
         return await asyncio.shield(getting)
     except asyncio.CancelledError:
