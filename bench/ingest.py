@@ -15,8 +15,8 @@ For generated sessions of about 2 KB and about 8 KB it prints, side by side:
 
 With ``--stored N`` the log (of the server and of the store alone) already holds N sessions when
 ingest starts, as a log in production does: they joined it evenly over the last 7 days, with
-random session and user ids, the tenants and a week of start times before those of the sessions
-ingested, and small bodies (what the indexes see is realistic; it is quick to fill).
+random session and user ids, the tenants of the sessions ingested and start times over the week up
+to theirs, and small bodies (what the indexes see is realistic; it is quick to fill).
 
 Usage: python bench/ingest.py [--sessions N] [--batch N] [--clients N] [--stored N]
 """
@@ -83,7 +83,7 @@ def prefill(data_dir: Path, count: int) -> None:
         return
     rnd, now = random.Random(7), now_ms()
     step = 7 * DAY_MS // count
-    first_start = GeneratorOptions().end_ms - 7 * DAY_MS  # a week before the sessions ingested
+    first_start = GeneratorOptions().end_ms - 7 * DAY_MS  # the week up to the sessions ingested
 
     def earlier_session(n: int) -> NewSession:
         tenant, start = TENANTS[n % len(TENANTS)], first_start + n * step

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import os
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,6 +368,19 @@ async def test_session_lookup_spans_hours_in_seq_order(store: ReceivedStore) -> 
     [replaced] = await store.documents(user_session_id="u1", kind=DOCUMENT)
     assert (replaced.body, replaced.received_at) == (b'{"v":2}', 8 * hour)
     assert await keys(store, user_session_id="u2") == ["t1-u2-1"]
+
+
+async def test_sqlite_session_lookups_go_through_the_index_by_hour(tmp_path: Path) -> None:
+    from sessionexport.receiver.store.sqlite import session_probe
+
+    async with opened(lambda: create_received_store(tmp_path, None)) as store:
+        await store.save(request_at(1), [session("u1")])
+    index = "SEARCH documents USING INDEX documents_by_hour_and_session"
+    with sqlite3.connect(tmp_path / "received.db") as conn:
+        for request_id, kind in [(None, None), (1, None), (None, SESSION), (1, SESSION)]:
+            probe, params = session_probe("u1", request_id, kind)
+            plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + probe, (*params, 0, 20))]
+            assert plan == [f"{index} (<expr>=? AND user_session_id=?)"], plan
 
 
 async def test_requests_newest_first(store: ReceivedStore) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from sessionexport.store.migrations import migrations_for
 from sessionexport.store.records import NewSession
 from sessionexport.store.sqlite_engine import SQLiteEngine
 from sessionexport.tokens import new_token
+from tests.support.stores import opened
 
 
 def records(count: int, seed: int = 1) -> list[NewSession]:
@@ -249,6 +251,28 @@ async def test_lookups_by_user_use_the_indexes_by_hour(tmp_path: Path) -> None:
             assert plan == [f"SEARCH sessions USING INDEX {index}"], plan
 
 
+async def test_opening_waits_while_another_process_holds_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade copying a large log holds the write lock for minutes: a second process opening
+    the database meanwhile waits for it, past the busy timeout, instead of failing as "locked"."""
+    caplog.set_level("INFO")
+    async with opened(lambda: create_store(tmp_path)):
+        pass
+    monkeypatch.setattr(sqlite_engine, "BUSY_TIMEOUT_SECONDS", 0.2)
+    other = sqlite3.connect(tmp_path / "sessionexport.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # as a migrating process does
+    release = threading.Timer(1.0, other.rollback)
+    release.start()
+    try:
+        async with opened(lambda: create_store(tmp_path)) as store:
+            assert await store.count_sessions() == 0
+    finally:
+        release.join()
+        other.close()
+    assert any("waiting for another process" in r.getMessage() for r in caplog.records)
+
+
 async def test_counting_sessions_reads_the_index_of_seqs_not_the_log(tmp_path: Path) -> None:
     """An export's backlog is counted on every /metrics scrape: through an index of seqs alone, not
     through the log's rows, which hold the bodies (gigabytes for a large backlog)."""
@@ -269,6 +293,21 @@ async def test_counting_sessions_reads_the_index_of_seqs_not_the_log(tmp_path: P
             assert plan[0].startswith("SEARCH sessions USING COVERING INDEX sessions_by_seq") or plan[0] == (
                 "SCAN sessions USING COVERING INDEX sessions_by_seq"
             ), plan
+
+
+async def test_purging_finds_expired_sessions_by_received_at_and_rowid(tmp_path: Path) -> None:
+    from sessionexport.store.sqlite import _PURGE_UP_TO
+
+    store = create_store(tmp_path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "sessionexport.db") as conn:
+        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _PURGE_UP_TO, (1, 5000))]
+    assert plan == [
+        "SEARCH sessions USING INTEGER PRIMARY KEY (rowid=?)",
+        "LIST SUBQUERY 1",
+        "SEARCH sessions USING COVERING INDEX sessions_by_received_at (received_at<?)",
+    ]
 
 
 async def test_a_wal_restart_is_not_starved_by_many_writers(small_wal: SQLiteEngine, tmp_path: Path) -> None:

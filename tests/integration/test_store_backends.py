@@ -913,21 +913,32 @@ async def test_the_identity_index_led_by_start_time_keeps_the_log_as_it_was(
     are still found. The upgrade is said (it may take a while)."""
     caplog.set_level("INFO")
     as_left_by_migrations(backend, up_to=13)
-    old_rows = [("t1", f"u{n}", n, 1_000, "[]", 3, f'{{"n":{n}}}'.encode()) for n in (1, 2, 3)]
-    run_sql(
-        backend,
-        "INSERT INTO sessions (tenant_id, user_session_id, start_time, received_at, applications, size, body)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        old_rows,
-    )
-    run_sql(backend, "DELETE FROM sessions WHERE start_time > ?", [(1,)])  # the newest, purged
+    old_rows = [
+        (
+            "t1",
+            f"u{n}",
+            n,
+            n + 10,
+            1_000 + n,
+            f"id{n}",
+            "REAL_USER",
+            "WEB",
+            f"C{n}",
+            f'["a{n}"]',
+            n,
+            b"{}%d" % n,
+        )
+        for n in (1, 2, 3, 4)
+    ]
+    run_sql(backend, f"INSERT INTO sessions ({ALL_COLUMNS}) VALUES ({', '.join('?' * 12)})", old_rows)
+    run_sql(backend, "DELETE FROM sessions WHERE start_time > ?", [(2,)])  # the newest, purged
+    before = select_all(backend)
     async with opened(backend.new) as store:
-        [kept] = await store.read_log(0, 10)
-        assert (kept.seq, kept.user_session_id, kept.body) == (1, "u1", b'{"n":1}')
+        assert select_all(backend) == before  # every column of every session, and its seq
         result = await store.append_sessions([session("u1", start=1), session("u9")], received_at=2_000)
         assert (result.accepted, result.duplicates) == (1, 1)
-        new = (await store.read_log(1, 10))[0]
-        assert new.user_session_id == "u9" and new.seq > 3  # no seq handed out twice
+        new = (await store.read_log(2, 10))[0]
+        assert new.user_session_id == "u9" and new.seq > 4  # no seq handed out twice
     assert identity_index_columns(backend) == ["start_time", "tenant_id", "user_session_id"]
     said = [r.getMessage() for r in caplog.records if "upgrading" in r.getMessage()]
     later = [m for m in migrations_for(backend.name) if m.version > 13]
@@ -935,6 +946,24 @@ async def test_the_identity_index_led_by_start_time_keeps_the_log_as_it_was(
         f"{backend.name}: upgrading the database to version {m.version} ({m.name})" for m in later
     ]
     assert later[0].name == "identity_by_start_time"
+
+
+ALL_COLUMNS = (
+    "tenant_id, user_session_id, start_time, end_time, received_at, user_id, user_type,"
+    " application_type, country, applications, size, body"
+)
+
+
+def select_all(backend: Backend) -> list[tuple[object, ...]]:
+    query = f"SELECT seq, {ALL_COLUMNS} FROM sessions ORDER BY seq"
+    if backend.url is not None:
+        with psycopg.connect(backend.url) as pg:
+            return [
+                tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in pg.execute(query)
+            ]
+    assert backend.path is not None
+    with sqlite3.connect(backend.path) as conn:
+        return conn.execute(query).fetchall()
 
 
 def as_left_by_migrations(backend: Backend, up_to: int) -> None:
@@ -1102,6 +1131,31 @@ async def test_while_postgresql_is_unreachable_calls_fail_fast_and_then_recover(
             assert await eventually(store.count_sessions) == 2
         finally:
             await store.close()
+
+
+async def test_a_pool_with_every_connection_busy_is_not_taken_for_an_unreachable_server(
+    tmp_path: Path, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that times out because every pooled connection is busy leaves the next one its whole
+    wait: it is served when a connection comes free."""
+    monkeypatch.setattr(postgresql_database, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(postgresql_database, "UNREACHABLE_WAIT_SECONDS", 0.1)
+    store = PostgresStore(postgres_schema, max_connections=1)
+    await store.open()
+    try:
+
+        async def hold() -> None:
+            async with store._connection() as conn:  # the pool's only connection
+                await conn.execute("SELECT pg_sleep(1.5)")
+
+        holder = asyncio.create_task(hold())
+        await asyncio.sleep(0.05)
+        with pytest.raises(StoreError, match="no connection within the timeout"):
+            await store.count_sessions()  # at 1.0 s, the connection still busy
+        assert await store.count_sessions() == 0  # waits from 1.0 s until it comes free at 1.5 s
+        await holder
+    finally:
+        await store.close()
 
 
 async def eventually(call: Callable[[], Coroutine[None, None, T]], within: float = 10) -> T:

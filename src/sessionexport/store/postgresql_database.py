@@ -6,8 +6,9 @@ errors translated once. Both the session store and the receiver's store stand on
   session advisory lock: a second process starting at the same time waits, then finds nothing pending.
 - Connections run in autocommit: a one-statement call is its own transaction; ``transaction()``
   opens an explicit one.
-- A call waits up to 10 s for a pooled connection; once one has found the server unreachable, the
-  calls after it wait only 1 s, until one gets a connection again.
+- A call waits up to 10 s for a pooled connection; once one has found the server unreachable (the
+  pool failed to connect meanwhile, or a connection broke), the calls after it wait only 1 s, until
+  one gets a connection again. A pool whose connections are all busy is not unreachable.
 
 Errors are translated once, here::
 
@@ -66,6 +67,7 @@ class PostgresDatabase:
         self._max_connections = max_connections
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._unreachable = False  # the last call could not get or keep a connection
+        self._connect_errors = 0  # the pool's failed connection attempts, as last seen
 
     async def open(self) -> None:
         kwargs = connect_options(self.url)
@@ -127,7 +129,7 @@ class PostgresDatabase:
         try:
             yield
         except PoolTimeout as exc:
-            self._unreachable = True
+            self._unreachable = self._connecting_fails() or self._unreachable
             message = f"cannot reach PostgreSQL at {self._address}: no connection within the timeout ({exc})"
             raise StoreError(self._scrub(message)) from None
         except psycopg.DataError as exc:
@@ -144,6 +146,14 @@ class PostgresDatabase:
                 else f"PostgreSQL: {text}"
             )
             raise StoreError(self._scrub(message)) from None
+
+    def _connecting_fails(self) -> bool:
+        """Whether the pool failed to connect since last asked: a wait that ran out while the
+        server was unreachable, not one that found every connection busy (a full pool waits the
+        whole timeout: its calls queue and are served)."""
+        errors = self._pool.get_stats().get("connections_errors", 0) if self._pool else 0
+        failing, self._connect_errors = errors > self._connect_errors, errors
+        return failing
 
     def _scrub(self, message: str) -> str:
         for secret in self._secrets:

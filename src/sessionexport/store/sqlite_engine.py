@@ -37,6 +37,10 @@ _STOP = object()
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 65536
+BUSY_TIMEOUT_SECONDS = 30  # how long a statement waits for another process's write lock
+# How long opening waits for another process that holds the database to migrate it: an upgrade
+# that copies a large log holds it for minutes, not the few seconds of any other write.
+MIGRATION_WAIT_SECONDS = 3600
 CHECKPOINT_EVERY_SECONDS = 0.25
 # Past this size the WAL is checkpointed whole and then written again from its start. Without it,
 # passive checkpoints never catch up with sustained writes and the WAL grows without bound; every
@@ -49,7 +53,7 @@ GROUP_COMMIT_MAX = 64  # writes that may share one transaction
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS)
     conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only when the file is created
     _retry_while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=FULL")
@@ -339,7 +343,7 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> N
     first and the applied versions read under it, so processes starting together migrate once."""
     upgrade: bool | None = None  # whether the database had a schema already (None: not read yet)
     while True:
-        conn.execute("BEGIN IMMEDIATE")
+        _begin_migrating(conn)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
@@ -364,6 +368,20 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> N
         except sqlite3.Error:
             conn.execute("ROLLBACK")
             raise
+
+
+def _begin_migrating(conn: sqlite3.Connection) -> None:
+    """Take the write lock, waiting as long as another process migrating the database holds it."""
+    deadline = time.monotonic() + MIGRATION_WAIT_SECONDS
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            # said once per busy timeout
+            log.info("sqlite: waiting for another process that holds the database (upgrading it?)")
 
 
 def _statements(script: str) -> list[str]:

@@ -169,15 +169,23 @@ def _session_documents(
     """The newest ``limit`` documents of a session id: the newest of each hour present, through the
     index by hour (a replaced document moves to the hour of its new version but keeps its seq, so
     every hour is probed), and the newest of all these."""
-    where, params = _document_filter(user_session_id, request_id, kind)
-    probe = f"SELECT {_DOCUMENT_COLUMNS} FROM documents{where} AND received_at / {HOUR_MS} = ?"
-    probe += " ORDER BY seq DESC LIMIT ?"
+    probe, params = session_probe(user_session_id, request_id, kind)
     found = [
         StoredDocument(*row)
         for hour in _hours_present(conn)
         for row in conn.execute(probe, (*params, hour, limit))
     ]
     return heapq.nlargest(limit, found, key=lambda d: d.seq)
+
+
+def session_probe(
+    user_session_id: str, request_id: int | None, kind: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    """One hour's newest documents of a session id: the query, and its parameters but the hour and
+    the limit, which follow them."""
+    where, params = _document_filter(user_session_id, request_id, kind)
+    probe = f"SELECT {_DOCUMENT_COLUMNS} FROM documents{where} AND received_at / {HOUR_MS} = ?"
+    return probe + " ORDER BY seq DESC LIMIT ?", params
 
 
 def _hours_present(conn: sqlite3.Connection) -> Iterator[int]:
