@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,7 +46,7 @@ from sessionexport.store.records import (
     WorkState,
     open_session_changed,
 )
-from sessionexport.store.sqlite_engine import SQLiteEngine, insert_rows
+from sessionexport.store.sqlite_engine import HOUR_MS, SQLiteEngine, hours_present, insert_rows
 
 T = TypeVar("T")
 
@@ -785,7 +785,6 @@ _PURGE_UP_TO = (
     "DELETE FROM sessions NOT INDEXED WHERE seq IN (SELECT seq FROM sessions WHERE received_at < ? LIMIT ?)"
 )
 _STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
-HOUR_MS = 3_600_000  # the buckets of the lookup indexes by hour (migration 0011)
 
 
 def _newest_matches(
@@ -796,7 +795,11 @@ def _newest_matches(
     the newest of all these."""
     probe = hour_probe(list(matching), before is not None)
     params = {**matching, "before": before, "limit": limit}
-    found = [seq for hour in _hours_present(conn) for (seq,) in conn.execute(probe, {**params, "hour": hour})]
+    found = [
+        seq
+        for hour in hours_present(conn, "sessions")
+        for (seq,) in conn.execute(probe, {**params, "hour": hour})
+    ]
     return heapq.nlargest(limit, found)
 
 
@@ -806,17 +809,6 @@ def hour_probe(columns: list[str], before: bool) -> str:
     where = [f"received_at / {HOUR_MS} = :hour", *(f"{column} = :{column}" for column in columns)]
     where += ["seq < :before"] if before else []
     return f"SELECT seq FROM sessions WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT :limit"
-
-
-def _hours_present(conn: sqlite3.Connection) -> Iterator[int]:
-    """Every hour that holds sessions, newest first: one step down the index on received_at each."""
-    (at,) = conn.execute("SELECT max(received_at) FROM sessions").fetchone()
-    while at is not None:
-        hour = at // HOUR_MS
-        yield hour
-        (at,) = conn.execute(
-            "SELECT max(received_at) FROM sessions WHERE received_at < ?", (hour * HOUR_MS,)
-        ).fetchone()
 
 
 def _changed_since_read(conn: sqlite3.Connection, part: CompletedPart) -> bool:

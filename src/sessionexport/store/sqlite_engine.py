@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -331,6 +331,19 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, .
         sql = f"{head} VALUES {_placeholders(width, len(chunk))} {tail}"
         changed += conn.execute(sql, [value for row in chunk for value in row]).rowcount
     return changed
+
+
+HOUR_MS = 3_600_000  # the buckets of the lookup indexes by hour (led by received_at / HOUR_MS)
+
+
+def hours_present(conn: sqlite3.Connection, table: str) -> Iterator[int]:
+    """Every hour that holds rows of ``table``, newest first: one step down its index led by
+    ``received_at / HOUR_MS`` each (the expression its lookups probe with)."""
+    hour_of = f"received_at / {HOUR_MS}"
+    (hour,) = conn.execute(f"SELECT max({hour_of}) FROM {table}").fetchone()
+    while hour is not None:
+        yield hour
+        (hour,) = conn.execute(f"SELECT max({hour_of}) FROM {table} WHERE {hour_of} < ?", (hour,)).fetchone()
 
 
 @functools.lru_cache(maxsize=32)  # a full chunk's, and the last ones': each up to ~40 KB

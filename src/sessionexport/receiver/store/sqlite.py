@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from sessionexport.receiver.store.records import (
     SaveResult,
     StoredDocument,
 )
-from sessionexport.store.sqlite_engine import SQLiteEngine, insert_rows
+from sessionexport.store.sqlite_engine import HOUR_MS, SQLiteEngine, hours_present, insert_rows
 
 _INSERT = "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
 _KEEP = "ON CONFLICT (kind, key) DO NOTHING"
@@ -28,7 +28,6 @@ _REPLACE = (
     "ON CONFLICT (kind, key) DO UPDATE SET request_id = excluded.request_id,"
     " received_at = excluded.received_at, user_session_id = excluded.user_session_id, body = excluded.body"
 )
-HOUR_MS = 3_600_000  # the buckets of the lookup index by session id (migration 0002)
 _DOCUMENT_COLUMNS = "seq, request_id, received_at, kind, key, user_session_id, index_name, body"
 _REQUEST_COLUMNS = (
     "id, received_at, method, path, content_type, size, client, principal, status, documents, stored,"
@@ -172,7 +171,7 @@ def _session_documents(
     probe, params = session_probe(user_session_id, request_id, kind)
     found = [
         StoredDocument(*row)
-        for hour in _hours_present(conn)
+        for hour in hours_present(conn, "documents")
         for row in conn.execute(probe, (*params, hour, limit))
     ]
     return heapq.nlargest(limit, found, key=lambda d: d.seq)
@@ -186,13 +185,3 @@ def session_probe(
     where, params = _document_filter(user_session_id, request_id, kind)
     probe = f"SELECT {_DOCUMENT_COLUMNS} FROM documents{where} AND received_at / {HOUR_MS} = ?"
     return probe + " ORDER BY seq DESC LIMIT ?", params
-
-
-def _hours_present(conn: sqlite3.Connection) -> Iterator[int]:
-    """Every hour that holds documents, newest first: one step down the index by hour each."""
-    (hour,) = conn.execute(f"SELECT max(received_at / {HOUR_MS}) FROM documents").fetchone()
-    while hour is not None:
-        yield hour
-        (hour,) = conn.execute(
-            f"SELECT max(received_at / {HOUR_MS}) FROM documents WHERE received_at / {HOUR_MS} < ?", (hour,)
-        ).fetchone()
