@@ -65,9 +65,11 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _retry_while_locked(statement: Callable[[], object], within: float = 30.0) -> None:
-    """Switching to WAL needs the database to itself, and SQLite answers "locked" at once rather
-    than waiting when another process is opening the same new file: try again for a while."""
+def _retry_while_locked(statement: Callable[[], object], within: float = 30.0, waiting: str = "") -> None:
+    """Run ``statement``, trying again for ``within`` seconds while another process holds the
+    database (``waiting``, when given, is logged once it has to wait). Switching to WAL needs the
+    database to itself, and SQLite answers "locked" at once rather than waiting when another
+    process is opening the same new file; a migration may hold the write lock for minutes."""
     deadline = time.monotonic() + within
     while True:
         try:
@@ -76,6 +78,9 @@ def _retry_while_locked(statement: Callable[[], object], within: float = 30.0) -
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
+            if waiting:
+                log.info("%s", waiting)
+                waiting = ""
             time.sleep(0.02)
 
 
@@ -356,7 +361,11 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> N
     first and the applied versions read under it, so processes starting together migrate once."""
     upgrade: bool | None = None  # whether the database had a schema already (None: not read yet)
     while True:
-        _begin_migrating(conn)
+        _retry_while_locked(
+            lambda: conn.execute("BEGIN IMMEDIATE"),
+            MIGRATION_WAIT_SECONDS,
+            "sqlite: waiting for another process that holds the database (upgrading it?)",
+        )
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
@@ -381,20 +390,6 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> N
         except sqlite3.Error:
             conn.execute("ROLLBACK")
             raise
-
-
-def _begin_migrating(conn: sqlite3.Connection) -> None:
-    """Take the write lock, waiting as long as another process migrating the database holds it."""
-    deadline = time.monotonic() + MIGRATION_WAIT_SECONDS
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            # said once per busy timeout
-            log.info("sqlite: waiting for another process that holds the database (upgrading it?)")
 
 
 def _statements(script: str) -> list[str]:
