@@ -39,9 +39,7 @@ router = APIRouter(tags=["Metrics"])
     dependencies=[Depends(require(TokenScope.METRICS_READ))],
     response_class=Response,
     responses={
-        200: {"description": "The metrics", "content": {"text/plain": {}}},
-        401: {"description": "Missing, invalid, revoked or expired token"},
-        403: {"description": "The token lacks the required scope"},
+        200: {"description": "The metrics", "content": {"text/plain": {}}},  # 401, 403: api.errors
     },
 )
 async def metrics(request: Request) -> Response:

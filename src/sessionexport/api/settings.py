@@ -160,10 +160,7 @@ class SchemaList(BaseModel):
 ItemOrEnvelope = SettingsObjectResponse | ErrorEnvelope
 ItemsOrEnvelope = list[SettingsObjectResponse] | ErrorEnvelope
 
-_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorEnvelope, "description": "Missing, invalid, revoked or expired token"},
-    403: {"model": ErrorEnvelope, "description": "The token lacks the required scope"},
-}
+# 401, 403, 413, 415 and 503 are documented on every route by api.errors.document_errors.
 
 
 def service(request: Request) -> SettingsService:
@@ -182,7 +179,6 @@ Service = Annotated[SettingsService, Depends(service)]
     summary="List settings schemas",
     description="The schemas this server keeps objects of: export configurations and management zones.",
     response_model=SchemaList,
-    responses=_AUTH_ERRORS,
 )
 async def list_schemas(
     _: Reader,
@@ -200,7 +196,7 @@ async def list_schemas(
     summary="A settings schema",
     description="In Settings 2.0 form: properties, types, enums, defaults, preconditions, constraints, secret properties and maxObjects.",
     response_model=dict[str, Any],
-    responses={**_AUTH_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such schema"}},
+    responses={404: {"model": ErrorEnvelope, "description": "No such schema"}},
 )
 async def get_schema(
     _: Reader,
@@ -223,7 +219,7 @@ async def get_schema(
     summary="List settings objects",
     description="Filtered by schemaIds, scopes, externalIds and filter, ordered by sort; pageSize (default 100, at most 500) objects a page, nextPageKey alone fetches the next. Secrets are never returned.",
     response_model=ObjectsList,
-    responses={**_AUTH_ERRORS, 400: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope}},
+    responses={400: {"model": ErrorEnvelope}, 404: {"model": ErrorEnvelope}},
 )
 async def list_objects(
     request: Request,
@@ -312,7 +308,6 @@ async def list_objects(
         " each item names its own."
     ),
     responses={
-        **_AUTH_ERRORS,
         207: {"model": list[SettingsObjectResponse]},
         400: {"model": ItemsOrEnvelope},
         404: {"model": list[SettingsObjectResponse]},
@@ -342,7 +337,7 @@ async def create_objects(
     summary="A settings object",
     description="Its value (secrets never returned), version and updateToken.",
     response_model=SettingsObject,
-    responses={**_AUTH_ERRORS, 404: {"model": ErrorEnvelope}},
+    responses={404: {"model": ErrorEnvelope}},
 )
 async def get_object(
     _: Reader,
@@ -364,7 +359,6 @@ async def get_object(
     description="Validated as on creation; a stale updateToken gets 409. Secrets sent as ***** keep their stored value, unless the endpoint changed.",
     response_model=SettingsObjectResponse,
     responses={
-        **_AUTH_ERRORS,
         400: {"model": ItemOrEnvelope},
         404: {"model": SettingsObjectResponse},
         409: {"model": SettingsObjectResponse},
@@ -392,7 +386,6 @@ async def update_object(
     " (replay or discard them first), a management zone used by an export.",
     status_code=204,
     responses={
-        **_AUTH_ERRORS,
         400: {"model": ItemOrEnvelope},
         404: {"model": SettingsObjectResponse},
         409: {"model": SettingsObjectResponse},
