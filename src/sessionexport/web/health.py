@@ -96,10 +96,8 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     missing: list[int] = []
     if letter_id is not None:
         letters, missing = await letters_to_replay(ui.store, object_id, [letter_id])
-    elif not letter:  # "all" as the page counted them, not those kept since
-        up_to = stored_id(visit.field("up_to").strip())
-        if up_to is None:
-            visit.session.say("The page was out of date: read the dead letters again, then replay them.")
+    elif not letter:
+        if (up_to := _counted_up_to(visit, "replay")) is None:
             return ui.redirect(f"/health#health-{object_id}")
         letters, missing = await letters_to_replay(ui.store, object_id, None, up_to)
     if missing or not letters:
@@ -132,14 +130,21 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     return ui.redirect(f"/health#health-{object_id}")
 
 
+def _counted_up_to(visit: Visit, action: str) -> int | None:
+    """The newest pending letter the page counted: "all" in its buttons means up to it, not the
+    letters kept since. None, said, for a form without it (a page from an older server)."""
+    up_to = stored_id(visit.field("up_to").strip())
+    if up_to is None:
+        visit.session.say(f"The page was out of date: read the dead letters again, then {action} them.")
+    return up_to
+
+
 async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params["object_id"]
     if await ui.settings.get_export(object_id) is None:
         visit.session.say("That export no longer exists.")
         return ui.redirect("/health")
-    up_to = stored_id(visit.field("up_to").strip())  # the letters the page showed and counted
-    if up_to is None:
-        visit.session.say("The page was out of date: read the dead letters again, then discard them.")
+    if (up_to := _counted_up_to(visit, "discard")) is None:
         return ui.redirect(f"/health#health-{object_id}")
     letters, sessions = await discard_pending(
         ui.store, object_id, now_ms(), f"UI login {visit.author!r}", up_to
