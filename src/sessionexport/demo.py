@@ -116,9 +116,8 @@ async def _receiver(options: DemoOptions, secret: str) -> AsyncIterator[_Receive
     folder = options.data_dir / "receiver"
     command = [sys.executable, "-m", "sessionexport", "receive", "--port", str(options.receiver_port)]
     command += ["--data-dir", str(folder)]
-    client = {
-        "SESSIONEXPORT_RECEIVER_OAUTH_CLIENT": f"{CLIENT_ID}:{secret}"
-    }  # not in `ps`, as an argument is
+    # The OAuth client in the environment, not in the arguments, which `ps` shows to everyone.
+    client = {"SESSIONEXPORT_RECEIVER_OAUTH_CLIENT": f"{CLIENT_ID}:{secret}"}
     with (options.data_dir / "receiver.log").open("w") as log:
         process = await asyncio.create_subprocess_exec(
             *command, stdout=log, stderr=log, env={**os.environ, **client}
