@@ -22,7 +22,7 @@ from sessionexport.store.migrations import migrations_for
 from sessionexport.store.records import NewSession
 from sessionexport.store.sqlite_engine import SQLiteEngine
 from sessionexport.tokens import new_token
-from tests.support.stores import opened
+from tests.support.stores import opened, sqlite_at_version
 
 
 def records(count: int, seed: int = 1) -> list[NewSession]:
@@ -366,17 +366,12 @@ async def test_a_restart_held_back_by_a_reader_is_not_asked_for_again_at_once(
 async def test_a_log_from_before_the_indexes_by_hour_is_found_after_the_migration(tmp_path: Path) -> None:
     """A database at version 10, with sessions, opened by this version: migration 0011 builds the
     indexes by hour over what is there, and lookups find it."""
-    from sessionexport.store.sqlite import _INSERT_SESSIONS, HOUR_MS, _session_rows
-    from sessionexport.store.sqlite_engine import _statements, connect, insert_rows
+    from sessionexport.store.sqlite import _INSERT_SESSIONS, _session_rows
+    from sessionexport.store.sqlite_engine import HOUR_MS, connect, insert_rows
 
-    earlier = [m for m in migrations_for("sqlite") if m.version <= 10]
     stored = records(3)
+    sqlite_at_version(tmp_path / "sessionexport.db", up_to=10)
     with contextlib.closing(connect(tmp_path / "sessionexport.db")) as conn:
-        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        for migration in earlier:
-            for statement in _statements(migration.sql):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (migration.version, migration.name))
         for n, session in enumerate(stored):  # hours apart
             insert_rows(conn, _INSERT_SESSIONS, _session_rows([session], 1_700_000_000_000 + n * 5 * HOUR_MS))
 

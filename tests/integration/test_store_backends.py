@@ -56,7 +56,7 @@ from sessionexport.store.records import (
 )
 from sessionexport.tokens import new_token
 from tests.support.postgres import fresh_schema
-from tests.support.stores import opened
+from tests.support.stores import opened, postgresql_at_version, sqlite_at_version
 from tests.support.tcp_proxy import TcpProxy
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -968,24 +968,11 @@ def select_all(backend: Backend) -> list[tuple[object, ...]]:
 
 def as_left_by_migrations(backend: Backend, up_to: int) -> None:
     """The backend's database as an older release left it: migrations 1 to ``up_to`` applied."""
-    older = [m for m in migrations_for(backend.name) if m.version <= up_to]
-    record = "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
     if backend.url is not None:
-        with psycopg.connect(backend.url, autocommit=True) as pg:
-            for m in older:
-                pg.execute(m.sql.encode())
-            pg.execute(record)
+        postgresql_at_version(backend.url, up_to)
     else:
         assert backend.path is not None
-        with sqlite3.connect(backend.path) as conn:
-            for m in older:
-                conn.executescript(m.sql)
-            conn.execute(record)
-    run_sql(
-        backend,
-        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-        [(m.version, m.name) for m in older],
-    )
+        sqlite_at_version(backend.path, up_to)
 
 
 def run_sql(backend: Backend, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
