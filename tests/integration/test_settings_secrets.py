@@ -116,6 +116,12 @@ async def test_while_the_key_is_rotated_only_sending_needs_the_secrets(api: Api,
     for path in ("status", "sample", "deadletters", "mapping"):
         answer = await api.client.get(f"/api/v2/exports/{export_id}/{path}", headers=api.auth(token))
         assert answer.status_code == 200, (path, answer.text)
-    assert PASSWORD not in answer.text
+        assert PASSWORD not in answer.text
+    moved = await api.client.put(
+        f"/api/v2/exports/{export_id}/position", json={"start": "oldest"}, headers=api.auth(token)
+    )
+    assert moved.status_code == 200, moved.text
+    discarded = await api.client.delete(f"/api/v2/exports/{export_id}/deadletters", headers=api.auth(token))
+    assert discarded.status_code == 200, discarded.text
     replay = await api.client.post(f"/api/v2/exports/{export_id}/deadletters/replay", headers=api.auth(token))
     assert replay.status_code == 500 and "cannot be decrypted" in replay.json()["error"]["message"]

@@ -4,6 +4,7 @@ without JavaScript uses it: pages are parsed, and forms are sent with the fields
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -487,9 +488,10 @@ async def test_unknown_pages_and_methods_get_the_uis_own_page(ui: Browser) -> No
 
 
 async def test_while_the_store_fails_pages_are_a_503_saying_so(
-    ui: Browser, monkeypatch: pytest.MonkeyPatch
+    ui: Browser, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """As the API answers, and without a traceback per page (it was a 500 after the pool's wait)."""
+    """As the API answers, and without a traceback per page (it was a 500 after the pool's wait):
+    the failure is logged once, without one."""
     await ui.logged_in()
     store = ui.app.state.store
 
@@ -503,6 +505,9 @@ async def test_while_the_store_fails_pages_are_a_503_saying_so(
         assert response.status_code == 503, (path, response.text[:300])
         assert "Storage is unavailable" in response.text and response.headers["Retry-After"] == "5"
         assert response.headers["X-Frame-Options"] == "DENY"
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failures] == ["ui: the store failed: the database does not answer"]
+    assert failures[0].exc_info is None
 
 
 async def test_a_token_that_may_see_no_page_is_not_logged_in(ui: Browser) -> None:

@@ -244,9 +244,11 @@ def create_ui(state: Any) -> Starlette:
     async def error_page(request: Request, exc: Exception) -> Response:
         return await pages[getattr(exc, "status_code", 404)](request)
 
+    store_failures = Throttle()  # logged now and then, not once a page
+
     async def store_unavailable(request: Request, exc: Exception) -> Response:
         """The database does not answer: a 503 page (as the API answers), made without it."""
-        if (quiet := _STORE_FAILURES.allows()) is not None:
+        if (quiet := store_failures.allows()) is not None:
             log.error("ui: the store failed: %s%s", exc, recurring(quiet))
         visit = Visit(ui.cookies.load(request), None)
         message = "The database does not answer, so nothing was shown or changed. Try again in a moment."
@@ -259,9 +261,6 @@ def create_ui(state: Any) -> Starlette:
     # unknown paths (/ui/sessions/abc) and methods get the UI's page, with its menu, not plain text
     handlers: dict[Any, Any] = {404: error_page, 405: error_page, StoreError: store_unavailable}
     return Starlette(routes=routes, exception_handlers=handlers)
-
-
-_STORE_FAILURES = Throttle()
 
 
 def _error_page(ui: Ui, status: int, title: str, message: str) -> Callable[[Request], Awaitable[Response]]:
