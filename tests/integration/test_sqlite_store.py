@@ -19,7 +19,7 @@ from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.retention import purge_expired
 from sessionexport.store import Store, StoreError, create_store, sqlite_engine
 from sessionexport.store.migrations import migrations_for
-from sessionexport.store.records import NewSession
+from sessionexport.store.records import BulkDecision, Claim, NewSession
 from sessionexport.store.sqlite_engine import SQLiteEngine
 from sessionexport.tokens import new_token
 from tests.support.stores import opened, sqlite_at_version
@@ -424,3 +424,57 @@ async def test_a_failing_write_is_undone_alone_whether_grouped_or_not(tmp_path: 
         assert values == [2, 4]
     finally:
         await engine.close()
+
+
+async def test_only_durable_writes_wait_for_the_disk(tmp_path: Path) -> None:
+    """A write is synced to disk (synchronous=FULL, 2) unless it says it need not be (NORMAL, 1);
+    a group holding a durable write is synced whole, and a durable write after others is synced."""
+    engine = SQLiteEngine(tmp_path / "x.db")
+    await engine.open()
+
+    def level(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    try:
+        assert await engine.write(level) == 2
+        assert await engine.write(level, durable=False) == 1
+        assert await engine.write(level, durable=False) == 1
+        assert await engine.write(level) == 2
+
+        def hold(conn: sqlite3.Connection) -> int:
+            time.sleep(0.3)  # the writes below queue meanwhile, and go as one group
+            return level(conn)
+
+        held = asyncio.ensure_future(engine.write(hold, durable=False))
+        await asyncio.sleep(0.05)
+        grouped = await asyncio.gather(engine.write(level, durable=False), engine.write(level))
+        assert (await held, list(grouped)) == (1, [2, 2])
+    finally:
+        await engine.close()
+
+
+async def test_exporter_decisions_are_not_synced_and_ingest_is(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transactions an exporter commits per bulk skip the sync (losing one in a machine crash
+    sends its bulk again); an ingest's never does."""
+    synced: list[bool] = []
+    real = sqlite_engine._set_synced
+
+    def seen(conn: sqlite3.Connection, now: bool, durable: bool) -> bool:
+        synced.append(durable)
+        return real(conn, now, durable)
+
+    monkeypatch.setattr(sqlite_engine, "_set_synced", seen)
+    await store.append_sessions(records(3), received_at=1)
+    await store.ensure_cursor("e1", 0, now=1)
+    assert await store.claim_lease("e1", 0, "w1", lease_ms=60_000)
+    claim = Claim("e1", 0, 1, "w1")
+    before = len(synced)
+    await store.record_bulk(claim, 2, BulkDecision(delivered=2), now=2)
+    await store.record_skip(claim, 3, now=3)
+    assert synced[before:] == [False, False]
+    await store.append_sessions(records(1, seed=5), received_at=4)
+    assert synced[-1] is True and all(synced[:before])
+    cursor = await store.get_cursor("e1")
+    assert cursor is not None and (cursor.position, cursor.delivered) == (3, 2)

@@ -1068,6 +1068,40 @@ async def test_another_components_migrations_are_refused(tmp_path: Path, postgre
         await store.open()
 
 
+async def test_exporter_decisions_commit_without_waiting_for_the_wal(
+    tmp_path: Path, postgres_schema: str
+) -> None:
+    """Per bulk, an exporter's transaction sets synchronous_commit off for itself alone: a server
+    crash may forget it (the bulk is sent again); ingest, in the same pooled connections, still
+    waits for the WAL."""
+    store = create_store(tmp_path, postgres_schema)
+    await store.open()
+    try:
+        with psycopg.connect(postgres_schema, autocommit=True) as conn:  # what each write saw
+            conn.execute("CREATE TABLE seen (tbl text, setting text)")
+            conn.execute(
+                "CREATE FUNCTION note_setting() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " INSERT INTO seen VALUES (TG_TABLE_NAME, current_setting('synchronous_commit'));"
+                " RETURN NULL; END $$"
+            )
+            for table in ("sessions", "export_cursors"):
+                conn.execute(
+                    f"CREATE TRIGGER note AFTER INSERT OR UPDATE ON {table}"
+                    " FOR EACH STATEMENT EXECUTE FUNCTION note_setting()"
+                )
+        await store.ensure_cursor("e1", 0, now=1)
+        claim = await claimed(store)
+        await store.record_bulk(claim, 2, BulkDecision(delivered=2), now=2)
+        await store.record_skip(claim, 3, now=3)
+        await store.append_sessions(sessions(2), received_at=4)
+        with psycopg.connect(postgres_schema, autocommit=True) as conn:
+            seen = conn.execute("SELECT tbl, setting FROM seen").fetchall()
+        decisions = [setting for table, setting in seen[-3:] if table == "export_cursors"]
+        assert decisions == ["off", "off"] and seen[-1] == ("sessions", "on")
+    finally:
+        await store.close()
+
+
 def with_password(url: str, password: str, port: int | None = None) -> str:
     parts = urlsplit(url)
     netloc = f"{parts.username}:{password}@{parts.hostname}:{port or parts.port or 5432}"

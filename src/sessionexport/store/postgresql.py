@@ -589,6 +589,7 @@ class PostgresStore:
 
     async def record_bulk(self, claim: Claim, position: int, decision: BulkDecision, now: int) -> list[int]:
         async with self._transaction() as conn:
+            await conn.execute(_UNSYNCED)
             await _hold_lease(conn, claim)
             ids = [await _insert_dead_letter(conn, letter) for letter in decision.letters]
             counts = {"delivered": decision.delivered, "failed": decision.failed, "retried": decision.retried}
@@ -619,6 +620,7 @@ class PostgresStore:
 
     async def record_skip(self, claim: Claim, position: int, now: int) -> None:
         async with self._transaction() as conn:
+            await conn.execute(_UNSYNCED)
             await _hold_lease(conn, claim)
             written = await conn.execute(_SKIP, _claim_params(claim, position, now))
             if written.rowcount != 1:
@@ -789,6 +791,11 @@ class PostgresStore:
 
     def _transaction(self) -> AbstractAsyncContextManager[Connection]:
         return self._db.transaction()
+
+
+# An exporter's decisions: lost in a server crash (not a killed client), they are made again, the
+# bulk sent again; the commit need not wait for the WAL to reach the disk.
+_UNSYNCED = "SET LOCAL synchronous_commit = off"
 
 
 # -- rows in, records out ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sessionexport.store.base import StoreError, StoreFull
 from sessionexport.store.migrations import pending
@@ -137,11 +137,15 @@ class SQLiteEngine:
                 conn.close()
             self._reader_conns.clear()
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in a transaction of the writer; answered once it is committed. Without
+        ``durable``, the commit is not synced to disk (``synchronous=NORMAL``): it survives the
+        process being killed, not the machine crashing; for writes whose loss only repeats work
+        (an exporter's cursor: what it passed is sent again). A later durable commit syncs it too."""
         if self._writer is None or not self._writer.is_alive():
             raise StoreError("store is not open")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((fn, future))
+        self._queue.put(_Write(fn, future, durable))
         return await asyncio.wrap_future(future)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -165,6 +169,7 @@ class SQLiteEngine:
             ready.set_exception(StoreError(f"cannot open {self.path}: {exc}"))
             return
         ready.set_result(None)
+        synced = True  # connect sets synchronous=FULL
         try:
             item = self._queue.get()
             while item is not _STOP:
@@ -173,6 +178,7 @@ class SQLiteEngine:
                     ended_by = None
                 else:
                     batch, ended_by = self._group_after(item)
+                    synced = _set_synced(conn, synced, any(write.durable for write in batch))
                     _commit_group(conn, batch)
                 item = ended_by if ended_by is not None else self._queue.get()
         finally:
@@ -276,9 +282,20 @@ def _restart_wal(conn: sqlite3.Connection) -> bool:
         conn.execute(f"PRAGMA busy_timeout={usual}")
 
 
-def _commit_group(
-    conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], Any]]
-) -> None:
+class _Write(NamedTuple):
+    fn: Callable[[sqlite3.Connection], Any]
+    future: concurrent.futures.Future[Any]
+    durable: bool
+
+
+def _set_synced(conn: sqlite3.Connection, synced: bool, durable: bool) -> bool:
+    """Sync the next commit to disk or not (between transactions: SQLite refuses it within one)."""
+    if durable != synced:
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    return durable
+
+
+def _commit_group(conn: sqlite3.Connection, batch: list[_Write]) -> None:
     """Run queued writes in one transaction (group commit: one fsync for all of them), each of
     several in its own savepoint so that one failing write is undone alone; a write alone needs
     none (the whole transaction, its own, is undone: two statements fewer per cursor update, the
@@ -288,7 +305,7 @@ def _commit_group(
     alone = len(batch) == 1
     try:
         conn.execute("BEGIN IMMEDIATE")  # may fail too (locked by another process): answered below
-        for fn, future in batch:
+        for fn, future, _ in batch:
             if not future.set_running_or_notify_cancel():
                 continue
             if alone:
@@ -307,7 +324,7 @@ def _commit_group(
             with contextlib.suppress(sqlite3.Error):  # every waiting writer still gets its answer
                 conn.execute("ROLLBACK")
         failure = translate(exc)
-        for _, future in batch:
+        for _, future, _ in batch:
             if not future.done():  # pending or running: each waiting writer gets the error
                 future.set_exception(failure)
         return
