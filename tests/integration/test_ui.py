@@ -1150,18 +1150,25 @@ async def test_a_fourth_export_is_neither_offered_nor_accepted(ui: Browser) -> N
 # -- test export, sample data, mapping ----------------------------------------------------------------------
 
 
-async def test_a_saved_export_without_sessions_to_sample_is_shown_as_saved(
+async def test_a_saved_export_without_sessions_to_sample_keeps_its_unsaved_edits(
     ui_tls: Browser, receiver: Receiver
 ) -> None:
-    """Nothing is wrong with it: back to it with the reason, not "not saved" and a form to re-type."""
+    """Nothing is wrong with it: the reason, and the form as it was edited (not as saved, not
+    "was not saved" as if a save had been refused); saving it later keeps the edits."""
     ui = await ui_tls.logged_in()
     object_id = await ui.create(export_value(receiver.url))
     page = await ui.page("/ui/exports")
-    nothing = await ui.submit(page, f"/ui/exports/{object_id}", {}, to="/ui/exports/sample")
-    assert nothing.status_code == 303 and nothing.headers["location"] == f"/ui/exports#export-{object_id}"
-    shown = await ui.follow(nothing)
+    edited = {"endpointDefinition.usePost": "true"}
+    nothing = await ui.submit(page, f"/ui/exports/{object_id}", edited, to="/ui/exports/sample")
+    assert nothing.status_code == 200 and not nothing.headers.get("content-disposition")
+    shown = Page(nothing, parse(nothing.text))
     assert shown.flash is not None and "No sessions from the last 7 days" in shown.flash
-    assert "was not saved" not in shown.html
+    assert shown.field_value(f"export-{object_id}", "endpointDefinition.usePost") == "true"
+    assert "was not saved" not in nothing.text and "they are not saved yet" in nothing.text
+    assert (await ui.objects())[0]["value"]["endpointDefinition"]["usePost"] is False  # not saved
+    saved = await ui.submit(shown, f"/ui/exports/{object_id}")
+    assert saved.status_code == 303
+    assert (await ui.objects())[0]["value"]["endpointDefinition"]["usePost"] is True
 
 
 async def test_a_test_export_from_the_form(ui_tls: Browser, receiver: Receiver) -> None:

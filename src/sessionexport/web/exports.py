@@ -53,6 +53,7 @@ def routes(ui: Ui) -> list[Route]:
 @dataclass
 class ExportForm(ObjectForm):
     enabled: bool = True
+    refused: bool = False  # a save of what it shows was refused (its fields say why)
 
 
 async def list_exports(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -125,9 +126,7 @@ async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
         entries = await preview_sessions(ui.store, ui.settings, config, now_ms())
     except NoSessions as exc:
         visit.session.say(str(exc))
-        if (form_id := _form_id(visit)) != NEW:  # a saved export: nothing of it is wrong, back to it
-            return ui.redirect(f"/exports#export-{form_id}")
-        return await _page(ui, request, visit, form_id, value)  # the new form as it was filled in
+        return await _page(ui, request, visit, _form_id(visit), value)  # the form as it was filled in
     return await download(request, sample_body(config, entries), "application/x-ndjson", "sample.ndjson")
 
 
@@ -194,6 +193,7 @@ def _saved_form(
     form.update_token = update_token(record)
     form.enabled = stored["endpointDefinition"]["enableUserSessionExport"]
     form.open = submitted is not None
+    form.refused = submitted is not None and result is not None
     return form
 
 
