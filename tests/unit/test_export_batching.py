@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -255,3 +257,26 @@ def test_bulks_partition_the_entries_in_order_within_limits(
                 or bulk.size >= max_bytes
                 or bulk.size + next_size > max_bytes
             )
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=300), max_size=60),
+    cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=8),
+    max_sessions=st.integers(min_value=1, max_value=6),
+    max_bytes=st.integers(min_value=1, max_value=200),
+)
+def test_offering_reads_whole_makes_the_bulks_of_offering_one_at_a_time(
+    sizes: list[int], cuts: list[int], max_sessions: int, max_bytes: int
+) -> None:
+    """The exporter offers each read of the log at once: the bulks, and what stays pending, are
+    those of the same sessions offered one by one, wherever the reads begin and end."""
+    tuning = ExportTuning(flushMaxSessions=max_sessions, flushMaxBytes=max_bytes)
+    one_by_one = feed(Batcher(tuning), sizes)
+    whole, groups = Batcher(tuning), []
+    bounds = sorted({0, len(sizes), *(c for c in cuts if c <= len(sizes))})
+    for start, end in itertools.pairwise(bounds):
+        reads = [entry(seq) for seq in range(start + 1, end + 1)]
+        groups += [seqs(bulk) for bulk in whole.offer_all(reads, sizes[start:end])]
+    if whole.pending:
+        groups.append(seqs(whole.take()))
+    assert groups == one_by_one

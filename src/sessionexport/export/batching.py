@@ -10,6 +10,7 @@ A bulk is flushed at the first of:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sessionexport.export.tuning import ExportTuning
@@ -38,13 +39,24 @@ class Batcher:
 
     def offer(self, entry: LogEntry, size: int) -> list[Bulk]:
         """Add a session; return the bulks (zero, one or two) that are now complete, in order."""
-        ready = []
-        if self.pending and self.size + size > self.tuning.flushMaxBytes:
-            ready.append(self.take())
-        self.pending.append(entry)
-        self.size += size
-        if len(self.pending) >= self.tuning.flushMaxSessions or self.size >= self.tuning.flushMaxBytes:
-            ready.append(self.take())
+        return self.offer_all([entry], [size])
+
+    def offer_all(self, entries: Sequence[LogEntry], sizes: Sequence[int]) -> list[Bulk]:
+        """Add sessions in order (``sizes``: the bytes each adds to a body); return the bulks that
+        are now complete, in order. One call per read of the log, not per session: the loop
+        below is the exporter's per-session work."""
+        max_bytes, max_sessions = self.tuning.flushMaxBytes, self.tuning.flushMaxSessions
+        ready, pending, size = [], self.pending, self.size
+        for entry, entry_size in zip(entries, sizes, strict=True):
+            if pending and size + entry_size > max_bytes:
+                ready.append(Bulk(pending, size))
+                pending, size = [], 0
+            pending.append(entry)
+            size += entry_size
+            if len(pending) >= max_sessions or size >= max_bytes:
+                ready.append(Bulk(pending, size))
+                pending, size = [], 0
+        self.pending, self.size = pending, size
         return ready
 
     def take(self) -> Bulk:

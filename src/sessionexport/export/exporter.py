@@ -126,16 +126,14 @@ class Exporter:
                 if chunk.failure is not None:
                     raise chunk.failure
                 backlog = not chunk.caught_up
-                for entry in chunk.entries:
-                    if self._stopping.is_set():  # a hand-over: the rest is the next holder's
-                        break
-                    position, last_arrival = entry.seq, entry.received_at
-                    if self.zone is not None and not self.zone.contains(entry):
-                        continue
-                    bulks = batcher.offer(entry, encoded_size(entry, self.config.send_direct))
+                if chunk.entries:
+                    position, last_arrival = chunk.entries[-1].seq, chunk.entries[-1].received_at
+                    bulks = batcher.offer_all(*self._wanted(chunk.entries))
                     for bulk, settled in zip(
                         bulks, _settled_positions(bulks, batcher, position), strict=True
                     ):
+                        if self._stopping.is_set():  # a hand-over: the rest is the next holder's
+                            break
                         await self._dispatch(bulk, settled)
                 if self._stopping.is_set():
                     break
@@ -155,6 +153,13 @@ class Exporter:
             self._decider.cancel()
             for flight in self._sending:
                 flight.task.cancel()  # undecided: sent again after a restart
+
+    def _wanted(self, entries: list[LogEntry]) -> tuple[list[LogEntry], list[int]]:
+        """The sessions of a read that go out (those of the zone, if any), and the bytes each adds to a body."""
+        if self.zone is not None:
+            entries = [entry for entry in entries if self.zone.contains(entry)]
+        direct = self.config.send_direct
+        return entries, [encoded_size(entry, direct) for entry in entries]
 
     async def _read_ahead(self, position: int, chunks: asyncio.Queue[_Chunk]) -> None:
         """Read the shard's part of the log into a small queue, so that reading overlaps sending."""
