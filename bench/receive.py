@@ -12,8 +12,12 @@ For generated sessions of about 8 KB, in one run:
   one writer, durable as in the receiver; no HTTP, no validation).
 Rounds alternate floor, stages and receiver (the machine is shared and noisy).
 
+With ``--stored N`` (SQLite) the receiver's database, and the store alone's, already hold N
+documents when a round starts, as a receiver's does after a while: sessions of the tenants of
+those sent, started over the last 7 days, with small bodies (what the indexes see is realistic).
+
 Usage: python bench/receive.py [--sessions N] [--senders N] [--storage sqlite|files|postgresql://...]
-                              [--workers N]
+                              [--workers N] [--stored N]
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import argparse
 import asyncio
 import os
 import platform
+import random
+import shutil
+import sqlite3
 import ssl
 import sys
 import tempfile
@@ -40,8 +47,9 @@ from cpu import budget, own_cpu_seconds, tree_cpu_seconds
 from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.receiver.documents import parse_events_body
-from sessionexport.receiver.store import create_received_store
-from sessionexport.receiver.store.records import Document, RequestInfo
+from sessionexport.receiver.store import DATABASE_FILE, create_received_store
+from sessionexport.receiver.store.records import SESSION, Document, RequestInfo
+from sessionexport.receiver.store.sqlite import key_locality
 
 EIGHT_KB = GeneratorOptions(kind="web", actions=(5, 6))
 TARGET = 0.5  # x the parse floor
@@ -96,6 +104,45 @@ def store_only(folder: Path, storage: str, documents: list[list[Document]]) -> f
             await store.close()
 
     return asyncio.run(save_all())
+
+
+def prefilled(folder: Path, count: int, tenants: list[str]) -> Path:
+    """A receiver database holding ``count`` sessions received over the last 7 days (small bodies)."""
+    asyncio.run(_created(folder))
+    path, now, rnd = folder / DATABASE_FILE, now_ms(), random.Random(1)
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("BEGIN")
+        request = conn.execute(
+            "INSERT INTO requests (received_at, method, path, content_type, size, client, status)"
+            " VALUES (?, 'PUT', '/export/events', 'application/x-ndjson', 0, 'bench', 200)",
+            (now,),
+        ).lastrowid
+        for n in range(count):
+            start = now - rnd.randrange(7 * 86_400_000)
+            user = f"{rnd.randrange(10**6)}_{rnd.randrange(10**3)}"
+            key = f"{rnd.choice(tenants)}-{user}-{start}"
+            conn.execute(
+                "INSERT INTO documents (request_id, received_at, kind, key, locality, user_session_id, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (request, start + 600_000, SESSION, key, key_locality(key), user, b'{"stored":%d}' % n),
+            )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+async def _created(folder: Path) -> None:
+    store = create_received_store(folder)
+    await store.open()
+    await store.close()
+
+
+def with_database(folder: Path, template: Path | None) -> Path:
+    """``folder``, holding a copy of the prefilled database when there is one."""
+    folder.mkdir(parents=True)
+    if template is not None:
+        shutil.copy(template, folder / DATABASE_FILE)
+    return folder
 
 
 def send_all(receiver: ReceiverProcess, bodies: list[bytes], senders: int) -> float:
@@ -153,7 +200,10 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="receiver processes (PostgreSQL scales with them)"
     )
+    parser.add_argument("--stored", type=int, default=0, help="documents already stored (SQLite)")
     args = parser.parse_args()
+    if args.stored and args.storage != "sqlite":
+        parser.error("--stored fills SQLite storage only")
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     lines = list(generate_lines(args.sessions, seed=11, options=EIGHT_KB))
@@ -162,19 +212,27 @@ def main() -> None:
     shown = args.storage.rsplit("@", 1)[-1]  # never print credentials
     print(
         f"{args.sessions} sessions, avg {total_mb * 1e3 / args.sessions:.1f} KB, {len(bodies)} bulks,"
-        f" storage {shown}, {args.workers} receiver process(es), {args.senders} senders"
+        f" storage {shown}, {args.workers} receiver process(es), {args.senders} senders,"
+        f" {args.stored} documents stored at the start"
     )
     documents = [parse_events_body(body) for body in bodies]
     floors, receives, validations, stores = [], [], [], []
     costs: list[tuple[float, float]] = []  # CPU seconds of each round: receiver, senders
     with tempfile.TemporaryDirectory() as folder:
+        template = None
+        if args.stored:
+            print(f"storing {args.stored} documents ...", flush=True)
+            tenants = sorted({orjson.loads(line)["tenantId"] for line in lines})
+            template = prefilled(Path(folder) / "template", args.stored, tenants)
         for n in range(args.rounds):
             floors.append(parse_floor(lines))
             validations.append(validate_only(bodies))
-            stores.append(store_only(Path(folder) / f"store-{n}", fresh(args.storage, 1000 + n), documents))
+            alone = with_database(Path(folder) / f"store-{n}", template)
+            stores.append(store_only(alone, fresh(args.storage, 1000 + n), documents))
+            shutil.rmtree(alone)
             storage = [] if args.storage == "sqlite" else ["--storage", fresh(args.storage, n)]
             receiver = ReceiverProcess(
-                Path(folder) / f"round-{n}", *storage, "--workers", str(args.workers)
+                with_database(Path(folder) / f"round-{n}", template), *storage, "--workers", str(args.workers)
             ).start()
             try:
                 assert receiver.process is not None
@@ -184,9 +242,10 @@ def main() -> None:
                     (tree_cpu_seconds(receiver.process.pid) - server_cpu, own_cpu_seconds() - client_cpu)
                 )
                 counts = httpx.get(f"{receiver.base}/received/counts", verify=receiver.verify).json()
-                assert counts["sessions"] == args.sessions, counts
+                assert counts["sessions"] == args.stored + args.sessions, counts
             finally:
                 receiver.stop()
+                shutil.rmtree(receiver.data_dir)
             print(
                 f"  round {n + 1}: floor {args.sessions / floors[-1]:>9,.0f} sessions/s,"
                 f" receive {args.sessions / receives[-1]:>8,.0f} sessions/s, ratio {floors[-1] / receives[-1]:.2f}x"

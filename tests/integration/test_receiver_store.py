@@ -27,10 +27,11 @@ from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.receiver.store.files import FilesReceivedStore, documents_file, index_file
 from sessionexport.receiver.store.postgresql import PostgresReceivedStore
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, Document, RequestInfo
+from sessionexport.receiver.store.sqlite import _STORED_KEYS, key_locality
 from sessionexport.store.base import StoreError
 from sessionexport.store.migrations import migrations_for
 from tests.support.postgres import fresh_schema
-from tests.support.stores import opened
+from tests.support.stores import opened, sqlite_at_version
 
 BACKENDS = ["sqlite", "files", "postgresql"]
 
@@ -381,6 +382,89 @@ async def test_sqlite_session_lookups_go_through_the_index_by_hour(tmp_path: Pat
             probe, params = session_probe("u1", request_id, kind)
             plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + probe, (*params, 0, 20))]
             assert plan == [f"{index} (<expr>=? AND user_session_id=?)"], plan
+
+
+def test_a_keys_locality_is_the_number_that_ends_it() -> None:
+    assert key_locality("t1-u1-1700000000123") == 1_700_000_000_123
+    assert key_locality("legacy-v-7-0042") == 42
+    assert key_locality("i/a") == key_locality("t1-u1-") == key_locality("12345") == 0
+    assert key_locality("x-" + "9" * 18) == 10**18 - 1 and key_locality("x-" + "9" * 19) == 0
+    assert key_locality("x-\u0661\u0662") == 0  # digits of other scripts are not read
+
+
+# Keys as they come (sessions', legacy, Elasticsearch _ids of every shape) and edge cases.
+LOCALITY_KEYS = [
+    "t1-u1-1700000000123",
+    "t1-u1-",
+    "-5",
+    "5",
+    "",
+    "a--7",
+    "x-" + "9" * 18,
+    "x-" + "9" * 19,
+    "x-\u0661\u0662",
+    "caf\u00e9-12",
+    "legacy--v-1",
+    "i/a",
+    "i/0",
+    "i/-0",
+    *(f"t{n % 3}-{n * 7919 % 100_003}_{n}-{1_700_000_000_000 + n * 104_729}" for n in range(200)),
+]
+
+
+async def test_migration_3_keeps_every_document_and_their_uniqueness(tmp_path: Path) -> None:
+    """A receiver database as release 2 left it: after the upgrade every document and request is
+    there as it was, seqs carry on after the highest, each key's locality is the store's own
+    reading of it, and a document received again is still known."""
+    path = tmp_path / "received.db"
+    sqlite_at_version(path, 2, "sessionexport.receiver")
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute(
+            "INSERT INTO requests (received_at, method, path, content_type, size, client, status)"
+            " VALUES (1, 'PUT', '/export/events', 'application/json', 10, 'c', 200)"
+        )
+        for n, key in enumerate(LOCALITY_KEYS):
+            conn.execute(
+                "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
+                " VALUES (1, ?, ?, ?, ?, ?, ?)",
+                (
+                    n,
+                    (SESSION, LEGACY, DOCUMENT)[n % 3],
+                    key,
+                    f"u{n}",
+                    "i" if n % 3 == 2 else None,
+                    b"{}%d" % n,
+                ),
+            )
+        conn.execute("DELETE FROM documents WHERE seq = (SELECT max(seq) FROM documents)")
+        before = conn.execute("SELECT * FROM documents ORDER BY seq").fetchall()
+        high = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'documents'").fetchone()[0]
+    async with opened(lambda: create_received_store(tmp_path, None)) as store:
+        again = [d for d in await store.documents(limit=1000) if d.seq == before[5][0]]
+        result = await store.save(
+            request_at(9), [Document(again[0].kind, again[0].key, b"{}"), session("new")]
+        )
+        assert result.created == [False, True]
+        newest = await store.documents(limit=1)
+        assert newest[0].key == "t1-new-1" and newest[0].seq == high + 1
+    with sqlite3.connect(path) as conn:
+        columns = "seq, request_id, received_at, kind, key, user_session_id, index_name, body"
+        after = conn.execute(
+            f"SELECT {columns} FROM documents WHERE seq <= ? ORDER BY seq", (high,)
+        ).fetchall()
+        localities = conn.execute("SELECT key, locality FROM documents").fetchall()
+    assert after == before
+    assert localities and all(locality == key_locality(key) for key, locality in localities)
+
+
+async def test_sqlite_finds_known_keys_through_the_unique_index(tmp_path: Path) -> None:
+    async with opened(lambda: create_received_store(tmp_path, None)) as store:
+        await store.save(request_at(1), [session("u1")])
+    with sqlite3.connect(tmp_path / "received.db") as conn:
+        query = _STORED_KEYS.format(wanted="(?, ?), (?, ?)")
+        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + query, (1, "a", 0, "b", SESSION))]
+    index = "SEARCH d USING COVERING INDEX documents_identity (kind=? AND locality=? AND key=?)"
+    assert index in plan, plan
 
 
 async def test_requests_newest_first(store: ReceivedStore) -> None:

@@ -36,11 +36,12 @@ async def opened(new: Callable[[], S]) -> AsyncIterator[S]:
 _RECORD = "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
 
 
-def sqlite_at_version(path: Path, up_to: int) -> None:
-    """An SQLite database (made as the store makes one) with migrations 1 to ``up_to`` applied."""
+def sqlite_at_version(path: Path, up_to: int, package: str = "sessionexport.store") -> None:
+    """An SQLite database (made as the store makes one) with migrations 1 to ``up_to`` (of the
+    store, or of the receiver's with ``package`` "sessionexport.receiver") applied."""
     with contextlib.closing(connect(path)) as conn:
         conn.execute(_RECORD)
-        for m in migrations_for("sqlite")[:up_to]:
+        for m in migrations_for("sqlite", package)[:up_to]:
             for statement in _statements(m.sql):
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (m.version, m.name))

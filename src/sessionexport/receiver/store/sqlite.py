@@ -22,11 +22,18 @@ from sessionexport.receiver.store.records import (
 )
 from sessionexport.store.sqlite_engine import HOUR_MS, SQLiteEngine, hours_present, insert_rows
 
-_INSERT = "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
-_KEEP = "ON CONFLICT (kind, key) DO NOTHING"
+_INSERT = (
+    "INSERT INTO documents (request_id, received_at, kind, key, locality, user_session_id, index_name, body)"
+)
+_KEEP = "ON CONFLICT (kind, locality, key) DO NOTHING"
 _REPLACE = (
-    "ON CONFLICT (kind, key) DO UPDATE SET request_id = excluded.request_id,"
+    "ON CONFLICT (kind, locality, key) DO UPDATE SET request_id = excluded.request_id,"
     " received_at = excluded.received_at, user_session_id = excluded.user_session_id, body = excluded.body"
+)
+# A join, not "(locality, key) IN (VALUES ...)": SQLite searches the index only by kind for that.
+_STORED_KEYS = (
+    "SELECT d.key FROM (VALUES {wanted}) AS wanted JOIN documents AS d"
+    " ON d.kind = ? AND d.locality = wanted.column1 AND d.key = wanted.column2"
 )
 _DOCUMENT_COLUMNS = "seq, request_id, received_at, kind, key, user_session_id, index_name, body"
 _REQUEST_COLUMNS = (
@@ -48,14 +55,14 @@ class SQLiteReceivedStore:
 
     async def save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
         def write(conn: sqlite3.Connection) -> SaveResult:
-            request_id = _insert_request(conn, request, 200, None)
+            request_id, at = _insert_request(conn, request, 200, None), request.received_at
             created = _new_keys(conn, documents)
             # In order, one insert per run of documents that keep (or replace) alike; a known key
             # that keeps writes nothing.
             pairs = zip(documents, created, strict=True)
             for replaces, run in groupby(pairs, key=lambda pair: pair[0].replaces):
                 rows = [
-                    (request_id, request.received_at, d.kind, d.key, d.user_session_id, d.index, d.body)
+                    (request_id, at, d.kind, d.key, key_locality(d.key), d.user_session_id, d.index, d.body)
                     for d, new in run
                     if new or replaces
                 ]
@@ -132,16 +139,26 @@ def _insert_request(conn: sqlite3.Connection, request: RequestInfo, status: int,
     return int(cursor.lastrowid or 0)
 
 
+def key_locality(key: str) -> int:
+    """The number that ends a key after a "-" (1 to 18 digits; else 0): a session's startTime. The
+    unique index leads with it, so that new documents land in its newest pages (migration 3 says
+    the same in SQL)."""
+    head = key.rstrip("0123456789")
+    digits = len(key) - len(head)
+    return int(key[len(head) :]) if head.endswith("-") and 1 <= digits <= 18 else 0
+
+
 def _new_keys(conn: sqlite3.Connection, documents: Sequence[Document]) -> list[bool]:
-    """Per document: is its key neither stored nor earlier in the same request? One query per 500 keys."""
+    """Per document: is its key neither stored nor earlier in the same request? One query per 500
+    keys, each a search of the unique index."""
     stored: set[tuple[str, str]] = set()
     for kind in {d.kind for d in documents}:
-        keys = [d.key for d in documents if d.kind == kind]
+        keys = list({d.key: None for d in documents if d.kind == kind})
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+            wanted = [value for key in chunk for value in (key_locality(key), key)]
             found = conn.execute(
-                f"SELECT key FROM documents WHERE kind = ? AND key IN ({marks})", (kind, *chunk)
+                _STORED_KEYS.format(wanted=",".join(["(?, ?)"] * len(chunk))), (*wanted, kind)
             )
             stored.update((kind, key) for (key,) in found)
     created = []
