@@ -390,6 +390,7 @@ def test_a_keys_locality_is_the_number_that_ends_it() -> None:
     assert key_locality("i/a") == key_locality("t1-u1-") == key_locality("12345") == 0
     assert key_locality("x-" + "9" * 18) == 10**18 - 1 and key_locality("x-" + "9" * 19) == 0
     assert key_locality("x-\u0661\u0662") == 0  # digits of other scripts are not read
+    assert key_locality("a\x00-12") == 0  # as SQLite reads it (see key_locality)
 
 
 # Keys as they come (sessions', legacy, Elasticsearch _ids of every shape) and edge cases.
@@ -408,6 +409,8 @@ LOCALITY_KEYS = [
     "i/a",
     "i/0",
     "i/-0",
+    "a\x00-12",
+    "a-12\x00",
     *(f"t{n % 3}-{n * 7919 % 100_003}_{n}-{1_700_000_000_000 + n * 104_729}" for n in range(200)),
 ]
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -412,11 +413,14 @@ async def test_a_failing_write_is_undone_alone_whether_grouped_or_not(tmp_path: 
         with pytest.raises(ValueError, match="write 1 failed"):
             await engine.write(insert(1, fail=True))  # alone
 
+        running = threading.Event()
+
         def hold(conn: sqlite3.Connection) -> None:
+            running.set()
             time.sleep(0.3)  # the writer is busy: the writes below queue, and go as one group
 
         held = asyncio.ensure_future(engine.write(hold))
-        await asyncio.sleep(0.05)
+        await asyncio.to_thread(running.wait, 10)
         grouped = [engine.write(insert(v, fail=v == 3)) for v in (2, 3, 4)]
         outcomes = await asyncio.gather(held, *grouped, return_exceptions=True)
         assert [type(o).__name__ for o in outcomes] == ["NoneType", "NoneType", "ValueError", "NoneType"]
@@ -441,14 +445,54 @@ async def test_only_durable_writes_wait_for_the_disk(tmp_path: Path) -> None:
         assert await engine.write(level, durable=False) == 1
         assert await engine.write(level) == 2
 
+        running = threading.Event()
+
         def hold(conn: sqlite3.Connection) -> int:
+            running.set()
             time.sleep(0.3)  # the writes below queue meanwhile, and go as one group
             return level(conn)
 
         held = asyncio.ensure_future(engine.write(hold, durable=False))
-        await asyncio.sleep(0.05)
+        await asyncio.to_thread(running.wait, 10)
         grouped = await asyncio.gather(engine.write(level, durable=False), engine.write(level))
         assert (await held, list(grouped)) == (1, [2, 2])
+    finally:
+        await engine.close()
+
+
+class _RollbackFailsOnce(sqlite3.Connection):
+    """A connection whose next ROLLBACK fails, leaving its transaction open (as an I/O error may)."""
+
+    armed = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "ROLLBACK" and _RollbackFailsOnce.armed:
+            _RollbackFailsOnce.armed = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().execute(sql, *args)
+
+
+async def test_a_write_that_cannot_switch_syncing_fails_without_stopping_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed write whose rollback failed too, the connection is still in a transaction,
+    where SQLite refuses to change synchronous: the next write that needs to is answered with the
+    error (it used to stop the writer thread, leaving every caller waiting forever)."""
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, factory=_RollbackFailsOnce, **k))
+    engine = SQLiteEngine(tmp_path / "x.db")
+    await engine.open()
+
+    def fail(conn: sqlite3.Connection) -> None:
+        raise ValueError("the write failed")
+
+    try:
+        _RollbackFailsOnce.armed = True
+        with pytest.raises(ValueError, match="the write failed"):
+            await asyncio.wait_for(engine.write(fail), 10)
+        with pytest.raises(StoreError, match="transaction"):
+            await asyncio.wait_for(engine.write(lambda c: None, durable=False), 10)
+        assert engine._writer is not None and engine._writer.is_alive()
     finally:
         await engine.close()
 

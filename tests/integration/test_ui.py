@@ -1154,21 +1154,32 @@ async def test_a_saved_export_without_sessions_to_sample_keeps_its_unsaved_edits
     ui_tls: Browser, receiver: Receiver
 ) -> None:
     """Nothing is wrong with it: the reason, and the form as it was edited (not as saved, not
-    "was not saved" as if a save had been refused); saving it later keeps the edits."""
+    "was not saved" as if a save had been refused, its secret still shown as stored); saving it
+    later keeps the edits."""
     ui = await ui_tls.logged_in()
-    object_id = await ui.create(export_value(receiver.url))
+    entries = {
+        **OAUTH2_ENTRIES,
+        "endpointDefinition.endpointUrl": receiver.url,
+        "authentication.oAuth2.accessTokenUrl": receiver.token_url,
+    }
+    assert (await add_export(ui, entries)).status_code == 303
+    [stored] = await ui.objects()
+    object_id = stored["objectId"]
     page = await ui.page("/ui/exports")
-    edited = {"endpointDefinition.usePost": "true"}
+    edited = {"exportBehavior.customConfiguration": '{"retries": 5}'}
     nothing = await ui.submit(page, f"/ui/exports/{object_id}", edited, to="/ui/exports/sample")
     assert nothing.status_code == 200 and not nothing.headers.get("content-disposition")
     shown = Page(nothing, parse(nothing.text))
     assert shown.flash is not None and "No sessions from the last 7 days" in shown.flash
-    assert shown.field_value(f"export-{object_id}", "endpointDefinition.usePost") == "true"
+    assert shown.field_value(f"export-{object_id}", "exportBehavior.customConfiguration") == '{"retries": 5}'
     assert "was not saved" not in nothing.text and "they are not saved yet" in nothing.text
-    assert (await ui.objects())[0]["value"]["endpointDefinition"]["usePost"] is False  # not saved
+    secret = shown.form(f"/ui/exports/{object_id}").one("input", name="authentication.oAuth2.clientSecret")
+    assert "leave empty to keep it" in secret.attrs["placeholder"]
+    saved_value = (await ui.objects())[0]["value"]
+    assert saved_value["exportBehavior"]["customConfiguration"] == '{"retries": 2}'  # not saved
     saved = await ui.submit(shown, f"/ui/exports/{object_id}")
-    assert saved.status_code == 303
-    assert (await ui.objects())[0]["value"]["endpointDefinition"]["usePost"] is True
+    assert saved.status_code == 303  # the secret left as stored, as the form says
+    assert (await ui.objects())[0]["value"]["exportBehavior"]["customConfiguration"] == '{"retries": 5}'
 
 
 async def test_a_test_export_from_the_form(ui_tls: Browser, receiver: Receiver) -> None:

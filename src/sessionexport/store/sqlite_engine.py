@@ -6,7 +6,8 @@ reader threads, each with its own connection (WAL lets them read while the write
 event loop only awaits futures, so it never blocks on the database.
 
 Durability: WAL with ``synchronous=FULL``, so a commit that returned survives a power cut, not
-only a crash; callers acknowledge only after their write returned.
+only a crash; callers acknowledge only after their write returned. A write may say it need not
+(``durable=False``): its commit survives the process being killed, not the machine crashing.
 
 Throughput: rows here are blobs of a few KB, so pages are 64 KiB (a blob rarely spills into
 overflow pages), and WAL checkpoints (copying the log into the database file, the costliest part
@@ -178,8 +179,7 @@ class SQLiteEngine:
                     ended_by = None
                 else:
                     batch, ended_by = self._group_after(item)
-                    synced = _set_synced(conn, synced, any(write.durable for write in batch))
-                    _commit_group(conn, batch)
+                    synced = _commit_group(conn, batch, synced)
                 item = ended_by if ended_by is not None else self._queue.get()
         finally:
             try:
@@ -295,15 +295,17 @@ def _set_synced(conn: sqlite3.Connection, synced: bool, durable: bool) -> bool:
     return durable
 
 
-def _commit_group(conn: sqlite3.Connection, batch: list[_Write]) -> None:
-    """Run queued writes in one transaction (group commit: one fsync for all of them), each of
-    several in its own savepoint so that one failing write is undone alone; a write alone needs
-    none (the whole transaction, its own, is undone: two statements fewer per cursor update, the
-    commonest write). Results are handed out only after the commit, so nobody is told "done"
-    before their write is durable."""
+def _commit_group(conn: sqlite3.Connection, batch: list[_Write], synced: bool) -> bool:
+    """Run queued writes in one transaction (group commit: one sync to disk for all of them,
+    none when no write of the group is ``durable``), each of several in its own savepoint so that
+    one failing write is undone alone; a write alone needs none (the whole transaction, its own,
+    is undone: two statements fewer per cursor update, the commonest write). Results are handed
+    out only after the commit, so nobody is told "done" before their write is committed (and
+    synced, when durable). ``synced``: whether commits are synced now; returned as it is after."""
     outcomes: list[tuple[Any, bool, Any]] = []  # (future, ok, result or exception)
     alone = len(batch) == 1
     try:
+        synced = _set_synced(conn, synced, any(write.durable for write in batch))
         conn.execute("BEGIN IMMEDIATE")  # may fail too (locked by another process): answered below
         for fn, future, _ in batch:
             if not future.set_running_or_notify_cancel():
@@ -327,12 +329,13 @@ def _commit_group(conn: sqlite3.Connection, batch: list[_Write]) -> None:
         for _, future, _ in batch:
             if not future.done():  # pending or running: each waiting writer gets the error
                 future.set_exception(failure)
-        return
+        return synced
     for future, ok, value in outcomes:
         if ok:
             future.set_result(value)
         else:
             future.set_exception(value)
+    return synced
 
 
 ROWS_PER_STATEMENT = 1000

@@ -53,7 +53,7 @@ def routes(ui: Ui) -> list[Route]:
 @dataclass
 class ExportForm(ObjectForm):
     enabled: bool = True
-    refused: bool = False  # a save of what it shows was refused (its fields say why)
+    refused: bool = False  # what it shows was refused (to save, or to download for): its fields say why
 
 
 async def list_exports(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -103,7 +103,7 @@ async def delete_export(ui: Ui, request: Request, visit: Visit) -> Response:
 async def test_export(ui: Ui, request: Request, visit: Visit) -> Response:
     """A fragment (htmx) with the outcome of sending the form's configuration once. A saved
     export's secrets must be entered again: the service says so (they are never sent back)."""
-    value = value_from_form(EXPORT_SETTINGS, visit.values(), keep_secrets=_form_id(visit) != NEW)
+    value = _submitted(visit)
     config, violations = await unsaved_config(ui.settings, value, secrets_needed=True)
     context: dict[str, Any] = {"violations": violations, "result": None, "problem": None}
     if config is not None:
@@ -118,7 +118,7 @@ async def test_export(ui: Ui, request: Request, visit: Visit) -> Response:
 
 
 async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
-    value = value_from_form(EXPORT_SETTINGS, visit.values())
+    value = _submitted(visit)
     config, violations = await unsaved_config(ui.settings, value, secrets_needed=False)
     if config is None:
         return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
@@ -131,7 +131,7 @@ async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
 
 
 async def download_mapping(ui: Ui, request: Request, visit: Visit) -> Response:
-    value = value_from_form(EXPORT_SETTINGS, visit.values())
+    value = _submitted(visit)
     config, violations = await unsaved_config(ui.settings, value, secrets_needed=False)
     if config is None:
         return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
@@ -209,6 +209,11 @@ def _form(
 
 def _form_id(visit: Visit) -> str:
     return visit.field("objectId") or NEW
+
+
+def _submitted(visit: Visit) -> dict[str, Any]:
+    """The form's value; a saved export's secrets left empty stay stored (and shown so again)."""
+    return value_from_form(EXPORT_SETTINGS, visit.values(), keep_secrets=_form_id(visit) != NEW)
 
 
 def _invalid(violations: list[Violation]) -> ItemResult:

@@ -141,11 +141,12 @@ def _insert_request(conn: sqlite3.Connection, request: RequestInfo, status: int,
 
 def key_locality(key: str) -> int:
     """The number that ends a key after a "-" (1 to 18 digits; else 0): a session's startTime. The
-    unique index leads with it, so that new documents land in its newest pages (migration 3 says
-    the same in SQL)."""
+    unique index orders keys by it first, so that new documents land in its newest pages.
+    Migration 3 says the same in SQL, where length() stops at a NUL: such keys (refused since,
+    but an older receiver kept them) get 0."""
     head = key.rstrip("0123456789")
     digits = len(key) - len(head)
-    return int(key[len(head) :]) if head.endswith("-") and 1 <= digits <= 18 else 0
+    return int(key[len(head) :]) if head.endswith("-") and 1 <= digits <= 18 and "\0" not in key else 0
 
 
 def _new_keys(conn: sqlite3.Connection, documents: Sequence[Document]) -> list[bool]:

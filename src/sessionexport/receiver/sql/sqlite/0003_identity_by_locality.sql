@@ -23,6 +23,7 @@ INSERT INTO documents_new
     SELECT seq, request_id, received_at, kind, key,
            CASE WHEN substr(rtrim(key, '0123456789'), -1) = '-'
                      AND length(key) - length(rtrim(key, '0123456789')) BETWEEN 1 AND 18
+                     AND instr(key, char(0)) = 0  -- length() stops at a NUL
                 THEN CAST(substr(key, length(rtrim(key, '0123456789')) + 1) AS INTEGER)
                 ELSE 0 END,
            user_session_id, index_name, body
