@@ -332,7 +332,7 @@ async def throughput(count: int, rounds: int, database_url: str | None) -> None:
     )
     print(
         f"  with the log read from memory (the rest as above): {count / memory_seconds:,.0f} sessions/s,"
-        f" {best_bare / memory_seconds:.2f}x the bare sender (what reading the log from SQLite costs is the difference)"
+        f" {best_bare / memory_seconds:.2f}x the bare sender (what reading the log from the database costs is the difference)"
     )
     alone = min(pipeline)
     print(

@@ -663,6 +663,19 @@ async def test_postgresql_concurrent_opens_migrate_once(postgres_url: str) -> No
                 await asyncio.gather(*(s.close() for s in stores))
 
 
+async def test_postgresql_compresses_bodies_with_lz4(postgres_url: str) -> None:
+    """Stored bodies large enough to be compressed are compressed with lz4 (migration 4)."""
+    with fresh_schema(postgres_url) as url:
+        async with opened(lambda: PostgresReceivedStore(url)) as store:
+            large = dataclasses.replace(
+                session("u1"), body=b'{"userSessionId":"u1","pad":"%s"}' % (b"ab" * 8000)
+            )
+            await store.save(request_at(1), [large])
+        with psycopg.connect(url) as conn:
+            [(method,)] = conn.execute("SELECT pg_column_compression(body) FROM documents").fetchall()
+    assert method == "lz4"
+
+
 def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

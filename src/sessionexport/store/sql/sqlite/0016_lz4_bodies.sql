@@ -1,0 +1,3 @@
+-- Nothing to do here: on PostgreSQL this version compresses the bodies of sessions and dead
+-- letters with lz4 instead of pglz (SQLite stores them as they are); the version exists on both
+-- backends so that their histories stay the same.
