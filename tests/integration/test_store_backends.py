@@ -1167,8 +1167,18 @@ async def test_while_postgresql_is_unreachable_calls_fail_fast_and_then_recover(
                     await store.count_sessions()
                 took.append(time.monotonic() - started)
             assert max(took[1:]) < 1.0 <= took[0], took
+            for _ in range(2):  # reads of the log (their own pool, in a thread) as well
+                started = time.monotonic()
+                with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
+                    await store.read_shard(0, 10, 0, 1)
+                assert time.monotonic() - started < 1.0
             await proxy.restore()
             assert await eventually(store.count_sessions) == 2
+
+            async def read() -> int:
+                return len((await store.read_shard(0, 10, 0, 1)).entries)
+
+            assert await eventually(read) == 2
         finally:
             await store.close()
 

@@ -36,7 +36,7 @@ import orjson
 
 from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict, purge_in_batches
 from sessionexport.store.cursors import combined, covered, split, split_as
-from sessionexport.store.postgresql_database import Connection, PostgresDatabase
+from sessionexport.store.postgresql_database import Connection, PostgresDatabase, ReadConnection
 from sessionexport.store.records import (
     HISTORY_MS,
     MINUTE_MS,
@@ -548,14 +548,18 @@ class PostgresStore:
         return [_log_entry(row) for row in await self._rows(_READ_LOG, (after_seq, limit), binary=True)]
 
     async def read_shard(self, after_seq: int, limit: int, shard: int, shards: int) -> LogRead:
-        async with self._connection() as conn:
-            log_end = await _log_end(conn)  # first: see cursors.covered
+        def select(conn: ReadConnection) -> LogRead:
+            [(log_end,)] = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM sessions"
+            ).fetchall()  # see covered
             if shards == 1:  # the plain index range
-                cursor = await conn.execute(_READ_LOG, (after_seq, limit), binary=True)  # see _rows
+                cursor = conn.execute(_READ_LOG, (after_seq, limit), binary=True)  # see _rows
             else:
-                cursor = await conn.execute(_READ_SHARD, (after_seq, shards, shard, limit), binary=True)
-            entries = [_log_entry(row) for row in await cursor.fetchall()]
-        return LogRead(entries, covered(after_seq, [e.seq for e in entries], limit, log_end))
+                cursor = conn.execute(_READ_SHARD, (after_seq, shards, shard, limit), binary=True)
+            entries = [_log_entry(row) for row in cursor.fetchall()]
+            return LogRead(entries, covered(after_seq, [e.seq for e in entries], limit, log_end))
+
+        return await self._db.read(select)  # megabytes of bodies: see PostgresDatabase.read
 
     async def recent_log(
         self, received_since: int, limit: int, before_seq: int | None = None, *, bodies: bool = True
@@ -888,13 +892,6 @@ def _claim_params(claim: Claim, position: int, now: int) -> dict[str, Any]:
         "position": position,
         "now": now,
     }
-
-
-async def _log_end(conn: Connection) -> int:
-    cursor = await conn.execute("SELECT coalesce(max(seq), 0) FROM sessions")
-    row = await cursor.fetchone()
-    assert row is not None  # an aggregate always yields one row
-    return int(row[0])
 
 
 async def _insert_dead_letter(conn: Connection, letter: NewDeadLetter) -> int:

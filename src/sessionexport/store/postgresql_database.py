@@ -5,7 +5,10 @@ errors translated once. Both the session store and the receiver's store stand on
   its own, each file in one transaction with its row in the store's migrations table, all under a
   session advisory lock: a second process starting at the same time waits, then finds nothing pending.
 - Connections run in autocommit: a one-statement call is its own transaction; ``transaction()``
-  opens an explicit one.
+  opens an explicit one. ``read`` runs a function on a connection of a small second pool in a
+  worker thread: a large result (megabytes of session bodies) arrives in many socket reads, and
+  on an asynchronous connection each of them is a turn of the event loop (twice the CPU per
+  session read, all of it on the loop's thread).
 - A call waits up to 10 s for a pooled connection; once one has found the server unreachable (the
   pool failed to connect meanwhile, or a connection broke), the calls after it wait only 1 s, until
   one gets a connection again. A pool whose connections are all busy is not unreachable.
@@ -28,16 +31,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import psycopg
 import psycopg.errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
 from sessionexport.store.migrations import migrations_for, pending
@@ -53,6 +56,9 @@ UNREACHABLE_WAIT_SECONDS = 1.0
 _CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+ReadConnection = psycopg.Connection[tuple[Any, ...]]
+T = TypeVar("T")
+READ_CONNECTIONS = 2  # of the pool of ``read``: exporters' reads of the log, one at a time each
 
 
 class PostgresDatabase:
@@ -66,6 +72,7 @@ class PostgresDatabase:
         self._address, self._secrets = describe(url)
         self._max_connections = max_connections
         self._pool: AsyncConnectionPool[Connection] | None = None
+        self._reading: ConnectionPool[ReadConnection] | None = None
         self._unreachable = False  # the last call could not get or keep a connection
         self._connect_errors = 0  # the pool's failed connection attempts, as last seen
 
@@ -82,6 +89,16 @@ class PostgresDatabase:
             )
         async with self.translated(connecting=True):
             self._pool = await self._open_pool(kwargs | {"autocommit": True})
+        self._reading = ConnectionPool(  # connects when first used, in the background
+            self.url,
+            kwargs=kwargs | {"autocommit": True},
+            min_size=0,
+            max_size=READ_CONNECTIONS,
+            open=False,
+            check=ConnectionPool.check_connection,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        self._reading.open(wait=False)
 
     async def _open_pool(self, kwargs: dict[str, Any]) -> AsyncConnectionPool[Connection]:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
@@ -101,9 +118,28 @@ class PostgresDatabase:
         return pool
 
     async def close(self) -> None:
+        if self._reading is not None:
+            await asyncio.to_thread(self._reading.close)
+            self._reading = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def read(self, fn: Callable[[ReadConnection], T]) -> T:
+        """``fn`` on a pooled autocommit connection, in a worker thread (see the module's doc)."""
+        pool = self._reading
+        if pool is None:
+            raise StoreError("store is not open")
+        wait = UNREACHABLE_WAIT_SECONDS if self._unreachable else CONNECT_TIMEOUT_SECONDS
+
+        def run() -> T:
+            with pool.connection(timeout=wait) as conn:
+                return fn(conn)
+
+        async with self.translated():
+            result = await asyncio.to_thread(run)
+        self._unreachable = False
+        return result
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -151,7 +187,9 @@ class PostgresDatabase:
         """Whether the pool failed to connect since last asked: a wait that ran out while the
         server was unreachable, not one that found every connection busy (a full pool waits the
         whole timeout: its calls queue and are served)."""
-        errors = self._pool.get_stats().get("connections_errors", 0) if self._pool else 0
+        errors = sum(
+            pool.get_stats().get("connections_errors", 0) for pool in (self._pool, self._reading) if pool
+        )
         failing, self._connect_errors = errors > self._connect_errors, errors
         return failing
 
