@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sessionexport.folders import make_private_dir
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import KEY_FILE, create_private_file
 from sessionexport.store import DATABASE_FILE
@@ -54,7 +55,7 @@ def backup(
     ``target``, a folder that must not exist yet or be empty. ``on_progress(bytes_written, total)``."""
     check_backup(database, target)
     started = time.monotonic()
-    target.mkdir(parents=True, exist_ok=True)
+    make_private_dir(target)
     _remove_partial(target)  # a killed backup's leftovers
     final, partial = target / DATABASE_FILE, target / (DATABASE_FILE + PARTIAL)
     try:

@@ -33,6 +33,7 @@ from sessionexport.cli_options import (
     MaxInFlight,
     MetricsTlsCert,
     MetricsTlsKey,
+    RetentionDays,
     SecretKey,
     TlsCert,
     TlsKey,
@@ -133,9 +134,7 @@ def serve(
             " (its body unread), then gets 503 with Retry-After after 10 s.",
         ),
     ] = DEFAULT_BUFFER_BYTES >> 20,
-    retention_days: Annotated[
-        float, typer.Option(envvar=env("RETENTION_DAYS"), min=0.001, help="Days a session stays in the log.")
-    ] = DEFAULT_RETENTION_DAYS,
+    retention_days: RetentionDays = DEFAULT_RETENTION_DAYS,
     secret_key: SecretKey = None,
     allow_http_loopback: AllowHttpLoopback = False,
     ca_bundle: CaBundle = None,
@@ -263,6 +262,7 @@ def worker(
     secret_key: SecretKey = None,
     allow_http_loopback: AllowHttpLoopback = False,
     ca_bundle: CaBundle = None,
+    retention_days: RetentionDays = DEFAULT_RETENTION_DAYS,
     lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS,
     max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT,
     metrics_port: Annotated[
@@ -295,6 +295,7 @@ def worker(
     config = ServerConfig(
         data_dir=data_dir,
         database_url=database_url,
+        retention_days=retention_days,
         secret_keys=secret_key,
         allow_http_loopback=allow_http_loopback,
         ca_bundle=ca_bundle,

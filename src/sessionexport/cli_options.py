@@ -108,6 +108,15 @@ AllowHttpLoopback = Annotated[
         help="Accept http:// export and token URLs on loopback (local development only).",
     ),
 ]
+RetentionDays = Annotated[
+    float,
+    typer.Option(
+        envvar=env("RETENTION_DAYS"),
+        min=0.001,
+        help="Days a session stays in the log. Every serve and worker purges: give all those sharing"
+        " a database the same.",
+    ),
+]
 LeaseSeconds = Annotated[
     float,
     typer.Option(

@@ -35,6 +35,7 @@ from sessionexport import tokens
 from sessionexport.api.app import create_app
 from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
+from sessionexport.folders import make_private_dir
 from sessionexport.generate.events import EventOptions, generate_event_streams
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.sessionizer import SessionizerSettings
@@ -61,7 +62,7 @@ class DemoOptions:
 
 async def run_demo(options: DemoOptions) -> int:
     """Run until Ctrl-C or the duration; return how many sessions the receiver got."""
-    options.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(options.data_dir)
     for noisy in ("httpx", "uvicorn.error"):  # a line per request or per start-up step would bury the counts
         logging.getLogger(noisy).setLevel(logging.WARNING)
     secret = secrets.token_urlsafe(16)

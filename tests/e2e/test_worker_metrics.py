@@ -18,6 +18,7 @@ import pytest
 
 from sessionexport.clock import now_ms
 from sessionexport.export.supervisor import ssl_context
+from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import load_secret_box
@@ -150,3 +151,45 @@ def test_a_store_that_cannot_be_reached_or_named_ends_the_command_in_one_line(
     of_no_kind = run(command, "--data-dir", str(tmp_path), "--database-url", "mysql://a", *rest)
     assert of_no_kind.returncode == 2 and "unsupported database URL scheme 'mysql'" in of_no_kind.stderr
     assert "Traceback" not in of_no_kind.stderr
+
+
+def test_a_workers_retention_is_set_as_serves(tmp_path: Path) -> None:
+    """A worker purges as `serve` does, after --retention-days (or SESSIONEXPORT_RETENTION_DAYS),
+    not after a fixed 7 days: a worker beside a `serve` that keeps sessions 30 days keeps them too."""
+    data_dir = tmp_path / "data"
+    create_token(data_dir, "metrics.read")
+
+    async def store_old_sessions() -> None:
+        store = create_store(data_dir)
+        await store.open()
+        try:
+            ten_days_ago = now_ms() - 10 * 86_400_000
+            await store.append_sessions(parse_ndjson(b"\n".join(sessions(2, seed=3))), ten_days_ago)
+        finally:
+            await store.close()
+
+    async def stored() -> int:
+        store = create_store(data_dir)
+        await store.open()
+        try:
+            return await store.count_sessions()
+        finally:
+            await store.close()
+
+    asyncio.run(store_old_sessions())
+    keeping = subprocess.Popen(
+        [*CLI, "worker", "--data-dir", str(data_dir)],
+        env={**os.environ, "SESSIONEXPORT_RETENTION_DAYS": "30"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(3)  # its first purge runs as it starts
+    assert "purged" not in stop(keeping)
+    assert asyncio.run(stored()) == 2
+    purging = start_worker(data_dir, "--retention-days", "7")
+    deadline = time.monotonic() + 20
+    while asyncio.run(stored()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "purged 2 session(s) older than 7 day(s)" in stop(purging)
+    assert asyncio.run(stored()) == 0

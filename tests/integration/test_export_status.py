@@ -59,3 +59,14 @@ async def test_an_export_in_shards_counts_each_shards_own_backlog(api: Api) -> N
     await api.store.record_bulk(claims[1], seqs[-1], BulkDecision(delivered=len(seqs) - len(fast)), now_ms())
     status = (await api.client.get(f"/api/v2/exports/{export_id}/status", headers=api.auth(token))).json()
     assert (status["backlog"], status["lagSeconds"]) == (0, None)
+
+
+async def test_the_status_is_what_the_openapi_document_says(api: Api) -> None:
+    """Every field the status route returns is in its documented schema, and every documented one
+    is returned (the route answers with its own JSON, not through the model)."""
+    token = await api.token()
+    export_id = await create_export(api, token)
+    status = await api.client.get(f"/api/v2/exports/{export_id}/status", headers=api.auth(token))
+    document = (await api.client.get("/openapi.json")).json()
+    schema = document["components"]["schemas"]["ExportStatus"]
+    assert set(status.json()) == set(schema["properties"])

@@ -698,3 +698,11 @@ async def test_postgresql_wrong_password_never_leaks_it(postgres_url: str) -> No
     with pytest.raises(StoreError, match="cannot reach PostgreSQL") as caught:
         await PostgresReceivedStore(urlunsplit(wrong)).open()
     assert "not-the-password-42" not in str(caught.value)
+
+
+@pytest.mark.parametrize("storage", [None, "files"])
+async def test_a_new_receiver_data_directory_is_private(tmp_path: Path, storage: str | None) -> None:
+    async with opened(lambda: create_received_store(tmp_path / "receiver", storage)) as store:
+        await store.save(request_at(1), [session("u1")])
+    folders = [tmp_path / "receiver", *([tmp_path / "receiver" / "received"] if storage else [])]
+    assert [folder.stat().st_mode & 0o777 for folder in folders] == [0o700] * len(folders)

@@ -522,3 +522,17 @@ async def test_exporter_decisions_are_not_synced_and_ingest_is(
     assert synced[-1] is True and all(synced[:before])
     cursor = await store.get_cursor("e1")
     assert cursor is not None and (cursor.position, cursor.delivered) == (3, 2)
+
+
+async def test_a_new_data_directory_is_private_and_an_existing_one_keeps_its_mode(tmp_path: Path) -> None:
+    """The database holds sessions, token hashes and encrypted secrets, in files made with the
+    umask: the folder sessionexport creates for it is its user's alone."""
+    async with opened(lambda: create_store(tmp_path / "new" / "data")):
+        pass
+    assert (tmp_path / "new" / "data").stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    async with opened(lambda: create_store(shared)):
+        pass
+    assert shared.stat().st_mode & 0o777 == 0o755

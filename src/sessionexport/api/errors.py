@@ -198,7 +198,7 @@ _COMMON_ERRORS: dict[str, str] = {
     "401": "Missing, invalid, revoked or expired token",
     "403": "The token lacks the required scope",
     "413": "The request body is larger than this route takes (as sent, or once decoded)",
-    "415": "A body in a content type or `Content-Encoding` this route does not take",
+    "415": "A body in a `Content-Encoding` this route does not take (a wrong `Content-Type` gets 400)",
     "503": "The store is unavailable or its disk is full; nothing was changed. `Retry-After` says"
     " when to try again",
 }

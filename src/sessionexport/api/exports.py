@@ -140,6 +140,7 @@ class ExportStatus(BaseModel):
     failedSessions: int = Field(
         description="Sessions kept as dead letters (failed bulks, rejected documents)"
     )
+    replayedSessions: int = Field(description="Sessions of dead letters that a replay delivered")
     retriedItems: int = Field(description="Elasticsearch items sent again after a 429 or 5xx item answer")
     lastSuccess: int | None
     lastError: str | None

@@ -22,6 +22,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 
+from sessionexport.folders import make_private_dir
 from sessionexport.settings.secrets import create_private_file
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def load_token_key(data_dir: Path) -> bytes:
     """The signing key of issued tokens, created (mode 0600) on first use."""
     path = data_dir / TOKEN_KEY_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         create_private_file(path, secrets.token_hex(32).encode())  # False: another process made it first
     return bytes.fromhex(path.read_text().strip())
 

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sessionexport.folders import make_private_dir
+
 CERT_FILE, KEY_FILE = "receiver-cert.pem", "receiver-key.pem"
 VALID_DAYS = 825
 
@@ -37,7 +39,7 @@ def self_signed(data_dir: Path, extra_names: tuple[str, ...] = ()) -> Certificat
     cert_path, key_path = data_dir / CERT_FILE, data_dir / KEY_FILE
     generated = not (cert_path.exists() and key_path.exists()) or _expired(cert_path)
     if generated:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         _write_self_signed(cert_path, key_path, ("localhost", socket.gethostname(), *extra_names))
     return Certificate(cert_path, key_path, fingerprint(cert_path), generated)
 

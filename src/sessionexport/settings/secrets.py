@@ -17,6 +17,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from sessionexport.folders import make_private_dir
+
 KEY_FILE = "secret.key"
 PREFIX = "fernet:"
 MASK = "*****"
@@ -89,7 +91,7 @@ def load_secret_box(data_dir: Path, env_keys: str | None) -> SecretBox:
         return SecretBox([k.strip().encode() for k in env_keys.split(",") if k.strip()])
     path = data_dir / KEY_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         create_private_file(path, (new_key() + "\n").encode())  # False: another process made it first
     keys = [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
     return SecretBox(keys)

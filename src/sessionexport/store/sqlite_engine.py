@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from sessionexport.folders import make_private_dir
 from sessionexport.store.base import StoreError, StoreFull
 from sessionexport.store.migrations import pending
 from sessionexport.throttle import Throttle, recurring
@@ -103,7 +104,7 @@ class SQLiteEngine:
 
     async def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path.parent)
         except OSError as exc:
             raise StoreError(f"cannot create {self.path.parent}: {exc}") from exc
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()

@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from sessionexport.folders import make_private_dir
 from sessionexport.receiver.store.records import (
     DOCUMENT,
     LEGACY,
@@ -529,7 +530,7 @@ def _file_numbers(folder: Path) -> list[int]:
 def _make_folder(folder: Path) -> None:
     if folder.is_dir():
         return
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_dir(folder)
     _fsync_dir(folder.parent)
 
 
