@@ -1183,6 +1183,22 @@ async def test_while_postgresql_is_unreachable_calls_fail_fast_and_then_recover(
             await store.close()
 
 
+async def test_reads_of_the_log_wait_in_threads_of_their_own(tmp_path: Path, postgres_schema: str) -> None:
+    """Many exporters reading at once queue for the read connections in the reads' own threads:
+    the event loop's default executor (which parses request bodies) stays free meanwhile."""
+    async with opened(lambda: PostgresStore(postgres_schema)) as store:
+        slow = [
+            asyncio.ensure_future(store._db.read(lambda conn: conn.execute("SELECT pg_sleep(0.3)")))
+            for _ in range(3 * postgresql_database.READ_CONNECTIONS)
+        ]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await asyncio.to_thread(time.sleep, 0)
+        waited = time.monotonic() - started
+        await asyncio.gather(*slow)
+    assert waited < 0.2, waited
+
+
 async def test_a_pool_with_every_connection_busy_is_not_taken_for_an_unreachable_server(
     tmp_path: Path, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

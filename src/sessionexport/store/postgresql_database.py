@@ -29,6 +29,7 @@ is scrubbed of it anyway (a malformed URL can be echoed back).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -58,7 +59,9 @@ _CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 ReadConnection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
-READ_CONNECTIONS = 2  # of the pool of ``read``: exporters' reads of the log, one at a time each
+# Of ``read``: connections, and threads of its own (reads waiting for one queue there, never in
+# the event loop's default executor, which parses request bodies).
+READ_CONNECTIONS = 3
 
 
 class PostgresDatabase:
@@ -73,6 +76,7 @@ class PostgresDatabase:
         self._max_connections = max_connections
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._reading: ConnectionPool[ReadConnection] | None = None
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
         self._unreachable = False  # the last call could not get or keep a connection
         self._connect_errors = 0  # the pool's failed connection attempts, as last seen
 
@@ -99,6 +103,7 @@ class PostgresDatabase:
             timeout=CONNECT_TIMEOUT_SECONDS,
         )
         self._reading.open(wait=False)
+        self._readers = concurrent.futures.ThreadPoolExecutor(READ_CONNECTIONS, "postgresql-reader")
 
     async def _open_pool(self, kwargs: dict[str, Any]) -> AsyncConnectionPool[Connection]:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
@@ -118,6 +123,9 @@ class PostgresDatabase:
         return pool
 
     async def close(self) -> None:
+        if self._readers is not None:
+            await asyncio.to_thread(self._readers.shutdown)
+            self._readers = None
         if self._reading is not None:
             await asyncio.to_thread(self._reading.close)
             self._reading = None
@@ -127,8 +135,8 @@ class PostgresDatabase:
 
     async def read(self, fn: Callable[[ReadConnection], T]) -> T:
         """``fn`` on a pooled autocommit connection, in a worker thread (see the module's doc)."""
-        pool = self._reading
-        if pool is None:
+        pool, threads = self._reading, self._readers
+        if pool is None or threads is None:
             raise StoreError("store is not open")
         wait = UNREACHABLE_WAIT_SECONDS if self._unreachable else CONNECT_TIMEOUT_SECONDS
 
@@ -137,7 +145,7 @@ class PostgresDatabase:
                 return fn(conn)
 
         async with self.translated():
-            result = await asyncio.to_thread(run)
+            result = await asyncio.get_running_loop().run_in_executor(threads, run)
         self._unreachable = False
         return result
 
