@@ -536,3 +536,15 @@ async def test_a_new_data_directory_is_private_and_an_existing_one_keeps_its_mod
     async with opened(lambda: create_store(shared)):
         pass
     assert shared.stat().st_mode & 0o777 == 0o755
+
+
+async def test_what_migrations_wrote_is_checkpointed_before_the_first_write(tmp_path: Path) -> None:
+    """A new (or upgraded) database starts with an empty WAL: what the migrations wrote is in the
+    database file, not holding room in the WAL until it grows past its limit (with a file-size
+    limit of a few MB, ingest then failed at its first batch)."""
+    async with opened(lambda: create_store(tmp_path)):
+        assert (tmp_path / "sessionexport.db-wal").stat().st_size == 0
+    (tmp_path / "old").mkdir()
+    sqlite_at_version(tmp_path / "old" / "sessionexport.db", 13)
+    async with opened(lambda: create_store(tmp_path / "old")):
+        assert (tmp_path / "old" / "sessionexport.db-wal").stat().st_size == 0

@@ -166,7 +166,11 @@ class SQLiteEngine:
         try:
             conn = connect(self.path)
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
-            migrate(conn, self._migrations)
+            if migrate(conn, self._migrations):
+                # What the migrations wrote (a new schema, or a copied table) is moved into the
+                # database file and the WAL emptied before the first write: the WAL would
+                # otherwise hold it, and take that room on disk, until it grew past its limit.
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except BaseException as exc:
             ready.set_exception(StoreError(f"cannot open {self.path}: {exc}"))
             return
@@ -377,10 +381,12 @@ def _placeholders(width: int, rows: int) -> str:
     return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
 
 
-def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> None:
-    """Apply pending migrations, each with its version in one transaction. The write lock is taken
-    first and the applied versions read under it, so processes starting together migrate once."""
+def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> int:
+    """Apply pending migrations, each with its version in one transaction; how many. The write
+    lock is taken first and the applied versions read under it, so processes starting together
+    migrate once."""
     upgrade: bool | None = None  # whether the database had a schema already (None: not read yet)
+    done = 0
     while True:
         _retry_while_locked(
             lambda: conn.execute("BEGIN IMMEDIATE"),
@@ -395,7 +401,7 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> N
         todo = pending("sqlite", applied, package)
         if not todo:
             conn.execute("COMMIT")
-            return
+            return done
         migration = todo[0]
         upgrade = bool(applied) if upgrade is None else upgrade
         if upgrade:  # which may copy much: said, so that a slow start is understood
@@ -408,6 +414,7 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> N
                 (migration.version, migration.name),
             )
             conn.execute("COMMIT")
+            done += 1
         except sqlite3.Error:
             conn.execute("ROLLBACK")
             raise
