@@ -93,17 +93,22 @@ class PostgresDatabase:
             )
         async with self.translated(connecting=True):
             self._pool = await self._open_pool(kwargs | {"autocommit": True})
-        self._reading = ConnectionPool(  # connects when first used, in the background
-            self.url,
-            kwargs=kwargs | {"autocommit": True},
-            min_size=0,
-            max_size=READ_CONNECTIONS,
-            open=False,
-            check=ConnectionPool.check_connection,
-            timeout=CONNECT_TIMEOUT_SECONDS,
-        )
-        self._reading.open(wait=False)
-        self._readers = concurrent.futures.ThreadPoolExecutor(READ_CONNECTIONS, "postgresql-reader")
+
+    def _reading_pool(self) -> tuple[ConnectionPool[ReadConnection], concurrent.futures.ThreadPoolExecutor]:
+        """The pool and threads of ``read``, made on first use (a receiver never reads that way)."""
+        if self._reading is None or self._readers is None:
+            self._reading = ConnectionPool(  # connects in the background, as reads need
+                self.url,
+                kwargs=connect_options(self.url) | {"autocommit": True},
+                min_size=0,
+                max_size=READ_CONNECTIONS,
+                open=False,
+                check=ConnectionPool.check_connection,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+            )
+            self._reading.open(wait=False)
+            self._readers = concurrent.futures.ThreadPoolExecutor(READ_CONNECTIONS, "postgresql-reader")
+        return self._reading, self._readers
 
     async def _open_pool(self, kwargs: dict[str, Any]) -> AsyncConnectionPool[Connection]:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
@@ -135,9 +140,9 @@ class PostgresDatabase:
 
     async def read(self, fn: Callable[[ReadConnection], T]) -> T:
         """``fn`` on a pooled autocommit connection, in a worker thread (see the module's doc)."""
-        pool, threads = self._reading, self._readers
-        if pool is None or threads is None:
+        if self._pool is None:
             raise StoreError("store is not open")
+        pool, threads = self._reading_pool()
         wait = UNREACHABLE_WAIT_SECONDS if self._unreachable else CONNECT_TIMEOUT_SECONDS
 
         def run() -> T:
