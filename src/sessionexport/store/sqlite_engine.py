@@ -167,10 +167,7 @@ class SQLiteEngine:
             conn = connect(self.path)
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
             if migrate(conn, self._migrations):
-                # What the migrations wrote (a new schema, or a copied table) is moved into the
-                # database file and the WAL emptied before the first write: the WAL would
-                # otherwise hold it, and take that room on disk, until it grew past its limit.
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                _empty_wal(conn)
         except BaseException as exc:
             ready.set_exception(StoreError(f"cannot open {self.path}: {exc}"))
             return
@@ -270,6 +267,16 @@ class _WalRestart:
             self.finished = _restart_wal(conn)
         finally:
             self.done.set()
+
+
+def _empty_wal(conn: sqlite3.Connection) -> None:
+    """Move what migrations wrote (a new schema, or a copied table) into the database file and
+    empty the WAL before the first write: the WAL would otherwise hold it, and take that room on
+    disk, until it grew past its limit. One that fails (a full disk) is left to the checkpoints."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:
+        log.warning("sqlite: the checkpoint after upgrading failed (%s); checkpoints go on as usual", exc)
 
 
 def _restart_wal(conn: sqlite3.Connection) -> bool:
