@@ -8,7 +8,7 @@
 - memory: peak RSS of a real server process draining a backlog (target: flat, <= 200 MB).
 
 Throughput also shows the exporter's pipeline alone (bulks answered at once, nothing sent), the
-exporter with its reads of the log served from memory (what reading SQLite costs it is the rest),
+exporter with its reads of the log served from memory (what reading the log costs it is the rest),
 and the exporter with the ``compression: gzip`` knob (the receiver then inflates every body).
 
 Each part runs on every backend of ``--backends`` (default sqlite): SQLite in a temporary

@@ -241,6 +241,7 @@ UPDATE export_cursors SET position = greatest(position, %(position)s), updated_a
  WHERE export_id = %(export_id)s AND shard = %(shard)s AND shards = %(shards)s
 """
 _READ_LOG = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s ORDER BY seq LIMIT %s"
+_LOG_END = "SELECT coalesce(max(seq), 0) FROM sessions"
 _READ_SHARD = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s AND seq %% %s = %s ORDER BY seq LIMIT %s"
 
 # -- leases (see base.Store) --
@@ -549,9 +550,7 @@ class PostgresStore:
 
     async def read_shard(self, after_seq: int, limit: int, shard: int, shards: int) -> LogRead:
         def select(conn: ReadConnection) -> LogRead:
-            [(log_end,)] = conn.execute(
-                "SELECT coalesce(max(seq), 0) FROM sessions"
-            ).fetchall()  # see covered
+            [(log_end,)] = conn.execute(_LOG_END).fetchall()  # read first: see cursors.covered
             if shards == 1:  # the plain index range
                 cursor = conn.execute(_READ_LOG, (after_seq, limit), binary=True)  # see _rows
             else:

@@ -59,9 +59,7 @@ _CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 ReadConnection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
-# Of ``read``: connections, and threads of its own (reads waiting for one queue there, never in
-# the event loop's default executor, which parses request bodies).
-READ_CONNECTIONS = 3
+READ_CONNECTIONS = 3  # of ``read`` (see _Reading)
 
 
 class PostgresDatabase:
@@ -75,8 +73,7 @@ class PostgresDatabase:
         self._address, self._secrets = describe(url)
         self._max_connections = max_connections
         self._pool: AsyncConnectionPool[Connection] | None = None
-        self._reading: ConnectionPool[ReadConnection] | None = None
-        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._reading: _Reading | None = None  # made on first use: a receiver never reads that way
         self._unreachable = False  # the last call could not get or keep a connection
         self._connect_errors = 0  # the pool's failed connection attempts, as last seen
 
@@ -93,22 +90,6 @@ class PostgresDatabase:
             )
         async with self.translated(connecting=True):
             self._pool = await self._open_pool(kwargs | {"autocommit": True})
-
-    def _reading_pool(self) -> tuple[ConnectionPool[ReadConnection], concurrent.futures.ThreadPoolExecutor]:
-        """The pool and threads of ``read``, made on first use (a receiver never reads that way)."""
-        if self._reading is None or self._readers is None:
-            self._reading = ConnectionPool(  # connects in the background, as reads need
-                self.url,
-                kwargs=connect_options(self.url) | {"autocommit": True},
-                min_size=0,
-                max_size=READ_CONNECTIONS,
-                open=False,
-                check=ConnectionPool.check_connection,
-                timeout=CONNECT_TIMEOUT_SECONDS,
-            )
-            self._reading.open(wait=False)
-            self._readers = concurrent.futures.ThreadPoolExecutor(READ_CONNECTIONS, "postgresql-reader")
-        return self._reading, self._readers
 
     async def _open_pool(self, kwargs: dict[str, Any]) -> AsyncConnectionPool[Connection]:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
@@ -128,9 +109,6 @@ class PostgresDatabase:
         return pool
 
     async def close(self) -> None:
-        if self._readers is not None:
-            await asyncio.to_thread(self._readers.shutdown)
-            self._readers = None
         if self._reading is not None:
             await asyncio.to_thread(self._reading.close)
             self._reading = None
@@ -142,15 +120,17 @@ class PostgresDatabase:
         """``fn`` on a pooled autocommit connection, in a worker thread (see the module's doc)."""
         if self._pool is None:
             raise StoreError("store is not open")
-        pool, threads = self._reading_pool()
+        if self._reading is None:
+            self._reading = _Reading(self.url)
+        reading = self._reading
         wait = UNREACHABLE_WAIT_SECONDS if self._unreachable else CONNECT_TIMEOUT_SECONDS
 
         def run() -> T:
-            with pool.connection(timeout=wait) as conn:
+            with reading.pool.connection(timeout=wait) as conn:
                 return fn(conn)
 
         async with self.translated():
-            result = await asyncio.get_running_loop().run_in_executor(threads, run)
+            result = await asyncio.get_running_loop().run_in_executor(reading.threads, run)
         self._unreachable = False
         return result
 
@@ -201,7 +181,9 @@ class PostgresDatabase:
         server was unreachable, not one that found every connection busy (a full pool waits the
         whole timeout: its calls queue and are served)."""
         errors = sum(
-            pool.get_stats().get("connections_errors", 0) for pool in (self._pool, self._reading) if pool
+            pool.get_stats().get("connections_errors", 0)
+            for pool in (self._pool, self._reading.pool if self._reading else None)
+            if pool
         )
         failing, self._connect_errors = errors > self._connect_errors, errors
         return failing
@@ -210,6 +192,28 @@ class PostgresDatabase:
         for secret in self._secrets:
             message = message.replace(secret, "***")
         return message
+
+
+class _Reading:
+    """The connections of ``read`` and as many threads to use them from (reads waiting for a
+    connection wait there, never in the event loop's default executor, which parses bodies)."""
+
+    def __init__(self, url: str) -> None:
+        self.pool: ConnectionPool[ReadConnection] = ConnectionPool(
+            url,
+            kwargs=connect_options(url) | {"autocommit": True},
+            min_size=0,  # connects in the background, as reads need
+            max_size=READ_CONNECTIONS,
+            open=False,
+            check=ConnectionPool.check_connection,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        self.pool.open(wait=False)
+        self.threads = concurrent.futures.ThreadPoolExecutor(READ_CONNECTIONS, "postgresql-reader")
+
+    def close(self) -> None:
+        self.threads.shutdown()
+        self.pool.close()
 
 
 def _connection_lost(exc: psycopg.Error) -> bool:

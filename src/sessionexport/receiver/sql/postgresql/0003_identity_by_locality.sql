@@ -1,4 +1,4 @@
--- Nothing to do here: on SQLite this version makes the unique index of documents lead with the
--- startTime that ends a session's key, so that new documents land in its newest pages (SQLite
--- rewrites whole 64 KB pages). PostgreSQL keeps its index over (kind, key); the version exists on
+-- Nothing to do here: on SQLite this version orders the unique index of documents, within a
+-- kind, by the startTime that ends a session's key, so that new documents land in its newest
+-- pages (SQLite rewrites whole 64 KB pages). PostgreSQL keeps its index over (kind, key); the version exists on
 -- both backends so that their histories stay the same.
