@@ -8,6 +8,7 @@ test gets a schema of its own (``search_path`` in the URL), dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import sys
 import time
@@ -54,6 +55,7 @@ from sessionexport.store.records import (
     NewSession,
     SettingsRecord,
 )
+from sessionexport.store.sqlite import SQLiteStore
 from sessionexport.tokens import new_token
 from tests.support.postgres import fresh_schema
 from tests.support.stores import opened, postgresql_at_version, sqlite_at_version
@@ -176,6 +178,37 @@ async def test_a_value_the_database_cannot_hold_is_the_requests_fault(store: Sto
         assert await store.recent_sessions(user_session_id="a\x00b") == []
     except InvalidValue as exc:
         assert "NUL" in str(exc)
+
+
+def _widest(length: int, seed: int) -> str:
+    """``length`` characters of 4 bytes each in UTF-8, none repeated in a row (nothing to compress)."""
+    rng = random.Random(seed)
+    return "".join(chr(0x10000 + rng.randrange(0x10000)) for _ in range(length))
+
+
+async def test_identifiers_as_long_as_the_model_allows_fit_every_index(store: Store) -> None:
+    """The model's limits (200 characters per identifier, 512 per user id) hold on PostgreSQL too,
+    whose index entries are at most 2704 bytes: here with 4 bytes per character."""
+    tenant, user = _widest(200, 1), _widest(200, 2)
+    long = session(user, tenant=tenant, user_id=_widest(512, 3))
+    assert (await store.append_sessions([long], 1000)).accepted == 1
+    [found] = await store.recent_sessions(user_session_id=user)
+    assert (found.tenant_id, found.user_session_id) == (tenant, user)
+    ids = tenant, _widest(200, 4), _widest(200, 5)
+    widest_event = NewEvent(*ids, 1, "action", b"{}")
+    assert (await store.add_events([widest_event], now=100, check_at=110)).accepted == 1
+
+
+async def test_a_value_too_long_to_index_is_the_requests_fault(store: Store) -> None:
+    """Past the model's limits, PostgreSQL refuses the index entry: a bad request (InvalidValue),
+    never "storage unavailable" (which tells the sender to retry it forever). SQLite holds it."""
+    too_long = session(_widest(1000, 6))
+    try:
+        assert (await store.append_sessions([too_long], 1000)).accepted == 1
+    except InvalidValue as exc:
+        assert "index row size" in str(exc)
+    else:
+        assert isinstance(store, SQLiteStore)
 
 
 async def test_append_counts_duplicates_within_and_across_batches(store: Store) -> None:

@@ -185,6 +185,17 @@ def test_empty_user_session_id_is_reported() -> None:
     assert problems_of(encode(doc)) == [Problem("userSessionId", "must not be empty")]
 
 
+@pytest.mark.parametrize(("field", "limit"), [("tenantId", 200), ("userSessionId", 200), ("userId", 512)])
+def test_indexed_text_is_refused_past_its_limit(field: str, limit: int) -> None:
+    """Kept in indexed columns, which PostgreSQL caps at 2704 bytes an entry: refused with the
+    reason, not left to fail in the database."""
+    doc = sample_dict(MOBILE)
+    doc[field] = "\U0001f600" * limit  # 4 bytes each in UTF-8: the widest that is allowed
+    assert decode_session(encode(doc))
+    doc[field] += "x"
+    assert problems_of(encode(doc)) == [Problem(field, f"at most {limit} characters (it has {limit + 1})")]
+
+
 def test_start_time_in_seconds_is_refused_as_not_epoch_milliseconds() -> None:
     doc = sample_dict(WEB)
     doc["startTime"] = 1622107543

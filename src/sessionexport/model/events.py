@@ -16,13 +16,11 @@ complete and computes the rest (times, counts, bounce, apdex, user experience sc
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
-from sessionexport.model.session import EpochMillis, SessionError, SessionEvent, UserAction
-
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+from sessionexport.model.session import EpochMillis, Identifier, SessionError, SessionEvent, UserAction
 
 # Session fields the sessionizer computes: an event may not set them.
 COMPUTED_FIELDS = frozenset(
@@ -50,9 +48,9 @@ COMPUTED_FIELDS = frozenset(
 
 
 class _Event(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
-    tenantId: NonEmpty
-    sessionId: NonEmpty
-    eventId: NonEmpty
+    tenantId: Identifier
+    sessionId: Identifier
+    eventId: Identifier
     timestamp: EpochMillis
 
     @property

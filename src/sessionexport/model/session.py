@@ -33,6 +33,12 @@ EpochMillis = Annotated[
         ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX, description="epoch milliseconds, UTC", extra={"kind": "epoch_ms"}
     ),
 ]
+# Identifiers are kept in indexed database columns, and PostgreSQL refuses an index entry over
+# 2704 bytes: at most 200 characters each (800 bytes in UTF-8), so that an identity of three fits.
+IDENTIFIER_MAX_CHARS = 200
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=IDENTIFIER_MAX_CHARS)]
+# A user id is indexed beside a number: at most 512 characters.
+UserId = Annotated[str, msgspec.Meta(max_length=512)]
 
 
 class UserType(StrEnum):
@@ -323,13 +329,13 @@ class SyntheticEvent(_Doc):
 
 
 class UserSession(_WithProperties, kw_only=True):
-    tenantId: Annotated[str, msgspec.Meta(min_length=1)]
-    userSessionId: Annotated[str, msgspec.Meta(min_length=1)]
+    tenantId: Identifier
+    userSessionId: Identifier
     startTime: EpochMillis
     endTime: EpochMillis | None = None
     duration: Int64 | None = None
     internalUserId: str | None = None
-    userId: str | None = None
+    userId: UserId | None = None
     userType: UserType | None = None
     applicationType: ApplicationType | None = None
     bounce: bool | None = None

@@ -279,8 +279,11 @@ def _check_bounds(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None
             out.append(Problem(path, f"{value} is out of range: expected {low}..{high}{hint}"))
     elif isinstance(t, mi.FloatType) and not _fits_double(value):
         out.append(Problem(path, "number out of range for a 64-bit float"))
-    elif isinstance(t, mi.StrType) and t.min_length and len(value) < t.min_length:
-        out.append(Problem(path, "must not be empty"))
+    elif isinstance(t, mi.StrType):
+        if t.min_length and len(value) < t.min_length:
+            out.append(Problem(path, "must not be empty"))
+        elif t.max_length is not None and len(value) > t.max_length:
+            out.append(Problem(path, f"at most {t.max_length} characters (it has {len(value)})"))
 
 
 def _fits_double(value: float) -> bool:

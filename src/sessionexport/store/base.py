@@ -64,6 +64,11 @@ class StoreFull(StoreError):
     is stored stays whole and readable."""
 
 
+class Deadlocked(StoreError):
+    """The database ended the transaction to break a deadlock with a concurrent one: nothing of
+    it was kept, and running it again succeeds."""
+
+
 class InvalidValue(StoreError):
     """A value the database cannot hold (PostgreSQL: NUL in text): the request's fault, not the
     store's, so it is answered as a bad request rather than "retry later"."""

@@ -43,7 +43,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from sessionexport.store.base import InvalidValue, StoreError, StoreFull
+from sessionexport.store.base import Deadlocked, InvalidValue, StoreError, StoreFull
 from sessionexport.store.migrations import migrations_for, pending
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,10 @@ class PostgresDatabase:
             self._unreachable = self._connecting_fails() or self._unreachable
             message = f"cannot reach PostgreSQL at {self._address}: no connection within the timeout ({exc})"
             raise StoreError(self._scrub(message)) from None
-        except psycopg.DataError as exc:
+        except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:  # e.g. a too long index entry
             raise InvalidValue(self._scrub(f"PostgreSQL cannot hold a value: {exc}")) from None
+        except psycopg.errors.DeadlockDetected as exc:
+            raise Deadlocked(self._scrub(f"PostgreSQL: {' '.join(str(exc).split())}")) from None
         except psycopg.errors.DiskFull as exc:
             raise StoreFull(self._scrub(f"PostgreSQL: {exc}")) from None
         except psycopg.Error as exc:
