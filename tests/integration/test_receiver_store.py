@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -115,6 +116,44 @@ async def test_saved_documents_read_back_byte_identical(store: ReceivedStore) ->
     assert record.id == result.request_id
     assert (record.principal, record.status, record.error) == ("alice", 200, None)
     assert (record.documents, record.stored, record.duplicates) == (3, 3, 0)
+
+
+async def test_concurrent_saves_of_the_same_documents_in_other_orders_all_succeed(backend: Backend) -> None:
+    """Senders re-deliver overlapping bulks at once, in any order: each save succeeds, each key is
+    stored once, and exactly one save counts it as new (PostgreSQL used to deadlock on them)."""
+    async with opened(backend.new) as store:
+        for round_number in range(4):
+            docs = [session(f"r{round_number}-{n}") for n in range(100)]
+            orders = [random.Random(seed).sample(docs, len(docs)) for seed in range(6)]
+            results = await asyncio.gather(*(store.save(request_at(1), order) for order in orders))
+            assert sum(sum(result.created) for result in results) == len(docs)
+        assert (await store.counts()).sessions == 400
+        assert len(await store.requests(limit=100)) == 24
+
+
+async def test_postgresql_a_save_that_deadlocked_is_run_again(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL breaks a deadlock (saves mixing documents that keep and replace may still make
+    one) by ending one transaction: that save is run again, whole, and kept once."""
+    from sessionexport.receiver.store import postgresql as receiver_postgresql
+
+    real_save_documents = receiver_postgresql._save_documents
+    ended: list[str] = []
+
+    async def deadlocks_once(*args: Any) -> list[bool]:
+        if not ended:
+            ended.append("once")
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return await real_save_documents(*args)
+
+    monkeypatch.setattr(receiver_postgresql, "_save_documents", deadlocks_once)
+    with fresh_schema(postgres_url) as url:
+        async with opened(lambda: create_received_store(tmp_path, url)) as store:
+            result = await store.save(request_at(1), [session("u1")])
+            assert (ended, result.created) == (["once"], [True])
+            assert [r.id for r in await store.requests()] == [result.request_id]  # the first was undone
+            assert await keys(store) == ["t1-u1-1"]
 
 
 async def test_duplicates_are_kept_by_documents_that_keep(store: ReceivedStore) -> None:

@@ -2,16 +2,22 @@
 (migrations under an advisory lock in ``receiver_schema_migrations``, pooled connections, errors
 translated once to ``StoreError``, never with the password).
 
-A save is one transaction: the request row, one upsert per document in the request's order (each
-run of documents that keep, or replace, alike sent in one round trip by psycopg's pipelined
-``executemany``), then the request's counts. Each upsert returns whether its key was new: ``ON
-CONFLICT DO NOTHING RETURNING`` yields no row for a kept document, and for a replaced one ``xmax =
-0`` holds only on a freshly inserted row version. Both stay exact under concurrent saves of the
-same key, where a check-then-insert would not.
+A save is one transaction: the request row, one upsert per document (each run of documents that
+keep, or replace, alike sent in one round trip by psycopg's pipelined ``executemany``), then the
+request's counts. Each upsert returns whether its key was new: ``ON CONFLICT DO NOTHING
+RETURNING`` yields no row for a kept document, and for a replaced one ``xmax = 0`` holds only on a
+freshly inserted row version. Both stay exact under concurrent saves of the same key, where a
+check-then-insert would not.
+
+Concurrent saves of the same keys lock them in the same order, by key within each run, so that they
+wait for each other instead of deadlocking (the same keys of a run keep their order: the first
+keeps, the last replaces). Runs of both kinds may still deadlock with another save: PostgreSQL then
+ends one, and it is run again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from itertools import groupby
@@ -30,11 +36,15 @@ from sessionexport.receiver.store.records import (
     SaveResult,
     StoredDocument,
 )
+from sessionexport.store.base import Deadlocked
 from sessionexport.store.postgresql_database import Connection, PostgresDatabase
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = "sessionexport.receiver"
 # Any constant works as long as nothing else sharing the database uses it; this one spells "SXRM".
 MIGRATION_LOCK = 0x5358_524D
+SAVE_ATTEMPTS = 3  # a save that deadlocked with others (see above) is run again, up to this
 
 _INSERT = (
     "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
@@ -82,6 +92,16 @@ class PostgresReceivedStore:
         await self._db.close()
 
     async def save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
+        for attempt in range(1, SAVE_ATTEMPTS + 1):
+            try:
+                return await self._save(request, documents)
+            except Deadlocked:
+                if attempt == SAVE_ATTEMPTS:
+                    raise
+                log.info("receiver: a save deadlocked with another; saving it again")
+        raise AssertionError("unreachable")
+
+    async def _save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
         async with self._transaction() as conn:
             request_id = await _insert_request(conn, request, 200, None)
             created: list[bool] = []
@@ -153,18 +173,22 @@ async def _insert_request(conn: Connection, request: RequestInfo, status: int, e
 async def _save_documents(
     conn: Connection, statement: str, request_id: int, at: int, documents: Sequence[Document]
 ) -> list[bool]:
-    """Upsert the documents in order; per document, True when its key was new."""
+    """Upsert the documents in the order of their keys (see the module's doc); per document, in
+    the order given, True when its key was new."""
     if not documents:
         return []
-    rows = [(request_id, at, d.kind, d.key, d.user_session_id, d.index, d.body) for d in documents]
-    created: list[bool] = []
+    order = sorted(range(len(documents)), key=lambda i: (documents[i].kind, documents[i].key))  # stable
+    rows = [
+        (request_id, at, d.kind, d.key, d.user_session_id, d.index, d.body)
+        for d in (documents[i] for i in order)
+    ]
+    created = [False] * len(documents)
     async with conn.cursor() as cursor:
         await cursor.executemany(statement, rows, returning=True)
-        while True:  # one result per document: no row means the stored one was kept
+        for i in order:  # one result per document: no row means the stored one was kept
             row = await cursor.fetchone()
-            created.append(bool(row and row[0]))
-            if not cursor.nextset():
-                break
+            created[i] = bool(row and row[0])
+            cursor.nextset()
     return created
 
 
