@@ -425,6 +425,37 @@ def test_planted_item_failures_reach_the_client(tmp_path: Path) -> None:
         r.stop()
 
 
+def test_bulk_lines_ending_in_crlf_are_stored_as_one_line_each_in_files(tmp_path: Path) -> None:
+    """A ``\\r`` before a ``\\n`` ends a line, as in Elasticsearch; one inside a document is JSON
+    whitespace. The files store keeps one document per line: both are stored, not refused as a
+    storage failure (503)."""
+    r = ReceiverProcess(tmp_path / "receiver", "--storage", "files").start()
+    try:
+        body = b'{"index":{"_index":"s","_id":"1"}}\r\n{"a": 1}\r\n{"index":{"_index":"s","_id":"2"}}\n{"a":\r2}\n'
+        accept = {"Accept": "application/vnd.elasticsearch+json; compatible-with=8, text/plain"}
+        response = httpx.post(f"{r.base}/_bulk", content=body, headers=NDJSON | accept, verify=r.verify)
+        assert response.status_code == 200 and response.json()["errors"] is False, response.text
+        assert response.headers["Content-Type"] == "application/vnd.elasticsearch+json; compatible-with=8"
+        docs = httpx.get(f"{r.base}/received/documents", verify=r.verify).json()["documents"]
+        assert sorted((d["key"], d["document"]) for d in docs) == [("s/1", {"a": 1}), ("s/2", {"a": 2})]
+    finally:
+        r.stop()
+
+
+def test_a_session_id_too_long_to_index_is_refused_with_its_line(receiver: ReceiverProcess) -> None:
+    session = orjson.loads(sample("doc-mobile-session.json"))
+    session["userSessionId"] = "x" * 201
+    body = compact(sample("doc-web-synthetic-session.json")) + b"\n" + orjson.dumps(session) + b"\n"
+    response = httpx.put(
+        f"{receiver.base}/export/events", content=body, headers=NDJSON, verify=receiver.verify
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["problems"] == [
+        {"location": "line 2", "path": "userSessionId", "message": "at most 200 characters (it has 201)"}
+    ]
+    assert counts(receiver)["sessions"] == 0
+
+
 def test_type_in_bulk_actions_follows_the_chosen_elasticsearch_version(tmp_path: Path) -> None:
     body = b'{"index":{"_index":"s","_type":"_doc","_id":"1"}}\n{"a":1}\n'
     headers = {"Content-Type": "application/x-ndjson"}

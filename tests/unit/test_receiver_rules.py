@@ -137,10 +137,10 @@ def test_a_broken_document_fails_only_its_item() -> None:
         ({"index": {"_index": "a"}}, b"[" * 1100 + b"]" * 1100),
     )
     ops = es.parse_bulk(body, None, 8)
-    assert ops[0].problem is not None and "not a JSON object" in ops[0].problem
+    assert ops[0].problem is not None and "not a JSON object" in ops[0].problem.reason
     assert ops[1].problem is not None and ops[1].doc_id  # an id is generated, as ES does
-    assert ops[2].problem is not None and "not UTF-8" in ops[2].problem
-    assert ops[3].problem is not None and "depth limit exceeded" in ops[3].problem
+    assert ops[2].problem is not None and "not UTF-8" in ops[2].problem.reason
+    assert ops[3].problem is not None and "depth limit exceeded" in ops[3].problem.reason
 
 
 @pytest.mark.parametrize(
@@ -167,7 +167,67 @@ def test_a_numeric_id_is_read_as_text_and_nul_fails_its_item() -> None:
         8,
     )
     assert (ops[0].doc_id, ops[0].problem) == ("5", None)
-    assert ops[1].problem is not None and "NUL" in ops[1].problem
+    assert ops[1].problem is not None and "NUL" in ops[1].problem.reason
+
+
+@pytest.mark.parametrize(
+    ("index", "reason"),
+    [
+        ("a/b", "must not contain the following characters"),
+        ("Sessions", "must be lowercase"),
+        ("_sessions", "must not start with '_', '-', or '+'"),
+        ("..", "must not be '.' or '..'"),
+        ("a#b", "must not contain '#'"),
+        ("a:b", "must not contain ':'"),
+        ("a b", "must not contain the following characters"),
+        ("x" * 256, "index name is too long, (256 > 255)"),
+    ],
+)
+def test_an_invalid_index_name_fails_its_item_as_elasticsearch_says(index: str, reason: str) -> None:
+    """Elasticsearch's rules for index names: otherwise ``a/b`` + ``c`` and ``a`` + ``b/c`` would
+    be one document."""
+    good, bad = es.parse_bulk(
+        bulk_body(
+            ({"index": {"_index": "ok", "_id": "1"}}, {"x": 1}), ({"index": {"_index": index}}, {"x": 2})
+        ),
+        None,
+        8,
+    )
+    assert good.problem is None
+    assert bad.problem is not None
+    assert (bad.problem.status, bad.problem.error_type) == (400, "invalid_index_name_exception")
+    assert bad.problem.reason.startswith(f"Invalid index name [{index}], {reason}")
+    assert es.index_name_problem("sessions-2024.05.01") is None
+
+
+def test_an_empty_id_fails_its_item_and_a_too_long_one_the_request() -> None:
+    [empty] = es.parse_bulk(bulk_body(({"index": {"_index": "s", "_id": ""}}, {"x": 1})), None, 8)
+    assert empty.problem == es.ItemFailure(
+        400, "illegal_argument_exception", "if _id is specified it must not be empty"
+    )
+    widest = "\u00e9" * 256  # 512 bytes in UTF-8: allowed
+    [kept] = es.parse_bulk(bulk_body(({"index": {"_index": "s", "_id": widest}}, {"x": 1})), None, 8)
+    assert (kept.doc_id, kept.problem) == (widest, None)
+    with pytest.raises(es.BulkRequestError) as refused:
+        es.parse_bulk(bulk_body(({"index": {"_index": "s", "_id": widest + "x"}}, {"x": 1})), None, 8)
+    assert refused.value.error_type == "action_request_validation_exception"
+    assert refused.value.reason.endswith("must be no longer than 512 bytes but was: 513;")
+
+
+def test_an_unknown_parameter_in_an_action_line_refuses_the_request() -> None:
+    known = {"_index": "s", "_id": "1", "routing": "r", "pipeline": "p", "require_alias": False}
+    assert es.parse_bulk(bulk_body(({"create": known}, {"x": 1})), None, 8)[0].problem is None
+    with pytest.raises(
+        es.BulkRequestError, match=r"Action/metadata line \[1\] contains an unknown parameter \[foo\]"
+    ):
+        es.parse_bulk(bulk_body(({"index": {"_index": "s", "foo": 1}}, {"x": 1})), None, 7)
+
+
+def test_a_carriage_return_before_a_newline_is_not_part_of_the_document() -> None:
+    body = b'{"index":{"_index":"s","_id":"1"}}\r\n{"a":1}\r\n{"index":{"_index":"s","_id":"2"}}\r\n{"a":\r2}\r\n'
+    first, second = es.parse_bulk(body, None, 8)
+    assert (first.source, first.problem) == (b'{"a":1}', None)
+    assert (second.source, second.problem) == (b'{"a":\r2}', None)  # inside, it is JSON whitespace
 
 
 def test_a_legacy_document_with_nul_in_its_identity_is_refused() -> None:

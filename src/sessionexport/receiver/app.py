@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from starlette.routing import Route
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
 from sessionexport.ingest.documents import RejectedBody
-from sessionexport.model.validation import NOT_JSON
+from sessionexport.model.session import IDENTIFIER_MAX_CHARS
+from sessionexport.model.validation import NOT_JSON, single_line
 from sessionexport.receiver import bulk as es
 from sessionexport.receiver.auth import (
     Authenticator,
@@ -76,6 +78,7 @@ EVENTS_TYPES = ("application/json", "application/x-ndjson")
 TOKEN_FORM_LIMIT = 16 * 1024
 BUSY = "the receiver is busy storing other requests; nothing was stored. Retry shortly."
 ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
+_COMPATIBLE_WITH = re.compile(r"vnd\.elasticsearch\+json\s*;\s*compatible-with\s*=\s*(\d+)")
 
 
 @dataclass(frozen=True)
@@ -327,8 +330,12 @@ async def _token(request: Request) -> Response:
 
 
 def _es_response(request: Request, value: Any, status: int = 200) -> Response:
-    accept = request.headers.get("accept", "")
-    media_type = accept if "vnd.elasticsearch+json" in accept else "application/json"
+    compatible = _COMPATIBLE_WITH.search(request.headers.get("accept", ""))
+    media_type = (
+        f"application/vnd.elasticsearch+json; compatible-with={compatible[1]}"
+        if compatible
+        else "application/json"
+    )
     headers = {"X-Elastic-Product": "Elasticsearch"}
     return Response(orjson.dumps(value), status, headers, media_type=media_type)
 
@@ -408,9 +415,7 @@ async def _apply(
 
 
 def _item_failure(op: es.Operation, faults: es.FaultPlan) -> es.ItemFailure | None:
-    if op.problem is not None:
-        return es.ItemFailure(400, es.ERROR_TYPES[400], op.problem)
-    return faults.failure(op)
+    return op.problem or faults.failure(op)
 
 
 def _document(op: es.Operation) -> Document:
@@ -419,10 +424,12 @@ def _document(op: es.Operation) -> Document:
         session_id = _session_id.decode(source).userSessionId
     except (msgspec.ValidationError, *NOT_JSON):
         session_id = None
-    if session_id is not None and "\x00" in session_id:
-        session_id = None  # only a lookup key, kept as text: the document is stored, unindexed
+    if session_id is not None and ("\x00" in session_id or len(session_id) > IDENTIFIER_MAX_CHARS):
+        session_id = None  # only a lookup key, kept as indexed text: the document is stored, unindexed
     replaces = op.action == "index"  # ``create`` keeps a stored document and fails with 409
-    return Document(DOCUMENT, f"{op.index}/{op.doc_id}", source, session_id, op.index, replaces)
+    # One line per document, as every store keeps them (a \r inside is JSON whitespace).
+    body = single_line(source)
+    return Document(DOCUMENT, f"{op.index}/{op.doc_id}", body, session_id, op.index, replaces)
 
 
 async def _es_info(request: Request) -> Response:

@@ -3,9 +3,11 @@
     body ─▶ parse_bulk ─▶ [Operation ...] ─▶ (store) ─▶ item_result / failed_item ─▶ bulk_response
 
 A body is action/metadata lines, each ``index`` or ``create`` followed by its document line, the
-last line ending with ``\\n``. Whole-request problems (no final newline, a broken action line,
-``_type`` on Elasticsearch 8) raise ``BulkRequestError`` (ES answers 400 for those); a broken
-document only fails its item, as in Elasticsearch, which answers 200 with ``errors: true``.
+last line ending with ``\\n`` (a ``\\r`` before it is dropped). Whole-request problems (no final
+newline, a broken action line, an unknown parameter in one, ``_type`` on Elasticsearch 8, an
+``_id`` over 512 bytes) raise ``BulkRequestError`` (ES answers 400 for those); a broken document,
+an empty ``_id`` or an invalid index name only fail their item, as in Elasticsearch, which answers
+200 with ``errors: true``.
 ``FaultPlan`` makes chosen items fail on purpose, so senders can test partial failures.
 """
 
@@ -23,6 +25,29 @@ import orjson
 from sessionexport.model.validation import NOT_JSON, not_json
 
 ACTIONS = ("index", "create", "update", "delete")
+# What an action/metadata line may hold besides ``_type`` (Elasticsearch 7 only); ES refuses the
+# whole request for anything else.
+METADATA = frozenset(
+    {
+        "_index",
+        "_id",
+        "routing",
+        "op_type",
+        "version",
+        "version_type",
+        "retry_on_conflict",
+        "pipeline",
+        "_source",
+        "if_seq_no",
+        "if_primary_term",
+        "require_alias",
+        "require_data_stream",
+        "dynamic_templates",
+        "list_executed_pipelines",
+    }
+)
+MAX_ID_BYTES = 512
+MAX_INDEX_BYTES = 255
 ERROR_TYPES = {
     400: "document_parsing_exception",
     404: "index_not_found_exception",
@@ -44,20 +69,20 @@ class BulkRequestError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ItemFailure:
+    status: int
+    error_type: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     action: str
     index: str
     doc_id: str
     doc_type: str | None
     source: bytes | None  # the document line as sent
-    problem: str | None = None  # why this item fails on its own (a broken document line)
-
-
-@dataclass(frozen=True, slots=True)
-class ItemFailure:
-    status: int
-    error_type: str
-    reason: str
+    problem: ItemFailure | None = None  # why this item fails on its own (a broken document line)
 
 
 def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Operation]:
@@ -71,6 +96,7 @@ def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Ope
         )
     lines = body.split(b"\n")[:-1]
     operations: list[Operation] = []
+    too_long: list[str] = []
     number = 0
     while number < len(lines):
         if not lines[number].strip():
@@ -82,7 +108,12 @@ def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Ope
             raise BulkRequestError(
                 "action_request_validation_exception", "Validation Failed: 1: index is missing;"
             )
-        doc_id = _meta_text(meta, "_id", action, number + 1) or uuid.uuid4().hex
+        doc_id = _meta_text(meta, "_id", action, number + 1)
+        if doc_id is not None and len(doc_id.encode()) > MAX_ID_BYTES:
+            too_long.append(
+                f"id [{doc_id}] is too long, must be no longer than {MAX_ID_BYTES} bytes"
+                f" but was: {len(doc_id.encode())}"
+            )
         source = None
         if action != "delete":
             number += 1
@@ -90,10 +121,14 @@ def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Ope
                 raise BulkRequestError(
                     "illegal_argument_exception", f"The {action} action at line [{number}] has no document"
                 )
-            source = lines[number]
+            source = lines[number].removesuffix(b"\r")
         problem = _names_problem(index, doc_id) or _document_problem(action, source)
+        doc_id = uuid.uuid4().hex if doc_id is None else doc_id
         operations.append(Operation(action, index, doc_id, meta.get("_type"), source, problem))
         number += 1
+    if too_long:
+        failed = " ".join(f"{n}: {reason};" for n, reason in enumerate(too_long, start=1))
+        raise BulkRequestError("action_request_validation_exception", f"Validation Failed: {failed}")
     return operations
 
 
@@ -111,10 +146,40 @@ def _meta_text(meta: dict[str, Any], key: str, action: str, number: int) -> str 
     )
 
 
-def _names_problem(index: str, doc_id: str) -> str | None:
-    """Names the store keeps as text: NUL has no place there (PostgreSQL refuses it)."""
-    if "\x00" in index or "\x00" in doc_id:
-        return "_index and _id must not contain the NUL character (\\u0000)"
+def _names_problem(index: str, doc_id: str | None) -> ItemFailure | None:
+    """Why ``index`` or ``doc_id`` fail their item, as Elasticsearch says it; None when they do not.
+    Names are kept as text: NUL has no place there either (PostgreSQL refuses it)."""
+    if "\x00" in index or "\x00" in (doc_id or ""):
+        return ItemFailure(
+            400, ERROR_TYPES[400], "_index and _id must not contain the NUL character (\\u0000)"
+        )
+    if doc_id == "":
+        return ItemFailure(400, "illegal_argument_exception", "if _id is specified it must not be empty")
+    if reason := index_name_problem(index):
+        return ItemFailure(400, "invalid_index_name_exception", f"Invalid index name [{index}], {reason}")
+    return None
+
+
+_INVALID_INDEX_CHARACTERS = '\\/*?"<>| ,'
+
+
+def index_name_problem(name: str) -> str | None:
+    """Why Elasticsearch refuses ``name`` for an index (its documented rules), or None."""
+    if name in (".", ".."):
+        return "must not be '.' or '..'"
+    if name[:1] in ("_", "-", "+"):
+        return "must not start with '_', '-', or '+'"
+    if any(c in _INVALID_INDEX_CHARACTERS for c in name):
+        shown = ", ".join(_INVALID_INDEX_CHARACTERS)
+        return f"must not contain the following characters [{shown}]"
+    if "#" in name:
+        return "must not contain '#'"
+    if ":" in name:
+        return "must not contain ':'"
+    if name != name.lower():
+        return "must be lowercase"
+    if len(name.encode()) > MAX_INDEX_BYTES:
+        return f"index name is too long, ({len(name.encode())} > {MAX_INDEX_BYTES})"
     return None
 
 
@@ -133,23 +198,25 @@ def _action(line: bytes, number: int, es_version: int) -> tuple[str, dict[str, A
     action, meta = next(iter(value.items()))
     if not isinstance(meta, dict):
         raise BulkRequestError("illegal_argument_exception", f"Malformed action/metadata line [{number}]")
-    if "_type" in meta and es_version >= 8:
+    known = METADATA if es_version >= 8 else METADATA | {"_type"}
+    if unknown := next((name for name in meta if name not in known), None):
         raise BulkRequestError(
             "illegal_argument_exception",
-            f"Action/metadata line [{number}] contains an unknown parameter [_type]",
+            f"Action/metadata line [{number}] contains an unknown parameter [{unknown}]",
         )
     return action, meta
 
 
-def _document_problem(action: str, source: bytes | None) -> str | None:
+def _document_problem(action: str, source: bytes | None) -> ItemFailure | None:
     if action in ("update", "delete"):
-        return f"the {action} action is not supported by this receiver (session exports only index)"
+        reason = f"the {action} action is not supported by this receiver (session exports only index)"
+        return ItemFailure(400, "action_request_validation_exception", reason)
     try:
         value = msgspec.json.decode(source or b"")
     except NOT_JSON as exc:
-        return f"failed to parse: {not_json(source or b'', exc).message}"
+        return ItemFailure(400, ERROR_TYPES[400], f"failed to parse: {not_json(source or b'', exc).message}")
     if not isinstance(value, dict):
-        return "failed to parse: the document is not a JSON object"
+        return ItemFailure(400, ERROR_TYPES[400], "failed to parse: the document is not a JSON object")
     return None
 
 
