@@ -11,7 +11,8 @@ check-then-insert would not.
 
 Concurrent saves of the same keys lock them in the same order, by key within each run, so that they
 wait for each other instead of deadlocking (the same keys of a run keep their order: the first
-keeps, the last replaces). Runs of both kinds may still deadlock with another save: PostgreSQL then
+keeps, the last replaces). Their seqs are drawn beforehand, in the request's order, which is the
+order they are listed in. Runs of both kinds may still deadlock with another save: PostgreSQL then
 ends one, and it is run again.
 """
 
@@ -47,9 +48,10 @@ MIGRATION_LOCK = 0x5358_524D
 SAVE_ATTEMPTS = 3  # a save that deadlocked with others (see above) is run again, up to this
 
 _INSERT = (
-    "INSERT INTO documents (request_id, received_at, kind, key, user_session_id, index_name, body)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (kind, key) DO "
+    "INSERT INTO documents (seq, request_id, received_at, kind, key, user_session_id, index_name, body)"
+    " OVERRIDING SYSTEM VALUE VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (kind, key) DO "
 )
+_DRAW_SEQS = "SELECT nextval(pg_get_serial_sequence('documents', 'seq')) FROM generate_series(1, %s)"
 _KEEP = _INSERT + "NOTHING RETURNING true"
 # Same columns as the SQLite backend replaces: the key fixes kind and index, seq stays the first one's.
 _REPLACE = (
@@ -104,11 +106,14 @@ class PostgresReceivedStore:
     async def _save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
         async with self._transaction() as conn:
             request_id = await _insert_request(conn, request, 200, None)
+            cursor = await conn.execute(_DRAW_SEQS, (len(documents),))
+            seqs = iter(sorted(seq for (seq,) in await cursor.fetchall()))
             created: list[bool] = []
             # In order, one pipelined executemany per run of documents that keep (or replace) alike.
             for replaces, run in groupby(documents, key=lambda d: d.replaces):
                 statement = _REPLACE if replaces else _KEEP
-                created += await _save_documents(conn, statement, request_id, request.received_at, list(run))
+                numbered = [(next(seqs), document) for document in run]
+                created += await _save_documents(conn, statement, request_id, request.received_at, numbered)
             stored = sum(created)
             await conn.execute(_COUNT_REQUEST, (len(documents), stored, len(documents) - stored, request_id))
         return SaveResult(request_id, created)
@@ -171,16 +176,16 @@ async def _insert_request(conn: Connection, request: RequestInfo, status: int, e
 
 
 async def _save_documents(
-    conn: Connection, statement: str, request_id: int, at: int, documents: Sequence[Document]
+    conn: Connection, statement: str, request_id: int, at: int, documents: Sequence[tuple[int, Document]]
 ) -> list[bool]:
-    """Upsert the documents in the order of their keys (see the module's doc); per document, in
-    the order given, True when its key was new."""
+    """Upsert the (seq, document)s in the order of their keys (see the module's doc); per
+    document, in the order given, True when its key was new."""
     if not documents:
         return []
-    order = sorted(range(len(documents)), key=lambda i: (documents[i].kind, documents[i].key))  # stable
+    order = sorted(range(len(documents)), key=lambda i: (documents[i][1].kind, documents[i][1].key))  # stable
     rows = [
-        (request_id, at, d.kind, d.key, d.user_session_id, d.index, d.body)
-        for d in (documents[i] for i in order)
+        (seq, request_id, at, d.kind, d.key, d.user_session_id, d.index, d.body)
+        for seq, d in (documents[i] for i in order)
     ]
     created = [False] * len(documents)
     async with conn.cursor() as cursor:
