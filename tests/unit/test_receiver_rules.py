@@ -47,6 +47,17 @@ def test_sessions_keyed_by_the_elasticsearch_id_rule_and_kept_compact() -> None:
     assert docs[0].user_session_id == session["userSessionId"]
 
 
+def test_identities_that_the_id_rule_would_join_keep_two_keys() -> None:
+    """``a-b`` + ``c`` and ``a`` + ``b-c``: one ``_id`` by the rule, two sessions by identity."""
+    lines = [
+        orjson.dumps({"tenantId": tenant, "userSessionId": user, "startTime": 1_700_000_000_000})
+        for tenant, user in (("a-b", "c"), ("a", "b-c"), ("a%2Db", "c"))
+    ]
+    keys = [doc.key for doc in parse_events_body(b"\n".join(lines))]
+    assert len(set(keys)) == 3
+    assert keys[1] == "a-b-c-1700000000000"  # a tenant id without "-" or "%" keeps the rule
+
+
 def test_the_documented_check_document_is_kept_as_legacy() -> None:
     [doc] = parse_events_body(DOC_CHECK)
     assert doc.kind == LEGACY

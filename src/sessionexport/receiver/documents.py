@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from sessionexport.ingest.documents import array_items, ndjson_lines, parse_all
+from sessionexport.model.session import Identifier
 from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, not_utf8, single_line
 from sessionexport.receiver.store.records import LEGACY, SESSION, Document
 
@@ -18,9 +19,9 @@ from sessionexport.receiver.store.records import LEGACY, SESSION, Document
 class _LegacyIdentity(msgspec.Struct):
     """The identity of a pre-2022 export document, as in the original documentation's check command."""
 
-    visitId: str
+    visitId: Identifier
     startTime: int
-    visitorId: str | None = None
+    visitorId: Identifier | None = None
 
 
 _legacy = msgspec.json.Decoder(_LegacyIdentity)
@@ -33,8 +34,11 @@ def parse_events_body(body: bytes) -> list[Document]:
 
 
 def session_key(tenant_id: str, user_session_id: str, start_time: int) -> str:
-    """Elasticsearch's ``_id`` rule, so one identity means one stored document everywhere."""
-    return f"{tenant_id}-{user_session_id}-{start_time}"
+    """The ``_id`` an export to Elasticsearch gives the session, ``<tenantId>-<userSessionId>-
+    <startTime>``, unambiguous: a ``-`` (or ``%``) in the tenant id is escaped, so that ``a-b`` +
+    ``c`` and ``a`` + ``b-c`` are two sessions. Real tenant ids have neither, and keep the rule."""
+    tenant = tenant_id.replace("%", "%25").replace("-", "%2D")
+    return f"{tenant}-{user_session_id}-{start_time}"
 
 
 def parse_line(raw: bytes) -> Document:
