@@ -39,6 +39,7 @@ from sessionexport.cli_options import (
     TlsKey,
     env,
     require_server_data,
+    require_store_opens,
     run_on_store,
 )
 from sessionexport.clock import now_ms
@@ -206,7 +207,7 @@ def _serve(
     except (StoreError, SecretKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    run_on_store(lambda: create_store(config.data_dir, config.database_url), _nothing)
+    require_store_opens(lambda: create_store(config.data_dir, config.database_url))
     sock = _listening(listener.host, listener.port)
     announce(err, f"sessionexport {__version__} {says(f'{scheme}://{listener.host}:{listener.port}')}")
     if not listening.serve(application, sock, ssl_certfile=listener.tls_cert, ssl_keyfile=listener.tls_key):
@@ -219,10 +220,6 @@ def _listening(host: str, port: int) -> socket.socket:
     except OSError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
-
-
-async def _nothing(store: Store) -> None:
-    return None
 
 
 def _serving_scheme(listener: Listener) -> str:

@@ -45,6 +45,16 @@ def run_on_store(make_store: Callable[[], S], work: Callable[[S], Awaitable[T]])
         raise typer.Exit(2) from None
 
 
+def require_store_opens(make_store: Callable[[], _Openable]) -> None:
+    """Open and close the store once before serving: a database that cannot be reached or opened
+    ends the command in one line, not in a traceback from the server's start."""
+
+    async def nothing(store: _Openable) -> None:
+        return None
+
+    run_on_store(make_store, nothing)
+
+
 def require_existing(path: Path, whose: str = "server", variable: str = "SESSIONEXPORT_DATA_DIR") -> None:
     """For commands that read what a server keeps: a missing database means a wrong --data-dir,
     not an empty store; creating one there would hide the mistake (a token nobody checks, zero

@@ -652,6 +652,26 @@ def test_jwks_over_plain_http_is_refused_at_start(tmp_path: Path) -> None:
     assert "https:// only" in result.output
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--events-path", "export"], "--events-path 'export': must start with / and name a path"),
+        (["--events-path", "/received/counts"], "is one of the receiver's own routes"),
+        (["--jwks", "/nowhere/jwks.json"], "--jwks: no such file /nowhere/jwks.json"),
+        (["--storage", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"], "cannot reach PostgreSQL"),
+    ],
+)
+def test_options_that_cannot_work_end_receive_at_start_in_one_line(
+    tmp_path: Path, options: list[str], said: str
+) -> None:
+    """Not a traceback from the server's start, nor a receiver that answers 503 to every token."""
+    result = CliRunner().invoke(
+        cli_app, ["receive", "--data-dir", str(tmp_path), "--http", "--port", "0", *options]
+    )
+    assert result.exit_code == 2, result.output
+    assert said in result.output and "Traceback" not in result.output
+
+
 def test_read_api_refuses_ids_and_urls_no_document_can_have(receiver: ReceiverProcess) -> None:
     for query in ({"requestId": str(10**23)}, {"requestId": "0"}):
         response = httpx.get(f"{receiver.base}/received/documents", params=query, verify=receiver.verify)

@@ -18,6 +18,7 @@ from sessionexport.receiver import bulk as es
 from sessionexport.receiver.auth import (
     KEYS_RETRY_SECONDS,
     Authenticator,
+    InvalidToken,
     JwksVerifier,
     KeysUnavailable,
     OAuthError,
@@ -402,6 +403,26 @@ async def test_jwks_tokens_checked_for_signature_issuer_audience_and_expiry(tmp_
     for bad in (token(aud="other"), token(iss="https://evil"), token(exp=int(clock.now) - 1), token(other)):
         with pytest.raises(Unauthorized):
             await verifier.check(bad)
+
+
+async def test_with_both_kinds_of_bearer_token_each_is_refused_for_its_own_reason(tmp_path: Path) -> None:
+    """An expired token of the receiver's own endpoint is "expired", not the JWKS check's "HS256
+    is not allowed"; the challenge says the token was refused (RFC 6750 §3)."""
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(KeySet([key]).as_dict(private=False)))
+    clock = Clock()
+    issuer = TokenIssuer({"c": "s"}, b"k" * 32, ttl_seconds=60, clock=clock)
+    auth = Authenticator(tokens=issuer, jwks=JwksVerifier(str(jwks), clock=clock))
+    own = issuer.issue({"grant_type": "client_credentials", "client_id": "c", "client_secret": "s"}, None)
+    external = jwt.encode({"alg": "RS256", "kid": "k1"}, {"sub": "svc", "exp": int(clock.now) + 600}, key)
+    assert await auth.check(f"Bearer {own['access_token']}") == "c"
+    assert await auth.check(f"Bearer {external}") == "svc"
+    clock.now += 120
+    with pytest.raises(InvalidToken, match="expired") as refused:
+        await auth.check(f"Bearer {own['access_token']}")
+    assert auth.challenge(refused.value) == 'Bearer realm="sessionexport", error="invalid_token"'
+    assert auth.challenge(Unauthorized("credentials required")) == 'Bearer realm="sessionexport"'
 
 
 def test_jwks_is_never_fetched_over_plain_http() -> None:

@@ -102,6 +102,10 @@ class ReceiverOptions:
     def build(self) -> ReceiverConfig:
         """The app's configuration; raises ValueError, StoreError or OSError for bad options."""
         data_dir = Path(self.data_dir)
+        if problem := events_path_problem(self.events_path):
+            raise ValueError(f"--events-path {self.events_path!r}: {problem}")
+        if self.jwks and "://" not in self.jwks and not Path(self.jwks).is_file():  # URLs: see JwksVerifier
+            raise ValueError(f"--jwks: no such file {self.jwks} (or give an https:// URL)")
         tokens = None
         if self.oauth_clients:
             clients = dict(parse_pair(c, "--oauth-client") for c in self.oauth_clients)
@@ -123,6 +127,19 @@ class ReceiverOptions:
 
 
 OPTIONS_VARIABLE = "SESSIONEXPORT_RECEIVER_OPTIONS"
+
+
+def events_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be the export path (``--events-path``), or None."""
+    if not path.startswith("/") or path == "/":
+        return "must start with / and name a path"
+    if (
+        path in ("/oauth2/token", "/metrics", "/health")
+        or path.endswith("/_bulk")
+        or path.startswith("/received/")
+    ):
+        return "is one of the receiver's own routes"
+    return None
 
 
 def app_from_environment() -> Starlette:
@@ -233,7 +250,7 @@ async def _keys_unavailable(request: Request, exc: Exception) -> Response:
 
 
 def _unauthorized(request: Request, exc: Unauthorized) -> Response:
-    challenge = _config(request).auth.challenge
+    challenge = _config(request).auth.challenge(exc)
     return _error(401, f"unauthorized: {exc}", {"WWW-Authenticate": challenge})
 
 
@@ -349,7 +366,7 @@ async def _bulk(request: Request) -> Response:
         cause = {"type": "security_exception", "reason": f"unable to authenticate: {exc}"}
         error = {"error": {"root_cause": [cause], **cause}, "status": 401}
         response = _es_response(request, error, 401)
-        response.headers["WWW-Authenticate"] = config.auth.challenge
+        response.headers["WWW-Authenticate"] = config.auth.challenge(exc)
         return response
     try:
         async with config.budget.room_for(request, config.max_body_bytes):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
@@ -35,6 +36,10 @@ _ASYMMETRIC = ["RS256", "ES256", "PS256", "EdDSA"]
 
 class Unauthorized(Exception):
     """401: the reason goes into the body and ``WWW-Authenticate``, never the presented secret."""
+
+
+class InvalidToken(Unauthorized):
+    """A Bearer token that was presented and refused (RFC 6750's ``invalid_token``)."""
 
 
 class KeysUnavailable(Exception):
@@ -129,7 +134,7 @@ class TokenIssuer:
             claims = jwt.decode(token, OctKey.import_key(self.key), algorithms=["HS256"]).claims
             jwt.JWTClaimsRegistry(now=int(self.clock()), exp={"essential": True}).validate(claims)
         except (JoseError, ValueError) as exc:
-            raise Unauthorized(f"invalid or expired token: {exc}") from None
+            raise InvalidToken(f"invalid or expired token: {exc}") from None
         return str(claims.get("sub"))
 
     @staticmethod
@@ -192,7 +197,7 @@ class JwksVerifier:
         try:
             claims = await self._verified_claims(token, reload=self.clock() - self._loaded_at >= 60)
         except JoseError as exc:
-            raise Unauthorized(f"invalid token: {exc}") from None
+            raise InvalidToken(f"invalid token: {exc}") from None
         options: dict[str, dict[str, object]] = {"exp": {"essential": True}}
         if self.issuer:
             options["iss"] = {"essential": True, "value": self.issuer}
@@ -201,7 +206,7 @@ class JwksVerifier:
         try:
             jwt.JWTClaimsRegistry(now=int(self.clock()), **options).validate(claims)  # type: ignore[arg-type]
         except JoseError as exc:
-            raise Unauthorized(f"token rejected: {exc}") from None
+            raise InvalidToken(f"token rejected: {exc}") from None
         return str(claims.get("sub"))
 
     async def _verified_claims(self, token: str, reload: bool) -> dict[str, object]:
@@ -241,10 +246,13 @@ class Authenticator:
     def required(self) -> bool:
         return bool(self.basic or self.tokens or self.jwks)
 
-    @property
-    def challenge(self) -> str:
+    def challenge(self, refused: Unauthorized | None = None) -> str:
+        """``WWW-Authenticate`` for a 401; after a refused Bearer token, saying so (RFC 6750 §3)."""
+        bearer = 'Bearer realm="sessionexport"'
+        if isinstance(refused, InvalidToken):
+            bearer += ', error="invalid_token"'
         schemes = (['Basic realm="sessionexport"'] if self.basic else []) + (
-            ['Bearer realm="sessionexport"'] if self.tokens or self.jwks else []
+            [bearer] if self.tokens or self.jwks else []
         )
         return ", ".join(schemes)
 
@@ -260,12 +268,19 @@ class Authenticator:
                 return pair[0]
             raise Unauthorized("wrong user name or password")
         token = bearer_token(authorization)
-        if token and self.tokens:
-            try:
-                return self.tokens.verify(token)
-            except Unauthorized:
-                if not self.jwks:
-                    raise
+        # Tokens of the receiver's own endpoint are signed with HS256, which a JWKS issuer's never
+        # are: each token goes to the one check that can judge it, and fails with its reason.
+        if token and self.tokens and (not self.jwks or _algorithm(token) == "HS256"):
+            return self.tokens.verify(token)
         if token and self.jwks:
             return await self.jwks.check(token)
         raise Unauthorized("unsupported authorization scheme for this receiver")
+
+
+def _algorithm(token: str) -> str | None:
+    """The ``alg`` of a compact JWS's header, or None when there is none to read."""
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(token.split(".", 1)[0] + "=="))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    return header.get("alg") if isinstance(header, dict) else None

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sessionexport.cli_options import env, require_existing, run_on_store
+from sessionexport.cli_options import env, require_existing, require_store_opens, run_on_store
 from sessionexport.logs import announce
 from sessionexport.receiver.store import DATABASE_FILE as RECEIVED_DATABASE
 from sessionexport.receiver.store import ReceivedStore, create_received_store
@@ -177,6 +177,7 @@ def receive(
         config = options.build()  # also checks the options before any worker starts
     except (ValueError, StoreError, OSError) as exc:
         _fail(str(exc))
+    require_store_opens(lambda: create_received_store(data_dir, storage))
     cert_file, key_file = (None, None) if http else _tls_files(data_dir, tls_cert, tls_key)
     try:
         sock = listening.bind(host, port)
@@ -237,9 +238,12 @@ received_app = typer.Typer(help="What `receive` got: counts, sessions, requests.
 
 
 def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedStore], Awaitable[T]]) -> T:
-    if not storage or storage == "files":  # in the data directory: it must be the receiver's
+    # What a receiver keeps in files must be there: reading would create an empty store instead.
+    if not storage or storage == "files":
         kept = data_dir / ("received" if storage else RECEIVED_DATABASE)
         require_existing(kept, "receiver", env("RECEIVER_DATA_DIR"))
+    elif storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+        _fail(f"no receiver database at {storage.removeprefix('sqlite:///')}: give the receiver's --storage")
     return run_on_store(lambda: create_received_store(data_dir, storage, reading=True), work)
 
 
