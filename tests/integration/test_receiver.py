@@ -554,6 +554,31 @@ def test_check_endpoint_finds_nothing_wrong_with_the_receiver(tmp_path: Path, au
         r.stop()
 
 
+def test_check_endpoint_checks_the_bulk_endpoint_item_by_item(tmp_path: Path) -> None:
+    """With --index, check-endpoint sends Elasticsearch bulks: the receiver's _bulk passes, and the
+    same with every item made to fail answers 200 with errors, which fails every bulk check."""
+    for faults, expected_exit in (([], 0), (["--bulk-fail", "400:."], 1)):
+        r = ReceiverProcess(
+            tmp_path / f"receiver-{expected_exit}", "--basic", "exporter:s3cret", *faults
+        ).start()
+        try:
+            arguments = [f"{r.base}/_bulk", "--ca-bundle", str(r.ca_file), "--index", "sessions"]
+            arguments += ["--basic", "exporter:s3cret", "--count-url", f"{r.base}/received/counts"]
+            arguments += ["--count-key", "documents"]
+            result = CliRunner().invoke(cli_app, ["check-endpoint", *arguments], env={"COLUMNS": "250"})
+            assert result.exit_code == expected_exit, result.output
+            if expected_exit == 0:
+                assert "FAIL" not in result.output and "WARN" not in result.output, result.output
+                assert counts(r, auth=("exporter", "s3cret"))["documents"] > 2  # as documents of the index
+            else:
+                failed = [line for line in result.output.splitlines() if "FAIL" in line]
+                assert len(failed) == 6, result.output  # 4 samples, the large and the re-sent bulk
+                assert all("item(s) failed, first: 400" in line for line in failed), result.output
+                assert "planted failure for [" in result.output  # what the endpoint said, brackets kept
+        finally:
+            r.stop()
+
+
 # -- PostgreSQL storage, several processes -----------------------------------------------------------
 
 

@@ -6,7 +6,9 @@
 
 Requests go through the exporter's own code: its TLS context (certificates always verified), its
 ``Sender`` and credentials (Basic, or the OAuth2 client-credentials token request), its flush rule
-and bulk body, so a PASS means the real exporter will get on with the endpoint. Each check is a
+and bulk body, so a PASS means the real exporter will get on with the endpoint. With ``--index``,
+bodies are Elasticsearch bulks (an ``index`` action before each session, as an export with
+``sendDirect`` sends them), and an answer counts as accepted only when every item succeeded. Each check is a
 probe (I/O, through ``Probe``) followed by a judge, a pure function from what came back to a
 ``Verdict``; the list of checks is data (``CHECKS``). A failed ``tls`` or ``oauth token`` ends the
 run, since every later request would fail the same way.
@@ -31,6 +33,7 @@ import msgspec
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sessionexport.cli_options import env
@@ -44,13 +47,14 @@ from sessionexport.export.auth import (
     describe_transport_error,
 )
 from sessionexport.export.batching import Batcher
-from sessionexport.export.config import BasicAuth, ExportConfig, OAuth2
+from sessionexport.export.config import BasicAuth, ExportConfig, OAuth2, SendDirect
 from sessionexport.export.delivery import Attempt, Sender
 from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.supervisor import ssl_context
 from sessionexport.export.tuning import DYNATRACE_MAX_BYTES, DYNATRACE_MAX_SESSIONS, ExportTuning
 from sessionexport.generate.sessions import GeneratorOptions, Kind, generate_sessions
 from sessionexport.model.samples import MOBILE, WEB_SYNTHETIC, doc_sample
+from sessionexport.receiver.bulk import index_name_problem
 from sessionexport.store.records import LogEntry
 
 JSON = "application/json"
@@ -97,6 +101,11 @@ class CheckOptions:
     count_url: str | None = None
     count_key: str = "sessions"
     seed: int | None = None  # of the generated sessions; random by default, so every run sends new ones
+    index: str | None = None  # an Elasticsearch _bulk endpoint: the index the bulks' actions name
+
+    @property
+    def direct(self) -> SendDirect | None:
+        return SendDirect(self.index, None) if self.index else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +151,8 @@ def judge_accepted(attempt: Attempt, what: str) -> Verdict:
     if attempt.status is None:
         return Verdict(Outcome.FAIL, f"{what}: {attempt.error}")
     status = attempt.status
+    if is_2xx(attempt) and attempt.error:  # an Elasticsearch bulk whose items failed
+        return Verdict(Outcome.FAIL, f"HTTP {status} for {what}, but {attempt.error}")
     if status == 200:
         return Verdict(Outcome.PASS, f"HTTP 200 for {what}")
     if 200 <= status < 300:
@@ -202,7 +213,7 @@ def judge_resend(
 ) -> Verdict:
     """Exporters deliver at least once: a re-sent bulk must be accepted, and not stored twice."""
     for attempt, what in ((first, "the bulk"), (again, "the same bulk sent again")):
-        if not is_2xx(attempt):
+        if not attempt.ok:
             return judge_accepted(attempt, what)
     if counts is None:
         return Verdict(
@@ -230,6 +241,8 @@ def judge_gzip(attempt: Attempt, readings: Sequence[int | CountError], sessions:
     what = "a gzip body (the compression knob)"
     if attempt.status is None:
         return Verdict(Outcome.WARN, f"{what}: {attempt.error}; leave compression at none")
+    if is_2xx(attempt) and attempt.error:  # read, but its items failed: the other checks say why
+        return Verdict(Outcome.WARN, f"HTTP {attempt.status} for {what}, but {attempt.error}")
     if not is_2xx(attempt):
         return Verdict(Outcome.WARN, f"HTTP {attempt.status} for {what}: leave compression at none")
     if not readings:
@@ -345,20 +358,26 @@ def generated_entries(count: int, seed: int, kind: Kind, end_ms: int) -> list[Lo
     return [log_entry(seq, session) for seq, session in enumerate(generate_sessions(count, seed, options))]
 
 
-def samples_body() -> bytes:
-    """The two sample sessions of the original documentation (mobile, and synthetic web), as one body."""
-    return b"\n".join(doc_sample(name) for name in (MOBILE, WEB_SYNTHETIC)) + b"\n"
+def samples_body(direct: SendDirect | None) -> bytes:
+    """The two sample sessions of the original documentation (mobile, and synthetic web), as one
+    body, byte for byte as published."""
+    samples = [doc_sample(name) for name in (MOBILE, WEB_SYNTHETIC)]
+    entries = [
+        msgspec.structs.replace(log_entry(seq, orjson.loads(raw)), body=raw)
+        for seq, raw in enumerate(samples)
+    ]
+    return bulk_body(entries, direct)
 
 
-def large_bulk_body(seed: int, end_ms: int) -> bytes:
+def large_bulk_body(seed: int, end_ms: int, direct: SendDirect | None) -> bytes:
     """The first bulk the exporter's flush rules make: full up to 896,000 bytes (or 1000 sessions)."""
     batcher = Batcher(ExportTuning())
     options = GeneratorOptions(kind="mixed", end_ms=end_ms)
     for seq, session in enumerate(generate_sessions(DYNATRACE_MAX_SESSIONS, seed, options)):
         entry = log_entry(seq, session)
-        for bulk in batcher.offer(entry, encoded_size(entry, None)):
-            return bulk_body(bulk.entries, None)
-    return bulk_body(batcher.take().entries, None)
+        for bulk in batcher.offer(entry, encoded_size(entry, direct)):
+            return bulk_body(bulk.entries, direct)
+    return bulk_body(batcher.take().entries, direct)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,14 +388,14 @@ class Bodies:
     gzip: bytes  # sent compressed
 
     @classmethod
-    def generate(cls, seed: int) -> Bodies:
+    def generate(cls, seed: int, direct: SendDirect | None) -> Bodies:
         # Different seeds: the bodies hold different sessions, so each can add to a count.
         end = now_ms()
         return cls(
-            samples=samples_body(),
-            large=large_bulk_body(seed + 2, end),
-            resend=bulk_body(generated_entries(RESEND_SESSIONS, seed + 3, "mixed", end), None),
-            gzip=bulk_body(generated_entries(GZIP_SESSIONS, seed + 4, "mixed", end), None),
+            samples=samples_body(direct),
+            large=large_bulk_body(seed + 2, end, direct),
+            resend=bulk_body(generated_entries(RESEND_SESSIONS, seed + 3, "mixed", end), direct),
+            gzip=bulk_body(generated_entries(GZIP_SESSIONS, seed + 4, "mixed", end), direct),
         )
 
 
@@ -412,7 +431,8 @@ class Probe:
         self.options = options
         self.client = client
         self.token_answer = token_answer
-        self.bodies = Bodies.generate(options.seed if options.seed is not None else secrets.randbits(31))
+        seed = options.seed if options.seed is not None else secrets.randbits(31)
+        self.bodies = Bodies.generate(seed, options.direct)
         self.config = ExportConfig(
             export_id="check-endpoint",
             endpoint_url=options.url,
@@ -420,7 +440,7 @@ class Probe:
             content_type=JSON,
             use_post=False,
             auth=options.auth,
-            send_direct=None,
+            send_direct=options.direct,
             management_zone=None,
             disable_notification=True,
             tuning=ExportTuning(timeoutSeconds=options.timeout, retries=0),
@@ -442,7 +462,9 @@ class Probe:
         if compressed:
             config = replace(config, tuning=msgspec.structs.replace(config.tuning, compression="gzip"))
         sender = Sender(config, self.client, credentials or self.credentials)
-        attempt = (await sender.send(body, retries=0, content_type=content_type)).last
+        # An Elasticsearch bulk holds two lines per session: its items are read and judged too.
+        items = body.count(b"\n") // 2 if self.options.direct else None
+        attempt = (await sender.send(body, retries=0, content_type=content_type, items=items)).last
         self.exchanges.append(Exchange(label, attempt))
         return attempt
 
@@ -584,7 +606,7 @@ async def check_gzip_bulk(probe: Probe) -> Verdict:
     counting = probe.options.count_url is not None
     readings = [await probe.count()] if counting else []
     attempt = await probe.send("gzip bulk", probe.bodies.gzip, compressed=True)
-    if counting and is_2xx(attempt):
+    if counting and attempt.ok:
         readings.append(await probe.count())
     return judge_gzip(attempt, readings, GZIP_SESSIONS)
 
@@ -670,7 +692,8 @@ STYLES = {Outcome.PASS: "green", Outcome.WARN: "yellow", Outcome.FAIL: "bold red
 def results_table(url: str, results: Sequence[CheckResult]) -> Table:
     table = Table("check", "outcome", "detail", title=f"check-endpoint {url}", title_justify="left")
     for result in results:
-        table.add_row(result.check, f"[{STYLES[result.outcome]}]{result.outcome}[/]", result.detail)
+        # Details quote what endpoints said, brackets included: text, not markup.
+        table.add_row(result.check, f"[{STYLES[result.outcome]}]{result.outcome}[/]", escape(result.detail))
     return table
 
 
@@ -722,9 +745,12 @@ def cli_options(
     oauth: OAuth2 | None,
     count_url: str | None,
     count_key: str,
+    index: str | None = None,
 ) -> CheckOptions:
     """The options, or a usage error (exit code 2) saying which one is wrong."""
     check_absolute_url(url, "URL")
+    if index is not None and (reason := index_name_problem(index)):
+        raise typer.BadParameter(f"{index!r}: {reason}", param_hint="--index")
     basic_auth = parse_basic(basic)
     if basic_auth is not None and oauth is not None:
         raise typer.BadParameter("give either --basic or OAuth2 (--token-url ...), not both")
@@ -740,6 +766,7 @@ def cli_options(
         auth=basic_auth or oauth,
         count_url=count_url,
         count_key=count_key,
+        index=index,
     )
 
 
@@ -813,12 +840,22 @@ def check_endpoint(
             help="Where the number is in the count JSON (dots for nested keys).",
         ),
     ] = "sessions",
+    index: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env("CHECK_INDEX"),
+            show_default=False,
+            help="Check an Elasticsearch _bulk endpoint: bulks name this index, as an export with sendDirect"
+            " sends them, and every item of an answer must succeed.",
+        ),
+    ] = None,
 ) -> None:
     """Check that an endpoint receives session exports properly.
 
     Sends what an exporter sends (samples with PUT and POST, JSON and NDJSON; a bulk filled to just
     under 896,000 bytes; the same bulk twice; a gzip bulk; requests without and with wrong credentials; a line
     that is not JSON) and reports every check as PASS, WARN or FAIL. Exits 1 when any check fails.
+    With --index, the endpoint is Elasticsearch's _bulk, and an answer's failed items fail its check.
     """
     options = cli_options(
         url,
@@ -829,6 +866,7 @@ def check_endpoint(
         oauth=parse_oauth(token_url, client_id, client_secret, scope),
         count_url=count_url,
         count_key=count_key,
+        index=index,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the table says it all; not a line per request
     results = asyncio.run(run_checks(options))
