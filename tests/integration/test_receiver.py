@@ -442,6 +442,23 @@ def test_bulk_lines_ending_in_crlf_are_stored_as_one_line_each_in_files(tmp_path
         r.stop()
 
 
+def test_bulk_bodies_of_a_type_elasticsearch_does_not_take_get_406(receiver: ReceiverProcess) -> None:
+    body = b'{"index":{"_index":"s","_id":"1"}}\n{"a":1}\n'
+    for content_type in ("text/plain", ""):
+        response = httpx.post(
+            f"{receiver.base}/_bulk",
+            content=body,
+            headers={"Content-Type": content_type},
+            verify=receiver.verify,
+        )
+        assert response.status_code == 406
+        assert response.json() == {
+            "error": f"Content-Type header [{content_type}] is not supported",
+            "status": 406,
+        }
+    assert counts(receiver)["documents"] == 0
+
+
 def test_a_session_id_too_long_to_index_is_refused_with_its_line(receiver: ReceiverProcess) -> None:
     session = orjson.loads(sample("doc-mobile-session.json"))
     session["userSessionId"] = "x" * 201

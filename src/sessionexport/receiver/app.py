@@ -78,6 +78,14 @@ EVENTS_TYPES = ("application/json", "application/x-ndjson")
 TOKEN_FORM_LIMIT = 16 * 1024
 BUSY = "the receiver is busy storing other requests; nothing was stored. Retry shortly."
 ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
+BULK_TYPES = frozenset(
+    {
+        "application/json",
+        "application/x-ndjson",
+        "application/vnd.elasticsearch+json",
+        "application/vnd.elasticsearch+x-ndjson",
+    }
+)
 _COMPATIBLE_WITH = re.compile(r"vnd\.elasticsearch\+json\s*;\s*compatible-with\s*=\s*(\d+)")
 
 
@@ -368,6 +376,10 @@ async def _bulk(request: Request) -> Response:
         response = _es_response(request, error, 401)
         response.headers["WWW-Authenticate"] = config.auth.challenge(exc)
         return response
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() not in BULK_TYPES:
+        unsupported = {"error": f"Content-Type header [{content_type}] is not supported", "status": 406}
+        return _es_response(request, unsupported, 406)  # as Elasticsearch answers it, unread
     try:
         async with config.budget.room_for(request, config.max_body_bytes):
             body = await read_body(request, config.max_body_bytes)
