@@ -13,13 +13,14 @@ log = logging.getLogger(__name__)
 
 
 async def purge_expired(store: Store, retention_ms: int, now: int) -> int:
-    """Delete sessions that joined the log more than ``retention_ms`` before ``now``.
+    """Delete sessions that joined the log more than ``retention_ms`` before ``now``, as a prefix
+    of the log (``Store.expired_prefix``).
 
     An export whose cursor is still before them loses them: that is never silent. Its cursor
     (every shard of it) moves past them and an alert says how many sessions expired unexported.
     """
     cutoff = now - retention_ms
-    boundary = await store.last_seq_before(cutoff)
+    boundary = await store.expired_prefix(cutoff)
     lost: dict[str, int] = {}
     behind: dict[str, int] = {}
     for cursor in await store.list_cursors():  # one per shard
@@ -37,7 +38,7 @@ async def purge_expired(store: Store, retention_ms: int, now: int) -> int:
             await store.raise_alert(export_id, "retention", title, message, now)
             log.warning("retention: export %s loses %d unexported session(s)", export_id, lost[export_id])
         await store.advance_cursor(export_id, boundary, now)
-    purged = await store.purge_sessions(cutoff)
+    purged = await store.purge_sessions(boundary)
     if purged:
         log.info("retention: purged %d session(s) older than %g day(s)", purged, retention_ms / 86_400_000)
     dropped = await store.purge_events(cutoff)

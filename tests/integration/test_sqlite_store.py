@@ -65,9 +65,9 @@ async def test_purge_removes_only_expired_and_never_reuses_seq(store: Store) -> 
     await store.append_sessions(records(3, seed=1), received_at=1_000)
     await store.append_sessions(records(2, seed=2), received_at=5_000)
     newest = (await store.recent_sessions(limit=1))[0].seq
-    assert await store.purge_sessions(received_before=2_000) == 3
+    assert await store.purge_sessions(await store.expired_prefix(2_000)) == 3
     assert await store.count_sessions() == 2
-    assert await store.purge_sessions(received_before=10_000) == 2
+    assert await store.purge_sessions(await store.expired_prefix(10_000)) == 2
     await store.append_sessions(records(1, seed=3), received_at=20_000)
     assert (await store.recent_sessions(limit=1))[0].seq > newest  # cursors can never see a seq twice
 
@@ -121,6 +121,23 @@ async def test_retention_purges_sessions_older_than_the_window(store: Store) -> 
     assert await purge_expired(store, retention_ms=7 * day, now=17 * day + 1) == 2
     assert await store.count_sessions() == 3
     assert await purge_expired(store, retention_ms=7 * day, now=17 * day + 2) == 0
+
+
+async def test_retention_moves_no_cursor_past_a_session_it_keeps(store: Store) -> None:
+    """A host whose clock is behind appends sessions that look older than the newer ones before
+    them: the cursor of a paused export moves only past what was purged, and the sessions kept
+    are still exported after it (before, it moved past them: skipped for good)."""
+    day = 86_400_000
+    await store.append_sessions(records(2, seed=1), received_at=1 * day)
+    await store.append_sessions(records(2, seed=2), received_at=9 * day)
+    await store.append_sessions(records(2, seed=3), received_at=2 * day)  # a clock 7 days behind
+    await store.ensure_cursor("paused", 0, now=0)
+    assert await purge_expired(store, retention_ms=7 * day, now=9 * day) == 2
+    cursor = await store.get_cursor("paused")
+    assert cursor is not None and cursor.position == 2
+    assert [e.seq for e in await store.read_log(cursor.position, 10)] == [3, 4, 5, 6]
+    [alert] = await store.list_alerts(open_only=True)
+    assert alert.title == "2 session(s) expired before they were exported"
 
 
 async def test_retention_never_drops_unexported_sessions_silently(store: Store) -> None:
@@ -296,19 +313,23 @@ async def test_counting_sessions_reads_the_index_of_seqs_not_the_log(tmp_path: P
             ), plan
 
 
-async def test_purging_finds_expired_sessions_by_received_at_and_rowid(tmp_path: Path) -> None:
-    from sessionexport.store.sqlite import _PURGE_UP_TO
+async def test_purging_walks_the_log_from_its_start_by_seq(tmp_path: Path) -> None:
+    """The expired prefix is found by reading the log in order only as far as it goes (no sort of
+    the whole log), and deleted through the narrow index of seqs."""
+    from sessionexport.store.sqlite import _FIRST_KEPT, _PURGE_UP_TO
 
     store = create_store(tmp_path)
     await store.open()
     await store.close()
     with sqlite3.connect(tmp_path / "sessionexport.db") as conn:
-        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _PURGE_UP_TO, (1, 5000))]
-    assert plan == [
+        purge = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _PURGE_UP_TO, (1, 5000))]
+        first_kept = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _FIRST_KEPT, (1,))]
+    assert purge == [
         "SEARCH sessions USING INTEGER PRIMARY KEY (rowid=?)",
         "LIST SUBQUERY 1",
-        "SEARCH sessions USING COVERING INDEX sessions_by_received_at (received_at<?)",
+        "SEARCH sessions USING COVERING INDEX sessions_by_seq (seq<?)",
     ]
+    assert first_kept == ["SCAN sessions"]  # in rowid order: no "USE TEMP B-TREE FOR ORDER BY"
 
 
 async def test_a_wal_restart_is_not_starved_by_many_writers(small_wal: SQLiteEngine, tmp_path: Path) -> None:

@@ -110,12 +110,15 @@ class Store(Protocol):
 
     async def count_sessions(self) -> int: ...
 
-    async def purge_sessions(self, received_before: int) -> int:
-        """Delete sessions that joined the log before the given time; return how many. Unlike other
-        calls, in transactions of ``PURGE_BATCH`` sessions (``purge_in_batches``)."""
+    async def purge_sessions(self, up_to_seq: int) -> int:
+        """Delete the sessions with seq <= ``up_to_seq``; return how many. Unlike other calls, in
+        transactions of ``PURGE_BATCH`` sessions (``purge_in_batches``)."""
 
-    async def last_seq_before(self, received_before: int) -> int:
-        """The highest seq of the sessions that joined the log before the given time (0: none)."""
+    async def expired_prefix(self, received_before: int) -> int:
+        """The highest seq up to which every session joined the log before the given time (0:
+        none). Retention purges the log as a prefix, so that no cursor is moved past a session
+        that stays: one that joined with an earlier time than a session before it (the clock of
+        the host that took it was behind) waits until the prefix reaches it."""
 
     async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
         """Sessions with after_seq < seq <= up_to_seq (of one shard: seq % shards == shard)."""

@@ -74,7 +74,14 @@ Params = Sequence[Any] | dict[str, Any]
 
 
 # -- SQL ------------------------------------------------------------------------------------------
-_PURGE_UP_TO = "DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE received_at < %s LIMIT %s)"
+_PURGE_UP_TO = (
+    "DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE seq <= %s ORDER BY seq LIMIT %s)"
+)
+# In log order, from its start: only as far as the expired prefix.
+_EXPIRED_PREFIX = (
+    "SELECT coalesce((SELECT seq FROM sessions WHERE received_at >= %s ORDER BY seq LIMIT 1) - 1,"
+    " (SELECT max(seq) FROM sessions), 0)"
+)
 _STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 _LOG_ENTRY = (
     "seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type, country,"
@@ -347,15 +354,14 @@ class PostgresStore:
     async def count_sessions(self) -> int:
         return int(await self._value("SELECT count(*) FROM sessions"))
 
-    async def purge_sessions(self, received_before: int) -> int:
+    async def purge_sessions(self, up_to_seq: int) -> int:
         async def delete_up_to(count: int) -> int:
-            return await self._execute(_PURGE_UP_TO, (received_before, count))
+            return await self._execute(_PURGE_UP_TO, (up_to_seq, count))
 
         return await purge_in_batches(delete_up_to)
 
-    async def last_seq_before(self, received_before: int) -> int:
-        query = "SELECT coalesce(max(seq), 0) FROM sessions WHERE received_at < %s"
-        return int(await self._value(query, (received_before,)))
+    async def expired_prefix(self, received_before: int) -> int:
+        return int(await self._value(_EXPIRED_PREFIX, (received_before,)))
 
     async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
         query = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s AND seq %% %s = %s"

@@ -110,24 +110,24 @@ class SQLiteStore:
     async def count_sessions(self) -> int:
         return await self._read(lambda conn: int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0]))
 
-    async def last_seq_before(self, received_before: int) -> int:
-        return await self._read(
-            lambda c: int(
-                c.execute(
-                    "SELECT coalesce(max(seq), 0) FROM sessions WHERE received_at < ?", (received_before,)
-                ).fetchone()[0]
-            )
-        )
+    async def expired_prefix(self, received_before: int) -> int:
+        def select(conn: sqlite3.Connection) -> int:
+            first_kept = conn.execute(_FIRST_KEPT, (received_before,)).fetchone()
+            if first_kept is not None:
+                return int(first_kept[0]) - 1
+            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM sessions").fetchone()[0])
+
+        return await self._read(select)
 
     async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
         return await self._read(
             lambda c: int(c.execute(_COUNT_BETWEEN, (after_seq, up_to_seq, shards, shard)).fetchone()[0])
         )
 
-    async def purge_sessions(self, received_before: int) -> int:
+    async def purge_sessions(self, up_to_seq: int) -> int:
         async def delete_up_to(count: int) -> int:
             def delete(conn: sqlite3.Connection) -> int:
-                return conn.execute(_PURGE_UP_TO, (received_before, count)).rowcount
+                return conn.execute(_PURGE_UP_TO, (up_to_seq, count)).rowcount
 
             return await self._write(delete)
 
@@ -785,9 +785,9 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
 
 
 # NOT INDEXED: each row by its rowid, not through the index of seqs (a search more per row).
-_PURGE_UP_TO = (
-    "DELETE FROM sessions NOT INDEXED WHERE seq IN (SELECT seq FROM sessions WHERE received_at < ? LIMIT ?)"
-)
+_PURGE_UP_TO = "DELETE FROM sessions NOT INDEXED WHERE seq IN (SELECT seq FROM sessions WHERE seq <= ? ORDER BY seq LIMIT ?)"
+# In log order, from its start: only as far as the expired prefix (no index by time is of use).
+_FIRST_KEPT = "SELECT seq FROM sessions NOT INDEXED WHERE received_at >= ? ORDER BY seq LIMIT 1"
 _STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 
 
