@@ -1248,6 +1248,40 @@ async def test_reads_of_the_log_wait_in_threads_of_their_own(tmp_path: Path, pos
     assert waited < 0.2, waited
 
 
+async def test_a_worker_frozen_inside_its_heartbeat_holds_up_no_other_worker(postgres_schema: str) -> None:
+    """A stopped process (SIGSTOP, a paused VM, a cut network) inside its heartbeat keeps its
+    worker row locked. The others' heartbeats pass it by instead of waiting for it (each holding
+    its own leases meanwhile, its exporters waiting for those in turn)."""
+    async with opened(lambda: PostgresStore(postgres_schema)) as store:
+        async with await psycopg.AsyncConnection.connect(postgres_schema) as frozen:
+            await frozen.execute("INSERT INTO export_workers (owner, expires_at) VALUES ('frozen', 1)")
+            await frozen.commit()  # its row expired long ago; it is still "inside" a heartbeat:
+            noted = await frozen.execute("UPDATE export_workers SET expires_at = 1 WHERE owner = 'frozen'")
+            assert noted.rowcount == 1
+            assert await store.claim_lease("e1", 0, "a", lease_ms=60_000)
+            state = await asyncio.wait_for(store.heartbeat("a", lease_ms=60_000), timeout=5)
+            assert state.workers == ("a",) and [lease.owner for lease in state.leases] == ["a"]
+        await store.heartbeat("a", lease_ms=60_000)  # once it is gone, its row is forgotten
+        async with await psycopg.AsyncConnection.connect(postgres_schema) as conn:
+            rows = await (await conn.execute("SELECT owner FROM export_workers ORDER BY owner")).fetchall()
+        assert rows == [("a",)]
+
+
+async def test_the_server_ends_a_transaction_its_client_abandoned(
+    postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its locks go with it, instead of staying until the server finds the connection dead (hours
+    of TCP keepalives); the client finds its connection broken, and the pool replaces it."""
+    monkeypatch.setattr(postgresql_database, "IDLE_IN_TRANSACTION_SECONDS", 1)
+    async with opened(lambda: PostgresStore(postgres_schema, max_connections=1)) as store:
+        with pytest.raises(StoreError):
+            async with store._db.transaction() as conn:
+                await conn.execute("SELECT 1")
+                await asyncio.sleep(1.5)  # a process stopped in the middle of a transaction
+                await conn.execute("SELECT 1")
+        assert await eventually(store.count_sessions) == 0  # served again, on a new connection
+
+
 async def test_a_pool_with_every_connection_busy_is_not_taken_for_an_unreachable_server(
     tmp_path: Path, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

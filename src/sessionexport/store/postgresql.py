@@ -263,6 +263,10 @@ UPDATE export_leases SET expires_at = {_NOW} + %(ms)s
                                WHERE owner = %(owner)s AND expires_at > {_NOW}
                                ORDER BY export_id, shard FOR UPDATE)
 """
+_FORGET_EXPIRED_WORKERS = f"""
+DELETE FROM export_workers
+ WHERE owner IN (SELECT owner FROM export_workers WHERE expires_at <= {_NOW} FOR UPDATE SKIP LOCKED)
+"""
 _LIVE_WORKERS = f'SELECT owner FROM export_workers WHERE expires_at > {_NOW} ORDER BY owner COLLATE "C"'
 _LIVE_LEASES = (
     f'SELECT {_LEASE_ROW} FROM export_leases WHERE expires_at > {_NOW} ORDER BY export_id COLLATE "C", shard'
@@ -648,9 +652,12 @@ class PostgresStore:
         async with self._transaction() as conn:
             await conn.execute(_NOTE_WORKER, params)
             await conn.execute(_RENEW_LEASES, params)
-            await conn.execute(f"DELETE FROM export_workers WHERE expires_at <= {_NOW}")
-            workers = await (await conn.execute(_LIVE_WORKERS)).fetchall()
-            leases = await (await conn.execute(_LIVE_LEASES)).fetchall()
+        # Apart from the renewal, and past rows that are locked: a worker stopped inside its own
+        # heartbeat holds its row, and must not hold up every other worker's heartbeat with it
+        # (each of them holding its own leases meanwhile, which its exporters then wait for).
+        await self._execute(_FORGET_EXPIRED_WORKERS)
+        workers = await self._rows(_LIVE_WORKERS)
+        leases = await self._rows(_LIVE_LEASES)
         return WorkState(tuple(w for (w,) in workers), tuple(Lease(*row) for row in leases))
 
     async def claim_lease(self, export_id: str, shard: int, owner: str, lease_ms: int) -> bool:

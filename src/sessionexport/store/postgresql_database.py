@@ -53,6 +53,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 # the whole timeout: in an outage every request (API, UI, health) answers at once that the store
 # is unavailable, instead of each hanging for 10 s first. A server back up is found by the next call.
 UNREACHABLE_WAIT_SECONDS = 1.0
+IDLE_IN_TRANSACTION_SECONDS = 10  # under the default lease of 15 s (see _end_abandoned_transactions)
 # Class 08 is "connection exception"; 57P01-57P03 are the server shutting down or not yet up.
 _CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
 
@@ -95,6 +96,7 @@ class PostgresDatabase:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             self.url,
             kwargs=kwargs,
+            configure=None if _sets_idle_timeout(self.url) else _end_abandoned_transactions,
             min_size=1,
             max_size=self._max_connections,
             open=False,
@@ -196,6 +198,23 @@ class PostgresDatabase:
         return message
 
 
+async def _end_abandoned_transactions(conn: Connection) -> None:
+    """A process stopped inside a transaction (frozen, its host cut off) would keep that
+    transaction's locks until its connection is found dead: about two hours of TCP keepalives on
+    the server's side, with every worker's leases and cursors waiting. The server ends such a
+    transaction after ``IDLE_IN_TRANSACTION_SECONDS``; this store's own run their statements back
+    to back. (A ``SET``, not a startup option, so that connection poolers pass it.)"""
+    await conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_SECONDS * 1000}")
+
+
+def _sets_idle_timeout(url: str) -> bool:
+    """Whether the URL's own ``options`` set the idle-in-transaction timeout (they win)."""
+    try:
+        return "idle_in_transaction_session_timeout" in str(conninfo_to_dict(url).get("options", ""))
+    except psycopg.Error:
+        return False
+
+
 class _Reading:
     """The connections of ``read`` and as many threads to use them from (reads waiting for a
     connection wait there, never in the event loop's default executor, which parses bodies)."""
@@ -293,12 +312,23 @@ async def migrate(conn: Connection, package: str, table: str, lock: int) -> list
 
 # -- the URL ----------------------------------------------------------------------------------------
 def connect_options(url: str) -> dict[str, Any]:
-    """libpq waits forever for an unresponsive host unless told otherwise; the URL's own setting wins."""
+    """How long libpq waits for a host that does not answer: forever, unless told. Connecting
+    gives up after 10 s; a connection whose server stopped answering (a cut network, a host that
+    lost power) is found broken within about 30 s, by keepalives while it waits for an answer and
+    by the TCP user timeout while what it sent is unacknowledged. The URL's own settings win."""
     try:
         given = conninfo_to_dict(url)
     except psycopg.Error:
         return {}  # connecting reports the malformed URL, translated
-    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    defaults = {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,  # ms
+    }
+    return {name: value for name, value in defaults.items() if name not in given}
 
 
 def describe(url: str) -> tuple[str, list[str]]:
