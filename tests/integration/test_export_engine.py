@@ -791,6 +791,42 @@ async def test_pause_keeps_the_cursor_and_resume_continues(engine: Engine, recei
     assert len(receiver.sessions()) == 5
 
 
+async def test_pausing_or_editing_an_export_sends_its_bulks_in_flight_once(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """The bulks under way when an export is edited or paused are decided before its exporter
+    stops, as in a hand-over: none is sent again after (they were, by the exporter that followed)."""
+    receiver.behaviour.delay_seconds = 0.5
+    value = export_value(receiver.url, {"concurrency": 2, "flushMaxSessions": 1})
+    export_id = await engine.create_export(value)
+
+    async def put(value: dict[str, Any]) -> None:
+        changed = await engine.client.put(
+            f"{OBJECTS}/{export_id}", json={"value": value}, headers=engine.headers
+        )
+        assert changed.is_success, changed.text
+
+    await engine.ingest(sessions(6, seed=1))
+    await until(lambda: len(receiver.requests) >= 2, "two bulks in flight")
+    behaviour = value["exportBehavior"]
+    custom = orjson.loads(behaviour["customConfiguration"]) | {"retries": 2}
+    behaviour["customConfiguration"] = orjson.dumps(custom).decode()  # an edit: its exporter starts again
+    await put(value)
+    await until(lambda: delivered(engine, export_id, 6), "delivered after the edit", within=15)
+    await engine.ingest(sessions(4, seed=2))
+    await until(lambda: len(receiver.requests) >= 8, "two bulks in flight again")
+    value["endpointDefinition"]["enableUserSessionExport"] = False
+    await put(value)
+    await until(lambda: state_is(engine, export_id, "paused"), "paused")
+    await asyncio.sleep(1)  # the bulks that were in flight are answered meanwhile
+    value["endpointDefinition"]["enableUserSessionExport"] = True
+    await put(value)
+    await until(lambda: delivered(engine, export_id, 10), "resumed", within=15)
+    await asyncio.sleep(0.5)
+    sent = receiver.sessions()
+    assert len(sent) == len(set(sent)) == 10, "a bulk in flight was sent again"
+
+
 async def test_new_export_starts_now_and_can_backfill(engine: Engine, receiver: Receiver) -> None:
     old = sessions(4, seed=1)
     await engine.ingest(old)

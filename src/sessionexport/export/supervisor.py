@@ -303,16 +303,21 @@ class ExportSupervisor:
             if unit not in self._running:
                 await self._start(units[unit], unit[1])
 
-    async def _hand_over(self, unit: Unit, within: float = HAND_OVER_SECONDS) -> None:
+    async def _hand_over(
+        self, unit: Unit, within: float = HAND_OVER_SECONDS, *, release: bool = True
+    ) -> None:
         """Stop the unit's exporter once its bulks in flight are decided (or ``within`` seconds
-        passed: then they are sent again by the next holder), and free its lease."""
+        passed: then they are sent again by the next holder), and free its lease; without
+        ``release``, keep it (for an exporter started again with a changed configuration)."""
         running = self._running.get(unit)
         if running is not None:
             running.exporter.stop_gracefully()
             await asyncio.wait([running.task], timeout=within)
             await self._stop(unit)
-        await self._release(unit)
+        if release:
+            await self._release(unit)
         self._handing_over.pop(unit, None)
+        self.poke()  # an exporter with a changed configuration starts now, not at the next round
 
     async def _release(self, unit: Unit) -> None:
         await self._stop(unit)
@@ -357,11 +362,18 @@ class ExportSupervisor:
             self._placed.add(record.object_id)
 
     async def _follow_settings(self, wanted: dict[str, _Wanted]) -> None:
-        """Stop exporters whose export changed (restarted by ``_balance``), was paused or deleted."""
+        """Stop exporters whose export changed (restarted by ``_balance``), was paused or deleted:
+        in the background, once their bulks in flight are decided (nothing is sent twice for an
+        edit or a pause), as a hand-over does; at once those that ended by themselves."""
         for unit, running in list(self._running.items()):
+            if unit in self._handing_over:
+                continue
             want = wanted.get(unit[0])
-            if want is None or want.key != running.key or running.task.done():
+            if running.task.done():
                 await self._stop(unit)
+            elif want is None or want.key != running.key:
+                stopping = self._hand_over(unit, release=want is None)
+                self._handing_over[unit] = asyncio.create_task(stopping, name=f"stop {unit}")
 
     async def _forget_deleted(self, present: set[str]) -> None:
         """Forget the exports whose cursors outlived their settings object: deleted since, here or
