@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -22,6 +23,13 @@ from sessionexport.retention import run_retention
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.secrets import load_secret_box
 from sessionexport.store import Store, create_store
+
+log = logging.getLogger(__name__)
+
+# How long stopping waits for the background work (exporters hand their shards over: a few
+# seconds), then for the database to close, before the process goes anyway.
+STOP_SECONDS = 15.0
+CLOSE_SECONDS = 5.0
 
 
 @dataclass
@@ -74,7 +82,25 @@ class Services:
         try:
             yield self
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.store.close()
+            await _stop_within(tasks, STOP_SECONDS)
+            try:
+                await asyncio.wait_for(self.store.close(), CLOSE_SECONDS)
+            except TimeoutError:
+                log.warning("stopping: the database did not close within %gs; left as it is", CLOSE_SECONDS)
+
+
+async def _stop_within(tasks: list[asyncio.Task[None]], seconds: float) -> None:
+    """Cancel ``tasks`` and wait for them to end, for ``seconds`` at most: the exporters hand their
+    shards over on the way out, and a database that stopped answering (a hung server, a network
+    that drops everything) would hold the process up for as long. Past that, what they did not
+    finish is left to expire (leases) or is done again (bulks in flight)."""
+    for task in tasks:
+        task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    if pending:
+        names = ", ".join(sorted(task.get_name() for task in pending))
+        log.warning(
+            "stopping: %s did not finish within %gs (does the database answer?); left behind", names, seconds
+        )
+        for task in pending:
+            task.cancel()

@@ -21,10 +21,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from sessionexport import services
 from sessionexport.clock import now_ms
+from sessionexport.config import ServerConfig
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.services import Services
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.secrets import SecretBox, new_key
 from sessionexport.store import (
@@ -57,6 +60,7 @@ from sessionexport.store.records import (
 )
 from sessionexport.store.sqlite import SQLiteStore
 from sessionexport.tokens import new_token
+from tests.support.engine import until
 from tests.support.postgres import fresh_schema
 from tests.support.stores import opened, postgresql_at_version, sqlite_at_version
 from tests.support.tcp_proxy import TcpProxy
@@ -1246,6 +1250,34 @@ async def test_reads_of_the_log_wait_in_threads_of_their_own(tmp_path: Path, pos
         waited = time.monotonic() - started
         await asyncio.gather(*slow)
     assert waited < 0.2, waited
+
+
+async def test_a_process_stops_in_bounded_time_while_its_database_hangs(
+    tmp_path: Path, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that stops answering, its connections open (a hung server, a proxy or network
+    that drops everything: nothing at the TCP level tells), holds stopping up for a bounded
+    time, not until it answers again. The worker's leases then expire by themselves."""
+    monkeypatch.setattr(services, "STOP_SECONDS", 1.0)
+    monkeypatch.setattr(services, "CLOSE_SECONDS", 1.0)
+    parts = urlsplit(postgres_schema)
+    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        url = with_password(postgres_schema, parts.password or "", port=proxy.port)
+        worker = Services.create(ServerConfig(data_dir=tmp_path, database_url=url, lease_seconds=3))
+        running = worker.running()
+        await running.__aenter__()
+        await until(lambda: worker.exports.owner in _worker_rows(postgres_schema), "a heartbeat")
+        await proxy.stall()
+        started = time.monotonic()
+        await asyncio.wait_for(running.__aexit__(None, None, None), timeout=10)
+        assert time.monotonic() - started < 4
+        await proxy.restore()  # what was left behind finishes, or fails, and is cleaned up
+        await worker.store.close()
+
+
+def _worker_rows(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [owner for (owner,) in conn.execute("SELECT owner FROM export_workers")]
 
 
 async def test_a_worker_frozen_inside_its_heartbeat_holds_up_no_other_worker(postgres_schema: str) -> None:
