@@ -330,6 +330,20 @@ def test_token_endpoint_by_form_or_basic_header_and_expiry() -> None:
         TokenIssuer({"exporter": "s3cret"}, b"o" * 32, clock=clock).verify(str(by_header["access_token"]))
 
 
+def test_basic_client_credentials_are_taken_form_urlencoded_or_as_they_are() -> None:
+    """RFC 6749 §2.3.1 has the client id and secret form-urlencoded in the Basic header; many
+    clients send them as they are."""
+    issuer = TokenIssuer({"my client": "pl+us%20 s3cret"}, b"k" * 32)
+    grant = {"grant_type": "client_credentials"}
+    for user, password in (("my client", "pl+us%20 s3cret"), ("my+client", "pl%2Bus%2520+s3cret")):
+        token = issuer.issue(grant, basic(user, password))["access_token"]
+        assert issuer.verify(str(token)) == "my client"
+    with pytest.raises(OAuthError):
+        issuer.issue(grant, basic("my+client", "pl+us%20+s3cret"))  # neither as sent nor decoded
+    with pytest.raises(OAuthError):  # form fields are decoded once already, by the form
+        issuer.issue(grant | {"client_id": "my+client", "client_secret": "pl%2Bus%2520+s3cret"}, None)
+
+
 @pytest.mark.parametrize(
     ("form", "status", "error"),
     [

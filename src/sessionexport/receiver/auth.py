@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import httpx
 import orjson
@@ -118,16 +119,25 @@ class TokenIssuer:
         client_id, secret = self._client(form, authorization)
         if form.get("grant_type") != "client_credentials":
             raise OAuthError(400, "unsupported_grant_type", "grant_type must be client_credentials")
-        # Both checks always run: how long the answer takes says nothing about which one failed.
-        known = client_id in self.clients
-        right = _equal(secret, self.clients.get(client_id, secret + "x"))
-        if not (known and right):
-            raise OAuthError(401, "invalid_client", "unknown client or wrong secret")
+        # In a Basic header, RFC 6749 §2.3.1 has both form-urlencoded first; many clients send
+        # them as they are. Either is taken.
+        if not self._known(client_id, secret):
+            via_basic = authorization is not None and basic_credentials(authorization) is not None
+            decoded_id, decoded_secret = unquote_plus(client_id), unquote_plus(secret)
+            if not (via_basic and self._known(decoded_id, decoded_secret)):
+                raise OAuthError(401, "invalid_client", "unknown client or wrong secret")
+            client_id = decoded_id
         scope = form.get("scope") or self.default_scope
         now = int(self.clock())
         claims = {"sub": client_id, "scope": scope, "iat": now, "exp": now + self.ttl_seconds}
         token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(self.key))
         return {"access_token": token, "token_type": "Bearer", "expires_in": self.ttl_seconds, "scope": scope}
+
+    def _known(self, client_id: str, secret: str) -> bool:
+        # Both checks always run: how long the answer takes says nothing about which one failed.
+        known = client_id in self.clients
+        right = _equal(secret, self.clients.get(client_id, secret + "x"))
+        return known and right
 
     def verify(self, token: str) -> str:
         try:
