@@ -283,6 +283,41 @@ async def test_events_after_their_part_completed_are_late_and_not_kept(
     assert doc["totalErrorCount"] == 1, "the late error is not in the session"
 
 
+async def test_an_end_event_that_arrived_before_its_actions_ends_them(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """The end came first, alone: it waits for the actions it ends, instead of making no session
+    and the actions after it late."""
+    clock.set(T0 + 6 * SECOND)
+    await send(sessionizer, end("end", T0 + 5 * SECOND))
+    clock.set(T0 + 6 * SECOND + SETTLE)
+    assert await drain(sessionizer) == 0
+    accepted = await send(sessionizer, act("a1", T0), act("a2", T0 + 2 * SECOND))
+    assert (accepted.accepted, accepted.late) == (2, 0)
+    clock.set(T0 + 6 * SECOND + 2 * SETTLE)
+    assert await drain(sessionizer) == 1
+    (doc,) = await logged(sessionizer.store)
+    assert (doc["endReason"], doc["userActionCount"]) == ("END_EVENT", 2)
+
+
+async def test_a_later_session_under_the_same_id_and_start_is_kept(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """A session completed, then another under the same session id whose first action began in
+    the same millisecond: the log would take it for a duplicate (its identity has the start), and
+    its events were dropped with it. It starts a millisecond later instead."""
+    clock.set(T0 + 2 * SECOND)
+    await send(sessionizer, act("a1", T0), end("end", T0 + SECOND))
+    clock.set(T0 + 2 * SECOND + SETTLE)
+    assert await drain(sessionizer) == 1
+    await send(sessionizer, act("a2", T0, 3 * SECOND), act("a3", T0 + 4 * SECOND))
+    clock.set(T0 + DAY)
+    assert await drain(sessionizer) == 1
+    first, second = await logged(sessionizer.store)
+    assert (first["startTime"], second["startTime"]) == (T0, T0 + 1)
+    assert (second["userActionCount"], "partNumber" in second) == (2, False)
+
+
 # --- parts -------------------------------------------------------------------------------------------
 
 

@@ -183,9 +183,21 @@ def test_end_event_takes_everything_of_the_session_even_what_came_after_it() -> 
     assert ids(part.events) == ["a1", "end", "e1"]
 
 
+def test_an_end_event_waits_for_the_actions_it_ends() -> None:
+    """Events arrive in any order: an end event that came before the session's actions does not
+    end a session yet (it would have made none, and the actions after it late)."""
+    alone = [end("end", T0 + 5 * SECOND)]
+    assert next_part(alone, T0 + 10 * SECOND, DEFAULTS) is None
+    assert due_at(alone, DEFAULTS) == T0 + 5 * SECOND + 30 * MINUTE
+    with_actions = [*alone, action("a1", T0), action("a2", T0 + 2 * SECOND)]
+    part = next_part(with_actions, T0 + 10 * SECOND, DEFAULTS)
+    assert part is not None and (part.reason, part.final) == (EndReason.END_EVENT, True)
+    assert ids(part.events) == ["a1", "a2", "end"]
+
+
 def test_end_event_alone_is_a_session_without_actions() -> None:
-    doc = document([end("end", T0)])
-    assert doc["endReason"] == "END_EVENT"
+    doc = document([end("end", T0)])  # once it timed out: it makes no session (see assembly)
+    assert doc["endReason"] == "TIMEOUT"
     assert doc["userActionCount"] == 0
     assert doc["bounce"] is True
     assert doc["startTime"] == doc["endTime"] == T0

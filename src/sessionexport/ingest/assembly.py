@@ -149,7 +149,7 @@ class Sessionizer:
         attributes = [e for e in events if isinstance(e, AttributesEvent)]
         number = session.part + 1 if split else None
         document = assemble(session.tenant_id, session.session_id, part, attributes, number, self.settings)
-        if split and session.last_start is not None and document["startTime"] <= session.last_start:
+        if session.last_start is not None and document["startTime"] <= session.last_start:
             _start_after(document, session.last_start)
         raw = msgspec.json.encode(document)
         record = to_record(decode_session(raw), raw)  # checked like any ingested session
@@ -167,8 +167,10 @@ def _log_without_actions(session: OpenSession, part: Part) -> None:
 
 
 def _start_after(document: dict[str, Any], previous: int) -> None:
-    """Parts of one session may not share a startTime (the log's identity): a part whose actions
-    began in the same millisecond as the previous part's starts one millisecond later."""
+    """Sessions completed under one session id (the parts of a split one, or a session that
+    follows an earlier one) may not share a startTime (the log's identity: the later one would be
+    taken for a duplicate, and lost with its events): one whose actions began no later than the
+    previous one's start starts one millisecond after it."""
     document["startTime"] = previous + 1
     document["endTime"] = max(document["endTime"], document["startTime"])
     document["duration"] = document["endTime"] - document["startTime"]

@@ -9,7 +9,8 @@ It is complete (``endReason``) when:
 - it holds more than 200 user actions: the first 200 become a part (USER_ACTION_LIMIT) and the
   session continues as its next part (``partNumber``);
 - it spans more than 6 hours: what happened in the first 6 h becomes a part (DURATION_LIMIT);
-- an end event was received (END_EVENT);
+- an end event was received, and a user action (END_EVENT; an end event that arrived before the
+  actions it ends waits for them, or for the timeout);
 - nothing happened for the inactivity timeout: 30 min for web, 10 min for mobile and custom
   applications (TIMEOUT).
 
@@ -92,7 +93,8 @@ def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSetting
     if split is not None:
         index, reason = split
         return Part(content[:index], reason, final=False)
-    if any(isinstance(e, EndEvent) for e in content):
+    ended = any(isinstance(e, EndEvent) for e in content)
+    if ended and any(isinstance(e, ActionEvent) for e in content):
         return Part(content, EndReason.END_EVENT, final=True)
     if now - content[-1].timestamp >= settings.timeout_ms(_application_type(events)):
         return Part(content, EndReason.TIMEOUT, final=True)
