@@ -12,12 +12,16 @@ from sessionexport.throttle import Throttle, recurring
 log = logging.getLogger(__name__)
 
 
-async def purge_expired(store: Store, retention_ms: int, now: int) -> int:
+async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int = 0) -> int:
     """Delete sessions that joined the log more than ``retention_ms`` before ``now``, as a prefix
     of the log (``Store.expired_prefix``).
 
     An export whose cursor is still before them loses them: that is never silent. Its cursor
     (every shard of it) moves past them and an alert says how many sessions expired unexported.
+
+    RUM events of open sessions go when nothing arrived for them for the retention period, or
+    ``open_ms`` when longer (as long as a session may stay open waiting for its next event: a
+    retention shorter than that would drop sessions before they could complete).
     """
     cutoff = now - retention_ms
     boundary = await store.expired_prefix(cutoff)
@@ -41,18 +45,18 @@ async def purge_expired(store: Store, retention_ms: int, now: int) -> int:
     purged = await store.purge_sessions(boundary)
     if purged:
         log.info("retention: purged %d session(s) older than %g day(s)", purged, retention_ms / 86_400_000)
-    dropped = await store.purge_events(cutoff)
+    dropped = await store.purge_events(now - max(retention_ms, open_ms))
     if dropped:  # sessions that never completed (no event for the whole retention period)
         log.warning("retention: dropped %d RUM event(s) of sessions idle for the retention period", dropped)
     return purged
 
 
-async def run_retention(store: Store, retention_ms: int, every_seconds: float) -> None:
+async def run_retention(store: Store, retention_ms: int, every_seconds: float, open_ms: int = 0) -> None:
     """Purge now and then every ``every_seconds`` until cancelled; failures are logged, not fatal."""
     failures = Throttle()
     while True:
         try:
-            await purge_expired(store, retention_ms, now_ms())
+            await purge_expired(store, retention_ms, now_ms(), open_ms)
         except Exception:
             if (quiet := failures.allows()) is not None:
                 log.exception("retention: purge failed%s; will retry", recurring(quiet))

@@ -72,7 +72,12 @@ class Services:
         await self.store.open()
         tasks = [
             asyncio.create_task(
-                run_retention(self.store, config.retention_ms, config.retention_check_seconds),
+                run_retention(
+                    self.store,
+                    config.retention_ms,
+                    config.retention_check_seconds,
+                    config.sessionizer.open_ms,
+                ),
                 name="retention",
             )
         ]

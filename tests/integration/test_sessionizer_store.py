@@ -19,6 +19,7 @@ from sessionexport.ingest.assembly import Sessionizer
 from sessionexport.ingest.events import parse_events
 from sessionexport.ingest.sessionizer import SessionizerSettings
 from sessionexport.model.scores import ApdexThresholds
+from sessionexport.retention import purge_expired
 from sessionexport.store import Store, create_store
 from sessionexport.store.records import EventsResult
 from tests.support.backend import backend_database
@@ -474,6 +475,21 @@ async def test_purge_events_drops_idle_open_sessions(sessionizer: Sessionizer, c
     assert (doc["userSessionId"], doc["userActionCount"]) == ("active", 2)
     # forgotten: the same events are new again
     assert await send(sessionizer, *idle) == EventsResult(3, 0, 0)
+
+
+async def test_a_retention_shorter_than_a_session_may_stay_open_keeps_its_events(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """Sessions wait up to their inactivity timeout for the next event: a shorter retention (down
+    to 0.001 days) dropped them before they could complete. Events now stay as long as that."""
+    store = sessionizer.store
+    clock.set(T0 + SECOND)
+    await send(sessionizer, act("a1", T0), act("a2", T0 + SECOND))
+    now = T0 + 10 * MINUTE
+    await purge_expired(store, retention_ms=MINUTE, now=now, open_ms=SETTINGS.open_ms)
+    assert [s.session_id for s in await store.due_sessions(T0 + DAY, 100)] == ["s1"]
+    await purge_expired(store, retention_ms=MINUTE, now=now + SETTINGS.open_ms, open_ms=SETTINGS.open_ms)
+    assert await store.due_sessions(T0 + DAY, 100) == []  # idle for longer than any session stays open
 
 
 # --- order of arrival ---------------------------------------------------------------------------------

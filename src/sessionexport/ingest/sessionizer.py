@@ -51,6 +51,12 @@ class SessionizerSettings:
     apdex: dict[str, ApdexThresholds] = field(default_factory=dict)  # "<application>[|<action type>]"
     ux: UxScoreSettings = field(default_factory=UxScoreSettings)
 
+    @property
+    def open_ms(self) -> int:
+        """How long an open session may wait for its next event, with an hour to spare (clocks,
+        sweeps): its events are kept at least that long, whatever the retention."""
+        return max(self.web_timeout_ms, self.app_timeout_ms) + 60 * MINUTE
+
     def timeout_ms(self, application_type: str | None) -> int:
         if application_type in ("MOBILE_APPLICATION", "CUSTOM_APPLICATION"):
             return self.app_timeout_ms
