@@ -860,6 +860,30 @@ def _without(event: dict[str, Any], key: str) -> dict[str, Any]:
         ),
         pytest.param(line("action", action={"startTime": T0 // 1000}), "action.startTime", "", id="start-s"),
         pytest.param(
+            line("action", action={"startTime": T0, "endTime": T0 - 1}),
+            "action.endTime",
+            "before action.startTime",
+            id="ends-before-it-starts",
+        ),
+        pytest.param(
+            line("action", action={"startTime": T0, "duration": -5}),
+            "action.duration",
+            "negative",
+            id="negative",
+        ),
+        pytest.param(
+            line("action", action={"startTime": T0 - 7 * HOUR}),
+            "action.startTime",
+            "more than 6 h from the event's timestamp",
+            id="started-days-before",
+        ),
+        pytest.param(
+            line("action", action={"startTime": T0, "endTime": 4_102_444_800_000}),
+            "action.endTime",
+            "more than 6 h",
+            id="ends-in-2100",
+        ),
+        pytest.param(
             line("action", action={"startTime": T0, "type": "Tap"}), "action.type", "", id="bad-type"
         ),
         pytest.param(line("error", error={"type": "Oops"}), "error.type", "", id="bad-error-type"),

@@ -79,11 +79,32 @@ def _event_problems(event: RumEvent) -> list[tuple[str, str]]:
     identity = {"tenantId": event.tenantId, "sessionId": event.sessionId, "eventId": event.eventId}
     if nul := nul_problems(identity, tuple(identity)):  # they are kept as text columns
         return [(p.path, p.message) for p in nul]
-    if isinstance(event, ActionEvent) and event.action.startTime is None:
-        return [("action.startTime", "required: a user action needs its start time")]
+    if isinstance(event, ActionEvent):
+        return _action_problems(event)
     if isinstance(event, AttributesEvent):
         return _attribute_problems(event.attributes)
     return []
+
+
+ACTION_SPAN_MS = 6 * 60 * 60_000  # a session's longest: no action of one starts or ends further away
+
+
+def _action_problems(event: ActionEvent) -> list[tuple[str, str]]:
+    """An action's times make its session's: each must be plausible, or the session is not."""
+    action = event.action
+    if action.startTime is None:
+        return [("action.startTime", "required: a user action needs its start time")]
+    found = []
+    if action.endTime is not None and action.endTime < action.startTime:
+        found.append(("action.endTime", f"{action.endTime} is before action.startTime ({action.startTime})"))
+    if action.duration is not None and action.duration < 0:
+        found.append(("action.duration", f"{action.duration} is negative"))
+    for name, at in (("startTime", action.startTime), ("endTime", action.endTime)):
+        if at is not None and abs(at - event.timestamp) > ACTION_SPAN_MS:
+            found.append(
+                (f"action.{name}", f"{at} is more than 6 h from the event's timestamp ({event.timestamp})")
+            )
+    return found
 
 
 def _attribute_problems(attributes: dict[str, object]) -> list[tuple[str, str]]:
