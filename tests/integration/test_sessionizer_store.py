@@ -284,6 +284,25 @@ async def test_events_after_their_part_completed_are_late_and_not_kept(
     assert doc["totalErrorCount"] == 1, "the late error is not in the session"
 
 
+async def test_an_event_within_the_timeout_of_a_session_that_timed_out_is_late(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """It would have kept the session open: delivered after the session was completed (a client
+    that lags, a backlog after an outage), it is counted late, not made a one-action session of
+    its own. An event after the timeout begins a new session."""
+    clock.set(T0 + SECOND)
+    await send(sessionizer, act("a1", T0, 500))
+    clock.set(T0 + 500 + WEB_TIMEOUT + SETTLE)
+    assert await drain(sessionizer) == 1
+    within = await send(sessionizer, act("a2", T0 + 30 * SECOND, 500))
+    assert (within.accepted, within.late) == (0, 1)
+    after = await send(sessionizer, act("a3", T0 + 500 + WEB_TIMEOUT + SECOND, 500))
+    assert (after.accepted, after.late) == (1, 0)
+    clock.set(T0 + DAY)
+    assert await drain(sessionizer) == 1
+    assert [d["userActionCount"] for d in await logged(sessionizer.store)] == [1, 1]
+
+
 async def test_an_end_event_that_arrived_before_its_actions_ends_them(
     sessionizer: Sessionizer, clock: Clock
 ) -> None:
@@ -464,7 +483,7 @@ async def test_purge_events_drops_idle_open_sessions(sessionizer: Sessionizer, c
     clock.set(T0 + 2 * SECOND)
     await send(sessionizer, *idle, act("b1", T0, 500, "active"))
     clock.set(T0 + 10 * MINUTE)
-    await send(sessionizer, act("b2", T0 + 10 * MINUTE, 500, "active"))  # active: its last event is recent
+    await send(sessionizer, act("b2", T0 + 50 * SECOND, 500, "active"))  # active: its last event arrived now
     assert await store.purge_events(T0 + 5 * MINUTE) == 3, "the idle session's events"
     assert await store.purge_events(T0 + 5 * MINUTE) == 0
     open_sessions = await store.due_sessions(T0 + DAY, 100)
@@ -630,6 +649,7 @@ async def test_an_end_after_the_timeout_makes_no_second_session(
     )
     clock.set(T0 + APP_TIMEOUT + 4 * MINUTE + SETTLE)
     assert await drain(sessionizer) == 0
+    await sessionizer.sweep()  # two minutes apart, the two make a session each: consumed in turn
     docs = await logged(sessionizer.store)
     assert [(d["userSessionId"], d["userActionCount"], d["endReason"]) for d in docs] == [
         ("mob", 1, "TIMEOUT")

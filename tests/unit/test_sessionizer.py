@@ -146,8 +146,9 @@ def documents_of(events: Sequence[RumEvent], now: int, s: SessionizerSettings) -
     split = False
     documents: list[bytes] = []
     for number, part in enumerate(parts_of(events, now, s), start=1):
-        split = split or not part.final
-        doc = assemble(TENANT, SESSION, part, attributes_of(events), number if split else None, s)
+        numbered = split or part.continues
+        split = part.continues
+        doc = assemble(TENANT, SESSION, part, attributes_of(events), number if numbered else None, s)
         documents.append(msgspec.json.encode(doc))
     return documents
 
@@ -335,28 +336,56 @@ def test_a_long_session_becomes_as_many_parts_as_the_limit_requires() -> None:
 
 
 def test_events_beyond_6_hours_after_the_first_start_the_next_part() -> None:
+    busy = actions(19, every=20 * MINUTE)  # never 30 min idle: up to 6 h (a0018) after the first
     events = [
-        action("a1", T0, 100),
-        action("a2", T0 + 3 * HOUR, 100),
+        *busy[:-1],
         error("e1", T0 + 6 * HOUR - 1),
         action("a3", T0 + 6 * HOUR + MINUTE, 100),
         action("a4", T0 + 6 * HOUR + 2 * MINUTE, 100),
     ]
     part = next_part(events, T0 + 6 * HOUR + 2 * MINUTE + 100, DEFAULTS)
     assert part is not None
-    assert (part.reason, part.final) == (EndReason.DURATION_LIMIT, False)
-    assert ids(part.events) == ["a1", "a2", "e1"]
+    assert (part.reason, part.final, part.continues) == (EndReason.DURATION_LIMIT, False, True)
+    assert ids(part.events) == [*ids(busy[:-1]), "e1"]
     doc = assemble(TENANT, SESSION, part, [], 1, DEFAULTS)
     assert doc["duration"] <= 6 * HOUR
 
 
 def test_duration_limit_is_measured_from_the_first_content_event() -> None:
     # "what happened in the first 6 h": an event exactly 6 h after the first is not in them
-    events = [error("e0", T0), action("a1", T0 + 6 * HOUR - 1_000, 500), action("a2", T0 + 6 * HOUR, 0)]
+    busy = [error(f"e{i}", T0 + i * 20 * MINUTE) for i in range(18)]  # never 30 min idle
+    events = [*busy, action("a1", T0 + 6 * HOUR - 1_000, 500), action("a2", T0 + 6 * HOUR, 0)]
     part = next_part(events, T0 + 6 * HOUR, DEFAULTS)
     assert part is not None
     assert part.reason is EndReason.DURATION_LIMIT
-    assert ids(part.events) == ["e0", "a1"]
+    assert ids(part.events) == [*ids(busy), "a1"]
+
+
+def test_an_inactivity_gap_between_stored_events_ends_a_session_there() -> None:
+    """30 min without an event ends a session whenever its events arrived, all at once included:
+    what follows is a session of its own, not a part of it."""
+    events = [action("a", T0), action("b", T0 + 31 * MINUTE), action("c", T0 + 62 * MINUTE)]
+    docs = [msgspec.json.decode(d) for d in documents_of(events, T0 + DAY, DEFAULTS)]
+    assert [(d["userActionCount"], d["endReason"], "partNumber" in d) for d in docs] == [
+        (1, "TIMEOUT", False)
+    ] * 3
+    assert [d["startTime"] for d in docs] == [T0, T0 + 31 * MINUTE, T0 + 62 * MINUTE]
+    close = [action("a", T0), action("b", T0 + 29 * MINUTE)]
+    assert len(documents_of(close, T0 + DAY, DEFAULTS)) == 1
+
+
+def test_an_end_event_ends_its_session_before_the_next_one() -> None:
+    events = [action("a1", T0), end("end", T0 + SECOND), action("a2", T0 + 40 * MINUTE)]
+    part = next_part(events, T0 + 40 * MINUTE + SECOND, DEFAULTS)
+    assert part is not None and (part.reason, part.continues) == (EndReason.END_EVENT, False)
+    assert ids(part.events) == ["a1", "end"]
+
+
+def test_after_the_last_part_of_a_split_session_the_next_session_is_not_numbered() -> None:
+    s = SessionizerSettings(action_limit=2)
+    events = [*actions(3), action("later", T0 + HOUR)]
+    docs = [msgspec.json.decode(d) for d in documents_of(events, T0 + DAY, s)]
+    assert [(d["userActionCount"], d.get("partNumber")) for d in docs] == [(2, 1), (1, 2), (1, None)]
 
 
 def test_duration_limit_is_configurable() -> None:
@@ -640,7 +669,7 @@ def test_score_last_action_frustrated_decides_when_considered() -> None:
 
 def test_score_last_action_is_the_last_to_start_not_the_last_reported() -> None:
     events = [
-        action("slow-first", T0, F_MS, ts=T0 + HOUR),  # reported last, started first
+        action("slow-first", T0, F_MS, ts=T0 + 10 * MINUTE),  # reported last, started first
         *(action(f"s{i}", T0 + i * MINUTE, S_MS) for i in range(1, 6)),
     ]
     doc = document(events)
@@ -656,8 +685,10 @@ def test_end_reason_of_each_rule() -> None:
     assert document([action("a1", T0)])["endReason"] == "TIMEOUT"
     limit = SessionizerSettings(action_limit=1)
     assert document(actions(2), limit)["endReason"] == "USER_ACTION_LIMIT"
-    hours = [action("a1", T0), action("a2", T0 + 7 * HOUR)]
-    assert document(hours)["endReason"] == "DURATION_LIMIT"
+    busy_for_hours = actions(22, every=20 * MINUTE)  # 7 h, never 30 min idle
+    assert document(busy_for_hours)["endReason"] == "DURATION_LIMIT"
+    idle_in_between = [action("a1", T0), action("a2", T0 + 7 * HOUR)]
+    assert document(idle_in_between)["endReason"] == "TIMEOUT"
 
 
 def test_part_number_only_for_split_sessions() -> None:

@@ -23,7 +23,14 @@ from sessionexport.export.notifier import LogNotifier
 from sessionexport.ingest.documents import to_record
 from sessionexport.ingest.events import ReceivedEvent
 from sessionexport.ingest.metrics import RUM, IngestMetrics
-from sessionexport.ingest.sessionizer import Part, SessionizerSettings, assemble, due_at, next_part
+from sessionexport.ingest.sessionizer import (
+    Part,
+    SessionizerSettings,
+    assemble,
+    belongs_until,
+    due_at,
+    next_part,
+)
 from sessionexport.model.events import AttributesEvent, RumEvent
 from sessionexport.model.validation import decode_session, single_line
 from sessionexport.store import Store
@@ -140,20 +147,22 @@ class Sessionizer:
             wake = due_at(events, self.settings)
             check_at = max(wake, now + self.settings.settle_ms) if wake is not None else None
             return keep(None, (), None, session.split, check_at)
-        ids, until = tuple(e.eventId for e in part.events), part.events[-1].timestamp
+        ids, until = tuple(e.eventId for e in part.events), belongs_until(part, events, self.settings)
         again = None if part.final else now  # the rest may be complete too: look again at once
         if not part.has_actions:
             _log_without_actions(session, part)
             return keep(None, ids, until, session.split, again)
-        split = session.split or not part.final
+        # Numbered: the parts of a session that outgrew a limit, the last one too. What follows a
+        # session that ended (an inactivity gap) is a session of its own.
+        numbered = session.split or part.continues
         attributes = [e for e in events if isinstance(e, AttributesEvent)]
-        number = session.part + 1 if split else None
+        number = session.part + 1 if numbered else None
         document = assemble(session.tenant_id, session.session_id, part, attributes, number, self.settings)
         if session.last_start is not None and document["startTime"] <= session.last_start:
             _start_after(document, session.last_start)
         raw = msgspec.json.encode(document)
         record = to_record(decode_session(raw), raw)  # checked like any ingested session
-        return keep(record, ids, until, split, again, document["startTime"])
+        return keep(record, ids, until, part.continues, again, document["startTime"])
 
 
 def _log_without_actions(session: OpenSession, part: Part) -> None:

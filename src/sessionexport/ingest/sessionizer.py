@@ -12,7 +12,8 @@ It is complete (``endReason``) when:
 - an end event was received, and a user action (END_EVENT; an end event that arrived before the
   actions it ends waits for them, or for the timeout);
 - nothing happened for the inactivity timeout: 30 min for web, 10 min for mobile and custom
-  applications (TIMEOUT).
+  applications (TIMEOUT). A gap that long between two of its events ends it there too, whenever
+  the events arrived: what follows is a session of its own (under the same session id).
 
 The completed session is computed, not trusted: times, duration, counts, bounce, hasError,
 hasCrash, rage clicks/taps, each action's apdex category (per application and action type
@@ -75,6 +76,7 @@ class Part:
     events: list[RumEvent]
     reason: EndReason
     final: bool  # nothing of the session remains open
+    continues: bool = False  # the session goes on as its next part (it outgrew a limit)
 
     @property
     def has_actions(self) -> bool:
@@ -95,16 +97,43 @@ def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSetting
     content: list[RumEvent] = [e for e in events if not isinstance(e, AttributesEvent)]
     if not content:
         return None
+    timeout = settings.timeout_ms(_application_type(events))
     split = _limit_split(content, settings)
+    gap = _inactivity_gap(content, timeout)
+    if gap is not None and (split is None or gap <= split[0]):
+        return Part(content[:gap], _ended_by(content[:gap]), final=False)
     if split is not None:
         index, reason = split
-        return Part(content[:index], reason, final=False)
+        return Part(content[:index], reason, final=False, continues=True)
     ended = any(isinstance(e, EndEvent) for e in content)
     if ended and any(isinstance(e, ActionEvent) for e in content):
         return Part(content, EndReason.END_EVENT, final=True)
-    if now - content[-1].timestamp >= settings.timeout_ms(_application_type(events)):
+    if now - content[-1].timestamp >= timeout:
         return Part(content, EndReason.TIMEOUT, final=True)
     return None
+
+
+def belongs_until(part: Part, events: Sequence[RumEvent], settings: SessionizerSettings) -> int:
+    """The latest timestamp of an event that belongs to the completed ``part`` (one that arrives
+    after it is counted late): its last event's; for a session that timed out, up to the timeout
+    after that, since such an event would have kept it open (not begun a one-action session)."""
+    last = part.events[-1].timestamp
+    if part.reason is EndReason.TIMEOUT:
+        return last + settings.timeout_ms(_application_type(events)) - 1
+    return last
+
+
+def _inactivity_gap(content: list[RumEvent], timeout_ms: int) -> int | None:
+    """Where the first gap of at least the inactivity timeout between two events ends, if any."""
+    for index in range(1, len(content)):
+        if content[index].timestamp - content[index - 1].timestamp >= timeout_ms:
+            return index
+    return None
+
+
+def _ended_by(events: list[RumEvent]) -> EndReason:
+    """Why a session that the events after an inactivity gap are not part of ended."""
+    return EndReason.END_EVENT if any(isinstance(e, EndEvent) for e in events) else EndReason.TIMEOUT
 
 
 def due_at(events: Sequence[RumEvent], settings: SessionizerSettings) -> int | None:
