@@ -515,7 +515,7 @@ async def test_a_retention_shorter_than_a_session_may_stay_open_keeps_its_events
 
 
 def several_sessions() -> list[bytes]:
-    """Four sessions: ended, timed out (mobile), split into parts, and a bounce."""
+    """Four sessions: ended, ended by a crash (mobile), split into parts, and a bounce."""
     web = web_session("web")
     mobile = [
         attrs("x1", T0, "mob", applicationType="MOBILE_APPLICATION", city="Linz"),
@@ -584,7 +584,7 @@ async def test_any_interleaving_of_several_sessions_gives_the_same_sessions(tmp_
         [("big", 1), ("big", 2), ("big", 3), ("bounce", None), ("mob", None), ("web", None)],
         key=str,
     )
-    assert docs[("mob", None)]["endReason"] == "TIMEOUT" and docs[("mob", None)]["city"] == "Wien"
+    assert docs[("mob", None)]["endReason"] == "END_EVENT" and docs[("mob", None)]["city"] == "Wien"
     assert docs[("mob", None)]["hasCrash"] is True
     assert docs[("web", None)]["endReason"] == "END_EVENT"
     assert docs[("bounce", None)]["bounce"] is True

@@ -374,6 +374,22 @@ def test_an_inactivity_gap_between_stored_events_ends_a_session_there() -> None:
     assert len(documents_of(close, T0 + DAY, DEFAULTS)) == 1
 
 
+@pytest.mark.parametrize(
+    ("application_type", "reason"),
+    [("MOBILE_APPLICATION", "END_EVENT"), ("CUSTOM_APPLICATION", "END_EVENT"), ("WEB_APPLICATION", None)],
+)
+def test_a_crash_ends_a_session_of_a_mobile_or_custom_application(
+    application_type: str, reason: str | None
+) -> None:
+    events = [
+        attrs("x", T0, applicationType=application_type),
+        action("a1", T0),
+        error("c1", T0 + 2 * SECOND, EventType.Crash),
+    ]
+    part = next_part(events, T0 + 3 * SECOND, DEFAULTS)
+    assert (part.reason.value if part else None) == reason
+
+
 def test_an_end_event_ends_its_session_before_the_next_one() -> None:
     events = [action("a1", T0), end("end", T0 + SECOND), action("a2", T0 + 40 * MINUTE)]
     part = next_part(events, T0 + 40 * MINUTE + SECOND, DEFAULTS)

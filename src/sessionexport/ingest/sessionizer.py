@@ -9,8 +9,8 @@ It is complete (``endReason``) when:
 - it holds more than 200 user actions: the first 200 become a part (USER_ACTION_LIMIT) and the
   session continues as its next part (``partNumber``);
 - it spans more than 6 hours: what happened in the first 6 h becomes a part (DURATION_LIMIT);
-- an end event was received, and a user action (END_EVENT; an end event that arrived before the
-  actions it ends waits for them, or for the timeout);
+- an end event was received, or for mobile and custom applications a crash, and a user action
+  (END_EVENT; an end that arrived before the actions it ends waits for them, or for the timeout);
 - nothing happened for the inactivity timeout: 30 min for web, 10 min for mobile and custom
   applications (TIMEOUT). A gap that long between two of its events ends it there too, whenever
   the events arrived: what follows is a session of its own (under the same session id).
@@ -97,7 +97,8 @@ def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSetting
     content: list[RumEvent] = [e for e in events if not isinstance(e, AttributesEvent)]
     if not content:
         return None
-    timeout = settings.timeout_ms(_application_type(events))
+    application_type = _application_type(events)
+    timeout = settings.timeout_ms(application_type)
     split = _limit_split(content, settings)
     gap = _inactivity_gap(content, timeout)
     if gap is not None and (split is None or gap <= split[0]):
@@ -105,7 +106,7 @@ def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSetting
     if split is not None:
         index, reason = split
         return Part(content[:index], reason, final=False, continues=True)
-    ended = any(isinstance(e, EndEvent) for e in content)
+    ended = any(_ends(e, application_type) for e in content)
     if ended and any(isinstance(e, ActionEvent) for e in content):
         return Part(content, EndReason.END_EVENT, final=True)
     if now - content[-1].timestamp >= timeout:
@@ -121,6 +122,15 @@ def belongs_until(part: Part, events: Sequence[RumEvent], settings: SessionizerS
     if part.reason is EndReason.TIMEOUT:
         return last + settings.timeout_ms(_application_type(events)) - 1
     return last
+
+
+def _ends(event: RumEvent, application_type: str | None) -> bool:
+    """An end event ends a session; so does a crash of a mobile or custom application (its
+    crash report goes into that session)."""
+    if isinstance(event, EndEvent):
+        return True
+    crash_ends = application_type in ("MOBILE_APPLICATION", "CUSTOM_APPLICATION")
+    return crash_ends and isinstance(event, ErrorEvent) and event.error.type is EventType.Crash
 
 
 def _inactivity_gap(content: list[RumEvent], timeout_ms: int) -> int | None:
