@@ -51,7 +51,18 @@ async def test_events_become_sessions_that_reach_the_receiver(engine: Engine, re
     events = [orjson.loads(line) for line in dict.fromkeys(lines)]
     actions = Counter(e["sessionId"] for e in events if e["type"] == "action")
     # Sessions whose end falls after the stream's end are still open (they will time out later).
-    ended = sorted({e["sessionId"] for e in events if e["type"] == "end"})
+    # A crash ends those of mobile and custom applications too.
+    apps = {
+        e["sessionId"]: e["attributes"].get("applicationType") for e in events if e["type"] == "attributes"
+    }
+    crashed = {
+        e["sessionId"]
+        for e in events
+        if e["type"] == "error"
+        and e["error"]["type"] == "Crash"
+        and apps.get(e["sessionId"]) in ("MOBILE_APPLICATION", "CUSTOM_APPLICATION")
+    }
+    ended = sorted({e["sessionId"] for e in events if e["type"] == "end"} | crashed)
     assert len(ended) >= 15
     await until(
         lambda: len(receiver.sessions()) >= len(ended), "the ended sessions at the receiver", within=30
