@@ -185,19 +185,19 @@ def test_a_numeric_id_is_read_as_text_and_nul_fails_its_item() -> None:
 @pytest.mark.parametrize(
     ("index", "reason"),
     [
-        ("a/b", "must not contain the following characters"),
-        ("Sessions", "must be lowercase"),
-        ("_sessions", "must not start with '_', '-', or '+'"),
-        ("..", "must not be '.' or '..'"),
+        ("a/b", "must not contain '/'"),
+        ("Sessions", "must be lower case"),
+        ("_sessions", "must not start with -, _ or +"),
+        ("..", "must not be . or .."),
         ("a#b", "must not contain '#'"),
         ("a:b", "must not contain ':'"),
-        ("a b", "must not contain the following characters"),
-        ("x" * 256, "index name is too long, (256 > 255)"),
+        ("a b", "must not contain ' '"),
+        ("x" * 256, "must be at most 255 bytes"),
     ],
 )
 def test_an_invalid_index_name_fails_its_item_as_elasticsearch_says(index: str, reason: str) -> None:
-    """Elasticsearch's rules for index names: otherwise ``a/b`` + ``c`` and ``a`` + ``b/c`` would
-    be one document."""
+    """Elasticsearch's rules for index names (those an export's settings are checked by):
+    otherwise ``a/b`` + ``c`` and ``a`` + ``b/c`` would be one document."""
     good, bad = es.parse_bulk(
         bulk_body(
             ({"index": {"_index": "ok", "_id": "1"}}, {"x": 1}), ({"index": {"_index": index}}, {"x": 2})
@@ -208,8 +208,7 @@ def test_an_invalid_index_name_fails_its_item_as_elasticsearch_says(index: str, 
     assert good.problem is None
     assert bad.problem is not None
     assert (bad.problem.status, bad.problem.error_type) == (400, "invalid_index_name_exception")
-    assert bad.problem.reason.startswith(f"Invalid index name [{index}], {reason}")
-    assert es.index_name_problem("sessions-2024.05.01") is None
+    assert bad.problem.reason == f"Invalid index name [{index}], {reason}"
 
 
 def test_an_empty_id_fails_its_item_and_a_too_long_one_the_request() -> None:

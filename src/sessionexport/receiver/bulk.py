@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from sessionexport.model.index_names import index_name_problem
 from sessionexport.model.validation import NOT_JSON, not_json
 
 ACTIONS = ("index", "create", "update", "delete")
@@ -47,7 +48,6 @@ METADATA = frozenset(
     }
 )
 MAX_ID_BYTES = 512
-MAX_INDEX_BYTES = 255
 ERROR_TYPES = {
     400: "document_parsing_exception",
     404: "index_not_found_exception",
@@ -157,29 +157,6 @@ def _names_problem(index: str, doc_id: str | None) -> ItemFailure | None:
         return ItemFailure(400, "illegal_argument_exception", "if _id is specified it must not be empty")
     if reason := index_name_problem(index):
         return ItemFailure(400, "invalid_index_name_exception", f"Invalid index name [{index}], {reason}")
-    return None
-
-
-_INVALID_INDEX_CHARACTERS = '\\/*?"<>| ,'
-
-
-def index_name_problem(name: str) -> str | None:
-    """Why Elasticsearch refuses ``name`` for an index (its documented rules), or None."""
-    if name in (".", ".."):
-        return "must not be '.' or '..'"
-    if name[:1] in ("_", "-", "+"):
-        return "must not start with '_', '-', or '+'"
-    if any(c in _INVALID_INDEX_CHARACTERS for c in name):
-        shown = ", ".join(_INVALID_INDEX_CHARACTERS)
-        return f"must not contain the following characters [{shown}]"
-    if "#" in name:
-        return "must not contain '#'"
-    if ":" in name:
-        return "must not contain ':'"
-    if name != name.lower():
-        return "must be lowercase"
-    if len(name.encode()) > MAX_INDEX_BYTES:
-        return f"index name is too long, ({len(name.encode())} > {MAX_INDEX_BYTES})"
     return None
 
 

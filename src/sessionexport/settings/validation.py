@@ -21,6 +21,7 @@ import httpx
 
 from sessionexport.export.tuning import TuningError, parse_tuning
 from sessionexport.export.zones import regex_problem
+from sessionexport.model.index_names import index_name_problem
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 
 NDJSON = "application/x-ndjson"
@@ -258,25 +259,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-_INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
-
-
 def _check_index_name(_: Context, name: str, __: dict[str, Any]) -> str | None:
-    """Elasticsearch's rules for an index name (a date-math name, ``<logs-{now/d}>``, is left
-    to Elasticsearch)."""
-    if name.startswith("<") and name.endswith(">"):
-        return None
-    if name in (".", ".."):
-        return "must not be . or .."
-    if name[:1] in ("-", "_", "+"):
-        return "must not start with -, _ or +"
-    if name != name.lower():
-        return "must be lower case"
-    if bad := sorted(_INDEX_FORBIDDEN.intersection(name)):
-        return f"must not contain {' '.join(repr(c) for c in bad)}"
-    if len(name.encode()) > 255:
-        return "must be at most 255 bytes"
-    return None
+    return index_name_problem(name)
 
 
 def _check_zone_exists(context: Context, zone_id: str, _: dict[str, Any]) -> str | None:
