@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int = 0) -> int:
     """Delete sessions that joined the log more than ``retention_ms`` before ``now``, as a prefix
-    of the log (``Store.expired_prefix``).
+    of the log (up to ``Store.position_before``: no cursor is moved past a session that stays).
 
     An export whose cursor is still before them loses them: that is never silent. Its cursor
     (every shard of it) moves past them and an alert says how many sessions expired unexported.
@@ -24,7 +24,7 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
     retention shorter than that would drop sessions before they could complete).
     """
     cutoff = now - retention_ms
-    boundary = await store.expired_prefix(cutoff)
+    boundary = await store.position_before(cutoff)
     lost: dict[str, int] = {}
     behind: dict[str, int] = {}
     for cursor in await store.list_cursors():  # one per shard
@@ -45,9 +45,12 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
     purged = await store.purge_sessions(boundary)
     if purged:
         log.info("retention: purged %d session(s) older than %g day(s)", purged, retention_ms / 86_400_000)
-    dropped = await store.purge_events(now - max(retention_ms, open_ms))
-    if dropped:  # sessions that never completed (no event for the whole retention period)
-        log.warning("retention: dropped %d RUM event(s) of sessions idle for the retention period", dropped)
+    idle_ms = max(retention_ms, open_ms)
+    dropped = await store.purge_events(now - idle_ms)
+    if dropped:  # sessions that never completed (no event for that long)
+        log.warning(
+            "retention: dropped %d RUM event(s) of sessions idle for %g hour(s)", dropped, idle_ms / 3_600_000
+        )
     return purged
 
 

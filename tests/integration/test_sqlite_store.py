@@ -65,9 +65,9 @@ async def test_purge_removes_only_expired_and_never_reuses_seq(store: Store) -> 
     await store.append_sessions(records(3, seed=1), received_at=1_000)
     await store.append_sessions(records(2, seed=2), received_at=5_000)
     newest = (await store.recent_sessions(limit=1))[0].seq
-    assert await store.purge_sessions(await store.expired_prefix(2_000)) == 3
+    assert await store.purge_sessions(await store.position_before(2_000)) == 3
     assert await store.count_sessions() == 2
-    assert await store.purge_sessions(await store.expired_prefix(10_000)) == 2
+    assert await store.purge_sessions(await store.position_before(10_000)) == 2
     await store.append_sessions(records(1, seed=3), received_at=20_000)
     assert (await store.recent_sessions(limit=1))[0].seq > newest  # cursors can never see a seq twice
 
@@ -316,20 +316,22 @@ async def test_counting_sessions_reads_the_index_of_seqs_not_the_log(tmp_path: P
 async def test_purging_walks_the_log_from_its_start_by_seq(tmp_path: Path) -> None:
     """The expired prefix is found by reading the log in order only as far as it goes (no sort of
     the whole log), and deleted through the narrow index of seqs."""
-    from sessionexport.store.sqlite import _FIRST_KEPT, _PURGE_UP_TO
+    from sessionexport.store.sqlite import _FIRST_RECEIVED_AT_OR_AFTER, _PURGE_UP_TO
 
     store = create_store(tmp_path)
     await store.open()
     await store.close()
     with sqlite3.connect(tmp_path / "sessionexport.db") as conn:
         purge = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _PURGE_UP_TO, (1, 5000))]
-        first_kept = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _FIRST_KEPT, (1,))]
+        first_one = [
+            row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _FIRST_RECEIVED_AT_OR_AFTER, (1,))
+        ]
     assert purge == [
         "SEARCH sessions USING INTEGER PRIMARY KEY (rowid=?)",
         "LIST SUBQUERY 1",
         "SEARCH sessions USING COVERING INDEX sessions_by_seq (seq<?)",
     ]
-    assert first_kept == ["SCAN sessions"]  # in rowid order: no "USE TEMP B-TREE FOR ORDER BY"
+    assert first_one == ["SCAN sessions"]  # in rowid order: no "USE TEMP B-TREE FOR ORDER BY"
 
 
 async def test_a_wal_restart_is_not_starved_by_many_writers(small_wal: SQLiteEngine, tmp_path: Path) -> None:

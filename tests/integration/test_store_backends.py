@@ -292,32 +292,32 @@ async def test_purge_boundaries_and_seqs_never_reused(store: Store) -> None:
     await store.append_sessions(sessions(3, "a"), received_at=1_000)
     await store.append_sessions(sessions(2, "b"), received_at=5_000)
     seqs = [e.seq for e in await store.read_log(0, 10)]
-    assert await store.expired_prefix(5_000) == seqs[2]
-    assert await store.expired_prefix(1_000) == seqs[0] - 1
+    assert await store.position_before(5_000) == seqs[2]
+    assert await store.position_before(1_000) == seqs[0] - 1
     assert await store.count_between(seqs[0], seqs[3]) == 3
     assert await store.count_between(0, seqs[-1]) == 5
-    assert await store.purge_sessions(await store.expired_prefix(2_000)) == 3
+    assert await store.purge_sessions(await store.position_before(2_000)) == 3
     assert await store.count_sessions() == 2
     assert await store.count_between(0, seqs[-1]) == 2
-    assert await store.expired_prefix(10_000) == seqs[-1]
+    assert await store.position_before(10_000) == seqs[-1]
     assert await store.purge_sessions(seqs[-1]) == 2
-    assert await store.expired_prefix(10_000) == 0  # an empty log
+    assert await store.position_before(10_000) == 0  # an empty log
     await store.append_sessions([session("c")], received_at=20_000)
     assert (await store.read_log(0, 10))[0].seq > seqs[-1]  # cursors can never see a seq twice
 
 
-async def test_the_expired_prefix_stops_at_the_first_session_that_stays(store: Store) -> None:
+async def test_the_purge_boundary_stops_at_the_first_session_that_stays(store: Store) -> None:
     """Sessions join the log with their host's time: one whose host's clock was behind comes after
     newer ones. The purge takes the log's prefix, so no cursor passes a session that stays."""
     await store.append_sessions(sessions(2, "old"), received_at=1_000)
     await store.append_sessions(sessions(2, "new"), received_at=5_000)
     await store.append_sessions(sessions(2, "late"), received_at=1_500)  # its host's clock behind
     seqs = [e.seq for e in await store.read_log(0, 10)]
-    prefix = await store.expired_prefix(2_000)
+    prefix = await store.position_before(2_000)
     assert prefix == seqs[1]
     assert await store.purge_sessions(prefix) == 2
     assert [e.user_session_id for e in await store.read_log(0, 10)] == ["new0", "new1", "late0", "late1"]
-    assert await store.expired_prefix(6_000) == seqs[-1]  # once the newer ones expired too
+    assert await store.position_before(6_000) == seqs[-1]  # once the newer ones expired too
 
 
 async def test_log_position_position_before_and_backlog(store: Store) -> None:
@@ -1523,10 +1523,10 @@ async def test_a_large_purge_goes_in_batches(store: Store, monkeypatch: pytest.M
     monkeypatch.setattr(sys.modules[type(store).__module__], "purge_in_batches", recorded)
     await store.append_sessions(sessions(5, "old"), received_at=1_000)
     await store.append_sessions(sessions(2, "new"), received_at=5_000)
-    assert await store.purge_sessions(await store.expired_prefix(2_000)) == 5
+    assert await store.purge_sessions(await store.position_before(2_000)) == 5
     assert batches == [2, 2, 1]
     assert [e.user_session_id for e in await store.read_log(0, 10)] == ["new0", "new1"]
-    assert await store.purge_sessions(await store.expired_prefix(2_000)) == 0
+    assert await store.purge_sessions(await store.position_before(2_000)) == 0
 
 
 async def test_discarding_takes_the_pending_letters_up_to_the_id_given(store: Store) -> None:

@@ -114,12 +114,6 @@ class Store(Protocol):
         """Delete the sessions with seq <= ``up_to_seq``; return how many. Unlike other calls, in
         transactions of ``PURGE_BATCH`` sessions (``purge_in_batches``)."""
 
-    async def expired_prefix(self, received_before: int) -> int:
-        """The highest seq up to which every session joined the log before the given time (0:
-        none). Retention purges the log as a prefix, so that no cursor is moved past a session
-        that stays: one that joined with an earlier time than a session before it (the clock of
-        the host that took it was behind) waits until the prefix reaches it."""
-
     async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
         """Sessions with after_seq < seq <= up_to_seq (of one shard: seq % shards == shard)."""
 
@@ -174,7 +168,10 @@ class Store(Protocol):
         """The highest seq in the log (0 when empty): where a new export starts by default."""
 
     async def position_before(self, received_at: int) -> int:
-        """The seq just before the first session received at or after the given time (backfill)."""
+        """The seq just before the first session received at or after the given time (0: none;
+        the last seq when every session was received before): where a backfill starts, and up to
+        where retention purges. Every session up to it was received before; one received before,
+        after a later one (the clock of the host that took it was behind), comes after it."""
 
     async def ensure_cursor(self, export_id: str, position: int, now: int) -> Cursor:
         """The export's cursor, created (one shard) at ``position`` when it has none yet."""

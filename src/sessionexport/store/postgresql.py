@@ -77,11 +77,6 @@ Params = Sequence[Any] | dict[str, Any]
 _PURGE_UP_TO = (
     "DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE seq <= %s ORDER BY seq LIMIT %s)"
 )
-# In log order, from its start: only as far as the expired prefix.
-_EXPIRED_PREFIX = (
-    "SELECT coalesce((SELECT seq FROM sessions WHERE received_at >= %s ORDER BY seq LIMIT 1) - 1,"
-    " (SELECT max(seq) FROM sessions), 0)"
-)
 _STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 _LOG_ENTRY = (
     "seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type, country,"
@@ -212,8 +207,8 @@ DELETE FROM rum_events e USING stale s WHERE e.tenant_id = s.tenant_id AND e.ses
 """
 
 _POSITION_BEFORE = """
-SELECT coalesce((SELECT min(seq) - 1 FROM sessions WHERE received_at >= %s),
-                (SELECT coalesce(max(seq), 0) FROM sessions))
+SELECT coalesce((SELECT seq FROM sessions WHERE received_at >= %s ORDER BY seq LIMIT 1) - 1,
+                (SELECT max(seq) FROM sessions), 0)
 """
 _IN_SHARD = "seq > %(after)s AND (%(shards)s = 1 OR seq %% %(shards)s = %(shard)s)"
 _BACKLOG = f"""
@@ -363,9 +358,6 @@ class PostgresStore:
             return await self._execute(_PURGE_UP_TO, (up_to_seq, count))
 
         return await purge_in_batches(delete_up_to)
-
-    async def expired_prefix(self, received_before: int) -> int:
-        return int(await self._value(_EXPIRED_PREFIX, (received_before,)))
 
     async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
         query = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s AND seq %% %s = %s"

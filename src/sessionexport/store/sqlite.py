@@ -110,15 +110,6 @@ class SQLiteStore:
     async def count_sessions(self) -> int:
         return await self._read(lambda conn: int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0]))
 
-    async def expired_prefix(self, received_before: int) -> int:
-        def select(conn: sqlite3.Connection) -> int:
-            first_kept = conn.execute(_FIRST_KEPT, (received_before,)).fetchone()
-            if first_kept is not None:
-                return int(first_kept[0]) - 1
-            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM sessions").fetchone()[0])
-
-        return await self._read(select)
-
     async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
         return await self._read(
             lambda c: int(c.execute(_COUNT_BETWEEN, (after_seq, up_to_seq, shards, shard)).fetchone()[0])
@@ -366,12 +357,10 @@ class SQLiteStore:
 
     async def position_before(self, received_at: int) -> int:
         def select(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT min(seq) FROM sessions WHERE received_at >= ?", (received_at,)
-            ).fetchone()
-            if row[0] is None:
+            first = conn.execute(_FIRST_RECEIVED_AT_OR_AFTER, (received_at,)).fetchone()
+            if first is None:
                 return int(conn.execute("SELECT coalesce(max(seq), 0) FROM sessions").fetchone()[0])
-            return int(row[0]) - 1
+            return int(first[0]) - 1
 
         return await self._read(select)
 
@@ -786,8 +775,11 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
 
 # NOT INDEXED: each row by its rowid, not through the index of seqs (a search more per row).
 _PURGE_UP_TO = "DELETE FROM sessions NOT INDEXED WHERE seq IN (SELECT seq FROM sessions WHERE seq <= ? ORDER BY seq LIMIT ?)"
-# In log order, from its start: only as far as the expired prefix (no index by time is of use).
-_FIRST_KEPT = "SELECT seq FROM sessions NOT INDEXED WHERE received_at >= ? ORDER BY seq LIMIT 1"
+# In log order, from its start, only as far as the first one (an index by time would have to visit
+# every session received after it to know the lowest seq).
+_FIRST_RECEIVED_AT_OR_AFTER = (
+    "SELECT seq FROM sessions NOT INDEXED WHERE received_at >= ? ORDER BY seq LIMIT 1"
+)
 _STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 
 
