@@ -390,6 +390,17 @@ def test_a_crash_ends_a_session_of_a_mobile_or_custom_application(
     assert (part.reason.value if part else None) == reason
 
 
+def test_a_crash_before_an_inactivity_gap_ended_the_session_there() -> None:
+    events = [
+        attrs("x", T0, applicationType="MOBILE_APPLICATION"),
+        action("a1", T0),
+        error("c1", T0 + 2 * SECOND, EventType.Crash),
+        action("a2", T0 + 20 * MINUTE),
+    ]
+    part = next_part(events, T0 + 20 * MINUTE + SECOND, DEFAULTS)
+    assert part is not None and (part.reason, ids(part.events)) == (EndReason.END_EVENT, ["a1", "c1"])
+
+
 def test_an_end_event_ends_its_session_before_the_next_one() -> None:
     events = [action("a1", T0), end("end", T0 + SECOND), action("a2", T0 + 40 * MINUTE)]
     part = next_part(events, T0 + 40 * MINUTE + SECOND, DEFAULTS)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import msgspec
 
 from sessionexport.ingest.documents import DocumentProblem, RejectedBody, ndjson_lines
+from sessionexport.ingest.sessionizer import DURATION_LIMIT_MS
 from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesEvent, RumEvent
 from sessionexport.model.validation import NOT_JSON, find_problems, not_json, not_utf8, nul_problems
 
@@ -86,9 +87,6 @@ def _event_problems(event: RumEvent) -> list[tuple[str, str]]:
     return []
 
 
-ACTION_SPAN_MS = 6 * 60 * 60_000  # a session's longest: no action of one starts or ends further away
-
-
 def _action_problems(event: ActionEvent) -> list[tuple[str, str]]:
     """An action's times make its session's: each must be plausible, or the session is not."""
     action = event.action
@@ -100,9 +98,13 @@ def _action_problems(event: ActionEvent) -> list[tuple[str, str]]:
     if action.duration is not None and action.duration < 0:
         found.append(("action.duration", f"{action.duration} is negative"))
     for name, at in (("startTime", action.startTime), ("endTime", action.endTime)):
-        if at is not None and abs(at - event.timestamp) > ACTION_SPAN_MS:
+        if at is not None and abs(at - event.timestamp) > DURATION_LIMIT_MS:  # longer than any session
+            hours = DURATION_LIMIT_MS / 3_600_000
             found.append(
-                (f"action.{name}", f"{at} is more than 6 h from the event's timestamp ({event.timestamp})")
+                (
+                    f"action.{name}",
+                    f"{at} is more than {hours:g} h from the event's timestamp ({event.timestamp})",
+                )
             )
     return found
 

@@ -40,13 +40,16 @@ from sessionexport.model.scores import ApdexThresholds, UxScoreSettings, apdex_c
 from sessionexport.model.session import EndReason, EventType, UserAction
 
 MINUTE = 60_000
+DURATION_LIMIT_MS = 6 * 60 * MINUTE  # a session's longest (Dynatrace's), by default
+# Applications whose sessions time out after 10 min, and end at a crash (Dynatrace's rules).
+APP_SESSIONS = ("MOBILE_APPLICATION", "CUSTOM_APPLICATION")
 
 
 @dataclass(frozen=True)
 class SessionizerSettings:
     web_timeout_ms: int = 30 * MINUTE
     app_timeout_ms: int = 10 * MINUTE  # mobile and custom applications
-    duration_limit_ms: int = 6 * 60 * MINUTE
+    duration_limit_ms: int = DURATION_LIMIT_MS
     action_limit: int = 200
     settle_ms: int = 5_000  # quiet time before a session is looked at (late, out-of-order events)
     apdex: dict[str, ApdexThresholds] = field(default_factory=dict)  # "<application>[|<action type>]"
@@ -59,7 +62,7 @@ class SessionizerSettings:
         return max(self.web_timeout_ms, self.app_timeout_ms) + 60 * MINUTE
 
     def timeout_ms(self, application_type: str | None) -> int:
-        if application_type in ("MOBILE_APPLICATION", "CUSTOM_APPLICATION"):
+        if application_type in APP_SESSIONS:
             return self.app_timeout_ms
         return self.web_timeout_ms
 
@@ -102,7 +105,8 @@ def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSetting
     split = _limit_split(content, settings)
     gap = _inactivity_gap(content, timeout)
     if gap is not None and (split is None or gap <= split[0]):
-        return Part(content[:gap], _ended_by(content[:gap]), final=False)
+        ended = any(_ends(e, application_type) for e in content[:gap])
+        return Part(content[:gap], EndReason.END_EVENT if ended else EndReason.TIMEOUT, final=False)
     if split is not None:
         index, reason = split
         return Part(content[:index], reason, final=False, continues=True)
@@ -129,8 +133,11 @@ def _ends(event: RumEvent, application_type: str | None) -> bool:
     crash report goes into that session)."""
     if isinstance(event, EndEvent):
         return True
-    crash_ends = application_type in ("MOBILE_APPLICATION", "CUSTOM_APPLICATION")
-    return crash_ends and isinstance(event, ErrorEvent) and event.error.type is EventType.Crash
+    return (
+        application_type in APP_SESSIONS
+        and isinstance(event, ErrorEvent)
+        and event.error.type is EventType.Crash
+    )
 
 
 def _inactivity_gap(content: list[RumEvent], timeout_ms: int) -> int | None:
@@ -139,11 +146,6 @@ def _inactivity_gap(content: list[RumEvent], timeout_ms: int) -> int | None:
         if content[index].timestamp - content[index - 1].timestamp >= timeout_ms:
             return index
     return None
-
-
-def _ended_by(events: list[RumEvent]) -> EndReason:
-    """Why a session that the events after an inactivity gap are not part of ended."""
-    return EndReason.END_EVENT if any(isinstance(e, EndEvent) for e in events) else EndReason.TIMEOUT
 
 
 def due_at(events: Sequence[RumEvent], settings: SessionizerSettings) -> int | None:
