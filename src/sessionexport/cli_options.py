@@ -55,12 +55,14 @@ def require_store_opens(make_store: Callable[[], _Openable]) -> None:
     run_on_store(make_store, nothing)
 
 
-def require_existing(path: Path, whose: str = "server", variable: str = "SESSIONEXPORT_DATA_DIR") -> None:
-    """For commands that read what a server keeps: a missing database means a wrong --data-dir,
-    not an empty store; creating one there would hide the mistake (a token nobody checks, zero
-    counts)."""
+def require_existing(
+    path: Path, whose: str = "server", variable: str = "SESSIONEXPORT_DATA_DIR", option: str = "--data-dir"
+) -> None:
+    """For commands that read what a server keeps: a missing database means a wrong --data-dir
+    (or ``option``), not an empty store; creating one there would hide the mistake (a token nobody
+    checks, zero counts)."""
     if not path.exists():
-        err.print(f"[red]error:[/red] no data at {path}: give the {whose}'s --data-dir (or {variable})")
+        err.print(f"[red]error:[/red] no data at {path}: give the {whose}'s {option} (or {variable})")
         raise typer.Exit(2)
 
 

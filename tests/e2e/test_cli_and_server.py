@@ -363,7 +363,7 @@ def test_reading_commands_say_when_the_data_directory_is_wrong(tmp_path: Path) -
     assert received.returncode == 2 and "give the receiver's --data-dir" in received.stderr
     database = elsewhere / "received.db"
     named = run("received", "counts", "--storage", f"sqlite:///{database}")
-    assert named.returncode == 2 and f"no receiver database at {database}" in named.stderr
+    assert named.returncode == 2 and f"no data at {database}: give the receiver's --storage" in named.stderr
     assert not elsewhere.exists()
     created = run(
         "tokens", "create", "--data-dir", str(elsewhere), "--name", "n", "--scopes", "sessions.read"

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -168,7 +168,8 @@ class ReceiverConfig:
 
 
 class _SessionId(msgspec.Struct):
-    userSessionId: str | None = None
+    # Only a lookup key, kept as indexed text: longer than a session's, the document is stored unindexed.
+    userSessionId: Annotated[str, msgspec.Meta(max_length=IDENTIFIER_MAX_CHARS)] | None = None
 
 
 _session_id = msgspec.json.Decoder(_SessionId)
@@ -376,8 +377,8 @@ async def _bulk(request: Request) -> Response:
         response = _es_response(request, error, 401)
         response.headers["WWW-Authenticate"] = config.auth.challenge(exc)
         return response
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() not in BULK_TYPES:
+    if _media_type(request) not in BULK_TYPES:
+        content_type = request.headers.get("content-type", "")
         unsupported = {"error": f"Content-Type header [{content_type}] is not supported", "status": 406}
         return _es_response(request, unsupported, 406)  # as Elasticsearch answers it, unread
     try:
@@ -453,8 +454,8 @@ def _document(op: es.Operation) -> Document:
         session_id = _session_id.decode(source).userSessionId
     except (msgspec.ValidationError, *NOT_JSON):
         session_id = None
-    if session_id is not None and ("\x00" in session_id or len(session_id) > IDENTIFIER_MAX_CHARS):
-        session_id = None  # only a lookup key, kept as indexed text: the document is stored, unindexed
+    if session_id is not None and "\x00" in session_id:
+        session_id = None  # only a lookup key, kept as text: the document is stored, unindexed
     replaces = op.action == "index"  # ``create`` keeps a stored document and fails with 409
     # One line per document, as every store keeps them (a \r inside is JSON whitespace).
     body = single_line(source)

@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 
 import httpx
 import orjson
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 
@@ -116,17 +116,13 @@ class TokenIssuer:
     clock: Callable[[], float] = time.time
 
     def issue(self, form: Mapping[str, str], authorization: str | None) -> dict[str, object]:
-        client_id, secret = self._client(form, authorization)
+        candidates = self._client(form, authorization)
         if form.get("grant_type") != "client_credentials":
             raise OAuthError(400, "unsupported_grant_type", "grant_type must be client_credentials")
-        # In a Basic header, RFC 6749 §2.3.1 has both form-urlencoded first; many clients send
-        # them as they are. Either is taken.
-        if not self._known(client_id, secret):
-            via_basic = authorization is not None and basic_credentials(authorization) is not None
-            decoded_id, decoded_secret = unquote_plus(client_id), unquote_plus(secret)
-            if not (via_basic and self._known(decoded_id, decoded_secret)):
-                raise OAuthError(401, "invalid_client", "unknown client or wrong secret")
-            client_id = decoded_id
+        known = [client_id for client_id, secret in candidates if self._known(client_id, secret)]
+        if not known:
+            raise OAuthError(401, "invalid_client", "unknown client or wrong secret")
+        client_id = known[0]
         scope = form.get("scope") or self.default_scope
         now = int(self.clock())
         claims = {"sub": client_id, "scope": scope, "iat": now, "exp": now + self.ttl_seconds}
@@ -148,15 +144,16 @@ class TokenIssuer:
         return str(claims.get("sub"))
 
     @staticmethod
-    def _client(form: Mapping[str, str], authorization: str | None) -> tuple[str, str]:
-        """Client authentication by the Basic header or by form fields (both allowed by RFC 6749
-        §2.3.1), never both at once (§2.3: one method per request)."""
+    def _client(form: Mapping[str, str], authorization: str | None) -> list[tuple[str, str]]:
+        """The client id and secret to check: by the Basic header or by form fields (both allowed
+        by RFC 6749 §2.3.1), never both at once (§2.3: one method per request). In a Basic header
+        the RFC has them form-urlencoded first; many clients send them as they are: both are tried."""
         if authorization and (pair := basic_credentials(authorization)):
             if "client_secret" in form:
                 raise OAuthError(
                     400, "invalid_request", "authenticate by the Basic header or by form fields, not both"
                 )
-            return pair
+            return [pair, (unquote_plus(pair[0]), unquote_plus(pair[1]))]
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if not client_id or not secret:
             raise OAuthError(
@@ -164,7 +161,7 @@ class TokenIssuer:
                 "invalid_client",
                 "client authentication missing (Basic header or client_id/client_secret)",
             )
-        return client_id, secret
+        return [(client_id, secret)]
 
 
 @dataclass
@@ -238,8 +235,6 @@ class JwksVerifier:
 
 
 def _read_json(path: Path) -> dict[str, object]:
-    import orjson
-
     value = orjson.loads(path.read_bytes())
     if not isinstance(value, dict):
         raise ValueError(f"{path} is not a JWKS document")
@@ -290,7 +285,7 @@ class Authenticator:
 def _algorithm(token: str) -> str | None:
     """The ``alg`` of a compact JWS's header, or None when there is none to read."""
     try:
-        header = orjson.loads(base64.urlsafe_b64decode(token.split(".", 1)[0] + "=="))
-    except (ValueError, orjson.JSONDecodeError):
+        alg = jws.extract_compact(token.encode()).headers().get("alg")
+    except (JoseError, ValueError):
         return None
-    return header.get("alg") if isinstance(header, dict) else None
+    return alg if isinstance(alg, str) else None

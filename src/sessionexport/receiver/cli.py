@@ -16,8 +16,7 @@ from rich.markup import escape
 
 from sessionexport.cli_options import env, require_existing, require_store_opens, run_on_store
 from sessionexport.logs import announce
-from sessionexport.receiver.store import DATABASE_FILE as RECEIVED_DATABASE
-from sessionexport.receiver.store import ReceivedStore, create_received_store
+from sessionexport.receiver.store import ReceivedStore, create_received_store, stored_at
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, RequestRecord
 from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.store.base import StoreError
@@ -239,11 +238,10 @@ received_app = typer.Typer(help="What `receive` got: counts, sessions, requests.
 
 def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedStore], Awaitable[T]]) -> T:
     # What a receiver keeps in files must be there: reading would create an empty store instead.
-    if not storage or storage == "files":
-        kept = data_dir / ("received" if storage else RECEIVED_DATABASE)
-        require_existing(kept, "receiver", env("RECEIVER_DATA_DIR"))
-    elif storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
-        _fail(f"no receiver database at {storage.removeprefix('sqlite:///')}: give the receiver's --storage")
+    if storage and storage.startswith("sqlite:///"):
+        require_existing(stored_at(data_dir, storage), "receiver", env("RECEIVER_STORAGE"), "--storage")
+    elif not storage or storage == "files":
+        require_existing(stored_at(data_dir, storage), "receiver", env("RECEIVER_DATA_DIR"))
     return run_on_store(lambda: create_received_store(data_dir, storage, reading=True), work)
 
 

@@ -34,9 +34,11 @@ def parse_events_body(body: bytes) -> list[Document]:
 
 
 def session_key(tenant_id: str, user_session_id: str, start_time: int) -> str:
-    """The ``_id`` an export to Elasticsearch gives the session, ``<tenantId>-<userSessionId>-
-    <startTime>``, unambiguous: a ``-`` (or ``%``) in the tenant id is escaped, so that ``a-b`` +
-    ``c`` and ``a`` + ``b-c`` are two sessions. Real tenant ids have neither, and keep the rule."""
+    """The key a session is known again by: Elasticsearch's ``_id`` rule of an export
+    (``<tenantId>-<userSessionId>-<startTime>``, ``export.formats.document_id``), made unambiguous
+    by escaping ``-`` and ``%`` in the tenant id, so that ``a-b`` + ``c`` and ``a`` + ``b-c`` stay
+    two sessions. Real tenant ids have neither: their keys are the export's ``_id``. (An export
+    keeps Dynatrace's rule as it is: an index takes such two sessions for one document.)"""
     tenant = tenant_id.replace("%", "%25").replace("-", "%2D")
     return f"{tenant}-{user_session_id}-{start_time}"
 

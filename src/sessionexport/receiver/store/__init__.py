@@ -16,20 +16,30 @@ def create_received_store(
     """``storage``: none (SQLite in the data directory), ``sqlite:///PATH``, ``postgresql://...`` or
     ``files``. ``reading``: for a reader beside a running receiver (files: opened read-only; the
     databases take any number of readers as they are)."""
-    if not storage or storage.startswith("sqlite:///"):
-        from sessionexport.receiver.store.sqlite import SQLiteReceivedStore
-
-        path = Path(storage.removeprefix("sqlite:///")) if storage else data_dir / DATABASE_FILE
-        return SQLiteReceivedStore(path)
-    if storage == "files":
-        from sessionexport.receiver.store.files import FilesReceivedStore
-
-        return FilesReceivedStore(data_dir / "received", read_only=reading)
-    if storage.startswith(("postgresql://", "postgres://")):
+    if storage is not None and storage.startswith(("postgresql://", "postgres://")):
         from sessionexport.receiver.store.postgresql import PostgresReceivedStore
 
         return PostgresReceivedStore(storage)
+    path = stored_at(data_dir, storage)
+    if storage == "files":
+        from sessionexport.receiver.store.files import FilesReceivedStore
+
+        return FilesReceivedStore(path, read_only=reading)
+    from sessionexport.receiver.store.sqlite import SQLiteReceivedStore
+
+    return SQLiteReceivedStore(path)
+
+
+def stored_at(data_dir: Path, storage: str | None) -> Path:
+    """Where a storage other than a database server keeps what was received (StoreError for a
+    storage of no known kind)."""
+    if not storage:
+        return data_dir / DATABASE_FILE
+    if storage.startswith("sqlite:///"):
+        return Path(storage.removeprefix("sqlite:///"))
+    if storage == "files":
+        return data_dir / "received"
     raise StoreError(f"unsupported storage {storage!r}: use files, sqlite:///PATH or postgresql://...")
 
 
-__all__ = ["DATABASE_FILE", "ReceivedStore", "create_received_store"]
+__all__ = ["DATABASE_FILE", "ReceivedStore", "create_received_store", "stored_at"]
