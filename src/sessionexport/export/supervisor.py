@@ -303,21 +303,27 @@ class ExportSupervisor:
             if unit not in self._running:
                 await self._start(units[unit], unit[1])
 
-    async def _hand_over(
-        self, unit: Unit, within: float = HAND_OVER_SECONDS, *, release: bool = True
-    ) -> None:
+    async def _hand_over(self, unit: Unit, within: float = HAND_OVER_SECONDS) -> None:
+        """Stop the unit's exporter gracefully (``_stop_gracefully``) and free its lease."""
+        await self._stop_gracefully(unit, within)
+        await self._release(unit)
+        self._handing_over.pop(unit, None)
+
+    async def _stop_gracefully(self, unit: Unit, within: float = HAND_OVER_SECONDS) -> None:
         """Stop the unit's exporter once its bulks in flight are decided (or ``within`` seconds
-        passed: then they are sent again by the next holder), and free its lease; without
-        ``release``, keep it (for an exporter started again with a changed configuration)."""
+        passed: then they are sent again by whoever exports the unit next)."""
         running = self._running.get(unit)
         if running is not None:
             running.exporter.stop_gracefully()
             await asyncio.wait([running.task], timeout=within)
             await self._stop(unit)
-        if release:
-            await self._release(unit)
+
+    async def _follow_up(self, unit: Unit) -> None:
+        """The exporter of an edited or paused export, stopped gracefully: the next round (at
+        once) starts it with its new configuration, or gives the lease of a paused one up."""
+        await self._stop_gracefully(unit)
         self._handing_over.pop(unit, None)
-        self.poke()  # an exporter with a changed configuration starts now, not at the next round
+        self.poke()
 
     async def _release(self, unit: Unit) -> None:
         await self._stop(unit)
@@ -372,8 +378,7 @@ class ExportSupervisor:
             if running.task.done():
                 await self._stop(unit)
             elif want is None or want.key != running.key:
-                stopping = self._hand_over(unit, release=want is None)
-                self._handing_over[unit] = asyncio.create_task(stopping, name=f"stop {unit}")
+                self._handing_over[unit] = asyncio.create_task(self._follow_up(unit), name=f"stop {unit}")
 
     async def _forget_deleted(self, present: set[str]) -> None:
         """Forget the exports whose cursors outlived their settings object: deleted since, here or

@@ -82,7 +82,7 @@ class Operation:
     doc_id: str
     doc_type: str | None
     source: bytes | None  # the document line as sent
-    problem: ItemFailure | None = None  # why this item fails on its own (a broken document line)
+    problem: ItemFailure | None = None  # why this item fails on its own (its document or its names)
 
 
 def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Operation]:

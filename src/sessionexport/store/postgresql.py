@@ -496,7 +496,7 @@ class PostgresStore:
 
     # -- export cursors ----------------------------------------------------------------------
     async def log_position(self) -> int:
-        return int(await self._value("SELECT coalesce(max(seq), 0) FROM sessions"))
+        return int(await self._value(_LOG_END))
 
     async def position_before(self, received_at: int) -> int:
         return int(await self._value(_POSITION_BEFORE, (received_at,)))
