@@ -28,6 +28,7 @@ from tests.support.engine import export_value, sessions
 from tests.support.processes import wait_healthy
 from tests.support.receiver import Tls
 from tests.support.receiver_process import ReceiverProcess
+from tests.support.stores import opened
 
 
 @pytest.fixture
@@ -160,21 +161,14 @@ def test_a_workers_retention_is_set_as_serves(tmp_path: Path) -> None:
     create_token(data_dir, "metrics.read")
 
     async def store_old_sessions() -> None:
-        store = create_store(data_dir)
-        await store.open()
-        try:
-            ten_days_ago = now_ms() - 10 * 86_400_000
-            await store.append_sessions(parse_ndjson(b"\n".join(sessions(2, seed=3))), ten_days_ago)
-        finally:
-            await store.close()
+        async with opened(lambda: create_store(data_dir)) as store:
+            day = 86_400_000
+            await store.append_sessions(parse_ndjson(sessions(1, seed=2)[0]), now_ms() - 40 * day)
+            await store.append_sessions(parse_ndjson(b"\n".join(sessions(2, seed=3))), now_ms() - 10 * day)
 
     async def stored() -> int:
-        store = create_store(data_dir)
-        await store.open()
-        try:
+        async with opened(lambda: create_store(data_dir)) as store:
             return await store.count_sessions()
-        finally:
-            await store.close()
 
     asyncio.run(store_old_sessions())
     keeping = subprocess.Popen(
@@ -184,9 +178,11 @@ def test_a_workers_retention_is_set_as_serves(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    time.sleep(3)  # its first purge runs as it starts
-    assert "purged" not in stop(keeping)
-    assert asyncio.run(stored()) == 2
+    deadline = time.monotonic() + 20
+    while asyncio.run(stored()) == 3 and time.monotonic() < deadline:
+        time.sleep(0.2)  # until its first purge ran: the 40-day-old session goes
+    assert "purged 1 session(s) older than 30 day(s)" in stop(keeping)
+    assert asyncio.run(stored()) == 2  # the 10-day-old ones stay
     purging = start_worker(data_dir, "--retention-days", "7")
     deadline = time.monotonic() + 20
     while asyncio.run(stored()) and time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar, cast
@@ -1239,6 +1240,8 @@ async def test_while_postgresql_is_unreachable_calls_fail_fast_and_then_recover(
 async def test_reads_of_the_log_wait_in_threads_of_their_own(tmp_path: Path, postgres_schema: str) -> None:
     """Many exporters reading at once queue for the read connections in the reads' own threads:
     the event loop's default executor (which parses request bodies) stays free meanwhile."""
+    # A default executor the reads could fill, whatever the number of CPUs of this machine.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
     async with opened(lambda: PostgresStore(postgres_schema)) as store:
         slow = [
             asyncio.ensure_future(store._db.read(lambda conn: conn.execute("SELECT pg_sleep(0.3)")))

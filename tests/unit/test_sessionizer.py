@@ -196,7 +196,7 @@ def test_an_end_event_waits_for_the_actions_it_ends() -> None:
     assert ids(part.events) == ["a1", "a2", "end"]
 
 
-def test_end_event_alone_is_a_session_without_actions() -> None:
+def test_an_end_event_alone_times_out_without_actions() -> None:
     doc = document([end("end", T0)])  # once it timed out: it makes no session (see assembly)
     assert doc["endReason"] == "TIMEOUT"
     assert doc["userActionCount"] == 0
@@ -401,7 +401,7 @@ def test_a_crash_before_an_inactivity_gap_ended_the_session_there() -> None:
     assert part is not None and (part.reason, ids(part.events)) == (EndReason.END_EVENT, ["a1", "c1"])
 
 
-def test_an_end_event_ends_its_session_before_the_next_one() -> None:
+def test_a_cut_at_an_inactivity_gap_after_an_end_event_is_an_end() -> None:
     events = [action("a1", T0), end("end", T0 + SECOND), action("a2", T0 + 40 * MINUTE)]
     part = next_part(events, T0 + 40 * MINUTE + SECOND, DEFAULTS)
     assert part is not None and (part.reason, part.continues) == (EndReason.END_EVENT, False)
@@ -933,7 +933,7 @@ def _without(event: dict[str, Any], key: str) -> dict[str, Any]:
             line("action", action={"startTime": T0 - 7 * HOUR}),
             "action.startTime",
             "more than 6 h from the event's timestamp",
-            id="started-days-before",
+            id="started-7-h-before",
         ),
         pytest.param(
             line("action", action={"startTime": T0, "endTime": 4_102_444_800_000}),
