@@ -165,6 +165,12 @@ BAD_BODIES = {
         1,
         "geolocationCountryName",
     ),
+    "ids too long for an Elasticsearch _id": (
+        b'{"tenantId":"t","userSessionId":"' + "\u20ac".encode() * 200 + b'","startTime":1622107543233}',
+        NDJSON,
+        1,
+        "userSessionId",
+    ),
     "lone surrogate": (
         b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"x":"\\ud800"}',
         NDJSON,

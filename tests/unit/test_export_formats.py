@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sessionexport.export.config import SendDirect
-from sessionexport.export.formats import action_line, bulk_body, document_id, encoded_size
+from sessionexport.export.formats import action_line, bulk_body, encoded_size
 from sessionexport.store.records import LogEntry
 
 # bytes a re-serialisation would change: an escaped \u00d7, raw UTF-8, a space, an escaped slash
@@ -36,12 +37,19 @@ ENTRIES = [entry(FIRST), entry(SECOND, tenant="t2", session="v", start=456, seq=
 DIRECTS = [None, SendDirect("idx", None), SendDirect("idx", "_doc"), SendDirect("sessions-2024.01", "")]
 
 
-def test_document_id_is_tenant_session_start_time() -> None:
-    assert document_id(entry(b"{}", "t", "u", 123)) == "t-u-123"
-    assert (
-        document_id(entry(b"{}", "umsaywsjuo", "ABCDEF_1234", 1_700_000_000_000))
-        == "umsaywsjuo-ABCDEF_1234-1700000000000"
+def test_action_line_ids_a_session_by_tenant_session_and_start_time() -> None:
+    line = action_line(entry(b"{}", "umsaywsjuo", "ABCDEF_1234", 1_700_000_000_000), SendDirect("idx", None))
+    assert orjson.loads(line) == {"index": {"_index": "idx", "_id": "umsaywsjuo-ABCDEF_1234-1700000000000"}}
+
+
+def test_ids_that_would_share_an_id_get_two() -> None:
+    """``a-b`` + ``c`` and ``a`` + ``b-c``: with Dynatrace's rule as it is, the second document
+    would overwrite the first in the index, both counted as delivered."""
+    direct = SendDirect("idx", None)
+    first, second = (
+        orjson.loads(action_line(entry(b"{}", t, u, 1), direct)) for t, u in (("a-b", "c"), ("a", "b-c"))
     )
+    assert first["index"]["_id"] != second["index"]["_id"]
 
 
 def test_plain_body_is_the_stored_bytes_one_per_line_untouched() -> None:

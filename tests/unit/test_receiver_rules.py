@@ -49,7 +49,8 @@ def test_sessions_keyed_by_the_elasticsearch_id_rule_and_kept_compact() -> None:
 
 
 def test_identities_that_the_id_rule_would_join_keep_two_keys() -> None:
-    """``a-b`` + ``c`` and ``a`` + ``b-c``: one ``_id`` by the rule, two sessions by identity."""
+    """``a-b`` + ``c`` and ``a`` + ``b-c``: one ``_id`` by Dynatrace's rule, two sessions by
+    identity; the keys are the ``_id`` an export gives them."""
     lines = [
         orjson.dumps({"tenantId": tenant, "userSessionId": user, "startTime": 1_700_000_000_000})
         for tenant, user in (("a-b", "c"), ("a", "b-c"), ("a%2Db", "c"))

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_sessions
 from sessionexport.model import samples
+from sessionexport.model.elasticsearch_names import IDS_MAX_BYTES
 from sessionexport.model.session import (
     EPOCH_MS_MAX,
     EPOCH_MS_MIN,
@@ -185,15 +186,32 @@ def test_empty_user_session_id_is_reported() -> None:
     assert problems_of(encode(doc)) == [Problem("userSessionId", "must not be empty")]
 
 
-@pytest.mark.parametrize(("field", "limit"), [("tenantId", 200), ("userSessionId", 200), ("userId", 512)])
-def test_indexed_text_is_refused_past_its_limit(field: str, limit: int) -> None:
+@pytest.mark.parametrize(
+    ("field", "limit", "char"),
+    [("tenantId", 200, "\u00e9"), ("userSessionId", 200, "\u00e9"), ("userId", 512, "\U0001f600")],
+)
+def test_indexed_text_is_refused_past_its_limit(field: str, limit: int, char: str) -> None:
     """Kept in indexed columns, which PostgreSQL caps at 2704 bytes an entry: refused with the
-    reason, not left to fail in the database."""
+    reason, not left to fail in the database. (The two ids also share the limit of an _id.)"""
     doc = sample_dict(MOBILE)
-    doc[field] = "\U0001f600" * limit  # 4 bytes each in UTF-8: the widest that is allowed
+    doc[field] = char * limit
     assert decode_session(encode(doc))
     doc[field] += "x"
     assert problems_of(encode(doc)) == [Problem(field, f"at most {limit} characters (it has {limit + 1})")]
+
+
+def test_ids_too_long_for_an_elasticsearch_id_are_refused() -> None:
+    """Elasticsearch refuses a whole bulk for one _id over 512 bytes: a session whose ids would
+    make one is refused when it comes in, with both ids' share counted in UTF-8 bytes."""
+    doc = sample_dict(MOBILE)
+    doc["tenantId"] = "t-" + "\u00e9" * 99  # 1 + 3 (the escaped -) + 198 bytes
+    doc["userSessionId"] = "\u00e9" * 146 + "u" * (IDS_MAX_BYTES - 202 - 292)
+    assert decode_session(encode(doc))
+    doc["userSessionId"] += "u"
+    [problem] = problems_of(encode(doc))
+    assert problem.path == "userSessionId"
+    assert f"may take {IDS_MAX_BYTES} bytes together" in problem.message
+    assert f"these take {IDS_MAX_BYTES + 1}" in problem.message
 
 
 def test_start_time_in_seconds_is_refused_as_not_epoch_milliseconds() -> None:

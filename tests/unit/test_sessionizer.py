@@ -908,6 +908,12 @@ def _without(event: dict[str, Any], key: str) -> dict[str, Any]:
         pytest.param(line("end", "e", tenantId="t\x00"), "tenantId", "NUL", id="nul-tenantId"),
         pytest.param(line("end", "e\x00"), "eventId", "NUL", id="nul-eventId"),
         pytest.param(
+            line("end", "e", tenantId="\u00e9" * 200, sessionId="\u00e9" * 200),
+            "sessionId",
+            "Elasticsearch _id too long",
+            id="ids-too-long-for-an-_id",
+        ),
+        pytest.param(
             line("attributes", attributes={"geolocationCountryName": "Aus\x00tria"}),
             "attributes.geolocationCountryName",
             "NUL",

@@ -14,15 +14,13 @@ from collections.abc import Sequence
 import orjson
 
 from sessionexport.export.config import SendDirect
+from sessionexport.model.elasticsearch_names import document_id
 from sessionexport.store.records import LogEntry
 
 
-def document_id(entry: LogEntry) -> str:
-    return f"{entry.tenant_id}-{entry.user_session_id}-{entry.start_time}"
-
-
 def action_line(entry: LogEntry, direct: SendDirect) -> bytes:
-    return _action_prefix(direct.index, direct.doc_type) + orjson.dumps(document_id(entry)) + b"}}"
+    _id = document_id(entry.tenant_id, entry.user_session_id, entry.start_time)
+    return _action_prefix(direct.index, direct.doc_type) + orjson.dumps(_id) + b"}}"
 
 
 @functools.cache

@@ -15,6 +15,7 @@ import msgspec
 
 from sessionexport.ingest.documents import DocumentProblem, RejectedBody, ndjson_lines
 from sessionexport.ingest.sessionizer import DURATION_LIMIT_MS
+from sessionexport.model.elasticsearch_names import ids_problem
 from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesEvent, RumEvent
 from sessionexport.model.validation import NOT_JSON, find_problems, not_json, not_utf8, nul_problems
 
@@ -80,6 +81,8 @@ def _event_problems(event: RumEvent) -> list[tuple[str, str]]:
     identity = {"tenantId": event.tenantId, "sessionId": event.sessionId, "eventId": event.eventId}
     if nul := nul_problems(identity, tuple(identity)):  # they are kept as text columns
         return [(p.path, p.message) for p in nul]
+    if too_long := ids_problem(event.tenantId, event.sessionId):  # it becomes the userSessionId
+        return [("sessionId", too_long)]
     if isinstance(event, ActionEvent):
         return _action_problems(event)
     if isinstance(event, AttributesEvent):

@@ -17,6 +17,7 @@ import msgspec
 import msgspec.inspect as mi
 import orjson
 
+from sessionexport.model.elasticsearch_names import ids_problem
 from sessionexport.model.session import EPOCH_MS_MIN, UserSession
 
 
@@ -51,6 +52,8 @@ def decode_session(raw: bytes) -> UserSession:
         raise InvalidSession([not_json(raw, exc)]) from None
     if nul := _nul_problems(session):
         raise InvalidSession(nul)
+    if too_long := ids_problem(session.tenantId, session.userSessionId):
+        raise InvalidSession([Problem("userSessionId", too_long)])
     if bad := not_utf8(raw):  # the typed decode skips unknown fields unread: their bytes too
         raise InvalidSession([bad])
     return session
@@ -100,6 +103,8 @@ def find_problems(raw: bytes) -> list[Problem]:
     _check(value, _session_type(), "", problems)
     if not problems and isinstance(value, dict):
         problems = nul_problems(value)
+        if not problems and (too_long := ids_problem(value["tenantId"], value["userSessionId"])):
+            problems = [Problem("userSessionId", too_long)]
     return problems
 
 

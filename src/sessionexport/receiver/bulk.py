@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from sessionexport.model.index_names import index_name_problem
+from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.model.validation import NOT_JSON, not_json
 
 ACTIONS = ("index", "create", "update", "delete")

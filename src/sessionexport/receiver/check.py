@@ -53,7 +53,7 @@ from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.supervisor import ssl_context
 from sessionexport.export.tuning import DYNATRACE_MAX_BYTES, DYNATRACE_MAX_SESSIONS, ExportTuning
 from sessionexport.generate.sessions import GeneratorOptions, Kind, generate_sessions
-from sessionexport.model.index_names import index_name_problem
+from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.model.samples import MOBILE, WEB_SYNTHETIC, doc_sample
 from sessionexport.store.records import LogEntry
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from sessionexport.ingest.documents import array_items, ndjson_lines, parse_all
+from sessionexport.model.elasticsearch_names import document_id
 from sessionexport.model.session import Identifier
 from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, not_utf8, single_line
 from sessionexport.receiver.store.records import LEGACY, SESSION, Document
@@ -33,16 +34,6 @@ def parse_events_body(body: bytes) -> list[Document]:
     return parse_all(((f"line {n}", line) for n, line in ndjson_lines(body)), parse_line)
 
 
-def session_key(tenant_id: str, user_session_id: str, start_time: int) -> str:
-    """The key a session is known again by: Elasticsearch's ``_id`` rule of an export
-    (``<tenantId>-<userSessionId>-<startTime>``, ``export.formats.document_id``), made unambiguous
-    by escaping ``-`` and ``%`` in the tenant id, so that ``a-b`` + ``c`` and ``a`` + ``b-c`` stay
-    two sessions. Real tenant ids have neither: their keys are the export's ``_id``. (An export
-    keeps Dynatrace's rule as it is: an index takes such two sessions for one document.)"""
-    tenant = tenant_id.replace("%", "%25").replace("-", "%2D")
-    return f"{tenant}-{user_session_id}-{start_time}"
-
-
 def parse_line(raw: bytes) -> Document:
     """A session, else a legacy document; raise InvalidSession with the session's problems."""
     try:
@@ -52,7 +43,7 @@ def parse_line(raw: bytes) -> Document:
         if legacy is None:
             raise
         return legacy
-    key = session_key(session.tenantId, session.userSessionId, session.startTime)
+    key = document_id(session.tenantId, session.userSessionId, session.startTime)
     return Document(SESSION, key, single_line(raw), session.userSessionId)
 
 

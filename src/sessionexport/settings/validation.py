@@ -21,7 +21,7 @@ import httpx
 
 from sessionexport.export.tuning import TuningError, parse_tuning
 from sessionexport.export.zones import regex_problem
-from sessionexport.model.index_names import index_name_problem
+from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 
 NDJSON = "application/x-ndjson"

@@ -1,0 +1,55 @@
+"""Elasticsearch's names, in one place. Index names: export settings (``sendDirect``), the
+receiver's ``_bulk`` and ``check-endpoint --index`` all judge them by these rules. Document ids:
+an export's ``_id`` of a session, which the receiver knows a session by too. No I/O."""
+
+from __future__ import annotations
+
+from sessionexport.model.session import EPOCH_MS_MAX
+
+_FORBIDDEN = set('\\/*?"<>| ,#:')
+MAX_BYTES = 255
+ID_MAX_BYTES = 512  # Elasticsearch refuses a whole _bulk request holding a longer _id
+# What the tenant and session ids may take of an _id: the rest is two "-" and a startTime.
+IDS_MAX_BYTES = ID_MAX_BYTES - 2 - len(str(EPOCH_MS_MAX))
+
+
+def index_name_problem(name: str) -> str | None:
+    """Why Elasticsearch refuses ``name`` for an index, or None. A date-math name
+    (``<logs-{now/d}>``) is left to Elasticsearch, which resolves it."""
+    if name.startswith("<") and name.endswith(">"):
+        return None
+    if name in (".", ".."):
+        return "must not be . or .."
+    if name[:1] in ("-", "_", "+"):
+        return "must not start with -, _ or +"
+    if name != name.lower():
+        return "must be lower case"
+    if bad := sorted(_FORBIDDEN.intersection(name)):
+        return f"must not contain {' '.join(repr(c) for c in bad)}"
+    if len(name.encode()) > MAX_BYTES:
+        return f"must be at most {MAX_BYTES} bytes"
+    return None
+
+
+def document_id(tenant_id: str, user_session_id: str, start_time: int) -> str:
+    """A session's ``_id``: ``<tenantId>-<userSessionId>-<startTime>``, Dynatrace's rule, with
+    ``-`` and ``%`` escaped in the tenant id (as %2D, %25) so that ``a-b`` + ``c`` and ``a`` +
+    ``b-c`` stay two documents instead of one overwriting the other. Real tenant ids have
+    neither, and keep Dynatrace's ``_id``."""
+    return f"{_escaped(tenant_id)}-{user_session_id}-{start_time}"
+
+
+def ids_problem(tenant_id: str, user_session_id: str) -> str | None:
+    """Why no ``_id`` made of these ids fits Elasticsearch's limit, or None: checked when a
+    session comes in, because Elasticsearch refuses the whole bulk it would be sent in."""
+    size = len(_escaped(tenant_id).encode()) + len(user_session_id.encode())
+    if size <= IDS_MAX_BYTES:
+        return None
+    return (
+        f"with tenantId it makes an Elasticsearch _id too long: the two may take {IDS_MAX_BYTES} bytes"
+        f" together in UTF-8 (a - or % in tenantId counts 3), these take {size}"
+    )
+
+
+def _escaped(tenant_id: str) -> str:
+    return tenant_id.replace("%", "%25").replace("-", "%2D")
