@@ -46,7 +46,8 @@ from tests.support.receiver_process import ReceiverProcess
 from cpu import budget, own_cpu_seconds, tree_cpu_seconds
 from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
-from sessionexport.receiver.documents import parse_events_body, session_key
+from sessionexport.model.elasticsearch_names import document_id
+from sessionexport.receiver.documents import parse_events_body
 from sessionexport.receiver.store import DATABASE_FILE, create_received_store
 from sessionexport.receiver.store.records import SESSION, Document, RequestInfo
 from sessionexport.receiver.store.sqlite import key_locality
@@ -120,7 +121,7 @@ def prefilled(folder: Path, count: int, tenants: list[str]) -> Path:
         for n in range(count):
             start = now - rnd.randrange(7 * 86_400_000)
             user = f"{rnd.randrange(10**6)}_{rnd.randrange(10**3)}"
-            key = session_key(rnd.choice(tenants), user, start)
+            key = document_id(rnd.choice(tenants), user, start)
             conn.execute(
                 "INSERT INTO documents (request_id, received_at, kind, key, locality, user_session_id, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
