@@ -45,6 +45,18 @@ async def test_a_test_export_sends_up_to_50_recent_sessions_as_the_exporter_woul
     assert request.headers["content-type"] == "application/json"
 
 
+async def test_a_test_export_sends_what_the_first_bulk_would_hold(engine: Engine, receiver: Receiver) -> None:
+    """The flush rules hold for a test export too: never a body over flushMaxBytes."""
+    lines = sessions(10, seed=2)
+    await engine.ingest(lines)
+    fitting = sum(len(line) + 1 for line in lines[:3])
+    value = export_value(receiver.url, {"flushMaxBytes": fitting})
+    status, result = await run_test(engine, value)
+    assert (status, result["sessionsSent"]) == (200, 3), result
+    [request] = receiver.requests
+    assert request.lines == lines[:3]
+
+
 async def test_http_urls_are_refused_with_the_violation(engine: Engine) -> None:
     await engine.ingest(sessions(2))
     status, body = await run_test(engine, export_value("http://127.0.0.1:9/export"))

@@ -1,7 +1,8 @@
 """What an export would send, before it sends anything: sample data and the test export.
 
 Both take up to 50 sessions that joined the log in the last 7 days (the newest ones, in the
-export's management zone if it has one) and put them in the body the exporter would build. The
+export's management zone if it has one), as many of them as the exporter's first bulk would hold
+(its flush rules: 896,000 bytes by default), and put them in the body the exporter would build. The
 test export then sends that body once, exactly as the exporter would (method, content type,
 authentication, timeout), and reports what came back.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sessionexport.export.batching import Batcher
 from sessionexport.export.bulk_delivery import BulkResult, deliver_bulk
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.delivery import OAUTH_FAILURE_PREFIX, Sender
-from sessionexport.export.formats import bulk_body
+from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.zones import Zone, zone_from_value
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService
@@ -43,8 +45,17 @@ async def export_zone(settings: SettingsService, config: ExportConfig) -> Zone |
 async def preview_sessions(
     store: Store, settings: SettingsService, config: ExportConfig, now: int
 ) -> list[LogEntry]:
-    """The sessions a preview of ``config`` shows or sends: ``sample_entries`` in its zone."""
-    return await sample_entries(store, await export_zone(settings, config), now)
+    """The sessions a preview of ``config`` shows or sends: ``sample_entries`` in its zone, as
+    many as its first bulk would hold."""
+    return first_bulk(config, await sample_entries(store, await export_zone(settings, config), now))
+
+
+def first_bulk(config: ExportConfig, entries: list[LogEntry]) -> list[LogEntry]:
+    """The leading ``entries`` that the exporter would send in one bulk (``Batcher``'s rules)."""
+    batcher = Batcher(config.tuning)
+    sizes = [encoded_size(e, config.send_direct) for e in entries]
+    ready = batcher.offer_all(entries, sizes)
+    return ready[0].entries if ready else batcher.take().entries
 
 
 async def unsaved_config(
