@@ -551,9 +551,16 @@ def test_index_creation_has_dynatraces_settings_and_the_same_mappings() -> None:
 
 
 def test_index_creation_with_a_document_type_wraps_only_the_mappings() -> None:
-    body = index_creation("_doc")
+    body = index_creation("session")
     assert body["settings"] == {"index": {"number_of_shards": 3, "number_of_replicas": 1}}
-    assert body["mappings"] == {"_doc": mapping()["mappings"]}
+    assert body["mappings"] == {"session": mapping()["mappings"]}
+
+
+def test_index_creation_for_doc_is_typeless() -> None:
+    """Elasticsearch 7 and 8 refuse a mapping nested under ``_doc`` when an index is created
+    ("The mapping definition cannot be nested under a type [_doc] unless include_type_name is
+    set to true"); a typeless index's documents are of type ``_doc``, so bulks naming it work."""
+    assert index_creation("_doc") == index_creation()
 
 
 def test_session_properties_are_the_mappings_properties() -> None:

@@ -312,7 +312,9 @@ async def _mapping_response(request: Request, config: ExportConfig, form: str, n
 @router.get(
     "/exports/{objectId}/mapping",
     summary="Download the Elasticsearch mapping",
-    description="Generated from the session model; wrapped in the document type when one is set.",
+    description="Generated from the session model; wrapped in the document type when one is set. ?form=index"
+    " gives the body of PUT /<index> (typeless for the document type `_doc`, which Elasticsearch 7 and 8 take"
+    " no other way).",
     dependencies=[Reader],
     responses={**_MAPPING_RESPONSE, **_NO_EXPORT},
 )
@@ -324,7 +326,9 @@ async def mapping_of_export(request: Request, objectId: str, form: MappingForm =
 @router.post(
     "/exports/mapping",
     summary="Download the Elasticsearch mapping for an unsaved configuration",
-    description="Generated from the session model, for the configuration's document type; ?form=index gives the body of PUT /<index>.",
+    description="Generated from the session model, for the configuration's document type; ?form=index gives"
+    " the body of PUT /<index> (typeless for the document type `_doc`, which Elasticsearch 7 and 8 take no"
+    " other way).",
     dependencies=[Reader],
     responses={**_MAPPING_RESPONSE, 400: {"description": "Invalid value"}},
 )

@@ -292,7 +292,8 @@ def export_mapping(
         typer.Option(
             "--index-body",
             envvar=env("EXPORT_INDEX_BODY"),
-            help="Print the body of the request that creates the index (PUT /INDEX).",
+            help="Print the body of the request that creates the index (PUT /INDEX); typeless for"
+            " the document type _doc, which Elasticsearch 7 and 8 take no other way.",
         ),
     ] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,

@@ -45,8 +45,15 @@ def mapping(doc_type: str | None = None) -> dict[str, Any]:
 
 
 def index_creation(doc_type: str | None = None) -> dict[str, Any]:
-    """The body of ``PUT /<index>`` that creates the index with this mapping."""
-    return {"settings": copy.deepcopy(INDEX_SETTINGS), **mapping(doc_type)}
+    """The body of ``PUT /<index>`` that creates the index with this mapping: typeless for
+    ``_doc`` (the type Dynatrace recommends for Elasticsearch 7, whose typeless indexes hold
+    ``_doc``: 7 and 8 refuse a body nested under it, 6.7+ takes it with
+    ``include_type_name=false``); nested under any other type (Elasticsearch 6, or 7 with
+    ``include_type_name=true``)."""
+    return {"settings": copy.deepcopy(INDEX_SETTINGS), **mapping(None if doc_type == TYPELESS else doc_type)}
+
+
+TYPELESS = "_doc"  # the type of every document of an index created without one
 
 
 def _properties(struct: mi.StructType) -> dict[str, Any]:
