@@ -200,6 +200,29 @@ def test_indexed_text_is_refused_past_its_limit(field: str, limit: int, char: st
     assert problems_of(encode(doc)) == [Problem(field, f"at most {limit} characters (it has {limit + 1})")]
 
 
+@pytest.mark.parametrize(
+    "value", ["2021-05-27", "2021-05-27T09:12:00.123Z", "2021-05-27T09:12+02:00", 1622107543233]
+)
+def test_date_property_values_elasticsearch_reads_as_dates_are_taken(value: object) -> None:
+    doc = sample_dict(MOBILE)
+    doc["userActions"][0]["dateProperties"] = [{"key": "k", "value": value}]
+    assert decode_session(encode(doc))
+
+
+@pytest.mark.parametrize("value", ["not a date", "27.05.2021", "2021-05-27 09:12:00", ""])
+def test_date_property_text_that_is_no_date_is_refused_with_its_place(value: str) -> None:
+    """The mapping makes it a date: Elasticsearch would refuse the document, which would end as
+    a dead letter."""
+    doc = sample_dict(MOBILE)
+    doc["userActions"][0]["dateProperties"] = [{"key": "k", "value": value}]
+    [problem] = problems_of(encode(doc))
+    assert problem.path == "userActions[0].dateProperties[0].value"
+    assert (
+        problem.message
+        == f"{value!r} is not an ISO-8601 date-time (e.g. 2021-05-27T09:12:00.123Z) or epoch milliseconds"
+    )
+
+
 def test_ids_too_long_for_an_elasticsearch_id_are_refused() -> None:
     """Elasticsearch refuses a whole bulk for one _id over 512 bytes: a session whose ids would
     make one is refused when it comes in, with both ids' share counted in UTF-8 bytes."""

@@ -236,10 +236,18 @@ class DoubleProperty(_Doc):
     value: float | None = None
 
 
+# Text Elasticsearch reads as a date by the mapping's ``strict_date_optional_time``: a date
+# (year, month or day) with an optional time (hours to nanoseconds) and zone.
+ISO_DATE_TIME = r"^\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}([.,]\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?)?)?$"
+IsoDateTime = Annotated[str, msgspec.Meta(pattern=ISO_DATE_TIME)]
+
+
 class DateProperty(_Doc):
     key: str | None = None
-    # ISO-8601 text or epoch milliseconds: real exports have been seen with both.
-    value: str | Int64 | None = None
+    # ISO-8601 text or epoch milliseconds: real exports have been seen with both. Other text
+    # would be refused by Elasticsearch (the mapping makes the value a date), its bulk's
+    # session a dead letter.
+    value: IsoDateTime | Int64 | None = None
 
 
 class _WithProperties(_Doc):

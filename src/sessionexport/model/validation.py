@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ import msgspec.inspect as mi
 import orjson
 
 from sessionexport.model.elasticsearch_names import ids_problem
-from sessionexport.model.session import EPOCH_MS_MIN, UserSession
+from sessionexport.model.session import EPOCH_MS_MIN, ISO_DATE_TIME, UserSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,12 +235,15 @@ def _check_union(value: Any, t: mi.UnionType, path: str, out: list[Problem]) -> 
     if len(candidates) == 1:
         _check(value, candidates[0], path, out)
         return
+    closest: list[Problem] = []  # of a member of the value's own type (e.g. text of the wrong form)
     for candidate in candidates:
         trial: list[Problem] = []
         _check(value, candidate, path, trial)
         if not trial:
             return
-    out.append(_wrong_type(value, t, path))
+        if _json_kind(value) == _describe(candidate):
+            closest = trial
+    out.extend(closest or [_wrong_type(value, t, path)])
 
 
 def _check_struct(value: Any, t: mi.StructType, path: str, out: list[Problem]) -> None:
@@ -289,6 +293,9 @@ def _check_bounds(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None
             out.append(Problem(path, "must not be empty"))
         elif t.max_length is not None and len(value) > t.max_length:
             out.append(Problem(path, f"at most {t.max_length} characters (it has {len(value)})"))
+        elif t.pattern == ISO_DATE_TIME and not re.search(t.pattern, value):
+            message = "an ISO-8601 date-time (e.g. 2021-05-27T09:12:00.123Z) or epoch milliseconds"
+            out.append(Problem(path, f"{value!r} is not {message}"))
 
 
 def _fits_double(value: float) -> bool:
