@@ -1151,6 +1151,12 @@ INVALID_VALUES: list[tuple[str, dict[str, Any], str, str]] = [
         "exportBehavior.customConfiguration",
         "object",
     ),
+    (
+        "colon in a Basic user name",
+        export_value(authentication=basic_auth(username="us:er")),
+        "authentication.basicAuth.username",
+        "must not contain ':'",
+    ),
     ("unknown property", {**export_value(), "bogus": 1}, "bogus", "unknown property"),
     (
         "wrong type",

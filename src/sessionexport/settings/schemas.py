@@ -126,7 +126,15 @@ EXPORT_SETTINGS: dict[str, Any] = {
         "BasicAuth": _object_type(
             "Basic authentication",
             {
-                "username": _prop("text", "User name", constraints=[NOT_BLANK, _length(500)]),
+                "username": _prop(
+                    "text",
+                    "User name",
+                    constraints=[
+                        NOT_BLANK,
+                        _length(500),
+                        {"type": "CUSTOM_VALIDATOR_REF", "customValidatorId": "basic-user-name"},
+                    ],
+                ),
                 "password": _prop(
                     "secret", "Password", constraints=[NOT_BLANK], forceSecretResubmission=True
                 ),

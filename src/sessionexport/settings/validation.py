@@ -259,6 +259,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _check_basic_user_name(_: Context, name: str, __: dict[str, Any]) -> str | None:
+    # RFC 7617: a receiver splits "user:password" at the first colon.
+    return (
+        "must not contain ':' (Basic authentication ends the user name at the first one)"
+        if ":" in name
+        else None
+    )
+
+
 def _check_index_name(_: Context, name: str, __: dict[str, Any]) -> str | None:
     return index_name_problem(name)
 
@@ -284,6 +293,7 @@ def _check_zone_rule(_: Context, value: str, rule: dict[str, Any]) -> str | None
 _CUSTOM: dict[str, Callable[[Context, str, dict[str, Any]], str | None]] = {
     "https-url": check_https_url,
     "media-type": _check_media_type,
+    "basic-user-name": _check_basic_user_name,
     "elasticsearch-index-name": _check_index_name,
     "management-zone-exists": _check_zone_exists,
     "custom-configuration": _check_custom_configuration,
