@@ -513,6 +513,7 @@ async def test_an_export_is_deleted_only_once_its_dead_letters_are_replayed_or_d
     await until(lambda: dead_letters(engine, export_id, 2), "two dead letters")
     refused = await engine.client.delete(f"{OBJECTS}/{export_id}", headers=engine.headers)
     assert refused.status_code == 400
+    assert refused.json()["code"] == 400  # a SettingsObjectResponse, as Dynatrace's DELETE answers
     assert "has 2 pending dead letter(s)" in refused.json()["error"]["message"]
 
     discard = f"/api/v2/exports/{export_id}/deadletters"
