@@ -1073,7 +1073,9 @@ async def test_editing_without_reentering_the_secret_keeps_it(ui: Browser) -> No
     assert await ui.plain_secret(object_id) == "new-secret"
 
 
-async def test_an_edit_based_on_a_stale_page_is_refused(ui: Browser) -> None:
+async def test_an_edit_based_on_a_stale_page_is_refused_and_the_form_read_again(ui: Browser) -> None:
+    """Two tabs edit one export: the second save is refused, and its page shows what is saved
+    now, so that saving again cannot quietly undo the first tab's change."""
     object_id = await ui.create(export_value(ENDPOINT))
     await ui.logged_in()
     stale = await ui.page("/ui/exports")
@@ -1081,9 +1083,28 @@ async def test_an_edit_based_on_a_stale_page_is_refused(ui: Browser) -> None:
     assert (await ui.submit(stale, action, {"endpointDefinition.usePost": "true"})).status_code == 303
     before = await ui.snapshot()
     conflict = await ui.submit(stale, action, {"endpointDefinition.contentType": "application/x-ndjson"})
-    assert conflict.status_code == 409
-    assert "changed since" in conflict.text
     assert await ui.snapshot() == before
+    again = await ui.follow(conflict)
+    assert again.flash is not None and "changed meanwhile" in again.flash
+    assert (
+        await ui.submit(again, action, {"endpointDefinition.contentType": "application/x-ndjson"})
+    ).status_code == 303
+    [stored] = await ui.objects()
+    endpoint = stored["value"]["endpointDefinition"]
+    assert (endpoint["usePost"], endpoint["contentType"]) == (
+        True,
+        "application/x-ndjson",
+    )  # both changes kept
+
+
+async def test_saving_an_export_deleted_meanwhile_says_so(ui: Browser) -> None:
+    object_id = await ui.create(export_value(ENDPOINT))
+    await ui.logged_in()
+    stale = await ui.page("/ui/exports")
+    assert (await ui.api("DELETE", f"{OBJECTS}/{object_id}")).status_code == 204
+    gone = await ui.submit(stale, f"/ui/exports/{object_id}", {"endpointDefinition.usePost": "true"})
+    assert (await ui.follow(gone)).flash == "Not saved: that export no longer exists."
+    assert await ui.objects() == []
 
 
 async def test_pause_and_resume(ui: Browser) -> None:
@@ -1476,6 +1497,22 @@ async def test_editing_a_zone(ui: Browser) -> None:
     assert response.status_code == 303
     [zone] = await ui.objects(ZONE_SCHEMA)
     assert [r["value"] for r in zone["value"]["rules"]] == ["Czechia"]  # the rule ticked for removal is gone
+
+
+async def test_a_zone_edited_in_another_tab_is_not_overwritten(ui: Browser) -> None:
+    zone_id = await ui.create(
+        {"name": "Z", "rules": [{"attribute": "COUNTRY", "value": "Poland"}]}, ZONE_SCHEMA
+    )
+    await ui.logged_in()
+    stale = await ui.page("/ui/zones")
+    action = f"/ui/zones/{zone_id}"
+    assert (await ui.submit(stale, action, {"description": "first tab"})).status_code == 303
+    conflict = await ui.submit(stale, action, {"rules[0].value": "Austria"})
+    again = await ui.follow(conflict)
+    assert again.flash is not None and "changed meanwhile" in again.flash
+    assert (await ui.submit(again, action, {"rules[0].value": "Austria"})).status_code == 303
+    [zone] = await ui.objects(ZONE_SCHEMA)
+    assert (zone["value"]["description"], zone["value"]["rules"][0]["value"]) == ("first tab", "Austria")
 
 
 async def test_a_zone_used_by_an_export_cannot_be_deleted(ui: Browser) -> None:

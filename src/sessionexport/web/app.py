@@ -206,6 +206,21 @@ class Ui:
         token = visit.field("updateToken") or None
         return value, await self.settings.update(object_id, value, token, visit.author, now_ms())
 
+    def overtaken_save(self, visit: Visit, result: ItemResult, what: str, page: str) -> Response | None:
+        """The answer to a save that found its object changed (409) or deleted (404) since the
+        form was read: the page anew, saying so; None for any other outcome. (Showing the form
+        as sent under the new update token would let a second Save overwrite the other change.)"""
+        if result.code == 409:
+            visit.session.say(
+                f"Not saved: the {what} was changed meanwhile (in another tab, or by someone else)."
+                " The form now shows what is saved: make your changes again."
+            )
+            return self.redirect(page)
+        if result.code == 404:
+            visit.session.say(f"Not saved: that {what} no longer exists.")
+            return self.redirect(page.partition("#")[0])
+        return None
+
     def export_names(self, records: list[SettingsRecord]) -> dict[str, str]:
         """How the pages name each export (``filters.export_names``), by object id."""
         return filters.export_names([(r.object_id, self.settings.masked_value(r)) for r in records])

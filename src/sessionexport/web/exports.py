@@ -63,6 +63,8 @@ async def list_exports(ui: Ui, request: Request, visit: Visit) -> Response:
 async def save_export(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params.get("object_id", NEW)
     value, result = await ui.save(visit, EXPORT_SETTINGS, object_id)
+    if overtaken := ui.overtaken_save(visit, result, "export", f"/exports#export-{object_id}"):
+        return overtaken
     if not result.ok:
         return await _page(ui, request, visit, object_id, value, result)
     if object_id == NEW:

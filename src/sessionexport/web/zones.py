@@ -49,6 +49,8 @@ async def list_zones(ui: Ui, request: Request, visit: Visit) -> Response:
 async def save_zone(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params.get("object_id", NEW)
     value, result = await ui.save(visit, ZONE_SETTINGS, object_id)
+    if overtaken := ui.overtaken_save(visit, result, "management zone", f"/zones#zone-{object_id}"):
+        return overtaken
     if not result.ok:
         return await _page(ui, request, visit, object_id, value, result)
     verb = "added" if object_id == NEW else "saved"
