@@ -683,6 +683,14 @@ async def test_login_returns_to_the_page_asked_for(ui: Browser, target: str) -> 
     assert response.status_code == 303 and response.headers["location"] == target
 
 
+async def test_login_to_a_page_the_token_may_not_see_starts_on_one_it_may(ui: Browser) -> None:
+    settings_only = await ui.token("settings.read", "exports.manage")
+    response = await ui.login(settings_only, next_path="/ui/sessions/61")
+    assert response.status_code == 303 and response.headers["location"] == "/ui/"
+    start = await ui.client.get("/ui/")
+    assert start.status_code == 303 and start.headers["location"] == "/ui/exports"
+
+
 # -- CSRF ------------------------------------------------------------------------------------------------
 
 

@@ -74,6 +74,14 @@ class Visit:
         """(path, title) of the pages this login may see, in menu order."""
         return [(path, title) for path, title, scope in PAGES if self.can(scope)]
 
+    def may_see(self, path: str) -> bool:
+        """Whether a UI path (``/sessions/61?x``) is on a page this login may see; paths of no
+        page (the start) lead to one it may."""
+        page = path.partition("?")[0]
+        return all(
+            self.can(scope) for prefix, _, scope in PAGES if page == prefix or page.startswith(f"{prefix}/")
+        )
+
     @property
     def home(self) -> str:
         """Where this login starts: the first page it may see."""

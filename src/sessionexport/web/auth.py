@@ -41,14 +41,16 @@ async def log_in(ui: Ui, request: Request, visit: Visit) -> Response:
         return ui.render(
             request, visit, "login.html", status=401, next=_next(visit.field("next")), error=error
         )
-    if not Visit(visit.session, record).pages():
+    logged_in = Visit(visit.session, record)
+    if not logged_in.pages():
         error = f"This API token may see no page here: it needs {SETTINGS_READ} or {SESSIONS_READ}."
         return ui.render(
             request, visit, "login.html", status=403, next=_next(visit.field("next")), error=error
         )
     visit.session.log_in(record.id)
     visit.session.say(f"Logged in with the token “{record.name}”.")
-    return ui.redirect(_next(visit.field("next")).removeprefix(PREFIX))
+    target = _next(visit.field("next")).removeprefix(PREFIX)
+    return ui.redirect(target if logged_in.may_see(target) else "/")
 
 
 async def log_out(ui: Ui, request: Request, visit: Visit) -> Response:
