@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
@@ -148,11 +149,11 @@ class BodyLimit:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit)
+            await _too_large(scope, send, limit)
             return
         if _has_body(headers) and _compressed(scope["headers"]):
             message = "This route takes no compressed body: send it without Content-Encoding"
-            await send_error(send, 415, message)
+            await send_error(scope, send, 415, message)
             return
         received, refused, started = 0, False, False
 
@@ -164,7 +165,7 @@ class BodyLimit:
                 if received > limit and not refused:
                     refused = True
                     if not started:
-                        await _too_large(send, limit)
+                        await _too_large(scope, send, limit)
                     return {"type": "http.disconnect"}  # the app stops reading; its answer is dropped
             return message
 
@@ -195,16 +196,29 @@ def _compressed(headers: list[tuple[bytes, bytes]]) -> bool:
         return True
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    await send_error(send, 413, f"The request body exceeds the limit of {limit} bytes")
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    await send_error(scope, send, 413, f"The request body exceeds the limit of {limit} bytes")
 
 
-async def send_error(send: Send, status: int, message: str) -> None:
-    """An error answer in the apps' envelope, from middleware (before any route runs)."""
-    body = orjson.dumps({"error": {"code": status, "message": message}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+async def send_error(scope: Scope, send: Send, status: int, message: str) -> None:
+    """An error answer from middleware (before any route runs): in the apps' envelope, or as a
+    page for a browser's page or form (the web UI's forms get here too)."""
+    headers = dict(scope["headers"])
+    if b"text/html" in headers.get(b"accept", b"") or b"hx-request" in headers:
+        body = _ERROR_PAGE.format(status=status, message=html.escape(message)).encode()
+        content_type = b"text/html; charset=utf-8"
+    else:
+        body = orjson.dumps({"error": {"code": status, "message": message}})
+        content_type = b"application/json"
+    answer = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": answer})
     await send({"type": "http.response.body", "body": body})
+
+
+_ERROR_PAGE = (
+    '<!doctype html><html lang="en"><meta charset="utf-8"><title>Error {status}</title>'
+    "<p>{message}.</p><p>Nothing was changed: go back and try again.</p></html>"
+)
 
 
 OFF_LOOP_BYTES = 64 * 1024

@@ -20,7 +20,7 @@ class RefuseNulInUrl:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
-            await send_error(send, 400, "NUL (%00) is not allowed in a URL")
+            await send_error(scope, send, 400, "NUL (%00) is not allowed in a URL")
             return
         await self.app(scope, receive, send)
 

@@ -25,6 +25,7 @@ from sessionexport.api.app import create_app
 from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.model.samples import WEB_SYNTHETIC, doc_sample
+from sessionexport.request_bodies import SMALL_BODY_BYTES
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.secrets import MASK
 from sessionexport.store import StoreError
@@ -689,6 +690,22 @@ async def test_login_to_a_page_the_token_may_not_see_starts_on_one_it_may(ui: Br
     assert response.status_code == 303 and response.headers["location"] == "/ui/"
     start = await ui.client.get("/ui/")
     assert start.status_code == 303 and start.headers["location"] == "/ui/exports"
+
+
+@pytest.mark.parametrize("hx", [False, True])
+async def test_what_the_door_refuses_is_a_page_for_the_browser(ui: Browser, hx: bool) -> None:
+    """A form too large for any route, or a URL holding NUL, is refused before the UI runs:
+    answered as a page (or, for htmx, a fragment), not the API's JSON envelope."""
+    await ui.logged_in()
+    headers = {"HX-Request": "true"} if hx else {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    large = await ui.client.post("/ui/exports", content=b"x" * (SMALL_BODY_BYTES + 1), headers=headers)
+    nul = await ui.client.get("/ui/sessions", params={"q": "\x00"}, headers=headers)
+    for answer, status, reason in ((large, 413, "exceeds the limit"), (nul, 400, "NUL (%00) is not allowed")):
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "text/html; charset=utf-8"
+        assert reason in answer.text and "Nothing was changed" in answer.text
+    api = await ui.client.get("/api/v2/usersessions", params={"userSessionId": "\x00"})
+    assert api.json()["error"]["code"] == 400  # the API keeps its envelope
 
 
 # -- CSRF ------------------------------------------------------------------------------------------------
