@@ -110,8 +110,9 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
         if len(letters) > 1:  # all of them: may take minutes, so not in this request
             ui.exports.replay_in_background(config, letters)
             visit.session.say(
-                f"Replaying {len(letters)} dead letters: each leaves this list once delivered;"
-                " one that fails again shows the new reason."
+                f"Replaying {len(letters)} dead letters in the background: the count above follows"
+                " them; reload the page to see which are left (one that failed again shows the new"
+                " reason)."
             )
             return ui.redirect(f"/health#health-{object_id}")
         results = await ui.exports.replay(config, letters)
