@@ -1774,7 +1774,7 @@ async def test_dead_letters_are_replayed_from_the_health_page(live: Browser, rec
     [replay_all] = [f for f in page.root.all("form", action=replay) if "letter" not in form_data(f)]
     assert page.buttons(replay_all) == ["Replay all 2 dead letters"]
     page = await ui.follow(await ui.send(replay_all))  # in the background: minutes for thousands
-    assert page.flash is not None and page.flash.startswith("Replaying 2 dead letters:")
+    assert page.flash is not None and page.flash.startswith("Replaying 2 dead letters in the background:")
 
     async def none_pending() -> bool:
         response = await ui.api("GET", f"/api/v2/exports/{object_id}/deadletters")
