@@ -41,12 +41,14 @@ from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.sessionizer import SessionizerSettings
 from sessionexport.listening import bind
 from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import create_private_file
 from sessionexport.store import create_store
 
 out = Console(soft_wrap=True)  # what the demo shows: where to look, the token, the counts
 console = Console(stderr=True, soft_wrap=True)  # what went wrong
 EXTERNAL_ID = "sessionexport-demo"
 CLIENT_ID = "demo-exporter"
+CLIENT_SECRET_FILE = "oauth-client-secret"  # noqa: S105 (a file name)
 API_TOKEN_NAME = "demo"  # noqa: S105 (a name, not a secret): the demo revokes its earlier ones
 
 
@@ -65,7 +67,7 @@ async def run_demo(options: DemoOptions) -> int:
     make_private_dir(options.data_dir)
     for noisy in ("httpx", "uvicorn.error"):  # a line per request or per start-up step would bury the counts
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    secret = secrets.token_urlsafe(16)
+    secret = _client_secret(options.data_dir)
     listening = bind(options.host, options.port)  # a taken port is said now, before anything starts
     async with _receiver(options, secret) as receiver:
         config = ServerConfig(
@@ -92,6 +94,15 @@ async def run_demo(options: DemoOptions) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
     return received
+
+
+def _client_secret(data_dir: Path) -> str:
+    """The receiver's OAuth client secret, the same in every run: the export an earlier run saved
+    holds it, and runs until this run's update reaches its exporter. A new secret each run made
+    the first sessions of every later run dead letters (HTTP 401 from the token endpoint)."""
+    path = data_dir / CLIENT_SECRET_FILE
+    create_private_file(path, secrets.token_urlsafe(16).encode())  # False: an earlier run made it
+    return path.read_text().strip()
 
 
 class _Server(uvicorn.Server):

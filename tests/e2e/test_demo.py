@@ -112,3 +112,22 @@ def test_a_taken_api_port_is_said_at_once_and_nothing_is_started(tmp_path: Path)
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "demo" / "receiver.log").exists()  # the receiver was never started
+
+
+def test_a_second_run_delivers_from_its_start(tmp_path: Path) -> None:
+    """The export saved by the first run still authenticates while the second run updates it:
+    no session becomes a dead letter (a new OAuth secret each run made the first ones so)."""
+    command = [sys.executable, "-m", "sessionexport", "demo", "--data-dir", str(tmp_path / "demo")]
+    command += ["--port", str(free_port()), "--receiver-port", str(free_port()), "--duration", "12"]
+    for run in (1, 2):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (run, done.stderr)
+        assert int(STORED.findall(done.stdout)[-1]) > 0
+    server_data = str(tmp_path / "demo" / "server")
+    status = subprocess.run(
+        [sys.executable, "-m", "sessionexport", "export", "status", "--json", "--data-dir", server_data],
+        capture_output=True,
+        text=True,
+    )
+    [export] = orjson.loads(status.stdout)
+    assert export["deadLetters"] == 0 and export["failedSessions"] == 0, export
