@@ -538,7 +538,8 @@ def ingest(
     stored; every valid line is. A gzip file or stream is recognised by its content, not its
     name. Exits 1 if any line was refused, or if the file could not be read to its end (a
     corrupt or cut gzip file: what came before is stored); 2 if the store failed (a full disk:
-    it says up to which line everything is stored).
+    it says up to which line everything is stored), or if a refused line could not be written to
+    --rejects (ingest stops at that line). A --rejects file no line went to is not left behind.
     """
     from sessionexport.ingest.files import ingest_file
 
@@ -554,8 +555,10 @@ def ingest(
     )
     if summary.unreadable:
         err.print(f"[red]error:[/red] {escape(summary.unreadable)}", highlight=False)
-    if summary.store_failed:
-        err.print(f"[red]error:[/red] {escape(summary.store_failed)}", highlight=False)
+    for failure in (summary.store_failed, summary.rejects_failed):
+        if failure:
+            err.print(f"[red]error:[/red] {escape(failure)}", highlight=False)
+    if summary.store_failed or summary.rejects_failed:
         raise typer.Exit(2)
     if summary.refused or summary.unreadable:
         raise typer.Exit(1)
@@ -565,7 +568,8 @@ def ingest(
 def _new_rejects_file(path: Path | None) -> Iterator[BinaryIO | None]:
     """``--rejects``, created new: an existing file (the input itself, earlier rejects) is never
     written over; what is not a regular file (/dev/stderr, a pipe) is written to. One line and
-    exit 2 otherwise."""
+    exit 2 otherwise. A new file that no refused line went to is removed at the end: the same
+    command can run again."""
     if path is None:
         yield None
         return
@@ -579,8 +583,14 @@ def _new_rejects_file(path: Path | None) -> Iterator[BinaryIO | None]:
         reason = exc.strerror or str(exc)
         err.print(f"[red]error:[/red] cannot create --rejects {escape(str(path))}: {reason}", highlight=False)
         raise typer.Exit(2) from None
-    with rejected:
+    try:
         yield rejected
+        unused = not special and rejected.tell() == 0
+    finally:
+        with contextlib.suppress(OSError):  # a line that could not be written was told at its line
+            rejected.close()
+    if unused:
+        path.unlink(missing_ok=True)
 
 
 @app.command(short_help="Write realistic sessions or RUM events as NDJSON.")

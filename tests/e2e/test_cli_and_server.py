@@ -203,6 +203,16 @@ def test_generate_is_deterministic_and_ingest_reports_bad_lines(tmp_path: Path) 
     )
     to_device = run("ingest", str(mixed), "--rejects", "/dev/null", "--data-dir", str(tmp_path / "d"))
     assert to_device.returncode == 1, to_device.stderr  # a device, not a file: written to
+    full = run("ingest", str(mixed), "--rejects", "/dev/full", "--data-dir", str(tmp_path / "fresh"))
+    assert full.returncode == 2 and "Traceback" not in full.stderr
+    assert "cannot write refused line 11 to the rejects file (No space left on device)" in full.stderr
+    assert "every valid session before line 11 is stored, none from it on" in full.stderr
+    assert "10 stored, 0 duplicate(s), 1 refused" in full.stderr  # the lines before it
+    unused = tmp_path / "unused-rejects.ndjson"
+    for _ in range(2):  # nothing refused: no file left behind, so the same command runs again
+        clean = run("ingest", str(first), "--rejects", str(unused), "--data-dir", str(tmp_path / "d"))
+        assert clean.returncode == 0, clean.stderr
+        assert not unused.exists()
     missing = run("ingest", str(tmp_path / "nowhere.ndjson"), "--data-dir", str(tmp_path / "d"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -52,6 +52,7 @@ class IngestSummary:
     seconds: float = 0.0
     unreadable: str | None = None  # why reading stopped before the end of the file
     store_failed: str | None = None  # why storing stopped, and up to which line all is stored
+    rejects_failed: str | None = None  # why keeping refused lines failed, and where ingest stopped
 
 
 async def ingest_file(
@@ -87,13 +88,18 @@ async def ingest_file(
                         summary.refused += 1
                         _report(console, number, exc, summary.refused)
                         if rejects:
-                            rejects.write(raw.rstrip(b"\r\n") + b"\n")
+                            _keep_refused(rejects, raw)
                         continue
                     if len(batch) >= batch_size:
                         await _store_batch(store, batch, summary)
                         done = number
             except _Unreadable as exc:
                 summary.unreadable = f"cannot read {path} after line {number}: {exc}"
+            except _RejectsUnwritable as exc:
+                summary.rejects_failed = (
+                    f"cannot write refused line {number} to the rejects file ({exc}), so ingest stopped"
+                    f" there: every valid session before line {number} is stored, none from it on"
+                )
             if batch:
                 await _store_batch(store, batch, summary)
         except StoreError as exc:
@@ -117,6 +123,18 @@ async def _store_batch(store: Store, batch: list[NewSession], summary: IngestSum
     summary.accepted += result.accepted
     summary.duplicates += result.duplicates
     batch.clear()
+
+
+class _RejectsUnwritable(Exception):
+    """A refused line could not be kept: ingest stops there rather than lose it."""
+
+
+def _keep_refused(rejects: BinaryIO, raw: bytes) -> None:
+    try:
+        rejects.write(raw.rstrip(b"\r\n") + b"\n")
+        rejects.flush()  # a full disk is told at this line, not when the file is closed
+    except OSError as exc:
+        raise _RejectsUnwritable(exc.strerror or str(exc)) from None
 
 
 def _report(console: Console, number: int, exc: InvalidSession, refused: int) -> None:
