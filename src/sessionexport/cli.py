@@ -412,6 +412,7 @@ def secrets_rotate(
     """
     from sessionexport.settings.objects import SettingsService
 
+    require_server_data(data_dir, database_url)  # before a key file could be made in a wrong folder
     try:
         box = load_secret_box(data_dir, secret_key)
     except SecretKeyError as exc:

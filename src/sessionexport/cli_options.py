@@ -67,9 +67,17 @@ def require_existing(
 
 
 def require_server_data(data_dir: Path, database_url: str | None) -> None:
-    """``require_existing`` for the server's database, unless a URL names it."""
+    """``require_existing`` for the server's database: the SQLite file, in the data directory or
+    named by a ``sqlite:///`` URL (a PostgreSQL database is not created by opening it)."""
     if not database_url:
         require_existing(data_dir / DATABASE_FILE)
+    elif database_url.startswith(SQLITE_URL):
+        require_existing(
+            Path(database_url.removeprefix(SQLITE_URL)), option="--database-url", variable=env("DATABASE_URL")
+        )
+
+
+SQLITE_URL = "sqlite:///"
 
 
 def env(name: str) -> str:

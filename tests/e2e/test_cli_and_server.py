@@ -369,6 +369,13 @@ def test_reading_commands_say_when_the_data_directory_is_wrong(tmp_path: Path) -
     for command in (["tokens", "list"], ["tokens", "revoke", "X" * 24]):
         result = run(*command, "--data-dir", str(elsewhere))
         assert result.returncode == 2 and f"no data at {elsewhere}" in result.stderr, command
+    typo = elsewhere / "sessionexport.db"
+    for command in (["tokens", "list"], ["export", "status"], ["secrets", "rotate"]):
+        named_db = run(*command, "--database-url", f"sqlite:///{typo}", "--data-dir", str(elsewhere))
+        assert named_db.returncode == 2, command
+        assert f"no data at {typo}: give the server's --database-url" in named_db.stderr, command
+    rotated = run("secrets", "rotate", "--data-dir", str(elsewhere))
+    assert rotated.returncode == 2 and f"no data at {elsewhere}" in rotated.stderr  # and no key file made
     received = run("received", "counts", "--data-dir", str(elsewhere))
     assert received.returncode == 2 and "give the receiver's --data-dir" in received.stderr
     database = elsewhere / "received.db"
