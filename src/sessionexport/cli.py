@@ -115,7 +115,9 @@ def _main(
 @app.command(short_help="Serve the API, the web UI and the exporters.")
 def serve(
     host: Annotated[str, typer.Option(envvar=env("HOST"), help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=env("PORT"), help="Port to listen on.")] = 8080,
+    port: Annotated[
+        int, typer.Option(envvar=env("PORT"), min=0, max=65535, help="Port to listen on.")
+    ] = 8080,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     database_url: DatabaseUrl = None,
     max_body_bytes: Annotated[
@@ -695,6 +697,7 @@ def generate(
         paced,
     )
     from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_lines
+    from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
 
     if kind not in KINDS:
         err.print(f"[red]error:[/red] --kind must be one of {', '.join(KINDS)}")
@@ -708,6 +711,13 @@ def generate(
     except ValueError:
         err.print("[red]error:[/red] --actions takes MIN-MAX within 1-200, --end an ISO 8601 time")
         raise typer.Exit(2) from None
+    earliest = EPOCH_MS_MIN + GeneratorOptions().span_ms  # sessions start up to span_ms before --end
+    if not earliest <= end_ms <= EPOCH_MS_MAX:
+        first, last = (dt.datetime.fromtimestamp(ms / 1000, dt.UTC).date() for ms in (earliest, EPOCH_MS_MAX))
+        err.print(
+            f"[red]error:[/red] --end must be from {first} to {last}: sessions' times are epoch milliseconds there"
+        )
+        raise typer.Exit(2)
     # Event options are refused without --events rather than ignored: a silent no-op misleads.
     event_only = {
         "--no-interleave": not interleave,
@@ -767,7 +777,7 @@ def generate(
         out.flush()
         return
     written = 0
-    with _open_output(output) as fh, Progress(console=err, transient=True) as progress:
+    with _whole_output(output) as fh, Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating", total=count)
         for line in lines:
             fh.write(line + b"\n")
@@ -777,11 +787,39 @@ def generate(
     err.print(f"Wrote {what} to {output}.")
 
 
-def _open_output(path: Path) -> io.BufferedIOBase:
-    """A file to write; gzip (at gzip's usual level) when its name ends in .gz."""
-    if path.suffix.lower() == ".gz":
-        return gzip.GzipFile(path, "wb", compresslevel=6)
-    return path.open("wb")
+@contextlib.contextmanager
+def _whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
+    """``path`` written whole or not at all (gzip, at gzip's usual level, when its name ends in
+    .gz): a file beside it is renamed to it once complete, so that an interrupted or failed run
+    leaves nothing that looks complete. A device or pipe is written to as it is. One line and
+    exit 2 when it cannot be written, 130 on Ctrl-C."""
+    special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
+    partial = path if special else path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("wb") as raw:
+            if path.suffix.lower() == ".gz":
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as fh:
+                    yield fh
+            else:
+                yield raw
+        if not special:
+            partial.replace(path)
+    except OSError as exc:
+        _forget(partial, special)
+        err.print(
+            f"[red]error:[/red] cannot write {escape(str(path))}: {exc.strerror or exc}", highlight=False
+        )
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        _forget(partial, special)
+        err.print(f"interrupted: {escape(str(path))} was not written", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _forget(partial: Path, special: bool) -> None:
+    if not special:
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def _parse_end(text: str | None) -> int:
@@ -829,9 +867,11 @@ def demo(
     host: Annotated[
         str, typer.Option(envvar=env("DEMO_HOST"), help="Interface of the server.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=env("DEMO_PORT"), help="Port of the server (API).")] = 8080,
+    port: Annotated[
+        int, typer.Option(envvar=env("DEMO_PORT"), min=1, max=65535, help="Port of the server (API).")
+    ] = 8080,
     receiver_port: Annotated[
-        int, typer.Option(envvar=env("DEMO_RECEIVER_PORT"), help="Port of the receiver.")
+        int, typer.Option(envvar=env("DEMO_RECEIVER_PORT"), min=1, max=65535, help="Port of the receiver.")
     ] = 8443,
     rate: Annotated[
         float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
@@ -110,6 +111,18 @@ SecretKey = Annotated[
         help="Fernet key(s), comma-separated, newest first; default: secret.key in the data directory.",
     ),
 ]
+
+
+def loadable_ca_bundle(path: Path | None) -> Path | None:
+    """``--ca-bundle`` checked when the command starts: certificates TLS can load (PEM)."""
+    if path is not None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(path))
+        except (ssl.SSLError, OSError) as exc:
+            raise typer.BadParameter(f"{path}: no PEM certificate TLS can load ({exc})") from None
+    return path
+
+
 CaBundle = Annotated[
     Path | None,
     typer.Option(
@@ -117,6 +130,7 @@ CaBundle = Annotated[
         envvar=env("CA_BUNDLE"),
         exists=True,
         dir_okay=False,
+        callback=loadable_ca_bundle,
         show_default=False,
         help="Extra CA certificates (PEM) trusted for export and token endpoints.",
     ),

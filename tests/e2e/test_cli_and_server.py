@@ -407,3 +407,61 @@ def test_a_database_url_of_no_known_kind_is_refused_in_one_line(
     assert result.returncode == 2, result.stderr
     assert "unsupported database URL scheme 'mysql'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_generate_writes_its_output_whole_or_not_at_all(tmp_path: Path) -> None:
+    """Ctrl-C, a missing folder or a full disk leave no file that looks complete, and say so."""
+    out = tmp_path / "g.ndjson"
+    proc = subprocess.Popen(
+        [*CLI, "generate", "--count", "5000000", "--output", str(out)], stderr=subprocess.PIPE, text=True
+    )
+    partial = tmp_path / ".g.ndjson.partial"
+    deadline = time.monotonic() + 60
+    while not (partial.exists() and partial.stat().st_size > 0):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, errors = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and f"interrupted: {out} was not written" in errors
+    assert list(tmp_path.iterdir()) == []
+    for where, reason in (
+        (tmp_path / "missing" / "g.ndjson", "No such file or directory"),
+        (Path("/dev/full"), "No space left on device"),
+    ):
+        failed = run("generate", "--count", "2000", "--output", str(where))
+        assert failed.returncode == 2 and f"cannot write {where}: {reason}" in failed.stderr
+        assert "Traceback" not in failed.stderr
+    assert list(tmp_path.iterdir()) == []
+    too_early = run("generate", "--end", "1970-01-01", "--output", str(out))
+    assert too_early.returncode == 2 and "--end must be from 1973-03-03" in too_early.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--port", "99999"], "Invalid value for '--port'"),
+        (["receive", "--port", "-1"], "Invalid value for '--port'"),
+        (["demo", "--receiver-port", "99999"], "Invalid value for '--receiver-port'"),
+        (["check-endpoint", "https://127.0.0.1:99999/x"], "with a valid port"),
+        (["check-endpoint", "https://127.0.0.1:abc/x"], "with a valid port"),
+        (["serve", "--ca-bundle", "{not_pem}"], "no PEM certificate TLS can load"),
+        (
+            ["check-endpoint", "https://x.test/", "--ca-bundle", "{not_pem}"],
+            "no PEM certificate TLS can load",
+        ),
+        (
+            ["serve", "--data-dir", "/proc/no-such-folder"],
+            "cannot keep the secret key at /proc/no-such-folder",
+        ),
+        (
+            ["worker", "--data-dir", "/proc/no-such-folder"],
+            "cannot keep the secret key at /proc/no-such-folder",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_line_not_a_traceback(tmp_path: Path, args: list[str], says: str) -> None:
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    result = run(*(a.format(not_pem=not_pem) for a in args))
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr

@@ -294,6 +294,11 @@ def test_cli_export_test_sample_and_mapping(tmp_path: Path, receiver: Receiver, 
         args = ["export", command, "--value", str(value_file), "--data-dir", str(data)]
         assert runner.invoke(cli_app, args).exit_code == 2
         assert runner.invoke(cli_app, [*args, "--allow-http-loopback"]).exit_code == 0
+    missing = runner.invoke(cli_app, ["export", "mapping", "--value", str(tmp_path / "missing.json")])
+    assert missing.exit_code == 2 and "cannot read --value" in missing.output
+    args = ["export", "sample", "--value", str(value_file), "--data-dir", str(data), "--allow-http-loopback"]
+    unwritable = runner.invoke(cli_app, [*args, "-o", str(tmp_path / "missing" / "sample.ndjson")])
+    assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
 
 
 @pytest.mark.parametrize(

@@ -700,6 +700,7 @@ def test_jwks_over_plain_http_is_refused_at_start(tmp_path: Path) -> None:
         (["--events-path", "export"], "--events-path 'export': must start with / and name a path"),
         (["--events-path", "/received/counts"], "is one of the receiver's own routes"),
         (["--jwks", "/nowhere/jwks.json"], "--jwks: no such file /nowhere/jwks.json"),
+        (["--jwks", "{not_jwks}"], "not a JWKS (KeyError('keys'))"),
         (["--storage", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"], "cannot reach PostgreSQL"),
     ],
 )
@@ -707,6 +708,9 @@ def test_options_that_cannot_work_end_receive_at_start_in_one_line(
     tmp_path: Path, options: list[str], said: str
 ) -> None:
     """Not a traceback from the server's start, nor a receiver that answers 503 to every token."""
+    not_jwks = tmp_path / "one.json"
+    not_jwks.write_text('{"kty": "RSA"}')
+    options = [o.format(not_jwks=not_jwks) for o in options]
     result = CliRunner().invoke(
         cli_app, ["receive", "--data-dir", str(tmp_path), "--http", "--port", "0", *options]
     )

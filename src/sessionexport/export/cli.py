@@ -87,7 +87,10 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _read_value(path: Path) -> Any:
-    raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    try:
+        raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        raise _Refused(f"cannot read --value {path}: {exc.strerror or exc}") from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -110,6 +113,18 @@ async def _config(
     if config is None:
         raise _Refused("invalid configuration:\n" + "\n".join(f"  {v.path}: {v.message}" for v in violations))
     return config
+
+
+def _write_out(body: bytes, output: Path | None = None) -> None:
+    """``body`` to ``output``, or to stdout; one line and exit 2 when it cannot be written."""
+    try:
+        if output is None:
+            sys.stdout.buffer.write(body)
+            sys.stdout.buffer.flush()
+        else:
+            output.write_bytes(body)
+    except OSError as exc:
+        _fail(f"cannot write {output or 'the output'}: {exc.strerror or exc}")
 
 
 def _with_services(
@@ -267,10 +282,8 @@ def export_sample(
         return sample_body(config, await preview_sessions(store, settings, config, now_ms()))
 
     body: bytes = _with_services(data_dir, database_url, secret_key, allow_http_loopback, work)
-    if output is None:
-        sys.stdout.buffer.write(body)
-    else:
-        output.write_bytes(body)
+    _write_out(body, output)
+    if output is not None:
         lines = body.count(b"\n")
         err.print(f"{lines} line(s) written to {output}")
 
@@ -320,4 +333,4 @@ def export_mapping(
         else:
             doc_type = _with_services(data_dir, database_url, secret_key, allow_http_loopback, work)
     document = index_creation(doc_type) if index_body else mapping(doc_type)
-    print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    _write_out(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")

@@ -43,6 +43,7 @@ from sessionexport.receiver.auth import (
     OAuthError,
     TokenIssuer,
     Unauthorized,
+    jwks_file_problem,
     load_token_key,
     parse_pair,
     token_form,
@@ -114,6 +115,8 @@ class ReceiverOptions:
             raise ValueError(f"--events-path {self.events_path!r}: {problem}")
         if self.jwks and "://" not in self.jwks and not Path(self.jwks).is_file():  # URLs: see JwksVerifier
             raise ValueError(f"--jwks: no such file {self.jwks} (or give an https:// URL)")
+        if self.jwks and "://" not in self.jwks and (problem := jwks_file_problem(Path(self.jwks))):
+            raise ValueError(f"--jwks {self.jwks}: {problem}")
         tokens = None
         if self.oauth_clients:
             clients = dict(parse_pair(c, "--oauth-client") for c in self.oauth_clients)

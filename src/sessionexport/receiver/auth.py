@@ -234,6 +234,16 @@ class JwksVerifier:
         return jwt.decode(token, self._keys, algorithms=_ASYMMETRIC).claims
 
 
+def jwks_file_problem(path: Path) -> str | None:
+    """Why the JWKS file cannot give keys, or None: told when the receiver starts, not as a 503 to
+    every Bearer token."""
+    try:
+        KeySet.import_key_set(_read_json(path))  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError, TypeError, JoseError) as exc:
+        return f"not a JWKS ({exc!r})"
+    return None
+
+
 def _read_json(path: Path) -> dict[str, object]:
     value = orjson.loads(path.read_bytes())
     if not isinstance(value, dict):

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sessionexport.cli_options import env
+from sessionexport.cli_options import env, loadable_ca_bundle
 from sessionexport.clock import now_ms
 from sessionexport.export.auth import (
     BasicCredentials,
@@ -728,11 +728,11 @@ def parse_oauth(
 def check_absolute_url(url: str, hint: str) -> None:
     try:
         parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # also what .port raises for a port out of range or not a number
         valid = False
     if not valid:
-        raise typer.BadParameter(f"{url!r} is not an absolute http(s) URL", param_hint=hint)
+        raise typer.BadParameter(f"{url!r} is not an absolute http(s) URL with a valid port", param_hint=hint)
 
 
 def cli_options(
@@ -789,6 +789,7 @@ def check_endpoint(
             envvar=env("CHECK_CA_BUNDLE"),
             exists=True,
             dir_okay=False,
+            callback=loadable_ca_bundle,
             show_default=False,
             help="Extra CA certificates (PEM) trusted for the endpoint, token and count URLs.",
         ),

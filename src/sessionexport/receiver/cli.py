@@ -48,7 +48,9 @@ def receive(
     host: Annotated[
         str, typer.Option(envvar=env("RECEIVER_HOST"), help="Interface to listen on.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=env("RECEIVER_PORT"), help="Port to listen on.")] = 3000,
+    port: Annotated[
+        int, typer.Option(envvar=env("RECEIVER_PORT"), min=0, max=65535, help="Port to listen on.")
+    ] = 3000,
     data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR,
     storage: Storage = None,
     http: Annotated[

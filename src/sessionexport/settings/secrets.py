@@ -90,8 +90,11 @@ def load_secret_box(data_dir: Path, env_keys: str | None) -> SecretBox:
     if env_keys:
         return SecretBox([k.strip().encode() for k in env_keys.split(",") if k.strip()])
     path = data_dir / KEY_FILE
-    if not path.exists():
-        make_private_dir(data_dir)
-        create_private_file(path, (new_key() + "\n").encode())  # False: another process made it first
-    keys = [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
-    return SecretBox(keys)
+    try:
+        if not path.exists():
+            make_private_dir(data_dir)
+            create_private_file(path, (new_key() + "\n").encode())  # False: another process made it first
+        text = path.read_text()
+    except OSError as exc:  # a data directory that cannot be made, a key file that cannot be read
+        raise SecretKeyError(f"cannot keep the secret key at {path}: {exc.strerror or exc}") from None
+    return SecretBox([line.strip().encode() for line in text.splitlines() if line.strip()])
