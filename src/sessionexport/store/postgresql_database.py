@@ -32,6 +32,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -193,9 +194,7 @@ class PostgresDatabase:
         return failing
 
     def _scrub(self, message: str) -> str:
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message
+        return scrub(message, self._secrets)
 
 
 async def _end_abandoned_transactions(conn: Connection) -> None:
@@ -345,6 +344,16 @@ def describe(url: str) -> tuple[str, list[str]]:
         host, port = params.get("host"), params.get("port")
         secrets.append(str(params.get("password") or ""))
     return f"{host or 'localhost'}:{port or 5432}", sorted({s for s in secrets if s}, key=len, reverse=True)
+
+
+def scrub(message: str, secrets: list[str]) -> str:
+    """``message`` with each of ``secrets`` masked where it stands whole (in a URL's ``:...@``,
+    after ``password=``), not inside words: a password ``p`` must not turn "port" into "***ort",
+    which garbles the message and tells the password."""
+    if not secrets:
+        return message
+    whole = "|".join(re.escape(secret) for secret in secrets)  # longest first: see describe
+    return re.sub(rf"(?<!\w)(?:{whole})(?!\w)", "***", message)
 
 
 def _port(parts: SplitResult) -> int | None:
