@@ -55,6 +55,7 @@ def backup(
     ``target``, a folder that must not exist yet or be empty. ``on_progress(bytes_written, total)``."""
     check_backup(database, target)
     started = time.monotonic()
+    created = not target.exists()
     make_private_dir(target)
     _remove_partial(target)  # a killed backup's leftovers
     final, partial = target / DATABASE_FILE, target / (DATABASE_FILE + PARTIAL)
@@ -65,9 +66,12 @@ def backup(
         partial.rename(final)
     except BaseException:  # failed or interrupted (Ctrl-C, SIGTERM): nothing that looks like a backup
         (target / KEY_FILE).unlink(missing_ok=True)
-        raise
-    finally:
         _remove_partial(target)
+        if created:  # nor an empty folder that would look like one begun
+            with contextlib.suppress(OSError):
+                target.rmdir()
+        raise
+    _remove_partial(target)
     return BackupResult(
         target, final.stat().st_size, sessions, exports, key_copied, time.monotonic() - started
     )

@@ -486,6 +486,10 @@ def backup(
             progress.stop()
             err.print(f"[red]error:[/red] backup failed, nothing kept: {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(f"interrupted: backup stopped, nothing kept in {escape(str(target))}", highlight=False)
+            raise typer.Exit(130) from None
     err.print(
         f"Backed up {result.sessions} session(s) and {result.exports} export configuration(s)"
         f" ({result.bytes / 1e6:,.1f} MB) to {escape(str(result.target))} in {result.seconds:.1f}s."
@@ -542,7 +546,8 @@ def ingest(
     name. Exits 1 if any line was refused, or if the file could not be read to its end (a
     corrupt or cut gzip file: what came before is stored); 2 if the store failed (a full disk:
     it says up to which line everything is stored), or if a refused line could not be written to
-    --rejects (ingest stops at that line). A --rejects file no line went to is not left behind.
+    --rejects (ingest stops at that line); 130 on Ctrl-C, saying up to which line everything is
+    stored. A --rejects file no line went to is not left behind.
     """
     from sessionexport.ingest.files import ingest_file
 
@@ -563,6 +568,9 @@ def ingest(
             err.print(f"[red]error:[/red] {escape(failure)}", highlight=False)
     if summary.store_failed or summary.rejects_failed:
         raise typer.Exit(2)
+    if summary.interrupted:
+        err.print(escape(summary.interrupted), highlight=False)
+        raise typer.Exit(130)
     if summary.refused or summary.unreadable:
         raise typer.Exit(1)
 
@@ -765,6 +773,13 @@ def generate(
                 progress.stop()
                 err.print(f"[red]error:[/red] {exc} ({poster.events} event(s) were accepted before)")
                 raise typer.Exit(1) from None
+            except KeyboardInterrupt:
+                progress.stop()
+                err.print(
+                    f"interrupted: {poster.events} event(s) were accepted in {poster.requests} request(s)"
+                )
+                print(json.dumps(poster.totals))
+                raise typer.Exit(130) from None
         err.print(f"Sent {poster.events} event(s) of {count} session(s) in {poster.requests} request(s).")
         print(json.dumps(poster.totals))
         return

@@ -465,3 +465,20 @@ def test_bad_arguments_are_one_line_not_a_traceback(tmp_path: Path, args: list[s
     result = run(*(a.format(not_pem=not_pem) for a in args))
     assert result.returncode == 2, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_ingest_says_how_far_it_got(tmp_path: Path) -> None:
+    sessions = tmp_path / "s.ndjson"
+    assert run("generate", "--count", "20000", "--kind", "mobile", "--output", str(sessions)).returncode == 0
+    command = [*CLI, "ingest", str(sessions), "--batch-size", "5", "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)  # a few thousand sessions in, at five a transaction
+    proc.send_signal(signal.SIGINT)
+    _, errors = proc.communicate(timeout=60)
+    assert proc.returncode == 130, errors
+    said = re.search(r"interrupted at line (\d+): every valid session up to line (\d+) is stored", errors)
+    assert said is not None, errors
+    assert 0 < int(said[2]) <= int(said[1]) < 20000
+    again = run("ingest", str(sessions), "--data-dir", str(tmp_path / "d"))
+    stored = re.search(r"(\d+) stored, (\d+) duplicate\(s\)", again.stderr)
+    assert stored is not None and int(stored[2]) >= int(said[2]) and int(stored[1]) + int(stored[2]) == 20000

@@ -9,6 +9,7 @@ ingest with what was read before it stored, and says after which line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import io
@@ -53,6 +54,7 @@ class IngestSummary:
     unreadable: str | None = None  # why reading stopped before the end of the file
     store_failed: str | None = None  # why storing stopped, and up to which line all is stored
     rejects_failed: str | None = None  # why keeping refused lines failed, and where ingest stopped
+    interrupted: str | None = None  # stopped by Ctrl-C: up to which line all is stored
 
 
 async def ingest_file(
@@ -102,6 +104,11 @@ async def ingest_file(
                 )
             if batch:
                 await _store_batch(store, batch, summary)
+        except asyncio.CancelledError:  # Ctrl-C: say how far it got (a batch being written may be too)
+            summary.interrupted = (
+                f"interrupted at line {number}: every valid session up to line {done} is stored;"
+                " ingest the file again for the rest (sessions already stored count as duplicates)"
+            )
         except StoreError as exc:
             stored = (
                 f"every valid session up to line {done} is stored, none after it"
