@@ -538,6 +538,14 @@ def ingest(
             help="Write refused lines here, unchanged, to fix and re-ingest (a new file: never overwritten).",
         ),
     ] = None,
+    max_line_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar=env("MAX_LINE_BYTES"),
+            min=1024,
+            help="Longest line taken (as serve's --max-body-bytes): a longer one is refused, never held whole.",
+        ),
+    ] = 10 * 1024 * 1024,
 ) -> None:
     """Validate and store an NDJSON file of sessions, streamed (gzip files too).
 
@@ -553,7 +561,14 @@ def ingest(
 
     with _new_rejects_file(rejects) as rejected:
         summary = _run(
-            lambda store: ingest_file(store, file, batch_size=batch_size, rejects=rejected, console=err),
+            lambda store: ingest_file(
+                store,
+                file,
+                batch_size=batch_size,
+                rejects=rejected,
+                console=err,
+                max_line_bytes=max_line_bytes,
+            ),
             data_dir,
             database_url,
         )

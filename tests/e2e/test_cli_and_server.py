@@ -239,6 +239,37 @@ def test_ingest_reads_gzip_files_and_standard_input(tmp_path: Path) -> None:
     assert piped.returncode == 0 and b"0 stored, 400 duplicate(s)" in piped.stderr
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_line_over_the_limit_is_refused_without_being_held_whole(tmp_path: Path, packed: bool) -> None:
+    """A session the API would refuse (over its body limit) is refused here too, with its size;
+    a JSON array on one line is told to be one. The lines around it are stored."""
+    one = b'{"tenantId":"t","userSessionId":"%d","startTime":1622107543233}'
+    large = one.replace(b"}", b',"x":"' + b"y" * 5000 + b'"}') % 2
+    array = b"[" + b",".join(one % n for n in range(100, 300)) + b"]"
+    body = b"\n".join([one % 1, large, array, one % 3]) + b"\n"
+    source = tmp_path / "s.ndjson"
+    source.write_bytes(gzip.compress(body) if packed else body)
+    rejects = tmp_path / "rejects.ndjson"
+    result = run(
+        "ingest",
+        str(source),
+        "--max-line-bytes",
+        "4096",
+        "--rejects",
+        str(rejects),
+        "--data-dir",
+        str(tmp_path / "d"),
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"line 2: longer than 4,096 bytes ({len(large) + 1:,}): not stored" in result.stderr
+    assert (
+        "line 3: longer than 4,096 bytes" in result.stderr
+        and "a JSON array: ingest takes NDJSON" in result.stderr
+    )
+    assert "2 stored, 0 duplicate(s), 2 refused of 4 line(s)" in result.stderr
+    assert not rejects.exists()  # neither was held, so neither is written
+
+
 def test_ingest_reads_a_pipe_that_gives_the_gzip_magic_a_byte_at_a_time_and_a_fifo(tmp_path: Path) -> None:
     packed = tmp_path / "sessions.NDJSON.GZ"  # the suffix in any case
     assert run("generate", "--count", "300", "--seed", "4", "--output", str(packed)).returncode == 0

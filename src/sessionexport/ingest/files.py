@@ -16,7 +16,7 @@ import io
 import sys
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,7 +34,7 @@ from rich.progress import (
 
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import to_record
-from sessionexport.model.validation import InvalidSession, decode_session
+from sessionexport.model.validation import InvalidSession, Problem, decode_session
 from sessionexport.store import Store, StoreError
 from sessionexport.store.records import NewSession
 
@@ -42,6 +42,7 @@ SHOWN_PROBLEMS = 20
 PROGRESS_EVERY_LINES = 256
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
+MAX_LINE_BYTES = 10 * 1024 * 1024  # as the API's default body limit: a session larger is refused there too
 
 
 @dataclass
@@ -64,6 +65,7 @@ async def ingest_file(
     batch_size: int = 1000,
     rejects: BinaryIO | None = None,
     console: Console | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> IngestSummary:
     console = console or Console(stderr=True)
     summary = IngestSummary()
@@ -76,7 +78,15 @@ async def ingest_file(
         number = consumed = done = 0  # done: every line up to it is stored (or refused)
         try:
             try:
-                for number, raw in enumerate(_read(source), start=1):
+                for number, raw in enumerate(_read(source, max_line_bytes), start=1):
+                    if isinstance(raw, _TooLong):
+                        consumed += raw.size
+                        summary.lines += 1
+                        summary.refused += 1
+                        _report(
+                            console, number, InvalidSession([raw.problem(max_line_bytes)]), summary.refused
+                        )
+                        continue
                     consumed += len(raw)
                     if number % PROGRESS_EVERY_LINES == 0:
                         progress.update(task, completed=source.position() or consumed)
@@ -159,7 +169,9 @@ class _Source:
         self._stream = stream
         head = stream.read(len(GZIP_MAGIC))  # a pipe may give fewer bytes at a time: read() waits
         whole = io.BufferedReader(_Prefixed(head, stream), buffer_size=READ_BUFFER)
-        self.lines: Iterable[bytes] = gzip.GzipFile(fileobj=whole, mode="rb") if head == GZIP_MAGIC else whole
+        self.lines: io.BufferedIOBase = (
+            gzip.GzipFile(fileobj=whole, mode="rb") if head == GZIP_MAGIC else whole
+        )
 
     def position(self) -> int | None:
         """Bytes of the file read so far (compressed, for gzip); None for a pipe."""
@@ -203,10 +215,33 @@ class _Unreadable(Exception):
     pass
 
 
-def _read(source: _Source) -> Iterator[bytes]:
-    """The source's lines; a read error (a corrupt or cut gzip stream, a failing disk) as _Unreadable."""
+@dataclass(frozen=True, slots=True)
+class _TooLong:
+    """A line longer than the limit, skipped without being held whole: ``size`` bytes, and how
+    it began (a JSON array, for the hint)."""
+
+    size: int
+    array: bool
+
+    def problem(self, limit: int) -> Problem:
+        hint = " (a JSON array: ingest takes NDJSON, one session per line)" if self.array else ""
+        return Problem(
+            "", f"longer than {limit:,} bytes ({self.size:,}){hint}: not stored, nor written to --rejects"
+        )
+
+
+def _read(source: _Source, limit: int) -> Iterator[bytes | _TooLong]:
+    """The source's lines, each held whole only up to ``limit`` bytes (memory stays flat whatever
+    the file holds); a read error (a corrupt or cut gzip stream, a failing disk) as _Unreadable."""
     try:
-        yield from source.lines
+        while line := source.lines.readline(limit + 1):
+            if len(line) <= limit or line.endswith(b"\n"):
+                yield line
+                continue
+            size, array = len(line), line.lstrip().startswith(b"[")
+            while (rest := source.lines.readline(READ_BUFFER)) and not rest.endswith(b"\n"):
+                size += len(rest)
+            yield _TooLong(size + len(rest), array)
     except EOFError:
         raise _Unreadable("the gzip stream ends early: the file was cut short") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
