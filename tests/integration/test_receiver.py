@@ -116,6 +116,8 @@ def test_sessions_stored_once_each_and_read_back_byte_identical(receiver: Receiv
     runner = CliRunner()
     shown = runner.invoke(cli_app, ["received", "show", session_id, "--data-dir", str(receiver.data_dir)])
     assert shown.exit_code == 0 and shown.stdout.strip().encode() == mobile  # the stored bytes exactly
+    bogus = httpx.get(f"{receiver.base}/received/documents", params={"kind": "bogus"}, verify=receiver.verify)
+    assert bogus.status_code == 400 and "kind must be session, legacy or document" in bogus.text
 
 
 def test_the_received_commands_read_a_files_store_while_the_receiver_writes_it(tmp_path: Path) -> None:
@@ -142,6 +144,10 @@ def test_the_received_commands_read_a_files_store_while_the_receiver_writes_it(t
         assert first.endswith(f"{len(mobile):,} bytes  stored 1, duplicates 0")
         assert second.endswith("stored 0, duplicates 1")
         assert "  400  7 bytes  refused: " in third and "line 1" in third
+        nothing = CliRunner().invoke(cli_app, ["received", "requests", "--id", "3", *where])
+        assert nothing.exit_code == 1 and "no document was stored from request #3" in nothing.output
+        forgot = CliRunner().invoke(cli_app, ["received", "counts", "--data-dir", str(receiver.data_dir)])
+        assert forgot.exit_code == 2 and "keeps files, not a database: add --storage files" in forgot.output
     finally:
         receiver.stop()
 

@@ -54,6 +54,7 @@ from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.receiver.store.records import (
     DOCUMENT,
     LEGACY,
+    SESSION,
     Document,
     RequestInfo,
     RequestRecord,
@@ -511,6 +512,8 @@ async def _documents(request: Request) -> Response:
         return _error(400, "limit must be between 1 and 1000")
     if request_id is not None and not 1 <= request_id < 2**63:
         return _error(400, "requestId must be a request's id (a positive 64-bit integer)")
+    if query.get("kind") not in (None, SESSION, LEGACY, DOCUMENT):
+        return _error(400, f"kind must be {SESSION}, {LEGACY} or {DOCUMENT}")
     found = await _config(request).store.documents(
         user_session_id=query.get("userSessionId"), request_id=request_id, kind=query.get("kind"), limit=limit
     )

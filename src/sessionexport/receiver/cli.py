@@ -243,6 +243,8 @@ def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedSto
     if storage and storage.startswith("sqlite:///"):
         require_existing(stored_at(data_dir, storage), "receiver", env("RECEIVER_STORAGE"), "--storage")
     elif not storage or storage == "files":
+        if not storage and not stored_at(data_dir, None).exists() and stored_at(data_dir, "files").is_dir():
+            _fail(f"the receiver of {data_dir} keeps files, not a database: add --storage files")
         require_existing(stored_at(data_dir, storage), "receiver", env("RECEIVER_DATA_DIR"))
     return run_on_store(lambda: create_received_store(data_dir, storage, reading=True), work)
 
@@ -308,8 +310,14 @@ def received_requests(
 ) -> None:
     """Requests received, newest first: status, documents stored and duplicates, or why refused."""
     if request_id is not None:
-        for doc in _with_store(data_dir, storage, lambda s: s.documents(request_id=request_id, limit=1000)):
+        documents = _with_store(data_dir, storage, lambda s: s.documents(request_id=request_id, limit=1000))
+        for doc in documents:
             _print_stored(doc.body)
+        if not documents:
+            err.print(
+                f"no document was stored from request #{request_id} (no such request, or it stored none)"
+            )
+            raise typer.Exit(1)
         return
     for r in _with_store(data_dir, storage, lambda s: s.requests(count)):
         print(_request_line(r))
