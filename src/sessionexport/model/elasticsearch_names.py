@@ -42,6 +42,8 @@ def document_id(tenant_id: str, user_session_id: str, start_time: int) -> str:
 def ids_problem(tenant_id: str, user_session_id: str) -> str | None:
     """Why no ``_id`` made of these ids fits Elasticsearch's limit, or None: checked when a
     session comes in, because Elasticsearch refuses the whole bulk it would be sent in."""
+    if (len(tenant_id) + len(user_session_id)) * 4 <= IDS_MAX_BYTES:  # any text: at most 4 bytes a character
+        return None
     size = len(_escaped(tenant_id).encode()) + len(user_session_id.encode())
     if size <= IDS_MAX_BYTES:
         return None
