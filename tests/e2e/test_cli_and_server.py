@@ -246,7 +246,9 @@ def test_a_line_over_the_limit_is_refused_without_being_held_whole(tmp_path: Pat
     one = b'{"tenantId":"t","userSessionId":"%d","startTime":1622107543233}'
     large = one.replace(b"}", b',"x":"' + b"y" * 5000 + b'"}') % 2
     array = b"[" + b",".join(one % n for n in range(100, 300)) + b"]"
-    body = b"\n".join([one % 1, large, array, one % 3]) + b"\n"
+    short_array = b"[" + one % 4 + b"]"
+    marked_up = one.replace(b"}", b',"dateProperties":[{"value":"[/red]x"}]}') % 5
+    body = b"\n".join([one % 1, large, array, one % 3, short_array, marked_up]) + b"\n"
     source = tmp_path / "s.ndjson"
     source.write_bytes(gzip.compress(body) if packed else body)
     rejects = tmp_path / "rejects.ndjson"
@@ -266,8 +268,12 @@ def test_a_line_over_the_limit_is_refused_without_being_held_whole(tmp_path: Pat
         "line 3: longer than 4,096 bytes" in result.stderr
         and "a JSON array: ingest takes NDJSON" in result.stderr
     )
-    assert "2 stored, 0 duplicate(s), 2 refused of 4 line(s)" in result.stderr
-    assert not rejects.exists()  # neither was held, so neither is written
+    assert "line 5: expected object, got array (a JSON array: ingest takes NDJSON" in result.stderr
+    assert (
+        "line 6, dateProperties[0].value: '[/red]x' is not an ISO-8601 date-time" in result.stderr
+    )  # as sent
+    assert "2 stored, 0 duplicate(s), 4 refused of 6 line(s)" in result.stderr
+    assert rejects.read_bytes() == short_array + b"\n" + marked_up + b"\n"  # the long two were never held
 
 
 def test_ingest_reads_a_pipe_that_gives_the_gzip_magic_a_byte_at_a_time_and_a_fifo(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -42,6 +43,7 @@ SHOWN_PROBLEMS = 20
 PROGRESS_EVERY_LINES = 256
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
+ARRAY_HINT = " (a JSON array: ingest takes NDJSON, one session per line)"
 MAX_LINE_BYTES = 10 * 1024 * 1024  # as the API's default body limit: a session larger is refused there too
 
 
@@ -98,7 +100,8 @@ async def ingest_file(
                         batch.append(to_record(decode_session(line), line))
                     except InvalidSession as exc:
                         summary.refused += 1
-                        _report(console, number, exc, summary.refused)
+                        hint = ARRAY_HINT if line.startswith(b"[") else ""
+                        _report(console, number, exc, summary.refused, hint)
                         if rejects:
                             _keep_refused(rejects, raw)
                         continue
@@ -154,12 +157,13 @@ def _keep_refused(rejects: BinaryIO, raw: bytes) -> None:
         raise _RejectsUnwritable(exc.strerror or str(exc)) from None
 
 
-def _report(console: Console, number: int, exc: InvalidSession, refused: int) -> None:
+def _report(console: Console, number: int, exc: InvalidSession, refused: int, hint: str = "") -> None:
     if refused > SHOWN_PROBLEMS:
         return
     for problem in exc.problems:
         where = f"line {number}, {problem.path}" if problem.path else f"line {number}"
-        console.print(f"[yellow]refused[/yellow] {where}: {problem.message}", highlight=False, markup=True)
+        message = escape(problem.message + hint)
+        console.print(f"[yellow]refused[/yellow] {where}: {message}", highlight=False, markup=True)
 
 
 class _Source:
@@ -224,7 +228,7 @@ class _TooLong:
     array: bool
 
     def problem(self, limit: int) -> Problem:
-        hint = " (a JSON array: ingest takes NDJSON, one session per line)" if self.array else ""
+        hint = ARRAY_HINT if self.array else ""
         return Problem(
             "", f"longer than {limit:,} bytes ({self.size:,}){hint}: not stored, nor written to --rejects"
         )
