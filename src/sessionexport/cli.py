@@ -207,7 +207,7 @@ def _serve(
     try:
         application = create(config)  # a database URL of no known kind, keys that do not load
     except (StoreError, SecretKeyError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     require_store_opens(lambda: create_store(config.data_dir, config.database_url))
     sock = _listening(listener.host, listener.port)
@@ -314,7 +314,7 @@ def worker(
     try:
         asyncio.run(run_worker(config))
     except (StoreError, SecretKeyError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("worker stopped")
@@ -352,7 +352,7 @@ def tokens_create(
         expires_at = now + tokens.parse_lifetime(expires_in) if expires_in is not None else None
         new = tokens.new_token(name, tokens.parse_scopes(scopes), now, expires_at)
     except tokens.TokenError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     _run(lambda store: store.add_token(new.record), data_dir, database_url)
     where = "the database of --database-url" if database_url else data_dir / DATABASE_FILE
@@ -418,7 +418,7 @@ def secrets_rotate(
     try:
         box = load_secret_box(data_dir, secret_key)
     except SecretKeyError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
     async def rotate(store: Store) -> int:
@@ -427,7 +427,7 @@ def secrets_rotate(
     try:
         changed = _read(rotate, data_dir, database_url)
     except SecretKeyError as exc:
-        err.print(f"[red]error:[/red] {exc}; nothing was changed for that object")
+        err.print(f"[red]error:[/red] {escape(str(exc))}; nothing was changed for that object")
         raise typer.Exit(1) from None
     err.print(f"Re-encrypted the secrets of {changed} settings object(s).")
 
@@ -786,7 +786,9 @@ def generate(
                     progress.update(task, completed=stream.sessions_done)
             except EventPostError as exc:
                 progress.stop()
-                err.print(f"[red]error:[/red] {exc} ({poster.events} event(s) were accepted before)")
+                err.print(
+                    f"[red]error:[/red] {escape(str(exc))} ({poster.events} event(s) were accepted before)"
+                )
                 raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 progress.stop()
@@ -932,7 +934,7 @@ def demo(
         err.print("demo stopped")
         return
     except (RuntimeError, OSError, StoreError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     err.print(f"demo over: the receiver stored {received} session(s)")
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sessionexport.store import DATABASE_FILE
 from sessionexport.store.base import StoreError
@@ -42,7 +43,7 @@ def run_on_store(make_store: Callable[[], S], work: Callable[[S], Awaitable[T]])
     try:
         return asyncio.run(main())
     except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
