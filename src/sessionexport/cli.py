@@ -611,12 +611,12 @@ def _new_rejects_file(path: Path | None) -> Iterator[BinaryIO | None]:
         raise typer.Exit(2) from None
     try:
         yield rejected
-        unused = not special and rejected.tell() == 0
     finally:
+        unused = not special and rejected.tell() == 0  # however the command ends
         with contextlib.suppress(OSError):  # a line that could not be written was told at its line
             rejected.close()
-    if unused:
-        path.unlink(missing_ok=True)
+        if unused:
+            path.unlink(missing_ok=True)
 
 
 @app.command(short_help="Write realistic sessions or RUM events as NDJSON.")
@@ -736,7 +736,10 @@ def generate(
         raise typer.Exit(2) from None
     earliest = EPOCH_MS_MIN + GeneratorOptions().span_ms  # sessions start up to span_ms before --end
     if not earliest <= end_ms <= EPOCH_MS_MAX:
-        first, last = (dt.datetime.fromtimestamp(ms / 1000, dt.UTC).date() for ms in (earliest, EPOCH_MS_MAX))
+        first, last = (
+            dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for ms in (earliest, EPOCH_MS_MAX)
+        )
         err.print(
             f"[red]error:[/red] --end must be from {first} to {last}: sessions' times are epoch milliseconds there"
         )
@@ -825,7 +828,8 @@ def _whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
     .gz): a file beside it is renamed to it once complete, so that an interrupted or failed run
     leaves nothing that looks complete. A device or pipe is written to as it is. One line and
     exit 2 when it cannot be written, 130 on Ctrl-C."""
-    special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
+    # A link is written through, as before (/dev/stdout is one): only a plain file is replaced.
+    special = path.is_symlink() or (path.exists() and not stat.S_ISREG(path.stat().st_mode))
     partial = path if special else path.with_name(f".{path.name}.partial")
     try:
         with partial.open("wb") as raw:

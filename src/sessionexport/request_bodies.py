@@ -204,7 +204,10 @@ async def send_error(scope: Scope, send: Send, status: int, message: str) -> Non
     """An error answer from middleware (before any route runs): in the apps' envelope, or as a
     page for a browser's page or form (the web UI's forms get here too)."""
     headers = dict(scope["headers"])
-    if b"text/html" in headers.get(b"accept", b"") or b"hx-request" in headers:
+    if b"hx-request" in headers:  # swapped into the page: a fragment (a title would rename the tab)
+        body = _ERROR_FRAGMENT.format(message=html.escape(message)).encode()
+        content_type = b"text/html; charset=utf-8"
+    elif b"text/html" in headers.get(b"accept", b""):
         body = _ERROR_PAGE.format(status=status, message=html.escape(message)).encode()
         content_type = b"text/html; charset=utf-8"
     else:
@@ -219,6 +222,7 @@ _ERROR_PAGE = (
     '<!doctype html><html lang="en"><meta charset="utf-8"><title>Error {status}</title>'
     "<p>{message}.</p><p>Nothing was changed: go back and try again.</p></html>"
 )
+_ERROR_FRAGMENT = "<p>{message}. Nothing was changed.</p>"
 
 
 OFF_LOOP_BYTES = 64 * 1024

@@ -208,6 +208,11 @@ def test_generate_is_deterministic_and_ingest_reports_bad_lines(tmp_path: Path) 
     assert "cannot write refused line 11 to the rejects file (No space left on device)" in full.stderr
     assert "every valid session before line 11 is stored, none from it on" in full.stderr
     assert "10 stored, 0 duplicate(s), 1 refused" in full.stderr  # the lines before it
+    unreachable = "postgresql://u:p@127.0.0.1:1/db?connect_timeout=1"
+    failed_store = run(
+        "ingest", str(mixed), "--rejects", str(tmp_path / "r2.ndjson"), "--database-url", unreachable
+    )
+    assert failed_store.returncode == 2 and not (tmp_path / "r2.ndjson").exists()  # nothing went to it
     unused = tmp_path / "unused-rejects.ndjson"
     for _ in range(2):  # nothing refused: no file left behind, so the same command runs again
         clean = run("ingest", str(first), "--rejects", str(unused), "--data-dir", str(tmp_path / "d"))
@@ -239,6 +244,18 @@ def test_ingest_reads_gzip_files_and_standard_input(tmp_path: Path) -> None:
     assert piped.returncode == 0 and b"0 stored, 400 duplicate(s)" in piped.stderr
 
 
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_a_line_of_exactly_the_limit_is_taken_whatever_its_ending(tmp_path: Path, ending: bytes) -> None:
+    one = b'{"tenantId":"t","userSessionId":"%d","startTime":1622107543233,"x":"%s"}'
+    exact = one % (1, b"y" * (2048 - len(one % (1, b""))))
+    over = one % (2, b"y" * (2049 - len(one % (2, b""))))
+    source = tmp_path / "s.ndjson"
+    source.write_bytes(ending.join([exact, over, one % (3, b"")]) + ending)
+    result = run("ingest", str(source), "--max-line-bytes", "2048", "--data-dir", str(tmp_path / "d"))
+    assert len(exact) == 2048 and "line 2: longer than 2,048 bytes (2,049)" in result.stderr
+    assert "2 stored, 0 duplicate(s), 1 refused of 3 line(s)" in result.stderr  # the line after it too
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_a_line_over_the_limit_is_refused_without_being_held_whole(tmp_path: Path, packed: bool) -> None:
     """A session the API would refuse (over its body limit) is refused here too, with its size;
@@ -263,7 +280,7 @@ def test_a_line_over_the_limit_is_refused_without_being_held_whole(tmp_path: Pat
         str(tmp_path / "d"),
     )
     assert result.returncode == 1, result.stderr
-    assert f"line 2: longer than 4,096 bytes ({len(large) + 1:,}): not stored" in result.stderr
+    assert f"line 2: longer than 4,096 bytes ({len(large):,}): not stored" in result.stderr
     assert (
         "line 3: longer than 4,096 bytes" in result.stderr
         and "a JSON array: ingest takes NDJSON" in result.stderr
@@ -469,6 +486,13 @@ def test_generate_writes_its_output_whole_or_not_at_all(tmp_path: Path) -> None:
         assert failed.returncode == 2 and f"cannot write {where}: {reason}" in failed.stderr
         assert "Traceback" not in failed.stderr
     assert list(tmp_path.iterdir()) == []
+    target, link = tmp_path / "target.ndjson", tmp_path / "link.ndjson"
+    target.write_text("old\n")
+    link.symlink_to(target.name)
+    assert run("generate", "--count", "3", "--output", str(link)).returncode == 0
+    assert link.is_symlink() and len(target.read_bytes().splitlines()) == 3  # written through the link
+    for made in (target, link):
+        made.unlink()
     too_early = run("generate", "--end", "1970-01-01", "--output", str(out))
     assert too_early.returncode == 2 and "--end must be from 1973-03-03" in too_early.stderr
 

@@ -704,6 +704,7 @@ async def test_what_the_door_refuses_is_a_page_for_the_browser(ui: Browser, hx: 
         assert answer.status_code == status
         assert answer.headers["content-type"] == "text/html; charset=utf-8"
         assert reason in answer.text and "Nothing was changed" in answer.text
+        assert ("<title>" in answer.text) is not hx  # a fragment for htmx: a title would rename the tab
     api = await ui.client.get("/api/v2/usersessions", params={"userSessionId": "\x00"})
     assert api.json()["error"]["code"] == 400  # the API keeps its envelope
 

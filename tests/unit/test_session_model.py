@@ -201,7 +201,8 @@ def test_indexed_text_is_refused_past_its_limit(field: str, limit: int, char: st
 
 
 @pytest.mark.parametrize(
-    "value", ["2021-05-27", "2021-05-27T09:12:00.123Z", "2021-05-27T09:12+02:00", 1622107543233]
+    "value",
+    ["2021-05-27", "2021-05-27T09:12:00.123Z", "2021-05-27T09:12+02:00", 1622107543233, "1622107543233"],
 )
 def test_date_property_values_elasticsearch_reads_as_dates_are_taken(value: object) -> None:
     doc = sample_dict(MOBILE)
@@ -209,7 +210,9 @@ def test_date_property_values_elasticsearch_reads_as_dates_are_taken(value: obje
     assert decode_session(encode(doc))
 
 
-@pytest.mark.parametrize("value", ["not a date", "27.05.2021", "2021-05-27 09:12:00", ""])
+@pytest.mark.parametrize(
+    "value", ["not a date", "27.05.2021", "2021-05-27 09:12:00", "", "2021-05-27T09:12:00Z\n"]
+)
 def test_date_property_text_that_is_no_date_is_refused_with_its_place(value: str) -> None:
     """The mapping makes it a date: Elasticsearch would refuse the document, which would end as
     a dead letter."""

@@ -92,6 +92,7 @@ async def ingest_file(
                     consumed += len(raw)
                     if number % PROGRESS_EVERY_LINES == 0:
                         progress.update(task, completed=source.position() or consumed)
+                        await asyncio.sleep(0)  # where Ctrl-C (a cancellation) can stop it between batches
                     line = raw.strip()
                     if not line:
                         continue
@@ -238,14 +239,15 @@ def _read(source: _Source, limit: int) -> Iterator[bytes | _TooLong]:
     """The source's lines, each held whole only up to ``limit`` bytes (memory stays flat whatever
     the file holds); a read error (a corrupt or cut gzip stream, a failing disk) as _Unreadable."""
     try:
-        while line := source.lines.readline(limit + 1):
-            if len(line) <= limit or line.endswith(b"\n"):
+        while line := source.lines.readline(limit + 2):  # room for the line's \r\n
+            content = line.rstrip(b"\r\n")
+            if len(content) <= limit and (line.endswith(b"\n") or len(line) <= limit):
                 yield line
                 continue
-            size, array = len(line), line.lstrip().startswith(b"[")
-            while (rest := source.lines.readline(READ_BUFFER)) and not rest.endswith(b"\n"):
-                size += len(rest)
-            yield _TooLong(size + len(rest), array)
+            size, array, rest = len(content), line.lstrip().startswith(b"["), line
+            while not rest.endswith(b"\n") and (rest := source.lines.readline(READ_BUFFER)):
+                size += len(rest.rstrip(b"\r\n"))
+            yield _TooLong(size, array)
     except EOFError:
         raise _Unreadable("the gzip stream ends early: the file was cut short") from None
     except (gzip.BadGzipFile, zlib.error) as exc:

@@ -236,9 +236,10 @@ class DoubleProperty(_Doc):
     value: float | None = None
 
 
-# Text Elasticsearch reads as a date by the mapping's ``strict_date_optional_time``: a date
-# (year, month or day) with an optional time (hours to nanoseconds) and zone.
-ISO_DATE_TIME = r"^\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}([.,]\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?)?)?$"
+# Text Elasticsearch reads as a date by the mapping's ``strict_date_optional_time||epoch_millis``:
+# a date (year, month or day) with an optional time (hours to nanoseconds) and zone, or epoch
+# milliseconds as digits; nothing after it (not even a newline).
+ISO_DATE_TIME = r"^(\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}([.,]\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?)?)?|-?\d{1,19})\Z"
 IsoDateTime = Annotated[str, msgspec.Meta(pattern=ISO_DATE_TIME)]
 
 
