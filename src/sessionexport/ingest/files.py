@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import io
+import signal
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, BinaryIO
 
 from rich.console import Console
@@ -75,6 +79,7 @@ async def ingest_file(
     batch: list[NewSession] = []
     with (
         _open(path) as source,
+        _ctrl_c_stops_waiting(source),
         _progress(console, path) as (progress, task),
     ):
         number = consumed = done = 0  # done: every line up to it is stored (or refused)
@@ -111,6 +116,8 @@ async def ingest_file(
                         done = number
             except _Unreadable as exc:
                 summary.unreadable = f"cannot read {path} after line {number}: {exc}"
+            except _Interrupted:  # as the end of the input: what was read is stored
+                summary.interrupted = _interrupted_waiting(number)
             except _RejectsUnwritable as exc:
                 summary.rejects_failed = (
                     f"cannot write refused line {number} to the rejects file ({exc}), so ingest stopped"
@@ -137,6 +144,15 @@ async def ingest_file(
         console.print(f"... and {summary.refused - SHOWN_PROBLEMS} more refused line(s)")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _interrupted_waiting(number: int) -> str:
+    if not number:
+        return "interrupted while waiting for the first line: nothing was read"
+    return (
+        f"interrupted while waiting for line {number + 1}: every valid session up to line {number}"
+        " is stored"
+    )
 
 
 async def _store_batch(store: Store, batch: list[NewSession], summary: IngestSummary) -> None:
@@ -172,11 +188,14 @@ class _Source:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        head = stream.read(len(GZIP_MAGIC))  # a pipe may give fewer bytes at a time: read() waits
-        whole = io.BufferedReader(_Prefixed(head, stream), buffer_size=READ_BUFFER)
-        self.lines: io.BufferedIOBase = (
-            gzip.GzipFile(fileobj=whole, mode="rb") if head == GZIP_MAGIC else whole
-        )
+        self.input = _Input(stream)
+
+    @functools.cached_property
+    def lines(self) -> io.BufferedIOBase:
+        """Read from first use on, inside the reading loop: the first bytes may be waited for."""
+        head = self.input.peek(len(GZIP_MAGIC))
+        whole = io.BufferedReader(self.input, buffer_size=READ_BUFFER)
+        return gzip.GzipFile(fileobj=whole, mode="rb") if head == GZIP_MAGIC else whole
 
     def position(self) -> int | None:
         """Bytes of the file read so far (compressed, for gzip); None for a pipe."""
@@ -186,12 +205,20 @@ class _Source:
             return None
 
 
-class _Prefixed(io.RawIOBase):
-    """``head`` (bytes already read from ``stream``), then the rest of ``stream``."""
+class _Input(io.RawIOBase):
+    """The bytes of ``stream``, the first of them peeked at; ``waiting`` while a read waits for
+    them (a pipe or a terminal may keep it waiting as long as it likes)."""
 
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
-        self._head = head
+    def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self._head = b""
+        self.waiting = False
+
+    def peek(self, size: int) -> bytes:
+        self._head = self._wait(
+            self._stream.read, size
+        )  # a pipe may give fewer bytes at a time: read() waits
+        return self._head
 
     def readable(self) -> bool:
         return True
@@ -202,9 +229,42 @@ class _Prefixed(io.RawIOBase):
             buffer[:size], self._head = self._head[:size], self._head[size:]
             return size
         read = getattr(self._stream, "read1", self._stream.read)  # what is there, without waiting for more
-        data = read(len(buffer))
+        data = self._wait(read, len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+    def _wait(self, read: Callable[[int], bytes], size: int) -> bytes:
+        self.waiting = True
+        try:
+            return read(size)
+        finally:
+            self.waiting = False
+
+
+class _Interrupted(Exception):
+    """Ctrl-C while the input was waited for."""
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops_waiting(source: _Source) -> Iterator[None]:
+    """asyncio turns Ctrl-C into a cancellation, which takes effect at the next ``await``; a read
+    waiting on an idle pipe would never get there. While the input is waited for, Ctrl-C raises
+    _Interrupted in the read instead (elsewhere it stays asyncio's)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if source.input.waiting:
+            raise _Interrupted
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
