@@ -150,8 +150,7 @@ def _interrupted_waiting(number: int) -> str:
     if not number:
         return "interrupted while waiting for the first line: nothing was read"
     return (
-        f"interrupted while waiting for line {number + 1}: every valid session up to line {number}"
-        " is stored"
+        f"interrupted while waiting for line {number + 1}: every valid session up to line {number} is stored"
     )
 
 
