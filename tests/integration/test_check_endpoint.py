@@ -258,6 +258,16 @@ async def test_wrong_client_secret_fails_the_token_check(serve: Serve, tls: Tls)
     assert "HTTP 401" in results[-1].detail
 
 
+async def test_a_client_secret_the_token_endpoint_echoes_escaped_is_not_shown(serve: Serve, tls: Tls) -> None:
+    secret = 'Geheim-"Pässwort&2024'  # JSON escapes two of its characters: a byte search misses it
+    endpoint = serve(Faults(echoes_wrong_secret=True), oauth_clients={CLIENT: "another secret"})
+    auth = OAuth2(endpoint.token_url, CLIENT, secret, None)
+    results = await run_checks(options(endpoint, tls, auth=auth))
+    assert outcomes(results) == {"tls": Outcome.PASS, "oauth token": Outcome.FAIL}
+    assert results[-1].detail.endswith("HTTP 401: invalid_client (***** is not the secret of dynatrace)")
+    assert "Pässwort" not in results[-1].detail
+
+
 # -- TLS ------------------------------------------------------------------------------------------------
 
 

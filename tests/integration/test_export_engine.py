@@ -319,6 +319,33 @@ async def test_credentials_an_endpoint_echoes_back_are_masked_everywhere(
         assert password[:8] not in text and encoded[:8] not in text
 
 
+async def test_credentials_echoed_in_elasticsearch_item_reasons_are_masked(
+    engine: Engine, receiver: Receiver
+) -> None:
+    password = 'Pass"wört-2024'  # JSON escapes two of its characters
+    item = {"index": {"status": 400, "error": {"type": "x", "reason": f"user u with {password} may not"}}}
+    json = {"Content-Type": "application/json"}
+    receiver.behaviour.script.append(Answer(200, json, orjson.dumps({"errors": True, "items": [item]})))
+    auth = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": password}}
+    value = export_value(
+        receiver.url.replace("/export/events", "/_bulk"),
+        {"retries": 0},
+        authentication=auth,
+        endpointDefinition={"contentType": "application/x-ndjson", "usePost": True},
+        sendDirect={"active": True, "indexName": "sessions"},
+    )
+    export_id = await engine.create_export(value)
+    await engine.ingest(sessions(1))
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+    letters, alerts = [
+        (await engine.client.get(path, headers=engine.headers)).content.decode()
+        for path in (f"/api/v2/exports/{export_id}/deadletters", "/api/v2/alerts")
+    ]
+    assert "user u with ***** may not" in letters
+    for text in (letters, alerts):
+        assert "wört" not in text and 'Pass\\"w' not in text
+
+
 async def test_a_redirect_is_not_followed_and_says_where_it_leads(engine: Engine, receiver: Receiver) -> None:
     """Following it would send the sessions (and credentials) somewhere the configuration does not name."""
     receiver.behaviour.script.append(Answer(308, {"Location": "https://elsewhere.example/in"}))

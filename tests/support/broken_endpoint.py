@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ class Faults:
     refuses_gzip: bool = False  # 415 for a gzip body
     ignores_gzip: bool = False  # 200 for a gzip body, read as nothing
     token_fields: dict[str, Any] = field(default_factory=dict)  # over the token answer; None removes
+    echoes_wrong_secret: bool = False  # a refused token request is told its client_secret, JSON-escaped
 
 
 @dataclass
@@ -143,7 +145,11 @@ class BrokenEndpoint:
         self.token_requests.append(form)
         client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
         if form.get("grant_type") != "client_credentials" or self.oauth_clients.get(client_id) != secret:
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
+            refusal = {"error": "invalid_client"}
+            if self.faults.echoes_wrong_secret:
+                refusal["error_description"] = f"{secret} is not the secret of {client_id}"
+            # json.dumps escapes what is not ASCII (\u00e4) and quotes: the secret is not there byte for byte
+            return Response(json.dumps(refusal), status_code=401, media_type="application/json")
         token = secrets.token_urlsafe(16)
         self._tokens.add(token)
         answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": 300}

@@ -13,6 +13,7 @@ from sessionexport.export.bulk_delivery import deliver_bulk
 from sessionexport.export.config import ExportConfig, SendDirect
 from sessionexport.export.deadletters import letter_entries
 from sessionexport.export.delivery import Attempt, Outcome
+from sessionexport.export.elasticsearch import ItemOutcome, item_outcomes
 from sessionexport.export.exporter import _alert_message
 from sessionexport.export.formats import bulk_body
 from sessionexport.export.tuning import ExportTuning
@@ -41,6 +42,9 @@ class Endpoint:
 
     async def backoff(self, retry: int, previous: Attempt | None = None) -> None:
         return None
+
+    def item_outcomes(self, answer: bytes, expected: int) -> list[ItemOutcome]:
+        return item_outcomes(answer, expected)
 
     async def attempt(
         self, number: int, body: bytes, content_type: str | None = None, *, read_answer: bool = False

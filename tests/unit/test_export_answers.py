@@ -54,3 +54,16 @@ def test_bytes_that_are_not_utf8_do_not_fail() -> None:
 def test_http_error_names_the_status_and_the_reason() -> None:
     assert http_error(503, b"") == "HTTP 503"
     assert http_error(429, b'{"message":"slow down"}') == "HTTP 429: slow down"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"message":"wrong password Geheim-\\"P\\u00e4sswort&2024"}',
+        b"<html><title>wrong password Geheim-&quot;P&auml;sswort&amp;2024</title></html>",
+        'wrong password Geheim-"Pässwort&2024'.encode(),
+    ],
+)
+def test_a_secret_in_a_reason_is_masked_however_the_answer_escaped_it(answer: bytes) -> None:
+    secret = 'Geheim-"Pässwort&2024'
+    assert http_error(401, answer, (secret,)) == "HTTP 401: wrong password *****"

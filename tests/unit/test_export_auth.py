@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from sessionexport.export.auth import BasicCredentials, OAuth2Credentials, describe_transport_error, masked
+from sessionexport.export.auth import BasicCredentials, OAuth2Credentials, describe_transport_error
 from sessionexport.export.config import BasicAuth, OAuth2
+from sessionexport.export.masking import masked
 
 
 def test_a_certificate_failure_is_named_without_the_interpreter_source_line() -> None:

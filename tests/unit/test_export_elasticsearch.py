@@ -435,3 +435,9 @@ def test_the_decoder_error_is_not_chained() -> None:
         item_outcomes(b"nope", 1)
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__
+
+
+def test_secrets_an_item_echoes_are_masked_in_its_reason() -> None:
+    secret = 'Pass"wört-2024'
+    answer = response(item("index", 400, {"type": f"bad_{secret}", "reason": f"user with {secret} refused"}))
+    assert item_outcomes(answer, 1, (secret,)) == [ItemOutcome(400, "bad_*****", "user with ***** refused")]

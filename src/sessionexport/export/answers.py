@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from sessionexport.export.masking import masked, masked_answer
+
 WHOLE_BYTES = 65536  # a JSON answer up to this size is parsed whole
 HEAD_BYTES = 4096  # of a longer one, the start: enough for a first line or a title
 REASON_CHARS = 200
@@ -23,20 +25,22 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
-def http_error(status: int, answer: bytes) -> str:
+def http_error(status: int, answer: bytes, secrets: tuple[str, ...] = ()) -> str:
     """``HTTP 400: <reason>``, or ``HTTP 400`` when the answer gives none."""
-    reason = answer_reason(answer)
+    reason = answer_reason(answer, secrets)
     return f"HTTP {status}: {reason}" if reason else f"HTTP {status}"
 
 
-def answer_reason(answer: bytes) -> str | None:
-    """The reason an error answer gives, on one line of at most ``REASON_CHARS`` characters."""
+def answer_reason(answer: bytes, secrets: tuple[str, ...] = ()) -> str | None:
+    """The reason an error answer gives, on one line of at most ``REASON_CHARS`` characters,
+    every one of ``secrets`` masked in it (however the answer escaped them)."""
+    answer = masked_answer(answer, secrets)
     head = answer if len(answer) <= WHOLE_BYTES else answer[:HEAD_BYTES]
     try:
         reason = _json_reason(orjson.loads(head))
     except orjson.JSONDecodeError:
         reason = _text_reason(head.decode("utf-8", "replace").strip())
-    return _one_line(reason) if reason else None
+    return _one_line(masked(reason, secrets)) if reason else None
 
 
 def _text_reason(text: str) -> str | None:

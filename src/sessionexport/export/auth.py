@@ -23,7 +23,6 @@ from authlib.oauth2.rfc6749.parameters import prepare_token_request
 from sessionexport.export.answers import http_error
 from sessionexport.export.config import BasicAuth, OAuth2
 from sessionexport.export.exchange import exchange
-from sessionexport.settings.secrets import MASK
 
 EXPIRY_LEEWAY_SECONDS = 30
 TOKEN_ANSWER_BYTES = 64 * 1024  # a token answer is a few hundred bytes: more is not a token
@@ -111,7 +110,7 @@ class OAuth2Credentials:
         except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
             raise TokenError(f"the token request could not be made: {exc}") from None
         if response.status_code != 200:
-            said = http_error(response.status_code, masked_answer(answer, self.secrets()))
+            said = http_error(response.status_code, answer, self.secrets())
             raise TokenError(f"token endpoint answered {said}")
         if len(answer) >= TOKEN_ANSWER_BYTES:
             raise TokenError(
@@ -169,33 +168,3 @@ _BROKEN: tuple[tuple[type[httpx.HTTPError], str], ...] = (
     (httpx.ReadError, "the connection broke while the answer was awaited or read"),
     (httpx.RemoteProtocolError, "the endpoint broke the HTTP exchange"),
 )
-
-
-SHORTEST_MASKED = 4  # a shorter secret would mask ordinary letters of every message
-
-
-def masked(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret in it replaced by the mask (an endpoint may echo them back)."""
-    for secret in _maskable(secrets):
-        text = text.replace(secret, MASK)
-    return text
-
-
-def masked_answer(answer: bytes, secrets: tuple[str, ...]) -> bytes:
-    """An answer's bytes masked as ``masked`` does, before a reason is cut out of them (a secret
-    across the cut would otherwise keep its start)."""
-    for secret in _maskable(secrets):
-        answer = answer.replace(secret.encode(), MASK.encode())
-    return answer
-
-
-def sent_secret(headers: dict[str, str]) -> tuple[str, ...]:
-    """The credential an attempt sent in its Authorization header (the access token it used, which
-    another attempt may have replaced by now)."""
-    _, _, credential = headers.get("Authorization", "").partition(" ")
-    return (credential,) if credential else ()
-
-
-def _maskable(secrets: tuple[str, ...]) -> list[str]:
-    # The longer form first: it may hold another; a short secret would mask ordinary letters.
-    return sorted((s for s in secrets if len(s) >= SHORTEST_MASKED), key=len, reverse=True)

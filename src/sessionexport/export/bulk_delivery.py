@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sessionexport.export.config import SendDirect
 from sessionexport.export.delivery import Attempt, Outcome, Sender, refused_for_good
-from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome, item_outcomes
+from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome
 from sessionexport.export.formats import bulk_body
 from sessionexport.store.records import LogEntry
 
@@ -93,7 +93,7 @@ async def _deliver(
             await _deliver(sender, pending[half:], direct, result, retries)
             return
         if attempt.ok and direct is not None:
-            attempt, items = _read_items(attempt, answer, pending, result)
+            attempt, items = _read_items(sender, attempt, answer, pending, result)
         result.attempts.append(attempt)
         mine.append(attempt)
         if not attempt.ok:
@@ -118,11 +118,11 @@ async def _deliver(
 
 
 def _read_items(
-    attempt: Attempt, answer: bytes, pending: list[LogEntry], result: BulkResult
+    sender: Sender, attempt: Attempt, answer: bytes, pending: list[LogEntry], result: BulkResult
 ) -> tuple[Attempt, list[tuple[LogEntry, ItemOutcome]]]:
     """Sort a 2xx Elasticsearch answer's items: delivered and rejected into ``result``; return the retryable."""
     try:
-        outcomes = item_outcomes(answer, len(pending))
+        outcomes = sender.item_outcomes(answer, len(pending))
     except BulkResponseError as exc:
         return dataclasses.replace(attempt, error=str(exc)), []
     retry = []

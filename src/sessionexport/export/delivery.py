@@ -26,17 +26,11 @@ import httpx
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import gzipped
 from sessionexport.export.answers import WHOLE_BYTES, http_error, retry_after_seconds
-from sessionexport.export.auth import (
-    Credentials,
-    TokenError,
-    describe_transport_error,
-    masked,
-    masked_answer,
-    sent_secret,
-)
+from sessionexport.export.auth import Credentials, TokenError, describe_transport_error
 from sessionexport.export.config import ExportConfig
-from sessionexport.export.elasticsearch import BulkResponseError, item_outcomes
+from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome, item_outcomes
 from sessionexport.export.exchange import exchange
+from sessionexport.export.masking import masked, sent_secret
 
 TIMEOUT_TITLE = "Request timeout"
 OAUTH_FAILURE_PREFIX = "OAuth token: "  # how an attempt's error says the token endpoint failed
@@ -130,7 +124,7 @@ class Sender:
                 await self.backoff(number - 1, outcome.last)
             attempt, answer = await self.attempt(number, body, content_type, read_answer=items is not None)
             if attempt.ok and items is not None:
-                attempt = _every_item_ok(attempt, answer, items)
+                attempt = self._every_item_ok(attempt, answer, items)
             outcome.attempts.append(attempt)
             if attempt.ok:
                 outcome.delivered, outcome.status = True, attempt.status
@@ -138,6 +132,20 @@ class Sender:
             if refused_for_good(attempt, elasticsearch=items is not None):
                 break
         return outcome
+
+    def item_outcomes(self, answer: bytes, expected: int) -> list[ItemOutcome]:
+        """An Elasticsearch answer's items, their reasons masked (they are logged and kept)."""
+        return item_outcomes(answer, expected, self._credentials.secrets())
+
+    def _every_item_ok(self, attempt: Attempt, answer: bytes, items: int) -> Attempt:
+        try:
+            failed = [item for item in self.item_outcomes(answer, items) if not item.ok]
+        except BulkResponseError as exc:
+            return dataclasses.replace(attempt, error=str(exc))
+        if not failed:
+            return attempt
+        first = failed[0].describe()
+        return dataclasses.replace(attempt, error=f"{len(failed)} item(s) failed, first: {first}")
 
     async def backoff(self, retry: int, previous: Attempt | None = None) -> None:
         """Wait before retry number ``retry``: the backoff, or what the endpoint asked for in the
@@ -201,7 +209,7 @@ class Sender:
                 continue
             status = response.status_code
             secrets = (*self._credentials.secrets(), *sent)
-            error = None if 200 <= status < 300 else http_error(status, masked_answer(answer, secrets))
+            error = None if 200 <= status < 300 else http_error(status, answer, secrets)
             if 300 <= status < 400 and (location := response.headers.get("location")):
                 shown = masked(location, secrets)[:200]
                 error = (
@@ -213,16 +221,6 @@ class Sender:
                 else None
             )
             return done(answer, status=status, error=error, retry_after=wait)
-
-
-def _every_item_ok(attempt: Attempt, answer: bytes, items: int) -> Attempt:
-    try:
-        failed = [item for item in item_outcomes(answer, items) if not item.ok]
-    except BulkResponseError as exc:
-        return dataclasses.replace(attempt, error=str(exc))
-    if not failed:
-        return attempt
-    return dataclasses.replace(attempt, error=f"{len(failed)} item(s) failed, first: {failed[0].describe()}")
 
 
 def backoff_seconds(retry: int, base: float, cap: float) -> float:

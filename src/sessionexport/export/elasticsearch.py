@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from sessionexport.export.masking import masked
+
 
 class BulkResponseError(ValueError):
     """The answer is not a ``_bulk`` response for this request."""
@@ -55,8 +57,9 @@ class _Response(msgspec.Struct):
 _decoder = msgspec.json.Decoder(_Response)
 
 
-def item_outcomes(answer: bytes, expected: int) -> list[ItemOutcome]:
-    """One outcome per document sent, in order; raise BulkResponseError for anything else."""
+def item_outcomes(answer: bytes, expected: int, secrets: tuple[str, ...] = ()) -> list[ItemOutcome]:
+    """One outcome per document sent, in order, ``secrets`` masked in their reasons (an endpoint
+    may echo credentials); raise BulkResponseError for anything else."""
     try:
         response = _decoder.decode(answer)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -70,11 +73,17 @@ def item_outcomes(answer: bytes, expected: int) -> list[ItemOutcome]:
         if len(entry) != 1:
             raise BulkResponseError("a bulk response item must hold exactly one action")
         item = next(iter(entry.values()))
-        outcomes.append(_outcome(item))
+        outcomes.append(_outcome(item, secrets))
     return outcomes
 
 
-def _outcome(item: _Item) -> ItemOutcome:
+def _outcome(item: _Item, secrets: tuple[str, ...]) -> ItemOutcome:
     if isinstance(item.error, _Error):
-        return ItemOutcome(item.status, item.error.type, item.error.reason)
-    return ItemOutcome(item.status, None, item.error)
+        kind, reason = item.error.type, item.error.reason
+    else:
+        kind, reason = None, item.error
+    return ItemOutcome(
+        item.status,
+        masked(kind, secrets) if kind else kind,
+        masked(reason, secrets) if reason else reason,
+    )
