@@ -9,7 +9,6 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI
 
@@ -19,6 +18,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit
 from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.services import Services
+from sessionexport.store.postgresql_database import describe
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ async def working(services: Services) -> AsyncIterator[None]:
 
 
 def _where(config: ServerConfig) -> str:
-    """The database, without a password a URL may carry."""
+    """The database, by host and port alone: its URL may carry a password (``user:pw@`` or
+    ``?password=``)."""
     if not config.database_url:
         return str(config.data_dir)
-    parts = urlsplit(config.database_url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return f"PostgreSQL at {describe(config.database_url)[0]}"
