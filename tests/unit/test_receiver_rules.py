@@ -330,6 +330,16 @@ def test_token_endpoint_by_form_or_basic_header_and_expiry() -> None:
         TokenIssuer({"exporter": "s3cret"}, b"o" * 32, clock=clock).verify(str(by_header["access_token"]))
 
 
+def test_a_token_dies_with_its_client_or_the_secret_it_was_issued_for() -> None:
+    key = b"k" * 32
+    grant = {"grant_type": "client_credentials", "client_id": "exporter", "client_secret": "s3cret"}
+    token = str(TokenIssuer({"exporter": "s3cret"}, key).issue(grant, None)["access_token"])
+    assert TokenIssuer({"exporter": "s3cret", "other": "x"}, key).verify(token) == "exporter"
+    for clients in ({"other": "x"}, {"exporter": "rotated"}):  # as the receiver restarted without it
+        with pytest.raises(InvalidToken, match="gone or whose secret has changed"):
+            TokenIssuer(clients, key).verify(token)
+
+
 def test_basic_client_credentials_are_taken_form_urlencoded_or_as_they_are() -> None:
     """RFC 6749 §2.3.1 has the client id and secret form-urlencoded in the Basic header; many
     clients send them as they are."""

@@ -2,7 +2,9 @@
 from an external issuer's JWKS. With none configured, every request is accepted.
 
 Own tokens are JWTs signed (HS256) with a key kept in the data directory, so tokens issued before
-a restart stay valid until they expire, as a sender that caches them expects.
+a restart stay valid until they expire, as a sender that caches them expects; each names its
+client's secret by a keyed fingerprint, so removing a client or changing its secret (and
+restarting) revokes the tokens issued to it at once.
 """
 
 from __future__ import annotations
@@ -125,7 +127,13 @@ class TokenIssuer:
         client_id = known[0]
         scope = form.get("scope") or self.default_scope
         now = int(self.clock())
-        claims = {"sub": client_id, "scope": scope, "iat": now, "exp": now + self.ttl_seconds}
+        claims = {
+            "sub": client_id,
+            "scope": scope,
+            "iat": now,
+            "exp": now + self.ttl_seconds,
+            "sec": self._fingerprint(client_id),
+        }
         token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(self.key))
         return {"access_token": token, "token_type": "Bearer", "expires_in": self.ttl_seconds, "scope": scope}
 
@@ -141,7 +149,19 @@ class TokenIssuer:
             jwt.JWTClaimsRegistry(now=int(self.clock()), exp={"essential": True}).validate(claims)
         except (JoseError, ValueError) as exc:
             raise InvalidToken(f"invalid or expired token: {exc}") from None
-        return str(claims.get("sub"))
+        client_id = claims.get("sub")
+        if (
+            not isinstance(client_id, str)
+            or client_id not in self.clients
+            or not _equal(str(claims.get("sec")), self._fingerprint(client_id))
+        ):
+            raise InvalidToken("token of a client that is gone or whose secret has changed")
+        return client_id
+
+    def _fingerprint(self, client_id: str) -> str:
+        """The client's current secret, keyed: tells a changed secret, tells nothing of the secret."""
+        secret = f"{client_id}\0{self.clients[client_id]}".encode()
+        return hmac.new(self.key, secret, "sha256").hexdigest()[:32]
 
     @staticmethod
     def _client(form: Mapping[str, str], authorization: str | None) -> list[tuple[str, str]]:

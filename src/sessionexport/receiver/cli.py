@@ -81,7 +81,10 @@ def receive(
     token_ttl: Annotated[
         int,
         typer.Option(
-            envvar=env("RECEIVER_TOKEN_TTL"), min=10, help="Lifetime (expires_in) of issued tokens, seconds."
+            envvar=env("RECEIVER_TOKEN_TTL"),
+            min=10,
+            max=86400,
+            help="Lifetime (expires_in) of issued tokens, seconds (at most a day).",
         ),
     ] = 300,
     jwks: Annotated[
