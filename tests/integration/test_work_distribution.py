@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ import pytest
 from sessionexport.clock import now_ms
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
-from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.export.supervisor import STALE_WORKER_ALERT_SECONDS, ExportSupervisor
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
@@ -67,7 +67,12 @@ async def stack(url: str, receiver: Receiver) -> AsyncIterator[AsyncExitStack]:
 
 
 async def start_worker(
-    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver, key: str | None = None
+    stack: AsyncExitStack,
+    url: str,
+    tmp_path: Path,
+    receiver: Receiver,
+    key: str | None = None,
+    allow_http_loopback: bool = False,
 ) -> Worker:
     store = create_store(tmp_path, url)
     await store.open()
@@ -80,6 +85,7 @@ async def start_worker(
         ExportMetrics(),
         ca_bundle=receiver.tls.ca_file,
         lease_seconds=LEASE_SECONDS,
+        allow_http_loopback=allow_http_loopback,
     )
     worker = Worker(store, supervisor, asyncio.create_task(supervisor.run()))
     stack.push_async_callback(worker.stop)  # before the store closes
@@ -149,11 +155,37 @@ async def test_a_worker_whose_key_cannot_read_an_export_stands_aside(
     assert stranger.supervisor.owner not in {
         w for w in (await first.store.heartbeat(first.supervisor.owner, 5_000)).workers
     }
-    alerts = [a for a in await first.store.list_alerts() if a.export_id == export_id]
-    assert any("cannot be decrypted" in a.title for a in alerts)
     lines = await ingest(first.store, 40, seed=5)
     await until(lambda: len(receiver.sessions()) >= 40, "every session delivered by the worker that can")
     assert sorted(receiver.sessions()) == sorted(lines)
+    await asyncio.sleep(3 * LEASE_SECONDS)  # the other worker's successes do not close its alert
+
+    async def open_alerts() -> list[str]:
+        return [a.title for a in await first.store.list_alerts(open_only=True) if a.export_id == export_id]
+
+    assert await open_alerts() == ["Exporter failed: its secrets cannot be decrypted with a worker's key"]
+    await stranger.stop()  # a worker gone: nothing left to fix
+    assert await open_alerts() == []
+
+
+async def test_a_worker_that_may_not_send_to_an_export_s_endpoint_stands_aside(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """An http:// endpoint stored while loopback HTTP was allowed, read by a worker that does not
+    allow it: it takes no shard (holding one would keep it from the worker that can send there)."""
+    first = await start_worker(stack, url, tmp_path, receiver, allow_http_loopback=True)
+    settings = SettingsService(first.store, load_secret_box(tmp_path, None), allow_http_loopback=True)
+    value = export_value("http://127.0.0.1:9/events", {"shards": 4})
+    created = await settings.create(NewObject(EXPORT_SCHEMA, "environment", value), "test", now_ms())
+    assert created.ok and created.object_id is not None, created
+    export_id = created.object_id
+    await until(lambda: first.held(export_id) == 4, "all four shards")
+    strict = await start_worker(stack, url, tmp_path, receiver)
+    await asyncio.sleep(3 * LEASE_SECONDS)
+    assert (first.held(export_id), strict.held(export_id)) == (4, 0)
+    [alert] = [a for a in await first.store.list_alerts(open_only=True) if a.kind.startswith("worker:")]
+    assert alert.title.startswith("Request failed: http:// URL refused") and alert.occurrences == 1
+    assert strict.supervisor.owner in alert.message and "https://" in alert.message
 
 
 async def test_a_paused_export_whose_secrets_a_worker_cannot_read_holds_nothing_up(
@@ -200,3 +232,25 @@ async def test_a_worker_that_lost_its_lease_stops_at_once(
     await execute(url, "UPDATE export_leases SET expires_at = 0")  # "other" stopped: its lease expired
     await until(lambda: len(receiver.sessions()) >= 30, "taken back over and delivered")
     assert Counter(receiver.sessions()) == Counter(lines)
+
+
+async def test_the_alert_of_a_worker_killed_while_standing_aside_is_closed_in_time(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Raised again every minute while it stands aside; one left unrenewed for long is closed by a
+    worker that runs, one still renewed is not."""
+    worker = await start_worker(stack, url, tmp_path, receiver)
+    export_id = await create_export(worker, tmp_path, receiver, shards=1)
+    long_ago = now_ms() - int(STALE_WORKER_ALERT_SECONDS * 1000) - 1000
+    await worker.store.raise_alert(export_id, "worker:killed/1/a", "Exporter failed: x", "m", long_ago)
+    await worker.store.raise_alert(export_id, "worker:aside/2/b", "Exporter failed: y", "m", now_ms())
+
+    async def open_kinds() -> set[str]:
+        return {a.kind for a in await worker.store.list_alerts(open_only=True)}
+
+    await until(lambda: _lacks(open_kinds, "worker:killed/1/a"), "the stale alert closed")
+    assert "worker:aside/2/b" in await open_kinds()
+
+
+async def _lacks(kinds: Callable[[], Awaitable[set[str]]], kind: str) -> bool:
+    return kind not in await kinds()

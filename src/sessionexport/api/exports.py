@@ -49,7 +49,10 @@ _NO_EXPORT: dict[int | str, dict[str, Any]] = {
 class Alert(BaseModel):
     id: int
     objectId: str
-    kind: str = Field(description="What failed: delivery, the token endpoint, the exporter")
+    kind: str = Field(
+        description="What failed: delivery, the token endpoint, the exporter, or worker:<name> (a process"
+        " that cannot run the export)"
+    )
     title: str = Field(description="e.g. Request timeout, Request failed: <reason>")
     message: str
     openedAt: int = Field(description="Epoch ms")

@@ -59,6 +59,7 @@ RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 FAILURES_FORGOTTEN_SECONDS = 60.0  # an exporter that ran this long before failing starts over at 1 s
 HAND_OVER_SECONDS = 10.0  # for the bulks in flight to be decided before a shard changes hands
 SHUTDOWN_SECONDS = 3.0  # the same when the process stops (it is being waited for)
+STALE_WORKER_ALERT_SECONDS = 300.0  # a worker standing aside raises its alerts again every 60 s
 
 
 @dataclass
@@ -122,12 +123,33 @@ class DeliveryRefused(Exception):
     while the server allowed it on loopback, read by one that does not)."""
 
 
-class UnreadableSecrets(Exception):
-    """The secrets of these exports cannot be decrypted with this process's keys."""
+@dataclass(frozen=True)
+class Unrunnable:
+    """Why this process cannot run an enabled export: the alert's title, and what to do."""
 
-    def __init__(self, export_ids: list[str]) -> None:
-        super().__init__(", ".join(export_ids))
-        self.export_ids = export_ids
+    title: str
+    remedy: str
+
+
+UNREADABLE = Unrunnable(
+    "Exporter failed: its secrets cannot be decrypted with a worker's key",
+    "its SESSIONEXPORT_SECRET_KEY decrypts them (set it as the other workers')",
+)
+
+
+class CannotExport(Exception):
+    """Enabled exports this process cannot run (their secrets do not decrypt with its keys, their
+    endpoint is one it may not send to), by export id."""
+
+    def __init__(self, exports: dict[str, Unrunnable]) -> None:
+        super().__init__(", ".join(exports))
+        self.exports = exports
+
+
+def worker_alert_kind(owner: str) -> str:
+    """The kind of the alert a worker that cannot run an export raises on it: its own, closed when
+    it can again or stops, not by another worker's success (which says nothing of this one)."""
+    return f"worker:{owner}"
 
 
 class ExportSupervisor:
@@ -156,9 +178,6 @@ class ExportSupervisor:
         self._max_in_flight = max_in_flight
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._running: dict[Unit, _Running] = {}
-        self._refused: dict[
-            Unit, tuple[object, ...]
-        ] = {}  # units not started: the key of the configuration refused
         self._held: set[Unit] = set()  # leases this worker holds, as of the last heartbeat
         self._handing_over: dict[Unit, asyncio.Task[None]] = {}
         self._elsewhere: set[str] = set()  # exports another live worker holds a lease of
@@ -167,7 +186,9 @@ class ExportSupervisor:
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._replays: set[asyncio.Task[None]] = set()  # replays started in the background
-        self._unreadable = Throttle()  # exports whose secrets this process cannot decrypt, said now and then
+        self._aside = Throttle()  # standing aside, for exports this process cannot run: said now and then
+        self._aside_from: set[str] = set()  # the exports it stands aside for, each with an alert of its own
+        self._stale_check = Throttle(STALE_WORKER_ALERT_SECONDS / 3)
 
     @property
     def period(self) -> float:
@@ -210,14 +231,16 @@ class ExportSupervisor:
             records = await self.settings.all(EXPORT_SCHEMA)
             try:
                 wanted = await self._wanted(records)
-            except UnreadableSecrets as exc:
+            except CannotExport as exc:
                 await self._stand_aside(exc)
                 return
+            await self._stop_standing_aside()
             state = await self._beat()
             await self._place_new(records)
             await self._follow_settings(wanted)
             await self._balance(wanted, state)
             await self._forget_deleted({r.object_id for r in records})
+            await self._close_stale_worker_alerts()
 
     async def stop_all(self) -> None:
         """Stop every exporter (the bulks in flight decided first, for a while) and give up the
@@ -226,6 +249,7 @@ class ExportSupervisor:
             replay.cancel()
         async with self._lock:
             await self._leave()
+            await self._close_worker_alerts(self._aside_from)  # a process gone cannot be fixed
 
     async def _leave(self) -> None:
         """Hand every shard over and leave the workers: the others take over at once."""
@@ -237,30 +261,58 @@ class ExportSupervisor:
             await self.store.retire_worker(self.owner)
         self._held.clear()
 
-    async def _stand_aside(self, unreadable: UnreadableSecrets) -> None:
-        """This process's keys cannot decrypt the secrets of some export: it exports nothing, and
-        is not counted as a worker (it would be handed shards it could never take, which would
-        stall), until its keys are fixed. Said on the export, as an alert, and in the log."""
+    async def _stand_aside(self, cannot: CannotExport) -> None:
+        """This process cannot run some enabled export (its keys cannot decrypt the secrets, or the
+        endpoint is an http:// URL it may not send to): it exports nothing, and is not counted as
+        a worker (it would be handed shards it could never run, which would stall, or would hold
+        them from a worker that can), until that changes. Said on each such export, as an alert
+        of this worker's own that stays open meanwhile, and in the log."""
         await self._leave()
         with contextlib.suppress(Exception):  # what this process tells of who runs what: no heartbeat now
             self._elsewhere = {lease.export_id for lease in await self.store.list_leases()}
-        if (quiet := self._unreadable.allows()) is None:
+        await self._close_worker_alerts(self._aside_from - cannot.exports.keys())  # fixed meanwhile
+        self._aside_from = set(cannot.exports)
+        if (quiet := self._aside.allows()) is None:
             return
-        log.error(
-            "exports: this process's secret key(s) cannot decrypt the secrets of export(s) %s: it exports"
-            " nothing and leaves them to workers that can; set SESSIONEXPORT_SECRET_KEY as theirs%s",
-            ", ".join(unreadable.export_ids),
-            recurring(quiet),
-        )
-        for export_id in unreadable.export_ids:
-            with contextlib.suppress(Exception):
+        for export_id, why in sorted(cannot.exports.items()):
+            log.error(
+                "export %s: %s; this process exports nothing and leaves every export to workers that can"
+                " run them all, until %s%s",
+                export_id,
+                why.title,
+                why.remedy,
+                recurring(quiet),
+            )
+            with contextlib.suppress(Exception):  # raised again now and then: proof it still stands aside
                 await self.store.raise_alert(
                     export_id,
-                    "exporter",  # the export's own: a success of any shard closes it
-                    "Exporter failed: its secrets cannot be decrypted with a worker's key",
-                    f"Worker {self.owner} exports nothing until its SESSIONEXPORT_SECRET_KEY decrypts them.",
+                    worker_alert_kind(self.owner),
+                    why.title,
+                    f"Worker {self.owner} exports nothing until {why.remedy}.",
                     now_ms(),
                 )
+
+    async def _stop_standing_aside(self) -> None:
+        if self._aside.reset():
+            log.warning("exports: this process can run every enabled export again; it exports again")
+        await self._close_worker_alerts(self._aside_from)
+        self._aside_from = set()
+
+    async def _close_worker_alerts(self, export_ids: set[str]) -> None:
+        for export_id in sorted(export_ids):
+            with contextlib.suppress(Exception):
+                await self.store.close_alerts(export_id, worker_alert_kind(self.owner), now_ms())
+
+    async def _close_stale_worker_alerts(self) -> None:
+        """Close the alerts of workers that stood aside and were killed since: not raised again
+        for a while (a worker standing aside raises its alerts again every minute)."""
+        if self._stale_check.allows() is None:
+            return
+        now = now_ms()
+        for alert in await self.store.list_alerts(open_only=True):
+            stale = now - alert.last_seen_at > STALE_WORKER_ALERT_SECONDS * 1000
+            if alert.kind.startswith(worker_alert_kind("")) and stale:
+                await self.store.close_alerts(alert.export_id, alert.kind, now)
 
     # -- leases ------------------------------------------------------------------------------
     async def _beat(self) -> WorkState:
@@ -333,25 +385,31 @@ class ExportSupervisor:
 
     # -- settings ----------------------------------------------------------------------------
     async def _wanted(self, records: list[SettingsRecord]) -> dict[str, _Wanted]:
-        """The enabled exports among the settings objects."""
+        """The enabled exports among the settings objects; ``CannotExport`` when this process
+        cannot run one of them."""
         zones = {z.object_id: z for z in await self.settings.all(ZONE_SCHEMA)}
-        wanted, unreadable = {}, []
+        wanted: dict[str, _Wanted] = {}
+        cannot: dict[str, Unrunnable] = {}
         for record in records:
             if not export_config(record.object_id, self.settings.masked_value(record)).enabled:
                 continue  # a paused export's secrets are not needed (nor read) here
             try:
                 value = self.settings.plain_value(record)
             except SecretKeyError:
-                unreadable.append(record.object_id)
+                cannot[record.object_id] = UNREADABLE
                 continue
             config = export_config(record.object_id, value)
+            if refusal := self._refusal(config):
+                cannot[record.object_id] = Unrunnable(
+                    f"Request failed: {refusal}",
+                    "its endpoint is https:// (or it runs with --allow-http-loopback, for local development)",
+                )
+                continue
             zone = zones.get(config.management_zone) if config.management_zone else None
             key = (record.version, zone.version if zone else None)
             wanted[record.object_id] = _Wanted(config, zone, key)
-        if unreadable:
-            raise UnreadableSecrets(unreadable)
-        if self._unreadable.reset():
-            log.warning("exports: the secrets decrypt again; this process exports again")
+        if cannot:
+            raise CannotExport(cannot)
         return wanted
 
     async def _place_new(self, records: list[SettingsRecord]) -> None:
@@ -405,17 +463,7 @@ class ExportSupervisor:
         return httpx.AsyncClient(verify=self._ssl, follow_redirects=False, trust_env=False)
 
     async def _start(self, want: _Wanted, shard: int) -> None:
-        config, unit = want.config, (want.config.export_id, shard)
-        refusal = self._refusal(config)
-        if refusal:
-            if self._refused.get(unit) != want.key:  # said once per configuration, not per heartbeat
-                self._refused[unit] = want.key
-                log.error("export %s: not started: %s", config.export_id, refusal)
-                await self.store.raise_alert(
-                    config.export_id, "delivery", f"Request failed: {refusal}", refusal, now_ms()
-                )
-            return
-        self._refused.pop(unit, None)
+        config = want.config
         start = await self.store.log_position()  # a new export starts from now; an old one from its cursor
         client = self.client()
         exporter = Exporter(
