@@ -6,6 +6,7 @@ once and takes the shard back only once it is free again."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -215,7 +216,7 @@ async def execute(url: str, statement: str) -> None:
 
 
 async def test_a_worker_that_lost_its_lease_stops_at_once(
-    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     worker = await start_worker(stack, url, tmp_path, receiver)
     export_id = await create_export(worker, tmp_path, receiver, shards=1)
@@ -224,6 +225,7 @@ async def test_a_worker_that_lost_its_lease_stops_at_once(
     # another worker took it over meanwhile
     await execute(url, "UPDATE export_leases SET owner = 'other', expires_at = expires_at + 60000")
     await until(lambda: worker.held(export_id) == 0, "lease seen lost", within=1)
+    assert [r.levelname for r in caplog.records if "lease lost to other" in r.getMessage()] == ["WARNING"]
     await asyncio.sleep(0.2)
     assert not any(unit[0] == export_id for unit in worker.supervisor._running)
     lines = await ingest(worker.store, 30, seed=3)
@@ -232,6 +234,19 @@ async def test_a_worker_that_lost_its_lease_stops_at_once(
     await execute(url, "UPDATE export_leases SET expires_at = 0")  # "other" stopped: its lease expired
     await until(lambda: len(receiver.sessions()) >= 30, "taken back over and delivered")
     assert Counter(receiver.sessions()) == Counter(lines)
+
+
+async def test_a_lease_revoked_is_no_warning(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Moving an export's cursor (or deleting it) revokes its leases: an operator's doing, not a fault."""
+    worker = await start_worker(stack, url, tmp_path, receiver)
+    export_id = await create_export(worker, tmp_path, receiver, shards=1)
+    await until(lambda: worker.supervisor.is_running(export_id) and worker.held(export_id) == 1, "running")
+    caplog.set_level(logging.INFO, logger="sessionexport.export.supervisor")
+    await execute(url, "DELETE FROM export_leases")  # as another process's move does
+    await until(lambda: any("lease revoked" in r.getMessage() for r in caplog.records), "revocation seen")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_the_alert_of_a_worker_killed_while_standing_aside_is_closed_in_time(

@@ -218,9 +218,11 @@ class Exporter:
         """Await ``work``, unless the decider fails first (then fail with its error)."""
         assert self._decider is not None
         waiter = asyncio.ensure_future(work)
-        await asyncio.wait([waiter, self._decider], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([waiter, self._decider], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()  # when this exporter is cancelled too: nothing is left pending
         if self._decider.done():  # it failed (a store error): nothing more may be sent or decided
-            waiter.cancel()
             raise self._decider.exception() or RuntimeError("the decider stopped")
 
     async def _decide_in_order(self) -> None:

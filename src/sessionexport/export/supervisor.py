@@ -320,8 +320,14 @@ class ExportSupervisor:
         state = await self.store.heartbeat(self.owner, int(self.lease_seconds * 1000))
         self._beat_at = time.monotonic()
         mine = {(lease.export_id, lease.shard) for lease in state.leases if lease.owner == self.owner}
+        owners = {(lease.export_id, lease.shard): lease.owner for lease in state.leases}
         for unit in sorted(self._held - mine):
-            log.warning("export %s: shard %d: lease lost; its exporter stops", *unit)
+            if unit in owners:  # it expired here (a stall, a cut connection) and was taken over
+                log.warning("export %s: shard %d: lease lost to %s; its exporter stops", *unit, owners[unit])
+            else:
+                log.info(
+                    "export %s: shard %d: lease revoked (the export moved or went); its exporter stops", *unit
+                )
             await self._stop(unit)
         self._held = mine
         self._elsewhere = {lease.export_id for lease in state.leases if lease.owner != self.owner}
@@ -489,8 +495,8 @@ class ExportSupervisor:
                 return
             except asyncio.CancelledError:
                 raise
-            except LeaseLost as exc:  # another worker has it now: not restarted here
-                log.warning("export %s: %s; its exporter stops", exporter.export_id, exc)
+            except LeaseLost as exc:  # not restarted here; the next heartbeat tells why it was lost
+                log.info("export %s: %s; its exporter stops", exporter.export_id, exc)
                 return
             except Exception as exc:
                 if time.monotonic() - started > FAILURES_FORGOTTEN_SECONDS:

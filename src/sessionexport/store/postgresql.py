@@ -600,7 +600,7 @@ class PostgresStore:
             counts = {"delivered": decision.delivered, "failed": decision.failed, "retried": decision.retried}
             written = await conn.execute(_COUNT_BULK, _claim_params(claim, position, now) | counts)
             if written.rowcount != 1:
-                raise LeaseLost(f"{claim.export_id}: its cursor is no longer split in {claim.shards}")
+                raise LeaseLost(f"its cursor is no longer split in {claim.shards}")
             if decision.letters:
                 await conn.execute(
                     "UPDATE export_cursors SET last_error_at = %s, last_error = %s"
@@ -629,7 +629,7 @@ class PostgresStore:
             await _hold_lease(conn, claim)
             written = await conn.execute(_SKIP, _claim_params(claim, position, now))
             if written.rowcount != 1:
-                raise LeaseLost(f"{claim.export_id}: its cursor is no longer split in {claim.shards}")
+                raise LeaseLost(f"its cursor is no longer split in {claim.shards}")
 
     async def record_error(self, export_id: str, message: str, now: int) -> None:
         await self._execute(
@@ -885,7 +885,7 @@ async def _hold_lease(conn: Connection, claim: Claim) -> None:
     """Lock the claim's lease row until the transaction ends, or raise LeaseLost."""
     cursor = await conn.execute(_HOLD_LEASE, (claim.export_id, claim.shard, claim.owner))
     if await cursor.fetchone() is None:
-        raise LeaseLost(f"{claim.export_id} shard {claim.shard}: {claim.owner} no longer holds its lease")
+        raise LeaseLost(f"shard {claim.shard}: {claim.owner} no longer holds its lease")
 
 
 def _claim_params(claim: Claim, position: int, now: int) -> dict[str, Any]:

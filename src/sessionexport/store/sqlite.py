@@ -890,12 +890,12 @@ def _hold_lease(conn: sqlite3.Connection, claim: Claim) -> None:
         (claim.export_id, claim.shard, claim.owner),
     ).fetchone()
     if held is None:
-        raise LeaseLost(f"{claim.export_id} shard {claim.shard}: {claim.owner} no longer holds its lease")
+        raise LeaseLost(f"shard {claim.shard}: {claim.owner} no longer holds its lease")
 
 
 def _write_shard(conn: sqlite3.Connection, statement: str, params: dict[str, Any]) -> None:
     if conn.execute(statement, params).rowcount != 1:
-        raise LeaseLost(f"{params['export_id']}: its cursor is no longer split in {params['shards']}")
+        raise LeaseLost(f"its cursor is no longer split in {params['shards']}")
 
 
 def _claim_params(claim: Claim, position: int, now: int) -> dict[str, Any]:
