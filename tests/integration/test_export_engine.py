@@ -7,7 +7,7 @@ import base64
 import functools
 import gzip
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Sender
 from sessionexport.export.exporter import Exporter
 from sessionexport.export.tuning import ExportTuning
-from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from tests.conftest import make_token
 from tests.support.backend import backend_database
 from tests.support.engine import OBJECTS, Engine, export_value, running_engine, sessions, until
@@ -891,6 +891,58 @@ async def test_management_zone_filters_sessions(engine: Engine, receiver: Receiv
     await asyncio.sleep(0.3)
     assert sorted(receiver.sessions()) == sorted(wanted)
     await until(lambda: backlog_is(engine, export_id, 0), "filtered sessions decided")
+
+
+async def test_an_export_whose_zone_is_gone_exports_nothing_until_it_names_one(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """A zone deleted in the moment its export was changed to name it: the export must not fall
+    back to sending every session. Its sessions wait, and go once it names a zone that exists."""
+    shop = {
+        "name": "shop",
+        "rules": [{"attribute": "APPLICATION_NAME", "operator": "EQUALS", "value": "Shop App"}],
+    }
+    created = await engine.client.post(
+        OBJECTS,
+        json=[{"schemaId": ZONE_SCHEMA, "scope": "environment", "value": shop}],
+        headers=engine.headers,
+    )
+    zone_id = created.json()[0]["objectId"]
+    value = export_value(receiver.url, exportBehavior={"managementZone": zone_id})
+    export_id = await engine.create_export(value)
+    assert await engine.app.state.store.delete_setting(zone_id, None)  # as the race leaves it
+    engine.app.state.exports.poke()
+    lines = sessions(40, seed=5, kind="mobile")
+    await engine.ingest(lines)
+
+    async def alert_titles() -> list[str]:
+        return [a["title"] for a in (await engine.status(export_id))["openAlerts"]]
+
+    await until(lambda: _has(alert_titles, "does not exist"), "the missing zone said")
+    await asyncio.sleep(1.0)
+    assert receiver.sessions() == []
+    sample = await engine.client.get(f"/api/v2/exports/{export_id}/sample", headers=engine.headers)
+    assert sample.status_code == 404 and f"management zone {zone_id} does not exist" in sample.text
+    again = await engine.client.post(
+        OBJECTS,
+        json=[{"schemaId": ZONE_SCHEMA, "scope": "environment", "value": shop}],
+        headers=engine.headers,
+    )
+    value["exportBehavior"]["managementZone"] = again.json()[0]["objectId"]
+    edited = await engine.client.put(f"{OBJECTS}/{export_id}", json={"value": value}, headers=engine.headers)
+    assert edited.status_code == 200, edited.text
+    wanted = [line for line in lines if b'"application":"Shop App"' in line]
+    await until(lambda: len(receiver.sessions()) == len(wanted), "the waiting zone sessions")
+    assert sorted(receiver.sessions()) == sorted(wanted)
+    await until(lambda: _lacks(alert_titles, "does not exist"), "the alert closed by the delivery")
+
+
+async def _has(titles: Callable[[], Awaitable[list[str]]], words: str) -> bool:
+    return any(words in title for title in await titles())
+
+
+async def _lacks(titles: Callable[[], Awaitable[list[str]]], words: str) -> bool:
+    return not await _has(titles, words)
 
 
 async def backlog_is(engine: Engine, export_id: str, count: int) -> bool:

@@ -345,7 +345,7 @@ class Exporter:
 # What a delivery shows to be over: the endpoint refusing bulks or tokens (ENDPOINT_ALERTS); for
 # the exporter's own success, also its runs failing, and sessions expiring unexported.
 ENDPOINT_ALERTS = ("delivery", "token")
-SUCCESS_CLOSES = (*ENDPOINT_ALERTS, "retention", "exporter")
+SUCCESS_CLOSES = (*ENDPOINT_ALERTS, "retention", "exporter", "zone")
 
 
 def alert_kind(kind: str, shard: int, shards: int) -> str:

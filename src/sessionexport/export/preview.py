@@ -39,7 +39,11 @@ async def export_zone(settings: SettingsService, config: ExportConfig) -> Zone |
     if not config.management_zone:
         return None
     record = await settings.get(config.management_zone)
-    return zone_from_value(settings.plain_value(record)) if record is not None else None
+    if record is None:  # deleted while the export was changed to name it: every session is not the answer
+        raise NoSessions(
+            f"The export's management zone {config.management_zone} does not exist: nothing to send"
+        )
+    return zone_from_value(settings.plain_value(record))
 
 
 async def preview_sessions(

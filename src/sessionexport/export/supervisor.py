@@ -189,6 +189,7 @@ class ExportSupervisor:
         self._aside = Throttle()  # standing aside, for exports this process cannot run: said now and then
         self._aside_from: set[str] = set()  # the exports it stands aside for, each with an alert of its own
         self._stale_check = Throttle(STALE_WORKER_ALERT_SECONDS / 3)
+        self._without_zone: set[str] = set()  # exports naming a zone that does not exist, alerted
 
     @property
     def period(self) -> float:
@@ -412,11 +413,32 @@ class ExportSupervisor:
                 )
                 continue
             zone = zones.get(config.management_zone) if config.management_zone else None
+            if config.management_zone and zone is None:
+                await self._zone_missing(config)
+                continue
+            self._without_zone.discard(record.object_id)
             key = (record.version, zone.version if zone else None)
             wanted[record.object_id] = _Wanted(config, zone, key)
         if cannot:
             raise CannotExport(cannot)
         return wanted
+
+    async def _zone_missing(self, config: ExportConfig) -> None:
+        """Its zone was deleted while the export was changed to name it: exporting every session
+        would send what the zone keeps out, so it exports nothing (its cursor waits) until it
+        names one that exists. Said once per process; its next delivery closes the alert."""
+        if config.export_id in self._without_zone:
+            return
+        self._without_zone.add(config.export_id)
+        title = f"Exporter stopped: its management zone {config.management_zone} does not exist"
+        log.error("export %s: %s; it exports nothing until it names one that does", config.export_id, title)
+        await self.store.raise_alert(
+            config.export_id,
+            "zone",
+            title,
+            "Nothing is exported (the sessions wait) until the export names a management zone that exists.",
+            now_ms(),
+        )
 
     async def _place_new(self, records: list[SettingsRecord]) -> None:
         """A new export starts with the sessions that joined the log once it was created: not at
