@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import logging
@@ -1482,3 +1483,20 @@ async def test_insert_after_and_insert_before_exclude_each_other(settings: Setti
         "PUT", f"{OBJECTS}/{object_id}", json={"value": value, "insertAfter": "a", "insertBefore": "b"}
     )
     assert response.status_code == 400 and "insertAfter and insertBefore" in response.text
+
+
+async def test_upserts_of_one_external_id_at_once_make_one_object(settings: Settings) -> None:
+    """Each checks whether the externalId is taken before it writes: they take turns, so the
+    later ones update the object the first created (no unique-constraint failure, no 503)."""
+    urls = [f"https://e{i}.example" for i in range(6)]
+    answers = await asyncio.gather(*(settings.post(item(export_value(u), externalId="same")) for u in urls))
+    assert [a.status_code for a in answers] == [200] * 6
+    [obj] = (await settings.list(schemaIds=EXPORT, fields="objectId,externalId")).json()["items"]
+    assert obj["externalId"] == "same"
+    assert {a.json()[0]["objectId"] for a in answers} == {obj["objectId"]}
+
+
+async def test_zones_of_one_name_created_at_once_make_one_zone(settings: Settings) -> None:
+    answers = await asyncio.gather(*(settings.post(item(zone_value("twin"), ZONES)) for _ in range(4)))
+    assert sorted(a.status_code for a in answers) == [200, 400, 400, 400]
+    assert len((await settings.list(schemaIds=ZONES)).json()["items"]) == 1

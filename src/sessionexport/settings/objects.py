@@ -7,6 +7,7 @@ never raised: a POST of several objects answers each one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import copy
@@ -60,6 +61,9 @@ class SettingsService:
         self.box = box
         self.allow_http_loopback = allow_http_loopback
         self.on_change = on_change  # told after every stored change (the exporters follow the settings)
+        # Writes one at a time: each checks what others may change (an externalId's object, a
+        # zone's unique name, whether a zone is in use) before it writes.
+        self._writing = asyncio.Lock()
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, object_id: str) -> SettingsRecord | None:
@@ -99,7 +103,8 @@ class SettingsService:
             external = (schema_id, item.external_id) if item.external_id is not None else None
             updates_planned = external in planned_external
             taken = planned.get(schema_id, 0) - updates_planned  # an update takes no new slot
-            result = await self.create(item, author, now, validate_only=validate_only, planned=taken)
+            async with self._writing:
+                result = await self._create(item, author, now, validate_only=validate_only, planned=taken)
             if validate_only and result.ok and result.object_id is None and not updates_planned:
                 planned[schema_id] = planned.get(schema_id, 0) + 1
                 if external is not None:
@@ -107,7 +112,11 @@ class SettingsService:
             results.append(result)
         return results
 
-    async def create(
+    async def create(self, item: NewObject, author: str, now: int) -> ItemResult:
+        async with self._writing:
+            return await self._create(item, author, now)
+
+    async def _create(
         self, item: NewObject, author: str, now: int, *, validate_only: bool = False, planned: int = 0
     ) -> ItemResult:
         """One object; ``planned``: objects of its schema that a validateOnly request would have
@@ -133,7 +142,7 @@ class SettingsService:
                         404, message=message, invalid_value=self._mask_input(schema, item.value)
                     )
             if existing is not None:
-                return await self.update(
+                return await self._update(
                     existing.object_id,
                     item.value,
                     None,
@@ -177,6 +186,21 @@ class SettingsService:
         return ItemResult(200, object_id=object_id)
 
     async def update(
+        self,
+        object_id: str,
+        new_value: Any,
+        update_token: str | None,
+        author: str,
+        now: int,
+        *,
+        validate_only: bool = False,
+    ) -> ItemResult:
+        async with self._writing:
+            return await self._update(
+                object_id, new_value, update_token, author, now, validate_only=validate_only
+            )
+
+    async def _update(
         self,
         object_id: str,
         new_value: Any,
@@ -237,6 +261,10 @@ class SettingsService:
         self, object_id: str, update_token: str | None, *, schema_id: str | None = None
     ) -> ItemResult:
         """``schema_id``: delete only an object of that schema (another one is not found)."""
+        async with self._writing:
+            return await self._delete(object_id, update_token, schema_id)
+
+    async def _delete(self, object_id: str, update_token: str | None, schema_id: str | None) -> ItemResult:
         record = await self.store.get_setting(object_id)
         if record is None or (schema_id is not None and record.schema_id != schema_id):
             return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
@@ -298,6 +326,10 @@ class SettingsService:
 
     async def rotate_secrets(self) -> int:
         """Re-encrypt every stored secret with the newest key; return how many objects changed."""
+        async with self._writing:
+            return await self._rotate_secrets()
+
+    async def _rotate_secrets(self) -> int:
         changed = 0
         for record in await self.store.list_settings():
             schema = SCHEMAS[record.schema_id]
