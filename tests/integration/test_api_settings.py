@@ -564,6 +564,21 @@ async def test_delete_204_404_409(settings: Settings) -> None:
 # -- 4. paging -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("deleted", [0, 1], ids=["the page's first", "the page's last"])
+async def test_deleting_what_a_page_listed_skips_nothing_on_the_next(
+    settings: Settings, deleted: int
+) -> None:
+    """A cleanup that lists a page, deletes it and fetches the next must see every object."""
+    for i in range(5):
+        await settings.create(zone_value(f"zone {i}"), schema=ZONES)
+    zones = await settings.all_ids(schemaIds=ZONES)  # in the listing's order
+    first = (await settings.list(schemaIds=ZONES, pageSize=2, fields="objectId")).json()
+    assert [o["objectId"] for o in first["items"]] == zones[:2]
+    assert (await settings.delete(zones[deleted])).status_code == 204
+    second = (await settings.list(nextPageKey=first["nextPageKey"])).json()
+    assert [o["objectId"] for o in second["items"]] == zones[2:4]
+
+
 async def test_paging_follows_next_page_key_alone(settings: Settings) -> None:
     created = [await settings.create(export_value(f"https://e{i}.example")) for i in range(3)]
     created += [await settings.create(zone_value(f"zone {i}"), schema=ZONES) for i in range(7)]

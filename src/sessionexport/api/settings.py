@@ -274,6 +274,7 @@ async def list_objects(
             "sort": sort,
             "pageSize": pageSize or DEFAULT_PAGE_SIZE,
             "offset": 0,
+            "after": None,
         }
     wanted = _fields(query["fields"], OBJECT_FIELDS, ("objectId", "value"))
     predicate = _filter(query["filter"])
@@ -288,10 +289,11 @@ async def list_objects(
     matching = [obj for obj in rendered if predicate is None or predicate(obj)]
     if query["sort"]:
         matching = _sorter(query["sort"])(matching)
-    offset, size = query["offset"], query["pageSize"]
-    page = matching[offset : offset + size]
-    more = offset + size < len(matching)
-    key = _encode_page_key({**query, "offset": offset + size}) if more else None
+    start, size = _page_start(matching, query), query["pageSize"]
+    page = matching[start : start + size]
+    more = start + size < len(matching)
+    after = [page[-1]["created"], page[-1]["objectId"]] if page else None
+    key = _encode_page_key({**query, "offset": start + size, "after": after}) if more else None
     items = [{k: obj.get(k) for k in wanted} for obj in page]
     return OrjsonResponse(
         {"items": items, "nextPageKey": key, "pageSize": len(items), "totalCount": len(matching)}
@@ -501,6 +503,24 @@ def _sorter(text: str) -> Any:
         raise ApiError(400, f"Invalid sort: {exc}", [Violation("sort", str(exc), "QUERY")]) from None
 
 
+def _page_start(matching: list[dict[str, Any]], query: dict[str, Any]) -> int:
+    """Where the next page starts: after the object the last page ended with, so that objects
+    deleted or created meanwhile skip none (an offset would). Should that object be gone too: by
+    creation in the default order, else at the offset."""
+    if query["after"] is None:
+        return int(query["offset"])
+    created, object_id = query["after"]
+    for index, obj in enumerate(matching):
+        if obj["objectId"] == object_id:
+            return index + 1
+    if query["sort"] is None:  # stored order: created, then objectId
+        return next(
+            (i for i, o in enumerate(matching) if (o["created"], o["objectId"]) > (created, object_id)),
+            len(matching),
+        )
+    return int(query["offset"])
+
+
 def _encode_page_key(query: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(query)).decode().rstrip("=")
 
@@ -508,9 +528,20 @@ def _encode_page_key(query: dict[str, Any]) -> str:
 def _decode_page_key(key: str) -> dict[str, Any]:
     try:
         query = orjson.loads(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))
-        expected = {"schemaIds", "scopes", "externalIds", "fields", "filter", "sort", "pageSize", "offset"}
+        expected = {
+            "schemaIds",
+            "scopes",
+            "externalIds",
+            "fields",
+            "filter",
+            "sort",
+            "pageSize",
+            "offset",
+            "after",
+        }
         if isinstance(query, dict):
             query.setdefault("sort", None)  # keys issued before sort was supported
+            query.setdefault("after", None)  # ... and before pages continued after their last object
         if not isinstance(query, dict) or set(query) != expected:
             raise ValueError
         if not isinstance(query["offset"], int) or not isinstance(query["pageSize"], int):
@@ -523,6 +554,14 @@ def _decode_page_key(key: str) -> dict[str, Any]:
         for name in ("fields", "filter", "sort"):
             if query[name] is not None and not isinstance(query[name], str):
                 raise ValueError
+        after = query["after"]
+        if after is not None and not (
+            isinstance(after, list)
+            and len(after) == 2
+            and isinstance(after[0], int)
+            and isinstance(after[1], str)
+        ):
+            raise ValueError
     except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
         raise ApiError(
             400, "Invalid nextPageKey", [Violation("nextPageKey", "not a key this server issued", "QUERY")]
