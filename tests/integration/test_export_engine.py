@@ -1003,7 +1003,16 @@ async def test_ids_beyond_what_the_store_holds_are_refused_as_bad_requests(
         assert response.json()["error"]["constraintViolations"], path
 
 
-@pytest.mark.parametrize("start", ["yesterday", -1, 1.5, None])
+async def test_a_replay_of_true_is_no_replay_of_letter_1(engine: Engine, receiver: Receiver) -> None:
+    export_id = await engine.create_export(export_value(receiver.url))
+    response = await engine.client.post(
+        f"/api/v2/exports/{export_id}/deadletters/replay", json={"ids": [True]}, headers=engine.headers
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["constraintViolations"][0]["path"] == "ids.0"
+
+
+@pytest.mark.parametrize("start", ["yesterday", -1, 1.5, None, True, "1700000000000"])
 async def test_a_bad_start_position_gets_one_reason_at_its_path(
     engine: Engine, receiver: Receiver, start: object
 ) -> None:

@@ -152,7 +152,7 @@ class ExportStatus(BaseModel):
     openAlerts: list[Alert]
 
 
-StoredId = Annotated[int, Field(ge=1, le=INT_MAX)]
+StoredId = Annotated[int, Field(strict=True, ge=1, le=INT_MAX)]
 
 
 class ReplayRequest(BaseModel):
@@ -190,7 +190,8 @@ def _one_reason(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 
 class MoveRequest(BaseModel):
     start: Annotated[
-        Literal["now", "oldest"] | Annotated[int, Field(ge=0, le=INT_MAX)], WrapValidator(_one_reason)
+        Literal["now", "oldest"] | Annotated[int, Field(strict=True, ge=0, le=INT_MAX)],
+        WrapValidator(_one_reason),
     ] = Field(
         description="'now' (skip the backlog), 'oldest' (everything in retention), or an epoch-ms time:"
         " sessions that joined the log at or after it are exported (again)"
