@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -1515,3 +1516,13 @@ async def test_zones_of_one_name_created_at_once_make_one_zone(settings: Setting
     answers = await asyncio.gather(*(settings.post(item(zone_value("twin"), ZONES)) for _ in range(4)))
     assert sorted(a.status_code for a in answers) == [200, 400, 400, 400]
     assert len((await settings.list(schemaIds=ZONES)).json()["items"]) == 1
+
+
+@pytest.mark.parametrize("field", ["objectId", "externalId"])
+async def test_text_that_is_not_unicode_gets_400_not_500(settings: Settings, field: str) -> None:
+    extra = {"externalId": "new-x", field: "\ud800"}  # a lone surrogate: JSON can say it, UTF-8 cannot
+    body = json.dumps([item(zone_value("z"), ZONES, **extra)])  # ASCII: \ud800 escaped
+    headers = {**settings.headers, "Content-Type": "application/json"}
+    response = await settings.api.client.post(OBJECTS, content=body, headers=headers)
+    assert response.status_code in (400, 404), response.text
+    assert await settings.all_ids(schemaIds=ZONES) == []

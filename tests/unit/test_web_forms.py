@@ -503,3 +503,11 @@ def test_a_rule_with_only_its_attribute_chosen_is_kept_to_be_completed() -> None
     assert [r["attribute"] for r in rules] == ["COUNTRY"]
     _, violations = validate_value(ZONE_SETTINGS, value_from_form(ZONE_SETTINGS, sent), Context())
     assert [v.path for v in violations] == ["rules[0].value"]
+
+
+def test_a_row_index_no_form_would_send_is_ignored_not_a_crash() -> None:
+    """Python refuses to read an integer of more than 4300 digits: such a field is no row."""
+    form = {"name": "z", "rules[0].attribute": "APPLICATION_NAME", "rules[0].value": "shop"}
+    form["rules[" + "9" * 5000 + "].value"] = "x"
+    value = value_from_form(ZONE_SETTINGS, form)
+    assert [rule["value"] for rule in value["rules"]] == ["shop"]

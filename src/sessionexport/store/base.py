@@ -73,6 +73,12 @@ class InvalidValue(StoreError):
     """A value the database cannot hold (PostgreSQL: NUL in text): the request's fault, not the
     store's, so it is answered as a bad request rather than "retry later"."""
 
+    @classmethod
+    def not_unicode(cls, database: str, exc: UnicodeEncodeError) -> InvalidValue:
+        """Text Python holds but UTF-8 cannot (a lone surrogate, which JSON's \\ud800 can say)."""
+        shown = repr(exc.object[exc.start : exc.end])
+        return cls(f"{database} cannot hold a value: text with {shown}, which is not Unicode text")
+
 
 class VersionConflict(Exception):
     """The object changed (or vanished) since the version the caller read."""

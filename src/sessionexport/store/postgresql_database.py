@@ -166,6 +166,8 @@ class PostgresDatabase:
             raise StoreError(self._scrub(message)) from None
         except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:  # e.g. a too long index entry
             raise InvalidValue(self._scrub(f"PostgreSQL cannot hold a value: {exc}")) from None
+        except UnicodeEncodeError as exc:
+            raise InvalidValue.not_unicode("PostgreSQL", exc) from None
         except psycopg.errors.DeadlockDetected as exc:
             raise Deadlocked(self._scrub(f"PostgreSQL: {' '.join(str(exc).split())}")) from None
         except psycopg.errors.DiskFull as exc:

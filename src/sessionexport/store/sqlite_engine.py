@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from sessionexport.folders import make_private_dir
-from sessionexport.store.base import StoreError, StoreFull
+from sessionexport.store.base import InvalidValue, StoreError, StoreFull
 from sessionexport.store.migrations import pending
 from sessionexport.throttle import Throttle, recurring
 
@@ -157,7 +157,7 @@ class SQLiteEngine:
         def run() -> T:
             try:
                 return fn(self._reader_conn())
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeEncodeError) as exc:
                 raise translate(exc) from exc
 
         return await asyncio.wrap_future(self._readers.submit(run))
@@ -441,6 +441,8 @@ def _statements(script: str) -> list[str]:
 
 
 def translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, UnicodeEncodeError):
+        return InvalidValue.not_unicode("SQLite", exc)
     if isinstance(exc, sqlite3.Error):
         full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
         return (StoreFull if full else StoreError)(f"sqlite: {exc}")

@@ -261,7 +261,7 @@ def _read_list(
     schema: dict[str, Any], prop: dict[str, Any], form: Mapping[str, str], path: str, keep: bool
 ) -> list[dict[str, Any]]:
     type_ = schema["types"][prop["items"]["type"]["$ref"].removeprefix("#/types/")]
-    pattern = re.compile(re.escape(path) + r"\[(\d+)\]\.")
+    pattern = re.compile(re.escape(path) + r"\[(\d{1,4})\]\.")  # a longer index is no row of a form
     indexes = sorted({int(m.group(1)) for key in form if (m := pattern.match(key))})
     items = []
     for index in indexes:
