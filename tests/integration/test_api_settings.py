@@ -399,6 +399,10 @@ async def test_post_mixed_outcomes_is_207(settings: Settings) -> None:
         ("https://collector.example/export/\tevents", "must not contain control characters"),
         ("https://collector.example/a\x7fb", "must not contain control characters"),
         ("https://xn--a.example/sessions", "is not a valid URL: Codepoint U+0080"),
+        ("https://exa mple.com/x", "has no valid host name ('exa%20mple.com')"),
+        ("https://a..b/x", "has no valid host name ('a..b')"),
+        ("https://.com/x", "has no valid host name ('.com')"),
+        ("https://-a.example/x", "has no valid host name"),
     ],
 )
 async def test_endpoint_urls_with_credentials_or_no_valid_port_are_refused(
@@ -408,6 +412,21 @@ async def test_endpoint_urls_with_credentials_or_no_valid_port_are_refused(
     assert response.status_code == 400
     assert reason in violation_at(response.json()[0], "endpointDefinition.endpointUrl")
     assert await settings.all_ids(schemaIds=EXPORT) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://collector.example./sessions",
+        "https://[::1]:9200/_bulk",
+        "https://10.0.0.7/in",
+        "https://bücher.example/in",
+        "https://es_internal.corp:9200/_bulk",
+    ],
+)
+async def test_hosts_a_client_can_reach_are_taken(settings: Settings, url: str) -> None:
+    response = await settings.post(item(export_value(url)))
+    assert response.status_code == 200, response.text
 
 
 async def test_a_space_in_an_endpoint_path_is_kept_the_client_encodes_it(settings: Settings) -> None:

@@ -226,6 +226,8 @@ def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None)
         return f"is not a valid URL: {exc}"
     if parts.scheme not in ("https", "http") or not host or not client_host:
         return "must be an absolute https:// URL"
+    if problem := _host_problem(httpx.URL(url).raw_host.decode("ascii")):
+        return problem
     if parts.username is not None or parts.password is not None:
         # they would be kept and shown in plain text: credentials belong in the authentication fields
         return "must not contain credentials (user:password@): use the authentication settings"
@@ -234,6 +236,23 @@ def check_https_url(context: Context, url: str, _: dict[str, Any] | None = None)
             return None
         return "must use https: for security reasons only HTTPS endpoints are allowed"
     return None
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # of a DNS name (_ too: internal names have it)
+
+
+def _host_problem(host: str) -> str | None:
+    """A host that no connection could reach (a space, an empty label) is refused when saved,
+    not found out by every bulk failing later. ``host``: as sent (IDNA-encoded, no brackets)."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    name = host.removesuffix(".")  # a fully qualified name may end with its root
+    if len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split(".")):
+        return None
+    return f"has no valid host name ({host!r}): letters, digits and - in dot-separated labels"
 
 
 # A media type (RFC 9110 §8.3.1): type/subtype and parameters of token characters (_NAME); it is
