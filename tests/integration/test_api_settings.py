@@ -1425,6 +1425,18 @@ async def test_every_route_needs_a_token(settings: Settings, headers: dict[str, 
     assert len(await settings.all_ids(schemaIds=EXPORT)) == 1
 
 
+@pytest.mark.parametrize("path", [OBJECTS, "/api/v2/exports/test", "/e/env1/api/v2/settings/objects"])
+async def test_without_a_token_a_malformed_body_gets_401_not_its_faults(
+    settings: Settings, path: str
+) -> None:
+    """The token is asked for first: a caller without one learns nothing about what it sent."""
+    response = await settings.api.client.post(
+        path, content=b"{bad", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["message"].startswith("Missing Authorization header")
+
+
 async def test_read_token_can_read_but_not_write(settings: Settings) -> None:
     reader = settings.api.auth(await settings.api.token("settings.read"))
     for method, url, kwargs in await _routes(settings):

@@ -359,9 +359,10 @@ async def test_health_and_openapi_are_served(api: Api) -> None:
 
 
 async def test_unknown_route_uses_error_envelope(api: Api) -> None:
-    response = await api.client.get("/api/v2/nothing")
+    response = await api.client.get("/api/v2/nothing", headers=api.auth(await api.token()))
     assert response.status_code == 404
     assert response.json()["error"]["code"] == 404
+    assert (await api.client.get("/api/v2/nothing")).status_code == 401  # no route is told without a token
 
 
 async def test_filter_by_user_id_keeps_to_it_across_pages(api: Api) -> None:

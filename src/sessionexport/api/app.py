@@ -14,6 +14,7 @@ from sessionexport import __version__
 from sessionexport.api import exports, health, metrics, rum, settings, usersessions
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, document_errors, install_error_handlers
 from sessionexport.api.metrics import CountAnswers
+from sessionexport.api.security import TokenFirst
 from sessionexport.config import ServerConfig
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyBudget, BodyLimit
 from sessionexport.request_urls import EnvironmentPaths, RefuseNulInUrl
@@ -42,6 +43,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.mount("/ui", create_ui(app.state))
     # the ingest routes read their bodies within their own, configurable limit
     data_routes = frozenset({usersessions.router.prefix, f"{rum.router.prefix}/events"})
+    # Without a token: 401 whatever the body, unless it declares one too large (413, outer: cheaper).
+    app.add_middleware(TokenFirst)
     app.add_middleware(BodyLimit, limit_for=lambda path: None if path in data_routes else SMALL_BODY_BYTES)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(CountAnswers, metrics=services.ingest_metrics, routes=data_routes)

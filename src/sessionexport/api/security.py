@@ -6,9 +6,11 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sessionexport import tokens
-from sessionexport.api.errors import ApiError
+from sessionexport.api.errors import ApiError, error_response
 from sessionexport.clock import now_ms
 from sessionexport.store import Store
 from sessionexport.store.records import TokenRecord
@@ -60,3 +62,22 @@ def _token_from_header(authorization: str | None) -> str:
             headers=_CHALLENGE,
         )
     return token.strip()
+
+
+class TokenFirst:
+    """ASGI middleware: an ``/api/v2`` request without an ``Api-Token`` header gets its 401
+    before its body is read. FastAPI reads a route's body before its dependencies run, so a
+    malformed body without a token would otherwise be told what is wrong with it (400), not
+    that it needs a token. Whether the token is valid, and holds the scope, the routes check."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["path"] + "/").startswith("/api/v2/"):
+            try:
+                _token_from_header(Headers(scope=scope).get("authorization"))
+            except ApiError as error:
+                await error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
