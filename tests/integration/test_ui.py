@@ -29,6 +29,7 @@ from sessionexport.request_bodies import SMALL_BODY_BYTES
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.secrets import MASK
 from sessionexport.store import StoreError
+from sessionexport.store.base import InvalidValue
 from sessionexport.web.session import COOKIE
 from tests.conftest import make_token
 from tests.support.engine import export_value, sessions, until
@@ -509,6 +510,25 @@ async def test_while_the_store_fails_pages_are_a_503_saying_so(
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in failures] == ["ui: the store failed: the database does not answer"]
     assert failures[0].exc_info is None
+
+
+async def test_a_value_the_database_cannot_hold_is_a_400_page_not_a_storage_failure(
+    ui: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL refuses NUL in text (SQLite takes it): the value typed in is at fault."""
+    await ui.logged_in()
+    store = ui.app.state.store
+
+    async def refuses(*args: object, **kwargs: object) -> None:
+        raise InvalidValue("PostgreSQL cannot hold a value: NUL in text")
+
+    monkeypatch.setattr(store, "insert_setting", refuses)
+    page = await ui.page("/ui/zones")
+    fields = {"name": "a\x00b", "rules[0].attribute": "COUNTRY", "rules[0].value": "Poland"}
+    response = await ui.submit(page, "/ui/zones", fields)
+    assert response.status_code == 400, response.text[:300]
+    assert "A value cannot be stored" in response.text and "NUL in text" in response.text
+    assert "does not answer" not in response.text
 
 
 async def test_a_token_that_may_see_no_page_is_not_logged_in(ui: Browser) -> None:

@@ -30,6 +30,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
 from sessionexport.settings.schemas import SCOPE
 from sessionexport.store import Store, StoreError
+from sessionexport.store.base import InvalidValue
 from sessionexport.store.records import INT_MAX, SettingsRecord, TokenRecord
 from sessionexport.throttle import Throttle, recurring
 from sessionexport.tokens import Scope
@@ -281,8 +282,24 @@ def create_ui(state: Any) -> Starlette:
         response.headers.update({**PAGE_HEADERS, "Retry-After": "5"})
         return response
 
+    async def value_refused(request: Request, exc: Exception) -> Response:
+        """The database cannot hold a value typed in (PostgreSQL: NUL in text): the input's
+        fault, said as such, not as a database that does not answer."""
+        visit = Visit(ui.cookies.load(request), None)
+        message = f"Nothing was changed: {exc}. Go back, correct the value and save again."
+        response = ui.render(
+            request, visit, "error.html", status=400, title="A value cannot be stored", message=message
+        )
+        response.headers.update(PAGE_HEADERS)
+        return response
+
     # unknown paths (/ui/sessions/abc) and methods get the UI's page, with its menu, not plain text
-    handlers: dict[Any, Any] = {404: error_page, 405: error_page, StoreError: store_unavailable}
+    handlers: dict[Any, Any] = {
+        404: error_page,
+        405: error_page,
+        StoreError: store_unavailable,
+        InvalidValue: value_refused,
+    }
     return Starlette(routes=routes, exception_handlers=handlers)
 
 
