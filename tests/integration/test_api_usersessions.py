@@ -258,6 +258,23 @@ async def test_every_problem_of_every_line_is_listed(api: Api) -> None:
     }
 
 
+@pytest.mark.parametrize("route", ["/api/v2/usersessions", "/api/v2/rum/events"])
+async def test_a_body_of_thousands_of_bad_lines_lists_the_first_100_and_counts_all(
+    api: Api, route: str
+) -> None:
+    """A wrong file posted whole: its answer stays small (listing every problem made it 50x the body)."""
+    response = await api.client.post(
+        route,
+        content=b"1\n" * 5000,
+        headers={**api.auth(await api.token()), "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"].startswith("5000 problem(s) in the request body (the first 100 listed); nothing")
+    assert [v["location"] for v in error["constraintViolations"]] == [f"line {n}" for n in range(1, 101)]
+    assert len(response.content) < 20_000
+
+
 async def test_json_array_problems_are_located_by_index(api: Api) -> None:
     token = await api.token()
     body = b"[" + lines(1)[0] + b',{"tenantId":"t","userSessionId":"x","startTime":true}]'

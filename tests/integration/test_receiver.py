@@ -201,6 +201,14 @@ def test_a_bad_line_among_good_ones_stores_none_of_them(receiver: ReceiverProces
     assert counts(receiver)["sessions"] == 0
 
 
+def test_thousands_of_bad_lines_get_the_first_100_listed_and_a_count(receiver: ReceiverProcess) -> None:
+    response = httpx.put(receiver.url, content=b"1\n" * 3000, headers=NDJSON, verify=receiver.verify)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"] == "nothing stored: 3000 problem(s) (the first 100 listed)"
+    assert len(error["problems"]) == 100
+
+
 # -- auth kinds, with the exporter as the sender ----------------------------------------------------
 
 

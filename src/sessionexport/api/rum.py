@@ -61,9 +61,7 @@ async def _ingest_events(request: Request) -> OrjsonResponse:
         received = await parse_off_loop(functools.partial(parse_events, now=now_ms()), body)
     except RejectedBody as exc:
         violations = [Violation(p.path, p.message, location=p.location) for p in exc.problems]
-        raise ApiError(
-            400, f"{len(exc.problems)} problem(s) in the request body; nothing was kept", violations
-        ) from None
+        raise ApiError(400, exc.summary("nothing was kept"), violations) from None
     result = await request.app.state.sessionizer.accept(received)
     request.app.state.ingest_metrics.received_events(result)
     answer: dict[str, Any] = {

@@ -110,9 +110,7 @@ async def _ingest(
         records = await parse_off_loop(parse, body)
     except RejectedBody as exc:
         violations = [Violation(p.path, p.message, location=p.location) for p in exc.problems]
-        raise ApiError(
-            400, f"{len(exc.problems)} problem(s) in the request body; nothing was stored", violations
-        ) from None
+        raise ApiError(400, exc.summary("nothing was stored"), violations) from None
     result = await store.append_sessions(records, now_ms())
     request.app.state.ingest_metrics.joined(API, result.accepted, result.duplicates)
     if result.accepted:

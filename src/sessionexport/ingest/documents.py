@@ -33,10 +33,36 @@ class DocumentProblem:
         return f"{where}: {self.message}"
 
 
+MAX_PROBLEMS = 100  # listed in an answer, the rest counted: a wrong file would get an answer 50x its size
+
+
+class Problems:
+    """The problems of a body: the first ``MAX_PROBLEMS`` kept, every one counted."""
+
+    def __init__(self) -> None:
+        self.listed: list[DocumentProblem] = []
+        self.count = 0
+
+    def add(self, problem: DocumentProblem) -> None:
+        self.count += 1
+        if len(self.listed) < MAX_PROBLEMS:
+            self.listed.append(problem)
+
+    def raise_any(self) -> None:
+        if self.count:
+            raise RejectedBody(self.listed, self.count)
+
+
 class RejectedBody(ValueError):
-    def __init__(self, problems: list[DocumentProblem]) -> None:
-        super().__init__(f"{len(problems)} problem(s), first: {problems[0]}")
-        self.problems = problems
+    def __init__(self, problems: list[DocumentProblem], count: int | None = None) -> None:
+        self.problems = problems  # the first ones
+        self.count = len(problems) if count is None else count  # all of them
+        super().__init__(f"{self.count} problem(s), first: {problems[0]}")
+
+    def summary(self, outcome: str) -> str:
+        """``N problem(s) in the request body; <outcome>``, saying when not all are listed."""
+        listed = f" (the first {len(self.problems)} listed)" if self.count > len(self.problems) else ""
+        return f"{self.count} problem(s) in the request body{listed}; {outcome}"
 
 
 def ndjson_lines(body: bytes, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
@@ -88,17 +114,17 @@ class UnsupportedMediaType(ValueError):
 
 
 def parse_all(documents: Iterable[tuple[str, bytes]], parse: Callable[[bytes], T]) -> list[T]:
-    """Every document parsed, or RejectedBody with every problem of every document (``parse``
-    raises InvalidSession) and its place; an empty body is refused too."""
+    """Every document parsed, or RejectedBody with the problems of the documents (``parse``
+    raises InvalidSession) and their places; an empty body is refused too."""
     parsed: list[T] = []
-    problems: list[DocumentProblem] = []
+    problems = Problems()
     for location, raw in documents:
         try:
             parsed.append(parse(raw))
         except InvalidSession as exc:
-            problems.extend(DocumentProblem(location, p.path, p.message) for p in exc.problems)
-    if problems:
-        raise RejectedBody(problems)
+            for p in exc.problems:
+                problems.add(DocumentProblem(location, p.path, p.message))
+    problems.raise_any()
     if not parsed:
         raise RejectedBody([DocumentProblem("body", "", "no sessions in the request body")])
     return parsed

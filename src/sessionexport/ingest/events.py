@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from sessionexport.ingest.documents import DocumentProblem, RejectedBody, ndjson_lines
+from sessionexport.ingest.documents import DocumentProblem, Problems, RejectedBody, ndjson_lines
 from sessionexport.ingest.sessionizer import DURATION_LIMIT_MS
 from sessionexport.model.elasticsearch_names import ids_problem
 from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesEvent, RumEvent
@@ -36,16 +36,16 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
     """``now`` (server time, epoch ms): events more than 5 minutes ahead of it are refused, since a
     session's timing (timeouts, the 6 h limit) is measured in event time."""
     received: list[ReceivedEvent] = []
-    problems: list[DocumentProblem] = []
+    problems = Problems()
     for number, line in ndjson_lines(body):
         where = f"line {number}"
         try:
             event = _decoder.decode(line)
         except msgspec.ValidationError as exc:
-            problems.append(DocumentProblem(where, *_path_and_message(exc)))
+            problems.add(DocumentProblem(where, *_path_and_message(exc)))
             continue
         except NOT_JSON as exc:
-            problems.append(DocumentProblem(where, "", not_json(line, exc).message))
+            problems.add(DocumentProblem(where, "", not_json(line, exc).message))
             continue
         found = _event_problems(event)
         if bad := not_utf8(line):  # in a field the typed decode skipped
@@ -55,11 +55,11 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
             found.append(
                 ("timestamp", f"{ahead:.0f} s ahead of the server's clock (at most {MAX_AHEAD_MS // 1000} s)")
             )
-        problems += [DocumentProblem(where, path, message) for path, message in found]
+        for path, message in found:
+            problems.add(DocumentProblem(where, path, message))
         if not found:
             received.append(ReceivedEvent(event, line))
-    if problems:
-        raise RejectedBody(problems)
+    problems.raise_any()
     if not received:
         raise RejectedBody([DocumentProblem("body", "", "no events in the request body")])
     return received

@@ -317,7 +317,8 @@ async def _store_events(
     except RejectedBody as exc:
         problems = [{"location": p.location, "path": p.path, "message": p.message} for p in exc.problems]
         await config.store.refuse(info, 400, str(exc))
-        return _error(400, f"nothing stored: {len(problems)} problem(s)", problems=problems)
+        listed = f" (the first {len(problems)} listed)" if exc.count > len(problems) else ""
+        return _error(400, f"nothing stored: {exc.count} problem(s){listed}", problems=problems)
     result = await config.store.save(info, documents)
     legacy = sum(1 for d in documents if d.kind == LEGACY)
     return _json(
