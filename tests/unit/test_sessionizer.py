@@ -948,6 +948,12 @@ def _without(event: dict[str, Any], key: str) -> dict[str, Any]:
             id="ends-in-2100",
         ),
         pytest.param(
+            line("action", action={"startTime": T0, "duration": 10**13}),
+            "action.duration",
+            "longer than a session may last",
+            id="lasts-300-years",
+        ),
+        pytest.param(
             line("action", action={"startTime": T0, "type": "Tap"}), "action.type", "", id="bad-type"
         ),
         pytest.param(line("error", error={"type": "Oops"}), "error.type", "", id="bad-error-type"),

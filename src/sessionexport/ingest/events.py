@@ -100,6 +100,8 @@ def _action_problems(event: ActionEvent) -> list[tuple[str, str]]:
         found.append(("action.endTime", f"{action.endTime} is before action.startTime ({action.startTime})"))
     if action.duration is not None and action.duration < 0:
         found.append(("action.duration", f"{action.duration} is negative"))
+    elif action.duration is not None and action.duration > DURATION_LIMIT_MS:  # it would end the session
+        found.append(("action.duration", f"{action.duration} ms is longer than a session may last"))
     for name, at in (("startTime", action.startTime), ("endTime", action.endTime)):
         if at is not None and abs(at - event.timestamp) > DURATION_LIMIT_MS:  # longer than any session
             hours = DURATION_LIMIT_MS / 3_600_000
