@@ -244,6 +244,16 @@ def test_ingest_reads_gzip_files_and_standard_input(tmp_path: Path) -> None:
     assert piped.returncode == 0 and b"0 stored, 400 duplicate(s)" in piped.stderr
 
 
+def test_ingest_takes_a_file_that_starts_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """As Windows tools write UTF-8 files (Notepad, PowerShell 5's Out-File)."""
+    one = b'{"tenantId":"t","userSessionId":"%d","startTime":1622107543233}'
+    source = tmp_path / "bom.ndjson"
+    source.write_bytes(b"\xef\xbb\xbf" + one % 1 + b"\r\n" + one % 2 + b"\r\n")
+    result = run("ingest", str(source), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 0, result.stderr
+    assert "2 stored, 0 duplicate(s), 0 refused of 2 line(s)" in result.stderr
+
+
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
 def test_a_line_of_exactly_the_limit_is_taken_whatever_its_ending(tmp_path: Path, ending: bytes) -> None:
     one = b'{"tenantId":"t","userSessionId":"%d","startTime":1622107543233,"x":"%s"}'

@@ -56,8 +56,15 @@ def test_ndjson_blank_lines_crlf_and_trailing_newline() -> None:
 def test_ndjson_lines_numbers_physical_lines() -> None:
     body = b"\n" + b"a\r\n" + b"\r\n" + b"  \n" + b" b \n"
     assert list(ndjson_lines(body)) == [(2, b"a"), (5, b"b")]
-    assert list(ndjson_lines(b"x\ny", first_line=10)) == [(10, b"x"), (11, b"y")]
     assert list(ndjson_lines(b"")) == []
+
+
+def test_a_leading_byte_order_mark_is_no_part_of_the_first_session() -> None:
+    """Windows tools (Notepad, PowerShell 5) start UTF-8 files with one."""
+    assert [r.body for r in parse_ndjson(b"\xef\xbb\xbf" + MOBILE + b"\n" + WEB)] == [MOBILE, WEB]
+    assert [r.body for r in parse_json_array(b"\xef\xbb\xbf[" + MOBILE + b"]")] == [MOBILE]
+    with pytest.raises(RejectedBody):  # anywhere else it is what it is: not JSON
+        parse_ndjson(MOBILE + b"\n\xef\xbb\xbf" + WEB)
 
 
 def test_ndjson_problems_carry_the_physical_line_number() -> None:

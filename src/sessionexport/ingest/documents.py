@@ -65,9 +65,13 @@ class RejectedBody(ValueError):
         return f"{self.count} problem(s) in the request body{listed}; {outcome}"
 
 
-def ndjson_lines(body: bytes, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) for every non-blank line; ``\\r\\n`` endings tolerated."""
-    for number, line in enumerate(body.split(b"\n"), start=first_line):
+UTF8_BOM = b"\xef\xbb\xbf"  # Windows tools start UTF-8 files with it; RFC 8259 lets a reader ignore it
+
+
+def ndjson_lines(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) for every non-blank line; ``\\r\\n`` endings and a leading byte order
+    mark tolerated."""
+    for number, line in enumerate(body.removeprefix(UTF8_BOM).split(b"\n"), start=1):
         if line[:1].isspace() or line[-1:].isspace():  # strip() copies: only when there is a need
             line = line.strip()
         if line:
@@ -85,7 +89,7 @@ def parse_json_array(body: bytes) -> list[NewSession]:
 def array_items(body: bytes) -> list[tuple[str, bytes]]:
     """(``index N``, item) for every item of a JSON array body."""
     try:
-        items = msgspec.json.decode(body, type=list[msgspec.Raw])
+        items = msgspec.json.decode(body.removeprefix(UTF8_BOM), type=list[msgspec.Raw])
     except msgspec.ValidationError:
         raise RejectedBody([DocumentProblem("body", "", "expected a JSON array of sessions")]) from None
     except NOT_JSON as exc:

@@ -38,7 +38,7 @@ from rich.progress import (
 )
 
 from sessionexport.clock import now_ms
-from sessionexport.ingest.documents import to_record
+from sessionexport.ingest.documents import UTF8_BOM, to_record
 from sessionexport.model.validation import InvalidSession, Problem, decode_session
 from sessionexport.store import Store, StoreError
 from sessionexport.store.records import NewSession
@@ -98,7 +98,7 @@ async def ingest_file(
                     if number % PROGRESS_EVERY_LINES == 0:
                         progress.update(task, completed=source.position() or consumed)
                         await asyncio.sleep(0)  # where Ctrl-C (a cancellation) can stop it between batches
-                    line = raw.strip()
+                    line = raw.strip() if number > 1 else raw.removeprefix(UTF8_BOM).strip()
                     if not line:
                         continue
                     summary.lines += 1

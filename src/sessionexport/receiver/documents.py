@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from sessionexport.ingest.documents import array_items, ndjson_lines, parse_all
+from sessionexport.ingest.documents import UTF8_BOM, array_items, ndjson_lines, parse_all
 from sessionexport.model.elasticsearch_names import document_id
 from sessionexport.model.session import Identifier
 from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, not_utf8, single_line
@@ -29,7 +29,7 @@ _legacy = msgspec.json.Decoder(_LegacyIdentity)
 
 
 def parse_events_body(body: bytes) -> list[Document]:
-    if body.lstrip()[:1] == b"[":
+    if body.removeprefix(UTF8_BOM).lstrip()[:1] == b"[":
         return parse_all(array_items(body), parse_line)
     return parse_all(((f"line {n}", line) for n, line in ndjson_lines(body)), parse_line)
 
