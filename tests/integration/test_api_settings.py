@@ -1158,6 +1158,16 @@ INVALID_VALUES: list[tuple[str, dict[str, Any], str, str]] = [
         "/_bulk",
     ),
     (
+        "sendDirect with filter_path, which takes the items away",
+        export_value(
+            "https://es.example:9200/_bulk?refresh=false&filter_path=errors",
+            endpoint={"contentType": "application/x-ndjson", "usePost": True},
+            send_direct={"active": True, "indexName": "sessions"},
+        ),
+        "endpointDefinition.endpointUrl",
+        "must not set filter_path",
+    ),
+    (
         "unknown management zone",
         export_value(behavior={"managementZone": "no-such-zone"}),
         "exportBehavior.managementZone",

@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -338,6 +338,13 @@ def _check_elasticsearch_direct(walk: _Walk, value: dict[str, Any]) -> None:
             "endpointDefinition.endpointUrl",
             "must be the cluster's bulk API when sending directly to Elasticsearch,"
             " e.g. https://es.example.com:9200/_bulk (or /<index>/_bulk)",
+        )
+    elif url and "filter_path" in (
+        name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    ):
+        walk.add(
+            "endpointDefinition.endpointUrl",
+            "must not set filter_path: each item's answer tells which sessions were indexed",
         )
 
 
