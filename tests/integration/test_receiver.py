@@ -500,8 +500,29 @@ def test_type_in_bulk_actions_follows_the_chosen_elasticsearch_version(tmp_path:
                 assert response.json()["items"][0]["index"]["_type"] == "_doc"
             else:
                 assert "unknown parameter [_type]" in response.json()["error"]["reason"]
+            typed = httpx.post(
+                f"{r.base}/s/_doc/_bulk", content=b'{"index":{}}\n{"b":2}\n', headers=headers, verify=r.verify
+            )
+            assert typed.status_code == (200 if version == "7" else 404)  # ES 8 has no typed endpoints
+            if version == "7":
+                assert typed.json()["items"][0]["index"]["_type"] == "_doc"
         finally:
             r.stop()
+
+
+def test_numeric_ids_op_type_and_sequence_numbers_as_elasticsearch_has_them(
+    receiver: ReceiverProcess,
+) -> None:
+    body = (
+        b'{"index":{"_index":"s","_id":12345678901234567890123}}\n{"x":1}\n'
+        b'{"index":{"_index":"s","_id":12345678901234567890124}}\n{"x":2}\n'
+        b'{"index":{"_index":"s","_id":12345678901234567890123,"op_type":"create"}}\n{"x":3}\n'
+    )
+    response = httpx.post(f"{receiver.base}/_bulk", content=body, headers=NDJSON, verify=receiver.verify)
+    items = [next(iter(item.values())) for item in response.json()["items"]]
+    assert [item["status"] for item in items] == [201, 201, 409]  # two ids; the create conflicts
+    assert items[0]["_seq_no"] != items[1]["_seq_no"]
+    assert counts(receiver)["documents"] == 2
 
 
 # -- crash safety ---------------------------------------------------------------------------------------

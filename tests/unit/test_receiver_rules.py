@@ -67,6 +67,14 @@ def test_the_documented_check_document_is_kept_as_legacy() -> None:
     assert doc.body == DOC_CHECK
 
 
+def test_legacy_documents_whose_ids_hold_dashes_stay_apart() -> None:
+    lines = [
+        orjson.dumps({"visitorId": visitor, "visitId": visit, "startTime": 1})
+        for visitor, visit in (("a-b", "c"), ("a", "b-c"), ("a%2Db", "c"))
+    ]
+    assert len({doc.key for doc in parse_events_body(b"\n".join(lines))}) == 3
+
+
 def test_every_problem_of_every_line_is_reported_and_nothing_accepted() -> None:
     good = compact(sample("doc-mobile-session.json"))
     body = b"\n".join(
@@ -181,6 +189,32 @@ def test_a_numeric_id_is_read_as_text_and_nul_fails_its_item() -> None:
     )
     assert (ops[0].doc_id, ops[0].problem) == ("5", None)
     assert ops[1].problem is not None and "NUL" in ops[1].problem.reason
+
+
+def test_numeric_ids_keep_the_digits_they_were_written_with() -> None:
+    """Read as floats, these two would be one id, and the second would overwrite the first."""
+    body = (
+        b'{"index":{"_index":"s","_id":12345678901234567890123}}\n{"x":1}\n'
+        b'{"index":{"_index":"s","_id":12345678901234567890124}}\n{"x":2}\n'
+        b'{"index":{"_index":"s","_id":1e2}}\n{"x":3}\n'
+    )
+    assert [op.doc_id for op in es.parse_bulk(body, None, 8)] == [
+        "12345678901234567890123",
+        "12345678901234567890124",
+        "1e2",
+    ]
+
+
+def test_op_type_create_makes_an_index_action_a_create() -> None:
+    body = bulk_body(({"index": {"_index": "s", "_id": "1", "op_type": "create"}}, {"x": 1}))
+    assert [op.action for op in es.parse_bulk(body, None, 8)] == ["create"]
+    with pytest.raises(es.BulkRequestError, match=r"opType must be 'create' or 'index', found: \[upsert\]"):
+        es.parse_bulk(bulk_body(({"index": {"_index": "s", "op_type": "upsert"}}, {"x": 1})), None, 8)
+
+
+def test_elasticsearch_7_takes_the_type_from_the_path_when_the_line_names_none() -> None:
+    body = bulk_body(({"index": {"_id": "1"}}, {"x": 1}), ({"index": {"_id": "2", "_type": "t"}}, {"x": 2}))
+    assert [op.doc_type for op in es.parse_bulk(body, "s", 7, path_type="_doc")] == ["_doc", "t"]
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def document_id(tenant_id: str, user_session_id: str, start_time: int) -> str:
     ``-`` and ``%`` escaped in the tenant id (as %2D, %25) so that ``a-b`` + ``c`` and ``a`` +
     ``b-c`` stay two documents instead of one overwriting the other. Real tenant ids have
     neither, and keep Dynatrace's ``_id``."""
-    return f"{_escaped(tenant_id)}-{user_session_id}-{start_time}"
+    return f"{escaped(tenant_id)}-{user_session_id}-{start_time}"
 
 
 def ids_problem(tenant_id: str, user_session_id: str) -> str | None:
@@ -44,7 +44,7 @@ def ids_problem(tenant_id: str, user_session_id: str) -> str | None:
     session comes in, because Elasticsearch refuses the whole bulk it would be sent in."""
     if (len(tenant_id) + len(user_session_id)) * 4 <= IDS_MAX_BYTES:  # any text: at most 4 bytes a character
         return None
-    size = len(_escaped(tenant_id).encode()) + len(user_session_id.encode())
+    size = len(escaped(tenant_id).encode()) + len(user_session_id.encode())
     if size <= IDS_MAX_BYTES:
         return None
     return (
@@ -53,5 +53,6 @@ def ids_problem(tenant_id: str, user_session_id: str) -> str | None:
     )
 
 
-def _escaped(tenant_id: str) -> str:
-    return tenant_id.replace("%", "%25").replace("-", "%2D")
+def escaped(part: str) -> str:
+    """A part of an id joined with ``-``, that ``-`` (and ``%``) in it cannot be read as a joint."""
+    return part.replace("%", "%25").replace("-", "%2D")

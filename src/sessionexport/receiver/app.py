@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -169,6 +170,7 @@ class ReceiverConfig:
     faults: es.FaultPlan = field(default_factory=es.FaultPlan)
     max_body_bytes: int = 50 * 1024 * 1024
     budget: BodyBudget = field(default_factory=lambda: BodyBudget(DEFAULT_BUFFER_BYTES))  # of the data routes
+    seq_nos: Iterator[int] = field(default_factory=itertools.count)  # _seq_no of indexed items, in turn
 
 
 class _SessionId(msgspec.Struct):
@@ -193,6 +195,7 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
         Route("/oauth2/token", _token, methods=["POST"]),
         Route("/_bulk", _bulk, methods=["PUT", "POST"]),
         Route("/{index}/_bulk", _bulk, methods=["PUT", "POST"]),
+        *([Route("/{index}/{type}/_bulk", _bulk, methods=["PUT", "POST"])] if config.es_version < 8 else []),
         Route("/received/counts", _counts, methods=["GET"]),
         Route("/received/documents", _documents, methods=["GET"]),
         Route("/received/requests", _requests, methods=["GET"]),
@@ -405,7 +408,10 @@ async def _store_bulk(
     info = _request_info(request, len(body), principal)
     try:
         parse = functools.partial(
-            es.parse_bulk, path_index=request.path_params.get("index"), es_version=config.es_version
+            es.parse_bulk,
+            path_index=request.path_params.get("index"),
+            es_version=config.es_version,
+            path_type=request.path_params.get("type"),
         )
         operations = await parse_off_loop(parse, body)
     except es.BulkRequestError as exc:
@@ -445,7 +451,7 @@ async def _apply(
             )
             items[number] = es.failed_item(op, conflict)
         else:
-            items[number] = es.item_result(op, created, result.request_id, config.es_version)
+            items[number] = es.item_result(op, created, next(config.seq_nos), config.es_version)
     return [item for item in items if item is not None]
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import orjson
 
 from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.model.validation import NOT_JSON, not_json
@@ -85,7 +84,11 @@ class Operation:
     problem: ItemFailure | None = None  # why this item fails on its own (its document or its names)
 
 
-def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Operation]:
+def parse_bulk(
+    body: bytes, path_index: str | None, es_version: int, path_type: str | None = None
+) -> list[Operation]:
+    """The operations of a body; ``path_index`` and (Elasticsearch 7) ``path_type`` from the URL
+    (``/<index>/_bulk``, ``/<index>/<type>/_bulk``) for the lines that name none."""
     if not body.strip():
         raise BulkRequestError(
             "action_request_validation_exception", "Validation Failed: 1: no requests added;"
@@ -103,6 +106,7 @@ def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Ope
             number += 1
             continue
         action, meta = _action(lines[number], number + 1, es_version)
+        action = _op_type(action, meta, number + 1)
         index = _meta_text(meta, "_index", action, number + 1) or path_index
         if not index:
             raise BulkRequestError(
@@ -124,7 +128,8 @@ def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Ope
             source = lines[number].removesuffix(b"\r")
         problem = _names_problem(index, doc_id) or _document_problem(action, source)
         doc_id = uuid.uuid4().hex if doc_id is None else doc_id
-        operations.append(Operation(action, index, doc_id, meta.get("_type"), source, problem))
+        doc_type = _meta_text(meta, "_type", action, number + 1) or path_type
+        operations.append(Operation(action, index, doc_id, doc_type, source, problem))
         number += 1
     if too_long:
         failed = " ".join(f"{n}: {reason};" for n, reason in enumerate(too_long, start=1))
@@ -132,18 +137,35 @@ def parse_bulk(body: bytes, path_index: str | None, es_version: int) -> list[Ope
     return operations
 
 
-def _meta_text(meta: dict[str, Any], key: str, action: str, number: int) -> str | None:
-    """``_index`` or ``_id`` as Elasticsearch reads them: text, a number read as text, or absent."""
-    value = meta.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    kinds: dict[type, str] = {list: "START_ARRAY", dict: "START_OBJECT"}
-    kind = kinds.get(type(value), "VALUE_BOOLEAN")
+def _meta_text(meta: dict[str, msgspec.Raw], key: str, action: str, number: int) -> str | None:
+    """``_index``, ``_id`` or ``_type`` as Elasticsearch reads them: text, a number as it is
+    written (``12345678901234567890123`` and ``...124`` stay two ids; read as floats, they
+    would be one), or absent."""
+    raw = bytes(meta[key]) if key in meta else b"null"
+    first = raw[:1]
+    if raw == b"null":
+        return None
+    if first == b'"':
+        text: str = msgspec.json.decode(raw)
+        return text
+    if first == b"-" or first.isdigit():
+        return raw.decode()
+    kind = {b"[": "START_ARRAY", b"{": "START_OBJECT"}.get(first, "VALUE_BOOLEAN")
     raise BulkRequestError(
         "x_content_parse_exception", f"[{number}:1] [{action}] {key} doesn't support values of type: {kind}"
     )
+
+
+def _op_type(action: str, meta: dict[str, msgspec.Raw], number: int) -> str:
+    """``{"index": {"op_type": "create"}}`` is a ``create``, as Elasticsearch reads it."""
+    if action != "index" or "op_type" not in meta:
+        return action
+    op_type = _meta_text(meta, "op_type", action, number)
+    if op_type not in ("index", "create"):
+        raise BulkRequestError(
+            "illegal_argument_exception", f"opType must be 'create' or 'index', found: [{op_type}]"
+        )
+    return op_type
 
 
 def _names_problem(index: str, doc_id: str | None) -> ItemFailure | None:
@@ -160,21 +182,29 @@ def _names_problem(index: str, doc_id: str | None) -> ItemFailure | None:
     return None
 
 
-def _action(line: bytes, number: int, es_version: int) -> tuple[str, dict[str, Any]]:
+_action_line = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_metadata = msgspec.json.Decoder(dict[str, msgspec.Raw])  # values as written: see _meta_text
+
+
+def _action(line: bytes, number: int, es_version: int) -> tuple[str, dict[str, msgspec.Raw]]:
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        value = _action_line.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise BulkRequestError(
             "x_content_parse_exception", f"[{number}:1] Malformed action/metadata line: {exc}"
         ) from None
-    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ACTIONS:
+    if len(value) != 1 or next(iter(value)) not in ACTIONS:
         raise BulkRequestError(
             "illegal_argument_exception",
             f"Malformed action/metadata line [{number}], expected one of {list(ACTIONS)}",
         )
-    action, meta = next(iter(value.items()))
-    if not isinstance(meta, dict):
-        raise BulkRequestError("illegal_argument_exception", f"Malformed action/metadata line [{number}]")
+    action, raw = next(iter(value.items()))
+    try:
+        meta = _metadata.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise BulkRequestError(
+            "illegal_argument_exception", f"Malformed action/metadata line [{number}]"
+        ) from None
     known = METADATA if es_version >= 8 else METADATA | {"_type"}
     if unknown := next((name for name in meta if name not in known), None):
         raise BulkRequestError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from sessionexport.ingest.documents import UTF8_BOM, array_items, ndjson_lines, parse_all
-from sessionexport.model.elasticsearch_names import document_id
+from sessionexport.model.elasticsearch_names import document_id, escaped
 from sessionexport.model.session import Identifier
 from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, not_utf8, single_line
 from sessionexport.receiver.store.records import LEGACY, SESSION, Document
@@ -63,5 +63,6 @@ def legacy_document(raw: bytes) -> Document | None:
         return None
     if bad := not_utf8(raw):  # kept as sent: its other fields were not read
         raise InvalidSession([bad])
-    key = f"legacy-{identity.visitorId or ''}-{identity.visitId}-{identity.startTime}"
+    # escaped: visitor a-b of visit c and visitor a of visit b-c are two documents, not one
+    key = f"legacy-{escaped(identity.visitorId or '')}-{escaped(identity.visitId)}-{identity.startTime}"
     return Document(LEGACY, key, single_line(raw), identity.visitId)
