@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from sessionexport.receiver.store import ReceivedStore, create_received_store
+from sessionexport.receiver.store import files as files_store_module
 from sessionexport.receiver.store.files import FilesReceivedStore, documents_file, index_file
 from sessionexport.receiver.store.postgresql import PostgresReceivedStore
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, Document, RequestInfo
@@ -650,6 +651,34 @@ async def test_files_damage_before_committed_lines_refuses_to_open(files_backend
     path.write_bytes(b"#" + first[1:] + b"\n" + rest)
     with pytest.raises(StoreError, match="damaged"):
         await files_backend.new().open()
+
+
+async def test_files_old_request_lines_trimmed_by_hand_leave_the_documents_readable(
+    files_backend: Backend,
+) -> None:
+    """requests.ndjson grows with every request: an operator may cut its start."""
+    folder = await saved_twice(files_backend)
+    path = folder / "requests.ndjson"
+    path.write_bytes(path.read_bytes().split(b"\n", 1)[1])  # as sed -i 1d does
+    async with opened(files_backend.new) as store:
+        assert await bodies(store) == [session(u).body for u in ("b2", "b1", "a2", "a1")]
+        assert [r.id for r in await store.requests()] == [2]
+        assert (await store.save(request_at(3), [session("c1")])).request_id == 3
+
+
+async def test_files_keep_only_the_recent_request_records_in_memory(
+    files_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_store_module, "RECENT_REQUESTS", 3)
+    async with opened(files_backend.new) as store:
+        for n in range(1, 6):
+            await store.save(request_at(n), [session(f"u{n}")])
+        await store.refuse(request_at(6), 400, "bad")
+        assert [r.id for r in await store.requests(limit=10)] == [6, 5, 4]
+    async with opened(files_backend.new) as store:
+        assert [r.id for r in await store.requests(limit=10)] == [6, 5, 4]
+        counts = await store.counts()
+        assert (counts.requests, counts.refused_requests, counts.sessions) == (6, 1, 5)
 
 
 async def test_files_refuse_multi_line_documents_and_a_second_writer(files_backend: Backend) -> None:

@@ -7,7 +7,9 @@ Layout of the folder::
     index-000001.ndjson       one line per line of the documents file of the same number:
     index-000002.ndjson         {"seq", "request", "received_at", "kind", "key", "session", "index",
                                  "offset", "length"} — where the document is, and what it is
-    requests.ndjson           one line per request: the fields of ``RequestRecord``
+    requests.ndjson           one line per request: the fields of ``RequestRecord``; it grows with
+                              every request (only the documents rotate): its start may be cut
+                              (``sed -i 1,100000d``) while no receiver runs
     .lock                     held (flock) while a store has the folder open: one writer only
 
 A read-only store (``read_only=True``, what the ``received`` commands open) takes no lock and
@@ -18,6 +20,7 @@ The index is the envelope of each document, kept beside the documents so that th
 NDJSON and so that opening the store reads only the small index and request lines, never a session.
 On open, the index files are scanned into an in-memory map ``(kind, key) -> where its latest
 version is`` (a few hundred bytes of memory per stored key); reads then seek straight to the bytes.
+Of the requests, only counts and the last ``RECENT_REQUESTS`` records are kept in memory.
 
 Commit protocol of a save, all on one I/O thread (so the event loop never blocks on a disk):
 1. the new document lines are appended to the current documents file, then fsync'd;
@@ -48,10 +51,11 @@ import concurrent.futures
 import dataclasses
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +82,7 @@ log = logging.getLogger(__name__)
 
 ROTATE_BYTES = 100 * 1024 * 1024
 REQUESTS_FILE = "requests.ndjson"
+RECENT_REQUESTS = 1000  # request records kept in memory: as many as one read may ask for
 _NUMBERED = re.compile(r"^(?:documents|index)-(\d+)\.ndjson$")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no room: a disk, a quota, a file-size limit
 
@@ -209,7 +214,9 @@ class _State:
         self.lock_fd = lock_fd  # None: read-only, the folder may have a writer
         self.entries: dict[tuple[str, str], _Entry] = {}  # insertion order is seq order
         self.kinds: Counter[str] = Counter()
-        self.records: list[RequestRecord] = []
+        # Requests: counted, the last RECENT_REQUESTS kept for reading (the file holds them all).
+        self.recent: deque[RequestRecord] = deque(maxlen=RECENT_REQUESTS)
+        self.request_count = self.refused_count = self.last_request = 0
         self.next_seq = 1
         self.current = 1  # the documents/index pair appended to
         self.fds: dict[str, int] = {}
@@ -231,29 +238,40 @@ class _State:
         return state
 
     def _scan(self) -> None:
-        lines, tail = _committed_lines(self.folder / REQUESTS_FILE, _REQUEST_FIELDS, lambda _: True)
-        self.records = [RequestRecord(**line) for line in lines]
+        tail = _committed_lines(
+            self.folder / REQUESTS_FILE, _REQUEST_FIELDS, lambda _: True, self._count_request
+        )
         self._drop(tail)
-        committed = {record.id for record in self.records}
         numbers = _file_numbers(self.folder)
         for number in numbers:
-            self._scan_pair(number, committed)
+            self._scan_pair(number)
         self.current = max(numbers, default=1)
         self.kinds = Counter(kind for kind, _ in self.entries)
         self.next_seq = 1 + max((entry.seq for entry in self.entries.values()), default=0)
 
-    def _scan_pair(self, number: int, committed: set[int]) -> None:
+    def _count_request(self, line: dict[str, Any]) -> None:
+        self.request_count += 1
+        self.refused_count += line["status"] >= 400
+        self.last_request = line["id"]
+        self.recent.append(RequestRecord(**line))
+
+    def _scan_pair(self, number: int) -> None:
         data_path = self.folder / documents_file(number)
         data_size = data_path.stat().st_size if data_path.exists() else 0
+        data_end = 0
 
         def whole(line: dict[str, Any]) -> bool:
-            return line["request"] in committed and line["offset"] + line["length"] < data_size
+            # Requests commit in the order of their ids: one up to the last committed one is committed
+            # (also when older request lines were trimmed from the file by hand).
+            return bool(line["request"] <= self.last_request and line["offset"] + line["length"] < data_size)
 
-        lines, tail = _committed_lines(self.folder / index_file(number), _INDEX_FIELDS, whole)
-        for line in lines:
+        def take(line: dict[str, Any]) -> None:
+            nonlocal data_end
             entry = _Entry(file=number, **line)
             self.entries[(entry.kind, entry.key)] = entry  # a later version replaces, in place
-        data_end = max((line["offset"] + line["length"] + 1 for line in lines), default=0)
+            data_end = max(data_end, entry.offset + entry.length + 1)
+
+        tail = _committed_lines(self.folder / index_file(number), _INDEX_FIELDS, whole, take)
         self._drop(tail)
         self._drop(_Tail(data_path, data_end, data_size))
 
@@ -346,7 +364,10 @@ class _State:
                 self.kinds[entry.kind] += 1
             self.entries[key] = entry  # a new version takes the old one's place: seq order holds
             self.next_seq = max(self.next_seq, entry.seq + 1)
-        self.records.append(record)
+        self.request_count += 1
+        self.refused_count += record.status >= 400
+        self.last_request = record.id
+        self.recent.append(record)
 
     def _append(self, name: str, data: bytes) -> None:
         fd = self._fd(name)
@@ -374,13 +395,12 @@ class _State:
             )
 
     def _next_request_id(self) -> int:
-        return self.records[-1].id + 1 if self.records else 1
+        return self.last_request + 1
 
     # -- reading -------------------------------------------------------------------------------
     def counts(self) -> Counts:
-        refused = sum(1 for record in self.records if record.status >= 400)
         kinds = self.kinds
-        return Counts(kinds[SESSION], kinds[LEGACY], kinds[DOCUMENT], len(self.records), refused)
+        return Counts(kinds[SESSION], kinds[LEGACY], kinds[DOCUMENT], self.request_count, self.refused_count)
 
     def documents(
         self, user_session_id: str | None, request_id: int | None, kind: str | None, limit: int
@@ -394,7 +414,7 @@ class _State:
         return [self._stored(entry) for entry in found]
 
     def requests(self, limit: int) -> list[RequestRecord]:
-        return self.records[-limit:][::-1] if limit > 0 else []
+        return list(itertools.islice(reversed(self.recent), max(limit, 0)))
 
     def _stored(self, entry: _Entry) -> StoredDocument:
         body = os.pread(self._fd(documents_file(entry.file)), entry.length, entry.offset)
@@ -480,28 +500,33 @@ _INDEX_FIELDS = frozenset(field.name for field in dataclasses.fields(_Entry)) - 
 
 
 def _committed_lines(
-    path: Path, fields: frozenset[str], keep: Callable[[dict[str, Any]], bool]
-) -> tuple[list[dict[str, Any]], _Tail]:
-    """The file's lines up to the first that is torn, unparsable or not to keep, and how much that is.
+    path: Path,
+    fields: frozenset[str],
+    keep: Callable[[dict[str, Any]], bool],
+    take: Callable[[dict[str, Any]], None],
+) -> _Tail:
+    """``take`` each of the file's lines up to the first that is torn, unparsable or not to keep;
+    return how much that is. Read line by line: the file is never held whole.
 
     After a crash only the last write can be partial, so whole lines to keep after a bad one mean
     damage, not a crash: refuse, rather than truncate committed data away.
     """
     if not path.exists():
-        return [], _Tail(path, 0, 0)
-    data = path.read_bytes()
-    lines: list[dict[str, Any]] = []
+        return _Tail(path, 0, 0)
     end = 0
-    pieces = iter(data.split(b"\n")[:-1])  # the piece after the last newline is unterminated: torn
-    for piece in pieces:
-        line = _parse(piece, fields)
-        if line is None or not keep(line):
-            break
-        lines.append(line)
-        end += len(piece) + 1
-    if any((line := _parse(piece, fields)) is not None and keep(line) for piece in pieces):
-        raise StoreError(f"{path} is damaged: committed lines follow an unreadable one at byte {end}")
-    return lines, _Tail(path, end, len(data))
+    with path.open("rb") as file:
+        pieces = iter(file)
+        for piece in pieces:
+            line = _parse(piece, fields) if piece.endswith(b"\n") else None  # unterminated: torn
+            if line is None or not keep(line):
+                break
+            take(line)
+            end += len(piece)
+        for piece in pieces:
+            if piece.endswith(b"\n") and (line := _parse(piece, fields)) is not None and keep(line):
+                raise StoreError(f"{path} is damaged: committed lines follow an unreadable one at byte {end}")
+        size = file.seek(0, os.SEEK_END)
+    return _Tail(path, end, size)
 
 
 def _parse(piece: bytes, fields: frozenset[str]) -> dict[str, Any] | None:
