@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from sessionexport.cli import app as cli_app
 from sessionexport.config import ServerConfig
 from sessionexport.model.validation import compact
+from sessionexport.receiver import cli as receiver_cli
 from sessionexport.receiver.app import ReceiverConfig, ReceiverOptions, create_receiver_app
 from sessionexport.receiver.store import create_received_store
 from tests.conftest import sample
@@ -144,12 +145,42 @@ def test_the_received_commands_read_a_files_store_while_the_receiver_writes_it(t
         assert first.endswith(f"{len(mobile):,} bytes  stored 1, duplicates 0")
         assert second.endswith("stored 0, duplicates 1")
         assert "  400  7 bytes  refused: " in third and "line 1" in third
+        whole = CliRunner().invoke(cli_app, ["received", "requests", "--id", "1", *where])
+        assert whole.exit_code == 0 and whole.stdout.strip().encode() == mobile
         nothing = CliRunner().invoke(cli_app, ["received", "requests", "--id", "3", *where])
         assert nothing.exit_code == 1 and "no document was stored from request #3" in nothing.output
         forgot = CliRunner().invoke(cli_app, ["received", "counts", "--data-dir", str(receiver.data_dir)])
         assert forgot.exit_code == 2 and "keeps files, not a database: add --storage files" in forgot.output
     finally:
         receiver.stop()
+
+
+def test_the_documents_of_a_request_are_read_page_after_page(
+    receiver: ReceiverProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One request may hold thousands of sessions: the read API and the CLI reach every one."""
+    lines = sessions(7)
+    assert (
+        httpx.put(receiver.url, content=b"\n".join(lines), headers=NDJSON, verify=receiver.verify).json()[
+            "stored"
+        ]
+        == 7
+    )
+    seen: list[bytes] = []
+    query = "requestId=1&limit=3"
+    while True:
+        page = httpx.get(f"{receiver.base}/received/documents?{query}", verify=receiver.verify).json()
+        seen += [orjson.dumps(d["document"]) for d in page["documents"]]
+        if page["nextBefore"] is None:
+            break
+        query = f"requestId=1&limit=3&before={page['nextBefore']}"
+    assert sorted(seen) == sorted(lines)
+    monkeypatch.setattr(receiver_cli, "PAGE_DOCUMENTS", 2)
+    printed = CliRunner().invoke(
+        cli_app, ["received", "requests", "--id", "1", "--data-dir", str(receiver.data_dir)]
+    )
+    assert printed.exit_code == 0, printed.output
+    assert sorted(line.encode() for line in printed.stdout.splitlines()) == sorted(lines)
 
 
 @pytest.mark.parametrize(

@@ -402,6 +402,19 @@ async def test_documents_filter_order_and_limit(store: ReceivedStore) -> None:
     assert await store.documents(kind=DOCUMENT) == []
 
 
+async def test_documents_page_after_the_last_one_read(store: ReceivedStore) -> None:
+    await store.save(request_at(1), [session(f"u{n}") for n in range(5)])
+    await store.save(request_at(2), [session("u0", 2), legacy("u0")])
+    for filters in ({}, {"request_id": 1}, {"user_session_id": "u0"}):
+        everything = [d.key for d in await store.documents(limit=100, **filters)]
+        paged: list[str] = []
+        before = None
+        while page := await store.documents(limit=2, before_seq=before, **filters):
+            paged += [d.key for d in page]
+            before = page[-1].seq
+        assert paged == everything, filters
+
+
 async def test_session_lookup_spans_hours_in_seq_order(store: ReceivedStore) -> None:
     """Documents of one session id received hours apart come back newest seq first, limit applied
     across the hours; a replaced version keeps its place in seq order though received later."""

@@ -513,18 +513,26 @@ async def _documents(request: Request) -> Response:
     try:
         limit = int(query.get("limit", "20"))
         request_id = int(query["requestId"]) if "requestId" in query else None
+        before = int(query["before"]) if "before" in query else None
     except ValueError:
-        return _error(400, "limit and requestId must be integers")
+        return _error(400, "limit, requestId and before must be integers")
     if not 1 <= limit <= 1000:
         return _error(400, "limit must be between 1 and 1000")
     if request_id is not None and not 1 <= request_id < 2**63:
         return _error(400, "requestId must be a request's id (a positive 64-bit integer)")
+    if before is not None and not 1 <= before < 2**63:
+        return _error(400, "before must be a document's seq (a positive 64-bit integer)")
     if query.get("kind") not in (None, SESSION, LEGACY, DOCUMENT):
         return _error(400, f"kind must be {SESSION}, {LEGACY} or {DOCUMENT}")
     found = await _config(request).store.documents(
-        user_session_id=query.get("userSessionId"), request_id=request_id, kind=query.get("kind"), limit=limit
+        user_session_id=query.get("userSessionId"),
+        request_id=request_id,
+        kind=query.get("kind"),
+        limit=limit,
+        before_seq=before,
     )
-    return _json({"documents": [_document_json(d) for d in found]})
+    following = found[-1].seq if len(found) == limit else None  # the next page: ?before=<it>
+    return _json({"documents": [_document_json(d) for d in found], "nextBefore": following})
 
 
 def _document_json(doc: StoredDocument) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -24,6 +24,7 @@ from sessionexport.store.base import StoreError
 T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)
 DEFAULT_RECEIVER_DIR = Path("data/receiver")
+PAGE_DOCUMENTS = 1000  # read and printed at a time: all of them in turn
 
 
 ReceiverDir = Annotated[
@@ -289,9 +290,7 @@ def received_show(
     storage: Storage = None,
 ) -> None:
     """The documents of one userSessionId, newest first (NDJSON); exit code 1 when there are none."""
-    found = _with_store(data_dir, storage, lambda s: s.documents(user_session_id=user_session_id, limit=1000))
-    for doc in found:
-        _print_stored(doc.body)
+    found = _with_store(data_dir, storage, lambda s: _print_documents(s, user_session_id=user_session_id))
     if not found:
         err.print(f"no document with userSessionId {user_session_id!r}")
         raise typer.Exit(1)
@@ -313,9 +312,7 @@ def received_requests(
 ) -> None:
     """Requests received, newest first: status, documents stored and duplicates, or why refused."""
     if request_id is not None:
-        documents = _with_store(data_dir, storage, lambda s: s.documents(request_id=request_id, limit=1000))
-        for doc in documents:
-            _print_stored(doc.body)
+        documents = _with_store(data_dir, storage, lambda s: _print_documents(s, request_id=request_id))
         if not documents:
             err.print(
                 f"no document was stored from request #{request_id} (no such request, or it stored none)"
@@ -324,6 +321,19 @@ def received_requests(
         return
     for r in _with_store(data_dir, storage, lambda s: s.requests(count)):
         print(_request_line(r))
+
+
+async def _print_documents(store: ReceivedStore, **filters: Any) -> int:
+    """Print every document that matches, newest first, a page at a time; return how many."""
+    printed, before = 0, None
+    while page := await store.documents(**filters, limit=PAGE_DOCUMENTS, before_seq=before):
+        for doc in page:
+            _print_stored(doc.body)
+        printed += len(page)
+        if len(page) < PAGE_DOCUMENTS:
+            break
+        before = page[-1].seq
+    return printed
 
 
 def _request_line(r: RequestRecord) -> str:

@@ -44,8 +44,10 @@ class ReceivedStore(Protocol):
         request_id: int | None = None,
         kind: str | None = None,
         limit: int = 20,
+        before_seq: int | None = None,
     ) -> list[StoredDocument]:
-        """Stored documents, newest first, optionally of one session id, one request or one kind."""
+        """Stored documents, newest first, optionally of one session id, one request or one kind;
+        with ``before_seq``, those older than that document (the next page)."""
 
     async def requests(self, limit: int = 20) -> list[RequestRecord]:
         """Requests, newest first."""

@@ -177,8 +177,11 @@ class FilesReceivedStore:
         request_id: int | None = None,
         kind: str | None = None,
         limit: int = 20,
+        before_seq: int | None = None,
     ) -> list[StoredDocument]:
-        return await self._run(lambda state: state.documents(user_session_id, request_id, kind, limit))
+        return await self._run(
+            lambda state: state.documents(user_session_id, request_id, kind, limit, before_seq)
+        )
 
     async def requests(self, limit: int = 20) -> list[RequestRecord]:
         return await self._run(lambda state: state.requests(limit))
@@ -403,13 +406,20 @@ class _State:
         return Counts(kinds[SESSION], kinds[LEGACY], kinds[DOCUMENT], self.request_count, self.refused_count)
 
     def documents(
-        self, user_session_id: str | None, request_id: int | None, kind: str | None, limit: int
+        self,
+        user_session_id: str | None,
+        request_id: int | None,
+        kind: str | None,
+        limit: int,
+        before_seq: int | None = None,
     ) -> list[StoredDocument]:
         found: list[_Entry] = []
         for entry in reversed(self.entries.values()):
             if len(found) >= limit:
                 break
-            if _matches(entry, user_session_id, request_id, kind):
+            if (before_seq is None or entry.seq < before_seq) and _matches(
+                entry, user_session_id, request_id, kind
+            ):
                 found.append(entry)
         return [self._stored(entry) for entry in found]
 

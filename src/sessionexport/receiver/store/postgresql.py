@@ -136,8 +136,9 @@ class PostgresReceivedStore:
         request_id: int | None = None,
         kind: str | None = None,
         limit: int = 20,
+        before_seq: int | None = None,
     ) -> list[StoredDocument]:
-        where, params = _document_filter(user_session_id, request_id, kind)
+        where, params = _document_filter(user_session_id, request_id, kind, before_seq)
         query = sql.SQL("SELECT {} FROM documents{} ORDER BY seq DESC LIMIT %s").format(
             sql.SQL(_DOCUMENT_COLUMNS), where
         )
@@ -198,7 +199,7 @@ async def _save_documents(
 
 
 def _document_filter(
-    user_session_id: str | None, request_id: int | None, kind: str | None
+    user_session_id: str | None, request_id: int | None, kind: str | None, before_seq: int | None
 ) -> tuple[sql.Composable, tuple[Any, ...]]:
     clauses: list[sql.Composable] = []
     params: list[Any] = []
@@ -206,6 +207,9 @@ def _document_filter(
         if value is not None:
             clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
+    if before_seq is not None:
+        clauses.append(sql.SQL("seq < %s"))
+        params.append(before_seq)
     if not clauses:
         return sql.SQL(""), ()
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), tuple(params)

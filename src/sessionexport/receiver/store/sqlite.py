@@ -98,12 +98,13 @@ class SQLiteReceivedStore:
         request_id: int | None = None,
         kind: str | None = None,
         limit: int = 20,
+        before_seq: int | None = None,
     ) -> list[StoredDocument]:
         if user_session_id is not None:
             return await self._engine.read(
-                lambda conn: _session_documents(conn, user_session_id, request_id, kind, limit)
+                lambda conn: _session_documents(conn, user_session_id, request_id, kind, limit, before_seq)
             )
-        where, params = _document_filter(None, request_id, kind)
+        where, params = _document_filter(None, request_id, kind, before_seq)
         sql = f"SELECT {_DOCUMENT_COLUMNS} FROM documents{where} ORDER BY seq DESC LIMIT ?"
 
         def read(conn: sqlite3.Connection) -> list[StoredDocument]:
@@ -170,23 +171,31 @@ def _new_keys(conn: sqlite3.Connection, documents: Sequence[Document]) -> list[b
 
 
 def _document_filter(
-    user_session_id: str | None, request_id: int | None, kind: str | None
+    user_session_id: str | None, request_id: int | None, kind: str | None, before_seq: int | None = None
 ) -> tuple[str, tuple[Any, ...]]:
     clauses, params = [], []
     for column, value in (("user_session_id", user_session_id), ("request_id", request_id), ("kind", kind)):
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
+    if before_seq is not None:
+        clauses.append("seq < ?")
+        params.append(before_seq)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
 def _session_documents(
-    conn: sqlite3.Connection, user_session_id: str, request_id: int | None, kind: str | None, limit: int
+    conn: sqlite3.Connection,
+    user_session_id: str,
+    request_id: int | None,
+    kind: str | None,
+    limit: int,
+    before_seq: int | None = None,
 ) -> list[StoredDocument]:
     """The newest ``limit`` documents of a session id: the newest of each hour present, through the
     index by hour (a replaced document moves to the hour of its new version but keeps its seq, so
     every hour is probed), and the newest of all these."""
-    probe, params = session_probe(user_session_id, request_id, kind)
+    probe, params = session_probe(user_session_id, request_id, kind, before_seq)
     found = [
         StoredDocument(*row)
         for hour in hours_present(conn, "documents")
@@ -196,10 +205,10 @@ def _session_documents(
 
 
 def session_probe(
-    user_session_id: str, request_id: int | None, kind: str | None
+    user_session_id: str, request_id: int | None, kind: str | None, before_seq: int | None = None
 ) -> tuple[str, tuple[Any, ...]]:
     """One hour's newest documents of a session id: the query, and its parameters but the hour and
     the limit, which follow them."""
-    where, params = _document_filter(user_session_id, request_id, kind)
+    where, params = _document_filter(user_session_id, request_id, kind, before_seq)
     probe = f"SELECT {_DOCUMENT_COLUMNS} FROM documents{where} AND received_at / {HOUR_MS} = ?"
     return probe + " ORDER BY seq DESC LIMIT ?", params
