@@ -679,6 +679,18 @@ async def test_files_old_request_lines_trimmed_by_hand_leave_the_documents_reada
         assert (await store.save(request_at(3), [session("c1")])).request_id == 3
 
 
+async def test_files_refuse_to_open_when_requests_ndjson_lost_its_end(files_backend: Backend) -> None:
+    """Its index lines would look uncommitted, and truncating them would drop stored documents."""
+    folder = await saved_twice(files_backend)
+    (folder / "requests.ndjson").write_bytes(b"")
+    sizes = {path.name: path.stat().st_size for path in folder.glob("*-*.ndjson")}
+    with pytest.raises(
+        StoreError, match="holds documents of request 2, but requests.ndjson ends at request 0"
+    ):
+        await files_backend.new().open()
+    assert {path.name: path.stat().st_size for path in folder.glob("*-*.ndjson")} == sizes
+
+
 async def test_files_keep_only_the_recent_request_records_in_memory(
     files_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

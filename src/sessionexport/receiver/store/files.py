@@ -265,7 +265,15 @@ class _State:
 
         def whole(line: dict[str, Any]) -> bool:
             # Requests commit in the order of their ids: one up to the last committed one is committed
-            # (also when older request lines were trimmed from the file by hand).
+            # (also when older request lines were trimmed from the file by hand); the one after it
+            # is what a crash left uncommitted. Any later one means requests.ndjson lost its end:
+            # truncating the index to it would drop committed documents.
+            if line["request"] > self.last_request + 1 and self.lock_fd is not None:
+                raise StoreError(
+                    f"{index_file(number)} holds documents of request {line['request']}, but"
+                    f" {REQUESTS_FILE} ends at request {self.last_request}: it was cut at its end or"
+                    " replaced; restore it (the documents are kept until then)"
+                )
             return bool(line["request"] <= self.last_request and line["offset"] + line["length"] < data_size)
 
         def take(line: dict[str, Any]) -> None:
