@@ -685,7 +685,7 @@ async def test_files_refuse_to_open_when_requests_ndjson_lost_its_end(files_back
     (folder / "requests.ndjson").write_bytes(b"")
     sizes = {path.name: path.stat().st_size for path in folder.glob("*-*.ndjson")}
     with pytest.raises(
-        StoreError, match="holds documents of request 2, but requests.ndjson ends at request 0"
+        StoreError, match=r"holds documents of request 2, but requests\.ndjson ends at request 0"
     ):
         await files_backend.new().open()
     assert {path.name: path.stat().st_size for path in folder.glob("*-*.ndjson")} == sizes
