@@ -35,7 +35,11 @@ SETTLE = 2 * SECOND
 WEB_TIMEOUT = MINUTE
 APP_TIMEOUT = 20 * SECOND
 SETTINGS = SessionizerSettings(
-    settle_ms=SETTLE, web_timeout_ms=WEB_TIMEOUT, app_timeout_ms=APP_TIMEOUT, action_limit=3
+    settle_ms=SETTLE,
+    web_timeout_ms=WEB_TIMEOUT,
+    app_timeout_ms=APP_TIMEOUT,
+    action_limit=3,
+    arrivals_quiet_ms=SETTLE,  # the timeouts in event time, as these tests count them
 )
 
 
@@ -205,6 +209,50 @@ async def test_inactivity_timeout_of_the_application_type(sessionizer: Sessioniz
     docs = await logged(store)
     assert [(d["userSessionId"], d["endReason"]) for d in docs] == [("mob", "TIMEOUT"), ("web", "TIMEOUT")]
     assert [d["endTime"] for d in docs] == [last, last], "the idle time is not part of the session"
+
+
+async def test_a_backlog_sent_in_batches_after_the_timeout_makes_one_session(
+    store: Store, clock: Clock
+) -> None:
+    """A mobile app sends what it buffered offline, 15 minutes on (past its 10 min timeout), in two
+    requests 6 s apart: the session waits for arrivals to go quiet, so no batch is late."""
+    sessionizer = new_sessionizer(store, clock, SessionizerSettings())  # 10 min, arrivals quiet 2 min
+    mobile = {"applicationType": "MOBILE_APPLICATION"}
+    clock.set(T0 + 15 * MINUTE)
+    first = await send(
+        sessionizer,
+        attrs("x", T0, "m1", **mobile),
+        act("a1", T0, session="m1"),
+        act("a2", T0 + MINUTE, session="m1"),
+    )
+    clock.set(clock.now + 6 * SECOND)
+    assert await sessionizer.sweep() == 0, "arrivals not quiet yet"
+    second = await send(
+        sessionizer, act("a3", T0 + 2 * MINUTE, session="m1"), end("end", T0 + 3 * MINUTE, "m1")
+    )
+    assert (first.late, second.late) == (0, 0)
+    clock.set(clock.now + 2 * MINUTE)
+    assert await drain(sessionizer) == 1
+    (doc,) = await logged(store)
+    assert (doc["userActionCount"], doc["endReason"]) == (3, "END_EVENT")
+
+
+async def test_a_device_clock_minutes_behind_keeps_its_session_open_while_events_come(
+    store: Store, clock: Clock
+) -> None:
+    """Each action is 40 minutes old by the server's clock (past the 30 min web timeout) when it
+    comes in, a minute after the one before: one session, timed out once they stop coming."""
+    sessionizer = new_sessionizer(store, clock, SessionizerSettings())
+    behind = 40 * MINUTE
+    for n in range(4):
+        clock.set(T0 + behind + n * MINUTE)
+        assert (await send(sessionizer, act(f"a{n}", T0 + n * MINUTE))).late == 0
+        clock.set(clock.now + 30 * SECOND)
+        assert await sessionizer.sweep() == 0
+    clock.set(clock.now + 2 * MINUTE)
+    assert await drain(sessionizer) == 1
+    (doc,) = await logged(store)
+    assert (doc["userActionCount"], doc["endReason"]) == (4, "TIMEOUT")
 
 
 # --- the completed session in the log --------------------------------------------------------------

@@ -12,8 +12,10 @@ It is complete (``endReason``) when:
 - an end event was received, or for mobile and custom applications a crash, and a user action
   (END_EVENT; an end that arrived before the actions it ends waits for them, or for the timeout);
 - nothing happened for the inactivity timeout: 30 min for web, 10 min for mobile and custom
-  applications (TIMEOUT). A gap that long between two of its events ends it there too, whenever
-  the events arrived: what follows is a session of its own (under the same session id).
+  applications (TIMEOUT), and no event of it came in for ``arrivals_quiet_ms`` (2 min): the
+  timeout is read in event time, which a device that sends what it buffered offline, or whose
+  clock is behind, puts long past. A gap that long between two of its events ends it there too,
+  whenever the events arrived: what follows is a session of its own (under the same session id).
 
 The completed session is computed, not trusted: times, duration, counts, bounce, hasError,
 hasCrash, rage clicks/taps, each action's apdex category (per application and action type
@@ -52,6 +54,7 @@ class SessionizerSettings:
     duration_limit_ms: int = DURATION_LIMIT_MS
     action_limit: int = 200
     settle_ms: int = 5_000  # quiet time before a session is looked at (late, out-of-order events)
+    arrivals_quiet_ms: int = 2 * MINUTE  # before a session times out: no more of a buffered backlog
     apdex: dict[str, ApdexThresholds] = field(default_factory=dict)  # "<application>[|<action type>]"
     ux: UxScoreSettings = field(default_factory=UxScoreSettings)
 
@@ -94,8 +97,11 @@ def ordered(events: Iterable[RumEvent]) -> list[RumEvent]:
     return sorted(unique.values(), key=lambda e: (e.timestamp, e.eventId))
 
 
-def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSettings) -> Part | None:
-    """The part of an open session that is complete at ``now``, if any (events in any order)."""
+def next_part(
+    events: Sequence[RumEvent], now: int, settings: SessionizerSettings, last_arrival: int | None = None
+) -> Part | None:
+    """The part of an open session that is complete at ``now``, if any (events in any order);
+    ``last_arrival``: when its latest event came in (server time)."""
     events = ordered(events)
     content: list[RumEvent] = [e for e in events if not isinstance(e, AttributesEvent)]
     if not content:
@@ -113,7 +119,8 @@ def next_part(events: Sequence[RumEvent], now: int, settings: SessionizerSetting
     ended = any(_ends(e, application_type) for e in content)
     if ended and any(isinstance(e, ActionEvent) for e in content):
         return Part(content, EndReason.END_EVENT, final=True)
-    if now - content[-1].timestamp >= timeout:
+    quiet = last_arrival is None or now - last_arrival >= min(settings.arrivals_quiet_ms, timeout)
+    if now - content[-1].timestamp >= timeout and quiet:
         return Part(content, EndReason.TIMEOUT, final=True)
     return None
 
@@ -148,12 +155,18 @@ def _inactivity_gap(content: list[RumEvent], timeout_ms: int) -> int | None:
     return None
 
 
-def due_at(events: Sequence[RumEvent], settings: SessionizerSettings) -> int | None:
+def due_at(
+    events: Sequence[RumEvent], settings: SessionizerSettings, last_arrival: int | None = None
+) -> int | None:
     """When an open session with no complete part will time out (to look at it again then)."""
     content = [e.timestamp for e in events if not isinstance(e, AttributesEvent)]
     if not content:
         return None
-    return max(content) + settings.timeout_ms(_application_type(ordered(events)))
+    timeout = settings.timeout_ms(_application_type(ordered(events)))
+    timeout_at = max(content) + timeout
+    if last_arrival is None:
+        return timeout_at
+    return max(timeout_at, last_arrival + min(settings.arrivals_quiet_ms, timeout))
 
 
 def _limit_split(content: list[RumEvent], settings: SessionizerSettings) -> tuple[int, EndReason] | None:

@@ -181,7 +181,7 @@ _ARRIVALS_AND_PART = (
     "SELECT arrivals, part FROM open_sessions WHERE tenant_id = %s AND session_id = %s FOR UPDATE"
 )
 _DUE_SESSIONS = """
-SELECT o.tenant_id, o.session_id, o.part, o.split, o.last_start, o.arrivals,
+SELECT o.tenant_id, o.session_id, o.part, o.split, o.last_start, o.arrivals, o.last_arrival,
        coalesce((SELECT array_agg(e.body ORDER BY e.ts, e.event_id)
                    FROM rum_events e
                   WHERE e.tenant_id = o.tenant_id AND e.session_id = o.session_id), '{}')
@@ -387,8 +387,8 @@ class PostgresStore:
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         rows = await self._rows(_DUE_SESSIONS, (now, limit))
         return [
-            OpenSession(tenant, session, part, split, list(events), last_start, arrivals)
-            for tenant, session, part, split, last_start, arrivals, events in rows
+            OpenSession(tenant, session, part, split, list(events), last_start, arrivals, last_arrival)
+            for tenant, session, part, split, last_start, arrivals, last_arrival, events in rows
         ]
 
     async def complete_part(self, part: CompletedPart, received_at: int) -> AppendResult:

@@ -272,6 +272,7 @@ class OpenSession:
     events: list[bytes]
     last_start: int | None = None  # startTime of the last completed part
     arrivals: int = 0  # events accepted so far (a version: see CompletedPart.seen_arrivals)
+    last_arrival: int | None = None  # server time the latest event came in
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,7 +159,7 @@ class SQLiteStore:
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         def select(conn: sqlite3.Connection) -> list[OpenSession]:
             due = conn.execute(
-                "SELECT tenant_id, session_id, part, split, last_start, arrivals FROM open_sessions"
+                "SELECT tenant_id, session_id, part, split, last_start, arrivals, last_arrival FROM open_sessions"
                 " WHERE check_at IS NOT NULL AND check_at <= ? ORDER BY check_at LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -178,8 +178,9 @@ class SQLiteStore:
                     ],
                     last_start,
                     arrivals,
+                    last_arrival,
                 )
-                for tenant, session, part, split, last_start, arrivals in due
+                for tenant, session, part, split, last_start, arrivals, last_arrival in due
             ]
 
         return await self._read(select)
