@@ -900,11 +900,18 @@ def _without(event: dict[str, Any], key: str) -> dict[str, Any]:
         pytest.param(b'{"type": "end", "tenantId": "\xff"}', "", "not UTF-8: byte 0xff", id="not-utf8"),
         pytest.param(b'{"type": "end", "x": ' + b"[" * 1100 + b"]" * 1100 + b"}", "", "depth", id="too-deep"),
         pytest.param(line("click", "c1"), "type", "'click'", id="unknown-type"),
-        pytest.param(_without(line("end"), "type"), "type", "type", id="missing-type"),
-        pytest.param(_without(line("end"), "eventId"), "eventId", "eventId", id="missing-eventId"),
-        pytest.param(_without(line("end"), "timestamp"), "timestamp", "timestamp", id="missing-timestamp"),
+        pytest.param(_without(line("end"), "type"), "type", "missing; expected one of", id="missing-type"),
+        pytest.param(
+            _without(line("end"), "eventId"), "eventId", "required field is missing", id="missing-eventId"
+        ),
+        pytest.param(
+            _without(line("end"), "timestamp"),
+            "timestamp",
+            "required field is missing",
+            id="missing-timestamp",
+        ),
         pytest.param(line("end", ts=T0 // 1000), "timestamp", "100000000000", id="timestamp-in-seconds"),
-        pytest.param(line("end", "e", tenantId=""), "tenantId", "length", id="empty-tenantId"),
+        pytest.param(line("end", "e", tenantId=""), "tenantId", "must not be empty", id="empty-tenantId"),
         pytest.param(line("end", "e", tenantId="t\x00"), "tenantId", "NUL", id="nul-tenantId"),
         pytest.param(line("end", "e\x00"), "eventId", "NUL", id="nul-eventId"),
         pytest.param(
@@ -1015,6 +1022,37 @@ def test_parse_reports_every_bad_line_and_accepts_none() -> None:
         ("line 6", ""),
     ]
     assert str(found[1]).startswith("line 4, attributes.bounce: ")
+
+
+def test_parse_lists_every_problem_of_an_event_in_the_order_of_its_line() -> None:
+    bad = {
+        "type": "action",
+        "tenantId": TENANT,
+        "sessionId": 5,
+        "timestamp": "today",
+        "action": {"startTime": "later", "type": "Tap"},
+    }
+    found = problems(ndjson(GOOD_ACTION, bad))
+    assert [(p.location, p.path) for p in found] == [
+        ("line 2", "sessionId"),
+        ("line 2", "timestamp"),
+        ("line 2", "action.type"),
+        ("line 2", "action.startTime"),
+        ("line 2", "eventId"),  # missing: after what the line holds
+    ]
+    assert found[0].message == "expected string, got integer"
+    assert "invalid value 'Tap'; expected one of" in found[2].message
+    assert found[4].message == "required field is missing"
+
+
+def test_parse_checks_an_event_of_unknown_type_for_the_fields_every_event_has() -> None:
+    found = problems(ndjson({"type": "click", "tenantId": "", "timestamp": T0}))
+    assert [(p.path, p.message) for p in found] == [
+        ("type", "invalid value 'click'; expected one of attributes, action, event, error, end"),
+        ("tenantId", "must not be empty"),
+        ("sessionId", "required field is missing"),
+        ("eventId", "required field is missing"),
+    ]
 
 
 @pytest.mark.parametrize("body", [b"", b"\n", b"  \r\n\n "])

@@ -8,16 +8,27 @@ sessionizer computes (``startTime``, ``userActionCount`` ...). A user action nee
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 
 from sessionexport.ingest.documents import DocumentProblem, Problems, RejectedBody, ndjson_lines
 from sessionexport.ingest.sessionizer import DURATION_LIMIT_MS
 from sessionexport.model.elasticsearch_names import ids_problem
-from sessionexport.model.events import COMPUTED_FIELDS, ActionEvent, AttributesEvent, RumEvent
-from sessionexport.model.validation import NOT_JSON, find_problems, not_json, not_utf8, nul_problems
+from sessionexport.model.events import COMPUTED_FIELDS, EVENT_TYPES, ActionEvent, AttributesEvent, RumEvent
+from sessionexport.model.validation import (
+    NOT_JSON,
+    find_problems,
+    json_kind,
+    not_json,
+    not_utf8,
+    nul_problems,
+    problems_against,
+)
 
 _decoder = msgspec.json.Decoder(RumEvent)
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
@@ -42,7 +53,8 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
         try:
             event = _decoder.decode(line)
         except msgspec.ValidationError as exc:
-            problems.add(DocumentProblem(where, *_path_and_message(exc)))
+            for path, message in refused_event_problems(line) or [_path_and_message(exc)]:
+                problems.add(DocumentProblem(where, path, message))
             continue
         except NOT_JSON as exc:
             problems.add(DocumentProblem(where, "", not_json(line, exc).message))
@@ -63,6 +75,36 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
     if not received:
         raise RejectedBody([DocumentProblem("body", "", "no events in the request body")])
     return received
+
+
+def refused_event_problems(line: bytes) -> list[tuple[str, str]]:
+    """Every problem of an event the typed decode refused (which names only the first), found by
+    walking it against the model of its ``type``; an event of no known type against the fields
+    every event has."""
+    value = msgspec.json.decode(line)  # JSON: the typed decode got as far as validating it
+    if not isinstance(value, dict):
+        return [("", f"expected object, got {json_kind(value)}")]
+    kind = value.get("type")
+    models = _event_models()
+    found = []
+    if kind not in models:
+        shown = "required field is missing" if "type" not in value else f"invalid value {kind!r}"
+        found.append(("type", f"{shown}; expected one of {', '.join(EVENT_TYPES)}"))
+    model = models.get(kind, models["end"])  # the end event has the common fields alone
+    place = {key: index for index, key in enumerate(value)}  # in the line's order, missing ones last
+    walked = sorted(problems_against(value, model), key=lambda p: place.get(_top(p.path), len(place)))
+    return found + [(p.path, p.message) for p in walked]
+
+
+def _top(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+@functools.cache
+def _event_models() -> dict[Any, mi.StructType]:
+    union = mi.type_info(RumEvent)
+    assert isinstance(union, mi.UnionType)
+    return {t.tag: t for t in union.types if isinstance(t, mi.StructType)}
 
 
 def _path_and_message(exc: msgspec.ValidationError) -> tuple[str, str]:

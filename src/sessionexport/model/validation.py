@@ -100,12 +100,18 @@ def find_problems(raw: bytes) -> list[Problem]:
         value = msgspec.json.decode(raw)
     except NOT_JSON as exc:
         return [not_json(raw, exc)]
-    problems: list[Problem] = []
-    _check(value, _session_type(), "", problems)
+    problems = problems_against(value, _session_type())
     if not problems and isinstance(value, dict):
         problems = nul_problems(value)
         if not problems and (too_long := ids_problem(value["tenantId"], value["userSessionId"])):
             problems = [Problem("userSessionId", too_long)]
+    return problems
+
+
+def problems_against(value: Any, t: mi.Type) -> list[Problem]:
+    """Every way a decoded JSON ``value`` fails the model type ``t`` (from ``msgspec.inspect``)."""
+    problems: list[Problem] = []
+    _check(value, t, "", problems)
     return problems
 
 
@@ -159,7 +165,8 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words ("object", "array", "integer" ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -241,7 +248,7 @@ def _check_union(value: Any, t: mi.UnionType, path: str, out: list[Problem]) -> 
         _check(value, candidate, path, trial)
         if not trial:
             return
-        if _json_kind(value) == _describe(candidate):
+        if json_kind(value) == _describe(candidate):
             closest = trial
     out.extend(closest or [_wrong_type(value, t, path)])
 
@@ -306,4 +313,4 @@ def _fits_double(value: float) -> bool:
 
 
 def _wrong_type(value: Any, t: mi.Type, path: str) -> Problem:
-    return Problem(path, f"expected {_describe(t)}, got {_json_kind(value)}")
+    return Problem(path, f"expected {_describe(t)}, got {json_kind(value)}")
