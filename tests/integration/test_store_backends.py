@@ -29,10 +29,12 @@ from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.services import Services
-from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.objects import NewObject, SettingsService
+from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import SecretBox, new_key
 from sessionexport.store import (
     DATABASE_FILE,
+    ExternalIdTaken,
     LeaseLost,
     Store,
     StoreError,
@@ -61,7 +63,7 @@ from sessionexport.store.records import (
 )
 from sessionexport.store.sqlite import SQLiteStore
 from sessionexport.tokens import new_token
-from tests.support.engine import until
+from tests.support.engine import export_value, until
 from tests.support.postgres import fresh_schema
 from tests.support.stores import opened, postgresql_at_version, sqlite_at_version
 from tests.support.tcp_proxy import TcpProxy
@@ -381,9 +383,10 @@ async def test_settings_insert_list_get_and_object_limit(store: Store) -> None:
     assert await store.get_setting("a") == setting("a", created=2, external_id="ext-a")
     assert await store.get_setting("c") is None
     await store.insert_setting(setting("d", schema="schema-b", external_id="x", created=5), max_objects=9)
-    with pytest.raises(StoreError):  # (schema, externalId) is unique
+    with pytest.raises(ExternalIdTaken):  # (schema, externalId) is unique
         await store.insert_setting(setting("e", schema="schema-b", external_id="x"), max_objects=9)
     assert [s.object_id for s in await store.list_settings("schema-b")] == ["z", "d"]
+    await store.insert_setting(setting("f", external_id="x"), max_objects=9)  # in another schema
 
 
 async def test_concurrent_inserts_respect_the_object_limit(backend: Backend) -> None:
@@ -399,6 +402,25 @@ async def test_concurrent_inserts_respect_the_object_limit(backend: Backend) -> 
         assert sum(outcome is None for outcome in outcomes) == 1
         assert all(isinstance(o, TooManyObjects) for o in outcomes if o is not None)
         assert len(await a.list_settings("schema-a")) == 1
+
+
+async def test_upserts_of_one_external_id_from_several_processes_make_one_object(backend: Backend) -> None:
+    """Each service (a process of its own, with its own lock) finds no object with the externalId,
+    then all insert: the later ones find it taken and update the object the first created."""
+    box = SecretBox([new_key().encode()])
+    async with opened(backend.new) as a, opened(backend.new) as b, opened(backend.new) as c:
+        services = [SettingsService(store, box) for store in (a, b, c)]
+        value = export_value("https://receiver.example/export")
+        upserts = [
+            service.create(NewObject(EXPORT_SCHEMA, "environment", value, external_id="same"), "bob", 1)
+            for service in services
+            for _ in range(2)
+        ]
+        results = await asyncio.gather(*upserts)
+        assert [r.code for r in results] == [200] * 6, [r.message for r in results]
+        [stored] = await a.list_settings(EXPORT_SCHEMA)
+        assert stored.external_id == "same"
+        assert {r.object_id for r in results} == {stored.object_id}
 
 
 async def test_settings_update_and_delete_check_the_version(store: Store) -> None:

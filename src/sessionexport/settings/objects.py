@@ -21,7 +21,7 @@ import orjson
 from sessionexport.settings import secrets
 from sessionexport.settings.schemas import EXPORT_SCHEMA, SCHEMAS, SCOPE_ALIASES, ZONE_SCHEMA, secret_paths
 from sessionexport.settings.validation import Context, Violation, validate_value
-from sessionexport.store import Store, TooManyObjects, VersionConflict
+from sessionexport.store import ExternalIdTaken, Store, TooManyObjects, VersionConflict
 from sessionexport.store.records import SettingsRecord
 
 
@@ -117,10 +117,18 @@ class SettingsService:
             return await self._create(item, author, now)
 
     async def _create(
-        self, item: NewObject, author: str, now: int, *, validate_only: bool = False, planned: int = 0
+        self,
+        item: NewObject,
+        author: str,
+        now: int,
+        *,
+        validate_only: bool = False,
+        planned: int = 0,
+        again: bool = True,
     ) -> ItemResult:
         """One object; ``planned``: objects of its schema that a validateOnly request would have
-        created before it."""
+        created before it. ``again``: whether an externalId taken meanwhile (by another process)
+        makes it try once more, as the update it has become."""
         schema = SCHEMAS.get(item.schema_id) if isinstance(item.schema_id, str) else None
         if schema is None:
             # The value is not echoed: without its schema, its secrets cannot be told apart.
@@ -182,6 +190,11 @@ class SettingsService:
             await self.store.insert_setting(record, schema["maxObjects"])
         except TooManyObjects:
             return _too_many(schema, self._mask_input(schema, item.value))
+        except ExternalIdTaken:
+            if not again:
+                message = f"Another request created an object with externalId {item.external_id!r}; try again"
+                return ItemResult(409, message=message, invalid_value=self._mask_input(schema, item.value))
+            return await self._create(item, author, now, again=False)
         self.on_change()
         return ItemResult(200, object_id=object_id)
 
@@ -210,8 +223,11 @@ class SettingsService:
         *,
         validate_only: bool = False,
         external_id: str | None = None,
+        again: int = 10,  # each conflict is another writer's success: each time one fewer ahead
     ) -> ItemResult:
-        """``external_id``: the one the object takes (else it keeps its own)."""
+        """``external_id``: the one the object takes (else it keeps its own). Without an
+        ``update_token`` the caller asked for no lock: an object another process changed between
+        the read and the write is read and written again (``again`` more times at most)."""
         record = await self.store.get_setting(object_id)
         if record is None:
             return ItemResult(404, message=f"No object available for the given objectId {object_id!r}")
@@ -253,7 +269,14 @@ class SettingsService:
         try:
             await self.store.update_setting(updated, expected_version=record.version)
         except VersionConflict:
-            return _conflict(object_id)
+            if update_token is not None:
+                return _conflict(object_id)
+            if not again:
+                return _conflict(object_id, "The object kept changing while it was written; try again")
+            retry = self._update(
+                object_id, new_value, None, author, now, external_id=external_id, again=again - 1
+            )
+            return await retry
         self.on_change()
         return ItemResult(200, object_id=object_id)
 
@@ -450,12 +473,11 @@ def _invalid(violations: list[Violation], invalid_value: Any) -> ItemResult:
     )
 
 
-def _conflict(object_id: str) -> ItemResult:
-    return ItemResult(
-        409,
-        object_id=object_id,
-        message="The object was changed since the given updateToken was issued; read it again and retry",
-    )
+def _conflict(
+    object_id: str,
+    message: str = "The object was changed since the given updateToken was issued; read it again and retry",
+) -> ItemResult:
+    return ItemResult(409, object_id=object_id, message=message)
 
 
 def _too_many(schema: dict[str, Any], value: Any) -> ItemResult:

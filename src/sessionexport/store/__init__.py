@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sessionexport.store.base import LeaseLost, Store, StoreError, TooManyObjects, VersionConflict
+from sessionexport.store.base import (
+    ExternalIdTaken,
+    LeaseLost,
+    Store,
+    StoreError,
+    TooManyObjects,
+    VersionConflict,
+)
 
 DATABASE_FILE = "sessionexport.db"
 
@@ -33,6 +40,7 @@ def create_store(data_dir: Path, database_url: str | None = None) -> Store:
 
 __all__ = [
     "DATABASE_FILE",
+    "ExternalIdTaken",
     "LeaseLost",
     "Store",
     "StoreError",

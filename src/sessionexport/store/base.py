@@ -88,6 +88,10 @@ class TooManyObjects(Exception):
     """The schema already holds its maximum number of objects."""
 
 
+class ExternalIdTaken(Exception):
+    """Another object of the schema has this externalId (written meanwhile by another process)."""
+
+
 class LeaseLost(Exception):
     """The caller no longer holds the lease it wrote under (expired, taken over, revoked), or the
     export's cursor is split into other shards now: nothing was written."""
@@ -161,7 +165,8 @@ class Store(Protocol):
     async def get_setting(self, object_id: str) -> SettingsRecord | None: ...
 
     async def insert_setting(self, record: SettingsRecord, max_objects: int) -> None:
-        """Insert, atomically refusing with TooManyObjects when the schema is full."""
+        """Insert, atomically refusing with TooManyObjects when the schema is full, and with
+        ExternalIdTaken when another of its objects has the record's externalId."""
 
     async def update_setting(self, record: SettingsRecord, expected_version: int) -> None:
         """Replace the object if it is still at ``expected_version``, else VersionConflict."""

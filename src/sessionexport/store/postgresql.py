@@ -22,8 +22,8 @@ several processes write at once (SQLite has one writer thread, PostgreSQL has ma
   Statements that lock several lease rows lock them in key order, and lease rows before cursor
   rows, so that they never wait for each other crosswise.
 
-``TooManyObjects``, ``VersionConflict`` and ``LeaseLost`` pass through untranslated (their
-transaction rolled back).
+``TooManyObjects``, ``ExternalIdTaken``, ``VersionConflict`` and ``LeaseLost`` pass through
+untranslated (their transaction rolled back).
 """
 
 from __future__ import annotations
@@ -34,7 +34,13 @@ from typing import Any
 
 import orjson
 
-from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict, purge_in_batches
+from sessionexport.store.base import (
+    ExternalIdTaken,
+    LeaseLost,
+    TooManyObjects,
+    VersionConflict,
+    purge_in_batches,
+)
 from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.postgresql_database import Connection, PostgresDatabase, ReadConnection
 from sessionexport.store.records import (
@@ -457,6 +463,8 @@ class PostgresStore:
             )
             if await _count_settings(conn, record.schema_id) >= max_objects:
                 raise TooManyObjects(record.schema_id)
+            if await _external_id_taken(conn, record):
+                raise ExternalIdTaken(record.external_id)
             await conn.execute(
                 f"INSERT INTO settings_objects ({_SETTINGS_ROW}) VALUES ({', '.join(['%s'] * 11)})",
                 _settings_values(record),
@@ -859,6 +867,16 @@ async def _count_settings(conn: Connection, schema_id: str) -> int:
     row = await cursor.fetchone()
     assert row is not None  # an aggregate always yields one row
     return int(row[0])
+
+
+async def _external_id_taken(conn: Connection, record: SettingsRecord) -> bool:
+    if record.external_id is None:
+        return False
+    cursor = await conn.execute(
+        "SELECT 1 FROM settings_objects WHERE schema_id = %s AND external_id = %s",
+        (record.schema_id, record.external_id),
+    )
+    return await cursor.fetchone() is not None
 
 
 async def _shard_cursors(conn: Connection, export_id: str) -> list[Cursor]:

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 
 import orjson
 
-from sessionexport.store.base import LeaseLost, TooManyObjects, VersionConflict, purge_in_batches
+from sessionexport.store.base import (
+    ExternalIdTaken,
+    LeaseLost,
+    TooManyObjects,
+    VersionConflict,
+    purge_in_batches,
+)
 from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.records import (
     HISTORY_MS,
@@ -307,6 +313,8 @@ class SQLiteStore:
             ).fetchone()
             if count >= max_objects:
                 raise TooManyObjects(record.schema_id)
+            if _external_id_taken(conn, record):
+                raise ExternalIdTaken(record.external_id)
             conn.execute(
                 f"INSERT INTO settings_objects ({_SETTINGS_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _settings_values(record),
@@ -836,6 +844,16 @@ def _session_rows(sessions: Sequence[NewSession], received_at: int) -> list[tupl
         )
         for s in sessions
     ]
+
+
+def _external_id_taken(conn: sqlite3.Connection, record: SettingsRecord) -> bool:
+    if record.external_id is None:
+        return False
+    row = conn.execute(
+        "SELECT 1 FROM settings_objects WHERE schema_id = ? AND external_id = ?",
+        (record.schema_id, record.external_id),
+    ).fetchone()
+    return row is not None
 
 
 def _append(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> AppendResult:
