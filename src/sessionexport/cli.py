@@ -340,7 +340,8 @@ def tokens_create(
         typer.Option(
             envvar=env("EXPIRES_IN"),
             show_default=False,
-            help="Lifetime, e.g. 30m, 12h or 90d; the token is refused (401) from then on. Default: no expiry.",
+            help="Lifetime: whole minutes, hours or days (30m, 12h, 90d), at most 100 years; the token is"
+            " refused (401) from then on. Default: no expiry.",
         ),
     ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -834,7 +835,8 @@ def _whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
     try:
         with partial.open("wb") as raw:
             if path.suffix.lower() == ".gz":
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as fh:
+                # Named: the header would otherwise hold the partial file's name (gunzip -N uses it).
+                with gzip.GzipFile(path.name[:-3], mode="wb", compresslevel=6, fileobj=raw) as fh:
                     yield fh
             else:
                 yield raw

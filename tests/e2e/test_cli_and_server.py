@@ -235,6 +235,8 @@ def test_ingest_reads_gzip_files_and_standard_input(tmp_path: Path) -> None:
     for output in (plain, packed):
         assert run("generate", "--count", "400", "--seed", "9", "--output", str(output)).returncode == 0
     assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()  # .gz: written gzip
+    header = packed.read_bytes()
+    assert header[3] & 0x08 and header[10:].split(b"\0", 1)[0] == b"sessions.ndjson"  # gunzip -N's name
     packed = packed.rename(tmp_path / "sessions.data")  # read as gzip, whatever the name says
     result = run("ingest", str(packed), "--data-dir", str(tmp_path / "a"))
     assert result.returncode == 0 and "400 stored, 0 duplicate(s), 0 refused of 400 line(s)" in result.stderr
