@@ -1984,6 +1984,20 @@ async def test_a_deeply_nested_session_is_shown_as_stored(ui: Browser) -> None:
     assert '"\\u00e9"' in raw  # the escape as sent, not re-encoded
 
 
+async def test_a_session_with_a_number_no_double_holds_is_listed_and_shown(ui: Browser) -> None:
+    """Valid JSON that a float parser refuses, in a field of the sender's own (kept unread at
+    ingest): the pages show the session from its model's fields, the raw JSON as stored."""
+    huge = session_line("huge")[:-1] + b',"senderScore":1e999}'
+    await ui.ingest([session_line("plain"), huge])
+    await ui.logged_in()
+    listing = await ui.page("/ui/sessions")
+    links = {a.text: a.attrs["href"] for a in listing.root.one("tbody").all("a")}
+    assert set(links) == {"huge", "plain"}
+    page = await ui.page(links["huge"])
+    assert len(page.root.one("tbody").all("tr")) == len(orjson.loads(session_line("huge"))["userActions"])
+    assert '"senderScore": 1e999' in page.root.one("pre").text
+
+
 async def test_user_content_is_escaped(ui: Browser) -> None:
     attack = '<script>alert("x")</script>'
     await ui.ingest([session_line(attack, userId=attack)])
