@@ -1998,6 +1998,15 @@ async def test_a_session_with_a_number_no_double_holds_is_listed_and_shown(ui: B
     assert '"senderScore": 1e999' in page.root.one("pre").text
 
 
+async def test_a_session_page_shows_user_actions_without_times(ui: Browser) -> None:
+    await ui.ingest([session_line("bare-actions", userActions=[{}, {"name": "click on Buy"}])])
+    await ui.logged_in()
+    [link] = (await ui.page("/ui/sessions", q="bare-actions")).root.one("tbody").all("a")
+    page = await ui.page(link.attrs["href"])
+    rows = [[cell.text for cell in row.all("td")] for row in page.root.one("tbody").all("tr")]
+    assert [row[1:6] for row in rows] == [["—"] * 5, ["click on Buy", "—", "—", "—", "—"]]
+
+
 async def test_user_content_is_escaped(ui: Browser) -> None:
     attack = '<script>alert("x")</script>'
     await ui.ingest([session_line(attack, userId=attack)])
