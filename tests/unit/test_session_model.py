@@ -211,7 +211,23 @@ def test_date_property_values_elasticsearch_reads_as_dates_are_taken(value: obje
 
 
 @pytest.mark.parametrize(
-    "value", ["not a date", "27.05.2021", "2021-05-27 09:12:00", "", "2021-05-27T09:12:00Z\n"]
+    "value",
+    [
+        "not a date",
+        "27.05.2021",
+        "2021-05-27 09:12:00",
+        "",
+        "2021-05-27T09:12:00Z\n",
+        "2026-13-01",  # no 13th month
+        "2026-01-32",
+        "2026-13-45T99:99:99Z",
+        "2026-01-01T24:00",
+        "2026-01-01T00:60",
+        "2026-01-01T00:00:00+99:00",  # at most 18 h off UTC
+        "2026-01-01T00:00:00+18:30",
+        "\u0662\u0660\u0662\u0666-\u0660\u0661-\u0660\u0661",  # Arabic-Indic digits
+        "12345678901234567890",  # 20 digits
+    ],
 )
 def test_date_property_text_that_is_no_date_is_refused_with_its_place(value: str) -> None:
     """The mapping makes it a date: Elasticsearch would refuse the document, which would end as
@@ -224,6 +240,25 @@ def test_date_property_text_that_is_no_date_is_refused_with_its_place(value: str
         problem.message
         == f"{value!r} is not an ISO-8601 date-time (e.g. 2021-05-27T09:12:00.123Z) or epoch milliseconds"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("2026-02-30", "day is out of range for month"),
+        ("2025-02-29T10:00Z", "day is out of range for month"),
+        ("2026-04-31", "day is out of range for month"),
+        ("9223372036854775808", "beyond a 64-bit integer"),
+        ("-9223372036854775809", "beyond a 64-bit integer"),
+    ],
+)
+def test_date_property_text_of_the_form_but_no_date_is_refused(value: str, why: str) -> None:
+    doc = sample_dict(MOBILE)
+    doc["userActions"][0]["dateProperties"] = [{"key": "k", "value": value}]
+    expected = [Problem("userActions[0].dateProperties[0].value", f"{value!r} is no date: {why}")]
+    assert problems_of(encode(doc)) == expected
+    doc["userActions"][0]["dateProperties"][0]["value"] = "2024-02-29T23:59:59.123456789+18:00"
+    assert decode_session(encode(doc))  # a leap day, the furthest zone
 
 
 def test_ids_too_long_for_an_elasticsearch_id_are_refused() -> None:
@@ -404,6 +439,19 @@ def test_boolean_is_not_a_number() -> None:
     doc["userActions"][0]["cumulativeLayoutShift"] = False
     assert problems_of(encode(doc)) == [
         Problem("userActions[0].cumulativeLayoutShift", "expected number, got boolean")
+    ]
+
+
+def test_a_number_no_double_holds_is_named_and_hides_no_other_problem() -> None:
+    """``1e999`` is JSON that msgspec and orjson will not read: in a field of the model it is a
+    problem of its own; in a field of the sender's own it is kept unread, and hides nothing."""
+    raw = compact(encode(sample_dict(WEB)))[:-1]
+    assert decode_session(raw + b',"senderScore":1e999}')
+    assert problems_of(raw + b',"userType":"HUMAN","senderScore":-1e999}') == [
+        Problem("userType", "invalid value 'HUMAN'; expected one of REAL_USER, ROBOT, SYNTHETIC")
+    ]
+    assert problems_of(raw + b',"duration":1e999}') == [
+        Problem("duration", "number out of range for a 64-bit float")
     ]
 
 

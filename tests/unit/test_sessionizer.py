@@ -1055,6 +1055,30 @@ def test_parse_checks_an_event_of_unknown_type_for_the_fields_every_event_has() 
     ]
 
 
+def test_parse_names_numbers_no_double_holds_and_the_problems_beside_them() -> None:
+    """``1e999`` is JSON that msgspec and orjson will not read: where the model wants a number it
+    is a problem of its own; in a field of the sender's own it hides nothing else."""
+    # Lines written by hand: 1e999 is no value a Python encoder writes.
+    body = b"\n".join(
+        [
+            b'{"type":"end","tenantId":"t","sessionId":"s","eventId":"e1","timestamp":1e999}',
+            b'{"type":"nonsense","tenantId":"t","sessionId":"s","eventId":"e2","timestamp":%d,"zz":1e999}'
+            % T0,
+            b'{"type":"end","tenantId":5,"sessionId":"s","eventId":"e3","timestamp":%d,"zz":-1e999}' % T0,
+            b'{"type":"action","tenantId":"t","sessionId":"s","eventId":"e4","timestamp":%d,'
+            b'"action":{"startTime":%d,"duration":1e999}}' % (T0, T0),
+            b'{"type":"end","tenantId":"t","sessionId":"s","eventId":"e5","timestamp":%d,"zz":1e999}' % T0,
+        ]
+    )
+    found = problems(body)
+    assert [(p.location, p.path, p.message.split(";")[0]) for p in found] == [
+        ("line 1", "timestamp", "number out of range for a 64-bit float"),
+        ("line 2", "type", "invalid value 'nonsense'"),
+        ("line 3", "tenantId", "expected string, got integer"),
+        ("line 4", "action.duration", "number out of range for a 64-bit float"),
+    ]  # line 5 is a good event: what it holds of its own is kept as sent
+
+
 @pytest.mark.parametrize("body", [b"", b"\n", b"  \r\n\n "])
 def test_parse_empty_body(body: bytes) -> None:
     assert problems(body) == [DocumentProblem("body", "", "no events in the request body")]

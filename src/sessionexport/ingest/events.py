@@ -22,6 +22,7 @@ from sessionexport.model.elasticsearch_names import ids_problem
 from sessionexport.model.events import COMPUTED_FIELDS, EVENT_TYPES, ActionEvent, AttributesEvent, RumEvent
 from sessionexport.model.validation import (
     NOT_JSON,
+    decode_any,
     find_problems,
     json_kind,
     not_json,
@@ -81,7 +82,10 @@ def refused_event_problems(line: bytes) -> list[tuple[str, str]]:
     """Every problem of an event the typed decode refused (which names only the first), found by
     walking it against the model of its ``type``; an event of no known type against the fields
     every event has."""
-    value = msgspec.json.decode(line)  # JSON: the typed decode got as far as validating it
+    try:
+        value = decode_any(line)  # JSON: the typed decode got as far as validating it
+    except NOT_JSON:
+        return []  # (json.loads stops at nesting the typed decode got through): msgspec's word
     if not isinstance(value, dict):
         return [("", f"expected object, got {json_kind(value)}")]
     kind = value.get("type")

@@ -14,6 +14,7 @@ the model because real senders still emit them.
 
 from __future__ import annotations
 
+import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -237,10 +238,29 @@ class DoubleProperty(_Doc):
 
 
 # Text Elasticsearch reads as a date by the mapping's ``strict_date_optional_time||epoch_millis``:
-# a date (year, month or day) with an optional time (hours to nanoseconds) and zone, or epoch
-# milliseconds as digits; nothing after it (not even a newline).
-ISO_DATE_TIME = r"^(\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}([.,]\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?)?)?|-?\d{1,19})\Z"
+# a date (year, month or day) with an optional time (hours to nanoseconds) and zone (at most 18 h
+# off UTC), or epoch milliseconds as digits; ASCII digits only, each part in its range, nothing
+# after it (not even a newline). What a pattern cannot tell, ``date_problem`` does.
+ISO_DATE_TIME = (
+    r"^([0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3])"
+    r"(:[0-5][0-9](:[0-5][0-9]([.,][0-9]{1,9})?)?)?(Z|[+-]((0[0-9]|1[0-7])(:?[0-5][0-9])?|18(:?00)?))?)?)?)?"
+    r"|-?[0-9]{1,19})\Z"
+)
 IsoDateTime = Annotated[str, msgspec.Meta(pattern=ISO_DATE_TIME)]
+_INT64 = range(-(2**63), 2**63)
+
+
+def date_problem(text: str) -> str | None:
+    """Why text of the form ISO_DATE_TIME is still no date: a day its month does not have
+    (2026-02-30), or epoch milliseconds beyond a 64-bit integer (Elasticsearch's long)."""
+    if len(text) >= 10 and text[4] == "-" and text[7] == "-":
+        try:
+            datetime.date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+        except ValueError as exc:
+            return str(exc)
+    elif text.removeprefix("-").isdigit() and int(text) not in _INT64:
+        return "beyond a 64-bit integer"
+    return None
 
 
 class DateProperty(_Doc):
@@ -249,6 +269,10 @@ class DateProperty(_Doc):
     # would be refused by Elasticsearch (the mapping makes the value a date), its bulk's
     # session a dead letter.
     value: IsoDateTime | Int64 | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, str) and (why := date_problem(self.value)):
+            raise ValueError(f"{self.value!r} is no date: {why}")
 
 
 class _WithProperties(_Doc):

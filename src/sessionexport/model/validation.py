@@ -9,6 +9,7 @@ path. Nothing here does I/O.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import msgspec.inspect as mi
 import orjson
 
 from sessionexport.model.elasticsearch_names import ids_problem
-from sessionexport.model.session import EPOCH_MS_MIN, ISO_DATE_TIME, UserSession
+from sessionexport.model.session import EPOCH_MS_MIN, ISO_DATE_TIME, UserSession, date_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ def nul_problems(fields: dict[str, Any], names: tuple[str, ...] = _INDEXED_TEXT)
 def find_problems(raw: bytes) -> list[Problem]:
     """Every problem of a document against the session model (empty when it is valid)."""
     try:
-        value = msgspec.json.decode(raw)
+        value = decode_any(raw)
     except NOT_JSON as exc:
         return [not_json(raw, exc)]
     problems = problems_against(value, _session_type())
@@ -106,6 +107,20 @@ def find_problems(raw: bytes) -> list[Problem]:
         if not problems and (too_long := ids_problem(value["tenantId"], value["userSessionId"])):
             problems = [Problem("userSessionId", too_long)]
     return problems
+
+
+def decode_any(raw: bytes) -> Any:
+    """A JSON document as Python values, for walking it on an error path: a number no double holds
+    (``1e999``: valid JSON, which msgspec and orjson refuse to read) becomes an infinite float,
+    which the walk refuses where the model wants a number and ignores in a field of the sender's
+    own (the typed decode skips those unread). Raises one of NOT_JSON for what is not JSON."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.ValidationError:  # JSON, with a number out of range (not a type: none was asked)
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise msgspec.DecodeError(str(exc)) from None
 
 
 def problems_against(value: Any, t: mi.Type) -> list[Problem]:
@@ -271,6 +286,9 @@ def _check_scalar(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None
         if value is not None:
             out.append(_wrong_type(value, t, path))
         return
+    if isinstance(value, float) and math.isinf(value) and isinstance(t, mi.IntType | mi.FloatType):
+        out.append(Problem(path, _NO_DOUBLE))  # 1e999, read by decode_any
+        return
     if isinstance(t, mi.BoolType):
         ok = isinstance(value, bool)
     elif isinstance(t, mi.IntType):
@@ -294,7 +312,7 @@ def _check_bounds(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None
             hint = " (epoch milliseconds)" if low == EPOCH_MS_MIN else ""
             out.append(Problem(path, f"{value} is out of range: expected {low}..{high}{hint}"))
     elif isinstance(t, mi.FloatType) and not _fits_double(value):
-        out.append(Problem(path, "number out of range for a 64-bit float"))
+        out.append(Problem(path, _NO_DOUBLE))
     elif isinstance(t, mi.StrType):
         if t.min_length and len(value) < t.min_length:
             out.append(Problem(path, "must not be empty"))
@@ -303,6 +321,11 @@ def _check_bounds(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None
         elif t.pattern == ISO_DATE_TIME and not re.search(t.pattern, value):
             message = "an ISO-8601 date-time (e.g. 2021-05-27T09:12:00.123Z) or epoch milliseconds"
             out.append(Problem(path, f"{value!r} is not {message}"))
+        elif t.pattern == ISO_DATE_TIME and (why := date_problem(value)):
+            out.append(Problem(path, f"{value!r} is no date: {why}"))
+
+
+_NO_DOUBLE = "number out of range for a 64-bit float"
 
 
 def _fits_double(value: float) -> bool:
