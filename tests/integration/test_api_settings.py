@@ -429,6 +429,36 @@ async def test_hosts_a_client_can_reach_are_taken(settings: Settings, url: str) 
     assert response.status_code == 200, response.text
 
 
+async def test_validate_only_given_twice_is_refused_and_nothing_is_stored(settings: Settings) -> None:
+    twice = [("validateOnly", "true"), ("validateOnly", "false")]
+    created = await settings._send(
+        "POST", OBJECTS, json=[item(export_value("https://collector.example/in"))], params=twice
+    )
+    assert created.status_code == 400, created.text
+    assert violation_at(created.json(), "validateOnly") == "given more than once"
+    assert await settings.all_ids(schemaIds=EXPORT) == []
+    object_id = await settings.create(export_value("https://collector.example/in"))
+    before = await settings.read(object_id)
+    changed = export_value("https://other.example/in")
+    updated = await settings._send("PUT", f"{OBJECTS}/{object_id}", json={"value": changed}, params=twice)
+    assert updated.status_code == 400
+    assert await settings.read(object_id) == before
+
+
+async def test_spaces_around_urls_are_not_stored(settings: Settings) -> None:
+    value = export_value(" https://collector.example/in \n")
+    value["authentication"] = {
+        "active": True,
+        "authType": "oauth2",
+        "oAuth2": {"accessTokenUrl": "\thttps://login.example/token ", "clientId": "c", "clientSecret": "s"},
+    }
+    response = await settings.post(item(value))
+    assert response.status_code == 200, response.text
+    stored = (await settings.get(response.json()[0]["objectId"])).json()["value"]
+    assert stored["endpointDefinition"]["endpointUrl"] == "https://collector.example/in"
+    assert stored["authentication"]["oAuth2"]["accessTokenUrl"] == "https://login.example/token"
+
+
 async def test_a_space_in_an_endpoint_path_is_kept_the_client_encodes_it(settings: Settings) -> None:
     response = await settings.post(item(export_value("https://collector.example/in gest")))
     assert response.status_code == 200, response.text

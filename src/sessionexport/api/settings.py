@@ -300,6 +300,24 @@ async def list_objects(
     )
 
 
+def _validate_only(
+    request: Request,
+    validateOnly: Annotated[bool, Query(description="Only validate; store nothing")] = False,
+) -> bool:
+    """The flag, given once: ``?validateOnly=true&validateOnly=false`` would store what the caller
+    may have meant only to check."""
+    if len(request.query_params.getlist("validateOnly")) > 1:
+        raise ApiError(
+            400,
+            "validateOnly is given more than once",
+            [Violation("validateOnly", "given more than once", "QUERY")],
+        )
+    return validateOnly
+
+
+ValidateOnly = Annotated[bool, Depends(_validate_only)]
+
+
 @router.post(
     "/objects",
     summary="Create or validate settings objects",
@@ -320,7 +338,7 @@ async def create_objects(
     token: Writer,
     settings: Service,
     body: list[SettingsObjectCreate],
-    validateOnly: Annotated[bool, Query(description="Only validate; store nothing")] = False,
+    validateOnly: ValidateOnly,
     schemaIds: Annotated[str | None, Query(include_in_schema=False)] = None,
     scopes: Annotated[str | None, Query(include_in_schema=False)] = None,
     adminAccess: Annotated[bool, Query(description="Accepted for compatibility")] = False,
@@ -372,7 +390,7 @@ async def update_object(
     settings: Service,
     objectId: str,
     body: SettingsObjectUpdate,
-    validateOnly: Annotated[bool, Query(description="Only validate; store nothing")] = False,
+    validateOnly: ValidateOnly,
     adminAccess: Annotated[bool, Query(description="Accepted for compatibility")] = False,
 ) -> Response:
     result = await settings.update(

@@ -130,6 +130,10 @@ def _typed(
         if not _is_unicode(given):
             walk.add(path, "contains an unpaired surrogate escape (not valid Unicode text)")
             return given
+        if _is_url(
+            prop
+        ):  # stored as the exporter uses it: " https://x/ " would be shown, and compared, as typed
+            given = given.strip()
         _constraints(walk, prop, given, path, siblings)
         return given
     raise AssertionError(f"schema property type {kind!r} has no validator")
@@ -171,6 +175,10 @@ def _constraints(walk: _Walk, prop: dict[str, Any], given: str, path: str, sibli
             message = _CUSTOM[constraint["customValidatorId"]](walk.context, given, siblings)
             if message:
                 walk.add(path, message)
+
+
+def _is_url(prop: dict[str, Any]) -> bool:
+    return any(c.get("customValidatorId") == "https-url" for c in prop.get("constraints", ()))
 
 
 def _is_unicode(text: str) -> bool:
