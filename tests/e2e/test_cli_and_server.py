@@ -540,6 +540,17 @@ def test_bad_arguments_are_one_line_not_a_traceback(tmp_path: Path, args: list[s
     assert says in result.stderr and "Traceback" not in result.stderr
 
 
+def interrupted_after(seconds: float, proc: subprocess.Popen[bytes]) -> str:
+    """Ctrl-C after ``seconds``; what the process said on stderr once it ended."""
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, errors = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return errors.decode()
+
+
 def test_ctrl_c_while_ingest_waits_on_a_pipe_stores_what_it_read(tmp_path: Path) -> None:
     sessions = tmp_path / "s.ndjson"
     assert run("generate", "--count", "3", "--output", str(sessions)).returncode == 0
@@ -549,13 +560,7 @@ def test_ctrl_c_while_ingest_waits_on_a_pipe_stores_what_it_read(tmp_path: Path)
     proc.stdin.write(sessions.read_bytes())
     proc.stdin.write(b'{"tenantId": "cut off in the mid')  # a line not ended yet: not taken
     proc.stdin.flush()  # the pipe stays open: ingest waits for more
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    try:
-        _, errors = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    text = errors.decode()
+    text = interrupted_after(3, proc)
     assert proc.returncode == 130, text
     assert "3 stored, 0 duplicate(s), 0 refused of 3 line(s)" in text
     assert "interrupted while waiting for line 4: every valid session up to line 3 is stored" in text
@@ -565,13 +570,8 @@ def test_ctrl_c_while_ingest_waits_on_a_pipe_stores_what_it_read(tmp_path: Path)
 
 def test_ctrl_c_before_any_input_ends_ingest_at_once(tmp_path: Path) -> None:
     command = [*CLI, "ingest", "-", "--data-dir", str(tmp_path / "d")]
-    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    try:
-        _, errors = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    errors = interrupted_after(3, proc)
     assert proc.returncode == 130, errors
     assert "interrupted while waiting for the first line: nothing was read" in errors
 
