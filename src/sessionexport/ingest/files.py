@@ -41,7 +41,7 @@ from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import UTF8_BOM, to_record
 from sessionexport.model.validation import InvalidSession, Problem, decode_session
 from sessionexport.store import Store, StoreError
-from sessionexport.store.records import NewSession
+from sessionexport.store.records import AppendResult, NewSession
 
 SHOWN_PROBLEMS = 20
 PROGRESS_EVERY_LINES = 256
@@ -62,6 +62,7 @@ class IngestSummary:
     store_failed: str | None = None  # why storing stopped, and up to which line all is stored
     rejects_failed: str | None = None  # why keeping refused lines failed, and where ingest stopped
     interrupted: str | None = None  # stopped by Ctrl-C: up to which line all is stored
+    stored_through: int = 0  # every line up to this one is stored (or refused)
 
 
 async def ingest_file(
@@ -82,7 +83,7 @@ async def ingest_file(
         _ctrl_c_stops_waiting(source),
         _progress(console, path) as (progress, task),
     ):
-        number = consumed = done = 0  # done: every line up to it is stored (or refused)
+        number = consumed = 0
         try:
             try:
                 for number, raw in enumerate(_read(source, max_line_bytes), start=1):
@@ -112,8 +113,7 @@ async def ingest_file(
                             _keep_refused(rejects, raw)
                         continue
                     if len(batch) >= batch_size:
-                        await _store_batch(store, batch, summary)
-                        done = number
+                        await _store_batch(store, batch, summary, number)
             except _Unreadable as exc:
                 summary.unreadable = f"cannot read {path} after line {number}: {exc}"
             except _Interrupted:  # as the end of the input: what was read is stored
@@ -124,13 +124,14 @@ async def ingest_file(
                     f" there: every valid session before line {number} is stored, none from it on"
                 )
             if batch:
-                await _store_batch(store, batch, summary)
-        except asyncio.CancelledError:  # Ctrl-C: say how far it got (a batch being written may be too)
+                await _store_batch(store, batch, summary, number)
+        except asyncio.CancelledError:  # Ctrl-C: say how far it got
             summary.interrupted = (
-                f"interrupted at line {number}: every valid session up to line {done} is stored;"
+                f"interrupted at line {number}: every valid session up to line {summary.stored_through} is stored;"
                 " ingest the file again for the rest (sessions already stored count as duplicates)"
             )
         except StoreError as exc:
+            done = summary.stored_through
             stored = (
                 f"every valid session up to line {done} is stored, none after it"
                 if done
@@ -154,11 +155,23 @@ def _interrupted_waiting(number: int) -> str:
     )
 
 
-async def _store_batch(store: Store, batch: list[NewSession], summary: IngestSummary) -> None:
-    result = await store.append_sessions(batch, now_ms())
+async def _store_batch(store: Store, batch: list[NewSession], summary: IngestSummary, through: int) -> None:
+    """Append the batch (the lines up to ``through``) and count it. A Ctrl-C meanwhile waits for
+    its commit, which the store's writer makes anyway: the summary then tells what is stored."""
+    write = asyncio.ensure_future(store.append_sessions(list(batch), now_ms()))
+    batch.clear()
+    try:
+        result = await asyncio.shield(write)
+    except asyncio.CancelledError:
+        _count_batch(summary, await write, through)
+        raise
+    _count_batch(summary, result, through)
+
+
+def _count_batch(summary: IngestSummary, result: AppendResult, through: int) -> None:
     summary.accepted += result.accepted
     summary.duplicates += result.duplicates
-    batch.clear()
+    summary.stored_through = through
 
 
 class _RejectsUnwritable(Exception):
