@@ -134,6 +134,9 @@ async def test_mixed_items_rejected_ones_become_per_session_dead_letters(tmp_pat
                 orjson.loads(lines[i])["userSessionId"] for i in (2, 7)
             ]
             assert "document_parsing_exception" in letter["reason"] and letter["sessionCount"] == 2
+            [attempt] = letter["attempts"]  # the request got 200; these sessions got 400
+            assert (attempt["attempt"], attempt["status"]) == (1, 400)
+            assert attempt["error"].startswith("400 document_parsing_exception")
             alerts = (await engine.client.get("/api/v2/alerts", headers=engine.headers)).json()["alerts"]
             assert any("2 session(s) rejected by Elasticsearch" in a["title"] for a in alerts)
             metrics = (await engine.client.get("/metrics", headers=engine.headers)).text
@@ -181,6 +184,8 @@ async def test_items_still_busy_after_the_last_attempt_are_dead_lettered(tmp_pat
                 await engine.client.get(f"/api/v2/exports/{export_id}/deadletters", headers=engine.headers)
             ).json()
             assert "503" in letter["deadLetters"][0]["reason"]
+            # refused for good in the last attempt (the third here), with what its item was answered
+            assert [(a["attempt"], a["status"]) for a in letter["deadLetters"][0]["attempts"]] == [(3, 503)]
     finally:
         r.stop()
 

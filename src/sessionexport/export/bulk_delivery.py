@@ -26,6 +26,19 @@ from sessionexport.store.records import LogEntry
 class Rejected:
     entry: LogEntry
     item: ItemOutcome
+    attempt: Attempt  # the request in which Elasticsearch refused it for good
+
+
+def rejection_attempts(rejected: Sequence[Rejected]) -> list[Attempt]:
+    """The attempts in which these sessions were refused, each with what Elasticsearch answered
+    for them (the request itself got a 2xx): a dead letter's history says why it is one."""
+    first: dict[int, Rejected] = {}
+    for r in rejected:
+        first.setdefault(r.attempt.number, r)
+    return [
+        dataclasses.replace(r.attempt, status=r.item.status, error=r.item.describe())
+        for _, r in sorted(first.items())
+    ]
 
 
 @dataclass
@@ -56,7 +69,7 @@ class BulkResult:
             return self.failure()
         first = self.rejected[0].item  # the reason a replayed letter keeps: with Elasticsearch's own words
         reason = f"{len(self.rejected)} session(s) rejected by Elasticsearch, the first: {first.describe()}"
-        return Outcome(delivered=False, attempts=list(self.attempts), reason=reason)
+        return Outcome(delivered=False, attempts=rejection_attempts(self.rejected), reason=reason)
 
 
 def rejection(rejected: Sequence[Rejected]) -> str:
@@ -111,7 +124,7 @@ async def _deliver(
         if number <= retries:
             result.retried += len(pending)
     if items:  # still busy after the last attempt: final for these items too
-        result.rejected += [Rejected(entry, item) for entry, item in items]
+        result.rejected += [Rejected(entry, item, mine[-1]) for entry, item in items]
     else:
         result.unsent += pending
         result.failed_attempts += mine
@@ -133,5 +146,5 @@ def _read_items(
         elif item.retryable:
             retry.append((entry, item))
         else:
-            result.rejected.append(Rejected(entry, item))
+            result.rejected.append(Rejected(entry, item, attempt))
     return attempt, retry

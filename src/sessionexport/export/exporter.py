@@ -27,7 +27,13 @@ from dataclasses import dataclass
 
 from sessionexport.clock import now_ms
 from sessionexport.export.batching import Batcher, Bulk
-from sessionexport.export.bulk_delivery import BulkResult, Rejected, deliver_bulk, rejection
+from sessionexport.export.bulk_delivery import (
+    BulkResult,
+    Rejected,
+    deliver_bulk,
+    rejection,
+    rejection_attempts,
+)
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Attempt, Outcome, Sender
 from sessionexport.export.formats import bulk_body, encoded_size
@@ -262,7 +268,6 @@ class Exporter:
         """One for the sessions that failed whole, one per kind of rejection (status and error
         type) for those Elasticsearch rejected: a cluster busy past the last attempt, or a mapping
         every document breaks, makes one letter to replay, not one per session."""
-        attempts = [a.as_json() for a in result.attempts]
         letters = []
         if result.unsent:
             failure = result.failure()
@@ -273,7 +278,8 @@ class Exporter:
             kinds.setdefault((rejected.item.status, rejected.item.error_type), []).append(rejected)
         for group in kinds.values():
             reason = f"Rejected by Elasticsearch: {group[0].item.describe()}"
-            letters.append(self._letter([r.entry for r in group], reason, attempts, now))
+            tried = [a.as_json() for a in rejection_attempts(group)]
+            letters.append(self._letter([r.entry for r in group], reason, tried, now))
         return letters
 
     def _letter(
