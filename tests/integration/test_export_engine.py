@@ -421,6 +421,25 @@ async def dead_letters(engine: Engine, export_id: str, count: int) -> bool:
     return len(response.json()["deadLetters"]) == count
 
 
+async def test_without_notifications_a_failing_export_still_says_failing(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """disableNotification silences alerts, not the state: monitoring reads the state."""
+    receiver.behaviour.script.extend([500, 500])
+    value = export_value(receiver.url, {"retries": 1, "backoffSeconds": 0.05})
+    value["exportBehavior"]["disableNotification"] = True
+    export_id = await engine.create_export(value)
+    await engine.ingest(sessions(2))
+    await until(lambda: dead_letters(engine, export_id, 1), "dead letter after 2 attempts")
+    status = await engine.status(export_id)
+    assert (status["state"], status["openAlerts"]) == ("failing", [])
+    text = (await engine.client.get("/metrics", headers=engine.headers)).text
+    assert f'sessionexport_export_state{{export="{export_id}",state="failing"}} 1.0' in text
+    await engine.ingest(sessions(2, seed=99))  # the endpoint answers 200 again
+    await until(lambda: delivered(engine, export_id, 2), "delivered again")
+    assert (await engine.status(export_id))["state"] == "running"
+
+
 async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, receiver: Receiver) -> None:
     receiver.behaviour.stall_seconds = 2
     receiver.behaviour.script.extend([STALL] * 4)

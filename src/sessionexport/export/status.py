@@ -11,7 +11,7 @@ from sessionexport.export.config import ExportConfig
 from sessionexport.export.metrics import ExportState
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.store import Store
-from sessionexport.store.records import Alert
+from sessionexport.store.records import Alert, Cursor
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ async def export_health(store: Store, config: ExportConfig, running: bool, now: 
     return ExportHealth(
         object_id=config.export_id,
         endpoint_url=config.endpoint_url,
-        state=_state(config.enabled, running, bool(alerts)),
+        state=_state(
+            config.enabled, running, bool(alerts) or (config.disable_notification and _failed_last(cursor))
+        ),
         position=cursor.position if cursor else None,
         backlog=backlog,
         lag_seconds=lag,
@@ -92,6 +94,14 @@ async def backlog_and_lag(store: Store, export_id: str, now: int) -> tuple[int, 
     first = [first_at for _, first_at in behind if first_at is not None]
     lag = round((now - min(first)) / 1000, 3) if first else None
     return sum(count for count, _ in behind), lag
+
+
+def _failed_last(cursor: Cursor | None) -> bool:
+    """Whether it failed after its last delivery: for an export that raises no alerts
+    (``disableNotification``), what says it is failing, until a delivery succeeds again."""
+    if cursor is None or cursor.last_error_at is None:
+        return False
+    return cursor.last_success_at is None or cursor.last_error_at > cursor.last_success_at
 
 
 def _state(enabled: bool, running: bool, alerting: bool) -> ExportState:
