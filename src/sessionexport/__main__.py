@@ -1,3 +1,8 @@
-from sessionexport.cli import main
+import sys
+
+try:
+    from sessionexport.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the modules load (a moment): a quiet exit, as later on
+    sys.exit(130)
 
 main()

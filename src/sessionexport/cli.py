@@ -956,4 +956,7 @@ _register_export_commands()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # before a command's own handling (it exits 130 with a summary)
+        sys.exit(130)

@@ -551,6 +551,23 @@ def interrupted_after(seconds: float, proc: subprocess.Popen[bytes]) -> str:
     return errors.decode()
 
 
+def test_ctrl_c_while_the_modules_load_exits_130_without_a_traceback() -> None:
+    """Loading the modules takes a moment, in which a Ctrl-C lands as a KeyboardInterrupt in an
+    import (made to happen here at the import of the CLI, since the moment is hard to hit)."""
+    program = (
+        "import builtins, runpy\n"
+        "real = builtins.__import__\n"
+        "def interrupted(name, *args, **kwargs):\n"
+        "    if name == 'sessionexport.cli':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupted\n"
+        "runpy.run_module('sessionexport', run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (130, "")
+
+
 def test_ctrl_c_while_ingest_waits_on_a_pipe_stores_what_it_read(tmp_path: Path) -> None:
     sessions = tmp_path / "s.ndjson"
     assert run("generate", "--count", "3", "--output", str(sessions)).returncode == 0
