@@ -65,12 +65,12 @@ async def export_health(store: Store, config: ExportConfig, running: bool, now: 
     cursor = await store.get_cursor(config.export_id)
     backlog, lag = await backlog_and_lag(store, config.export_id, now)
     alerts = [a for a in await store.list_alerts(open_only=True) if a.export_id == config.export_id]
+    # An export that raises no alerts (disableNotification) is failing by its cursor alone.
+    failing = bool(alerts) or (config.disable_notification and _failed_last(cursor))
     return ExportHealth(
         object_id=config.export_id,
         endpoint_url=config.endpoint_url,
-        state=_state(
-            config.enabled, running, bool(alerts) or (config.disable_notification and _failed_last(cursor))
-        ),
+        state=_state(config.enabled, running, failing),
         position=cursor.position if cursor else None,
         backlog=backlog,
         lag_seconds=lag,
@@ -97,8 +97,7 @@ async def backlog_and_lag(store: Store, export_id: str, now: int) -> tuple[int, 
 
 
 def _failed_last(cursor: Cursor | None) -> bool:
-    """Whether it failed after its last delivery: for an export that raises no alerts
-    (``disableNotification``), what says it is failing, until a delivery succeeds again."""
+    """Whether it failed after its last delivery (until one succeeds again)."""
     if cursor is None or cursor.last_error_at is None:
         return False
     return cursor.last_success_at is None or cursor.last_error_at > cursor.last_success_at

@@ -286,8 +286,8 @@ def _check_scalar(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None
         if value is not None:
             out.append(_wrong_type(value, t, path))
         return
-    if isinstance(value, float) and math.isinf(value) and isinstance(t, mi.IntType | mi.FloatType):
-        out.append(Problem(path, _NO_DOUBLE))  # 1e999, read by decode_any
+    if isinstance(t, mi.IntType) and isinstance(value, float) and math.isinf(value):
+        out.append(Problem(path, _NO_DOUBLE))  # 1e999 (decode_any): more to say than "not an integer"
         return
     if isinstance(t, mi.BoolType):
         ok = isinstance(value, bool)

@@ -273,10 +273,9 @@ class SettingsService:
                 return _conflict(object_id)
             if not again:
                 return _conflict(object_id, "The object kept changing while it was written; try again")
-            retry = self._update(
+            return await self._update(
                 object_id, new_value, None, author, now, external_id=external_id, again=again - 1
             )
-            return await retry
         self.on_change()
         return ItemResult(200, object_id=object_id)
 

@@ -130,9 +130,7 @@ def _typed(
         if not _is_unicode(given):
             walk.add(path, "contains an unpaired surrogate escape (not valid Unicode text)")
             return given
-        if _is_url(
-            prop
-        ):  # stored as the exporter uses it: " https://x/ " would be shown, and compared, as typed
+        if _is_url(prop):  # stored as the exporter uses it, not shown and compared as typed
             given = given.strip()
         _constraints(walk, prop, given, path, siblings)
         return given

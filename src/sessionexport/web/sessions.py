@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sessionexport.model.validation import InvalidSession, decode_session
+from sessionexport.model.validation import decode_any
 from sessionexport.store.records import INT_MAX, StoredSession
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
@@ -91,17 +90,6 @@ def _pretty(body: bytes) -> str:
 
 
 def _row(session: StoredSession) -> SessionRow:
-    return SessionRow(session.seq, session.received_at, _document(session.body))
-
-
-def _document(body: bytes) -> dict[str, Any]:
-    """The session to show: all of it; or, when a field of the sender's own holds JSON that a
-    float parser refuses (``1e999``: ingest keeps such fields unread), the model's fields."""
-    try:
-        document: dict[str, Any] = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            return {k: v for k, v in msgspec.to_builtins(decode_session(body)).items() if v is not None}
-        except InvalidSession:  # stored before a rule it breaks: shown as its raw JSON alone
-            return {}
-    return document
+    # decode_any, not orjson: a field of the sender's own may hold 1e999 (valid JSON, kept unread
+    # at ingest), which orjson refuses to read.
+    return SessionRow(session.seq, session.received_at, decode_any(session.body))
