@@ -298,8 +298,12 @@ async def test_http_fails_tls_and_stops_unless_allowed(serve: Serve, tls: Tls) -
     ("status", "data", "expected"),
     [
         (200, {"access_token": "t", "token_type": "bearer", "expires_in": 300}, Outcome.PASS),
-        (200, {"access_token": "t", "token_type": "Bearer", "expires_in": "300"}, Outcome.WARN),
+        # as the exporter reads it: a string of seconds is taken, a missing type is Bearer
+        (200, {"access_token": "t", "token_type": "Bearer", "expires_in": "300"}, Outcome.PASS),
+        (200, {"access_token": "t", "expires_in": 300}, Outcome.WARN),
+        (200, {"access_token": "t", "token_type": "Bearer", "expires_in": "soon"}, Outcome.FAIL),
         (200, {"access_token": "", "token_type": "Bearer", "expires_in": 300}, Outcome.FAIL),
+        (200, {"access_token": "t\n", "token_type": "Bearer", "expires_in": 300}, Outcome.FAIL),
         (200, ["not", "an", "object"], Outcome.FAIL),
         (400, {"error": "invalid_request"}, Outcome.FAIL),
     ],

@@ -221,8 +221,15 @@ async def test_oauth2_token_is_renewed_before_it_expires(engine: Engine, receive
         (503, {}, "token endpoint answered HTTP 503: server_error"),  # its OAuth error
         # not an exporter that fails and restarts in a loop: the token alert names the field
         (200, {"expires_in": "soon"}, "token endpoint answered an expires_in that is not seconds: 'soon'"),
+        # kept, it failed every request before it went out (no 401 to replace it), and the
+        # HTTP library's message quoted it: refused, and never shown
+        (
+            200,
+            {"access_token": "tok\nsecret-value"},
+            "an access_token that no Authorization header can carry",
+        ),
     ],
-    ids=["refused", "expiry-not-seconds"],
+    ids=["refused", "expiry-not-seconds", "unsendable-token"],
 )
 async def test_token_endpoint_failure_is_its_own_alert(
     engine: Engine, receiver: Receiver, status: int, extra: dict[str, object], said: str
@@ -246,6 +253,7 @@ async def test_token_endpoint_failure_is_its_own_alert(
     alerts = (await engine.client.get("/api/v2/alerts", headers=engine.headers)).json()["alerts"]
     assert [(a["kind"], a["objectId"]) for a in alerts] == [("token", export_id)]
     assert said in alerts[0]["title"]
+    assert "secret-value" not in str(alerts)
     assert not [r for r in receiver.requests]  # nothing was sent without a token
 
 

@@ -58,3 +58,11 @@ async def test_the_credentials_name_every_form_they_travel_in_and_those_are_mask
 
 def test_secrets_too_short_to_mask_leave_the_text_readable() -> None:
     assert masked("a bad answer", ("a", "bad")) == "a bad answer"
+
+
+def test_a_secret_quoted_escaped_in_a_message_is_masked_too() -> None:
+    secret = "tok\nsecret\u00e9"
+    said = f'Illegal header value {("Bearer " + secret).encode()!r}; json {{"t": "tok\\nsecret\\u00e9"}}'
+    shown = masked(said, (secret,))
+    assert "secret" not in shown
+    assert shown == 'Illegal header value b\'Bearer *****\'; json {"t": "*****"}'

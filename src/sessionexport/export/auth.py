@@ -12,7 +12,7 @@ import asyncio
 import base64
 import re
 import urllib.parse
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -26,6 +26,7 @@ from sessionexport.export.exchange import exchange
 
 EXPIRY_LEEWAY_SECONDS = 30
 TOKEN_ANSWER_BYTES = 64 * 1024  # a token answer is a few hundred bytes: more is not a token
+_SENDABLE_TOKEN = re.compile(r"[!-~]+")  # visible ASCII: what a header value carries as it is
 
 
 class TokenError(Exception):
@@ -120,19 +121,29 @@ class OAuth2Credentials:
             data = orjson.loads(answer)
         except orjson.JSONDecodeError:
             raise TokenError("token endpoint answered something other than JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
-            raise TokenError("token endpoint answer has no access_token")
-        if str(data.get("token_type", "Bearer")).lower() != "bearer":
-            raise TokenError(f"token type {data.get('token_type')!r} is not Bearer")
-        if (expires_in := data.get("expires_in")) is not None:
-            try:
-                data["expires_in"] = int(expires_in)  # some endpoints send it as a string: "3600"
-            except (TypeError, ValueError):
-                shown = repr(expires_in)[:40]
-                raise TokenError(
-                    f"token endpoint answered an expires_in that is not seconds: {shown}"
-                ) from None
-        return OAuth2Token.from_dict(data)
+        return OAuth2Token.from_dict(usable_token(data))
+
+
+def usable_token(data: object) -> dict[str, Any]:
+    """A token answer's fields as the exporter uses them (``expires_in`` in whole seconds, as some
+    endpoints send it as a string: "3600"); a ``TokenError`` says why the answer is no usable token."""
+    if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
+        raise TokenError("token endpoint answer has no access_token")
+    if not _SENDABLE_TOKEN.fullmatch(data["access_token"]):
+        # Kept, it would fail every request before it went out, with no 401 to replace it.
+        raise TokenError(
+            "token endpoint answered an access_token that no Authorization header can carry"
+            " (empty, or not visible ASCII: a space, line break or other character in it)"
+        )
+    if str(data.get("token_type") or "Bearer").lower() != "bearer":  # null: not said, as when left out
+        raise TokenError(f"token type {data.get('token_type')!r} is not Bearer")
+    if (expires_in := data.get("expires_in")) is None:
+        return data
+    try:
+        return {**data, "expires_in": int(expires_in)}
+    except (TypeError, ValueError):
+        shown = repr(expires_in)[:40]
+        raise TokenError(f"token endpoint answered an expires_in that is not seconds: {shown}") from None
 
 
 def credentials_for(

@@ -3,10 +3,13 @@
 An endpoint may echo the credentials it was sent (a token endpoint repeating ``client_secret``,
 a proxy showing the Authorization header): every reason taken from an answer goes into logs,
 alerts, dead letters and the UI, so each is masked, in the raw bytes and again once decoded
-(JSON escapes and HTML entities hide a secret from a byte search).
+(JSON escapes and HTML entities hide a secret from a byte search). An error message may quote a
+secret escaped (an HTTP library refusing a header shows its ``repr``): those forms are masked too.
 """
 
 from __future__ import annotations
+
+import json
 
 from sessionexport.settings.secrets import MASK
 
@@ -14,9 +17,9 @@ SHORTEST_MASKED = 4  # a shorter secret would mask ordinary letters of every mes
 
 
 def masked(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret in it replaced by the mask."""
-    for secret in _maskable(secrets):
-        text = text.replace(secret, MASK)
+    """``text`` with every secret in it, as it is or escaped, replaced by the mask."""
+    for form in _maskable(tuple(form for secret in secrets for form in _quoted_forms(secret))):
+        text = text.replace(form, MASK)
     return text
 
 
@@ -33,6 +36,11 @@ def sent_secret(headers: dict[str, str]) -> tuple[str, ...]:
     another attempt may have replaced by now)."""
     _, _, credential = headers.get("Authorization", "").partition(" ")
     return (credential,) if credential else ()
+
+
+def _quoted_forms(secret: str) -> tuple[str, ...]:
+    """The secret, and how a ``repr`` of it or of its UTF-8 bytes, or ASCII JSON, writes it."""
+    return secret, repr(secret)[1:-1], repr(secret.encode())[2:-1], json.dumps(secret)[1:-1]
 
 
 def _maskable(secrets: tuple[str, ...]) -> list[str]:

@@ -45,6 +45,7 @@ from sessionexport.export.auth import (
     TokenError,
     credentials_for,
     describe_transport_error,
+    usable_token,
 )
 from sessionexport.export.batching import Batcher
 from sessionexport.export.config import BasicAuth, ExportConfig, OAuth2, SendDirect
@@ -266,32 +267,31 @@ def judge_gzip(attempt: Attempt, readings: Sequence[int | CountError], sessions:
 
 
 def judge_token_response(status: int | None, data: object) -> Verdict:
-    """What the exporter relies on: an access_token, token_type Bearer, and expires_in to cache it by."""
+    """Whether the exporter can use the answer (read as it reads it: a PASS here means a token the
+    exporter takes), and how well it can: a token_type said, and expires_in to cache it by."""
     if status != 200:
         return Verdict(Outcome.FAIL, f"token endpoint answered HTTP {status}; expected 200")
     if not isinstance(data, dict):
         return Verdict(Outcome.FAIL, "token response is not a JSON object")
-    return combine([_judge_access_token(data), _judge_token_type(data), _judge_expires_in(data)])
+    try:
+        token = usable_token(data)
+    except TokenError as exc:
+        return Verdict(Outcome.FAIL, str(exc))
+    present = Verdict(Outcome.PASS, "access_token present")
+    return combine([present, _judge_token_type(token), _judge_expires_in(token)])
 
 
-def _judge_access_token(data: dict[str, Any]) -> Verdict:
-    if isinstance(data.get("access_token"), str) and data["access_token"]:
-        return Verdict(Outcome.PASS, "access_token present")
-    return Verdict(Outcome.FAIL, "no access_token")
-
-
-def _judge_token_type(data: dict[str, Any]) -> Verdict:
-    token_type = data.get("token_type")
-    # RFC 6749 §5.1: the type is case-insensitive.
-    if isinstance(token_type, str) and token_type.lower() == "bearer":
+def _judge_token_type(token: dict[str, Any]) -> Verdict:
+    if token_type := token.get("token_type"):
         return Verdict(Outcome.PASS, f"token_type {token_type}")
-    return Verdict(Outcome.FAIL, f"token_type {token_type!r} is not Bearer")
+    # RFC 6749 §5.1 requires it; the exporter takes a token without one as Bearer.
+    return Verdict(Outcome.WARN, "no token_type (RFC 6749 requires it; taken as Bearer)")
 
 
-def _judge_expires_in(data: dict[str, Any]) -> Verdict:
-    expires_in = data.get("expires_in")
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
-        return Verdict(Outcome.PASS, f"expires_in {expires_in:g} s")
+def _judge_expires_in(token: dict[str, Any]) -> Verdict:
+    expires_in = token.get("expires_in")
+    if expires_in is not None and expires_in > 0:
+        return Verdict(Outcome.PASS, f"expires_in {expires_in} s")
     # Without it the exporter keeps the token until the endpoint answers 401 with it.
     return Verdict(Outcome.WARN, f"expires_in {expires_in!r} is not a positive number of seconds")
 
