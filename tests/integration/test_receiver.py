@@ -504,6 +504,24 @@ def test_bulk_bodies_of_a_type_elasticsearch_does_not_take_get_406(receiver: Rec
     assert counts(receiver)["documents"] == 0
 
 
+def test_an_action_line_that_is_not_utf8_is_refused_as_elasticsearch_does(receiver: ReceiverProcess) -> None:
+    """A 500 would have the sender retry and dead-letter what can never be read."""
+    good = b'{"index":{"_index":"s","_id":"1"}}\n{"a":1}\n'
+    for bad in (b'{"index":{"_index":"s\xff"}}\n', b'{"index\xff":{}}\n', b'{"index":{"_id":-\xff}}\n'):
+        response = httpx.post(
+            f"{receiver.base}/_bulk",
+            content=good + bad + b'{"a":2}\n',
+            headers=NDJSON,
+            verify=receiver.verify,
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["type"] == "x_content_parse_exception"
+        assert response.json()["error"]["reason"].startswith("[3:")
+    records = httpx.get(f"{receiver.base}/received/requests", verify=receiver.verify).json()["requests"]
+    assert [q["status"] for q in records] == [400, 400, 400]
+    assert counts(receiver)["documents"] == 0
+
+
 def test_a_session_id_too_long_to_index_is_refused_with_its_line(receiver: ReceiverProcess) -> None:
     session = orjson.loads(sample("doc-mobile-session.json"))
     session["userSessionId"] = "x" * 201

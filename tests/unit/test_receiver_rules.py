@@ -132,6 +132,7 @@ def test_bulk_pairs_with_index_from_the_line_or_the_path() -> None:
         (b'{"upsert":{"_index":"a"}}\n{}\n', "illegal_argument_exception"),
         (b'{"index":{"_id":"1"}}\n{}\n', "action_request_validation_exception"),  # no index anywhere
         (b"", "action_request_validation_exception"),
+        (b'{"index":{"_index":"a\xff"}}\n{}\n', "x_content_parse_exception"),  # not UTF-8
     ],
 )
 def test_whole_request_errors(body: bytes, error_type: str) -> None:
@@ -148,6 +149,17 @@ def test_type_is_refused_by_elasticsearch_8_and_kept_by_7() -> None:
     [op] = es.parse_bulk(body, None, 7)
     assert es.item_result(op, True, 1, 7)["index"]["_type"] == "_doc"
     assert "_type" not in es.item_result(op, True, 1, 8)["index"]
+    busy = es.ItemFailure(429, "es_rejected_execution_exception", "busy")
+    assert es.failed_item(op, busy, 7)["index"]["_type"] == "_doc"  # a failed item names it too
+    assert "_type" not in es.failed_item(op, busy, 8)["index"]
+
+
+def test_a_type_that_is_not_text_is_refused_naming_its_action_line() -> None:
+    body = bulk_body(
+        ({"index": {"_index": "a", "_id": "1"}}, {"x": 1}), ({"index": {"_type": True}}, {"x": 2})
+    )
+    with pytest.raises(es.BulkRequestError, match=r"^\[3:1\] \[index\] _type doesn't support"):
+        es.parse_bulk(body, "a", 7)
 
 
 def test_a_broken_document_fails_only_its_item() -> None:
@@ -312,7 +324,7 @@ def test_fault_plan_fails_matching_ids_the_given_number_of_times() -> None:
 def test_bulk_response_reports_errors_when_any_item_failed() -> None:
     op = es.Operation("index", "i", "1", None, b"{}")
     ok = es.item_result(op, True, 1, 8)
-    failed = es.failed_item(op, es.ItemFailure(429, "es_rejected_execution_exception", "busy"))
+    failed = es.failed_item(op, es.ItemFailure(429, "es_rejected_execution_exception", "busy"), 8)
     assert es.bulk_response([ok], 3) == {"took": 3, "errors": False, "items": [ok]}
     assert es.bulk_response([ok, failed], 3)["errors"] is True
     assert failed["index"]["status"] == 429 and failed["index"]["error"]["reason"] == "busy"

@@ -438,7 +438,7 @@ async def _apply(
     for number, op in enumerate(operations):
         failure = _item_failure(op, config.faults)
         if failure is not None:
-            items[number] = es.failed_item(op, failure)
+            items[number] = es.failed_item(op, failure, config.es_version)
             continue
         stored.append((number, op))
         documents.append(_document(op))
@@ -449,7 +449,7 @@ async def _apply(
             conflict = es.ItemFailure(
                 409, es.ERROR_TYPES[409], f"[{op.doc_id}]: version conflict, document already exists"
             )
-            items[number] = es.failed_item(op, conflict)
+            items[number] = es.failed_item(op, conflict, config.es_version)
         else:
             items[number] = es.item_result(op, created, next(config.seq_nos), config.es_version)
     return [item for item in items if item is not None]

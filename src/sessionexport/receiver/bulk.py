@@ -113,6 +113,7 @@ def parse_bulk(
                 "action_request_validation_exception", "Validation Failed: 1: index is missing;"
             )
         doc_id = _meta_text(meta, "_id", action, number + 1)
+        doc_type = _meta_text(meta, "_type", action, number + 1) or path_type
         if doc_id is not None and len(doc_id.encode()) > MAX_ID_BYTES:
             too_long.append(
                 f"id [{doc_id}] is too long, must be no longer than {MAX_ID_BYTES} bytes"
@@ -128,7 +129,6 @@ def parse_bulk(
             source = lines[number].removesuffix(b"\r")
         problem = _names_problem(index, doc_id) or _document_problem(action, source)
         doc_id = uuid.uuid4().hex if doc_id is None else doc_id
-        doc_type = _meta_text(meta, "_type", action, number + 1) or path_type
         operations.append(Operation(action, index, doc_id, doc_type, source, problem))
         number += 1
     if too_long:
@@ -187,6 +187,13 @@ _metadata = msgspec.json.Decoder(dict[str, msgspec.Raw])  # values as written: s
 
 
 def _action(line: bytes, number: int, es_version: int) -> tuple[str, dict[str, msgspec.Raw]]:
+    try:
+        line.decode()  # once, here: every name and value read from the line below is then text
+    except UnicodeDecodeError as exc:
+        raise BulkRequestError(
+            "x_content_parse_exception",
+            f"[{number}:{exc.start + 1}] Malformed action/metadata line: invalid UTF-8 byte 0x{line[exc.start]:02x}",
+        ) from None
     try:
         value = _action_line.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -269,11 +276,7 @@ def _parse_rule(spec: str) -> tuple[int, re.Pattern[str], int | None]:
 
 
 def item_result(op: Operation, created: bool, seq_no: int, es_version: int) -> dict[str, Any]:
-    result: dict[str, Any] = {"_index": op.index}
-    if es_version < 8:
-        result["_type"] = op.doc_type or "_doc"
-    result |= {
-        "_id": op.doc_id,
+    result = _item_names(op, es_version) | {
         "_version": 1 if created else 2,
         "result": "created" if created else "updated",
         "_shards": {"total": 2, "successful": 1, "failed": 0},
@@ -284,10 +287,19 @@ def item_result(op: Operation, created: bool, seq_no: int, es_version: int) -> d
     return {op.action: result}
 
 
-def failed_item(op: Operation, failure: ItemFailure) -> dict[str, Any]:
-    result: dict[str, Any] = {"_index": op.index, "_id": op.doc_id, "status": failure.status}
-    result["error"] = {"type": failure.error_type, "reason": failure.reason}
+def failed_item(op: Operation, failure: ItemFailure, es_version: int) -> dict[str, Any]:
+    result = _item_names(op, es_version) | {
+        "status": failure.status,
+        "error": {"type": failure.error_type, "reason": failure.reason},
+    }
     return {op.action: result}
+
+
+def _item_names(op: Operation, es_version: int) -> dict[str, Any]:
+    """What an item is about: Elasticsearch 7 names its type too, whatever became of the item."""
+    if es_version < 8:
+        return {"_index": op.index, "_type": op.doc_type or "_doc", "_id": op.doc_id}
+    return {"_index": op.index, "_id": op.doc_id}
 
 
 def bulk_response(items: list[dict[str, Any]], took_ms: int) -> dict[str, Any]:
