@@ -7,10 +7,12 @@ import ssl
 import threading
 from pathlib import Path
 
+import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from sessionexport.receiver.tls import Certificate, self_signed
+from sessionexport.receiver.tls import Certificate, operator_certificate, self_signed
 
 
 def test_made_once_then_reused_with_the_same_fingerprint(tmp_path: Path) -> None:
@@ -42,7 +44,34 @@ def test_two_receivers_can_be_trusted_from_one_bundle(tmp_path: Path) -> None:
         assert _handshake(cert, bundle) == cert.fingerprint
 
 
-def _handshake(cert: Certificate, bundle: Path) -> str:
+def test_it_names_the_address_it_listens_on_and_is_made_again_for_one_it_does_not(tmp_path: Path) -> None:
+    """A sender given the printed https://127.0.0.2:PORT and --ca-bundle must get through."""
+    first = self_signed(tmp_path, ("127.0.0.2",))
+    assert _handshake(first, first.cert_path, "127.0.0.2") == first.fingerprint
+    kept = self_signed(tmp_path, ("127.0.0.2",))
+    assert not kept.generated and kept.fingerprint == first.fingerprint
+    assert not self_signed(tmp_path, ("::",)).generated  # everywhere: no one name to add
+    moved = self_signed(tmp_path, ("receiver.test",))
+    assert moved.generated and moved.why == "the one there does not name receiver.test"
+    assert _handshake(moved, moved.cert_path, "receiver.test") == moved.fingerprint
+
+
+def test_an_encrypted_key_is_refused_saying_so_without_a_prompt(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed(tmp_path)
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    with pytest.raises(ValueError, match="encrypted with a passphrase"):
+        operator_certificate(cert.cert_path, encrypted)
+
+
+def _handshake(cert: Certificate, bundle: Path, server_name: str = "localhost") -> str:
     """The fingerprint of the certificate a loopback TLS server with ``cert`` shows a client that
     trusts ``bundle`` (the handshake fails unless the bundle vouches for it)."""
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -60,7 +89,7 @@ def _handshake(cert: Certificate, bundle: Path) -> str:
         thread.start()
         with (
             socket.create_connection(("127.0.0.1", port)) as raw,
-            client_context.wrap_socket(raw, server_hostname="localhost") as tls,
+            client_context.wrap_socket(raw, server_hostname=server_name) as tls,
         ):
             der = tls.getpeercert(binary_form=True)
             tls.sendall(b"x")

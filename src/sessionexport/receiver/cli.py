@@ -183,7 +183,7 @@ def receive(
     except (ValueError, StoreError, OSError) as exc:
         _fail(str(exc))
     require_store_opens(lambda: create_received_store(data_dir, storage))
-    cert_file, key_file = (None, None) if http else _tls_files(data_dir, tls_cert, tls_key)
+    cert_file, key_file = (None, None) if http else _tls_files(data_dir, host, tls_cert, tls_key)
     try:
         sock = listening.bind(host, port)
     except OSError as exc:
@@ -212,7 +212,7 @@ def receive(
     )
 
 
-def _tls_files(data_dir: Path, tls_cert: Path | None, tls_key: Path | None) -> tuple[str, str]:
+def _tls_files(data_dir: Path, host: str, tls_cert: Path | None, tls_key: Path | None) -> tuple[str, str]:
     """The operator's certificate, else the self-signed one of the data directory; says which, and its fingerprint."""
     from sessionexport.receiver.tls import operator_certificate, self_signed
 
@@ -223,10 +223,9 @@ def _tls_files(data_dir: Path, tls_cert: Path | None, tls_key: Path | None) -> t
             _fail(f"cannot use --tls-cert with --tls-key: {exc}")
         announce(err, f"TLS certificate {tls_cert} (SHA-256 {fingerprint})")
         return str(tls_cert), str(tls_key)
-    cert = self_signed(data_dir)
-    announce(
-        err, f"self-signed TLS certificate {'generated' if cert.generated else 'reused'}: {cert.cert_path}"
-    )
+    cert = self_signed(data_dir, (host,))
+    state = ("generated" + (f" ({cert.why})" if cert.why else "")) if cert.generated else "reused"
+    announce(err, f"self-signed TLS certificate {state}: {cert.cert_path}")
     announce(err, f"  SHA-256 fingerprint {cert.fingerprint}")
     announce(err, f"  senders trust it with --ca-bundle {cert.cert_path}")
     return str(cert.cert_path), str(cert.key_path)

@@ -2,8 +2,9 @@
 receiver, a self-signed one kept in the data directory.
 
 The self-signed certificate is made once and reused on later starts, so a sender that was told to
-trust it (``--ca-bundle``) keeps trusting it. It names localhost, the loopback addresses and the
-machine's host name.
+trust it (``--ca-bundle``) keeps trusting it. It names localhost, the loopback addresses, the
+machine's host name and the address the receiver listens on; a later start on an address it does
+not name makes a new one (senders could not reach that address through the old one).
 """
 
 from __future__ import annotations
@@ -33,25 +34,49 @@ class Certificate:
     key_path: Path
     fingerprint: str  # SHA-256, colon-separated hex, as browsers and openssl show it
     generated: bool
+    why: str = ""  # why it was made: "" on a first start
 
 
 def self_signed(data_dir: Path, extra_names: tuple[str, ...] = ()) -> Certificate:
+    """The data directory's certificate, made when there is none, when it (nearly) expired, or
+    when it does not name one of ``extra_names`` (the host the receiver listens on)."""
     cert_path, key_path = data_dir / CERT_FILE, data_dir / KEY_FILE
-    generated = not (cert_path.exists() and key_path.exists()) or _expired(cert_path)
-    if generated:
-        make_private_dir(data_dir)
-        _write_self_signed(cert_path, key_path, ("localhost", socket.gethostname(), *extra_names))
-    return Certificate(cert_path, key_path, fingerprint(cert_path), generated)
+    wanted = tuple(n for n in extra_names if n and not _everywhere(n))
+    why = ""
+    if cert_path.exists() and key_path.exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if _expired(cert):
+            why = "the one there expires within a day"
+        elif missing := [n for n in wanted if not _names(cert, n)]:
+            why = f"the one there does not name {', '.join(missing)}"
+        else:
+            return Certificate(cert_path, key_path, fingerprint(cert_path), generated=False)
+    make_private_dir(data_dir)
+    _write_self_signed(cert_path, key_path, ("localhost", socket.gethostname(), *wanted))
+    return Certificate(cert_path, key_path, fingerprint(cert_path), generated=True, why=why)
 
 
 def operator_certificate(cert_path: Path, key_path: Path) -> str:
     """The fingerprint of an operator's certificate, once it is known to load with its key;
     ValueError saying why not (a server would otherwise fail in uvicorn's traceback)."""
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
-    except (ssl.SSLError, ValueError) as exc:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_path, key_path, password=_no_passphrase)
+    except (ssl.SSLError, ValueError, _EncryptedKey) as exc:
         raise ValueError(str(exc)) from None
     return fingerprint(cert_path)
+
+
+class _EncryptedKey(Exception):
+    def __str__(self) -> str:
+        return (
+            "the key is encrypted with a passphrase; give a key without one (openssl pkey -in KEY -out PLAIN)"
+        )
+
+
+def _no_passphrase() -> str:
+    # Asked for only when the key is encrypted: without this, OpenSSL prompts on the terminal.
+    raise _EncryptedKey
 
 
 def fingerprint(cert_path: Path) -> str:
@@ -59,9 +84,27 @@ def fingerprint(cert_path: Path) -> str:
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
 
 
-def _expired(cert_path: Path) -> bool:
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+def _expired(cert: x509.Certificate) -> bool:
     return cert.not_valid_after_utc <= dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+
+
+def _names(cert: x509.Certificate, name: str) -> bool:
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    if (address := _address(name)) is not None:
+        return address in sans.get_values_for_type(x509.IPAddress)
+    return name.lower() in (n.lower() for n in sans.get_values_for_type(x509.DNSName))
+
+
+def _everywhere(name: str) -> bool:
+    """0.0.0.0 or ::, listening on every address: no one name to add for it."""
+    return (address := _address(name)) is not None and address.is_unspecified
+
+
+def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return None
 
 
 def _only_these_names(sans: list[x509.GeneralName]) -> x509.NameConstraints:
@@ -83,8 +126,12 @@ def _write_self_signed(cert_path: Path, key_path: Path, names: tuple[str, ...]) 
     name = f"sessionexport receiver {key_id.digest[:6].hex()}"
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names) if n]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
+    addresses = dict.fromkeys([ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")])
+    addresses |= dict.fromkeys(a for n in names if (a := _address(n)) is not None)
+    sans: list[x509.GeneralName] = [
+        x509.DNSName(n) for n in dict.fromkeys(names) if n and _address(n) is None
+    ]
+    sans += [x509.IPAddress(a) for a in addresses]
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
