@@ -467,9 +467,13 @@ async def test_jwks_tokens_checked_for_signature_issuer_audience_and_expiry(tmp_
 
     def token(signer: RSAKey = key, **claims: object) -> str:
         base = {"sub": "svc", "iss": "https://idp", "aud": "receiver", "exp": int(clock.now) + 60}
-        return jwt.encode({"alg": "RS256", "kid": "k1"}, {**base, **claims}, signer)
+        body = {name: value for name, value in (base | claims).items() if value is not None}
+        return jwt.encode({"alg": "RS256", "kid": "k1"}, body, signer)
 
     assert await verifier.check(token()) == "svc"
+    # a client-credentials token may name its client rather than a subject; or no one
+    assert await verifier.check(token(sub=None, azp="exporter-client")) == "exporter-client"
+    assert await verifier.check(token(sub=None)) is None
     for bad in (token(aud="other"), token(iss="https://evil"), token(exp=int(clock.now) - 1), token(other)):
         with pytest.raises(Unauthorized):
             await verifier.check(bad)

@@ -220,7 +220,8 @@ class JwksVerifier:
             raise KeysUnavailable(self._failure) from None
         self._loaded_at, self._failed_at = self.clock(), None
 
-    async def check(self, token: str) -> str:
+    async def check(self, token: str) -> str | None:
+        """Who the token names (see ``_caller``); InvalidToken when it is not good here."""
         try:
             claims = await self._verified_claims(token, reload=self.clock() - self._loaded_at >= 60)
         except JoseError as exc:
@@ -234,7 +235,7 @@ class JwksVerifier:
             jwt.JWTClaimsRegistry(now=int(self.clock()), **options).validate(claims)  # type: ignore[arg-type]
         except JoseError as exc:
             raise InvalidToken(f"token rejected: {exc}") from None
-        return str(claims.get("sub"))
+        return _caller(claims)
 
     async def _verified_claims(self, token: str, reload: bool) -> dict[str, object]:
         """Claims of a validly signed token; keys are fetched again (at most once a minute) when the
@@ -252,6 +253,20 @@ class JwksVerifier:
             except KeysUnavailable:  # the keys known so far stay, and they judged the token
                 raise unverified from None
         return jwt.decode(token, self._keys, algorithms=_ASYMMETRIC).claims
+
+
+CALLER_CLAIMS = (
+    "sub",
+    "client_id",
+    "azp",
+    "appid",
+)  # the subject, or the client of a client-credentials token
+
+
+def _caller(claims: dict[str, object]) -> str | None:
+    """Who a token names, for the request record: its subject, else its client (issuers differ
+    in which claims a client-credentials token carries); None when it names no one."""
+    return next((str(v) for name in CALLER_CLAIMS if (v := claims.get(name)) not in (None, "")), None)
 
 
 def jwks_file_problem(path: Path) -> str | None:
