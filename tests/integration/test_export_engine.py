@@ -987,6 +987,23 @@ async def test_metrics_report_deliveries(engine: Engine, receiver: Receiver) -> 
     assert (await engine.client.get("/metrics")).status_code == 401
 
 
+async def test_an_export_s_counters_are_served_at_zero_before_anything_happens(engine: Engine) -> None:
+    """rate() and alert rules need the series from the first scrape, not from the first event."""
+    export_id = await engine.create_export(export_value("https://127.0.0.1:9/never"))
+    text = (await engine.client.get("/metrics", headers=engine.headers)).text
+    for name in (
+        "sessions_delivered",
+        "sessions_failed",
+        "sessions_replayed",
+        "items_retried",
+        "bytes_delivered",
+    ):
+        assert f'sessionexport_{name}_total{{export="{export_id}"}} 0.0' in text, name
+    assert f'sessionexport_bulks_total{{export="{export_id}",outcome="dead_lettered"}} 0.0' in text
+    assert f'sessionexport_attempts_total{{export="{export_id}",result="timeout"}} 0.0' in text
+    assert f'sessionexport_attempt_duration_seconds_count{{export="{export_id}"}} 0.0' in text
+
+
 async def test_metrics_outlive_a_pause_and_go_with_the_export(engine: Engine, receiver: Receiver) -> None:
     value = export_value(receiver.url)
     export_id = await engine.create_export(value)

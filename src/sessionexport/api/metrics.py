@@ -67,6 +67,7 @@ async def _read_export_gauges(
         export_id = record.object_id
         config = export_config(export_id, masked_value(record))  # no secret is needed here
         health = await export_health(store, config, await export_running(store, here, export_id), now)
+        gauges.know(export_id)
         gauges.backlog.labels(export_id).set(health.backlog)
         gauges.lag.labels(export_id).set(health.lag_seconds or 0)
         gauges.dead_letters.labels(export_id).set(health.dead_letters)

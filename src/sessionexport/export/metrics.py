@@ -88,6 +88,17 @@ class ExportMetrics:
             registry=self.registry,
         )
 
+    def know(self, export_id: str) -> None:
+        """Every counter series of an export, at 0 until something happens: an alert rule or a
+        rate() sees 0 from the first scrape, not a series that is missing until then."""
+        for counter in (self.sessions, self.bytes, self.failed, self.replayed, self.retried):
+            counter.labels(export_id)
+        self.attempt_seconds.labels(export_id)
+        for outcome in BULK_OUTCOMES:
+            self.bulks.labels(export_id, outcome)
+        for result in ATTEMPT_RESULTS:
+            self.attempts.labels(export_id, result)
+
     def forget(self, export_id: str) -> None:
         """The export was deleted: every series of it goes."""
         for metric in (
