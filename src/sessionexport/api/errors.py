@@ -206,14 +206,12 @@ _COMMON_ERRORS: dict[str, str] = {
 
 def document_errors(operation: dict[str, Any]) -> None:
     """Add to an OpenAPI operation the error answers every route of its kind can give (401 and
-    403 when it needs a token, 413 and 415 when it takes a body, 503 always), and give every error
-    answer the envelope's schema."""
+    403 when it needs a token; 413, 415 and 503 always: the body limits hold for any request, one
+    that should have no body included), and give every error answer the envelope's schema."""
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    codes = ["503"]
+    codes = ["413", "415", "503"]
     if operation.get("security"):
         codes += ["401", "403"]
-    if "requestBody" in operation:
-        codes += ["413", "415"]
     for code in codes:
         responses.setdefault(code, {"description": _COMMON_ERRORS[code]})
     for code, response in responses.items():
