@@ -731,9 +731,15 @@ def generate(
         action_range = (int(low), int(high or low))
         if not 1 <= action_range[0] <= action_range[1] <= 200:
             raise ValueError
+    except ValueError:
+        err.print(f"[red]error:[/red] --actions takes MIN-MAX within 1-200 (got {escape(actions)!r})")
+        raise typer.Exit(2) from None
+    try:
         end_ms = _parse_end(end)
     except ValueError:
-        err.print("[red]error:[/red] --actions takes MIN-MAX within 1-200, --end an ISO 8601 time")
+        err.print(
+            f"[red]error:[/red] --end takes an ISO 8601 time, e.g. 2026-11-26T12:00:00Z (got {escape(str(end))!r})"
+        )
         raise typer.Exit(2) from None
     earliest = EPOCH_MS_MIN + GeneratorOptions().span_ms  # sessions start up to span_ms before --end
     if not earliest <= end_ms <= EPOCH_MS_MAX:

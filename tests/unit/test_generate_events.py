@@ -374,3 +374,16 @@ def test_event_options_are_refused_where_they_make_no_sense(args: list[str], mes
     result = CliRunner().invoke(app, ["generate", *args], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "not_said"),
+    [
+        (["--end", "garbage"], "--end takes an ISO 8601 time", "--actions"),
+        (["--actions", "5-2"], "--actions takes MIN-MAX within 1-200 (got '5-2')", "--end"),
+    ],
+)
+def test_a_bad_option_of_generate_is_named_alone(args: list[str], message: str, not_said: str) -> None:
+    result = CliRunner().invoke(app, ["generate", "--count", "1", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert message in result.stderr and not_said not in result.stderr
