@@ -16,6 +16,7 @@ from sessionexport.api.app import create_app
 from sessionexport.config import ServerConfig
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.receiver.app import ReceiverConfig, create_receiver_app
+from sessionexport.receiver.auth import Authenticator, TokenIssuer
 from sessionexport.receiver.store import create_received_store
 from sessionexport.request_bodies import SMALL_BODY_BYTES
 from tests.conftest import ALL_SCOPES, Api, make_token
@@ -62,22 +63,28 @@ async def test_ingest_takes_bodies_up_to_its_own_limit(server_config: ServerConf
 
 
 async def test_the_receivers_token_endpoint_takes_a_small_body_only(tmp_path: Path) -> None:
-    config = ReceiverConfig(store=create_received_store(tmp_path))
+    issuer = TokenIssuer({"exporter": "s3cret"}, b"k" * 32)
+    config = ReceiverConfig(store=create_received_store(tmp_path), auth=Authenticator(tokens=issuer))
     app = create_receiver_app(config)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://receiver.test") as client:
-            token = await client.post(
-                "/oauth2/token",
-                content=b"grant_type=" + TOO_BIG,
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            token = await client.post("/oauth2/token", content=b"grant_type=" + TOO_BIG, headers=form)
+            just_over = await client.post("/oauth2/token", content=b"x" * (16 * 1024 + 1), headers=form)
+            good = b"grant_type=client_credentials&client_id=exporter&client_secret=s3cret"
+            issued = (await client.post("/oauth2/token", content=good, headers=form)).json()
             events = await client.put(
                 "/export/events",
                 content=b"\n".join(generate_lines(200, seed=4)),
-                headers={"Content-Type": "application/x-ndjson"},
+                headers={
+                    "Content-Type": "application/x-ndjson",
+                    "Authorization": f"Bearer {issued['access_token']}",
+                },
             )
-    assert token.status_code == 413
+    for refused in (token, just_over):  # told by its Content-Length, in OAuth's shape
+        assert refused.status_code == 413
+        assert refused.json() == {"error": "invalid_request", "error_description": "request body too large"}
     assert events.status_code == 200  # the export path reads within its own, larger limit
 
 

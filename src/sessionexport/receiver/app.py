@@ -78,6 +78,7 @@ from sessionexport.throttle import Throttle, recurring
 log = logging.getLogger(__name__)
 
 EVENTS_TYPES = ("application/json", "application/x-ndjson")
+OAUTH_ROUTE = "/oauth2/token"
 TOKEN_FORM_LIMIT = 16 * 1024
 BUSY = "the receiver is busy storing other requests; nothing was stored. Retry shortly."
 ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
@@ -147,7 +148,7 @@ def events_path_problem(path: str) -> str | None:
     if not path.startswith("/") or path == "/":
         return "must start with / and name a path"
     if (
-        path in ("/oauth2/token", "/metrics", "/health")
+        path in (OAUTH_ROUTE, "/metrics", "/health")
         or path.endswith("/_bulk")
         or path.startswith("/received/")
     ):
@@ -192,7 +193,7 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
 
     routes = [
         Route(config.events_path, _events, methods=["PUT", "POST"]),
-        Route("/oauth2/token", _token, methods=["POST"]),
+        Route(OAUTH_ROUTE, _token, methods=["POST"]),
         Route("/_bulk", _bulk, methods=["PUT", "POST"]),
         Route("/{index}/_bulk", _bulk, methods=["PUT", "POST"]),
         *([Route("/{index}/{type}/_bulk", _bulk, methods=["PUT", "POST"])] if config.es_version < 8 else []),
@@ -217,8 +218,10 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
 
 
 def _body_limit(config: ReceiverConfig, path: str) -> int | None:
-    """Exports and bulks are read within their own limit; every other route takes a small body."""
-    return None if path == config.events_path or path.endswith("/_bulk") else SMALL_BODY_BYTES
+    """Exports, bulks and token forms are read within their own limits (a token form's refusal in
+    OAuth's shape); every other route takes a small body."""
+    own = path in (config.events_path, OAUTH_ROUTE) or path.endswith("/_bulk")
+    return None if own else SMALL_BODY_BYTES
 
 
 def _config(request: Request) -> ReceiverConfig:
