@@ -487,6 +487,17 @@ def test_bulk_lines_ending_in_crlf_are_stored_as_one_line_each_in_files(tmp_path
         r.stop()
 
 
+def test_another_method_on_bulk_is_refused_in_elasticsearch_s_words(receiver: ReceiverProcess) -> None:
+    response = httpx.get(f"{receiver.base}/idx/_bulk", verify=receiver.verify)
+    assert response.status_code == 405
+    assert response.headers["X-Elastic-Product"] == "Elasticsearch"
+    assert response.headers["Allow"] == "POST, PUT"
+    assert response.json() == {
+        "error": "Incorrect HTTP method for uri [/idx/_bulk] and method [GET], allowed: [POST, PUT]",
+        "status": 405,
+    }
+
+
 def test_bulk_bodies_of_a_type_elasticsearch_does_not_take_get_406(receiver: ReceiverProcess) -> None:
     body = b'{"index":{"_index":"s","_id":"1"}}\n{"a":1}\n'
     for content_type in ("text/plain", ""):

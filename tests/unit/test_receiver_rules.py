@@ -419,6 +419,7 @@ def test_basic_client_credentials_are_taken_form_urlencoded_or_as_they_are() -> 
             "unsupported_grant_type",
         ),
         ({"grant_type": "client_credentials"}, 401, "invalid_client"),
+        ({"client_id": "exporter", "client_secret": "s3cret"}, 400, "invalid_request"),  # RFC 6749 §5.2
     ],
 )
 def test_token_endpoint_refusals(form: dict[str, str], status: int, error: str) -> None:
@@ -434,6 +435,11 @@ def test_one_client_authentication_method_and_each_field_once() -> None:
     both = {"grant_type": "client_credentials", "client_id": "other", "client_secret": "other"}
     with pytest.raises(OAuthError) as raised:
         issuer.issue(both, basic("exporter", "s3cret"))
+    assert (raised.value.status, raised.value.error) == (400, "invalid_request")
+    named = {"grant_type": "client_credentials", "client_id": "exporter"}  # naming the client is allowed
+    assert issuer.issue(named, basic("exporter", "s3cret"))["token_type"] == "Bearer"
+    with pytest.raises(OAuthError, match="not the Basic header's client") as raised:
+        issuer.issue(named | {"client_id": "other"}, basic("exporter", "s3cret"))
     assert (raised.value.status, raised.value.error) == (400, "invalid_request")
     with pytest.raises(OAuthError) as raised:
         token_form([("grant_type", "client_credentials"), ("client_secret", "a"), ("client_secret", "b")])
@@ -454,6 +460,8 @@ async def test_authenticator_basic_and_bearer() -> None:
     for header in (None, basic("u", "wrong"), "Bearer forged", "Digest x"):
         with pytest.raises(Unauthorized):
             await auth.check(header)
+    with pytest.raises(Unauthorized, match="malformed Basic credentials"):
+        await auth.check("Basic not-base64!")
     assert await Authenticator().check(None) is None  # nothing configured: open
 
 

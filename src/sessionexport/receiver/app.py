@@ -79,6 +79,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_TYPES = ("application/json", "application/x-ndjson")
 OAUTH_ROUTE = "/oauth2/token"
+BULK_METHODS = ("POST", "PUT")
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 TOKEN_FORM_LIMIT = 16 * 1024
 BUSY = "the receiver is busy storing other requests; nothing was stored. Retry shortly."
 ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
@@ -194,9 +196,10 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
     routes = [
         Route(config.events_path, _events, methods=["PUT", "POST"]),
         Route(OAUTH_ROUTE, _token, methods=["POST"]),
-        Route("/_bulk", _bulk, methods=["PUT", "POST"]),
-        Route("/{index}/_bulk", _bulk, methods=["PUT", "POST"]),
-        *([Route("/{index}/{type}/_bulk", _bulk, methods=["PUT", "POST"])] if config.es_version < 8 else []),
+        # every method: another than POST or PUT is refused in Elasticsearch's words (a client reads them)
+        Route("/_bulk", _bulk, methods=ANY_METHOD),
+        Route("/{index}/_bulk", _bulk, methods=ANY_METHOD),
+        *([Route("/{index}/{type}/_bulk", _bulk, methods=ANY_METHOD)] if config.es_version < 8 else []),
         Route("/received/counts", _counts, methods=["GET"]),
         Route("/received/documents", _documents, methods=["GET"]),
         Route("/received/requests", _requests, methods=["GET"]),
@@ -378,6 +381,12 @@ def _es_response(request: Request, value: Any, status: int = 200) -> Response:
 
 
 async def _bulk(request: Request) -> Response:
+    if request.method not in BULK_METHODS:
+        allowed = ", ".join(BULK_METHODS)
+        said = f"Incorrect HTTP method for uri [{request.url.path}] and method [{request.method}], allowed: [{allowed}]"
+        response = _es_response(request, {"error": said, "status": 405}, 405)
+        response.headers["Allow"] = allowed
+        return response
     config = _config(request)
     started = time.perf_counter()
     try:

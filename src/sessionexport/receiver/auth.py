@@ -119,7 +119,9 @@ class TokenIssuer:
 
     def issue(self, form: Mapping[str, str], authorization: str | None) -> dict[str, object]:
         candidates = self._client(form, authorization)
-        if form.get("grant_type") != "client_credentials":
+        if not form.get("grant_type"):  # RFC 6749 §5.2: a required parameter missing
+            raise OAuthError(400, "invalid_request", "grant_type is missing (client_credentials)")
+        if form["grant_type"] != "client_credentials":
             raise OAuthError(400, "unsupported_grant_type", "grant_type must be client_credentials")
         known = [client_id for client_id, secret in candidates if self._known(client_id, secret)]
         if not known:
@@ -173,7 +175,12 @@ class TokenIssuer:
                 raise OAuthError(
                     400, "invalid_request", "authenticate by the Basic header or by form fields, not both"
                 )
-            return [pair, (unquote_plus(pair[0]), unquote_plus(pair[1]))]
+            candidates = [pair, (unquote_plus(pair[0]), unquote_plus(pair[1]))]
+            if "client_id" in form and form["client_id"] not in (pair[0], candidates[1][0]):
+                raise OAuthError(
+                    400, "invalid_request", "the form's client_id is not the Basic header's client"
+                )
+            return candidates
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if not client_id or not secret:
             raise OAuthError(
@@ -312,7 +319,9 @@ class Authenticator:
             return None
         if not authorization:
             raise Unauthorized("credentials required")
-        if self.basic and (pair := basic_credentials(authorization)):
+        if self.basic and authorization.partition(" ")[0].lower() == "basic":
+            if not (pair := basic_credentials(authorization)):
+                raise Unauthorized("malformed Basic credentials (base64 of USER:PASSWORD expected)")
             user_ok, password_ok = _equal(pair[0], self.basic[0]), _equal(pair[1], self.basic[1])
             if user_ok and password_ok:  # both compared: no timing hint about which one was wrong
                 return pair[0]
