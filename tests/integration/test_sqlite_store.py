@@ -18,6 +18,7 @@ import pytest
 
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson
+from sessionexport.receiver.store import create_received_store
 from sessionexport.retention import purge_expired
 from sessionexport.store import Store, StoreError, create_store, sqlite_engine
 from sessionexport.store.migrations import migrations_for
@@ -94,6 +95,20 @@ async def test_tokens_store_hash_only_and_revoke(store: Store, tmp_path: Path) -
 async def test_unsupported_database_url_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="unsupported database URL scheme 'mysql'"):
         create_store(tmp_path, "mysql://localhost/db")
+
+
+@pytest.mark.parametrize("location", ["host=db user=u password=s3cret-pw dbname=x", "u:s3cret-pw@db/x"])
+async def test_a_connection_string_that_is_no_url_is_refused_without_showing_it(
+    tmp_path: Path, location: str
+) -> None:
+    with pytest.raises(StoreError, match="it is not a URL") as refused:
+        create_store(tmp_path, location)
+    assert "s3cret-pw" not in str(refused.value)
+    with pytest.raises(StoreError, match="it is not a URL") as refused:
+        create_received_store(tmp_path, location)
+    assert "s3cret-pw" not in str(refused.value)
+    with pytest.raises(StoreError, match="unsupported storage 'filez'"):  # a plain word is shown
+        create_received_store(tmp_path, "filez")
 
 
 async def test_unwritable_location_is_a_store_error(tmp_path: Path) -> None:

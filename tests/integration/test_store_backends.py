@@ -971,6 +971,28 @@ async def test_migrations_recorded_once_each(backend: Backend, caplog: pytest.Lo
     assert not [r for r in caplog.records if "upgrading" in r.getMessage()]  # a new database is no upgrade
 
 
+async def test_a_database_a_newer_release_upgraded_is_refused(backend: Backend) -> None:
+    """This release's SQL may no longer fit it: said at start, rather than run against it (an old
+    worker left running through a rolling upgrade, restarted)."""
+    async with opened(backend.new):
+        pass
+    known = len(migrations_for(backend.name))
+    insert = f"INSERT INTO schema_migrations (version, name) VALUES ({known + 1}, 'from_the_future')"
+    if backend.url is not None:
+        with psycopg.connect(backend.url, autocommit=True) as conn:
+            conn.execute(insert.encode())
+    else:
+        assert backend.path is not None
+        with sqlite3.connect(backend.path) as conn:
+            conn.execute(insert)
+    store = backend.new()
+    with pytest.raises(
+        StoreError, match=f"schema is at version {known + 1}, newer than this release .* \\({known}\\)"
+    ):
+        await store.open()
+    await store.close()
+
+
 def applied_migrations(backend: Backend) -> list[tuple[int, str]]:
     query = "SELECT version, name FROM schema_migrations ORDER BY version"
     if backend.url is not None:
@@ -1255,6 +1277,33 @@ async def test_while_postgresql_is_unreachable_calls_fail_fast_and_then_recover(
                 return len((await store.read_shard(0, 10, 0, 1)).entries)
 
             assert await eventually(read) == 2
+        finally:
+            await store.close()
+
+
+async def test_a_server_back_after_a_long_outage_is_found_within_seconds(
+    tmp_path: Path, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's reconnection delay doubles while the server is away: given up on after a few
+    seconds, it starts again from 1 s, instead of having grown past the outage's length."""
+    monkeypatch.setattr(postgresql_database, "CONNECT_TIMEOUT_SECONDS", 2)
+    monkeypatch.setattr(postgresql_database, "UNREACHABLE_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(postgresql_database, "RECONNECT_GIVE_UP_SECONDS", 2.0)
+    parts = urlsplit(postgres_schema)
+    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        store = PostgresStore(with_password(postgres_schema, parts.password or "", port=proxy.port))
+        await store.open()
+        try:
+            await proxy.cut()
+            outage_ends = time.monotonic() + 20  # a delay doubling from 1 s: tries at 15 s, then 31 s
+            while time.monotonic() < outage_ends:
+                with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
+                    await store.count_sessions()
+                await asyncio.sleep(0.5)
+            await proxy.restore()
+            restored = time.monotonic()
+            assert await eventually(store.count_sessions) == 0
+            assert time.monotonic() - restored < 5
         finally:
             await store.close()
 

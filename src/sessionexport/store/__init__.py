@@ -11,6 +11,7 @@ from sessionexport.store.base import (
     StoreError,
     TooManyObjects,
     VersionConflict,
+    unsupported_location,
 )
 
 DATABASE_FILE = "sessionexport.db"
@@ -31,11 +32,8 @@ def create_store(data_dir: Path, database_url: str | None = None) -> Store:
         from sessionexport.store.postgresql import PostgresStore
 
         return PostgresStore(database_url)
-    scheme = database_url.split(":", 1)[0]
-    raise StoreError(
-        f"unsupported database URL scheme {scheme!r}:"
-        " use postgresql://..., sqlite:///PATH (or no URL for the default)"
-    )
+    refused = unsupported_location("database URL", database_url)
+    raise StoreError(f"{refused}: use postgresql://..., sqlite:///PATH (or no URL for the default)")
 
 
 __all__ = [

@@ -33,3 +33,20 @@ def migrations_for(dialect: str, package: str = "sessionexport.store") -> list[M
 
 def pending(dialect: str, applied: set[int], package: str = "sessionexport.store") -> list[Migration]:
     return [m for m in migrations_for(dialect, package) if m.version not in applied]
+
+
+class SchemaTooNew(Exception):
+    """The database was upgraded by a newer release: this one's SQL may no longer fit it."""
+
+    def __init__(self, version: int, known: int) -> None:
+        super().__init__(
+            f"its schema is at version {version}, newer than this release of sessionexport knows"
+            f" ({known}): a newer release upgraded it; run that release (or a later one) here too"
+        )
+
+
+def refuse_newer(dialect: str, applied: set[int], package: str = "sessionexport.store") -> None:
+    """``SchemaTooNew`` when ``applied`` holds a version this release has no migration for."""
+    known = len(migrations_for(dialect, package))
+    if applied and max(applied) > known:
+        raise SchemaTooNew(max(applied), known)

@@ -45,15 +45,38 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from sessionexport.store.base import Deadlocked, InvalidValue, StoreError, StoreFull
-from sessionexport.store.migrations import migrations_for, pending
+from sessionexport.store.migrations import SchemaTooNew, migrations_for, pending, refuse_newer
+from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
+
+
+class PoolWarnings(logging.Filter):
+    """psycopg_pool warns of every failed attempt to reach the server, every second or two in an
+    outage, in every process: each of its warnings is said once a minute at most, as ours are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._throttles: dict[str, Throttle] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quiet = self._throttles.setdefault(str(record.msg), Throttle()).allows()
+        if quiet:
+            record.msg = f"{record.msg}{recurring(quiet)}"
+        return quiet is not None
+
+
+logging.getLogger("psycopg.pool").addFilter(PoolWarnings())
 
 CONNECT_TIMEOUT_SECONDS = 10
 # While the server is known to be unreachable, a call waits this long for a connection rather than
 # the whole timeout: in an outage every request (API, UI, health) answers at once that the store
 # is unavailable, instead of each hanging for 10 s first. A server back up is found by the next call.
 UNREACHABLE_WAIT_SECONDS = 1.0
+# psycopg_pool tries to reach a lost server again after a delay that doubles (1, 2, 4 ... s) until
+# it gives up after this long; the next call then starts again at 1 s. Its default, 5 minutes, let
+# the delay grow past a minute: a server back up went unnoticed for that long, every call a 503.
+RECONNECT_GIVE_UP_SECONDS = 8.0
 IDLE_IN_TRANSACTION_SECONDS = 10  # under the default lease of 15 s (see _end_abandoned_transactions)
 # Class 08 is "connection exception"; 57P01-57P03 are the server shutting down or not yet up.
 _CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
@@ -83,8 +106,11 @@ class PostgresDatabase:
         kwargs = connect_options(self.url)
         async with self.translated(connecting=True):
             conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **kwargs)
-        async with self.translated(), conn:
-            foreign = await migrate(conn, self._migrations, self._table, self._lock)
+        try:
+            async with self.translated(), conn:
+                foreign = await migrate(conn, self._migrations, self._table, self._lock)
+        except SchemaTooNew as exc:
+            raise StoreError(f"PostgreSQL at {self._address}: {exc}") from None
         if foreign:
             raise StoreError(
                 f"PostgreSQL at {self._address} holds schema migrations that are not this store's"
@@ -103,6 +129,7 @@ class PostgresDatabase:
             open=False,
             check=AsyncConnectionPool.check_connection,  # a restarted server costs no failed call
             timeout=CONNECT_TIMEOUT_SECONDS,
+            reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
         )
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
@@ -229,6 +256,7 @@ class _Reading:
             open=False,
             check=ConnectionPool.check_connection,
             timeout=CONNECT_TIMEOUT_SECONDS,
+            reconnect_timeout=RECONNECT_GIVE_UP_SECONDS,
         )
         self.pool.open(wait=False)
         self.threads = concurrent.futures.ThreadPoolExecutor(READ_CONNECTIONS, "postgresql-reader")
@@ -294,6 +322,7 @@ async def migrate(conn: Connection, package: str, table: str, lock: int) -> list
         foreign = [f"{v}_{label}" for v, label in applied.items() if v in known and known[v] != label]
         if foreign:
             return foreign
+        refuse_newer("postgresql", set(applied), package)
         for migration in pending("postgresql", set(applied), package):
             if applied:  # an upgrade, which may take long: said, so that a slow start is understood
                 log.info(

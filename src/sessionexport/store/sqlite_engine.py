@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from sessionexport.folders import make_private_dir
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
-from sessionexport.store.migrations import pending
+from sessionexport.store.migrations import SchemaTooNew, pending, refuse_newer
 from sessionexport.throttle import Throttle, recurring
 
 T = TypeVar("T")
@@ -405,6 +405,11 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> i
             " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
         )
         applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        try:
+            refuse_newer("sqlite", applied, package)
+        except SchemaTooNew:
+            conn.execute("ROLLBACK")
+            raise
         todo = pending("sqlite", applied, package)
         if not todo:
             conn.execute("COMMIT")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sessionexport.receiver.store.base import ReceivedStore
-from sessionexport.store.base import StoreError
+from sessionexport.store.base import StoreError, unsupported_location
 
 DATABASE_FILE = "received.db"
 
@@ -39,7 +39,8 @@ def stored_at(data_dir: Path, storage: str | None) -> Path:
         return Path(storage.removeprefix("sqlite:///"))
     if storage == "files":
         return data_dir / "received"
-    raise StoreError(f"unsupported storage {storage!r}: use files, sqlite:///PATH or postgresql://...")
+    refused = unsupported_location("storage", storage)
+    raise StoreError(f"{refused}: use files, sqlite:///PATH or postgresql://...")
 
 
 __all__ = ["DATABASE_FILE", "ReceivedStore", "create_received_store", "stored_at"]
