@@ -19,9 +19,12 @@ from sessionexport.receiver.check import (
     CheckResult,
     CountError,
     Counts,
+    Exchange,
     Outcome,
     check_endpoint,
+    judge_accepted,
     judge_resend,
+    judge_response_times,
     judge_token_response,
     run_checks,
 )
@@ -102,8 +105,10 @@ def outcomes(results: list[CheckResult]) -> dict[str, Outcome]:
 
 async def test_well_behaved_endpoint_with_basic_auth_passes_every_check(serve: Serve, tls: Tls) -> None:
     endpoint = serve()
-    results = await run_checks(options(endpoint, tls))
+    started: list[str] = []
+    results = await run_checks(options(endpoint, tls), started.append)
     assert [r.check for r in results] == EVERY_CHECK
+    assert started == EVERY_CHECK[:-1]  # each said as it starts; the response times are judged after
     assert all(r.outcome is Outcome.PASS for r in results), results
     # What was sent is what an exporter sends: two different sessions with each method and content type,
     # a bulk filled up to the byte limit, and a re-sent bulk (deduplicated by this endpoint).
@@ -326,6 +331,30 @@ def test_resend_rules(counts: Counts | CountError | None, expected: Outcome, wor
     ok = Attempt(number=1, at=0, duration_ms=3, status=200)
     verdict = judge_resend(ok, ok, counts, 20)
     assert verdict.outcome is expected and words in verdict.detail
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "detail"),
+    [
+        (
+            307,
+            "HTTP 307: redirects to https://elsewhere/events (not followed: set endpointUrl to where it leads)",
+            "HTTP 307 for the sample: redirects to https://elsewhere/events (not followed",
+        ),
+        (500, "HTTP 500: disk full", "give the bulk up (it said: disk full)"),
+        (502, "HTTP 502", "HTTP 502 for the sample: exporters need 2xx; they retry, then give the bulk up"),
+    ],
+)
+def test_a_refusal_shows_what_the_endpoint_said(status: int, error: str, detail: str) -> None:
+    verdict = judge_accepted(Attempt(1, 0, 5, status=status, error=error), "the sample")
+    assert verdict.outcome is Outcome.FAIL and detail in verdict.detail
+
+
+def test_response_times_are_not_passed_when_nothing_was_answered() -> None:
+    broken = [Exchange("samples", Attempt(1, 0, 5, error="connection failed (refused)"))]
+    assert judge_response_times(broken, 30).outcome is Outcome.WARN
+    answered = [Exchange("samples", Attempt(1, 0, 5, status=200))]
+    assert judge_response_times(answered, 30).outcome is Outcome.PASS
 
 
 def test_a_refused_resend_fails_whatever_the_counts() -> None:

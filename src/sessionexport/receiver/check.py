@@ -167,9 +167,19 @@ def judge_accepted(attempt: Attempt, what: str) -> Verdict:
         )
     if status in (401, 403):
         return Verdict(Outcome.FAIL, f"HTTP {status} for {what}: not authorized (are the credentials right?)")
+    said = _reason(attempt)
+    if 300 <= status < 400 and said:  # where it leads: what to set endpointUrl to
+        return Verdict(Outcome.FAIL, f"HTTP {status} for {what}: {said}")
     return Verdict(
-        Outcome.FAIL, f"HTTP {status} for {what}: exporters need 2xx; they retry, then give the bulk up"
+        Outcome.FAIL,
+        f"HTTP {status} for {what}: exporters need 2xx; they retry, then give the bulk up"
+        + (f" (it said: {said})" if said else ""),
     )
+
+
+def _reason(attempt: Attempt) -> str:
+    """What the answer said, without the status the verdict names already."""
+    return (attempt.error or "").removeprefix(f"HTTP {attempt.status}").removeprefix(": ")
 
 
 def judge_rejected(attempt: Attempt, what: str) -> Verdict:
@@ -302,8 +312,8 @@ def judge_response_times(exchanges: Sequence[Exchange], timeout: float) -> Verdi
     if timed_out:
         return Verdict(Outcome.FAIL, f"no answer within {timeout:g} s to: {', '.join(timed_out)}")
     answered = [e for e in exchanges if e.attempt.status is not None]
-    if not answered:
-        return Verdict(Outcome.PASS, "no answers to time")
+    if not answered:  # the other checks say why; no answer is no pass
+        return Verdict(Outcome.WARN, "not measured: no request was answered")
     slowest = max(answered, key=lambda e: e.attempt.duration_ms)
     took = f"{slowest.label} took {slowest.attempt.duration_ms / 1000:.2f} s"
     if slowest.attempt.duration_ms > timeout * 1000 / 2:
@@ -663,20 +673,27 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-async def run_checks(options: CheckOptions) -> list[CheckResult]:
-    """Every check that applies, in order; stops early when the endpoint cannot be reached properly."""
+async def run_checks(
+    options: CheckOptions, starting: Callable[[str], None] = lambda check: None
+) -> list[CheckResult]:
+    """Every check that applies, in order (``starting`` is told each one's name as it starts: an
+    endpoint that hangs makes a check last the timeout); stops early when the endpoint cannot be
+    reached properly."""
+    starting(TLS)
     verdict, go_on = await check_tls(options)
     results = [CheckResult(TLS, verdict.outcome, verdict.detail)]
     if not go_on:
         return results
     async with open_probe(options) as probe:
         if isinstance(options.auth, OAuth2):
+            starting(OAUTH)
             verdict, go_on = await check_token(probe)
             results.append(CheckResult(OAUTH, verdict.outcome, verdict.detail))
             if not go_on:
                 return results
         for check in CHECKS:
             if check.applies(options):
+                starting(check.name)
                 verdict = await check.run(probe)
                 results.append(CheckResult(check.name, verdict.outcome, verdict.detail))
         verdict = judge_response_times(probe.exchanges, options.timeout)
@@ -870,7 +887,8 @@ def check_endpoint(
         index=index,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the table says it all; not a line per request
-    results = asyncio.run(run_checks(options))
+    with Console(stderr=True).status("checking") as status:  # shown on a terminal only
+        results = asyncio.run(run_checks(options, lambda check: status.update(f"checking: {check}")))
     console = Console()
     console.print(results_table(url, results))
     console.print(summary(results))
