@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
-from sessionexport.export.auth import BasicCredentials, OAuth2Credentials, describe_transport_error
+from sessionexport.export.auth import (
+    BasicCredentials,
+    OAuth2Credentials,
+    TokenError,
+    describe_transport_error,
+    usable_token,
+)
 from sessionexport.export.config import BasicAuth, OAuth2
 from sessionexport.export.masking import masked
+from sessionexport.model.validation import decode_any
 
 
 def test_a_certificate_failure_is_named_without_the_interpreter_source_line() -> None:
@@ -66,3 +74,20 @@ def test_a_secret_quoted_escaped_in_a_message_is_masked_too() -> None:
     shown = masked(said, (secret,))
     assert "secret" not in shown
     assert shown == 'Illegal header value b\'Bearer *****\'; json {"t": "*****"}'
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (b'{"access_token":"t","expires_in":1e400}', "an expires_in that is not seconds: inf"),
+        (b'{"access_token":"t","token_type":null,"expires_in":"60"}', None),  # null type: not said
+        (b'{"access_token":"t\\u00e9"}', "no Authorization header can carry"),
+        (b'{"access_token":""}', "no Authorization header can carry"),
+    ],
+)
+def test_token_answers_are_read_as_the_exporter_uses_them(answer: bytes, said: str | None) -> None:
+    if said is None:
+        assert usable_token(decode_any(answer))["expires_in"] == 60
+        return
+    with pytest.raises(TokenError, match=said):
+        usable_token(decode_any(answer))

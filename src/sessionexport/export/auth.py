@@ -15,7 +15,6 @@ import urllib.parse
 from typing import Any, Protocol
 
 import httpx
-import orjson
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749 import OAuth2Token
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
@@ -23,6 +22,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_token_request
 from sessionexport.export.answers import http_error
 from sessionexport.export.config import BasicAuth, OAuth2
 from sessionexport.export.exchange import exchange
+from sessionexport.model.validation import NOT_JSON, decode_any
 
 EXPIRY_LEEWAY_SECONDS = 30
 TOKEN_ANSWER_BYTES = 64 * 1024  # a token answer is a few hundred bytes: more is not a token
@@ -118,8 +118,8 @@ class OAuth2Credentials:
                 f"token endpoint answered more than {TOKEN_ANSWER_BYTES // 1024} KiB: not a token"
             )
         try:
-            data = orjson.loads(answer)
-        except orjson.JSONDecodeError:
+            data = decode_any(answer)  # an expires_in of 1e400 is JSON, refused below as no seconds
+        except NOT_JSON:
             raise TokenError("token endpoint answered something other than JSON") from None
         return OAuth2Token.from_dict(usable_token(data))
 
@@ -141,7 +141,7 @@ def usable_token(data: object) -> dict[str, Any]:
         return data
     try:
         return {**data, "expires_in": int(expires_in)}
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         shown = repr(expires_in)[:40]
         raise TokenError(f"token endpoint answered an expires_in that is not seconds: {shown}") from None
 
