@@ -262,12 +262,8 @@ class JwksVerifier:
         return jwt.decode(token, self._keys, algorithms=_ASYMMETRIC).claims
 
 
-CALLER_CLAIMS = (
-    "sub",
-    "client_id",
-    "azp",
-    "appid",
-)  # the subject, or the client of a client-credentials token
+# The subject, or the client of a client-credentials token, in the claim an issuer names it by.
+CALLER_CLAIMS = ("sub", "client_id", "azp", "appid")
 
 
 def _caller(claims: dict[str, object]) -> str | None:
