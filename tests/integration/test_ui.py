@@ -30,6 +30,7 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.secrets import MASK
 from sessionexport.store import StoreError
 from sessionexport.store.base import InvalidValue
+from sessionexport.store.records import NewSession
 from sessionexport.web.session import COOKIE
 from tests.conftest import make_token
 from tests.support.engine import export_value, sessions, until
@@ -1982,6 +1983,27 @@ async def test_a_deeply_nested_session_is_shown_as_stored(ui: Browser) -> None:
     raw = (await ui.page(link.attrs["href"])).root.one("pre").text
     assert orjson.loads(raw) == orjson.loads(deep)
     assert '"\\u00e9"' in raw  # the escape as sent, not re-encoded
+
+
+async def test_a_session_nested_deeper_than_a_page_can_read_is_listed_by_its_identity(ui: Browser) -> None:
+    """Ingest reads a session with the call stack of a worker thread, a page with a deeper one: a
+    field of the sender's own nested near the limit is stored, and must not fail every page that
+    lists it. (Appended as stored, deeper than any stack reads, to make it so here.)"""
+    deep = session_line("too-deep")[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    await ui.store.append_sessions(
+        [
+            NewSession(
+                "t1", "too-deep", 1_700_000_000_000, 1_700_000_060_000, None, None, None, None, (), deep
+            )
+        ],
+        received_at=now_ms(),
+    )
+    await ui.ingest([session_line("plain")])
+    await ui.logged_in()
+    links = {a.text: a.attrs["href"] for a in (await ui.page("/ui/sessions")).root.one("tbody").all("a")}
+    assert set(links) == {"too-deep", "plain"}
+    page = await ui.page(links["too-deep"])
+    assert page.root.one("pre").text.startswith(deep[:60].decode())  # as stored
 
 
 async def test_a_session_with_a_number_no_double_holds_is_listed_and_shown(ui: Browser) -> None:

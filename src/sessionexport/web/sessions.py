@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sessionexport.model.validation import decode_any
+from sessionexport.model.validation import NOT_JSON, decode_any
 from sessionexport.store.records import INT_MAX, StoredSession
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
@@ -92,4 +92,18 @@ def _pretty(body: bytes) -> str:
 def _row(session: StoredSession) -> SessionRow:
     # decode_any, not orjson: a field of the sender's own may hold 1e999 (valid JSON, kept unread
     # at ingest), which orjson refuses to read.
-    return SessionRow(session.seq, session.received_at, decode_any(session.body))
+    try:
+        document = decode_any(session.body)
+    except NOT_JSON:  # a field of the sender's own nested deeper than a page's call stack reads
+        document = _identity(session)
+    return SessionRow(session.seq, session.received_at, document)
+
+
+def _identity(session: StoredSession) -> dict[str, Any]:
+    """What the log knows of a session without reading its body."""
+    return {
+        "tenantId": session.tenant_id,
+        "userSessionId": session.user_session_id,
+        "startTime": session.start_time,
+        "endTime": session.end_time,
+    }
