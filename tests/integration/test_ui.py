@@ -1209,9 +1209,12 @@ async def test_a_fourth_export_is_neither_offered_nor_accepted(ui: Browser) -> N
     assert not with_three.has_form("/ui/exports")
     assert "Add export" not in with_three.buttons()
     assert "delete one to add another" in with_three.html
+    # added meanwhile (another tab): the form submitted is kept, refused saying why
     response = await ui.submit(with_two, "/ui/exports", {"endpointDefinition.endpointUrl": ENDPOINT})
     assert response.status_code == 400
-    assert "delete one to add another" in response.text
+    assert "This configuration was not saved" in response.text
+    assert "at most 3 objects" in response.text and "delete one before adding another" in response.text
+    assert ENDPOINT in response.text
     assert len(await ui.objects()) == 3
 
 

@@ -160,7 +160,7 @@ async def _page(
         for r in records
     ]
     new = None
-    if len(records) < MAX_EXPORTS:
+    if len(records) < MAX_EXPORTS or editing == NEW:  # refused for the limit (met meanwhile): says so
         mine = editing == NEW
         new = _form(NEW, "Add an export", submitted if mine else None, zones, result if mine else None)
         new.open = mine
