@@ -1211,3 +1211,18 @@ def test_events_far_ahead_of_the_server_clock_are_refused() -> None:
     [problem] = refused.value.problems
     assert (problem.location, problem.path) == ("line 1", "timestamp")
     assert "ahead of the server's clock" in problem.message
+
+
+def test_an_action_ending_far_ahead_of_the_server_clock_is_refused() -> None:
+    """Its end makes the session's: a session cannot end hours from now."""
+    now = 1_800_000_000_000
+    line = (
+        b'{"type":"action","tenantId":"t","sessionId":"s","eventId":"a","timestamp":%d,'
+        b'"action":{"name":"a","startTime":%d,"endTime":%d}}'
+    )
+    assert parse_events(line % (now, now - 1_000, now + 4 * 60_000), now)  # a little drift is fine
+    with pytest.raises(RejectedBody) as refused:
+        parse_events(line % (now, now - 1_000, now + 5 * 3_600_000), now)
+    [problem] = refused.value.problems
+    assert (problem.location, problem.path) == ("line 1", "action.endTime")
+    assert problem.message == "18000 s ahead of the server's clock (at most 300 s)"

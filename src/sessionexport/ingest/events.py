@@ -63,11 +63,8 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
         found = _event_problems(event)
         if bad := not_utf8(line):  # in a field the typed decode skipped
             found.append((bad.path, bad.message))
-        if now is not None and event.timestamp > now + MAX_AHEAD_MS:
-            ahead = (event.timestamp - now) / 1000
-            found.append(
-                ("timestamp", f"{ahead:.0f} s ahead of the server's clock (at most {MAX_AHEAD_MS // 1000} s)")
-            )
+        if now is not None:
+            found += _ahead_problems(event, now)
         for path, message in found:
             problems.add(DocumentProblem(where, path, message))
         if not found:
@@ -158,6 +155,20 @@ def _action_problems(event: ActionEvent) -> list[tuple[str, str]]:
                 )
             )
     return found
+
+
+def _ahead_problems(event: RumEvent, now: int) -> list[tuple[str, str]]:
+    """The times that make a session's, ahead of the server's clock by more than MAX_AHEAD_MS: a
+    session cannot end in the future."""
+    times = [("timestamp", event.timestamp)]
+    if isinstance(event, ActionEvent):
+        times += [("action.startTime", event.action.startTime), ("action.endTime", event.action.endTime)]
+    limit = f"at most {MAX_AHEAD_MS // 1000} s"
+    return [
+        (path, f"{(at - now) / 1000:.0f} s ahead of the server's clock ({limit})")
+        for path, at in times
+        if at is not None and at > now + MAX_AHEAD_MS
+    ]
 
 
 def _attribute_problems(attributes: dict[str, object]) -> list[tuple[str, str]]:
