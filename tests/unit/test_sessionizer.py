@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sessionexport.ingest.documents import DocumentProblem, RejectedBody
-from sessionexport.ingest.events import parse_events
+from sessionexport.ingest.events import MAX_EVENT_BYTES, parse_events
 from sessionexport.ingest.sessionizer import MINUTE, Part, SessionizerSettings, assemble, due_at, next_part
 from sessionexport.model.events import (
     ActionEvent,
@@ -1226,3 +1226,18 @@ def test_an_action_ending_far_ahead_of_the_server_clock_is_refused() -> None:
     [problem] = refused.value.problems
     assert (problem.location, problem.path) == ("line 1", "action.endTime")
     assert problem.message == "18000 s ahead of the server's clock (at most 300 s)"
+
+
+def test_an_event_larger_than_the_limit_is_refused_by_its_line() -> None:
+    """The sessionizer holds a session's events together: one event of megabytes, 200 times over,
+    would make a session of gigabytes."""
+    line = b'{"type":"action","tenantId":"t","sessionId":"s","eventId":"a","timestamp":1800000000000,"action":{"name":"%s","startTime":1800000000000}}'
+    fits = line % (b"x" * (MAX_EVENT_BYTES - len(line) + 2))
+    assert len(fits) == MAX_EVENT_BYTES and parse_events(fits)
+    with pytest.raises(RejectedBody) as refused:
+        parse_events(fits + b"\n" + line % (b"x" * MAX_EVENT_BYTES))
+    [problem] = refused.value.problems
+    assert (problem.location, problem.message) == (
+        "line 2",
+        f"{MAX_EVENT_BYTES + len(line) - 2} bytes: an event takes at most 65536",
+    )

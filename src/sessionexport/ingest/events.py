@@ -42,6 +42,9 @@ class ReceivedEvent:
 
 
 MAX_AHEAD_MS = 5 * 60_000  # clocks drift; a timestamp further ahead than this is a broken clock
+# One event is a few kilobytes; the sessionizer holds a session's events together, and its 200
+# actions a part at this size make a session of about 13 MB at most.
+MAX_EVENT_BYTES = 64 * 1024
 
 
 def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
@@ -51,6 +54,11 @@ def parse_events(body: bytes, now: int | None = None) -> list[ReceivedEvent]:
     problems = Problems()
     for number, line in ndjson_lines(body):
         where = f"line {number}"
+        if len(line) > MAX_EVENT_BYTES:
+            problems.add(
+                DocumentProblem(where, "", f"{len(line)} bytes: an event takes at most {MAX_EVENT_BYTES}")
+            )
+            continue
         try:
             event = _decoder.decode(line)
         except msgspec.ValidationError as exc:
@@ -160,7 +168,7 @@ def _action_problems(event: ActionEvent) -> list[tuple[str, str]]:
 def _ahead_problems(event: RumEvent, now: int) -> list[tuple[str, str]]:
     """The times that make a session's, ahead of the server's clock by more than MAX_AHEAD_MS: a
     session cannot end in the future."""
-    times = [("timestamp", event.timestamp)]
+    times: list[tuple[str, int | None]] = [("timestamp", event.timestamp)]
     if isinstance(event, ActionEvent):
         times += [("action.startTime", event.action.startTime), ("action.endTime", event.action.endTime)]
     limit = f"at most {MAX_AHEAD_MS // 1000} s"
