@@ -14,7 +14,7 @@ from sessionexport.api.security import require
 from sessionexport.api.usersessions import BODY_ERRORS, COMPRESSED_BODIES, read_limited_body, room_for_body
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import NDJSON, RejectedBody
-from sessionexport.ingest.events import parse_events
+from sessionexport.ingest.events import MAX_EVENT_BYTES, parse_events
 from sessionexport.model.events import EVENT_TYPES
 from sessionexport.request_bodies import parse_off_loop
 from sessionexport.tokens import Scope
@@ -32,7 +32,8 @@ class EventsResult(BaseModel):
     "/events",
     summary="Ingest RUM events",
     description=(
-        f"Body: `{NDJSON}`, one event per line, of type {', '.join(f'`{t}`' for t in EVENT_TYPES)}; each names"
+        f"Body: `{NDJSON}`, one event per line (at most {MAX_EVENT_BYTES // 1024} KiB), of type"
+        f" {', '.join(f'`{t}`' for t in EVENT_TYPES)}; each names"
         " its session (`tenantId`, `sessionId`), has an `eventId` unique within it and a `timestamp` (epoch"
         " ms). Events may come in any order, late or twice. The request is kept whole or not at all; sessions"
         " are completed by the documented rules (end event, inactivity, 6 h, 200 actions) and join the"
