@@ -6,6 +6,8 @@ import asyncio
 import logging
 
 from sessionexport.clock import now_ms
+from sessionexport.export.supervisor import place_new_export
+from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
 from sessionexport.throttle import Throttle, recurring
 
@@ -23,6 +25,8 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
     ``open_ms`` when longer (as long as a session may stay open waiting for its next event: a
     retention shorter than that would drop sessions before they could complete).
     """
+    for record in await store.list_settings(EXPORT_SCHEMA):  # one no exporter ran yet: it is owed them too
+        await place_new_export(store, record)
     cutoff = now - retention_ms
     boundary = await store.position_before(cutoff)
     lost: dict[str, int] = {}

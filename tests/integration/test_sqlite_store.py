@@ -20,9 +20,10 @@ from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.receiver.store import create_received_store
 from sessionexport.retention import purge_expired
+from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store, StoreError, create_store, sqlite_engine
 from sessionexport.store.migrations import migrations_for
-from sessionexport.store.records import BulkDecision, Claim, NewSession
+from sessionexport.store.records import BulkDecision, Claim, NewSession, SettingsRecord
 from sessionexport.store.sqlite_engine import SQLiteEngine
 from sessionexport.tokens import new_token
 from tests.support.stores import opened, sqlite_at_version
@@ -158,6 +159,25 @@ async def test_retention_never_drops_unexported_sessions_silently(store: Store) 
     ]
     behind = await store.get_cursor("behind")
     assert behind is not None and behind.position == 3
+
+
+async def test_retention_counts_what_an_export_no_exporter_ran_for_yet_loses(store: Store) -> None:
+    """An export created while only processes without exporters ran has no cursor yet; it is owed
+    the sessions that joined the log after it was created, and loses them to retention loudly."""
+    day = 86_400_000
+    await store.append_sessions(records(2, seed=1), received_at=1 * day)
+    export = SettingsRecord(
+        "new-export", EXPORT_SCHEMA, "environment", None, "{}", "1", 1 * day + 1, 1 * day + 1, "t", "t", 1
+    )
+    await store.insert_setting(export, max_objects=3)
+    await store.append_sessions(records(3, seed=2), received_at=2 * day)
+    assert await purge_expired(store, retention_ms=7 * day, now=10 * day) == 5
+    alerts = await store.list_alerts(open_only=True)
+    assert [(a.export_id, a.title) for a in alerts] == [
+        ("new-export", "3 session(s) expired before they were exported")
+    ]
+    cursor = await store.get_cursor("new-export")
+    assert cursor is not None and cursor.position == 5
 
 
 def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Path) -> None:

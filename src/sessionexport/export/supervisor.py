@@ -152,6 +152,13 @@ def worker_alert_kind(owner: str) -> str:
     return f"worker:{owner}"
 
 
+async def place_new_export(store: Store, record: SettingsRecord) -> None:
+    """An export's cursor, when it has none yet: just before the sessions that joined the log once
+    it was created (retention places it too, so that they are counted if they expire unexported)."""
+    if await store.get_cursor(record.object_id) is None:
+        await store.ensure_cursor(record.object_id, await store.position_before(record.created), now_ms())
+
+
 class ExportSupervisor:
     def __init__(
         self,
@@ -446,12 +453,9 @@ class ExportSupervisor:
         later, or much later when no worker ran. One created paused keeps that place, as a
         paused export keeps its cursor."""
         for record in sorted(records, key=lambda r: r.object_id):
-            if record.object_id in self._placed:
-                continue
-            if await self.store.get_cursor(record.object_id) is None:
-                position = await self.store.position_before(record.created)
-                await self.store.ensure_cursor(record.object_id, position, now_ms())
-            self._placed.add(record.object_id)
+            if record.object_id not in self._placed:
+                await place_new_export(self.store, record)
+                self._placed.add(record.object_id)
 
     async def _follow_settings(self, wanted: dict[str, _Wanted]) -> None:
         """Stop exporters whose export changed (restarted by ``_balance``), was paused or deleted:
