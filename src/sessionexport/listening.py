@@ -33,12 +33,25 @@ def bind(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
+# On SIGTERM, requests under way get this long to finish: a client that holds a request open
+# without sending would otherwise hold the process until it goes (a supervisor then kills it).
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
+
 def serve(app: Any, sock: socket.socket, **options: Any) -> bool:
     """Serve ``app`` with uvicorn on ``sock`` until interrupted; False when it could not start
     (the application's startup failed)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", **options))
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **options,
+    )
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # the signal uvicorn re-raises once it has shut down

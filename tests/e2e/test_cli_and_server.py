@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sessionexport.listening import GRACEFUL_SHUTDOWN_SECONDS
 from tests.conftest import sample
 
 CLI = [sys.executable, "-m", "sessionexport"]
@@ -92,6 +93,27 @@ def test_a_taken_port_is_one_line_and_exit_2_before_saying_where_it_listens(
     )
     assert "listening on" not in result.stderr and "receiving on" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_the_server_in_bounded_time_while_a_client_holds_a_request_open(tmp_path: Path) -> None:
+    """A client that sends 5 bytes of a 1 MB body and waits would hold the server up for as long
+    as it waits: requests under way get GRACEFUL_SHUTDOWN_SECONDS, then the server stops."""
+    token = create_token(tmp_path / "data", "sessions.ingest")  # else refused before its body is read
+    stalled = socket.socket()
+    try:
+        with server(tmp_path / "data") as url:
+            stalled.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            stalled.sendall(
+                b"POST /api/v2/usersessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+                + f"Authorization: Api-Token {token}\r\n".encode()
+                + b'Content-Length: 1000000\r\n\r\n{"ten'
+            )
+            time.sleep(0.5)
+            stopping = time.monotonic()
+        # the server context asserts a clean stop; it took the grace period, not the client's patience
+        assert time.monotonic() - stopping < GRACEFUL_SHUTDOWN_SECONDS + 8
+    finally:
+        stalled.close()
 
 
 def create_token(data_dir: Path, scopes: str) -> str:
