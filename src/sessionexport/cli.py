@@ -417,7 +417,7 @@ def secrets_rotate(
 
     require_server_data(data_dir, database_url)  # before a key file could be made in a wrong folder
     try:
-        box = load_secret_box(data_dir, secret_key)
+        box = load_secret_box(data_dir, secret_key, create=False)  # a new key decrypts nothing stored
     except SecretKeyError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
@@ -428,7 +428,7 @@ def secrets_rotate(
     try:
         changed = _read(rotate, data_dir, database_url)
     except SecretKeyError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}; nothing was changed for that object")
+        err.print(f"[red]error:[/red] {escape(str(exc))}; nothing was changed")
         raise typer.Exit(1) from None
     err.print(f"Re-encrypted the secrets of {changed} settings object(s).")
 

@@ -91,9 +91,25 @@ def test_cli_new_key_and_rotate(tmp_path: Path) -> None:
     assert not (tmp_path / "sessionexport.db").exists()
     create = [*cli, "tokens", "create", "--name", "t", "--scopes", "settings.read"]
     subprocess.run(create, capture_output=True, env=env, check=True)
-    rotated = subprocess.run([*cli, "secrets", "rotate"], capture_output=True, text=True, env=env)
+    # no key anywhere: said, and none made (a new key decrypts nothing, and a backup would copy it)
+    keyless = subprocess.run([*cli, "secrets", "rotate"], capture_output=True, text=True, env=env)
+    assert keyless.returncode == 2 and "no secret key" in keyless.stderr
+    assert not (tmp_path / "secret.key").exists()
+    with_key = env | {"SESSIONEXPORT_SECRET_KEY": key}
+    rotated = subprocess.run([*cli, "secrets", "rotate"], capture_output=True, text=True, env=with_key)
     assert rotated.returncode == 0, rotated.stderr
     assert "Re-encrypted the secrets of 0 settings object(s)" in rotated.stderr
+
+
+async def test_rotation_is_all_or_nothing_and_names_the_object_it_cannot_decrypt(store: Store) -> None:
+    old, new, stray = new_key().encode(), new_key().encode(), new_key().encode()
+    first = await SettingsService(store, SecretBox([old])).create(export_with_password(), "t", 1)
+    other = await SettingsService(store, SecretBox([stray])).create(export_with_password(), "t", 1)
+    assert first.object_id and other.object_id
+    before = await store.get_setting(first.object_id)
+    with pytest.raises(SecretKeyError, match=f"settings object {other.object_id}: .*cannot be decrypted"):
+        await SettingsService(store, SecretBox([new, old])).rotate_secrets()
+    assert await store.get_setting(first.object_id) == before  # nothing was changed
 
 
 async def test_while_the_key_is_rotated_only_sending_needs_the_secrets(api: Api, tmp_path: Path) -> None:

@@ -352,19 +352,24 @@ class SettingsService:
             return await self._rotate_secrets()
 
     async def _rotate_secrets(self) -> int:
-        changed = 0
+        """All or nothing: every secret is re-encrypted before any is written, so that one the keys
+        cannot decrypt leaves every object as it was, and is named."""
+        rotated = []
         for record in await self.store.list_settings():
             schema = SCHEMAS[record.schema_id]
             value = orjson.loads(record.value)
             paths = [p for p in secret_paths(schema) if secrets.is_encrypted(_get(value, p))]
             if not paths:
                 continue
-            for path in paths:
-                _set(value, path, self.box.rotate(_get(value, path)))
-            rotated = _replace_value(record, orjson.dumps(value).decode())
-            await self.store.update_setting(rotated, expected_version=record.version)
-            changed += 1
-        return changed
+            try:
+                for path in paths:
+                    _set(value, path, self.box.rotate(_get(value, path)))
+            except secrets.SecretKeyError as exc:
+                raise secrets.SecretKeyError(f"settings object {record.object_id}: {exc}") from None
+            rotated.append((record, _replace_value(record, orjson.dumps(value).decode())))
+        for record, changed in rotated:
+            await self.store.update_setting(changed, expected_version=record.version)
+        return len(rotated)
 
     async def check_export_value(
         self, value: Any, *, secrets_needed: bool

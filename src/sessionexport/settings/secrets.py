@@ -85,11 +85,14 @@ def create_private_file(path: Path, data: bytes) -> bool:
     return True
 
 
-def load_secret_box(data_dir: Path, env_keys: str | None) -> SecretBox:
-    """Keys from the environment value when given, else from (or into) the data directory's key file."""
+def load_secret_box(data_dir: Path, env_keys: str | None, *, create: bool = True) -> SecretBox:
+    """Keys from the environment value when given, else from the data directory's key file (made
+    when there is none, with ``create``)."""
     if env_keys:
         return SecretBox([k.strip().encode() for k in env_keys.split(",") if k.strip()])
     path = data_dir / KEY_FILE
+    if not create and not path.exists():
+        raise SecretKeyError(f"no secret key: give SESSIONEXPORT_SECRET_KEY, as the server has it, or {path}")
     try:
         if not path.exists():
             make_private_dir(data_dir)
