@@ -20,10 +20,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from sessionexport.folders import make_private_dir
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.settings.secrets import KEY_FILE, create_private_file
+from sessionexport.settings.secrets import (
+    KEY_FILE,
+    SecretBox,
+    SecretKeyError,
+    create_private_file,
+    is_encrypted,
+)
 from sessionexport.store import DATABASE_FILE
 
 PROGRESS_EVERY_SECONDS = 0.2
@@ -46,6 +55,7 @@ class BackupResult:
     exports: int
     key_copied: bool
     seconds: float
+    key_fits: bool = True  # the key copied decrypts every secret stored in the copy
 
 
 def backup(
@@ -63,6 +73,7 @@ def backup(
         _copy_database(database, partial, on_progress)
         sessions, exports = _check(partial)
         key_copied = key_file is not None and _copy_key(key_file, target / KEY_FILE)
+        key_fits = not key_copied or _decrypts_every_secret(partial, target / KEY_FILE)
         partial.rename(final)
     except BaseException:  # failed or interrupted (Ctrl-C, SIGTERM): nothing that looks like a backup
         (target / KEY_FILE).unlink(missing_ok=True)
@@ -73,7 +84,7 @@ def backup(
         raise
     _remove_partial(target)
     return BackupResult(
-        target, final.stat().st_size, sessions, exports, key_copied, time.monotonic() - started
+        target, final.stat().st_size, sessions, exports, key_copied, time.monotonic() - started, key_fits
     )
 
 
@@ -100,6 +111,31 @@ def _copy_key(key_file: Path, copy: Path) -> bool:
     if not create_private_file(copy, key_file.read_bytes()):
         raise FileExistsError(f"{copy} exists already")
     return True
+
+
+def _decrypts_every_secret(database: Path, key_file: Path) -> bool:
+    """Whether the key file copied opens the copy's secrets: one the server no longer runs with
+    (it was rotated, the server takes its key from SESSIONEXPORT_SECRET_KEY) would not."""
+    try:
+        box = SecretBox([line.strip().encode() for line in key_file.read_text().splitlines() if line.strip()])
+        with contextlib.closing(sqlite3.connect(database)) as conn:
+            for (value,) in conn.execute("SELECT value FROM settings_objects"):
+                for secret in _encrypted(orjson.loads(value)):
+                    box.decrypt(secret)
+    except SecretKeyError:
+        return False
+    return True
+
+
+def _encrypted(value: Any) -> Iterator[str]:
+    if is_encrypted(value):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _encrypted(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _encrypted(item)
 
 
 def _copy_database(source: Path, target: Path, on_progress: Callable[[int, int], None] | None) -> None:

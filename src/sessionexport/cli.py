@@ -495,6 +495,12 @@ def backup(
         f"Backed up {result.sessions} session(s) and {result.exports} export configuration(s)"
         f" ({result.bytes / 1e6:,.1f} MB) to {escape(str(result.target))} in {result.seconds:.1f}s."
     )
+    if not result.key_fits:
+        err.print(
+            f"[yellow]warning:[/yellow] the {KEY_FILE} copied cannot decrypt the stored passwords and client"
+            " secrets (the server runs with another key: from SESSIONEXPORT_SECRET_KEY, or rotated since):"
+            " keep the key the server runs with beside the backup."
+        )
     if result.exports and not result.key_copied:
         where = (
             "it comes from SESSIONEXPORT_SECRET_KEY"

@@ -178,6 +178,20 @@ def test_with_the_key_from_the_environment_the_key_file_beside_it_is_not_backed_
     assert "The secret key is not in the backup (it comes from SESSIONEXPORT_SECRET_KEY)" in result.stderr
 
 
+def test_a_key_file_that_cannot_decrypt_the_secrets_is_copied_with_a_warning(tmp_path: Path) -> None:
+    """Backed up without the environment's key (a server that runs on SESSIONEXPORT_SECRET_KEY,
+    or rotated since): the key file copied is not the one the secrets need, and that is said."""
+    data, key = tmp_path / "data", new_key()
+    asyncio.run(_export_with_a_secret(data, key))
+    (data / "secret.key").write_text(new_key())
+    stale = run("backup", str(tmp_path / "stale"), "--data-dir", str(data))
+    assert stale.returncode == 0, stale.stderr
+    assert "the secret.key copied cannot decrypt the stored passwords" in " ".join(stale.stderr.split())
+    (data / "secret.key").write_text(key)
+    fitting = run("backup", str(tmp_path / "fitting"), "--data-dir", str(data))
+    assert fitting.returncode == 0 and "cannot decrypt" not in fitting.stderr, fitting.stderr
+
+
 async def _export_with_a_secret(data: Path, key: str) -> None:
     store = create_store(data)
     await store.open()
