@@ -355,8 +355,12 @@ def tokens_create(
     except tokens.TokenError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    fresh = not database_url and not (data_dir / DATABASE_FILE).exists()
     _run(lambda store: store.add_token(new.record), data_dir, database_url)
-    where = "the database of --database-url" if database_url else data_dir / DATABASE_FILE
+    # A mistyped --data-dir makes a database of its own: said, so that the token is not taken
+    # for one of the server's.
+    new_here = " (a new database: the server must run with this --data-dir)" if fresh else ""
+    where = "the database of --database-url" if database_url else f"{data_dir / DATABASE_FILE}{new_here}"
     scopes_text = ", ".join(sorted(new.record.scopes))
     expiry = f", expiring {_when(expires_at)}" if expires_at is not None else ""
     err.print(

@@ -157,6 +157,24 @@ def test_token_create_prints_token_alone_on_last_line_and_revoke_works(tmp_path:
         assert httpx.get(f"{url}/api/v2/usersessions", headers=headers).status_code == 401
 
 
+def test_a_token_created_in_a_new_data_directory_says_so(tmp_path: Path) -> None:
+    """A mistyped --data-dir makes a database of its own: the token works nowhere else."""
+    args = (
+        "tokens",
+        "create",
+        "--data-dir",
+        str(tmp_path / "typo"),
+        "--name",
+        "t",
+        "--scopes",
+        "sessions.read",
+    )
+    first, second = run(*args), run(*args)
+    assert first.returncode == second.returncode == 0
+    assert "(a new database: the server must run with this --data-dir)" in " ".join(first.stderr.split())
+    assert "a new database" not in second.stderr
+
+
 def test_the_token_list_reads_whole_in_80_columns(tmp_path: Path) -> None:
     every = "sessions.ingest,sessions.read,settings.read,settings.write,exports.manage,metrics.read"
     created = run(
