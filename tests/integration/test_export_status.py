@@ -39,6 +39,18 @@ async def test_without_exporters_here_the_state_follows_the_workers_leases(api: 
     assert await state() == "stopped"
 
 
+async def test_an_export_no_exporter_ran_for_yet_counts_what_it_is_owed(api: Api) -> None:
+    """No cursor yet (only processes without exporters ran): its backlog is what joined the log
+    once it was created, not 0 ("caught up")."""
+    token = await api.token()
+    await api.store.append_sessions(sessions(3, "before"), received_at=now_ms() - 60_000)
+    export_id = await create_export(api, token)
+    await api.store.append_sessions(sessions(2, "after"), received_at=now_ms() + 1)
+    status = (await api.client.get(f"/api/v2/exports/{export_id}/status", headers=api.auth(token))).json()
+    assert (status["position"], status["backlog"]) == (None, 2)
+    assert status["lagSeconds"] is not None
+
+
 async def test_an_export_in_shards_counts_each_shards_own_backlog(api: Api) -> None:
     token = await api.token()
     export_id = await create_export(api, token)

@@ -63,7 +63,10 @@ async def export_running(store: Store, supervisor: ExportSupervisor | None, expo
 async def export_health(store: Store, config: ExportConfig, running: bool, now: int) -> ExportHealth:
     """``running``: whether a worker exports it (``export_running``)."""
     cursor = await store.get_cursor(config.export_id)
-    backlog, lag = await backlog_and_lag(store, config.export_id, now)
+    if cursor is None:  # no exporter ran for it yet
+        backlog, lag = await _owed(store, config.export_id, now)
+    else:
+        backlog, lag = await backlog_and_lag(store, config.export_id, now)
     alerts = [a for a in await store.list_alerts(open_only=True) if a.export_id == config.export_id]
     # An export that raises no alerts (disableNotification) is failing by its cursor alone.
     failing = bool(alerts) or (config.disable_notification and _failed_last(cursor))
@@ -94,6 +97,16 @@ async def backlog_and_lag(store: Store, export_id: str, now: int) -> tuple[int, 
     first = [first_at for _, first_at in behind if first_at is not None]
     lag = round((now - min(first)) / 1000, 3) if first else None
     return sum(count for count, _ in behind), lag
+
+
+async def _owed(store: Store, export_id: str, now: int) -> tuple[int, float | None]:
+    """The backlog of an export whose cursor is not placed yet: the sessions that joined the log
+    once it was created, where its cursor will be placed (``place_new_export``)."""
+    record = await store.get_setting(export_id)
+    if record is None:
+        return 0, None
+    count, first_at = await store.backlog(await store.position_before(record.created), 0, 1)
+    return count, (round((now - first_at) / 1000, 3) if first_at is not None else None)
 
 
 def _failed_last(cursor: Cursor | None) -> bool:
