@@ -237,19 +237,27 @@ async def test_a_backlog_sent_in_batches_after_the_timeout_makes_one_session(
     assert (doc["userActionCount"], doc["endReason"]) == (3, "END_EVENT")
 
 
-async def test_a_device_clock_minutes_behind_keeps_its_session_open_while_events_come(
+async def test_a_device_clock_behind_keeps_its_session_open_for_its_own_timeout(
     store: Store, clock: Clock
 ) -> None:
     """Each action is 40 minutes old by the server's clock (past the 30 min web timeout) when it
-    comes in, a minute after the one before: one session, timed out once they stop coming."""
+    comes in: the device is read as 40 min behind, so a pause of 5 min (past the 2 min quiet
+    time) keeps the session open, and it times out 30 min after its last action by the device's
+    clock. Read by the server's clock, the action after the pause was late, and lost."""
     sessionizer = new_sessionizer(store, clock, SessionizerSettings())
     behind = 40 * MINUTE
-    for n in range(4):
+    for n in range(3):
         clock.set(T0 + behind + n * MINUTE)
         assert (await send(sessionizer, act(f"a{n}", T0 + n * MINUTE))).late == 0
         clock.set(clock.now + 30 * SECOND)
         assert await sessionizer.sweep() == 0
-    clock.set(clock.now + 2 * MINUTE)
+    clock.set(T0 + behind + 7 * MINUTE)  # a pause of 5 min
+    assert await drain(sessionizer) == 0, "still open"
+    assert (await send(sessionizer, act("a3", T0 + 7 * MINUTE))).late == 0
+    last = T0 + 7 * MINUTE
+    clock.set(last + behind + 30 * MINUTE - MINUTE)  # the default web timeout
+    assert await drain(sessionizer) == 0
+    clock.set(last + behind + 30 * MINUTE + MINUTE)
     assert await drain(sessionizer) == 1
     (doc,) = await logged(store)
     assert (doc["userActionCount"], doc["endReason"]) == (4, "TIMEOUT")

@@ -135,7 +135,7 @@ class Sessionizer:
         """What to write for an open session: a completed part, events that make no session, or
         only when to look at it again."""
         events = [_decoder.decode(body) for body in session.events]
-        part = next_part(events, now, self.settings, session.last_arrival)
+        part = next_part(events, now, self.settings, session.last_arrival, session.clock_lag)
         keep = functools.partial(
             CompletedPart,
             session.tenant_id,
@@ -144,7 +144,7 @@ class Sessionizer:
             seen_part=session.part,
         )
         if part is None:
-            wake = due_at(events, self.settings, session.last_arrival)
+            wake = due_at(events, self.settings, session.last_arrival, session.clock_lag)
             check_at = max(wake, now + self.settings.settle_ms) if wake is not None else None
             return keep(None, (), None, session.split, check_at)
         ids, until = tuple(e.eventId for e in part.events), belongs_until(part, events, self.settings)

@@ -14,7 +14,8 @@ It is complete (``endReason``) when:
 - nothing happened for the inactivity timeout: 30 min for web, 10 min for mobile and custom
   applications (TIMEOUT), and no event of it came in for ``arrivals_quiet_ms`` (2 min): the
   timeout is read in event time, which a device that sends what it buffered offline, or whose
-  clock is behind, puts long past. A gap that long between two of its events ends it there too,
+  clock is behind, puts long past; so by the device's clock: the server's, less the least lag
+  its events came in with, once that is longer than the quiet time. A gap that long between two of its events ends it there too,
   whenever the events arrived: what follows is a session of its own (under the same session id).
 
 The completed session is computed, not trusted: times, duration, counts, bounce, hasError,
@@ -98,10 +99,15 @@ def ordered(events: Iterable[RumEvent]) -> list[RumEvent]:
 
 
 def next_part(
-    events: Sequence[RumEvent], now: int, settings: SessionizerSettings, last_arrival: int | None = None
+    events: Sequence[RumEvent],
+    now: int,
+    settings: SessionizerSettings,
+    last_arrival: int | None = None,
+    clock_lag: int | None = None,
 ) -> Part | None:
     """The part of an open session that is complete at ``now``, if any (events in any order);
-    ``last_arrival``: when its latest event came in (server time)."""
+    ``last_arrival``: when its latest event came in (server time); ``clock_lag``: how far behind
+    the server's clock its device stamps events (its inactivity is read in the device's time)."""
     events = ordered(events)
     content: list[RumEvent] = [e for e in events if not isinstance(e, AttributesEvent)]
     if not content:
@@ -120,7 +126,7 @@ def next_part(
     if ended and any(isinstance(e, ActionEvent) for e in content):
         return Part(content, EndReason.END_EVENT, final=True)
     quiet = last_arrival is None or now - last_arrival >= min(settings.arrivals_quiet_ms, timeout)
-    if now - content[-1].timestamp >= timeout and quiet:
+    if now - _behind(clock_lag, settings) - content[-1].timestamp >= timeout and quiet:
         return Part(content, EndReason.TIMEOUT, final=True)
     return None
 
@@ -156,17 +162,29 @@ def _inactivity_gap(content: list[RumEvent], timeout_ms: int) -> int | None:
 
 
 def due_at(
-    events: Sequence[RumEvent], settings: SessionizerSettings, last_arrival: int | None = None
+    events: Sequence[RumEvent],
+    settings: SessionizerSettings,
+    last_arrival: int | None = None,
+    clock_lag: int | None = None,
 ) -> int | None:
     """When an open session with no complete part will time out (to look at it again then)."""
     content = [e.timestamp for e in events if not isinstance(e, AttributesEvent)]
     if not content:
         return None
     timeout = settings.timeout_ms(_application_type(ordered(events)))
-    timeout_at = max(content) + timeout
+    timeout_at = max(content) + timeout + _behind(clock_lag, settings)
     if last_arrival is None:
         return timeout_at
     return max(timeout_at, last_arrival + min(settings.arrivals_quiet_ms, timeout))
+
+
+def _behind(clock_lag: int | None, settings: SessionizerSettings) -> int:
+    """How far the device's clock is taken to be behind the server's: the least lag its events
+    came with (a device that sends live is behind by its clock's offset), once longer than the
+    quiet time (shorter is the way there: batching, the network); never ahead (a session must not
+    close before its device's own timeout)."""
+    lag = clock_lag or 0
+    return lag if lag > settings.arrivals_quiet_ms else 0
 
 
 def _limit_split(content: list[RumEvent], settings: SessionizerSettings) -> tuple[int, EndReason] | None:

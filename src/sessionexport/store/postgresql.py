@@ -172,14 +172,16 @@ WITH incoming AS (
     SELECT tenant_id, session_id, event_id, ts, kind, body, %(now)s FROM timely
      ORDER BY tenant_id, session_id, event_id, ord
         ON CONFLICT DO NOTHING
-    RETURNING tenant_id, session_id
+    RETURNING tenant_id, session_id, ts
 ), touched AS (
-    INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals)
-    SELECT tenant_id, session_id, %(now)s::bigint, %(check_at)s::bigint, count(*) FROM kept
+    INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals, clock_lag)
+    SELECT tenant_id, session_id, %(now)s::bigint, %(check_at)s::bigint, count(*),
+           greatest(0, %(now)s::bigint - max(ts)) FROM kept
      GROUP BY tenant_id, session_id ORDER BY tenant_id, session_id
         ON CONFLICT (tenant_id, session_id)
         DO UPDATE SET last_arrival = excluded.last_arrival, check_at = excluded.check_at,
-                      arrivals = open_sessions.arrivals + excluded.arrivals
+                      arrivals = open_sessions.arrivals + excluded.arrivals,
+                      clock_lag = least(open_sessions.clock_lag, excluded.clock_lag)
 )
 SELECT (SELECT count(*) FROM incoming), (SELECT count(*) FROM timely), (SELECT count(*) FROM kept)
 """
@@ -187,7 +189,7 @@ _ARRIVALS_AND_PART = (
     "SELECT arrivals, part FROM open_sessions WHERE tenant_id = %s AND session_id = %s FOR UPDATE"
 )
 _DUE_SESSIONS = """
-SELECT o.tenant_id, o.session_id, o.part, o.split, o.last_start, o.arrivals, o.last_arrival,
+SELECT o.tenant_id, o.session_id, o.part, o.split, o.last_start, o.arrivals, o.last_arrival, o.clock_lag,
        coalesce((SELECT array_agg(e.body ORDER BY e.ts, e.event_id)
                    FROM rum_events e
                   WHERE e.tenant_id = o.tenant_id AND e.session_id = o.session_id), '{}')
@@ -393,8 +395,8 @@ class PostgresStore:
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         rows = await self._rows(_DUE_SESSIONS, (now, limit))
         return [
-            OpenSession(tenant, session, part, split, list(events), last_start, arrivals, last_arrival)
-            for tenant, session, part, split, last_start, arrivals, last_arrival, events in rows
+            OpenSession(tenant, session, part, split, list(events), last_start, arrivals, last_arrival, lag)
+            for tenant, session, part, split, last_start, arrivals, last_arrival, lag, events in rows
         ]
 
     async def complete_part(self, part: CompletedPart, received_at: int) -> AppendResult:

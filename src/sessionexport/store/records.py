@@ -273,6 +273,7 @@ class OpenSession:
     last_start: int | None = None  # startTime of the last completed part
     arrivals: int = 0  # events accepted so far (a version: see CompletedPart.seen_arrivals)
     last_arrival: int | None = None  # server time the latest event came in
+    clock_lag: int | None = None  # how far behind the server's clock its device stamps events (ms)
 
 
 @dataclass(frozen=True, slots=True)

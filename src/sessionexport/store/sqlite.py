@@ -152,11 +152,12 @@ class SQLiteStore:
                     continue
                 accepted += 1
                 conn.execute(
-                    "INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals)"
-                    " VALUES (?, ?, ?, ?, 1) ON CONFLICT (tenant_id, session_id) DO UPDATE SET"
+                    "INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals, clock_lag)"
+                    " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (tenant_id, session_id) DO UPDATE SET"
                     " last_arrival = excluded.last_arrival, check_at = excluded.check_at,"
-                    " arrivals = open_sessions.arrivals + 1",
-                    (e.tenant_id, e.session_id, now, check_at),
+                    " arrivals = open_sessions.arrivals + 1,"
+                    " clock_lag = min(coalesce(open_sessions.clock_lag, excluded.clock_lag), excluded.clock_lag)",
+                    (e.tenant_id, e.session_id, now, check_at, max(0, now - e.ts)),
                 )
             return EventsResult(accepted, duplicates, late)
 
@@ -165,7 +166,8 @@ class SQLiteStore:
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         def select(conn: sqlite3.Connection) -> list[OpenSession]:
             due = conn.execute(
-                "SELECT tenant_id, session_id, part, split, last_start, arrivals, last_arrival FROM open_sessions"
+                "SELECT tenant_id, session_id, part, split, last_start, arrivals, last_arrival, clock_lag"
+                " FROM open_sessions"
                 " WHERE check_at IS NOT NULL AND check_at <= ? ORDER BY check_at LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -185,8 +187,9 @@ class SQLiteStore:
                     last_start,
                     arrivals,
                     last_arrival,
+                    clock_lag,
                 )
-                for tenant, session, part, split, last_start, arrivals, last_arrival in due
+                for tenant, session, part, split, last_start, arrivals, last_arrival, clock_lag in due
             ]
 
         return await self._read(select)
