@@ -8,6 +8,7 @@ test gets a schema of its own (``search_path`` in the URL), dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 import sys
@@ -1249,6 +1250,35 @@ async def test_while_postgresql_is_unreachable_calls_fail_fast_and_then_recover(
     """The first call to find the server gone waits the pool's timeout; the calls after it answer
     within the short wait (every request of an outage would hang for the timeout otherwise), and
     the store works again as soon as the server is back."""
+    async with behind_a_proxy(postgres_schema, monkeypatch) as (proxy, store):
+        await store.append_sessions(sessions(2), received_at=1)
+        await proxy.cut()
+        took = []
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
+                await store.count_sessions()
+            took.append(time.monotonic() - started)
+        assert max(took[1:]) < 1.0 <= took[0], took
+        for _ in range(2):  # reads of the log (their own pool, in a thread) as well
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
+                await store.read_shard(0, 10, 0, 1)
+            assert time.monotonic() - started < 1.0
+        await proxy.restore()
+        assert await eventually(store.count_sessions) == 2
+
+        async def read() -> int:
+            return len((await store.read_shard(0, 10, 0, 1)).entries)
+
+        assert await eventually(read) == 2
+
+
+@contextlib.asynccontextmanager
+async def behind_a_proxy(
+    postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[TcpProxy, PostgresStore]]:
+    """An open store whose server is reached through a proxy the test can cut, with short waits."""
     monkeypatch.setattr(postgresql_database, "CONNECT_TIMEOUT_SECONDS", 2)
     monkeypatch.setattr(postgresql_database, "UNREACHABLE_WAIT_SECONDS", 0.2)
     parts = urlsplit(postgres_schema)
@@ -1256,27 +1286,7 @@ async def test_while_postgresql_is_unreachable_calls_fail_fast_and_then_recover(
         store = PostgresStore(with_password(postgres_schema, parts.password or "", port=proxy.port))
         await store.open()
         try:
-            await store.append_sessions(sessions(2), received_at=1)
-            await proxy.cut()
-            took = []
-            for _ in range(3):
-                started = time.monotonic()
-                with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
-                    await store.count_sessions()
-                took.append(time.monotonic() - started)
-            assert max(took[1:]) < 1.0 <= took[0], took
-            for _ in range(2):  # reads of the log (their own pool, in a thread) as well
-                started = time.monotonic()
-                with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
-                    await store.read_shard(0, 10, 0, 1)
-                assert time.monotonic() - started < 1.0
-            await proxy.restore()
-            assert await eventually(store.count_sessions) == 2
-
-            async def read() -> int:
-                return len((await store.read_shard(0, 10, 0, 1)).entries)
-
-            assert await eventually(read) == 2
+            yield proxy, store
         finally:
             await store.close()
 
@@ -1286,26 +1296,18 @@ async def test_a_server_back_after_a_long_outage_is_found_within_seconds(
 ) -> None:
     """The pool's reconnection delay doubles while the server is away: given up on after a few
     seconds, it starts again from 1 s, instead of having grown past the outage's length."""
-    monkeypatch.setattr(postgresql_database, "CONNECT_TIMEOUT_SECONDS", 2)
-    monkeypatch.setattr(postgresql_database, "UNREACHABLE_WAIT_SECONDS", 0.2)
     monkeypatch.setattr(postgresql_database, "RECONNECT_GIVE_UP_SECONDS", 2.0)
-    parts = urlsplit(postgres_schema)
-    async with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
-        store = PostgresStore(with_password(postgres_schema, parts.password or "", port=proxy.port))
-        await store.open()
-        try:
-            await proxy.cut()
-            outage_ends = time.monotonic() + 20  # a delay doubling from 1 s: tries at 15 s, then 31 s
-            while time.monotonic() < outage_ends:
-                with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
-                    await store.count_sessions()
-                await asyncio.sleep(0.5)
-            await proxy.restore()
-            restored = time.monotonic()
-            assert await eventually(store.count_sessions) == 0
-            assert time.monotonic() - restored < 5
-        finally:
-            await store.close()
+    async with behind_a_proxy(postgres_schema, monkeypatch) as (proxy, store):
+        await proxy.cut()
+        outage_ends = time.monotonic() + 20  # a delay doubling from 1 s: tries at 15 s, then 31 s
+        while time.monotonic() < outage_ends:
+            with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
+                await store.count_sessions()
+            await asyncio.sleep(0.5)
+        await proxy.restore()
+        restored = time.monotonic()
+        assert await eventually(store.count_sessions) == 0
+        assert time.monotonic() - restored < 5
 
 
 async def test_reads_of_the_log_wait_in_threads_of_their_own(tmp_path: Path, postgres_schema: str) -> None:

@@ -15,8 +15,9 @@ It is complete (``endReason``) when:
   applications (TIMEOUT), and no event of it came in for ``arrivals_quiet_ms`` (2 min): the
   timeout is read in event time, which a device that sends what it buffered offline, or whose
   clock is behind, puts long past; so by the device's clock: the server's, less the least lag
-  its events came in with, once that is longer than the quiet time. A gap that long between two of its events ends it there too,
-  whenever the events arrived: what follows is a session of its own (under the same session id).
+  its events came in with, once that is longer than the quiet time. A gap that long between two
+  of its events ends it there too, whenever the events arrived: what follows is a session of its
+  own (under the same session id).
 
 The completed session is computed, not trusted: times, duration, counts, bounce, hasError,
 hasCrash, rage clicks/taps, each action's apdex category (per application and action type
