@@ -20,19 +20,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from sessionexport.folders import make_private_dir
+from sessionexport.settings.objects import plain_value
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.settings.secrets import (
-    KEY_FILE,
-    SecretBox,
-    SecretKeyError,
-    create_private_file,
-    is_encrypted,
-)
+from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, create_private_file, load_secret_box
 from sessionexport.store import DATABASE_FILE
 
 PROGRESS_EVERY_SECONDS = 0.2
@@ -73,7 +65,7 @@ def backup(
         _copy_database(database, partial, on_progress)
         sessions, exports = _check(partial)
         key_copied = key_file is not None and _copy_key(key_file, target / KEY_FILE)
-        key_fits = not key_copied or _decrypts_every_secret(partial, target / KEY_FILE)
+        key_fits = not key_copied or _decrypts_every_secret(partial, target)
         partial.rename(final)
     except BaseException:  # failed or interrupted (Ctrl-C, SIGTERM): nothing that looks like a backup
         (target / KEY_FILE).unlink(missing_ok=True)
@@ -113,29 +105,17 @@ def _copy_key(key_file: Path, copy: Path) -> bool:
     return True
 
 
-def _decrypts_every_secret(database: Path, key_file: Path) -> bool:
-    """Whether the key file copied opens the copy's secrets: one the server no longer runs with
-    (it was rotated, the server takes its key from SESSIONEXPORT_SECRET_KEY) would not."""
+def _decrypts_every_secret(database: Path, data_dir: Path) -> bool:
+    """Whether the key file copied into ``data_dir`` opens the copy's secrets: one the server no
+    longer runs with (it was rotated, the server takes its key from SESSIONEXPORT_SECRET_KEY) would not."""
     try:
-        box = SecretBox([line.strip().encode() for line in key_file.read_text().splitlines() if line.strip()])
+        box = load_secret_box(data_dir, None, create=False)
         with contextlib.closing(sqlite3.connect(database)) as conn:
-            for (value,) in conn.execute("SELECT value FROM settings_objects"):
-                for secret in _encrypted(orjson.loads(value)):
-                    box.decrypt(secret)
+            for schema_id, value in conn.execute("SELECT schema_id, value FROM settings_objects"):
+                plain_value(schema_id, value, box)
     except SecretKeyError:
         return False
     return True
-
-
-def _encrypted(value: Any) -> Iterator[str]:
-    if is_encrypted(value):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _encrypted(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _encrypted(item)
 
 
 def _copy_database(source: Path, target: Path, on_progress: Callable[[int, int], None] | None) -> None:

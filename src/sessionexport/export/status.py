@@ -9,7 +9,7 @@ from typing import Any
 
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.metrics import ExportState
-from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.export.supervisor import ExportSupervisor, starting_position
 from sessionexport.store import Store
 from sessionexport.store.records import Alert, Cursor
 
@@ -63,10 +63,7 @@ async def export_running(store: Store, supervisor: ExportSupervisor | None, expo
 async def export_health(store: Store, config: ExportConfig, running: bool, now: int) -> ExportHealth:
     """``running``: whether a worker exports it (``export_running``)."""
     cursor = await store.get_cursor(config.export_id)
-    if cursor is None:  # no exporter ran for it yet
-        backlog, lag = await _owed(store, config.export_id, now)
-    else:
-        backlog, lag = await backlog_and_lag(store, config.export_id, now)
+    backlog, lag = await backlog_and_lag(store, config.export_id, now)
     alerts = [a for a in await store.list_alerts(open_only=True) if a.export_id == config.export_id]
     # An export that raises no alerts (disableNotification) is failing by its cursor alone.
     failing = bool(alerts) or (config.disable_notification and _failed_last(cursor))
@@ -91,22 +88,15 @@ async def export_health(store: Store, config: ExportConfig, running: bool, now: 
 
 async def backlog_and_lag(store: Store, export_id: str, now: int) -> tuple[int, float | None]:
     """Sessions not yet decided (after their shard's cursor), and the age in seconds of the oldest
-    of them (None: caught up)."""
-    shards = [c for c in await store.list_cursors() if c.export_id == export_id]
-    behind = [await store.backlog(c.position, c.shard, c.shards) for c in shards]
+    of them (None: caught up). An export no exporter ran for yet has no cursor: counted from where
+    its cursor will be placed."""
+    shards = [(c.position, c.shard, c.shards) for c in await store.list_cursors() if c.export_id == export_id]
+    if not shards and (record := await store.get_setting(export_id)) is not None:
+        shards = [(await starting_position(store, record), 0, 1)]
+    behind = [await store.backlog(*shard) for shard in shards]
     first = [first_at for _, first_at in behind if first_at is not None]
     lag = round((now - min(first)) / 1000, 3) if first else None
     return sum(count for count, _ in behind), lag
-
-
-async def _owed(store: Store, export_id: str, now: int) -> tuple[int, float | None]:
-    """The backlog of an export whose cursor is not placed yet: the sessions that joined the log
-    once it was created, where its cursor will be placed (``place_new_export``)."""
-    record = await store.get_setting(export_id)
-    if record is None:
-        return 0, None
-    count, first_at = await store.backlog(await store.position_before(record.created), 0, 1)
-    return count, (round((now - first_at) / 1000, 3) if first_at is not None else None)
 
 
 def _failed_last(cursor: Cursor | None) -> bool:

@@ -152,11 +152,16 @@ def worker_alert_kind(owner: str) -> str:
     return f"worker:{owner}"
 
 
+async def starting_position(store: Store, record: SettingsRecord) -> int:
+    """Where a new export starts: just before the sessions that joined the log once it was created."""
+    return await store.position_before(record.created)
+
+
 async def place_new_export(store: Store, record: SettingsRecord) -> None:
-    """An export's cursor, when it has none yet: just before the sessions that joined the log once
-    it was created (retention places it too, so that they are counted if they expire unexported)."""
+    """An export's cursor, at its starting position, when it has none yet (retention places it
+    too, so that the sessions it is owed are counted if they expire unexported)."""
     if await store.get_cursor(record.object_id) is None:
-        await store.ensure_cursor(record.object_id, await store.position_before(record.created), now_ms())
+        await store.ensure_cursor(record.object_id, await starting_position(store, record), now_ms())
 
 
 class ExportSupervisor:

@@ -82,12 +82,7 @@ class SettingsService:
 
     def plain_value(self, record: SettingsRecord) -> dict[str, Any]:
         """The value with its secrets decrypted: for the exporter only, never for a response."""
-        value: dict[str, Any] = orjson.loads(record.value)
-        for path in secret_paths(SCHEMAS[record.schema_id]):
-            stored = _get(value, path)
-            if secrets.is_encrypted(stored):
-                _set(value, path, self.box.decrypt(stored))
-        return value
+        return plain_value(record.schema_id, record.value, self.box)
 
     # -- writes ------------------------------------------------------------------------------
     async def create_all(
@@ -565,6 +560,16 @@ def _parent_is_object(value: dict[str, Any], path: tuple[str, ...]) -> bool:
             return False
         node = node.get(name)
     return isinstance(node, dict)
+
+
+def plain_value(schema_id: str, stored: str, box: secrets.SecretBox) -> dict[str, Any]:
+    """A stored value with its secrets decrypted (``SecretKeyError`` when ``box`` cannot)."""
+    value: dict[str, Any] = orjson.loads(stored)
+    for path in secret_paths(SCHEMAS[schema_id]):
+        encrypted = _get(value, path)
+        if secrets.is_encrypted(encrypted):
+            _set(value, path, box.decrypt(encrypted))
+    return value
 
 
 def masked_value(record: SettingsRecord) -> dict[str, Any]:
