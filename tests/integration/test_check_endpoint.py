@@ -339,13 +339,13 @@ def test_resend_rules(counts: Counts | CountError | None, expected: Outcome, wor
         (
             307,
             "HTTP 307: redirects to https://elsewhere/events (not followed: set endpointUrl to where it leads)",
-            "HTTP 307 for the sample: redirects to https://elsewhere/events (not followed",
+            "the sample: HTTP 307: redirects to https://elsewhere/events (not followed",
         ),
-        (500, "HTTP 500: disk full", "give the bulk up (it said: disk full)"),
-        (502, "HTTP 502", "HTTP 502 for the sample: exporters need 2xx; they retry, then give the bulk up"),
+        (500, "HTTP 500: disk full", "the sample: HTTP 500: disk full; exporters need 2xx"),
+        (502, None, "HTTP 502 for the sample; exporters need 2xx: they retry, then give the bulk up"),
     ],
 )
-def test_a_refusal_shows_what_the_endpoint_said(status: int, error: str, detail: str) -> None:
+def test_a_refusal_shows_what_the_endpoint_said(status: int, error: str | None, detail: str) -> None:
     verdict = judge_accepted(Attempt(1, 0, 5, status=status, error=error), "the sample")
     assert verdict.outcome is Outcome.FAIL and detail in verdict.detail
 

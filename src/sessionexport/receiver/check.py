@@ -167,19 +167,11 @@ def judge_accepted(attempt: Attempt, what: str) -> Verdict:
         )
     if status in (401, 403):
         return Verdict(Outcome.FAIL, f"HTTP {status} for {what}: not authorized (are the credentials right?)")
-    said = _reason(attempt)
-    if 300 <= status < 400 and said:  # where it leads: what to set endpointUrl to
-        return Verdict(Outcome.FAIL, f"HTTP {status} for {what}: {said}")
-    return Verdict(
-        Outcome.FAIL,
-        f"HTTP {status} for {what}: exporters need 2xx; they retry, then give the bulk up"
-        + (f" (it said: {said})" if said else ""),
-    )
-
-
-def _reason(attempt: Attempt) -> str:
-    """What the answer said, without the status the verdict names already."""
-    return (attempt.error or "").removeprefix(f"HTTP {attempt.status}").removeprefix(": ")
+    # The sender's error names the status and what the answer said (a redirect: where it leads).
+    answered = f"{what}: {attempt.error}" if attempt.error else f"HTTP {status} for {what}"
+    if 300 <= status < 400 and attempt.error:
+        return Verdict(Outcome.FAIL, answered)
+    return Verdict(Outcome.FAIL, f"{answered}; exporters need 2xx: they retry, then give the bulk up")
 
 
 def judge_rejected(attempt: Attempt, what: str) -> Verdict:
