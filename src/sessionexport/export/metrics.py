@@ -11,6 +11,7 @@ import contextlib
 from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 BULK_OUTCOMES = ("delivered", "partly_delivered", "dead_lettered")
 ATTEMPT_RESULTS = ("ok", "error", "timeout")
@@ -89,39 +90,38 @@ class ExportMetrics:
         )
 
     def know(self, export_id: str) -> None:
-        """Every counter series of an export, at 0 until something happens: an alert rule or a
+        """Every counted series of an export, at 0 until something happens: an alert rule or a
         rate() sees 0 from the first scrape, not a series that is missing until then."""
-        for counter in (self.sessions, self.bytes, self.failed, self.replayed, self.retried):
-            counter.labels(export_id)
-        self.attempt_seconds.labels(export_id)
-        for outcome in BULK_OUTCOMES:
-            self.bulks.labels(export_id, outcome)
-        for result in ATTEMPT_RESULTS:
-            self.attempts.labels(export_id, result)
+        for metric, values in self._counted():
+            for value in values:
+                metric.labels(export_id, *value)
 
     def forget(self, export_id: str) -> None:
         """The export was deleted: every series of it goes."""
-        for metric in (
-            self.sessions,
-            self.bytes,
-            self.failed,
-            self.replayed,
-            self.retried,
-            self.attempt_seconds,
-            self.backlog,
-            self.lag,
-            self.dead_letters,
-        ):
-            with contextlib.suppress(KeyError):
-                metric.remove(export_id)
-        for counter, values in (
-            (self.bulks, BULK_OUTCOMES),
-            (self.attempts, ATTEMPT_RESULTS),
-            (self.state, EXPORT_STATES),
-        ):
+        gauges: list[tuple[MetricWrapperBase, list[tuple[str, ...]]]] = [
+            (self.backlog, [()]),
+            (self.lag, [()]),
+            (self.dead_letters, [()]),
+            (self.state, [(state,) for state in EXPORT_STATES]),
+        ]
+        for metric, values in [*self._counted(), *gauges]:
             for value in values:
                 with contextlib.suppress(KeyError):
-                    counter.remove(export_id, value)
+                    metric.remove(export_id, *value)
+
+    def _counted(self) -> list[tuple[MetricWrapperBase, list[tuple[str, ...]]]]:
+        """What is counted per export, and the values of its labels beside ``export``."""
+        alone: list[tuple[str, ...]] = [()]
+        return [
+            (self.sessions, alone),
+            (self.bytes, alone),
+            (self.failed, alone),
+            (self.replayed, alone),
+            (self.retried, alone),
+            (self.attempt_seconds, alone),
+            (self.bulks, [(outcome,) for outcome in BULK_OUTCOMES]),
+            (self.attempts, [(result,) for result in ATTEMPT_RESULTS]),
+        ]
 
     def exports(self) -> set[str]:
         """The exports this registry has series of."""

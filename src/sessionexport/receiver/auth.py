@@ -176,7 +176,7 @@ class TokenIssuer:
                     400, "invalid_request", "authenticate by the Basic header or by form fields, not both"
                 )
             candidates = [pair, (unquote_plus(pair[0]), unquote_plus(pair[1]))]
-            if "client_id" in form and form["client_id"] not in (pair[0], candidates[1][0]):
+            if "client_id" in form and form["client_id"] not in {client_id for client_id, _ in candidates}:
                 raise OAuthError(
                     400, "invalid_request", "the form's client_id is not the Basic header's client"
                 )
