@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 
-from sessionexport.export.bulk_delivery import deliver_bulk
+from sessionexport.export.bulk_delivery import deliver_bulk, rejection_attempts
 from sessionexport.export.config import ExportConfig, SendDirect
 from sessionexport.export.deadletters import letter_entries
 from sessionexport.export.delivery import Attempt, Outcome
@@ -96,6 +96,28 @@ async def test_busy_items_are_sent_again_alone_and_others_rejected_at_once() -> 
     assert sorted(e.seq for e in result.delivered) == [1, 2, 4]
     assert [(r.entry.seq, r.item.status) for r in result.rejected] == [(3, 400)]
     assert result.retried == 2 and not result.unsent
+
+
+async def test_a_rejected_session_s_history_holds_every_attempt_that_refused_it() -> None:
+    endpoint = Endpoint(items=deque([[201, 429, 503], [503, 429], [400, 429]]))
+    direct = SendDirect("idx", None)
+    result = await deliver_bulk(endpoint, [entry(n) for n in (1, 2, 3)], direct)  # type: ignore[arg-type]
+    assert endpoint.sent == [[1, 2, 3], [2, 3], [2, 3]]
+    refused = {r.entry.seq: [(a.number, a.status) for a in r.refusals] for r in result.rejected}
+    assert refused == {2: [(1, 429), (2, 503), (3, 400)], 3: [(1, 503), (2, 429), (3, 429)]}
+    assert [(a.number, a.status) for a in rejection_attempts(result.rejected)] == [
+        (1, 429),
+        (2, 503),
+        (3, 400),
+    ]
+
+
+async def test_elasticsearch_bytes_delivered_are_those_sent_action_lines_included() -> None:
+    endpoint = Endpoint(items=deque([[201, 400, 201]]))
+    direct = SendDirect("idx", None)
+    entries = [entry(n) for n in (1, 2, 3)]
+    result = await deliver_bulk(endpoint, entries, direct)  # type: ignore[arg-type]
+    assert result.delivered_bytes == len(bulk_body([entries[0], entries[2]], direct))
 
 
 @pytest.mark.parametrize(("status", "requests"), [(400, 1), (403, 1), (413, 1), (429, 3), (503, 3)])

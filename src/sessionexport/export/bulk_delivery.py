@@ -18,27 +18,26 @@ from dataclasses import dataclass, field
 from sessionexport.export.config import SendDirect
 from sessionexport.export.delivery import Attempt, Outcome, Sender, refused_for_good
 from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome
-from sessionexport.export.formats import bulk_body
+from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.store.records import LogEntry
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
     entry: LogEntry
-    item: ItemOutcome
-    attempt: Attempt  # the request in which Elasticsearch refused it for good
+    item: ItemOutcome  # the last answer, for good
+    refusals: tuple[Attempt, ...]  # every attempt that refused it, with what Elasticsearch said of it
 
 
 def rejection_attempts(rejected: Sequence[Rejected]) -> list[Attempt]:
-    """The attempts in which these sessions were refused, each with what Elasticsearch answered
-    for them (the request itself got a 2xx): a dead letter's history says why it is one."""
-    first: dict[int, Rejected] = {}
+    """The attempts in which these sessions were refused (busy, then for good), each with what
+    Elasticsearch answered for the first of them (the request itself got a 2xx): a dead letter's
+    history says why it is one."""
+    first: dict[int, Attempt] = {}
     for r in rejected:
-        first.setdefault(r.attempt.number, r)
-    return [
-        dataclasses.replace(r.attempt, status=r.item.status, error=r.item.describe())
-        for _, r in sorted(first.items())
-    ]
+        for refusal in r.refusals:
+            first.setdefault(refusal.number, refusal)
+    return [attempt for _, attempt in sorted(first.items())]
 
 
 @dataclass
@@ -94,6 +93,7 @@ async def _deliver(
 ) -> None:
     items: list[tuple[LogEntry, ItemOutcome]] = []  # the retryable items of the last attempt
     mine: list[Attempt] = []  # this group's attempts
+    refusals: dict[int, list[Attempt]] = {}  # by seq: the attempts that refused a session, busy or for good
     for number in range(1, retries + 2):
         if number > 1:
             await sender.backoff(number - 1, mine[-1] if mine else None)
@@ -106,7 +106,7 @@ async def _deliver(
             await _deliver(sender, pending[half:], direct, result, retries)
             return
         if attempt.ok and direct is not None:
-            attempt, items = _read_items(sender, attempt, answer, pending, result)
+            attempt, items = _read_items(sender, attempt, answer, pending, direct, result, refusals)
         result.attempts.append(attempt)
         mine.append(attempt)
         if not attempt.ok:
@@ -124,16 +124,23 @@ async def _deliver(
         if number <= retries:
             result.retried += len(pending)
     if items:  # still busy after the last attempt: final for these items too
-        result.rejected += [Rejected(entry, item, mine[-1]) for entry, item in items]
+        result.rejected += [Rejected(entry, item, tuple(refusals[entry.seq])) for entry, item in items]
     else:
         result.unsent += pending
         result.failed_attempts += mine
 
 
 def _read_items(
-    sender: Sender, attempt: Attempt, answer: bytes, pending: list[LogEntry], result: BulkResult
+    sender: Sender,
+    attempt: Attempt,
+    answer: bytes,
+    pending: list[LogEntry],
+    direct: SendDirect,
+    result: BulkResult,
+    refusals: dict[int, list[Attempt]],
 ) -> tuple[Attempt, list[tuple[LogEntry, ItemOutcome]]]:
-    """Sort a 2xx Elasticsearch answer's items: delivered and rejected into ``result``; return the retryable."""
+    """Sort a 2xx Elasticsearch answer's items: delivered and rejected into ``result``, each
+    refusal into ``refusals``; return the retryable."""
     try:
         outcomes = sender.item_outcomes(answer, len(pending))
     except BulkResponseError as exc:
@@ -142,9 +149,12 @@ def _read_items(
     for entry, item in zip(pending, outcomes, strict=True):
         if item.ok:
             result.delivered.append(entry)
-            result.delivered_bytes += len(entry.body)
-        elif item.retryable:
+            result.delivered_bytes += encoded_size(entry, direct)  # its action line too: bytes sent
+            continue
+        refused = dataclasses.replace(attempt, status=item.status, error=item.describe())
+        refusals.setdefault(entry.seq, []).append(refused)
+        if item.retryable:
             retry.append((entry, item))
         else:
-            result.rejected.append(Rejected(entry, item, attempt))
+            result.rejected.append(Rejected(entry, item, tuple(refusals[entry.seq])))
     return attempt, retry
