@@ -16,8 +16,8 @@ from tests.conftest import make_token
 from tests.integration.test_export_elasticsearch import direct, engine_trusting, identity_id
 from tests.integration.test_export_engine import engine, receiver, tls
 from tests.support.engine import Engine, export_value, sessions
-from tests.support.receiver import STALL, Receiver
-from tests.support.receiver_process import ReceiverProcess
+from tests.support.receiver import RESET, STALL, Receiver
+from tests.support.receiver_process import ReceiverProcess, free_port
 
 pytestmark = pytest.mark.store  # on PostgreSQL too (tests/support/backend.py)
 
@@ -116,6 +116,24 @@ async def test_timeouts_are_reported_with_the_configured_timeout(engine: Engine,
     assert status == 200
     assert (result["success"], result["statusCode"], result["sessionsSent"]) == (False, None, 3)  # sent
     assert result["error"] == "no answer within 0.5 s"
+
+
+async def test_a_body_the_endpoint_read_before_it_hung_up_counts_as_sent(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.script.append(RESET)
+    await engine.ingest(sessions(3))
+    status, result = await run_test(engine, export_value(receiver.url))
+    assert status == 200 and result["success"] is False and result["statusCode"] is None
+    assert len(receiver.requests[0].lines) == 3 and result["sessionsSent"] == 3, result
+    assert result["error"].startswith("the endpoint broke the HTTP exchange")
+
+
+async def test_a_body_that_found_no_endpoint_counts_as_not_sent(engine: Engine) -> None:
+    await engine.ingest(sessions(3))
+    status, result = await run_test(engine, export_value(f"https://127.0.0.1:{free_port()}/export"))
+    assert status == 200 and result["success"] is False and result["sessionsSent"] == 0, result
+    assert result["error"].startswith("connection failed")
 
 
 async def test_elasticsearch_item_errors_are_listed_per_session(tmp_path: Path) -> None:

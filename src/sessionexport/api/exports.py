@@ -173,7 +173,9 @@ class TestResult(BaseModel):
     statusCode: int | None = Field(description="HTTP status of the (last) request; null when none came back")
     responseTimeMs: int | None
     error: str | None = Field(description="Why the test failed: HTTP status, timeout, credentials, TLS, ...")
-    sessionsSent: int
+    sessionsSent: int = Field(
+        description="Sessions in the request sent; 0 when it did not go out whole (no connection, TLS, token)"
+    )
     itemErrors: list[dict[str, Any]] = Field(
         description="Sessions Elasticsearch rejected: userSessionId, status, type, reason"
     )

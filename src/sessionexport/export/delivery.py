@@ -58,6 +58,7 @@ class Attempt:
     timed_out: bool = False
     token_failure: bool = False
     retry_after: float | None = None  # seconds the endpoint asked to wait (429, 503)
+    sent: bool = False  # the request went out whole, answered or not
 
     @property
     def ok(self) -> bool:
@@ -198,10 +199,10 @@ class Sender:
                     response, answer = await exchange(
                         self._client, request, BULK_ANSWER_BYTES if read_answer else ANSWER_BYTES
                     )
-            except (TimeoutError, httpx.TimeoutException):
-                return done(error=f"no answer within {timeout:g} s", timed_out=True)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                return done(error=f"no answer within {timeout:g} s", timed_out=True, sent=went_out(exc))
             except httpx.HTTPError as exc:
-                return done(error=describe_transport_error(exc))
+                return done(error=describe_transport_error(exc), sent=went_out(exc))
             except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
                 return done(error=f"the request could not be made: {exc}")
             if response.status_code == 401 and not refreshed and await self._credentials.refresh():
@@ -220,7 +221,15 @@ class Sender:
                 if status in (429, 503)
                 else None
             )
-            return done(answer, status=status, error=error, retry_after=wait)
+            return done(answer, status=status, error=error, retry_after=wait, sent=True)
+
+
+def went_out(exc: Exception) -> bool:
+    """Whether a request that failed so had gone out whole: the connection broke, or time ran out,
+    while its answer was awaited (a timeout of the whole exchange is taken as such)."""
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.WriteTimeout):
+        return False
+    return isinstance(exc, TimeoutError | httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError)
 
 
 def backoff_seconds(retry: int, base: float, cap: float) -> float:

@@ -101,7 +101,7 @@ def sample_body(config: ExportConfig, entries: list[LogEntry]) -> bytes:
 @dataclass
 class ExportTestResult:
     success: bool
-    sessions_sent: int  # in the request sent: 0 when it could not be sent (connection, TLS, token)
+    sessions_sent: int  # in the request sent: 0 when it did not go out whole (connection, TLS, token)
     status_code: int | None = None
     response_time_ms: int | None = None
     error: str | None = None
@@ -128,7 +128,7 @@ def _report(result: BulkResult, sent: int) -> ExportTestResult:
     last = result.failure().last if result.unsent else result.attempts[-1]
     report = ExportTestResult(
         success=result.complete,
-        sessions_sent=sent if last.status is not None or last.timed_out else 0,
+        sessions_sent=sent if last.sent else 0,
         status_code=last.status,
         response_time_ms=sum(a.duration_ms for a in result.attempts),
         error=_explain(last.error, last.status, last.token_failure) if result.unsent else None,
