@@ -240,6 +240,10 @@ def test_elasticsearch_7_takes_the_type_from_the_path_when_the_line_names_none()
         ("a:b", "must not contain ':'"),
         ("a b", "must not contain ' '"),
         ("x" * 256, "must be at most 255 bytes"),
+        ("<Sessions-{now/d}>", "must be lower case"),  # date math: the text around its dates
+        ("<>", "must not be empty"),
+        ("<_s-{now/d}>", "must not start with -, _ or +"),
+        ("<s#{now/d}>", "must not contain '#'"),
     ],
 )
 def test_an_invalid_index_name_fails_its_item_as_elasticsearch_says(index: str, reason: str) -> None:
@@ -256,6 +260,14 @@ def test_an_invalid_index_name_fails_its_item_as_elasticsearch_says(index: str, 
     assert bad.problem is not None
     assert (bad.problem.status, bad.problem.error_type) == (400, "invalid_index_name_exception")
     assert bad.problem.reason == f"Invalid index name [{index}], {reason}"
+
+
+@pytest.mark.parametrize(
+    "index", ["<sessions-{now/d}>", "<s-{now/M{yyyy.MM}}>", "<s-{now/d{yyyy.MM.dd|+01:00}}-x>"]
+)
+def test_a_date_math_index_name_is_judged_by_the_text_around_its_dates(index: str) -> None:
+    [op] = es.parse_bulk(bulk_body(({"index": {"_index": index}}, {"x": 1})), None, 8)
+    assert op.problem is None
 
 
 def test_an_empty_id_fails_its_item_and_a_too_long_one_the_request() -> None:

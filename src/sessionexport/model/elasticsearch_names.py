@@ -4,6 +4,8 @@ an export's ``_id`` of a session, which the receiver knows a session by too. No 
 
 from __future__ import annotations
 
+import re
+
 from sessionexport.model.session import EPOCH_MS_MAX
 
 _FORBIDDEN = set('\\/*?"<>| ,#:')
@@ -14,10 +16,10 @@ IDS_MAX_BYTES = ID_MAX_BYTES - 2 - len(str(EPOCH_MS_MAX))
 
 
 def index_name_problem(name: str) -> str | None:
-    """Why Elasticsearch refuses ``name`` for an index, or None. A date-math name
-    (``<logs-{now/d}>``) is left to Elasticsearch, which resolves it."""
+    """Why Elasticsearch refuses ``name`` for an index, or None. Of a date-math name
+    (``<logs-{now/d}>``), which Elasticsearch resolves, the text around the dates is judged."""
     if name.startswith("<") and name.endswith(">"):
-        return None
+        return _date_math_problem(name[1:-1])
     if name in (".", ".."):
         return "must not be . or .."
     if name[:1] in ("-", "_", "+"):
@@ -28,6 +30,25 @@ def index_name_problem(name: str) -> str | None:
         return f"must not contain {' '.join(repr(c) for c in bad)}"
     if len(name.encode()) > MAX_BYTES:
         return f"must be at most {MAX_BYTES} bytes"
+    return None
+
+
+# A date in a date-math name: ``{now/d}``, ``{now/M{yyyy.MM}}``, ``{now/d{yyyy.MM.dd|+01:00}}``.
+_DATE = re.compile(r"\{[^{}]*(?:\{[^{}]*\})?[^{}]*\}")
+
+
+def _date_math_problem(inner: str) -> str | None:
+    """The rules that can be judged before the dates are resolved: on the text around them (dates
+    resolve to digits and dots, which every rule takes)."""
+    if not inner:
+        return "must not be empty"
+    if inner[:1] in ("-", "_", "+"):
+        return "must not start with -, _ or +"
+    text = _DATE.sub("", inner)
+    if text != text.lower():
+        return "must be lower case"
+    if bad := sorted(_FORBIDDEN.intersection(text)):
+        return f"must not contain {' '.join(repr(c) for c in bad)}"
     return None
 
 

@@ -198,8 +198,7 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
         Route(OAUTH_ROUTE, _token, methods=["POST"]),
         # every method: another than POST or PUT is refused in Elasticsearch's words (a client reads them)
         Route("/_bulk", _bulk, methods=ANY_METHOD),
-        Route("/{index}/_bulk", _bulk, methods=ANY_METHOD),
-        *([Route("/{index}/{type}/_bulk", _bulk, methods=ANY_METHOD)] if config.es_version < 8 else []),
+        Route("/{target:path}/_bulk", _bulk, methods=ANY_METHOD),  # read by es.bulk_target
         Route("/received/counts", _counts, methods=["GET"]),
         Route("/received/documents", _documents, methods=["GET"]),
         Route("/received/requests", _requests, methods=["GET"]),
@@ -381,13 +380,18 @@ def _es_response(request: Request, value: Any, status: int = 200) -> Response:
 
 
 async def _bulk(request: Request) -> Response:
+    config = _config(request)
+    raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+    target = es.bulk_target(raw_path, config.es_version)
+    if target is None:
+        unknown = f"no handler found for uri [{raw_path}] and method [{request.method}]"
+        return _es_response(request, {"error": unknown, "status": 400}, 400)
     if request.method not in BULK_METHODS:
         allowed = ", ".join(BULK_METHODS)
         said = f"Incorrect HTTP method for uri [{request.url.path}] and method [{request.method}], allowed: [{allowed}]"
         response = _es_response(request, {"error": said, "status": 405}, 405)
         response.headers["Allow"] = allowed
         return response
-    config = _config(request)
     started = time.perf_counter()
     try:
         principal = await _authenticate(request)
@@ -404,7 +408,7 @@ async def _bulk(request: Request) -> Response:
     try:
         async with config.budget.room_for(request, config.max_body_bytes):
             body = await read_body(request, config.max_body_bytes)
-            return await _store_bulk(request, config, principal, body, started)
+            return await _store_bulk(request, config, target, principal, body, started)
     except (BodyTooLarge, UnreadableBody) as exc:
         refused = _unread_bulk(exc)
         await config.store.refuse(_request_info(request, 0, principal), refused.status, refused.reason)
@@ -415,15 +419,20 @@ async def _bulk(request: Request) -> Response:
 
 
 async def _store_bulk(
-    request: Request, config: ReceiverConfig, principal: str | None, body: bytes, started: float
+    request: Request,
+    config: ReceiverConfig,
+    target: es.BulkTarget,
+    principal: str | None,
+    body: bytes,
+    started: float,
 ) -> Response:
     info = _request_info(request, len(body), principal)
     try:
         parse = functools.partial(
             es.parse_bulk,
-            path_index=request.path_params.get("index"),
+            path_index=target.index,
             es_version=config.es_version,
-            path_type=request.path_params.get("type"),
+            path_type=target.doc_type,
         )
         operations = await parse_off_loop(parse, body)
     except es.BulkRequestError as exc:

@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 
@@ -53,6 +54,26 @@ ERROR_TYPES = {
     409: "version_conflict_engine_exception",
     429: "es_rejected_execution_exception",
 }
+
+
+@dataclass(frozen=True)
+class BulkTarget:
+    """The index (and, on Elasticsearch 7, the type) a ``_bulk`` URL names, if any."""
+
+    index: str | None = None
+    doc_type: str | None = None
+
+
+def bulk_target(raw_path: str, es_version: int) -> BulkTarget | None:
+    """What ``/_bulk``, ``/<index>/_bulk`` or (ES 7) ``/<index>/<type>/_bulk`` names, read from the
+    path as sent: a segment may hold an encoded ``/`` (``%3Csessions-%7Bnow%2Fd%7D%3E``, how
+    Elasticsearch writes a date-math index in a URL). None: no such route (Elasticsearch answers
+    "no handler found")."""
+    segments = raw_path.removesuffix("/_bulk").split("/")[1:]
+    if not raw_path.endswith("/_bulk") or "" in segments or len(segments) > (2 if es_version < 8 else 1):
+        return None
+    names = [unquote(segment, errors="replace") for segment in segments]
+    return BulkTarget(*names)
 
 
 class BulkRequestError(ValueError):
