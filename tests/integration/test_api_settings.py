@@ -1477,6 +1477,30 @@ async def test_without_a_token_a_malformed_body_gets_401_not_its_faults(
     assert response.json()["error"]["message"].startswith("Missing Authorization header")
 
 
+@pytest.mark.parametrize(
+    "path",
+    [OBJECTS, "/api/v2/exports/test", "/e/env1/api/v2/settings/objects", f"{OBJECTS}/some-object"],
+)
+async def test_a_malformed_body_with_a_bad_token_or_scope_gets_401_or_403_not_its_faults(
+    settings: Settings, path: str
+) -> None:
+    """FastAPI decodes a JSON body before the route's token checks: they are run first all the same."""
+    method = "PUT" if path.endswith("some-object") else "POST"
+    reader = settings.api.auth(await settings.api.token("settings.read", "sessions.read"))
+    for headers, status in (({"Authorization": "Api-Token dt0c01.NOPE.NOPE"}, 401), (reader, 403)):
+        response = await settings.api.client.request(
+            method, path, content=b"[{", headers={**headers, "Content-Type": "application/json"}
+        )
+        assert response.status_code == status, response.text
+        assert "JSON" not in response.text
+    scopes = ("settings.read", "settings.write", "sessions.read", "exports.manage")
+    writer = settings.api.auth(await settings.api.token(*scopes))
+    response = await settings.api.client.request(
+        method, path, content=b"[{", headers={**writer, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and "invalid JSON" in response.text, response.text
+
+
 async def test_read_token_can_read_but_not_write(settings: Settings) -> None:
     reader = settings.api.auth(await settings.api.token("settings.read"))
     for method, url, kwargs in await _routes(settings):

@@ -14,7 +14,7 @@ from sessionexport import __version__
 from sessionexport.api import exports, health, metrics, rum, settings, usersessions
 from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, document_errors, install_error_handlers
 from sessionexport.api.metrics import CountAnswers
-from sessionexport.api.security import TokenFirst
+from sessionexport.api.security import TokenFirst, check_route_tokens
 from sessionexport.config import ServerConfig
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyBudget, BodyLimit
 from sessionexport.request_urls import EnvironmentPaths, RefuseNulInUrl
@@ -69,7 +69,7 @@ def app_of(
     state.notifier, state.registry = services.notifier, services.registry
     state.metrics, state.ingest_metrics = services.metrics, services.ingest_metrics
     state.exports, state.sessionizer = services.exports, services.sessionizer
-    install_error_handlers(app)
+    install_error_handlers(app, check_route_tokens)
     return app
 
 

@@ -15,8 +15,9 @@ Error tree handled here:
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,8 +90,13 @@ async def _api_error(_: Request, exc: Exception) -> OrjsonResponse:
     return error_response(exc)
 
 
-async def _validation_error(request: Request, exc: Exception) -> OrjsonResponse:
+async def _validation_error(route_tokens: TokenCheck, request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError)
+    if any(err.get("type") == "json_invalid" for err in exc.errors()):
+        try:  # refused before the route's token checks ran: they come first
+            await route_tokens(request)
+        except ApiError as error:
+            return error_response(error)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     json_body = not media_type or media_type == "application/json" or media_type.endswith("+json")
     violations = []
@@ -182,9 +188,13 @@ ERROR_ENVELOPE_SCHEMA: dict[str, Any] = {
 _PARAMETER_LOCATION = {"query": "QUERY", "path": "PATH", "header": "HEADER", "body": "PAYLOAD_BODY"}
 
 
-def install_error_handlers(app: FastAPI) -> None:
+TokenCheck = Callable[[Request], Awaitable[None]]
+
+
+def install_error_handlers(app: FastAPI, route_tokens: TokenCheck) -> None:
+    """``route_tokens``: checks the token a request's route requires (raising ``ApiError``)."""
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, functools.partial(_validation_error, route_tokens))
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(StoreFull, _store_full)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import Request, Security
+from fastapi.dependencies.models import Dependant
 from fastapi.security import APIKeyHeader
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -46,7 +47,28 @@ def require(scope: tokens.Scope) -> Callable[..., Awaitable[TokenRecord]]:
             raise ApiError(403, f"The API token lacks the required scope {scope.value}")
         return record
 
+    _TOKEN_CHECKS.add(check)
     return check
+
+
+_TOKEN_CHECKS: set[Callable[..., Awaitable[TokenRecord]]] = set()  # those ``require`` made
+
+
+async def check_route_tokens(request: Request) -> None:
+    """Run the token checks among the dependencies of the request's route, on their own: for a
+    request refused before they ran (FastAPI decodes a JSON body first), so that a body that is
+    not JSON is told it needs a valid token with the scope before it is told it is not JSON."""
+    for check in _token_checks(getattr(request.scope.get("route"), "dependant", None)):
+        await check(request, request.headers.get("authorization"))
+
+
+def _token_checks(dependant: Dependant | None) -> Iterator[Callable[..., Awaitable[TokenRecord]]]:
+    if dependant is None:
+        return
+    if dependant.call in _TOKEN_CHECKS:
+        yield dependant.call
+    for sub in dependant.dependencies:
+        yield from _token_checks(sub)
 
 
 def _token_from_header(authorization: str | None) -> str:
@@ -68,7 +90,8 @@ class TokenFirst:
     """ASGI middleware: an ``/api/v2`` request without an ``Api-Token`` header gets its 401
     before its body is read. FastAPI reads a route's body before its dependencies run, so a
     malformed body without a token would otherwise be told what is wrong with it (400), not
-    that it needs a token. Whether the token is valid, and holds the scope, the routes check."""
+    that it needs a token. Whether the token is valid, and holds the scope, the routes check (and
+    ``check_route_tokens``, for a body FastAPI could not decode)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
