@@ -1389,6 +1389,8 @@ async def test_a_referenced_zone_cannot_be_deleted(settings: Settings) -> None:
     assert refused.json()["code"] == 400
     # the export named as people know it, and by its id
     assert f"https://collector.example/sessions ({export})" in refused.json()["error"]["message"]
+    [violation] = refused.json()["error"]["constraintViolations"]
+    assert violation["parameterLocation"] == "PATH"  # the object the path names; nothing in the query
     assert (await settings.get(zone)).status_code == 200
 
     assert (await settings.put(export, export_value(behavior={"managementZone": None}))).status_code == 200

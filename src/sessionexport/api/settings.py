@@ -423,7 +423,9 @@ async def delete_object(
     result = await settings.delete(objectId, updateToken)
     if result.code == 204:
         return Response(status_code=204)
-    return OrjsonResponse(_item(result, parameters="QUERY"), status_code=result.code)
+    # A malformed updateToken was sent in the query; anything else refuses the object the path names.
+    where = "QUERY" if any(v.path == "updateToken" for v in result.violations) else "PATH"
+    return OrjsonResponse(_item(result, parameters=where), status_code=result.code)
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -464,7 +466,7 @@ def render(settings: SettingsService, record: SettingsRecord) -> dict[str, Any]:
 
 
 def _item(result: ItemResult, parameters: str = "PAYLOAD_BODY") -> dict[str, Any]:
-    """``parameters``: where what the violations name was sent (DELETE's updateToken: the QUERY)."""
+    """``parameters``: where what the violations name was sent (a DELETE's: its QUERY or PATH)."""
     if result.ok:
         return {"code": result.code, "objectId": result.object_id}
     error: dict[str, Any] = {"code": result.code, "message": result.message}
