@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import gzip
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +26,7 @@ import pytest
 
 from sessionexport.listening import GRACEFUL_SHUTDOWN_SECONDS
 from tests.conftest import sample
+from tests.support.processes import wait_for
 
 CLI = [sys.executable, "-m", "sessionexport"]
 
@@ -580,9 +585,25 @@ def test_bad_arguments_are_one_line_not_a_traceback(tmp_path: Path, args: list[s
     assert says in result.stderr and "Traceback" not in result.stderr
 
 
-def interrupted_after(seconds: float, proc: subprocess.Popen[bytes]) -> str:
-    """Ctrl-C after ``seconds``; what the process said on stderr once it ended."""
-    time.sleep(seconds)
+def _unread(proc: subprocess.Popen[bytes]) -> int:
+    """Bytes written to the process's stdin that it has not read yet."""
+    assert proc.stdin is not None
+    waiting = array.array("i", [0])
+    fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, waiting)
+    return waiting[0]
+
+
+def _stored(database: Path) -> int:
+    """Sessions in a data directory's database, read beside the process writing it."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+    except sqlite3.Error:  # not there yet, or its tables not made yet
+        return 0
+
+
+def interrupted(proc: subprocess.Popen[bytes]) -> str:
+    """Ctrl-C now; what the process said on stderr once it ended."""
     proc.send_signal(signal.SIGINT)
     try:
         _, errors = proc.communicate(timeout=30)
@@ -617,7 +638,9 @@ def test_ctrl_c_while_ingest_waits_on_a_pipe_stores_what_it_read(tmp_path: Path)
     proc.stdin.write(sessions.read_bytes())
     proc.stdin.write(b'{"tenantId": "cut off in the mid')  # a line not ended yet: not taken
     proc.stdin.flush()  # the pipe stays open: ingest waits for more
-    text = interrupted_after(3, proc)
+    wait_for(lambda: _unread(proc) == 0, "ingest to read what was sent")
+    time.sleep(0.5)  # to split it into lines (it stores them when the input ends, or is interrupted)
+    text = interrupted(proc)
     assert proc.returncode == 130, text
     assert "3 stored, 0 duplicate(s), 0 refused of 3 line(s)" in text
     assert "interrupted while waiting for line 4: every valid session up to line 3 is stored" in text
@@ -628,7 +651,9 @@ def test_ctrl_c_while_ingest_waits_on_a_pipe_stores_what_it_read(tmp_path: Path)
 def test_ctrl_c_before_any_input_ends_ingest_at_once(tmp_path: Path) -> None:
     command = [*CLI, "ingest", "-", "--data-dir", str(tmp_path / "d")]
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    errors = interrupted_after(3, proc)
+    wait_for((tmp_path / "d" / "sessionexport.db").exists, "ingest to open its store")
+    time.sleep(0.5)  # and to wait for its first line
+    errors = interrupted(proc)
     assert proc.returncode == 130, errors
     assert "interrupted while waiting for the first line: nothing was read" in errors
 
@@ -638,7 +663,7 @@ def test_ctrl_c_during_ingest_says_how_far_it_got(tmp_path: Path) -> None:
     assert run("generate", "--count", "20000", "--kind", "mobile", "--output", str(sessions)).returncode == 0
     command = [*CLI, "ingest", str(sessions), "--batch-size", "5", "--data-dir", str(tmp_path / "d")]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)  # a few thousand sessions in, at five a transaction
+    wait_for(lambda: _stored(tmp_path / "d" / "sessionexport.db") > 0, "ingest to store sessions")
     proc.send_signal(signal.SIGINT)
     _, errors = proc.communicate(timeout=60)
     assert proc.returncode == 130, errors

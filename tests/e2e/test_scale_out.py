@@ -35,6 +35,7 @@ from sessionexport.settings.secrets import load_secret_box, new_key
 from sessionexport.store import create_store
 from tests.support.engine import export_value
 from tests.support.postgres import fresh_schema
+from tests.support.processes import wait_for
 from tests.support.receiver_process import ReceiverProcess
 
 CLI = [sys.executable, "-m", "sessionexport"]
@@ -196,13 +197,6 @@ def create_export(url: str, folder: Path, secret_key: str, endpoint: str) -> str
             await store.close()
 
     return asyncio.run(create())
-
-
-def wait_for(condition: object, what: str, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.05)
 
 
 # -- chaos ----------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -21,3 +22,12 @@ def wait_healthy(client: httpx.Client, process: subprocess.Popen[str], within: f
         assert process.poll() is None, process.communicate()[0]
         assert time.monotonic() < deadline, f"no healthy answer from {client.base_url} within {within} s"
         time.sleep(0.1)
+
+
+def wait_for(condition: Callable[[], object], what: str, within: float = 30) -> None:
+    """Until ``condition()`` is true: what a process did, not how long it should have taken (a
+    loaded machine takes seconds to start Python)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        time.sleep(0.05)
