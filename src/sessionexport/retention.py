@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from sessionexport.clock import now_ms
 from sessionexport.export.supervisor import place_new_export
@@ -38,10 +39,12 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
             behind[cursor.export_id] = min(behind.get(cursor.export_id, cursor.position), cursor.position)
     for export_id, position in behind.items():
         if lost[export_id]:
-            title = f"{lost[export_id]} session(s) expired before they were exported"
+            total = lost[export_id] + await _expired_so_far(store, export_id)
+            title = _expired_title(total)
             message = (
                 f"Retention ({retention_ms / 86_400_000:g} days) removed sessions up to seq {boundary} that"
-                f" this export had not decided yet (its cursor was at {position})."
+                f" this export had not decided yet (its cursor was at {position}): {lost[export_id]} this"
+                f" time, {total} since the alert opened."
             )
             await store.raise_alert(export_id, "retention", title, message, now)
             log.warning("retention: export %s loses %d unexported session(s)", export_id, lost[export_id])
@@ -56,6 +59,23 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
             "retention: dropped %d RUM event(s) of sessions idle for %g hour(s)", dropped, idle_ms / 3_600_000
         )
     return purged
+
+
+def _expired_title(count: int) -> str:
+    return f"{count} session(s) expired before they were exported"
+
+
+_EXPIRED_TITLE = re.compile(r"(\d+) session\(s\) expired before they were exported")
+
+
+async def _expired_so_far(store: Store, export_id: str) -> int:
+    """What the export's open retention alert counts already: each purge adds to it, so that it
+    tells all that was lost while the export did not deliver, not the last purge's share."""
+    for alert in await store.list_alerts(open_only=True):
+        if alert.export_id == export_id and alert.kind == "retention":
+            counted = _EXPIRED_TITLE.fullmatch(alert.title)
+            return int(counted[1]) if counted else 0
+    return 0
 
 
 async def run_retention(store: Store, retention_ms: int, every_seconds: float, open_ms: int = 0) -> None:

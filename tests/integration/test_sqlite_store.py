@@ -161,6 +161,23 @@ async def test_retention_never_drops_unexported_sessions_silently(store: Store) 
     assert behind is not None and behind.position == 3
 
 
+async def test_an_open_retention_alert_counts_every_purge_s_loss(store: Store) -> None:
+    day = 86_400_000
+    await store.ensure_cursor("down", 0, now=0)
+    await store.append_sessions(records(3, seed=1), received_at=1 * day)
+    await purge_expired(store, retention_ms=7 * day, now=9 * day)
+    await store.append_sessions(records(2, seed=2), received_at=10 * day)
+    await purge_expired(store, retention_ms=7 * day, now=18 * day)
+    [alert] = await store.list_alerts(open_only=True)
+    assert alert.title == "5 session(s) expired before they were exported" and alert.occurrences == 2
+    assert alert.message.endswith("2 this time, 5 since the alert opened.")
+    await store.close_alerts("down", "retention", now=18 * day)  # it delivers again
+    await store.append_sessions(records(1, seed=3), received_at=19 * day)
+    await purge_expired(store, retention_ms=7 * day, now=27 * day)
+    [again] = await store.list_alerts(open_only=True)
+    assert again.title == "1 session(s) expired before they were exported"
+
+
 async def test_retention_counts_what_an_export_no_exporter_ran_for_yet_loses(store: Store) -> None:
     """An export created while only processes without exporters ran has no cursor yet; it is owed
     the sessions that joined the log after it was created, and loses them to retention loudly."""
