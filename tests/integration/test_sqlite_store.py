@@ -197,6 +197,26 @@ async def test_retention_counts_what_an_export_no_exporter_ran_for_yet_loses(sto
     assert cursor is not None and cursor.position == 5
 
 
+def test_a_migration_the_disk_cannot_hold_says_why(tmp_path: Path) -> None:
+    """Out of room while migrating (a full disk, a file size limit), SQLite rolls the transaction
+    back itself: the error said is SQLite's, not that of a second rollback (there is none to do)."""
+    code = (
+        "import resource, signal, sqlite3, sys\n"
+        "from sessionexport.store.sqlite_engine import migrate\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "conn.execute('PRAGMA journal_mode = WAL')\n"
+        "conn.execute('PRAGMA cache_size = 20')\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
+        "migrate(conn)\n"
+    )
+    failed = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "small.db")], capture_output=True, text=True, timeout=60
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.strip().endswith("sqlite3.OperationalError: disk I/O error"), failed.stderr
+
+
 def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Path) -> None:
     code = (
         "import asyncio, sys\n"

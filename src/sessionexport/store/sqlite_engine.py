@@ -408,7 +408,7 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> i
         try:
             refuse_newer("sqlite", applied, package)
         except SchemaTooNew:
-            conn.execute("ROLLBACK")
+            _roll_back(conn)
             raise
         todo = pending("sqlite", applied, package)
         if not todo:
@@ -428,8 +428,16 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> i
             conn.execute("COMMIT")
             done += 1
         except sqlite3.Error:
-            conn.execute("ROLLBACK")
+            _roll_back(conn)
             raise
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """Roll back what is still open: SQLite has rolled back already on some errors (a full disk),
+    and a failing ROLLBACK must not hide the error that said why."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _statements(script: str) -> list[str]:
