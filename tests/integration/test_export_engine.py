@@ -558,6 +558,26 @@ async def test_a_replay_in_the_background_answers_at_once(engine: Engine, receiv
     assert len(receiver.requests) == 2 + 2
 
 
+async def test_a_replay_closes_the_alert_with_its_first_delivery_not_its_last(
+    engine: Engine, receiver: Receiver
+) -> None:
+    receiver.behaviour.script.extend([500, 500, 200, STALL])
+    receiver.behaviour.stall_seconds = 6
+    tuning = {"retries": 0, "flushMaxSessions": 2, "timeoutSeconds": 5}
+    export_id = await engine.create_export(export_value(receiver.url, tuning))
+    await engine.ingest(sessions(4, seed=45))
+    await until(lambda: dead_letters(engine, export_id, 2), "two dead letters")
+    answer = await engine.client.post(
+        f"/api/v2/exports/{export_id}/deadletters/replay",
+        params={"background": "true"},
+        headers=engine.headers,
+    )
+    assert answer.status_code == 202
+    await until(lambda: dead_letters(engine, export_id, 1), "the first letter replayed")
+    status = await engine.status(export_id)  # the second letter's request is still awaited
+    assert len(receiver.requests) == 4 and status["openAlerts"] == [] and status["state"] == "running"
+
+
 async def test_an_export_is_deleted_only_once_its_dead_letters_are_replayed_or_discarded(
     engine: Engine, receiver: Receiver
 ) -> None:

@@ -577,7 +577,7 @@ class ExportSupervisor:
         ``DeliveryRefused`` when the export may not be sent to from here (as its exporter is not)."""
         if refusal := self._refusal(config):
             raise DeliveryRefused(refusal)
-        results, delivered_from = [], []  # the first seq of each letter delivered: its shard
+        results, delivered_shards = [], set()  # the shards a delivered letter closed the alerts of
         async with self.client() as client:
             sender = self.sender(config, client)
             for letter_id in letter_ids:
@@ -602,11 +602,12 @@ class ExportSupervisor:
                 if outcome.delivered:
                     self.metrics.replayed.labels(config.export_id).inc(len(letter.sessions))
                     self.metrics.bytes.labels(config.export_id).inc(len(letter.body))
-                    delivered_from.append(letter.first_seq)
+                    if (shard := letter.first_seq % config.tuning.shards) not in delivered_shards:
+                        delivered_shards.add(shard)  # at once: a long replay is not "failing" meanwhile
+                        await self._close_delivery_alerts(config, [letter.first_seq])
                 results.append(ReplayResult(letter.id, outcome.delivered, outcome))
-        if delivered_from:
+        if delivered_shards:
             await self.store.note_replayed(config.export_id, now_ms())
-        await self._close_delivery_alerts(config, delivered_from)
         return results
 
     @contextlib.asynccontextmanager
