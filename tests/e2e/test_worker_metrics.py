@@ -25,7 +25,7 @@ from sessionexport.settings.secrets import load_secret_box
 from sessionexport.store import create_store
 from tests.e2e.test_cli_and_server import CLI, create_token, free_port, run
 from tests.support.engine import export_value, sessions
-from tests.support.processes import wait_healthy
+from tests.support.processes import wait_for, wait_healthy
 from tests.support.receiver import Tls
 from tests.support.receiver_process import ReceiverProcess
 from tests.support.stores import opened
@@ -134,13 +134,22 @@ def test_serves_tls_variables_do_not_concern_a_worker(tmp_path: Path) -> None:
         "SESSIONEXPORT_TLS_KEY": str(tmp_path / "none.key"),
     }
     command = [*CLI, "worker", "--data-dir", str(data_dir)]
-    worker = subprocess.Popen(
-        command, env={**os.environ, **serves}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    time.sleep(2)
-    assert worker.poll() is None, worker.communicate()[0]
-    output = stop(worker)
-    assert "exporting from" in output and "worker: stopped" in output
+    log = tmp_path / "worker.log"
+    with log.open("w") as output:
+        worker = subprocess.Popen(
+            command, env={**os.environ, **serves}, stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for(
+                lambda: "exporting from" in log.read_text() or worker.poll() is not None,
+                "the worker to start",
+            )
+            assert worker.poll() is None, log.read_text()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+    assert worker.returncode in (0, -signal.SIGTERM), log.read_text()
+    assert "exporting from" in log.read_text() and "worker: stopped" in log.read_text()
 
 
 @pytest.mark.parametrize("options", [("worker", "--metrics-port", "1"), ("serve", "--port", "1")])
