@@ -117,7 +117,9 @@ def test_kill_9_during_export_loses_nothing(tmp_path: Path, receiver: Receiver) 
             time.sleep(0.05)
         counts = Counter(identity(s) for s in receiver.sessions())
         duplicates = sum(n - 1 for n in counts.values())
-        assert duplicates <= BULK, f"{duplicates} duplicates: more than the bulk in flight"
+        # In flight at the kill: a bulk being sent, and the one before it delivered but its
+        # decision not yet committed (the README's "at most two bulks per shard").
+        assert duplicates <= 2 * BULK, f"{duplicates} duplicates: more than the bulks in flight"
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
