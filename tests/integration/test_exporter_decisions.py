@@ -43,17 +43,17 @@ async def test_a_bulk_followed_by_another_moves_the_cursor_only_up_to_it(
     large = session("large", body=b'{"s":"' + b"x" * 2000 + b'"}')
     await store.append_sessions([small, large], received_at=1)
     [small_seq, large_seq] = [e.seq for e in await store.read_log(0, 10)]
-    receiver.behaviour.stall_seconds = 3
+    receiver.behaviour.stall_seconds = 6
     receiver.behaviour.script = deque([200, STALL])  # the large session's bulk is answered late
-    tuning = ExportTuning(flushMaxBytes=1024, flushIntervalSeconds=60, timeoutSeconds=10, retries=0)
+    tuning = ExportTuning(flushMaxBytes=1024, flushIntervalSeconds=60, timeoutSeconds=30, retries=0)
     async with AsyncExitStack() as stack:
         exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, tuning))
         run_in_background(stack, asyncio.create_task(exporter.run(0)))
         await until(lambda: len(receiver.requests) == 2, "both bulks sent")
-        await asyncio.sleep(0.3)  # time to record the first decision
+        await until(lambda: _at(store, small_seq), "the first bulk decided")
         assert receiver.requests[0].lines == [small.body]
         assert await position(store) == small_seq  # not large_seq: its bulk is still in flight
-        await until(lambda: _at(store, large_seq), "the large session's bulk decided", within=10)
+        await until(lambda: _at(store, large_seq), "the large session's bulk decided", within=15)
 
 
 async def test_a_restart_after_a_failed_decision_skips_nothing(
@@ -131,7 +131,8 @@ async def test_a_graceful_stop_sends_no_bulk_that_waits_for_a_free_request(
         exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, tuning))
         run = asyncio.create_task(exporter.run(0))
         run_in_background(stack, run)
-        await asyncio.sleep(0.5)  # the first bulk is under way, the second waits for it
+        await until(lambda: len(exporter._sending) == 1, "the first bulk under way")
+        await asyncio.sleep(0.2)  # and the second batched, waiting for the request to end
         exporter.stop_gracefully()
         await asyncio.wait_for(run, 10)
         await asyncio.sleep(1.5)  # anything sent after the stop would have arrived by now
