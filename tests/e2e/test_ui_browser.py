@@ -56,7 +56,10 @@ class Site:
     receiver: Receiver
 
     def ingest(self, count: int, seed: int) -> None:
-        body = b"\n".join(generate_lines(count, seed))
+        self.ingest_lines(list(generate_lines(count, seed)))
+
+    def ingest_lines(self, lines: list[bytes]) -> None:
+        body = b"\n".join(lines)
         response = httpx.post(
             f"{self.base}/api/v2/usersessions",
             content=body,
@@ -308,6 +311,40 @@ def test_every_page_fits_a_phone_and_works_from_the_keyboard(browser: Browser, s
         )
         assert widest <= 3 * PHONE["width"], f"a table of /ui/{name} is {widest}px wide"
         shot(page, f"phone-{name}")
+    page.close()
+
+
+# The words broken across lines in the cells that are not a sender's free text: none may shrink
+# below its longest word for a long value in another column.
+BROKEN_WORDS = """
+[...document.querySelectorAll('tbody td:not(.text)')].flatMap(td => {
+  const broken = [];
+  const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const word of node.data.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, word.index);
+      range.setEnd(node, word.index + word[0].length);
+      if (new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1) broken.push(word[0]);
+    }
+  }
+  return broken;
+})
+"""
+
+
+def test_a_long_value_wraps_in_its_own_cell_and_breaks_no_other(browser: Browser, site: Site) -> None:
+    site.ingest(5, seed=7)
+    long_user = orjson.loads(next(generate_lines(1, seed=8))) | {"userId": "u" * 512}
+    site.ingest_lines([orjson.dumps(long_user)])
+    page = browser.new_page(viewport=LAPTOP)
+    log_in(page, site)
+    page.goto(f"{site.base}/ui/sessions")
+    expect(page.locator("tbody tr")).to_have_count(6)
+    assert page.evaluate(BROKEN_WORDS) == []
+    box = page.locator("td.text", has_text="uuuu").bounding_box()
+    assert box is not None and box["width"] < 400  # it wraps in its own cell
+    shot(page, "12-long-value")
     page.close()
 
 
