@@ -1090,6 +1090,10 @@ async def test_editing_without_reentering_the_secret_keeps_it(ui: Browser) -> No
     refused = Page(moved, parse(moved.text))
     message = refused.error_at(f"export-{object_id}", "authentication.oAuth2.clientSecret")
     assert "re-enter the secret" in message
+    secret = refused.root.one(id=f"export-{object_id}").one(
+        "input", name="authentication.oAuth2.clientSecret"
+    )
+    assert secret.attrs["placeholder"] == "enter the secret"  # not "leave empty to keep it"
     assert await ui.snapshot() == before
     assert "open" in refused.root.one(id=f"export-{object_id}").attrs
     assert refused.field_value(f"export-{object_id}", "authentication.oAuth2.accessTokenUrl") == (

@@ -495,7 +495,7 @@ def _too_many(schema: dict[str, Any], value: Any) -> ItemResult:
 def _secrets_entered(schema: dict[str, Any], value: dict[str, Any]) -> list[Violation]:
     """A secret must be a real secret, not the mask (the mask only means "keep the stored one")."""
     return [
-        Violation(".".join(p), "enter the secret (the mask is not a secret)")
+        Violation(".".join(p), "enter the secret: none is stored to keep (the mask only keeps a stored one)")
         for p in secret_paths(schema)
         if _get(value, p) == secrets.MASK
     ]

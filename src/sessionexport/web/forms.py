@@ -169,7 +169,8 @@ class _Builder:
             required=not prop.get("nullable", False) and kind in ("text", "textarea", "secret", "enum"),
             when=when,
             error=self.errors.get(path),
-            secret_stored=kind == "secret" and value == MASK,
+            # Not when it was refused: there is none to keep, or it may not be kept (a new place).
+            secret_stored=kind == "secret" and value == MASK and path not in self.errors,
         )
 
     def list_field(self, prop: dict[str, Any], items: list[Any], path: str) -> ListField:
