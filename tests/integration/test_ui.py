@@ -2058,13 +2058,26 @@ async def test_a_delete_form_deletes_only_its_own_kind_of_object(ui: Browser) ->
     await ui.logged_in()
     csrf = await ui.csrf()
     as_zone = await ui.post(f"/ui/zones/{export_id}/delete", {"csrf": csrf})
-    assert (
-        await ui.follow(as_zone)
-    ).flash == f"Not deleted: No object available for the given objectId {export_id!r}"
+    assert (await ui.follow(as_zone)).flash == "Not deleted: that management zone no longer exists."
     as_export = await ui.post(f"/ui/exports/{zone_id}/delete", {"csrf": csrf})
     assert (await ui.follow(as_export)).flash is not None
     assert [o["objectId"] for o in await ui.objects()] == [export_id]
     assert [o["objectId"] for o in await ui.objects(ZONE_SCHEMA)] == [zone_id]
+
+
+async def test_a_delete_from_a_page_read_before_a_change_says_so_in_the_page_s_words(ui: Browser) -> None:
+    export_id = await ui.create(export_value(ENDPOINT))
+    [read] = await ui.objects()  # the page as loaded in one tab
+    value = read["value"] | {"endpointDefinition": read["value"]["endpointDefinition"] | {"usePost": True}}
+    changed = await ui.api("PUT", f"{OBJECTS}/{export_id}", json={"value": value})  # another tab
+    assert changed.status_code == 200, changed.text
+    await ui.logged_in()
+    sent = await ui.post(
+        f"/ui/exports/{export_id}/delete", {"csrf": await ui.csrf(), "updateToken": read["updateToken"]}
+    )
+    said = (await ui.follow(sent)).flash
+    assert said is not None and said.startswith("Not deleted: the export was changed meanwhile"), said
+    assert [o["objectId"] for o in await ui.objects()] == [export_id]
 
 
 @pytest.mark.parametrize("number", ["99999999999999999999999", "9223372036854775808", "²", "-1", "1e3"])

@@ -230,6 +230,19 @@ class Ui:
             return self.redirect(page.partition("#")[0])
         return None
 
+    @staticmethod
+    def overtaken_change(result: ItemResult, what: str, verb: str) -> str | None:
+        """What a page says of a delete or a pause made from a page read before the object changed
+        (409) or went (404); None for any other outcome."""
+        if result.code == 409:
+            return (
+                f"Not {verb}: the {what} was changed meanwhile (in another tab, or by someone else)."
+                f" The page now shows it as it is: try again if you still mean to."
+            )
+        if result.code == 404:
+            return f"Not {verb}: that {what} no longer exists."
+        return None
+
     def export_names(self, records: list[SettingsRecord]) -> dict[str, str]:
         """How the pages name each export (``filters.export_names``), by object id."""
         return filters.export_names([(r.object_id, self.settings.masked_value(r)) for r in records])

@@ -90,7 +90,7 @@ async def set_enabled(ui: Ui, request: Request, visit: Visit) -> Response:
             else "Export paused; its position is kept."
         )
         if result.ok
-        else f"Not changed: {_message(result)}"
+        else ui.overtaken_change(result, "export", "changed") or f"Not changed: {_message(result)}"
     )
     return ui.redirect(f"/exports#export-{object_id}")
 
@@ -98,7 +98,11 @@ async def set_enabled(ui: Ui, request: Request, visit: Visit) -> Response:
 async def delete_export(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params["object_id"]
     result = await ui.settings.delete(object_id, visit.field("updateToken") or None, schema_id=EXPORT_SCHEMA)
-    visit.session.say("Export deleted." if result.ok else f"Not deleted: {_message(result)}")
+    visit.session.say(
+        "Export deleted."
+        if result.ok
+        else ui.overtaken_change(result, "export", "deleted") or f"Not deleted: {_message(result)}"
+    )
     return ui.redirect("/exports")
 
 

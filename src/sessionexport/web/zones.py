@@ -61,7 +61,11 @@ async def save_zone(ui: Ui, request: Request, visit: Visit) -> Response:
 async def delete_zone(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id, token = request.path_params["object_id"], visit.field("updateToken") or None
     result = await ui.settings.delete(object_id, token, schema_id=ZONE_SCHEMA)
-    visit.session.say("Management zone deleted." if result.ok else f"Not deleted: {result.message}")
+    visit.session.say(
+        "Management zone deleted."
+        if result.ok
+        else ui.overtaken_change(result, "management zone", "deleted") or f"Not deleted: {result.message}"
+    )
     return ui.redirect("/zones")
 
 
