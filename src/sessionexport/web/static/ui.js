@@ -89,18 +89,22 @@ async function drawChart(el) {
       width,
       height: 180,
       series: [
-        {},
+        { value: (u, ts) => (ts == null ? "--" : `${minuteOf(utc(ts))} UTC`) },
         { label: "delivered", stroke: "#2e7d32", fill: "rgba(46,125,50,0.12)" },
         { label: "failed", stroke: "#c62828" },
       ],
-      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"), // as every time on the page
-      axes: [{}, { size: 60 }],
+      tzDate: utc, // as every time on the page, in 24-hour time
+      axes: [{ values: (u, splits) => splits.map((ts) => hourMinute(utc(ts))) }, { size: 60 }],
     },
     data,
     el,
   );
   charts.set(el, chart);
 }
+
+const utc = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
+const hourMinute = uPlot.fmtDate("{HH}:{mm}");
+const minuteOf = uPlot.fmtDate("{YYYY}-{MM}-{DD} {HH}:{mm}");
 
 function drawCharts() {
   for (const el of document.querySelectorAll("[data-chart]")) drawChart(el);
