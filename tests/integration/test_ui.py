@@ -1048,6 +1048,7 @@ async def test_stored_secrets_appear_in_no_page(ui: Browser) -> None:
         to="/ui/exports/sample",
     )
     assert sample.status_code == 400
+    assert "This configuration was not downloaded" in sample.text and "not saved" not in sample.text
     texts = [p.html for p in pages] + [refused.text, typed.text, sample.text]
     for text in texts:
         assert SECRET not in text and PASSWORD not in text

@@ -54,6 +54,7 @@ def routes(ui: Ui) -> list[Route]:
 class ExportForm(ObjectForm):
     enabled: bool = True
     refused: bool = False  # what it shows was refused (to save, or to download for): its fields say why
+    not_done: str = "saved"  # what its refusal did not do: "saved", or "downloaded"
 
 
 async def list_exports(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -127,7 +128,7 @@ async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
     value = _submitted(visit)
     config, violations = await unsaved_config(ui.settings, value, secrets_needed=False)
     if config is None:
-        return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
+        return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations), "downloaded")
     try:
         entries = await preview_sessions(ui.store, ui.settings, config, now_ms())
     except NoSessions as exc:
@@ -140,7 +141,7 @@ async def download_mapping(ui: Ui, request: Request, visit: Visit) -> Response:
     value = _submitted(visit)
     config, violations = await unsaved_config(ui.settings, value, secrets_needed=False)
     if config is None:
-        return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations))
+        return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations), "downloaded")
     body = orjson.dumps(mapping_of(config), option=orjson.OPT_INDENT_2)
     return await download(request, body, "application/json", "mapping.json")
 
@@ -153,6 +154,7 @@ async def _page(
     editing: str | None = None,
     submitted: dict[str, Any] | None = None,
     result: ItemResult | None = None,
+    not_done: str = "saved",
 ) -> Response:
     zones = [
         (z.object_id, str(orjson.loads(z.value).get("name", ""))) for z in await ui.settings.all(ZONE_SCHEMA)
@@ -168,6 +170,8 @@ async def _page(
         mine = editing == NEW
         new = _form(NEW, "Add an export", submitted if mine else None, zones, result if mine else None)
         new.open = mine
+    for form in [*forms, *([new] if new else [])]:
+        form.not_done = not_done
     return ui.render(
         request,
         visit,
