@@ -33,14 +33,17 @@ from sessionexport.cli_options import (
     MaxInFlight,
     MetricsTlsCert,
     MetricsTlsKey,
+    OutputFailed,
     RetentionDays,
     SecretKey,
     TlsCert,
     TlsKey,
+    emit,
     env,
     require_server_data,
     require_store_opens,
     run_on_store,
+    to_stdout,
 )
 from sessionexport.clock import now_ms
 from sessionexport.config import (
@@ -93,7 +96,7 @@ def _read(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: s
 
 def _version(value: bool) -> None:
     if value:
-        print(f"sessionexport {__version__}")
+        emit(f"sessionexport {__version__}")
         raise typer.Exit()
 
 
@@ -366,7 +369,12 @@ def tokens_create(
     err.print(
         f"Created token {new.record.id} ({new.record.name}) with scopes {scopes_text}{expiry}, in {where}."
     )
-    print(new.token)
+    try:
+        emit(new.token)
+    except OutputFailed:  # a token nobody saw must not stay valid
+        _run(lambda store: store.revoke_token(new.record.id, now_ms()), data_dir, database_url)
+        err.print(f"Revoked token {new.record.id} again: it could not be printed.")
+        raise
 
 
 @tokens_app.command("list")
@@ -405,7 +413,7 @@ def tokens_revoke(
 @secrets_app.command("new-key")
 def secrets_new_key() -> None:
     """Print a new random key (for SESSIONEXPORT_SECRET_KEY)."""
-    print(new_key())
+    emit(new_key())
 
 
 @secrets_app.command("rotate")
@@ -815,18 +823,19 @@ def generate(
                 err.print(
                     f"interrupted: {poster.events} event(s) were accepted in {poster.requests} request(s)"
                 )
-                print(json.dumps(poster.totals))
+                emit(json.dumps(poster.totals))
                 raise typer.Exit(130) from None
         err.print(f"Sent {poster.events} event(s) of {count} session(s) in {poster.requests} request(s).")
-        print(json.dumps(poster.totals))
+        emit(json.dumps(poster.totals))
         return
     if str(output) == "-":
         out = sys.stdout.buffer
-        for line in lines:
-            out.write(line + b"\n")
-            if rate > 0:  # a paced stream is watched or piped on: each event as it comes
-                out.flush()
-        out.flush()
+        with to_stdout():
+            for line in lines:
+                out.write(line + b"\n")
+                if rate > 0:  # a paced stream is watched or piped on: each event as it comes
+                    out.flush()
+            out.flush()
         return
     written = 0
     with _whole_output(output) as fh, Progress(console=err, transient=True) as progress:
@@ -976,3 +985,6 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # before a command's own handling (it exits 130 with a summary)
         sys.exit(130)
+    except OutputFailed as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(2)

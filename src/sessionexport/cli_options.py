@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -17,6 +19,30 @@ from sessionexport.store.base import StoreError
 
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+
+
+class OutputFailed(Exception):
+    """Standard output could not be written (a full disk, a device error); a reader that went
+    away (a closed pipe) is no failure of this kind."""
+
+
+@contextlib.contextmanager
+def to_stdout() -> Iterator[None]:
+    """Write to standard output within: what cannot be written (flushed at the end) raises
+    ``OutputFailed``, which ``main`` says in one line."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputFailed(f"cannot write to standard output: {exc.strerror or exc}") from exc
+
+
+def emit(text: str) -> None:
+    """A line to standard output (``to_stdout``)."""
+    with to_stdout():
+        print(text)
 
 
 class _Openable(Protocol):

@@ -612,6 +612,33 @@ def interrupted(proc: subprocess.Popen[bytes]) -> str:
     return errors.decode()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tokens", "create", "--name", "unseen", "--scopes", "sessions.read"],
+        ["export", "status", "--json"],
+        ["secrets", "new-key"],
+    ],
+)
+def test_output_that_cannot_be_written_is_one_line_and_no_unseen_token_stays(
+    tmp_path: Path, args: list[str]
+) -> None:
+    create_token(tmp_path, "sessions.read")
+    with open("/dev/full", "w") as full:  # every write: "No space left on device"
+        failed = subprocess.run(
+            [*CLI, *args, "--data-dir", str(tmp_path)] if args[0] != "secrets" else [*CLI, *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.strip().endswith("error: cannot write to standard output: No space left on device")
+    assert "Traceback" not in failed.stderr
+    listed = run("tokens", "list", "--data-dir", str(tmp_path)).stdout
+    assert "unseen" not in listed or ("unseen" in listed and "revoked" in listed.split("unseen")[1])
+
+
 def test_ctrl_c_while_the_modules_load_exits_130_without_a_traceback() -> None:
     """Loading the modules takes a moment, in which a Ctrl-C lands as a KeyboardInterrupt in an
     import (made to happen here at the import of the CLI, since the moment is hard to hit)."""

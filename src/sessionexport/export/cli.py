@@ -26,9 +26,11 @@ from sessionexport.cli_options import (
     DatabaseUrl,
     DataDir,
     SecretKey,
+    emit,
     env,
     require_server_data,
     run_on_store,
+    to_stdout,
 )
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
@@ -119,8 +121,8 @@ def _write_out(body: bytes, output: Path | None = None) -> None:
     """``body`` to ``output``, or to stdout; one line and exit 2 when it cannot be written."""
     try:
         if output is None:
-            sys.stdout.buffer.write(body)
-            sys.stdout.buffer.flush()
+            with to_stdout():
+                sys.stdout.buffer.write(body)
         else:
             output.write_bytes(body)
     except OSError as exc:
@@ -196,7 +198,7 @@ def export_status(
     except _Refused as exc:
         _fail(str(exc))
     if as_json:
-        print(orjson.dumps([h.as_json() for h in healths], option=orjson.OPT_INDENT_2).decode())
+        emit(orjson.dumps([h.as_json() for h in healths], option=orjson.OPT_INDENT_2).decode())
     elif not healths:
         err.print("No user session export is configured.")
     else:
@@ -251,7 +253,7 @@ def export_test(
             return (await run_test_export(supervisor.sender(config, client), entries)).as_json()
 
     result = _with_services(data_dir, database_url, secret_key, allow_http_loopback, work)
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    emit(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if not result["success"]:
         raise typer.Exit(1)
 

@@ -14,7 +14,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sessionexport.cli_options import env, require_existing, require_store_opens, run_on_store
+from sessionexport.cli_options import (
+    emit,
+    env,
+    require_existing,
+    require_store_opens,
+    run_on_store,
+    to_stdout,
+)
 from sessionexport.logs import announce
 from sessionexport.receiver.store import ReceivedStore, create_received_store, stored_at
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, RequestRecord
@@ -260,7 +267,7 @@ def _when(ms: int) -> str:
 def received_counts(data_dir: ReceiverDir = DEFAULT_RECEIVER_DIR, storage: Storage = None) -> None:
     """Sessions, legacy documents, Elasticsearch documents and requests received."""
     counts = _with_store(data_dir, storage, lambda s: s.counts())
-    print(orjson.dumps(counts.as_json(), option=orjson.OPT_INDENT_2).decode())
+    emit(orjson.dumps(counts.as_json(), option=orjson.OPT_INDENT_2).decode())
 
 
 @received_app.command("last", short_help="The last documents received (NDJSON).")
@@ -319,7 +326,7 @@ def received_requests(
             raise typer.Exit(1)
         return
     for r in _with_store(data_dir, storage, lambda s: s.requests(count)):
-        print(_request_line(r))
+        emit(_request_line(r))
 
 
 async def _print_documents(store: ReceivedStore, **filters: Any) -> int:
@@ -344,6 +351,5 @@ def _request_line(r: RequestRecord) -> str:
 
 def _print_stored(body: bytes) -> None:
     """A document on its own line, its bytes exactly as stored (not decoded: whatever they hold)."""
-    sys.stdout.flush()
-    sys.stdout.buffer.write(body + b"\n")
-    sys.stdout.buffer.flush()
+    with to_stdout():
+        sys.stdout.buffer.write(body + b"\n")
