@@ -342,6 +342,18 @@ def test_an_error_object_without_reason_or_type() -> None:
     assert only(response(item("index", 500, {}))) == ItemOutcome(500, None, None)
 
 
+def test_what_an_item_error_says_is_one_short_line_without_control_characters() -> None:
+    """It goes into dead letters, alerts and logs: a NUL (which PostgreSQL cannot store) or a
+    200 kB reason from an endpoint would stop the export or flood them."""
+    error = {"type": "mapper\x00parsing" + "x" * 300, "reason": "line1\nline2 " + "r" * 200_000}
+    outcome = only(response(item("index", 400, error)))
+    assert outcome.error_type is not None and outcome.reason is not None
+    for text in (outcome.error_type, outcome.reason):
+        assert len(text) <= 200 and not any(ord(c) < 32 for c in text)
+    assert outcome.error_type.startswith("mapper parsing") and outcome.reason.startswith("line1 line2 r")
+    assert only(response(item("index", 400, "\x00\x01"))).reason is None  # nothing left to say
+
+
 def test_a_null_error_is_no_error() -> None:
     assert only(b'{"errors":false,"items":[{"index":{"status":201,"error":null}}]}') == ItemOutcome(201)
 

@@ -40,7 +40,7 @@ def answer_reason(answer: bytes, secrets: tuple[str, ...] = ()) -> str | None:
         reason = _json_reason(orjson.loads(head))
     except orjson.JSONDecodeError:
         reason = _text_reason(head.decode("utf-8", "replace").strip())
-    return _one_line(masked(reason, secrets)) if reason else None
+    return one_line(masked(reason, secrets)) if reason else None
 
 
 def _text_reason(text: str) -> str | None:
@@ -65,7 +65,9 @@ def _json_reason(document: Any) -> str | None:
     return message if isinstance(message, str) else None
 
 
-def _one_line(text: str) -> str | None:
+def one_line(text: str) -> str | None:
+    """``text`` on one line of at most ``REASON_CHARS`` characters, without control characters
+    (a NUL among them, which a PostgreSQL text column cannot hold); None when nothing is left."""
     text = _CONTROL.sub(" ", text).strip()
     if len(text) > REASON_CHARS:
         text = text[: REASON_CHARS - 1].rstrip() + "…"

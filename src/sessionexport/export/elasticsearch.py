@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from sessionexport.export.answers import one_line
 from sessionexport.export.masking import masked
 
 
@@ -82,8 +83,9 @@ def _outcome(item: _Item, secrets: tuple[str, ...]) -> ItemOutcome:
         kind, reason = item.error.type, item.error.reason
     else:
         kind, reason = None, item.error
-    return ItemOutcome(
-        item.status,
-        masked(kind, secrets) if kind else kind,
-        masked(reason, secrets) if reason else reason,
-    )
+    return ItemOutcome(item.status, _said(kind, secrets), _said(reason, secrets))
+
+
+def _said(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """What the endpoint wrote, fit for dead letters, alerts and logs (``answers.one_line``)."""
+    return one_line(masked(text, secrets)) if text else None
