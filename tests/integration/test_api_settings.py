@@ -876,6 +876,20 @@ async def test_external_id_upserts(settings: Settings) -> None:
     assert obj["value"]["endpointDefinition"]["endpointUrl"] == "https://two.example"
 
 
+@pytest.mark.parametrize("field", ["externalId", "objectId"])
+async def test_a_nul_in_an_id_refuses_the_request_before_any_item_is_stored(
+    settings: Settings, field: str
+) -> None:
+    """Such ids are kept in columns of their own, which on PostgreSQL cannot hold a NUL: refused
+    as invalid, whole, on every backend (not stored in part, then answered as a storage error)."""
+    bad = item(export_value("https://two.example"), externalId="ok") | {field: "bad\x00"}
+    response = await settings.post(item(export_value("https://one.example"), externalId="first"), bad)
+    assert response.status_code == 400, response.text
+    [violation] = response.json()["error"]["constraintViolations"]
+    assert violation["path"].endswith(field) and violation["parameterLocation"] == "PAYLOAD_BODY"
+    assert await settings.all_ids(schemaIds=EXPORT) == []
+
+
 async def test_external_id_upsert_of_a_fourth_export_is_an_update(settings: Settings) -> None:
     await settings.create(export_value("https://a.example"), externalId="a")
     await settings.create(export_value("https://b.example"))

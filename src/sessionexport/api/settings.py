@@ -79,17 +79,26 @@ class ErrorEnvelope(BaseModel):
     error: Error
 
 
+NO_NUL = r"^[^\x00]*$"
+
+
 class SettingsObjectCreate(BaseModel):
     schemaId: str = Field(description="e.g. builtin:elasticsearch.user-session-export-settings-v2")
     scope: str = Field(description="environment (tenant is accepted as an alias)")
     value: dict[str, Any]
+    # Kept as they are sent, in columns of their own: no NUL, which PostgreSQL's text cannot hold.
     externalId: str | None = Field(
-        None, max_length=MAX_EXTERNAL_ID, description="Upsert key: replaces the object with it"
+        None,
+        max_length=MAX_EXTERNAL_ID,
+        pattern=NO_NUL,
+        description="Upsert key: replaces the object with it",
     )
     schemaVersion: str | None = None
     insertAfter: str | None = None
     objectId: str | None = Field(
-        None, description="With externalId: the object to replace when none has that externalId (it takes it)"
+        None,
+        pattern=NO_NUL,
+        description="With externalId: the object to replace when none has that externalId (it takes it)",
     )
 
 
