@@ -849,6 +849,15 @@ async def test_events_are_kept_once_and_their_sessions_become_due(store: Store) 
     assert len(await store.due_sessions(now=120, limit=1)) == 1
 
 
+async def test_sessions_due_at_once_come_in_one_order_on_every_backend(store: Store) -> None:
+    """By session id in byte order, as the log they join (and what is exported) should not depend
+    on the backend, or on a PostgreSQL database's collation."""
+    ids = ["b", "B", "a", "ä", "A", "_x"]
+    await store.add_events([event("e", 1, session) for session in ids], now=100, check_at=110)
+    due = await store.due_sessions(now=110, limit=10)
+    assert [d.session_id for d in due] == sorted(ids, key=lambda i: i.encode())
+
+
 async def test_only_duplicate_events_leave_the_session_as_it_was(store: Store) -> None:
     await store.add_events([event("a", 1)], now=100, check_at=110)
     result = await store.add_events([event("a", 1)], now=200, check_at=210)

@@ -195,7 +195,7 @@ SELECT o.tenant_id, o.session_id, o.part, o.split, o.last_start, o.arrivals, o.l
                   WHERE e.tenant_id = o.tenant_id AND e.session_id = o.session_id), '{}')
   FROM open_sessions o
  WHERE o.check_at IS NOT NULL AND o.check_at <= %s
- ORDER BY o.check_at, o.tenant_id, o.session_id
+ ORDER BY o.check_at, o.tenant_id COLLATE "C", o.session_id COLLATE "C"
  LIMIT %s
 """
 _DROP_CONSUMED = (

@@ -168,7 +168,7 @@ class SQLiteStore:
             due = conn.execute(
                 "SELECT tenant_id, session_id, part, split, last_start, arrivals, last_arrival, clock_lag"
                 " FROM open_sessions"
-                " WHERE check_at IS NOT NULL AND check_at <= ? ORDER BY check_at LIMIT ?",
+                " WHERE check_at IS NOT NULL AND check_at <= ? ORDER BY check_at, tenant_id, session_id LIMIT ?",
                 (now, limit),
             ).fetchall()
             return [
