@@ -114,13 +114,13 @@ async def test_a_next_page_key_with_other_parameters_is_400(api: Api) -> None:
     ]
 
 
-def page_key(before: int) -> str:
-    """A key shaped like the server's, with a seq of our choosing."""
-    raw = orjson.dumps({"u": None, "i": None, "p": 10, "b": before})
+def page_key(before: int, user_session_id: str | None = None) -> str:
+    """A key shaped like the server's, with a seq (and a session id) of our choosing."""
+    raw = orjson.dumps({"u": user_session_id, "i": None, "p": 10, "b": before})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("key", ["garbage!", page_key(2**63), page_key(-1)])
+@pytest.mark.parametrize("key", ["garbage!", page_key(2**63), page_key(-1), page_key(7, "a\x00b")])
 async def test_bad_next_page_key_is_400(api: Api, key: str) -> None:
     token = await api.token()
     response = await api.client.get(

@@ -208,7 +208,10 @@ def _decode_page_key(key: str) -> tuple[str | None, str | None, int, int]:
         data = orjson.loads(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))
         user_session_id, user_id = data["u"], data.get("i")
         page_size, before = int(data["p"]), int(data["b"])
-        ids_ok = all(v is None or isinstance(v, str) for v in (user_session_id, user_id))
+        # A NUL is refused in URLs (RefuseNulInUrl): no key this server issued holds one.
+        ids_ok = all(
+            v is None or (isinstance(v, str) and "\x00" not in v) for v in (user_session_id, user_id)
+        )
         if not ids_ok or not 1 <= page_size <= 500 or not 0 <= before <= INT_MAX:
             raise ValueError
     except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
