@@ -3,6 +3,7 @@ receivers on loopback (the scripted test receiver, and the receiver toolkit's _b
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from sessionexport.cli import app as cli_app
+from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import KEY_FILE, SecretBox, new_key
+from sessionexport.store import create_store
 from tests.conftest import make_token
 from tests.integration.test_export_elasticsearch import direct, engine_trusting, identity_id
 from tests.integration.test_export_engine import engine, receiver, tls
@@ -317,6 +321,44 @@ def test_cli_export_test_sample_and_mapping(tmp_path: Path, receiver: Receiver, 
     args = ["export", "sample", "--value", str(value_file), "--data-dir", str(data), "--allow-http-loopback"]
     unwritable = runner.invoke(cli_app, [*args, "-o", str(tmp_path / "missing" / "sample.ndjson")])
     assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
+
+
+def test_cli_sample_and_mapping_of_a_saved_export_need_no_key_and_make_none(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The server keeps its key in its environment: these commands read no stored secret, and a
+    key file they made would later be taken by a server started there for its own."""
+    data = tmp_path / "data"
+    source = tmp_path / "sessions.ndjson"
+    source.write_bytes(b"\n".join(sessions(3, seed=9)) + b"\n")
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["ingest", str(source), "--data-dir", str(data)]).exit_code == 0
+    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": "secret"}}
+    value = export_value(receiver.url, authentication=basic)
+
+    async def save() -> str:
+        store = create_store(data)
+        await store.open()
+        try:
+            service = SettingsService(store, SecretBox([new_key().encode()]))  # the server's key
+            result = await service.create(NewObject(EXPORT_SCHEMA, "environment", value), "test", 0)
+            assert result.object_id is not None
+            return result.object_id
+        finally:
+            await store.close()
+
+    object_id = asyncio.run(save())
+    for command in ("sample", "mapping"):
+        done = runner.invoke(cli_app, ["export", command, "--object-id", object_id, "--data-dir", str(data)])
+        assert done.exit_code == 0, done.output
+    value_file = tmp_path / "value.json"
+    value_file.write_bytes(orjson.dumps(export_value("http://127.0.0.1:9/x")))
+    tested = runner.invoke(
+        cli_app,
+        ["export", "test", "--value", str(value_file), "--data-dir", str(data), "--allow-http-loopback"],
+    )
+    assert tested.exit_code == 1, tested.output  # it ran (nothing listens there)
+    assert not (data / KEY_FILE).exists()
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.mapping import index_creation, mapping
 from sessionexport.settings.objects import SettingsService, masked_value
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.settings.secrets import SecretKeyError, load_secret_box
+from sessionexport.settings.secrets import KEY_FILE, SecretBox, SecretKeyError, load_secret_box, new_key
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
 
 export_app = typer.Typer(
@@ -108,7 +108,8 @@ async def _config(
         record = await settings.get_export(object_id)
         if record is None:
             raise _Refused(f"no user session export with objectId {object_id!r}")
-        return export_config(object_id, settings.plain_value(record))
+        stored = settings.plain_value(record) if secrets_needed else settings.masked_value(record)
+        return export_config(object_id, stored)
     assert value_file is not None
     value = _read_value(value_file)
     config, violations = await unsaved_config(settings, value, secrets_needed=secrets_needed)
@@ -145,7 +146,7 @@ def _with_services(
         store: Store = create_store(data_dir, database_url)
         await store.open()
         try:
-            box = load_secret_box(data_dir, secret_key)
+            box = _secret_box(data_dir, secret_key)
             return await work(store, SettingsService(store, box, allow_http_loopback=allow_http_loopback))
         finally:
             await store.close()
@@ -154,6 +155,15 @@ def _with_services(
         return asyncio.run(main())
     except (_Refused, NoSessions, StoreError, SecretKeyError) as exc:
         _fail(str(exc))
+
+
+def _secret_box(data_dir: Path, secret_key: str | None) -> SecretBox:
+    """The server's keys; when it has none here (they are in its environment), a key of this run
+    only: these commands read no stored secret, and must leave no key file that a server started
+    here later would take for its own."""
+    if not secret_key and not (data_dir / KEY_FILE).exists():
+        return SecretBox([new_key().encode()])
+    return load_secret_box(data_dir, secret_key, create=False)
 
 
 @export_app.command("status", short_help="Each export's state, backlog, lag and open alerts.")
