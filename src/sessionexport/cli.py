@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import gzip
 import io
-import signal
 import socket
 import sqlite3
 import stat
@@ -43,6 +42,7 @@ from sessionexport.cli_options import (
     require_server_data,
     require_store_opens,
     run_on_store,
+    stop_as_ctrl_c,
     to_stdout,
 )
 from sessionexport.clock import now_ms
@@ -484,8 +484,7 @@ def backup(
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     columns = (TextColumn("backing up"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    # A stop (systemd, timeout) ends it as Ctrl-C does: what was written is removed.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_as_ctrl_c()  # what was written is removed
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("backup", total=None)
         try:
@@ -578,6 +577,7 @@ def ingest(
     """
     from sessionexport.ingest.files import ingest_file
 
+    stop_as_ctrl_c()
     with _new_rejects_file(rejects) as rejected:
         summary = _run(
             lambda store: ingest_file(
@@ -785,6 +785,7 @@ def generate(
     if server is not None and (not token or str(output) != "-"):
         err.print("[red]error:[/red] --server needs --token, and takes no --output")
         raise typer.Exit(2)
+    stop_as_ctrl_c()
     stream = None
     if events:
         stream = EventStream(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,6 +38,12 @@ def to_stdout() -> Iterator[None]:
         raise
     except OSError as exc:
         raise OutputFailed(f"cannot write to standard output: {exc.strerror or exc}") from exc
+
+
+def stop_as_ctrl_c() -> None:
+    """From now on a SIGTERM (systemd, ``timeout``, ``kill``) ends the command as Ctrl-C does:
+    saying how far it got, and leaving no half-written file behind."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 def emit(text: str) -> None:

@@ -685,18 +685,22 @@ def test_ctrl_c_before_any_input_ends_ingest_at_once(tmp_path: Path) -> None:
     assert "interrupted while waiting for the first line: nothing was read" in errors
 
 
-def test_ctrl_c_during_ingest_says_how_far_it_got(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_ingest_says_how_far_it_got(tmp_path: Path, stop: signal.Signals) -> None:
+    """A SIGTERM (systemd, timeout) ends it as Ctrl-C does: said, and no empty --rejects left."""
     sessions = tmp_path / "s.ndjson"
     assert run("generate", "--count", "20000", "--kind", "mobile", "--output", str(sessions)).returncode == 0
+    rejects = tmp_path / "rejects.ndjson"
     command = [*CLI, "ingest", str(sessions), "--batch-size", "5", "--data-dir", str(tmp_path / "d")]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*command, "--rejects", str(rejects)], stderr=subprocess.PIPE, text=True)
     wait_for(lambda: _stored(tmp_path / "d" / "sessionexport.db") > 0, "ingest to store sessions")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, errors = proc.communicate(timeout=60)
     assert proc.returncode == 130, errors
     said = re.search(r"interrupted at line (\d+): every valid session up to line (\d+) is stored", errors)
     assert said is not None, errors
     assert 0 < int(said[2]) <= int(said[1]) < 20000
+    assert not rejects.exists()  # no line went there: the same command can run again
     again = run("ingest", str(sessions), "--data-dir", str(tmp_path / "d"))
     stored = re.search(r"(\d+) stored, (\d+) duplicate\(s\)", again.stderr)
     assert stored is not None and int(stored[2]) >= int(said[2]) and int(stored[1]) + int(stored[2]) == 20000
