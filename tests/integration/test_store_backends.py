@@ -826,6 +826,16 @@ async def test_alerts_raise_bump_close_and_list(store: Store) -> None:
     assert len(await store.list_alerts(limit=2)) == 2
 
 
+async def test_every_open_alert_is_listed_however_many(store: Store) -> None:
+    """An export of 64 shards has an alert per shard and kind: whether it is failing is judged
+    from all of them, not from the newest few hundred."""
+    await store.raise_alert("oldest", "delivery", "Request timeout", "m", now=1)
+    for shard in range(250):
+        await store.raise_alert("busy", f"delivery:shard-{shard}", "Request timeout", "m", now=2)
+    open_ones = await store.list_alerts(open_only=True)
+    assert len(open_ones) == 251 and open_ones[-1].export_id == "oldest"
+
+
 async def test_concurrent_raises_keep_one_open_alert(store: Store) -> None:
     await asyncio.gather(*(store.raise_alert("e1", "delivery", "t", f"m{n}", now=n) for n in range(10)))
     [alert] = await store.list_alerts()

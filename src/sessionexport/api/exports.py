@@ -360,10 +360,15 @@ async def export_status(request: Request, objectId: str) -> Response:
     return OrjsonResponse((await export_health(store, config, running, now_ms())).as_json())
 
 
+ALERT_HISTORY = 200  # closed alerts listed with state=all: the newest (open ones are all listed)
+
+
 @router.get(
     "/alerts",
     summary="Alerts of failing exports",
-    description="Open ones by default (state=all: closed ones too); each closes at the export's next successful delivery, or when the export is deleted.",
+    description="Open ones by default, every one of them (state=all: closed ones too, the newest"
+    f" {ALERT_HISTORY} of all); each closes at the export's next successful delivery, or when the export"
+    " is deleted.",
     dependencies=[Reader],
     response_model=AlertList,
 )
@@ -372,7 +377,9 @@ async def list_alerts(
     state: Annotated[Literal["open", "all"], Query(description="open (default) or all")] = "open",
 ) -> Response:
     store, _, _ = _objects(request)
-    alerts = await store.list_alerts(open_only=state == "open")
+    alerts = await store.list_alerts(
+        open_only=state == "open", limit=None if state == "open" else ALERT_HISTORY
+    )
     return OrjsonResponse({"alerts": [alert_json(a) for a in alerts], "totalCount": len(alerts)})
 
 

@@ -313,7 +313,8 @@ class Store(Protocol):
 
     async def close_alerts(self, export_id: str, kind: str, now: int) -> int: ...
 
-    async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]: ...
+    async def list_alerts(self, *, open_only: bool = False, limit: int | None = None) -> list[Alert]:
+        """Newest first; ``limit`` None: all (the open ones are few: a handful per export shard)."""
 
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")

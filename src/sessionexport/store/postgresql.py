@@ -775,10 +775,10 @@ class PostgresStore:
     async def close_alerts(self, export_id: str, kind: str, now: int) -> int:
         return await self._execute(_CLOSE_ALERTS, (now, export_id, kind))
 
-    async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
+    async def list_alerts(self, *, open_only: bool = False, limit: int | None = None) -> list[Alert]:
         query = (
             f"SELECT {_ALERT_ROW} FROM alerts WHERE (NOT %(open)s OR closed_at IS NULL)"
-            " ORDER BY id DESC LIMIT %(limit)s"
+            " ORDER BY id DESC LIMIT %(limit)s"  # NULL: no limit
         )
         return [Alert(*row) for row in await self._rows(query, {"open": open_only, "limit": limit})]
 

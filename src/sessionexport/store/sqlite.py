@@ -709,12 +709,12 @@ class SQLiteStore:
     async def close_alerts(self, export_id: str, kind: str, now: int) -> int:
         return await self._write(lambda c: _close_alerts(c, export_id, kind, now))
 
-    async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
+    async def list_alerts(self, *, open_only: bool = False, limit: int | None = None) -> list[Alert]:
         def select(conn: sqlite3.Connection) -> list[Alert]:
             rows = conn.execute(
                 "SELECT id, export_id, kind, title, message, opened_at, last_seen_at, occurrences, closed_at"
                 " FROM alerts WHERE (:open = 0 OR closed_at IS NULL) ORDER BY id DESC LIMIT :limit",
-                {"open": int(open_only), "limit": limit},
+                {"open": int(open_only), "limit": -1 if limit is None else limit},  # -1: no limit
             ).fetchall()
             return [Alert(*row) for row in rows]
 
