@@ -746,7 +746,7 @@ async def test_a_url_the_client_cannot_use_fails_the_attempt_with_the_reason(url
 
 
 async def test_an_exporter_that_keeps_failing_says_so_until_it_works_again(
-    engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its status is "failing" with an alert (not "running" while nothing moves). The alert closes
     once a run reads the log to its end, with nothing to deliver too; then sessions flow."""
@@ -767,10 +767,17 @@ async def test_an_exporter_that_keeps_failing_says_so_until_it_works_again(
         return any(a["title"] == "Exporter failed: boom" for a in status["openAlerts"])
 
     await until(alerted, "an alert")
+
+    async def failed_often() -> bool:
+        return bool((await engine.status(export_id))["openAlerts"][0]["occurrences"] >= 5)
+
+    await until(failed_often, "five failures")
     status = await engine.status(export_id)
     assert status["state"] == "failing" and "boom" in status["lastError"]
     [alert] = status["openAlerts"]
-    assert alert["occurrences"] >= 1 and "restarted in" in alert["message"]
+    assert "restarted in" in alert["message"]
+    logged = [r for r in caplog.records if "exporter failed" in r.getMessage()]
+    assert len(logged) == 1  # a failure that recurs is logged once a minute at most, its alert counts it
     broken = False
 
     async def closed() -> bool:

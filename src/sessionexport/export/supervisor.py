@@ -518,7 +518,7 @@ class ExportSupervisor:
         self._running[(config.export_id, shard)] = _Running(want.key, exporter, client, task)
 
     async def _keep_running(self, exporter: Exporter, start: int) -> None:
-        failures = 0
+        failures, said = 0, Throttle()  # a failure that recurs: logged once a minute at most
         while True:
             started = time.monotonic()
             try:
@@ -534,7 +534,13 @@ class ExportSupervisor:
                     failures = 0  # a run that lasted: this failure starts a new count "in a row"
                 delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
                 failures += 1
-                log.exception("export %s: exporter failed; restarting in %ss", exporter.export_id, delay)
+                if (quiet := said.allows()) is not None:
+                    log.exception(
+                        "export %s: exporter failed%s; restarting in %ss",
+                        exporter.export_id,
+                        recurring(quiet),
+                        delay,
+                    )
                 with contextlib.suppress(Exception):
                     await self._report_failure(exporter, exc, failures, delay)
                 await asyncio.sleep(delay)
