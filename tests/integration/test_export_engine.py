@@ -1014,6 +1014,24 @@ async def test_metrics_report_deliveries(engine: Engine, receiver: Receiver) -> 
     assert (await engine.client.get("/metrics")).status_code == 401
 
 
+async def test_failed_attempts_show_in_the_metrics_before_their_bulk_is_decided(
+    engine: Engine, receiver: Receiver
+) -> None:
+    """With retries and backoff a bulk takes minutes to be decided: its failing attempts are
+    counted as they fail, so an alert on them fires while the endpoint is still down."""
+    receiver.behaviour.script.extend([500] * 4)
+    tuning = {"retries": 3, "backoffSeconds": 30, "backoffMaxSeconds": 30}
+    export_id = await engine.create_export(export_value(receiver.url, tuning))
+    await engine.ingest(sessions(2))
+    failed = f'sessionexport_attempts_total{{export="{export_id}",result="error"}} 1.0'
+
+    async def counted() -> bool:
+        return failed in (await engine.client.get("/metrics", headers=engine.headers)).text
+
+    await until(counted, "the first failed attempt counted")
+    assert (await engine.status(export_id))["deadLetters"] == 0  # the bulk waits for its retry
+
+
 async def test_an_export_s_counters_are_served_at_zero_before_anything_happens(engine: Engine) -> None:
     """rate() and alert rules need the series from the first scrape, not from the first event."""
     export_id = await engine.create_export(export_value("https://127.0.0.1:9/never"))

@@ -12,7 +12,7 @@ attempt ──2xx──▶ plain endpoint: every session delivered
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sessionexport.export.config import SendDirect
@@ -49,6 +49,12 @@ class BulkResult:
     retried: int = 0  # items sent again after a 429 / 5xx
     attempts: list[Attempt] = field(default_factory=list)
     failed_attempts: list[Attempt] = field(default_factory=list)  # those of the groups that failed whole
+    on_attempt: Callable[[Attempt], None] | None = None  # told of each attempt as it ends
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+        if self.on_attempt is not None:
+            self.on_attempt(attempt)
 
     @property
     def complete(self) -> bool:
@@ -79,9 +85,15 @@ def rejection(rejected: Sequence[Rejected]) -> str:
 
 
 async def deliver_bulk(
-    sender: Sender, entries: Sequence[LogEntry], direct: SendDirect | None, retries: int | None = None
+    sender: Sender,
+    entries: Sequence[LogEntry],
+    direct: SendDirect | None,
+    retries: int | None = None,
+    on_attempt: Callable[[Attempt], None] | None = None,
 ) -> BulkResult:
-    result = BulkResult()
+    """``on_attempt``: told of each attempt as it ends (metrics show a failing endpoint at once,
+    not once the bulk's last retry is over)."""
+    result = BulkResult(on_attempt=on_attempt)
     await _deliver(
         sender, list(entries), direct, result, sender.config.tuning.retries if retries is None else retries
     )
@@ -100,14 +112,14 @@ async def _deliver(
         body = bulk_body(pending, direct)
         attempt, answer = await sender.attempt(number, body, read_answer=direct is not None)
         if attempt.status == 413 and len(pending) > 1:
-            result.attempts.append(attempt)
+            result.add_attempt(attempt)
             half = len(pending) // 2
             await _deliver(sender, pending[:half], direct, result, retries)
             await _deliver(sender, pending[half:], direct, result, retries)
             return
         if attempt.ok and direct is not None:
             attempt, items = _read_items(sender, attempt, answer, pending, direct, result, refusals)
-        result.attempts.append(attempt)
+        result.add_attempt(attempt)
         mine.append(attempt)
         if not attempt.ok:
             items = []

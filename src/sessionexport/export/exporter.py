@@ -213,7 +213,9 @@ class Exporter:
 
     async def _deliver(self, bulk: Bulk) -> BulkResult:
         async with self.slots or contextlib.nullcontext():  # the process's cap for this export
-            return await deliver_bulk(self.sender, bulk.entries, self.config.send_direct)
+            return await deliver_bulk(
+                self.sender, bulk.entries, self.config.send_direct, on_attempt=self._observe
+            )
 
     async def _settle(self) -> None:
         """Wait until every bulk sent so far is decided."""
@@ -242,7 +244,6 @@ class Exporter:
     async def _decide(self, flight: _InFlight) -> None:
         result = await flight.task
         now = self.clock()
-        self._observe(result.attempts)
         letters = self._dead_letters(result, now)
         alerts = () if self.config.disable_notification else self._alerts(result)
         closes = await self._closes(now) if result.complete else ()
@@ -341,11 +342,10 @@ class Exporter:
         )
         labels.bulks.labels(self.export_id, outcome).inc()
 
-    def _observe(self, attempts: list[Attempt]) -> None:
-        for attempt in attempts:
-            self.metrics.attempt_seconds.labels(self.export_id).observe(attempt.duration_ms / 1000)
-            result = "ok" if attempt.error is None else "timeout" if attempt.timed_out else "error"
-            self.metrics.attempts.labels(self.export_id, result).inc()
+    def _observe(self, attempt: Attempt) -> None:
+        self.metrics.attempt_seconds.labels(self.export_id).observe(attempt.duration_ms / 1000)
+        result = "ok" if attempt.error is None else "timeout" if attempt.timed_out else "error"
+        self.metrics.attempts.labels(self.export_id, result).inc()
 
 
 # What a delivery shows to be over: the endpoint refusing bulks or tokens (ENDPOINT_ALERTS); for
