@@ -57,7 +57,8 @@ class ExportMetrics:
             "sessionexport_attempt_duration_seconds",
             "Duration of each delivery attempt",
             labels,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            # up to timeoutSeconds' largest (300): an attempt cut at the default 30 s lands in 45
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 120, 300),
             registry=self.registry,
         )
         self.attempts = Counter(
