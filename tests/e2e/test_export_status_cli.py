@@ -4,6 +4,7 @@ worker exports (running) and once it stopped (stopped, exit 1); a paused export 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -65,6 +66,8 @@ def test_status_follows_a_worker_and_says_when_nothing_exports(
     table = run("export", "status", "--data-dir", str(data_dir))
     assert table.returncode == 1
     assert export_id in table.stdout and "stopped" in table.stdout and "paused" in table.stdout
+    assert re.search(r"last success +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", table.stdout), table.stdout
+    assert re.search(r"last success +never", table.stdout), table.stdout  # the paused one
     unknown = run("export", "status", "--data-dir", str(data_dir), "--object-id", "nope")
     assert unknown.returncode == 2 and "no user session export with objectId 'nope'" in unknown.stderr
     # a check from a host without the secret key: nothing secret is read, no key is made
