@@ -58,3 +58,6 @@ def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request with its whole URL, which may hold a credential in its query
+    # (a webhook's ?token=...): the exporters say what they sent, masked, themselves.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

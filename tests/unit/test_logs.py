@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
-from sessionexport.logs import JsonFormatter
+import httpx
+import pytest
+
+from sessionexport.logs import JsonFormatter, configure_logging
 
 
 def test_json_lines_carry_message_level_logger_and_extra_fields() -> None:
@@ -30,3 +33,20 @@ def test_exceptions_are_included() -> None:
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     entry = json.loads(JsonFormatter().format(record))
     assert "ValueError: boom" in entry["exception"]
+
+
+def test_no_request_url_is_logged_by_the_http_library(capsys: pytest.CaptureFixture[str]) -> None:
+    """An endpoint URL may hold a credential in its query (a webhook's ?token=...)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("text")
+        transport = httpx.MockTransport(lambda request: httpx.Response(200))
+        with httpx.Client(transport=transport) as client:
+            client.put("https://collector.example/in?token=s3cr3t-in-url", content=b"{}")
+        logging.getLogger("sessionexport.export").info("an export line is still logged")
+    finally:
+        root.handlers[:], root.level = handlers, level
+        logging.getLogger("httpx").setLevel(logging.NOTSET)
+    logged = capsys.readouterr().err
+    assert "an export line is still logged" in logged and "s3cr3t-in-url" not in logged

@@ -50,8 +50,9 @@ class Alert(BaseModel):
     id: int
     objectId: str
     kind: str = Field(
-        description="What failed: delivery, the token endpoint, the exporter, or worker:<name> (a process"
-        " that cannot run the export)"
+        description="What failed: delivery, token (the token endpoint) or exporter, each with :shard-N for"
+        " an export of several shards; retention (sessions expired unexported); zone (its management zone"
+        " is gone); or worker:<name> (a process that cannot run the export)"
     )
     title: str = Field(description="e.g. Request timeout, Request failed: <reason>")
     message: str
