@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import gzip
 import io
+import logging
 import socket
 import sqlite3
 import stat
@@ -52,7 +53,7 @@ from sessionexport.config import (
     ServerConfig,
 )
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
-from sessionexport.logs import announce, configure_logging
+from sessionexport.logs import announce, configure_logging, report
 from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
 from sessionexport.settings.validation import is_loopback
@@ -223,7 +224,7 @@ def _listening(host: str, port: int) -> socket.socket:
     try:
         return listening.bind(host, port)
     except OSError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        report(err, logging.ERROR, str(exc))
         raise typer.Exit(2) from None
 
 
@@ -233,7 +234,7 @@ def _serving_scheme(listener: Listener) -> str:
     cert, key = listener.tls_cert, listener.tls_key
     cert_option, key_option = listener.options
     if (cert is None) != (key is None):
-        err.print(f"[red]error:[/red] {cert_option} and {key_option} go together")
+        report(err, logging.ERROR, f"{cert_option} and {key_option} go together")
         raise typer.Exit(2)
     if cert is not None and key is not None:
         from sessionexport.receiver.tls import operator_certificate
@@ -241,18 +242,16 @@ def _serving_scheme(listener: Listener) -> str:
         try:
             fingerprint = operator_certificate(cert, key)
         except ValueError as exc:
-            err.print(
-                f"[red]error:[/red] cannot use {cert_option} with {key_option}: {escape(str(exc))}",
-                highlight=False,
-            )
+            report(err, logging.ERROR, f"cannot use {cert_option} with {key_option}: {exc}")
             raise typer.Exit(2) from None
         announce(err, f"TLS certificate {cert} (SHA-256 {fingerprint})")
         return "https"
     if not is_loopback(listener.host):
-        err.print(
-            f"[yellow]warning:[/yellow] plain HTTP on {escape(listener.host)}: {listener.exposed} cross the"
-            f" network in clear; give {cert_option} and {key_option}, or serve behind a TLS proxy",
-            highlight=False,
+        report(
+            err,
+            logging.WARNING,
+            f"plain HTTP on {listener.host}: {listener.exposed} cross the network in clear; give"
+            f" {cert_option} and {key_option}, or serve behind a TLS proxy",
         )
     return "http"
 

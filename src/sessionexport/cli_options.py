@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import ssl
 import sys
@@ -13,8 +14,8 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from sessionexport.logs import report
 from sessionexport.store import DATABASE_FILE
 from sessionexport.store.base import StoreError
 
@@ -76,7 +77,7 @@ def run_on_store(make_store: Callable[[], S], work: Callable[[S], Awaitable[T]])
     try:
         return asyncio.run(main())
     except StoreError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        report(err, logging.ERROR, str(exc))
         raise typer.Exit(2) from None
 
 

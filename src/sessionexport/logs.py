@@ -12,6 +12,7 @@ from typing import Literal
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 
 LogFormat = Literal["text", "json"]
 # uvicorn adds color_message: the message again, with terminal colour codes
@@ -44,6 +45,16 @@ def announce(console: Console, message: str) -> None:
         logging.getLogger("sessionexport").info(message)
     else:
         console.print(message, highlight=False)
+
+
+def report(console: Console, level: int, message: str) -> None:
+    """An error or a warning for the operator, as ``announce`` says a start-up line: printed for
+    a terminal, logged when logs are JSON (a pipeline reads a service's failure to start too)."""
+    if _format == "json":
+        logging.getLogger("sessionexport").log(level, message)
+    else:
+        label = "[red]error:[/red]" if level >= logging.ERROR else "[yellow]warning:[/yellow]"
+        console.print(f"{label} {escape(message)}", highlight=False)
 
 
 def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:

@@ -474,6 +474,30 @@ def test_json_logs_are_one_object_per_line_from_start_to_stop(tmp_path: Path) ->
     assert all("color_message" not in e for e in entries)
 
 
+def test_json_logs_carry_a_failed_start_and_its_warnings_too(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # on loopback: all interfaces cannot have that port either
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        everywhere = "0.0.0.0"  # noqa: S104  (the warning is about it; the port is taken: nothing listens)
+        args = (
+            "--log-format",
+            "json",
+            "serve",
+            "--host",
+            everywhere,
+            "--port",
+            port,
+            "--data-dir",
+            str(tmp_path),
+        )
+        failed = run(*args)
+    assert failed.returncode == 2, failed.stderr
+    entries = [json.loads(line) for line in failed.stderr.splitlines()]  # every line is an object
+    assert [e["level"] for e in entries] == ["warning", "error"], entries
+    assert "plain HTTP on 0.0.0.0" in entries[0]["message"] and "in use" in entries[1]["message"]
+
+
 def test_reading_commands_say_when_the_data_directory_is_wrong(tmp_path: Path) -> None:
     """Instead of creating an empty database there and answering from it."""
     elsewhere = tmp_path / "not-the-servers"
