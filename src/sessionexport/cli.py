@@ -577,6 +577,7 @@ def ingest(
     from sessionexport.ingest.files import ingest_file
 
     stop_as_ctrl_c()
+    fresh = not database_url and not (data_dir / DATABASE_FILE).exists()
     with _new_rejects_file(rejects) as rejected:
         summary = _run(
             lambda store: ingest_file(
@@ -594,6 +595,11 @@ def ingest(
         f"{summary.accepted} stored, {summary.duplicates} duplicate(s), {summary.refused} refused"
         f" of {summary.lines} line(s) in {summary.seconds:.1f}s"
     )
+    if fresh:  # a mistyped --data-dir makes a database of its own: said, as tokens create says it
+        err.print(
+            f"(in a new database, {escape(str(data_dir / DATABASE_FILE))}: the server must run with this --data-dir)",
+            highlight=False,
+        )
     if summary.unreadable:
         err.print(f"[red]error:[/red] {escape(summary.unreadable)}", highlight=False)
     for failure in (summary.store_failed, summary.rejects_failed):

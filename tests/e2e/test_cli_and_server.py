@@ -162,8 +162,9 @@ def test_token_create_prints_token_alone_on_last_line_and_revoke_works(tmp_path:
         assert httpx.get(f"{url}/api/v2/usersessions", headers=headers).status_code == 401
 
 
-def test_a_token_created_in_a_new_data_directory_says_so(tmp_path: Path) -> None:
-    """A mistyped --data-dir makes a database of its own: the token works nowhere else."""
+def test_a_token_created_or_sessions_ingested_in_a_new_data_directory_say_so(tmp_path: Path) -> None:
+    """A mistyped --data-dir makes a database of its own: the token works nowhere else, and the
+    sessions are exported by nothing."""
     args = (
         "tokens",
         "create",
@@ -178,6 +179,16 @@ def test_a_token_created_in_a_new_data_directory_says_so(tmp_path: Path) -> None
     assert first.returncode == second.returncode == 0
     assert "(a new database: the server must run with this --data-dir)" in " ".join(first.stderr.split())
     assert "a new database" not in second.stderr
+    sessions = tmp_path / "s.ndjson"
+    assert run("generate", "--count", "2", "--output", str(sessions)).returncode == 0
+    into_new, into_known = (
+        run("ingest", str(sessions), "--data-dir", str(tmp_path / d)) for d in ("typo2", "typo")
+    )
+    assert (
+        "in a new database" in into_new.stderr
+        and "the server must run with this --data-dir" in into_new.stderr
+    )
+    assert "new database" not in into_known.stderr
 
 
 def test_the_token_list_reads_whole_in_80_columns(tmp_path: Path) -> None:
