@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sessionexport import __version__, listening, tokens
 from sessionexport.cli_options import (
@@ -82,7 +83,7 @@ secrets_app = typer.Typer(
 )
 app.add_typer(secrets_app, name="secrets")
 
-err = Console(stderr=True, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, emoji=False)  # ":cd:" in a fingerprint is no emoji
 
 
 def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
@@ -366,7 +367,9 @@ def tokens_create(
     scopes_text = ", ".join(sorted(new.record.scopes))
     expiry = f", expiring {_when(expires_at)}" if expires_at is not None else ""
     err.print(
-        f"Created token {new.record.id} ({new.record.name}) with scopes {scopes_text}{expiry}, in {where}."
+        f"Created token {new.record.id} ({escape(new.record.name)}) with scopes {scopes_text}{expiry},"
+        f" in {escape(where)}.",
+        highlight=False,
     )
     try:
         emit(new.token)
@@ -389,8 +392,8 @@ def tokens_list(data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl 
         table.add_column(heading, no_wrap=True)
     for r in records:
         created = _when(r.created_at).split()[0]
-        table.add_row(r.id, r.name, "\n".join(sorted(r.scopes)), created, _token_state(r, now))
-    Console().print(table)
+        table.add_row(r.id, Text(r.name), "\n".join(sorted(r.scopes)), created, _token_state(r, now))
+    Console(emoji=False).print(table)
 
 
 @tokens_app.command("revoke")
@@ -404,7 +407,7 @@ def tokens_revoke(
     """Revoke a token: requests carrying it get 401 from then on."""
     public = tokens.public_id(token_id) or token_id
     if not _read(lambda store: store.revoke_token(public, now_ms()), data_dir, database_url):
-        err.print(f"[red]error:[/red] no active token {public}")
+        err.print(f"[red]error:[/red] no active token {escape(public)}", highlight=False)
         raise typer.Exit(1)
     err.print(f"Revoked token {public}.")
 
@@ -851,7 +854,7 @@ def generate(
             written += 1
             progress.update(task, completed=stream.sessions_done if stream else written)
     what = f"{written} event(s) of {count} session(s)" if stream else f"{count} session(s)"
-    err.print(f"Wrote {what} to {output}.")
+    err.print(f"Wrote {what} to {escape(str(output))}.", highlight=False)
 
 
 @contextlib.contextmanager

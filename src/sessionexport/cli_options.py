@@ -14,12 +14,13 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sessionexport.logs import report
 from sessionexport.store import DATABASE_FILE
 from sessionexport.store.base import StoreError
 
-err = Console(stderr=True, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 T = TypeVar("T")
 
 
@@ -98,7 +99,10 @@ def require_existing(
     (or ``option``), not an empty store; creating one there would hide the mistake (a token nobody
     checks, zero counts)."""
     if not path.exists():
-        err.print(f"[red]error:[/red] no data at {path}: give the {whose}'s {option} (or {variable})")
+        err.print(
+            f"[red]error:[/red] no data at {escape(str(path))}: give the {whose}'s {option} (or {variable})",
+            highlight=False,
+        )
         raise typer.Exit(2)
 
 

@@ -30,6 +30,7 @@ import httpx
 import orjson
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from sessionexport import tokens
 from sessionexport.api.app import create_app
@@ -44,8 +45,8 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import create_private_file
 from sessionexport.store import create_store
 
-out = Console(soft_wrap=True)  # what the demo shows: where to look, the token, the counts
-console = Console(stderr=True, soft_wrap=True)  # what went wrong
+out = Console(soft_wrap=True, emoji=False)  # what the demo shows: where to look, the token, the counts
+console = Console(stderr=True, soft_wrap=True, emoji=False)  # what went wrong
 EXTERNAL_ID = "sessionexport-demo"
 CLIENT_ID = "demo-exporter"
 CLIENT_SECRET_FILE = "oauth-client-secret"  # noqa: S105 (a file name)
@@ -281,7 +282,7 @@ async def _report(
                     delivered = await _delivered(client, api)
                     received = await _received(at_receiver, receiver, secret)
                 except httpx.HTTPError as exc:  # e.g. a Ctrl-C in the terminal stopped the receiver first
-                    console.print(f"  (counts unavailable: {exc})")
+                    console.print(f"  (counts unavailable: {escape(str(exc))})", highlight=False)
                     continue
                 out.print(
                     f"  delivered by the export: {delivered:>6}   stored by the receiver: {received:>6}"

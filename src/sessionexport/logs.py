@@ -44,7 +44,7 @@ def announce(console: Console, message: str) -> None:
     if _format == "json":
         logging.getLogger("sessionexport").info(message)
     else:
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, markup=False)  # paths, fingerprints: as they are
 
 
 def report(console: Console, level: int, message: str) -> None:

@@ -674,6 +674,18 @@ def test_output_that_cannot_be_written_is_one_line_and_no_unseen_token_stays(
     assert "unseen" not in listed or ("unseen" in listed and "revoked" in listed.split("unseen")[1])
 
 
+def test_a_token_name_is_printed_as_it_is(tmp_path: Path) -> None:
+    """Not as markup ("[/x]" would end the command in a traceback, the token stored unseen)."""
+    name = "ci[/x] [prod] :cd:"
+    created = run(
+        "tokens", "create", "--name", name, "--scopes", "sessions.read", "--data-dir", str(tmp_path)
+    )
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip().startswith("se0c01.") and f"({name})" in created.stderr
+    listed = run("tokens", "list", "--data-dir", str(tmp_path))
+    assert listed.returncode == 0 and name in listed.stdout, listed.stderr
+
+
 def test_ctrl_c_while_the_modules_load_exits_130_without_a_traceback() -> None:
     """Loading the modules takes a moment, in which a Ctrl-C lands as a KeyboardInterrupt in an
     import (made to happen here at the import of the CLI, since the moment is hard to hit)."""

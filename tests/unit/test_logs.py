@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
 import httpx
 import pytest
+from rich.console import Console
 
-from sessionexport.logs import JsonFormatter, configure_logging
+from sessionexport.logs import JsonFormatter, announce, configure_logging
 
 
 def test_json_lines_carry_message_level_logger_and_extra_fields() -> None:
@@ -50,3 +52,21 @@ def test_no_request_url_is_logged_by_the_http_library(capsys: pytest.CaptureFixt
         logging.getLogger("httpx").setLevel(logging.NOTSET)
     logged = capsys.readouterr().err
     assert "an export line is still logged" in logged and "s3cr3t-in-url" not in logged
+
+
+def test_a_start_up_line_is_printed_as_it_is() -> None:
+    """Paths and fingerprints are no markup: ``[x]`` stays, and ``:CD:`` is no emoji."""
+    console = Console(file=io.StringIO(), width=200, emoji=False)
+    announce(console, "TLS certificate data[x]/cert.pem (SHA-256 72:97:29:CD:3E:DE)")
+    assert console.file.getvalue() == "TLS certificate data[x]/cert.pem (SHA-256 72:97:29:CD:3E:DE)\n"  # type: ignore[attr-defined]
+
+
+def test_the_commands_consoles_make_no_emoji_of_what_they_print() -> None:
+    from sessionexport import cli, cli_options, demo
+    from sessionexport.export import cli as export_cli
+    from sessionexport.receiver import cli as receiver_cli
+
+    for console in (cli.err, cli_options.err, export_cli.err, receiver_cli.err, demo.out, demo.console):
+        with console.capture() as captured:
+            console.print("29:CD:3E")
+        assert captured.get() == "29:CD:3E\n"

@@ -57,7 +57,7 @@ export_app = typer.Typer(
     help="How exports do; test an export configuration, download its sample data or its Elasticsearch mapping.",
     no_args_is_help=True,
 )
-err = Console(stderr=True, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 ValueFile = Annotated[
     Path | None,
@@ -213,7 +213,7 @@ def export_status(
     elif not healths:
         err.print("No user session export is configured.")
     else:
-        out = Console(soft_wrap=True)  # a fact stays on its line, whatever the width
+        out = Console(soft_wrap=True, emoji=False)  # a fact stays on its line, whatever the width
         for health in healths:
             _print_status(out, health)
     if any(h.state in ("failing", "stopped") for h in healths):
@@ -301,7 +301,7 @@ def export_sample(
     _write_out(body, output)
     if output is not None:
         lines = body.count(b"\n")
-        err.print(f"{lines} line(s) written to {output}")
+        err.print(f"{lines} line(s) written to {escape(str(output))}", highlight=False)
 
 
 @export_app.command("mapping", short_help="The Elasticsearch mapping of exported sessions.")

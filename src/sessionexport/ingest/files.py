@@ -74,7 +74,7 @@ async def ingest_file(
     console: Console | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> IngestSummary:
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     summary = IngestSummary()
     started = time.perf_counter()
     batch: list[NewSession] = []

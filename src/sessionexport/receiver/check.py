@@ -879,9 +879,9 @@ def check_endpoint(
         index=index,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the table says it all; not a line per request
-    with Console(stderr=True).status("checking") as status:  # shown on a terminal only
+    with Console(stderr=True, emoji=False).status("checking") as status:  # shown on a terminal only
         results = asyncio.run(run_checks(options, lambda check: status.update(f"checking: {check}")))
-    console = Console()
+    console = Console(emoji=False)
     console.print(results_table(url, results))
     console.print(summary(results))
     raise typer.Exit(exit_code(results))

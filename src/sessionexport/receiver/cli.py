@@ -29,7 +29,7 @@ from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.store.base import StoreError
 
 T = TypeVar("T")
-err = Console(stderr=True, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 DEFAULT_RECEIVER_DIR = Path("data/receiver")
 PAGE_DOCUMENTS = 1000  # read and printed at a time: all of them in turn
 
@@ -298,7 +298,7 @@ def received_show(
     """The documents of one userSessionId, newest first (NDJSON); exit code 1 when there are none."""
     found = _with_store(data_dir, storage, lambda s: _print_documents(s, user_session_id=user_session_id))
     if not found:
-        err.print(f"no document with userSessionId {user_session_id!r}")
+        err.print(f"no document with userSessionId {escape(repr(user_session_id))}", highlight=False)
         raise typer.Exit(1)
 
 
