@@ -238,7 +238,7 @@ def _welcome(api: str, token: str, receiver: _Receiver) -> None:
     out.print(f"  API and its documentation: {api}/docs")
     out.print(f"  token (all scopes):        {token}")
     out.print(f"  receiver:                  {receiver.url}  (OAuth 2.0 client credentials)")
-    out.print(f"  try: curl -H 'Authorization: Api-Token {token}' {api}/api/v2/usersessions?pageSize=1\n")
+    out.print(f"  try: curl -H 'Authorization: Api-Token {token}' '{api}/api/v2/usersessions?pageSize=1'\n")
 
 
 async def _feed(api: str, token: str, rate: float) -> None:
