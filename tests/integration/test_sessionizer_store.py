@@ -394,6 +394,25 @@ async def test_a_later_session_under_the_same_id_and_start_is_kept(
     assert (second["userActionCount"], "partNumber" in second) == (2, False)
 
 
+async def test_a_session_that_ended_at_a_gap_keeps_its_own_attributes(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """Not those of the session after the gap (another user may have signed in meanwhile)."""
+    clock.set(T0 + DAY)
+    await send(
+        sessionizer,
+        attrs("x1", T0, "s1", applicationType="WEB_APPLICATION", country="Austria", userId="alice"),
+        act("a1", T0),
+        attrs("x2", T0 + 40 * MINUTE, "s1", country="Germany", userId="bob"),
+        act("a2", T0 + 40 * MINUTE),
+    )
+    clock.set(T0 + DAY + 3 * MINUTE)  # quiet: both are complete, long since timed out
+    assert await drain(sessionizer) == 2
+    first, second = await logged(sessionizer.store)
+    assert (first["country"], first["userId"], first["endReason"]) == ("Austria", "alice", "TIMEOUT")
+    assert (second["country"], second["userId"]) == ("Germany", "bob")
+
+
 # --- parts -------------------------------------------------------------------------------------------
 
 

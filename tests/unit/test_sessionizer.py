@@ -374,6 +374,22 @@ def test_an_inactivity_gap_between_stored_events_ends_a_session_there() -> None:
     assert len(documents_of(close, T0 + DAY, DEFAULTS)) == 1
 
 
+def test_the_session_before_a_gap_waits_until_no_event_arrived_for_the_quiet_time() -> None:
+    """A backlog sent in several requests, out of order: an event of a later request may yet fill
+    the gap, as it would for a session's own timeout; it is not counted late a few seconds on."""
+    events = [action("a1", T0), action("a3", T0 + 40 * MINUTE)]  # a gap of over 30 min
+    now = T0 + DAY  # sent long after they happened
+    assert next_part(events, now, DEFAULTS, last_arrival=now - 10 * SECOND) is None
+    assert due_at(events, DEFAULTS, last_arrival=now - 10 * SECOND) == now - 10 * SECOND + 2 * MINUTE
+    filled = [*events, action("a2", T0 + 20 * MINUTE)]
+    assert next_part(filled, now, DEFAULTS, last_arrival=now) is None  # one session, still open
+    quiet = next_part(events, now, DEFAULTS, last_arrival=now - 2 * MINUTE)
+    assert quiet is not None and ids(quiet.events) == ["a1"] and quiet.reason is EndReason.TIMEOUT
+    ended = [action("a1", T0), end("end", T0 + 2 * SECOND), action("a3", T0 + 40 * MINUTE)]
+    part = next_part(ended, now, DEFAULTS, last_arrival=now - 10 * SECOND)  # an end ends it at once
+    assert part is not None and part.reason is EndReason.END_EVENT and ids(part.events) == ["a1", "end"]
+
+
 @pytest.mark.parametrize(
     ("application_type", "reason"),
     [("MOBILE_APPLICATION", "END_EVENT"), ("CUSTOM_APPLICATION", "END_EVENT"), ("WEB_APPLICATION", None)],

@@ -155,7 +155,12 @@ class Sessionizer:
         # Numbered: the parts of a session that outgrew a limit, the last one too. What follows a
         # session that ended (an inactivity gap) is a session of its own.
         numbered = session.split or part.continues
-        attributes = [e for e in events if isinstance(e, AttributesEvent)]
+        # A session that ended at a gap takes none of the attributes of the one after it.
+        attributes = [
+            e
+            for e in events
+            if isinstance(e, AttributesEvent) and (numbered or part.final or e.timestamp <= until)
+        ]
         number = session.part + 1 if numbered else None
         document = assemble(session.tenant_id, session.session_id, part, attributes, number, self.settings)
         if session.last_start is not None and document["startTime"] <= session.last_start:

@@ -16,8 +16,9 @@ It is complete (``endReason``) when:
   timeout is read in event time, which a device that sends what it buffered offline, or whose
   clock is behind, puts long past; so by the device's clock: the server's, less the least lag
   its events came in with, once that is longer than the quiet time. A gap that long between two
-  of its events ends it there too, whenever the events arrived: what follows is a session of its
-  own (under the same session id).
+  of its events ends it there too, whenever the events arrived (once none arrived for the quiet
+  time, as the rest of a backlog may fill it; at once after an end): what follows is a session of
+  its own (under the same session id).
 
 The completed session is computed, not trusted: times, duration, counts, bounce, hasError,
 hasCrash, rage clicks/taps, each action's apdex category (per application and action type
@@ -117,8 +118,11 @@ def next_part(
     timeout = settings.timeout_ms(application_type)
     split = _limit_split(content, settings)
     gap = _inactivity_gap(content, timeout)
+    quiet = last_arrival is None or now - last_arrival >= min(settings.arrivals_quiet_ms, timeout)
     if gap is not None and (split is None or gap <= split[0]):
         ended = any(_ends(e, application_type) for e in content[:gap])
+        if not (ended or quiet):  # the rest of a buffered backlog may yet fill the gap
+            return None
         return Part(content[:gap], EndReason.END_EVENT if ended else EndReason.TIMEOUT, final=False)
     if split is not None:
         index, reason = split
@@ -126,7 +130,6 @@ def next_part(
     ended = any(_ends(e, application_type) for e in content)
     if ended and any(isinstance(e, ActionEvent) for e in content):
         return Part(content, EndReason.END_EVENT, final=True)
-    quiet = last_arrival is None or now - last_arrival >= min(settings.arrivals_quiet_ms, timeout)
     if now - _behind(clock_lag, settings) - content[-1].timestamp >= timeout and quiet:
         return Part(content, EndReason.TIMEOUT, final=True)
     return None
@@ -169,14 +172,18 @@ def due_at(
     clock_lag: int | None = None,
 ) -> int | None:
     """When an open session with no complete part will time out (to look at it again then)."""
-    content = [e.timestamp for e in events if not isinstance(e, AttributesEvent)]
+    events = ordered(events)
+    content: list[RumEvent] = [e for e in events if not isinstance(e, AttributesEvent)]
     if not content:
         return None
-    timeout = settings.timeout_ms(_application_type(ordered(events)))
-    timeout_at = max(content) + timeout + _behind(clock_lag, settings)
+    timeout = settings.timeout_ms(_application_type(events))
+    timeout_at = content[-1].timestamp + timeout + _behind(clock_lag, settings)
     if last_arrival is None:
         return timeout_at
-    return max(timeout_at, last_arrival + min(settings.arrivals_quiet_ms, timeout))
+    quiet_at = last_arrival + min(settings.arrivals_quiet_ms, timeout)
+    if _inactivity_gap(content, timeout) is not None:  # the part before it waits for quiet only
+        return quiet_at
+    return max(timeout_at, quiet_at)
 
 
 def _behind(clock_lag: int | None, settings: SessionizerSettings) -> int:
