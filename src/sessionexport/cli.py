@@ -574,8 +574,8 @@ def ingest(
     name. Exits 1 if any line was refused, or if the file could not be read to its end (a
     corrupt or cut gzip file: what came before is stored); 2 if the store failed (a full disk:
     it says up to which line everything is stored), or if a refused line could not be written to
-    --rejects (ingest stops at that line); 130 on Ctrl-C, saying up to which line everything is
-    stored. A --rejects file no line went to is not left behind.
+    --rejects (ingest stops at that line); 130 on Ctrl-C or SIGTERM, saying up to which line
+    everything is stored. A --rejects file no line went to is not left behind.
     """
     from sessionexport.ingest.files import ingest_file
 
@@ -862,7 +862,7 @@ def _whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
     """``path`` written whole or not at all (gzip, at gzip's usual level, when its name ends in
     .gz): a file beside it is renamed to it once complete, so that an interrupted or failed run
     leaves nothing that looks complete. A device or pipe is written to as it is. One line and
-    exit 2 when it cannot be written, 130 on Ctrl-C."""
+    exit 2 when it cannot be written, 130 on Ctrl-C or SIGTERM."""
     # A link is written through, as before (/dev/stdout is one): only a plain file is replaced.
     special = path.is_symlink() or (path.exists() and not stat.S_ISREG(path.stat().st_mode))
     partial = path if special else path.with_name(f".{path.name}.partial")

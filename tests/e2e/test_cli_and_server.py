@@ -555,18 +555,16 @@ def test_a_database_url_of_no_known_kind_is_refused_in_one_line(
     assert "Traceback" not in result.stderr
 
 
-def test_generate_writes_its_output_whole_or_not_at_all(tmp_path: Path) -> None:
-    """Ctrl-C, a missing folder or a full disk leave no file that looks complete, and say so."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_generate_writes_its_output_whole_or_not_at_all(tmp_path: Path, stop: signal.Signals) -> None:
+    """Ctrl-C, SIGTERM, a missing folder or a full disk leave no file that looks complete, and say so."""
     out = tmp_path / "g.ndjson"
     proc = subprocess.Popen(
         [*CLI, "generate", "--count", "5000000", "--output", str(out)], stderr=subprocess.PIPE, text=True
     )
     partial = tmp_path / ".g.ndjson.partial"
-    deadline = time.monotonic() + 60
-    while not (partial.exists() and partial.stat().st_size > 0):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: partial.exists() and partial.stat().st_size > 0, "generate to write", 60)
+    proc.send_signal(stop)
     _, errors = proc.communicate(timeout=30)
     assert proc.returncode == 130 and f"interrupted: {out} was not written" in errors
     assert list(tmp_path.iterdir()) == []
