@@ -495,11 +495,20 @@ async def test_a_content_type_must_be_a_media_type(settings: Settings, content_t
             b'[{"schemaId": "builtin:x", "value":',
             "application/json",
             "",
-            "invalid JSON at character 35: Expecting value",
+            "invalid JSON at byte 35: unexpected end of data",
         ),
         (b'[{"schemaId": "builtin:x"}]', "text/plain", "Content-Type", "must be application/json"),
+        # JSON has no NaN, Infinity or numbers beyond a double, which the standard library reads
+        (
+            b'[{"schemaId": "builtin:x", "value": {"a": NaN}}]',
+            "application/json",
+            "",
+            "invalid JSON at byte 42",
+        ),
+        (b'[{"value": {"a": -Infinity}}]', "application/json", "", "invalid JSON at byte 18"),
+        (b'[{"value": {"a": 1e999}}]', "application/json", "", "invalid JSON at byte 17: number is infinity"),
     ],
-    ids=["truncated", "text-plain"],
+    ids=["truncated", "text-plain", "nan", "infinity", "beyond-double"],
 )
 async def test_a_body_that_is_not_json_says_why(
     settings: Settings, content: bytes, content_type: str, path: str, message: str

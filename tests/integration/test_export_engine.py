@@ -1115,6 +1115,23 @@ async def test_a_bad_start_position_gets_one_reason_at_its_path(
     assert "must be 'now', 'oldest' or an epoch-millisecond time" in violation["message"]
 
 
+async def test_a_body_that_is_not_strict_json_is_refused_where_it_is_read(
+    engine: Engine, receiver: Receiver
+) -> None:
+    export_id = await engine.create_export(export_value(receiver.url))
+    headers = {**engine.headers, "Content-Type": "application/json"}
+    for path, method, body in [
+        ("position", "PUT", b'{"start": NaN}'),
+        ("deadletters/replay", "POST", b'{"ids": [1e999]}'),
+    ]:
+        response = await engine.client.request(
+            method, f"/api/v2/exports/{export_id}/{path}", content=body, headers=headers
+        )
+        assert response.status_code == 400
+        [violation] = response.json()["error"]["constraintViolations"]
+        assert violation["message"].startswith("invalid JSON at byte "), violation
+
+
 async def test_replay_all_sends_every_pending_letter_once_oldest_first(
     engine: Engine, receiver: Receiver
 ) -> None:

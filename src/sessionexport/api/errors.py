@@ -111,9 +111,9 @@ async def _validation_error(route_tokens: TokenCheck, request: Request, exc: Exc
 
 def _violation(err: Mapping[str, Any], where: str, path: list[Any]) -> Violation:
     location = _PARAMETER_LOCATION.get(where, "PAYLOAD_BODY")
-    if err.get("type") == "json_invalid":  # path: a character offset, message: "JSON decode error"
+    if err.get("type") == "json_invalid":  # path: a byte offset (api.strict_json), message: generic
         reason = err.get("ctx", {}).get("error", "malformed")
-        return Violation("", f"invalid JSON at character {path[0] if path else 0}: {reason}", location)
+        return Violation("", f"invalid JSON at byte {path[0] if path else 0}: {reason}", location)
     return Violation(".".join(str(p) for p in path), err.get("msg", "invalid"), location)
 
 

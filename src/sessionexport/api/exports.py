@@ -13,6 +13,7 @@ from sessionexport.api.errors import ApiError
 from sessionexport.api.errors import Violation as ApiViolation
 from sessionexport.api.rendering import OrjsonResponse, download
 from sessionexport.api.security import require
+from sessionexport.api.strict_json import StrictJsonRoute
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.deadletters import discard_pending, letters_to_replay
@@ -31,7 +32,7 @@ from sessionexport.store import Store
 from sessionexport.store.records import INT_MAX, DeadLetter, LogEntry, TokenRecord
 from sessionexport.tokens import Scope
 
-router = APIRouter(prefix="/api/v2", tags=["Exports"])
+router = APIRouter(prefix="/api/v2", tags=["Exports"], route_class=StrictJsonRoute)
 NDJSON_MEDIA = "application/x-ndjson"
 
 Reader = Depends(require(Scope.SETTINGS_READ))

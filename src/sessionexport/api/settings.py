@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 from sessionexport.api.errors import ApiError, Violation, page_key_alone
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
+from sessionexport.api.strict_json import StrictJsonRoute
 from sessionexport.clock import now_ms
 from sessionexport.settings import objects as settings_objects
 from sessionexport.settings.filtering import FilterError, parse_filter, parse_sort
@@ -22,7 +23,7 @@ from sessionexport.settings.schemas import SCHEMAS, SCOPE_ALIASES, schema_stub
 from sessionexport.store.records import SettingsRecord, TokenRecord
 from sessionexport.tokens import Scope
 
-router = APIRouter(prefix="/api/v2/settings", tags=["Settings"])
+router = APIRouter(prefix="/api/v2/settings", tags=["Settings"], route_class=StrictJsonRoute)
 
 Reader = Annotated[TokenRecord, Depends(require(Scope.SETTINGS_READ))]
 Writer = Annotated[TokenRecord, Depends(require(Scope.SETTINGS_WRITE))]
