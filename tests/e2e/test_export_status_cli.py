@@ -1,8 +1,10 @@
 """``sessionexport export status``: how each export does, read from the store by a command, while a
-worker exports (running) and once it stopped (stopped, exit 1); a paused export is no failure."""
+worker exports (running) and once it stopped (stopped, exit 1); a paused export is no failure,
+unless it lost sessions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -13,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from sessionexport.clock import now_ms
+from sessionexport.store import create_store
 from tests.e2e.test_cli_and_server import create_token, run
 from tests.e2e.test_worker_metrics import create_export, start_worker
 from tests.support.engine import export_value, sessions
@@ -75,3 +79,28 @@ def test_status_follows_a_worker_and_says_when_nothing_exports(
     code, shown = status(data_dir)
     assert code == 1 and {s["objectId"] for s in shown} == {export_id, paused_id}
     assert not (data_dir / "secret.key").exists()
+
+
+def test_a_paused_export_that_lost_sessions_to_retention_is_a_failure(tmp_path: Path) -> None:
+    """Paused is no failure; sessions expired undelivered while it was paused are."""
+    data_dir = tmp_path / "data"
+    create_token(data_dir, "sessions.read")
+    paused = export_value("https://collector.example/sessions")
+    paused["endpointDefinition"]["enableUserSessionExport"] = False
+    paused_id = create_export(data_dir, "https://collector.example/sessions", paused)
+    assert status(data_dir)[0] == 0
+
+    async def expire() -> None:
+        store = create_store(data_dir)
+        await store.open()
+        try:
+            await store.raise_alert(
+                paused_id, "retention", "3 session(s) expired", "before delivery", now_ms()
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(expire())
+    code, shown = status(data_dir)
+    assert code == 1
+    assert shown[0]["state"] == "paused" and shown[0]["openAlerts"][0]["kind"] == "retention"

@@ -185,7 +185,8 @@ def export_status(
     store (the server need not run, and no secret key is needed).
 
     States: running, failing (an alert is open), paused, stopped (no worker exports it). Exits 1
-    when an export is failing or stopped, for scripts and monitoring checks.
+    when an export is failing or stopped, or has an open alert while paused (sessions it lost to
+    retention), for scripts and monitoring checks.
     """
 
     async def work(store: Store) -> list[ExportHealth]:
@@ -216,7 +217,7 @@ def export_status(
         out = Console(soft_wrap=True, emoji=False)  # a fact stays on its line, whatever the width
         for health in healths:
             _print_status(out, health)
-    if any(h.state in ("failing", "stopped") for h in healths):
+    if any(h.state in ("failing", "stopped") or h.open_alerts for h in healths):
         raise typer.Exit(1)
 
 
