@@ -469,6 +469,30 @@ async def test_two_workers_completing_the_same_part_number_it_once(
     assert [d["partNumber"] for d in await logged(store)] == [1, 2, 3]
 
 
+async def test_a_later_session_under_the_same_id_numbers_its_parts_from_1(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """Sessions under one id (one ended, the next began): each one's parts are its own."""
+    clock.set(T0 + 10 * SECOND)
+    await send(sessionizer, act("a1", T0), end("end1", T0 + SECOND))  # one part: not numbered
+    clock.set(T0 + 10 * SECOND + SETTLE)
+    assert await drain(sessionizer) == 1
+    for n, start in enumerate((T0 + 60 * MINUTE, T0 + 120 * MINUTE)):  # two of two parts each
+        clock.set(start + 6 * SECOND)
+        await send(sessionizer, *(act(f"b{n}{i}", start + i * SECOND) for i in range(4)))
+        await send(sessionizer, end(f"end-b{n}", start + 5 * SECOND))
+        clock.set(start + 6 * SECOND + SETTLE)
+        assert await drain(sessionizer) == 2
+    docs = await logged(sessionizer.store)
+    assert [(d.get("partNumber"), d["userActionCount"]) for d in docs] == [
+        (None, 1),
+        (1, 3),
+        (2, 1),
+        (1, 3),
+        (2, 1),
+    ]
+
+
 async def test_parts_that_start_in_the_same_millisecond_are_all_kept(
     sessionizer: Sessionizer, clock: Clock
 ) -> None:

@@ -153,7 +153,7 @@ class Sessionizer:
             _log_without_actions(session, part)
             return keep(None, ids, until, session.split, again)
         # Numbered: the parts of a session that outgrew a limit, the last one too. What follows a
-        # session that ended (an inactivity gap) is a session of its own.
+        # session that ended (an inactivity gap) is a session of its own, numbered from 1.
         numbered = session.split or part.continues
         # A session that ended at a gap takes none of the attributes of the one after it.
         attributes = [
@@ -161,7 +161,7 @@ class Sessionizer:
             for e in events
             if isinstance(e, AttributesEvent) and (numbered or part.final or e.timestamp <= until)
         ]
-        number = session.part + 1 if numbered else None
+        number = session.part - session.parts_before + 1 if numbered else None
         document = assemble(session.tenant_id, session.session_id, part, attributes, number, self.settings)
         if session.last_start is not None and document["startTime"] <= session.last_start:
             _start_after(document, session.last_start)

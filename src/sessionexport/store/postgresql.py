@@ -190,7 +190,7 @@ _ARRIVALS_AND_PART = (
 )
 _DUE_SESSIONS = """
 SELECT o.tenant_id, o.session_id, o.part, o.split, o.last_start, o.arrivals, o.last_arrival, o.clock_lag,
-       coalesce((SELECT array_agg(e.body ORDER BY e.ts, e.event_id)
+       o.parts_before, coalesce((SELECT array_agg(e.body ORDER BY e.ts, e.event_id)
                    FROM rum_events e
                   WHERE e.tenant_id = o.tenant_id AND e.session_id = o.session_id), '{}')
   FROM open_sessions o
@@ -206,6 +206,7 @@ _NOTE_PART = """
 UPDATE open_sessions
    SET part = part + %(parts)s, split = %(split)s, check_at = %(check_at)s::bigint,
        last_start = coalesce(%(start)s::bigint, last_start),
+       parts_before = CASE WHEN %(parts)s = 1 AND NOT %(split)s THEN part + 1 ELSE parts_before END,
        completed_until = greatest(completed_until, %(until)s::bigint)
  WHERE tenant_id = %(tenant)s AND session_id = %(session)s
 """
@@ -395,8 +396,10 @@ class PostgresStore:
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         rows = await self._rows(_DUE_SESSIONS, (now, limit))
         return [
-            OpenSession(tenant, session, part, split, list(events), last_start, arrivals, last_arrival, lag)
-            for tenant, session, part, split, last_start, arrivals, last_arrival, lag, events in rows
+            OpenSession(
+                tenant, session, part, split, list(events), last_start, arrivals, last_arrival, lag, before
+            )
+            for tenant, session, part, split, last_start, arrivals, last_arrival, lag, before, events in rows
         ]
 
     async def complete_part(self, part: CompletedPart, received_at: int) -> AppendResult:

@@ -274,6 +274,7 @@ class OpenSession:
     arrivals: int = 0  # events accepted so far (a version: see CompletedPart.seen_arrivals)
     last_arrival: int | None = None  # server time the latest event came in
     clock_lag: int | None = None  # how far behind the server's clock its device stamps events (ms)
+    parts_before: int = 0  # of ``part``, those of earlier sessions under this id (ended ones)
 
 
 @dataclass(frozen=True, slots=True)

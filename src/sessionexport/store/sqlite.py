@@ -166,8 +166,8 @@ class SQLiteStore:
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         def select(conn: sqlite3.Connection) -> list[OpenSession]:
             due = conn.execute(
-                "SELECT tenant_id, session_id, part, split, last_start, arrivals, last_arrival, clock_lag"
-                " FROM open_sessions"
+                "SELECT tenant_id, session_id, part, split, last_start, arrivals, last_arrival, clock_lag,"
+                " parts_before FROM open_sessions"
                 " WHERE check_at IS NOT NULL AND check_at <= ? ORDER BY check_at, tenant_id, session_id LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -188,8 +188,9 @@ class SQLiteStore:
                     arrivals,
                     last_arrival,
                     clock_lag,
+                    parts_before,
                 )
-                for tenant, session, part, split, last_start, arrivals, last_arrival, clock_lag in due
+                for tenant, session, part, split, last_start, arrivals, last_arrival, clock_lag, parts_before in due
             ]
 
         return await self._read(select)
@@ -211,6 +212,7 @@ class SQLiteStore:
             conn.execute(
                 "UPDATE open_sessions SET part = part + :parts, split = :split, check_at = :check_at,"
                 " last_start = coalesce(:start, last_start),"
+                " parts_before = CASE WHEN :parts = 1 AND NOT :split THEN part + 1 ELSE parts_before END,"
                 " completed_until = CASE WHEN :until IS NULL THEN completed_until"
                 " ELSE max(coalesce(completed_until, :until), :until) END"
                 " WHERE tenant_id = :tenant AND session_id = :session",
