@@ -122,3 +122,34 @@ async def test_rum_events_and_the_sessions_completed_from_them_are_counted(engin
         requests
     )
     assert value(samples, "sessionexport_ingest_requests_total", route=EVENTS_ROUTE, code="400") == 1
+
+
+async def test_events_beyond_what_an_open_session_holds_are_answered_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Errors without user actions, sent for hours, never complete a session: beyond its limit
+    they are not kept, and never silently."""
+    settings = SessionizerSettings(settle_ms=60_000, event_limit=3)
+    config = ServerConfig(data_dir=tmp_path / "data", sessionizer=settings)
+    now = now_ms()
+    errors = [
+        orjson.dumps(
+            {
+                "type": "error",
+                "tenantId": "t1",
+                "sessionId": "s1",
+                "eventId": f"e{n}",
+                "timestamp": now + n,
+                "error": {"name": "TypeError", "type": "Error"},
+            }
+        )
+        for n in range(5)
+    ]
+    async with running_engine(config) as engine:
+        sent = {**engine.headers, "Content-Type": "application/x-ndjson"}
+        response = await engine.client.post(EVENTS_ROUTE, content=b"\n".join(errors), headers=sent)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"accepted": 3, "duplicates": 0, "late": 0, "overflow": 2}
+        samples = await scrape(engine)
+    assert value(samples, "sessionexport_rum_events_total", result="overflow") == 2
+    assert "2 event(s) not kept: their open session already holds 3 events" in caplog.text

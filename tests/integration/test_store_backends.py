@@ -859,6 +859,45 @@ async def test_events_are_kept_once_and_their_sessions_become_due(store: Store) 
     assert len(await store.due_sessions(now=120, limit=1)) == 1
 
 
+async def test_an_open_session_holds_at_most_limit_events_in_the_order_sent(store: Store) -> None:
+    """The rest are overflow, not kept; a re-sent event is still a duplicate; other sessions are
+    not touched; events completed into a part make room again."""
+    first = await store.add_events(
+        [event("a", 1), event("a", 1), event("b", 2), event("x", 1, "s2"), event("c", 3), event("d", 4)],
+        now=100,
+        check_at=110,
+        limit=3,
+    )
+    assert first == EventsResult(accepted=4, duplicates=1, late=0, overflow=1)
+    full = await store.add_events([event("e", 5), event("b", 2), event("y", 2, "s2")], 101, 111, limit=3)
+    assert full == EventsResult(accepted=1, duplicates=1, late=0, overflow=1)
+    due = {d.session_id: d for d in await store.due_sessions(now=111, limit=10)}
+    assert sorted(due["s1"].events) == sorted(event(e, ts).body for e, ts in (("a", 1), ("b", 2), ("c", 3)))
+    assert await store.add_events([event("e", 5)], 102, 112) == EventsResult(1, 0, 0)  # no limit
+    await store.complete_part(part(record=session("s1", start=1), consumed=("a", "b"), until=2), 120)
+    room = await store.add_events([event("f", 6), event("g", 7), event("h", 8)], 130, 140, limit=3)
+    assert room == EventsResult(accepted=1, duplicates=0, late=0, overflow=2)  # c, e and f held
+
+
+async def test_upgrade_counts_the_events_open_sessions_hold(backend: Backend) -> None:
+    """Migration 19: sessions open at the upgrade are limited by the events they already hold."""
+    as_left_by_migrations(backend, up_to=18)
+    run_sql(
+        backend,
+        "INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals) VALUES (?, ?, 1, 1, 2)",
+        [("t1", "s1")],
+    )
+    run_sql(
+        backend,
+        "INSERT INTO rum_events (tenant_id, session_id, event_id, ts, kind, body, received_at)"
+        " VALUES (?, ?, ?, 1, 'action', ?, 1)",
+        [("t1", "s1", "a", b"{}"), ("t1", "s1", "b", b"{}")],
+    )
+    async with opened(backend.new) as store:
+        result = await store.add_events([event("c", 3), event("d", 4)], now=100, check_at=110, limit=3)
+    assert (result.accepted, result.overflow) == (1, 1)
+
+
 async def test_sessions_due_at_once_come_in_one_order_on_every_backend(store: Store) -> None:
     """By session id in byte order, as the log they join (and what is exported) should not depend
     on the backend, or on a PostgreSQL database's collation."""

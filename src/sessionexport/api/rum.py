@@ -15,9 +15,12 @@ from sessionexport.api.usersessions import BODY_ERRORS, COMPRESSED_BODIES, read_
 from sessionexport.clock import now_ms
 from sessionexport.ingest.documents import NDJSON, RejectedBody
 from sessionexport.ingest.events import MAX_EVENT_BYTES, parse_events
+from sessionexport.ingest.sessionizer import SessionizerSettings
 from sessionexport.model.events import EVENT_TYPES
 from sessionexport.request_bodies import parse_off_loop
 from sessionexport.tokens import Scope
+
+EVENT_LIMIT = SessionizerSettings().event_limit
 
 router = APIRouter(prefix="/api/v2/rum", tags=["RUM events"])
 
@@ -26,6 +29,9 @@ class EventsResult(BaseModel):
     accepted: int
     duplicates: int = Field(description="Events already received (same tenantId, sessionId, eventId)")
     late: int = Field(description="Events for a part of the session that was already completed: not kept")
+    overflow: int = Field(
+        description=f"Events beyond the {EVENT_LIMIT:,} an open session holds at once: not kept"
+    )
 
 
 @router.post(
@@ -69,5 +75,6 @@ async def _ingest_events(request: Request) -> OrjsonResponse:
         "accepted": result.accepted,
         "duplicates": result.duplicates,
         "late": result.late,
+        "overflow": result.overflow,
     }
     return OrjsonResponse(answer)

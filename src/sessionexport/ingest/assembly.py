@@ -59,6 +59,7 @@ class Sessionizer:
         self.settings = settings or SessionizerSettings()
         self.clock = clock
         self.metrics = metrics or IngestMetrics()
+        self._overflows = Throttle()
 
     async def accept(self, received: Sequence[ReceivedEvent]) -> EventsResult:
         now = self.clock()
@@ -73,7 +74,17 @@ class Sessionizer:
             )
             for r in received
         ]
-        return await self.store.add_events(events, now, check_at=now + self.settings.settle_ms)
+        result = await self.store.add_events(
+            events, now, check_at=now + self.settings.settle_ms, limit=self.settings.event_limit
+        )
+        if result.overflow and (quiet := self._overflows.allows()) is not None:
+            log.warning(
+                "sessionizer: %d event(s) not kept: their open session already holds %d events%s",
+                result.overflow,
+                self.settings.event_limit,
+                recurring(quiet),
+            )
+        return result
 
     async def sweep(self) -> int:
         """Complete what is complete among the sessions due now; return how many sessions were appended."""

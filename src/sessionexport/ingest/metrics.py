@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sessionexport.store.records import EventsResult
 
 API, RUM = "api", "rum"  # where a session came from: POST /api/v2/usersessions, or RUM events
-EVENT_RESULTS = ("accepted", "duplicate", "late")
+EVENT_RESULTS = ("accepted", "duplicate", "late", "overflow")
 
 
 class IngestMetrics:
@@ -30,7 +30,8 @@ class IngestMetrics:
         )
         self.events = Counter(
             "sessionexport_rum_events",
-            "RUM events received, by result (accepted, duplicate, late: its part was already completed)",
+            "RUM events received, by result (accepted, duplicate, late: its part was already completed,"
+            " overflow: its open session held as many events as it may)",
             ["result"],
             registry=self.registry,
         )
@@ -60,3 +61,4 @@ class IngestMetrics:
         self.events.labels("accepted").inc(result.accepted)
         self.events.labels("duplicate").inc(result.duplicates)
         self.events.labels("late").inc(result.late)
+        self.events.labels("overflow").inc(result.overflow)

@@ -56,6 +56,9 @@ class SessionizerSettings:
     app_timeout_ms: int = 10 * MINUTE  # mobile and custom applications
     duration_limit_ms: int = DURATION_LIMIT_MS
     action_limit: int = 200
+    # Events an open session holds at once (a part's worth of actions with their errors and events):
+    # one that never completes, events without user actions sent for hours, is not held unbounded.
+    event_limit: int = 20_000
     settle_ms: int = 5_000  # quiet time before a session is looked at (late, out-of-order events)
     arrivals_quiet_ms: int = 2 * MINUTE  # before a session times out: no more of a buffered backlog
     apdex: dict[str, ApdexThresholds] = field(default_factory=dict)  # "<application>[|<action type>]"

@@ -129,8 +129,11 @@ class Store(Protocol):
         """Sessions with after_seq < seq <= up_to_seq (of one shard: seq % shards == shard)."""
 
     # -- RUM events and open sessions --------------------------------------------------------
-    async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
-        """Keep events (all in one transaction); their sessions are looked at again at ``check_at``."""
+    async def add_events(
+        self, events: Sequence[NewEvent], now: int, check_at: int, limit: int | None = None
+    ) -> EventsResult:
+        """Keep events (all in one transaction); their sessions are looked at again at ``check_at``.
+        An open session holds at most ``limit`` events (None: no limit); more are counted as overflow."""
 
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         """Open sessions to look at now (``check_at`` passed), with their events."""

@@ -156,34 +156,46 @@ SELECT 1 FROM open_sessions
    FOR UPDATE
 """
 # Events of a part already completed (``ts <= completed_until``) are late, except attributes;
-# the others are kept once (a re-sent event id is a duplicate; within a batch the first one),
-# and every session that kept some counts them as arrivals and is looked at again at
-# ``check_at``. Rows are written in key order: two batches never wait for each other crosswise.
+# the others are kept once (a re-sent event id is a duplicate; within a batch the first one), in
+# the order sent while their session holds fewer than ``limit`` (the rest: overflow), and every
+# session that kept some counts them as arrivals and is looked at again at ``check_at``. Rows
+# are written in key order: two batches never wait for each other crosswise.
 _ADD_EVENTS = """
 WITH incoming AS (
     SELECT * FROM unnest(%(tenant_id)s::text[], %(session_id)s::text[], %(event_id)s::text[],
                          %(ts)s::bigint[], %(kind)s::text[], %(body)b::bytea[])
            WITH ORDINALITY AS e (tenant_id, session_id, event_id, ts, kind, body, ord)
 ), timely AS (
-    SELECT e.* FROM incoming e LEFT JOIN open_sessions o USING (tenant_id, session_id)
+    SELECT e.*, coalesce(o.held, 0) AS held FROM incoming e LEFT JOIN open_sessions o USING (tenant_id, session_id)
      WHERE o.completed_until IS NULL OR e.ts > o.completed_until OR e.kind = 'attributes'
+), fresh AS (
+    SELECT DISTINCT ON (tenant_id, session_id, event_id) t.* FROM timely t
+     WHERE NOT EXISTS (SELECT 1 FROM rum_events r
+                        WHERE (r.tenant_id, r.session_id, r.event_id) = (t.tenant_id, t.session_id, t.event_id))
+     ORDER BY tenant_id, session_id, event_id, ord
+), roomy AS (
+    SELECT * FROM (SELECT f.*, row_number() OVER (PARTITION BY tenant_id, session_id ORDER BY ord) AS nth
+                     FROM fresh f) ranked
+     WHERE %(limit)s::bigint IS NULL OR held + nth <= %(limit)s::bigint
 ), kept AS (
     INSERT INTO rum_events (tenant_id, session_id, event_id, ts, kind, body, received_at)
-    SELECT tenant_id, session_id, event_id, ts, kind, body, %(now)s FROM timely
-     ORDER BY tenant_id, session_id, event_id, ord
+    SELECT tenant_id, session_id, event_id, ts, kind, body, %(now)s FROM roomy
+     ORDER BY tenant_id, session_id, event_id
         ON CONFLICT DO NOTHING
     RETURNING tenant_id, session_id, ts
 ), touched AS (
-    INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals, clock_lag)
+    INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals, clock_lag, held)
     SELECT tenant_id, session_id, %(now)s::bigint, %(check_at)s::bigint, count(*),
-           greatest(0, %(now)s::bigint - max(ts)) FROM kept
+           greatest(0, %(now)s::bigint - max(ts)), count(*) FROM kept
      GROUP BY tenant_id, session_id ORDER BY tenant_id, session_id
         ON CONFLICT (tenant_id, session_id)
         DO UPDATE SET last_arrival = excluded.last_arrival, check_at = excluded.check_at,
                       arrivals = open_sessions.arrivals + excluded.arrivals,
+                      held = open_sessions.held + excluded.held,
                       clock_lag = least(open_sessions.clock_lag, excluded.clock_lag)
 )
-SELECT (SELECT count(*) FROM incoming), (SELECT count(*) FROM timely), (SELECT count(*) FROM kept)
+SELECT (SELECT count(*) FROM incoming), (SELECT count(*) FROM timely), (SELECT count(*) FROM fresh),
+       (SELECT count(*) FROM roomy), (SELECT count(*) FROM kept)
 """
 _ARRIVALS_AND_PART = (
     "SELECT arrivals, part FROM open_sessions WHERE tenant_id = %s AND session_id = %s FOR UPDATE"
@@ -205,7 +217,7 @@ _DROP_CONSUMED = (
 _NOTE_PART = """
 UPDATE open_sessions
    SET part = part + %(parts)s, split = %(split)s, check_at = %(check_at)s::bigint,
-       last_start = coalesce(%(start)s::bigint, last_start),
+       last_start = coalesce(%(start)s::bigint, last_start), held = held - %(dropped)s,
        parts_before = CASE WHEN %(parts)s = 1 AND NOT %(split)s THEN part + 1 ELSE parts_before END,
        completed_until = greatest(completed_until, %(until)s::bigint)
  WHERE tenant_id = %(tenant)s AND session_id = %(session)s
@@ -373,7 +385,9 @@ class PostgresStore:
         return int(await self._value(query, (after_seq, up_to_seq, shards, shard)))
 
     # -- RUM events and open sessions --------------------------------------------------------
-    async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
+    async def add_events(
+        self, events: Sequence[NewEvent], now: int, check_at: int, limit: int | None = None
+    ) -> EventsResult:
         if not events:
             return EventsResult(0, 0, 0)
         sessions = {"tenant_id": [e.tenant_id for e in events], "session_id": [e.session_id for e in events]}
@@ -384,14 +398,16 @@ class PostgresStore:
             "body": [e.body for e in events],
             "now": now,
             "check_at": check_at,
+            "limit": limit,
         }
         async with self._transaction() as conn:
             await conn.execute(_LOCK_OPEN_SESSIONS, sessions)
             cursor = await conn.execute(_ADD_EVENTS, params)
             row = await cursor.fetchone()
         assert row is not None  # aggregates: always one row
-        incoming, timely, kept = row
-        return EventsResult(accepted=kept, duplicates=timely - kept, late=incoming - timely)
+        incoming, timely, fresh, roomy, kept = row
+        # (roomy - kept: events another transaction kept meanwhile, for a session not yet open)
+        return EventsResult(kept, timely - fresh + roomy - kept, incoming - timely, fresh - roomy)
 
     async def due_sessions(self, now: int, limit: int) -> list[OpenSession]:
         rows = await self._rows(_DUE_SESSIONS, (now, limit))
@@ -408,9 +424,13 @@ class PostgresStore:
             row = await cursor.fetchone()
             if open_session_changed(part, tuple(row) if row else None):
                 return AppendResult(0, 0)  # looked at again: add_events set it so, or another worker did it
+            dropped = 0
             if part.consumed:
-                await conn.execute(_DROP_CONSUMED, (part.tenant_id, part.session_id, list(part.consumed)))
-            await conn.execute(_NOTE_PART, _part_params(part))
+                cursor = await conn.execute(
+                    _DROP_CONSUMED, (part.tenant_id, part.session_id, list(part.consumed))
+                )
+                dropped = cursor.rowcount
+            await conn.execute(_NOTE_PART, _part_params(part) | {"dropped": dropped})
             # The append comes last: its lock (see append_in_transaction) is held as briefly as can be.
             if part.session is None:
                 return AppendResult(0, 0)

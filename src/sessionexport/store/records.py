@@ -261,6 +261,7 @@ class EventsResult:
     accepted: int
     duplicates: int
     late: int  # for a part already completed: counted, not kept
+    overflow: int = 0  # beyond what an open session may hold: counted, not kept
 
 
 @dataclass(frozen=True, slots=True)

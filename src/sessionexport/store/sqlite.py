@@ -131,16 +131,24 @@ class SQLiteStore:
         return await purge_in_batches(delete_up_to)
 
     # -- RUM events and open sessions --------------------------------------------------------
-    async def add_events(self, events: Sequence[NewEvent], now: int, check_at: int) -> EventsResult:
+    async def add_events(
+        self, events: Sequence[NewEvent], now: int, check_at: int, limit: int | None = None
+    ) -> EventsResult:
         def add(conn: sqlite3.Connection) -> EventsResult:
-            accepted = duplicates = late = 0
+            accepted = duplicates = late = overflow = 0
             for e in events:
-                row = conn.execute(
-                    "SELECT completed_until FROM open_sessions WHERE tenant_id = ? AND session_id = ?",
+                completed_until, held = conn.execute(
+                    "SELECT completed_until, held FROM open_sessions WHERE tenant_id = ? AND session_id = ?",
                     (e.tenant_id, e.session_id),
-                ).fetchone()
-                if row and row[0] is not None and e.ts <= row[0] and e.kind != "attributes":
+                ).fetchone() or (None, 0)
+                if completed_until is not None and e.ts <= completed_until and e.kind != "attributes":
                     late += 1
+                    continue
+                if limit is not None and held >= limit:  # a duplicate still counts as one
+                    if _has_event(conn, e):
+                        duplicates += 1
+                    else:
+                        overflow += 1
                     continue
                 inserted = conn.execute(
                     "INSERT INTO rum_events (tenant_id, session_id, event_id, ts, kind, body, received_at)"
@@ -152,14 +160,15 @@ class SQLiteStore:
                     continue
                 accepted += 1
                 conn.execute(
-                    "INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals, clock_lag)"
-                    " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (tenant_id, session_id) DO UPDATE SET"
+                    "INSERT INTO open_sessions"
+                    " (tenant_id, session_id, last_arrival, check_at, arrivals, clock_lag, held)"
+                    " VALUES (?, ?, ?, ?, 1, ?, 1) ON CONFLICT (tenant_id, session_id) DO UPDATE SET"
                     " last_arrival = excluded.last_arrival, check_at = excluded.check_at,"
-                    " arrivals = open_sessions.arrivals + 1,"
+                    " arrivals = open_sessions.arrivals + 1, held = open_sessions.held + 1,"
                     " clock_lag = min(coalesce(open_sessions.clock_lag, excluded.clock_lag), excluded.clock_lag)",
                     (e.tenant_id, e.session_id, now, check_at, max(0, now - e.ts)),
                 )
-            return EventsResult(accepted, duplicates, late)
+            return EventsResult(accepted, duplicates, late, overflow)
 
         return await self._write(add)
 
@@ -202,22 +211,24 @@ class SQLiteStore:
             if _changed_since_read(conn, part):
                 return AppendResult(0, 0)  # looked at again: add_events set it so, or another worker did it
             result = _append(conn, rows) if rows else AppendResult(0, 0)
+            dropped = 0
             for start in range(0, len(part.consumed), 500):
                 chunk = part.consumed[start : start + 500]
-                conn.execute(
+                dropped += conn.execute(
                     f"DELETE FROM rum_events WHERE tenant_id = ? AND session_id = ?"
                     f" AND event_id IN ({','.join('?' * len(chunk))})",
                     (part.tenant_id, part.session_id, *chunk),
-                )
+                ).rowcount
             conn.execute(
                 "UPDATE open_sessions SET part = part + :parts, split = :split, check_at = :check_at,"
-                " last_start = coalesce(:start, last_start),"
+                " last_start = coalesce(:start, last_start), held = held - :dropped,"
                 " parts_before = CASE WHEN :parts = 1 AND NOT :split THEN part + 1 ELSE parts_before END,"
                 " completed_until = CASE WHEN :until IS NULL THEN completed_until"
                 " ELSE max(coalesce(completed_until, :until), :until) END"
                 " WHERE tenant_id = :tenant AND session_id = :session",
                 {
                     "parts": 1 if rows else 0,
+                    "dropped": dropped,
                     "split": int(part.split),
                     "check_at": part.check_at,
                     "until": part.completed_until,
@@ -1015,4 +1026,14 @@ def _count_minute(conn: sqlite3.Connection, export_id: str, decision: BulkDecisi
     )
     conn.execute(
         "DELETE FROM delivery_minutes WHERE export_id = ? AND minute < ?", (export_id, minute - HISTORY_MS)
+    )
+
+
+def _has_event(conn: sqlite3.Connection, event: NewEvent) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM rum_events WHERE tenant_id = ? AND session_id = ? AND event_id = ?",
+            (event.tenant_id, event.session_id, event.event_id),
+        ).fetchone()
+        is not None
     )
