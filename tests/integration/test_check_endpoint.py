@@ -248,6 +248,16 @@ async def test_a_token_without_expires_in_warns(serve: Serve, tls: Tls) -> None:
     assert results["large bulk"].outcome is Outcome.PASS  # the token still works
 
 
+async def test_a_token_with_an_expires_at_of_its_own_is_used_by_its_expires_in(
+    serve: Serve, tls: Tls
+) -> None:
+    """No field of RFC 6749: not read (it crashed the check, as it did the exporter)."""
+    endpoint = serve(Faults(token_fields={"expires_at": {"a": 1}}), oauth_clients={CLIENT: SECRET})
+    results = by_check(await run_checks(options(endpoint, tls)))
+    assert results["oauth token"].outcome is Outcome.PASS
+    assert results["large bulk"].outcome is Outcome.PASS
+
+
 async def test_a_token_that_is_not_bearer_fails_and_stops(serve: Serve, tls: Tls) -> None:
     endpoint = serve(Faults(token_fields={"token_type": "mac"}), oauth_clients={CLIENT: SECRET})
     results = await run_checks(options(endpoint, tls))

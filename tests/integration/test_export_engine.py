@@ -195,9 +195,22 @@ async def test_oauth2_token_is_fetched_cached_and_refreshed_on_401(
     assert [getattr(r, "answered", 0) for r in receiver.requests[-2:]] == [401, 200]
 
 
-async def test_oauth2_token_is_renewed_before_it_expires(engine: Engine, receiver: Receiver) -> None:
+@pytest.mark.parametrize(
+    "answered",
+    [
+        {"expires_in": 30},  # within the 30 s leeway: every bulk needs a fresh token
+        {"expires_in": 0},  # expired already (Authlib reads a falsy expires_in as "never")
+        # expires_at is no field of RFC 6749: some send one in their own unit, or garbage
+        {"expires_in": 30, "expires_at": 1_795_959_999_000},
+        {"expires_in": 30, "expires_at": {"a": 1}},
+    ],
+    ids=["30s", "0s", "expires-at-ms", "expires-at-object"],
+)
+async def test_oauth2_token_is_renewed_before_it_expires(
+    engine: Engine, receiver: Receiver, answered: dict[str, object]
+) -> None:
     receiver.behaviour.oauth_clients = {"exporter": "client-secret"}
-    receiver.behaviour.token_ttl = 30  # within the 30 s leeway: every bulk needs a fresh token
+    receiver.behaviour.token_extra = answered  # what it says; its tokens stay valid for 300 s
     auth = {
         "active": True,
         "authType": "oauth2",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 import urllib.parse
 from typing import Any, Protocol
 
@@ -121,7 +122,10 @@ class OAuth2Credentials:
             data = decode_any(answer)  # an expires_in of 1e400 is JSON, refused below as no seconds
         except NOT_JSON:
             raise TokenError("token endpoint answered something other than JSON") from None
-        return OAuth2Token.from_dict(usable_token(data))
+        token = usable_token(data)
+        if token.get("expires_in") is not None:  # 0 too, which Authlib would read as "never"
+            token["expires_at"] = int(time.time()) + token["expires_in"]
+        return OAuth2Token.from_dict(token)
 
 
 def usable_token(data: object) -> dict[str, Any]:
@@ -137,6 +141,8 @@ def usable_token(data: object) -> dict[str, Any]:
         )
     if str(data.get("token_type") or "Bearer").lower() != "bearer":  # null: not said, as when left out
         raise TokenError(f"token type {data.get('token_type')!r} is not Bearer")
+    # RFC 6749 has no expires_at; an endpoint's own (in milliseconds, or anything) is not read.
+    data = {name: value for name, value in data.items() if name != "expires_at"}
     if (expires_in := data.get("expires_in")) is None:
         return data
     try:
