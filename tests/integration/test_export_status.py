@@ -51,6 +51,16 @@ async def test_an_export_no_exporter_ran_for_yet_counts_what_it_is_owed(api: Api
     assert status["lagSeconds"] is not None
 
 
+async def test_sessions_stamped_ahead_of_this_clock_are_no_negative_lag(api: Api) -> None:
+    """Joined by a host whose clock is ahead (or before this one was stepped back): they have
+    waited no time yet, which a `lag > 300` alert must still read as a number."""
+    token = await api.token()
+    export_id = await create_export(api, token)
+    await api.store.append_sessions(sessions(2, "ahead"), received_at=now_ms() + 3_600_000)
+    status = (await api.client.get(f"/api/v2/exports/{export_id}/status", headers=api.auth(token))).json()
+    assert (status["backlog"], status["lagSeconds"]) == (2, 0)
+
+
 async def test_an_export_in_shards_counts_each_shards_own_backlog(api: Api) -> None:
     token = await api.token()
     export_id = await create_export(api, token)

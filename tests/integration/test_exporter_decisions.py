@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from sessionexport.clock import now_ms
 from sessionexport.export.exporter import Exporter
 from sessionexport.export.tuning import ExportTuning
 from sessionexport.store import Store, StoreError
@@ -115,6 +116,20 @@ async def test_a_backlog_goes_out_in_full_bulks(store: Store, tls: Tls, receiver
         run_in_background(stack, asyncio.create_task(exporter.run(0)))
         await until(lambda: sum(len(r.lines) for r in receiver.requests) == 1200, "the backlog sent")
     assert [len(r.lines) for r in receiver.requests] == [1000, 200]
+
+
+async def test_a_clock_an_hour_behind_the_log_holds_no_bulk_for_an_hour(
+    store: Store, tls: Tls, receiver: Receiver
+) -> None:
+    """Sessions joined the log by a host whose clock is ahead (or before this one was stepped
+    back): they wait the flush interval, not the interval plus the difference."""
+    await store.append_sessions([session("ahead")], received_at=now_ms())
+    tuning = ExportTuning(flushIntervalSeconds=0.5, flushQuietSeconds=30)
+    async with AsyncExitStack() as stack:
+        exporter = await exporter_for(stack, store, tls, plain_config(EXPORT, receiver, tuning))
+        exporter.clock = lambda: now_ms() - 3_600_000
+        run_in_background(stack, asyncio.create_task(exporter.run(0)))
+        await until(lambda: len(receiver.requests) == 1, "the session sent after its flush interval")
 
 
 async def test_a_graceful_stop_sends_no_bulk_that_waits_for_a_free_request(

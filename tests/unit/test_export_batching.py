@@ -1,4 +1,5 @@
-"""The Batcher: Dynatrace's flush rules (count, bytes, quiet period, oldest-session age). No I/O."""
+"""Dynatrace's flush rules: the Batcher's (count, bytes) and the FlushTimer's (quiet period,
+oldest-session age). No I/O."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionexport.export.batching import Batcher, Bulk
+from sessionexport.export.batching import Batcher, Bulk, FlushTimer, wait_left
 from sessionexport.export.tuning import DYNATRACE_MAX_BYTES, DYNATRACE_MAX_SESSIONS, ExportTuning
 from sessionexport.store.records import LogEntry
 
@@ -159,7 +160,6 @@ def test_take_resets_and_does_not_share_the_list() -> None:
     bulk = batcher.take()
     assert batcher.pending == []
     assert batcher.size == 0
-    assert batcher.ms_until_due(now=0, last_arrival=0) is None
     batcher.offer(entry(2), 3)
     assert seqs(bulk) == [1]  # the taken bulk is not touched by later offers
     assert batcher.size == 3
@@ -168,49 +168,72 @@ def test_take_resets_and_does_not_share_the_list() -> None:
 # --- time rules ---------------------------------------------------------------------------------------
 
 
-def test_ms_until_due_is_none_when_nothing_is_pending() -> None:
-    assert Batcher(SMALL).ms_until_due(now=1_000_000, last_arrival=0) is None
+def timer_of(
+    tuning: ExportTuning = SMALL, *, first: int, last: int, now: int, mono: float = 100.0
+) -> FlushTimer:
+    """A timer that saw a bulk begin with a session that joined at ``first`` and the newest join
+    at ``last`` (epoch ms), both at wall-clock ``now`` and monotonic ``mono``."""
+    timer = FlushTimer(tuning)
+    timer.started(entry(1, received_at=first), now, mono)
+    timer.arrived(last, now, mono)
+    return timer
 
 
 def test_age_rule_counts_from_the_oldest_pending_session() -> None:
-    batcher = Batcher(SMALL)  # interval 5 s, quiet 30 s
-    batcher.offer(entry(1, received_at=10_000), 1)
-    batcher.offer(entry(2, received_at=13_000), 1)
-    # age: 10_000 + 5_000 - 12_000; quiet: 13_000 + 30_000 - 12_000
-    assert batcher.ms_until_due(now=12_000, last_arrival=13_000) == 3_000
+    timer = timer_of(first=10_000, last=13_000, now=12_000)  # interval 5 s, quiet 30 s
+    # age: 10_000 + 5_000 - 12_000; quiet: 30 s (13_000 is ahead of now: counts as now)
+    assert timer.seconds_left(100.0) == 3.0
+    assert timer.seconds_left(102.5) == 0.5
 
 
 def test_quiet_rule_counts_from_the_last_arrival() -> None:
     tuning = ExportTuning(flushMaxSessions=3, flushMaxBytes=100, flushQuietSeconds=2, flushIntervalSeconds=60)
-    batcher = Batcher(tuning)
-    batcher.offer(entry(1, received_at=0), 1)
+    timer = timer_of(tuning, first=0, last=10_000, now=10_500)
     # age: 0 + 60_000 - 10_500; quiet: 10_000 + 2_000 - 10_500
-    assert batcher.ms_until_due(now=10_500, last_arrival=10_000) == 1_500
+    assert timer.seconds_left(100.0) == 1.5
 
 
 @pytest.mark.parametrize(
     ("received_at", "last_arrival", "now", "expected"),
     [
-        (0, 0, 0, 5_000),  # age (5 s) is earlier than quiet (30 s)
-        (0, 0, 4_999, 1),
-        (0, 0, 5_000, 0),
-        (0, 0, 9_000, 0),  # overdue: never negative
-        (100_000, 0, 1_000, 29_000),  # quiet (0 + 30 s) is earlier than age (100 s + 5 s)
-        (100_000, 0, 40_000, 0),
+        (0, 0, 0, 5.0),  # age (5 s) is earlier than quiet (30 s)
+        (0, 0, 4_999, 0.001),
+        (0, 0, 5_000, 0.0),
+        (0, 0, 9_000, 0.0),  # overdue: never negative
+        (100_000, 0, 1_000, 5.0),  # a join ahead of the clock counts as now: 5 s at most
+        (100_000, 0, 40_000, 0.0),  # quiet: over
+        (100_000, 90_000, 101_000, 4.0),
     ],
 )
-def test_whichever_rule_is_earlier_wins(received_at: int, last_arrival: int, now: int, expected: int) -> None:
-    batcher = Batcher(SMALL)
-    batcher.offer(entry(1, received_at=received_at), 1)
-    assert batcher.ms_until_due(now=now, last_arrival=last_arrival) == expected
+def test_whichever_rule_is_earlier_wins(
+    received_at: int, last_arrival: int, now: int, expected: float
+) -> None:
+    timer = timer_of(first=received_at, last=last_arrival, now=now)
+    assert timer.seconds_left(100.0) == pytest.approx(expected)
 
 
-def test_fractional_seconds_are_milliseconds() -> None:
+def test_a_clock_stepped_after_a_session_was_seen_changes_nothing() -> None:
+    """The deadlines run on the monotonic clock: an hour back (or forward) on the wall clock
+    afterwards neither holds the pending sessions for that hour nor sends them early."""
+    timer = timer_of(first=1_000_000, last=1_000_000, now=1_000_000, mono=50.0)
+    later = FlushTimer(SMALL)
+    later.started(entry(2, received_at=1_000_000), now=1_000_000 - 3_600_000, mono=50.0)
+    later.arrived(1_000_000, now=1_000_000 - 3_600_000, mono=50.0)
+    for t in (timer, later):
+        assert t.seconds_left(54.0) == pytest.approx(1.0)
+        assert t.seconds_left(55.0) == 0.0
+
+
+def test_fractional_seconds() -> None:
     tuning = ExportTuning(flushQuietSeconds=0.75, flushIntervalSeconds=0.25)
-    batcher = Batcher(tuning)
-    batcher.offer(entry(1, received_at=1_000), 1)
-    assert batcher.ms_until_due(now=1_000, last_arrival=1_000) == 250
-    assert batcher.ms_until_due(now=1_000, last_arrival=0) == 0  # quiet: 750 - 1_000 < 0
+    assert timer_of(tuning, first=1_000, last=1_000, now=1_000).seconds_left(100.0) == 0.25
+    assert timer_of(tuning, first=1_000, last=0, now=1_000).seconds_left(100.0) == 0.0  # quiet: over
+
+
+def test_wait_left_is_between_nothing_and_the_whole_wait() -> None:
+    assert wait_left(0, 5, 2_000) == 3.0
+    assert wait_left(0, 5, 7_000) == 0.0
+    assert wait_left(9_000, 5, 2_000) == 5.0
 
 
 # --- property -----------------------------------------------------------------------------------------

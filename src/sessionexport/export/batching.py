@@ -6,10 +6,13 @@ A bulk is flushed at the first of:
   larger than that is sent alone;
 - no session finished (joined the log) for ``flushQuietSeconds`` (30 s);
 - its oldest session has waited ``flushIntervalSeconds`` (5 s) since it finished.
+
+``Batcher`` applies the size rules, ``FlushTimer`` the time rules.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -64,10 +67,36 @@ class Batcher:
         self.pending, self.size = [], 0
         return bulk
 
-    def ms_until_due(self, now: int, last_arrival: int) -> int | None:
-        """Milliseconds until the pending sessions must go (0: now); None when nothing is pending."""
-        if not self.pending:
-            return None
-        by_age = self.pending[0].received_at + int(self.tuning.flushIntervalSeconds * 1000)
-        by_quiet = last_arrival + int(self.tuning.flushQuietSeconds * 1000)
-        return max(0, min(by_age, by_quiet) - now)
+
+@dataclass
+class FlushTimer:
+    """The time rules as deadlines on a monotonic clock (seconds).
+
+    When a session joined the log is a wall-clock time (epoch ms, of whichever host stored it).
+    Each is read against the wall clock once, when the exporter sees it: a clock stepped later
+    (NTP, a resumed VM) then neither holds the pending sessions back for the length of the step
+    nor sends them early. A time ahead of the clock (another host's, or this one stepped back)
+    counts as now: a session waits a rule's full time at most.
+    """
+
+    tuning: ExportTuning
+    _age_due: float = math.inf
+    _quiet_due: float = math.inf
+
+    def arrived(self, received_at: int, now: int, mono: float) -> None:
+        """The newest session seen joined the log at ``received_at``: the quiet rule counts from it."""
+        self._quiet_due = mono + wait_left(received_at, self.tuning.flushQuietSeconds, now)
+
+    def started(self, first: LogEntry, now: int, mono: float) -> None:
+        """``first`` is the oldest session of a new bulk: the age rule counts from it."""
+        self._age_due = mono + wait_left(first.received_at, self.tuning.flushIntervalSeconds, now)
+
+    def seconds_left(self, mono: float) -> float:
+        """Until the pending sessions must go (0: now)."""
+        return max(0.0, min(self._age_due, self._quiet_due) - mono)
+
+
+def wait_left(since: int, wait_seconds: float, now: int) -> float:
+    """Seconds left at ``now`` of a wait that began at ``since`` (both epoch ms), from 0 (over) to
+    the whole wait (``since`` at or after ``now``)."""
+    return min(max(since / 1000 + wait_seconds - now / 1000, 0.0), wait_seconds)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sessionexport.clock import now_ms
-from sessionexport.export.batching import Batcher, Bulk
+from sessionexport.export.batching import Batcher, Bulk, FlushTimer
 from sessionexport.export.bulk_delivery import (
     BulkResult,
     Rejected,
@@ -112,8 +113,8 @@ class Exporter:
         self._alerting = True  # the first success looks for alerts to close
         self._fresh_run = True  # until caught up: then an "Exporter failed" alert closes, idle or not
         position = decided = await self.store.start_shard(self.claim, start_position, self.clock())
-        batcher = Batcher(self.config.tuning)
-        last_arrival, backlog = self.clock(), False
+        batcher, timer, backlog = Batcher(self.config.tuning), FlushTimer(self.config.tuning), False
+        timer.arrived(self.clock(), self.clock(), time.monotonic())
         chunks: asyncio.Queue[_Chunk] = asyncio.Queue(maxsize=READ_AHEAD)
         reader = asyncio.create_task(self._read_ahead(position, chunks), name=f"read {self.export_id}")
         self._decider = asyncio.create_task(self._decide_in_order(), name=f"decide {self.export_id}")
@@ -122,19 +123,23 @@ class Exporter:
             while not self._stopping.is_set():
                 # In a backlog every session has waited past the flush interval: the sessions
                 # that follow fill the bulk before it goes, rather than one bulk per read.
-                due = None if backlog else batcher.ms_until_due(self.clock(), last_arrival)
+                due = None if backlog or not batcher.pending else timer.seconds_left(time.monotonic())
                 if due == 0:
                     await self._dispatch(batcher.take(), position)
                     continue
-                chunk = await self._next_chunk(chunks, None if due is None else due / 1000)
+                chunk = await self._next_chunk(chunks, due)
                 if chunk is None:
                     continue  # a flush rule came due, or a stop
                 if chunk.failure is not None:
                     raise chunk.failure
                 backlog = not chunk.caught_up
                 if chunk.entries:
-                    position, last_arrival = chunk.entries[-1].seq, chunk.entries[-1].received_at
+                    position, now, mono = chunk.entries[-1].seq, self.clock(), time.monotonic()
+                    timer.arrived(chunk.entries[-1].received_at, now, mono)
+                    first = batcher.pending[0] if batcher.pending else None
                     bulks = batcher.offer_all(*self._wanted(chunk.entries))
+                    if batcher.pending and batcher.pending[0] is not first:
+                        timer.started(batcher.pending[0], now, mono)
                     for bulk, settled in zip(
                         bulks, _settled_positions(bulks, batcher, position), strict=True
                     ):

@@ -95,7 +95,7 @@ async def backlog_and_lag(store: Store, export_id: str, now: int) -> tuple[int, 
         shards = [(await starting_position(store, record), 0, 1)]
     behind = [await store.backlog(*shard) for shard in shards]
     first = [first_at for _, first_at in behind if first_at is not None]
-    lag = round((now - min(first)) / 1000, 3) if first else None
+    lag = max(0.0, round((now - min(first)) / 1000, 3)) if first else None  # a host's clock ahead: 0
     return sum(count for count, _ in behind), lag
 
 
