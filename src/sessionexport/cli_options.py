@@ -186,8 +186,9 @@ RetentionDays = Annotated[
     typer.Option(
         envvar=env("RETENTION_DAYS"),
         min=0.001,
-        help="Days a session stays in the log. Every serve and worker purges: give all those sharing"
-        " a database the same.",
+        max=36_500,  # a century: any longer is no retention, and beyond what a time in ms can reach
+        help="Days a session stays in the log (at most 36,500). Every serve and worker purges: give"
+        " all those sharing a database the same.",
     ),
 ]
 LeaseSeconds = Annotated[

@@ -593,6 +593,9 @@ def test_generate_writes_its_output_whole_or_not_at_all(tmp_path: Path, stop: si
         (["serve", "--port", "99999"], "Invalid value for '--port'"),
         (["receive", "--port", "-1"], "Invalid value for '--port'"),
         (["demo", "--receiver-port", "99999"], "Invalid value for '--receiver-port'"),
+        # no traceback at start (inf), and no purge failing every 10 minutes (1e12 days in ms)
+        (["worker", "--retention-days", "inf"], "Invalid value for '--retention-days'"),
+        (["serve", "--retention-days", "1e12"], "Invalid value for '--retention-days'"),
         (["check-endpoint", "https://127.0.0.1:99999/x"], "with a valid port"),
         (["check-endpoint", "https://127.0.0.1:abc/x"], "with a valid port"),
         (["serve", "--ca-bundle", "{not_pem}"], "no PEM certificate TLS can load"),
