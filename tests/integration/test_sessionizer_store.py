@@ -583,6 +583,8 @@ async def test_purge_events_drops_idle_open_sessions(sessionizer: Sessionizer, c
     await send(sessionizer, *idle, act("b1", T0, 500, "active"))
     clock.set(T0 + 10 * MINUTE)
     await send(sessionizer, act("b2", T0 + 50 * SECOND, 500, "active"))  # active: its last event arrived now
+    # the sessionizer could not complete idle (it failed on it): it is to look again later
+    await sessionizer._postpone((await store.due_sessions(T0 + 10 * MINUTE, 1))[0], T0 + 20 * MINUTE)
     assert await store.purge_events(T0 + 5 * MINUTE) == 3, "the idle session's events"
     assert await store.purge_events(T0 + 5 * MINUTE) == 0
     open_sessions = await store.due_sessions(T0 + DAY, 100)
@@ -593,6 +595,23 @@ async def test_purge_events_drops_idle_open_sessions(sessionizer: Sessionizer, c
     assert (doc["userSessionId"], doc["userActionCount"]) == ("active", 2)
     # forgotten: the same events are new again
     assert await send(sessionizer, *idle) == EventsResult(3, 0, 0)
+
+
+async def test_sessions_no_sessionizer_looked_at_are_completed_not_purged(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """A server down for longer than events are kept: on its restart, the purge must not take
+    the sessions that became due meanwhile from the sessionizer that will complete them."""
+    store = sessionizer.store
+    clock.set(T0 + 2 * SECOND)
+    await send(sessionizer, act("a1", T0, 500, "s1"), act("b1", T0, 500, "s2"))
+    clock.set(T0 + 3 * 60 * MINUTE)  # back after three hours: both due since long
+    assert await store.purge_events(T0 + 2 * 60 * MINUTE) == 0
+    assert await drain(sessionizer) == 2
+    assert {(d["userSessionId"], d["endReason"]) for d in await logged(store)} == {
+        ("s1", "TIMEOUT"),
+        ("s2", "TIMEOUT"),
+    }
 
 
 async def test_a_retention_shorter_than_a_session_may_stay_open_keeps_its_events(
@@ -606,6 +625,7 @@ async def test_a_retention_shorter_than_a_session_may_stay_open_keeps_its_events
     now = T0 + 10 * MINUTE
     await purge_expired(store, retention_ms=MINUTE, now=now, open_ms=SETTINGS.open_ms)
     assert [s.session_id for s in await store.due_sessions(T0 + DAY, 100)] == ["s1"]
+    await sessionizer._postpone((await store.due_sessions(now, 1))[0], now + MINUTE)  # it failed on it
     await purge_expired(store, retention_ms=MINUTE, now=now + SETTINGS.open_ms, open_ms=SETTINGS.open_ms)
     assert await store.due_sessions(T0 + DAY, 100) == []  # idle for longer than any session stays open
 

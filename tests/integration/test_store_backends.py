@@ -973,10 +973,11 @@ async def test_a_part_is_written_only_if_nothing_arrived_since_the_session_was_r
 
 
 async def test_purge_events_drops_idle_sessions_with_their_events(store: Store) -> None:
-    await store.add_events([event("a", 1), event("b", 2)], now=100, check_at=110)
+    await store.add_events([event("a", 1), event("b", 2)], now=100, check_at=250)  # looked at since
+    await store.add_events([event("d", 1, "s3")], now=100, check_at=150)  # due, never looked at
     await store.add_events([event("c", 1, "s2")], now=300, check_at=310)
     assert await store.purge_events(received_before=200) == 2
-    assert [d.session_id for d in await store.due_sessions(now=10**9, limit=10)] == ["s2"]
+    assert [d.session_id for d in await store.due_sessions(now=10**9, limit=10)] == ["s3", "s2"]
     again = await store.add_events([event("a", 1)], now=400, check_at=410)  # a new start, not a duplicate
     assert again.accepted == 1
     [due] = [d for d in await store.due_sessions(now=410, limit=10) if d.session_id == "s1"]

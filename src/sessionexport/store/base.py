@@ -143,7 +143,8 @@ class Store(Protocol):
         note how far the session is completed and when to look at it again."""
 
     async def purge_events(self, received_before: int) -> int:
-        """Drop events and open-session rows nothing arrived for since ``received_before``."""
+        """Drop events and open-session rows nothing arrived for since ``received_before``, but
+        those due since before it (the sessionizer never looked at them: it completes them)."""
 
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None: ...

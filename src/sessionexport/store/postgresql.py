@@ -222,8 +222,11 @@ UPDATE open_sessions
        completed_until = greatest(completed_until, %(until)s::bigint)
  WHERE tenant_id = %(tenant)s AND session_id = %(session)s
 """
+# Open sessions nothing arrived for since the horizon, unless due since before it: those the
+# sessionizer never looked at (none ran: a server down for longer) are completed, not dropped.
 _PURGE_EVENTS = """
-WITH stale AS (DELETE FROM open_sessions WHERE last_arrival < %s RETURNING tenant_id, session_id)
+WITH stale AS (DELETE FROM open_sessions WHERE last_arrival < %(horizon)s
+                  AND (check_at IS NULL OR check_at >= %(horizon)s) RETURNING tenant_id, session_id)
 DELETE FROM rum_events e USING stale s WHERE e.tenant_id = s.tenant_id AND e.session_id = s.session_id
 """
 
@@ -437,7 +440,7 @@ class PostgresStore:
             return await append_in_transaction(conn, [part.session], received_at)
 
     async def purge_events(self, received_before: int) -> int:
-        return await self._execute(_PURGE_EVENTS, (received_before,))
+        return await self._execute(_PURGE_EVENTS, {"horizon": received_before})
 
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None:

@@ -58,6 +58,10 @@ from sessionexport.store.sqlite_engine import HOUR_MS, SQLiteEngine, hours_prese
 
 T = TypeVar("T")
 
+# Open sessions nothing arrived for since the horizon, unless due since before it: those the
+# sessionizer never looked at (none ran: a server down for longer) are completed, not dropped.
+_STALE = "last_arrival < ? AND (check_at IS NULL OR check_at >= ?)"
+
 
 class SQLiteStore:
     dialect = "sqlite"
@@ -243,11 +247,11 @@ class SQLiteStore:
 
     async def purge_events(self, received_before: int) -> int:
         def purge(conn: sqlite3.Connection) -> int:
-            stale = "SELECT tenant_id, session_id FROM open_sessions WHERE last_arrival < ?"
+            stale = f"SELECT tenant_id, session_id FROM open_sessions WHERE {_STALE}"
             dropped = conn.execute(
-                f"DELETE FROM rum_events WHERE (tenant_id, session_id) IN ({stale})", (received_before,)
+                f"DELETE FROM rum_events WHERE (tenant_id, session_id) IN ({stale})", (received_before,) * 2
             ).rowcount
-            conn.execute("DELETE FROM open_sessions WHERE last_arrival < ?", (received_before,))
+            conn.execute(f"DELETE FROM open_sessions WHERE {_STALE}", (received_before,) * 2)
             return int(dropped)
 
         return await self._write(purge)
