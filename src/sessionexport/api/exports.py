@@ -27,6 +27,7 @@ from sessionexport.export.preview import (
 )
 from sessionexport.export.status import alert_json, export_health, export_running
 from sessionexport.export.supervisor import DeliveryRefused, ExportSupervisor, ReplayTally
+from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
 from sessionexport.settings.objects import SettingsService
 from sessionexport.store import Store
 from sessionexport.store.records import INT_MAX, DeadLetter, LogEntry, TokenRecord
@@ -189,12 +190,16 @@ def _one_reason(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     try:
         return handler(value)
     except ValidationError:
-        raise ValueError(f"must be 'now', 'oldest' or an epoch-millisecond time (0 to {INT_MAX})") from None
+        raise ValueError(
+            "must be 'now', 'oldest' or an epoch-millisecond time from 1973-03-03 on (a time in seconds"
+            " is not one)"
+        ) from None
 
 
 class MoveRequest(BaseModel):
     start: Annotated[
-        Literal["now", "oldest"] | Annotated[int, Field(strict=True, ge=0, le=INT_MAX)],
+        # as session times are: a time in seconds would be 1970, and silently send all retention again
+        Literal["now", "oldest"] | Annotated[int, Field(strict=True, ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)],
         WrapValidator(_one_reason),
     ] = Field(
         description="'now' (skip the backlog), 'oldest' (everything in retention), or an epoch-ms time:"
