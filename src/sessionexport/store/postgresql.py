@@ -69,6 +69,20 @@ from sessionexport.store.records import (
     WorkState,
     open_session_changed,
 )
+from sessionexport.store.rows import (
+    ALERT_COLUMNS,
+    CURSOR_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    LEASE_COLUMNS,
+    LOG_ENTRY_COLUMNS,
+    SETTINGS_COLUMNS,
+    STORED_SESSION_COLUMNS,
+    claim_params,
+    cursor_values,
+    dead_letter,
+    log_entry,
+    settings_values,
+)
 
 # Advisory lock keys: any constants work as long as nothing else sharing the database uses them.
 MIGRATION_LOCK = 0x5358_534D  # "SXSM" (the receiver's store uses "SXRM")
@@ -83,24 +97,8 @@ Params = Sequence[Any] | dict[str, Any]
 _PURGE_UP_TO = (
     "DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE seq <= %s ORDER BY seq LIMIT %s)"
 )
-_STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
-_LOG_ENTRY = (
-    "seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type, country,"
-    " applications, body"
-)
-_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered, failed, retried, shard, shards"
-_LEASE_ROW = "export_id, shard, owner, expires_at"
 # The database's clock, epoch ms: lease expiry is judged by it, so that workers on several hosts agree.
 _NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-_DEAD_LETTER_ROW = (
-    "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
-    " replayed_at"
-)
-_SETTINGS_ROW = (
-    "object_id, schema_id, scope, external_id, value, schema_version, created, modified, created_by,"
-    " modified_by, version"
-)
-_ALERT_ROW = "id, export_id, kind, title, message, opened_at, last_seen_at, occurrences, closed_at"
 
 # One statement per batch, whatever its size (no parameter limit: each column is one array).
 # Bodies go in binary (%b): as text, an array of bytea is hex-escaped, twice the bytes to send and
@@ -122,17 +120,17 @@ SELECT tenant_id, user_session_id, start_time, end_time, %(received_at)s, user_i
 # A user session id picks its rows by index, so its query is a separate statement: one query with
 # "(%s IS NULL OR user_session_id = %s)" could be planned (generically, once prepared) as a scan.
 _RECENT_SESSIONS = f"""
-SELECT {_STORED_SESSION} FROM sessions
+SELECT {STORED_SESSION_COLUMNS} FROM sessions
  WHERE (%(before)s::bigint IS NULL OR seq < %(before)s)
  ORDER BY seq DESC LIMIT %(limit)s
 """
 _RECENT_SESSIONS_OF_ONE = f"""
-SELECT {_STORED_SESSION} FROM sessions
+SELECT {STORED_SESSION_COLUMNS} FROM sessions
  WHERE user_session_id = %(usid)s AND (%(before)s::bigint IS NULL OR seq < %(before)s)
  ORDER BY seq DESC LIMIT %(limit)s
 """
 _RECENT_SESSIONS_OF_USER = f"""
-SELECT {_STORED_SESSION} FROM sessions
+SELECT {STORED_SESSION_COLUMNS} FROM sessions
  WHERE user_id = %(uid)s AND (%(before)s::bigint IS NULL OR seq < %(before)s)
    AND (%(usid)s::text IS NULL OR user_session_id = %(usid)s)
  ORDER BY seq DESC LIMIT %(limit)s
@@ -239,8 +237,10 @@ _BACKLOG = f"""
 SELECT count(*), (SELECT received_at FROM sessions WHERE {_IN_SHARD} ORDER BY seq LIMIT 1)
   FROM sessions WHERE {_IN_SHARD}
 """
-_SHARD_CURSORS = f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = %s ORDER BY shard"
-_INSERT_CURSOR = f"INSERT INTO export_cursors ({_CURSOR_ROW}, updated_at) VALUES ({', '.join(['%s'] * 11)})"
+_SHARD_CURSORS = f"SELECT {CURSOR_COLUMNS} FROM export_cursors WHERE export_id = %s ORDER BY shard"
+_INSERT_CURSOR = (
+    f"INSERT INTO export_cursors ({CURSOR_COLUMNS}, updated_at) VALUES ({', '.join(['%s'] * 11)})"
+)
 _MOVE_CURSOR = """
 INSERT INTO export_cursors (export_id, position, updated_at) VALUES (%(export_id)s, %(position)s, %(now)s)
     ON CONFLICT (export_id, shard) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
@@ -266,9 +266,11 @@ _SKIP = """
 UPDATE export_cursors SET position = greatest(position, %(position)s), updated_at = %(now)s
  WHERE export_id = %(export_id)s AND shard = %(shard)s AND shards = %(shards)s
 """
-_READ_LOG = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s ORDER BY seq LIMIT %s"
+_READ_LOG = f"SELECT {LOG_ENTRY_COLUMNS} FROM sessions WHERE seq > %s ORDER BY seq LIMIT %s"
 _LOG_END = "SELECT coalesce(max(seq), 0) FROM sessions"
-_READ_SHARD = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > %s AND seq %% %s = %s ORDER BY seq LIMIT %s"
+_READ_SHARD = (
+    f"SELECT {LOG_ENTRY_COLUMNS} FROM sessions WHERE seq > %s AND seq %% %s = %s ORDER BY seq LIMIT %s"
+)
 
 # -- leases (see base.Store) --
 _NOTE_WORKER = f"""
@@ -287,9 +289,7 @@ DELETE FROM export_workers
  WHERE owner IN (SELECT owner FROM export_workers WHERE expires_at <= {_NOW} FOR UPDATE SKIP LOCKED)
 """
 _LIVE_WORKERS = f'SELECT owner FROM export_workers WHERE expires_at > {_NOW} ORDER BY owner COLLATE "C"'
-_LIVE_LEASES = (
-    f'SELECT {_LEASE_ROW} FROM export_leases WHERE expires_at > {_NOW} ORDER BY export_id COLLATE "C", shard'
-)
+_LIVE_LEASES = f'SELECT {LEASE_COLUMNS} FROM export_leases WHERE expires_at > {_NOW} ORDER BY export_id COLLATE "C", shard'
 _CLAIM_LEASE = f"""
 INSERT INTO export_leases AS l (export_id, shard, owner, expires_at)
 VALUES (%(export_id)s, %(shard)s, %(owner)s, {_NOW} + %(ms)s)
@@ -307,7 +307,7 @@ INSERT INTO dead_letters (export_id, created_at, first_seq, last_seq, session_co
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
 """
 _LIST_DEAD_LETTERS = f"""
-SELECT {_DEAD_LETTER_ROW} FROM dead_letters
+SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
  WHERE export_id = %(export)s AND (%(state)s::text IS NULL OR state = %(state)s)
    AND (%(before)s::bigint IS NULL OR id < %(before)s)
  ORDER BY id DESC LIMIT %(limit)s
@@ -327,7 +327,7 @@ UPDATE settings_objects
 """
 # Text ordering is byte order ("C"), as in SQLite, whatever the database's collation.
 _LIST_SETTINGS = f"""
-SELECT {_SETTINGS_ROW} FROM settings_objects WHERE (%(schema)s::text IS NULL OR schema_id = %(schema)s)
+SELECT {SETTINGS_COLUMNS} FROM settings_objects WHERE (%(schema)s::text IS NULL OR schema_id = %(schema)s)
  ORDER BY created, object_id COLLATE "C"
 """
 
@@ -478,7 +478,7 @@ class PostgresStore:
         return [SettingsRecord(*row) for row in await self._rows(_LIST_SETTINGS, {"schema": schema_id})]
 
     async def get_setting(self, object_id: str) -> SettingsRecord | None:
-        query = f"SELECT {_SETTINGS_ROW} FROM settings_objects WHERE object_id = %s"
+        query = f"SELECT {SETTINGS_COLUMNS} FROM settings_objects WHERE object_id = %s"
         rows = await self._rows(query, (object_id,))
         return SettingsRecord(*rows[0]) if rows else None
 
@@ -494,8 +494,8 @@ class PostgresStore:
             if await _external_id_taken(conn, record):
                 raise ExternalIdTaken(record.external_id)
             await conn.execute(
-                f"INSERT INTO settings_objects ({_SETTINGS_ROW}) VALUES ({', '.join(['%s'] * 11)})",
-                _settings_values(record),
+                f"INSERT INTO settings_objects ({SETTINGS_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})",
+                settings_values(record),
             )
 
     async def update_setting(self, record: SettingsRecord, expected_version: int) -> None:
@@ -555,7 +555,7 @@ class PostgresStore:
         return combined(shards) if shards else None
 
     async def list_cursors(self) -> list[Cursor]:
-        query = f'SELECT {_CURSOR_ROW} FROM export_cursors ORDER BY export_id COLLATE "C", shard'
+        query = f'SELECT {CURSOR_COLUMNS} FROM export_cursors ORDER BY export_id COLLATE "C", shard'
         return [Cursor(*row) for row in await self._rows(query)]
 
     async def move_cursor(self, export_id: str, position: int, now: int) -> None:
@@ -584,7 +584,7 @@ class PostgresStore:
 
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         # Safe to pass every seq seen: appends commit in seq order (see append_in_transaction).
-        return [_log_entry(row) for row in await self._rows(_READ_LOG, (after_seq, limit), binary=True)]
+        return [log_entry(row) for row in await self._rows(_READ_LOG, (after_seq, limit), binary=True)]
 
     async def read_shard(self, after_seq: int, limit: int, shard: int, shards: int) -> LogRead:
         def select(conn: ReadConnection) -> LogRead:
@@ -593,7 +593,7 @@ class PostgresStore:
                 cursor = conn.execute(_READ_LOG, (after_seq, limit), binary=True)  # see _rows
             else:
                 cursor = conn.execute(_READ_SHARD, (after_seq, shards, shard, limit), binary=True)
-            entries = [_log_entry(row) for row in cursor.fetchall()]
+            entries = [log_entry(row) for row in cursor.fetchall()]
             return LogRead(entries, covered(after_seq, [e.seq for e in entries], limit, log_end))
 
         return await self._db.read(select)  # megabytes of bodies: see PostgresDatabase.read
@@ -601,13 +601,13 @@ class PostgresStore:
     async def recent_log(
         self, received_since: int, limit: int, before_seq: int | None = None, *, bodies: bool = True
     ) -> list[LogEntry]:
-        columns = _LOG_ENTRY if bodies else _LOG_ENTRY.replace("body", "''::bytea AS body")
+        columns = LOG_ENTRY_COLUMNS if bodies else LOG_ENTRY_COLUMNS.replace("body", "''::bytea AS body")
         query = (
             f"SELECT {columns} FROM sessions WHERE received_at >= %(since)s"
             " AND (%(before)s::bigint IS NULL OR seq < %(before)s) ORDER BY seq DESC LIMIT %(limit)s"
         )
         rows = await self._rows(query, {"since": received_since, "before": before_seq, "limit": limit})
-        return [_log_entry(row) for row in rows]
+        return [log_entry(row) for row in rows]
 
     async def backlog(self, after_seq: int, shard: int = 0, shards: int = 1) -> tuple[int, int | None]:
         count, first = await self._row(_BACKLOG, {"after": after_seq, "shard": shard, "shards": shards})
@@ -625,7 +625,7 @@ class PostgresStore:
                 await conn.execute("DELETE FROM export_cursors WHERE export_id = %s", (claim.export_id,))
                 shards = split(claim.export_id, shards, claim.shards, position)
                 for row in shards:
-                    await conn.execute(_INSERT_CURSOR, (*_cursor_values(row), now))
+                    await conn.execute(_INSERT_CURSOR, (*cursor_values(row), now))
             return shards[claim.shard].position
 
     async def record_bulk(self, claim: Claim, position: int, decision: BulkDecision, now: int) -> list[int]:
@@ -634,7 +634,7 @@ class PostgresStore:
             await _hold_lease(conn, claim)
             ids = [await _insert_dead_letter(conn, letter) for letter in decision.letters]
             counts = {"delivered": decision.delivered, "failed": decision.failed, "retried": decision.retried}
-            written = await conn.execute(_COUNT_BULK, _claim_params(claim, position, now) | counts)
+            written = await conn.execute(_COUNT_BULK, claim_params(claim, position, now) | counts)
             if written.rowcount != 1:
                 raise LeaseLost(f"its cursor is no longer split in {claim.shards}")
             if decision.letters:
@@ -663,7 +663,7 @@ class PostgresStore:
         async with self._transaction() as conn:
             await conn.execute(_UNSYNCED)
             await _hold_lease(conn, claim)
-            written = await conn.execute(_SKIP, _claim_params(claim, position, now))
+            written = await conn.execute(_SKIP, claim_params(claim, position, now))
             if written.rowcount != 1:
                 raise LeaseLost(f"its cursor is no longer split in {claim.shards}")
 
@@ -715,11 +715,11 @@ class PostgresStore:
         self, export_id: str, *, state: str | None = None, limit: int = 100, before_id: int | None = None
     ) -> list[DeadLetter]:
         params = {"export": export_id, "state": state, "before": before_id, "limit": limit}
-        return [_dead_letter(row) for row in await self._rows(_LIST_DEAD_LETTERS, params)]
+        return [dead_letter(row) for row in await self._rows(_LIST_DEAD_LETTERS, params)]
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
-        rows = await self._rows(f"SELECT {_DEAD_LETTER_ROW} FROM dead_letters WHERE id = %s", (letter_id,))
-        return _dead_letter(rows[0]) if rows else None
+        rows = await self._rows(f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = %s", (letter_id,))
+        return dead_letter(rows[0]) if rows else None
 
     async def count_dead_letters(self, export_id: str, state: str = "pending") -> int:
         query = "SELECT count(*) FROM dead_letters WHERE export_id = %s AND state = %s"
@@ -746,10 +746,10 @@ class PostgresStore:
         rows = await self._rows(
             "UPDATE dead_letters SET replaying_until = %s WHERE id = %s AND export_id = %s"
             " AND state = 'pending' AND (replaying_until IS NULL OR replaying_until < %s)"
-            f" RETURNING {_DEAD_LETTER_ROW}",
+            f" RETURNING {DEAD_LETTER_COLUMNS}",
             (until, letter_id, export_id, now),
         )
-        return _dead_letter(rows[0]) if rows else None
+        return dead_letter(rows[0]) if rows else None
 
     async def note_replayed(self, export_id: str, now: int) -> None:
         await self._execute(
@@ -803,7 +803,7 @@ class PostgresStore:
 
     async def list_alerts(self, *, open_only: bool = False, limit: int | None = None) -> list[Alert]:
         query = (
-            f"SELECT {_ALERT_ROW} FROM alerts WHERE (NOT %(open)s OR closed_at IS NULL)"
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE (NOT %(open)s OR closed_at IS NULL)"
             " ORDER BY id DESC LIMIT %(limit)s"  # NULL: no limit
         )
         return [Alert(*row) for row in await self._rows(query, {"open": open_only, "limit": limit})]
@@ -912,36 +912,11 @@ async def _shard_cursors(conn: Connection, export_id: str) -> list[Cursor]:
     return [Cursor(*row) for row in await cursor.fetchall()]
 
 
-def _cursor_values(c: Cursor) -> tuple[Any, ...]:
-    return (
-        c.export_id,
-        c.position,
-        c.last_success_at,
-        c.last_error_at,
-        c.last_error,
-        c.delivered,
-        c.failed,
-        c.retried,
-        c.shard,
-        c.shards,
-    )
-
-
 async def _hold_lease(conn: Connection, claim: Claim) -> None:
     """Lock the claim's lease row until the transaction ends, or raise LeaseLost."""
     cursor = await conn.execute(_HOLD_LEASE, (claim.export_id, claim.shard, claim.owner))
     if await cursor.fetchone() is None:
         raise LeaseLost(f"shard {claim.shard}: {claim.owner} no longer holds its lease")
-
-
-def _claim_params(claim: Claim, position: int, now: int) -> dict[str, Any]:
-    return {
-        "export_id": claim.export_id,
-        "shard": claim.shard,
-        "shards": claim.shards,
-        "position": position,
-        "now": now,
-    }
 
 
 async def _insert_dead_letter(conn: Connection, letter: NewDeadLetter) -> int:
@@ -963,54 +938,6 @@ async def _insert_dead_letter(conn: Connection, letter: NewDeadLetter) -> int:
     row = await cursor.fetchone()
     assert row is not None  # RETURNING of a one-row INSERT
     return int(row[0])
-
-
-def _log_entry(row: tuple[Any, ...]) -> LogEntry:
-    seq, received_at, tenant_id, user_session_id, start_time, user_type, app_type, country, apps, body = row
-    return LogEntry(
-        seq,
-        received_at,
-        tenant_id,
-        user_session_id,
-        start_time,
-        user_type,
-        app_type,
-        country,
-        tuple(orjson.loads(apps)),
-        body,
-    )
-
-
-def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, *rest = row
-    return DeadLetter(
-        export_id,
-        created_at,
-        first_seq,
-        last_seq,
-        [tuple(s) for s in orjson.loads(sessions)],
-        content_type,
-        body,
-        reason,
-        orjson.loads(attempts),
-        *rest,
-    )
-
-
-def _settings_values(r: SettingsRecord) -> tuple[Any, ...]:
-    return (
-        r.object_id,
-        r.schema_id,
-        r.scope,
-        r.external_id,
-        r.value,
-        r.schema_version,
-        r.created,
-        r.modified,
-        r.created_by,
-        r.modified_by,
-        r.version,
-    )
 
 
 async def _count_minute(conn: Connection, export_id: str, decision: BulkDecision, now: int) -> None:

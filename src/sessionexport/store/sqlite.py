@@ -54,6 +54,20 @@ from sessionexport.store.records import (
     WorkState,
     open_session_changed,
 )
+from sessionexport.store.rows import (
+    ALERT_COLUMNS,
+    CURSOR_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    LEASE_COLUMNS,
+    LOG_ENTRY_COLUMNS,
+    SETTINGS_COLUMNS,
+    STORED_SESSION_COLUMNS,
+    claim_params,
+    cursor_values,
+    dead_letter,
+    log_entry,
+    settings_values,
+)
 from sessionexport.store.sqlite_engine import HOUR_MS, SQLiteEngine, hours_present, insert_rows
 
 T = TypeVar("T")
@@ -103,14 +117,14 @@ class SQLiteStore:
                 if not (seqs := _newest_matches(conn, matching, before_seq, limit)):
                     return []
                 rows = conn.execute(
-                    f"SELECT {_STORED_SESSION} FROM sessions WHERE seq IN ({', '.join('?' * len(seqs))})"
+                    f"SELECT {STORED_SESSION_COLUMNS} FROM sessions WHERE seq IN ({', '.join('?' * len(seqs))})"
                     " ORDER BY seq DESC",
                     seqs,
                 )
             else:  # only the condition that applies: "(:x IS NULL OR seq < :x)" would scan the log
                 before = "WHERE seq < :before" if before_seq is not None else ""
                 rows = conn.execute(
-                    f"SELECT {_STORED_SESSION} FROM sessions {before} ORDER BY seq DESC LIMIT :limit",
+                    f"SELECT {STORED_SESSION_COLUMNS} FROM sessions {before} ORDER BY seq DESC LIMIT :limit",
                     {"before": before_seq, "limit": limit},
                 )
             return [StoredSession(*row) for row in rows.fetchall()]
@@ -309,7 +323,7 @@ class SQLiteStore:
     async def list_settings(self, schema_id: str | None = None) -> list[SettingsRecord]:
         def select(conn: sqlite3.Connection) -> list[SettingsRecord]:
             rows = conn.execute(
-                f"SELECT {_SETTINGS_ROW} FROM settings_objects WHERE (:schema IS NULL OR schema_id = :schema)"
+                f"SELECT {SETTINGS_COLUMNS} FROM settings_objects WHERE (:schema IS NULL OR schema_id = :schema)"
                 " ORDER BY created, object_id",
                 {"schema": schema_id},
             ).fetchall()
@@ -320,7 +334,7 @@ class SQLiteStore:
     async def get_setting(self, object_id: str) -> SettingsRecord | None:
         def select(conn: sqlite3.Connection) -> SettingsRecord | None:
             row = conn.execute(
-                f"SELECT {_SETTINGS_ROW} FROM settings_objects WHERE object_id = ?", (object_id,)
+                f"SELECT {SETTINGS_COLUMNS} FROM settings_objects WHERE object_id = ?", (object_id,)
             ).fetchone()
             return SettingsRecord(*row) if row else None
 
@@ -336,8 +350,8 @@ class SQLiteStore:
             if _external_id_taken(conn, record):
                 raise ExternalIdTaken(record.external_id)
             conn.execute(
-                f"INSERT INTO settings_objects ({_SETTINGS_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _settings_values(record),
+                f"INSERT INTO settings_objects ({SETTINGS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                settings_values(record),
             )
 
         await self._write(insert)
@@ -412,7 +426,7 @@ class SQLiteStore:
         return await self._read(
             lambda c: [
                 Cursor(*row)
-                for row in c.execute(f"SELECT {_CURSOR_ROW} FROM export_cursors ORDER BY export_id, shard")
+                for row in c.execute(f"SELECT {CURSOR_COLUMNS} FROM export_cursors ORDER BY export_id, shard")
             ]
         )
 
@@ -458,7 +472,7 @@ class SQLiteStore:
     async def read_log(self, after_seq: int, limit: int) -> list[LogEntry]:
         def select(conn: sqlite3.Connection) -> list[LogEntry]:
             rows = conn.execute(_READ_LOG, (after_seq, limit)).fetchall()
-            return [_log_entry(row) for row in rows]
+            return [log_entry(row) for row in rows]
 
         return await self._read(select)
 
@@ -469,7 +483,7 @@ class SQLiteStore:
                 rows = conn.execute(_READ_LOG, (after_seq, limit)).fetchall()
             else:
                 rows = conn.execute(_READ_SHARD, (after_seq, shards, shard, limit)).fetchall()
-            entries = [_log_entry(row) for row in rows]
+            entries = [log_entry(row) for row in rows]
             return LogRead(entries, covered(after_seq, [e.seq for e in entries], limit, log_end))
 
         return await self._read(select)
@@ -477,7 +491,7 @@ class SQLiteStore:
     async def recent_log(
         self, received_since: int, limit: int, before_seq: int | None = None, *, bodies: bool = True
     ) -> list[LogEntry]:
-        columns = _LOG_ENTRY if bodies else _LOG_ENTRY.replace("body", "X'' AS body")
+        columns = LOG_ENTRY_COLUMNS if bodies else LOG_ENTRY_COLUMNS.replace("body", "X'' AS body")
 
         def select(conn: sqlite3.Connection) -> list[LogEntry]:
             rows = conn.execute(
@@ -485,7 +499,7 @@ class SQLiteStore:
                 " AND (:before IS NULL OR seq < :before) ORDER BY seq DESC LIMIT :limit",
                 {"since": received_since, "before": before_seq, "limit": limit},
             ).fetchall()
-            return [_log_entry(row) for row in rows]
+            return [log_entry(row) for row in rows]
 
         return await self._read(select)
 
@@ -505,7 +519,7 @@ class SQLiteStore:
             if not split_as(shards, claim.shards):
                 conn.execute("DELETE FROM export_cursors WHERE export_id = ?", (claim.export_id,))
                 shards = split(claim.export_id, shards, claim.shards, position)
-                conn.executemany(_INSERT_CURSOR, [(*_cursor_values(c), now) for c in shards])
+                conn.executemany(_INSERT_CURSOR, [(*cursor_values(c), now) for c in shards])
             return shards[claim.shard].position
 
         return await self._write(start)
@@ -513,7 +527,7 @@ class SQLiteStore:
     async def record_skip(self, claim: Claim, position: int, now: int) -> None:
         def skip(conn: sqlite3.Connection) -> None:
             _hold_lease(conn, claim)
-            _write_shard(conn, _SKIP, _claim_params(claim, position, now))
+            _write_shard(conn, _SKIP, claim_params(claim, position, now))
 
         await self._write(skip, durable=False)  # lost in a crash: filtered out again
 
@@ -522,7 +536,7 @@ class SQLiteStore:
             _hold_lease(conn, claim)
             ids = [_insert_dead_letter(conn, letter) for letter in decision.letters]
             counts = {"delivered": decision.delivered, "failed": decision.failed, "retried": decision.retried}
-            _write_shard(conn, _COUNT_BULK, _claim_params(claim, position, now) | counts)
+            _write_shard(conn, _COUNT_BULK, claim_params(claim, position, now) | counts)
             if decision.letters:
                 conn.execute(
                     "UPDATE export_cursors SET last_error_at = ?, last_error = ? WHERE export_id = ? AND shard = ?",
@@ -617,21 +631,21 @@ class SQLiteStore:
     ) -> list[DeadLetter]:
         def select(conn: sqlite3.Connection) -> list[DeadLetter]:
             rows = conn.execute(
-                f"SELECT {_DEAD_LETTER_ROW} FROM dead_letters WHERE export_id = :export"
+                f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE export_id = :export"
                 " AND (:state IS NULL OR state = :state) AND (:before IS NULL OR id < :before)"
                 " ORDER BY id DESC LIMIT :limit",
                 {"export": export_id, "state": state, "before": before_id, "limit": limit},
             ).fetchall()
-            return [_dead_letter(row) for row in rows]
+            return [dead_letter(row) for row in rows]
 
         return await self._read(select)
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
         def select(conn: sqlite3.Connection) -> DeadLetter | None:
             row = conn.execute(
-                f"SELECT {_DEAD_LETTER_ROW} FROM dead_letters WHERE id = ?", (letter_id,)
+                f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,)
             ).fetchone()
-            return _dead_letter(row) if row else None
+            return dead_letter(row) if row else None
 
         return await self._read(select)
 
@@ -667,10 +681,10 @@ class SQLiteStore:
     ) -> DeadLetter | None:
         def claim(conn: sqlite3.Connection) -> DeadLetter | None:
             row = conn.execute(
-                f"UPDATE dead_letters SET replaying_until = ? WHERE {_CLAIMABLE} RETURNING {_DEAD_LETTER_ROW}",
+                f"UPDATE dead_letters SET replaying_until = ? WHERE {_CLAIMABLE} RETURNING {DEAD_LETTER_COLUMNS}",
                 (until, letter_id, export_id, now),
             ).fetchone()
-            return _dead_letter(row) if row else None
+            return dead_letter(row) if row else None
 
         return await self._write(claim)
 
@@ -729,7 +743,7 @@ class SQLiteStore:
     async def list_alerts(self, *, open_only: bool = False, limit: int | None = None) -> list[Alert]:
         def select(conn: sqlite3.Connection) -> list[Alert]:
             rows = conn.execute(
-                "SELECT id, export_id, kind, title, message, opened_at, last_seen_at, occurrences, closed_at"
+                f"SELECT {ALERT_COLUMNS}"
                 " FROM alerts WHERE (:open = 0 OR closed_at IS NULL) ORDER BY id DESC LIMIT :limit",
                 {"open": int(open_only), "limit": -1 if limit is None else limit},  # -1: no limit
             ).fetchall()
@@ -738,14 +752,9 @@ class SQLiteStore:
         return await self._read(select)
 
 
-_CURSOR_ROW = "export_id, position, last_success_at, last_error_at, last_error, delivered, failed, retried, shard, shards"
-_INSERT_CURSOR = f"INSERT INTO export_cursors ({_CURSOR_ROW}, updated_at) VALUES ({', '.join(['?'] * 11)})"
-_LOG_ENTRY = (
-    "seq, received_at, tenant_id, user_session_id, start_time, user_type, application_type, country,"
-    " applications, body"
-)
-_READ_LOG = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > ? ORDER BY seq LIMIT ?"
-_READ_SHARD = f"SELECT {_LOG_ENTRY} FROM sessions WHERE seq > ? AND seq % ? = ? ORDER BY seq LIMIT ?"
+_INSERT_CURSOR = f"INSERT INTO export_cursors ({CURSOR_COLUMNS}, updated_at) VALUES ({', '.join(['?'] * 11)})"
+_READ_LOG = f"SELECT {LOG_ENTRY_COLUMNS} FROM sessions WHERE seq > ? ORDER BY seq LIMIT ?"
+_READ_SHARD = f"SELECT {LOG_ENTRY_COLUMNS} FROM sessions WHERE seq > ? AND seq % ? = ? ORDER BY seq LIMIT ?"
 _COUNT_BULK = (
     "UPDATE export_cursors SET position = max(position, :position), delivered = delivered + :delivered,"
     " failed = failed + :failed, retried = retried + :retried, updated_at = :now,"
@@ -764,42 +773,10 @@ _SKIP = (
 )
 # The database's clock, epoch ms (see base: lease expiry is judged by it).
 _NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-_LEASE_ROW = "export_id, shard, owner, expires_at"
 # A pending letter of the export that no replay holds (a claim that ran out no longer holds it).
 _CLAIMABLE = (
     "id = ? AND export_id = ? AND state = 'pending' AND (replaying_until IS NULL OR replaying_until < ?)"
 )
-_DEAD_LETTER_ROW = (
-    "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
-    " replayed_at"
-)
-
-
-def _log_entry(row: tuple[Any, ...]) -> LogEntry:
-    (
-        seq,
-        received_at,
-        tenant_id,
-        user_session_id,
-        start_time,
-        user_type,
-        application_type,
-        country,
-        apps,
-        body,
-    ) = row
-    return LogEntry(
-        seq,
-        received_at,
-        tenant_id,
-        user_session_id,
-        start_time,
-        user_type,
-        application_type,
-        country,
-        tuple(orjson.loads(apps)),
-        body,
-    )
 
 
 # NOT INDEXED: each row by its rowid, not through the index of seqs (a search more per row).
@@ -809,7 +786,6 @@ _PURGE_UP_TO = "DELETE FROM sessions NOT INDEXED WHERE seq IN (SELECT seq FROM s
 _FIRST_RECEIVED_AT_OR_AFTER = (
     "SELECT seq FROM sessions NOT INDEXED WHERE received_at >= ? ORDER BY seq LIMIT 1"
 )
-_STORED_SESSION = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 
 
 def _newest_matches(
@@ -903,24 +879,9 @@ def _insert_dead_letter(conn: sqlite3.Connection, letter: NewDeadLetter) -> int:
 
 def _shard_cursors(conn: sqlite3.Connection, export_id: str) -> list[Cursor]:
     rows = conn.execute(
-        f"SELECT {_CURSOR_ROW} FROM export_cursors WHERE export_id = ? ORDER BY shard", (export_id,)
+        f"SELECT {CURSOR_COLUMNS} FROM export_cursors WHERE export_id = ? ORDER BY shard", (export_id,)
     )
     return [Cursor(*row) for row in rows]
-
-
-def _cursor_values(c: Cursor) -> tuple[Any, ...]:
-    return (
-        c.export_id,
-        c.position,
-        c.last_success_at,
-        c.last_error_at,
-        c.last_error,
-        c.delivered,
-        c.failed,
-        c.retried,
-        c.shard,
-        c.shards,
-    )
 
 
 def _hold_lease(conn: sqlite3.Connection, claim: Claim) -> None:
@@ -937,59 +898,11 @@ def _write_shard(conn: sqlite3.Connection, statement: str, params: dict[str, Any
         raise LeaseLost(f"its cursor is no longer split in {params['shards']}")
 
 
-def _claim_params(claim: Claim, position: int, now: int) -> dict[str, Any]:
-    return {
-        "export_id": claim.export_id,
-        "shard": claim.shard,
-        "shards": claim.shards,
-        "position": position,
-        "now": now,
-    }
-
-
 def _live_leases(conn: sqlite3.Connection) -> list[Lease]:
     rows = conn.execute(
-        f"SELECT {_LEASE_ROW} FROM export_leases WHERE expires_at > {_NOW} ORDER BY export_id, shard"
+        f"SELECT {LEASE_COLUMNS} FROM export_leases WHERE expires_at > {_NOW} ORDER BY export_id, shard"
     )
     return [Lease(*row) for row in rows]
-
-
-def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, *rest = row
-    return DeadLetter(
-        export_id,
-        created_at,
-        first_seq,
-        last_seq,
-        [tuple(s) for s in orjson.loads(sessions)],
-        content_type,
-        body,
-        reason,
-        orjson.loads(attempts),
-        *rest,
-    )
-
-
-_SETTINGS_ROW = (
-    "object_id, schema_id, scope, external_id, value, schema_version, created, modified, created_by,"
-    " modified_by, version"
-)
-
-
-def _settings_values(r: SettingsRecord) -> tuple[Any, ...]:
-    return (
-        r.object_id,
-        r.schema_id,
-        r.scope,
-        r.external_id,
-        r.value,
-        r.schema_version,
-        r.created,
-        r.modified,
-        r.created_by,
-        r.modified_by,
-        r.version,
-    )
 
 
 _INSERT_SESSIONS = (
