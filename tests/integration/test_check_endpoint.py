@@ -173,6 +173,29 @@ async def test_an_endpoint_that_does_not_read_gzip_warns_to_leave_compression_of
     assert said in by_check(results)["gzip bulk"].detail
 
 
+async def test_a_post_only_endpoint_is_not_said_to_judge_bodies_nor_to_refuse_gzip(
+    serve: Serve, tls: Tls
+) -> None:
+    """Its 405 for every PUT is the fault; the checks of bodies and of compression do not claim it
+    as theirs (the invalid body was refused before it was read; gzip fared as the plain bulks)."""
+    results = by_check(await run_checks(options(serve(Faults(post_only=True)), tls)))
+    assert results["large bulk"].outcome is Outcome.FAIL
+    assert results["invalid body"].outcome is Outcome.WARN
+    assert (
+        "HTTP 405 for a line that is not JSON: that says nothing of the body"
+        in results["invalid body"].detail
+    )
+    assert results["gzip bulk"].outcome is Outcome.WARN
+    assert "as for the same bulk uncompressed: not about compression" in results["gzip bulk"].detail
+
+
+async def test_an_endpoint_that_keeps_nothing_is_not_said_to_refuse_gzip(serve: Serve, tls: Tls) -> None:
+    results = by_check(await run_checks(options(serve(Faults(stores_nothing=True)), tls)))
+    assert "are --count-url/--count-key right?" in results["re-sent bulk"].detail
+    assert "did not rise for uncompressed ones either" in results["gzip bulk"].detail
+    assert "may not read gzip" not in results["gzip bulk"].detail
+
+
 async def test_post_answering_500_fails_the_post_samples(serve: Serve, tls: Tls) -> None:
     results = outcomes(await run_checks(options(serve(Faults(post_fails=True)), tls)))
     assert {name: results[name] for name in SAMPLES} == {

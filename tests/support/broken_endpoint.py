@@ -45,6 +45,8 @@ class Faults:
     ignores_gzip: bool = False  # 200 for a gzip body, read as nothing
     token_fields: dict[str, Any] = field(default_factory=dict)  # over the token answer; None removes
     echoes_wrong_secret: bool = False  # a refused token request is told its client_secret, JSON-escaped
+    post_only: bool = False  # PUT answers 405, before the body is read
+    stores_nothing: bool = False  # 200 for every good body, nothing kept (nor counted)
 
 
 @dataclass
@@ -95,6 +97,8 @@ class BrokenEndpoint:
             self._server.stop()
 
     async def _export(self, request: Request) -> Response:
+        if self.faults.post_only and request.method == "PUT":
+            return Response(status_code=405, headers={"Allow": "POST"})
         body = await request.body()
         if request.headers.get("content-encoding") == "gzip":
             if self.faults.refuses_gzip:
@@ -116,7 +120,8 @@ class BrokenEndpoint:
         sessions, garbage = parse_lines(body)
         if garbage and not faults.accepts_garbage:
             return JSONResponse({"error": f"{garbage} line(s) are not JSON objects"}, status_code=400)
-        self._store(sessions)
+        if not faults.stores_nothing:
+            self._store(sessions)
         return Response(status_code=200)
 
     def _store(self, sessions: list[dict[str, Any]]) -> None:

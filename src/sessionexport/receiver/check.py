@@ -185,6 +185,10 @@ def judge_rejected(attempt: Attempt, what: str) -> Verdict:
     return Verdict(Outcome.WARN, f"HTTP {attempt.status} for {what}; expected 401 or 403")
 
 
+# Answers that refuse a body for what it holds (malformed, of a type not taken, unprocessable).
+BODY_REFUSED = (400, 415, 422)
+
+
 def judge_invalid_body(attempt: Attempt) -> Verdict:
     what = "a line that is not JSON"
     if attempt.status is None:
@@ -193,10 +197,20 @@ def judge_invalid_body(attempt: Attempt) -> Verdict:
         return Verdict(
             Outcome.WARN, f"HTTP {attempt.status} for {what}: garbage is silently accepted, not refused"
         )
-    if 400 <= attempt.status < 500:
+    if attempt.status in BODY_REFUSED:
         return Verdict(Outcome.PASS, f"HTTP {attempt.status} for {what}")
+    if attempt.status in (408, 429):
+        return Verdict(
+            Outcome.WARN,
+            f"HTTP {attempt.status} for {what}: an exporter retries that, so garbage is sent again,"
+            " not refused (400 would say that the body is at fault)",
+        )
+    if 400 <= attempt.status < 500:  # 401, 404, 405...: refused before the body was judged
+        return Verdict(
+            Outcome.WARN, f"HTTP {attempt.status} for {what}: that says nothing of the body (400 would)"
+        )
     return Verdict(
-        Outcome.WARN, f"HTTP {attempt.status} for {what}: a 4xx would say that the body is at fault"
+        Outcome.WARN, f"HTTP {attempt.status} for {what}: a 400 would say that the body is at fault"
     )
 
 
@@ -238,14 +252,28 @@ def judge_resend(
     return Verdict(Outcome.PASS, f"{trail}: the re-send stored nothing new")
 
 
-def judge_gzip(attempt: Attempt, readings: Sequence[int | CountError], sessions: int) -> Verdict:
+def judge_gzip(
+    attempt: Attempt,
+    readings: Sequence[int | CountError],
+    sessions: int,
+    plain: Attempt | None = None,
+    plain_counted: bool | None = None,
+) -> Verdict:
     """Compression is a knob, off by default: an endpoint that does not take gzip only warns. With
-    --count-url, the count read before and after the bulk tells whether its sessions were read."""
+    --count-url, the count read before and after the bulk tells whether its sessions were read.
+    ``plain`` and ``plain_counted``: how the same kind of bulk uncompressed fared (its answer, and
+    whether the count rose for it), so that what is not about compression is not blamed on it."""
     what = "a gzip body (the compression knob)"
     if attempt.status is None:
         return Verdict(Outcome.WARN, f"{what}: {attempt.error}; leave compression at none")
     if is_2xx(attempt) and attempt.error:  # read, but its items failed: the other checks say why
         return Verdict(Outcome.WARN, f"HTTP {attempt.status} for {what}, but {attempt.error}")
+    if not is_2xx(attempt) and plain is not None and plain.status == attempt.status:
+        return Verdict(
+            Outcome.WARN,
+            f"HTTP {attempt.status} for {what}, as for the same bulk uncompressed: not about"
+            " compression (see the checks above)",
+        )
     if not is_2xx(attempt):
         return Verdict(Outcome.WARN, f"HTTP {attempt.status} for {what}: leave compression at none")
     if not readings:
@@ -259,6 +287,12 @@ def judge_gzip(attempt: Attempt, readings: Sequence[int | CountError], sessions:
             Outcome.WARN, f"HTTP {attempt.status} for {what}; not checked that it was read: {error}"
         )
     before, after = counted
+    if after - before != sessions and plain_counted is False:
+        return Verdict(
+            Outcome.WARN,
+            f"HTTP {attempt.status} for {what}; the count went {before} → {after} for {sessions} new"
+            " sessions, and did not rise for uncompressed ones either: are --count-url/--count-key right?",
+        )
     if after - before != sessions:
         return Verdict(
             Outcome.WARN,
@@ -449,6 +483,8 @@ class Probe:
         )
         self.credentials = credentials_for(options.auth, client, options.timeout)
         self.exchanges: list[Exchange] = []
+        self.plain: Attempt | None = None  # the re-sent bulk's first send, for the gzip check
+        self.plain_counted: bool | None = None  # whether the count rose for it (None: not counted)
 
     async def send(
         self,
@@ -601,7 +637,11 @@ async def check_resent_bulk(probe: Probe) -> Verdict:
     await read_count()
     again = await probe.send("re-sent bulk (again)", probe.bodies.resend)
     await read_count()
-    return judge_resend(first, again, counts_of(readings), RESEND_SESSIONS)
+    counts = counts_of(readings)
+    probe.plain = first
+    if isinstance(counts, Counts):
+        probe.plain_counted = counts.after_first > counts.before
+    return judge_resend(first, again, counts, RESEND_SESSIONS)
 
 
 async def check_gzip_bulk(probe: Probe) -> Verdict:
@@ -610,7 +650,7 @@ async def check_gzip_bulk(probe: Probe) -> Verdict:
     attempt = await probe.send("gzip bulk", probe.bodies.gzip, compressed=True)
     if counting and attempt.ok:
         readings.append(await probe.count())
-    return judge_gzip(attempt, readings, GZIP_SESSIONS)
+    return judge_gzip(attempt, readings, GZIP_SESSIONS, probe.plain, probe.plain_counted)
 
 
 async def check_without_credentials(probe: Probe) -> Verdict:
