@@ -810,6 +810,10 @@ def test_jwks_over_plain_http_is_refused_at_start(tmp_path: Path) -> None:
         (["--jwks", "/nowhere/jwks.json"], "--jwks: no such file /nowhere/jwks.json"),
         (["--jwks", "{not_jwks}"], "not a JWKS (KeyError('keys'))"),
         (["--storage", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"], "cannot reach PostgreSQL"),
+        # no keys, no JWT checked: it would have been open to all
+        (["--jwt-issuer", "https://idp.test"], "give --jwks too"),
+        (["--jwt-audience", "sessions"], "give --jwks too"),
+        (["--oauth-client", "c:one", "--oauth-client", "c:two"], "client 'c' is given twice"),
     ],
 )
 def test_options_that_cannot_work_end_receive_at_start_in_one_line(

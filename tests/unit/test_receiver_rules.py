@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import ECKey, KeySet, RSAKey
 from tests.conftest import sample
 
 from sessionexport.ingest.documents import RejectedBody
@@ -517,6 +519,50 @@ async def test_with_both_kinds_of_bearer_token_each_is_refused_for_its_own_reaso
         await auth.check(f"Bearer {own['access_token']}")
     assert auth.challenge(refused.value) == 'Bearer realm="sessionexport", error="invalid_token"'
     assert auth.challenge(Unauthorized("credentials required")) == 'Bearer realm="sessionexport"'
+
+
+@pytest.mark.parametrize(
+    ("make_key", "alg"),
+    [
+        (lambda: RSAKey.generate_key(2048, parameters={"kid": "k"}), "RS384"),
+        (lambda: RSAKey.generate_key(2048, parameters={"kid": "k"}), "PS512"),
+        (lambda: ECKey.generate_key("P-384", parameters={"kid": "k"}), "ES384"),  # its only algorithm
+        (lambda: ECKey.generate_key("P-521", parameters={"kid": "k"}), "ES512"),
+    ],
+)
+async def test_tokens_of_every_asymmetric_algorithm_are_taken(
+    tmp_path: Path, make_key: Callable[[], RSAKey | ECKey], alg: str
+) -> None:
+    key = make_key()
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(KeySet([key]).as_dict(private=False)))
+    clock = Clock()
+    token = jwt.encode(
+        {"alg": alg, "kid": "k"}, {"sub": "svc", "exp": int(clock.now) + 60}, key, algorithms=[alg]
+    )
+    assert await JwksVerifier(str(jwks), clock=clock).check(token) == "svc"
+
+
+async def test_requests_waiting_for_the_keys_share_one_fetch(tmp_path: Path) -> None:
+    """A burst of Bearer requests at start (or at a reload) makes one request to the issuer."""
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(KeySet([key]).as_dict(private=False)))
+    clock = Clock()
+    verifier = JwksVerifier(str(jwks), clock=clock)
+    token = jwt.encode({"alg": "RS256", "kid": "k1"}, {"sub": "svc", "exp": int(clock.now) + 60}, key)
+    fetches = 0
+    load = verifier._load
+
+    async def counted() -> None:
+        nonlocal fetches
+        fetches += 1
+        await asyncio.sleep(0.05)  # as an issuer takes a moment to answer
+        await load()
+
+    verifier._load = counted  # type: ignore[method-assign]
+    assert await asyncio.gather(*(verifier.check(token) for _ in range(10))) == ["svc"] * 10
+    assert fetches == 1
 
 
 def test_jwks_is_never_fetched_over_plain_http() -> None:

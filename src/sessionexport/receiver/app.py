@@ -122,10 +122,12 @@ class ReceiverOptions:
             raise ValueError(f"--jwks: no such file {self.jwks} (or give an https:// URL)")
         if self.jwks and "://" not in self.jwks and (problem := jwks_file_problem(Path(self.jwks))):
             raise ValueError(f"--jwks {self.jwks}: {problem}")
+        if (self.jwt_issuer or self.jwt_audience) and not self.jwks:
+            # without keys no JWT is checked at all: the receiver would be open, not guarded
+            raise ValueError("--jwt-issuer and --jwt-audience check the JWTs of --jwks: give --jwks too")
         tokens = None
         if self.oauth_clients:
-            clients = dict(parse_pair(c, "--oauth-client") for c in self.oauth_clients)
-            tokens = TokenIssuer(clients, load_token_key(data_dir), self.token_ttl)
+            tokens = TokenIssuer(oauth_clients(self.oauth_clients), load_token_key(data_dir), self.token_ttl)
         auth = Authenticator(
             basic=parse_pair(self.basic, "--basic") if self.basic else None,
             tokens=tokens,
@@ -143,6 +145,18 @@ class ReceiverOptions:
 
 
 OPTIONS_VARIABLE = "SESSIONEXPORT_RECEIVER_OPTIONS"
+
+
+def oauth_clients(specs: Sequence[str]) -> dict[str, str]:
+    """``ID:SECRET`` pairs (``--oauth-client``), each id once: a second secret for an id would be
+    kept silently, and the first one refused."""
+    clients: dict[str, str] = {}
+    for spec in specs:
+        client_id, secret = parse_pair(spec, "--oauth-client")
+        if client_id in clients:
+            raise ValueError(f"--oauth-client: client {client_id!r} is given twice")
+        clients[client_id] = secret
+    return clients
 
 
 def events_path_problem(path: str) -> str | None:

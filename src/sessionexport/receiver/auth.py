@@ -9,6 +9,7 @@ restarting) revokes the tokens issued to it at once.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import logging
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 TOKEN_KEY_FILE = "token.key"  # noqa: S105 (a file name)
 DEFAULT_SCOPE = "session-export-api"
 KEYS_RETRY_SECONDS = 10.0  # after a failed load of the JWKS
-_ASYMMETRIC = ["RS256", "ES256", "PS256", "EdDSA"]
+# Every asymmetric JWS algorithm an issuer may sign with (a P-384 key can only sign ES384). None
+# of HS*: keys anyone may read hold no shared secret, and a public key taken for one forges tokens.
+_ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
 class Unauthorized(Exception):
@@ -204,6 +207,7 @@ class JwksVerifier:
     _loaded_at: float = field(default=0.0)
     _failed_at: float | None = None  # the last load that failed, and why: tried again after a while
     _failure: str = ""
+    _loading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         # Keys fetched over plain HTTP could be swapped on the way, and forged tokens then accepted.
@@ -211,6 +215,13 @@ class JwksVerifier:
             raise ValueError("--jwks: keys are fetched over https:// only (or read from a file)")
 
     async def load(self) -> None:
+        asked_at = self.clock()
+        async with self._loading:  # one fetch at a time: requests that wait take its outcome
+            if self._loaded_at >= asked_at:
+                return  # loaded while this one waited
+            await self._load()
+
+    async def _load(self) -> None:
         if self._failed_at is not None and self.clock() - self._failed_at < KEYS_RETRY_SECONDS:
             raise KeysUnavailable(self._failure)  # not fetched again for every request meanwhile
         try:
