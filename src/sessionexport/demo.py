@@ -39,6 +39,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.folders import make_private_dir
 from sessionexport.generate.events import EventOptions, generate_event_streams
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.http_limits import BoundedHttpToolsProtocol
 from sessionexport.ingest.sessionizer import SessionizerSettings
 from sessionexport.listening import bind
 from sessionexport.settings.schemas import EXPORT_SCHEMA
@@ -79,7 +80,12 @@ async def run_demo(options: DemoOptions) -> int:
         token = await _token(config)
         server = _Server(
             uvicorn.Config(
-                create_app(config), host=options.host, port=options.port, log_config=None, access_log=False
+                create_app(config),
+                host=options.host,
+                port=options.port,
+                http=BoundedHttpToolsProtocol,
+                log_config=None,
+                access_log=False,
             )
         )
         serving = asyncio.create_task(server.serve(sockets=[listening]), name="server")

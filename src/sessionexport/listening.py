@@ -43,8 +43,11 @@ def serve(app: Any, sock: socket.socket, **options: Any) -> bool:
     (the application's startup failed)."""
     import uvicorn
 
+    from sessionexport.http_limits import BoundedHttpToolsProtocol
+
     config = uvicorn.Config(
         app,
+        http=BoundedHttpToolsProtocol,
         log_config=None,
         access_log=False,
         lifespan="on",

@@ -11,6 +11,9 @@ room (``room_needed``) before its body is read and gives it back once answered. 
 not fit waits, its body unread, so TCP holds the sender back; one that still does not fit after the
 wait is refused (``Busy``), to be sent again. However many senders push at once, the memory for
 bodies stays bounded.
+
+``BodyDeadlines`` bounds how long a body may take: a client that stops sending (or trickles) would
+otherwise hold its room, and its connection, for as long as it likes.
 """
 
 from __future__ import annotations
@@ -124,6 +127,61 @@ async def _read_raw(request: Request, limit: int) -> bytes:
 
 
 SMALL_BODY_BYTES = 1024 * 1024  # settings objects, forms, token requests: far less in practice
+BODY_IDLE_SECONDS = 30.0  # no byte of a body for this long: 408
+BODY_SECONDS = 300.0  # a whole body within this long (10 MiB at 35 KB/s)
+
+
+class BodyDeadlines:
+    """ASGI middleware: a 408 for a request body that stops arriving (nothing for
+    ``BODY_IDLE_SECONDS``) or is not whole after ``BODY_SECONDS``; the route sees the client gone,
+    and gives back what it holds. The answer, once the body is read, is not timed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        whole_by = loop.time() + BODY_SECONDS
+        body_read, stalled, started = False, "", False
+
+        async def timed_receive() -> Message:
+            nonlocal body_read, stalled
+            if stalled:
+                return {"type": "http.disconnect"}
+            if body_read:  # what follows is a wait for the client to go away, as long as it takes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(min(whole_by, loop.time() + BODY_IDLE_SECONDS)):
+                    message = await receive()
+            except TimeoutError:
+                stalled = (
+                    f"The request body was not sent whole within {BODY_SECONDS:g} s"
+                    if loop.time() >= whole_by
+                    else f"The request body stopped arriving: nothing came for {BODY_IDLE_SECONDS:g} s"
+                )
+                if not started:
+                    await send_error(scope, send, 408, stalled)
+                return {"type": "http.disconnect"}
+            body_read = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def answer(message: Message) -> None:
+            nonlocal started
+            if stalled:
+                return  # the 408 was the answer
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, answer)
+        except ClientDisconnect:
+            if not stalled:
+                raise
+        if stalled:
+            log.info("%s %s: %s; nothing was stored", scope["method"], scope["path"], stalled)
 
 
 class BodyLimit:

@@ -13,7 +13,12 @@ import uvicorn
 
 class ThreadedServer:
     def __init__(
-        self, app: Any, cert: Path | None = None, key: Path | None = None, lifespan: str = "auto"
+        self,
+        app: Any,
+        cert: Path | None = None,
+        key: Path | None = None,
+        lifespan: str = "auto",
+        http: Any = "auto",
     ) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -25,6 +30,7 @@ class ThreadedServer:
             log_level="warning",
             lifespan=lifespan,  # type: ignore[arg-type]
             timeout_graceful_shutdown=1,
+            http=http,
             ssl_certfile=str(cert) if cert else None,
             ssl_keyfile=str(key) if key else None,
         )

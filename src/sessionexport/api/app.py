@@ -16,7 +16,7 @@ from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, document_errors, ins
 from sessionexport.api.metrics import CountAnswers
 from sessionexport.api.security import TokenFirst, check_route_tokens
 from sessionexport.config import ServerConfig
-from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyBudget, BodyLimit
+from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyBudget, BodyDeadlines, BodyLimit
 from sessionexport.request_urls import EnvironmentPaths, RefuseNulInUrl
 from sessionexport.services import Services
 from sessionexport.store import Store
@@ -45,6 +45,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     data_routes = frozenset({usersessions.router.prefix, f"{rum.router.prefix}/events"})
     # Without a token: 401 whatever the body, unless it declares one too large (413, outer: cheaper).
     app.add_middleware(TokenFirst)
+    app.add_middleware(BodyDeadlines)
     app.add_middleware(BodyLimit, limit_for=lambda path: None if path in data_routes else SMALL_BODY_BYTES)
     app.add_middleware(RefuseNulInUrl)
     app.add_middleware(CountAnswers, metrics=services.ingest_metrics, routes=data_routes)

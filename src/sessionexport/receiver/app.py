@@ -65,6 +65,7 @@ from sessionexport.request_bodies import (
     DEFAULT_BUFFER_BYTES,
     SMALL_BODY_BYTES,
     BodyBudget,
+    BodyDeadlines,
     BodyLimit,
     BodyTooLarge,
     Busy,
@@ -227,6 +228,7 @@ def create_receiver_app(config: ReceiverConfig) -> Starlette:
         StoreFull: _store_full,
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.add_middleware(BodyDeadlines)
     app.add_middleware(BodyLimit, limit_for=lambda path: _body_limit(config, path))
     app.add_middleware(RefuseNulInUrl)
     app.state.receiver = config

@@ -164,6 +164,7 @@ def receive(
     import uvicorn
 
     from sessionexport import listening
+    from sessionexport.http_limits import BoundedHttpToolsProtocol
     from sessionexport.receiver.app import OPTIONS_VARIABLE, ReceiverOptions, create_receiver_app
 
     if (tls_cert is None) != (tls_key is None):
@@ -209,6 +210,7 @@ def receive(
         "sessionexport.receiver.app:app_from_environment",
         factory=True,
         workers=workers,
+        http=BoundedHttpToolsProtocol,
         host=host,
         port=port,
         log_config=None,

@@ -1,0 +1,153 @@
+"""The bounds of a request's head (sessionexport.http_limits) and body (BodyDeadlines) on a real
+uvicorn server on loopback: what a client could otherwise make the server hold (headers of any
+size, a body's room in the budget, a connection), and for as long as it liked."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from sessionexport import http_limits, request_bodies
+from sessionexport.http_limits import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+from sessionexport.request_bodies import BodyBudget, BodyDeadlines, read_body
+from tests.support.threaded_server import ThreadedServer
+
+
+async def _length(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(str(len(await request.body())))
+
+
+@pytest.fixture
+def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    monkeypatch.setattr(http_limits, "HEAD_TIMEOUT_SECONDS", 1.0)
+    app = Starlette(routes=[Route("/", _length, methods=["GET", "POST"])])
+    server = ThreadedServer(app, lifespan="off", http=BoundedHttpToolsProtocol).start()
+    yield server.port
+    server.stop()
+
+
+def exchange(port: int, *parts: bytes, pause: float = 0.0) -> bytes:
+    """Send ``parts`` (``pause`` seconds apart, until an answer comes) and read until the server
+    closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        for part in parts:
+            if select.select([conn], [], [], 0)[0]:
+                break  # answered already: more bytes would only make the server's side reset
+            conn.sendall(part)
+            time.sleep(pause)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def request(body: bytes = b"", headers: bytes = b"") -> bytes:
+    return (
+        b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + headers
+        + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+def test_a_head_over_the_limit_gets_431_and_the_server_goes_on(port: int) -> None:
+    huge = b"X-Big: " + b"a" * MAX_HEAD_BYTES + b"\r\n"
+    answer = exchange(port, request(headers=huge))
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:100]
+    assert b"request line and headers over 65536 bytes" in answer
+    many = b"".join(b"X-%d: 1\r\n" % n for n in range(MAX_HEAD_BYTES // 8))
+    assert exchange(port, request(headers=many)).startswith(b"HTTP/1.1 431 ")
+    assert exchange(port, request(b"abc", b"X-Fine: " + b"a" * 30_000 + b"\r\n")).endswith(b"\r\n\r\n3")
+
+
+def test_a_head_that_never_ends_gets_408(port: int) -> None:
+    started = time.monotonic()
+    answer = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a", pause=0.3)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:100]
+    assert b"request line and headers not sent within 1 s" in answer
+    assert time.monotonic() - started < 5
+
+
+def test_a_connection_that_sends_nothing_is_closed(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        assert conn.recv(65536).startswith(b"HTTP/1.1 408 ")
+        assert conn.recv(65536) == b""  # closed
+
+
+def test_a_body_slower_than_the_head_timeout_is_not_cut_by_it(port: int) -> None:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\r\n"
+    answer = exchange(port, head, b"ab", b"cd", pause=0.7)  # 1.4 s after the head
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n4"), answer
+
+
+def test_requests_on_a_kept_connection_each_get_the_head_timeout(port: int) -> None:
+    one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        for _ in range(3):
+            conn.sendall(one)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+            time.sleep(0.6)  # together longer than the head timeout: each head is timed alone
+
+
+# -- bodies: BodyDeadlines ------------------------------------------------------------------------------
+
+
+@dataclass
+class Bodies:
+    port: int
+    budget: BodyBudget
+    stored: list[bytes] = field(default_factory=list)
+
+
+@pytest.fixture
+def bodies(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bodies]:
+    monkeypatch.setattr(request_bodies, "BODY_IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(request_bodies, "BODY_SECONDS", 2.0)
+    budget = BodyBudget(1024 * 1024)
+
+    async def store(request: Request) -> PlainTextResponse:
+        async with budget.room_for(request, 1024 * 1024):  # as the ingest routes hold their room
+            body = await read_body(request, 1024 * 1024)
+        await asyncio.sleep(1.0)  # an answer slower than the deadlines: they time the body only
+        state.stored.append(body)
+        return PlainTextResponse(str(len(body)))
+
+    app = Starlette(routes=[Route("/", store, methods=["POST"])])
+    app.add_middleware(BodyDeadlines)
+    server = ThreadedServer(app, lifespan="off", http=BoundedHttpToolsProtocol).start()
+    state = Bodies(server.port, budget)
+    yield state
+    server.stop()
+
+
+def post_head(size: int) -> bytes:
+    return b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % size
+
+
+def test_a_body_that_stops_arriving_gets_408_and_gives_its_room_back(bodies: Bodies) -> None:
+    answer = exchange(bodies.port, post_head(1000) + b"x" * 10)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:100]
+    assert b"The request body stopped arriving: nothing came for 0.5 s" in answer
+    assert bodies.stored == [] and bodies.budget.used == 0
+
+
+def test_a_body_that_trickles_past_the_whole_deadline_gets_408(bodies: Bodies) -> None:
+    answer = exchange(bodies.port, post_head(10), *[b"x"] * 10, pause=0.3)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert b"The request body was not sent whole within 2 s" in answer
+    assert bodies.stored == [] and bodies.budget.used == 0
+
+
+def test_a_body_with_short_pauses_and_a_slow_answer_are_not_cut(bodies: Bodies) -> None:
+    answer = exchange(bodies.port, post_head(4), b"ab", b"cd", pause=0.3)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n4"), answer
+    assert bodies.stored == [b"abcd"]
