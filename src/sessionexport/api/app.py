@@ -16,6 +16,7 @@ from sessionexport.api.errors import ERROR_ENVELOPE_SCHEMA, document_errors, ins
 from sessionexport.api.metrics import CountAnswers
 from sessionexport.api.security import TokenFirst, check_route_tokens
 from sessionexport.config import ServerConfig
+from sessionexport.http_methods import HeadAsGet
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyBudget, BodyDeadlines, BodyLimit
 from sessionexport.request_urls import EnvironmentPaths, RefuseNulInUrl
 from sessionexport.services import Services
@@ -71,6 +72,7 @@ def app_of(
     state.metrics, state.ingest_metrics = services.metrics, services.ingest_metrics
     state.exports, state.sessionizer = services.exports, services.sessionizer
     install_error_handlers(app, check_route_tokens)
+    app.add_middleware(HeadAsGet)
     return app
 
 

@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from sessionexport.api.rendering import OrjsonResponse
+from sessionexport.http_methods import allowed_methods
 from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store import StoreError
 from sessionexport.store.base import InvalidValue, StoreFull
@@ -117,9 +118,12 @@ def _violation(err: Mapping[str, Any], where: str, path: list[Any]) -> Violation
     return Violation(".".join(str(p) for p in path), err.get("msg", "invalid"), location)
 
 
-async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
+async def _http_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(ApiError(exc.status_code, str(exc.detail), headers=exc.headers))
+    headers = exc.headers
+    if exc.status_code == 405:  # not only the methods of the route that happened to match first
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+    return error_response(ApiError(exc.status_code, str(exc.detail), headers=headers))
 
 
 async def _secret_key_error(_: Request, exc: Exception) -> OrjsonResponse:

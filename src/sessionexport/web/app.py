@@ -27,6 +27,7 @@ from sessionexport import __version__, tokens
 from sessionexport.clock import now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.http_methods import allowed_methods
 from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
 from sessionexport.settings.schemas import SCOPE
 from sessionexport.store import Store, StoreError
@@ -279,7 +280,10 @@ def create_ui(state: Any) -> Starlette:
     }
 
     async def error_page(request: Request, exc: Exception) -> Response:
-        return await pages[getattr(exc, "status_code", 404)](request)
+        response = await pages[getattr(exc, "status_code", 404)](request)
+        if response.status_code == 405:  # what the path takes: its GET and POST are routes of their own
+            response.headers["Allow"] = allowed_methods(request)
+        return response
 
     store_failures = Throttle()  # logged now and then, not once a page
 
