@@ -7,6 +7,7 @@ import base64
 import builtins
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1524,6 +1525,27 @@ async def test_a_malformed_body_with_a_bad_token_or_scope_gets_401_or_403_not_it
         method, path, content=b"[{", headers={**writer, "Content-Type": "application/json"}
     )
     assert response.status_code == 400 and "invalid JSON" in response.text, response.text
+
+
+async def test_a_wrong_token_is_refused_before_the_body_is_read(settings: Settings) -> None:
+    """Else anyone could make the server read and hold a body (up to a megabyte here, as slowly as
+    they like) only to be told the token was wrong."""
+    read: list[bytes] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in (b"[", b"{}", b"]"):
+            read.append(chunk)
+            yield chunk
+
+    for token in ("dt0c01.NOPE.NOPE", "garbage"):
+        response = await settings.api.client.post(
+            OBJECTS,
+            content=body(),
+            headers={"Authorization": f"Api-Token {token}", "Content-Type": "application/json"},
+        )
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["message"] == "The API token is invalid or revoked"
+    assert read == []
 
 
 async def test_read_token_can_read_but_not_write(settings: Settings) -> None:

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sessionexport import tokens
 from sessionexport.api.errors import ApiError, error_response
 from sessionexport.clock import now_ms
-from sessionexport.store import Store
+from sessionexport.store import Store, StoreError
 from sessionexport.store.records import TokenRecord
 
 _header = APIKeyHeader(
@@ -36,13 +36,7 @@ def require(scope: tokens.Scope) -> Callable[..., Awaitable[TokenRecord]]:
     async def check(
         request: Request, authorization: str | None = Security(_header, scopes=[scope.value])
     ) -> TokenRecord:
-        token = _token_from_header(authorization)
-        token_id = tokens.public_id(token)
-        record = await get_store(request).get_token(token_id) if token_id else None
-        if record is None or not tokens.matches(record, token):
-            raise ApiError(401, "The API token is invalid or revoked", headers=_CHALLENGE)
-        if tokens.expired(record, now_ms()):
-            raise ApiError(401, "The API token has expired; create a new one", headers=_CHALLENGE)
+        record = await valid_token(get_store(request), authorization)
         if scope.value not in record.scopes:
             raise ApiError(403, f"The API token lacks the required scope {scope.value}")
         return record
@@ -52,6 +46,18 @@ def require(scope: tokens.Scope) -> Callable[..., Awaitable[TokenRecord]]:
 
 
 _TOKEN_CHECKS: set[Callable[..., Awaitable[TokenRecord]]] = set()  # those ``require`` made
+
+
+async def valid_token(store: Store, authorization: str | None) -> TokenRecord:
+    """The record of the header's token; ApiError 401 when there is none, or it is not valid."""
+    token = _token_from_header(authorization)
+    token_id = tokens.public_id(token)
+    record = await store.get_token(token_id) if token_id else None
+    if record is None or not tokens.matches(record, token):
+        raise ApiError(401, "The API token is invalid or revoked", headers=_CHALLENGE)
+    if tokens.expired(record, now_ms()):
+        raise ApiError(401, "The API token has expired; create a new one", headers=_CHALLENGE)
+    return record
 
 
 async def check_route_tokens(request: Request) -> None:
@@ -87,11 +93,12 @@ def _token_from_header(authorization: str | None) -> str:
 
 
 class TokenFirst:
-    """ASGI middleware: an ``/api/v2`` request without an ``Api-Token`` header gets its 401
-    before its body is read. FastAPI reads a route's body before its dependencies run, so a
-    malformed body without a token would otherwise be told what is wrong with it (400), not
-    that it needs a token. Whether the token is valid, and holds the scope, the routes check (and
-    ``check_route_tokens``, for a body FastAPI could not decode)."""
+    """ASGI middleware: an ``/api/v2`` request without a valid ``Api-Token`` gets its 401 before
+    its body is read. FastAPI reads a route's body before its dependencies run, so a malformed
+    body would otherwise be told what is wrong with it (400), not that it needs a token; and
+    anyone could make the server read and hold a body (a megabyte on a settings route, for as long
+    as they send it slowly). Whether the token holds the scope, the routes check (and
+    ``check_route_tokens``, for a body FastAPI could not decode); when the store fails, they answer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -99,8 +106,10 @@ class TokenFirst:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (scope["path"] + "/").startswith("/api/v2/"):
             try:
-                _token_from_header(Headers(scope=scope).get("authorization"))
+                await valid_token(scope["app"].state.store, Headers(scope=scope).get("authorization"))
             except ApiError as error:
                 await error_response(error)(scope, receive, send)
                 return
+            except StoreError:
+                pass  # the route's own check answers, through the app's error handlers
         await self.app(scope, receive, send)
