@@ -51,6 +51,7 @@ from sessionexport.clock import now_ms
 from sessionexport.config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RETENTION_DAYS,
+    INGEST_BATCH_SESSIONS,
     ServerConfig,
 )
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
@@ -550,7 +551,7 @@ def ingest(
     batch_size: Annotated[
         int,
         typer.Option(envvar=env("BATCH_SIZE"), min=1, max=10_000, help="Sessions stored per transaction."),
-    ] = 1000,
+    ] = INGEST_BATCH_SESSIONS,
     rejects: Annotated[
         Path | None,
         typer.Option(
@@ -565,7 +566,7 @@ def ingest(
             min=1024,
             help="Longest line taken (as serve's --max-body-bytes): a longer one is refused, never held whole.",
         ),
-    ] = 10 * 1024 * 1024,
+    ] = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Validate and store an NDJSON file of sessions, streamed (gzip files too).
 

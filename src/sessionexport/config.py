@@ -10,6 +10,7 @@ from sessionexport.ingest.sessionizer import SessionizerSettings
 from sessionexport.request_bodies import BUFFER_WAIT_SECONDS, DEFAULT_BUFFER_BYTES
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+INGEST_BATCH_SESSIONS = 1000  # sessions `ingest` stores per transaction
 DEFAULT_RETENTION_DAYS = 7.0
 DAY_MS = 24 * 60 * 60 * 1000
 

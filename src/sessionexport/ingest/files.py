@@ -38,6 +38,7 @@ from rich.progress import (
 )
 
 from sessionexport.clock import now_ms
+from sessionexport.config import DEFAULT_MAX_BODY_BYTES, INGEST_BATCH_SESSIONS
 from sessionexport.ingest.documents import UTF8_BOM, to_record
 from sessionexport.model.validation import InvalidSession, Problem, decode_session
 from sessionexport.store import Store, StoreError
@@ -48,7 +49,7 @@ PROGRESS_EVERY_LINES = 256
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
 ARRAY_HINT = " (a JSON array: ingest takes NDJSON, one session per line)"
-MAX_LINE_BYTES = 10 * 1024 * 1024  # as the API's default body limit: a session larger is refused there too
+MAX_LINE_BYTES = DEFAULT_MAX_BODY_BYTES  # as the API's: a session larger is refused there too
 
 
 @dataclass
@@ -69,7 +70,7 @@ async def ingest_file(
     store: Store,
     path: Path,
     *,
-    batch_size: int = 1000,
+    batch_size: int = INGEST_BATCH_SESSIONS,
     rejects: BinaryIO | None = None,
     console: Console | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,

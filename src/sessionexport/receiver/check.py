@@ -60,7 +60,7 @@ from sessionexport.store.records import LogEntry
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
-DEFAULT_TIMEOUT = 30.0  # the exporter's request timeout
+DEFAULT_TIMEOUT = ExportTuning().timeoutSeconds  # the exporter's request timeout
 RESEND_SESSIONS = 20
 GZIP_SESSIONS = 10
 GARBAGE = b"this line is not JSON {\n"
