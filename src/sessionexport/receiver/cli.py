@@ -172,19 +172,19 @@ def receive(
     if workers > 1 and storage == "files":
         _fail("--storage files is written by one process: use --workers 1, SQLite or PostgreSQL")
     options = ReceiverOptions(
-        str(data_dir),
-        storage,
-        basic,
-        tuple(oauth_client or ()),
-        token_ttl,
-        jwks,
-        jwt_issuer,
-        jwt_audience,
-        events_path,
-        es_version,
-        tuple(bulk_fail or ()),
-        int(max_body_mb * 1024 * 1024),
-        buffer_mb << 20,
+        data_dir=str(data_dir),
+        storage=storage,
+        basic=basic,
+        oauth_clients=tuple(oauth_client or ()),
+        token_ttl=token_ttl,
+        jwks=jwks,
+        jwt_issuer=jwt_issuer,
+        jwt_audience=jwt_audience,
+        events_path=events_path,
+        es_version=es_version,
+        bulk_fail=tuple(bulk_fail or ()),
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        buffer_bytes=buffer_mb << 20,
     )
     try:
         config = options.build()  # also checks the options before any worker starts
