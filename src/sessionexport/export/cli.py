@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -57,6 +58,7 @@ export_app = typer.Typer(
     help="How exports do; test an export configuration, download its sample data or its Elasticsearch mapping.",
     no_args_is_help=True,
 )
+T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 ValueFile = Annotated[
@@ -136,14 +138,14 @@ def _with_services(
     database_url: str | None,
     secret_key: str | None,
     allow_http_loopback: bool,
-    work: Any,
+    work: Callable[[Store, SettingsService], Awaitable[T]],
     *,
     existing: bool = True,  # the server's data: a missing database means a wrong --data-dir
-) -> Any:
+) -> T:
     if existing:
         require_server_data(data_dir, database_url)
 
-    async def main() -> Any:
+    async def main() -> T:
         store: Store = create_store(data_dir, database_url)
         await store.open()
         try:
