@@ -42,7 +42,7 @@ import httpx
 import orjson
 
 from cpu import budget, own_cpu_seconds, tree_cpu_seconds
-from sessionexport.clock import now_ms
+from sessionexport.clock import DAY_MS, now_ms
 from sessionexport.generate.sessions import TENANTS, GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.store import create_store
@@ -72,9 +72,6 @@ def validate_only(bodies: list[bytes]) -> float:
     for body in bodies:
         parse_ndjson(body)
     return time.perf_counter() - started
-
-
-DAY_MS = 86_400_000
 
 
 def prefill(data_dir: Path, count: int) -> None:

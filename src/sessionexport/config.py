@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sessionexport.clock import DAY_MS
 from sessionexport.export.leases import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_IN_FLIGHT
 from sessionexport.ingest.sessionizer import SessionizerSettings
 from sessionexport.request_bodies import BUFFER_WAIT_SECONDS, DEFAULT_BUFFER_BYTES
@@ -12,7 +13,6 @@ from sessionexport.request_bodies import BUFFER_WAIT_SECONDS, DEFAULT_BUFFER_BYT
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 INGEST_BATCH_SESSIONS = 1000  # sessions `ingest` stores per transaction
 DEFAULT_RETENTION_DAYS = 7.0
-DAY_MS = 24 * 60 * 60 * 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -452,8 +452,9 @@ async def test_a_restart_held_back_by_a_reader_is_not_asked_for_again_at_once(
 async def test_a_log_from_before_the_indexes_by_hour_is_found_after_the_migration(tmp_path: Path) -> None:
     """A database at version 10, with sessions, opened by this version: migration 0011 builds the
     indexes by hour over what is there, and lookups find it."""
+    from sessionexport.clock import HOUR_MS
     from sessionexport.store.sqlite import _INSERT_SESSIONS, _session_rows
-    from sessionexport.store.sqlite_engine import HOUR_MS, connect, insert_rows
+    from sessionexport.store.sqlite_engine import connect, insert_rows
 
     stored = records(3)
     sqlite_at_version(tmp_path / "sessionexport.db", up_to=10)

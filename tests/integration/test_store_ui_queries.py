@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import msgspec
 
+from sessionexport.clock import MINUTE_MS
 from sessionexport.store import Store
-from sessionexport.store.records import HISTORY_MS, MINUTE_MS, BulkDecision, DeliveryMinute
+from sessionexport.store.records import HISTORY_MS, BulkDecision, DeliveryMinute
 from tests.integration import test_store_backends as contract
 from tests.integration.test_store_backends import claimed, letter, session
 

@@ -33,7 +33,7 @@ from sessionexport.cli_options import (
     run_on_store,
     to_stdout,
 )
-from sessionexport.clock import now_ms
+from sessionexport.clock import now_ms, utc_text
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
@@ -51,7 +51,6 @@ from sessionexport.settings.objects import SettingsService, masked_value
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import KEY_FILE, SecretBox, SecretKeyError, load_secret_box, new_key
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
-from sessionexport.web.filters import when
 
 export_app = typer.Typer(
     short_help="Export status, test, sample data and mapping.",
@@ -235,12 +234,12 @@ def _print_status(console: Console, h: ExportHealth) -> None:
         ("backlog", f"{h.backlog:,} session(s), {lag}"),
         ("delivered", f"{h.delivered:,} session(s); failed {h.failed:,}, replayed {h.replayed:,}"),
         ("dead letters", f"{h.dead_letters:,} waiting for replay"),
-        ("last success", when(h.last_success) if h.last_success is not None else "never"),
+        ("last success", utc_text(h.last_success) if h.last_success is not None else "never"),
     ]
     if h.last_error:  # with its time: an error from before the last success is over
-        facts.append(("last error", f"{when(h.last_error_at)}: {escape(h.last_error)}"))
+        facts.append(("last error", f"{utc_text(h.last_error_at)}: {escape(h.last_error)}"))
     facts += [
-        ("open alert", f"{escape(a.title)} ({a.kind}, since {when(a.opened_at)})") for a in h.open_alerts
+        ("open alert", f"{escape(a.title)} ({a.kind}, since {utc_text(a.opened_at)})") for a in h.open_alerts
     ]
     for name, fact in facts:
         console.print(f"  {name:<13}{fact}", highlight=False)

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from sessionexport.clock import HOUR_MS
 from sessionexport.generate.sessions import (
     GeneratorOptions,
     Kind,
@@ -41,7 +42,6 @@ from sessionexport.generate.sessions import (
 )
 from sessionexport.model.events import COMPUTED_FIELDS
 
-HOUR_MS = 60 * 60 * 1000
 END_EVENT_RATIO = 0.7
 # Sessions start at least this long before end_ms, so that they end before it without being
 # moved back (which would break the time order the interleaving relies on). Same as sessions.py.

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from sessionexport.clock import MINUTE_MS
 from sessionexport.store.base import (
     ExternalIdTaken,
     LeaseLost,
@@ -45,7 +46,6 @@ from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.postgresql_database import Connection, PostgresDatabase, ReadConnection
 from sessionexport.store.records import (
     HISTORY_MS,
-    MINUTE_MS,
     TOKEN_COLUMNS,
     Alert,
     AppendResult,

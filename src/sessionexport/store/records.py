@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from sessionexport.clock import DAY_MS
+
 
 @dataclass(frozen=True, slots=True)
 class NewSession:
@@ -173,8 +175,7 @@ class LogRead:
 
 
 INT_MAX = 2**63 - 1  # the largest integer a column holds (SQLite INTEGER, PostgreSQL bigint)
-MINUTE_MS = 60_000
-HISTORY_MS = 24 * 3600 * 1000  # how far back delivery counts per minute are kept
+HISTORY_MS = DAY_MS  # how far back delivery counts per minute are kept
 
 
 @dataclass(frozen=True, slots=True)

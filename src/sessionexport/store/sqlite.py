@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from sessionexport.clock import HOUR_MS, MINUTE_MS
 from sessionexport.store.base import (
     ExternalIdTaken,
     LeaseLost,
@@ -29,7 +30,6 @@ from sessionexport.store.base import (
 from sessionexport.store.cursors import combined, covered, split, split_as
 from sessionexport.store.records import (
     HISTORY_MS,
-    MINUTE_MS,
     TOKEN_COLUMNS,
     Alert,
     AppendResult,
@@ -68,7 +68,7 @@ from sessionexport.store.rows import (
     log_entry,
     settings_values,
 )
-from sessionexport.store.sqlite_engine import HOUR_MS, SQLiteEngine, hours_present, insert_rows
+from sessionexport.store.sqlite_engine import SQLiteEngine, hours_present, insert_rows
 
 T = TypeVar("T")
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from sessionexport.clock import HOUR_MS  # the buckets of the lookup indexes by hour (received_at / HOUR_MS)
 from sessionexport.folders import make_private_dir
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
 from sessionexport.store.migrations import SchemaTooNew, pending, refuse_newer
@@ -368,9 +369,6 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, .
         sql = f"{head} VALUES {_placeholders(width, len(chunk))} {tail}"
         changed += conn.execute(sql, [value for row in chunk for value in row]).rowcount
     return changed
-
-
-HOUR_MS = 3_600_000  # the buckets of the lookup indexes by hour (led by received_at / HOUR_MS)
 
 
 def hours_present(conn: sqlite3.Connection, table: str) -> Iterator[int]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from sessionexport.clock import now_ms
+from sessionexport.clock import now_ms, utc_text
 
 
 def export_names(exports: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
@@ -25,11 +24,7 @@ def _export_name(value: dict[str, Any]) -> str:
     return f"{url} → index {direct.get('indexName')}" if direct.get("active") else url
 
 
-def when(epoch_ms: int | None) -> str:
-    """``2026-11-26 15:08:22 UTC``; an em dash for never."""
-    if epoch_ms is None:
-        return "—"
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+when = utc_text  # ``2026-11-26 15:08:22 UTC``; an em dash for never
 
 
 def ago(epoch_ms: int | None) -> str:

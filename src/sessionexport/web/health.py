@@ -9,17 +9,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionexport.clock import now_ms
+from sessionexport.clock import HOUR_MS, MINUTE_MS, now_ms
 from sessionexport.export.config import export_config
 from sessionexport.export.deadletters import discard_pending, letters_to_replay
 from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.export.supervisor import DeliveryRefused, ReplayTally
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.store.records import MINUTE_MS, DeadLetter, SettingsRecord
+from sessionexport.store.records import DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
 
-HOUR_MS = 3600 * 1000
 LETTERS_SHOWN = 50
 
 

@@ -9,6 +9,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from sessionexport.clock import HOUR_MS
 from sessionexport.receiver.store.records import (
     DOCUMENT,
     LEGACY,
@@ -20,7 +21,7 @@ from sessionexport.receiver.store.records import (
     SaveResult,
     StoredDocument,
 )
-from sessionexport.store.sqlite_engine import HOUR_MS, SQLiteEngine, hours_present, insert_rows
+from sessionexport.store.sqlite_engine import SQLiteEngine, hours_present, insert_rows
 
 _INSERT = (
     "INSERT INTO documents (request_id, received_at, kind, key, locality, user_session_id, index_name, body)"
