@@ -784,7 +784,7 @@ async def test_a_replay_holds_its_claim_for_as_long_as_it_sends(store: Store) ->
         return await renew(*args)
 
     store.renew_replay_claim = once_failing  # type: ignore[method-assign, assignment]
-    async with supervisor._claim_held(letter_id, now + claim_ms, claim_ms):
+    async with supervisor.replayer._claim_held(letter_id, now + claim_ms, claim_ms):
         await asyncio.sleep(2 * claim_ms / 1000 + 0.5)  # over two claims long
         assert await store.claim_dead_letter(letter_id, "e1", now_ms(), now_ms() + claim_ms) is None
     assert hiccups == []

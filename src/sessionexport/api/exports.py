@@ -25,8 +25,9 @@ from sessionexport.export.preview import (
     sample_body,
     unsaved_config,
 )
+from sessionexport.export.replay import DeliveryRefused, ReplayTally
 from sessionexport.export.status import alert_json, export_health, export_running
-from sessionexport.export.supervisor import DeliveryRefused, ExportSupervisor, ReplayTally
+from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
 from sessionexport.settings.objects import SettingsService
 from sessionexport.store import Store

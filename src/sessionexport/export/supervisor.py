@@ -16,7 +16,6 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,11 +25,9 @@ import httpx
 
 from sessionexport.clock import now_ms
 from sessionexport.export.auth import credentials_for
-from sessionexport.export.bulk_delivery import deliver_bulk
 from sessionexport.export.config import ExportConfig, export_config
-from sessionexport.export.deadletters import letter_entries
-from sessionexport.export.delivery import RETRY_AFTER_MAX_SECONDS, Attempt, Outcome, Sender
-from sessionexport.export.exporter import ENDPOINT_ALERTS, Exporter, closed_by_success
+from sessionexport.export.delivery import Sender
+from sessionexport.export.exporter import Exporter
 from sessionexport.export.leases import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_IN_FLIGHT,
@@ -42,6 +39,7 @@ from sessionexport.export.leases import (
 )
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier, wait_for_at_most
+from sessionexport.export.replay import Replayer, ReplayResult
 from sessionexport.export.zones import zone_from_value
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
@@ -49,7 +47,7 @@ from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.settings.validation import Context, check_https_url
 from sessionexport.store import Store
 from sessionexport.store.base import LeaseLost
-from sessionexport.store.records import Claim, DeadLetter, SettingsRecord, WorkState
+from sessionexport.store.records import Claim, SettingsRecord, WorkState
 from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
@@ -82,45 +80,12 @@ class _Wanted:
         return [(self.config.export_id, shard) for shard in range(self.config.tuning.shards)]
 
 
-@dataclass(frozen=True)
-class ReplayResult:
-    letter_id: int
-    delivered: bool
-    outcome: Outcome
-    skipped: bool = False  # another replay was sending it, or it was no longer pending: not sent
-
-
-@dataclass(frozen=True)
-class ReplayTally:
-    """A replay's results counted: the letters it sent (delivered or failed again) and skipped."""
-
-    sent: list[ReplayResult]
-    skipped: list[int]
-
-    @classmethod
-    def of(cls, results: list[ReplayResult]) -> ReplayTally:
-        return cls([r for r in results if not r.skipped], [r.letter_id for r in results if r.skipped])
-
-    @property
-    def delivered(self) -> int:
-        return sum(r.delivered for r in self.sent)
-
-    @property
-    def failed(self) -> list[ReplayResult]:
-        return [r for r in self.sent if not r.delivered]
-
-
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """Certificates are always verified: the public CAs, plus ``ca_bundle`` when given."""
     context = ssl.create_default_context(cafile=certifi.where())
     if ca_bundle is not None:
         context.load_verify_locations(cafile=str(ca_bundle))
     return context
-
-
-class DeliveryRefused(Exception):
-    """The export's stored endpoint may not be sent to by this process (an http:// URL stored
-    while the server allowed it on loopback, read by one that does not)."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +162,7 @@ class ExportSupervisor:
         self._placed: set[str] = set()  # exports known to have a cursor
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._replays: set[asyncio.Task[None]] = set()  # replays started in the background
+        self.replayer = Replayer(store, metrics, self.client, self.sender, self._refusal)
         self._aside = Throttle()  # standing aside, for exports this process cannot run: said now and then
         self._aside_from: set[str] = set()  # the exports it stands aside for, each with an alert of its own
         self._stale_check = Throttle(STALE_WORKER_ALERT_SECONDS / 3)
@@ -258,8 +223,7 @@ class ExportSupervisor:
     async def stop_all(self) -> None:
         """Stop every exporter (the bulks in flight decided first, for a while) and give up the
         leases; background replays stop too (their claims run out, their letters stay pending)."""
-        for replay in list(self._replays):
-            replay.cancel()
+        self.replayer.cancel_all()
         async with self._lock:
             await self._leave()
             await self._close_worker_alerts(self._aside_from)  # a process gone cannot be fixed
@@ -577,117 +541,12 @@ class ExportSupervisor:
 
     # -- operations --------------------------------------------------------------------------
     async def replay(self, config: ExportConfig, letter_ids: list[int]) -> list[ReplayResult]:
-        """Send dead letters again, as the export sends now, with its current authentication;
-        each claimed and read just before it is sent (one body held at a time), skipped when
-        another replay holds it or it is no longer pending: two replays at once send it once.
-        ``DeliveryRefused`` when the export may not be sent to from here (as its exporter is not)."""
-        if refusal := self._refusal(config):
-            raise DeliveryRefused(refusal)
-        results, delivered_shards = [], set()  # the shards a delivered letter closed the alerts of
-        async with self.client() as client:
-            sender = self.sender(config, client)
-            for letter_id in letter_ids:
-                now, claim_ms = now_ms(), _replay_claim_ms(config)
-                letter = await self.store.claim_dead_letter(letter_id, config.export_id, now, now + claim_ms)
-                if letter is None:
-                    results.append(ReplayResult(letter_id, False, Outcome(delivered=False), skipped=True))
-                    continue
-                try:
-                    async with self._claim_held(letter.id, now + claim_ms, claim_ms):
-                        outcome = await _resend(sender, config, letter)
-                except Exception as exc:  # a fault of ours: said, and the letter left pending, unclaimed
-                    log.exception("export %s: replaying dead letter %d failed", config.export_id, letter.id)
-                    outcome = Outcome(False, [Attempt(1, now_ms(), 0, error=f"the replay failed: {exc}")])
-                await self.store.finish_replay(
-                    letter.id,
-                    [a.as_json() for a in outcome.attempts],
-                    outcome.delivered,
-                    now_ms(),
-                    reason=None if outcome.delivered else outcome.alert_title,
-                )
-                if outcome.delivered:
-                    self.metrics.replayed.labels(config.export_id).inc(len(letter.sessions))
-                    self.metrics.bytes.labels(config.export_id).inc(len(letter.body))
-                    if (shard := letter.first_seq % config.tuning.shards) not in delivered_shards:
-                        delivered_shards.add(shard)  # at once: a long replay is not "failing" meanwhile
-                        await self._close_delivery_alerts(config, [letter.first_seq])
-                results.append(ReplayResult(letter.id, outcome.delivered, outcome))
-        if delivered_shards:
-            await self.store.note_replayed(config.export_id, now_ms())
-        return results
-
-    @contextlib.asynccontextmanager
-    async def _claim_held(self, letter_id: int, until: int, claim_ms: int) -> AsyncIterator[None]:
-        """Renew a replay's claim on a letter while it is sent (split on 413, a letter can take
-        far longer than one bulk's attempts), so that no other replay sends it meanwhile."""
-
-        async def renew(held_until: int) -> None:
-            while True:
-                await asyncio.sleep(claim_ms / 3000)
-                later = now_ms() + claim_ms
-                try:
-                    renewed = await self.store.renew_replay_claim(letter_id, held_until, later)
-                except Exception as exc:  # the store hiccupped: two thirds of the claim are left to retry
-                    log.warning(
-                        "replaying dead letter %d: renewing its claim failed (%s); trying again",
-                        letter_id,
-                        exc,
-                    )
-                    continue
-                if not renewed:
-                    log.warning(
-                        "replaying dead letter %d: its claim lapsed; another replay may send it too",
-                        letter_id,
-                    )
-                    return
-                held_until = later
-
-        renewing = asyncio.create_task(renew(until), name=f"claim of dead letter {letter_id}")
-        try:
-            yield
-        finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
-
-    async def _close_delivery_alerts(self, config: ExportConfig, first_seqs: list[int]) -> None:
-        """A replayed letter that was delivered shows that the endpoint takes its shard's bulks
-        again: the alerts saying otherwise close by the rule of the exporter's own success."""
-        if not first_seqs:
-            return
-        shards, now = config.tuning.shards, now_ms()
-        delivered = {seq % shards for seq in first_seqs}
-        for alert in await self.store.list_alerts(open_only=True):
-            if alert.export_id == config.export_id and any(
-                closed_by_success(alert.kind, shard, shards, ENDPOINT_ALERTS) for shard in delivered
-            ):
-                await self.store.close_alerts(config.export_id, alert.kind, now)
+        """``Replayer.replay``, with this process's client and authentication."""
+        return await self.replayer.replay(config, letter_ids)
 
     def replay_in_background(self, config: ExportConfig, letter_ids: list[int]) -> None:
-        """``replay`` in a task of its own, for many letters: a page's request does not wait
-        minutes for them. ``DeliveryRefused`` at once; how it went is logged, and the letters
-        leave the pending list as they are delivered."""
-        if refusal := self._refusal(config):
-            raise DeliveryRefused(refusal)
-        task = asyncio.create_task(self._replay_logged(config, letter_ids), name=f"replay {config.export_id}")
-        self._replays.add(task)
-        task.add_done_callback(self._replays.discard)
-
-    async def _replay_logged(self, config: ExportConfig, letter_ids: list[int]) -> None:
-        try:
-            results = await self.replay(config, letter_ids)
-        except Exception:
-            log.exception("export %s: replay of %d dead letter(s) failed", config.export_id, len(letter_ids))
-            return
-        tally = ReplayTally.of(results)
-        log.info(
-            "export %s: replay of %d dead letter(s) done: %d delivered, %d still failing, %d skipped",
-            config.export_id,
-            len(letter_ids),
-            tally.delivered,
-            len(tally.failed),
-            len(tally.skipped),
-        )
+        """``Replayer.replay_in_background``."""
+        self.replayer.replay_in_background(config, letter_ids)
 
     async def move(self, export_id: str, position: int) -> None:
         """Move an export's cursor. Its leases are revoked with it: its exporters, here or in
@@ -698,22 +557,3 @@ class ExportSupervisor:
             await self.store.move_cursor(export_id, position, now_ms())
             self._held = {u for u in self._held if u[0] != export_id}
         self.poke()
-
-
-async def _resend(sender: Sender, config: ExportConfig, letter: DeadLetter) -> Outcome:
-    """A letter sent again as the export sends now (format, splitting on 413, Elasticsearch's
-    items); one whose body does not hold its sessions line by line goes as it was kept."""
-    entries = letter_entries(letter)
-    if entries is None:
-        items = len(letter.sessions) if config.send_direct else None
-        return await sender.send(letter.body, content_type=letter.content_type, items=items)
-    return (await deliver_bulk(sender, entries, config.send_direct)).outcome()
-
-
-def _replay_claim_ms(config: ExportConfig) -> int:
-    """Long enough for every attempt of one request (each up to a token request and two sends,
-    after a 401, within its timeout; the waits between them), with a margin: renewed while a
-    replay goes on, a claim lapses this long after a replay that crashed."""
-    t = config.tuning
-    wait = max(t.backoffMaxSeconds, RETRY_AFTER_MAX_SECONDS)
-    return int(((t.retries + 1) * 3 * t.timeoutSeconds + t.retries * wait + 60) * 1000)

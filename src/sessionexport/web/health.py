@@ -12,8 +12,8 @@ from starlette.routing import Route
 from sessionexport.clock import HOUR_MS, MINUTE_MS, now_ms
 from sessionexport.export.config import export_config
 from sessionexport.export.deadletters import discard_pending, letters_to_replay
+from sessionexport.export.replay import DeliveryRefused, ReplayTally
 from sessionexport.export.status import ExportHealth, export_health, export_running
-from sessionexport.export.supervisor import DeliveryRefused, ReplayTally
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store.records import DeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
