@@ -13,7 +13,7 @@ import binascii
 import copy
 import secrets as random
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -157,11 +157,11 @@ class SettingsService:
         value, violations = await self._validate(schema, item.value, exclude=None)
         violations += _secrets_entered(schema, value)
         if violations:
-            return _invalid(violations, self._mask_input(schema, item.value))
+            return invalid(violations, self._mask_input(schema, item.value))
         if schema["schemaId"] == ZONE_SCHEMA:
             violations = await self._unique_zone_name(value, exclude=None)
             if violations:
-                return _invalid(violations, value)
+                return invalid(violations, value)
         object_id = _new_object_id()
         if validate_only:
             stored = len(await self.store.list_settings(schema["schemaId"]))
@@ -245,19 +245,15 @@ class SettingsService:
         if not violations and schema["schemaId"] == ZONE_SCHEMA:
             violations = await self._unique_zone_name(value, exclude=object_id)
         if violations:
-            return _invalid(violations, self._mask_input(schema, new_value))
+            return invalid(violations, self._mask_input(schema, new_value))
         if validate_only:
             return ItemResult(200, object_id=object_id)
-        updated = SettingsRecord(
-            object_id=object_id,
-            schema_id=record.schema_id,
-            scope=record.scope,
+        updated = replace(
+            record,
             external_id=record.external_id if external_id is None else external_id,
             value=self._stored_json(schema, value),
             schema_version=schema["version"],
-            created=record.created,
             modified=now,
-            created_by=record.created_by,
             modified_by=author,
             version=record.version + 1,
         )
@@ -361,7 +357,9 @@ class SettingsService:
                     _set(value, path, self.box.rotate(_get(value, path)))
             except secrets.SecretKeyError as exc:
                 raise secrets.SecretKeyError(f"settings object {record.object_id}: {exc}") from None
-            rotated.append((record, _replace_value(record, orjson.dumps(value).decode())))
+            rotated.append(
+                (record, replace(record, value=orjson.dumps(value).decode(), version=record.version + 1))
+            )
         for record, changed in rotated:
             await self.store.update_setting(changed, expected_version=record.version)
         return len(rotated)
@@ -457,13 +455,8 @@ def _new_object_id() -> str:
     return base64.urlsafe_b64encode(b"se1\x00" + random.token_bytes(24)).decode().rstrip("=")
 
 
-def _replace_value(record: SettingsRecord, value: str) -> SettingsRecord:
-    fields = {name: getattr(record, name) for name in SettingsRecord.__dataclass_fields__}
-    fields.update(value=value, version=record.version + 1)
-    return SettingsRecord(**fields)
-
-
-def _invalid(violations: list[Violation], invalid_value: Any) -> ItemResult:
+def invalid(violations: list[Violation], invalid_value: Any = None) -> ItemResult:
+    """The answer for a value with ``violations`` (``invalid_value``: what was sent, masked)."""
     return ItemResult(
         400,
         message=f"{len(violations)} constraint violation(s)",
@@ -480,7 +473,7 @@ def _conflict(
 
 
 def _too_many(schema: dict[str, Any], value: Any) -> ItemResult:
-    return _invalid(
+    return invalid(
         [
             Violation(
                 "",

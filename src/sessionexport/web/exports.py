@@ -21,9 +21,8 @@ from sessionexport.export.preview import (
     sample_body,
     unsaved_config,
 )
-from sessionexport.settings.objects import ItemResult, update_token
+from sessionexport.settings.objects import ItemResult, invalid, update_token
 from sessionexport.settings.schemas import EXPORT_SCHEMA, EXPORT_SETTINGS, MAX_EXPORTS, ZONE_SCHEMA
-from sessionexport.settings.validation import Violation
 from sessionexport.store.records import SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
@@ -128,7 +127,7 @@ async def download_sample(ui: Ui, request: Request, visit: Visit) -> Response:
     value = _submitted(visit)
     config, violations = await unsaved_config(ui.settings, value, secrets_needed=False)
     if config is None:
-        return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations), "downloaded")
+        return await _page(ui, request, visit, _form_id(visit), value, invalid(violations), "downloaded")
     try:
         entries = await preview_sessions(ui.store, ui.settings, config, now_ms())
     except NoSessions as exc:
@@ -141,7 +140,7 @@ async def download_mapping(ui: Ui, request: Request, visit: Visit) -> Response:
     value = _submitted(visit)
     config, violations = await unsaved_config(ui.settings, value, secrets_needed=False)
     if config is None:
-        return await _page(ui, request, visit, _form_id(visit), value, _invalid(violations), "downloaded")
+        return await _page(ui, request, visit, _form_id(visit), value, invalid(violations), "downloaded")
     body = orjson.dumps(mapping_of(config), option=orjson.OPT_INDENT_2)
     return await download(request, body, "application/json", "mapping.json")
 
@@ -224,10 +223,6 @@ def _form_id(visit: Visit) -> str:
 def _submitted(visit: Visit) -> dict[str, Any]:
     """The form's value; a saved export's secrets left empty stay stored (and shown so again)."""
     return value_from_form(EXPORT_SETTINGS, visit.values(), keep_secrets=_form_id(visit) != NEW)
-
-
-def _invalid(violations: list[Violation]) -> ItemResult:
-    return ItemResult(400, message=f"{len(violations)} constraint violation(s)", violations=violations)
 
 
 def _gone(ui: Ui, visit: Visit) -> Response:
