@@ -15,7 +15,7 @@ from sessionexport.api.rendering import OrjsonResponse, download
 from sessionexport.api.security import require
 from sessionexport.api.strict_json import StrictJsonRoute
 from sessionexport.clock import now_ms
-from sessionexport.export.config import ExportConfig, export_config
+from sessionexport.export.config import ExportConfig
 from sessionexport.export.deadletters import discard_pending, letters_to_replay
 from sessionexport.export.preview import (
     NoSessions,
@@ -23,6 +23,7 @@ from sessionexport.export.preview import (
     preview_sessions,
     run_test_export,
     sample_body,
+    saved_config,
     unsaved_config,
 )
 from sessionexport.export.replay import DeliveryRefused, ReplayTally
@@ -214,13 +215,11 @@ def _objects(request: Request) -> tuple[Store, SettingsService, ExportSupervisor
 
 
 async def _config(settings: SettingsService, export_id: str, *, secrets_needed: bool = False) -> ExportConfig:
-    """The saved configuration; its secrets decrypted only for what sends (so that reading status,
-    samples or dead letters works even while the secret key is being rotated)."""
-    record = await settings.get_export(export_id)
-    if record is None:
+    """The saved configuration (``saved_config``), or 404."""
+    config = await saved_config(settings, export_id, secrets_needed=secrets_needed)
+    if config is None:
         raise ApiError(404, f"No user session export with objectId {export_id!r}")
-    value = settings.plain_value(record) if secrets_needed else settings.masked_value(record)
-    return export_config(export_id, value)
+    return config
 
 
 async def _value_config(

@@ -42,6 +42,7 @@ from sessionexport.export.preview import (
     preview_sessions,
     run_test_export,
     sample_body,
+    saved_config,
     unsaved_config,
 )
 from sessionexport.export.status import ExportHealth, export_health, export_running
@@ -107,11 +108,10 @@ async def _config(
     if (value_file is None) == (object_id is None):
         raise _Refused("give either --value FILE or --object-id ID")
     if object_id is not None:
-        record = await settings.get_export(object_id)
-        if record is None:
+        saved = await saved_config(settings, object_id, secrets_needed=secrets_needed)
+        if saved is None:
             raise _Refused(f"no user session export with objectId {object_id!r}")
-        stored = settings.plain_value(record) if secrets_needed else settings.masked_value(record)
-        return export_config(object_id, stored)
+        return saved
     assert value_file is not None
     value = _read_value(value_file)
     config, violations = await unsaved_config(settings, value, secrets_needed=secrets_needed)

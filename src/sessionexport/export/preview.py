@@ -71,6 +71,18 @@ async def unsaved_config(
     return (None if violations else export_config("unsaved", normalized)), violations
 
 
+async def saved_config(
+    settings: SettingsService, object_id: str, *, secrets_needed: bool = False
+) -> ExportConfig | None:
+    """A saved export's configuration (None: no such export); its secrets decrypted only for
+    what sends, so that reading status, samples or dead letters works while keys are rotated."""
+    record = await settings.get_export(object_id)
+    if record is None:
+        return None
+    value = settings.plain_value(record) if secrets_needed else settings.masked_value(record)
+    return export_config(object_id, value)
+
+
 def mapping_of(config: ExportConfig, *, index: bool = False) -> dict[str, Any]:
     """The Elasticsearch mapping of the export's documents (wrapped in its document type when it
     has one), or with ``index`` the body of the ``PUT /<index>`` that creates the index."""
