@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 
 from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.http_methods import allowed_methods
+from sessionexport.media_types import JSON, media_type
 from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store import StoreError
 from sessionexport.store.base import InvalidValue, StoreFull
@@ -98,8 +99,8 @@ async def _validation_error(route_tokens: TokenCheck, request: Request, exc: Exc
             await route_tokens(request)
         except ApiError as error:
             return error_response(error)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    json_body = not media_type or media_type == "application/json" or media_type.endswith("+json")
+    media = media_type(request.headers.get("content-type", ""))
+    json_body = not media or media == JSON or media.endswith("+json")
     violations = []
     for err in exc.errors():
         where, *path = err.get("loc", ("body",))

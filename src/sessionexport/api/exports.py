@@ -29,6 +29,7 @@ from sessionexport.export.preview import (
 from sessionexport.export.replay import DeliveryRefused, ReplayTally
 from sessionexport.export.status import alert_json, export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.media_types import NDJSON
 from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
 from sessionexport.settings.objects import SettingsService
 from sessionexport.store import Store
@@ -36,7 +37,6 @@ from sessionexport.store.records import INT_MAX, DeadLetter, LogEntry, TokenReco
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2", tags=["Exports"], route_class=StrictJsonRoute)
-NDJSON_MEDIA = "application/x-ndjson"
 
 Reader = Depends(require(Scope.SETTINGS_READ))
 Manager = Depends(require(Scope.EXPORTS_MANAGE))
@@ -285,7 +285,7 @@ async def sample_of_export(request: Request, objectId: str) -> Response:
     _, settings, _ = _objects(request)
     config = await _config(settings, objectId)
     body = sample_body(config, await _sample(request, config))
-    return await download(request, body, NDJSON_MEDIA, f"sample-{objectId}.ndjson")
+    return await download(request, body, NDJSON, f"sample-{objectId}.ndjson")
 
 
 @router.post(
@@ -304,7 +304,7 @@ async def sample_of_value(request: Request, body: ExportValue) -> Response:
     _, settings, _ = _objects(request)
     config = await _value_config(settings, body.value, secrets_needed=False)
     sample = sample_body(config, await _sample(request, config))
-    return await download(request, sample, NDJSON_MEDIA, "sample.ndjson")
+    return await download(request, sample, NDJSON, "sample.ndjson")
 
 
 MappingForm = Annotated[
@@ -435,7 +435,7 @@ async def list_dead_letters(
             "description": "The body, in the content type it was sent with",
             "content": {
                 "application/json": {"schema": {"type": "string"}},
-                NDJSON_MEDIA: {"schema": {"type": "string"}},
+                NDJSON: {"schema": {"type": "string"}},
             },
         },
         404: {"description": "No such dead letter for this export"},

@@ -13,9 +13,10 @@ from sessionexport.api.rendering import OrjsonResponse
 from sessionexport.api.security import require
 from sessionexport.api.usersessions import BODY_ERRORS, COMPRESSED_BODIES, read_limited_body, room_for_body
 from sessionexport.clock import now_ms
-from sessionexport.ingest.documents import NDJSON, RejectedBody
+from sessionexport.ingest.documents import RejectedBody
 from sessionexport.ingest.events import MAX_EVENT_BYTES, parse_events
 from sessionexport.ingest.sessionizer import SessionizerSettings
+from sessionexport.media_types import NDJSON, media_type
 from sessionexport.model.events import EVENT_TYPES
 from sessionexport.request_bodies import parse_off_loop
 from sessionexport.tokens import Scope
@@ -54,9 +55,9 @@ class EventsResult(BaseModel):
     dependencies=[Depends(require(Scope.SESSIONS_INGEST))],
 )
 async def ingest_events(request: Request) -> OrjsonResponse:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != NDJSON:  # refused at once, not after waiting for room
-        message = f"unsupported content type {media_type or '(none)'!r}: use {NDJSON}"
+    media = media_type(request.headers.get("content-type", ""))
+    if media != NDJSON:  # refused at once, not after waiting for room
+        message = f"unsupported content type {media or '(none)'!r}: use {NDJSON}"
         raise ApiError(400, message, [Violation("Content-Type", message, "HEADER")])
     async with room_for_body(request):
         return await _ingest_events(request)

@@ -18,8 +18,9 @@ from sessionexport.api.rendering import OrjsonResponse, large_answer
 from sessionexport.api.security import get_store, require
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
-from sessionexport.ingest.documents import JSON, NDJSON, RejectedBody, UnsupportedMediaType, body_parser
+from sessionexport.ingest.documents import RejectedBody, UnsupportedMediaType, body_parser
 from sessionexport.ingest.metrics import API
+from sessionexport.media_types import JSON, NDJSON
 from sessionexport.request_bodies import BodyTooLarge, Busy, parse_off_loop, read_body
 from sessionexport.store import Store
 from sessionexport.store.records import INT_MAX, NewSession

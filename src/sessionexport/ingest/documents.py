@@ -12,14 +12,12 @@ from typing import TypeVar
 
 import msgspec
 
+from sessionexport.media_types import JSON, NDJSON, media_type
 from sessionexport.model.session import UserSession
 from sessionexport.model.validation import NOT_JSON, InvalidSession, decode_session, not_json, single_line
 from sessionexport.store.records import NewSession
 
 T = TypeVar("T")
-
-NDJSON = "application/x-ndjson"
-JSON = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +102,17 @@ def parse_body(body: bytes, content_type: str) -> list[NewSession]:
 def body_parser(content_type: str) -> Callable[[bytes], list[NewSession]]:
     """The parser of a body of this media type (parameters such as ``charset`` ignored), or
     UnsupportedMediaType: known before the body is read."""
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == NDJSON:
+    media = media_type(content_type)
+    if media == NDJSON:
         return parse_ndjson
-    if media_type == JSON:
+    if media == JSON:
         return parse_json_array
-    raise UnsupportedMediaType(media_type)
+    raise UnsupportedMediaType(media)
 
 
 class UnsupportedMediaType(ValueError):
-    def __init__(self, media_type: str) -> None:
-        super().__init__(f"unsupported content type {media_type or '(none)'!r}: use {NDJSON} or {JSON}")
+    def __init__(self, media: str) -> None:
+        super().__init__(f"unsupported content type {media or '(none)'!r}: use {NDJSON} or {JSON}")
 
 
 def parse_all(documents: Iterable[tuple[str, bytes]], parse: Callable[[bytes], T]) -> list[T]:

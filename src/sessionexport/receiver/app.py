@@ -34,6 +34,7 @@ from starlette.routing import Route
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
 from sessionexport.ingest.documents import RejectedBody
+from sessionexport.media_types import media_type
 from sessionexport.model.session import IDENTIFIER_MAX_CHARS
 from sessionexport.model.validation import NOT_JSON, single_line
 from sessionexport.receiver import bulk as es
@@ -304,7 +305,7 @@ def _request_info(request: Request, body_size: int, principal: str | None) -> Re
 
 
 def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type(request.headers.get("content-type", ""))
 
 
 # -- /export/events -------------------------------------------------------------------------------
@@ -316,9 +317,9 @@ async def _events(request: Request) -> Response:
         principal = await _authenticate(request)
     except Unauthorized as exc:
         return _unauthorized(request, exc)
-    media_type = _media_type(request)
-    if media_type not in EVENTS_TYPES:
-        message = f"unsupported content type {media_type or '(none)'!r}: use {' or '.join(EVENTS_TYPES)}"
+    media = _media_type(request)
+    if media not in EVENTS_TYPES:
+        message = f"unsupported content type {media or '(none)'!r}: use {' or '.join(EVENTS_TYPES)}"
         await config.store.refuse(_request_info(request, 0, principal), 415, message)
         return _error(415, message)
     try:

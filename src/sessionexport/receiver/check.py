@@ -54,12 +54,11 @@ from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.supervisor import ssl_context
 from sessionexport.export.tuning import DYNATRACE_MAX_BYTES, DYNATRACE_MAX_SESSIONS, ExportTuning
 from sessionexport.generate.sessions import GeneratorOptions, Kind, generate_sessions
+from sessionexport.media_types import JSON, NDJSON
 from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.model.samples import MOBILE, WEB_SYNTHETIC, doc_sample
 from sessionexport.store.records import LogEntry
 
-JSON = "application/json"
-NDJSON = "application/x-ndjson"
 DEFAULT_TIMEOUT = ExportTuning().timeoutSeconds  # the exporter's request timeout
 RESEND_SESSIONS = 20
 GZIP_SESSIONS = 10

@@ -21,10 +21,9 @@ import httpx
 
 from sessionexport.export.tuning import TuningError, parse_tuning
 from sessionexport.export.zones import regex_problem
+from sessionexport.media_types import NDJSON, media_type
 from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-
-NDJSON = "application/x-ndjson"
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +330,7 @@ def _check_elasticsearch_direct(walk: _Walk, value: dict[str, Any]) -> None:
     if not value.get("sendDirect", {}).get("active"):
         return
     endpoint = value.get("endpointDefinition", {})
-    if str(endpoint.get("contentType", "")).split(";")[0].strip().lower() != NDJSON:
+    if media_type(str(endpoint.get("contentType", ""))) != NDJSON:
         walk.add("endpointDefinition.contentType", f"must be {NDJSON} when sending directly to Elasticsearch")
     if endpoint.get("usePost") is not True:
         walk.add(
