@@ -34,7 +34,7 @@ from starlette.routing import Route
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import UnreadableBody
 from sessionexport.ingest.documents import RejectedBody
-from sessionexport.media_types import media_type
+from sessionexport.media_types import JSON, NDJSON, media_type
 from sessionexport.model.session import IDENTIFIER_MAX_CHARS
 from sessionexport.model.validation import NOT_JSON, single_line
 from sessionexport.receiver import bulk as es
@@ -79,7 +79,7 @@ from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
 
-EVENTS_TYPES = ("application/json", "application/x-ndjson")
+EVENTS_TYPES = (JSON, NDJSON)
 OAUTH_ROUTE = "/oauth2/token"
 BULK_METHODS = ("POST", "PUT")
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
