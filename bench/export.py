@@ -52,11 +52,11 @@ from sessionexport.content_encoding import GZIP_LEVEL, gzipped
 from sessionexport.export.batching import Batcher
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Attempt, Sender
+from sessionexport.export.exchange import ssl_context
 from sessionexport.export.exporter import READ_BATCH, Exporter
 from sessionexport.export.formats import bulk_body, encoded_size
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
-from sessionexport.export.supervisor import ssl_context
 from sessionexport.export.tuning import ExportTuning
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.ingest.documents import parse_ndjson

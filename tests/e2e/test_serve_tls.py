@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trustme
 
-from sessionexport.export.supervisor import ssl_context
+from sessionexport.export.exchange import ssl_context
 from tests.e2e.test_cli_and_server import CLI, create_token, free_port, run
 from tests.support.processes import wait_healthy
 from tests.support.receiver import Tls

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sessionexport.clock import now_ms
-from sessionexport.export.supervisor import ssl_context
+from sessionexport.export.exchange import ssl_context
 from sessionexport.ingest.documents import parse_ndjson
 from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA

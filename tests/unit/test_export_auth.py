@@ -9,10 +9,10 @@ from sessionexport.export.auth import (
     BasicCredentials,
     OAuth2Credentials,
     TokenError,
-    describe_transport_error,
     usable_token,
 )
 from sessionexport.export.config import BasicAuth, OAuth2
+from sessionexport.export.exchange import describe_transport_error
 from sessionexport.export.masking import masked
 from sessionexport.model.validation import decode_any
 

@@ -22,7 +22,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
 from sessionexport.export.answers import http_error
 from sessionexport.export.config import BasicAuth, OAuth2
-from sessionexport.export.exchange import exchange
+from sessionexport.export.exchange import describe_transport_error, exchange
 from sessionexport.model.validation import NOT_JSON, decode_any
 
 EXPIRY_LEEWAY_SECONDS = 30
@@ -160,28 +160,3 @@ def credentials_for(
     if isinstance(auth, OAuth2):
         return OAuth2Credentials(auth, client, timeout)
     return NoCredentials()
-
-
-_OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)\W*$")  # where in CPython it failed: no help to an operator
-
-
-def describe_transport_error(exc: httpx.HTTPError) -> str:
-    """A short, precise reason; certificate problems are named as such."""
-    text = str(exc) or type(exc).__name__
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        detail = text.split("certificate verify failed:", 1)[-1] if ":" in text else text
-        return f"TLS certificate verification failed ({_OPENSSL_SOURCE.sub('', detail).strip()})"
-    if isinstance(exc, httpx.ConnectError):
-        return f"connection failed ({text})"
-    for kind, what in _BROKEN:
-        if isinstance(exc, kind):
-            return f"{what} ({text})" if str(exc) else what
-    return text
-
-
-# What broke, when httpx's text says little more than its type (a reset gives an empty message).
-_BROKEN: tuple[tuple[type[httpx.HTTPError], str], ...] = (
-    (httpx.WriteError, "the connection broke while the body was being sent"),
-    (httpx.ReadError, "the connection broke while the answer was awaited or read"),
-    (httpx.RemoteProtocolError, "the endpoint broke the HTTP exchange"),
-)

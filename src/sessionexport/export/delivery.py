@@ -26,10 +26,10 @@ import httpx
 from sessionexport.clock import now_ms
 from sessionexport.content_encoding import gzipped
 from sessionexport.export.answers import WHOLE_BYTES, http_error, retry_after_seconds
-from sessionexport.export.auth import Credentials, TokenError, describe_transport_error
+from sessionexport.export.auth import Credentials, TokenError
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome, item_outcomes
-from sessionexport.export.exchange import exchange
+from sessionexport.export.exchange import describe_transport_error, exchange
 from sessionexport.export.masking import masked, sent_secret
 
 TIMEOUT_TITLE = "Request timeout"

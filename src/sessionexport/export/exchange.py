@@ -1,4 +1,5 @@
-"""One HTTP exchange with an endpoint, read within bounds.
+"""HTTP with endpoints, as the exporters have it: the client (certificates always verified), one
+exchange read within bounds, and what went wrong in words.
 
 An endpoint may answer with anything, of any size, as slowly as it likes: the answer is read only
 up to what the caller needs of it (a reason, Elasticsearch's items, a token), and the caller puts
@@ -7,7 +8,30 @@ a deadline on the whole exchange.
 
 from __future__ import annotations
 
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import certifi
 import httpx
+
+ResponseHook = Callable[[httpx.Response], Awaitable[None]]
+
+
+def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """Certificates are always verified: the public CAs, plus ``ca_bundle`` when given."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_bundle is not None:
+        context.load_verify_locations(cafile=str(ca_bundle))
+    return context
+
+
+def exporter_client(verify: ssl.SSLContext, on_response: ResponseHook | None = None) -> httpx.AsyncClient:
+    """A client as the exporters send with: no redirects followed (a bulk is not sent on to
+    where an answer points), no proxy or certificate settings taken from the environment."""
+    hooks = {"response": [on_response]} if on_response is not None else None
+    return httpx.AsyncClient(verify=verify, follow_redirects=False, trust_env=False, event_hooks=hooks)
 
 
 async def exchange(
@@ -26,3 +50,28 @@ async def exchange(
         return response, b"".join(chunks)[:limit]
     finally:
         await response.aclose()
+
+
+_OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)\W*$")  # where in CPython it failed: no help to an operator
+
+
+def describe_transport_error(exc: httpx.HTTPError) -> str:
+    """A short, precise reason; certificate problems are named as such."""
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        detail = text.split("certificate verify failed:", 1)[-1] if ":" in text else text
+        return f"TLS certificate verification failed ({_OPENSSL_SOURCE.sub('', detail).strip()})"
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection failed ({text})"
+    for kind, what in _BROKEN:
+        if isinstance(exc, kind):
+            return f"{what} ({text})" if str(exc) else what
+    return text
+
+
+# What broke, when httpx's text says little more than its type (a reset gives an empty message).
+_BROKEN: tuple[tuple[type[httpx.HTTPError], str], ...] = (
+    (httpx.WriteError, "the connection broke while the body was being sent"),
+    (httpx.ReadError, "the connection broke while the answer was awaited or read"),
+    (httpx.RemoteProtocolError, "the endpoint broke the HTTP exchange"),
+)

@@ -14,19 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import certifi
 import httpx
 
 from sessionexport.clock import now_ms
 from sessionexport.export.auth import credentials_for
 from sessionexport.export.config import ExportConfig, export_config
 from sessionexport.export.delivery import Sender
+from sessionexport.export.exchange import exporter_client, ssl_context
 from sessionexport.export.exporter import Exporter
 from sessionexport.export.leases import (
     DEFAULT_LEASE_SECONDS,
@@ -78,14 +77,6 @@ class _Wanted:
 
     def units(self) -> list[Unit]:
         return [(self.config.export_id, shard) for shard in range(self.config.tuning.shards)]
-
-
-def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """Certificates are always verified: the public CAs, plus ``ca_bundle`` when given."""
-    context = ssl.create_default_context(cafile=certifi.where())
-    if ca_bundle is not None:
-        context.load_verify_locations(cafile=str(ca_bundle))
-    return context
 
 
 @dataclass(frozen=True)
@@ -461,7 +452,7 @@ class ExportSupervisor:
         return Sender(config, client, credentials_for(config.auth, client, config.tuning.timeoutSeconds))
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(verify=self._ssl, follow_redirects=False, trust_env=False)
+        return exporter_client(self._ssl)
 
     async def _start(self, want: _Wanted, shard: int) -> None:
         config = want.config

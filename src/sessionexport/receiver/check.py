@@ -44,14 +44,13 @@ from sessionexport.export.auth import (
     NoCredentials,
     TokenError,
     credentials_for,
-    describe_transport_error,
     usable_token,
 )
 from sessionexport.export.batching import Batcher
 from sessionexport.export.config import BasicAuth, ExportConfig, OAuth2, SendDirect
 from sessionexport.export.delivery import Attempt, Sender
+from sessionexport.export.exchange import describe_transport_error, exporter_client, ssl_context
 from sessionexport.export.formats import bulk_body, encoded_size
-from sessionexport.export.supervisor import ssl_context
 from sessionexport.export.tuning import DYNATRACE_MAX_BYTES, DYNATRACE_MAX_SESSIONS, ExportTuning
 from sessionexport.generate.sessions import GeneratorOptions, Kind, generate_sessions
 from sessionexport.media_types import JSON, NDJSON
@@ -541,12 +540,7 @@ async def open_probe(options: CheckOptions) -> AsyncIterator[Probe]:
                 token_answer.data = response.json()
 
     # As the exporter's client: certificates verified, no redirects, no proxy settings from the environment.
-    async with httpx.AsyncClient(
-        verify=ssl_context(options.ca_bundle),
-        follow_redirects=False,
-        trust_env=False,
-        event_hooks={"response": [keep_token_answer]},
-    ) as client:
+    async with exporter_client(ssl_context(options.ca_bundle), keep_token_answer) as client:
         yield Probe(options, client, token_answer)
 
 
