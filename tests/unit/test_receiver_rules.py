@@ -476,6 +476,9 @@ async def test_authenticator_basic_and_bearer() -> None:
             await auth.check(header)
     with pytest.raises(Unauthorized, match="malformed Basic credentials"):
         await auth.check("Basic not-base64!")
+    for empty in ("Bearer", "Bearer   "):  # told what is wrong, not that Bearer is not taken
+        with pytest.raises(Unauthorized, match="a Bearer header without a token"):
+            await auth.check(empty)
     assert await Authenticator().check(None) is None  # nothing configured: open
 
 

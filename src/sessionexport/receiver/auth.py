@@ -340,6 +340,8 @@ class Authenticator:
             return self.tokens.verify(token)
         if token and self.jwks:
             return await self.jwks.check(token)
+        if (self.tokens or self.jwks) and authorization.partition(" ")[0].lower() == "bearer":
+            raise Unauthorized("a Bearer header without a token")
         raise Unauthorized("unsupported authorization scheme for this receiver")
 
 
