@@ -12,7 +12,7 @@ import socket
 import sqlite3
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO, TypeVar
@@ -64,6 +64,8 @@ from sessionexport.store.records import TokenRecord
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
+
+    from sessionexport.generate.events import EventStream
 
 T = TypeVar("T")
 
@@ -734,50 +736,13 @@ def generate(
     --token, in batches of 500, printing the server's totals as JSON. --rate, --duplicates and
     --disorder make the stream look like real beacon traffic.
     """
-    import json
-    import logging
-
-    from rich.progress import Progress
-
-    from sessionexport.generate.events import (
-        EventOptions,
-        EventPoster,
-        EventPostError,
-        EventStream,
-        batches,
-        paced,
-    )
+    from sessionexport.generate.events import EventOptions, EventStream, paced
     from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_lines
-    from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
 
     if kind not in KINDS:
         err.print(f"[red]error:[/red] --kind must be one of {', '.join(KINDS)}")
         raise typer.Exit(2)
-    try:
-        low, _, high = actions.partition("-")
-        action_range = (int(low), int(high or low))
-        if not 1 <= action_range[0] <= action_range[1] <= 200:
-            raise ValueError
-    except ValueError:
-        err.print(f"[red]error:[/red] --actions takes MIN-MAX within 1-200 (got {escape(actions)!r})")
-        raise typer.Exit(2) from None
-    try:
-        end_ms = _parse_end(end)
-    except ValueError:
-        err.print(
-            f"[red]error:[/red] --end takes an ISO 8601 time, e.g. 2026-11-26T12:00:00Z (got {escape(str(end))!r})"
-        )
-        raise typer.Exit(2) from None
-    earliest = EPOCH_MS_MIN + GeneratorOptions().span_ms  # sessions start up to span_ms before --end
-    if not earliest <= end_ms <= EPOCH_MS_MAX:
-        first, last = (
-            dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            for ms in (earliest, EPOCH_MS_MAX)
-        )
-        err.print(
-            f"[red]error:[/red] --end must be from {first} to {last}: sessions' times are epoch milliseconds there"
-        )
-        raise typer.Exit(2)
+    action_range, end_ms = _action_range(actions), _end_ms(end)
     # Event options are refused without --events rather than ignored: a silent no-op misleads.
     event_only = {
         "--no-interleave": not interleave,
@@ -797,56 +762,112 @@ def generate(
     stop_as_ctrl_c()
     stream = None
     if events:
-        stream = EventStream(
-            count,
-            seed,
-            EventOptions(
-                kind=kind,
-                actions=action_range,
-                end_ms=end_ms,
-                interleave=interleave,
-                duplicate_ratio=duplicates,
-                disorder=disorder,
-            ),
+        options = EventOptions(
+            kind=kind,
+            actions=action_range,
+            end_ms=end_ms,
+            interleave=interleave,
+            duplicate_ratio=duplicates,
+            disorder=disorder,
         )
+        stream = EventStream(count, seed, options)
         lines = paced(stream, rate)
     else:
         lines = generate_lines(count, seed, GeneratorOptions(kind=kind, actions=action_range, end_ms=end_ms))
     if server is not None and token and stream is not None:
-        # httpx logs every request at INFO: one line per batch would bury the progress and totals.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        with Progress(console=err, transient=True) as progress, EventPoster(server, token) as poster:
-            task = progress.add_task("sessions", total=count)
-            try:
-                # A slow (paced) stream still reaches the server every second.
-                for batch in batches(lines, 500, max_wait_s=1.0 if rate > 0 else None):
-                    poster.post(batch)
-                    progress.update(task, completed=stream.sessions_done)
-            except EventPostError as exc:
-                progress.stop()
-                err.print(
-                    f"[red]error:[/red] {escape(str(exc))} ({poster.events} event(s) were accepted before)"
-                )
-                raise typer.Exit(1) from None
-            except KeyboardInterrupt:
-                progress.stop()
-                err.print(
-                    f"interrupted: {poster.events} event(s) were accepted in {poster.requests} request(s)"
-                )
-                emit(json.dumps(poster.totals))
-                raise typer.Exit(130) from None
-        err.print(f"Sent {poster.events} event(s) of {count} session(s) in {poster.requests} request(s).")
-        emit(json.dumps(poster.totals))
-        return
-    if str(output) == "-":
-        out = sys.stdout.buffer
-        with to_stdout():
-            for line in lines:
-                out.write(line + b"\n")
-                if rate > 0:  # a paced stream is watched or piped on: each event as it comes
-                    out.flush()
-            out.flush()
-        return
+        _post_events(lines, stream, server, token, count, rate)
+    elif str(output) == "-":
+        _print_lines(lines, flush_each=rate > 0)
+    else:
+        _write_lines(lines, output, stream, count)
+
+
+def _action_range(actions: str) -> tuple[int, int]:
+    """``--actions MIN-MAX`` (or ``N``), within 1-200; exit 2 otherwise."""
+    try:
+        low, _, high = actions.partition("-")
+        action_range = (int(low), int(high or low))
+        if not 1 <= action_range[0] <= action_range[1] <= 200:
+            raise ValueError
+    except ValueError:
+        err.print(f"[red]error:[/red] --actions takes MIN-MAX within 1-200 (got {escape(actions)!r})")
+        raise typer.Exit(2) from None
+    return action_range
+
+
+def _end_ms(end: str | None) -> int:
+    """``--end`` in epoch ms, late enough that every session starts at a time in ms; exit 2 otherwise."""
+    from sessionexport.generate.sessions import GeneratorOptions
+    from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
+
+    try:
+        end_ms = _parse_end(end)
+    except ValueError:
+        err.print(
+            f"[red]error:[/red] --end takes an ISO 8601 time, e.g. 2026-11-26T12:00:00Z (got {escape(str(end))!r})"
+        )
+        raise typer.Exit(2) from None
+    earliest = EPOCH_MS_MIN + GeneratorOptions().span_ms  # sessions start up to span_ms before --end
+    if not earliest <= end_ms <= EPOCH_MS_MAX:
+        first, last = (
+            dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for ms in (earliest, EPOCH_MS_MAX)
+        )
+        err.print(
+            f"[red]error:[/red] --end must be from {first} to {last}: sessions' times are epoch milliseconds there"
+        )
+        raise typer.Exit(2)
+    return end_ms
+
+
+def _post_events(
+    lines: Iterable[bytes], stream: EventStream, server: str, token: str, count: int, rate: float
+) -> None:
+    """POST the event lines to ``server`` in batches of 500, with progress; its totals as JSON."""
+    import json
+    import logging
+
+    from rich.progress import Progress
+
+    from sessionexport.generate.events import EventPoster, EventPostError, batches
+
+    # httpx logs every request at INFO: one line per batch would bury the progress and totals.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with Progress(console=err, transient=True) as progress, EventPoster(server, token) as poster:
+        task = progress.add_task("sessions", total=count)
+        try:
+            # A slow (paced) stream still reaches the server every second.
+            for batch in batches(lines, 500, max_wait_s=1.0 if rate > 0 else None):
+                poster.post(batch)
+                progress.update(task, completed=stream.sessions_done)
+        except EventPostError as exc:
+            progress.stop()
+            err.print(f"[red]error:[/red] {escape(str(exc))} ({poster.events} event(s) were accepted before)")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(f"interrupted: {poster.events} event(s) were accepted in {poster.requests} request(s)")
+            emit(json.dumps(poster.totals))
+            raise typer.Exit(130) from None
+    err.print(f"Sent {poster.events} event(s) of {count} session(s) in {poster.requests} request(s).")
+    emit(json.dumps(poster.totals))
+
+
+def _print_lines(lines: Iterable[bytes], *, flush_each: bool) -> None:
+    """To standard output; a paced stream (``flush_each``), watched or piped on, each line as it comes."""
+    out = sys.stdout.buffer
+    with to_stdout():
+        for line in lines:
+            out.write(line + b"\n")
+            if flush_each:
+                out.flush()
+        out.flush()
+
+
+def _write_lines(lines: Iterable[bytes], output: Path, stream: EventStream | None, count: int) -> None:
+    """To ``output``, whole or not at all (``_whole_output``), with progress."""
+    from rich.progress import Progress
+
     written = 0
     with _whole_output(output) as fh, Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating", total=count)
