@@ -41,6 +41,7 @@ from sessionexport.cli_options import (
     TlsKey,
     emit,
     env,
+    fail,
     require_server_data,
     require_store_opens,
     run_on_store,
@@ -115,8 +116,7 @@ def _main(
     ] = "text",
 ) -> None:
     if log_format not in ("text", "json"):
-        err.print("[red]error:[/red] --log-format must be text or json")
-        raise typer.Exit(2)
+        fail("--log-format must be text or json")
     configure_logging("json" if log_format == "json" else "text")
 
 
@@ -215,8 +215,7 @@ def _serve(
     try:
         application = create(config)  # a database URL of no known kind, keys that do not load
     except (StoreError, SecretKeyError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     require_store_opens(lambda: create_store(config.data_dir, config.database_url))
     sock = _listening(listener.host, listener.port)
     announce(err, f"sessionexport {__version__} {says(f'{scheme}://{listener.host}:{listener.port}')}")
@@ -315,13 +314,11 @@ def worker(
         _serve_worker(config, listener)
         return
     if metrics_tls_cert or metrics_tls_key:
-        err.print("[red]error:[/red] --metrics-tls-cert and --metrics-tls-key need --metrics-port")
-        raise typer.Exit(2)
+        fail("--metrics-tls-cert and --metrics-tls-key need --metrics-port")
     try:
         asyncio.run(run_worker(config))
     except (StoreError, SecretKeyError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     except KeyboardInterrupt:
         err.print("worker stopped")
 
@@ -359,8 +356,7 @@ def tokens_create(
         expires_at = now + tokens.parse_lifetime(expires_in) if expires_in is not None else None
         new = tokens.new_token(name, tokens.parse_scopes(scopes), now, expires_at)
     except tokens.TokenError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     fresh = not database_url and not (data_dir / DATABASE_FILE).exists()
     _run(lambda store: store.add_token(new.record), data_dir, database_url)
     # A mistyped --data-dir makes a database of its own: said, so that the token is not taken
@@ -410,8 +406,7 @@ def tokens_revoke(
     """Revoke a token: requests carrying it get 401 from then on."""
     public = tokens.public_id(token_id) or token_id
     if not _read(lambda store: store.revoke_token(public, now_ms()), data_dir, database_url):
-        err.print(f"[red]error:[/red] no active token {escape(public)}", highlight=False)
-        raise typer.Exit(1)
+        fail(f"no active token {public}", 1)
     err.print(f"Revoked token {public}.")
 
 
@@ -436,8 +431,7 @@ def secrets_rotate(
     try:
         box = load_secret_box(data_dir, secret_key, create=False)  # a new key decrypts nothing stored
     except SecretKeyError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
     async def rotate(store: Store) -> int:
         return await SettingsService(store, box).rotate_secrets()
@@ -445,8 +439,7 @@ def secrets_rotate(
     try:
         changed = _read(rotate, data_dir, database_url)
     except SecretKeyError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}; nothing was changed")
-        raise typer.Exit(1) from None
+        fail(f"{exc}; nothing was changed", 1)
     err.print(f"Re-encrypted the secrets of {changed} settings object(s).")
 
 
@@ -480,14 +473,12 @@ def backup(
     try:
         create_store(data_dir, database_url)  # a URL of no known kind is refused here
     except StoreError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     database = Path(database_url.removeprefix("sqlite:///")) if database_url else data_dir / DATABASE_FILE
     try:
         check_backup(database, target)
     except BackupRefused as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     columns = (TextColumn("backing up"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     stop_as_ctrl_c()  # what was written is removed
     with Progress(*columns, console=err, transient=True) as progress:
@@ -501,8 +492,7 @@ def backup(
             )
         except (BackupError, OSError, sqlite3.Error) as exc:
             progress.stop()
-            err.print(f"[red]error:[/red] backup failed, nothing kept: {escape(str(exc))}", highlight=False)
-            raise typer.Exit(1) from None
+            fail(f"backup failed, nothing kept: {exc!s}", 1)
         except KeyboardInterrupt:
             progress.stop()
             err.print(f"interrupted: backup stopped, nothing kept in {escape(str(target))}", highlight=False)
@@ -633,12 +623,10 @@ def _new_rejects_file(path: Path | None) -> Iterator[BinaryIO | None]:
         special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
         rejected = path.open("ab" if special else "xb")
     except FileExistsError:
-        err.print(f"[red]error:[/red] --rejects {escape(str(path))} exists: give a new file", highlight=False)
-        raise typer.Exit(2) from None
+        fail(f"--rejects {path} exists: give a new file")
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        err.print(f"[red]error:[/red] cannot create --rejects {escape(str(path))}: {reason}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(f"cannot create --rejects {path}: {reason}")
     try:
         yield rejected
     finally:
@@ -740,8 +728,7 @@ def generate(
     from sessionexport.generate.sessions import KINDS, GeneratorOptions, generate_lines
 
     if kind not in KINDS:
-        err.print(f"[red]error:[/red] --kind must be one of {', '.join(KINDS)}")
-        raise typer.Exit(2)
+        fail(f"--kind must be one of {', '.join(KINDS)}")
     action_range, end_ms = _action_range(actions), _end_ms(end)
     # Event options are refused without --events rather than ignored: a silent no-op misleads.
     event_only = {
@@ -754,11 +741,9 @@ def generate(
     }
     misused = [name for name, given in event_only.items() if given]
     if misused and not events:
-        err.print(f"[red]error:[/red] {', '.join(misused)}: only with --events")
-        raise typer.Exit(2)
+        fail(f"{', '.join(misused)}: only with --events")
     if server is not None and (not token or str(output) != "-"):
-        err.print("[red]error:[/red] --server needs --token, and takes no --output")
-        raise typer.Exit(2)
+        fail("--server needs --token, and takes no --output")
     stop_as_ctrl_c()
     stream = None
     if events:
@@ -790,8 +775,7 @@ def _action_range(actions: str) -> tuple[int, int]:
         if not 1 <= action_range[0] <= action_range[1] <= 200:
             raise ValueError
     except ValueError:
-        err.print(f"[red]error:[/red] --actions takes MIN-MAX within 1-200 (got {escape(actions)!r})")
-        raise typer.Exit(2) from None
+        fail(f"--actions takes MIN-MAX within 1-200 (got {actions!r})")
     return action_range
 
 
@@ -803,20 +787,14 @@ def _end_ms(end: str | None) -> int:
     try:
         end_ms = _parse_end(end)
     except ValueError:
-        err.print(
-            f"[red]error:[/red] --end takes an ISO 8601 time, e.g. 2026-11-26T12:00:00Z (got {escape(str(end))!r})"
-        )
-        raise typer.Exit(2) from None
+        fail(f"--end takes an ISO 8601 time, e.g. 2026-11-26T12:00:00Z (got {end!r})")
     earliest = EPOCH_MS_MIN + GeneratorOptions().span_ms  # sessions start up to span_ms before --end
     if not earliest <= end_ms <= EPOCH_MS_MAX:
         first, last = (
             dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             for ms in (earliest, EPOCH_MS_MAX)
         )
-        err.print(
-            f"[red]error:[/red] --end must be from {first} to {last}: sessions' times are epoch milliseconds there"
-        )
-        raise typer.Exit(2)
+        fail(f"--end must be from {first} to {last}: sessions' times are epoch milliseconds there")
     return end_ms
 
 
@@ -842,8 +820,7 @@ def _post_events(
                 progress.update(task, completed=stream.sessions_done)
         except EventPostError as exc:
             progress.stop()
-            err.print(f"[red]error:[/red] {escape(str(exc))} ({poster.events} event(s) were accepted before)")
-            raise typer.Exit(1) from None
+            fail(f"{exc} ({poster.events} event(s) were accepted before)", 1)
         except KeyboardInterrupt:
             progress.stop()
             err.print(f"interrupted: {poster.events} event(s) were accepted in {poster.requests} request(s)")
@@ -996,8 +973,7 @@ def demo(
         err.print("demo stopped")
         return
     except (RuntimeError, OSError, StoreError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     err.print(f"demo over: the receiver stored {received} session(s)")
 
 

@@ -10,7 +10,7 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,15 @@ from sessionexport.store import DATABASE_FILE
 from sessionexport.store.base import StoreError
 
 err = Console(stderr=True, soft_wrap=True, emoji=False)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End the command: ``error: message`` on stderr (escaped: paths and OpenSSL's reasons hold
+    brackets Rich would read as markup), and exit ``code`` (2: bad options or environment)."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
 T = TypeVar("T")
 
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -29,6 +29,7 @@ from sessionexport.cli_options import (
     SecretKey,
     emit,
     env,
+    fail,
     require_server_data,
     run_on_store,
     to_stdout,
@@ -86,11 +87,6 @@ class _Refused(Exception):
     pass
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(code)
-
-
 def _read_value(path: Path) -> Any:
     try:
         raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
@@ -129,7 +125,7 @@ def _write_out(body: bytes, output: Path | None = None) -> None:
         else:
             output.write_bytes(body)
     except OSError as exc:
-        _fail(f"cannot write {output or 'the output'}: {exc.strerror or exc}")
+        fail(f"cannot write {output or 'the output'}: {exc.strerror or exc}")
 
 
 def _with_services(
@@ -156,7 +152,7 @@ def _with_services(
     try:
         return asyncio.run(main())
     except (_Refused, NoSessions, StoreError, SecretKeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _secret_box(data_dir: Path, secret_key: str | None) -> SecretBox:
@@ -209,7 +205,7 @@ def export_status(
     try:
         healths = run_on_store(lambda: create_store(data_dir, database_url), work)
     except _Refused as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         emit(orjson.dumps([h.as_json() for h in healths], option=orjson.OPT_INDENT_2).decode())
     elif not healths:

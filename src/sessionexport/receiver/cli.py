@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -17,6 +17,7 @@ from rich.markup import escape
 from sessionexport.cli_options import (
     emit,
     env,
+    fail,
     require_existing,
     require_store_opens,
     run_on_store,
@@ -168,9 +169,9 @@ def receive(
     from sessionexport.receiver.app import OPTIONS_VARIABLE, ReceiverOptions, create_receiver_app
 
     if (tls_cert is None) != (tls_key is None):
-        _fail("--tls-cert and --tls-key go together")
+        fail("--tls-cert and --tls-key go together")
     if workers > 1 and storage == "files":
-        _fail("--storage files is written by one process: use --workers 1, SQLite or PostgreSQL")
+        fail("--storage files is written by one process: use --workers 1, SQLite or PostgreSQL")
     options = ReceiverOptions(
         data_dir=str(data_dir),
         storage=storage,
@@ -189,13 +190,13 @@ def receive(
     try:
         config = options.build()  # also checks the options before any worker starts
     except (ValueError, StoreError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     require_store_opens(lambda: create_received_store(data_dir, storage))
     cert_file, key_file = (None, None) if http else _tls_files(data_dir, host, tls_cert, tls_key)
     try:
         sock = listening.bind(host, port)
     except OSError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     where = f"{'http' if http else 'https'}://{host}:{port}"
     announce(err, f"receiving on {where}{events_path}  (_bulk: {where}/_bulk, data: {data_dir})")
     if workers == 1:
@@ -229,7 +230,7 @@ def _tls_files(data_dir: Path, host: str, tls_cert: Path | None, tls_key: Path |
         try:
             fingerprint = operator_certificate(tls_cert, tls_key)
         except ValueError as exc:
-            _fail(f"cannot use --tls-cert with --tls-key: {exc}")
+            fail(f"cannot use --tls-cert with --tls-key: {exc}")
         announce(err, f"TLS certificate {tls_cert} (SHA-256 {fingerprint})")
         return str(tls_cert), str(tls_key)
     cert = self_signed(data_dir, (host,))
@@ -238,11 +239,6 @@ def _tls_files(data_dir: Path, host: str, tls_cert: Path | None, tls_key: Path |
     announce(err, f"  SHA-256 fingerprint {cert.fingerprint}")
     announce(err, f"  senders trust it with --ca-bundle {cert.cert_path}")
     return str(cert.cert_path), str(cert.key_path)
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)  # OpenSSL's reasons hold [...]
-    raise typer.Exit(2)
 
 
 # -- received --------------------------------------------------------------------------------------
@@ -256,7 +252,7 @@ def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedSto
         require_existing(stored_at(data_dir, storage), "receiver", env("RECEIVER_STORAGE"), "--storage")
     elif not storage or storage == "files":
         if not storage and not stored_at(data_dir, None).exists() and stored_at(data_dir, "files").is_dir():
-            _fail(f"the receiver of {data_dir} keeps files, not a database: add --storage files")
+            fail(f"the receiver of {data_dir} keeps files, not a database: add --storage files")
         require_existing(stored_at(data_dir, storage), "receiver", env("RECEIVER_DATA_DIR"))
     return run_on_store(lambda: create_received_store(data_dir, storage, reading=True), work)
 
@@ -286,7 +282,7 @@ def received_last(
 ) -> None:
     """The last documents received, newest first, one per line (NDJSON, as stored)."""
     if kind is not None and kind not in (SESSION, LEGACY, DOCUMENT):
-        _fail(f"--kind takes {SESSION}, {LEGACY} or {DOCUMENT}, not {kind!r}")
+        fail(f"--kind takes {SESSION}, {LEGACY} or {DOCUMENT}, not {kind!r}")
     for doc in _with_store(data_dir, storage, lambda s: s.documents(kind=kind, limit=count)):
         _print_stored(doc.body)
 
