@@ -53,7 +53,7 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
     if purged:
         log.info("retention: purged %d session(s) older than %g day(s)", purged, retention_ms / 86_400_000)
     idle_ms = max(retention_ms, open_ms)
-    dropped = await store.purge_events(now - idle_ms)
+    dropped = await store.purge_events(now - idle_ms, now)
     if dropped:  # sessions that never completed (no event for that long)
         log.warning(
             "retention: dropped %d RUM event(s) of sessions idle for %g hour(s)", dropped, idle_ms / 3_600_000

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -493,6 +493,28 @@ async def test_a_later_session_under_the_same_id_numbers_its_parts_from_1(
     ]
 
 
+async def test_a_session_whose_last_part_had_no_action_is_followed_by_an_unnumbered_one(
+    store: Store, clock: Clock
+) -> None:
+    """Split at the duration limit, its remainder (an error) makes no session: it ended all the
+    same, and the next session under its id is a session of its own, not its part 2."""
+    settings = replace(SETTINGS, duration_limit_ms=10 * MINUTE, action_limit=200)
+    sessionizer = new_sessionizer(store, clock, settings)
+    lines = [act(f"a{i}", T0 + i * 50 * SECOND) for i in range(12)]  # 50 s apart: no inactivity
+    clock.set(T0 + 10 * MINUTE + 10 * SECOND)
+    await send(sessionizer, *lines, err("e1", T0 + 10 * MINUTE + 5 * SECOND))
+    clock.set(T0 + 20 * MINUTE)  # the error's remainder timed out long since
+    await send(sessionizer, act("b1", T0 + 19 * MINUTE), end("end-b", T0 + 19 * MINUTE + 2 * SECOND))
+    clock.set(T0 + 22 * MINUTE)
+    assert await drain(sessionizer) == 1  # part 1; then a sweep that drops the error, appending nothing
+    assert await drain(sessionizer) == 1  # the later session
+    docs = await logged(store)
+    assert [(d.get("partNumber"), d["endReason"], d["userActionCount"]) for d in docs] == [
+        (1, "DURATION_LIMIT", 12),
+        (None, "END_EVENT", 1),
+    ]
+
+
 async def test_parts_that_start_in_the_same_millisecond_are_all_kept(
     sessionizer: Sessionizer, clock: Clock
 ) -> None:
@@ -585,8 +607,8 @@ async def test_purge_events_drops_idle_open_sessions(sessionizer: Sessionizer, c
     await send(sessionizer, act("b2", T0 + 50 * SECOND, 500, "active"))  # active: its last event arrived now
     # the sessionizer could not complete idle (it failed on it): it is to look again later
     await sessionizer._postpone((await store.due_sessions(T0 + 10 * MINUTE, 1))[0], T0 + 20 * MINUTE)
-    assert await store.purge_events(T0 + 5 * MINUTE) == 3, "the idle session's events"
-    assert await store.purge_events(T0 + 5 * MINUTE) == 0
+    assert await store.purge_events(T0 + 5 * MINUTE, T0 + 10 * MINUTE) == 3, "the idle session's events"
+    assert await store.purge_events(T0 + 5 * MINUTE, T0 + 10 * MINUTE) == 0
     open_sessions = await store.due_sessions(T0 + DAY, 100)
     assert [(s.session_id, len(s.events)) for s in open_sessions] == [("active", 2)], "idle is forgotten"
     clock.set(T0 + DAY)
@@ -606,12 +628,32 @@ async def test_sessions_no_sessionizer_looked_at_are_completed_not_purged(
     clock.set(T0 + 2 * SECOND)
     await send(sessionizer, act("a1", T0, 500, "s1"), act("b1", T0, 500, "s2"))
     clock.set(T0 + 3 * 60 * MINUTE)  # back after three hours: both due since long
-    assert await store.purge_events(T0 + 2 * 60 * MINUTE) == 0
+    assert await store.purge_events(T0 + 2 * 60 * MINUTE, T0 + 3 * 60 * MINUTE) == 0
     assert await drain(sessionizer) == 2
     assert {(d["userSessionId"], d["endReason"]) for d in await logged(store)} == {
         ("s1", "TIMEOUT"),
         ("s2", "TIMEOUT"),
     }
+
+
+async def test_sessions_due_while_no_sessionizer_ran_are_completed_not_purged(
+    sessionizer: Sessionizer, clock: Clock
+) -> None:
+    """Looked at before the server stopped (its next look set to its timeout), down for a little
+    longer than events are kept: it became due meanwhile, and is completed, not dropped."""
+    store = sessionizer.store
+    clock.set(T0 + 2 * SECOND)
+    await send(sessionizer, act("a1", T0, 500, "s1"), act("a2", T0 + SECOND, 500, "s1"))
+    clock.set(T0 + 2 * SECOND + SETTLE)
+    assert await sessionizer.sweep() == 0  # not complete: to be looked at again at its timeout
+    [open_one] = await store.due_sessions(T0 + DAY, 10)
+    now = T0 + SETTINGS.open_ms + 30 * SECOND  # back: past its timeout, its events past the horizon
+    assert await purge_expired(store, retention_ms=MINUTE, now=now, open_ms=SETTINGS.open_ms) == 0
+    assert [s.session_id for s in await store.due_sessions(now, 10)] == [open_one.session_id]
+    clock.set(now)
+    assert await drain(sessionizer) == 1
+    [doc] = await logged(store)
+    assert (doc["userActionCount"], doc["endReason"]) == (2, "TIMEOUT")
 
 
 async def test_a_retention_shorter_than_a_session_may_stay_open_keeps_its_events(
@@ -625,7 +667,8 @@ async def test_a_retention_shorter_than_a_session_may_stay_open_keeps_its_events
     now = T0 + 10 * MINUTE
     await purge_expired(store, retention_ms=MINUTE, now=now, open_ms=SETTINGS.open_ms)
     assert [s.session_id for s in await store.due_sessions(T0 + DAY, 100)] == ["s1"]
-    await sessionizer._postpone((await store.due_sessions(now, 1))[0], now + MINUTE)  # it failed on it
+    # the sessionizer keeps failing on it: its next look is always ahead
+    await sessionizer._postpone((await store.due_sessions(now, 1))[0], now + SETTINGS.open_ms + MINUTE)
     await purge_expired(store, retention_ms=MINUTE, now=now + SETTINGS.open_ms, open_ms=SETTINGS.open_ms)
     assert await store.due_sessions(T0 + DAY, 100) == []  # idle for longer than any session stays open
 

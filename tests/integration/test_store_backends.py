@@ -877,6 +877,24 @@ async def test_an_open_session_holds_at_most_limit_events_in_the_order_sent(stor
     await store.complete_part(part(record=session("s1", start=1), consumed=("a", "b"), until=2), 120)
     room = await store.add_events([event("f", 6), event("g", 7), event("h", 8)], 130, 140, limit=3)
     assert room == EventsResult(accepted=1, duplicates=0, late=0, overflow=2)  # c, e and f held
+    # an event sent twice beyond the limit: overflow once, then a duplicate, on every backend
+    twice = await store.add_events([event("z", 9), event("z", 9)], 150, 160, limit=3)
+    assert twice == EventsResult(accepted=0, duplicates=1, late=0, overflow=1)
+
+
+async def test_two_writers_opening_one_session_keep_its_limit_together(backend: Backend) -> None:
+    """Two processes take events of a session that is not open yet: the limit holds for both."""
+    async with opened(backend.new) as one, opened(backend.new) as other:
+        results = await asyncio.gather(
+            *(
+                store.add_events([event(f"{name}{n}", n) for n in range(300)], 100, 110, limit=400)
+                for name, store in (("a", one), ("b", other))
+            )
+        )
+        assert sum(r.accepted for r in results) == 400
+        assert sum(r.overflow for r in results) == 200
+        [due] = await one.due_sessions(now=110, limit=10)
+        assert len(due.events) == 400
 
 
 async def test_upgrade_counts_the_events_open_sessions_hold(backend: Backend) -> None:
@@ -913,8 +931,8 @@ async def test_only_duplicate_events_leave_the_session_as_it_was(store: Store) -
     assert (result.accepted, result.duplicates) == (0, 1)
     due = await store.due_sessions(now=110, limit=10)  # not pushed to 210
     assert [(d.session_id, d.arrivals) for d in due] == [("s1", 1)]
-    assert await store.purge_events(received_before=100) == 0
-    assert await store.purge_events(received_before=101) == 1  # its last arrival is still 100
+    assert await store.purge_events(received_before=100, now=105) == 0
+    assert await store.purge_events(received_before=101, now=105) == 1  # its last arrival is still 100
 
 
 async def test_complete_part_appends_drops_consumed_and_notes_progress(store: Store) -> None:
@@ -973,10 +991,10 @@ async def test_a_part_is_written_only_if_nothing_arrived_since_the_session_was_r
 
 
 async def test_purge_events_drops_idle_sessions_with_their_events(store: Store) -> None:
-    await store.add_events([event("a", 1), event("b", 2)], now=100, check_at=250)  # looked at since
-    await store.add_events([event("d", 1, "s3")], now=100, check_at=150)  # due, never looked at
+    await store.add_events([event("a", 1), event("b", 2)], now=100, check_at=500)  # its next look ahead
+    await store.add_events([event("d", 1, "s3")], now=100, check_at=250)  # due, not looked at since
     await store.add_events([event("c", 1, "s2")], now=300, check_at=310)
-    assert await store.purge_events(received_before=200) == 2
+    assert await store.purge_events(received_before=200, now=300) == 2
     assert [d.session_id for d in await store.due_sessions(now=10**9, limit=10)] == ["s3", "s2"]
     again = await store.add_events([event("a", 1)], now=400, check_at=410)  # a new start, not a duplicate
     assert again.accepted == 1

@@ -162,7 +162,8 @@ class Sessionizer:
         again = None if part.final else now  # the rest may be complete too: look again at once
         if not part.has_actions:
             _log_without_actions(session, part)
-            return keep(None, ids, until, session.split, again)
+            # No session, but one that ended here all the same: what follows numbers from 1.
+            return keep(None, ids, until, session.split and part.continues, again)
         # Numbered: the parts of a session that outgrew a limit, the last one too. What follows a
         # session that ended (an inactivity gap) is a session of its own, numbered from 1.
         numbered = session.split or part.continues

@@ -142,9 +142,9 @@ class Store(Protocol):
         """In one transaction: append the completed session to the log, drop the events it used,
         note how far the session is completed and when to look at it again."""
 
-    async def purge_events(self, received_before: int) -> int:
+    async def purge_events(self, received_before: int, now: int) -> int:
         """Drop events and open-session rows nothing arrived for since ``received_before``, but
-        those due since before it (the sessionizer never looked at them: it completes them)."""
+        those due by ``now`` (the sessionizer has not looked at them since: it completes them)."""
 
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None: ...

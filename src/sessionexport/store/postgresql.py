@@ -146,7 +146,16 @@ ON CONFLICT (export_id, minute) DO UPDATE
 # A session's open_sessions row is locked before its events are looked at, by add_events and
 # complete_part alike (in that order: row, then events; sorted when there are several), so that
 # the two take turns per session as SQLite's one writer makes them: a part being completed is
-# waited for, and then its completed_until and arrivals are the ones read.
+# waited for, and then its completed_until and arrivals are the ones read. add_events makes the
+# rows of new sessions first: two requests opening one session then take turns too (else both
+# would count from no event held, and keep twice the limit).
+_OPEN_NEW_SESSIONS = """
+INSERT INTO open_sessions (tenant_id, session_id, last_arrival, check_at, arrivals)
+SELECT DISTINCT tenant_id, session_id, %(now)s::bigint, %(check_at)s::bigint, 0
+  FROM unnest(%(tenant_id)s::text[], %(session_id)s::text[]) AS e (tenant_id, session_id)
+ ORDER BY tenant_id, session_id
+    ON CONFLICT (tenant_id, session_id) DO NOTHING
+"""
 _LOCK_OPEN_SESSIONS = """
 SELECT 1 FROM open_sessions
  WHERE (tenant_id, session_id) IN (SELECT * FROM unnest(%(tenant_id)s::text[], %(session_id)s::text[]))
@@ -216,15 +225,15 @@ _NOTE_PART = """
 UPDATE open_sessions
    SET part = part + %(parts)s, split = %(split)s, check_at = %(check_at)s::bigint,
        last_start = coalesce(%(start)s::bigint, last_start), held = held - %(dropped)s,
-       parts_before = CASE WHEN %(parts)s = 1 AND NOT %(split)s THEN part + 1 ELSE parts_before END,
+       parts_before = CASE WHEN %(split)s THEN parts_before ELSE part + %(parts)s END,
        completed_until = greatest(completed_until, %(until)s::bigint)
  WHERE tenant_id = %(tenant)s AND session_id = %(session)s
 """
-# Open sessions nothing arrived for since the horizon, unless due since before it: those the
-# sessionizer never looked at (none ran: a server down for longer) are completed, not dropped.
+# Open sessions nothing arrived for since the horizon, unless due now: those the sessionizer has
+# not looked at since they became due (none ran: a server down for longer) are completed, not dropped.
 _PURGE_EVENTS = """
 WITH stale AS (DELETE FROM open_sessions WHERE last_arrival < %(horizon)s
-                  AND (check_at IS NULL OR check_at >= %(horizon)s) RETURNING tenant_id, session_id)
+                  AND (check_at IS NULL OR check_at > %(now)s) RETURNING tenant_id, session_id)
 DELETE FROM rum_events e USING stale s WHERE e.tenant_id = s.tenant_id AND e.session_id = s.session_id
 """
 
@@ -404,6 +413,7 @@ class PostgresStore:
             "limit": limit,
         }
         async with self._transaction() as conn:
+            await conn.execute(_OPEN_NEW_SESSIONS, params)
             await conn.execute(_LOCK_OPEN_SESSIONS, sessions)
             cursor = await conn.execute(_ADD_EVENTS, params)
             row = await cursor.fetchone()
@@ -439,8 +449,8 @@ class PostgresStore:
                 return AppendResult(0, 0)
             return await append_in_transaction(conn, [part.session], received_at)
 
-    async def purge_events(self, received_before: int) -> int:
-        return await self._execute(_PURGE_EVENTS, {"horizon": received_before})
+    async def purge_events(self, received_before: int, now: int) -> int:
+        return await self._execute(_PURGE_EVENTS, {"horizon": received_before, "now": now})
 
     # -- API tokens --------------------------------------------------------------------------
     async def add_token(self, token: TokenRecord) -> None:

@@ -72,9 +72,9 @@ from sessionexport.store.sqlite_engine import SQLiteEngine, hours_present, inser
 
 T = TypeVar("T")
 
-# Open sessions nothing arrived for since the horizon, unless due since before it: those the
-# sessionizer never looked at (none ran: a server down for longer) are completed, not dropped.
-_STALE = "last_arrival < ? AND (check_at IS NULL OR check_at >= ?)"
+# Open sessions nothing arrived for since the horizon, unless due now: those the sessionizer has
+# not looked at since they became due (none ran: a server down for longer) are completed, not dropped.
+_STALE = "last_arrival < ? AND (check_at IS NULL OR check_at > ?)"
 
 
 class SQLiteStore:
@@ -154,6 +154,7 @@ class SQLiteStore:
     ) -> EventsResult:
         def add(conn: sqlite3.Connection) -> EventsResult:
             accepted = duplicates = late = overflow = 0
+            offered: set[tuple[str, str, str]] = set()  # a second copy in the request is a duplicate
             for e in events:
                 completed_until, held = conn.execute(
                     "SELECT completed_until, held FROM open_sessions WHERE tenant_id = ? AND session_id = ?",
@@ -162,6 +163,11 @@ class SQLiteStore:
                 if completed_until is not None and e.ts <= completed_until and e.kind != "attributes":
                     late += 1
                     continue
+                key = (e.tenant_id, e.session_id, e.event_id)
+                if key in offered:
+                    duplicates += 1
+                    continue
+                offered.add(key)
                 if limit is not None and held >= limit:  # a duplicate still counts as one
                     if _has_event(conn, e):
                         duplicates += 1
@@ -240,7 +246,7 @@ class SQLiteStore:
             conn.execute(
                 "UPDATE open_sessions SET part = part + :parts, split = :split, check_at = :check_at,"
                 " last_start = coalesce(:start, last_start), held = held - :dropped,"
-                " parts_before = CASE WHEN :parts = 1 AND NOT :split THEN part + 1 ELSE parts_before END,"
+                " parts_before = CASE WHEN :split THEN parts_before ELSE part + :parts END,"
                 " completed_until = CASE WHEN :until IS NULL THEN completed_until"
                 " ELSE max(coalesce(completed_until, :until), :until) END"
                 " WHERE tenant_id = :tenant AND session_id = :session",
@@ -259,13 +265,13 @@ class SQLiteStore:
 
         return await self._write(complete)
 
-    async def purge_events(self, received_before: int) -> int:
+    async def purge_events(self, received_before: int, now: int) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             stale = f"SELECT tenant_id, session_id FROM open_sessions WHERE {_STALE}"
             dropped = conn.execute(
-                f"DELETE FROM rum_events WHERE (tenant_id, session_id) IN ({stale})", (received_before,) * 2
+                f"DELETE FROM rum_events WHERE (tenant_id, session_id) IN ({stale})", (received_before, now)
             ).rowcount
-            conn.execute(f"DELETE FROM open_sessions WHERE {_STALE}", (received_before,) * 2)
+            conn.execute(f"DELETE FROM open_sessions WHERE {_STALE}", (received_before, now))
             return int(dropped)
 
         return await self._write(purge)
