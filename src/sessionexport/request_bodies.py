@@ -163,7 +163,7 @@ class BodyDeadlines:
                     else f"The request body stopped arriving: nothing came for {BODY_IDLE_SECONDS:g} s"
                 )
                 if not started:
-                    await send_error(scope, send, 408, stalled)
+                    await send_error(scope, send, 408, stalled, close=True)
                 return {"type": "http.disconnect"}
             body_read = message["type"] != "http.request" or not message.get("more_body", False)
             return message
@@ -258,9 +258,10 @@ async def _too_large(scope: Scope, send: Send, limit: int) -> None:
     await send_error(scope, send, 413, f"The request body exceeds the limit of {limit} bytes")
 
 
-async def send_error(scope: Scope, send: Send, status: int, message: str) -> None:
+async def send_error(scope: Scope, send: Send, status: int, message: str, *, close: bool = False) -> None:
     """An error answer from middleware (before any route runs): in the apps' envelope, or as a
-    page for a browser's page or form (the web UI's forms get here too)."""
+    page for a browser's page or form (the web UI's forms get here too). ``close``: the
+    connection closes after it (what is left of the request is not read as the next one)."""
     headers = dict(scope["headers"])
     if b"hx-request" in headers:  # swapped into the page: a fragment (a title would rename the tab)
         body = _ERROR_FRAGMENT.format(message=html.escape(message)).encode()
@@ -272,6 +273,8 @@ async def send_error(scope: Scope, send: Send, status: int, message: str) -> Non
         body = orjson.dumps({"error": {"code": status, "message": message}})
         content_type = b"application/json"
     answer = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if close:
+        answer.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": answer})
     await send({"type": "http.response.body", "body": body})
 

@@ -27,10 +27,15 @@ async def _length(request: Request) -> PlainTextResponse:
     return PlainTextResponse(str(len(await request.body())))
 
 
+async def _slow(_: Request) -> PlainTextResponse:
+    await asyncio.sleep(1.5)  # longer than the head timeout of these tests
+    return PlainTextResponse("slow")
+
+
 @pytest.fixture
 def port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setattr(http_limits, "HEAD_TIMEOUT_SECONDS", 1.0)
-    app = Starlette(routes=[Route("/", _length, methods=["GET", "POST"])])
+    app = Starlette(routes=[Route("/", _length, methods=["GET", "POST"]), Route("/slow", _slow)])
     server = ThreadedServer(app, lifespan="off", http=BoundedHttpToolsProtocol).start()
     yield server.port
     server.stop()
@@ -67,6 +72,24 @@ def test_a_head_over_the_limit_gets_431_and_the_server_goes_on(port: int) -> Non
     many = b"".join(b"X-%d: 1\r\n" % n for n in range(MAX_HEAD_BYTES // 8))
     assert exchange(port, request(headers=many)).startswith(b"HTTP/1.1 431 ")
     assert exchange(port, request(b"abc", b"X-Fine: " + b"a" * 30_000 + b"\r\n")).endswith(b"\r\n\r\n3")
+
+
+def test_a_header_without_its_line_end_is_counted_as_it_arrives(port: int) -> None:
+    """httptools builds such a value up in memory until the line ends: it is cut at the bound."""
+    chunk = b"a" * 16 * 1024
+    answer = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ", *[chunk] * 8, pause=0.05)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    blank_first = exchange(port, b"\r\n\r\nGET / HTTP/1.1\r\nX-Big: " + chunk * 5)
+    assert blank_first.startswith(b"HTTP/1.1 431 "), blank_first[:100]  # blank lines end no head
+
+
+def test_a_pipelined_head_is_timed_from_the_answer_before_it(port: int) -> None:
+    """The slow first request is answered, not cut by the next head's timer; the next head,
+    still unfinished a head timeout after that answer, gets its 408."""
+    answer = exchange(port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /hea")
+    first, _, rest = answer.partition(b"\r\n\r\nslow")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+    assert rest.startswith(b"HTTP/1.1 408 "), answer
 
 
 def test_a_head_that_never_ends_gets_408(port: int) -> None:
@@ -137,6 +160,7 @@ def test_a_body_that_stops_arriving_gets_408_and_gives_its_room_back(bodies: Bod
     answer = exchange(bodies.port, post_head(1000) + b"x" * 10)
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:100]
     assert b"The request body stopped arriving: nothing came for 0.5 s" in answer
+    assert b"\r\nconnection: close\r\n" in answer.lower()  # the rest of that body is not read as a request
     assert bodies.stored == [] and bodies.budget.used == 0
 
 
