@@ -1527,6 +1527,14 @@ async def test_a_malformed_body_with_a_bad_token_or_scope_gets_401_or_403_not_it
     assert response.status_code == 400 and "invalid JSON" in response.text, response.text
 
 
+async def test_a_body_that_starts_with_a_byte_order_mark_is_read(settings: Settings) -> None:
+    """As the standard library read it, and as ingest does: files saved on Windows start so."""
+    body = b"\xef\xbb\xbf" + json.dumps([item(zone_value("bom"), ZONES)]).encode()
+    headers = {**settings.headers, "Content-Type": "application/json"}
+    response = await settings.api.client.post(OBJECTS, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+
+
 async def test_a_wrong_token_is_refused_before_the_body_is_read(settings: Settings) -> None:
     """Else anyone could make the server read and hold a body (up to a megabyte here, as slowly as
     they like) only to be told the token was wrong."""

@@ -16,12 +16,15 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sessionexport.ingest.documents import UTF8_BOM
+
 
 class StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            # orjson.JSONDecodeError is a json.JSONDecodeError: FastAPI answers it as invalid JSON
-            self._json = orjson.loads(await self.body())
+            # orjson.JSONDecodeError is a json.JSONDecodeError: FastAPI answers it as invalid JSON.
+            # A byte order mark (files saved on Windows) is no JSON, but was always taken.
+            self._json = orjson.loads((await self.body()).removeprefix(UTF8_BOM))
         return self._json
 
 
