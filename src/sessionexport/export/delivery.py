@@ -168,13 +168,33 @@ class Sender:
         timeout = self.config.tuning.timeoutSeconds
         started, at = time.perf_counter(), now_ms()
 
-        sent: tuple[str, ...] = ()  # the credential of the request sent last
+        sent_with: tuple[str, ...] = ()  # the credential of the request sent last
 
-        def done(answer: bytes = b"", error: str | None = None, **kwargs: object) -> tuple[Attempt, bytes]:
+        def done(
+            answer: bytes = b"",
+            *,
+            error: str | None = None,
+            status: int | None = None,
+            timed_out: bool = False,
+            token_failure: bool = False,
+            retry_after: float | None = None,
+            sent: bool = False,
+        ) -> tuple[Attempt, bytes]:
             took = int((time.perf_counter() - started) * 1000)
             if error is not None:  # kept in dead letters and alerts, logged: never a secret in it
-                error = masked(error, (*self._credentials.secrets(), *sent))
-            return Attempt(number, at, took, error=error, **kwargs), answer  # type: ignore[arg-type]
+                error = masked(error, (*self._credentials.secrets(), *sent_with))
+            attempt = Attempt(
+                number,
+                at,
+                took,
+                status=status,
+                error=error,
+                timed_out=timed_out,
+                token_failure=token_failure,
+                retry_after=retry_after,
+                sent=sent,
+            )
+            return attempt, answer
 
         refreshed = False
         while True:
@@ -186,7 +206,7 @@ class Sender:
                 }
             except TokenError as exc:
                 return done(error=f"{OAUTH_FAILURE_PREFIX}{exc}", token_failure=True)
-            sent = sent_secret(headers)
+            sent_with = sent_secret(headers)
             try:
                 request = self._client.build_request(
                     self.config.method,
@@ -209,7 +229,7 @@ class Sender:
                 refreshed = True
                 continue
             status = response.status_code
-            secrets = (*self._credentials.secrets(), *sent)
+            secrets = (*self._credentials.secrets(), *sent_with)
             error = None if 200 <= status < 300 else http_error(status, answer, secrets)
             if 300 <= status < 400 and (location := response.headers.get("location")):
                 shown = masked(location, secrets)[:200]
