@@ -262,30 +262,7 @@ async def list_objects(
         page_key_alone(request)
         query = _decode_page_key(nextPageKey)
     else:
-        if not schemaIds and not scopes:
-            raise ApiError(
-                400,
-                "Either schemaIds or scopes is required",
-                [Violation("schemaIds", "required when scopes is not given", "QUERY")],
-            )
-        external_ids = _csv(externalIds)
-        if too_long := [e for e in external_ids if len(e) > MAX_EXTERNAL_ID]:
-            raise ApiError(
-                400,
-                f"An external id has at most {MAX_EXTERNAL_ID} characters",
-                [Violation("externalIds", f"{len(too_long)} of them longer than {MAX_EXTERNAL_ID}", "QUERY")],
-            )
-        query = {
-            "schemaIds": _csv(schemaIds),
-            "scopes": _csv(scopes),
-            "externalIds": external_ids,
-            "fields": fields,
-            "filter": filter,
-            "sort": sort,
-            "pageSize": pageSize or DEFAULT_PAGE_SIZE,
-            "offset": 0,
-            "after": None,
-        }
+        query = _first_page_query(schemaIds, scopes, externalIds, fields, filter, sort, pageSize)
     wanted = _fields(query["fields"], OBJECT_FIELDS, ("objectId", "value"))
     predicate = _filter(query["filter"])
     for schema_id in query["schemaIds"]:
@@ -308,6 +285,42 @@ async def list_objects(
     return OrjsonResponse(
         {"items": items, "nextPageKey": key, "pageSize": len(items), "totalCount": len(matching)}
     )
+
+
+def _first_page_query(
+    schema_ids: str | None,
+    scopes: str | None,
+    external_ids: str | None,
+    fields: str | None,
+    filter: str | None,
+    sort: str | None,
+    page_size: int | None,
+) -> dict[str, Any]:
+    """The query of a first page, as a nextPageKey carries it on (``offset``, ``after``)."""
+    if not schema_ids and not scopes:
+        raise ApiError(
+            400,
+            "Either schemaIds or scopes is required",
+            [Violation("schemaIds", "required when scopes is not given", "QUERY")],
+        )
+    externals = _csv(external_ids)
+    if too_long := [e for e in externals if len(e) > MAX_EXTERNAL_ID]:
+        raise ApiError(
+            400,
+            f"An external id has at most {MAX_EXTERNAL_ID} characters",
+            [Violation("externalIds", f"{len(too_long)} of them longer than {MAX_EXTERNAL_ID}", "QUERY")],
+        )
+    return {
+        "schemaIds": _csv(schema_ids),
+        "scopes": _csv(scopes),
+        "externalIds": externals,
+        "fields": fields,
+        "filter": filter,
+        "sort": sort,
+        "pageSize": page_size or DEFAULT_PAGE_SIZE,
+        "offset": 0,
+        "after": None,
+    }
 
 
 def _validate_only(
