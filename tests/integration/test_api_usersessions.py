@@ -347,6 +347,24 @@ async def test_authentication_and_scopes(api: Api) -> None:
     assert await api.store.count_sessions() == 0
 
 
+async def test_a_request_reads_its_token_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before the body is read, and its scope by the route, from the one read."""
+    token = await api.token()
+    reads: list[str] = []
+    get_token = api.store.get_token
+
+    async def counted(token_id: str) -> object:
+        reads.append(token_id)
+        return await get_token(token_id)
+
+    monkeypatch.setattr(api.store, "get_token", counted)
+    lines = b"\n".join(generate_lines(2, 1, GeneratorOptions()))
+    headers = {**api.auth(token), "Content-Type": "application/x-ndjson"}
+    assert (await api.client.post("/api/v2/usersessions", content=lines, headers=headers)).status_code == 200
+    assert (await api.client.get("/api/v2/settings/schemas", headers=api.auth(token))).status_code == 200
+    assert len(reads) == 2
+
+
 async def test_revoked_token_is_refused(api: Api) -> None:
     token = await api.token()
     await api.store.revoke_token(token.split(".")[1], 1)

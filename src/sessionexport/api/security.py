@@ -36,7 +36,9 @@ def require(scope: tokens.Scope) -> Callable[..., Awaitable[TokenRecord]]:
     async def check(
         request: Request, authorization: str | None = Security(_header, scopes=[scope.value])
     ) -> TokenRecord:
-        record = await valid_token(get_store(request), authorization)
+        record: TokenRecord | None = request.scope.get("state", {}).get(_VALIDATED)  # TokenFirst's
+        if record is None:
+            record = await valid_token(get_store(request), authorization)
         if scope.value not in record.scopes:
             raise ApiError(403, f"The API token lacks the required scope {scope.value}")
         return record
@@ -46,6 +48,7 @@ def require(scope: tokens.Scope) -> Callable[..., Awaitable[TokenRecord]]:
 
 
 _TOKEN_CHECKS: set[Callable[..., Awaitable[TokenRecord]]] = set()  # those ``require`` made
+_VALIDATED = "sessionexport.api_token"  # request state: the token record TokenFirst found valid
 
 
 async def valid_token(store: Store, authorization: str | None) -> TokenRecord:
@@ -98,7 +101,8 @@ class TokenFirst:
     body would otherwise be told what is wrong with it (400), not that it needs a token; and
     anyone could make the server read and hold a body (a megabyte on a settings route, for as long
     as they send it slowly). Whether the token holds the scope, the routes check (and
-    ``check_route_tokens``, for a body FastAPI could not decode); when the store fails, they answer."""
+    ``check_route_tokens``, for a body FastAPI could not decode), with the record found here;
+    when the store fails, they answer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -106,10 +110,14 @@ class TokenFirst:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (scope["path"] + "/").startswith("/api/v2/"):
             try:
-                await valid_token(scope["app"].state.store, Headers(scope=scope).get("authorization"))
+                record = await valid_token(
+                    scope["app"].state.store, Headers(scope=scope).get("authorization")
+                )
             except ApiError as error:
                 await error_response(error)(scope, receive, send)
                 return
             except StoreError:
                 pass  # the route's own check answers, through the app's error handlers
+            else:  # the route's check takes it, rather than reading the token again
+                scope.setdefault("state", {})[_VALIDATED] = record
         await self.app(scope, receive, send)
