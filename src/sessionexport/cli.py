@@ -41,6 +41,7 @@ from sessionexport.cli_options import (
     TlsKey,
     emit,
     env,
+    err,
     fail,
     require_server_data,
     require_store_opens,
@@ -86,8 +87,6 @@ secrets_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(secrets_app, name="secrets")
-
-err = Console(stderr=True, soft_wrap=True, emoji=False)  # ":cd:" in a fingerprint is no emoji
 
 
 def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
@@ -803,14 +802,11 @@ def _post_events(
 ) -> None:
     """POST the event lines to ``server`` in batches of 500, with progress; its totals as JSON."""
     import json
-    import logging
 
     from rich.progress import Progress
 
     from sessionexport.generate.events import EventPoster, EventPostError, batches
 
-    # httpx logs every request at INFO: one line per batch would bury the progress and totals.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     with Progress(console=err, transient=True) as progress, EventPoster(server, token) as poster:
         task = progress.add_task("sessions", total=count)
         try:

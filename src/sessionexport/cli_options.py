@@ -20,6 +20,7 @@ from sessionexport.logs import report
 from sessionexport.store import DATABASE_FILE
 from sessionexport.store.base import StoreError
 
+# The commands' stderr: no emoji codes (":cd:" in a fingerprint is none), long lines kept whole.
 err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
@@ -108,11 +109,7 @@ def require_existing(
     (or ``option``), not an empty store; creating one there would hide the mistake (a token nobody
     checks, zero counts)."""
     if not path.exists():
-        err.print(
-            f"[red]error:[/red] no data at {escape(str(path))}: give the {whose}'s {option} (or {variable})",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        fail(f"no data at {path}: give the {whose}'s {option} (or {variable})")
 
 
 def require_server_data(data_dir: Path, database_url: str | None) -> None:

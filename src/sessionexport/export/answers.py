@@ -40,7 +40,7 @@ def answer_reason(answer: bytes, secrets: tuple[str, ...] = ()) -> str | None:
         reason = _json_reason(orjson.loads(head))
     except orjson.JSONDecodeError:
         reason = _text_reason(head.decode("utf-8", "replace").strip())
-    return one_line(masked(reason, secrets)) if reason else None
+    return said(reason, secrets)
 
 
 def _text_reason(text: str) -> str | None:
@@ -63,6 +63,12 @@ def _json_reason(document: Any) -> str | None:
         return f"{error} ({description})" if isinstance(description, str) else error
     message = document.get("message")
     return message if isinstance(message, str) else None
+
+
+def said(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """What an endpoint wrote, fit for dead letters, alerts and logs: ``secrets`` masked, on one
+    line (``one_line``); None when it said nothing."""
+    return one_line(masked(text, secrets)) if text else None
 
 
 def one_line(text: str) -> str | None:

@@ -29,6 +29,7 @@ from sessionexport.cli_options import (
     SecretKey,
     emit,
     env,
+    err,
     fail,
     require_server_data,
     run_on_store,
@@ -60,7 +61,6 @@ export_app = typer.Typer(
     no_args_is_help=True,
 )
 T = TypeVar("T")
-err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 ValueFile = Annotated[
     Path | None,

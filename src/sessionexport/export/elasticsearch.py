@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from sessionexport.export.answers import one_line
-from sessionexport.export.masking import masked
+from sessionexport.export.answers import said
 
 
 class BulkResponseError(ValueError):
@@ -83,9 +82,4 @@ def _outcome(item: _Item, secrets: tuple[str, ...]) -> ItemOutcome:
         kind, reason = item.error.type, item.error.reason
     else:
         kind, reason = None, item.error
-    return ItemOutcome(item.status, _said(kind, secrets), _said(reason, secrets))
-
-
-def _said(text: str | None, secrets: tuple[str, ...]) -> str | None:
-    """What the endpoint wrote, fit for dead letters, alerts and logs (``answers.one_line``)."""
-    return one_line(masked(text, secrets)) if text else None
+    return ItemOutcome(item.status, said(kind, secrets), said(reason, secrets))

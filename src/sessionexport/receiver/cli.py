@@ -11,12 +11,12 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from sessionexport.cli_options import (
     emit,
     env,
+    err,
     fail,
     require_existing,
     require_store_opens,
@@ -30,7 +30,6 @@ from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.store.base import StoreError
 
 T = TypeVar("T")
-err = Console(stderr=True, soft_wrap=True, emoji=False)
 DEFAULT_RECEIVER_DIR = Path("data/receiver")
 PAGE_DOCUMENTS = 1000  # read and printed at a time: all of them in turn
 
