@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, create_private_file, load_secret_box
 from sessionexport.store import DATABASE_FILE
 
-PROGRESS_EVERY_SECONDS = 0.2
+BACKUP_STEP_PAGES = 64  # 4 MiB of 64 KiB pages: a step takes a few milliseconds
 PARTIAL = ".partial"
 
 
@@ -121,40 +120,21 @@ def _decrypts_every_secret(database: Path, data_dir: Path) -> bool:
 def _copy_database(source: Path, target: Path, on_progress: Callable[[int, int], None] | None) -> None:
     # A plain connection, not a read-only one: like any other, it leaves no -wal or -shm file
     # behind when it is the last to close (a read-only one cannot remove them).
-    with contextlib.closing(sqlite3.connect(source)) as src:
-        page_size, pages = (
-            src.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "page_count")
-        )
-        with (
-            contextlib.closing(sqlite3.connect(target)) as dst,
-            _watching(target, page_size * pages, on_progress),
-        ):
-            # All pages in one step, one read transaction: a snapshot, whatever is written meanwhile
-            # (in steps, every write to the source would start the copy over).
-            src.backup(dst, pages=-1)
+    with contextlib.closing(sqlite3.connect(source, isolation_level=None)) as src:
+        page_size = src.execute("PRAGMA page_size").fetchone()[0]
+        # One read transaction held through every step: the copy is a snapshot of its start
+        # (in WAL mode, what others write meanwhile is not seen, so no step starts the copy
+        # over), and between steps Ctrl-C is heard, which one single step would not let it be.
+        src.execute("BEGIN")
+        src.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
+        def report(_status: int, remaining: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress((total - remaining) * page_size, total * page_size)
 
-@contextlib.contextmanager
-def _watching(path: Path, total: int, on_progress: Callable[[int, int], None] | None) -> Iterator[None]:
-    """Report how far the copy is (its file's size) every few tenths of a second until it ends."""
-    if on_progress is None:
-        yield
-        return
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(PROGRESS_EVERY_SECONDS):
-            with contextlib.suppress(OSError):
-                on_progress(path.stat().st_size, total)
-
-    watcher = threading.Thread(target=watch, name="backup-progress", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
-        on_progress(total, total)
+        with contextlib.closing(sqlite3.connect(target)) as dst:
+            src.backup(dst, pages=BACKUP_STEP_PAGES, progress=report)
+        src.execute("COMMIT")
 
 
 def _check(path: Path) -> tuple[int, int]:

@@ -13,13 +13,17 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
+from sessionexport.backup import backup
 from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
+from sessionexport.ingest.documents import to_record
+from sessionexport.model.validation import decode_session
 from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import SecretBox, new_key
-from sessionexport.store import create_store
+from sessionexport.store import DATABASE_FILE, create_store
 from tests.e2e.test_cli_and_server import CLI, create_token, run, server
 
 BATCH = 50
@@ -153,6 +157,34 @@ def test_a_stopped_backup_leaves_nothing_and_its_folder_can_be_used_again(tmp_pa
     assert sorted(p.name for p in copy.iterdir()) == ["sessionexport.db"]  # no key: no server made one
     # backing up a stopped server leaves its data directory as it was (no -wal or -shm left)
     assert sorted(p.name for p in data.iterdir()) == files_before
+
+
+def test_ctrl_c_stops_the_copy_between_steps_and_nothing_is_kept(tmp_path: Path) -> None:
+    data, copy = tmp_path / "data", tmp_path / "backup"
+    asyncio.run(_store_sessions(data, 3000))  # several copy steps
+    reports: list[tuple[int, int]] = []
+
+    def ctrl_c_at_the_first_report(done: int, total: int) -> None:
+        reports.append((done, total))
+        signal.raise_signal(signal.SIGINT)  # as the terminal sends it, to the main thread
+
+    with pytest.raises(KeyboardInterrupt):
+        backup(data / DATABASE_FILE, None, copy, ctrl_c_at_the_first_report)
+    # heard after the first step, not once the whole database was copied
+    assert len(reports) == 1 and 0 < reports[0][0] < reports[0][1]
+    assert not copy.exists()
+    result = backup(data / DATABASE_FILE, None, copy, lambda done, total: reports.append((done, total)))
+    assert result.sessions == 3000 and reports[-1][0] == reports[-1][1] == result.bytes
+
+
+async def _store_sessions(data: Path, count: int) -> None:
+    store = create_store(data)
+    await store.open()
+    try:
+        lines = generate_lines(count, 3, GeneratorOptions(end_ms=1_760_000_000_000))
+        await store.append_sessions([to_record(decode_session(line), line) for line in lines], now_ms())
+    finally:
+        await store.close()
 
 
 def _wait_for(path: Path) -> bool:
