@@ -62,6 +62,7 @@ from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
 from sessionexport.settings.validation import is_loopback
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
+from sessionexport.store.locations import is_postgresql, sqlite_file
 from sessionexport.store.records import TokenRecord
 
 if TYPE_CHECKING:
@@ -463,7 +464,7 @@ def backup(
     from sessionexport.backup import BackupError, BackupRefused, check_backup
     from sessionexport.backup import backup as copy_data
 
-    if database_url and database_url.startswith(("postgresql://", "postgres://")):
+    if is_postgresql(database_url):
         err.print(
             "[red]error:[/red] the database is on PostgreSQL: back it up with pg_dump (e.g. pg_dump"
             " --format=custom --file=sessionexport.dump DB), and keep the secret key with it"
@@ -473,7 +474,7 @@ def backup(
         create_store(data_dir, database_url)  # a URL of no known kind is refused here
     except StoreError as exc:
         fail(str(exc))
-    database = Path(database_url.removeprefix("sqlite:///")) if database_url else data_dir / DATABASE_FILE
+    database = sqlite_file(database_url) or data_dir / DATABASE_FILE
     try:
         check_backup(database, target)
     except BackupRefused as exc:

@@ -19,6 +19,7 @@ from rich.markup import escape
 from sessionexport.logs import report
 from sessionexport.store import DATABASE_FILE
 from sessionexport.store.base import StoreError
+from sessionexport.store.locations import sqlite_file
 
 # The commands' stderr: no emoji codes (":cd:" in a fingerprint is none), long lines kept whole.
 err = Console(stderr=True, soft_wrap=True, emoji=False)
@@ -117,13 +118,8 @@ def require_server_data(data_dir: Path, database_url: str | None) -> None:
     named by a ``sqlite:///`` URL (a PostgreSQL database is not created by opening it)."""
     if not database_url:
         require_existing(data_dir / DATABASE_FILE)
-    elif database_url.startswith(SQLITE_URL):
-        require_existing(
-            Path(database_url.removeprefix(SQLITE_URL)), option="--database-url", variable=env("DATABASE_URL")
-        )
-
-
-SQLITE_URL = "sqlite:///"
+    elif path := sqlite_file(database_url):
+        require_existing(path, option="--database-url", variable=env("DATABASE_URL"))
 
 
 def env(name: str) -> str:

@@ -28,6 +28,7 @@ from sessionexport.receiver.store import ReceivedStore, create_received_store, s
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, RequestRecord
 from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.store.base import StoreError
+from sessionexport.store.locations import sqlite_file
 
 T = TypeVar("T")
 DEFAULT_RECEIVER_DIR = Path("data/receiver")
@@ -247,7 +248,7 @@ received_app = typer.Typer(help="What `receive` got: counts, sessions, requests.
 
 def _with_store(data_dir: Path, storage: str | None, work: Callable[[ReceivedStore], Awaitable[T]]) -> T:
     # What a receiver keeps in files must be there: reading would create an empty store instead.
-    if storage and storage.startswith("sqlite:///"):
+    if sqlite_file(storage):
         require_existing(stored_at(data_dir, storage), "receiver", env("RECEIVER_STORAGE"), "--storage")
     elif not storage or storage == "files":
         if not storage and not stored_at(data_dir, None).exists() and stored_at(data_dir, "files").is_dir():

@@ -11,8 +11,8 @@ from sessionexport.store.base import (
     StoreError,
     TooManyObjects,
     VersionConflict,
-    unsupported_location,
 )
+from sessionexport.store.locations import is_postgresql, sqlite_file, unsupported_location
 
 DATABASE_FILE = "sessionexport.db"
 
@@ -24,11 +24,11 @@ def create_store(data_dir: Path, database_url: str | None = None) -> Store:
         from sessionexport.store.sqlite import SQLiteStore
 
         return SQLiteStore(data_dir / DATABASE_FILE)
-    if database_url.startswith("sqlite:///"):
+    if path := sqlite_file(database_url):
         from sessionexport.store.sqlite import SQLiteStore
 
-        return SQLiteStore(Path(database_url.removeprefix("sqlite:///")))
-    if database_url.startswith(("postgresql://", "postgres://")):
+        return SQLiteStore(path)
+    if is_postgresql(database_url):
         from sessionexport.store.postgresql import PostgresStore
 
         return PostgresStore(database_url)

@@ -14,7 +14,6 @@ neither back nor forth, once another has taken over.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -319,17 +318,3 @@ class Store(Protocol):
 
     async def list_alerts(self, *, open_only: bool = False, limit: int | None = None) -> list[Alert]:
         """Newest first; ``limit`` None: all (the open ones are few: a handful per export shard)."""
-
-
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_PLAIN_WORD = re.compile(r"[\w.-]{1,40}")
-
-
-def unsupported_location(what: str, location: str) -> StoreError:
-    """The error for a database URL or storage of no known kind, naming its scheme but never
-    the rest: a connection string (``host=... password=...``) is not shown, as it may hold a password."""
-    if scheme := _SCHEME.match(location):
-        return StoreError(f"unsupported {what} scheme {scheme[1]!r}")
-    if _PLAIN_WORD.fullmatch(location):
-        return StoreError(f"unsupported {what} {location!r}")
-    return StoreError(f"unsupported {what}: it is not a URL (not shown, as it may hold a password)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sessionexport.receiver.store.base import ReceivedStore
-from sessionexport.store.base import StoreError, unsupported_location
+from sessionexport.store.base import StoreError
+from sessionexport.store.locations import is_postgresql, sqlite_file, unsupported_location
 
 DATABASE_FILE = "received.db"
 
@@ -16,7 +17,7 @@ def create_received_store(
     """``storage``: none (SQLite in the data directory), ``sqlite:///PATH``, ``postgresql://...`` or
     ``files``. ``reading``: for a reader beside a running receiver (files: opened read-only; the
     databases take any number of readers as they are)."""
-    if storage is not None and storage.startswith(("postgresql://", "postgres://")):
+    if is_postgresql(storage):
         from sessionexport.receiver.store.postgresql import PostgresReceivedStore
 
         return PostgresReceivedStore(storage)
@@ -35,8 +36,8 @@ def stored_at(data_dir: Path, storage: str | None) -> Path:
     storage of no known kind)."""
     if not storage:
         return data_dir / DATABASE_FILE
-    if storage.startswith("sqlite:///"):
-        return Path(storage.removeprefix("sqlite:///"))
+    if path := sqlite_file(storage):
+        return path
     if storage == "files":
         return data_dir / "received"
     refused = unsupported_location("storage", storage)
