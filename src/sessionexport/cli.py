@@ -916,7 +916,7 @@ def _when(ms: int) -> str:
 
 
 def _register_receiver_toolkit() -> None:
-    from sessionexport.receiver.check import check_endpoint
+    from sessionexport.receiver.check.command import check_endpoint
     from sessionexport.receiver.cli import receive, received_app
 
     app.command(short_help="Receive session exports: webhook, OAuth2 tokens, _bulk.")(receive)

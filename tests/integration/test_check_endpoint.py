@@ -14,19 +14,19 @@ from typer.testing import CliRunner
 from sessionexport.export.config import BasicAuth, OAuth2
 from sessionexport.export.delivery import Attempt
 from sessionexport.export.tuning import DYNATRACE_MAX_BYTES
-from sessionexport.receiver.check import (
-    CheckOptions,
+from sessionexport.receiver.check.checks import run_checks
+from sessionexport.receiver.check.command import check_endpoint
+from sessionexport.receiver.check.probe import CheckOptions
+from sessionexport.receiver.check.verdicts import (
     CheckResult,
     CountError,
     Counts,
     Exchange,
     Outcome,
-    check_endpoint,
     judge_accepted,
     judge_resend,
     judge_response_times,
     judge_token_response,
-    run_checks,
 )
 from tests.support.broken_endpoint import BrokenEndpoint, Faults, parse_lines
 from tests.support.receiver import Tls
