@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import subprocess
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import Elasticsearch, ElasticsearchWarning, helpers
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +28,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.model.validation import compact
 from sessionexport.receiver import cli as receiver_cli
 from sessionexport.receiver.app import ReceiverConfig, ReceiverOptions, create_receiver_app
+from sessionexport.receiver.bulk import TYPES_DEPRECATED
 from sessionexport.receiver.store import create_received_store
 from tests.conftest import sample
 from tests.support.engine import Engine, export_value, running_engine, sessions, until
@@ -414,7 +416,15 @@ def test_bulk_operations_on_one_id_apply_in_order_as_one_request(
         first, second = bulk(("index", "y", {"n": 1}), ("create", "y", {"n": 2}))
         assert (first["status"], first["result"]) == (201, "created")
         assert second["status"] == 409
-        assert second["error"]["type"] == "version_conflict_engine_exception"
+        # a shard-level failure: Elasticsearch names the index, shard and index UUID
+        assert second["error"] == {
+            "type": "version_conflict_engine_exception",
+            "reason": "[y]: version conflict, document already exists",
+            "index": "s",
+            "shard": "0",
+            "index_uuid": second["error"]["index_uuid"],
+        }
+        assert re.fullmatch(r"[\w-]{22}", second["error"]["index_uuid"])
         assert stored("y") == {"n": 1}
 
         # index twice: created, then updated
@@ -558,6 +568,9 @@ def test_type_in_bulk_actions_follows_the_chosen_elasticsearch_version(tmp_path:
             assert response.headers["X-Elastic-Product"] == "Elasticsearch"
             if version == "7":
                 assert response.json()["items"][0]["index"]["_type"] == "_doc"
+                # named types are deprecated on 7: its clients raise the header as a warning
+                with pytest.warns(ElasticsearchWarning, match=re.escape(TYPES_DEPRECATED)):
+                    es_client(r).bulk(operations=[{"index": {"_index": "s", "_type": "t", "_id": "2"}}, {}])
             else:
                 assert "unknown parameter [_type]" in response.json()["error"]["reason"]
             typed = httpx.post(
@@ -566,6 +579,7 @@ def test_type_in_bulk_actions_follows_the_chosen_elasticsearch_version(tmp_path:
             assert typed.status_code == (200 if version == "7" else 400)  # ES 8 has no typed endpoints
             if version == "7":
                 assert typed.json()["items"][0]["index"]["_type"] == "_doc"
+                assert TYPES_DEPRECATED in typed.headers["Warning"]
             else:
                 assert typed.json()["error"] == "no handler found for uri [/s/_doc/_bulk] and method [POST]"
             # A date-math index as Elasticsearch writes it in a URL: its "/" encoded, one segment.
@@ -579,6 +593,7 @@ def test_type_in_bulk_actions_follows_the_chosen_elasticsearch_version(tmp_path:
             [item] = dated.json()["items"]
             assert item["index"]["status"] == 201 and item["index"]["_index"] == "<sess-{now/d}>"
             assert "_type" not in item["index"] if version == "8" else item["index"]["_type"] == "_doc"
+            assert "Warning" not in dated.headers  # no type named, nothing deprecated
         finally:
             r.stop()
 

@@ -377,6 +377,13 @@ def test_an_answer_that_is_not_json(answer: bytes) -> None:
         item_outcomes(answer, 1)
 
 
+@pytest.mark.parametrize("answer", [b"", b" \r\n"], ids=["nothing", "whitespace"])
+def test_an_empty_answer_is_called_empty_not_truncated(answer: bytes) -> None:
+    with pytest.raises(BulkResponseError) as raised:
+        item_outcomes(answer, 1)
+    assert str(raised.value) == "not an Elasticsearch bulk response: the answer is empty"
+
+
 @pytest.mark.parametrize(
     "answer",
     [b'{"took":1,"errors":false}', b"{}", ES8_TYPE_REJECTED],

@@ -60,6 +60,8 @@ _decoder = msgspec.json.Decoder(_Response)
 def item_outcomes(answer: bytes, expected: int, secrets: tuple[str, ...] = ()) -> list[ItemOutcome]:
     """One outcome per document sent, in order, ``secrets`` masked in their reasons (an endpoint
     may echo credentials); raise BulkResponseError for anything else."""
+    if not answer.strip():
+        raise BulkResponseError("not an Elasticsearch bulk response: the answer is empty")
     try:
         response = _decoder.decode(answer)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -85,7 +85,6 @@ BULK_METHODS = ("POST", "PUT")
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 TOKEN_FORM_LIMIT = 16 * 1024
 BUSY = "the receiver is busy storing other requests; nothing was stored. Retry shortly."
-ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}
 BULK_TYPES = frozenset(
     {
         "application/json",
@@ -456,7 +455,10 @@ async def _store_bulk(
         await config.store.refuse(info, exc.status, exc.reason)
         return _es_response(request, exc.as_json(), exc.status)
     items = await _apply(config, info, operations)
-    return _es_response(request, es.bulk_response(items, int((time.perf_counter() - started) * 1000)))
+    response = _es_response(request, es.bulk_response(items, int((time.perf_counter() - started) * 1000)))
+    if warning := es.type_warning(operations, config.es_version):
+        response.headers["Warning"] = warning
+    return response
 
 
 def _unread_bulk(exc: BodyTooLarge | UnreadableBody) -> es.BulkRequestError:
@@ -485,7 +487,7 @@ async def _apply(
     for (number, op), created in zip(stored, result.created, strict=True):
         if op.action == "create" and not created:
             conflict = es.ItemFailure(
-                409, es.ERROR_TYPES[409], f"[{op.doc_id}]: version conflict, document already exists"
+                409, es.ERROR_TYPES[409], f"[{op.doc_id}]: version conflict, document already exists", True
             )
             items[number] = es.failed_item(op, conflict, config.es_version)
         else:
@@ -512,7 +514,7 @@ def _document(op: es.Operation) -> Document:
 
 
 async def _es_info(request: Request) -> Response:
-    number = ES_VERSION_NUMBERS[_config(request).es_version]
+    number = es.ES_VERSION_NUMBERS[_config(request).es_version]
     info = {
         "name": "sessionexport-receiver",
         "cluster_name": "sessionexport",

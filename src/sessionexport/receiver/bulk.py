@@ -13,9 +13,12 @@ an empty ``_id`` or an invalid index name only fail their item, as in Elasticsea
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -26,6 +29,8 @@ from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.model.validation import NOT_JSON, not_json
 
 ACTIONS = ("index", "create", "update", "delete")
+ES_VERSION_NUMBERS = {7: "7.17.25", 8: "8.15.3"}  # what the receiver says it is, by --es-version
+TYPES_DEPRECATED = "[types removal] Specifying types in bulk requests is deprecated."
 # What an action/metadata line may hold besides ``_type`` (Elasticsearch 7 only); ES refuses the
 # whole request for anything else.
 METADATA = frozenset(
@@ -93,6 +98,7 @@ class ItemFailure:
     status: int
     error_type: str
     reason: str
+    in_shard: bool = False  # failed in the index's shard (a version conflict): the error names them
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +319,23 @@ def failed_item(op: Operation, failure: ItemFailure, es_version: int) -> dict[st
         "status": failure.status,
         "error": {"type": failure.error_type, "reason": failure.reason},
     }
+    if failure.in_shard:
+        result["error"] |= {"index": op.index, "shard": "0", "index_uuid": index_uuid(op.index)}
     return {op.action: result}
+
+
+def index_uuid(index: str) -> str:
+    """A stable stand-in for the UUID Elasticsearch gives an index: 22 base64url characters."""
+    digest = hashlib.blake2b(index.encode(), digest_size=16).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def type_warning(operations: Sequence[Operation], es_version: int) -> str | None:
+    """The ``Warning`` header Elasticsearch 7 sends when a bulk names a type (in the path or an
+    action line): its clients raise it as a deprecation warning."""
+    if es_version != 7 or not any(op.doc_type for op in operations):
+        return None
+    return f'299 Elasticsearch-{ES_VERSION_NUMBERS[7]}-unknown "{TYPES_DEPRECATED}"'
 
 
 def _item_names(op: Operation, es_version: int) -> dict[str, Any]:
