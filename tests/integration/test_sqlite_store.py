@@ -638,3 +638,35 @@ async def test_what_migrations_wrote_is_checkpointed_before_the_first_write(tmp_
     sqlite_at_version(tmp_path / "old" / "sessionexport.db", 13)
     async with opened(lambda: create_store(tmp_path / "old")):
         assert (tmp_path / "old" / "sessionexport.db-wal").stat().st_size == 0
+
+
+def _schema(path: Path) -> list[tuple[str, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        tables = conn.execute("SELECT type, name FROM sqlite_master ORDER BY name").fetchall()
+        return [*tables, *conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")]
+
+
+async def test_the_server_and_the_receiver_refuse_each_others_database(tmp_path: Path) -> None:
+    """Their migrations share a table and its numbers: a database of the other must be refused
+    by name, before anything is applied to it, not upgraded into a mix of both."""
+    received, served = tmp_path / "received.db", tmp_path / "sessionexport.db"
+    receiver = create_received_store(tmp_path, f"sqlite:///{received}")
+    await receiver.open()
+    await receiver.close()
+    async with opened(lambda: create_store(tmp_path, f"sqlite:///{served}")):
+        pass
+    before = {path: _schema(path) for path in (received, served)}
+
+    server_on_received = create_store(tmp_path, f"sqlite:///{received}")
+    with pytest.raises(StoreError) as refused:
+        await server_on_received.open()
+    assert "not this store's (1_received, 2_hourly_session_lookup, 3_identity_by_locality and 1 more)" in str(
+        refused.value
+    )
+    receiver_on_served = create_received_store(tmp_path, f"sqlite:///{served}")
+    with pytest.raises(StoreError, match=r"not this store's \(1_session_log_and_tokens, .* and \d+ more\)"):
+        await receiver_on_served.open()
+    assert {path: _schema(path) for path in (received, served)} == before  # neither was touched
+    receiver = create_received_store(tmp_path, f"sqlite:///{received}")
+    await receiver.open()  # and each still opens its own
+    await receiver.close()

@@ -35,6 +35,21 @@ def pending(dialect: str, applied: set[int], package: str = "sessionexport.store
     return [m for m in migrations_for(dialect, package) if m.version not in applied]
 
 
+def foreign_migrations(
+    dialect: str, applied: dict[int, str], package: str = "sessionexport.store"
+) -> list[str]:
+    """The applied migrations (version: name) that are not ``package``'s: another component's
+    history in the same table (the session store's and the receiver's share their numbers) must
+    not pass for this one's."""
+    known = {m.version: m.name for m in migrations_for(dialect, package)}
+    return [f"{v}_{name}" for v, name in sorted(applied.items()) if known.get(v, name) != name]
+
+
+def listed(migrations: list[str], shown: int = 3) -> str:
+    more = len(migrations) - shown
+    return ", ".join(migrations[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 class SchemaTooNew(Exception):
     """The database was upgraded by a newer release: this one's SQL may no longer fit it."""
 

@@ -45,7 +45,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from sessionexport.store.base import Deadlocked, InvalidValue, StoreError, StoreFull
-from sessionexport.store.migrations import SchemaTooNew, migrations_for, pending, refuse_newer
+from sessionexport.store.migrations import SchemaTooNew, foreign_migrations, listed, pending, refuse_newer
 from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class PostgresDatabase:
         if foreign:
             raise StoreError(
                 f"PostgreSQL at {self._address} holds schema migrations that are not this store's"
-                f" ({', '.join(foreign)}): give it a database or schema of its own"
+                f" ({listed(foreign)}): give it a database or schema of its own"
             )
         async with self.translated(connecting=True):
             self._pool = await self._open_pool(kwargs | {"autocommit": True})
@@ -318,9 +318,7 @@ async def migrate(conn: Connection, package: str, table: str, lock: int) -> list
         )
         cursor = await conn.execute(sql.SQL("SELECT version, name FROM {} ORDER BY version").format(name))
         applied = {version: label for version, label in await cursor.fetchall()}
-        known = {m.version: m.name for m in migrations_for("postgresql", package)}
-        foreign = [f"{v}_{label}" for v, label in applied.items() if v in known and known[v] != label]
-        if foreign:
+        if foreign := foreign_migrations("postgresql", applied, package):
             return foreign
         refuse_newer("postgresql", set(applied), package)
         for migration in pending("postgresql", set(applied), package):

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, TypeVar
 from sessionexport.clock import HOUR_MS  # the buckets of the lookup indexes by hour (received_at / HOUR_MS)
 from sessionexport.folders import make_private_dir
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
-from sessionexport.store.migrations import SchemaTooNew, pending, refuse_newer
+from sessionexport.store.migrations import SchemaTooNew, foreign_migrations, listed, pending, refuse_newer
 from sessionexport.throttle import Throttle, recurring
 
 T = TypeVar("T")
@@ -402,10 +402,13 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> i
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
         )
-        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        names = dict(conn.execute("SELECT version, name FROM schema_migrations").fetchall())
+        applied = set(names)
         try:
+            if foreign := foreign_migrations("sqlite", names, package):
+                raise ForeignSchema(foreign)
             refuse_newer("sqlite", applied, package)
-        except SchemaTooNew:
+        except (ForeignSchema, SchemaTooNew):
             _roll_back(conn)
             raise
         todo = pending("sqlite", applied, package)
@@ -428,6 +431,14 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> i
         except sqlite3.Error:
             _roll_back(conn)
             raise
+
+
+class ForeignSchema(Exception):
+    def __init__(self, foreign: list[str]) -> None:
+        super().__init__(
+            f"it holds schema migrations that are not this store's ({listed(foreign)}): another"
+            " component's database (the server's and the receiver's are apart); give it a file of its own"
+        )
 
 
 def _roll_back(conn: sqlite3.Connection) -> None:
