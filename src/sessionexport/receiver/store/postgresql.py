@@ -9,15 +9,18 @@ RETURNING`` yields no row for a kept document, and for a replaced one ``xmax = 0
 freshly inserted row version. Both stay exact under concurrent saves of the same key, where a
 check-then-insert would not.
 
-Concurrent saves of the same keys lock them in the same order, by key within each run, so that they
-wait for each other instead of deadlocking (the same keys of a run keep their order: the first
-keeps, the last replaces). Their seqs are drawn beforehand, in the request's order, which is the
-order they are listed in. Runs of both kinds may still deadlock with another save: PostgreSQL then
-ends one, and it is run again.
+Concurrent saves of the same keys wait for each other instead of deadlocking: a save first takes
+a transaction-level advisory lock per key, all in one order (of the keys' 64-bit hashes) that
+every save shares, so that the upserts after it, in whatever order its runs of documents that keep
+and replace put them, never wait on a save that waits on them. Within a run, documents are upserted
+by key (the same keys of a run keep their order: the first keeps, the last replaces). Their seqs
+are drawn beforehand, in the request's order, which is the order they are listed in. A deadlock
+PostgreSQL still reports ends one save, which is run again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -51,6 +54,7 @@ _INSERT = (
     "INSERT INTO documents (seq, request_id, received_at, kind, key, user_session_id, index_name, body)"
     " OVERRIDING SYSTEM VALUE VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (kind, key) DO "
 )
+_LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(h)) FROM unnest(%s::bigint[]) AS h"  # in the array's order
 _DRAW_SEQS = "SELECT nextval(pg_get_serial_sequence('documents', 'seq')) FROM generate_series(1, %s)"
 _KEEP = _INSERT + "NOTHING RETURNING true"
 # Same columns as the SQLite backend replaces: the key fixes kind and index, seq stays the first one's.
@@ -106,6 +110,7 @@ class PostgresReceivedStore:
     async def _save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
         async with self._transaction() as conn:
             request_id = await _insert_request(conn, request, 200, None)
+            await conn.execute(_LOCK_KEYS, (key_locks(documents),))
             cursor = await conn.execute(_DRAW_SEQS, (len(documents),))
             seqs = iter(sorted(seq for (seq,) in await cursor.fetchall()))
             created: list[bool] = []
@@ -174,6 +179,16 @@ async def _insert_request(conn: Connection, request: RequestInfo, status: int, e
     row = await cursor.fetchone()
     assert row is not None  # RETURNING of a one-row INSERT
     return int(row[0])
+
+
+def key_locks(documents: Sequence[Document]) -> list[int]:
+    """The advisory lock of each distinct key, in the order every save takes them. Two keys that
+    share a hash share a lock: their saves wait for each other, which costs time, never a result."""
+    locks = set()
+    for d in documents:
+        digest = hashlib.blake2b(f"{d.kind}/{d.key}".encode(), digest_size=8, person=b"sx-receiver").digest()
+        locks.add(int.from_bytes(digest, "big", signed=True))
+    return sorted(locks)
 
 
 async def _save_documents(
