@@ -97,7 +97,7 @@ def _run(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: st
 def _read(work: Callable[[Store], Awaitable[T]], data_dir: Path, database_url: str | None) -> T:
     """``_run`` for a command that only reads or changes what is there (never a new database)."""
     require_server_data(data_dir, database_url)
-    return _run(work, data_dir, database_url)
+    return run_on_store(lambda: create_store(data_dir, database_url, existing=True), work)
 
 
 def _version(value: bool) -> None:

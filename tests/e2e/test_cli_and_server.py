@@ -22,10 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from sessionexport.listening import GRACEFUL_SHUTDOWN_SECONDS
 from tests.conftest import sample
+from tests.support.postgres import fresh_schema
 from tests.support.processes import wait_for
 
 CLI = [sys.executable, "-m", "sessionexport"]
@@ -532,6 +534,31 @@ def test_reading_commands_say_when_the_data_directory_is_wrong(tmp_path: Path) -
         "tokens", "create", "--data-dir", str(elsewhere), "--name", "n", "--scopes", "sessions.read"
     )
     assert f"in {elsewhere / 'sessionexport.db'}" in created.stderr  # where the token went
+
+
+def _tables(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()").fetchall()
+        return [row[0] for row in rows]
+
+
+def test_reading_commands_refuse_a_database_that_holds_no_data_and_create_nothing_there(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A URL that names the wrong database or schema, or a path of an empty file: said so, not
+    answered with zeros from a schema made there for the occasion."""
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with fresh_schema(postgres_url) as wrong:
+        for where in (f"sqlite:///{empty}", wrong):
+            for command in (["tokens", "list"], ["export", "status"]):
+                result = run(*command, "--database-url", where, "--data-dir", str(tmp_path / "d"))
+                assert result.returncode == 2, (command, result.stderr)
+                assert "it holds no data of this store (a wrong database or path?)" in result.stderr
+            received = run("received", "counts", "--storage", where)
+            assert received.returncode == 2 and "holds no data of this store" in received.stderr
+        assert _tables(wrong) == []
+    assert empty.stat().st_size == 0
 
 
 @pytest.mark.parametrize(

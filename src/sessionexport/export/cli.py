@@ -141,7 +141,7 @@ def _with_services(
         require_server_data(data_dir, database_url)
 
     async def main() -> T:
-        store: Store = create_store(data_dir, database_url)
+        store: Store = create_store(data_dir, database_url, existing=existing)
         await store.open()
         try:
             box = _secret_box(data_dir, secret_key)
@@ -203,7 +203,7 @@ def export_status(
 
     require_server_data(data_dir, database_url)
     try:
-        healths = run_on_store(lambda: create_store(data_dir, database_url), work)
+        healths = run_on_store(lambda: create_store(data_dir, database_url, existing=True), work)
     except _Refused as exc:
         fail(str(exc))
     if as_json:

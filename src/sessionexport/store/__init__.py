@@ -17,21 +17,18 @@ from sessionexport.store.locations import is_postgresql, sqlite_file, unsupporte
 DATABASE_FILE = "sessionexport.db"
 
 
-def create_store(data_dir: Path, database_url: str | None = None) -> Store:
+def create_store(data_dir: Path, database_url: str | None = None, *, existing: bool = False) -> Store:
     """The store a URL names (``sqlite:///PATH``, ``postgresql://...`` or ``postgres://...``); without one,
-    SQLite in the data directory (the embedded default)."""
-    if not database_url:
+    SQLite in the data directory (the embedded default). ``existing``: for commands that read what
+    a server keeps, a database without its schema is refused on opening, not given one."""
+    if not database_url or sqlite_file(database_url):
         from sessionexport.store.sqlite import SQLiteStore
 
-        return SQLiteStore(data_dir / DATABASE_FILE)
-    if path := sqlite_file(database_url):
-        from sessionexport.store.sqlite import SQLiteStore
-
-        return SQLiteStore(path)
+        return SQLiteStore(sqlite_file(database_url) or data_dir / DATABASE_FILE, existing=existing)
     if is_postgresql(database_url):
         from sessionexport.store.postgresql import PostgresStore
 
-        return PostgresStore(database_url)
+        return PostgresStore(database_url, existing=existing)
     refused = unsupported_location("database URL", database_url)
     raise StoreError(f"{refused}: use postgresql://..., sqlite:///PATH (or no URL for the default)")
 

@@ -50,6 +50,15 @@ def listed(migrations: list[str], shown: int = 3) -> str:
     return ", ".join(migrations[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
+class NoSchema(Exception):
+    """Opened to read what is there, the database holds no schema of this store: a wrong one."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "it holds no data of this store (a wrong database or path?); nothing was created there"
+        )
+
+
 class SchemaTooNew(Exception):
     """The database was upgraded by a newer release: this one's SQL may no longer fit it."""
 

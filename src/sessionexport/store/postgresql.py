@@ -344,7 +344,7 @@ SELECT {SETTINGS_COLUMNS} FROM settings_objects WHERE (%(schema)s::text IS NULL 
 class PostgresStore:
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS, existing: bool = False) -> None:
         self.url = url
         self._db = PostgresDatabase(
             url,
@@ -352,6 +352,7 @@ class PostgresStore:
             migrations_table="schema_migrations",
             migration_lock=MIGRATION_LOCK,
             max_connections=max_connections,
+            existing=existing,
         )
 
     async def open(self) -> None:

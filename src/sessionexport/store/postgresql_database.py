@@ -45,7 +45,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from sessionexport.store.base import Deadlocked, InvalidValue, StoreError, StoreFull
-from sessionexport.store.migrations import SchemaTooNew, foreign_migrations, listed, pending, refuse_newer
+from sessionexport.store.migrations import (
+    NoSchema,
+    SchemaTooNew,
+    foreign_migrations,
+    listed,
+    pending,
+    refuse_newer,
+)
 from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
@@ -89,9 +96,19 @@ READ_CONNECTIONS = 3  # of ``read`` (see _Reading)
 
 class PostgresDatabase:
     def __init__(
-        self, url: str, *, migrations: str, migrations_table: str, migration_lock: int, max_connections: int
+        self,
+        url: str,
+        *,
+        migrations: str,
+        migrations_table: str,
+        migration_lock: int,
+        max_connections: int,
+        existing: bool = False,
     ) -> None:
+        """``existing``: this store's schema is expected there (commands that read what is there):
+        a database or schema without it is refused, not given one."""
         self.url = url
+        self._existing = existing
         self._migrations = migrations
         self._table = migrations_table
         self._lock = migration_lock
@@ -108,8 +125,8 @@ class PostgresDatabase:
             conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **kwargs)
         try:
             async with self.translated(), conn:
-                foreign = await migrate(conn, self._migrations, self._table, self._lock)
-        except SchemaTooNew as exc:
+                foreign = await migrate(conn, self._migrations, self._table, self._lock, not self._existing)
+        except (NoSchema, SchemaTooNew) as exc:
             raise StoreError(f"PostgreSQL at {self._address}: {exc}") from None
         if foreign:
             raise StoreError(
@@ -303,13 +320,16 @@ def _give_back(pool: AsyncConnectionPool[Connection], getting: asyncio.Future[Co
 
 
 # -- migrations -------------------------------------------------------------------------------------
-async def migrate(conn: Connection, package: str, table: str, lock: int) -> list[str]:
+async def migrate(conn: Connection, package: str, table: str, lock: int, create: bool = True) -> list[str]:
     """Apply the pending migrations of ``package``; ``conn`` is in autocommit mode (each migration
     opens its own transaction). Returns the applied migrations that are not this package's (then
-    applies nothing): another component's history in the same table must not pass for this one's."""
+    applies nothing): another component's history in the same table must not pass for this one's.
+    Without ``create``, a database without any is refused (NoSchema), and nothing is made there."""
     name = sql.Identifier(table)
     await conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
     try:
+        if not create and not await _has_migrations(conn, name):
+            raise NoSchema
         await conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
@@ -336,6 +356,16 @@ async def migrate(conn: Connection, package: str, table: str, lock: int) -> list
         return []
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+
+
+async def _has_migrations(conn: Connection, table: sql.Identifier) -> bool:
+    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),))
+    row = await cursor.fetchone()
+    if not row or not row[0]:
+        return False
+    cursor = await conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(table))
+    row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 # -- the URL ----------------------------------------------------------------------------------------

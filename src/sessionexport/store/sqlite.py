@@ -80,9 +80,9 @@ _STALE = "last_arrival < ? AND (check_at IS NULL OR check_at > ?)"
 class SQLiteStore:
     dialect = "sqlite"
 
-    def __init__(self, path: Path, *, readers: int = 3) -> None:
+    def __init__(self, path: Path, *, readers: int = 3, existing: bool = False) -> None:
         self.path = path
-        self._engine = SQLiteEngine(path, readers=readers)
+        self._engine = SQLiteEngine(path, readers=readers, existing=existing)
 
     async def open(self) -> None:
         await self._engine.open()

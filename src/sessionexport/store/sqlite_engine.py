@@ -32,7 +32,14 @@ from typing import Any, NamedTuple, TypeVar
 from sessionexport.clock import HOUR_MS  # the buckets of the lookup indexes by hour (received_at / HOUR_MS)
 from sessionexport.folders import make_private_dir
 from sessionexport.store.base import InvalidValue, StoreError, StoreFull
-from sessionexport.store.migrations import SchemaTooNew, foreign_migrations, listed, pending, refuse_newer
+from sessionexport.store.migrations import (
+    NoSchema,
+    SchemaTooNew,
+    foreign_migrations,
+    listed,
+    pending,
+    refuse_newer,
+)
 from sessionexport.throttle import Throttle, recurring
 
 T = TypeVar("T")
@@ -90,9 +97,14 @@ def _retry_while_locked(statement: Callable[[], object], within: float = 30.0, w
 class SQLiteEngine:
     """Runs functions of a connection: ``write`` in one transaction on the writer thread, ``read`` on a reader."""
 
-    def __init__(self, path: Path, migrations: str = "sessionexport.store", *, readers: int = 3) -> None:
+    def __init__(
+        self, path: Path, migrations: str = "sessionexport.store", *, readers: int = 3, existing: bool = False
+    ) -> None:
+        """``existing``: a database with this store's schema is expected (commands that read what is
+        there): an empty one is refused, not given a schema."""
         self.path = path
         self._migrations = migrations
+        self._existing = existing
         self._reader_count = readers
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -165,9 +177,11 @@ class SQLiteEngine:
 
     def _write_loop(self, ready: concurrent.futures.Future[None]) -> None:
         try:
+            if self._existing and self.path.stat().st_size == 0:
+                raise NoSchema  # before connecting, which would write a header into it
             conn = connect(self.path)
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
-            if migrate(conn, self._migrations):
+            if migrate(conn, self._migrations, create=not self._existing):
                 _empty_wal(conn)
         except BaseException as exc:
             ready.set_exception(StoreError(f"cannot open {self.path}: {exc}"))
@@ -386,10 +400,10 @@ def _placeholders(width: int, rows: int) -> str:
     return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
 
 
-def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> int:
+def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store", *, create: bool = True) -> int:
     """Apply pending migrations, each with its version in one transaction; how many. The write
     lock is taken first and the applied versions read under it, so processes starting together
-    migrate once."""
+    migrate once. Without ``create``, a database without any is refused (NoSchema)."""
     upgrade: bool | None = None  # whether the database had a schema already (None: not read yet)
     done = 0
     while True:
@@ -405,10 +419,12 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store") -> i
         names = dict(conn.execute("SELECT version, name FROM schema_migrations").fetchall())
         applied = set(names)
         try:
+            if not names and not create:
+                raise NoSchema
             if foreign := foreign_migrations("sqlite", names, package):
                 raise ForeignSchema(foreign)
             refuse_newer("sqlite", applied, package)
-        except (ForeignSchema, SchemaTooNew):
+        except (ForeignSchema, NoSchema, SchemaTooNew):
             _roll_back(conn)
             raise
         todo = pending("sqlite", applied, package)

@@ -15,12 +15,12 @@ def create_received_store(
     data_dir: Path, storage: str | None = None, *, reading: bool = False
 ) -> ReceivedStore:
     """``storage``: none (SQLite in the data directory), ``sqlite:///PATH``, ``postgresql://...`` or
-    ``files``. ``reading``: for a reader beside a running receiver (files: opened read-only; the
-    databases take any number of readers as they are)."""
+    ``files``. ``reading``: for a reader of what a receiver keeps (files: opened read-only; a
+    database without the receiver's schema is refused, not given one)."""
     if is_postgresql(storage):
         from sessionexport.receiver.store.postgresql import PostgresReceivedStore
 
-        return PostgresReceivedStore(storage)
+        return PostgresReceivedStore(storage, existing=reading)
     path = stored_at(data_dir, storage)
     if storage == "files":
         from sessionexport.receiver.store.files import FilesReceivedStore
@@ -28,7 +28,7 @@ def create_received_store(
         return FilesReceivedStore(path, read_only=reading)
     from sessionexport.receiver.store.sqlite import SQLiteReceivedStore
 
-    return SQLiteReceivedStore(path)
+    return SQLiteReceivedStore(path, existing=reading)
 
 
 def stored_at(data_dir: Path, storage: str | None) -> Path:

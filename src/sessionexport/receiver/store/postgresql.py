@@ -81,7 +81,7 @@ _REQUEST_COLUMNS = (
 
 
 class PostgresReceivedStore:
-    def __init__(self, url: str, *, max_connections: int = 4) -> None:
+    def __init__(self, url: str, *, max_connections: int = 4, existing: bool = False) -> None:
         self.url = url
         self._db = PostgresDatabase(
             url,
@@ -89,6 +89,7 @@ class PostgresReceivedStore:
             migrations_table="receiver_schema_migrations",
             migration_lock=MIGRATION_LOCK,
             max_connections=max_connections,
+            existing=existing,
         )
 
     async def open(self) -> None:

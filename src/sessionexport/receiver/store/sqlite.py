@@ -44,9 +44,9 @@ _REQUEST_COLUMNS = (
 
 
 class SQLiteReceivedStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, existing: bool = False) -> None:
         self.path = path
-        self._engine = SQLiteEngine(path, "sessionexport.receiver", readers=2)
+        self._engine = SQLiteEngine(path, "sessionexport.receiver", readers=2, existing=existing)
 
     async def open(self) -> None:
         await self._engine.open()
