@@ -9,7 +9,8 @@ Layout of the folder::
                                  "offset", "length"} — where the document is, and what it is
     requests.ndjson           one line per request: the fields of ``RequestRecord``; it grows with
                               every request (only the documents rotate): its start may be cut
-                              (``sed -i 1,100000d``) while no receiver runs
+                              while no receiver runs, keeping its last line (the last request id,
+                              which tells committed documents from a crash's leftovers)
     .lock                     held (flock) while a store has the folder open: one writer only
 
 A read-only store (``read_only=True``, what the ``received`` commands open) takes no lock and
