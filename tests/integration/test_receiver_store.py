@@ -625,6 +625,26 @@ async def test_files_rotate_past_rotate_bytes_and_reads_see_all(tmp_path: Path) 
         await again.close()
 
 
+async def test_files_newest_first_holds_after_the_oldest_pair_of_files_is_removed(tmp_path: Path) -> None:
+    """Old pairs of rotated files may be removed while no receiver runs: a document replaced in a
+    later file (keeping its first seq) must still be listed in seq order, and paging finds all."""
+    folder = tmp_path / "received"
+    async with opened(lambda: FilesReceivedStore(folder, rotate_bytes=150)) as store:
+        await store.save(request_at(1), [session("a")])  # pair 1: seq 1
+        await store.save(request_at(2), [session("c"), replacing(session("a", note="v2"))])  # pair 2
+    assert sorted(p.name for p in folder.glob("documents-*")) == [
+        "documents-000001.ndjson",
+        "documents-000002.ndjson",
+    ]
+    for name in ("documents-000001.ndjson", "index-000001.ndjson"):
+        (folder / name).unlink()
+    async with opened(lambda: FilesReceivedStore(folder, rotate_bytes=150)) as store:
+        assert await keys(store) == ["t1-c-1", "t1-a-1"]  # newest first: c (seq 2), then a (seq 1)
+        first = await store.documents(limit=1)
+        rest = await store.documents(limit=1, before_seq=first[0].seq)
+        assert [d.key for d in first + rest] == ["t1-c-1", "t1-a-1"]
+
+
 @pytest.fixture
 def files_backend(tmp_path: Path) -> Backend:
     return Backend("files", lambda: FilesReceivedStore(tmp_path / "received"), tmp_path / "received")

@@ -249,6 +249,10 @@ class _State:
         numbers = _file_numbers(self.folder)
         for number in numbers:
             self._scan_pair(number)
+        # In the order first seen, keys are in seq order unless an older pair of files was removed:
+        # a replaced document is then first seen in a later file than keys with higher seqs.
+        # (Sorting what is sorted already takes one pass.)
+        self.entries = dict(sorted(self.entries.items(), key=lambda item: item[1].seq))
         self.current = max(numbers, default=1)
         self.kinds = Counter(kind for kind, _ in self.entries)
         self.next_seq = 1 + max((entry.seq for entry in self.entries.values()), default=0)
