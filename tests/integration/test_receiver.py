@@ -863,10 +863,15 @@ async def test_a_storage_failure_is_503_retry_later_with_nothing_stored(tmp_path
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://receiver.test") as client:
             response = await client.put("/export/events", content=sessions(1)[0], headers=NDJSON)
+            read = await client.get("/received/counts")
         await config.store.open()
         assert (await config.store.counts()).sessions == 0
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
-    assert "nothing was stored" in response.json()["error"]["message"]
+    assert response.json()["error"]["message"] == "storage is unavailable; nothing was stored. Retry later."
+    # a read stores nothing anyway: it is not told so
+    assert (
+        read.status_code == 503 and read.json()["error"]["message"] == "storage is unavailable. Retry later."
+    )
 
 
 def test_received_last_refuses_a_kind_it_does_not_know(tmp_path: Path) -> None:

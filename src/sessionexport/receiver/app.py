@@ -270,7 +270,9 @@ _STORE_FAILURES = Throttle()
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     if (quiet := _STORE_FAILURES.allows()) is not None:
         log.error("storage failure: %s%s", exc, recurring(quiet))
-    return _error(503, "storage is unavailable; nothing was stored. Retry later.", {"Retry-After": "5"})
+    # A read stores nothing anyway: saying so would only puzzle whoever reads what was received.
+    said = "storage is unavailable" + ("" if request.method in ("GET", "HEAD") else "; nothing was stored")
+    return _error(503, f"{said}. Retry later.", {"Retry-After": "5"})
 
 
 async def _store_full(request: Request, exc: Exception) -> Response:
