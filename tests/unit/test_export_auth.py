@@ -13,7 +13,7 @@ from sessionexport.export.auth import (
 )
 from sessionexport.export.config import BasicAuth, OAuth2
 from sessionexport.export.exchange import describe_transport_error
-from sessionexport.export.masking import masked
+from sessionexport.export.masking import masked, masked_answer
 from sessionexport.model.validation import decode_any
 
 
@@ -62,6 +62,32 @@ async def test_the_credentials_name_every_form_they_travel_in_and_those_are_mask
     oauth = OAuth2Credentials(OAuth2("https://t.example/token", "client", "s3cr3t/value", None), None, 1)  # type: ignore[arg-type]
     echoed = "invalid client_secret=s3cr3t%2Fvalue (s3cr3t/value)"
     assert masked(echoed, oauth.secrets()) == "invalid client_secret=***** (*****)"
+
+
+@pytest.mark.parametrize(
+    ("echoed", "why"),
+    [
+        ("bad credentials bob%3Ahunter%202%40x!", "percent-encoded as a URL writes a space"),
+        ("bad credentials hunter%202%40x!", "encodeURIComponent leaves ! as it is"),
+        ("bad credentials hunter+2%40x%21", "form-encoded"),
+        ("bad credentials hunter 2@x!", "as it is"),
+    ],
+)
+def test_a_password_echoed_percent_encoded_is_masked(echoed: str, why: str) -> None:
+    basic = BasicCredentials(BasicAuth("bob", "hunter 2@x!"))
+    shown = masked(echoed, basic.secrets())
+    assert "hunter" not in shown and shown.endswith("*****"), why
+
+
+def test_a_secret_echoed_html_escaped_in_a_text_answer_is_masked() -> None:
+    secret = "p&ss<w>\"o'rd"
+    for escaped in ("p&amp;ss&lt;w&gt;&quot;o&#x27;rd", "p&amp;ss&lt;w&gt;\"o'rd"):
+        assert masked(f"refused {escaped} here", (secret,)) == "refused ***** here"
+        assert masked_answer(f"refused {escaped}".encode(), (secret,)) == b"refused *****"
+
+
+def test_the_encoded_forms_of_a_secret_too_short_to_mask_are_not_masked_either() -> None:
+    assert masked("a%20b and a b", ("a b",)) == "a%20b and a b"
 
 
 def test_secrets_too_short_to_mask_leave_the_text_readable() -> None:

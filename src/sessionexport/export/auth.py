@@ -12,7 +12,6 @@ import asyncio
 import base64
 import re
 import time
-import urllib.parse
 from typing import Any, Protocol
 
 import httpx
@@ -41,7 +40,8 @@ class Credentials(Protocol):
         """Forget a token the endpoint refused; True when a retry can use a new one."""
 
     def secrets(self) -> tuple[str, ...]:
-        """Every form in which the credentials travel: masked wherever an endpoint echoes them."""
+        """The credentials as they travel (a password, the Basic header's base64, a token):
+        masked, in every encoding of them, wherever an endpoint echoes them."""
 
 
 class NoCredentials:
@@ -59,7 +59,7 @@ class BasicCredentials:
     def __init__(self, auth: BasicAuth) -> None:
         encoded = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
         self._header = {"Authorization": "Basic " + encoded}
-        self._secrets = (auth.password, urllib.parse.quote_plus(auth.password), encoded)
+        self._secrets = (auth.password, encoded)  # masking adds their encoded forms
 
     async def headers(self) -> dict[str, str]:
         return self._header
@@ -88,7 +88,7 @@ class OAuth2Credentials:
     def secrets(self) -> tuple[str, ...]:
         secret = self._auth.client_secret
         token = (self._token["access_token"],) if self._token is not None else ()
-        return (secret, urllib.parse.quote_plus(secret), *token)
+        return (secret, *token)  # masking adds their encoded forms
 
     async def refresh(self) -> bool:
         self._token = None

@@ -3,13 +3,17 @@
 An endpoint may echo the credentials it was sent (a token endpoint repeating ``client_secret``,
 a proxy showing the Authorization header): every reason taken from an answer goes into logs,
 alerts, dead letters and the UI, so each is masked, in the raw bytes and again once decoded
-(JSON escapes and HTML entities hide a secret from a byte search). An error message may quote a
-secret escaped (an HTTP library refusing a header shows its ``repr``): those forms are masked too.
+(JSON escapes and HTML entities hide a secret from a byte search). An endpoint or an error message
+may quote a secret encoded (percent-encoded as a form, a URL or JavaScript's encodeURIComponent
+write it; HTML-escaped; in an HTTP library's ``repr`` of a header it refused): those forms are
+masked too.
 """
 
 from __future__ import annotations
 
+import html
 import json
+from urllib.parse import quote, quote_plus
 
 from sessionexport.settings.secrets import MASK
 
@@ -17,8 +21,8 @@ SHORTEST_MASKED = 4  # a shorter secret would mask ordinary letters of every mes
 
 
 def masked(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret in it, as it is or escaped, replaced by the mask."""
-    for form in _maskable(tuple(form for secret in secrets for form in _quoted_forms(secret))):
+    """``text`` with every secret in it, as it is or encoded, replaced by the mask."""
+    for form in _forms(secrets):
         text = text.replace(form, MASK)
     return text
 
@@ -26,8 +30,8 @@ def masked(text: str, secrets: tuple[str, ...]) -> str:
 def masked_answer(answer: bytes, secrets: tuple[str, ...]) -> bytes:
     """An answer's bytes masked as ``masked`` does, before a reason is cut out of them (a secret
     across the cut would otherwise keep its start)."""
-    for secret in _maskable(secrets):
-        answer = answer.replace(secret.encode(), MASK.encode())
+    for form in _forms(secrets):
+        answer = answer.replace(form.encode(), MASK.encode())
     return answer
 
 
@@ -38,11 +42,22 @@ def sent_secret(headers: dict[str, str]) -> tuple[str, ...]:
     return (credential,) if credential else ()
 
 
-def _quoted_forms(secret: str) -> tuple[str, ...]:
-    """The secret, and how a ``repr`` of it or of its UTF-8 bytes, or ASCII JSON, writes it."""
-    return secret, repr(secret)[1:-1], repr(secret.encode())[2:-1], json.dumps(secret)[1:-1]
+def _encoded_forms(secret: str) -> set[str]:
+    """The secret, and how a ``repr`` of it or of its UTF-8 bytes, ASCII JSON, percent-encoding
+    (a form's ``+`` for a space, a URL's ``%20``, encodeURIComponent's) and HTML escapes write it."""
+    return {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret.encode())[2:-1],
+        json.dumps(secret)[1:-1],
+        quote_plus(secret),
+        quote(secret, safe=""),
+        quote(secret, safe="!'()*"),  # encodeURIComponent leaves these as they are
+        html.escape(secret),
+        html.escape(secret, quote=False),
+    }
 
 
-def _maskable(secrets: tuple[str, ...]) -> list[str]:
-    # The longer form first: it may hold another.
-    return sorted((s for s in secrets if len(s) >= SHORTEST_MASKED), key=len, reverse=True)
+def _forms(secrets: tuple[str, ...]) -> list[str]:
+    forms = {form for secret in secrets if len(secret) >= SHORTEST_MASKED for form in _encoded_forms(secret)}
+    return sorted(forms, key=len, reverse=True)  # the longer form first: it may hold another
