@@ -522,6 +522,33 @@ async def test_a_body_that_is_not_json_says_why(
     assert violation["path"] == path and violation["message"].startswith(message)
 
 
+async def test_a_body_nested_deeper_than_any_value_is_400_at_its_byte_on_every_json_route(
+    settings: Settings,
+) -> None:
+    """Deep enough to exhaust Python's recursion in the code that copies values (it was a 500,
+    with a long traceback logged per request), yet within what the JSON parser takes."""
+    object_id = await settings.create(export_value())
+    deep = "[" * 480 + "]" * 480
+    value = f'{{"endpointDefinition": {deep}}}'
+    routes = [
+        ("POST", OBJECTS, f'[{{"value": {value}}}]'),
+        ("PUT", f"{OBJECTS}/{object_id}", f'{{"value": {value}}}'),
+        ("POST", "/api/v2/exports/mapping", f'{{"value": {value}}}'),
+        ("POST", "/api/v2/exports/sample", f'{{"value": {value}}}'),
+    ]
+    for method, url, body in routes:
+        opened_at = body.index("[[[[")
+        headers = {**settings.headers, "Content-Type": "application/json"}
+        response = await settings.api.client.request(method, url, content=body, headers=headers)
+        assert response.status_code == 400, (url, response.text)
+        [violation] = response.json()["error"]["constraintViolations"]
+        # the first bracket past 64 levels: the value's own brackets start after the prefix
+        depth_before = body[:opened_at].count("{") + body[:opened_at].count("[")
+        expected = opened_at + (64 - depth_before)
+        assert violation["message"] == f"invalid JSON at byte {expected}: nested deeper than 64 levels", url
+    assert (await settings.read(object_id))["value"]["endpointDefinition"]["endpointUrl"]  # unchanged
+
+
 async def test_post_all_invalid_is_400_with_per_item_violations(settings: Settings) -> None:
     response = await settings.post(
         item(export_value("http://one.example")), item(export_value("ftp://two.example"))
