@@ -135,6 +135,12 @@ def test_bulk_pairs_with_index_from_the_line_or_the_path() -> None:
         (b'{"index":{"_id":"1"}}\n{}\n', "action_request_validation_exception"),  # no index anywhere
         (b"", "action_request_validation_exception"),
         (b'{"index":{"_index":"a\xff"}}\n{}\n', "x_content_parse_exception"),  # not UTF-8
+        # nested past the parser's limit: in the metadata, or as the action's value
+        (
+            b'{"index":{"_index":"a","x":' + b"[" * 2000 + b"]" * 2000 + b"}}\n{}\n",
+            "x_content_parse_exception",
+        ),
+        (b'{"index":' + b"[" * 2000 + b"]" * 2000 + b"}\n{}\n", "x_content_parse_exception"),
     ],
 )
 def test_whole_request_errors(body: bytes, error_type: str) -> None:

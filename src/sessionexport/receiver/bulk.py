@@ -223,6 +223,10 @@ def _action(line: bytes, number: int, es_version: int) -> tuple[str, dict[str, m
         ) from None
     try:
         value = _action_line.decode(line)
+    except RecursionError:  # msgspec's own limit of nesting, far above any action line's
+        raise BulkRequestError(
+            "x_content_parse_exception", f"[{number}:1] Malformed action/metadata line: nested too deeply"
+        ) from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise BulkRequestError(
             "x_content_parse_exception", f"[{number}:1] Malformed action/metadata line: {exc}"
