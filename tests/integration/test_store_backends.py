@@ -55,6 +55,7 @@ from sessionexport.store.records import (
     CompletedPart,
     DeadLetter,
     EventsResult,
+    ListedDeadLetter,
     LogRead,
     NewAlert,
     NewDeadLetter,
@@ -702,6 +703,25 @@ async def test_dead_letters_list_get_count_and_replay(store: Store) -> None:
     assert [d.id for d in await store.list_dead_letters("e1")] == ids[::-1]
     assert [d.id for d in await store.list_dead_letters("e1", limit=2)] == [ids[2], ids[1]]
     assert [d.id for d in await store.list_dead_letters("e1", before_id=ids[1])] == [ids[0]]
+    # listed without their bodies (up to a whole bulk each), but with each body's size
+    [listed] = await store.list_dead_letters("e1", limit=1, before_id=ids[1])
+    assert listed == ListedDeadLetter(
+        ids[0],
+        "e1",
+        sent[0].created_at,
+        sent[0].first_seq,
+        sent[0].last_seq,
+        sent[0].sessions,
+        sent[0].content_type,
+        len(sent[0].body),
+        sent[0].reason,
+        sent[0].attempts,
+        "pending",
+        None,
+    )
+    [other_id] = [d.id for d in await store.list_dead_letters("other")]
+    chosen = await store.list_dead_letters("e1", ids=[ids[2], ids[0], other_id, max(ids) + 100])
+    assert [d.id for d in chosen] == [ids[2], ids[0]]  # of this export, and there
     attempt: dict[str, object] = {
         "number": 2,
         "status": None,

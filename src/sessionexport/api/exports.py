@@ -16,7 +16,7 @@ from sessionexport.api.security import require
 from sessionexport.api.strict_json import StrictJsonRoute
 from sessionexport.clock import now_ms
 from sessionexport.export.config import ExportConfig
-from sessionexport.export.deadletters import discard_pending, letters_to_replay
+from sessionexport.export.deadletters import REPLAY_ALL_LIMIT, discard_pending, letters_to_replay
 from sessionexport.export.preview import (
     NoSessions,
     mapping_of,
@@ -33,7 +33,7 @@ from sessionexport.media_types import NDJSON
 from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
 from sessionexport.settings.objects import SettingsService
 from sessionexport.store import Store
-from sessionexport.store.records import INT_MAX, DeadLetter, LogEntry, TokenRecord
+from sessionexport.store.records import INT_MAX, ListedDeadLetter, LogEntry, TokenRecord
 from sessionexport.tokens import Scope
 
 router = APIRouter(prefix="/api/v2", tags=["Exports"], route_class=StrictJsonRoute)
@@ -162,7 +162,9 @@ StoredId = Annotated[int, Field(strict=True, ge=1, le=INT_MAX)]
 
 class ReplayRequest(BaseModel):
     ids: list[StoredId] | None = Field(
-        None, description="Dead letters to replay; all pending ones when omitted"
+        None,
+        max_length=REPLAY_ALL_LIMIT,
+        description=f"Dead letters to replay (at most {REPLAY_ALL_LIMIT:,}); all pending ones when omitted",
     )
 
 
@@ -547,7 +549,7 @@ async def move_position(request: Request, objectId: str, body: MoveRequest) -> R
     return OrjsonResponse({"objectId": objectId, "position": position, "backlog": backlog})
 
 
-def _letter(letter: DeadLetter, *, identities: bool) -> dict[str, Any]:
+def _letter(letter: ListedDeadLetter, *, identities: bool) -> dict[str, Any]:
     shown = {
         "id": letter.id,
         "createdAt": letter.created_at,
@@ -556,7 +558,7 @@ def _letter(letter: DeadLetter, *, identities: bool) -> dict[str, Any]:
         "sessionCount": len(letter.sessions),
         "firstSeq": letter.first_seq,
         "lastSeq": letter.last_seq,
-        "bytes": len(letter.body),
+        "bytes": letter.size,
         "reason": letter.reason,
         "attempts": letter.attempts,
     }

@@ -29,8 +29,8 @@ async def letters_to_replay(
     if ids is None:
         return await _pending_ids(store, export_id, up_to), []
     wanted = list(dict.fromkeys(ids))  # each letter once
-    found = [await store.get_dead_letter(i) for i in wanted]
-    pending = {d.id for d in found if d is not None and d.export_id == export_id and d.state == "pending"}
+    found = await store.list_dead_letters(export_id, state="pending", ids=wanted, limit=len(wanted))
+    pending = {letter.id for letter in found}
     return [i for i in wanted if i in pending], sorted(set(wanted) - pending)
 
 

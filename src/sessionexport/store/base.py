@@ -28,6 +28,7 @@ from sessionexport.store.records import (
     DeliveryMinute,
     EventsResult,
     Lease,
+    ListedDeadLetter,
     LogEntry,
     LogRead,
     NewEvent,
@@ -271,8 +272,15 @@ class Store(Protocol):
 
     # -- dead letters ------------------------------------------------------------------------
     async def list_dead_letters(
-        self, export_id: str, *, state: str | None = None, limit: int = 100, before_id: int | None = None
-    ) -> list[DeadLetter]: ...
+        self,
+        export_id: str,
+        *,
+        state: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> list[ListedDeadLetter]:
+        """Newest first, without their bodies (``ids``: those only)."""
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None: ...
 

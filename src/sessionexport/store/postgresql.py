@@ -57,6 +57,7 @@ from sessionexport.store.records import (
     DeliveryMinute,
     EventsResult,
     Lease,
+    ListedDeadLetter,
     LogEntry,
     LogRead,
     NewDeadLetter,
@@ -74,12 +75,14 @@ from sessionexport.store.rows import (
     CURSOR_COLUMNS,
     DEAD_LETTER_COLUMNS,
     LEASE_COLUMNS,
+    LISTED_DEAD_LETTER_COLUMNS,
     LOG_ENTRY_COLUMNS,
     SETTINGS_COLUMNS,
     STORED_SESSION_COLUMNS,
     claim_params,
     cursor_values,
     dead_letter,
+    listed_dead_letter,
     log_entry,
     settings_values,
 )
@@ -316,9 +319,10 @@ INSERT INTO dead_letters (export_id, created_at, first_seq, last_seq, session_co
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
 """
 _LIST_DEAD_LETTERS = f"""
-SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
+SELECT {LISTED_DEAD_LETTER_COLUMNS} FROM dead_letters
  WHERE export_id = %(export)s AND (%(state)s::text IS NULL OR state = %(state)s)
    AND (%(before)s::bigint IS NULL OR id < %(before)s)
+   AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
  ORDER BY id DESC LIMIT %(limit)s
 """
 _RAISE_ALERT = """
@@ -723,10 +727,17 @@ class PostgresStore:
 
     # -- dead letters ------------------------------------------------------------------------
     async def list_dead_letters(
-        self, export_id: str, *, state: str | None = None, limit: int = 100, before_id: int | None = None
-    ) -> list[DeadLetter]:
-        params = {"export": export_id, "state": state, "before": before_id, "limit": limit}
-        return [dead_letter(row) for row in await self._rows(_LIST_DEAD_LETTERS, params)]
+        self,
+        export_id: str,
+        *,
+        state: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> list[ListedDeadLetter]:
+        wanted = None if ids is None else list(ids)
+        params = {"export": export_id, "state": state, "before": before_id, "ids": wanted, "limit": limit}
+        return [listed_dead_letter(row) for row in await self._rows(_LIST_DEAD_LETTERS, params)]
 
     async def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
         rows = await self._rows(f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = %s", (letter_id,))

@@ -233,6 +233,24 @@ class DeadLetter(NewDeadLetter):
 
 
 @dataclass(frozen=True, slots=True)
+class ListedDeadLetter:
+    """A dead letter as lists show it: all but its body (up to a whole bulk), and the body's size."""
+
+    id: int
+    export_id: str
+    created_at: int
+    first_seq: int
+    last_seq: int
+    sessions: list[tuple[str, str, int]]
+    content_type: str
+    size: int
+    reason: str
+    attempts: list[dict[str, object]]
+    state: str
+    replayed_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     id: int
     export_id: str

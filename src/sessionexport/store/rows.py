@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from sessionexport.store.records import Claim, Cursor, DeadLetter, LogEntry, SettingsRecord
+from sessionexport.store.records import Claim, Cursor, DeadLetter, ListedDeadLetter, LogEntry, SettingsRecord
 
 STORED_SESSION_COLUMNS = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 LOG_ENTRY_COLUMNS = (
@@ -20,6 +20,11 @@ LEASE_COLUMNS = "export_id, shard, owner, expires_at"
 DEAD_LETTER_COLUMNS = (
     "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
     " replayed_at"
+)
+# length(): bytes of a BLOB (SQLite) or bytea (PostgreSQL), without reading the body out
+LISTED_DEAD_LETTER_COLUMNS = (
+    "id, export_id, created_at, first_seq, last_seq, sessions, content_type, length(body), reason, attempts,"
+    " state, replayed_at"
 )
 SETTINGS_COLUMNS = (
     "object_id, schema_id, scope, external_id, value, schema_version, created, modified, created_by,"
@@ -56,6 +61,36 @@ def dead_letter(row: tuple[Any, ...]) -> DeadLetter:
         [tuple(s) for s in orjson.loads(sessions)],
         content_type,
         body,
+        reason,
+        orjson.loads(attempts),
+        *rest,
+    )
+
+
+def listed_dead_letter(row: tuple[Any, ...]) -> ListedDeadLetter:
+    """A row of LISTED_DEAD_LETTER_COLUMNS (sessions and attempts: JSON)."""
+    (
+        letter_id,
+        export_id,
+        created_at,
+        first_seq,
+        last_seq,
+        sessions,
+        content_type,
+        size,
+        reason,
+        attempts,
+        *rest,
+    ) = row
+    return ListedDeadLetter(
+        letter_id,
+        export_id,
+        created_at,
+        first_seq,
+        last_seq,
+        [tuple(s) for s in orjson.loads(sessions)],
+        content_type,
+        size,
         reason,
         orjson.loads(attempts),
         *rest,

@@ -41,6 +41,7 @@ from sessionexport.store.records import (
     DeliveryMinute,
     EventsResult,
     Lease,
+    ListedDeadLetter,
     LogEntry,
     LogRead,
     NewAlert,
@@ -59,12 +60,14 @@ from sessionexport.store.rows import (
     CURSOR_COLUMNS,
     DEAD_LETTER_COLUMNS,
     LEASE_COLUMNS,
+    LISTED_DEAD_LETTER_COLUMNS,
     LOG_ENTRY_COLUMNS,
     SETTINGS_COLUMNS,
     STORED_SESSION_COLUMNS,
     claim_params,
     cursor_values,
     dead_letter,
+    listed_dead_letter,
     log_entry,
     settings_values,
 )
@@ -633,16 +636,29 @@ class SQLiteStore:
 
     # -- dead letters ------------------------------------------------------------------------
     async def list_dead_letters(
-        self, export_id: str, *, state: str | None = None, limit: int = 100, before_id: int | None = None
-    ) -> list[DeadLetter]:
-        def select(conn: sqlite3.Connection) -> list[DeadLetter]:
+        self,
+        export_id: str,
+        *,
+        state: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> list[ListedDeadLetter]:
+        def select(conn: sqlite3.Connection) -> list[ListedDeadLetter]:
             rows = conn.execute(
-                f"SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE export_id = :export"
+                f"SELECT {LISTED_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE export_id = :export"
                 " AND (:state IS NULL OR state = :state) AND (:before IS NULL OR id < :before)"
+                " AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))"
                 " ORDER BY id DESC LIMIT :limit",
-                {"export": export_id, "state": state, "before": before_id, "limit": limit},
+                {
+                    "export": export_id,
+                    "state": state,
+                    "before": before_id,
+                    "ids": None if ids is None else orjson.dumps(list(ids)).decode(),
+                    "limit": limit,
+                },
             ).fetchall()
-            return [dead_letter(row) for row in rows]
+            return [listed_dead_letter(row) for row in rows]
 
         return await self._read(select)
 

@@ -15,7 +15,7 @@ from sessionexport.export.deadletters import discard_pending, letters_to_replay
 from sessionexport.export.replay import DeliveryRefused, ReplayTally
 from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.store.records import DeadLetter, SettingsRecord
+from sessionexport.store.records import ListedDeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
 
@@ -45,7 +45,7 @@ def routes(ui: Ui) -> list[Route]:
 class ExportView:
     name: str
     health: ExportHealth
-    letters: list[DeadLetter]  # pending, newest first, a page of them
+    letters: list[ListedDeadLetter]  # pending, newest first, a page of them
     older: bool  # pending letters older than those shown
     newest: int  # the newest pending letter's id: "all" in a button means up to it, not what came since
 
