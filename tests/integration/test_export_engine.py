@@ -571,6 +571,50 @@ async def test_a_replay_in_the_background_answers_at_once(engine: Engine, receiv
     assert len(receiver.requests) == 2 + 2
 
 
+async def test_a_replay_follows_edits_of_its_export_and_stops_when_it_is_paused(
+    engine: Engine, receiver: Receiver, tls: Tls
+) -> None:
+    """Each letter goes as the export is saved when its turn comes: after an edit, to the new
+    endpoint; after a pause, nowhere (the rest stay pending, listed as skipped)."""
+    receiver.behaviour.script.extend([500] * 6)
+    value = export_value(receiver.url, {"retries": 0, "flushMaxSessions": 1})
+    export_id = await engine.create_export(value)
+    await engine.ingest(sessions(6, seed=46))
+    await until(lambda: dead_letters(engine, export_id, 6), "six dead letters")
+    moved_to = Receiver(tls).start()
+    try:
+        receiver.behaviour.delay_seconds = moved_to.behaviour.delay_seconds = 0.3
+
+        async def put(value: dict[str, Any]) -> None:
+            changed = await engine.client.put(
+                f"{OBJECTS}/{export_id}", json={"value": value}, headers=engine.headers
+            )
+            assert changed.is_success, changed.text
+
+        replay = asyncio.create_task(
+            engine.client.post(f"/api/v2/exports/{export_id}/deadletters/replay", headers=engine.headers)
+        )
+        await until(lambda: len(receiver.requests) == 6 + 1, "the first letter sent")
+        value["endpointDefinition"]["endpointUrl"] = moved_to.url
+        await put(value)
+        await until(lambda: len(moved_to.requests) >= 1, "the letters after the edit go to the new endpoint")
+        value["endpointDefinition"]["enableUserSessionExport"] = False
+        await put(value)
+        answer = (await replay).json()
+        sent_old, sent_new = len(receiver.requests) - 6, len(moved_to.requests)
+        assert sent_old <= 2 and sent_new >= 1  # the letter under way at the edit may finish where it went
+        assert answer["replayed"] == sent_old + sent_new and answer["failed"] == 0
+        assert len(answer["skipped"]) == 6 - sent_old - sent_new > 0  # stopped by the pause, left pending
+        assert (await engine.status(export_id))["deadLetters"] == len(answer["skipped"])
+        refused = await engine.client.post(
+            f"/api/v2/exports/{export_id}/deadletters/replay", headers=engine.headers
+        )
+        assert refused.status_code == 409
+        assert "the export is paused: resume it to send its dead letters" in refused.text
+    finally:
+        moved_to.stop()
+
+
 async def test_a_replay_closes_the_alert_with_its_first_delivery_not_its_last(
     engine: Engine, receiver: Receiver
 ) -> None:

@@ -105,7 +105,10 @@ class ReplayedLetter(BaseModel):
 class ReplayResult(BaseModel):
     replayed: int = Field(description="Letters delivered")
     failed: int = Field(description="Letters that failed again (still pending)")
-    skipped: list[int] = Field(description="Ids another replay was sending, or no longer pending")
+    skipped: list[int] = Field(
+        description="Ids another replay was sending, no longer pending, or left pending because the export"
+        " was paused or deleted during the replay"
+    )
     results: list[ReplayedLetter]
 
 
@@ -460,7 +463,9 @@ async def dead_letter_body(
     description="Delivered again through the export's endpoint with its current authentication, with"
     " the usual retries; a delivered letter is marked replayed, a failed one stays pending. A letter"
     " another replay is sending at the same time (or that stopped being pending meanwhile) is not sent"
-    " again: its id is listed in skipped. 409, with nothing sent, when this server may not send to the"
+    " again: its id is listed in skipped. The replay follows the export as saved: an edit holds from the"
+    " next letter, a pause or a delete stops it (the letters not sent stay pending, listed in skipped)."
+    " 409, with nothing sent, when the export is paused, or when this server may not send to the"
     " endpoint (an http:// URL it no longer allows). With background=true it answers 202 at once"
     " with the number of letters it goes on to send (thousands take minutes); the server log says"
     " how it went, and the letters leave the pending list as they are delivered.",
@@ -469,7 +474,7 @@ async def dead_letter_body(
     responses={
         404: {"description": "No such export, or a listed dead letter is not pending"},
         202: {"description": "Replaying in the background", "model": Replaying},
-        409: {"description": "The endpoint may not be sent to from this server"},
+        409: {"description": "The export is paused, or its endpoint may not be sent to from this server"},
     },
 )
 async def replay_dead_letters(

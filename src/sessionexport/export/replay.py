@@ -6,6 +6,10 @@ two replays at once send it once (the other skips it); the claim is renewed whil
 (split on 413, it can take far longer than one bulk's attempts) and lapses, after a replay that
 crashed, when its attempts could no longer be under way. A delivered letter closes its shard's
 delivery alerts at once: a long replay is not "failing" meanwhile.
+
+A replay follows the export as it is saved: before each letter it reads the configuration again,
+so that an edit (endpoint, authentication, format) holds from the next letter on, and a pause or a
+delete stops it, the letters it did not send left pending.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -72,14 +76,17 @@ class Replayer:
         client: Callable[[], httpx.AsyncClient],
         sender: Callable[[ExportConfig, httpx.AsyncClient], Sender],
         refused: Callable[[ExportConfig], str | None],
+        saved: Callable[[str], Awaitable[ExportConfig | None]],
     ) -> None:
         """``client`` and ``sender``: as the exporters send; ``refused``: why an export may not be
-        sent to from this process (None: it may)."""
+        sent to from this process (None: it may); ``saved``: an export's configuration as it is
+        saved now, secrets decrypted (None: deleted)."""
         self.store = store
         self.metrics = metrics
         self.client = client
         self.sender = sender
         self._refused = refused
+        self._saved = saved
         self._replays: set[asyncio.Task[None]] = set()  # replays started in the background
 
     def cancel_all(self) -> None:
@@ -91,17 +98,32 @@ class Replayer:
         """Send dead letters again, as the export sends now, with its current authentication;
         each claimed and read just before it is sent (one body held at a time), skipped when
         another replay holds it or it is no longer pending: two replays at once send it once.
-        ``DeliveryRefused`` when the export may not be sent to from here (as its exporter is not)."""
-        if refusal := self._refused(config):
+        ``DeliveryRefused`` when the export may not be sent to from here (as its exporter is not),
+        or is paused. Letters left unsent by an edit that paused, deleted or redirected the export
+        where it may not be sent are listed as skipped."""
+        if refusal := self._not_sendable(config):
             raise DeliveryRefused(refusal)
-        results, delivered_shards = [], set()  # the shards a delivered letter closed the alerts of
+        results: list[ReplayResult] = []
+        delivered_shards: set[int] = set()  # the shards a delivered letter closed the alerts of
         async with self.client() as client:
             sender = self.sender(config, client)
-            for letter_id in letter_ids:
+            for number, letter_id in enumerate(letter_ids):
+                now_saved, stop = await self._as_saved_now(config)
+                if stop is not None:
+                    log.warning(
+                        "export %s: replay stopped, %d dead letter(s) left pending: %s",
+                        config.export_id,
+                        len(letter_ids) - number,
+                        stop,
+                    )
+                    results += [_skipped(i) for i in letter_ids[number:]]
+                    break
+                if now_saved != config:  # edited: sent from this letter on as it says
+                    config, sender = now_saved, self.sender(now_saved, client)
                 now, claim_ms = now_ms(), _replay_claim_ms(config)
                 letter = await self.store.claim_dead_letter(letter_id, config.export_id, now, now + claim_ms)
                 if letter is None:
-                    results.append(ReplayResult(letter_id, False, Outcome(delivered=False), skipped=True))
+                    results.append(_skipped(letter_id))
                     continue
                 try:
                     async with self._claim_held(letter.id, now + claim_ms, claim_ms):
@@ -126,6 +148,21 @@ class Replayer:
         if delivered_shards:
             await self.store.note_replayed(config.export_id, now_ms())
         return results
+
+    def _not_sendable(self, config: ExportConfig) -> str | None:
+        if not config.enabled:
+            return "the export is paused: resume it to send its dead letters"
+        return self._refused(config)
+
+    async def _as_saved_now(self, config: ExportConfig) -> tuple[ExportConfig, str | None]:
+        """The export's configuration as saved now, and why the replay stops there (None: it goes on)."""
+        try:
+            saved = await self._saved(config.export_id)
+        except Exception as exc:  # its secrets no longer decrypt, the store failed: nothing more is sent
+            return config, f"its configuration could not be read ({exc})"
+        if saved is None:
+            return config, "the export was deleted"
+        return saved, self._not_sendable(saved)
 
     @contextlib.asynccontextmanager
     async def _claim_held(self, letter_id: int, until: int, claim_ms: int) -> AsyncIterator[None]:
@@ -178,7 +215,7 @@ class Replayer:
         """``replay`` in a task of its own, for many letters: a page's request does not wait
         minutes for them. ``DeliveryRefused`` at once; how it went is logged, and the letters
         leave the pending list as they are delivered."""
-        if refusal := self._refused(config):
+        if refusal := self._not_sendable(config):
             raise DeliveryRefused(refusal)
         task = asyncio.create_task(self._replay_logged(config, letter_ids), name=f"replay {config.export_id}")
         self._replays.add(task)
@@ -199,6 +236,10 @@ class Replayer:
             len(tally.failed),
             len(tally.skipped),
         )
+
+
+def _skipped(letter_id: int) -> ReplayResult:
+    return ReplayResult(letter_id, False, Outcome(delivered=False), skipped=True)
 
 
 async def _resend(sender: Sender, config: ExportConfig, letter: DeadLetter) -> Outcome:

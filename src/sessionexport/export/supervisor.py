@@ -38,6 +38,7 @@ from sessionexport.export.leases import (
 )
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier, wait_for_at_most
+from sessionexport.export.preview import saved_config
 from sessionexport.export.replay import Replayer, ReplayResult
 from sessionexport.export.zones import zone_from_value
 from sessionexport.settings.objects import SettingsService
@@ -153,7 +154,14 @@ class ExportSupervisor:
         self._placed: set[str] = set()  # exports known to have a cursor
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
-        self.replayer = Replayer(store, metrics, self.client, self.sender, self._refusal)
+        self.replayer = Replayer(
+            store,
+            metrics,
+            self.client,
+            self.sender,
+            self._refusal,
+            lambda export_id: saved_config(settings, export_id, secrets_needed=True),
+        )
         self._aside = Throttle()  # standing aside, for exports this process cannot run: said now and then
         self._aside_from: set[str] = set()  # the exports it stands aside for, each with an alert of its own
         self._stale_check = Throttle(STALE_WORKER_ALERT_SECONDS / 3)
