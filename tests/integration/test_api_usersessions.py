@@ -10,6 +10,7 @@ import msgspec
 import orjson
 import pytest
 
+from sessionexport.api import usersessions
 from sessionexport.clock import now_ms
 from sessionexport.generate.sessions import GeneratorOptions, generate_lines
 from sessionexport.tokens import new_token
@@ -96,6 +97,28 @@ async def test_paging_with_next_page_key_alone(api: Api) -> None:
             "/api/v2/usersessions", params={"nextPageKey": page["nextPageKey"]}, headers=api.auth(token)
         )
     assert len(seen) == 7 and len(set(seen)) == 7
+
+
+async def test_a_page_stops_at_its_byte_limit_and_paging_still_yields_every_session(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions may be megabytes each: a page of 500 would be gigabytes, held whole to be sent."""
+    token = await api.token()
+    docs = lines(7)
+    await post(api, b"\n".join(docs), token)
+    monkeypatch.setattr(usersessions, "PAGE_BYTES", 2 * max(len(d) for d in docs))  # two or three a page
+    seen: list[bytes] = []
+    sizes: list[int] = []
+    params: dict[str, str | int] = {"pageSize": 500}
+    while True:
+        page = (await api.client.get("/api/v2/usersessions", params=params, headers=api.auth(token))).json()
+        seen += [orjson.dumps(s) for s in page["userSessions"]]
+        sizes.append(page["pageSize"])
+        if page["nextPageKey"] is None:
+            break
+        params = {"nextPageKey": page["nextPageKey"]}
+    assert sorted(seen) == sorted(docs)  # each once
+    assert all(2 <= n <= 3 for n in sizes[:-1]) and sum(sizes) == 7
 
 
 async def test_a_next_page_key_with_other_parameters_is_400(api: Api) -> None:

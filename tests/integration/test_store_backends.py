@@ -260,6 +260,22 @@ async def test_recent_sessions_newest_first_with_paging_and_filter(store: Store)
     assert await store.recent_sessions(user_session_id="nobody") == []
 
 
+async def test_recent_sessions_stop_once_their_bodies_reach_max_bytes(store: Store) -> None:
+    batch = sessions(6)
+    await store.append_sessions(batch, received_at=1)
+    size = len(batch[0].body)  # all alike but for one digit
+    assert {len(s.body) for s in batch} == {size}
+    cut = await store.recent_sessions(limit=10, max_bytes=2 * size + 1)
+    assert [s.user_session_id for s in cut] == ["u5", "u4", "u3"]  # the one that reaches it included
+    exact = await store.recent_sessions(limit=10, max_bytes=2 * size)
+    assert [s.user_session_id for s in exact] == ["u5", "u4"]
+    assert len(await store.recent_sessions(limit=10, max_bytes=1)) == 1  # at least one
+    assert len(await store.recent_sessions(limit=4, max_bytes=100 * size)) == 4  # the limit still holds
+    of_one = await store.recent_sessions(user_session_id="u2", max_bytes=1)
+    of_user = await store.recent_sessions(user_id="user-of-u2", max_bytes=1, before_seq=cut[0].seq)
+    assert [s.body for s in of_one] == [s.body for s in of_user] == [batch[2].body]
+
+
 async def test_read_log_in_seq_order_with_filter_attributes(store: Store) -> None:
     batch = [
         *sessions(4),

@@ -31,6 +31,7 @@ from sessionexport.settings.secrets import MASK
 from sessionexport.store import StoreError
 from sessionexport.store.base import InvalidValue
 from sessionexport.store.records import NewSession
+from sessionexport.web import sessions as web_sessions
 from sessionexport.web.session import COOKIE
 from tests.conftest import make_token
 from tests.support.engine import export_value, sessions, until
@@ -1947,6 +1948,27 @@ async def test_sessions_are_paged(ui: Browser) -> None:
     ids = [r.all("td")[1].text.strip() for r in [*rows, *second.root.one("tbody").all("tr")]]
     assert sorted(ids) == sorted(orjson.loads(line)["userSessionId"] for line in lines)
     assert not [a for a in second.root.all("a") if a.text.strip() == "Older sessions"]
+
+
+async def test_a_page_of_large_sessions_stops_at_its_bytes_and_the_rest_follow(
+    ui: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each listed session is read whole to be shown: fifty of megabytes each would be too many."""
+    lines = sessions(7, seed=32)
+    await ui.ingest(lines)
+    await ui.logged_in()
+    monkeypatch.setattr(web_sessions, "PAGE_BYTES", 3 * max(map(len, lines)))  # three or more a page
+    ids: list[str] = []
+    pages = 0
+    page = await ui.page("/ui/sessions")
+    while True:
+        pages += 1
+        ids += [r.all("td")[1].text.strip() for r in page.root.one("tbody").all("tr")]
+        older = [a for a in page.root.all("a") if a.text.strip() == "Older sessions"]
+        if not older:
+            break
+        page = await ui.page(older[0].attrs["href"])
+    assert pages >= 2 and sorted(ids) == sorted(orjson.loads(line)["userSessionId"] for line in lines)
 
 
 async def test_a_search_by_user_is_paged_too(ui: Browser) -> None:

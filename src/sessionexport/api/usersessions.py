@@ -42,6 +42,7 @@ _QUERY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 # Both ingest routes (sessions, RUM events) read their bodies with read_limited_body.
+PAGE_BYTES = 16 << 20  # a page of sessions stops once they reach this (at least one session)
 COMPRESSED_BODIES = (
     " The body may be compressed (`Content-Encoding: gzip` or `deflate`); the size limit applies to it"
     " as sent and decoded."
@@ -123,8 +124,10 @@ async def _ingest(
     "",
     summary="Recent user sessions, newest first",
     description=(
-        "Each item is the stored session JSON, byte for byte. Page with `nextPageKey` alone. A page of"
-        " 64 KiB or more is sent gzipped to a client that takes it (`Accept-Encoding: gzip`)."
+        "Each item is the stored session JSON, byte for byte. Page with `nextPageKey` alone. A page"
+        " holds up to pageSize sessions, fewer once they reach 16 MiB (at least one): follow"
+        " `nextPageKey` until it is null. A page of 64 KiB or more is sent gzipped to a client that"
+        " takes it (`Accept-Encoding: gzip`)."
     ),
     response_model=SessionPage,
     responses=_QUERY_ERRORS,
@@ -145,9 +148,15 @@ async def list_sessions(
         page_key_alone(request)
         userSessionId, userId, pageSize, before = _decode_page_key(nextPageKey)
     rows = await store.recent_sessions(
-        user_session_id=userSessionId, user_id=userId, before_seq=before, limit=pageSize + 1
+        user_session_id=userSessionId,
+        user_id=userId,
+        before_seq=before,
+        limit=pageSize + 1,
+        max_bytes=PAGE_BYTES,
     )
-    page, more = rows[:pageSize], len(rows) > pageSize
+    page = rows[:pageSize]
+    # Cut short by its size, a page may be followed by more (or, rarely, by an empty last page).
+    more = len(rows) > pageSize or sum(len(s.body) for s in rows) >= PAGE_BYTES
     key = _encode_page_key(userSessionId, userId, pageSize, page[-1].seq) if more else None
     # Assembled from the stored bytes: no session is parsed to be listed.
     body = b"".join(

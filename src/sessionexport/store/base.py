@@ -116,8 +116,11 @@ class Store(Protocol):
         user_id: str | None = None,
         before_seq: int | None = None,
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> list[StoredSession]:
-        """Sessions newest first, optionally of one user session id or user id only, below a seq."""
+        """Sessions newest first, optionally of one user session id or user id only, below a seq;
+        with ``max_bytes``, they stop once their bodies reach that many bytes (the one that reaches
+        it included: at least one), so that a page of large sessions stays within bounds."""
 
     async def count_sessions(self) -> int: ...
 

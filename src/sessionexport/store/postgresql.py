@@ -138,6 +138,14 @@ SELECT {STORED_SESSION_COLUMNS} FROM sessions
    AND (%(usid)s::text IS NULL OR user_session_id = %(usid)s)
  ORDER BY seq DESC LIMIT %(limit)s
 """
+# A page of sessions cut where their bodies reach %(max_bytes)s (that one included), counted by the
+# server from the sizes it keeps: the bodies past the cut are neither read out nor sent.
+_WITHIN_BYTES = f"""
+SELECT {STORED_SESSION_COLUMNS} FROM (
+  SELECT *, sum(octet_length(body)) OVER (ORDER BY seq DESC) - octet_length(body) AS bytes_before
+    FROM ({{page}}) AS page
+) AS counted WHERE bytes_before < %(max_bytes)s ORDER BY seq DESC
+"""
 _COUNT_MINUTE = """
 INSERT INTO delivery_minutes (export_id, minute, delivered, failed)
 VALUES (%(export_id)s, %(minute)s, %(delivered)s, %(failed)s)
@@ -379,12 +387,15 @@ class PostgresStore:
         user_id: str | None = None,
         before_seq: int | None = None,
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> list[StoredSession]:
         if user_id is not None:
             query = _RECENT_SESSIONS_OF_USER
         else:
             query = _RECENT_SESSIONS if user_session_id is None else _RECENT_SESSIONS_OF_ONE
         params = {"usid": user_session_id, "uid": user_id, "before": before_seq, "limit": limit}
+        if max_bytes is not None:
+            query, params = _WITHIN_BYTES.format(page=query), params | {"max_bytes": max_bytes}
         rows = await self._rows(query, params)
         return [StoredSession(*row) for row in rows]
 

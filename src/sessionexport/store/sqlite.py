@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,6 +111,7 @@ class SQLiteStore:
         user_id: str | None = None,
         before_seq: int | None = None,
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> list[StoredSession]:
         filters = {"user_session_id": user_session_id, "user_id": user_id}
         matching = {column: value for column, value in filters.items() if value is not None}
@@ -130,7 +131,7 @@ class SQLiteStore:
                     f"SELECT {STORED_SESSION_COLUMNS} FROM sessions {before} ORDER BY seq DESC LIMIT :limit",
                     {"before": before_seq, "limit": limit},
                 )
-            return [StoredSession(*row) for row in rows.fetchall()]
+            return _within(max_bytes, (StoredSession(*row) for row in rows))  # read row by row
 
         return await self._read(select)
 
@@ -976,3 +977,14 @@ def _has_event(conn: sqlite3.Connection, event: NewEvent) -> bool:
         ).fetchone()
         is not None
     )
+
+
+def _within(max_bytes: int | None, sessions: Iterable[StoredSession]) -> list[StoredSession]:
+    """The sessions until their bodies reach ``max_bytes`` (that one included); all without it."""
+    kept, total = [], 0
+    for session in sessions:
+        kept.append(session)
+        total += len(session.body)
+        if max_bytes is not None and total >= max_bytes:
+            break
+    return kept

@@ -18,6 +18,7 @@ from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
 
 PAGE_SIZE = 50
+PAGE_BYTES = 4 << 20  # of sessions read for one page (at least one)
 SEARCH_FIELDS = {"userSessionId": "User session id", "userId": "User id"}
 
 
@@ -49,6 +50,7 @@ async def list_sessions(ui: Ui, request: Request, visit: Visit) -> Response:
         user_id=query if query and field == "userId" else None,
         before_seq=stored_id(before),
         limit=PAGE_SIZE + 1,
+        max_bytes=PAGE_BYTES,  # each is read to be shown: a page of huge sessions stops early
     )
     page = [_row(s) for s in rows[:PAGE_SIZE]]
     return ui.render(
@@ -59,7 +61,7 @@ async def list_sessions(ui: Ui, request: Request, visit: Visit) -> Response:
         query=query,
         by=field,
         fields=SEARCH_FIELDS,
-        next_before=page[-1].seq if len(rows) > PAGE_SIZE else None,
+        next_before=page[-1].seq if len(rows) > PAGE_SIZE or _cut_short(rows) else None,
     )
 
 
@@ -78,6 +80,11 @@ async def show_session(ui: Ui, request: Request, visit: Visit) -> Response:
     row = _row(found[0])
     raw = _pretty(found[0].body)
     return ui.render(request, visit, "session.html", row=row, actions=row.get("userActions") or [], raw=raw)
+
+
+def _cut_short(rows: list[StoredSession]) -> bool:
+    """Whether the page stopped at its bytes: there may be more (or, rarely, an empty page)."""
+    return sum(len(s.body) for s in rows) >= PAGE_BYTES
 
 
 def _pretty(body: bytes) -> str:
