@@ -26,7 +26,7 @@ import pytest
 
 from sessionexport.receiver.store import ReceivedStore, create_received_store
 from sessionexport.receiver.store import files as files_store_module
-from sessionexport.receiver.store.files import FilesReceivedStore, documents_file, index_file
+from sessionexport.receiver.store.files import OPEN_FILES, FilesReceivedStore, documents_file, index_file
 from sessionexport.receiver.store.postgresql import PostgresReceivedStore
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, Document, RequestInfo
 from sessionexport.receiver.store.sqlite import _STORED_KEYS, key_locality
@@ -643,6 +643,25 @@ async def test_files_newest_first_holds_after_the_oldest_pair_of_files_is_remove
         first = await store.documents(limit=1)
         rest = await store.documents(limit=1, before_seq=first[0].seq)
         assert [d.key for d in first + rest] == ["t1-c-1", "t1-a-1"]
+
+
+async def test_files_keep_a_bounded_number_of_descriptors_open_however_many_pairs(tmp_path: Path) -> None:
+    """Every pair of files ever written used to hold two descriptors until the store closed: a
+    receiver running for long enough ran out of them and could store nothing more."""
+    folder = tmp_path / "received"
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    docs = [session(f"user-{n:03d}") for n in range(60)]
+    async with opened(lambda: FilesReceivedStore(folder, rotate_bytes=150)) as store:
+        for doc in docs:
+            await store.save(request_at(1), [doc])
+        assert len(list(folder.glob("documents-*.ndjson"))) >= 3 * OPEN_FILES
+        assert open_descriptors() - before <= OPEN_FILES + 8  # the store's, its threads', its lock
+        assert await bodies(store) == [d.body for d in reversed(docs)]  # files closed are read again
+        assert open_descriptors() - before <= OPEN_FILES + 8
 
 
 @pytest.fixture

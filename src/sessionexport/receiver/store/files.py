@@ -56,7 +56,7 @@ import itertools
 import logging
 import os
 import re
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +84,7 @@ log = logging.getLogger(__name__)
 ROTATE_BYTES = 100 * 1024 * 1024
 REQUESTS_FILE = "requests.ndjson"
 RECENT_REQUESTS = 1000  # request records kept in memory: as many as one read may ask for
+OPEN_FILES = 16  # descriptors kept open at most (the current pair, requests.ndjson, files read lately)
 _NUMBERED = re.compile(r"^(?:documents|index)-(\d+)\.ndjson$")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no room: a disk, a quota, a file-size limit
 
@@ -223,7 +224,7 @@ class _State:
         self.request_count = self.refused_count = self.last_request = 0
         self.next_seq = 1
         self.current = 1  # the documents/index pair appended to
-        self.fds: dict[str, int] = {}
+        self.fds: OrderedDict[str, int] = OrderedDict()  # the most recently used last
         self.broken: str | None = None
 
     # -- opening: scan, drop the uncommitted tail ----------------------------------------------
@@ -458,18 +459,21 @@ class _State:
 
     # -- files ---------------------------------------------------------------------------------
     def _fd(self, name: str) -> int:
-        """The file's descriptor, opened once: appends always go to the end, preads read anywhere."""
+        """The file's descriptor, kept open while it is among the ``OPEN_FILES`` used last (every
+        pair of files ever written would otherwise hold two until the store closes): appends
+        always go to the end, preads read anywhere."""
         fd = self.fds.get(name)
-        if fd is None:
-            path = self.folder / name
-            if self.lock_fd is None:
-                fd = self.fds[name] = os.open(path, os.O_RDONLY)
-                return fd
-            new = not path.exists()
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            self.fds[name] = fd
-            if new:
-                _fsync_dir(self.folder)  # the new name must survive a power cut, not only its bytes
+        if fd is not None:
+            self.fds.move_to_end(name)
+            return fd
+        path = self.folder / name
+        new = self.lock_fd is not None and not path.exists()
+        flags = os.O_RDONLY if self.lock_fd is None else os.O_RDWR | os.O_APPEND | os.O_CREAT
+        fd = self.fds[name] = os.open(path, flags, 0o644)
+        if new:
+            _fsync_dir(self.folder)  # the new name must survive a power cut, not only its bytes
+        while len(self.fds) > OPEN_FILES:
+            os.close(self.fds.popitem(last=False)[1])
         return fd
 
     def _size(self, name: str) -> int:
