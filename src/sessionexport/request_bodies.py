@@ -30,12 +30,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionexport.content_encoding import IDENTITY, DecodedTooLarge, UnreadableBody, body_encoding, decode
+from sessionexport.throttle import Throttle, recurring
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024  # bodies the data routes of one process hold at once
 BUFFER_WAIT_SECONDS = 10.0  # a request waits this long for room, then is refused (Busy)
+_GONE = Throttle()  # clients gone before their bodies were read: said now and then, with a count
 
 
 class BodyTooLarge(Exception):
@@ -197,7 +199,13 @@ class BodyLimit:
         try:
             await self._within_limit(scope, receive, send)
         except ClientDisconnect:  # mid-body: nothing was stored, and there is no one to answer
-            log.info("%s %s: the client went away before its body was read", scope["method"], scope["path"])
+            if (quiet := _GONE.allows()) is not None:  # a thousand at once would flood the log
+                log.info(
+                    "%s %s: the client went away before its body was read%s",
+                    scope["method"],
+                    scope["path"],
+                    recurring(quiet),
+                )
 
     async def _within_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.limit_for(scope["path"]) if scope["type"] == "http" else None

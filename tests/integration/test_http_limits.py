@@ -5,8 +5,10 @@ size, a body's room in the budget, a connection), and for as long as it liked.""
 from __future__ import annotations
 
 import asyncio
+import resource
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from sessionexport import http_limits, request_bodies
+from sessionexport import http_limits, listening, request_bodies
 from sessionexport.http_limits import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 from sessionexport.request_bodies import BodyBudget, BodyDeadlines, read_body
 from tests.support.threaded_server import ThreadedServer
@@ -175,3 +177,52 @@ def test_a_body_with_short_pauses_and_a_slow_answer_are_not_cut(bodies: Bodies) 
     answer = exchange(bodies.port, post_head(4), b"ab", b"cd", pause=0.3)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n4"), answer
     assert bodies.stored == [b"abcd"]
+
+
+def test_past_max_connections_a_request_gets_503_at_once_and_held_ones_do_not_starve_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients holding connections open (a body sent a byte at a time) must not take every
+    descriptor the process has: past the limit, others are answered 503 and closed."""
+    monkeypatch.setattr(listening, "MAX_CONNECTIONS", 3)
+    app = Starlette(routes=[Route("/", _length, methods=["GET", "POST"])])
+    sock = listening.bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = listening.bounded_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        for conn in held:  # each a request whose body has only begun
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nx")
+        time.sleep(0.2)
+        assert exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
+            b"HTTP/1.1 503"
+        )
+        for conn in held:
+            conn.close()
+        time.sleep(0.2)
+        assert exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
+            b"HTTP/1.1 200"
+        )
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_the_limit_of_open_files_is_raised_as_far_as_the_hard_limit_lets_it() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = (
+        listening.WANTED_OPEN_FILES
+        if hard == resource.RLIM_INFINITY
+        else min(listening.WANTED_OPEN_FILES, hard)
+    )
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, wanted), hard))
+        listening.raise_open_files_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (wanted, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
