@@ -207,6 +207,7 @@ def receive(
         return
     sock.close()  # uvicorn binds the port again, for its worker processes to share
     os.environ[OPTIONS_VARIABLE] = options.to_environment()
+    listening.raise_open_files_limit()  # the worker processes inherit it
     uvicorn.run(
         "sessionexport.receiver.app:app_from_environment",
         factory=True,
@@ -217,6 +218,7 @@ def receive(
         log_config=None,
         access_log=False,
         lifespan="on",
+        limit_concurrency=listening.MAX_CONNECTIONS,
         ssl_certfile=cert_file,
         ssl_keyfile=key_file,
     )
