@@ -326,6 +326,18 @@ def test_a_line_of_exactly_the_limit_is_taken_whatever_its_ending(tmp_path: Path
     assert "2 stored, 0 duplicate(s), 1 refused of 3 line(s)" in result.stderr  # the line after it too
 
 
+@pytest.mark.parametrize("tail", [b"\r", b"\r\r\n", b" \n"], ids=["cr-at-the-end", "cr-crlf", "space-lf"])
+def test_a_refused_line_s_size_counts_every_byte_but_its_line_end(tmp_path: Path, tail: bytes) -> None:
+    """The limit and the size it reports measure the same thing: a line's bytes without its
+    "\n" or "\r\n" (a line at the limit and one more byte before its end is over it, and says so)."""
+    one = b'{"tenantId":"t","userSessionId":"1","startTime":1622107543233,"x":"%s"}'
+    exact = one % (b"y" * (2048 - len(one % b"")))
+    source = tmp_path / "s.ndjson"
+    source.write_bytes(exact + tail)
+    result = run("ingest", str(source), "--max-line-bytes", "2048", "--data-dir", str(tmp_path / "d"))
+    assert "line 1: longer than 2,048 bytes (2,049)" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_a_line_over_the_limit_is_refused_without_being_held_whole(tmp_path: Path, packed: bool) -> None:
     """A session the API would refuse (over its body limit) is refused here too, with its size;

@@ -313,14 +313,15 @@ def _read(source: _Source, limit: int) -> Iterator[bytes | _TooLong]:
     the file holds); a read error (a corrupt or cut gzip stream, a failing disk) as _Unreadable."""
     try:
         while line := source.lines.readline(limit + 2):  # room for the line's \r\n
-            content = line.rstrip(b"\r\n")
-            if len(content) <= limit and (line.endswith(b"\n") or len(line) <= limit):
+            # Shorter than asked and without its \n, it is the last line, whole; else cut short.
+            whole = line.endswith(b"\n") or len(line) < limit + 2
+            if whole and len(line) - _line_end(line) <= limit:
                 yield line
                 continue
-            size, array, rest = len(content), line.lstrip().startswith(b"["), line
-            while not rest.endswith(b"\n") and (rest := source.lines.readline(READ_BUFFER)):
-                size += len(rest.rstrip(b"\r\n"))
-            yield _TooLong(size, array)
+            size, array, rest = len(line), line.lstrip().startswith(b"["), line
+            while not rest.endswith(b"\n") and (more := source.lines.readline(READ_BUFFER)):
+                size, rest = size + len(more), rest[-1:] + more  # enough of it to see a \r\n end
+            yield _TooLong(size - _line_end(rest), array)
     except EOFError:
         raise _Unreadable("the gzip stream ends early: the file was cut short") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
@@ -329,9 +330,15 @@ def _read(source: _Source, limit: int) -> Iterator[bytes | _TooLong]:
         raise _Unreadable(exc.strerror or str(exc)) from None
 
 
+def _line_end(line: bytes) -> int:
+    """The bytes of the line's end (``\r\n``, ``\n`` or none): what the size limit leaves out."""
+    return 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
+
+
 @contextlib.contextmanager
 def _progress(console: Console, path: Path) -> Iterator[tuple[Progress, TaskID]]:
-    total = None if str(path) == "-" else path.stat().st_size
+    # Only a regular file says how long it is: a pipe or a FIFO (<(zcat f.gz)) says 0.
+    total = path.stat().st_size if str(path) != "-" and path.is_file() else None
     columns = (
         TextColumn("ingesting"),
         BarColumn(),
