@@ -1084,6 +1084,9 @@ def test_parse_names_numbers_no_double_holds_and_the_problems_beside_them() -> N
             b'{"type":"action","tenantId":"t","sessionId":"s","eventId":"e4","timestamp":%d,'
             b'"action":{"startTime":%d,"duration":1e999}}' % (T0, T0),
             b'{"type":"end","tenantId":"t","sessionId":"s","eventId":"e5","timestamp":%d,"zz":1e999}' % T0,
+            # attributes may hold values of any type, but not those: named where they are
+            b'{"type":"attributes","tenantId":"t","sessionId":"s","eventId":"e6","timestamp":%d,'
+            b'"attributes":{"screenHeight":1e999,"a":[1,{"b":-1e999}]}}' % T0,
         ]
     )
     found = problems(body)
@@ -1092,6 +1095,8 @@ def test_parse_names_numbers_no_double_holds_and_the_problems_beside_them() -> N
         ("line 2", "type", "invalid value 'nonsense'"),
         ("line 3", "tenantId", "expected string, got integer"),
         ("line 4", "action.duration", "number out of range for a 64-bit float"),
+        ("line 6", "attributes.screenHeight", "number out of range for a 64-bit float"),
+        ("line 6", "attributes.a[1].b", "number out of range for a 64-bit float"),
     ]  # line 5 is a good event: what it holds of its own is kept as sent
 
 

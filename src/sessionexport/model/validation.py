@@ -222,6 +222,7 @@ def _describe(t: mi.Type) -> str:
 def _check(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None:
     """Append to ``out`` every way ``value`` fails type ``t``."""
     if isinstance(t, mi.AnyType):
+        _check_numbers(value, path, out)
         return
     if isinstance(t, mi.Metadata):
         _check(value, t.type, path, out)
@@ -239,6 +240,9 @@ def _check(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None:
     elif isinstance(t, mi.DictType):
         if not isinstance(value, dict):
             out.append(_wrong_type(value, t, path))
+            return
+        for key, item in value.items():
+            _check(item, t.value_type, _join(path, key), out)
     elif isinstance(t, mi.EnumType):
         allowed = [member.value for member in t.cls]
         if not isinstance(value, str):
@@ -248,6 +252,19 @@ def _check(value: Any, t: mi.Type, path: str, out: list[Problem]) -> None:
             out.append(Problem(path, f"invalid value {value!r}; expected one of {shown}"))
     else:
         _check_scalar(value, t, path, out)
+
+
+def _check_numbers(value: Any, path: str, out: list[Problem]) -> None:
+    """A value of any type may hold anything but a number no double holds (1e999, read by
+    decode_any as an infinite float), which the typed decode refuses wherever it is."""
+    if isinstance(value, float) and math.isinf(value):
+        out.append(Problem(path, _NO_DOUBLE))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_numbers(item, f"{path}[{index}]", out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_numbers(item, _join(path, key), out)
 
 
 def _check_union(value: Any, t: mi.UnionType, path: str, out: list[Problem]) -> None:
