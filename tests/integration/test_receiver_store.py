@@ -160,6 +160,16 @@ async def test_concurrent_saves_mixing_documents_that_keep_and_replace_all_succe
         assert (await store.counts()).documents == 180
 
 
+async def test_a_bulk_of_twenty_thousand_documents_of_both_kinds_is_saved_whole(backend: Backend) -> None:
+    """No per-key resource of the database may run out (PostgreSQL's shared lock table did, for
+    locks taken per key): a large valid bulk is stored, not refused as "storage unavailable"."""
+    docs = [es_document("s", f"d{n}", replaces=n % 3 != 0) for n in range(20_000)]
+    async with opened(backend.new) as store:
+        result = await store.save(request_at(1), docs)
+        again = await store.save(request_at(2), docs[:10])
+    assert sum(result.created) == 20_000 and again.created == [False] * 10
+
+
 async def test_postgresql_a_save_that_deadlocked_is_run_again(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

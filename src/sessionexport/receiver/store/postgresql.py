@@ -9,18 +9,17 @@ RETURNING`` yields no row for a kept document, and for a replaced one ``xmax = 0
 freshly inserted row version. Both stay exact under concurrent saves of the same key, where a
 check-then-insert would not.
 
-Concurrent saves of the same keys wait for each other instead of deadlocking: a save first takes
-a transaction-level advisory lock per key, all in one order (of the keys' 64-bit hashes) that
-every save shares, so that the upserts after it, in whatever order its runs of documents that keep
-and replace put them, never wait on a save that waits on them. Within a run, documents are upserted
-by key (the same keys of a run keep their order: the first keeps, the last replaces). Their seqs
-are drawn beforehand, in the request's order, which is the order they are listed in. A deadlock
-PostgreSQL still reports ends one save, which is run again.
+Concurrent saves of the same keys wait for each other instead of deadlocking: every save upserts
+its documents in the order of their keys, the one order all saves share, whatever mix of
+documents that keep and replace it holds (each stretch of one kind in that order is one pipelined
+``executemany``). The documents of one key keep their order in the request: an ``index`` then a
+``create`` of an id is an update, then a conflict. Their seqs are drawn beforehand, in the
+request's order, which is the order they are listed in. A deadlock PostgreSQL still reports ends
+one save, which is run again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -54,7 +53,6 @@ _INSERT = (
     "INSERT INTO documents (seq, request_id, received_at, kind, key, user_session_id, index_name, body)"
     " OVERRIDING SYSTEM VALUE VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (kind, key) DO "
 )
-_LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(h)) FROM unnest(%s::bigint[]) AS h"  # in the array's order
 _DRAW_SEQS = "SELECT nextval(pg_get_serial_sequence('documents', 'seq')) FROM generate_series(1, %s)"
 _KEEP = _INSERT + "NOTHING RETURNING true"
 # Same columns as the SQLite backend replaces: the key fixes kind and index, seq stays the first one's.
@@ -111,15 +109,19 @@ class PostgresReceivedStore:
     async def _save(self, request: RequestInfo, documents: Sequence[Document]) -> SaveResult:
         async with self._transaction() as conn:
             request_id = await _insert_request(conn, request, 200, None)
-            await conn.execute(_LOCK_KEYS, (key_locks(documents),))
             cursor = await conn.execute(_DRAW_SEQS, (len(documents),))
-            seqs = iter(sorted(seq for (seq,) in await cursor.fetchall()))
-            created: list[bool] = []
-            # In order, one pipelined executemany per run of documents that keep (or replace) alike.
-            for replaces, run in groupby(documents, key=lambda d: d.replaces):
+            seqs = sorted(seq for (seq,) in await cursor.fetchall())  # the request's order
+            created = [False] * len(documents)
+            by_key = sorted(
+                range(len(documents)), key=lambda i: (documents[i].kind, documents[i].key)
+            )  # stable
+            for replaces, stretch in groupby(by_key, key=lambda i: documents[i].replaces):
                 statement = _REPLACE if replaces else _KEEP
-                numbered = [(next(seqs), document) for document in run]
-                created += await _save_documents(conn, statement, request_id, request.received_at, numbered)
+                places = list(stretch)
+                numbered = [(seqs[i], documents[i]) for i in places]
+                found = await _save_documents(conn, statement, request_id, request.received_at, numbered)
+                for i, new in zip(places, found, strict=True):
+                    created[i] = new
             stored = sum(created)
             await conn.execute(_COUNT_REQUEST, (len(documents), stored, len(documents) - stored, request_id))
         return SaveResult(request_id, created)
@@ -182,34 +184,18 @@ async def _insert_request(conn: Connection, request: RequestInfo, status: int, e
     return int(row[0])
 
 
-def key_locks(documents: Sequence[Document]) -> list[int]:
-    """The advisory lock of each distinct key, in the order every save takes them. Two keys that
-    share a hash share a lock: their saves wait for each other, which costs time, never a result."""
-    locks = set()
-    for d in documents:
-        digest = hashlib.blake2b(f"{d.kind}/{d.key}".encode(), digest_size=8, person=b"sx-receiver").digest()
-        locks.add(int.from_bytes(digest, "big", signed=True))
-    return sorted(locks)
-
-
 async def _save_documents(
     conn: Connection, statement: str, request_id: int, at: int, documents: Sequence[tuple[int, Document]]
 ) -> list[bool]:
-    """Upsert the (seq, document)s in the order of their keys (see the module's doc); per
-    document, in the order given, True when its key was new."""
-    if not documents:
-        return []
-    order = sorted(range(len(documents)), key=lambda i: (documents[i][1].kind, documents[i][1].key))  # stable
-    rows = [
-        (seq, request_id, at, d.kind, d.key, d.user_session_id, d.index, d.body)
-        for seq, d in (documents[i] for i in order)
-    ]
-    created = [False] * len(documents)
+    """Upsert the (seq, document)s in the order given (their keys'); per document, True when its
+    key was new."""
+    rows = [(seq, request_id, at, d.kind, d.key, d.user_session_id, d.index, d.body) for seq, d in documents]
+    created = []
     async with conn.cursor() as cursor:
         await cursor.executemany(statement, rows, returning=True)
-        for i in order:  # one result per document: no row means the stored one was kept
+        for _ in rows:  # one result per document: no row means the stored one was kept
             row = await cursor.fetchone()
-            created[i] = bool(row and row[0])
+            created.append(bool(row and row[0]))
             cursor.nextset()
     return created
 
