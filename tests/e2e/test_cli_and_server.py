@@ -573,6 +573,31 @@ def test_reading_commands_refuse_a_database_that_holds_no_data_and_create_nothin
     assert empty.stat().st_size == 0
 
 
+def _schema_of(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_schema()").fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def test_a_reading_command_looks_for_its_schema_where_it_would_create_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A search path of an empty schema, then the server's (as "$user", public is when a schema
+    named after the role exists): the tables would be made in the first; the command refuses,
+    rather than answer from tables made there for the occasion."""
+    with fresh_schema(postgres_url) as served, fresh_schema(postgres_url) as empty:
+        created = run(
+            "tokens", "create", "--name", "n", "--scopes", "sessions.read", "--database-url", served
+        )
+        assert created.returncode == 0, created.stderr
+        separator = "&" if "?" in postgres_url else "?"
+        both = f"{postgres_url}{separator}options=-csearch_path%3D{_schema_of(empty)},{_schema_of(served)}"
+        listed = run("tokens", "list", "--database-url", both, "--data-dir", str(tmp_path / "d"))
+        assert listed.returncode == 2 and "holds no data of this store" in listed.stderr, listed.stderr
+        assert _tables(empty) == []
+
+
 @pytest.mark.parametrize(
     "command",
     [

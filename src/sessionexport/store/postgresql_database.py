@@ -328,7 +328,7 @@ async def migrate(conn: Connection, package: str, table: str, lock: int, create:
     name = sql.Identifier(table)
     await conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
     try:
-        if not create and not await _has_migrations(conn, name):
+        if not create and not await _has_migrations(conn, table):
             raise NoSchema
         await conn.execute(
             sql.SQL(
@@ -358,12 +358,17 @@ async def migrate(conn: Connection, package: str, table: str, lock: int, create:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
 
 
-async def _has_migrations(conn: Connection, table: sql.Identifier) -> bool:
-    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),))
+async def _has_migrations(conn: Connection, table: str) -> bool:
+    """Whether ``table`` holds migrations in the schema tables are created in (the first of the
+    search path): one found further along the path is another schema's, and every statement that
+    follows would create and read this store's tables in the first."""
+    cursor = await conn.execute(
+        "SELECT to_regclass(format('%%I.%%I', current_schema(), %s::text)) IS NOT NULL", (table,)
+    )
     row = await cursor.fetchone()
     if not row or not row[0]:
         return False
-    cursor = await conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(table))
+    cursor = await conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(table)))
     row = await cursor.fetchone()
     return bool(row and row[0])
 
