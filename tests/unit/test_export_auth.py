@@ -79,9 +79,21 @@ def test_a_password_echoed_percent_encoded_is_masked(echoed: str, why: str) -> N
     assert "hunter" not in shown and shown.endswith("*****"), why
 
 
+def test_a_secret_echoed_percent_encoded_in_lower_case_hex_is_masked() -> None:
+    assert (
+        masked("invalid client_secret=s3cr3t%2fv%2bl%3d", ("s3cr3t/v+l=",)) == "invalid client_secret=*****"
+    )
+
+
 def test_a_secret_echoed_html_escaped_in_a_text_answer_is_masked() -> None:
     secret = "p&ss<w>\"o'rd"
-    for escaped in ("p&amp;ss&lt;w&gt;&quot;o&#x27;rd", "p&amp;ss&lt;w&gt;\"o'rd"):
+    forms = (
+        "p&amp;ss&lt;w&gt;&quot;o&#x27;rd",  # Python's html.escape
+        "p&amp;ss&lt;w&gt;&#34;o&#39;rd",  # markupsafe (Jinja2), Go's html.EscapeString
+        "p&amp;ss&lt;w&gt;&quot;o&apos;rd",
+        "p&amp;ss&lt;w&gt;\"o'rd",  # quotes left as they are
+    )
+    for escaped in forms:
         assert masked(f"refused {escaped} here", (secret,)) == "refused ***** here"
         assert masked_answer(f"refused {escaped}".encode(), (secret,)) == b"refused *****"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from urllib.parse import quote, quote_plus
 
 from sessionexport.settings.secrets import MASK
@@ -44,18 +45,27 @@ def sent_secret(headers: dict[str, str]) -> tuple[str, ...]:
 
 def _encoded_forms(secret: str) -> set[str]:
     """The secret, and how a ``repr`` of it or of its UTF-8 bytes, ASCII JSON, percent-encoding
-    (a form's ``+`` for a space, a URL's ``%20``, encodeURIComponent's) and HTML escapes write it."""
+    (a form's ``+`` for a space, a URL's ``%20``, encodeURIComponent's; in upper or lower case
+    hex) and HTML escapes (of the quotes: by name, in decimal or hex) write it."""
+    percent = {
+        quote_plus(secret),
+        quote(secret, safe=""),
+        quote(secret, safe="!'()*"),
+    }  # the last: encodeURIComponent's
+    escaped = html.escape(secret, quote=False)
+    quotes = [("'", '"'), ("&#x27;", "&quot;"), ("&#39;", "&#34;"), ("&#39;", "&quot;"), ("&apos;", "&quot;")]
     return {
         secret,
         repr(secret)[1:-1],
         repr(secret.encode())[2:-1],
         json.dumps(secret)[1:-1],
-        quote_plus(secret),
-        quote(secret, safe=""),
-        quote(secret, safe="!'()*"),  # encodeURIComponent leaves these as they are
-        html.escape(secret),
-        html.escape(secret, quote=False),
+        *percent,
+        *(_PERCENT_HEX.sub(lambda hexed: hexed[0].lower(), form) for form in percent),
+        *(escaped.replace("'", single).replace('"', double) for single, double in quotes),
     }
+
+
+_PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
 
 
 def _forms(secrets: tuple[str, ...]) -> list[str]:
