@@ -119,6 +119,17 @@ async def test_a_page_stops_at_its_byte_limit_and_paging_still_yields_every_sess
         params = {"nextPageKey": page["nextPageKey"]}
     assert sorted(seen) == sorted(docs)  # each once
     assert all(2 <= n <= 3 for n in sizes[:-1]) and sum(sizes) == 7
+    monkeypatch.setattr(usersessions, "PAGE_BYTES", 1)  # each page cut after its one session
+    user = orjson.loads(docs[0])["userId"]
+    params, pages = {"pageSize": 500, "userId": user}, 0
+    while True:
+        page = (await api.client.get("/api/v2/usersessions", params=params, headers=api.auth(token))).json()
+        pages += 1
+        assert page["pageSize"] == 1  # none empty: the last one says there is no more
+        if page["nextPageKey"] is None:
+            break
+        params = {"nextPageKey": page["nextPageKey"]}
+    assert pages == sum(orjson.loads(d)["userId"] == user for d in docs)
 
 
 async def test_a_next_page_key_with_other_parameters_is_400(api: Api) -> None:

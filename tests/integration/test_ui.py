@@ -1969,6 +1969,12 @@ async def test_a_page_of_large_sessions_stops_at_its_bytes_and_the_rest_follow(
             break
         page = await ui.page(older[0].attrs["href"])
     assert pages >= 2 and sorted(ids) == sorted(orjson.loads(line)["userSessionId"] for line in lines)
+    monkeypatch.setattr(web_sessions, "PAGE_BYTES", 1)  # each page cut after its one session
+    page, pages = await ui.page("/ui/sessions"), 1
+    while older := [a for a in page.root.all("a") if a.text.strip() == "Older sessions"]:
+        page, pages = await ui.page(older[0].attrs["href"]), pages + 1
+        assert len(page.root.one("tbody").all("tr")) == 1  # no empty page at the end
+    assert pages == len(lines)
 
 
 async def test_a_search_by_user_is_paged_too(ui: Browser) -> None:

@@ -155,8 +155,14 @@ async def list_sessions(
         max_bytes=PAGE_BYTES,
     )
     page = rows[:pageSize]
-    # Cut short by its size, a page may be followed by more (or, rarely, by an empty last page).
-    more = len(rows) > pageSize or sum(len(s.body) for s in rows) >= PAGE_BYTES
+    more = len(rows) > pageSize or (
+        sum(len(s.body) for s in rows) >= PAGE_BYTES  # cut short by its size: is there more?
+        and bool(
+            await store.recent_sessions(
+                user_session_id=userSessionId, user_id=userId, before_seq=page[-1].seq, limit=1
+            )
+        )
+    )
     key = _encode_page_key(userSessionId, userId, pageSize, page[-1].seq) if more else None
     # Assembled from the stored bytes: no session is parsed to be listed.
     body = b"".join(

@@ -45,13 +45,16 @@ async def list_sessions(ui: Ui, request: Request, visit: Visit) -> Response:
     field = request.query_params.get("by", "userSessionId")
     field = field if field in SEARCH_FIELDS else "userSessionId"
     before = request.query_params.get("before", "")
+    session_id = query if query and field == "userSessionId" else None
+    user_id = query if query and field == "userId" else None
     rows = await ui.store.recent_sessions(
-        user_session_id=query if query and field == "userSessionId" else None,
-        user_id=query if query and field == "userId" else None,
+        user_session_id=session_id,
+        user_id=user_id,
         before_seq=stored_id(before),
         limit=PAGE_SIZE + 1,
         max_bytes=PAGE_BYTES,  # each is read to be shown: a page of huge sessions stops early
     )
+    more = len(rows) > PAGE_SIZE or await _more_after_cut(ui, rows, session_id, user_id)
     page = [_row(s) for s in rows[:PAGE_SIZE]]
     return ui.render(
         request,
@@ -61,7 +64,7 @@ async def list_sessions(ui: Ui, request: Request, visit: Visit) -> Response:
         query=query,
         by=field,
         fields=SEARCH_FIELDS,
-        next_before=page[-1].seq if len(rows) > PAGE_SIZE or _cut_short(rows) else None,
+        next_before=page[-1].seq if more else None,
     )
 
 
@@ -82,9 +85,16 @@ async def show_session(ui: Ui, request: Request, visit: Visit) -> Response:
     return ui.render(request, visit, "session.html", row=row, actions=row.get("userActions") or [], raw=raw)
 
 
-def _cut_short(rows: list[StoredSession]) -> bool:
-    """Whether the page stopped at its bytes: there may be more (or, rarely, an empty page)."""
-    return sum(len(s.body) for s in rows) >= PAGE_BYTES
+async def _more_after_cut(
+    ui: Ui, rows: list[StoredSession], session_id: str | None, user_id: str | None
+) -> bool:
+    """Whether the page stopped at its bytes and sessions follow it."""
+    if not rows or sum(len(s.body) for s in rows) < PAGE_BYTES:
+        return False
+    after = await ui.store.recent_sessions(
+        user_session_id=session_id, user_id=user_id, before_seq=rows[-1].seq, limit=1
+    )
+    return bool(after)
 
 
 def _pretty(body: bytes) -> str:
