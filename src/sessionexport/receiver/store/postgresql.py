@@ -2,9 +2,9 @@
 (migrations under an advisory lock in ``receiver_schema_migrations``, pooled connections, errors
 translated once to ``StoreError``, never with the password).
 
-A save is one transaction: the request row, one upsert per document (each run of documents that
-keep, or replace, alike sent in one round trip by psycopg's pipelined ``executemany``), then the
-request's counts. Each upsert returns whether its key was new: ``ON CONFLICT DO NOTHING
+A save is one transaction: the request row, one upsert per document (in stretches of documents
+that keep, or replace, alike, each sent in one round trip by psycopg's pipelined ``executemany``),
+then the request's counts. Each upsert returns whether its key was new: ``ON CONFLICT DO NOTHING
 RETURNING`` yields no row for a kept document, and for a replaced one ``xmax = 0`` holds only on a
 freshly inserted row version. Both stay exact under concurrent saves of the same key, where a
 check-then-insert would not.
@@ -112,10 +112,7 @@ class PostgresReceivedStore:
             cursor = await conn.execute(_DRAW_SEQS, (len(documents),))
             seqs = sorted(seq for (seq,) in await cursor.fetchall())  # the request's order
             created = [False] * len(documents)
-            by_key = sorted(
-                range(len(documents)), key=lambda i: (documents[i].kind, documents[i].key)
-            )  # stable
-            for replaces, stretch in groupby(by_key, key=lambda i: documents[i].replaces):
+            for replaces, stretch in groupby(_in_key_order(documents), key=lambda i: documents[i].replaces):
                 statement = _REPLACE if replaces else _KEEP
                 places = list(stretch)
                 numbered = [(seqs[i], documents[i]) for i in places]
@@ -182,6 +179,11 @@ async def _insert_request(conn: Connection, request: RequestInfo, status: int, e
     row = await cursor.fetchone()
     assert row is not None  # RETURNING of a one-row INSERT
     return int(row[0])
+
+
+def _in_key_order(documents: Sequence[Document]) -> list[int]:
+    """The documents' places by key; a stable sort: the documents of one key keep their order."""
+    return sorted(range(len(documents)), key=lambda i: (documents[i].kind, documents[i].key))
 
 
 async def _save_documents(
