@@ -157,11 +157,7 @@ async def list_sessions(
     page = rows[:pageSize]
     more = len(rows) > pageSize or (
         sum(len(s.body) for s in rows) >= PAGE_BYTES  # cut short by its size: is there more?
-        and bool(
-            await store.recent_sessions(
-                user_session_id=userSessionId, user_id=userId, before_seq=page[-1].seq, limit=1
-            )
-        )
+        and await _any_before(store, userSessionId, userId, page[-1].seq)
     )
     key = _encode_page_key(userSessionId, userId, pageSize, page[-1].seq) if more else None
     # Assembled from the stored bytes: no session is parsed to be listed.
@@ -177,6 +173,13 @@ async def list_sessions(
         )
     )
     return await large_answer(request, body, "application/json")
+
+
+async def _any_before(store: Store, user_session_id: str | None, user_id: str | None, seq: int) -> bool:
+    found = await store.recent_sessions(
+        user_session_id=user_session_id, user_id=user_id, before_seq=seq, limit=1
+    )
+    return bool(found)
 
 
 @contextlib.asynccontextmanager

@@ -47,11 +47,8 @@ def _encoded_forms(secret: str) -> set[str]:
     """The secret, and how a ``repr`` of it or of its UTF-8 bytes, ASCII JSON, percent-encoding
     (a form's ``+`` for a space, a URL's ``%20``, encodeURIComponent's; in upper or lower case
     hex) and HTML escapes (of the quotes: by name, in decimal or hex) write it."""
-    percent = {
-        quote_plus(secret),
-        quote(secret, safe=""),
-        quote(secret, safe="!'()*"),
-    }  # the last: encodeURIComponent's
+    # As a form writes it (+ for a space), as a URL does (%20), as encodeURIComponent does.
+    percent = {quote_plus(secret), quote(secret, safe=""), quote(secret, safe="!'()*")}
     escaped = html.escape(secret, quote=False)
     quotes = [("'", '"'), ("&#x27;", "&quot;"), ("&#39;", "&#34;"), ("&#39;", "&quot;"), ("&apos;", "&quot;")]
     return {
