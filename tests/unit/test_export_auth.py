@@ -79,6 +79,29 @@ def test_a_password_echoed_percent_encoded_is_masked(echoed: str, why: str) -> N
     assert "hunter" not in shown and shown.endswith("*****"), why
 
 
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        "O&#039;Brien&quot;pw&amp;&lt;1&gt;",  # PHP's htmlspecialchars (ENT_QUOTES)
+        "O'Brien&quot;pw&amp;&lt;1&gt;",  # Java's escapeHtml4: the apostrophe left as it is
+        "O&#x27;Brien&#x22;pw&#38;&#60;1&#62;",  # hex and decimal mixed
+        "O%27Brien%22pw%26%3c1%3E",  # percent-encoded, hex of both cases mixed
+        'O\u0027Brien"pw\u0026\u003c1\u003e',  # JSON as some encoders write it
+    ],
+)
+def test_a_secret_is_masked_whichever_spelling_each_of_its_characters_takes(echoed: str) -> None:
+    secret = "O'Brien\"pw&<1>"
+    assert masked(f"Invalid credentials for password {echoed}.", (secret,)) == (
+        "Invalid credentials for password *****."
+    )
+    assert masked_answer(f"denied {echoed}".encode(), (secret,)) == b"denied *****"
+
+
+def test_ordinary_text_is_not_masked_for_looking_like_a_secret_spelled_otherwise() -> None:
+    text = "password p4ss-wOrd? no: pass-word, P4SS%2DWORD"
+    assert masked(text, ("p4ss-word",)) == text  # the letters themselves are never respelled
+
+
 def test_a_secret_echoed_percent_encoded_in_lower_case_hex_is_masked() -> None:
     assert (
         masked("invalid client_secret=s3cr3t%2fv%2bl%3d", ("s3cr3t/v+l=",)) == "invalid client_secret=*****"
