@@ -596,6 +596,13 @@ def test_a_reading_command_looks_for_its_schema_where_it_would_create_it(
         listed = run("tokens", "list", "--database-url", both, "--data-dir", str(tmp_path / "d"))
         assert listed.returncode == 2 and "holds no data of this store" in listed.stderr, listed.stderr
         assert _tables(empty) == []
+    # no schema of the path exists: said the same way, not as a value PostgreSQL cannot format
+    nowhere = f"{postgres_url}{separator}options=-csearch_path%3Dno_such_schema_here"
+    for command in (["tokens", "list"], ["received", "counts", "--storage"]):
+        refused = (
+            run(*command, nowhere) if command[0] == "received" else run(*command, "--database-url", nowhere)
+        )
+        assert refused.returncode == 2 and "holds no data of this store" in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize(

@@ -362,8 +362,9 @@ async def _has_migrations(conn: Connection, table: str) -> bool:
     """Whether ``table`` holds migrations in the schema tables are created in (the first of the
     search path): one found further along the path is another schema's, and every statement that
     follows would create and read this store's tables in the first."""
-    cursor = await conn.execute(
-        "SELECT to_regclass(format('%%I.%%I', current_schema(), %s::text)) IS NOT NULL", (table,)
+    cursor = await conn.execute(  # no schema of the path exists: current_schema() is NULL, and so is this
+        "SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s::text)) IS NOT NULL",
+        (table,),
     )
     row = await cursor.fetchone()
     if not row or not row[0]:
