@@ -234,9 +234,9 @@ class DeadLetter(NewDeadLetter):
 
 @dataclass(frozen=True, slots=True)
 class ListedDeadLetter:
-    """A dead letter as lists show it: all but its body (up to a whole bulk), and the body's size."""
+    """A dead letter as lists show it: its fields in ``DeadLetter``'s order, but the body (up to a
+    whole bulk) only by its size."""
 
-    id: int
     export_id: str
     created_at: int
     first_seq: int
@@ -246,6 +246,7 @@ class ListedDeadLetter:
     size: int
     reason: str
     attempts: list[dict[str, object]]
+    id: int
     state: str
     replayed_at: int | None
 

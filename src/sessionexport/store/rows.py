@@ -4,11 +4,14 @@ them differ, by placeholder style and dialect; these must not.)"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 
 from sessionexport.store.records import Claim, Cursor, DeadLetter, ListedDeadLetter, LogEntry, SettingsRecord
+
+L = TypeVar("L", DeadLetter, ListedDeadLetter)
 
 STORED_SESSION_COLUMNS = "seq, tenant_id, user_session_id, start_time, end_time, received_at, body"
 LOG_ENTRY_COLUMNS = (
@@ -21,9 +24,10 @@ DEAD_LETTER_COLUMNS = (
     "export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, id, state,"
     " replayed_at"
 )
-# length(): bytes of a BLOB (SQLite) or bytea (PostgreSQL), without reading the body out
+# DEAD_LETTER_COLUMNS with the body's size for the body: length() counts the bytes of a BLOB
+# (SQLite) or bytea (PostgreSQL) without reading the body out.
 LISTED_DEAD_LETTER_COLUMNS = (
-    "id, export_id, created_at, first_seq, last_seq, sessions, content_type, length(body), reason, attempts,"
+    "export_id, created_at, first_seq, last_seq, sessions, content_type, length(body), reason, attempts, id,"
     " state, replayed_at"
 )
 SETTINGS_COLUMNS = (
@@ -52,8 +56,17 @@ def log_entry(row: tuple[Any, ...]) -> LogEntry:
 
 def dead_letter(row: tuple[Any, ...]) -> DeadLetter:
     """A row of DEAD_LETTER_COLUMNS (sessions and attempts: JSON)."""
+    return _letter(DeadLetter, row)
+
+
+def listed_dead_letter(row: tuple[Any, ...]) -> ListedDeadLetter:
+    """A row of LISTED_DEAD_LETTER_COLUMNS: as ``dead_letter``, with the body's size for the body."""
+    return _letter(ListedDeadLetter, row)
+
+
+def _letter(kind: Callable[..., L], row: tuple[Any, ...]) -> L:
     export_id, created_at, first_seq, last_seq, sessions, content_type, body, reason, attempts, *rest = row
-    return DeadLetter(
+    return kind(
         export_id,
         created_at,
         first_seq,
@@ -61,36 +74,6 @@ def dead_letter(row: tuple[Any, ...]) -> DeadLetter:
         [tuple(s) for s in orjson.loads(sessions)],
         content_type,
         body,
-        reason,
-        orjson.loads(attempts),
-        *rest,
-    )
-
-
-def listed_dead_letter(row: tuple[Any, ...]) -> ListedDeadLetter:
-    """A row of LISTED_DEAD_LETTER_COLUMNS (sessions and attempts: JSON)."""
-    (
-        letter_id,
-        export_id,
-        created_at,
-        first_seq,
-        last_seq,
-        sessions,
-        content_type,
-        size,
-        reason,
-        attempts,
-        *rest,
-    ) = row
-    return ListedDeadLetter(
-        letter_id,
-        export_id,
-        created_at,
-        first_seq,
-        last_seq,
-        [tuple(s) for s in orjson.loads(sessions)],
-        content_type,
-        size,
         reason,
         orjson.loads(attempts),
         *rest,
