@@ -23,6 +23,7 @@ from sessionexport.ingest.metrics import API
 from sessionexport.media_types import JSON, NDJSON
 from sessionexport.request_bodies import BodyTooLarge, Busy, parse_off_loop, read_body
 from sessionexport.store import Store
+from sessionexport.store.base import sessions_page
 from sessionexport.store.records import INT_MAX, NewSession
 from sessionexport.tokens import Scope
 
@@ -147,17 +148,13 @@ async def list_sessions(
     if nextPageKey:
         page_key_alone(request)
         userSessionId, userId, pageSize, before = _decode_page_key(nextPageKey)
-    rows = await store.recent_sessions(
+    page, more = await sessions_page(
+        store,
+        limit=pageSize,
+        max_bytes=PAGE_BYTES,
         user_session_id=userSessionId,
         user_id=userId,
         before_seq=before,
-        limit=pageSize + 1,
-        max_bytes=PAGE_BYTES,
-    )
-    page = rows[:pageSize]
-    more = len(rows) > pageSize or (
-        sum(len(s.body) for s in rows) >= PAGE_BYTES  # cut short by its size: is there more?
-        and await _any_before(store, userSessionId, userId, page[-1].seq)
     )
     key = _encode_page_key(userSessionId, userId, pageSize, page[-1].seq) if more else None
     # Assembled from the stored bytes: no session is parsed to be listed.
@@ -173,13 +170,6 @@ async def list_sessions(
         )
     )
     return await large_answer(request, body, "application/json")
-
-
-async def _any_before(store: Store, user_session_id: str | None, user_id: str | None, seq: int) -> bool:
-    found = await store.recent_sessions(
-        user_session_id=user_session_id, user_id=user_id, before_seq=seq, limit=1
-    )
-    return bool(found)
 
 
 @contextlib.asynccontextmanager

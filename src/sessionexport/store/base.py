@@ -43,6 +43,34 @@ from sessionexport.store.records import (
 PURGE_BATCH = 5000
 
 
+async def sessions_page(
+    store: Store,
+    *,
+    limit: int,
+    max_bytes: int,
+    user_session_id: str | None = None,
+    user_id: str | None = None,
+    before_seq: int | None = None,
+) -> tuple[list[StoredSession], bool]:
+    """A page of ``recent_sessions``: at most ``limit``, cut once their bodies reach ``max_bytes``
+    (at least one), and whether sessions follow it: a page cut by its size looks one ahead, so
+    that paging never ends on an empty page."""
+    rows = await store.recent_sessions(
+        user_session_id=user_session_id,
+        user_id=user_id,
+        before_seq=before_seq,
+        limit=limit + 1,
+        max_bytes=max_bytes,
+    )
+    page = rows[:limit]
+    if len(rows) > limit or not page or sum(len(s.body) for s in page) < max_bytes:
+        return page, len(rows) > limit
+    after = await store.recent_sessions(
+        user_session_id=user_session_id, user_id=user_id, before_seq=page[-1].seq, limit=1
+    )
+    return page, bool(after)
+
+
 async def purge_in_batches(delete_up_to: Callable[[int], Awaitable[int]]) -> int:
     """``delete_up_to(PURGE_BATCH)`` (one transaction that deletes at most that many sessions)
     until less than that was left; the total deleted. However much expired at once (a retention

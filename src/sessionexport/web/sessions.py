@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sessionexport.model.validation import NOT_JSON, decode_any
+from sessionexport.store.base import sessions_page
 from sessionexport.store.records import INT_MAX, StoredSession
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
@@ -45,17 +46,15 @@ async def list_sessions(ui: Ui, request: Request, visit: Visit) -> Response:
     field = request.query_params.get("by", "userSessionId")
     field = field if field in SEARCH_FIELDS else "userSessionId"
     before = request.query_params.get("before", "")
-    session_id = query if query and field == "userSessionId" else None
-    user_id = query if query and field == "userId" else None
-    rows = await ui.store.recent_sessions(
-        user_session_id=session_id,
-        user_id=user_id,
-        before_seq=stored_id(before),
-        limit=PAGE_SIZE + 1,
+    found, more = await sessions_page(
+        ui.store,
+        limit=PAGE_SIZE,
         max_bytes=PAGE_BYTES,  # each is read to be shown: a page of huge sessions stops early
+        user_session_id=query if query and field == "userSessionId" else None,
+        user_id=query if query and field == "userId" else None,
+        before_seq=stored_id(before),
     )
-    more = len(rows) > PAGE_SIZE or await _more_after_cut(ui, rows, session_id, user_id)
-    page = [_row(s) for s in rows[:PAGE_SIZE]]
+    page = [_row(s) for s in found]
     return ui.render(
         request,
         visit,
@@ -83,18 +82,6 @@ async def show_session(ui: Ui, request: Request, visit: Visit) -> Response:
     row = _row(found[0])
     raw = _pretty(found[0].body)
     return ui.render(request, visit, "session.html", row=row, actions=row.get("userActions") or [], raw=raw)
-
-
-async def _more_after_cut(
-    ui: Ui, rows: list[StoredSession], session_id: str | None, user_id: str | None
-) -> bool:
-    """Whether the page stopped at its bytes and sessions follow it."""
-    if not rows or sum(len(s.body) for s in rows) < PAGE_BYTES:
-        return False
-    after = await ui.store.recent_sessions(
-        user_session_id=session_id, user_id=user_id, before_seq=rows[-1].seq, limit=1
-    )
-    return bool(after)
 
 
 def _pretty(body: bytes) -> str:
