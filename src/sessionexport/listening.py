@@ -4,7 +4,7 @@ uvicorn binds only once the application has started, so a taken port would be re
 "listening on" line, in a log line of its own and with exit code 3. Binding first turns that into
 one clear error, before anything starts.
 
-Connections are bounded: past ``MAX_CONNECTIONS`` at once, a new request gets 503 at once, and the
+Connections are bounded: on the connection that reaches ``MAX_CONNECTIONS``, a request gets 503 at once; the
 process's limit of open files is raised as far as the system lets it. Clients that hold
 connections open (a body sent a byte now and then) would otherwise take every descriptor the
 process may open, and the server could neither answer nor reach its database.
