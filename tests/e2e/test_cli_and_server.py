@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import asyncio
 import contextlib
 import fcntl
 import gzip
@@ -26,7 +27,10 @@ import psycopg
 import pytest
 
 from sessionexport.listening import GRACEFUL_SHUTDOWN_SECONDS
+from sessionexport.receiver.store import DATABASE_FILE
+from sessionexport.receiver.store.sqlite import SQLiteReceivedStore
 from tests.conftest import sample
+from tests.support.folders import read_only_view
 from tests.support.postgres import fresh_schema
 from tests.support.processes import wait_for
 
@@ -571,6 +575,46 @@ def test_reading_commands_refuse_a_database_that_holds_no_data_and_create_nothin
             assert received.returncode == 2 and "holds no data of this store" in received.stderr
         assert _tables(wrong) == []
     assert empty.stat().st_size == 0
+
+
+async def _open_and_close(store: SQLiteReceivedStore) -> None:
+    await store.open()
+    await store.close()
+
+
+def test_reading_commands_read_a_database_that_may_not_be_written_and_change_nothing(tmp_path: Path) -> None:
+    """A snapshot on a read-only mount, or a monitoring user's look at the server's files: the
+    reading commands answer from it, live or not, and a command that writes says why it cannot."""
+    data = tmp_path / "data"
+    token = run("tokens", "create", "--data-dir", str(data), "--name", "first", "--scopes", "sessions.read")
+    assert token.returncode == 0, token.stderr
+    asyncio.run(_open_and_close(SQLiteReceivedStore(data / DATABASE_FILE)))  # a receiver's store too
+    # The database in use: read through its writer's -shm file, as the writer changes it.
+    with server(data), read_only_view(data, tmp_path / "view") as view:
+        later = run(
+            "tokens", "create", "--data-dir", str(data), "--name", "later", "--scopes", "sessions.read"
+        )
+        assert later.returncode == 0, later.stderr
+        listed = run("tokens", "list", "--data-dir", str(view))
+        assert listed.returncode == 0, listed.stderr
+        assert "first" in listed.stdout and "later" in listed.stdout
+    before = (data / "sessionexport.db").read_bytes()
+    assert not (data / "sessionexport.db-wal").exists()  # closed: everything is in the file
+    with read_only_view(data, tmp_path / "view2") as view:
+        listed = run("tokens", "list", "--data-dir", str(view))
+        assert listed.returncode == 0 and "later" in listed.stdout, listed.stderr
+        counts = run("received", "counts", "--data-dir", str(view))
+        assert counts.returncode == 0, counts.stderr
+        status = run("export", "status", "--data-dir", str(view))
+        assert status.returncode == 0 and "No user session export is configured" in status.stderr
+        public = listed.stdout.split("\n")[1].split()[0]
+        revoked = run("tokens", "revoke", "--data-dir", str(view), public)
+        assert revoked.returncode == 2
+        assert "is read-only here (a read-only filesystem, or no permission to write it" in revoked.stderr
+        assert "nothing was changed" in revoked.stderr
+    assert (data / "sessionexport.db").read_bytes() == before
+    assert sorted(path.name for path in data.iterdir()) == [DATABASE_FILE, "secret.key", "sessionexport.db"]
+    assert "active" in run("tokens", "list", "--data-dir", str(data)).stdout
 
 
 def _schema_of(url: str) -> str:

@@ -24,8 +24,10 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store, StoreError, create_store, sqlite_engine
 from sessionexport.store.migrations import migrations_for
 from sessionexport.store.records import BulkDecision, Claim, NewSession, SettingsRecord
+from sessionexport.store.sqlite import SQLiteStore
 from sessionexport.store.sqlite_engine import SQLiteEngine
 from sessionexport.tokens import new_token
+from tests.support.folders import read_only_view
 from tests.support.stores import opened, sqlite_at_version
 
 
@@ -670,3 +672,37 @@ async def test_the_server_and_the_receiver_refuse_each_others_database(tmp_path:
     receiver = create_received_store(tmp_path, f"sqlite:///{received}")
     await receiver.open()  # and each still opens its own
     await receiver.close()
+
+
+async def test_a_database_that_may_not_be_written_is_read_as_it_is_never_changed(tmp_path: Path) -> None:
+    """Opened to read what is there (``existing``) where it may not be written: reads answer,
+    a write fails saying why, a migration it would need and a write-ahead log that only a writer
+    could read are refused by name, rather than read wrongly."""
+    current, old, crashed = tmp_path / "current", tmp_path / "old", tmp_path / "crashed"
+    for folder in (current, old, crashed):
+        folder.mkdir()
+    async with opened(lambda: SQLiteStore(current / "s.db")) as store:
+        await store.append_sessions(records(3), received_at=1)
+    sqlite_at_version(old / "s.db", len(migrations_for("sqlite")) - 1)
+    (crashed / "copy").mkdir()
+    with contextlib.closing(sqlite_engine.connect(crashed / "s.db")) as conn:  # a WAL no one checkpointed
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        assert sqlite_engine.migrate(conn) > 0
+        for name in ("s.db", "s.db-wal"):  # as a crashed machine's snapshot holds them, no -shm
+            (crashed / "copy" / name).write_bytes((crashed / name).read_bytes())
+    with read_only_view(current, tmp_path / "v1") as view:
+        async with opened(lambda: SQLiteStore(view / "s.db", existing=True)) as store:
+            assert await store.count_sessions() == 3
+            with pytest.raises(StoreError, match=r"is read-only here .*: nothing was changed"):
+                await store.append_sessions(records(1, seed=7), received_at=2)
+    with (
+        read_only_view(old, tmp_path / "v2") as view,
+        pytest.raises(StoreError, match="needs upgrading to version"),
+    ):
+        await SQLiteStore(view / "s.db", existing=True).open()
+    with (
+        read_only_view(crashed / "copy", tmp_path / "v3") as view,
+        pytest.raises(StoreError, match=r"its write-ahead log s\.db-wal holds changes"),
+    ):
+        await SQLiteStore(view / "s.db", existing=True).open()
+    assert sorted(path.name for path in current.iterdir()) == ["s.db"]

@@ -9,6 +9,10 @@ Durability: WAL with ``synchronous=FULL``, so a commit that returned survives a 
 only a crash; callers acknowledge only after their write returned. A write may say it need not
 (``durable=False``): its commit survives the process being killed, not the machine crashing.
 
+Read-only: a command that only reads what is there (``existing``) and may not write the database
+(a read-only mount, a snapshot, another user's files) opens it read-only, with no writer thread;
+a write then fails saying why, and nothing is changed or created there.
+
 Throughput: rows here are blobs of a few KB, so pages are 64 KiB (a blob rarely spills into
 overflow pages), and WAL checkpoints (copying the log into the database file, the costliest part
 of a write) run on their own thread instead of inside the writer's commits.
@@ -21,6 +25,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -75,6 +80,34 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def writable(path: Path) -> bool:
+    """Whether this process may write the database and create its -wal and -shm files beside it
+    (false on a read-only filesystem, even for root)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that writes nothing. It reads a database in use through the -shm file of its
+    writer. When there is none and none can be made beside it (a read-only mount), the database
+    is read as it is in its file, which holds everything once its WAL is gone: the last
+    connection to close checkpoints the WAL into it and removes it."""
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master")  # a connection opens its files lazily
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(
+                f"cannot read {path}: it may not be written here, and its write-ahead log {wal.name}"
+                " holds changes that only a process allowed to write it can read (open it once where"
+                " it may be written)"
+            ) from None
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+
+
 def _retry_while_locked(statement: Callable[[], object], within: float = 30.0, waiting: str = "") -> None:
     """Run ``statement``, trying again for ``within`` seconds while another process holds the
     database (``waiting``, when given, is logged once it has to wait). Switching to WAL needs the
@@ -105,6 +138,7 @@ class SQLiteEngine:
         self.path = path
         self._migrations = migrations
         self._existing = existing
+        self.read_only = False  # known once open
         self._reader_count = readers
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -116,6 +150,15 @@ class SQLiteEngine:
         self._lock = threading.Lock()
 
     async def open(self) -> None:
+        self.read_only = self._existing and self.path.exists() and not writable(self.path)
+        if self.read_only:
+            self._start_readers()
+            try:
+                await self._check_schema()
+            except BaseException:
+                await self.close()
+                raise
+            return
         try:
             make_private_dir(self.path.parent)
         except OSError as exc:
@@ -131,9 +174,26 @@ class SQLiteEngine:
             target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True
         )
         self._checkpointer.start()
+        self._start_readers()
+
+    def _start_readers(self) -> None:
         self._readers = concurrent.futures.ThreadPoolExecutor(
             self._reader_count, thread_name_prefix="sqlite-reader"
         )
+
+    async def _check_schema(self) -> None:
+        """That a database opened read-only holds this store's schema, as it is now: a migration
+        it still needs cannot be made."""
+        if self.path.stat().st_size == 0:
+            raise StoreError(f"cannot open {self.path}: {NoSchema()}")
+
+        def check(conn: sqlite3.Connection) -> None:
+            check_schema(conn, self._migrations, self.path)
+
+        try:
+            await self.read(check)
+        except (NoSchema, ForeignSchema, SchemaTooNew) as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
 
     async def close(self) -> None:
         if self._checkpointer is not None:
@@ -157,6 +217,11 @@ class SQLiteEngine:
         ``durable``, the commit is not synced to disk (``synchronous=NORMAL``): it survives the
         process being killed, not the machine crashing; for writes whose loss only repeats work
         (an exporter's cursor: what it passed is sent again). A later durable commit syncs it too."""
+        if self.read_only:
+            raise StoreError(
+                f"{self.path} is read-only here (a read-only filesystem, or no permission to write it"
+                " or its folder): nothing was changed"
+            )
         if self._writer is None or not self._writer.is_alive():
             raise StoreError("store is not open")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -263,7 +328,7 @@ class SQLiteEngine:
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.path)
+            conn = connect_read_only(self.path) if self.read_only else connect(self.path)
             self._local.conn = conn
             with self._lock:
                 self._reader_conns.append(conn)
@@ -447,6 +512,26 @@ def migrate(conn: sqlite3.Connection, package: str = "sessionexport.store", *, c
         except sqlite3.Error:
             _roll_back(conn)
             raise
+
+
+def check_schema(conn: sqlite3.Connection, package: str, path: Path) -> None:
+    """Refuse a database that ``migrate`` would refuse, or would still have to migrate."""
+    try:
+        names = dict(conn.execute("SELECT version, name FROM schema_migrations").fetchall())
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            raise NoSchema from None
+        raise
+    if not names:
+        raise NoSchema
+    if foreign := foreign_migrations("sqlite", names, package):
+        raise ForeignSchema(foreign)
+    refuse_newer("sqlite", set(names), package)
+    if todo := pending("sqlite", set(names), package):
+        raise StoreError(
+            f"cannot open {path}: it needs upgrading to version {todo[-1].version} first, and it is"
+            " read-only here (start the server once where it may be written)"
+        )
 
 
 class ForeignSchema(Exception):
