@@ -10,6 +10,7 @@ from sessionexport.clock import now_ms
 from sessionexport.export.supervisor import place_new_export
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.store import Store
+from sessionexport.store.records import NewAlert
 from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
@@ -38,17 +39,18 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
             lost[cursor.export_id] = lost.get(cursor.export_id, 0) + counted
             behind[cursor.export_id] = min(behind.get(cursor.export_id, cursor.position), cursor.position)
     for export_id, position in behind.items():
+        alert = None
         if lost[export_id]:
             total = lost[export_id] + await _expired_so_far(store, export_id)
-            title = _expired_title(total)
             message = (
                 f"Retention ({retention_ms / 86_400_000:g} days) removed sessions up to seq {boundary} that"
                 f" this export had not decided yet (its cursor was at {position}): {lost[export_id]} this"
                 f" time, {total} since the alert opened."
             )
-            await store.raise_alert(export_id, "retention", title, message, now)
+            alert = NewAlert("retention", _expired_title(total), message)
+        await store.advance_cursor(export_id, boundary, now, alert)  # one transaction: counted once
+        if alert is not None:
             log.warning("retention: export %s loses %d unexported session(s)", export_id, lost[export_id])
-        await store.advance_cursor(export_id, boundary, now)
     purged = await store.purge_sessions(boundary)
     if purged:
         log.info("retention: purged %d session(s) older than %g day(s)", purged, retention_ms / 86_400_000)

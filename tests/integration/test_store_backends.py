@@ -29,6 +29,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier
 from sessionexport.export.supervisor import ExportSupervisor
+from sessionexport.retention import purge_expired
 from sessionexport.services import Services
 from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
@@ -1098,6 +1099,54 @@ async def test_a_database_a_newer_release_upgraded_is_refused(backend: Backend) 
     ):
         await store.open()
     await store.close()
+
+
+def refuse_cursor_moves(backend: Backend, refused: bool = True) -> None:
+    """A trigger that fails every update of a cursor (a failure inside the transaction, as a full
+    disk or a lost connection would make one), or none."""
+    if backend.url is not None:
+        with psycopg.connect(backend.url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN RAISE EXCEPTION 'cursor moves refused'; END $$"
+            )
+            conn.execute("DROP TRIGGER IF EXISTS no_moves ON export_cursors")
+            if refused:
+                conn.execute(
+                    "CREATE TRIGGER no_moves BEFORE UPDATE ON export_cursors"
+                    " FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+        return
+    assert backend.path is not None
+    with contextlib.closing(sqlite3.connect(backend.path)) as conn:
+        conn.execute("DROP TRIGGER IF EXISTS no_moves")
+        if refused:
+            conn.execute(
+                "CREATE TRIGGER no_moves BEFORE UPDATE ON export_cursors"
+                " BEGIN SELECT RAISE(ABORT, 'cursor moves refused'); END"
+            )
+        conn.commit()
+
+
+async def test_a_retention_alert_and_its_cursor_move_are_written_together(
+    backend: Backend, store: Store
+) -> None:
+    """A purge that fails between saying what an export lost and moving its cursor past it would
+    count the same sessions again at the next purge: both are one write, or neither."""
+    day = 86_400_000
+    await store.ensure_cursor("down", 0, now=0)
+    await store.append_sessions(sessions(3), received_at=1 * day)
+    refuse_cursor_moves(backend)
+    with pytest.raises(StoreError, match="cursor moves refused"):
+        await purge_expired(store, retention_ms=7 * day, now=9 * day)
+    assert await store.list_alerts() == []
+    assert await store.count_sessions() == 3  # nothing purged either
+    refuse_cursor_moves(backend, refused=False)
+    assert await purge_expired(store, retention_ms=7 * day, now=9 * day) == 3
+    [alert] = await store.list_alerts(open_only=True)
+    assert (alert.title, alert.occurrences) == ("3 session(s) expired before they were exported", 1)
+    cursor = await store.get_cursor("down")
+    assert cursor is not None and cursor.position == 3
 
 
 def applied_migrations(backend: Backend) -> list[tuple[int, str]]:

@@ -31,6 +31,7 @@ from sessionexport.store.records import (
     ListedDeadLetter,
     LogEntry,
     LogRead,
+    NewAlert,
     NewEvent,
     NewSession,
     OpenSession,
@@ -238,8 +239,12 @@ class Store(Protocol):
         creating it if needed, and revoke the export's leases: whoever exports it stops, and the
         next holder starts from there."""
 
-    async def advance_cursor(self, export_id: str, position: int, now: int) -> None:
-        """Move every shard of the cursor forward to ``position`` at least, never back."""
+    async def advance_cursor(
+        self, export_id: str, position: int, now: int, alert: NewAlert | None = None
+    ) -> None:
+        """Move every shard of the cursor forward to ``position`` at least, never back; with
+        ``alert``, raise it in the same transaction (what the move costs the export is said once,
+        whatever fails: retention's count of lost sessions would otherwise be counted again)."""
 
     async def delete_cursor(self, export_id: str) -> None:
         """The export was deleted: forget its cursors, leases, delivery history and dead letters

@@ -60,6 +60,7 @@ from sessionexport.store.records import (
     ListedDeadLetter,
     LogEntry,
     LogRead,
+    NewAlert,
     NewDeadLetter,
     NewEvent,
     NewSession,
@@ -591,11 +592,16 @@ class PostgresStore:
             await conn.execute(_MOVE_CURSOR, params)
             await conn.execute(_MOVE_OTHER_SHARDS, params)
 
-    async def advance_cursor(self, export_id: str, position: int, now: int) -> None:
-        await self._execute(
-            "UPDATE export_cursors SET position = %s, updated_at = %s WHERE export_id = %s AND position < %s",
-            (position, now, export_id, position),
-        )
+    async def advance_cursor(
+        self, export_id: str, position: int, now: int, alert: NewAlert | None = None
+    ) -> None:
+        async with self._transaction() as conn:
+            if alert is not None:
+                await conn.execute(_RAISE_ALERT, (export_id, alert.kind, alert.title, alert.message, now, now))
+            await conn.execute(
+                "UPDATE export_cursors SET position = %s, updated_at = %s WHERE export_id = %s AND position < %s",
+                (position, now, export_id, position),
+            )
 
     async def delete_cursor(self, export_id: str) -> None:
         async with self._transaction() as conn:

@@ -458,13 +458,18 @@ class SQLiteStore:
 
         await self._write(move)
 
-    async def advance_cursor(self, export_id: str, position: int, now: int) -> None:
-        await self._write(
-            lambda c: c.execute(
+    async def advance_cursor(
+        self, export_id: str, position: int, now: int, alert: NewAlert | None = None
+    ) -> None:
+        def advance(conn: sqlite3.Connection) -> None:
+            if alert is not None:
+                _raise_alert(conn, export_id, alert, now)
+            conn.execute(
                 "UPDATE export_cursors SET position = ?, updated_at = ? WHERE export_id = ? AND position < ?",
                 (position, now, export_id, position),
             )
-        )
+
+        await self._write(advance)
 
     async def delete_cursor(self, export_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
