@@ -621,7 +621,7 @@ def _new_rejects_file(path: Path | None) -> Iterator[BinaryIO | None]:
         return
     try:
         special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
-        rejected = path.open("ab" if special else "xb")
+        rejected = path.open("ab" if special else "xb", buffering=0)  # see ingest.files._keep_refused
     except FileExistsError:
         fail(f"--rejects {path} exists: give a new file")
     except OSError as exc:

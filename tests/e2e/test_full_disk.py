@@ -13,18 +13,18 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_cli_and_server import CLI, create_token, free_port
+from tests.e2e.test_cli_and_server import CLI, create_token, free_port, run
 from tests.support.engine import sessions
 from tests.support.processes import wait_healthy
 
 LIMIT = 6 << 20  # bytes any file of the server may hold
 
 
-def limit_file_size() -> None:
-    """In the server's process, before it starts: files stop at LIMIT (writes past it fail with
+def limit_file_size(limit: int = LIMIT) -> None:
+    """In the server's process, before it starts: files stop at ``limit`` (writes past it fail with
     EFBIG instead of killing the process with SIGXFSZ); the hard limit stays, so it can be lifted."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, resource.RLIM_INFINITY))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
 
 def test_writes_and_checkpoints_resume_when_the_files_may_grow_again(tmp_path: Path) -> None:
@@ -141,3 +141,30 @@ def test_ingest_on_a_full_disk_says_up_to_which_line_all_is_stored(tmp_path: Pat
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)  # room again
     assert again.returncode == 0, again.stderr
     assert f"{len(lines) - stored} stored, {stored} duplicate(s)" in again.stderr
+
+
+def test_a_rejects_file_that_could_not_be_written_holds_whole_lines_or_is_gone(tmp_path: Path) -> None:
+    """A refused line that does not fit is cut off again, not left half written (the file holds
+    only whole lines), and a rejects file that got none is removed: the same command runs again."""
+    small, large = b'{"tenantId": 1}', b'{"tenantId": "' + b"x" * 100_000 + b'"}'
+    data_dir = tmp_path / "data"
+    assert (
+        run(
+            "tokens", "create", "--data-dir", str(data_dir), "--name", "n", "--scopes", "sessions.read"
+        ).returncode
+        == 0
+    )
+    for lines, kept in (([small, large], small + b"\n"), ([large], None)):
+        source, rejects = tmp_path / "in.ndjson", tmp_path / "rejects.ndjson"
+        source.write_bytes(b"\n".join(lines) + b"\n")
+        command = [*CLI, "ingest", str(source), "--data-dir", str(data_dir), "--rejects", str(rejects)]
+        full = subprocess.run(
+            command, preexec_fn=lambda: limit_file_size(48 << 10), capture_output=True, text=True, timeout=120
+        )
+        assert full.returncode == 2, full.stderr
+        assert f"cannot write refused line {len(lines)} to the rejects file" in full.stderr
+        assert (rejects.read_bytes() if rejects.exists() else None) == kept
+        rejects.unlink(missing_ok=True)
+    again = run("ingest", str(source), "--data-dir", str(data_dir), "--rejects", str(rejects))
+    assert again.returncode == 1, again.stderr  # a line refused, and kept this time
+    assert rejects.read_bytes() == large + b"\n"

@@ -180,10 +180,19 @@ class _RejectsUnwritable(Exception):
 
 
 def _keep_refused(rejects: BinaryIO, raw: bytes) -> None:
+    """Write a refused line whole or not at all (``rejects`` is unbuffered: a full disk is told at
+    this line, not when the file is closed). What a failed write left of the line is cut off
+    again, so that the file holds whole lines only."""
+    line = memoryview(raw.rstrip(b"\r\n") + b"\n")
+    start = rejects.tell() if rejects.seekable() else None
     try:
-        rejects.write(raw.rstrip(b"\r\n") + b"\n")
-        rejects.flush()  # a full disk is told at this line, not when the file is closed
+        while line:
+            line = line[rejects.write(line) :]
     except OSError as exc:
+        if start is not None:
+            with contextlib.suppress(OSError):
+                rejects.truncate(start)
+                rejects.seek(start)
         raise _RejectsUnwritable(exc.strerror or str(exc)) from None
 
 
