@@ -29,7 +29,7 @@ from sessionexport.request_bodies import SMALL_BODY_BYTES
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.secrets import MASK
 from sessionexport.store import StoreError
-from sessionexport.store.base import InvalidValue
+from sessionexport.store.base import InvalidValue, StoreFull
 from sessionexport.store.records import NewSession
 from sessionexport.web import sessions as web_sessions
 from sessionexport.web.session import COOKIE
@@ -513,6 +513,26 @@ async def test_while_the_store_fails_pages_are_a_503_saying_so(
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in failures] == ["ui: the store failed: the database does not answer"]
     assert failures[0].exc_info is None
+
+
+async def test_a_change_on_a_full_disk_is_a_503_page_saying_the_disk_is_full(
+    ui: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages still show (reads work); a change cannot be written, and the page says why, as the
+    API does, rather than that the database does not answer."""
+    await ui.logged_in()
+    page = await ui.page("/ui/zones")
+
+    async def full(*args: object, **kwargs: object) -> None:
+        raise StoreFull("sqlite: database or disk is full")
+
+    monkeypatch.setattr(ui.app.state.store, "insert_setting", full)
+    fields = {"name": "EMEA", "rules[0].attribute": "COUNTRY", "rules[0].value": "Poland"}
+    response = await ui.submit(page, "/ui/zones", fields)
+    assert response.status_code == 503, response.text[:300]
+    assert parse(response.text).one("h1").text == "Storage is full"
+    assert "The disk of the store is full, so nothing was changed" in response.text
+    assert "does not answer" not in response.text and response.headers["Retry-After"] == "60"
 
 
 async def test_a_value_the_database_cannot_hold_is_a_400_page_not_a_storage_failure(

@@ -31,7 +31,7 @@ from sessionexport.http_methods import allowed_methods
 from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
 from sessionexport.settings.schemas import SCOPE
 from sessionexport.store import Store, StoreError
-from sessionexport.store.base import InvalidValue
+from sessionexport.store.base import InvalidValue, StoreFull
 from sessionexport.store.records import INT_MAX, SettingsRecord, TokenRecord
 from sessionexport.throttle import Throttle, recurring
 from sessionexport.tokens import Scope
@@ -288,15 +288,22 @@ def create_ui(state: Any) -> Starlette:
     store_failures = Throttle()  # logged now and then, not once a page
 
     async def store_unavailable(request: Request, exc: Exception) -> Response:
-        """The database does not answer: a 503 page (as the API answers), made without it."""
+        """The database does not answer, or its disk is full: a 503 page (as the API answers),
+        made without it."""
         if (quiet := store_failures.allows()) is not None:
             log.error("ui: the store failed: %s%s", exc, recurring(quiet))
         visit = Visit(ui.cookies.load(request), None)
-        message = "The database does not answer, so nothing was shown or changed. Try again in a moment."
-        response = ui.render(
-            request, visit, "error.html", status=503, title="Storage is unavailable", message=message
-        )
-        response.headers.update({**PAGE_HEADERS, "Retry-After": "5"})
+        if isinstance(exc, StoreFull):  # it reads, so pages show; a change cannot be written
+            title, retry = "Storage is full", "60"
+            message = (
+                "The disk of the store is full, so nothing was changed. Try again once space is freed"
+                " (an operator can shorten the retention, or give the store more space)."
+            )
+        else:
+            title, retry = "Storage is unavailable", "5"
+            message = "The database does not answer, so nothing was shown or changed. Try again in a moment."
+        response = ui.render(request, visit, "error.html", status=503, title=title, message=message)
+        response.headers.update({**PAGE_HEADERS, "Retry-After": retry})
         return response
 
     async def value_refused(request: Request, exc: Exception) -> Response:
