@@ -64,6 +64,7 @@ from sessionexport.settings.validation import is_loopback
 from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
 from sessionexport.store.locations import is_postgresql, sqlite_file
 from sessionexport.store.records import TokenRecord
+from sessionexport.store.sqlite_engine import said
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -492,7 +493,7 @@ def backup(
             )
         except (BackupError, OSError, sqlite3.Error) as exc:
             progress.stop()
-            fail(f"backup failed, nothing kept: {exc!s}", 1)
+            fail(f"backup failed, nothing kept: {said(exc)}", 1)
         except KeyboardInterrupt:
             progress.stop()
             err.print(f"interrupted: backup stopped, nothing kept in {escape(str(target))}", highlight=False)

@@ -168,3 +168,26 @@ def test_a_rejects_file_that_could_not_be_written_holds_whole_lines_or_is_gone(t
     again = run("ingest", str(source), "--data-dir", str(data_dir), "--rejects", str(rejects))
     assert again.returncode == 1, again.stderr  # a line refused, and kept this time
     assert rejects.read_bytes() == large + b"\n"
+
+
+def test_a_database_that_cannot_be_opened_for_want_of_room_says_the_disk_is_full(tmp_path: Path) -> None:
+    """Opening a database in WAL mode needs room for its -shm file; SQLite says only "disk I/O
+    error" when there is none. The server, the reading commands and backup say what it is."""
+    data_dir = tmp_path / "data"
+    create_token(data_dir, "sessions.read")
+    full = "the disk is full: the database's -shm file cannot grow"
+    for command in (
+        ["tokens", "list", "--data-dir", str(data_dir)],
+        ["serve", "--data-dir", str(data_dir), "--port", str(free_port())],
+        ["backup", str(tmp_path / "copy"), "--data-dir", str(data_dir)],
+    ):
+        refused = subprocess.run(
+            [*CLI, *command],
+            preexec_fn=lambda: limit_file_size(16 << 10),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode in (1, 2), (command, refused.stderr)
+        assert full in refused.stderr, (command, refused.stderr)
+    assert not (tmp_path / "copy").exists()

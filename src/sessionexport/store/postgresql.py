@@ -597,7 +597,9 @@ class PostgresStore:
     ) -> None:
         async with self._transaction() as conn:
             if alert is not None:
-                await conn.execute(_RAISE_ALERT, (export_id, alert.kind, alert.title, alert.message, now, now))
+                await conn.execute(
+                    _RAISE_ALERT, (export_id, alert.kind, alert.title, alert.message, now, now)
+                )
             await conn.execute(
                 "UPDATE export_cursors SET position = %s, updated_at = %s WHERE export_id = %s AND position < %s",
                 (position, now, export_id, position),

@@ -249,7 +249,8 @@ class SQLiteEngine:
             if migrate(conn, self._migrations, create=not self._existing):
                 _empty_wal(conn)
         except BaseException as exc:
-            ready.set_exception(StoreError(f"cannot open {self.path}: {exc}"))
+            kind = StoreFull if isinstance(translate(exc), StoreFull) else StoreError
+            ready.set_exception(kind(f"cannot open {self.path}: {said(exc)}"))
             return
         ready.set_result(None)
         synced = True  # connect sets synchronous=FULL
@@ -567,6 +568,21 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, UnicodeEncodeError):
         return InvalidValue.not_unicode("SQLite", exc)
     if isinstance(exc, sqlite3.Error):
-        full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-        return (StoreFull if full else StoreError)(f"sqlite: {exc}")
+        return (StoreFull if _full(exc) else StoreError)(f"sqlite: {said(exc)}")
     return exc
+
+
+def _full(exc: sqlite3.Error) -> bool:
+    """The disk (or a quota) is full: SQLITE_FULL, or a -shm file that cannot grow, which SQLite
+    reports as a mere I/O error (a connection needs it to read a database in WAL mode at all)."""
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE)
+
+
+def said(exc: BaseException) -> str:
+    """What went wrong, in words that name a full disk as such."""
+    if (
+        isinstance(exc, sqlite3.Error)
+        and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_IOERR_SHMSIZE
+    ):
+        return f"the disk is full: the database's -shm file cannot grow ({exc})"
+    return str(exc)
