@@ -141,3 +141,42 @@ async def test_while_the_key_is_rotated_only_sending_needs_the_secrets(api: Api,
     assert discarded.status_code == 200, discarded.text
     replay = await api.client.post(f"/api/v2/exports/{export_id}/deadletters/replay", headers=api.auth(token))
     assert replay.status_code == 500 and "cannot be decrypted" in replay.json()["error"]["message"]
+
+
+async def test_secrets_that_cannot_be_decrypted_any_more_can_be_entered_again(
+    api: Api, tmp_path: Path
+) -> None:
+    """A lost or replaced key: an update that keeps the stored secret (the mask) is told to enter
+    it again, at its field; one that enters it is the way out, and the export sends again."""
+    token = await api.token()
+    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": PASSWORD}}
+    created = await api.client.post(
+        "/api/v2/settings/objects",
+        json=[
+            {"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export_value(authentication=basic)}
+        ],
+        headers=api.auth(token),
+    )
+    export_id = created.json()[0]["objectId"]
+    old = (tmp_path / "secret.key").read_text().strip().encode()
+    assert await SettingsService(api.store, SecretBox([new_key().encode(), old])).rotate_secrets() == 1
+    url = f"/api/v2/settings/objects/{export_id}"
+
+    masked = {**basic, "basicAuth": {"username": "u", "password": MASK}}
+    kept = await api.client.put(
+        url, json={"value": export_value(authentication=masked)}, headers=api.auth(token)
+    )
+    assert kept.status_code == 400, kept.text
+    [violation] = kept.json()["error"]["constraintViolations"]
+    assert violation["path"] == "authentication.basicAuth.password"
+    assert "enter the secret again: the stored one cannot be decrypted" in violation["message"]
+
+    entered = {**basic, "basicAuth": {"username": "u", "password": "a new one"}}
+    again = await api.client.put(
+        url, json={"value": export_value(authentication=entered)}, headers=api.auth(token)
+    )
+    assert again.status_code == 200, again.text
+    record = await api.store.get_setting(export_id)
+    assert record is not None and "a new one" not in record.value  # encrypted, with the server's key
+    plain = SettingsService(api.store, load_secret_box(tmp_path, None)).plain_value(record)
+    assert plain["authentication"]["basicAuth"]["password"] == "a new one"

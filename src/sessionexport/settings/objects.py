@@ -80,6 +80,19 @@ class SettingsService:
     def masked_value(self, record: SettingsRecord) -> dict[str, Any]:
         return masked_value(record)
 
+    def _old_value(self, record: SettingsRecord) -> tuple[dict[str, Any], bool]:
+        """What an update starts from: the stored value with its secrets decrypted; or, when the
+        configured keys cannot decrypt them (a lost or replaced key), without them, and True: the
+        update may enter them again (the way out), but cannot keep them."""
+        try:
+            return self.plain_value(record), False
+        except secrets.SecretKeyError:
+            value = masked_value(record)
+            for path in secret_paths(SCHEMAS[record.schema_id]):
+                if _get(value, path) is not None:
+                    _set(value, path, None)
+            return value, True
+
     def plain_value(self, record: SettingsRecord) -> dict[str, Any]:
         """The value with its secrets decrypted: for the exporter only, never for a response."""
         return plain_value(record.schema_id, record.value, self.box)
@@ -236,10 +249,10 @@ class SettingsService:
             )
         if expected != record.version:
             return _conflict(object_id)
-        old = self.plain_value(record)
+        old, lost = self._old_value(record)
         merged, kept = _keep_unchanged_secrets(schema, new_value, old)
         value, violations = await self._validate(schema, merged, exclude=object_id)
-        violations += _secrets_entered(schema, value)
+        violations += _secrets_entered(schema, value, lost)
         if not violations:
             violations = _resubmission_needed(schema, value, old, kept)
         if not violations and schema["schemaId"] == ZONE_SCHEMA:
@@ -485,13 +498,15 @@ def _too_many(schema: dict[str, Any], value: Any) -> ItemResult:
     )
 
 
-def _secrets_entered(schema: dict[str, Any], value: dict[str, Any]) -> list[Violation]:
-    """A secret must be a real secret, not the mask (the mask only means "keep the stored one")."""
-    return [
-        Violation(".".join(p), "enter the secret: none is stored to keep (the mask only keeps a stored one)")
-        for p in secret_paths(schema)
-        if _get(value, p) == secrets.MASK
-    ]
+def _secrets_entered(schema: dict[str, Any], value: dict[str, Any], lost: bool = False) -> list[Violation]:
+    """A secret must be a real secret, not the mask (the mask only means "keep the stored one");
+    ``lost``: the stored ones cannot be decrypted with the configured keys."""
+    reason = (
+        "enter the secret again: the stored one cannot be decrypted with the configured keys"
+        if lost
+        else "enter the secret: none is stored to keep (the mask only keeps a stored one)"
+    )
+    return [Violation(".".join(p), reason) for p in secret_paths(schema) if _get(value, p) == secrets.MASK]
 
 
 def _keep_unchanged_secrets(
