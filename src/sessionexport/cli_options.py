@@ -55,7 +55,11 @@ def to_stdout() -> Iterator[None]:
 
 def stop_as_ctrl_c() -> None:
     """From now on a SIGTERM (systemd, ``timeout``, ``kill``) ends the command as Ctrl-C does:
-    saying how far it got, and leaving no half-written file behind."""
+    saying how far it got, and leaving no half-written file behind. A shell starts background
+    jobs of a script (``cmd &``) with SIGINT ignored; Python's Ctrl-C handling is put back for
+    them, or the SIGTERM made into a SIGINT would be ignored with it."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 

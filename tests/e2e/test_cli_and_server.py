@@ -18,7 +18,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +48,16 @@ def run(
         timeout=120,
         env={**os.environ, **(env or {})},
     )
+
+
+def as_background_job() -> None:
+    """Started as a shell script's ``cmd &`` starts its background jobs: with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# Ctrl-C; SIGTERM (systemd, timeout, kill); SIGTERM to a background job of a script.
+STOPS = [(signal.SIGINT, None), (signal.SIGTERM, None), (signal.SIGTERM, as_background_job)]
+STOP_IDS = ["ctrl-c", "sigterm", "sigterm-background-job"]
 
 
 def free_port() -> int:
@@ -670,12 +680,17 @@ def test_a_database_url_of_no_known_kind_is_refused_in_one_line(
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_generate_writes_its_output_whole_or_not_at_all(tmp_path: Path, stop: signal.Signals) -> None:
+@pytest.mark.parametrize(("stop", "start"), STOPS, ids=STOP_IDS)
+def test_generate_writes_its_output_whole_or_not_at_all(
+    tmp_path: Path, stop: signal.Signals, start: Callable[[], None] | None
+) -> None:
     """Ctrl-C, SIGTERM, a missing folder or a full disk leave no file that looks complete, and say so."""
     out = tmp_path / "g.ndjson"
     proc = subprocess.Popen(
-        [*CLI, "generate", "--count", "5000000", "--output", str(out)], stderr=subprocess.PIPE, text=True
+        [*CLI, "generate", "--count", "5000000", "--output", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=start,
     )
     partial = tmp_path / ".g.ndjson.partial"
     wait_for(lambda: partial.exists() and partial.stat().st_size > 0, "generate to write", 60)
@@ -849,14 +864,18 @@ def test_ctrl_c_before_any_input_ends_ingest_at_once(tmp_path: Path) -> None:
     assert "interrupted while waiting for the first line: nothing was read" in errors
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_during_ingest_says_how_far_it_got(tmp_path: Path, stop: signal.Signals) -> None:
+@pytest.mark.parametrize(("stop", "start"), STOPS, ids=STOP_IDS)
+def test_ctrl_c_during_ingest_says_how_far_it_got(
+    tmp_path: Path, stop: signal.Signals, start: Callable[[], None] | None
+) -> None:
     """A SIGTERM (systemd, timeout) ends it as Ctrl-C does: said, and no empty --rejects left."""
     sessions = tmp_path / "s.ndjson"
     assert run("generate", "--count", "20000", "--kind", "mobile", "--output", str(sessions)).returncode == 0
     rejects = tmp_path / "rejects.ndjson"
     command = [*CLI, "ingest", str(sessions), "--batch-size", "5", "--data-dir", str(tmp_path / "d")]
-    proc = subprocess.Popen([*command, "--rejects", str(rejects)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*command, "--rejects", str(rejects)], stderr=subprocess.PIPE, text=True, preexec_fn=start
+    )
     wait_for(lambda: _stored(tmp_path / "d" / "sessionexport.db") > 0, "ingest to store sessions")
     proc.send_signal(stop)
     _, errors = proc.communicate(timeout=60)
