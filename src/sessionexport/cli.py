@@ -44,6 +44,7 @@ from sessionexport.cli_options import (
     err,
     fail,
     require_server_data,
+    require_stdin,
     require_store_opens,
     run_on_store,
     stop_as_ctrl_c,
@@ -573,6 +574,7 @@ def ingest(
     """
     from sessionexport.ingest.files import ingest_file
 
+    require_stdin(file, "sessions")
     stop_as_ctrl_c()
     fresh = not database_url and not (data_dir / DATABASE_FILE).exists()
     with _new_rejects_file(rejects) as rejected:
@@ -830,8 +832,8 @@ def _post_events(
 
 def _print_lines(lines: Iterable[bytes], *, flush_each: bool) -> None:
     """To standard output; a paced stream (``flush_each``), watched or piped on, each line as it comes."""
-    out = sys.stdout.buffer
     with to_stdout():
+        out = sys.stdout.buffer
         for line in lines:
             out.write(line + b"\n")
             if flush_each:

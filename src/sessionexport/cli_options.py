@@ -44,6 +44,8 @@ class OutputFailed(Exception):
 def to_stdout() -> Iterator[None]:
     """Write to standard output within: what cannot be written (flushed at the end) raises
     ``OutputFailed``, which ``main`` says in one line."""
+    if sys.stdout is None:  # started with it closed (``>&-``)
+        raise OutputFailed("cannot write to standard output: it is closed")
     try:
         yield
         sys.stdout.flush()
@@ -51,6 +53,13 @@ def to_stdout() -> Iterator[None]:
         raise
     except OSError as exc:
         raise OutputFailed(f"cannot write to standard output: {exc.strerror or exc}") from exc
+
+
+def require_stdin(path: Path, what: str) -> None:
+    """One line and exit 2 when ``path`` is ``-`` and the command was started without standard
+    input (``<&-``)."""
+    if str(path) == "-" and sys.stdin is None:
+        fail(f"cannot read {what} from standard input: it is closed")
 
 
 def stop_as_ctrl_c() -> None:

@@ -887,3 +887,39 @@ def test_ctrl_c_during_ingest_says_how_far_it_got(
     again = run("ingest", str(sessions), "--data-dir", str(tmp_path / "d"))
     stored = re.search(r"(\d+) stored, (\d+) duplicate\(s\)", again.stderr)
     assert stored is not None and int(stored[2]) >= int(said[2]) and int(stored[1]) + int(stored[2]) == 20000
+
+
+def run_with_closed(stream: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command started with its standard input (``<&-``) or output (``>&-``) closed."""
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {stream}', "sh", *CLI, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_closed_standard_input_or_output_is_said_in_one_line(tmp_path: Path) -> None:
+    """Not a traceback; and a token that could not be printed does not stay valid."""
+    data_dir = str(tmp_path / "d")
+    for stream, args, said in [
+        (
+            ">&-",
+            ["tokens", "create", "--data-dir", data_dir, "--name", "n", "--scopes", "sessions.read"],
+            "Revoked",
+        ),
+        (
+            "<&-",
+            ["ingest", "-", "--data-dir", data_dir],
+            "cannot read sessions from standard input: it is closed",
+        ),
+        (
+            "<&-",
+            ["export", "test", "--value", "-", "--data-dir", data_dir],
+            "cannot read --value from standard input: it is closed",
+        ),
+        (">&-", ["generate", "--count", "3"], "cannot write to standard output: it is closed"),
+        (">&-", ["secrets", "new-key"], "cannot write to standard output: it is closed"),
+    ]:
+        result = run_with_closed(stream, *args)
+        assert result.returncode == 2 and said in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+    listed = run("tokens", "list", "--data-dir", data_dir)
+    assert "revoked" in listed.stdout and "active" not in listed.stdout, listed.stdout

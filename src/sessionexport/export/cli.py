@@ -32,6 +32,7 @@ from sessionexport.cli_options import (
     err,
     fail,
     require_server_data,
+    require_stdin,
     run_on_store,
     to_stdout,
 )
@@ -88,6 +89,7 @@ class _Refused(Exception):
 
 
 def _read_value(path: Path) -> Any:
+    require_stdin(path, "--value")
     try:
         raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     except OSError as exc:
