@@ -385,16 +385,31 @@ def tokens_list(data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl 
     """List tokens (never their secrets)."""
     records = _read(lambda store: store.list_tokens(), data_dir, database_url)
     now = now_ms()
-    # Fits 80 columns with nothing cut: a scope a line, the day it was created, its state's time below it.
+    rows = [
+        (
+            r.id,
+            Text(r.name),
+            "\n".join(sorted(r.scopes)),
+            _when(r.created_at).split()[0],
+            _token_state(r, now),
+        )
+        for r in records
+    ]
+    # Fits 80 columns with nothing cut: a scope a line, the day it was created, its state's time
+    # below it. Only names fold: a narrower terminal wraps the table's lines rather than have Rich
+    # drop or cut columns (the state among them).
     table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, header_style="bold underline")
-    table.add_column("id", no_wrap=True, min_width=24)  # whole: `tokens revoke` takes it
-    table.add_column("name", overflow="fold", min_width=8)
-    for heading in ("scopes", "created", "state"):
-        table.add_column(heading, no_wrap=True)
-    for r in records:
-        created = _when(r.created_at).split()[0]
-        table.add_row(r.id, Text(r.name), "\n".join(sorted(r.scopes)), created, _token_state(r, now))
-    Console(emoji=False).print(table)
+    for number, heading in enumerate(("id", "name", "scopes", "created", "state")):
+        widest = max((len(line) for row in rows for line in str(row[number]).splitlines()), default=0)
+        if heading == "name":
+            table.add_column(heading, overflow="fold", min_width=8)
+        else:  # whole: `tokens revoke` takes the id
+            table.add_column(heading, no_wrap=True, min_width=max(widest, len(heading)))
+    for row in rows:
+        table.add_row(*row)
+    console = Console(emoji=False)
+    console.width = max(console.width, sum(column.min_width or 0 for column in table.columns) + 4)
+    console.print(table)
 
 
 @tokens_app.command("revoke")

@@ -207,14 +207,19 @@ def test_a_token_created_or_sessions_ingested_in_a_new_data_directory_say_so(tmp
     assert "new database" not in into_known.stderr
 
 
-def test_the_token_list_reads_whole_in_80_columns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("columns", [80, 30])
+def test_the_token_list_reads_whole_in_80_columns_and_loses_nothing_in_fewer(
+    tmp_path: Path, columns: int
+) -> None:
+    """Narrower, the table keeps its width (the terminal wraps its lines): no column is dropped
+    or cut, the state least of all."""
     every = "sessions.ingest,sessions.read,settings.read,settings.write,exports.manage,metrics.read"
     created = run(
         "tokens", "create", "--data-dir", str(tmp_path), "--name", "pipeline", "--scopes", every,
         "--expires-in", "90d",
     )  # fmt: skip
     token_id = created.stdout.strip().splitlines()[-1].split(".")[1]
-    listing = run("tokens", "list", "--data-dir", str(tmp_path), env={"COLUMNS": "80"}).stdout
+    listing = run("tokens", "list", "--data-dir", str(tmp_path), env={"COLUMNS": str(columns)}).stdout
     lines = listing.splitlines()
     assert max(len(line) for line in lines) <= 80 and "…" not in listing
     cells = {cell for line in lines for cell in line.split()}
