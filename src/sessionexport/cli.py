@@ -39,6 +39,7 @@ from sessionexport.cli_options import (
     SecretKey,
     TlsCert,
     TlsKey,
+    checked,
     emit,
     env,
     err,
@@ -108,17 +109,25 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _log_format(value: str) -> None:
+    if value not in ("text", "json"):
+        raise ValueError(f"{value!r} is neither text nor json")
+
+
 @app.callback()
 def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     log_format: Annotated[
-        str, typer.Option(envvar=env("LOG_FORMAT"), help="text, or json (one object per line).")
+        str,
+        typer.Option(
+            envvar=env("LOG_FORMAT"),
+            callback=checked(_log_format),
+            help="text, or json (one object per line).",
+        ),
     ] = "text",
 ) -> None:
-    if log_format not in ("text", "json"):
-        fail("--log-format must be text or json")
     configure_logging("json" if log_format == "json" else "text")
 
 
@@ -345,6 +354,7 @@ def tokens_create(
         typer.Option(
             envvar=env("EXPIRES_IN"),
             show_default=False,
+            callback=checked(tokens.parse_lifetime),
             help="Lifetime: whole minutes, hours or days (30m, 12h, 90d), at most 100 years; the token is"
             " refused (401) from then on. Default: no expiry.",
         ),

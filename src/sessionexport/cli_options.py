@@ -17,12 +17,29 @@ from rich.console import Console
 from rich.markup import escape
 
 from sessionexport.logs import report
+from sessionexport.settings.secrets import check_keys
 from sessionexport.store import DATABASE_FILE
 from sessionexport.store.base import StoreError
 from sessionexport.store.locations import sqlite_file
 
 # The commands' stderr: no emoji codes (":cd:" in a fingerprint is none), long lines kept whole.
 err = Console(stderr=True, soft_wrap=True, emoji=False)
+
+
+def checked(parse: Callable[[str], object]) -> Callable[[Any], Any]:
+    """An option's callback: ``parse`` (raising ValueError) must take its value, each one of a
+    repeatable option's. Its error is the option's, said with the flag or the environment
+    variable the value came from, as click says its own."""
+
+    def callback(value: Any) -> Any:
+        try:
+            for one in value if isinstance(value, list | tuple) else [value] if value is not None else []:
+                parse(one)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return value
+
+    return callback
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -161,6 +178,7 @@ SecretKey = Annotated[
     typer.Option(
         "--secret-key",
         envvar=env("SECRET_KEY"),
+        callback=checked(check_keys),
         show_default=False,
         help="Fernet key(s), comma-separated, newest first; default: secret.key in the data directory.",
     ),

@@ -928,3 +928,37 @@ def test_a_closed_standard_input_or_output_is_said_in_one_line(tmp_path: Path) -
         assert "Traceback" not in result.stderr, result.stderr
     listed = run("tokens", "list", "--data-dir", data_dir)
     assert "revoked" in listed.stdout and "active" not in listed.stdout, listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "args", "said"),
+    [
+        ("SESSIONEXPORT_RECEIVER_BASIC", "nocolon", ["receive"], "must look like NAME:SECRET"),
+        ("SESSIONEXPORT_RECEIVER_OAUTH_CLIENT", "a:b nocolon", ["receive"], "must look like NAME:SECRET"),
+        ("SESSIONEXPORT_RECEIVER_BULK_FAIL", "abc", ["receive"], "bad --bulk-fail rule 'abc'"),
+        (
+            "SESSIONEXPORT_EXPIRES_IN",
+            "5x",
+            ["tokens", "create", "--name", "n", "--scopes", "sessions.read"],
+            "'5x' is no lifetime",
+        ),
+        ("SESSIONEXPORT_LOG_FORMAT", "xml", ["tokens", "list"], "'xml' is neither text nor json"),
+        ("SESSIONEXPORT_SECRET_KEY", "bogus", ["serve"], "invalid secret key"),
+    ],
+)
+def test_a_bad_value_from_the_environment_names_its_variable(
+    tmp_path: Path, variable: str, value: str, args: list[str], said: str
+) -> None:
+    """A user who set a variable, and never typed the flag, is told which variable is wrong."""
+    result = run(*args, env={variable: value, "SESSIONEXPORT_DATA_DIR": str(tmp_path / "d")})
+    assert result.returncode == 2, result.stderr
+    assert f"(env var: '{variable}')" in result.stderr and said in result.stderr, result.stderr
+    assert not (tmp_path / "d").exists()  # refused before anything was made
+
+
+def test_a_bad_secret_key_file_is_named(tmp_path: Path) -> None:
+    create_token(tmp_path, "sessions.read")
+    (tmp_path / "secret.key").write_text("bogus\n")
+    result = run("serve", "--data-dir", str(tmp_path), "--port", str(free_port()))
+    assert result.returncode == 2
+    assert f"{tmp_path / 'secret.key'}: invalid secret key" in result.stderr, result.stderr

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from sessionexport.cli_options import (
+    checked,
     emit,
     env,
     err,
@@ -24,6 +25,8 @@ from sessionexport.cli_options import (
     to_stdout,
 )
 from sessionexport.logs import announce
+from sessionexport.receiver.auth import parse_pair
+from sessionexport.receiver.bulk import FaultPlan
 from sessionexport.receiver.store import ReceivedStore, create_received_store, stored_at
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, RequestRecord
 from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
@@ -77,13 +80,19 @@ def receive(
     ] = None,
     basic: Annotated[
         str | None,
-        typer.Option(envvar=env("RECEIVER_BASIC"), show_default=False, help="Require Basic auth USER:PASS."),
+        typer.Option(
+            envvar=env("RECEIVER_BASIC"),
+            show_default=False,
+            callback=checked(lambda value: parse_pair(value, "the value")),
+            help="Require Basic auth USER:PASS.",
+        ),
     ] = None,
     oauth_client: Annotated[
         list[str] | None,
         typer.Option(
             envvar=env("RECEIVER_OAUTH_CLIENT"),
             show_default=False,
+            callback=checked(lambda value: parse_pair(value, "the value")),
             help="ID:SECRET of a client of the token endpoint POST /oauth2/token (repeatable); requires Bearer tokens.",
         ),
     ] = None,
@@ -126,6 +135,7 @@ def receive(
         typer.Option(
             envvar=env("RECEIVER_BULK_FAIL"),
             show_default=False,
+            callback=checked(lambda value: FaultPlan.parse([value])),
             help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable), e.g. 429:7$:1 (ids ending in 7, once).",
         ),
     ] = None,

@@ -85,6 +85,14 @@ def create_private_file(path: Path, data: bytes) -> bool:
     return True
 
 
+def check_keys(keys: str) -> None:
+    """ValueError unless ``keys`` (comma-separated, as SESSIONEXPORT_SECRET_KEY holds them) are Fernet keys."""
+    try:
+        SecretBox([k.strip().encode() for k in keys.split(",") if k.strip()])
+    except SecretKeyError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def load_secret_box(data_dir: Path, env_keys: str | None, *, create: bool = True) -> SecretBox:
     """Keys from the environment value when given, else from the data directory's key file (made
     when there is none, with ``create``)."""
@@ -100,4 +108,7 @@ def load_secret_box(data_dir: Path, env_keys: str | None, *, create: bool = True
         text = path.read_text()
     except OSError as exc:  # a data directory that cannot be made, a key file that cannot be read
         raise SecretKeyError(f"cannot keep the secret key at {path}: {exc.strerror or exc}") from None
-    return SecretBox([line.strip().encode() for line in text.splitlines() if line.strip()])
+    try:
+        return SecretBox([line.strip().encode() for line in text.splitlines() if line.strip()])
+    except SecretKeyError as exc:
+        raise SecretKeyError(f"{path}: {exc}") from None
