@@ -97,3 +97,24 @@ def _handshake(cert: Certificate, bundle: Path, server_name: str = "localhost") 
     assert der is not None
     shown = x509.load_der_x509_certificate(der).fingerprint(hashes.SHA256())
     return ":".join(f"{b:02X}" for b in shown)
+
+
+def test_a_key_made_again_is_its_owners_alone_and_one_apart_from_its_certificate_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """A key file someone made readable keeps no mode into the key that replaces it; a key that
+    is not the certificate's (a start stopped between the two files) is not served."""
+    first = self_signed(tmp_path)
+    first.key_path.chmod(0o644)
+    moved = self_signed(tmp_path, ("receiver.test",))
+    assert moved.generated and oct(moved.key_path.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["receiver-cert.pem", "receiver-key.pem"]
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    moved.key_path.write_bytes(
+        stranger.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    again = self_signed(tmp_path, ("receiver.test",))
+    assert again.generated and again.why == "the key there is not the certificate's"
+    assert _handshake(again, again.cert_path, "receiver.test") == again.fingerprint

@@ -47,6 +47,8 @@ def self_signed(data_dir: Path, extra_names: tuple[str, ...] = ()) -> Certificat
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         if _expired(cert):
             why = "the one there expires within a day"
+        elif not _pair(cert_path, key_path):
+            why = "the key there is not the certificate's"
         elif missing := [n for n in wanted if not _names(cert, n)]:
             why = f"the one there does not name {', '.join(missing)}"
         else:
@@ -164,11 +166,28 @@ def _write_self_signed(cert_path: Path, key_path: Path, names: tuple[str, ...]) 
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # Each file written beside its place, then moved there: never half written, and the key new,
+    # so readable by its owner only (an existing file keeps the mode it has, whatever it is).
+    _replace(key_path, key_pem, 0o600)
+    _replace(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    new = path.with_name(f".{path.name}.new")
+    new.unlink(missing_ok=True)  # an interrupted start's
+    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        f.write(data)
+    os.replace(new, path)
+
+
+def _pair(cert_path: Path, key_path: Path) -> bool:
+    """Whether the key is the certificate's (a start stopped between writing the two leaves them apart)."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
+    except (ssl.SSLError, ValueError):
+        return False
+    return True
