@@ -50,6 +50,17 @@ def run(
     )
 
 
+@contextmanager
+def killed_at_the_end(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """However the test ends, the process does not outlive it."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def as_background_job() -> None:
     """Started as a shell script's ``cmd &`` starts its background jobs: with SIGINT ignored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -698,9 +709,10 @@ def test_generate_writes_its_output_whole_or_not_at_all(
         preexec_fn=start,
     )
     partial = tmp_path / ".g.ndjson.partial"
-    wait_for(lambda: partial.exists() and partial.stat().st_size > 0, "generate to write", 60)
-    proc.send_signal(stop)
-    _, errors = proc.communicate(timeout=30)
+    with killed_at_the_end(proc):  # one that did not stop would fill the disk
+        wait_for(lambda: partial.exists() and partial.stat().st_size > 0, "generate to write", 60)
+        proc.send_signal(stop)
+        _, errors = proc.communicate(timeout=30)
     assert proc.returncode == 130 and f"interrupted: {out} was not written" in errors
     assert list(tmp_path.iterdir()) == []
     for where, reason in (
@@ -881,9 +893,10 @@ def test_ctrl_c_during_ingest_says_how_far_it_got(
     proc = subprocess.Popen(
         [*command, "--rejects", str(rejects)], stderr=subprocess.PIPE, text=True, preexec_fn=start
     )
-    wait_for(lambda: _stored(tmp_path / "d" / "sessionexport.db") > 0, "ingest to store sessions")
-    proc.send_signal(stop)
-    _, errors = proc.communicate(timeout=60)
+    with killed_at_the_end(proc):
+        wait_for(lambda: _stored(tmp_path / "d" / "sessionexport.db") > 0, "ingest to store sessions")
+        proc.send_signal(stop)
+        _, errors = proc.communicate(timeout=60)
     assert proc.returncode == 130, errors
     said = re.search(r"interrupted at line (\d+): every valid session up to line (\d+) is stored", errors)
     assert said is not None, errors
