@@ -112,21 +112,29 @@ async def test_rotation_is_all_or_nothing_and_names_the_object_it_cannot_decrypt
     assert await store.get_setting(first.object_id) == before  # nothing was changed
 
 
-async def test_while_the_key_is_rotated_only_sending_needs_the_secrets(api: Api, tmp_path: Path) -> None:
-    """Rotated by another process before this one restarts: status, sample, dead letters and
-    the position still answer; a replay, which sends, says why it cannot."""
+BASIC = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": PASSWORD}}
+
+
+async def export_rotated_away(api: Api, tmp_path: Path) -> tuple[str, str]:
+    """(a token, an export with a password) whose secrets another process rotated to a key this
+    server does not have."""
     token = await api.token()
-    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": PASSWORD}}
     created = await api.client.post(
         "/api/v2/settings/objects",
         json=[
-            {"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export_value(authentication=basic)}
+            {"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export_value(authentication=BASIC)}
         ],
         headers=api.auth(token),
     )
-    export_id = created.json()[0]["objectId"]
     old = (tmp_path / "secret.key").read_text().strip().encode()
     assert await SettingsService(api.store, SecretBox([new_key().encode(), old])).rotate_secrets() == 1
+    return token, created.json()[0]["objectId"]
+
+
+async def test_while_the_key_is_rotated_only_sending_needs_the_secrets(api: Api, tmp_path: Path) -> None:
+    """Rotated by another process before this one restarts: status, sample, dead letters and
+    the position still answer; a replay, which sends, says why it cannot."""
+    token, export_id = await export_rotated_away(api, tmp_path)
     await api.store.append_sessions(sessions(2, "rotating"), received_at=now_ms())
 
     for path in ("status", "sample", "deadletters", "mapping"):
@@ -147,22 +155,11 @@ async def test_secrets_that_cannot_be_decrypted_any_more_can_be_entered_again(
     api: Api, tmp_path: Path
 ) -> None:
     """A lost or replaced key: an update that keeps the stored secret (the mask) is told to enter
-    it again, at its field; one that enters it is the way out, and the export sends again."""
-    token = await api.token()
-    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": PASSWORD}}
-    created = await api.client.post(
-        "/api/v2/settings/objects",
-        json=[
-            {"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export_value(authentication=basic)}
-        ],
-        headers=api.auth(token),
-    )
-    export_id = created.json()[0]["objectId"]
-    old = (tmp_path / "secret.key").read_text().strip().encode()
-    assert await SettingsService(api.store, SecretBox([new_key().encode(), old])).rotate_secrets() == 1
+    it again, at its field; one that enters it is the way out: stored with the server's key."""
+    token, export_id = await export_rotated_away(api, tmp_path)
     url = f"/api/v2/settings/objects/{export_id}"
 
-    masked = {**basic, "basicAuth": {"username": "u", "password": MASK}}
+    masked = {**BASIC, "basicAuth": {"username": "u", "password": MASK}}
     kept = await api.client.put(
         url, json={"value": export_value(authentication=masked)}, headers=api.auth(token)
     )
@@ -171,7 +168,7 @@ async def test_secrets_that_cannot_be_decrypted_any_more_can_be_entered_again(
     assert violation["path"] == "authentication.basicAuth.password"
     assert "enter the secret again: the stored one cannot be decrypted" in violation["message"]
 
-    entered = {**basic, "basicAuth": {"username": "u", "password": "a new one"}}
+    entered = {**BASIC, "basicAuth": {"username": "u", "password": "a new one"}}
     again = await api.client.put(
         url, json={"value": export_value(authentication=entered)}, headers=api.auth(token)
     )
