@@ -25,6 +25,7 @@ from sessionexport.settings.objects import plain_value
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, create_private_file, load_secret_box
 from sessionexport.store import DATABASE_FILE
+from sessionexport.store.sqlite_engine import connect_read_only, writable
 
 BACKUP_STEP_PAGES = 64  # 4 MiB of 64 KiB pages: a step takes a few milliseconds
 PARTIAL = ".partial"
@@ -118,9 +119,12 @@ def _decrypts_every_secret(database: Path, data_dir: Path) -> bool:
 
 
 def _copy_database(source: Path, target: Path, on_progress: Callable[[int, int], None] | None) -> None:
-    # A plain connection, not a read-only one: like any other, it leaves no -wal or -shm file
-    # behind when it is the last to close (a read-only one cannot remove them).
-    with contextlib.closing(sqlite3.connect(source, isolation_level=None)) as src:
+    # A plain connection where it may be: like any other, it leaves no -wal or -shm file behind
+    # when it is the last to close (a read-only one cannot remove them). A database that may not
+    # be written here (a snapshot on a read-only mount) is read as the reading commands read it.
+    src = sqlite3.connect(source, isolation_level=None) if writable(source) else connect_read_only(source)
+    src.isolation_level = None  # the transactions below are its own
+    with contextlib.closing(src):
         page_size = src.execute("PRAGMA page_size").fetchone()[0]
         # One read transaction held through every step: the copy is a snapshot of its start
         # (in WAL mode, what others write meanwhile is not seen, so no step starts the copy

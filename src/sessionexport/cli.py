@@ -417,9 +417,10 @@ def tokens_list(data_dir: DataDir = DEFAULT_DATA_DIR, database_url: DatabaseUrl 
             table.add_column(heading, no_wrap=True, min_width=max(widest, len(heading)))
     for row in rows:
         table.add_row(*row)
-    console = Console(emoji=False)
-    console.width = max(console.width, sum(column.min_width or 0 for column in table.columns) + 4)
-    console.print(table)
+    with to_stdout():
+        console = Console(emoji=False)
+        console.width = max(console.width, sum(column.min_width or 0 for column in table.columns) + 4)
+        console.print(table)
 
 
 @tokens_app.command("revoke")
@@ -517,7 +518,7 @@ def backup(
                 target,
                 lambda done, total: progress.update(task, completed=done, total=total),
             )
-        except (BackupError, OSError, sqlite3.Error) as exc:
+        except (BackupError, StoreError, OSError, sqlite3.Error) as exc:
             progress.stop()
             fail(f"backup failed, nothing kept: {said(exc)}", 1)
         except KeyboardInterrupt:

@@ -624,6 +624,7 @@ def test_reading_commands_read_a_database_that_may_not_be_written_and_change_not
         listed = run("tokens", "list", "--data-dir", str(view))
         assert listed.returncode == 0, listed.stderr
         assert "first" in listed.stdout and "later" in listed.stdout
+    (tmp_path / "none.ndjson").write_bytes(b"")
     before = (data / "sessionexport.db").read_bytes()
     assert not (data / "sessionexport.db-wal").exists()  # closed: everything is in the file
     with read_only_view(data, tmp_path / "view2") as view:
@@ -634,10 +635,18 @@ def test_reading_commands_read_a_database_that_may_not_be_written_and_change_not
         status = run("export", "status", "--data-dir", str(view))
         assert status.returncode == 0 and "No user session export is configured" in status.stderr
         public = listed.stdout.split("\n")[1].split()[0]
-        revoked = run("tokens", "revoke", "--data-dir", str(view), public)
-        assert revoked.returncode == 2
-        assert "is read-only here (a read-only filesystem, or no permission to write it" in revoked.stderr
-        assert "nothing was changed" in revoked.stderr
+        for writing in (
+            ["tokens", "revoke", public],
+            ["tokens", "create", "--name", "n", "--scopes", "sessions.read"],
+            ["ingest", str(tmp_path / "none.ndjson")],
+        ):
+            refused = run(*writing, "--data-dir", str(view))
+            assert refused.returncode == 2, (writing, refused.stderr)
+            assert "is read-only here (a read-only filesystem, or no permission to write it" in refused.stderr
+            assert "nothing was changed" in refused.stderr
+        copied = run("backup", str(tmp_path / "copy"), "--data-dir", str(view))  # a snapshot backed up
+        assert copied.returncode == 0, copied.stderr
+        assert "later" in run("tokens", "list", "--data-dir", str(tmp_path / "copy")).stdout
     assert (data / "sessionexport.db").read_bytes() == before
     assert sorted(path.name for path in data.iterdir()) == [DATABASE_FILE, "secret.key", "sessionexport.db"]
     assert "active" in run("tokens", "list", "--data-dir", str(data)).stdout
@@ -935,6 +944,7 @@ def test_a_closed_standard_input_or_output_is_said_in_one_line(tmp_path: Path) -
         ),
         (">&-", ["generate", "--count", "3"], "cannot write to standard output: it is closed"),
         (">&-", ["secrets", "new-key"], "cannot write to standard output: it is closed"),
+        (">&-", ["tokens", "list", "--data-dir", data_dir], "cannot write to standard output: it is closed"),
     ]:
         result = run_with_closed(stream, *args)
         assert result.returncode == 2 and said in result.stderr, (args, result.stderr)
@@ -967,6 +977,14 @@ def test_a_bad_value_from_the_environment_names_its_variable(
     assert result.returncode == 2, result.stderr
     assert f"(env var: '{variable}')" in result.stderr and said in result.stderr, result.stderr
     assert not (tmp_path / "d").exists()  # refused before anything was made
+
+
+def test_an_empty_secret_key_means_the_key_file(tmp_path: Path) -> None:
+    """As ``--secret-key "$KEY"`` gives it with KEY unset: not refused as a bad key."""
+    create_token(tmp_path, "sessions.read")
+    (tmp_path / "secret.key").write_text(run("secrets", "new-key").stdout)
+    rotated = run("secrets", "rotate", "--secret-key", "", "--data-dir", str(tmp_path))
+    assert rotated.returncode == 0, rotated.stderr
 
 
 def test_a_bad_secret_key_file_is_named(tmp_path: Path) -> None:

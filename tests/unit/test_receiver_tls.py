@@ -118,3 +118,23 @@ def test_a_key_made_again_is_its_owners_alone_and_one_apart_from_its_certificate
     again = self_signed(tmp_path, ("receiver.test",))
     assert again.generated and again.why == "the key there is not the certificate's"
     assert _handshake(again, again.cert_path, "receiver.test") == again.fingerprint
+
+
+def test_a_certificate_that_cannot_be_read_or_a_key_with_a_passphrase_is_made_again(tmp_path: Path) -> None:
+    """Neither is served: the one would not load, the other would have the server prompt for
+    its passphrase (or fail without a terminal)."""
+    first = self_signed(tmp_path)
+    first.cert_path.write_text("cut short")
+    again = self_signed(tmp_path)
+    assert again.generated and again.why == "the one there cannot be read"
+    key = serialization.load_pem_private_key(again.key_path.read_bytes(), password=None)
+    again.key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"a passphrase"),
+        )
+    )
+    third = self_signed(tmp_path)
+    assert third.generated and third.why == "the key there has a passphrase"
+    assert _handshake(third, third.cert_path) == third.fingerprint

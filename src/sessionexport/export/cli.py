@@ -213,9 +213,10 @@ def export_status(
     elif not healths:
         err.print("No user session export is configured.")
     else:
-        out = Console(soft_wrap=True, emoji=False)  # a fact stays on its line, whatever the width
-        for health in healths:
-            _print_status(out, health)
+        with to_stdout():
+            out = Console(soft_wrap=True, emoji=False)  # a fact stays on its line, whatever the width
+            for health in healths:
+                _print_status(out, health)
     if any(h.state in ("failing", "stopped") or h.open_alerts for h in healths):
         raise typer.Exit(1)
 

@@ -44,11 +44,13 @@ def self_signed(data_dir: Path, extra_names: tuple[str, ...] = ()) -> Certificat
     wanted = tuple(n for n in extra_names if n and not _everywhere(n))
     why = ""
     if cert_path.exists() and key_path.exists():
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if _expired(cert):
+        cert = _loaded(cert_path)
+        if cert is None:
+            why = "the one there cannot be read"
+        elif _expired(cert):
             why = "the one there expires within a day"
-        elif not _pair(cert_path, key_path):
-            why = "the key there is not the certificate's"
+        elif unusable := _unusable_key(cert_path, key_path):
+            why = unusable
         elif missing := [n for n in wanted if not _names(cert, n)]:
             why = f"the one there does not name {', '.join(missing)}"
         else:
@@ -184,10 +186,22 @@ def _replace(path: Path, data: bytes, mode: int) -> None:
     os.replace(new, path)
 
 
-def _pair(cert_path: Path, key_path: Path) -> bool:
-    """Whether the key is the certificate's (a start stopped between writing the two leaves them apart)."""
+def _loaded(cert_path: Path) -> x509.Certificate | None:
+    """The certificate, or None for a file that holds none (cut short, overwritten)."""
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_path, key_path)
+        return x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError:
+        return None
+
+
+def _unusable_key(cert_path: Path, key_path: Path) -> str:
+    """Why the key cannot serve with the certificate, or "": a start stopped between writing the
+    two leaves them apart; a key given a passphrase would have the server prompt for it."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_path, key_path, password=_no_passphrase)
+    except _EncryptedKey:
+        return "the key there has a passphrase"
     except (ssl.SSLError, ValueError):
-        return False
-    return True
+        return "the key there is not the certificate's"
+    return ""

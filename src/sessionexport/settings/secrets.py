@@ -86,7 +86,10 @@ def create_private_file(path: Path, data: bytes) -> bool:
 
 
 def check_keys(keys: str) -> None:
-    """ValueError unless ``keys`` (comma-separated, as SESSIONEXPORT_SECRET_KEY holds them) are Fernet keys."""
+    """ValueError unless ``keys`` (comma-separated, as SESSIONEXPORT_SECRET_KEY holds them) are Fernet
+    keys; none at all (an empty value) means the key file, as ``load_secret_box`` takes it."""
+    if not keys:
+        return
     try:
         SecretBox([k.strip().encode() for k in keys.split(",") if k.strip()])
     except SecretKeyError as exc:

@@ -81,9 +81,19 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def writable(path: Path) -> bool:
-    """Whether this process may write the database and create its -wal and -shm files beside it
-    (false on a read-only filesystem, even for root)."""
-    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    """Whether this process may write the database, and its -wal and -shm files beside it: create
+    them, or write them where they are (false on a read-only filesystem, even for root)."""
+    if not os.access(path, os.W_OK):
+        return False
+    beside = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    return os.access(path.parent, os.W_OK) or all(os.access(file, os.W_OK) for file in beside)
+
+
+def read_only(path: Path) -> str:
+    return (
+        f"{path} is read-only here (a read-only filesystem, or no permission to write it or its"
+        " folder): nothing was changed"
+    )
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
@@ -150,7 +160,9 @@ class SQLiteEngine:
         self._lock = threading.Lock()
 
     async def open(self) -> None:
-        self.read_only = self._existing and self.path.exists() and not writable(self.path)
+        self.read_only = self.path.exists() and not writable(self.path)
+        if self.read_only and not self._existing:  # a command that writes, or may create the schema
+            raise StoreError(read_only(self.path))
         if self.read_only:
             self._start_readers()
             try:
@@ -218,10 +230,7 @@ class SQLiteEngine:
         process being killed, not the machine crashing; for writes whose loss only repeats work
         (an exporter's cursor: what it passed is sent again). A later durable commit syncs it too."""
         if self.read_only:
-            raise StoreError(
-                f"{self.path} is read-only here (a read-only filesystem, or no permission to write it"
-                " or its folder): nothing was changed"
-            )
+            raise StoreError(read_only(self.path))
         if self._writer is None or not self._writer.is_alive():
             raise StoreError("store is not open")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -531,7 +540,8 @@ def check_schema(conn: sqlite3.Connection, package: str, path: Path) -> None:
     if todo := pending("sqlite", set(names), package):
         raise StoreError(
             f"cannot open {path}: it needs upgrading to version {todo[-1].version} first, and it is"
-            " read-only here (start the server once where it may be written)"
+            " read-only here (the server or receiver that keeps it upgrades it when it starts where it"
+            " may write it)"
         )
 
 

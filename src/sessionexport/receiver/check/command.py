@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sessionexport.cli_options import env, loadable_ca_bundle
+from sessionexport.cli_options import env, loadable_ca_bundle, to_stdout
 from sessionexport.export.config import BasicAuth, OAuth2
 from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.receiver.check.checks import run_checks
@@ -207,7 +207,8 @@ def check_endpoint(
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the table says it all; not a line per request
     with Console(stderr=True, emoji=False).status("checking") as status:  # shown on a terminal only
         results = asyncio.run(run_checks(options, lambda check: status.update(f"checking: {check}")))
-    console = Console(emoji=False)
-    console.print(results_table(url, results))
-    console.print(summary(results))
+    with to_stdout():
+        console = Console(emoji=False)
+        console.print(results_table(url, results))
+        console.print(summary(results))
     raise typer.Exit(exit_code(results))
