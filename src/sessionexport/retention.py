@@ -14,6 +14,7 @@ from sessionexport.store.records import NewAlert
 from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
+RETENTION_ALERT = "retention"
 
 
 async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int = 0) -> int:
@@ -31,26 +32,21 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
         await place_new_export(store, record)
     cutoff = now - retention_ms
     boundary = await store.position_before(cutoff)
-    lost: dict[str, int] = {}
-    behind: dict[str, int] = {}
-    for cursor in await store.list_cursors():  # one per shard
-        if cursor.position < boundary:
-            counted = await store.count_between(cursor.position, boundary, cursor.shard, cursor.shards)
-            lost[cursor.export_id] = lost.get(cursor.export_id, 0) + counted
-            behind[cursor.export_id] = min(behind.get(cursor.export_id, cursor.position), cursor.position)
-    for export_id, position in behind.items():
-        alert = None
-        if lost[export_id]:
-            total = lost[export_id] + await _expired_so_far(store, export_id)
-            message = (
-                f"Retention ({retention_ms / 86_400_000:g} days) removed sessions up to seq {boundary} that"
-                f" this export had not decided yet (its cursor was at {position}): {lost[export_id]} this"
-                f" time, {total} since the alert opened."
-            )
-            alert = NewAlert("retention", _expired_title(total), message)
-        await store.advance_cursor(export_id, boundary, now, alert)  # one transaction: counted once
-        if alert is not None:
-            log.warning("retention: export %s loses %d unexported session(s)", export_id, lost[export_id])
+
+    def describe(lost: int, position: int, open_title: str | None) -> NewAlert:
+        total = lost + _expired_in(open_title)
+        message = (
+            f"Retention ({retention_ms / 86_400_000:g} days) removed sessions up to seq {boundary} that"
+            f" this export had not decided yet (its cursor was at {position}): {lost} this"
+            f" time, {total} since the alert opened."
+        )
+        return NewAlert(RETENTION_ALERT, _expired_title(total), message)
+
+    # Counted as the cursors are moved, in one transaction each (see Store.pass_expired).
+    behind = {cursor.export_id for cursor in await store.list_cursors() if cursor.position < boundary}
+    for export_id in sorted(behind):
+        if lost := await store.pass_expired(export_id, boundary, now, RETENTION_ALERT, describe):
+            log.warning("retention: export %s loses %d unexported session(s)", export_id, lost)
     purged = await store.purge_sessions(boundary)
     if purged:
         log.info("retention: purged %d session(s) older than %g day(s)", purged, retention_ms / 86_400_000)
@@ -70,14 +66,11 @@ def _expired_title(count: int) -> str:
 _EXPIRED_TITLE = re.compile(r"(\d+) session\(s\) expired before they were exported")
 
 
-async def _expired_so_far(store: Store, export_id: str) -> int:
+def _expired_in(title: str | None) -> int:
     """What the export's open retention alert counts already: each purge adds to it, so that it
     tells all that was lost while the export did not deliver, not the last purge's share."""
-    for alert in await store.list_alerts(open_only=True):
-        if alert.export_id == export_id and alert.kind == "retention":
-            counted = _EXPIRED_TITLE.fullmatch(alert.title)
-            return int(counted[1]) if counted else 0
-    return 0
+    counted = _EXPIRED_TITLE.fullmatch(title) if title else None
+    return int(counted[1]) if counted else 0
 
 
 async def run_retention(store: Store, retention_ms: int, every_seconds: float, open_ms: int = 0) -> None:

@@ -41,6 +41,9 @@ from sessionexport.store.records import (
     WorkState,
 )
 
+# (sessions lost, the slowest cursor's position, the title of the open alert or None) -> the alert
+DescribeLoss = Callable[[int, int, str | None], NewAlert]
+
 PURGE_BATCH = 5000
 
 
@@ -157,9 +160,6 @@ class Store(Protocol):
         """Delete the sessions with seq <= ``up_to_seq``; return how many. Unlike other calls, in
         transactions of ``PURGE_BATCH`` sessions (``purge_in_batches``)."""
 
-    async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
-        """Sessions with after_seq < seq <= up_to_seq (of one shard: seq % shards == shard)."""
-
     # -- RUM events and open sessions --------------------------------------------------------
     async def add_events(
         self, events: Sequence[NewEvent], now: int, check_at: int, limit: int | None = None
@@ -239,12 +239,15 @@ class Store(Protocol):
         creating it if needed, and revoke the export's leases: whoever exports it stops, and the
         next holder starts from there."""
 
-    async def advance_cursor(
-        self, export_id: str, position: int, now: int, alert: NewAlert | None = None
-    ) -> None:
-        """Move every shard of the cursor forward to ``position`` at least, never back; with
-        ``alert``, raise it in the same transaction (what the move costs the export is said once,
-        whatever fails: retention's count of lost sessions would otherwise be counted again)."""
+    async def pass_expired(
+        self, export_id: str, boundary: int, now: int, alert_kind: str, describe: DescribeLoss
+    ) -> int:
+        """Retention removes the log up to ``boundary``: move every shard of the export's cursor
+        there at least, never back. In the same transaction, count the sessions its shards pass
+        without having decided them and, when there are any, raise ``describe(lost, the slowest
+        shard's position, the title of the export's open alert of ``alert_kind`` or None)``; how
+        many. One transaction, so that purges at once (every serve and worker purges) or a purge
+        failing halfway count each lost session once."""
 
     async def delete_cursor(self, export_id: str) -> None:
         """The export was deleted: forget its cursors, leases, delivery history and dead letters

@@ -36,6 +36,7 @@ import orjson
 
 from sessionexport.clock import MINUTE_MS
 from sessionexport.store.base import (
+    DescribeLoss,
     ExternalIdTaken,
     LeaseLost,
     TooManyObjects,
@@ -60,7 +61,6 @@ from sessionexport.store.records import (
     ListedDeadLetter,
     LogEntry,
     LogRead,
-    NewAlert,
     NewDeadLetter,
     NewEvent,
     NewSession,
@@ -341,6 +341,8 @@ INSERT INTO alerts (export_id, kind, title, message, opened_at, last_seen_at) VA
                   occurrences = alerts.occurrences + 1
 """
 _CLOSE_ALERTS = "UPDATE alerts SET closed_at = %s WHERE export_id = %s AND kind = %s AND closed_at IS NULL"
+_OPEN_ALERT_TITLE = "SELECT title FROM alerts WHERE export_id = %s AND kind = %s AND closed_at IS NULL"
+_COUNT_BETWEEN = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s AND seq %% %s = %s"
 _UPDATE_SETTING = """
 UPDATE settings_objects
    SET scope = %s, external_id = %s, value = %s, schema_version = %s, modified = %s, modified_by = %s,
@@ -408,10 +410,6 @@ class PostgresStore:
             return await self._execute(_PURGE_UP_TO, (up_to_seq, count))
 
         return await purge_in_batches(delete_up_to)
-
-    async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
-        query = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s AND seq %% %s = %s"
-        return int(await self._value(query, (after_seq, up_to_seq, shards, shard)))
 
     # -- RUM events and open sessions --------------------------------------------------------
     async def add_events(
@@ -592,18 +590,33 @@ class PostgresStore:
             await conn.execute(_MOVE_CURSOR, params)
             await conn.execute(_MOVE_OTHER_SHARDS, params)
 
-    async def advance_cursor(
-        self, export_id: str, position: int, now: int, alert: NewAlert | None = None
-    ) -> None:
+    async def pass_expired(
+        self, export_id: str, boundary: int, now: int, alert_kind: str, describe: DescribeLoss
+    ) -> int:
         async with self._transaction() as conn:
-            if alert is not None:
+            # Locked, then read: a purge at once in another process waits here, and then sees
+            # the cursors this one moved (it counts nothing twice).
+            cursor = await conn.execute(
+                "SELECT position, shard, shards FROM export_cursors WHERE export_id = %s FOR UPDATE",
+                (export_id,),
+            )
+            behind = [row for row in await cursor.fetchall() if row[0] < boundary]
+            lost = 0
+            for position, shard, shards in behind:
+                counted = await conn.execute(_COUNT_BETWEEN, (position, boundary, shards, shard))
+                lost += int((await counted.fetchall())[0][0])
+            if lost:
+                found = await conn.execute(_OPEN_ALERT_TITLE, (export_id, alert_kind))
+                open_alert = await found.fetchone()
+                alert = describe(lost, min(row[0] for row in behind), open_alert[0] if open_alert else None)
                 await conn.execute(
                     _RAISE_ALERT, (export_id, alert.kind, alert.title, alert.message, now, now)
                 )
             await conn.execute(
                 "UPDATE export_cursors SET position = %s, updated_at = %s WHERE export_id = %s AND position < %s",
-                (position, now, export_id, position),
+                (boundary, now, export_id, boundary),
             )
+            return lost
 
     async def delete_cursor(self, export_id: str) -> None:
         async with self._transaction() as conn:

@@ -21,6 +21,7 @@ import orjson
 
 from sessionexport.clock import HOUR_MS, MINUTE_MS
 from sessionexport.store.base import (
+    DescribeLoss,
     ExternalIdTaken,
     LeaseLost,
     TooManyObjects,
@@ -137,11 +138,6 @@ class SQLiteStore:
 
     async def count_sessions(self) -> int:
         return await self._read(lambda conn: int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0]))
-
-    async def count_between(self, after_seq: int, up_to_seq: int, shard: int = 0, shards: int = 1) -> int:
-        return await self._read(
-            lambda c: int(c.execute(_COUNT_BETWEEN, (after_seq, up_to_seq, shards, shard)).fetchone()[0])
-        )
 
     async def purge_sessions(self, up_to_seq: int) -> int:
         async def delete_up_to(count: int) -> int:
@@ -458,18 +454,29 @@ class SQLiteStore:
 
         await self._write(move)
 
-    async def advance_cursor(
-        self, export_id: str, position: int, now: int, alert: NewAlert | None = None
-    ) -> None:
-        def advance(conn: sqlite3.Connection) -> None:
-            if alert is not None:
-                _raise_alert(conn, export_id, alert, now)
+    async def pass_expired(
+        self, export_id: str, boundary: int, now: int, alert_kind: str, describe: DescribeLoss
+    ) -> int:
+        def pass_boundary(conn: sqlite3.Connection) -> int:
+            behind = conn.execute(
+                "SELECT position, shard, shards FROM export_cursors WHERE export_id = ? AND position < ?",
+                (export_id, boundary),
+            ).fetchall()
+            lost = sum(
+                int(conn.execute(_COUNT_BETWEEN, (position, boundary, shards, shard)).fetchone()[0])
+                for position, shard, shards in behind
+            )
+            if lost:
+                open_alert = conn.execute(_OPEN_ALERT_TITLE, (export_id, alert_kind)).fetchone()
+                title = open_alert[0] if open_alert else None
+                _raise_alert(conn, export_id, describe(lost, min(p for p, _, _ in behind), title), now)
             conn.execute(
                 "UPDATE export_cursors SET position = ?, updated_at = ? WHERE export_id = ? AND position < ?",
-                (position, now, export_id, position),
+                (boundary, now, export_id, boundary),
             )
+            return lost
 
-        await self._write(advance)
+        return await self._write(pass_boundary)
 
     async def delete_cursor(self, export_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
@@ -791,6 +798,7 @@ _COUNT_BULK = (
 )
 _IN_SHARD = "seq > :after AND (:shards = 1 OR seq % :shards = :shard)"
 _COUNT_BETWEEN = "SELECT count(*) FROM sessions WHERE seq > ? AND seq <= ? AND seq % ? = ?"
+_OPEN_ALERT_TITLE = "SELECT title FROM alerts WHERE export_id = ? AND kind = ? AND closed_at IS NULL"
 _BACKLOG = (
     f"SELECT count(*), (SELECT received_at FROM sessions WHERE {_IN_SHARD} ORDER BY seq LIMIT 1)"
     f" FROM sessions WHERE {_IN_SHARD}"
