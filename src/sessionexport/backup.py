@@ -47,7 +47,7 @@ class BackupResult:
     exports: int
     key_copied: bool
     seconds: float
-    key_fits: bool = True  # the key copied decrypts every secret stored in the copy
+    key_problem: str = ""  # why the key copied does not decrypt every secret stored in the copy
 
 
 def backup(
@@ -65,7 +65,7 @@ def backup(
         _copy_database(database, partial, on_progress)
         sessions, exports = _check(partial)
         key_copied = key_file is not None and _copy_key(key_file, target / KEY_FILE)
-        key_fits = not key_copied or _decrypts_every_secret(partial, target)
+        key_problem = _key_problem(partial, target) if key_copied else ""
         partial.rename(final)
     except BaseException:  # failed or interrupted (Ctrl-C, SIGTERM): nothing that looks like a backup
         (target / KEY_FILE).unlink(missing_ok=True)
@@ -76,7 +76,7 @@ def backup(
         raise
     _remove_partial(target)
     return BackupResult(
-        target, final.stat().st_size, sessions, exports, key_copied, time.monotonic() - started, key_fits
+        target, final.stat().st_size, sessions, exports, key_copied, time.monotonic() - started, key_problem
     )
 
 
@@ -105,17 +105,24 @@ def _copy_key(key_file: Path, copy: Path) -> bool:
     return True
 
 
-def _decrypts_every_secret(database: Path, data_dir: Path) -> bool:
-    """Whether the key file copied into ``data_dir`` opens the copy's secrets: one the server no
-    longer runs with (it was rotated, the server takes its key from SESSIONEXPORT_SECRET_KEY) would not."""
+def _key_problem(database: Path, data_dir: Path) -> str:
+    """Why the key file copied into ``data_dir`` does not open the copy's secrets, or "": it is no
+    key at all, or one the server no longer runs with (it was rotated, the server takes its key
+    from SESSIONEXPORT_SECRET_KEY)."""
     try:
         box = load_secret_box(data_dir, None, create=False)
+    except SecretKeyError as exc:
+        return f"it holds no key the server could run with ({exc})"
+    try:
         with contextlib.closing(sqlite3.connect(database)) as conn:
             for schema_id, value in conn.execute("SELECT schema_id, value FROM settings_objects"):
                 plain_value(schema_id, value, box)
     except SecretKeyError:
-        return False
-    return True
+        return (
+            "it cannot decrypt the stored passwords and client secrets (the server runs with another"
+            " key: from SESSIONEXPORT_SECRET_KEY, or rotated since)"
+        )
+    return ""
 
 
 def _copy_database(source: Path, target: Path, on_progress: Callable[[int, int], None] | None) -> None:

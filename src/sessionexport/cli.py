@@ -529,10 +529,9 @@ def backup(
         f"Backed up {result.sessions} session(s) and {result.exports} export configuration(s)"
         f" ({result.bytes / 1e6:,.1f} MB) to {escape(str(result.target))} in {result.seconds:.1f}s."
     )
-    if not result.key_fits:
+    if result.key_problem:
         err.print(
-            f"[yellow]warning:[/yellow] the {KEY_FILE} copied cannot decrypt the stored passwords and client"
-            " secrets (the server runs with another key: from SESSIONEXPORT_SECRET_KEY, or rotated since):"
+            f"[yellow]warning:[/yellow] the {KEY_FILE} copied: {escape(result.key_problem)}:"
             " keep the key the server runs with beside the backup."
         )
     if result.exports and not result.key_copied:

@@ -218,10 +218,15 @@ def test_a_key_file_that_cannot_decrypt_the_secrets_is_copied_with_a_warning(tmp
     (data / "secret.key").write_text(new_key())
     stale = run("backup", str(tmp_path / "stale"), "--data-dir", str(data))
     assert stale.returncode == 0, stale.stderr
-    assert "the secret.key copied cannot decrypt the stored passwords" in " ".join(stale.stderr.split())
+    assert "the secret.key copied: it cannot decrypt the stored passwords" in " ".join(stale.stderr.split())
+    (data / "secret.key").write_text("garbage\n")  # no key at all: said as such
+    garbage = run("backup", str(tmp_path / "garbage"), "--data-dir", str(data))
+    assert garbage.returncode == 0, garbage.stderr
+    said = " ".join(garbage.stderr.split())
+    assert "the secret.key copied: it holds no key the server could run with" in said, said
     (data / "secret.key").write_text(key)
     fitting = run("backup", str(tmp_path / "fitting"), "--data-dir", str(data))
-    assert fitting.returncode == 0 and "cannot decrypt" not in fitting.stderr, fitting.stderr
+    assert fitting.returncode == 0 and "warning" not in fitting.stderr, fitting.stderr
 
 
 async def _export_with_a_secret(data: Path, key: str) -> None:
