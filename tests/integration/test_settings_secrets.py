@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -15,6 +16,7 @@ from sessionexport.settings.objects import NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import MASK, SecretBox, SecretKeyError, load_secret_box, new_key
 from sessionexport.store import Store
+from sessionexport.store.records import SettingsRecord
 from tests.conftest import Api
 from tests.integration.test_api_settings import export_value
 from tests.integration.test_store_backends import sessions
@@ -151,22 +153,34 @@ async def test_while_the_key_is_rotated_only_sending_needs_the_secrets(api: Api,
     assert replay.status_code == 500 and "cannot be decrypted" in replay.json()["error"]["message"]
 
 
-async def test_secrets_that_cannot_be_decrypted_any_more_can_be_entered_again(
+async def test_secrets_that_cannot_be_decrypted_any_more_are_kept_sealed_or_entered_again(
     api: Api, tmp_path: Path
 ) -> None:
-    """A lost or replaced key: an update that keeps the stored secret (the mask) is told to enter
-    it again, at its field; one that enters it is the way out: stored with the server's key."""
+    """A lost or replaced key. An update that keeps the stored secret (the mask, or the secret
+    left out) while nothing it protects changes, a pause say, stores it again as it was, never
+    decrypted; one that sends it elsewhere must enter it again; entering it is the way out:
+    stored with the server's key."""
     token, export_id = await export_rotated_away(api, tmp_path)
     url = f"/api/v2/settings/objects/{export_id}"
+    before = await api.store.get_setting(export_id)
+    assert before is not None
 
     masked = {**BASIC, "basicAuth": {"username": "u", "password": MASK}}
-    kept = await api.client.put(
-        url, json={"value": export_value(authentication=masked)}, headers=api.auth(token)
-    )
-    assert kept.status_code == 400, kept.text
-    [violation] = kept.json()["error"]["constraintViolations"]
+    left_out = {**BASIC, "basicAuth": {"username": "u"}}
+    for authentication in (masked, left_out):
+        paused = export_value(authentication=authentication, endpoint={"enableUserSessionExport": False})
+        answer = await api.client.put(url, json={"value": paused}, headers=api.auth(token))
+        assert answer.status_code == 200, answer.text
+        record = await api.store.get_setting(export_id)
+        assert record is not None and not _enabled(record)
+        assert _password(record.value) == _password(before.value)  # the same ciphertext
+
+    moved = export_value("https://elsewhere.example/sessions", authentication=masked)
+    refused = await api.client.put(url, json={"value": moved}, headers=api.auth(token))
+    assert refused.status_code == 400, refused.text
+    [violation] = refused.json()["error"]["constraintViolations"]
     assert violation["path"] == "authentication.basicAuth.password"
-    assert "enter the secret again: the stored one cannot be decrypted" in violation["message"]
+    assert "the endpoint URL changed: re-enter the secret" in violation["message"]
 
     entered = {**BASIC, "basicAuth": {"username": "u", "password": "a new one"}}
     again = await api.client.put(
@@ -177,3 +191,11 @@ async def test_secrets_that_cannot_be_decrypted_any_more_can_be_entered_again(
     assert record is not None and "a new one" not in record.value  # encrypted, with the server's key
     plain = SettingsService(api.store, load_secret_box(tmp_path, None)).plain_value(record)
     assert plain["authentication"]["basicAuth"]["password"] == "a new one"
+
+
+def _password(stored: str) -> str:
+    return str(json.loads(stored)["authentication"]["basicAuth"]["password"])
+
+
+def _enabled(record: SettingsRecord) -> bool:
+    return bool(json.loads(record.value)["endpointDefinition"]["enableUserSessionExport"])

@@ -12,7 +12,7 @@ import base64
 import binascii
 import copy
 import secrets as random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Set
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -80,18 +80,17 @@ class SettingsService:
     def masked_value(self, record: SettingsRecord) -> dict[str, Any]:
         return masked_value(record)
 
-    def _old_value(self, record: SettingsRecord) -> tuple[dict[str, Any], bool]:
+    def _old_value(self, record: SettingsRecord) -> tuple[dict[str, Any], set[str]]:
         """What an update starts from: the stored value with its secrets decrypted; or, when the
-        configured keys cannot decrypt them (a lost or replaced key), without them, and True: the
-        update may enter them again (the way out), but cannot keep them."""
+        configured keys cannot decrypt them (a lost or replaced key), with them as they are stored,
+        and those: an update that keeps them (a pause, a tuning) stores them again as they were,
+        never decrypted; one that enters them anew is the way out."""
         try:
-            return self.plain_value(record), False
+            return self.plain_value(record), set()
         except secrets.SecretKeyError:
-            value = masked_value(record)
-            for path in secret_paths(SCHEMAS[record.schema_id]):
-                if _get(value, path) is not None:
-                    _set(value, path, None)
-            return value, True
+            stored: dict[str, Any] = orjson.loads(record.value)
+            paths = secret_paths(SCHEMAS[record.schema_id])
+            return stored, {sealed for path in paths if secrets.is_encrypted(sealed := _get(stored, path))}
 
     def plain_value(self, record: SettingsRecord) -> dict[str, Any]:
         """The value with its secrets decrypted: for the exporter only, never for a response."""
@@ -249,10 +248,10 @@ class SettingsService:
             )
         if expected != record.version:
             return _conflict(object_id)
-        old, lost = self._old_value(record)
+        old, sealed = self._old_value(record)
         merged, kept = _keep_unchanged_secrets(schema, new_value, old)
         value, violations = await self._validate(schema, merged, exclude=object_id)
-        violations += _secrets_entered(schema, value, lost)
+        violations += _secrets_entered(schema, value)
         if not violations:
             violations = _resubmission_needed(schema, value, old, kept)
         if not violations and schema["schemaId"] == ZONE_SCHEMA:
@@ -264,7 +263,7 @@ class SettingsService:
         updated = replace(
             record,
             external_id=record.external_id if external_id is None else external_id,
-            value=self._stored_json(schema, value),
+            value=self._stored_json(schema, value, sealed),
             schema_version=schema["version"],
             modified=now,
             modified_by=author,
@@ -424,11 +423,14 @@ class SettingsService:
                 return [Violation("name", f"a management zone named {value.get('name')!r} already exists")]
         return []
 
-    def _stored_json(self, schema: dict[str, Any], value: dict[str, Any]) -> str:
+    def _stored_json(
+        self, schema: dict[str, Any], value: dict[str, Any], sealed: Set[str] = frozenset()
+    ) -> str:
+        """``sealed``: secrets kept as they were stored, encrypted with a key no longer configured."""
         stored = copy.deepcopy(value)
         for path in secret_paths(schema):
             plain = _get(stored, path)
-            if isinstance(plain, str):
+            if isinstance(plain, str) and plain not in sealed:
                 _set(stored, path, self.box.encrypt(plain))
         return orjson.dumps(stored).decode()
 
@@ -498,15 +500,13 @@ def _too_many(schema: dict[str, Any], value: Any) -> ItemResult:
     )
 
 
-def _secrets_entered(schema: dict[str, Any], value: dict[str, Any], lost: bool = False) -> list[Violation]:
-    """A secret must be a real secret, not the mask (the mask only means "keep the stored one");
-    ``lost``: the stored ones cannot be decrypted with the configured keys."""
-    reason = (
-        "enter the secret again: the stored one cannot be decrypted with the configured keys"
-        if lost
-        else "enter the secret: none is stored to keep (the mask only keeps a stored one)"
-    )
-    return [Violation(".".join(p), reason) for p in secret_paths(schema) if _get(value, p) == secrets.MASK]
+def _secrets_entered(schema: dict[str, Any], value: dict[str, Any]) -> list[Violation]:
+    """A secret must be a real secret, not the mask (the mask only means "keep the stored one")."""
+    return [
+        Violation(".".join(p), "enter the secret: none is stored to keep (the mask only keeps a stored one)")
+        for p in secret_paths(schema)
+        if _get(value, p) == secrets.MASK
+    ]
 
 
 def _keep_unchanged_secrets(
