@@ -27,7 +27,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.model.samples import WEB_SYNTHETIC, doc_sample
 from sessionexport.request_bodies import SMALL_BODY_BYTES
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
-from sessionexport.settings.secrets import MASK
+from sessionexport.settings.secrets import MASK, new_key
 from sessionexport.store import StoreError
 from sessionexport.store.base import InvalidValue, StoreFull
 from sessionexport.store.records import NewSession
@@ -1738,6 +1738,44 @@ async def test_a_replay_this_server_may_not_send_is_refused_on_the_health_page(t
         [row] = (await ui.page("/ui/health")).root.one(id=f"health-{object_id}").one("tbody").all("tr")
         page = await ui.follow(await ui.send(row.one("form", action=replay)))
         assert page.flash is not None and page.flash.startswith("Not replayed: http:// URL refused")
+        assert (await ui.status(object_id))["deadLetters"] == 1  # still pending
+
+
+async def test_a_replay_whose_secrets_this_server_cannot_decrypt_is_refused_on_the_health_page(
+    tmp_path: Path,
+) -> None:
+    """Started with another key than the one the export's password was stored with: a replay
+    sends nothing, and the page says why (it was a 500)."""
+    refusing = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)  # every bulk fails
+    url = f"http://127.0.0.1:{refusing.sockets[0].getsockname()[1]}/events"
+    config = ServerConfig(data_dir=tmp_path / "data", allow_http_loopback=True, secret_keys=new_key())
+    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": "pw"}}
+    try:
+        async with open_ui(config) as first:
+            value = export_value(url, {"retries": 0, "flushIntervalSeconds": 0.1}, authentication=basic)
+            object_id = await first.create(value)
+
+            async def started() -> bool:
+                return (await first.status(object_id))["position"] is not None
+
+            await until(started, "exporter started")
+            await first.ingest([session_line("with-a-password")])
+
+            async def dead_lettered() -> bool:
+                return bool((await first.status(object_id))["deadLetters"] == 1)
+
+            await until(dead_lettered, "a dead letter")
+    finally:
+        refusing.close()
+        await refusing.wait_closed()
+    other_key = replace(config, secret_keys=new_key(), run_exporters=False)
+    async with open_ui(other_key) as other:
+        ui = await other.logged_in()
+        replay = f"/ui/health/{object_id}/replay"
+        [row] = (await ui.page("/ui/health")).root.one(id=f"health-{object_id}").one("tbody").all("tr")
+        page = await ui.follow(await ui.send(row.one("form", action=replay)))
+        assert page.flash is not None
+        assert page.flash.startswith("Not replayed: this server's keys cannot decrypt the export's secrets")
         assert (await ui.status(object_id))["deadLetters"] == 1  # still pending
 
 

@@ -26,12 +26,13 @@ from sessionexport.export.preview import (
     saved_config,
     unsaved_config,
 )
-from sessionexport.export.replay import DeliveryRefused, ReplayTally
+from sessionexport.export.replay import UNDECRYPTABLE, DeliveryRefused, ReplayTally
 from sessionexport.export.status import alert_json, export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.media_types import NDJSON
 from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
 from sessionexport.settings.objects import SettingsService
+from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store import Store
 from sessionexport.store.records import INT_MAX, ListedDeadLetter, LogEntry, TokenRecord
 from sessionexport.tokens import Scope
@@ -220,8 +221,12 @@ def _objects(request: Request) -> tuple[Store, SettingsService, ExportSupervisor
 
 
 async def _config(settings: SettingsService, export_id: str, *, secrets_needed: bool = False) -> ExportConfig:
-    """The saved configuration (``saved_config``), or 404."""
-    config = await saved_config(settings, export_id, secrets_needed=secrets_needed)
+    """The saved configuration (``saved_config``), or 404; 409 when its secrets are needed and
+    this server's keys cannot decrypt them (a setup of this server, not a fault of the request)."""
+    try:
+        config = await saved_config(settings, export_id, secrets_needed=secrets_needed)
+    except SecretKeyError:
+        raise ApiError(409, f"Not replayed: {UNDECRYPTABLE}") from None
     if config is None:
         raise ApiError(404, f"No user session export with objectId {export_id!r}")
     return config
@@ -465,8 +470,8 @@ async def dead_letter_body(
     " another replay is sending at the same time (or that stopped being pending meanwhile) is not sent"
     " again: its id is listed in skipped. The replay follows the export as saved: an edit holds from the"
     " next letter, a pause or a delete stops it (the letters not sent stay pending, listed in skipped)."
-    " 409, with nothing sent, when the export is paused, or when this server may not send to the"
-    " endpoint (an http:// URL it no longer allows). With background=true it answers 202 at once"
+    " 409, with nothing sent, when the export is paused, when this server may not send to the"
+    " endpoint (an http:// URL it no longer allows), or when its keys cannot decrypt the export's secrets. With background=true it answers 202 at once"
     " with the number of letters it goes on to send (thousands take minutes); the server log says"
     " how it went, and the letters leave the pending list as they are delivered.",
     dependencies=[Manager],
@@ -474,7 +479,10 @@ async def dead_letter_body(
     responses={
         404: {"description": "No such export, or a listed dead letter is not pending"},
         202: {"description": "Replaying in the background", "model": Replaying},
-        409: {"description": "The export is paused, or its endpoint may not be sent to from this server"},
+        409: {
+            "description": "The export is paused, its endpoint may not be sent to from this server, or"
+            " this server's keys cannot decrypt its secrets"
+        },
     },
 )
 async def replay_dead_letters(

@@ -63,6 +63,13 @@ class ReplayTally:
         return [r for r in self.sent if not r.delivered]
 
 
+# Why a replay cannot start on this server, whose keys cannot decrypt the export's secrets.
+UNDECRYPTABLE = (
+    "this server's keys cannot decrypt the export's secrets: give it the key they were stored with"
+    " (SESSIONEXPORT_SECRET_KEY, or the secret.key it had), or enter them again"
+)
+
+
 class DeliveryRefused(Exception):
     """The export's stored endpoint may not be sent to by this process (an http:// URL stored
     while the server allowed it on loopback, read by one that does not)."""

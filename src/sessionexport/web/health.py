@@ -12,9 +12,10 @@ from starlette.routing import Route
 from sessionexport.clock import HOUR_MS, MINUTE_MS, now_ms
 from sessionexport.export.config import export_config
 from sessionexport.export.deadletters import discard_pending, letters_to_replay
-from sessionexport.export.replay import DeliveryRefused, ReplayTally
+from sessionexport.export.replay import UNDECRYPTABLE, DeliveryRefused, ReplayTally
 from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store.records import ListedDeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
@@ -104,7 +105,11 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
             "Nothing to replay: the dead letter was replayed already, or there is none pending."
         )
         return ui.redirect(f"/health#health-{object_id}")
-    config = export_config(object_id, ui.settings.plain_value(record))
+    try:
+        config = export_config(object_id, ui.settings.plain_value(record))
+    except SecretKeyError:
+        visit.session.say(f"Not replayed: {UNDECRYPTABLE}.")
+        return ui.redirect(f"/health#health-{object_id}")
     try:
         if len(letters) > 1:  # all of them: may take minutes, so not in this request
             ui.exports.replay_in_background(config, letters)
