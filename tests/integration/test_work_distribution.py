@@ -211,6 +211,49 @@ async def test_a_paused_export_whose_secrets_a_worker_cannot_read_holds_nothing_
     await until(lambda: worker.held(export_id) == 2, "the readable export's two shards")
 
 
+async def test_a_lone_worker_standing_aside_says_so_on_the_export_it_holds_back(
+    stack: AsyncExitStack, url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """One process, and an enabled export whose secrets it cannot read: the export it could run
+    waits too, and its alert says why (it sat stopped without a word); once the unreadable one is
+    paused, it runs, and the alert closes."""
+    worker = await start_worker(stack, url, tmp_path, receiver)
+    elsewhere = SettingsService(worker.store, SecretBox([new_key().encode()]))  # a key retired since
+    basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": "pw"}}
+    unreadable = await elsewhere.create(
+        NewObject(EXPORT_SCHEMA, "environment", export_value(receiver.url, authentication=basic)),
+        "test",
+        now_ms(),
+    )
+    assert unreadable.object_id is not None
+    export_id = await create_export(worker.store, tmp_path, receiver, shards=1)
+
+    async def alerts() -> dict[str, str]:
+        return {a.export_id: a.title for a in await worker.store.list_alerts(open_only=True)}
+
+    async def both_said() -> bool:
+        return len(await alerts()) == 2
+
+    await until(both_said, "an alert on each export")
+    said = await alerts()
+    assert said[export_id] == "Exporter stopped: its worker cannot run another export"
+    assert (
+        said[unreadable.object_id] == "Exporter failed: its secrets cannot be decrypted with a worker's key"
+    )
+    assert worker.held(export_id) == 0
+    paused = export_value(
+        receiver.url, authentication=basic, endpointDefinition={"enableUserSessionExport": False}
+    )
+    assert (await elsewhere.update(unreadable.object_id, paused, None, "test", now_ms())).ok
+    worker.supervisor.poke()
+    await until(lambda: worker.held(export_id) == 1, "the readable export runs")
+
+    async def none_said() -> bool:
+        return await alerts() == {}
+
+    await until(none_said, "the alerts closed")
+
+
 async def execute(url: str, statement: str) -> None:
     """Run a statement from another connection, off the event loop: the worker under test may hold
     the row's lock in a transaction that needs the loop to finish (blocking the loop would deadlock)."""

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -96,11 +97,24 @@ UNREADABLE = Unrunnable(
 
 class CannotExport(Exception):
     """Enabled exports this process cannot run (their secrets do not decrypt with its keys, their
-    endpoint is one it may not send to), by export id."""
+    endpoint is one it may not send to), by export id; ``held_back``: the enabled exports it could
+    run, and leaves to others meanwhile."""
 
-    def __init__(self, exports: dict[str, Unrunnable]) -> None:
+    def __init__(self, exports: dict[str, Unrunnable], held_back: Iterable[str] = ()) -> None:
         super().__init__(", ".join(exports))
         self.exports = exports
+        self.held_back = sorted(held_back)
+
+    def said(self, elsewhere: set[str]) -> dict[str, Unrunnable]:
+        """What to say on each export: why it cannot run here, or, for one it could run that no
+        other worker runs (as of the last heartbeat: on one process, none), that it waits for
+        the others to be fixed."""
+        waiting = Unrunnable(
+            "Exporter stopped: its worker cannot run another export",
+            f"it can run every enabled export ({', '.join(self.exports)} cannot run here: see their"
+            " alerts; fix or pause them)",
+        )
+        return self.exports | {e: waiting for e in self.held_back if e not in elsewhere}
 
 
 def worker_alert_kind(owner: str) -> str:
@@ -246,11 +260,12 @@ class ExportSupervisor:
         await self._leave()
         with contextlib.suppress(Exception):  # what this process tells of who runs what: no heartbeat now
             self._elsewhere = {lease.export_id for lease in await self.store.list_leases()}
-        await self._close_worker_alerts(self._aside_from - cannot.exports.keys())  # fixed meanwhile
-        self._aside_from = set(cannot.exports)
+        said = cannot.said(self._elsewhere)
+        await self._close_worker_alerts(self._aside_from - said.keys())  # fixed, or run elsewhere, meanwhile
+        self._aside_from = set(said)
         if (quiet := self._aside.allows()) is None:
             return
-        for export_id, why in sorted(cannot.exports.items()):
+        for export_id, why in sorted(said.items()):
             log.error(
                 "export %s: %s; this process exports nothing and leaves every export to workers that can"
                 " run them all, until %s%s",
@@ -395,7 +410,7 @@ class ExportSupervisor:
             key = (record.version, zone.version if zone else None)
             wanted[record.object_id] = _Wanted(config, zone, key)
         if cannot:
-            raise CannotExport(cannot)
+            raise CannotExport(cannot, held_back=wanted)
         return wanted
 
     async def _zone_missing(self, config: ExportConfig) -> None:
