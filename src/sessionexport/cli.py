@@ -63,7 +63,7 @@ from sessionexport.logs import announce, configure_logging, report
 from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
 from sessionexport.settings.validation import is_loopback
-from sessionexport.store import DATABASE_FILE, Store, StoreError, create_store
+from sessionexport.store import DATABASE_FILE, Store, StoreError, VersionConflict, create_store
 from sessionexport.store.locations import is_postgresql, sqlite_file
 from sessionexport.store.records import TokenRecord
 from sessionexport.store.sqlite_engine import said
@@ -467,7 +467,9 @@ def secrets_rotate(
     try:
         changed = _read(rotate, data_dir, database_url)
     except SecretKeyError as exc:
-        fail(f"{exc}; nothing was changed", 1)
+        fail(str(exc), 1)
+    except VersionConflict as exc:
+        fail(f"{exc}; run secrets rotate again", 1)
     err.print(f"Re-encrypted the secrets of {changed} settings object(s).")
 
 

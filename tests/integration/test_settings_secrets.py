@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import stat
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sessionexport.clock import now_ms
-from sessionexport.settings.objects import NewObject, SettingsService
+from sessionexport.settings.objects import ItemResult, NewObject, SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA
 from sessionexport.settings.secrets import MASK, SecretBox, SecretKeyError, load_secret_box, new_key
 from sessionexport.store import Store
@@ -79,6 +80,37 @@ async def test_rotation_re_encrypts_with_the_newest_key(store: Store) -> None:
     assert only_new.masked_value(record)["authentication"]["basicAuth"]["password"] == MASK
     with pytest.raises(SecretKeyError):
         SettingsService(store, SecretBox([old])).plain_value(record)
+
+
+async def test_rotation_re_encrypts_an_object_edited_meanwhile_as_it_is_now(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server (running with the old key still newest) saves an edit between rotate's read and
+    its write: the write is refused by the object's version, and rotate reads the object again,
+    re-encrypting the edit rather than failing halfway (or undoing it)."""
+    old, new = new_key().encode(), new_key().encode()
+    server = SettingsService(store, SecretBox([old]))
+    created = await server.create(export_with_password(), "t", 1)
+    assert created.object_id is not None
+    object_id = created.object_id
+    edited = copy.deepcopy(export_with_password().value)
+    edited["authentication"]["basicAuth"] = {"username": "edited", "password": "typed again"}
+    write = store.update_setting
+    edits: list[ItemResult] = []
+
+    async def edit_first(record: SettingsRecord, expected_version: int) -> None:
+        if not edits:  # rotate's first write: the server's edit lands just before it
+            monkeypatch.setattr(store, "update_setting", write)
+            edits.append(await server.update(object_id, edited, None, "t", 2))
+        await write(record, expected_version=expected_version)
+
+    monkeypatch.setattr(store, "update_setting", edit_first)
+    assert await SettingsService(store, SecretBox([new, old])).rotate_secrets() == 1
+    assert edits[0].ok
+    record = await store.get_setting(object_id)
+    assert record is not None
+    basic = SettingsService(store, SecretBox([new])).plain_value(record)["authentication"]["basicAuth"]
+    assert basic == {"username": "edited", "password": "typed again"}
 
 
 def test_cli_new_key_and_rotate(tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ class NewObject:
     object_id: str | None = None  # with external_id: the object it replaces (when none has that external_id)
 
 
+ROTATE_ATTEMPTS = 10  # re-reads of an object edited while its secrets are re-encrypted
+
+
 class SettingsService:
     def __init__(
         self,
@@ -356,25 +359,54 @@ class SettingsService:
 
     async def _rotate_secrets(self) -> int:
         """All or nothing: every secret is re-encrypted before any is written, so that one the keys
-        cannot decrypt leaves every object as it was, and is named."""
+        cannot decrypt leaves every object as it was, and is named. An object changed meanwhile
+        (an edit through a server) is read again and re-encrypted as it is now."""
         rotated = []
         for record in await self.store.list_settings():
-            schema = SCHEMAS[record.schema_id]
-            value = orjson.loads(record.value)
-            paths = [p for p in secret_paths(schema) if secrets.is_encrypted(_get(value, p))]
-            if not paths:
-                continue
             try:
-                for path in paths:
-                    _set(value, path, self.box.rotate(_get(value, path)))
+                changed = self._rotated(record)
             except secrets.SecretKeyError as exc:
-                raise secrets.SecretKeyError(f"settings object {record.object_id}: {exc}") from None
-            rotated.append(
-                (record, replace(record, value=orjson.dumps(value).decode(), version=record.version + 1))
-            )
+                raise secrets.SecretKeyError(f"{exc}; nothing was changed") from None
+            if changed is not None:
+                rotated.append((record, changed))
         for record, changed in rotated:
-            await self.store.update_setting(changed, expected_version=record.version)
+            await self._write_rotated(record, changed)
         return len(rotated)
+
+    def _rotated(self, record: SettingsRecord) -> SettingsRecord | None:
+        """The record with its secrets re-encrypted with the newest key; None when it has none."""
+        value = orjson.loads(record.value)
+        paths = [p for p in secret_paths(SCHEMAS[record.schema_id]) if secrets.is_encrypted(_get(value, p))]
+        if not paths:
+            return None
+        try:
+            for path in paths:
+                _set(value, path, self.box.rotate(_get(value, path)))
+        except secrets.SecretKeyError as exc:
+            raise secrets.SecretKeyError(f"settings object {record.object_id}: {exc}") from None
+        return replace(record, value=orjson.dumps(value).decode(), version=record.version + 1)
+
+    async def _write_rotated(self, record: SettingsRecord, changed: SettingsRecord) -> None:
+        for _ in range(ROTATE_ATTEMPTS):
+            try:
+                await self.store.update_setting(changed, expected_version=record.version)
+                return
+            except VersionConflict:
+                fresh = await self.store.get_setting(record.object_id)
+                if fresh is None:
+                    return  # deleted meanwhile: nothing left to re-encrypt
+                record = fresh
+                try:
+                    rotated = self._rotated(fresh)
+                except secrets.SecretKeyError as exc:
+                    raise secrets.SecretKeyError(
+                        f"{exc} (changed meanwhile, with a key this command does not have); the objects"
+                        " before it were re-encrypted"
+                    ) from None
+                if rotated is None:
+                    return
+                changed = rotated
+        raise VersionConflict(f"settings object {record.object_id} kept changing while it was re-encrypted")
 
     async def check_export_value(
         self, value: Any, *, secrets_needed: bool
