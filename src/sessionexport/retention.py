@@ -24,6 +24,9 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
     An export whose cursor is still before them loses them: that is never silent. Its cursor
     (every shard of it) moves past them and an alert says how many sessions expired unexported.
 
+    Dead letters replayed as long ago keep no body: the sessions they held were delivered, and
+    are kept no longer than the log keeps them.
+
     RUM events of open sessions go when nothing arrived for them for the retention period, or
     ``open_ms`` when longer (as long as a session may stay open waiting for its next event: a
     retention shorter than that would drop sessions before they could complete).
@@ -50,6 +53,8 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
     purged = await store.purge_sessions(boundary)
     if purged:
         log.info("retention: purged %d session(s) older than %g day(s)", purged, retention_ms / 86_400_000)
+    if emptied := await store.purge_replayed_bodies(cutoff):
+        log.info("retention: emptied the bodies of %d dead letter(s) replayed before that", emptied)
     idle_ms = max(retention_ms, open_ms)
     dropped = await store.purge_events(now - idle_ms, now)
     if dropped:  # sessions that never completed (no event for that long)

@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from sessionexport.clock import DAY_MS, now_ms
 from sessionexport.config import ServerConfig
 from sessionexport.export import supervisor as supervisor_module
 from sessionexport.export.auth import NoCredentials
@@ -23,6 +24,7 @@ from sessionexport.export.config import ExportConfig
 from sessionexport.export.delivery import Sender
 from sessionexport.export.exporter import Exporter
 from sessionexport.export.tuning import ExportTuning
+from sessionexport.retention import purge_expired
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from tests.conftest import make_token
 from tests.support.backend import backend_database
@@ -508,6 +510,14 @@ async def test_stall_retries_dead_letter_alert_then_replay(engine: Engine, recei
     assert f'sessionexport_sessions_failed_total{{export="{export_id}"}} 3.0' in text
     assert status["state"] == "running" and status["openAlerts"] == []  # the replay's success closed it
     assert status["lastSuccess"] is not None and status["lastSuccess"] >= letter["createdAt"]  # not "never"
+
+    # Once retention is past the replay, its session content is gone; what the letter says stays.
+    await purge_expired(engine.app.state.store, retention_ms=DAY_MS, now=now_ms() + 2 * DAY_MS)
+    gone = await engine.client.get(
+        f"/api/v2/exports/{export_id}/deadletters/{letter['id']}/body", headers=engine.headers
+    )
+    assert gone.status_code == 410 and "retention has removed its body" in gone.text
+    assert (await engine.status(export_id))["replayedSessions"] == 3
 
 
 async def test_a_replay_closes_the_alert_of_its_letters_shard_only(

@@ -752,6 +752,29 @@ async def test_dead_letters_list_get_count_and_replay(store: Store) -> None:
     assert [d.id for d in await store.list_dead_letters("e1", state="pending")] == [ids[2], ids[0]]
 
 
+async def test_the_bodies_of_letters_replayed_before_a_time_are_emptied_and_the_letters_kept(
+    store: Store,
+) -> None:
+    """Session content, delivered: kept no longer than the log keeps sessions. What the letter
+    says of itself stays (its sessions, attempts, replayed counts); a pending letter keeps all."""
+    await store.ensure_cursor("e1", 0, now=1)
+    e1 = await claimed(store, "e1")
+    ids = await store.record_bulk(
+        e1, 9, BulkDecision(delivered=0, letters=(letter(), letter(), letter())), now=2
+    )
+    await store.finish_replay(ids[0], [{"number": 2, "status": 200}], delivered=True, now=10)
+    await store.finish_replay(ids[1], [{"number": 2, "status": 200}], delivered=True, now=30)
+    replayed_before = await store.replayed_sessions("e1")
+    assert await store.purge_replayed_bodies(20) == 1
+    assert await store.purge_replayed_bodies(20) == 0  # emptied once
+    emptied, later, pending = [await store.get_dead_letter(i) for i in ids]
+    assert emptied is not None and (emptied.body, emptied.state) == (b"", "replayed")
+    assert emptied.sessions == letter().sessions  # what it held is still said
+    assert later is not None and later.body != b""  # replayed after the time: kept
+    assert pending is not None and pending.body != b"" and pending.state == "pending"
+    assert await store.replayed_sessions("e1") == replayed_before
+
+
 async def test_a_replay_claims_a_letter_until_it_finishes_or_its_claim_runs_out(store: Store) -> None:
     await store.ensure_cursor("e1", 0, now=1)
     e1 = await claimed(store, "e1")

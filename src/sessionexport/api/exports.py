@@ -449,6 +449,7 @@ async def list_dead_letters(
             },
         },
         404: {"description": "No such dead letter for this export"},
+        410: {"description": "The dead letter was replayed, and retention has removed its body since"},
     },
 )
 async def dead_letter_body(
@@ -458,6 +459,8 @@ async def dead_letter_body(
     letter = await store.get_dead_letter(letterId)
     if letter is None or letter.export_id != objectId:
         raise ApiError(404, f"No dead letter {letterId} for export {objectId!r}")
+    if letter.state == "replayed" and not letter.body:
+        raise ApiError(410, f"Dead letter {letterId} was replayed, and retention has removed its body since")
     media_type = letter.content_type.split(";")[0]
     return await download(request, letter.body, media_type, f"deadletter-{letterId}.ndjson")
 

@@ -174,6 +174,11 @@ class Store(Protocol):
         """In one transaction: append the completed session to the log, drop the events it used,
         note how far the session is completed and when to look at it again."""
 
+    async def purge_replayed_bodies(self, replayed_before: int) -> int:
+        """Empty the bodies of dead letters replayed before ``replayed_before``: session content,
+        delivered, kept no longer than the log keeps it (the letter stays, with what it held and
+        how it went, so that counts of replayed sessions hold). How many were emptied."""
+
     async def purge_events(self, received_before: int, now: int) -> int:
         """Drop events and open-session rows nothing arrived for since ``received_before``, but
         those due by ``now`` (the sessionizer has not looked at them since: it completes them)."""

@@ -464,6 +464,13 @@ class PostgresStore:
                 return AppendResult(0, 0)
             return await append_in_transaction(conn, [part.session], received_at)
 
+    async def purge_replayed_bodies(self, replayed_before: int) -> int:
+        return await self._execute(
+            "UPDATE dead_letters SET body = ''::bytea WHERE state = 'replayed' AND replayed_at < %s"
+            " AND octet_length(body) > 0",
+            (replayed_before,),
+        )
+
     async def purge_events(self, received_before: int, now: int) -> int:
         return await self._execute(_PURGE_EVENTS, {"horizon": received_before, "now": now})
 

@@ -265,6 +265,17 @@ class SQLiteStore:
 
         return await self._write(complete)
 
+    async def purge_replayed_bodies(self, replayed_before: int) -> int:
+        return await self._write(
+            lambda c: (
+                c.execute(
+                    "UPDATE dead_letters SET body = X'' WHERE state = 'replayed' AND replayed_at < ?"
+                    " AND length(body) > 0",
+                    (replayed_before,),
+                ).rowcount
+            )
+        )
+
     async def purge_events(self, received_before: int, now: int) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             stale = f"SELECT tenant_id, session_id FROM open_sessions WHERE {_STALE}"
