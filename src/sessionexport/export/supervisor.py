@@ -91,7 +91,8 @@ class Unrunnable:
 
 UNREADABLE = Unrunnable(
     "Exporter failed: its secrets cannot be decrypted with a worker's key",
-    "its SESSIONEXPORT_SECRET_KEY decrypts them (set it as the other workers')",
+    "its keys decrypt them (SESSIONEXPORT_SECRET_KEY as the other workers have it, or the secret.key"
+    " they were stored with; or enter the secrets again)",
 )
 
 
