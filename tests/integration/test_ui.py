@@ -1709,36 +1709,52 @@ async def test_delivery_series_counts_the_last_hour_by_minute(live: Browser, rec
         assert sum(unknown.json()["delivered"]) == 0
 
 
-async def test_a_replay_this_server_may_not_send_is_refused_on_the_health_page(tmp_path: Path) -> None:
-    """A dead letter of an http:// export stored while loopback http was allowed: a server that
-    no longer allows it sends nothing, and the page says why."""
+async def dead_letter_made(config: ServerConfig, **sections: Any) -> str:
+    """An export (``export_value`` sections) whose one session became a dead letter, its endpoint
+    refusing every bulk, on a server of ``config`` since stopped; its objectId."""
     refusing = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)  # every bulk fails
     url = f"http://127.0.0.1:{refusing.sockets[0].getsockname()[1]}/events"
-    config = ServerConfig(data_dir=tmp_path / "data", allow_http_loopback=True)
     try:
-        async with open_ui(config) as allowing:
-            object_id = await allowing.create(export_value(url, {"retries": 0, "flushIntervalSeconds": 0.1}))
+        async with open_ui(config) as server:
+            object_id = await server.create(
+                export_value(url, {"retries": 0, "flushIntervalSeconds": 0.1}, **sections)
+            )
 
             async def started() -> bool:  # its cursor is set: it begins at "now", so ingest after
-                return (await allowing.status(object_id))["position"] is not None
+                return (await server.status(object_id))["position"] is not None
 
             await until(started, "exporter started")
-            await allowing.ingest([session_line("over-http")])
+            await server.ingest([session_line("dead-lettered")])
 
             async def dead_lettered() -> bool:
-                return bool((await allowing.status(object_id))["deadLetters"] == 1)
+                return bool((await server.status(object_id))["deadLetters"] == 1)
 
             await until(dead_lettered, "a dead letter")
+            return object_id
     finally:
         refusing.close()
         await refusing.wait_closed()
-    async with open_ui(replace(config, allow_http_loopback=False, run_exporters=False)) as strict:
-        ui = await strict.logged_in()
+
+
+async def replay_flash(config: ServerConfig, object_id: str) -> str | None:
+    """What the health page says to replaying the export's one dead letter on a server of ``config``
+    (which leaves it pending)."""
+    async with open_ui(config) as server:
+        ui = await server.logged_in()
         replay = f"/ui/health/{object_id}/replay"
         [row] = (await ui.page("/ui/health")).root.one(id=f"health-{object_id}").one("tbody").all("tr")
         page = await ui.follow(await ui.send(row.one("form", action=replay)))
-        assert page.flash is not None and page.flash.startswith("Not replayed: http:// URL refused")
         assert (await ui.status(object_id))["deadLetters"] == 1  # still pending
+        return page.flash
+
+
+async def test_a_replay_this_server_may_not_send_is_refused_on_the_health_page(tmp_path: Path) -> None:
+    """A dead letter of an http:// export stored while loopback http was allowed: a server that
+    no longer allows it sends nothing, and the page says why."""
+    config = ServerConfig(data_dir=tmp_path / "data", allow_http_loopback=True)
+    object_id = await dead_letter_made(config)
+    flash = await replay_flash(replace(config, allow_http_loopback=False, run_exporters=False), object_id)
+    assert flash is not None and flash.startswith("Not replayed: http:// URL refused")
 
 
 async def test_a_replay_whose_secrets_this_server_cannot_decrypt_is_refused_on_the_health_page(
@@ -1746,37 +1762,12 @@ async def test_a_replay_whose_secrets_this_server_cannot_decrypt_is_refused_on_t
 ) -> None:
     """Started with another key than the one the export's password was stored with: a replay
     sends nothing, and the page says why (it was a 500)."""
-    refusing = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)  # every bulk fails
-    url = f"http://127.0.0.1:{refusing.sockets[0].getsockname()[1]}/events"
     config = ServerConfig(data_dir=tmp_path / "data", allow_http_loopback=True, secret_keys=new_key())
     basic = {"active": True, "authType": "basic", "basicAuth": {"username": "u", "password": "pw"}}
-    try:
-        async with open_ui(config) as first:
-            value = export_value(url, {"retries": 0, "flushIntervalSeconds": 0.1}, authentication=basic)
-            object_id = await first.create(value)
-
-            async def started() -> bool:
-                return (await first.status(object_id))["position"] is not None
-
-            await until(started, "exporter started")
-            await first.ingest([session_line("with-a-password")])
-
-            async def dead_lettered() -> bool:
-                return bool((await first.status(object_id))["deadLetters"] == 1)
-
-            await until(dead_lettered, "a dead letter")
-    finally:
-        refusing.close()
-        await refusing.wait_closed()
-    other_key = replace(config, secret_keys=new_key(), run_exporters=False)
-    async with open_ui(other_key) as other:
-        ui = await other.logged_in()
-        replay = f"/ui/health/{object_id}/replay"
-        [row] = (await ui.page("/ui/health")).root.one(id=f"health-{object_id}").one("tbody").all("tr")
-        page = await ui.follow(await ui.send(row.one("form", action=replay)))
-        assert page.flash is not None
-        assert page.flash.startswith("Not replayed: this server's keys cannot decrypt the export's secrets")
-        assert (await ui.status(object_id))["deadLetters"] == 1  # still pending
+    object_id = await dead_letter_made(config, authentication=basic)
+    flash = await replay_flash(replace(config, secret_keys=new_key(), run_exporters=False), object_id)
+    assert flash is not None
+    assert flash.startswith("Not replayed: this server's keys cannot decrypt the export's secrets")
 
 
 async def test_more_dead_letters_than_a_page_holds_are_paged(live: Browser, receiver: Receiver) -> None:
