@@ -10,7 +10,6 @@ rotate`` (re-encrypts every stored secret with the first key), then drop the old
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sessionexport.folders import make_private_dir
-
-log = logging.getLogger(__name__)
 
 KEY_FILE = "secret.key"
 PREFIX = "fernet:"
@@ -110,10 +107,7 @@ def load_secret_box(data_dir: Path, env_keys: str | None, *, create: bool = True
     try:
         if not path.exists():
             make_private_dir(data_dir)
-            if create_private_file(path, (new_key() + "\n").encode()):  # False: another process made it first
-                # Said: on a database that holds secrets already, a lost key file is why they no
-                # longer decrypt.
-                log.info("secrets: made a new secret key at %s (keep it with backups of the data)", path)
+            create_private_file(path, (new_key() + "\n").encode())  # False: another process made it first
         text = path.read_text()
     except OSError as exc:  # a data directory that cannot be made, a key file that cannot be read
         raise SecretKeyError(f"cannot keep the secret key at {path}: {exc.strerror or exc}") from None
