@@ -32,8 +32,9 @@ def checked(parse: Callable[[str], object]) -> Callable[[Any], Any]:
     variable the value came from, as click says its own."""
 
     def callback(value: Any) -> Any:
+        given = [] if value is None else value if isinstance(value, list | tuple) else [value]
         try:
-            for one in value if isinstance(value, list | tuple) else [value] if value is not None else []:
+            for one in given:
                 parse(one)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None

@@ -258,7 +258,7 @@ class SQLiteEngine:
             if migrate(conn, self._migrations, create=not self._existing):
                 _empty_wal(conn)
         except BaseException as exc:
-            kind = StoreFull if isinstance(translate(exc), StoreFull) else StoreError
+            kind = StoreFull if _full(exc) else StoreError
             ready.set_exception(kind(f"cannot open {self.path}: {said(exc)}"))
             return
         ready.set_result(None)
@@ -582,7 +582,7 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
-def _full(exc: sqlite3.Error) -> bool:
+def _full(exc: BaseException) -> bool:
     """The disk (or a quota) is full: SQLITE_FULL, or a -shm file that cannot grow, which SQLite
     reports as a mere I/O error (a connection needs it to read a database in WAL mode at all)."""
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE)
@@ -590,9 +590,6 @@ def _full(exc: sqlite3.Error) -> bool:
 
 def said(exc: BaseException) -> str:
     """What went wrong, in words that name a full disk as such."""
-    if (
-        isinstance(exc, sqlite3.Error)
-        and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_IOERR_SHMSIZE
-    ):
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_IOERR_SHMSIZE:
         return f"the disk is full: the database's -shm file cannot grow ({exc})"
     return str(exc)
