@@ -215,6 +215,9 @@ def test_configure_an_oauth2_export_test_it_watch_it_deliver_and_replay_a_dead_l
     before = len(site.receiver.sessions())
     page.get_by_role("button", name=re.compile("Replay dead letter")).click()
     expect(page.locator(".flash")).to_contain_text("Replayed 1 of 1 dead letter(s)")
+    # where the button was, not at the page's top, and read out first
+    expect(page.locator(".flash")).to_be_in_viewport()
+    expect(page.locator(".flash")).to_be_focused()
     expect(page.get_by_text("No dead letters")).to_be_visible()
     assert len(site.receiver.sessions()) == before + 5
     shot(page, "08-health-after-replay")
@@ -222,6 +225,8 @@ def test_configure_an_oauth2_export_test_it_watch_it_deliver_and_replay_a_dead_l
     # Log out: the UI asks for a token again.
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/ui/login$"))
+    expect(page.locator(".flash")).to_have_text("Logged out.")
+    expect(page.get_by_label("API token")).to_be_focused()  # the message takes no focus from it
     page.goto(f"{site.base}/ui/health")
     expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/health"))
     page.close()
@@ -291,12 +296,15 @@ def test_every_page_fits_a_phone_and_works_from_the_keyboard(browser: Browser, s
     assert created.status_code == 200, created.text
     page = browser.new_page(viewport=PHONE)
     page.goto(f"{site.base}/ui/login")
-    # Keyboard only: the token field has the focus, Enter logs in; on every page the first Tab
-    # reaches "Skip to content", which takes the focus past the navigation.
+    # Keyboard only: the token field has the focus, Enter logs in, and the message saying so has
+    # the focus (it is read out first). On a page without one, the first Tab reaches "Skip to
+    # content", which takes the focus past the navigation.
     assert page.evaluate("document.activeElement.id") == "token"
     page.keyboard.type(site.token)
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/ui/exports$"))
+    expect(page.locator(".flash")).to_be_focused()
+    page.reload()
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     page.keyboard.press("Enter")
@@ -379,6 +387,26 @@ def test_the_health_page_shows_utc_and_goes_to_the_login_once_it_ended_elsewhere
     other.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/health$"), timeout=15_000)
     expect(page.locator(".top nav")).to_have_count(0)  # a whole login page, not one inside a card
+    context.close()
+
+
+def test_without_javascript_nothing_that_needs_it_is_offered(browser: Browser, site: Site) -> None:
+    export = {"endpointDefinition": {"endpointUrl": "https://127.0.0.1:9/sessions"}}
+    created = httpx.post(
+        f"{site.base}/api/v2/settings/objects",
+        json=[{"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export}],
+        headers={"Authorization": f"Api-Token {site.token}"},
+    )
+    assert created.status_code == 200, created.text
+    context = browser.new_context(viewport=LAPTOP, java_script_enabled=False)
+    page = context.new_page()
+    log_in(page, site)
+    page.locator("#export-new summary").click()
+    expect(page.get_by_role("button", name="Download mapping").first).to_be_visible()
+    expect(page.get_by_role("button", name="Test export")).to_have_count(0)  # it goes through htmx
+    page.goto(f"{site.base}/ui/health")
+    expect(page.get_by_role("heading", name="Dead letters")).to_be_visible()
+    expect(page.get_by_role("img")).to_have_count(0)  # no empty box said to be a chart
     context.close()
 
 

@@ -243,6 +243,12 @@ class Page:
     def field_value(self, container: str, path: str) -> str:
         return form_data(self.root.one(id=container))[path]
 
+    def described(self, container: str, name: str) -> list[str]:
+        """The texts a control names in its aria-describedby, in order."""
+        card = self.root.one(id=container)
+        ids = card.one(name=name).attrs.get("aria-describedby", "").split()
+        return [" ".join(card.one(id=i).text.split()) for i in ids]
+
     @property
     def flash(self) -> str | None:
         found = self.root.all("p", **{"class": "flash"})
@@ -490,6 +496,24 @@ async def test_unknown_pages_and_methods_get_the_uis_own_page(ui: Browser) -> No
         assert said in response.text, path
         assert next(a.text for a in page.one("nav").all("a")) == "Exports"  # the menu is there
         assert response.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    ("address", "page"),
+    [
+        ("/ui/exports/0123456789abcdef", "/ui/exports"),
+        ("/ui/exports/mapping", "/ui/exports"),
+        ("/ui/zones/0123456789abcdef", "/ui/zones"),
+        ("/ui/health/0123456789abcdef/replay", "/ui/health"),
+    ],
+)
+async def test_a_visit_to_the_address_of_a_form_goes_to_its_page(
+    ui: Browser, address: str, page: str
+) -> None:
+    """A refused form leaves its address in the address bar; a reload visits it."""
+    await ui.logged_in()
+    response = await ui.client.get(address)
+    assert response.status_code == 303 and response.headers["location"] == page
 
 
 async def test_while_the_store_fails_pages_are_a_503_saying_so(
@@ -989,6 +1013,16 @@ async def test_constraint_violations_are_shown_next_to_their_fields(ui: Browser)
     assert page.field_value("export-new", "authentication.oAuth2.scope") == "sessions.write"  # ... as sent
     assert SECRET not in page.html and "fernet:" not in page.html
     assert card.one("input", name="endpointDefinition.endpointUrl").attrs.get("aria-invalid") == "true"
+    assert card.one("input", name="endpointDefinition.endpointUrl").attrs.get("aria-required") == "true"
+    summary = card.one("p", **{"class": "problems"})  # also where the fields are far down the page
+    assert summary.attrs["role"] == "alert" and "was not saved: see the fields marked below" in summary.text
+    empty = await ui.page("/ui/exports")
+    mapping = await ui.submit(
+        empty, "/ui/exports", {"endpointDefinition.endpointUrl": ""}, to="/ui/exports/mapping"
+    )
+    assert mapping.status_code == 400 and not mapping.headers.get("content-disposition")
+    refused = parse(mapping.text).one(id="export-new").one("p", **{"class": "problems"})
+    assert "was not downloaded: see the fields marked below" in refused.text
     assert await ui.objects() == []
 
 
@@ -1275,8 +1309,8 @@ async def test_a_saved_export_without_sessions_to_sample_keeps_its_unsaved_edits
     assert shown.flash is not None and "No sessions from the last 7 days" in shown.flash
     assert shown.field_value(f"export-{object_id}", "exportBehavior.customConfiguration") == '{"retries": 5}'
     assert "was not saved" not in nothing.text and "they are not saved yet" in nothing.text
-    secret = shown.form(f"/ui/exports/{object_id}").one("input", name="authentication.oAuth2.clientSecret")
-    assert "leave empty to keep it" in secret.attrs["placeholder"]
+    card, secret = f"export-{object_id}", "authentication.oAuth2.clientSecret"
+    assert "Stored and not shown: leave it empty to keep it." in shown.described(card, secret)
     saved_value = (await ui.objects())[0]["value"]
     assert saved_value["exportBehavior"]["customConfiguration"] == '{"retries": 2}'  # not saved
     saved = await ui.submit(shown, f"/ui/exports/{object_id}")
@@ -1307,7 +1341,10 @@ async def test_a_test_export_from_the_form(ui_tls: Browser, receiver: Receiver) 
     )
     assert plain.status_code == 200
     fragment = parse(plain.text)
-    assert "Not sent" in fragment.text and "endpointDefinition.endpointUrl" in fragment.text
+    # named as the form names the field, not by its path in the API
+    assert (
+        "Not sent" in fragment.text and "Define your endpoint / Endpoint URL: must use https" in fragment.text
+    )
     assert "https" in fragment.text
     assert len(receiver.requests) == 1
     assert await ui.objects() == []  # a test saves nothing
@@ -1320,7 +1357,7 @@ async def test_a_test_export_from_the_form(ui_tls: Browser, receiver: Receiver) 
 
 
 async def test_testing_a_saved_export_asks_for_its_secret_again(ui_tls: Browser, receiver: Receiver) -> None:
-    """The saved export's secret field says "stored (not shown); leave empty to keep it". A test
+    """The saved export's secret field says "leave it empty to keep it". A test
     export needs the secret entered again (stored secrets are never sent back), and it must say so,
     as the API does, rather than call the field blank."""
     receiver.behaviour.oauth_clients = {"client-1": SECRET}
@@ -1335,12 +1372,13 @@ async def test_testing_a_saved_export_asks_for_its_secret_again(ui_tls: Browser,
     [stored] = await ui.objects()
     page = await ui.page("/ui/exports")
     form = f"/ui/exports/{stored['objectId']}"
-    secret_field = page.form(form).one("input", name="authentication.oAuth2.clientSecret")
-    assert "leave empty to keep it" in secret_field.attrs["placeholder"]
+    card, secret = f"export-{stored['objectId']}", "authentication.oAuth2.clientSecret"
+    assert "Stored and not shown: leave it empty to keep it." in page.described(card, secret)
+    assert "aria-required" not in page.form(form).one("input", name=secret).attrs  # it may stay empty
 
     refused = await ui.submit(page, form, to="/ui/exports/test")
     fragment = " ".join(parse(refused.text).text.split())
-    assert "Not sent" in fragment and "authentication.oAuth2.clientSecret" in fragment
+    assert "Not sent" in fragment and "OAuth 2.0 (Early Adopter) / Client secret:" in fragment
     assert "enter the secret again" in fragment, fragment
     assert receiver.requests == [] and receiver.token_requests == []
 
@@ -1546,9 +1584,18 @@ async def test_zone_violations_are_shown_next_to_their_fields(ui: Browser) -> No
     refused = Page(response, parse(response.text))
     assert "regular expression" in refused.error_at("zone-new", "rules[0].value")
     assert refused.field_value("zone-new", "rules[0].value") == "(shop"
+    summary = refused.root.one(id="zone-new").one("p", **{"class": "problems"})
+    assert summary.attrs["role"] == "alert" and "not saved: see the fields marked below" in summary.text
+
+    # in the form's words: the rule offered blank is no rule, and an unchosen choice is not "null"
     no_rules = await ui.submit(page, "/ui/zones", {"name": "Empty"})
     assert no_rules.status_code == 400
-    assert "1 to 100" in no_rules.text
+    shown = Page(no_rules, parse(no_rules.text))
+    rules = shown.root.one(id="zone-new").one("fieldset", **{"data-list": "rules"})
+    [said] = [" ".join(shown.root.one(id=i).text.split()) for i in rules.attrs["aria-describedby"].split()]
+    assert said == "fill in at least one rule"
+    unchosen = await ui.submit(page, "/ui/zones", {"name": "Half", "rules[0].value": "Poland"})
+    assert Page(unchosen, parse(unchosen.text)).error_at("zone-new", "rules[0].attribute") == "choose one"
     assert len(await ui.objects(ZONE_SCHEMA)) == 1
 
 
@@ -1802,7 +1849,7 @@ async def test_exports_to_one_endpoint_are_named_apart(ui: Browser) -> None:
         for index in ("web", "mobile")
     ] + [await ui.create(export_value(ENDPOINT))]
     page = await ui.page("/ui/exports")
-    titles = [s.text for s in page.root.all("span", **{"class": "title"})]
+    titles = [s.text for s in page.root.all("h2", **{"class": "title"})]
     assert f"{bulk} → index web" in titles and f"{bulk} → index mobile" in titles and ENDPOINT in titles
     health = await ui.page("/ui/health")
     names = [health.root.one(id=f"health-{i}").one("h2").text for i in ids]
@@ -1838,6 +1885,11 @@ async def test_dead_letters_are_replayed_from_the_health_page(live: Browser, rec
     assert failed.status_code == 303 and failed.headers["location"] == f"/ui/health#health-{object_id}"
     page = await ui.follow(failed)
     assert page.flash is not None and page.flash.startswith("Replayed 0 of 1 dead letter(s). Still failing:")
+    # said in the export's card, where the redirect scrolls to: the page's top is out of sight
+    [said] = page.root.all("p", **{"class": "flash"})
+    assert said in page.root.one(id=f"health-{object_id}").all("p")
+    last_error = page.root.one("section", **{"data-export": object_id}).one("p", **{"class": "error"})
+    assert re.match(r"Last error, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(.* ago\): ", last_error.text)
     assert health_numbers(page, object_id)["deadLetters"] == 3
     # its reason is now why it failed this time (why it failed before is in its attempts)
     pending = (await ui.api("GET", f"/api/v2/exports/{object_id}/deadletters")).json()["deadLetters"]
@@ -1915,6 +1967,13 @@ async def test_discard_and_replay_all_take_the_letters_the_page_counted_not_thos
         "The page was out of date: read the dead letters again, then discard them."
     )
     assert await pending() == [kept_since]
+
+    # a message about an export deleted before the page was read again is said at its top
+    last = await ui.send((await ui.page("/ui/health")).form(f"/ui/health/{object_id}/discard"))
+    assert (await ui.api("DELETE", f"/api/v2/settings/objects/{object_id}")).status_code == 204
+    gone = await ui.follow(last)
+    assert gone.flash == "Discarded 1 dead letter(s) holding 2 session(s)."
+    assert not gone.root.all("article")  # no card to say it in
 
 
 async def _count(letters: Callable[[], Awaitable[list[int]]], count: int) -> bool:

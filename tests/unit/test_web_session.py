@@ -235,7 +235,16 @@ def test_a_flash_message_is_shown_once() -> None:
     session = logged_in()
     session.say("Export deleted.")
     loaded = cookies.load(request(saved(cookies, session)))
-    assert loaded.take_flash() == "Export deleted."
+    assert loaded.take_flash() == ("Export deleted.", None)
     assert loaded.changed  # the cookie must be rewritten without the message
     again = cookies.load(request(saved(cookies, loaded)))
-    assert again.take_flash() is None
+    assert again.take_flash() == (None, None)
+
+
+def test_a_flash_message_keeps_the_part_of_the_page_it_is_about() -> None:
+    cookies = SessionCookies(KEY)
+    session = logged_in()
+    session.say("Replayed 1 of 1 dead letter(s).", at="health-abc")
+    loaded = cookies.load(request(saved(cookies, session)))
+    assert loaded.take_flash() == ("Replayed 1 of 1 dead letter(s).", "health-abc")
+    assert cookies.load(request(saved(cookies, loaded))).take_flash() == (None, None)

@@ -9,7 +9,7 @@ the session cookie. Views are plain functions of (ui, request, visit) in one mod
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,11 +196,23 @@ class Ui:
         return record
 
     def render(
-        self, request: Request, visit: Visit, template: str, *, status: int = 200, **context: Any
+        self,
+        request: Request,
+        visit: Visit,
+        template: str,
+        *,
+        status: int = 200,
+        places: Collection[str] = (),
+        **context: Any,
     ) -> Response:
+        """A page; ``places``: the ids of its parts that show a message said about them in
+        place (``UiSession.say(at=...)``); any other message is shown at the top."""
         if template == "error.html" and request.headers.get("hx-request"):
             template = "_error.html"  # a page's script shows it in place, not a page in a page
-        context.update(visit=visit, csrf=visit.session.csrf, flash=visit.session.take_flash())
+        flash, at = visit.session.take_flash()
+        context.update(
+            visit=visit, csrf=visit.session.csrf, flash=flash, flash_at=at if at in places else None
+        )
         return self.templates.TemplateResponse(request, template, context, status_code=status)
 
     async def save(
@@ -261,6 +273,13 @@ def _page_path(url: str | None) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
+def _form_page(path: str) -> str | None:
+    """The page whose forms send to ``path``, where a visit to such an address goes: a refused form
+    leaves its address in the address bar, and the browser visits it again on a reload."""
+    section = path.removeprefix(f"{PREFIX}/").partition("/")[0]
+    return f"{PREFIX}/{section}" if section in ("exports", "zones", "health") else None
+
+
 def create_ui(state: Any) -> Starlette:
     from sessionexport.web import auth, exports, health, sessions, zones
 
@@ -280,7 +299,10 @@ def create_ui(state: Any) -> Starlette:
     }
 
     async def error_page(request: Request, exc: Exception) -> Response:
-        response = await pages[getattr(exc, "status_code", 404)](request)
+        status = getattr(exc, "status_code", 404)
+        if status == 405 and request.method == "GET" and (page := _form_page(request.url.path)):
+            return RedirectResponse(page, 303)
+        response = await pages[status](request)
         if response.status_code == 405:  # what the path takes: its GET and POST are routes of their own
             response.headers["Allow"] = allowed_methods(request)
         return response

@@ -26,7 +26,7 @@ from sessionexport.settings.schemas import EXPORT_SCHEMA, EXPORT_SETTINGS, MAX_E
 from sessionexport.store.records import SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit
-from sessionexport.web.forms import NEW, ObjectForm, object_form, value_from_form
+from sessionexport.web.forms import NEW, ObjectForm, build_form, field_labels, object_form, value_from_form
 
 
 def routes(ui: Ui) -> list[Route]:
@@ -49,10 +49,12 @@ def routes(ui: Ui) -> list[Route]:
     ]
 
 
+_LABELS = field_labels(build_form(EXPORT_SETTINGS, None))  # a refused test names fields as the form does
+
+
 @dataclass
 class ExportForm(ObjectForm):
     enabled: bool = True
-    refused: bool = False  # what it shows was refused (to save, or to download for): its fields say why
     not_done: str = "saved"  # what its refusal did not do: "saved", or "downloaded"
 
 
@@ -111,7 +113,7 @@ async def test_export(ui: Ui, request: Request, visit: Visit) -> Response:
     export's secrets must be entered again: the service says so (they are never sent back)."""
     value = _submitted(visit)
     config, violations = await unsaved_config(ui.settings, value, secrets_needed=True)
-    context: dict[str, Any] = {"violations": violations, "result": None, "problem": None}
+    context: dict[str, Any] = {"violations": violations, "result": None, "problem": None, "labels": _LABELS}
     if config is not None:
         try:
             entries = await preview_sessions(ui.store, ui.settings, config, now_ms())
@@ -202,7 +204,6 @@ def _saved_form(
     form.update_token = update_token(record)
     form.enabled = stored["endpointDefinition"]["enableUserSessionExport"]
     form.open = submitted is not None
-    form.refused = submitted is not None and result is not None
     return form
 
 

@@ -10,7 +10,7 @@ constraint violations, so each violation lands next to its field.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -69,6 +69,7 @@ class ObjectForm:
     errors: list[str] = field(default_factory=list)
     update_token: str | None = None
     open: bool = False
+    refused: bool = False  # what it shows was refused: its fields, or ``errors``, say why
 
 
 NEW = "new"
@@ -89,7 +90,7 @@ def object_form(
     messages = unplaced_errors(fields, errors)
     if result is not None and not result.violations and result.message:
         messages.append(result.message)  # not found, changed meanwhile (409), too many objects
-    return kind(object_id, title, fields, messages)
+    return kind(object_id, title, fields, messages, refused=result is not None)
 
 
 def build_form(
@@ -155,6 +156,9 @@ class _Builder:
             options = [(item["value"], item["displayName"]) for item in enum["items"]]
         elif kind == "setting":
             options = self.settings_options
+        error = self.errors.get(path)
+        if error is not None and kind in ("enum", "setting") and value is None:
+            error = "choose one"  # the API's words are "must not be null": the form sent nothing
         if value is None and kind == "boolean":
             value = prop.get("default", False)
         elif value is None and kind in ("enum", "text", "textarea"):
@@ -168,7 +172,7 @@ class _Builder:
             options=options,
             required=not prop.get("nullable", False) and kind in ("text", "textarea", "secret", "enum"),
             when=when,
-            error=self.errors.get(path),
+            error=error,
             # Not when it was refused: there is none to keep, or it may not be kept (a new place).
             secret_stored=kind == "secret" and value == MASK and path not in self.errors,
         )
@@ -185,12 +189,16 @@ class _Builder:
                 item_path, f"{type_['displayName']} {index + 1}", children, [], self.errors.get(item_path)
             )
 
+        error, least = self.errors.get(path), prop.get("minObjects", 0)
+        if error is not None and len(items) < least:  # the API counts items, the form offers a blank one
+            noun = type_["displayName"].lower()
+            error = f"fill in at least one {noun}" if least == 1 else f"fill in at least {least} {noun}s"
         return ListField(
             path,
             prop["displayName"],
             [item(i, v) for i, v in enumerate(items)],
             item(len(items), {}),
-            self.errors.get(path),
+            error,
         )
 
 
@@ -214,15 +222,24 @@ def _conditions(prop: dict[str, Any], prefix: str) -> list[Condition]:
     return [(_join(prefix, p["property"]), p["expectedValue"]) for p in parts]
 
 
-def _names(items: list[Field | Section | ListField]) -> list[str]:
-    names: list[str] = []
+def field_labels(form_fields: list[Field | Section | ListField]) -> dict[str, str]:
+    """What the form calls each of its fields and sections, by path (a violation's path): the
+    labels of the sections it is in and its own ("Basic authentication / Password")."""
+    return dict(_labelled(form_fields, ""))
+
+
+def _labelled(items: list[Field | Section | ListField], within: str) -> Iterator[tuple[str, str]]:
     for item in items:
-        names.append(item.name)
+        label = f"{within} / {item.label}" if within else item.label
+        yield item.name, label
         if isinstance(item, Section):
-            names += _names(item.children)
+            yield from _labelled(item.children, label)
         elif isinstance(item, ListField):
-            names += _names([*item.items, item.blank])
-    return names
+            yield from _labelled([*item.items, item.blank], label)
+
+
+def _names(items: list[Field | Section | ListField]) -> list[str]:
+    return [name for name, _ in _labelled(items, "")]
 
 
 def _join(prefix: str, name: str) -> str:

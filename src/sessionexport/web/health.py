@@ -58,7 +58,8 @@ async def health_page(ui: Ui, request: Request, visit: Visit) -> Response:
     records = await ui.settings.all(EXPORT_SCHEMA)
     names = ui.export_names(records)
     exports = [await _view(ui, r, names[r.object_id], before.get(r.object_id)) for r in records]
-    return ui.render(request, visit, "health.html", exports=exports)
+    places = [card(r.object_id) for r in records]
+    return ui.render(request, visit, "health.html", places=places, exports=exports)
 
 
 async def health_stats(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -97,32 +98,34 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     if letter_id is not None:
         letters, missing = await letters_to_replay(ui.store, object_id, [letter_id])
     elif not letter:
-        if (up_to := _counted_up_to(visit, "replay")) is None:
-            return ui.redirect(f"/health#health-{object_id}")
+        if (up_to := stored_id(visit.field("up_to").strip())) is None:
+            return _back(ui, visit, object_id, _out_of_date("replay"))
         letters, missing = await letters_to_replay(ui.store, object_id, None, up_to)
     if missing or not letters:
-        visit.session.say(
-            "Nothing to replay: the dead letter was replayed already, or there is none pending."
+        return _back(
+            ui,
+            visit,
+            object_id,
+            "Nothing to replay: the dead letter was replayed already, or there is none pending.",
         )
-        return ui.redirect(f"/health#health-{object_id}")
     try:
         config = export_config(object_id, ui.settings.plain_value(record))
     except SecretKeyError:
-        visit.session.say(f"Not replayed: {UNDECRYPTABLE}.")
-        return ui.redirect(f"/health#health-{object_id}")
+        return _back(ui, visit, object_id, f"Not replayed: {UNDECRYPTABLE}.")
     try:
         if len(letters) > 1:  # all of them: may take minutes, so not in this request
             ui.exports.replay_in_background(config, letters)
-            visit.session.say(
+            return _back(
+                ui,
+                visit,
+                object_id,
                 f"Replaying {len(letters)} dead letters in the background: the count above follows"
                 " them; reload the page to see which are left (one that failed again shows the new"
-                " reason)."
+                " reason).",
             )
-            return ui.redirect(f"/health#health-{object_id}")
         results = await ui.exports.replay(config, letters)
     except DeliveryRefused as exc:
-        visit.session.say(f"Not replayed: {exc}")
-        return ui.redirect(f"/health#health-{object_id}")
+        return _back(ui, visit, object_id, f"Not replayed: {exc}")
     tally = ReplayTally.of(results)
     message = f"Replayed {tally.delivered} of {len(tally.sent)} dead letter(s)."
     if tally.failed:
@@ -131,17 +134,7 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
         message += (
             f" {len(tally.skipped)} not sent: another replay was sending it, or it was no longer pending."
         )
-    visit.session.say(message)
-    return ui.redirect(f"/health#health-{object_id}")
-
-
-def _counted_up_to(visit: Visit, action: str) -> int | None:
-    """The newest pending letter the page counted: "all" in its buttons means up to it, not the
-    letters kept since. None, said, for a form without it (a page from an older server)."""
-    up_to = stored_id(visit.field("up_to").strip())
-    if up_to is None:
-        visit.session.say(f"The page was out of date: read the dead letters again, then {action} them.")
-    return up_to
+    return _back(ui, visit, object_id, message)
 
 
 async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
@@ -149,13 +142,30 @@ async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
     if await ui.settings.get_export(object_id) is None:
         visit.session.say("That export no longer exists.")
         return ui.redirect("/health")
-    if (up_to := _counted_up_to(visit, "discard")) is None:
-        return ui.redirect(f"/health#health-{object_id}")
+    # "all" in the page's buttons means up to the newest letter it counted, not the letters kept since
+    if (up_to := stored_id(visit.field("up_to").strip())) is None:
+        return _back(ui, visit, object_id, _out_of_date("discard"))
     letters, sessions = await discard_pending(
         ui.store, object_id, now_ms(), f"UI login {visit.author!r}", up_to
     )
-    visit.session.say(f"Discarded {letters} dead letter(s) holding {sessions} session(s).")
-    return ui.redirect(f"/health#health-{object_id}")
+    return _back(ui, visit, object_id, f"Discarded {letters} dead letter(s) holding {sessions} session(s).")
+
+
+def card(object_id: str) -> str:
+    """The id of an export's part of the health page."""
+    return f"health-{object_id}"
+
+
+def _back(ui: Ui, visit: Visit, object_id: str, message: str) -> Response:
+    """Back to the export's part of the health page, with ``message`` in it: at the top of the
+    page, the message would be out of sight of the button that was pressed."""
+    visit.session.say(message, at=card(object_id))
+    return ui.redirect(f"/health#{card(object_id)}")
+
+
+def _out_of_date(action: str) -> str:
+    """For a form without the newest letter its page counted (a page from an older server)."""
+    return f"The page was out of date: read the dead letters again, then {action} them."
 
 
 async def _health(ui: Ui, record: SettingsRecord) -> ExportHealth:

@@ -31,12 +31,20 @@ class UiSession:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     token_id: str | None = None
     flash: str | None = None
+    flash_at: str | None = None  # the id of the part of the next page it is about (its anchor)
     id: str | None = None  # of a logged-in session
     since: int | None = None  # when it logged in, epoch seconds: it ends MAX_AGE_SECONDS later
     changed: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"c": self.csrf, "t": self.token_id, "f": self.flash, "s": self.id, "l": self.since}
+        return {
+            "c": self.csrf,
+            "t": self.token_id,
+            "f": self.flash,
+            "a": self.flash_at,
+            "s": self.id,
+            "l": self.since,
+        }
 
     def csrf_ok(self, sent: str | None) -> bool:
         return sent is not None and hmac.compare_digest(sent.encode(), self.csrf.encode())
@@ -50,13 +58,17 @@ class UiSession:
         self.token_id, self.id, self.since = None, None, None
         self.csrf, self.changed = secrets.token_urlsafe(32), True
 
-    def say(self, message: str) -> None:
-        self.flash, self.changed = message, True
+    def say(self, message: str, *, at: str | None = None) -> None:
+        """A message for the next page, shown at its top, or ``at`` the part of it with that id
+        when the page has one (the part a redirect to ``#at`` scrolls to)."""
+        self.flash, self.flash_at, self.changed = message, at, True
 
-    def take_flash(self) -> str | None:
-        message, self.flash = self.flash, None
+    def take_flash(self) -> tuple[str | None, str | None]:
+        """The message for this page and where it belongs (None: at the top); said once."""
+        message, at = self.flash, self.flash_at
+        self.flash = self.flash_at = None
         self.changed = self.changed or message is not None
-        return message
+        return message, at
 
 
 def _younger_than_max_age(since: Any) -> bool:
@@ -72,7 +84,13 @@ class SessionCookies:
         if raw:
             try:
                 data = self._serializer.loads(raw, max_age=MAX_AGE_SECONDS)
-                session = UiSession(csrf=data["c"], token_id=data["t"], flash=data["f"], id=data.get("s"))
+                session = UiSession(
+                    csrf=data["c"],
+                    token_id=data["t"],
+                    flash=data["f"],
+                    flash_at=data.get("a"),
+                    id=data.get("s"),
+                )
                 session.since = data.get("l")
             except (BadSignature, KeyError, TypeError):
                 return UiSession(changed=True)  # tampered, expired or from other keys: start afresh

@@ -135,7 +135,20 @@ document.addEventListener("htmx:responseError", (event) => {
 });
 document.addEventListener("htmx:sendError", (event) => sayInTarget(event, "The server could not be reached; try again."));
 
+// A message about what was just done is read out first: a status already there at load is not.
+// It keeps the part of the page the address points to in view. (After the load: going to the
+// address's #part takes the focus away.)
+window.addEventListener("load", () => {
+  const flash = document.querySelector(".flash");
+  if (flash && !document.querySelector("[autofocus]")) {
+    flash.focus({ preventScroll: Boolean(window.location.hash) && !flash.closest(":target") });
+  }
+});
+
 document.addEventListener("DOMContentLoaded", () => {
+  if (window.htmx) {
+    for (const button of document.querySelectorAll("[data-test-export]")) button.hidden = false;
+  }
   for (const form of document.querySelectorAll("form")) {
     if (!form.querySelector("[data-when], [data-test-export]")) continue;
     refresh(form);
@@ -152,6 +165,7 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
   if (document.querySelector("[data-chart]") && window.uPlot) {
+    for (const block of document.querySelectorAll("[data-chart-block]")) block.hidden = false;
     drawCharts();
     setInterval(drawCharts, 10000);
   }
