@@ -1883,6 +1883,9 @@ async def test_dead_letters_are_replayed_from_the_health_page(live: Browser, rec
     receiver.behaviour.script.append(503)
     failed = await ui.send(rows[-1].one("form", action=replay))
     assert failed.status_code == 303 and failed.headers["location"] == f"/ui/health#health-{object_id}"
+    # another tab's refresh of the numbers meanwhile leaves the message to the page
+    stats = await ui.client.get(f"/ui/health/{object_id}/stats", headers={"HX-Request": "true"})
+    assert stats.status_code == 200 and "data-delivered" in stats.text
     page = await ui.follow(failed)
     assert page.flash is not None and page.flash.startswith("Replayed 0 of 1 dead letter(s). Still failing:")
     # said in the export's card, where the redirect scrolls to: the page's top is out of sight

@@ -207,9 +207,11 @@ class Ui:
     ) -> Response:
         """A page; ``places``: the ids of its parts that show a message said about them in
         place (``UiSession.say(at=...)``); any other message is shown at the top."""
-        if template == "error.html" and request.headers.get("hx-request"):
+        fragment = bool(request.headers.get("hx-request"))  # a part of a page its script asked for
+        if template == "error.html" and fragment:
             template = "_error.html"  # a page's script shows it in place, not a page in a page
-        flash, at = visit.session.take_flash()
+        # A message waits for a page: a fragment (another tab's refresh, say) shows none.
+        flash, at = (None, None) if fragment else visit.session.take_flash()
         context.update(
             visit=visit, csrf=visit.session.csrf, flash=flash, flash_at=at if at in places else None
         )
