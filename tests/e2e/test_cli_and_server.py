@@ -27,7 +27,8 @@ import psycopg
 import pytest
 
 from sessionexport.listening import GRACEFUL_SHUTDOWN_SECONDS
-from sessionexport.receiver.store import DATABASE_FILE
+from sessionexport.receiver.store import DATABASE_FILE, create_received_store
+from sessionexport.receiver.store.base import ReceivedStore
 from sessionexport.receiver.store.sqlite import SQLiteReceivedStore
 from tests.conftest import sample
 from tests.support.folders import read_only_view
@@ -603,7 +604,7 @@ def test_reading_commands_refuse_a_database_that_holds_no_data_and_create_nothin
     assert empty.stat().st_size == 0
 
 
-async def _open_and_close(store: SQLiteReceivedStore) -> None:
+async def _open_and_close(store: ReceivedStore) -> None:
     await store.open()
     await store.close()
 
@@ -682,6 +683,53 @@ def test_a_reading_command_looks_for_its_schema_where_it_would_create_it(
             run(*command, nowhere) if command[0] == "received" else run(*command, "--database-url", nowhere)
         )
         assert refused.returncode == 2 and "holds no data of this store" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("password", "told"),
+    [
+        ("Sec@ret99zz", ["Sec", "ret99zz"]),
+        ("Sec/ret99zz", ["Sec", "ret99zz"]),
+        ("p@ss/w%rd: x y", ["w%rd", "rd: x y"]),
+        ("r@c:v/pw %x", ["c:v", "pw %x", "pw"]),
+    ],
+)
+def test_a_password_not_percent_encoded_is_told_in_no_piece(
+    tmp_path: Path, password: str, told: list[str]
+) -> None:
+    """libpq splits such a URL where the password holds an "@", "/" or a space, and names the
+    pieces it could not read (as a host, a port, a token)."""
+    url = f"postgresql://owner:{password}@127.0.0.1:9/db"
+    for command in (["tokens", "list", "--database-url", url], ["received", "counts", "--storage", url]):
+        result = run(*command, "--data-dir", str(tmp_path))
+        assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+        assert "at 127.0.0.1:9 (the URL's password must be percent-encoded: @ as %40" in result.stderr
+        for piece in told:
+            assert piece not in result.stderr, (piece, result.stderr)
+
+
+def test_reading_commands_read_postgresql_where_nothing_may_be_written(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A hot standby, or a monitoring role whose transactions are read-only: a database already up
+    to date is read as it is (nothing to create, no lock to take)."""
+    with fresh_schema(postgres_url) as served:
+        created = run(
+            "tokens", "create", "--name", "first", "--scopes", "sessions.read", "--database-url", served
+        )
+        assert created.returncode == 0, created.stderr
+        asyncio.run(_open_and_close(create_received_store(tmp_path, served)))  # the receiver's schema too
+        read_only = served.replace("options=", "options=-cdefault_transaction_read_only%3Don%20")
+        listed = run("tokens", "list", "--database-url", read_only, "--data-dir", str(tmp_path / "d"))
+        assert listed.returncode == 0 and "first" in listed.stdout, listed.stderr
+        status = run("export", "status", "--database-url", read_only, "--data-dir", str(tmp_path / "d"))
+        assert status.returncode == 0 and "No user session export is configured" in status.stderr
+        counts = run("received", "counts", "--storage", read_only)
+        assert counts.returncode == 0, counts.stderr
+        refused = run(
+            "tokens", "create", "--name", "n", "--scopes", "sessions.read", "--database-url", read_only
+        )
+        assert refused.returncode == 2 and "read-only transaction" in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize(

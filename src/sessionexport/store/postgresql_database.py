@@ -2,8 +2,9 @@
 errors translated once. Both the session store and the receiver's store stand on it.
 
 - Schema: the numbered files of ``<package>/sql/postgresql``, applied by ``open`` on a connection of
-  its own, each file in one transaction with its row in the store's migrations table, all under a
-  session advisory lock: a second process starting at the same time waits, then finds nothing pending.
+  its own, in one transaction with their rows in the store's migrations table, under a
+  transaction-level advisory lock: a second process starting at the same time waits, then finds
+  nothing pending. A database already up to date is only read (see ``migrate``).
 - Connections run in autocommit: a one-statement call is its own transaction; ``transaction()``
   opens an explicit one. ``read`` runs a function on a connection of a small second pool in a
   worker thread: a large result (megabytes of session bodies) arrives in many socket reads, and
@@ -205,8 +206,11 @@ class PostgresDatabase:
         try:
             yield
         except PoolTimeout as exc:
-            self._unreachable = self._connecting_fails() or self._unreachable
+            failing = self._connecting_fails()
+            self._unreachable = failing or self._unreachable
             message = f"cannot reach PostgreSQL at {self._address}: no connection within the timeout ({exc})"
+            if failing and (refusal := await self._connect_refusal()):
+                message += f"; a new connection fails: {refusal}"
             raise StoreError(self._scrub(message)) from None
         except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:  # e.g. a too long index entry
             raise InvalidValue(self._scrub(f"PostgreSQL cannot hold a value: {exc}")) from None
@@ -226,6 +230,19 @@ class PostgresDatabase:
                 else f"PostgreSQL: {text}"
             )
             raise StoreError(self._scrub(message)) from None
+
+    async def _connect_refusal(self) -> str | None:
+        """Why connecting fails now, if it does: the pool's own wait says only that no connection
+        came (the server's reason, such as a role's connection limit, is in the pool's log). Asked
+        once each time the pool starts failing, and soon given up on: a host that does not answer
+        must not hold the call up for another whole connect timeout."""
+        options = connect_options(self.url) | {"connect_timeout": 2}  # libpq's least
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, **options)
+        except psycopg.Error as exc:
+            return " ".join(str(exc).split())
+        await conn.close()
+        return None
 
     def _connecting_fails(self) -> bool:
         """Whether the pool failed to connect since last asked: a wait that ran out while the
@@ -321,23 +338,34 @@ def _give_back(pool: AsyncConnectionPool[Connection], getting: asyncio.Future[Co
 
 # -- migrations -------------------------------------------------------------------------------------
 async def migrate(conn: Connection, package: str, table: str, lock: int, create: bool = True) -> list[str]:
-    """Apply the pending migrations of ``package``; ``conn`` is in autocommit mode (each migration
-    opens its own transaction). Returns the applied migrations that are not this package's (then
-    applies nothing): another component's history in the same table must not pass for this one's.
-    Without ``create``, a database without any is refused (NoSchema), and nothing is made there."""
+    """Apply the pending migrations of ``package``; ``conn`` is in autocommit mode. Returns the
+    applied migrations that are not this package's (then applies nothing): another component's
+    history in the same table must not pass for this one's. Without ``create``, a database without
+    any is refused (NoSchema), and nothing is made there.
+
+    A database already up to date is only read: no lock, nothing written, so that reading commands
+    work on a hot standby or as a role that may only read. Else all of it is one transaction under
+    a transaction-level advisory lock (a second process starting at the same time waits, then finds
+    nothing pending): a session-level lock and its unlock could go to two server connections
+    through a pooler, and the one left holding it would hang every later start."""
+    applied = await _applied(conn, table)
+    if applied is None and not create:
+        raise NoSchema
+    if applied is not None and not pending("postgresql", set(applied), package):
+        if foreign := foreign_migrations("postgresql", applied, package):
+            return foreign
+        refuse_newer("postgresql", set(applied), package)
+        return []
     name = sql.Identifier(table)
-    await conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
-    try:
-        if not create and not await _has_migrations(conn, table):
-            raise NoSchema
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
         await conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
                 " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             ).format(name)
         )
-        cursor = await conn.execute(sql.SQL("SELECT version, name FROM {} ORDER BY version").format(name))
-        applied = {version: label for version, label in await cursor.fetchall()}
+        applied = await _applied(conn, table) or {}  # as it is now that the lock is held
         if foreign := foreign_migrations("postgresql", applied, package):
             return foreign
         refuse_newer("postgresql", set(applied), package)
@@ -346,16 +374,23 @@ async def migrate(conn: Connection, package: str, table: str, lock: int, create:
                 log.info(
                     "postgresql: upgrading the database to version %d (%s)", migration.version, migration.name
                 )
-            async with conn.transaction():
-                # Without parameters psycopg sends the file as one simple query: several statements are fine.
-                await conn.execute(migration.sql.encode())
-                await conn.execute(
-                    sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(name),
-                    (migration.version, migration.name),
-                )
-        return []
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+            # Without parameters psycopg sends the file as one simple query: several statements are fine.
+            await conn.execute(migration.sql.encode())
+            await conn.execute(
+                sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(name),
+                (migration.version, migration.name),
+            )
+    return []
+
+
+async def _applied(conn: Connection, table: str) -> dict[int, str] | None:
+    """The migrations recorded in ``table`` (version: name); None without any."""
+    if not await _has_migrations(conn, table):
+        return None
+    cursor = await conn.execute(
+        sql.SQL("SELECT version, name FROM {} ORDER BY version").format(sql.Identifier(table))
+    )
+    return {version: label for version, label in await cursor.fetchall()}
 
 
 async def _has_migrations(conn: Connection, table: str) -> bool:
@@ -399,6 +434,7 @@ def describe(url: str) -> tuple[str, list[str]]:
     """``host:port`` for messages, and the password in every form a message could echo it in."""
     parts = urlsplit(url)
     secrets = [parts.password, unquote(parts.password)] if parts.password else []
+    secrets += _fragments(_meant_password(url))
     host: object = parts.hostname
     port: object = _port(parts)
     try:
@@ -408,7 +444,30 @@ def describe(url: str) -> tuple[str, list[str]]:
     else:
         host, port = params.get("host"), params.get("port")
         secrets.append(str(params.get("password") or ""))
-    return f"{host or 'localhost'}:{port or 5432}", sorted({s for s in secrets if s}, key=len, reverse=True)
+    address = f"{host or 'localhost'}:{port or 5432}"
+    if re.search(r"[@/?#\s]|%(?![0-9A-Fa-f]{2})", _meant_password(url)):  # libpq reads another host
+        meant = urlsplit(f"postgresql://{url.rpartition('@')[2]}")
+        address = (
+            f"{meant.hostname or 'localhost'}:{_port(meant) or 5432} (the URL's password must be"
+            " percent-encoded: @ as %40, / as %2F, ? as %3F, # as %23, % as %25, a space as %20)"
+        )
+    return address, sorted({s for s in secrets if s}, key=len, reverse=True)
+
+
+def _meant_password(url: str) -> str:
+    """The password as its writer meant it: from the ":" after the user name to the URL's last "@"."""
+    userinfo, at, _ = url.partition("://")[2].rpartition("@")
+    return userinfo.partition(":")[2] if at else ""
+
+
+def _fragments(password: str) -> list[str]:
+    """The parts of ``password`` that libpq may echo when it holds a character the URL needed
+    percent-encoded ("@", "/", "?", ":", "%", a space): libpq splits the URL there and names what
+    it could not read, a host, a port or a token: every run of the password from one such
+    character to another (of two characters or more)."""
+    cuts = [0, *(m.end() for m in re.finditer(r"[@/?#:%\s]", password)), len(password) + 1]
+    runs = {password[start : end - 1] for start in cuts for end in cuts if end > start}
+    return [run.strip() for run in runs if len(run.strip()) > 1]
 
 
 def scrub(message: str, secrets: list[str]) -> str:
