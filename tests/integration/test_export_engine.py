@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import gzip
+import os
+import socket
+import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -872,6 +877,91 @@ async def test_certificate_errors_are_reported_never_ignored(engine: Engine, tmp
         assert "TLS certificate verification failed" in status["openAlerts"][0]["title"]
     finally:
         untrusted.stop()
+
+
+@contextlib.contextmanager
+def tls_failing_after_the_handshake(tls: Tls) -> Iterator[str]:
+    """An HTTPS endpoint whose TLS fails once the handshake is done: it reads the request, then
+    writes plain bytes into the TLS stream (the client's TLS layer raises, as for an endpoint
+    that wants a client certificate). Blocking sockets in a thread."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            with context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False) as tls_conn:
+                with contextlib.suppress(OSError):  # an ssl.SSLError too
+                    tls_conn.do_handshake()
+                    tls_conn.recv(65536)  # the request
+                    os.write(tls_conn.fileno(), b"HTTP/1.1 200 OK\r\n\r\n")  # past TLS
+                # What the client sent is read before closing: unread, it would make the close a
+                # reset, which the client could see before what was sent to it.
+                tls_conn.settimeout(1)
+                with contextlib.suppress(OSError):
+                    while os.read(tls_conn.fileno(), 65536):
+                        pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}/export/events"
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+async def test_tls_failing_after_the_handshake_is_a_failed_attempt_not_an_exporter_crash(
+    engine: Engine, tls: Tls
+) -> None:
+    said = "TLS failed after the handshake ("
+    with tls_failing_after_the_handshake(tls) as url:
+        export_id = await engine.create_export(export_value(url, {"retries": 1, "backoffSeconds": 0.01}))
+        await engine.ingest(sessions(2))
+        await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+        status = await engine.status(export_id)
+        assert status["state"] == "failing" and status["failedSessions"] == 2
+        assert said in status["lastError"]
+        [alert] = status["openAlerts"]
+        assert alert["title"].startswith(f"Request failed: {said}")
+        test = await engine.client.post(
+            "/api/v2/exports/test", json={"value": export_value(url)}, headers=engine.headers
+        )
+        assert test.status_code == 200, test.text
+        assert not test.json()["success"] and said in test.json()["error"]
+
+
+async def test_a_connection_never_made_is_a_timeout_of_nothing_sent(tmp_path: Path, tls: Tls) -> None:
+    """A listener that never completes a TLS handshake: connecting gives up before the exchange's
+    deadline, so the request is known not to have gone out."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers the TLS client hello
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    config = ExportConfig(
+        "x",
+        f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/x",
+        True,
+        "application/json",
+        False,
+        None,
+        None,
+        None,
+        False,
+        ExportTuning(retries=0, timeoutSeconds=1),
+    )
+    try:
+        async with httpx.AsyncClient() as client:
+            attempt, _ = await Sender(config, client, NoCredentials()).attempt(1, b"{}")
+    finally:
+        server.close()
+    assert attempt.timed_out and not attempt.sent
+    assert attempt.error == "no connection within 0.9 s (no TCP or TLS handshake)"
 
 
 async def test_one_endpoint_down_does_not_hold_up_another(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 import pytest
 
@@ -31,6 +33,28 @@ def test_a_certificate_failure_keeps_openssl_s_reason_whole() -> None:
     )
     assert describe_transport_error(exc) == (
         "TLS certificate verification failed (Hostname mismatch, certificate is not valid for 'example.org'.)"
+    )
+
+
+def test_tls_failing_after_the_handshake_is_named_so() -> None:
+    """An ssl.SSLError that httpx leaves unwrapped (see exchange.TRANSPORT_ERRORS)."""
+    wants = ssl.SSLError(
+        1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)"
+    )
+    assert describe_transport_error(wants) == (
+        "TLS failed: the endpoint requires a client certificate, which exports do not send"
+        " ([SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required)"
+    )
+    garbled = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:2580)")
+    assert describe_transport_error(garbled) == (
+        "TLS failed after the handshake ([SSL: WRONG_VERSION_NUMBER] wrong version number)"
+    )
+
+
+def test_a_connection_closed_in_the_handshake_says_so() -> None:
+    """httpx's text is empty then (an old TLS version only, or no TLS on that port)."""
+    assert describe_transport_error(httpx.ConnectError("")) == (
+        "connection failed (closed by the endpoint before TLS was set up)"
     )
 
 

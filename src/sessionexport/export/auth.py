@@ -21,7 +21,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
 from sessionexport.export.answers import http_error
 from sessionexport.export.config import BasicAuth, OAuth2
-from sessionexport.export.exchange import describe_transport_error, exchange
+from sessionexport.export.exchange import TRANSPORT_ERRORS, describe_transport_error, exchange
 from sessionexport.model.validation import NOT_JSON, decode_any
 
 EXPIRY_LEEWAY_SECONDS = 30
@@ -107,7 +107,7 @@ class OAuth2Credentials:
                 response, answer = await exchange(self._client, request, TOKEN_ANSWER_BYTES)
         except (TimeoutError, httpx.TimeoutException):
             raise TokenError("token request timed out") from None
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise TokenError(f"token request failed: {describe_transport_error(exc)}") from None
         except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
             raise TokenError(f"the token request could not be made: {exc}") from None

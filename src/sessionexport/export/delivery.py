@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from sessionexport.export.answers import WHOLE_BYTES, http_error, retry_after_se
 from sessionexport.export.auth import Credentials, TokenError
 from sessionexport.export.config import ExportConfig
 from sessionexport.export.elasticsearch import BulkResponseError, ItemOutcome, item_outcomes
-from sessionexport.export.exchange import describe_transport_error, exchange
+from sessionexport.export.exchange import TRANSPORT_ERRORS, describe_transport_error, exchange
 from sessionexport.export.masking import masked, sent_secret
 
 TIMEOUT_TITLE = "Request timeout"
@@ -213,15 +214,20 @@ class Sender:
                     self.config.endpoint_url,
                     content=content,
                     headers=headers,
-                    timeout=timeout,
+                    # Connecting gives up first: a connection never made is not taken for a
+                    # request sent and left unanswered (the whole exchange's deadline would be).
+                    timeout=httpx.Timeout(timeout, connect=timeout * 0.9),
                 )
                 async with asyncio.timeout(timeout):
                     response, answer = await exchange(
                         self._client, request, BULK_ANSWER_BYTES if read_answer else ANSWER_BYTES
                     )
+            except httpx.ConnectTimeout:
+                unmade = f"no connection within {timeout * 0.9:g} s (no TCP or TLS handshake)"
+                return done(error=unmade, timed_out=True)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 return done(error=f"no answer within {timeout:g} s", timed_out=True, sent=went_out(exc))
-            except httpx.HTTPError as exc:
+            except TRANSPORT_ERRORS as exc:
                 return done(error=describe_transport_error(exc), sent=went_out(exc))
             except (httpx.InvalidURL, ValueError) as exc:  # stored before validation refused such URLs
                 return done(error=f"the request could not be made: {exc}")
@@ -249,7 +255,9 @@ def went_out(exc: Exception) -> bool:
     while its answer was awaited (a timeout of the whole exchange is taken as such)."""
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.WriteTimeout):
         return False
-    return isinstance(exc, TimeoutError | httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError)
+    return isinstance(
+        exc, TimeoutError | httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError | ssl.SSLError
+    )
 
 
 def backoff_seconds(retry: int, base: float, cap: float) -> float:

@@ -17,6 +17,10 @@ import certifi
 import httpx
 
 ResponseHook = Callable[[httpx.Response], Awaitable[None]]
+# What an exchange with an endpoint may fail with. TLS failing after its handshake (an endpoint
+# that wants a client certificate, one that writes plain text into the TLS stream) comes as an
+# ssl.SSLError that httpx does not wrap.
+TRANSPORT_ERRORS = (httpx.HTTPError, ssl.SSLError)
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
@@ -55,14 +59,23 @@ async def exchange(
 _OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)\W*$")  # where in CPython it failed: no help to an operator
 
 
-def describe_transport_error(exc: httpx.HTTPError) -> str:
+def describe_transport_error(exc: httpx.HTTPError | ssl.SSLError) -> str:
     """A short, precise reason; certificate problems are named as such."""
-    text = str(exc) or type(exc).__name__
+    text = _OPENSSL_SOURCE.sub("", str(exc)).strip()
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         detail = text.split("certificate verify failed:", 1)[-1] if ":" in text else text
-        return f"TLS certificate verification failed ({_OPENSSL_SOURCE.sub('', detail).strip()})"
+        return f"TLS certificate verification failed ({detail.strip()})"
+    if isinstance(exc, ssl.SSLError):
+        if "CERTIFICATE_REQUIRED" in text:
+            return (
+                f"TLS failed: the endpoint requires a client certificate, which exports do not send ({text})"
+            )
+        return f"TLS failed after the handshake ({text})"
     if isinstance(exc, httpx.ConnectError):
-        return f"connection failed ({text})"
+        # Empty when the endpoint closed the connection in the handshake: no TLS on that port, or
+        # only a version too old to use.
+        return f"connection failed ({text or 'closed by the endpoint before TLS was set up'})"
+    text = text or type(exc).__name__
     for kind, what in _BROKEN:
         if isinstance(exc, kind):
             return f"{what} ({text})" if str(exc) else what

@@ -21,7 +21,12 @@ from sessionexport.export.auth import (
 )
 from sessionexport.export.config import BasicAuth, ExportConfig, OAuth2, SendDirect
 from sessionexport.export.delivery import Attempt, Sender
-from sessionexport.export.exchange import describe_transport_error, exporter_client, ssl_context
+from sessionexport.export.exchange import (
+    TRANSPORT_ERRORS,
+    describe_transport_error,
+    exporter_client,
+    ssl_context,
+)
 from sessionexport.export.tuning import ExportTuning
 from sessionexport.media_types import JSON
 from sessionexport.receiver.check.bodies import Bodies
@@ -123,7 +128,7 @@ class Probe:
             response = await self.client.get(
                 self.options.count_url, headers=headers, timeout=self.options.timeout
             )
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             return CountError(f"count URL: {describe_transport_error(exc)}")
         except TokenError as exc:
             return CountError(f"count URL: OAuth token: {exc}")
