@@ -172,7 +172,7 @@ async def _until_receiving(
             )
         with contextlib.suppress(httpx.HTTPError, OSError, ssl.SSLError):
             if receiver.ca_file.exists():
-                async with httpx.AsyncClient(
+                async with _local_client(
                     verify=ssl.create_default_context(cafile=str(receiver.ca_file))
                 ) as client:
                     if (await client.get(f"{receiver.base}/health")).status_code == 200:
@@ -200,7 +200,7 @@ async def _token(config: ServerConfig) -> str:
 
 
 async def _until_up(api: str, serving: asyncio.Task[None]) -> None:
-    async with httpx.AsyncClient() as client:
+    async with _local_client() as client:
         for _ in range(150):
             if serving.done():
                 serving.result()  # raises why it stopped (e.g. the port is taken)
@@ -232,7 +232,7 @@ async def _configure_export(api: str, token: str, receiver: _Receiver, secret: s
         "exportBehavior": {"customConfiguration": orjson.dumps({"flushIntervalSeconds": 1}).decode()},
     }
     body = [{"schemaId": EXPORT_SCHEMA, "scope": "environment", "externalId": EXTERNAL_ID, "value": value}]
-    async with httpx.AsyncClient(headers={"Authorization": f"Api-Token {token}"}) as client:
+    async with _local_client(headers={"Authorization": f"Api-Token {token}"}) as client:
         response = await client.post(f"{api}/api/v2/settings/objects", json=body)
     if response.status_code != 200:
         raise RuntimeError(f"creating the export failed: {response.text}")
@@ -250,7 +250,7 @@ def _welcome(api: str, token: str, receiver: _Receiver) -> None:
 async def _feed(api: str, token: str, rate: float) -> None:
     """Completed sessions and RUM event streams of new sessions, about ``rate`` of each per second."""
     headers = {"Authorization": f"Api-Token {token}", "Content-Type": "application/x-ndjson"}
-    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+    async with _local_client(headers=headers, timeout=30) as client:
         seed = int(time.time())
         while True:
             count = max(1, round(rate))
@@ -273,8 +273,8 @@ async def _report(
     started, received = time.monotonic(), 0
     verify = ssl.create_default_context(cafile=str(receiver.ca_file))
     async with (
-        httpx.AsyncClient(headers={"Authorization": f"Api-Token {token}"}) as client,
-        httpx.AsyncClient(verify=verify) as at_receiver,
+        _local_client(headers={"Authorization": f"Api-Token {token}"}) as client,
+        _local_client(verify=verify) as at_receiver,
     ):
         try:
             while not duration or time.monotonic() - started < duration:
@@ -302,6 +302,12 @@ async def _report(
     if stop.is_set():
         out.print("demo stopped")
     return received
+
+
+def _local_client(**options: Any) -> httpx.AsyncClient:
+    """A client for the demo's own processes, on loopback: no proxy taken from the environment
+    (``HTTPS_PROXY``), which could not reach them."""
+    return httpx.AsyncClient(trust_env=False, **options)
 
 
 async def _delivered(client: httpx.AsyncClient, api: str) -> int:

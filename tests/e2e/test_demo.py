@@ -60,8 +60,12 @@ def test_demo_delivers_to_its_receiver_and_stops_on_ctrl_c(tmp_path: Path) -> No
     )
     command = [sys.executable, "-m", "sessionexport", "demo", "--data-dir", str(tmp_path / "demo")]
     command += ["--port", str(port), "--receiver-port", str(receiver_port), "--rate", "5"]
+    # A proxy set for the shell (as behind a company's): none could reach the demo's own processes.
+    unreachable_proxy = {name: "http://127.0.0.1:9" for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")}
     with output.open("w") as out, errors.open("w") as err:
-        demo = subprocess.Popen(command, stdout=out, stderr=err, start_new_session=True)
+        demo = subprocess.Popen(
+            command, stdout=out, stderr=err, start_new_session=True, env={**os.environ, **unreachable_proxy}
+        )
     try:
         deadline = time.monotonic() + 90
         while not any(int(n) > 0 for n in STORED.findall(output.read_text())):  # on stdout, for `> file`

@@ -438,3 +438,27 @@ def test_the_command_renders_the_table_and_exits_by_the_outcomes(
 def test_usage_errors_exit_2(args: list[str]) -> None:
     result = run_command(args, {})
     assert result.exit_code == 2, result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["https://u:UrlPw999@127.0.0.1:1/export/events"],
+        ["https://127.0.0.1:1/export/events", "--count-url", "https://u:UrlPw999@127.0.0.1:1/count"],
+        [
+            "https://127.0.0.1:1/x",
+            "--token-url",
+            "https://u:UrlPw999@127.0.0.1:1/t",
+            "--client-id",
+            "c",
+            "--client-secret",
+            "s",
+        ],
+    ],
+)
+def test_credentials_in_a_url_are_refused_and_not_shown(args: list[str]) -> None:
+    """As the export settings refuse them: the client would send them in place of --basic, and
+    the report would show the password."""
+    result = run_command(args, {})
+    assert result.exit_code == 2 and "must not contain credentials" in result.output, result.output
+    assert "UrlPw999" not in result.output

@@ -68,6 +68,11 @@ def check_absolute_url(url: str, hint: str) -> None:
         valid = False
     if not valid:
         raise typer.BadParameter(f"{url!r} is not an absolute http(s) URL with a valid port", param_hint=hint)
+    if "@" in parts.netloc:  # as the export settings refuse it: it would be sent, and shown, as given
+        raise typer.BadParameter(
+            "must not contain credentials (user:password@): give them with --basic or the OAuth2 options",
+            param_hint=hint,
+        )
 
 
 def cli_options(
