@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from sessionexport.export.config import BasicAuth, OAuth2
 from sessionexport.export.delivery import Attempt
 from sessionexport.export.tuning import DYNATRACE_MAX_BYTES
+from sessionexport.receiver.check import probe as probe_module
 from sessionexport.receiver.check.checks import run_checks
 from sessionexport.receiver.check.command import check_endpoint
 from sessionexport.receiver.check.probe import CheckOptions
@@ -72,6 +73,14 @@ def serve(tls: Tls) -> Iterator[Serve]:
     yield start
     for endpoint in started:
         endpoint.stop()
+
+
+@pytest.fixture(autouse=True)
+def counts_hold_still_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoints here count what they stored at once (but where a test says otherwise): the
+    count is not watched for a second before it is taken."""
+    monkeypatch.setattr(probe_module, "SETTLE_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(probe_module, "SETTLE_STEP_SECONDS", 0.01)
 
 
 def options(endpoint: BrokenEndpoint, tls: Tls, **overrides: Any) -> CheckOptions:
@@ -189,10 +198,55 @@ async def test_a_post_only_endpoint_is_not_said_to_judge_bodies_nor_to_refuse_gz
     assert "as for the same bulk uncompressed: not about compression" in results["gzip bulk"].detail
 
 
+async def test_bulks_go_as_the_export_sends_them_and_another_way_refused_only_warns(
+    serve: Serve, tls: Tls
+) -> None:
+    endpoint = serve(Faults(post_only=True))
+    results = await run_checks(options(endpoint, tls, use_post=True))
+    assert not [r for r in results if r.outcome is Outcome.FAIL], results
+    for label in ("samples PUT application/json", "samples PUT application/x-ndjson"):
+        assert by_check(results)[label].outcome is Outcome.WARN
+        assert "(an export to it must send POST application/json)" in by_check(results)[label].detail
+    bulks = [request for request in endpoint.requests if request[0] == "POST"]
+    assert len(bulks) >= 6 and ("PUT", "application/json") not in endpoint.requests[4:]  # after the samples
+
+
+async def test_with_an_index_bulks_go_as_send_direct_sends_them(serve: Serve, tls: Tls) -> None:
+    """POST and NDJSON, as the settings require of an export with sendDirect."""
+    endpoint = serve()
+    await run_checks(options(endpoint, tls, index="sessions"))
+    assert set(endpoint.requests[4:]) == {("POST", "application/x-ndjson")}  # after the 4 samples
+
+
+async def test_a_count_that_rises_a_moment_later_is_waited_for(
+    serve: Serve, tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Elasticsearch's _count, which counts documents from the index's next refresh."""
+    monkeypatch.setattr(probe_module, "SETTLE_MIN_SECONDS", 1.2)
+    monkeypatch.setattr(probe_module, "SETTLE_STEP_SECONDS", 0.4)
+    results = by_check(await run_checks(options(serve(Faults(counted_after=1.0)), tls)))
+    assert results["re-sent bulk"].outcome is Outcome.PASS, results["re-sent bulk"]
+    assert results["gzip bulk"].outcome is Outcome.PASS, results["gzip bulk"]
+
+
+async def test_sessions_lost_from_an_answered_bulk_fail_and_are_not_blamed_on_gzip(
+    serve: Serve, tls: Tls
+) -> None:
+    """It answers 200 and keeps only the shorter lines of a bulk."""
+    results = by_check(await run_checks(options(serve(Faults(drops_lines_over=6000)), tls, seed=1)))
+    assert results["re-sent bulk"].outcome is Outcome.FAIL
+    assert (
+        "sessions lost: 20 new sessions answered 2xx raised the count by only"
+        in results["re-sent bulk"].detail
+    )
+    assert results["gzip bulk"].outcome is Outcome.WARN
+    assert "not about compression" in results["gzip bulk"].detail
+
+
 async def test_an_endpoint_that_keeps_nothing_is_not_said_to_refuse_gzip(serve: Serve, tls: Tls) -> None:
     results = by_check(await run_checks(options(serve(Faults(stores_nothing=True)), tls)))
     assert "are --count-url/--count-key right?" in results["re-sent bulk"].detail
-    assert "did not rise for uncompressed ones either" in results["gzip bulk"].detail
+    assert "not about compression (see the re-sent bulk)" in results["gzip bulk"].detail
     assert "may not read gzip" not in results["gzip bulk"].detail
 
 
@@ -356,6 +410,12 @@ def test_token_response_rules(status: int, data: object, expected: Outcome) -> N
         (Counts(5, 25, 25), Outcome.PASS, "5 → 25 → 25"),
         (Counts(5, 25, 45), Outcome.FAIL, "duplicates stored twice"),
         (Counts(5, 5, 5), Outcome.WARN, "did not rise"),
+        (
+            Counts(5, 18, 18),
+            Outcome.FAIL,
+            "sessions lost: 20 new sessions answered 2xx raised the count by only 13",
+        ),
+        (Counts(5, 31, 31), Outcome.PASS, "5 → 31 → 31"),  # others' sessions arrived meanwhile
         (CountError("count URL answered HTTP 404"), Outcome.WARN, "HTTP 404"),
         (None, Outcome.PASS, "--count-url"),
     ],
@@ -433,6 +493,8 @@ def test_the_command_renders_the_table_and_exits_by_the_outcomes(
         ["https://127.0.0.1:1/export/events", "--token-url", "https://127.0.0.1:1/token"],
         ["not a url"],
         ["https://127.0.0.1:1/export/events", "--count-url", "http://127.0.0.1:1/count"],
+        ["https://127.0.0.1:1/export/events", "--content-type", "text/plain"],
+        ["https://127.0.0.1:1/_bulk", "--index", "s", "--content-type", "application/json"],
     ],
 )
 def test_usage_errors_exit_2(args: list[str]) -> None:

@@ -16,6 +16,7 @@ import base64
 import gzip
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ class Faults:
     echoes_wrong_secret: bool = False  # a refused token request is told its client_secret, JSON-escaped
     post_only: bool = False  # PUT answers 405, before the body is read
     stores_nothing: bool = False  # 200 for every good body, nothing kept (nor counted)
+    counted_after: float = 0.0  # what is stored is counted this many seconds later (Elasticsearch's refresh)
+    drops_lines_over: int | None = None  # lines longer than this are dropped, the request answered 200
 
 
 @dataclass
@@ -61,6 +64,7 @@ class BrokenEndpoint:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
     _tokens: set[str] = field(default_factory=set)
+    _stored_at: list[float] = field(default_factory=list)  # when each of ``stored`` was stored
     _server: ThreadedServer | None = None
 
     @property
@@ -127,9 +131,13 @@ class BrokenEndpoint:
     def _store(self, sessions: list[dict[str, Any]]) -> None:
         known = set(self.stored)
         for session in sessions:
+            too_long = self.faults.drops_lines_over
+            if too_long is not None and len(orjson.dumps(session)) > too_long:
+                continue
             key = (session.get("tenantId"), session.get("userSessionId"), session.get("startTime"))
             if self.faults.stores_duplicates or key not in known:
                 self.stored.append(key)
+                self._stored_at.append(time.monotonic())
                 known.add(key)
 
     def _authorized(self, header: str) -> bool:
@@ -162,7 +170,8 @@ class BrokenEndpoint:
         return JSONResponse({k: v for k, v in answer.items() if v is not None})
 
     async def _count(self, _: Request) -> Response:
-        return JSONResponse({"sessions": len(self.stored)})
+        visible = time.monotonic() - self.faults.counted_after
+        return JSONResponse({"sessions": sum(1 for at in self._stored_at if at <= visible)})
 
 
 def parse_lines(body: bytes) -> tuple[list[dict[str, Any]], int]:

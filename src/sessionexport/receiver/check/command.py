@@ -16,6 +16,7 @@ from rich.table import Table
 
 from sessionexport.cli_options import env, loadable_ca_bundle, to_stdout
 from sessionexport.export.config import BasicAuth, OAuth2
+from sessionexport.media_types import JSON, NDJSON
 from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.receiver.check.checks import run_checks
 from sessionexport.receiver.check.probe import DEFAULT_TIMEOUT, CheckOptions
@@ -86,11 +87,19 @@ def cli_options(
     count_url: str | None,
     count_key: str,
     index: str | None = None,
+    use_post: bool = False,
+    content_type: str | None = None,
 ) -> CheckOptions:
     """The options, or a usage error (exit code 2) saying which one is wrong."""
     check_absolute_url(url, "URL")
     if index is not None and (reason := index_name_problem(index)):
         raise typer.BadParameter(f"{index!r}: {reason}", param_hint="--index")
+    if content_type not in (None, JSON, NDJSON):
+        raise typer.BadParameter(
+            f"{JSON} or {NDJSON}, as an export's contentType", param_hint="--content-type"
+        )
+    if index is not None and content_type not in (None, NDJSON):
+        raise typer.BadParameter(f"an export with sendDirect sends {NDJSON}", param_hint="--content-type")
     basic_auth = parse_basic(basic)
     if basic_auth is not None and oauth is not None:
         raise typer.BadParameter("give either --basic or OAuth2 (--token-url ...), not both")
@@ -107,6 +116,8 @@ def cli_options(
         count_url=count_url,
         count_key=count_key,
         index=index,
+        use_post=use_post,
+        content_type=content_type or JSON,
     )
 
 
@@ -187,7 +198,24 @@ def check_endpoint(
             envvar=env("CHECK_INDEX"),
             show_default=False,
             help="Check an Elasticsearch _bulk endpoint: bulks name this index, as an export with sendDirect"
-            " sends them, and every item of an answer must succeed.",
+            " sends them (POST, NDJSON), and every item of an answer must succeed.",
+        ),
+    ] = None,
+    use_post: Annotated[
+        bool,
+        typer.Option(
+            "--use-post",
+            envvar=env("CHECK_USE_POST"),
+            help="The export sends with POST (its usePost): the bulks go so, and a refused PUT only warns.",
+        ),
+    ] = False,
+    content_type: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env("CHECK_CONTENT_TYPE"),
+            show_default=False,
+            help=f"The export's contentType ({JSON}; {NDJSON} with --index): the bulks go with it,"
+            " and a refused other one only warns.",
         ),
     ] = None,
 ) -> None:
@@ -196,7 +224,9 @@ def check_endpoint(
     Sends what an exporter sends (samples with PUT and POST, JSON and NDJSON; a bulk filled to just
     under 896,000 bytes; the same bulk twice; a gzip bulk; requests without and with wrong credentials; a line
     that is not JSON) and reports every check as PASS, WARN or FAIL. Exits 1 when any check fails.
-    With --index, the endpoint is Elasticsearch's _bulk, and an answer's failed items fail its check.
+    The bulks go as the export sends them (--use-post, --content-type). With --index, the endpoint
+    is Elasticsearch's _bulk, and an answer's failed items fail its check. The endpoint keeps what
+    it is sent: about 130 generated sessions.
     """
     options = cli_options(
         url,
@@ -208,6 +238,8 @@ def check_endpoint(
         count_url=count_url,
         count_key=count_key,
         index=index,
+        use_post=use_post,
+        content_type=content_type,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the table says it all; not a line per request
     with Console(stderr=True, emoji=False).status("checking") as status:  # shown on a terminal only

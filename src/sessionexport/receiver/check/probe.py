@@ -28,11 +28,13 @@ from sessionexport.export.exchange import (
     ssl_context,
 )
 from sessionexport.export.tuning import ExportTuning
-from sessionexport.media_types import JSON
+from sessionexport.media_types import JSON, NDJSON
 from sessionexport.receiver.check.bodies import Bodies
 from sessionexport.receiver.check.verdicts import CountError, Exchange, count_at
 
 DEFAULT_TIMEOUT = ExportTuning().timeoutSeconds  # the exporter's request timeout
+# A count is read until it holds still for a while (see Probe.settled_count).
+SETTLE_MIN_SECONDS, SETTLE_STEP_SECONDS, SETTLE_MAX_SECONDS = 1.2, 0.4, 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +48,22 @@ class CheckOptions:
     count_key: str = "sessions"
     seed: int | None = None  # of the generated sessions; random by default, so every run sends new ones
     index: str | None = None  # an Elasticsearch _bulk endpoint: the index the bulks' actions name
+    use_post: bool = False  # the export's usePost and contentType: how its bulks are sent
+    content_type: str = JSON
 
     @property
     def direct(self) -> SendDirect | None:
         return SendDirect(self.index, None) if self.index else None
+
+    @property
+    def method(self) -> str:
+        """The method of the export's bulks: POST with sendDirect, as the settings require."""
+        return "POST" if self.use_post or self.index else "PUT"
+
+    @property
+    def bulk_type(self) -> str:
+        """The content type of the export's bulks: NDJSON with sendDirect, as the settings require."""
+        return NDJSON if self.index else self.content_type
 
 
 class FixedHeaders:
@@ -105,11 +119,13 @@ class Probe:
         label: str,
         body: bytes,
         *,
-        method: str = "PUT",
-        content_type: str = JSON,
+        method: str | None = None,
+        content_type: str | None = None,
         credentials: Credentials | None = None,
         compressed: bool = False,
     ) -> Attempt:
+        """``body`` sent as the export would (its method and content type unless told otherwise)."""
+        method, content_type = method or self.options.method, content_type or self.options.bulk_type
         config = replace(self.config, use_post=method == "POST")
         if compressed:
             config = replace(config, tuning=msgspec.structs.replace(config.tuning, compression="gzip"))
@@ -119,6 +135,19 @@ class Probe:
         attempt = (await sender.send(body, retries=0, content_type=content_type, items=items)).last
         self.exchanges.append(Exchange(label, attempt))
         return attempt
+
+    async def settled_count(self) -> int | CountError:
+        """The count once it stops changing: a store may count what it took a moment later
+        (Elasticsearch counts documents from its next refresh, every second by default)."""
+        loop = asyncio.get_running_loop()
+        started, last = loop.time(), await self.count()
+        while loop.time() - started < SETTLE_MAX_SECONDS:
+            await asyncio.sleep(SETTLE_STEP_SECONDS)
+            now = await self.count()
+            if now == last and loop.time() - started >= SETTLE_MIN_SECONDS:
+                return now
+            last = now
+        return last
 
     async def count(self) -> int | CountError:
         """The endpoint's session count from --count-url, or why there is none."""

@@ -175,6 +175,12 @@ def judge_resend(
             Outcome.WARN,
             f"the count did not rise for {sessions} new sessions ({trail}): are --count-url/--count-key right?",
         )
+    if counts.after_first - counts.before < sessions:  # more is others' traffic; fewer is loss
+        return Verdict(
+            Outcome.FAIL,
+            f"sessions lost: {sessions} new sessions answered 2xx raised the count by only"
+            f" {counts.after_first - counts.before} ({trail})",
+        )
     return Verdict(Outcome.PASS, f"{trail}: the re-send stored nothing new")
 
 
@@ -217,7 +223,8 @@ def judge_gzip(
         return Verdict(
             Outcome.WARN,
             f"HTTP {attempt.status} for {what}; the count went {before} → {after} for {sessions} new"
-            " sessions, and did not rise for uncompressed ones either: are --count-url/--count-key right?",
+            " sessions, and did not rise by all of them for uncompressed ones either: not about"
+            " compression (see the re-sent bulk)",
         )
     if after - before != sessions:
         return Verdict(
