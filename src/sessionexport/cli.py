@@ -35,6 +35,7 @@ from sessionexport.cli_options import (
     MetricsTlsCert,
     MetricsTlsKey,
     OutputFailed,
+    Proxy,
     RetentionDays,
     SecretKey,
     TlsCert,
@@ -160,6 +161,7 @@ def serve(
     secret_key: SecretKey = None,
     allow_http_loopback: AllowHttpLoopback = False,
     ca_bundle: CaBundle = None,
+    proxy: Proxy = None,
     exporters: Annotated[
         bool,
         typer.Option(
@@ -190,6 +192,7 @@ def serve(
         secret_keys=secret_key,
         allow_http_loopback=allow_http_loopback,
         ca_bundle=ca_bundle,
+        proxy=proxy,
         run_exporters=exporters,
         lease_seconds=lease_seconds,
         max_in_flight=max_in_flight,
@@ -277,6 +280,7 @@ def worker(
     secret_key: SecretKey = None,
     allow_http_loopback: AllowHttpLoopback = False,
     ca_bundle: CaBundle = None,
+    proxy: Proxy = None,
     retention_days: RetentionDays = DEFAULT_RETENTION_DAYS,
     lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS,
     max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT,
@@ -314,6 +318,7 @@ def worker(
         secret_keys=secret_key,
         allow_http_loopback=allow_http_loopback,
         ca_bundle=ca_bundle,
+        proxy=proxy,
         lease_seconds=lease_seconds,
         max_in_flight=max_in_flight,
     )

@@ -208,6 +208,26 @@ CaBundle = Annotated[
         help="Extra CA certificates (PEM) trusted for export and token endpoints.",
     ),
 ]
+
+
+def _proxy_url(value: str) -> None:
+    from sessionexport.export.exchange import proxy_problem  # httpx only for the commands that send
+
+    if problem := proxy_problem(value):
+        raise ValueError(problem)
+
+
+Proxy = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy",
+        envvar=env("PROXY"),
+        callback=checked(_proxy_url),
+        show_default=False,
+        help="An HTTP proxy export and token requests go through: http://[USER:PASS@]HOST:PORT (HTTPS"
+        " goes by CONNECT, its certificate verified end to end). HTTPS_PROXY and the like are not used.",
+    ),
+]
 AllowHttpLoopback = Annotated[
     bool,
     typer.Option(

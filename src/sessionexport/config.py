@@ -27,6 +27,7 @@ class ServerConfig:
     secret_keys: str | None = None  # comma-separated Fernet keys, newest first; default: data_dir/secret.key
     allow_http_loopback: bool = False  # accept http:// endpoints on loopback (local development only)
     ca_bundle: Path | None = None  # extra CA certificates trusted for export and token endpoints
+    proxy: str | None = None  # an HTTP proxy (CONNECT) that export and token requests go through
     run_exporters: bool = True  # and the sessionizer's sweeps: the process that does background work
     lease_seconds: float = DEFAULT_LEASE_SECONDS  # how long a worker holds an export shard unrenewed
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # bulks this process sends at once to one export

@@ -57,6 +57,7 @@ class Services:
             notifier,
             metrics,
             ca_bundle=config.ca_bundle,
+            proxy=config.proxy,
             allow_http_loopback=config.allow_http_loopback,
             lease_seconds=config.lease_seconds,
             max_in_flight=config.max_in_flight,

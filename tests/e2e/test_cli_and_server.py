@@ -800,6 +800,8 @@ def test_generate_writes_its_output_whole_or_not_at_all(
         # no traceback at start (inf), and no purge failing every 10 minutes (1e12 days in ms)
         (["worker", "--retention-days", "inf"], "Invalid value for '--retention-days'"),
         (["serve", "--retention-days", "1e12"], "Invalid value for '--retention-days'"),
+        (["worker", "--proxy", "socks5://egress:pw@127.0.0.1:1080"], "must be http://HOST:PORT"),
+        (["serve", "--proxy", "http://127.0.0.1:3128/path"], "must be only a scheme, a host and a port"),
         (["check-endpoint", "https://127.0.0.1:99999/x"], "with a valid port"),
         (["check-endpoint", "https://127.0.0.1:abc/x"], "with a valid port"),
         (["serve", "--ca-bundle", "{not_pem}"], "no PEM certificate TLS can load"),

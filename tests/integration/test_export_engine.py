@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -33,6 +34,7 @@ from sessionexport.retention import purge_expired
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from tests.conftest import make_token
 from tests.support.backend import backend_database
+from tests.support.connect_proxy import ConnectProxy
 from tests.support.engine import OBJECTS, Engine, export_value, running_engine, sessions, until
 from tests.support.receiver import RESET, STALL, TRICKLE, Answer, Receiver, Tls
 
@@ -962,6 +964,37 @@ async def test_a_connection_never_made_is_a_timeout_of_nothing_sent(tmp_path: Pa
         server.close()
     assert attempt.timed_out and not attempt.sent
     assert attempt.error == "no connection within 0.9 s (no TCP or TLS handshake)"
+
+
+async def test_exports_go_through_the_proxy_they_are_given(
+    tmp_path: Path, receiver: Receiver, tls: Tls, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A company's egress proxy (CONNECT, with Basic credentials): the bulks and the token requests
+    go through it, TLS end to end; a proxy that refuses is the attempt's reason, its password in
+    no status, alert or log line."""
+    receiver.behaviour.oauth_clients = {"exporter": "client-secret"}
+    endpoint = f"127.0.0.1:{urlsplit(receiver.url).port}"
+    async with ConnectProxy(("egress", "pr0xy-pass")) as proxy:
+        config = ServerConfig(data_dir=tmp_path / "proxied", ca_bundle=tls.ca_file, proxy=proxy.url)
+        async with running_engine(config) as engine:
+            credentials = {"clientId": "exporter", "clientSecret": "client-secret"}
+            token = {"accessTokenUrl": receiver.token_url, **credentials}
+            oauth = {"active": True, "authType": "oauth2", "oAuth2": token}
+            await engine.create_export(export_value(receiver.url, authentication=oauth))
+            await engine.ingest(sessions(3))
+            await until(lambda: len(receiver.sessions()) == 3, "delivery through the proxy")
+        assert receiver.token_requests and set(proxy.targets) == {endpoint}  # the token's too
+    async with ConnectProxy(("egress", "another-pass")) as refusing:
+        wrong = f"http://egress:pr0xy-pass@127.0.0.1:{refusing.port}"
+        config = ServerConfig(data_dir=tmp_path / "refused", ca_bundle=tls.ca_file, proxy=wrong)
+        async with running_engine(config) as engine:
+            export_id = await engine.create_export(export_value(receiver.url, {"retries": 0}))
+            await engine.ingest(sessions(2, seed=5))
+            await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
+            status = await engine.status(export_id)
+    assert "407 Proxy Authentication Required" in status["lastError"], status["lastError"]
+    assert refusing.targets == [] and len(receiver.sessions()) == 3
+    assert "pr0xy-pass" not in orjson.dumps(status).decode() and "pr0xy-pass" not in caplog.text
 
 
 async def test_one_endpoint_down_does_not_hold_up_another(

@@ -26,6 +26,7 @@ from sessionexport.cli_options import (
     CaBundle,
     DatabaseUrl,
     DataDir,
+    Proxy,
     SecretKey,
     emit,
     env,
@@ -251,6 +252,7 @@ def export_test(
     database_url: DatabaseUrl = None,
     secret_key: SecretKey = None,
     ca_bundle: CaBundle = None,
+    proxy: Proxy = None,
     allow_http_loopback: AllowHttpLoopback = False,
 ) -> None:
     """Send up to 50 sessions of the last 7 days as the export would (one attempt) and print the outcome.
@@ -263,7 +265,9 @@ def export_test(
     async def work(store: Store, settings: SettingsService) -> dict[str, Any]:
         config = await _config(settings, value, None, secrets_needed=True)
         entries = await preview_sessions(store, settings, config, now_ms())
-        supervisor = ExportSupervisor(store, settings, LogNotifier(), ExportMetrics(), ca_bundle=ca_bundle)
+        supervisor = ExportSupervisor(
+            store, settings, LogNotifier(), ExportMetrics(), ca_bundle=ca_bundle, proxy=proxy
+        )
         async with supervisor.client() as client:
             return (await run_test_export(supervisor.sender(config, client), entries)).as_json()
 

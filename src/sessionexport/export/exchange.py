@@ -12,6 +12,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import certifi
 import httpx
@@ -31,11 +32,30 @@ def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     return context
 
 
-def exporter_client(verify: ssl.SSLContext, on_response: ResponseHook | None = None) -> httpx.AsyncClient:
+def exporter_client(
+    verify: ssl.SSLContext, on_response: ResponseHook | None = None, *, proxy: str | None = None
+) -> httpx.AsyncClient:
     """A client as the exporters send with: no redirects followed (a bulk is not sent on to
-    where an answer points), no proxy or certificate settings taken from the environment."""
+    where an answer points), no proxy or certificate settings taken from the environment: only
+    ``proxy``, an HTTP proxy that HTTPS goes through by CONNECT (TLS stays end to end)."""
     hooks = {"response": [on_response]} if on_response is not None else None
-    return httpx.AsyncClient(verify=verify, follow_redirects=False, trust_env=False, event_hooks=hooks)
+    return httpx.AsyncClient(
+        verify=verify, follow_redirects=False, trust_env=False, event_hooks=hooks, proxy=proxy
+    )
+
+
+def proxy_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a proxy for exports; None when it can."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a URL with a valid port"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be http://HOST:PORT (or https://), optionally with USER:PASSWORD@"
+    if port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "must be only a scheme, a host and a port (and credentials)"
+    return None
 
 
 async def exchange(

@@ -145,6 +145,7 @@ class ExportSupervisor:
         metrics: ExportMetrics,
         *,
         ca_bundle: Path | None = None,
+        proxy: str | None = None,
         allow_http_loopback: bool = False,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
@@ -156,6 +157,7 @@ class ExportSupervisor:
         self.owner = worker_name()
         self.lease_seconds = lease_seconds
         self._ssl = ssl_context(ca_bundle)
+        self._proxy = proxy
         self._allow_http_loopback = allow_http_loopback
         # Bulks in flight, capped per export: one slow or failing endpoint, whose requests wait out
         # their timeouts and backoffs, never takes the slots another export sends with.
@@ -476,7 +478,7 @@ class ExportSupervisor:
         return Sender(config, client, credentials_for(config.auth, client, config.tuning.timeoutSeconds))
 
     def client(self) -> httpx.AsyncClient:
-        return exporter_client(self._ssl)
+        return exporter_client(self._ssl, proxy=self._proxy)
 
     async def _start(self, want: _Wanted, shard: int) -> None:
         config = want.config
