@@ -58,6 +58,15 @@ class Site:
     def ingest(self, count: int, seed: int) -> None:
         self.ingest_lines(list(generate_lines(count, seed)))
 
+    def create_export(self, url: str) -> None:
+        export = {"endpointDefinition": {"endpointUrl": url}}
+        created = httpx.post(
+            f"{self.base}/api/v2/settings/objects",
+            json=[{"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export}],
+            headers={"Authorization": f"Api-Token {self.token}"},
+        )
+        assert created.status_code == 200, created.text
+
     def ingest_lines(self, lines: list[bytes]) -> None:
         body = b"\n".join(lines)
         response = httpx.post(
@@ -275,25 +284,8 @@ def test_every_page_fits_a_phone_and_works_from_the_keyboard(browser: Browser, s
     site.ingest(10, seed=5)
     # long values wrap instead of widening the page: a user id, an endpoint URL
     long_user = orjson.loads(next(generate_lines(1, seed=6))) | {"userId": "u" * 512}  # the longest allowed
-    response = httpx.post(
-        f"{site.base}/api/v2/usersessions",
-        content=orjson.dumps(long_user),
-        headers={"Authorization": f"Api-Token {site.token}", "Content-Type": "application/x-ndjson"},
-    )
-    assert response.status_code == 200, response.text
-    long_url = "https://collector.example/" + "segment/" * 40
-    created = httpx.post(
-        f"{site.base}/api/v2/settings/objects",
-        json=[
-            {
-                "schemaId": EXPORT_SCHEMA,
-                "scope": "environment",
-                "value": {"endpointDefinition": {"endpointUrl": long_url}},
-            }
-        ],
-        headers={"Authorization": f"Api-Token {site.token}"},
-    )
-    assert created.status_code == 200, created.text
+    site.ingest_lines([orjson.dumps(long_user)])
+    site.create_export("https://collector.example/" + "segment/" * 40)
     page = browser.new_page(viewport=PHONE)
     page.goto(f"{site.base}/ui/login")
     # Keyboard only: the token field has the focus, Enter logs in, and the message saying so has
@@ -359,13 +351,7 @@ def test_a_long_value_wraps_in_its_own_cell_and_breaks_no_other(browser: Browser
 def test_the_health_page_shows_utc_and_goes_to_the_login_once_it_ended_elsewhere(
     browser: Browser, site: Site
 ) -> None:
-    export = {"endpointDefinition": {"endpointUrl": "https://127.0.0.1:9/sessions"}}
-    created = httpx.post(
-        f"{site.base}/api/v2/settings/objects",
-        json=[{"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export}],
-        headers={"Authorization": f"Api-Token {site.token}"},
-    )
-    assert created.status_code == 200, created.text
+    site.create_export("https://127.0.0.1:9/sessions")
     # a browser in New York: every time on the page is UTC all the same, the chart's too
     context = browser.new_context(viewport=LAPTOP, timezone_id="America/New_York")
     page = context.new_page()
@@ -391,13 +377,7 @@ def test_the_health_page_shows_utc_and_goes_to_the_login_once_it_ended_elsewhere
 
 
 def test_without_javascript_nothing_that_needs_it_is_offered(browser: Browser, site: Site) -> None:
-    export = {"endpointDefinition": {"endpointUrl": "https://127.0.0.1:9/sessions"}}
-    created = httpx.post(
-        f"{site.base}/api/v2/settings/objects",
-        json=[{"schemaId": EXPORT_SCHEMA, "scope": "environment", "value": export}],
-        headers={"Authorization": f"Api-Token {site.token}"},
-    )
-    assert created.status_code == 200, created.text
+    site.create_export("https://127.0.0.1:9/sessions")
     context = browser.new_context(viewport=LAPTOP, java_script_enabled=False)
     page = context.new_page()
     log_in(page, site)
