@@ -142,8 +142,15 @@ async def test_well_behaved_endpoint_with_basic_auth_passes_every_check(serve: S
 async def test_well_behaved_endpoint_with_oauth2_passes_every_check(serve: Serve, tls: Tls) -> None:
     endpoint = serve(oauth_clients={CLIENT: SECRET})
     results = await run_checks(options(endpoint, tls))
-    assert [r.check for r in results] == ["tls", "oauth token", *EVERY_CHECK[1:]]
+    assert [r.check for r in results] == [
+        "tls",
+        "oauth token",
+        *EVERY_CHECK[1:-1],
+        "oauth token reuse",
+        "response time",
+    ]
     assert all(r.outcome is Outcome.PASS for r in results), results
+    assert len(endpoint.token_requests) == 1  # one token served the whole run
     assert endpoint.token_requests[0] == {
         "grant_type": "client_credentials",
         "scope": "session-export",
@@ -333,6 +340,17 @@ async def test_a_token_with_an_expires_at_of_its_own_is_used_by_its_expires_in(
     results = by_check(await run_checks(options(endpoint, tls)))
     assert results["oauth token"].outcome is Outcome.PASS
     assert results["large bulk"].outcome is Outcome.PASS
+
+
+async def test_a_token_refused_before_it_expires_warns(serve: Serve, tls: Tls) -> None:
+    """The exporter asks for a new token on a 401 and sends again: nothing is lost, but each
+    refusal costs a token request and a second send."""
+    endpoint = serve(Faults(tokens_used_once=True), oauth_clients={CLIENT: SECRET})
+    results = by_check(await run_checks(options(endpoint, tls)))
+    assert results["large bulk"].outcome is Outcome.PASS  # sent again with a new token
+    assert results["oauth token reuse"].outcome is Outcome.WARN
+    assert "the endpoint refused a token it had issued" in results["oauth token reuse"].detail
+    assert len(endpoint.token_requests) > 5
 
 
 async def test_a_token_that_is_not_bearer_fails_and_stops(serve: Serve, tls: Tls) -> None:

@@ -48,6 +48,7 @@ class Faults:
     echoes_wrong_secret: bool = False  # a refused token request is told its client_secret, JSON-escaped
     post_only: bool = False  # PUT answers 405, before the body is read
     stores_nothing: bool = False  # 200 for every good body, nothing kept (nor counted)
+    tokens_used_once: bool = False  # a token is taken once, then refused (401) though not expired
     counted_after: float = 0.0  # what is stored is counted this many seconds later (Elasticsearch's refresh)
     drops_lines_over: int | None = None  # lines longer than this are dropped, the request answered 200
 
@@ -151,7 +152,12 @@ class BrokenEndpoint:
         if self.basic is not None:
             user, password = self.basic
             return header == "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        return header.startswith("Bearer ") and header.removeprefix("Bearer ") in self._tokens
+        token = header.removeprefix("Bearer ")
+        if not header.startswith("Bearer ") or token not in self._tokens:
+            return False
+        if self.faults.tokens_used_once:
+            self._tokens.discard(token)
+        return True
 
     async def _token(self, request: Request) -> Response:
         form = {k: str(v) for k, v in (await request.form()).items()}

@@ -36,10 +36,12 @@ from sessionexport.receiver.check.verdicts import (
     judge_response_times,
     judge_scheme,
     judge_token_response,
+    judge_token_reuse,
 )
 
 TLS = "tls"
 OAUTH = "oauth token"
+OAUTH_REUSE = "oauth token reuse"
 RESPONSE_TIME = "response time"
 
 
@@ -212,6 +214,9 @@ async def run_checks(
                 starting(check.name)
                 verdict = await check.run(probe)
                 results.append(CheckResult(check.name, verdict.outcome, verdict.detail))
+        if isinstance(options.auth, OAuth2):
+            verdict = judge_token_reuse(probe.credentials.refused)
+            results.append(CheckResult(OAUTH_REUSE, verdict.outcome, verdict.detail))
         verdict = judge_response_times(probe.exchanges, options.timeout)
         results.append(CheckResult(RESPONSE_TIME, verdict.outcome, verdict.detail))
     return results

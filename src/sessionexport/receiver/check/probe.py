@@ -82,6 +82,25 @@ class FixedHeaders:
         return ()  # a bogus token: nothing to hide
 
 
+class RefusalsCounted:
+    """The exporter's credentials, counting how often the endpoint refused them (a 401 makes the
+    sender forget an OAuth2 token and ask for a new one, once)."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self.refused = 0
+
+    async def headers(self) -> dict[str, str]:
+        return await self._credentials.headers()
+
+    async def refresh(self) -> bool:
+        self.refused += 1
+        return await self._credentials.refresh()
+
+    def secrets(self) -> tuple[str, ...]:
+        return self._credentials.secrets()
+
+
 @dataclass
 class TokenAnswer:
     status: int | None = None
@@ -109,7 +128,7 @@ class Probe:
             disable_notification=True,
             tuning=ExportTuning(timeoutSeconds=options.timeout, retries=0),
         )
-        self.credentials = credentials_for(options.auth, client, options.timeout)
+        self.credentials = RefusalsCounted(credentials_for(options.auth, client, options.timeout))
         self.exchanges: list[Exchange] = []
         self.plain: Attempt | None = None  # the re-sent bulk's first send, for the gzip check
         self.plain_counted: bool | None = None  # whether the count rose for it (None: not counted)

@@ -235,6 +235,18 @@ def judge_gzip(
     return Verdict(Outcome.PASS, f"{what}: its {sessions} sessions were counted ({before} → {after})")
 
 
+def judge_token_reuse(refused: int) -> Verdict:
+    """A token must serve until its expires_in runs out: the exporter caches it that long. An
+    endpoint that refuses it before costs a token request and a second send each time."""
+    if refused:
+        return Verdict(
+            Outcome.WARN,
+            f"the endpoint refused a token it had issued {refused} time(s) (HTTP 401) before its"
+            " expires_in ran out: exporters then ask for a new one and send again, each time",
+        )
+    return Verdict(Outcome.PASS, "every request was taken with the cached token")
+
+
 def judge_token_response(status: int | None, data: object) -> Verdict:
     """Whether the exporter can use the answer (read as it reads it: a PASS here means a token the
     exporter takes), and how well it can: a token_type said, and expires_in to cache it by."""
