@@ -432,11 +432,12 @@ def connect_options(url: str) -> dict[str, Any]:
 
 def describe(url: str) -> tuple[str, list[str]]:
     """``host:port`` for messages, and the password in every form a message could echo it in."""
-    parts = urlsplit(url)
-    secrets = [parts.password, unquote(parts.password)] if parts.password else []
-    secrets += _fragments(_meant_password(url))
-    host: object = parts.hostname
-    port: object = _port(parts)
+    secrets = _fragments(_meant_password(url))
+    parts = _split(url)
+    if parts is not None and parts.password:
+        secrets += [parts.password, unquote(parts.password)]
+    host: object = parts.hostname if parts is not None else None
+    port: object = _port(parts) if parts is not None else None
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error:
@@ -445,13 +446,23 @@ def describe(url: str) -> tuple[str, list[str]]:
         host, port = params.get("host"), params.get("port")
         secrets.append(str(params.get("password") or ""))
     address = f"{host or 'localhost'}:{port or 5432}"
-    if re.search(r"[@/?#\s]|%(?![0-9A-Fa-f]{2})", _meant_password(url)):  # libpq reads another host
-        meant = urlsplit(f"postgresql://{url.rpartition('@')[2]}")
+    if re.search(r"[@/?#\[\]\s]|%(?![0-9A-Fa-f]{2})", _meant_password(url)):  # libpq reads another host
+        meant = _split(f"postgresql://{url.rpartition('@')[2]}")
+        where = f"{meant.hostname or 'localhost'}:{_port(meant) or 5432}" if meant else "its host"
         address = (
-            f"{meant.hostname or 'localhost'}:{_port(meant) or 5432} (the URL's password must be"
-            " percent-encoded: @ as %40, / as %2F, ? as %3F, # as %23, % as %25, a space as %20)"
+            f"{where} (the URL's password must be percent-encoded: @ as %40, / as %2F, ? as %3F,"
+            " # as %23, % as %25, [ as %5B, ] as %5D, a space as %20)"
         )
     return address, sorted({s for s in secrets if s}, key=len, reverse=True)
+
+
+def _split(url: str) -> SplitResult | None:
+    """``url`` split, or None where Python cannot split it (brackets that hold no IPv6 address:
+    its error would quote what they hold, a piece of the password)."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
 
 
 def _meant_password(url: str) -> str:
@@ -465,7 +476,7 @@ def _fragments(password: str) -> list[str]:
     percent-encoded ("@", "/", "?", ":", "%", a space): libpq splits the URL there and names what
     it could not read, a host, a port or a token: every run of the password from one such
     character to another (of two characters or more)."""
-    cuts = [0, *(m.end() for m in re.finditer(r"[@/?#:%\s]", password)), len(password) + 1]
+    cuts = [0, *(m.end() for m in re.finditer(r"[@/?#:%\[\]\s]", password)), len(password) + 1]
     runs = {password[start : end - 1] for start in cuts for end in cuts if end > start}
     return [run.strip() for run in runs if len(run.strip()) > 1]
 
