@@ -992,7 +992,9 @@ async def test_exports_go_through_the_proxy_they_are_given(
             await engine.ingest(sessions(2, seed=5))
             await until(lambda: dead_letters(engine, export_id, 1), "dead letter")
             status = await engine.status(export_id)
-    assert "407 Proxy Authentication Required" in status["lastError"], status["lastError"]
+    assert status["lastError"] == (
+        "Request failed: the proxy refused the tunnel to the endpoint (407 Proxy Authentication Required)"
+    )
     assert refusing.targets == [] and len(receiver.sessions()) == 3
     assert "pr0xy-pass" not in orjson.dumps(status).decode() and "pr0xy-pass" not in caplog.text
 

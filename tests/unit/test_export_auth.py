@@ -51,6 +51,12 @@ def test_tls_failing_after_the_handshake_is_named_so() -> None:
     )
 
 
+def test_a_proxy_refusing_the_tunnel_is_named() -> None:
+    assert describe_transport_error(httpx.ProxyError("502 Bad Gateway")) == (
+        "the proxy refused the tunnel to the endpoint (502 Bad Gateway)"
+    )
+
+
 def test_a_connection_closed_in_the_handshake_says_so() -> None:
     """httpx's text is empty then (an old TLS version only, or no TLS on that port)."""
     assert describe_transport_error(httpx.ConnectError("")) == (

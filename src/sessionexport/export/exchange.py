@@ -50,7 +50,7 @@ def proxy_problem(url: str) -> str | None:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return "is not a URL with a valid port"
+        return "is not a URL with a valid port (percent-encode a password's @ : / ? # [ ] % and spaces)"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be http://HOST:PORT (or https://), optionally with USER:PASSWORD@"
     if port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -91,6 +91,8 @@ def describe_transport_error(exc: httpx.HTTPError | ssl.SSLError) -> str:
                 f"TLS failed: the endpoint requires a client certificate, which exports do not send ({text})"
             )
         return f"TLS failed after the handshake ({text})"
+    if isinstance(exc, httpx.ProxyError):  # the proxy's own answer to CONNECT
+        return f"the proxy refused the tunnel to the endpoint ({text or 'no reason given'})"
     if isinstance(exc, httpx.ConnectError):
         # Empty when the endpoint closed the connection in the handshake: no TLS on that port, or
         # only a version too old to use.
