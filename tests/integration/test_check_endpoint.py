@@ -215,6 +215,10 @@ async def test_bulks_go_as_the_export_sends_them_and_another_way_refused_only_wa
         assert by_check(results)[label].outcome is Outcome.WARN
         assert "(an export to it must send POST application/json)" in by_check(results)[label].detail
     bulks = [request for request in endpoint.requests if request[0] == "POST"]
+    # a content type as an export may be saved with: parameters and all
+    typed = serve()
+    await run_checks(options(typed, tls, content_type="application/json; charset=utf-8"))
+    assert typed.requests[4] == ("PUT", "application/json; charset=utf-8")  # the large bulk
     assert len(bulks) >= 6 and ("PUT", "application/json") not in endpoint.requests[4:]  # after the samples
 
 
@@ -434,6 +438,7 @@ def test_token_response_rules(status: int, data: object, expected: Outcome) -> N
             "sessions lost: 20 new sessions answered 2xx raised the count by only 13",
         ),
         (Counts(5, 31, 31), Outcome.PASS, "5 → 31 → 31"),  # others' sessions arrived meanwhile
+        (Counts(104, 123, 124), Outcome.FAIL, "sessions lost"),  # the re-send stored the one lost
         (CountError("count URL answered HTTP 404"), Outcome.WARN, "HTTP 404"),
         (None, Outcome.PASS, "--count-url"),
     ],
@@ -511,7 +516,7 @@ def test_the_command_renders_the_table_and_exits_by_the_outcomes(
         ["https://127.0.0.1:1/export/events", "--token-url", "https://127.0.0.1:1/token"],
         ["not a url"],
         ["https://127.0.0.1:1/export/events", "--count-url", "http://127.0.0.1:1/count"],
-        ["https://127.0.0.1:1/export/events", "--content-type", "text/plain"],
+        ["https://127.0.0.1:1/export/events", "--content-type", "not a media type"],
         ["https://127.0.0.1:1/_bulk", "--index", "s", "--content-type", "application/json"],
     ],
 )

@@ -267,10 +267,16 @@ _QUOTED = r'"[\t\x20\x21\x23-\x5b\x5d-\x7e]*"'  # printable ASCII but " and \
 _MEDIA_TYPE = re.compile(rf"{_NAME}/{_NAME}([ \t]*;[ \t]*{_NAME}=({_NAME}|{_QUOTED}))*")
 
 
+MEDIA_TYPE_WANTED = "must be a media type such as application/json or application/x-ndjson"
+
+
+def is_media_type(value: str) -> bool:
+    """A ``contentType`` an export may be saved with (as stored and sent: no stripping)."""
+    return bool(_MEDIA_TYPE.fullmatch(value))
+
+
 def _check_media_type(_: Context, value: str, __: dict[str, Any]) -> str | None:
-    if _MEDIA_TYPE.fullmatch(value):  # as stored and sent: no stripping
-        return None
-    return "must be a media type such as application/json or application/x-ndjson"
+    return None if is_media_type(value) else MEDIA_TYPE_WANTED
 
 
 def is_loopback(host: str) -> bool:

@@ -16,11 +16,12 @@ from rich.table import Table
 
 from sessionexport.cli_options import env, loadable_ca_bundle, to_stdout
 from sessionexport.export.config import BasicAuth, OAuth2
-from sessionexport.media_types import JSON, NDJSON
+from sessionexport.media_types import JSON, NDJSON, media_type
 from sessionexport.model.elasticsearch_names import index_name_problem
 from sessionexport.receiver.check.checks import run_checks
 from sessionexport.receiver.check.probe import DEFAULT_TIMEOUT, CheckOptions
 from sessionexport.receiver.check.verdicts import CheckResult, Outcome, exit_code, judge_scheme
+from sessionexport.settings.validation import MEDIA_TYPE_WANTED, is_media_type
 
 STYLES = {Outcome.PASS: "green", Outcome.WARN: "yellow", Outcome.FAIL: "bold red"}
 
@@ -94,11 +95,9 @@ def cli_options(
     check_absolute_url(url, "URL")
     if index is not None and (reason := index_name_problem(index)):
         raise typer.BadParameter(f"{index!r}: {reason}", param_hint="--index")
-    if content_type not in (None, JSON, NDJSON):
-        raise typer.BadParameter(
-            f"{JSON} or {NDJSON}, as an export's contentType", param_hint="--content-type"
-        )
-    if index is not None and content_type not in (None, NDJSON):
+    if content_type is not None and not is_media_type(content_type):  # as the export settings take it
+        raise typer.BadParameter(MEDIA_TYPE_WANTED, param_hint="--content-type")
+    if index is not None and content_type is not None and media_type(content_type) != NDJSON:
         raise typer.BadParameter(f"an export with sendDirect sends {NDJSON}", param_hint="--content-type")
     basic_auth = parse_basic(basic)
     if basic_auth is not None and oauth is not None:

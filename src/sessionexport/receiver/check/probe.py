@@ -28,7 +28,7 @@ from sessionexport.export.exchange import (
     ssl_context,
 )
 from sessionexport.export.tuning import ExportTuning
-from sessionexport.media_types import JSON, NDJSON
+from sessionexport.media_types import JSON, NDJSON, media_type
 from sessionexport.receiver.check.bodies import Bodies
 from sessionexport.receiver.check.verdicts import CountError, Exchange, count_at
 
@@ -63,7 +63,7 @@ class CheckOptions:
     @property
     def bulk_type(self) -> str:
         """The content type of the export's bulks: NDJSON with sendDirect, as the settings require."""
-        return NDJSON if self.index else self.content_type
+        return NDJSON if self.index and media_type(self.content_type) != NDJSON else self.content_type
 
 
 class FixedHeaders:

@@ -165,21 +165,23 @@ def judge_resend(
     if isinstance(counts, CountError):
         return Verdict(Outcome.WARN, f"both sends answered 2xx; duplicates not checked: {counts}")
     trail = f"count {counts.before} → {counts.after_first} → {counts.after_again}"
-    if counts.after_again > counts.after_first:
-        return Verdict(
-            Outcome.FAIL,
-            f"duplicates stored twice: the same {sessions} sessions sent again raised the count ({trail})",
-        )
     if counts.after_first <= counts.before:
         return Verdict(
             Outcome.WARN,
             f"the count did not rise for {sessions} new sessions ({trail}): are --count-url/--count-key right?",
         )
-    if counts.after_first - counts.before < sessions:  # more is others' traffic; fewer is loss
+    # Fewer than sent is loss (a re-send that then raises the count stores what the first lost);
+    # more is others' traffic.
+    if counts.after_first - counts.before < sessions:
         return Verdict(
             Outcome.FAIL,
             f"sessions lost: {sessions} new sessions answered 2xx raised the count by only"
             f" {counts.after_first - counts.before} ({trail})",
+        )
+    if counts.after_again > counts.after_first:
+        return Verdict(
+            Outcome.FAIL,
+            f"duplicates stored twice: the same {sessions} sessions sent again raised the count ({trail})",
         )
     return Verdict(Outcome.PASS, f"{trail}: the re-send stored nothing new")
 
