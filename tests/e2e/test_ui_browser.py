@@ -159,6 +159,8 @@ def test_configure_an_oauth2_export_test_it_watch_it_deliver_and_replay_a_dead_l
     form.get_by_label("Activate").first.check()
     form.get_by_label("Authentication type").select_option("oauth2")
     expect(oauth).to_be_visible()
+    expect(form.get_by_label("Client ID")).to_have_attribute("aria-required", "true")  # shown: required
+    expect(form.get_by_label("User name")).not_to_have_attribute("aria-required", "true")
     expect(form.locator("#export-new-authentication-basicAuth")).to_be_hidden()
     form.get_by_label("Access token URL").fill(site.receiver.token_url)
     form.get_by_label("Client ID").fill(CLIENT_ID)

@@ -15,6 +15,14 @@ function applyPreconditions(form) {
     const holds = conditions.every(([name, expected]) => fieldValue(form, name) === expected);
     el.hidden = !holds;
   }
+  // A field required while its precondition holds is marked required while it is shown.
+  for (const input of form.querySelectorAll("[data-required]")) {
+    const shown = !input.closest("[hidden]");
+    input.toggleAttribute("aria-required", shown);
+    if (shown) input.setAttribute("aria-required", "true");
+    const mark = form.querySelector(`label[for="${input.id}"] .required`);
+    if (mark) mark.hidden = !shown;
+  }
 }
 
 // A test export goes over HTTPS only: say so, and disable the button, while a URL is http.
