@@ -18,8 +18,8 @@ function applyPreconditions(form) {
   // A field required while its precondition holds is marked required while it is shown.
   for (const input of form.querySelectorAll("[data-required]")) {
     const shown = !input.closest("[hidden]");
-    input.toggleAttribute("aria-required", shown);
     if (shown) input.setAttribute("aria-required", "true");
+    else input.removeAttribute("aria-required");
     const mark = form.querySelector(`label[for="${input.id}"] .required`);
     if (mark) mark.hidden = !shown;
   }
