@@ -43,6 +43,7 @@ TLS = "tls"
 OAUTH = "oauth token"
 OAUTH_REUSE = "oauth token reuse"
 RESPONSE_TIME = "response time"
+REFUSED_KIND = (400, 404, 405, 415)  # a method or content type the endpoint does not take
 
 
 async def check_tls(options: CheckOptions) -> tuple[Verdict, bool]:
@@ -86,9 +87,6 @@ async def check_token(probe: Probe) -> tuple[Verdict, bool]:
         return Verdict(Outcome.FAIL, str(exc)), False
     answer = judge_token_response(probe.token_answer.status, probe.token_answer.data)
     return (combine([answer, scheme]) if scheme is not None else answer), True
-
-
-REFUSED_KIND = (400, 404, 405, 415)  # a method or content type the endpoint does not take
 
 
 def check_samples(method: str, content_type: str) -> Callable[[Probe], Awaitable[Verdict]]:
