@@ -26,13 +26,12 @@ from sessionexport.export.preview import (
     saved_config,
     unsaved_config,
 )
-from sessionexport.export.replay import UNDECRYPTABLE, DeliveryRefused, ReplayTally
+from sessionexport.export.replay import DeliveryRefused, ReplayTally
 from sessionexport.export.status import alert_json, export_health, export_running
 from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.media_types import NDJSON
 from sessionexport.model.session import EPOCH_MS_MAX, EPOCH_MS_MIN
 from sessionexport.settings.objects import SettingsService
-from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store import Store
 from sessionexport.store.records import INT_MAX, ListedDeadLetter, LogEntry, TokenRecord
 from sessionexport.tokens import Scope
@@ -220,13 +219,12 @@ def _objects(request: Request) -> tuple[Store, SettingsService, ExportSupervisor
     return state.store, state.settings, state.exports
 
 
-async def _config(settings: SettingsService, export_id: str, *, secrets_needed: bool = False) -> ExportConfig:
-    """The saved configuration (``saved_config``), or 404; 409 when its secrets are needed and
-    this server's keys cannot decrypt them (a setup of this server, not a fault of the request)."""
-    try:
-        config = await saved_config(settings, export_id, secrets_needed=secrets_needed)
-    except SecretKeyError:
-        raise ApiError(409, f"Not replayed: {UNDECRYPTABLE}") from None
+async def _config(settings: SettingsService, export_id: str) -> ExportConfig:
+    """The saved configuration, its secrets masked (``saved_config``), or 404."""
+    return _found(await saved_config(settings, export_id), export_id)
+
+
+def _found(config: ExportConfig | None, export_id: str) -> ExportConfig:
     if config is None:
         raise ApiError(404, f"No user session export with objectId {export_id!r}")
     return config
@@ -494,12 +492,12 @@ async def replay_dead_letters(
     body: ReplayRequest | None = None,
     background: Annotated[bool, Query(description="Answer at once; send in the background")] = False,
 ) -> Response:
-    store, settings, supervisor = _objects(request)
-    config = await _config(settings, objectId, secrets_needed=True)
-    letters, missing = await letters_to_replay(store, objectId, body.ids if body is not None else None)
-    if missing:
-        raise ApiError(404, f"No pending dead letter(s) {', '.join(map(str, missing))} for this export")
+    store, _, supervisor = _objects(request)
     try:
+        config = _found(await supervisor.sending_config(objectId), objectId)
+        letters, missing = await letters_to_replay(store, objectId, body.ids if body is not None else None)
+        if missing:
+            raise ApiError(404, f"No pending dead letter(s) {', '.join(map(str, missing))} for this export")
         if background:
             supervisor.replay_in_background(config, letters)
             return OrjsonResponse({"replaying": len(letters)}, status_code=202)

@@ -71,8 +71,9 @@ UNDECRYPTABLE = (
 
 
 class DeliveryRefused(Exception):
-    """The export's stored endpoint may not be sent to by this process (an http:// URL stored
-    while the server allowed it on loopback, read by one that does not)."""
+    """The export may not be sent from this process: its stored endpoint is one it may not send to
+    (an http:// URL stored while the server allowed it on loopback, read by one that does not), or
+    its keys cannot decrypt the export's secrets (UNDECRYPTABLE)."""
 
 
 class Replayer:

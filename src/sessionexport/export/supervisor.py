@@ -40,7 +40,7 @@ from sessionexport.export.leases import (
 from sessionexport.export.metrics import ExportMetrics
 from sessionexport.export.notifier import LogNotifier, wait_for_at_most
 from sessionexport.export.preview import saved_config
-from sessionexport.export.replay import Replayer, ReplayResult
+from sessionexport.export.replay import UNDECRYPTABLE, DeliveryRefused, Replayer, ReplayResult
 from sessionexport.export.zones import zone_from_value
 from sessionexport.settings.objects import SettingsService
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
@@ -177,7 +177,7 @@ class ExportSupervisor:
             self.client,
             self.sender,
             self._refusal,
-            lambda export_id: saved_config(settings, export_id, secrets_needed=True),
+            self.sending_config,
         )
         self._aside = Throttle()  # standing aside, for exports this process cannot run: said now and then
         self._aside_from: set[str] = set()  # the exports it stands aside for, each with an alert of its own
@@ -557,6 +557,14 @@ class ExportSupervisor:
         return None
 
     # -- operations --------------------------------------------------------------------------
+    async def sending_config(self, export_id: str) -> ExportConfig | None:
+        """A saved export's configuration as a replay sends it, its secrets decrypted (None: no such
+        export); ``DeliveryRefused`` when this process's keys cannot decrypt them."""
+        try:
+            return await saved_config(self.settings, export_id, secrets_needed=True)
+        except SecretKeyError:
+            raise DeliveryRefused(UNDECRYPTABLE) from None
+
     async def replay(self, config: ExportConfig, letter_ids: list[int]) -> list[ReplayResult]:
         """``Replayer.replay``, with this process's client and authentication."""
         return await self.replayer.replay(config, letter_ids)

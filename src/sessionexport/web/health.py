@@ -12,10 +12,9 @@ from starlette.routing import Route
 from sessionexport.clock import HOUR_MS, MINUTE_MS, now_ms
 from sessionexport.export.config import export_config
 from sessionexport.export.deadletters import discard_pending, letters_to_replay
-from sessionexport.export.replay import UNDECRYPTABLE, DeliveryRefused, ReplayTally
+from sessionexport.export.replay import DeliveryRefused, ReplayTally
 from sessionexport.export.status import ExportHealth, export_health, export_running
 from sessionexport.settings.schemas import EXPORT_SCHEMA
-from sessionexport.settings.secrets import SecretKeyError
 from sessionexport.store.records import ListedDeadLetter, SettingsRecord
 from sessionexport.tokens import Scope
 from sessionexport.web.app import Ui, Visit, stored_id
@@ -87,10 +86,8 @@ async def delivery_series(ui: Ui, request: Request, visit: Visit) -> Response:
 
 async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params["object_id"]
-    record = await ui.settings.get_export(object_id)
-    if record is None:
-        visit.session.say("That export no longer exists.")
-        return ui.redirect("/health")
+    if await ui.settings.get_export(object_id) is None:
+        return _gone(ui, visit)
     letter = visit.field("letter").strip()  # empty: every pending one
     letter_id = stored_id(letter)
     letters: list[int] = []
@@ -109,10 +106,8 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
             "Nothing to replay: the dead letter was replayed already, or there is none pending.",
         )
     try:
-        config = export_config(object_id, ui.settings.plain_value(record))
-    except SecretKeyError:
-        return _back(ui, visit, object_id, f"Not replayed: {UNDECRYPTABLE}.")
-    try:
+        if (config := await ui.exports.sending_config(object_id)) is None:  # deleted meanwhile
+            return _gone(ui, visit)
         if len(letters) > 1:  # all of them: may take minutes, so not in this request
             ui.exports.replay_in_background(config, letters)
             return _back(
@@ -140,8 +135,7 @@ async def replay(ui: Ui, request: Request, visit: Visit) -> Response:
 async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
     object_id = request.path_params["object_id"]
     if await ui.settings.get_export(object_id) is None:
-        visit.session.say("That export no longer exists.")
-        return ui.redirect("/health")
+        return _gone(ui, visit)
     # "all" in the page's buttons means up to the newest letter it counted, not the letters kept since
     if (up_to := stored_id(visit.field("up_to").strip())) is None:
         return _back(ui, visit, object_id, _out_of_date("discard"))
@@ -149,6 +143,11 @@ async def discard(ui: Ui, request: Request, visit: Visit) -> Response:
         ui.store, object_id, now_ms(), f"UI login {visit.author!r}", up_to
     )
     return _back(ui, visit, object_id, f"Discarded {letters} dead letter(s) holding {sessions} session(s).")
+
+
+def _gone(ui: Ui, visit: Visit) -> Response:
+    visit.session.say("That export no longer exists.")
+    return ui.redirect("/health")
 
 
 def card(object_id: str) -> str:
