@@ -34,6 +34,9 @@ from sessionexport.export.exchange import TRANSPORT_ERRORS, describe_transport_e
 from sessionexport.export.masking import masked, sent_secret
 
 TIMEOUT_TITLE = "Request timeout"
+# Of the exchange's timeout, what connecting (TCP and TLS) may take: it gives up first, so that a
+# connection never made is not taken for a request sent and left unanswered.
+CONNECT_SHARE = 0.9
 OAUTH_FAILURE_PREFIX = "OAuth token: "  # how an attempt's error says the token endpoint failed
 # What Elasticsearch answers a bulk request it will never take (a bad request, credentials or
 # rights it refuses, no such index, too large): trying it again changes nothing.
@@ -167,6 +170,7 @@ class Sender:
         compressed = self.config.tuning.compression == "gzip"
         content = await asyncio.to_thread(gzipped, body) if compressed else body
         timeout = self.config.tuning.timeoutSeconds
+        connect_timeout = timeout * CONNECT_SHARE
         started, at = time.perf_counter(), now_ms()
 
         sent_with: tuple[str, ...] = ()  # the credential of the request sent last
@@ -214,16 +218,14 @@ class Sender:
                     self.config.endpoint_url,
                     content=content,
                     headers=headers,
-                    # Connecting gives up first: a connection never made is not taken for a
-                    # request sent and left unanswered (the whole exchange's deadline would be).
-                    timeout=httpx.Timeout(timeout, connect=timeout * 0.9),
+                    timeout=httpx.Timeout(timeout, connect=connect_timeout),
                 )
                 async with asyncio.timeout(timeout):
                     response, answer = await exchange(
                         self._client, request, BULK_ANSWER_BYTES if read_answer else ANSWER_BYTES
                     )
             except httpx.ConnectTimeout:
-                unmade = f"no connection within {timeout * 0.9:g} s (no TCP or TLS handshake)"
+                unmade = f"no connection within {connect_timeout:g} s (no TCP or TLS handshake)"
                 return done(error=unmade, timed_out=True)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 return done(error=f"no answer within {timeout:g} s", timed_out=True, sent=went_out(exc))

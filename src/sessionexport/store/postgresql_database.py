@@ -432,7 +432,8 @@ def connect_options(url: str) -> dict[str, Any]:
 
 def describe(url: str) -> tuple[str, list[str]]:
     """``host:port`` for messages, and the password in every form a message could echo it in."""
-    secrets = _fragments(_meant_password(url))
+    meant = _meant_password(url)
+    secrets = _fragments(meant)
     parts = _split(url)
     if parts is not None and parts.password:
         secrets += [parts.password, unquote(parts.password)]
@@ -446,9 +447,9 @@ def describe(url: str) -> tuple[str, list[str]]:
         host, port = params.get("host"), params.get("port")
         secrets.append(str(params.get("password") or ""))
     address = f"{host or 'localhost'}:{port or 5432}"
-    if re.search(r"[@/?#\[\]\s]|%(?![0-9A-Fa-f]{2})", _meant_password(url)):  # libpq reads another host
-        meant = _split(f"postgresql://{url.rpartition('@')[2]}")
-        where = f"{meant.hostname or 'localhost'}:{_port(meant) or 5432}" if meant else "its host"
+    if _UNENCODED.search(meant):  # libpq reads another host than meant: say the one meant
+        host_part = _split(f"postgresql://{url.rpartition('@')[2]}")
+        where = f"{host_part.hostname or 'localhost'}:{_port(host_part) or 5432}" if host_part else "its host"
         address = (
             f"{where} (the URL's password must be percent-encoded: @ as %40, / as %2F, ? as %3F,"
             " # as %23, % as %25, [ as %5B, ] as %5D, a space as %20)"
@@ -471,13 +472,17 @@ def _meant_password(url: str) -> str:
     return userinfo.partition(":")[2] if at else ""
 
 
+# Characters of a password that a URL needs percent-encoded: libpq splits the URL at them.
+_UNENCODED = re.compile(r"[@/?#\[\]\s]|%(?![0-9A-Fa-f]{2})")
+
+
 def _fragments(password: str) -> list[str]:
     """The parts of ``password`` that libpq may echo when it holds a character the URL needed
-    percent-encoded ("@", "/", "?", ":", "%", a space): libpq splits the URL there and names what
-    it could not read, a host, a port or a token: every run of the password from one such
-    character to another (of two characters or more)."""
-    cuts = [0, *(m.end() for m in re.finditer(r"[@/?#:%\[\]\s]", password)), len(password) + 1]
-    runs = {password[start : end - 1] for start in cuts for end in cuts if end > start}
+    percent-encoded: it splits the URL there (or at a ":" or "%") and names what it could not
+    read, a host, a port or a token. Every run of whole pieces between such characters, of two
+    characters or more."""
+    parts = re.split(r"([@/?#:%\[\]\s])", password)  # pieces, and the characters between them
+    runs = {"".join(parts[i : j + 1]) for i in range(0, len(parts), 2) for j in range(i, len(parts), 2)}
     return [run.strip() for run in runs if len(run.strip()) > 1]
 
 

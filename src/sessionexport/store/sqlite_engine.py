@@ -89,7 +89,8 @@ def writable(path: Path) -> bool:
     return os.access(path.parent, os.W_OK) or all(os.access(file, os.W_OK) for file in beside)
 
 
-def read_only(path: Path) -> str:
+def read_only_refusal(path: Path) -> str:
+    """What a write to a database this process may not write says."""
     return (
         f"{path} is read-only here (a read-only filesystem, or no permission to write it or its"
         " folder): nothing was changed"
@@ -162,7 +163,7 @@ class SQLiteEngine:
     async def open(self) -> None:
         self.read_only = self.path.exists() and not writable(self.path)
         if self.read_only and not self._existing:  # a command that writes, or may create the schema
-            raise StoreError(read_only(self.path))
+            raise StoreError(read_only_refusal(self.path))
         if self.read_only:
             self._start_readers()
             try:
@@ -230,7 +231,7 @@ class SQLiteEngine:
         process being killed, not the machine crashing; for writes whose loss only repeats work
         (an exporter's cursor: what it passed is sent again). A later durable commit syncs it too."""
         if self.read_only:
-            raise StoreError(read_only(self.path))
+            raise StoreError(read_only_refusal(self.path))
         if self._writer is None or not self._writer.is_alive():
             raise StoreError("store is not open")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
