@@ -1061,6 +1061,24 @@ def test_parse_lists_every_problem_of_an_event_in_the_order_of_its_line() -> Non
     assert found[4].message == "required field is missing"
 
 
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [([], "array"), ({"a": 1}, "object"), (None, "null"), (True, "boolean"), (1, "integer")],
+)
+def test_parse_refuses_a_type_that_is_not_text_in_json_words(kind: object, said: str) -> None:
+    # a list or an object is no key of the models: the refusal, not a TypeError (a 500)
+    found = problems(
+        ndjson({"type": kind, "tenantId": "t", "sessionId": "s", "eventId": "e", "timestamp": T0})
+    )
+    assert [(p.location, p.path, p.message) for p in found] == [
+        (
+            "line 1",
+            "type",
+            f"expected string, got {said}; expected one of attributes, action, event, error, end",
+        )
+    ]
+
+
 def test_parse_checks_an_event_of_unknown_type_for_the_fields_every_event_has() -> None:
     found = problems(ndjson({"type": "click", "tenantId": "", "timestamp": T0}))
     assert [(p.path, p.message) for p in found] == [

@@ -93,16 +93,22 @@ def refused_event_problems(line: bytes) -> list[tuple[str, str]]:
         return []  # (json.loads stops at nesting the typed decode got through): msgspec's word
     if not isinstance(value, dict):
         return [("", f"expected object, got {json_kind(value)}")]
-    kind = value.get("type")
-    models = _event_models()
-    found = []
-    if kind not in models:
-        shown = "required field is missing" if "type" not in value else f"invalid value {kind!r}"
-        found.append(("type", f"{shown}; expected one of {', '.join(EVENT_TYPES)}"))
-    model = models.get(kind, models["end"])  # the end event has the common fields alone
+    kind, models, found = value.get("type"), _event_models(), []
+    known = kind if isinstance(kind, str) and kind in models else None  # a list or object is unhashable
+    if known is None:
+        found.append(("type", f"{_type_refusal(value)}; expected one of {', '.join(EVENT_TYPES)}"))
+    model = models[known or "end"]  # the end event has the common fields alone
     place = {key: index for index, key in enumerate(value)}  # in the line's order, missing ones last
     walked = sorted(problems_against(value, model), key=lambda p: place.get(_top(p.path), len(place)))
     return found + [(p.path, p.message) for p in walked]
+
+
+def _type_refusal(event: dict[str, Any]) -> str:
+    """What is wrong with an event's ``type``, a value of JSON in JSON's words."""
+    if "type" not in event:
+        return "required field is missing"
+    kind = event["type"]
+    return f"invalid value {kind!r}" if isinstance(kind, str) else f"expected string, got {json_kind(kind)}"
 
 
 def _top(path: str) -> str:
