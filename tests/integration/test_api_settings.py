@@ -964,6 +964,17 @@ async def test_unknown_enum_value_is_a_violation(settings: Settings) -> None:
     assert "basic" in message and "oauth2" in message
 
 
+@pytest.mark.parametrize(("given", "said"), [(True, "a boolean"), (2, "a number"), (["basic"], "a list")])
+async def test_an_enum_value_that_is_not_text_is_named_in_json_words(
+    settings: Settings, given: object, said: str
+) -> None:
+    authentication = {**basic_auth(), "authType": given}
+    response = await settings.post(item(export_value(authentication=authentication)))
+    assert response.status_code == 400
+    message = violation_at(response.json()[0], "authentication.authType")
+    assert message == f"expected a string, got {said}; expected one of: basic, oauth2"
+
+
 async def test_tenant_scope_is_stored_as_environment(settings: Settings) -> None:
     object_id = await settings.create(export_value(), scope="tenant")
     assert (await settings.read(object_id))["scope"] == "environment"

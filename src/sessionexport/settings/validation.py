@@ -156,7 +156,8 @@ def _enum_value(walk: _Walk, enum: dict[str, Any], given: Any, path: str) -> Any
         for value in allowed:
             if value.lower() == given.lower():
                 return value
-    walk.add(path, f"invalid value {given!r}; expected one of: {', '.join(allowed)}")
+    shown = f"invalid value {given!r}" if isinstance(given, str) else f"expected a string, got {_kind(given)}"
+    walk.add(path, f"{shown}; expected one of: {', '.join(allowed)}")
     return given
 
 
