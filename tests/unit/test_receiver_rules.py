@@ -252,6 +252,11 @@ def test_elasticsearch_7_takes_the_type_from_the_path_when_the_line_names_none()
         ("<>", "must not be empty"),
         ("<_s-{now/d}>", "must not start with -, _ or +"),
         ("<s#{now/d}>", "must not contain '#'"),
+        # a date never closed, or empty: else "<{a>" + "b}>/X" and "<{a>/b}>" + "X" were one key
+        *(
+            (name, "must hold each date closed, as {now/d} or {now/d{yyyy.MM.dd}}")
+            for name in ("<{a>", "<{a>/b}>", "<s-{}>", "<s-{now/d}}>", "<s-{now/d{yyyy}>")
+        ),
     ],
 )
 def test_an_invalid_index_name_fails_its_item_as_elasticsearch_says(index: str, reason: str) -> None:

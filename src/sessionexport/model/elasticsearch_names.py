@@ -34,7 +34,10 @@ def index_name_problem(name: str) -> str | None:
 
 
 # A date in a date-math name: ``{now/d}``, ``{now/M{yyyy.MM}}``, ``{now/d{yyyy.MM.dd|+01:00}}``.
-_DATE = re.compile(r"\{[^{}]*(?:\{[^{}]*\})?[^{}]*\}")
+# It may hold / : and |, which the text around it may not, but no other such character: what
+# is never closed, or holds a >, is no date (nor is a / in it let through).
+_IN_DATE = r'[^{}<>\s,#"*?\\]'
+_DATE = re.compile(rf"\{{{_IN_DATE}+(?:\{{{_IN_DATE}*\}})?\}}")
 
 
 def _date_math_problem(inner: str) -> str | None:
@@ -45,6 +48,8 @@ def _date_math_problem(inner: str) -> str | None:
     if inner[:1] in ("-", "_", "+"):
         return "must not start with -, _ or +"
     text = _DATE.sub("", inner)
+    if "{" in text or "}" in text:  # Elasticsearch cannot resolve it (and a / in it would pass)
+        return "must hold each date closed, as {now/d} or {now/d{yyyy.MM.dd}}"
     if text != text.lower():
         return "must be lower case"
     if bad := sorted(_FORBIDDEN.intersection(text)):
