@@ -309,6 +309,18 @@ async def test_a_body_of_thousands_of_bad_lines_lists_the_first_100_and_counts_a
     assert len(response.content) < 20_000
 
 
+@pytest.mark.parametrize("kind", [b"[]", b'{"a":1}'])
+async def test_a_rum_event_whose_type_is_no_text_is_400_not_500(api: Api, kind: bytes) -> None:
+    response = await api.client.post(
+        "/api/v2/rum/events",
+        content=b'{"type":%s,"tenantId":"t","sessionId":"s","eventId":"e","timestamp":1}\n' % kind,
+        headers={**api.auth(await api.token()), "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 400
+    violation = response.json()["error"]["constraintViolations"][0]
+    assert (violation["location"], violation["path"]) == ("line 1", "type")
+
+
 async def test_json_array_problems_are_located_by_index(api: Api) -> None:
     token = await api.token()
     body = b"[" + lines(1)[0] + b',{"tenantId":"t","userSessionId":"x","startTime":true}]'
