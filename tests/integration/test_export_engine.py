@@ -570,6 +570,25 @@ async def test_two_replays_at_once_send_a_letter_once(engine: Engine, receiver: 
     assert status["deadLetters"] == 0  # both replayed
 
 
+async def test_a_replay_asked_with_a_misspelt_field_sends_nothing(engine: Engine, receiver: Receiver) -> None:
+    """{"id": [...]} is no "ids" left out (which means every pending letter): it is refused."""
+    receiver.behaviour.script.extend([500, 500])
+    export_id = await engine.create_export(export_value(receiver.url, {"retries": 0, "flushMaxSessions": 2}))
+    await engine.ingest(sessions(4, seed=42))
+    await until(lambda: dead_letters(engine, export_id, 2), "two dead letters")
+    listed = await engine.client.get(f"/api/v2/exports/{export_id}/deadletters", headers=engine.headers)
+    answer = await engine.client.post(
+        f"/api/v2/exports/{export_id}/deadletters/replay",
+        json={"id": [listed.json()["deadLetters"][0]["id"]]},
+        headers=engine.headers,
+    )
+    assert answer.status_code == 400
+    [violation] = answer.json()["error"]["constraintViolations"]
+    assert violation["path"] == "id" and "not permitted" in violation["message"]
+    assert len(receiver.requests) == 2  # the two failures only
+    assert (await engine.status(export_id))["deadLetters"] == 2
+
+
 async def test_a_replay_in_the_background_answers_at_once(engine: Engine, receiver: Receiver) -> None:
     receiver.behaviour.script.extend([500, 500])
     export_id = await engine.create_export(export_value(receiver.url, {"retries": 0, "flushMaxSessions": 2}))

@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 from sessionexport.api.errors import ApiError
 from sessionexport.api.errors import Violation as ApiViolation
@@ -164,6 +171,9 @@ StoredId = Annotated[int, Field(strict=True, ge=1, le=INT_MAX)]
 
 
 class ReplayRequest(BaseModel):
+    # Refused, not ignored: a misspelt "ids" would leave ids out, which replays every pending letter.
+    model_config = ConfigDict(extra="forbid")
+
     ids: list[StoredId] | None = Field(
         None,
         max_length=REPLAY_ALL_LIMIT,
@@ -172,6 +182,8 @@ class ReplayRequest(BaseModel):
 
 
 class ExportValue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     value: dict[str, Any] = Field(
         description="An export configuration value (schema builtin:elasticsearch.user-session-export-settings-v2),"
         " saved or not"
@@ -204,6 +216,8 @@ def _one_reason(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 
 
 class MoveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     start: Annotated[
         # as session times are: a time in seconds would be 1970, and silently send all retention again
         Literal["now", "oldest"] | Annotated[int, Field(strict=True, ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)],
