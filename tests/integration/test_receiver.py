@@ -185,6 +185,16 @@ def test_the_documents_of_a_request_are_read_page_after_page(
     assert sorted(line.encode() for line in printed.stdout.splitlines()) == sorted(lines)
 
 
+@pytest.mark.parametrize("route", ["requests", "documents"])
+@pytest.mark.parametrize("limit", ["0", "-3", "1001", "99999999999999999999"])
+def test_a_read_limit_out_of_range_is_refused_not_taken_as_the_nearest(
+    receiver: ReceiverProcess, route: str, limit: str
+) -> None:
+    answer = httpx.get(f"{receiver.base}/received/{route}", params={"limit": limit}, verify=receiver.verify)
+    assert answer.status_code == 400
+    assert "limit must be between 1 and 1000" in answer.text
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "status", "expected"),
     [

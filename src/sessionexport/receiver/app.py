@@ -84,6 +84,7 @@ OAUTH_ROUTE = "/oauth2/token"
 BULK_METHODS = ("POST", "PUT")
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 TOKEN_FORM_LIMIT = 16 * 1024
+MAX_PAGE = 1000  # records a read of /received/* gives at most
 BUSY = "the receiver is busy storing other requests; nothing was stored. Retry shortly."
 BULK_TYPES = frozenset(
     {
@@ -558,8 +559,8 @@ async def _documents(request: Request) -> Response:
         before = int(query["before"]) if "before" in query else None
     except ValueError:
         return _error(400, "limit, requestId and before must be integers")
-    if not 1 <= limit <= 1000:
-        return _error(400, "limit must be between 1 and 1000")
+    if problem := _limit_problem(limit):
+        return _error(400, problem)
     if request_id is not None and not 1 <= request_id < 2**63:
         return _error(400, "requestId must be a request's id (a positive 64-bit integer)")
     if before is not None and not 1 <= before < 2**63:
@@ -590,6 +591,11 @@ def _document_json(doc: StoredDocument) -> dict[str, Any]:
     }
 
 
+def _limit_problem(limit: int) -> str | None:
+    """What is wrong with a read's ``limit`` (out of range is refused, not taken as the nearest)."""
+    return None if 1 <= limit <= MAX_PAGE else f"limit must be between 1 and {MAX_PAGE}"
+
+
 async def _requests(request: Request) -> Response:
     try:
         await _authenticate(request)
@@ -599,7 +605,9 @@ async def _requests(request: Request) -> Response:
         limit = int(request.query_params.get("limit", "20"))
     except ValueError:
         return _error(400, "limit must be an integer")
-    records = await _config(request).store.requests(max(1, min(limit, 1000)))
+    if problem := _limit_problem(limit):
+        return _error(400, problem)
+    records = await _config(request).store.requests(limit)
     return _json({"requests": [_request_json(r) for r in records]})
 
 
