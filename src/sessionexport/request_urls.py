@@ -4,8 +4,9 @@ receiver), and Dynatrace's environment paths taken as the API's own."""
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit, urlunsplit
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionexport.request_bodies import send_error
 
@@ -39,4 +40,28 @@ class EnvironmentPaths:
         if scope["type"] == "http" and (prefix := self._PREFIX.match(scope["path"])):
             raw: bytes = scope.get("raw_path") or scope["path"].encode()
             scope = {**scope, "path": scope["path"][prefix.end() :], "raw_path": raw[raw.index(b"/", 3) :]}
+            send = _redirecting_within(raw[: raw.index(b"/", 3)], send)
         await self.app(scope, receive, send)
+
+
+def _redirecting_within(prefix: bytes, send: Send) -> Send:
+    """``send``, with a redirect to an API path (a trailing slash's) kept under ``prefix``: behind
+    a proxy that forwards only ``/e/<environment id>/...``, one to ``/api/...`` leads nowhere."""
+
+    async def send_within(message: Message) -> None:
+        if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+            headers = [
+                (name, _within(prefix, value) if name.lower() == b"location" else value)
+                for name, value in message["headers"]
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_within
+
+
+def _within(prefix: bytes, location: bytes) -> bytes:
+    parts = urlsplit(location)
+    return (
+        urlunsplit(parts._replace(path=prefix + parts.path)) if parts.path.startswith(b"/api/") else location
+    )

@@ -1657,6 +1657,9 @@ async def test_the_api_answers_under_a_managed_environment_path(settings: Settin
     assert schemas.status_code == 200 and schemas.json()["totalCount"] >= 2
     elsewhere = await settings.api.client.get("/e/abc12345/ui", headers=settings.headers)
     assert elsewhere.status_code == 404  # only the API lives under the environment
+    slashed = await settings.api.client.get("/e/abc12345/api/v2/settings/schemas/", headers=settings.headers)
+    assert slashed.status_code == 307  # and the redirect stays under it (behind a proxy of /e/... only)
+    assert httpx.URL(slashed.headers["location"]).path == "/e/abc12345/api/v2/settings/schemas"
 
 
 async def test_a_malformed_update_token_on_delete_is_a_query_parameter(settings: Settings) -> None:
