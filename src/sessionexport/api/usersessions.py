@@ -75,7 +75,8 @@ class SessionPage(BaseModel):
     description=(
         f"Body: `{NDJSON}` (one session per line) or `{JSON}` (an array of sessions). The request is stored"
         " whole or not at all. A session whose identity (`tenantId`, `userSessionId`, `startTime`) is already"
-        " in the log is counted as a duplicate and not stored again." + COMPRESSED_BODIES
+        " in the log is counted as a duplicate and not stored again. A body without a session (empty,"
+        " blank lines only, `[]`) is a 400." + COMPRESSED_BODIES
     ),
     response_model=IngestResult,
     responses={**_INGEST_ERRORS, **BODY_ERRORS},
@@ -84,7 +85,7 @@ class SessionPage(BaseModel):
             "required": True,
             "content": {
                 NDJSON: {"schema": {"type": "string"}},
-                JSON: {"schema": {"type": "array", "items": {"type": "object"}}},
+                JSON: {"schema": {"type": "array", "items": {"type": "object"}, "minItems": 1}},
             },
         }
     },
