@@ -65,7 +65,7 @@ from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
 from sessionexport.settings.secrets import KEY_FILE, SecretKeyError, load_secret_box, new_key
 from sessionexport.settings.validation import is_loopback
 from sessionexport.store import DATABASE_FILE, Store, StoreError, VersionConflict, create_store
-from sessionexport.store.locations import is_postgresql, sqlite_file
+from sessionexport.store.locations import is_postgresql, shown_location, sqlite_file
 from sessionexport.store.records import TokenRecord
 from sessionexport.store.sqlite_engine import said
 
@@ -201,7 +201,9 @@ def serve(
         create_app,
         config,
         listener,
-        lambda where: f"listening on {where}  (API docs: {where}/docs, data: {data_dir})",
+        lambda where: (
+            f"listening on {where}  (API docs: {where}/docs, data: {shown_location(data_dir, database_url)})"
+        ),
     )
 
 

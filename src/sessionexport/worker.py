@@ -18,7 +18,7 @@ from sessionexport.config import ServerConfig
 from sessionexport.request_bodies import SMALL_BODY_BYTES, BodyLimit
 from sessionexport.request_urls import RefuseNulInUrl
 from sessionexport.services import Services
-from sessionexport.store.postgresql_database import describe
+from sessionexport.store.locations import shown_location
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,7 @@ def create_worker_app(config: ServerConfig) -> FastAPI:
 async def working(services: Services) -> AsyncIterator[None]:
     """The worker's services running, said when they start and when they stopped."""
     async with services.running():
-        log.info("worker %s: exporting from %s", services.exports.owner, _where(services.config))
+        where = shown_location(services.config.data_dir, services.config.database_url)
+        log.info("worker %s: exporting from %s", services.exports.owner, where)
         yield
     log.info("worker: stopped")
-
-
-def _where(config: ServerConfig) -> str:
-    """The database, by host and port alone: its URL may carry a password (``user:pw@`` or
-    ``?password=``)."""
-    if not config.database_url:
-        return str(config.data_dir)
-    return f"PostgreSQL at {describe(config.database_url)[0]}"

@@ -26,6 +26,16 @@ def sqlite_file(url: str | None) -> Path | None:
     )
 
 
+def shown_location(data_dir: Path, database_url: str | None) -> str:
+    """Where the sessions are kept, for a start-up line: a PostgreSQL database by its host and port
+    alone (its URL may carry a password), a SQLite file by its path, else the data directory."""
+    if is_postgresql(database_url):
+        from sessionexport.store.postgresql_database import describe  # psycopg: only when it is used
+
+        return f"PostgreSQL at {describe(database_url)[0]}"
+    return str(sqlite_file(database_url) or data_dir)
+
+
 def unsupported_location(what: str, location: str) -> StoreError:
     """The error for a database URL or storage of no known kind, naming its scheme but never
     the rest: a connection string (``host=... password=...``) is not shown, as it may hold a password."""
