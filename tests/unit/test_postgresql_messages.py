@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sessionexport.store.locations import shown_location
 from sessionexport.store.postgresql_database import describe, scrub
 
 
@@ -21,11 +18,3 @@ def test_a_short_password_is_masked_where_it_stands_not_inside_words() -> None:
 def test_a_password_is_masked_as_sent_and_decoded() -> None:
     _, secrets = describe("postgresql://u:p%C3%A4%3Ass@h/db")
     assert scrub("postgresql://u:p%C3%A4%3Ass@h/db; pä:ss", secrets) == "postgresql://u:***@h/db; ***"
-
-
-def test_where_the_sessions_are_kept_is_said_without_a_password() -> None:
-    data = Path("var/sessionexport")
-    url = "postgresql://u:s3cret@db.example:5433/sessions?password=s3cret"
-    assert shown_location(data, url) == "PostgreSQL at db.example:5433"  # not the unused data dir
-    assert shown_location(data, "sqlite:///srv/sessions.db") == "srv/sessions.db"
-    assert shown_location(data, None) == "var/sessionexport"
