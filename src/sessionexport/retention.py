@@ -6,9 +6,12 @@ import asyncio
 import logging
 import re
 
+import orjson
+
 from sessionexport.clock import now_ms
 from sessionexport.export.supervisor import place_new_export
-from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.export.zones import Zone, zone_from_value
+from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.store import Store
 from sessionexport.store.records import NewAlert
 from sessionexport.throttle import Throttle, recurring
@@ -47,8 +50,10 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
 
     # Counted as the cursors are moved, in one transaction each (see Store.pass_expired).
     behind = {cursor.export_id for cursor in await store.list_cursors() if cursor.position < boundary}
+    zones = await _zones_of_exports(store)
     for export_id in sorted(behind):
-        if lost := await store.pass_expired(export_id, boundary, now, RETENTION_ALERT, describe):
+        owed = zone.contains if (zone := zones.get(export_id)) else None
+        if lost := await store.pass_expired(export_id, boundary, now, RETENTION_ALERT, describe, owed):
             log.warning("retention: export %s loses %d unexported session(s)", export_id, lost)
     purged = await store.purge_sessions(boundary)
     if purged:
@@ -62,6 +67,19 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
             "retention: dropped %d RUM event(s) of sessions idle for %g hour(s)", dropped, idle_ms / 3_600_000
         )
     return purged
+
+
+async def _zones_of_exports(store: Store) -> dict[str, Zone]:
+    """The management zone of each export restricted to one that exists: the sessions outside it
+    were never owed to the export, and expire without loss. (An export naming a zone that is gone
+    exports nothing until it names one: everything it passes is counted.)"""
+    zones = {record.object_id: record for record in await store.list_settings(ZONE_SCHEMA)}
+    found = {}
+    for record in await store.list_settings(EXPORT_SCHEMA):
+        name = orjson.loads(record.value)["exportBehavior"].get("managementZone")  # no secret in it
+        if name and (zone := zones.get(name)):
+            found[record.object_id] = zone_from_value(orjson.loads(zone.value))
+    return found
 
 
 def _expired_title(count: int) -> str:

@@ -32,7 +32,7 @@ from sessionexport.export.supervisor import ExportSupervisor
 from sessionexport.retention import purge_expired
 from sessionexport.services import Services
 from sessionexport.settings.objects import NewObject, SettingsService
-from sessionexport.settings.schemas import EXPORT_SCHEMA
+from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.settings.secrets import SecretBox, new_key
 from sessionexport.store import (
     DATABASE_FILE,
@@ -1169,6 +1169,42 @@ async def test_a_retention_alert_and_its_cursor_move_are_written_together(
     assert (alert.title, alert.occurrences) == ("3 session(s) expired before they were exported", 1)
     cursor = await store.get_cursor("down")
     assert cursor is not None and cursor.position == 3
+
+
+async def test_retention_counts_only_the_sessions_an_export_of_a_zone_was_owed(store: Store) -> None:
+    """Sessions outside an export's management zone were never to be sent: their expiry loses it
+    nothing, and raises no alert (a paused zone export saw all of them counted lost)."""
+    day = 86_400_000
+    service = SettingsService(store, SecretBox([new_key().encode()]))
+    rules = [{"attribute": "COUNTRY", "operator": "EQUALS", "value": "austria"}]
+    zone = await service.create(
+        NewObject(ZONE_SCHEMA, "environment", {"name": "AT", "rules": rules}), "bob", 0
+    )
+    paused = {"enableUserSessionExport": False}
+    in_zone = export_value(
+        "https://a.example/x", endpointDefinition=paused, exportBehavior={"managementZone": zone.object_id}
+    )
+    everything = export_value("https://b.example/x", endpointDefinition=paused)
+    [zoned, plain] = [
+        (await service.create(NewObject(EXPORT_SCHEMA, "environment", value), "bob", 0)).object_id
+        for value in (in_zone, everything)
+    ]
+    elsewhere = [session(f"p{n}", country="Poland") for n in range(3)]
+    await store.append_sessions([*sessions(2), *elsewhere], received_at=1 * day)
+    assert await purge_expired(store, retention_ms=7 * day, now=9 * day) == 5
+    titles = {a.export_id: a.title for a in await store.list_alerts(open_only=True)}
+    assert titles == {
+        zoned: "2 session(s) expired before they were exported",  # the Austrian two, not the Polish three
+        plain: "5 session(s) expired before they were exported",
+    }
+    await store.append_sessions([session(f"q{n}", country="Poland") for n in range(4)], received_at=2 * day)
+    await purge_expired(store, retention_ms=7 * day, now=10 * day)
+    titles = {a.export_id: a.title for a in await store.list_alerts(open_only=True)}
+    assert titles[zoned] == "2 session(s) expired before they were exported"  # none of its zone: nothing more
+    assert titles[plain] == "9 session(s) expired before they were exported"
+    for export_id in (zoned, plain):
+        cursor = await store.get_cursor(export_id)
+        assert cursor is not None and cursor.position == 9  # both past what expired
 
 
 async def test_a_purge_that_read_the_cursors_before_another_moved_them_counts_no_loss_twice(

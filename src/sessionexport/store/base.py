@@ -43,6 +43,8 @@ from sessionexport.store.records import (
 
 # (sessions lost, the slowest cursor's position, the title of the open alert or None) -> the alert
 DescribeLoss = Callable[[int, int, str | None], NewAlert]
+# Whether an export was to send a session (its management zone's rules), read without its body.
+Owed = Callable[[LogEntry], bool]
 
 PURGE_BATCH = 5000
 
@@ -245,11 +247,18 @@ class Store(Protocol):
         next holder starts from there."""
 
     async def pass_expired(
-        self, export_id: str, boundary: int, now: int, alert_kind: str, describe: DescribeLoss
+        self,
+        export_id: str,
+        boundary: int,
+        now: int,
+        alert_kind: str,
+        describe: DescribeLoss,
+        owed: Owed | None = None,
     ) -> int:
         """Retention removes the log up to ``boundary``: move every shard of the export's cursor
         there at least, never back. In the same transaction, count the sessions its shards pass
-        without having decided them and, when there are any, raise ``describe(lost, the slowest
+        without having decided them (with ``owed``, those it takes: the others the export would
+        have passed over) and, when there are any, raise ``describe(lost, the slowest
         shard's position, the title of the export's open alert of ``alert_kind`` or None)``; how
         many. One transaction, so that purges at once (every serve and worker purges) or a purge
         failing halfway count each lost session once."""

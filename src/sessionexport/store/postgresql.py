@@ -39,6 +39,7 @@ from sessionexport.store.base import (
     DescribeLoss,
     ExternalIdTaken,
     LeaseLost,
+    Owed,
     TooManyObjects,
     VersionConflict,
     purge_in_batches,
@@ -343,6 +344,9 @@ INSERT INTO alerts (export_id, kind, title, message, opened_at, last_seen_at) VA
 _CLOSE_ALERTS = "UPDATE alerts SET closed_at = %s WHERE export_id = %s AND kind = %s AND closed_at IS NULL"
 _OPEN_ALERT_TITLE = "SELECT title FROM alerts WHERE export_id = %s AND kind = %s AND closed_at IS NULL"
 _COUNT_BETWEEN = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s AND seq %% %s = %s"
+_ATTRIBUTES_BETWEEN = _COUNT_BETWEEN.replace(
+    "count(*)", LOG_ENTRY_COLUMNS.replace("body", "''::bytea AS body")
+)
 _UPDATE_SETTING = """
 UPDATE settings_objects
    SET scope = %s, external_id = %s, value = %s, schema_version = %s, modified = %s, modified_by = %s,
@@ -598,7 +602,13 @@ class PostgresStore:
             await conn.execute(_MOVE_OTHER_SHARDS, params)
 
     async def pass_expired(
-        self, export_id: str, boundary: int, now: int, alert_kind: str, describe: DescribeLoss
+        self,
+        export_id: str,
+        boundary: int,
+        now: int,
+        alert_kind: str,
+        describe: DescribeLoss,
+        owed: Owed | None = None,
     ) -> int:
         async with self._transaction() as conn:
             # Locked, then read: a purge at once in another process waits here, and then sees
@@ -610,8 +620,13 @@ class PostgresStore:
             behind = [row for row in await cursor.fetchall() if row[0] < boundary]
             lost = 0
             for position, shard, shards in behind:
-                counted = await conn.execute(_COUNT_BETWEEN, (position, boundary, shards, shard))
-                lost += int((await counted.fetchall())[0][0])
+                params = (position, boundary, shards, shard)
+                if owed is None:
+                    counted = await conn.execute(_COUNT_BETWEEN, params)
+                    lost += int((await counted.fetchall())[0][0])
+                else:  # row by row from the server: however many expired, memory stays flat
+                    async for row in conn.cursor().stream(_ATTRIBUTES_BETWEEN, params):
+                        lost += owed(log_entry(row))
             if lost:
                 found = await conn.execute(_OPEN_ALERT_TITLE, (export_id, alert_kind))
                 open_alert = await found.fetchone()

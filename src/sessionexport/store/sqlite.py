@@ -24,6 +24,7 @@ from sessionexport.store.base import (
     DescribeLoss,
     ExternalIdTaken,
     LeaseLost,
+    Owed,
     TooManyObjects,
     VersionConflict,
     purge_in_batches,
@@ -466,17 +467,26 @@ class SQLiteStore:
         await self._write(move)
 
     async def pass_expired(
-        self, export_id: str, boundary: int, now: int, alert_kind: str, describe: DescribeLoss
+        self,
+        export_id: str,
+        boundary: int,
+        now: int,
+        alert_kind: str,
+        describe: DescribeLoss,
+        owed: Owed | None = None,
     ) -> int:
+        def count(conn: sqlite3.Connection, position: int, shard: int, shards: int) -> int:
+            params = (position, boundary, shards, shard)
+            if owed is None:
+                return int(conn.execute(_COUNT_BETWEEN, params).fetchone()[0])
+            return sum(owed(log_entry(row)) for row in conn.execute(_ATTRIBUTES_BETWEEN, params))
+
         def pass_boundary(conn: sqlite3.Connection) -> int:
             behind = conn.execute(
                 "SELECT position, shard, shards FROM export_cursors WHERE export_id = ? AND position < ?",
                 (export_id, boundary),
             ).fetchall()
-            lost = sum(
-                int(conn.execute(_COUNT_BETWEEN, (position, boundary, shards, shard)).fetchone()[0])
-                for position, shard, shards in behind
-            )
+            lost = sum(count(conn, position, shard, shards) for position, shard, shards in behind)
             if lost:
                 open_alert = conn.execute(_OPEN_ALERT_TITLE, (export_id, alert_kind)).fetchone()
                 title = open_alert[0] if open_alert else None
@@ -809,6 +819,7 @@ _COUNT_BULK = (
 )
 _IN_SHARD = "seq > :after AND (:shards = 1 OR seq % :shards = :shard)"
 _COUNT_BETWEEN = "SELECT count(*) FROM sessions WHERE seq > ? AND seq <= ? AND seq % ? = ?"
+_ATTRIBUTES_BETWEEN = _COUNT_BETWEEN.replace("count(*)", LOG_ENTRY_COLUMNS.replace("body", "X'' AS body"))
 _OPEN_ALERT_TITLE = "SELECT title FROM alerts WHERE export_id = ? AND kind = ? AND closed_at IS NULL"
 _BACKLOG = (
     f"SELECT count(*), (SELECT received_at FROM sessions WHERE {_IN_SHARD} ORDER BY seq LIMIT 1)"
