@@ -167,6 +167,29 @@ async def test_busy_items_are_retried_alone_then_delivered(tmp_path: Path) -> No
         r.stop()
 
 
+async def test_a_letter_of_items_refused_in_different_attempts_keeps_log_order(tmp_path: Path) -> None:
+    """The first session busy, then refused; the second refused at once: one letter (one kind of
+    rejection), its sessions in log order (it said seq 2-1)."""
+    lines = sessions(3, seed=12)
+    first, second = identity_id(lines[0]), identity_id(lines[1])
+    faults = ("--bulk-fail", f"429:^{first}$:1", "--bulk-fail", f"400:^({first}|{second})$")
+    r = ReceiverProcess(tmp_path / "es", *faults).start()
+    try:
+        async with engine_trusting(tmp_path, r.ca_file) as engine:
+            export_id = await engine.create_export(direct(r))
+            await engine.ingest(lines)
+            await status_when(engine, export_id, lambda s: s["deadLetters"] == 1, "dead letter")
+            [letter] = (
+                await engine.client.get(f"/api/v2/exports/{export_id}/deadletters", headers=engine.headers)
+            ).json()["deadLetters"]
+            assert letter["lastSeq"] - letter["firstSeq"] == 1
+            assert [s[1] for s in letter["sessions"]] == [
+                orjson.loads(lines[i])["userSessionId"] for i in (0, 1)
+            ]
+    finally:
+        r.stop()
+
+
 async def test_items_still_busy_after_the_last_attempt_are_dead_lettered(tmp_path: Path) -> None:
     lines = sessions(4, seed=10)
     r = ReceiverProcess(tmp_path / "es", "--bulk-fail", f"503:^{identity_id(lines[0])}$").start()

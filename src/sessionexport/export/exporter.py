@@ -291,6 +291,9 @@ class Exporter:
     def _letter(
         self, entries: list[LogEntry], reason: str, attempts: list[dict[str, object]], now: int
     ) -> NewDeadLetter:
+        # In log order: items refused over several attempts (busy, then for good) come in the
+        # order they were refused.
+        entries = sorted(entries, key=lambda entry: entry.seq)
         return NewDeadLetter(
             export_id=self.export_id,
             created_at=now,
