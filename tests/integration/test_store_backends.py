@@ -1185,10 +1185,11 @@ async def test_retention_counts_only_the_sessions_an_export_of_a_zone_was_owed(s
         "https://a.example/x", endpointDefinition=paused, exportBehavior={"managementZone": zone.object_id}
     )
     everything = export_value("https://b.example/x", endpointDefinition=paused)
-    [zoned, plain] = [
-        (await service.create(NewObject(EXPORT_SCHEMA, "environment", value), "bob", 0)).object_id
-        for value in (in_zone, everything)
+    created = [
+        await service.create(NewObject(EXPORT_SCHEMA, "environment", v), "bob", 0)
+        for v in (in_zone, everything)
     ]
+    [zoned, plain] = [str(result.object_id) for result in created]
     elsewhere = [session(f"p{n}", country="Poland") for n in range(3)]
     await store.append_sessions([*sessions(2), *elsewhere], received_at=1 * day)
     assert await purge_expired(store, retention_ms=7 * day, now=9 * day) == 5
