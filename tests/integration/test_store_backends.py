@@ -1349,6 +1349,21 @@ def test_sqlite_and_postgresql_migrations_agree() -> None:
     assert names("sqlite") == names("postgresql") != []
 
 
+async def test_a_postgresql_purge_passes_over_the_rows_another_purge_holds(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Purges at once in several processes: one waiting for rows another holds, while that one
+    waits for its rows, was ended by PostgreSQL as a deadlock (logged as a failed purge)."""
+    with fresh_schema(postgres_url) as url:
+        async with opened(lambda: create_store(tmp_path, url)) as store:
+            await store.append_sessions(sessions(10), received_at=1)
+            with psycopg.connect(url) as other:  # another purge, halfway through its batch
+                other.execute("SELECT seq FROM sessions WHERE seq <= 3 FOR UPDATE")
+                assert await asyncio.wait_for(store.purge_sessions(10), 10) == 7  # not waiting for it
+            assert await store.purge_sessions(10) == 3  # released: deleted by the next purge
+            assert await store.count_sessions() == 0
+
+
 async def test_sqlite_and_postgresql_schemas_have_the_same_columns(tmp_path: Path, postgres_url: str) -> None:
     async with opened(lambda: create_store(tmp_path)):
         pass

@@ -99,8 +99,12 @@ Params = Sequence[Any] | dict[str, Any]
 
 
 # -- SQL ------------------------------------------------------------------------------------------
+# Every serve and worker purges, often at the same moments. Each takes the rows it deletes in seq
+# order and passes over those another purge holds (that one deletes them): two purges never wait
+# for each other crosswise, which PostgreSQL ended as a deadlock.
 _PURGE_UP_TO = (
-    "DELETE FROM sessions WHERE seq IN (SELECT seq FROM sessions WHERE seq <= %s ORDER BY seq LIMIT %s)"
+    "DELETE FROM sessions WHERE seq IN"
+    " (SELECT seq FROM sessions WHERE seq <= %s ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
 )
 # The database's clock, epoch ms: lease expiry is judged by it, so that workers on several hosts agree.
 _NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
