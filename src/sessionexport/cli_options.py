@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -39,6 +40,21 @@ def checked(parse: Callable[[str], object]) -> Callable[[Any], Any]:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         return value
+
+    return callback
+
+
+def checked_lines(parse: Callable[[str], object]) -> Callable[[typer.Context, typer.CallbackParam, Any], Any]:
+    """A repeatable option's callback, as ``checked``; from its environment variable, its values
+    one per line. (Click splits such a variable at any whitespace: an OAuth client's secret
+    holding a space became two clients, neither the one meant.)"""
+    check = checked(parse)
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        if source is not None and source.name == "ENVIRONMENT" and isinstance(param.envvar, str):
+            value = [line for line in os.environ.get(param.envvar, "").splitlines() if line.strip()]
+        return check(value)
 
     return callback
 

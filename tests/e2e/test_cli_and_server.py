@@ -1008,7 +1008,7 @@ def test_a_closed_standard_input_or_output_is_said_in_one_line(tmp_path: Path) -
     ("variable", "value", "args", "said"),
     [
         ("SESSIONEXPORT_RECEIVER_BASIC", "nocolon", ["receive"], "must look like NAME:SECRET"),
-        ("SESSIONEXPORT_RECEIVER_OAUTH_CLIENT", "a:b nocolon", ["receive"], "must look like NAME:SECRET"),
+        ("SESSIONEXPORT_RECEIVER_OAUTH_CLIENT", "a:b c\nnocolon", ["receive"], "must look like NAME:SECRET"),
         ("SESSIONEXPORT_RECEIVER_BULK_FAIL", "abc", ["receive"], "bad --bulk-fail rule 'abc'"),
         (
             "SESSIONEXPORT_EXPIRES_IN",

@@ -287,6 +287,26 @@ AUTH_KINDS: dict[str, tuple[list[str], dict[str, Any]]] = {
 }
 
 
+def test_oauth_clients_from_the_environment_are_one_a_line_and_keep_their_spaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Split at any whitespace, "exporter:pa ss:word" made two clients ("exporter:pa", "ss:word")."""
+    monkeypatch.setenv("SESSIONEXPORT_RECEIVER_OAUTH_CLIENT", "exporter:pa ss:word\nother:s2\n")
+    r = ReceiverProcess(tmp_path / "r", http=True).start()
+    try:
+
+        def token(client: str, secret: str) -> httpx.Response:
+            form = {"grant_type": "client_credentials"}
+            return httpx.post(f"{r.base}/oauth2/token", data=form, auth=(client, secret))
+
+        for client, secret in (("exporter", "pa ss:word"), ("other", "s2")):
+            answer = token(client, secret)
+            assert answer.status_code == 200 and answer.json()["access_token"], answer.text
+        assert token("exporter", "pa").json()["error"] == "invalid_client"
+    finally:
+        r.stop()
+
+
 @pytest.fixture(params=sorted(AUTH_KINDS))
 def auth_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from sessionexport.cli_options import (
     checked,
+    checked_lines,
     emit,
     env,
     err,
@@ -92,8 +93,9 @@ def receive(
         typer.Option(
             envvar=env("RECEIVER_OAUTH_CLIENT"),
             show_default=False,
-            callback=checked(lambda value: parse_pair(value, "the value")),
-            help="ID:SECRET of a client of the token endpoint POST /oauth2/token (repeatable); requires Bearer tokens.",
+            callback=checked_lines(lambda value: parse_pair(value, "the value")),
+            help="ID:SECRET of a client of the token endpoint POST /oauth2/token (repeatable; in the environment"
+            " variable, one per line); requires Bearer tokens.",
         ),
     ] = None,
     token_ttl: Annotated[
@@ -135,8 +137,9 @@ def receive(
         typer.Option(
             envvar=env("RECEIVER_BULK_FAIL"),
             show_default=False,
-            callback=checked(lambda value: FaultPlan.parse([value])),
-            help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable), e.g. 429:7$:1 (ids ending in 7, once).",
+            callback=checked_lines(lambda value: FaultPlan.parse([value])),
+            help="Make _bulk items fail on purpose: STATUS:ID_REGEX[:TIMES] (repeatable; in the environment"
+            " variable, one per line), e.g. 429:7$:1 (ids ending in 7, once).",
         ),
     ] = None,
     workers: Annotated[
