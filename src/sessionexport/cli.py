@@ -234,7 +234,7 @@ def _serve(
         fail(str(exc))
     require_store_opens(lambda: create_store(config.data_dir, config.database_url))
     sock = _listening(listener.host, listener.port)
-    announce(err, f"sessionexport {__version__} {says(f'{scheme}://{listener.host}:{listener.port}')}")
+    announce(err, f"sessionexport {__version__} {says(listening.url_of(scheme, listener.host, sock))}")
     if not listening.serve(application, sock, ssl_certfile=listener.tls_cert, ssl_keyfile=listener.tls_key):
         raise typer.Exit(3)
 

@@ -47,6 +47,13 @@ def bind(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
+def url_of(scheme: str, host: str, sock: socket.socket) -> str:
+    """Where clients reach a bound socket: its real port (``--port 0`` lets the system choose one),
+    an IPv6 address in brackets, as URLs write it."""
+    port = sock.getsockname()[1]
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 # On SIGTERM, requests under way get this long to finish: a client that holds a request open
 # without sending would otherwise hold the process until it goes (a supervisor then kills it).
 GRACEFUL_SHUTDOWN_SECONDS = 20

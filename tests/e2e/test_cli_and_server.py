@@ -110,6 +110,55 @@ def server(data_dir: Path) -> Iterator[str]:
 
 
 @pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["serve", "--port"], re.compile(r"listening on (http://127\.0\.0\.1:\d+) ")),
+        (
+            ["receive", "--http", "--port"],
+            re.compile(r"receiving on (http://127\.0\.0\.1:\d+)/export/events"),
+        ),
+    ],
+    ids=["serve", "receive"],
+)
+def test_port_0_says_the_port_the_system_chose(
+    tmp_path: Path, command: list[str], said: re.Pattern[str]
+) -> None:
+    """It said "listening on http://127.0.0.1:0", where nothing can connect."""
+    proc = subprocess.Popen(
+        [*CLI, *command, "0", "--data-dir", str(tmp_path / "data")], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        found = None
+        while found is None:
+            line = proc.stderr.readline()
+            assert line, "it ended without saying where it listens"
+            found = said.search(line)
+        assert not found[1].endswith(":0")
+        assert httpx.get(f"{found[1]}/health", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_receive_refuses_a_certificate_with_http_and_warns_of_http_off_loopback(tmp_path: Path) -> None:
+    """--http served plain HTTP, the certificate given left unused without a word."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("unused"), key.write_text("unused")
+    result = run(
+        "receive", "--http", "--tls-cert", str(cert), "--tls-key", str(key), "--data-dir", str(tmp_path / "d")
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--http serves plain HTTP, without --tls-cert and --tls-key" in result.stderr
+    # a host off loopback (one that does not resolve: it warns, then stops before listening)
+    result = run("receive", "--http", "--host", "receiver.invalid", "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 2, result.stderr
+    assert (
+        "plain HTTP on receiver.invalid: sessions and credentials cross the network in clear" in result.stderr
+    )
+
+
+@pytest.mark.parametrize(
     "command",
     [["serve", "--port"], ["worker", "--metrics-port"], ["receive", "--http", "--port"]],
     ids=["serve", "worker", "receive"],

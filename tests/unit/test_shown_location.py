@@ -1,11 +1,14 @@
-"""What serve and worker say about where the sessions are kept: never a password its database URL carries."""
+"""What serve, worker and receive say when they start: where the sessions are kept (never a
+password its database URL carries), and the URL they listen at."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
+from sessionexport.listening import url_of
 from sessionexport.store.locations import shown_location
 
 
@@ -24,3 +27,10 @@ def test_a_database_url_is_told_by_host_and_port_without_its_password(url: str) 
 def test_the_embedded_store_is_told_by_its_file_or_folder() -> None:
     assert shown_location(Path("data"), "sqlite:///srv/sessions.db") == "srv/sessions.db"
     assert shown_location(Path("data"), None) == "data"
+
+
+def test_a_listening_url_has_the_bound_port_and_an_ipv6_host_in_brackets() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+        assert url_of("http", "127.0.0.1", sock) == f"http://127.0.0.1:{port}"
+        assert url_of("https", "::1", sock) == f"https://[::1]:{port}"  # as check-endpoint takes it

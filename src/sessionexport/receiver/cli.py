@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,12 +26,13 @@ from sessionexport.cli_options import (
     run_on_store,
     to_stdout,
 )
-from sessionexport.logs import announce
+from sessionexport.logs import announce, report
 from sessionexport.receiver.auth import parse_pair
 from sessionexport.receiver.bulk import FaultPlan
 from sessionexport.receiver.store import ReceivedStore, create_received_store, stored_at
 from sessionexport.receiver.store.records import DOCUMENT, LEGACY, SESSION, RequestRecord
 from sessionexport.request_bodies import DEFAULT_BUFFER_BYTES
+from sessionexport.settings.validation import is_loopback
 from sessionexport.store.base import StoreError
 from sessionexport.store.locations import sqlite_file
 
@@ -204,13 +206,21 @@ def receive(
         config = options.build()  # also checks the options before any worker starts
     except (ValueError, StoreError, OSError) as exc:
         fail(str(exc))
+    if http and (tls_cert or tls_key):
+        fail("--http serves plain HTTP, without --tls-cert and --tls-key: give those, or --http")
     require_store_opens(lambda: create_received_store(data_dir, storage))
+    if http and not is_loopback(host):
+        report(
+            err,
+            logging.WARNING,
+            f"plain HTTP on {host}: sessions and credentials cross the network in clear; leave out --http",
+        )
     cert_file, key_file = (None, None) if http else _tls_files(data_dir, host, tls_cert, tls_key)
     try:
         sock = listening.bind(host, port)
     except OSError as exc:
         fail(str(exc))
-    where = f"{'http' if http else 'https'}://{host}:{port}"
+    where = listening.url_of("http" if http else "https", host, sock)
     announce(err, f"receiving on {where}{events_path}  (_bulk: {where}/_bulk, data: {data_dir})")
     if workers == 1:
         if not listening.serve(
@@ -218,6 +228,7 @@ def receive(
         ):
             raise typer.Exit(3)
         return
+    port = sock.getsockname()[1]  # the one chosen for --port 0
     sock.close()  # uvicorn binds the port again, for its worker processes to share
     os.environ[OPTIONS_VARIABLE] = options.to_environment()
     listening.raise_open_files_limit()  # the worker processes inherit it
