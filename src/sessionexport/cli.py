@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gzip
-import io
 import logging
 import socket
 import sqlite3
@@ -51,6 +49,7 @@ from sessionexport.cli_options import (
     run_on_store,
     stop_as_ctrl_c,
     to_stdout,
+    whole_output,
 )
 from sessionexport.clock import now_ms
 from sessionexport.config import (
@@ -876,11 +875,11 @@ def _print_lines(lines: Iterable[bytes], *, flush_each: bool) -> None:
 
 
 def _write_lines(lines: Iterable[bytes], output: Path, stream: EventStream | None, count: int) -> None:
-    """To ``output``, whole or not at all (``_whole_output``), with progress."""
+    """To ``output``, whole or not at all (``whole_output``), with progress."""
     from rich.progress import Progress
 
     written = 0
-    with _whole_output(output) as fh, Progress(console=err, transient=True) as progress:
+    with whole_output(output) as fh, Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating", total=count)
         for line in lines:
             fh.write(line + b"\n")
@@ -888,43 +887,6 @@ def _write_lines(lines: Iterable[bytes], output: Path, stream: EventStream | Non
             progress.update(task, completed=stream.sessions_done if stream else written)
     what = f"{written} event(s) of {count} session(s)" if stream else f"{count} session(s)"
     err.print(f"Wrote {what} to {escape(str(output))}.", highlight=False)
-
-
-@contextlib.contextmanager
-def _whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
-    """``path`` written whole or not at all (gzip, at gzip's usual level, when its name ends in
-    .gz): a file beside it is renamed to it once complete, so that an interrupted or failed run
-    leaves nothing that looks complete. A device or pipe is written to as it is. One line and
-    exit 2 when it cannot be written, 130 on Ctrl-C or SIGTERM."""
-    # A link is written through, as before (/dev/stdout is one): only a plain file is replaced.
-    special = path.is_symlink() or (path.exists() and not stat.S_ISREG(path.stat().st_mode))
-    partial = path if special else path.with_name(f".{path.name}.partial")
-    try:
-        with partial.open("wb") as raw:
-            if path.suffix.lower() == ".gz":
-                # Named: the header would otherwise hold the partial file's name (gunzip -N uses it).
-                with gzip.GzipFile(path.name[:-3], mode="wb", compresslevel=6, fileobj=raw) as fh:
-                    yield fh
-            else:
-                yield raw
-        if not special:
-            partial.replace(path)
-    except OSError as exc:
-        _forget(partial, special)
-        err.print(
-            f"[red]error:[/red] cannot write {escape(str(path))}: {exc.strerror or exc}", highlight=False
-        )
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        _forget(partial, special)
-        err.print(f"interrupted: {escape(str(path))} was not written", highlight=False)
-        raise typer.Exit(130) from None
-
-
-def _forget(partial: Path, special: bool) -> None:
-    if not special:
-        with contextlib.suppress(OSError):
-            partial.unlink()
 
 
 def _parse_end(text: str | None) -> int:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import io
 import logging
 import os
 import signal
 import ssl
+import stat
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -57,6 +60,43 @@ def checked_lines(parse: Callable[[str], object]) -> Callable[[typer.Context, ty
         return check(value)
 
     return callback
+
+
+@contextlib.contextmanager
+def whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
+    """``path`` written whole or not at all (gzip, at gzip's usual level, when its name ends in
+    .gz): a file beside it is renamed to it once complete, so that an interrupted or failed run
+    leaves nothing that looks complete. A device or pipe is written to as it is. One line and
+    exit 2 when it cannot be written, 130 on Ctrl-C or SIGTERM."""
+    # A link is written through, as before (/dev/stdout is one): only a plain file is replaced.
+    special = path.is_symlink() or (path.exists() and not stat.S_ISREG(path.stat().st_mode))
+    partial = path if special else path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("wb") as raw:
+            if path.suffix.lower() == ".gz":
+                # Named: the header would otherwise hold the partial file's name (gunzip -N uses it).
+                with gzip.GzipFile(path.name[:-3], mode="wb", compresslevel=6, fileobj=raw) as fh:
+                    yield fh
+            else:
+                yield raw
+        if not special:
+            partial.replace(path)
+    except OSError as exc:
+        _forget_partial(partial, special)
+        err.print(
+            f"[red]error:[/red] cannot write {escape(str(path))}: {exc.strerror or exc}", highlight=False
+        )
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        _forget_partial(partial, special)
+        err.print(f"interrupted: {escape(str(path))} was not written", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _forget_partial(partial: Path, special: bool) -> None:
+    if not special:
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -4,6 +4,7 @@ receivers on loopback (the scripted test receiver, and the receiver toolkit's _b
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,11 @@ def test_cli_export_test_sample_and_mapping(tmp_path: Path, receiver: Receiver, 
     args = ["export", "sample", "--value", str(value_file), "--data-dir", str(data), "--allow-http-loopback"]
     unwritable = runner.invoke(cli_app, [*args, "-o", str(tmp_path / "missing" / "sample.ndjson")])
     assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
+    # written as generate writes: whole or not at all (a file beside it, renamed), gzipped as .gz
+    packed = runner.invoke(cli_app, [*args, "-o", str(tmp_path / "sample.ndjson.gz")])
+    assert packed.exit_code == 0, packed.output
+    assert gzip.decompress((tmp_path / "sample.ndjson.gz").read_bytes()).splitlines() == lines
+    assert not list(tmp_path.glob(".*.partial"))
 
 
 def test_cli_sample_and_mapping_of_a_saved_export_need_no_key_and_make_none(

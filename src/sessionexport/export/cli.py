@@ -36,6 +36,7 @@ from sessionexport.cli_options import (
     require_stdin,
     run_on_store,
     to_stdout,
+    whole_output,
 )
 from sessionexport.clock import now_ms, utc_text
 from sessionexport.export.config import ExportConfig, export_config
@@ -120,15 +121,17 @@ async def _config(
 
 
 def _write_out(body: bytes, output: Path | None = None) -> None:
-    """``body`` to ``output``, or to stdout; one line and exit 2 when it cannot be written."""
+    """``body`` to ``output`` (whole or not at all: ``whole_output``), or to stdout; one line and
+    exit 2 when it cannot be written."""
+    if output is not None:
+        with whole_output(output) as fh:
+            fh.write(body)
+        return
     try:
-        if output is None:
-            with to_stdout():
-                sys.stdout.buffer.write(body)
-        else:
-            output.write_bytes(body)
+        with to_stdout():
+            sys.stdout.buffer.write(body)
     except OSError as exc:
-        fail(f"cannot write {output or 'the output'}: {exc.strerror or exc}")
+        fail(f"cannot write the output: {exc.strerror or exc}")
 
 
 def _with_services(
