@@ -510,6 +510,7 @@ def backup(
         create_store(data_dir, database_url)  # a URL of no known kind is refused here
     except StoreError as exc:
         fail(str(exc))
+    require_server_data(data_dir, database_url)  # named by the option that gave it
     database = sqlite_file(database_url) or data_dir / DATABASE_FILE
     try:
         check_backup(database, target)
@@ -583,6 +584,7 @@ def ingest(
         Path | None,
         typer.Option(
             envvar=env("REJECTS"),
+            readable=False,  # an output: a pipe or FIFO it may only write to will do
             help="Write refused lines here, unchanged, to fix and re-ingest (a new file: never overwritten).",
         ),
     ] = None,

@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 import string
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -56,6 +57,8 @@ def parse_scopes(text: str) -> frozenset[str]:
 def new_token(name: str, scopes: frozenset[str], now_ms: int, expires_at: int | None = None) -> NewToken:
     if not name.strip():
         raise TokenError("a token needs a name")
+    if any(unicodedata.category(c) == "Cc" for c in name):  # listed in tables and logs, one line each
+        raise TokenError("a token's name may not hold control characters (line breaks, tabs, escapes)")
     if expires_at is not None and expires_at <= now_ms:
         raise TokenError("a token must expire in the future")
     public = "".join(secrets.choice(_ALPHABET) for _ in range(24))

@@ -113,8 +113,11 @@ def test_backup_refuses_a_taken_target_a_wrong_data_dir_and_postgresql(tmp_path:
     assert refused.returncode == 2 and "exists and is not an empty folder" in refused.stderr
     assert sorted(p.name for p in taken.iterdir()) == ["something"]
     missing = run("backup", str(tmp_path / "new"), "--data-dir", str(tmp_path / "nowhere"))
-    assert missing.returncode == 2 and "no database at" in missing.stderr
+    assert missing.returncode == 2 and "give the server's --data-dir" in missing.stderr
     assert not (tmp_path / "new").exists()
+    url = f"sqlite:///{tmp_path / 'nowhere.db'}"
+    missing = run("backup", str(tmp_path / "new"), "--database-url", url)  # named by the option given
+    assert missing.returncode == 2 and "give the server's --database-url" in missing.stderr, missing.stderr
     postgres = run("backup", str(tmp_path / "new"), "--database-url", "postgresql://u@db/sessions")
     assert postgres.returncode == 2 and "back it up with pg_dump" in postgres.stderr
 

@@ -86,6 +86,13 @@ def test_new_token_needs_a_name(name: str) -> None:
         new_token(name, READ, 0)
 
 
+@pytest.mark.parametrize("name", ["a\x1b[31mb", "ci\nroot", "tab\there"])
+def test_a_token_name_holds_no_control_characters(name: str) -> None:
+    # listed in a table and in logs: an escape would colour them, a line break split them
+    with pytest.raises(TokenError, match="control characters"):
+        new_token(name, READ, 0)
+
+
 def test_two_tokens_differ() -> None:
     a = new_token("a", READ, 0)
     b = new_token("a", READ, 0)
