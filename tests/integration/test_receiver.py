@@ -959,3 +959,12 @@ async def test_the_token_route_answers_a_form_with_an_encoding_it_does_not_take_
         answer = await r.post("/oauth2/token", content=b"", headers=form)
         assert answer.status_code == 415, answer.text
         assert answer.json()["error"] == "invalid_request"
+
+
+def test_the_certificate_to_trust_is_named_ready_to_paste(tmp_path: Path) -> None:
+    """A data directory with a space: the path said for --ca-bundle is quoted for a shell."""
+    r = ReceiverProcess(tmp_path / "r ü [1]").start()
+    try:
+        assert f"--ca-bundle '{r.ca_file}'" in r.output()
+    finally:
+        r.stop()

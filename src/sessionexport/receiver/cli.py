@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -263,7 +264,7 @@ def _tls_files(data_dir: Path, host: str, tls_cert: Path | None, tls_key: Path |
     state = ("generated" + (f" ({cert.why})" if cert.why else "")) if cert.generated else "reused"
     announce(err, f"self-signed TLS certificate {state}: {cert.cert_path}")
     announce(err, f"  SHA-256 fingerprint {cert.fingerprint}")
-    announce(err, f"  senders trust it with --ca-bundle {cert.cert_path}")
+    announce(err, f"  senders trust it with --ca-bundle {shlex.quote(str(cert.cert_path))}")  # as pasted
     return str(cert.cert_path), str(cert.key_path)
 
 
