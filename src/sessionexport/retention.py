@@ -76,7 +76,8 @@ async def _zones_of_exports(store: Store) -> dict[str, Zone]:
     zones = {record.object_id: record for record in await store.list_settings(ZONE_SCHEMA)}
     found = {}
     for record in await store.list_settings(EXPORT_SCHEMA):
-        name = orjson.loads(record.value)["exportBehavior"].get("managementZone")  # no secret in it
+        behavior = orjson.loads(record.value).get("exportBehavior") or {}  # no secret in it
+        name = behavior.get("managementZone")
         if name and (zone := zones.get(name)):
             found[record.object_id] = zone_from_value(orjson.loads(zone.value))
     return found
