@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import hashlib
 import io
 import logging
 import os
+import shutil
 import signal
 import ssl
 import stat
@@ -68,10 +70,11 @@ def whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
     .gz): a file beside it is renamed to it once complete, so that an interrupted or failed run
     leaves nothing that looks complete. A device or pipe is written to as it is. One line and
     exit 2 when it cannot be written, 130 on Ctrl-C or SIGTERM."""
-    # A link is written through, as before (/dev/stdout is one): only a plain file is replaced.
-    special = path.is_symlink() or (path.exists() and not stat.S_ISREG(path.stat().st_mode))
-    partial = path if special else path.with_name(f".{path.name}.partial")
+    special, partial = True, path  # until known: nothing of ours to remove
     try:
+        # A link is written through, as before (/dev/stdout is one): only a plain file is replaced.
+        special = path.is_symlink() or (path.exists() and not stat.S_ISREG(path.stat().st_mode))
+        partial = path if special else _partial(path)
         with partial.open("wb") as raw:
             if path.suffix.lower() == ".gz":
                 # Named: the header would otherwise hold the partial file's name (gunzip -N uses it).
@@ -80,6 +83,8 @@ def whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
             else:
                 yield raw
         if not special:
+            if path.exists():  # replaced, not loosened: a file kept private stays so
+                shutil.copymode(path, partial)
             partial.replace(path)
     except OSError as exc:
         _forget_partial(partial, special)
@@ -91,6 +96,15 @@ def whole_output(path: Path) -> Iterator[io.BufferedIOBase]:
         _forget_partial(partial, special)
         err.print(f"interrupted: {escape(str(path))} was not written", highlight=False)
         raise typer.Exit(130) from None
+
+
+def _partial(path: Path) -> Path:
+    """Where ``path`` is written until complete: hidden beside it, named after it while that name
+    fits the 255 bytes a file name may take (a killed run's leftover is then replaced by the next)."""
+    name = f".{path.name}.partial"
+    if len(os.fsencode(name)) > 255:
+        name = f".{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]}.partial"
+    return path.with_name(name)
 
 
 def _forget_partial(partial: Path, special: bool) -> None:

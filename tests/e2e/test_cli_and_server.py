@@ -803,6 +803,23 @@ def test_a_database_url_of_no_known_kind_is_refused_in_one_line(
     assert "Traceback" not in result.stderr
 
 
+def test_an_output_replaced_keeps_its_mode_and_a_long_name_is_written(tmp_path: Path) -> None:
+    """The file written beside it is renamed over it: a private file stayed private only if its
+    mode is carried over; a name near the 255-byte limit left no room for ".NAME.partial"."""
+    private = tmp_path / "private.ndjson"
+    private.write_text("old\n")
+    private.chmod(0o600)
+    assert run("generate", "--count", "3", "--output", str(private)).returncode == 0
+    assert len(private.read_bytes().splitlines()) == 3 and (private.stat().st_mode & 0o777) == 0o600
+    longest = tmp_path / ("a" * 248 + ".ndjson")  # 255 bytes
+    written = run("generate", "--count", "2", "--output", str(longest))
+    assert written.returncode == 0, written.stderr
+    assert len(longest.read_bytes().splitlines()) == 2 and not list(tmp_path.glob(".*partial"))
+    too_long = run("generate", "--count", "2", "--output", str(tmp_path / ("a" * 249 + ".ndjson")))
+    assert too_long.returncode == 2 and "File name too long" in too_long.stderr, too_long.stderr
+    assert "Traceback" not in too_long.stderr
+
+
 @pytest.mark.parametrize(("stop", "start"), STOPS, ids=STOP_IDS)
 def test_generate_writes_its_output_whole_or_not_at_all(
     tmp_path: Path, stop: signal.Signals, start: Callable[[], None] | None
