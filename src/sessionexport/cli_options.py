@@ -58,7 +58,13 @@ def checked_lines(parse: Callable[[str], object]) -> Callable[[typer.Context, ty
     def callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
         source = ctx.get_parameter_source(param.name) if param.name else None
         if source is not None and source.name == "ENVIRONMENT" and isinstance(param.envvar, str):
-            value = [line for line in os.environ.get(param.envvar, "").splitlines() if line.strip()]
+            value = [line.strip() for line in os.environ.get(param.envvar, "").splitlines() if line.strip()]
+            if len(value) == 1 and len(value[0].split()) > 1:  # as several were once given: never shown
+                err.print(
+                    f"warning: {param.envvar} holds one value with a space in it; several values go on"
+                    " lines of their own",
+                    highlight=False,
+                )
         return check(value)
 
     return callback

@@ -54,11 +54,19 @@ def parse_scopes(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+# Unicode categories a name may not hold: controls, format characters (direction overrides,
+# zero-width ones) and line and paragraph separators.
+_UNSHOWN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def new_token(name: str, scopes: frozenset[str], now_ms: int, expires_at: int | None = None) -> NewToken:
     if not name.strip():
         raise TokenError("a token needs a name")
-    if any(unicodedata.category(c) == "Cc" for c in name):  # listed in tables and logs, one line each
-        raise TokenError("a token's name may not hold control characters (line breaks, tabs, escapes)")
+    if any(unicodedata.category(c) in _UNSHOWN for c in name):  # listed in tables and logs, as typed
+        raise TokenError(
+            "a token's name may not hold control or invisible characters (line breaks, tabs, escapes,"
+            " direction overrides, zero-width characters)"
+        )
     if expires_at is not None and expires_at <= now_ms:
         raise TokenError("a token must expire in the future")
     public = "".join(secrets.choice(_ALPHABET) for _ in range(24))

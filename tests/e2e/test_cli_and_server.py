@@ -1096,6 +1096,24 @@ def test_a_bad_value_from_the_environment_names_its_variable(
     assert not (tmp_path / "d").exists()  # refused before anything was made
 
 
+def test_a_repeatable_option_from_the_environment_warns_of_one_line_holding_a_space(tmp_path: Path) -> None:
+    """One value a line: "a:x b:y" was two clients once (click split at whitespace), and is now
+    one whose secret holds a space; said, without the value (it holds a secret)."""
+    args = [
+        "receive",
+        "--http",
+        "--host",
+        "receiver.invalid",
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]  # stops there
+    one = run(*args, env={"SESSIONEXPORT_RECEIVER_OAUTH_CLIENT": "  a:x b:y  "})
+    said = "SESSIONEXPORT_RECEIVER_OAUTH_CLIENT holds one value with a space in it"
+    assert said in one.stderr and "x b:y" not in one.stderr, one.stderr
+    two = run(*args, env={"SESSIONEXPORT_RECEIVER_OAUTH_CLIENT": "a:x\nb:y"})
+    assert said not in two.stderr and two.returncode == 2  # (the host does not resolve)
+
+
 def test_an_empty_secret_key_means_the_key_file(tmp_path: Path) -> None:
     """As ``--secret-key "$KEY"`` gives it with KEY unset: not refused as a bad key."""
     create_token(tmp_path, "sessions.read")

@@ -86,11 +86,16 @@ def test_new_token_needs_a_name(name: str) -> None:
         new_token(name, READ, 0)
 
 
-@pytest.mark.parametrize("name", ["a\x1b[31mb", "ci\nroot", "tab\there"])
-def test_a_token_name_holds_no_control_characters(name: str) -> None:
-    # listed in a table and in logs: an escape would colour them, a line break split them
-    with pytest.raises(TokenError, match="control characters"):
+@pytest.mark.parametrize("name", ["a\x1b[31mb", "ci\nroot", "tab\there", "a\u2028b", "\u202eabc", "\u200b"])
+def test_a_token_name_holds_no_control_or_invisible_characters(name: str) -> None:
+    # listed in a table and in logs: an escape would colour them, a line break split them, an
+    # override reverse the row, a zero-width character hide the name
+    with pytest.raises(TokenError, match="control or invisible characters"):
         new_token(name, READ, 0)
+
+
+def test_a_token_name_may_be_any_visible_text() -> None:
+    assert new_token("Zürich CI 🚀", READ, 0).record.name == "Zürich CI 🚀"
 
 
 def test_two_tokens_differ() -> None:
