@@ -15,6 +15,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from tests.conftest import sample
 
 from sessionexport.ingest.documents import RejectedBody
+from sessionexport.model.elasticsearch_names import DATE_SHAPE
 from sessionexport.model.validation import compact
 from sessionexport.receiver import bulk as es
 from sessionexport.receiver.auth import (
@@ -252,10 +253,24 @@ def test_elasticsearch_7_takes_the_type_from_the_path_when_the_line_names_none()
         ("<>", "must not be empty"),
         ("<_s-{now/d}>", "must not start with -, _ or +"),
         ("<s#{now/d}>", "must not contain '#'"),
-        # a date never closed, or empty: else "<{a>" + "b}>/X" and "<{a>/b}>" + "X" were one key
+        # a date never closed, or empty: else "<{a>" + "b}>/X" and "<{a>/b}>" + "X" were one key;
+        # or one whose format would put / : or upper case into the name, or that is no date at all
         *(
-            (name, "must hold each date closed, as {now/d} or {now/d{yyyy.MM.dd}}")
-            for name in ("<{a>", "<{a>/b}>", "<s-{}>", "<s-{now/d}}>", "<s-{now/d{yyyy}>")
+            (name, f"must write each date as {DATE_SHAPE}")
+            for name in (
+                "<{a>",
+                "<{a>/b}>",
+                "<s-{}>",
+                "<s-{now/d}}>",
+                "<s-{now/d{yyyy}>",
+                "<s-{now/d,x}>",
+                "<s-{foo}>",
+                "<s-{now/d{}}>",
+                "<s-{now/d{yyyy/MM/dd}}>",
+                "<s-{now/d{yyyy:MM}}>",
+                "<s-{now/d{MMM}}>",
+                "<s-{now/d{yyyy.MM.dd'T'HH}}>",
+            )
         ),
     ],
 )
@@ -276,7 +291,15 @@ def test_an_invalid_index_name_fails_its_item_as_elasticsearch_says(index: str, 
 
 
 @pytest.mark.parametrize(
-    "index", ["<sessions-{now/d}>", "<s-{now/M{yyyy.MM}}>", "<s-{now/d{yyyy.MM.dd|+01:00}}-x>"]
+    "index",
+    [
+        "<sessions-{now/d}>",
+        "<s-{now/M{yyyy.MM}}>",
+        "<s-{now/d{yyyy.MM.dd|+01:00}}-x>",
+        "<s-{now/d{yyyy.MM.dd|Europe/Paris}}>",
+        "<s-{2024.01.01||+1M/d}>",
+        "<s-{now-1d/d{yyyy_MM_dd-HH}}>",
+    ],
 )
 def test_a_date_math_index_name_is_judged_by_the_text_around_its_dates(index: str) -> None:
     [op] = es.parse_bulk(bulk_body(({"index": {"_index": index}}, {"x": 1})), None, 8)

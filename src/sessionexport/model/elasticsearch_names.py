@@ -33,11 +33,15 @@ def index_name_problem(name: str) -> str | None:
     return None
 
 
-# A date in a date-math name: ``{now/d}``, ``{now/M{yyyy.MM}}``, ``{now/d{yyyy.MM.dd|+01:00}}``.
-# It may hold / : and |, which the text around it may not, but no other such character: what
-# is never closed, or holds a >, is no date (nor is a / in it let through).
+# A date in a date-math name: ``{now/d}``, ``{now/M{yyyy.MM}}``, ``{now/d{yyyy.MM.dd|+01:00}}``:
+# date math (from now, or from a date: ``{2024.01.01||+1M}``), then maybe a format and a time
+# zone. What the format prints joins the name, so it may hold only fields that print numbers
+# (not MMM, a month's name) and . - _ between them.
 _IN_DATE = r'[^{}<>\s,#"*?\\]'
-_DATE = re.compile(rf"\{{{_IN_DATE}+(?:\{{{_IN_DATE}*\}})?\}}")
+_MATH = rf"(?:now|\d){_IN_DATE}*"
+_FORMAT = r"(?:(?!MMM)[yuMdDHhmsSwe._-])+"
+_DATE = re.compile(rf"\{{{_MATH}(?:\{{{_FORMAT}(?:\|{_IN_DATE}+)?\}})?\}}")
+DATE_SHAPE = "{now/d} or {now/d{yyyy.MM.dd|+01:00}} (a format of y M d H m s and . - _)"
 
 
 def _date_math_problem(inner: str) -> str | None:
@@ -48,8 +52,8 @@ def _date_math_problem(inner: str) -> str | None:
     if inner[:1] in ("-", "_", "+"):
         return "must not start with -, _ or +"
     text = _DATE.sub("", inner)
-    if "{" in text or "}" in text:  # Elasticsearch cannot resolve it (and a / in it would pass)
-        return "must hold each date closed, as {now/d} or {now/d{yyyy.MM.dd}}"
+    if "{" in text or "}" in text:  # Elasticsearch could not resolve it, or refuse what it makes
+        return f"must write each date as {DATE_SHAPE}"
     if text != text.lower():
         return "must be lower case"
     if bad := sorted(_FORBIDDEN.intersection(text)):
