@@ -347,10 +347,10 @@ INSERT INTO alerts (export_id, kind, title, message, opened_at, last_seen_at) VA
 """
 _CLOSE_ALERTS = "UPDATE alerts SET closed_at = %s WHERE export_id = %s AND kind = %s AND closed_at IS NULL"
 _OPEN_ALERT_TITLE = "SELECT title FROM alerts WHERE export_id = %s AND kind = %s AND closed_at IS NULL"
+# A log entry's columns without its body: the attributes a zone or a listing reads.
+_ATTRIBUTE_COLUMNS = LOG_ENTRY_COLUMNS.replace("body", "''::bytea AS body")
 _COUNT_BETWEEN = "SELECT count(*) FROM sessions WHERE seq > %s AND seq <= %s AND seq %% %s = %s"
-_ATTRIBUTES_BETWEEN = _COUNT_BETWEEN.replace(
-    "count(*)", LOG_ENTRY_COLUMNS.replace("body", "''::bytea AS body")
-)
+_ATTRIBUTES_BETWEEN = _COUNT_BETWEEN.replace("count(*)", _ATTRIBUTE_COLUMNS)
 _UPDATE_SETTING = """
 UPDATE settings_objects
    SET scope = %s, external_id = %s, value = %s, schema_version = %s, modified = %s, modified_by = %s,
@@ -674,7 +674,7 @@ class PostgresStore:
     async def recent_log(
         self, received_since: int, limit: int, before_seq: int | None = None, *, bodies: bool = True
     ) -> list[LogEntry]:
-        columns = LOG_ENTRY_COLUMNS if bodies else LOG_ENTRY_COLUMNS.replace("body", "''::bytea AS body")
+        columns = LOG_ENTRY_COLUMNS if bodies else _ATTRIBUTE_COLUMNS
         query = (
             f"SELECT {columns} FROM sessions WHERE received_at >= %(since)s"
             " AND (%(before)s::bigint IS NULL OR seq < %(before)s) ORDER BY seq DESC LIMIT %(limit)s"

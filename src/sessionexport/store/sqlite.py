@@ -534,7 +534,7 @@ class SQLiteStore:
     async def recent_log(
         self, received_since: int, limit: int, before_seq: int | None = None, *, bodies: bool = True
     ) -> list[LogEntry]:
-        columns = LOG_ENTRY_COLUMNS if bodies else LOG_ENTRY_COLUMNS.replace("body", "X'' AS body")
+        columns = LOG_ENTRY_COLUMNS if bodies else _ATTRIBUTE_COLUMNS
 
         def select(conn: sqlite3.Connection) -> list[LogEntry]:
             rows = conn.execute(
@@ -818,8 +818,10 @@ _COUNT_BULK = (
     " WHERE export_id = :export_id AND shard = :shard AND shards = :shards"
 )
 _IN_SHARD = "seq > :after AND (:shards = 1 OR seq % :shards = :shard)"
+# A log entry's columns without its body: the attributes a zone or a listing reads.
+_ATTRIBUTE_COLUMNS = LOG_ENTRY_COLUMNS.replace("body", "X'' AS body")
 _COUNT_BETWEEN = "SELECT count(*) FROM sessions WHERE seq > ? AND seq <= ? AND seq % ? = ?"
-_ATTRIBUTES_BETWEEN = _COUNT_BETWEEN.replace("count(*)", LOG_ENTRY_COLUMNS.replace("body", "X'' AS body"))
+_ATTRIBUTES_BETWEEN = _COUNT_BETWEEN.replace("count(*)", _ATTRIBUTE_COLUMNS)
 _OPEN_ALERT_TITLE = "SELECT title FROM alerts WHERE export_id = ? AND kind = ? AND closed_at IS NULL"
 _BACKLOG = (
     f"SELECT count(*), (SELECT received_at FROM sessions WHERE {_IN_SHARD} ORDER BY seq LIMIT 1)"
