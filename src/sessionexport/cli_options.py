@@ -60,11 +60,8 @@ def checked_lines(parse: Callable[[str], object]) -> Callable[[typer.Context, ty
         if source is not None and source.name == "ENVIRONMENT" and isinstance(param.envvar, str):
             value = [line.strip() for line in os.environ.get(param.envvar, "").splitlines() if line.strip()]
             if len(value) == 1 and len(value[0].split()) > 1:  # as several were once given: never shown
-                err.print(
-                    f"warning: {param.envvar} holds one value with a space in it; several values go on"
-                    " lines of their own",
-                    highlight=False,
-                )
+                said = f"{param.envvar} holds one value with a space in it; several values go on lines of their own"
+                report(err, logging.WARNING, said)
         return check(value)
 
     return callback
