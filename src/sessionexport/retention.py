@@ -13,7 +13,7 @@ from sessionexport.export.supervisor import place_new_export
 from sessionexport.export.zones import Zone, zone_from_value
 from sessionexport.settings.schemas import EXPORT_SCHEMA, ZONE_SCHEMA
 from sessionexport.store import Store
-from sessionexport.store.records import NewAlert
+from sessionexport.store.records import NewAlert, SettingsRecord
 from sessionexport.throttle import Throttle, recurring
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
     ``open_ms`` when longer (as long as a session may stay open waiting for its next event: a
     retention shorter than that would drop sessions before they could complete).
     """
-    for record in await store.list_settings(EXPORT_SCHEMA):  # one no exporter ran yet: it is owed them too
+    exports = await store.list_settings(EXPORT_SCHEMA)
+    for record in exports:  # one no exporter ran yet: it is owed them too
         await place_new_export(store, record)
     cutoff = now - retention_ms
     boundary = await store.position_before(cutoff)
@@ -50,7 +51,7 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
 
     # Counted as the cursors are moved, in one transaction each (see Store.pass_expired).
     behind = {cursor.export_id for cursor in await store.list_cursors() if cursor.position < boundary}
-    zones = await _zones_of_exports(store)
+    zones = await _zones_of_exports(store, exports) if behind else {}
     for export_id in sorted(behind):
         owed = zone.contains if (zone := zones.get(export_id)) else None
         if lost := await store.pass_expired(export_id, boundary, now, RETENTION_ALERT, describe, owed):
@@ -69,13 +70,13 @@ async def purge_expired(store: Store, retention_ms: int, now: int, open_ms: int 
     return purged
 
 
-async def _zones_of_exports(store: Store) -> dict[str, Zone]:
+async def _zones_of_exports(store: Store, exports: list[SettingsRecord]) -> dict[str, Zone]:
     """The management zone of each export restricted to one that exists: the sessions outside it
     were never owed to the export, and expire without loss. (An export naming a zone that is gone
     exports nothing until it names one: everything it passes is counted.)"""
     zones = {record.object_id: record for record in await store.list_settings(ZONE_SCHEMA)}
     found = {}
-    for record in await store.list_settings(EXPORT_SCHEMA):
+    for record in exports:
         behavior = orjson.loads(record.value).get("exportBehavior") or {}  # no secret in it
         name = behavior.get("managementZone")
         if name and (zone := zones.get(name)):
